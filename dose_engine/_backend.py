@@ -1,0 +1,116 @@
+"""The one place that chooses between numpy/scipy (CPU) and CuPy/cupyx (GPU).
+
+Hot code does not call this module to get its array namespace: it takes
+``xp = array_namespace(*arrays)`` from the arrays it is given, so the same code runs
+on numpy, CuPy and array-api-strict.  This module supplies what the array API
+standard lacks: sparse matrices and ndimage-style resampling, through thin wrappers
+over :mod:`scipy` and :mod:`cupyx.scipy` that mirror each other, plus the named
+host↔device boundaries :func:`to_numpy` and :meth:`Backend.asarray`.
+
+CuPy is imported only inside :func:`get_backend` when ``"cupy"`` is requested, so
+everything imports and runs on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array
+
+from .errors import BackendError
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendName",
+    "array_namespace",
+    "backend_of",
+    "get_backend",
+    "to_numpy",
+]
+
+BackendName = Literal["numpy", "cupy"]
+BACKEND_NAMES: tuple[str, ...] = ("numpy", "cupy")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Array, sparse and ndimage modules of one device.
+
+    Attributes
+    ----------
+    name : {"numpy", "cupy"}
+    xp : module
+        Array namespace (``numpy`` or ``cupy``).
+    sparse : module
+        ``scipy.sparse`` or ``cupyx.scipy.sparse``.
+    ndimage : module
+        ``scipy.ndimage`` or ``cupyx.scipy.ndimage``.
+    """
+
+    name: str
+    xp: ModuleType
+    sparse: ModuleType
+    ndimage: ModuleType
+
+    def asarray(self, array: Any, dtype: Any = None) -> Any:
+        """Move ``array`` onto this backend's device (a named host→device boundary)."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def csr_matrix(self, matrix: Any) -> Any:
+        """Move a scipy/cupyx sparse matrix onto this backend as CSR."""
+        if self.name == "numpy":
+            return self.sparse.csr_matrix(matrix.get() if hasattr(matrix, "get") else matrix)
+        return self.sparse.csr_matrix(matrix)
+
+
+def get_backend(name: str = "numpy") -> Backend:
+    """Return the backend called ``name``.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy"}
+        ``"numpy"`` always works; ``"cupy"`` needs CuPy and a CUDA device.
+
+    Raises
+    ------
+    BackendError
+        If ``name`` is unknown, or CuPy cannot be imported or finds no device.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"Unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}.")
+    if name == "numpy":
+        import scipy.ndimage
+        import scipy.sparse
+
+        return Backend("numpy", np, scipy.sparse, scipy.ndimage)
+    try:
+        cupy = importlib.import_module("cupy")
+        sparse = importlib.import_module("cupyx.scipy.sparse")
+        ndimage = importlib.import_module("cupyx.scipy.ndimage")
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device found")
+    except Exception as exc:  # ImportError, CUDARuntimeError, ...
+        raise BackendError(
+            f"The 'cupy' backend is not available here ({exc}); install the `gpu` extra "
+            "(pip install 'rtplan[gpu]') on a machine with a CUDA GPU, or use backend='numpy'."
+        ) from exc
+    return Backend("cupy", cupy, sparse, ndimage)
+
+
+def backend_of(*arrays: Any) -> Backend:
+    """The backend whose device holds ``arrays`` (CuPy arrays → ``"cupy"``, else numpy)."""
+    return get_backend("cupy" if any(is_cupy_array(a) for a in arrays) else "numpy")
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """Copy ``array`` to a host numpy array (a named device→host boundary)."""
+    if is_cupy_array(array):
+        return array.get()
+    if hasattr(array, "toarray") and hasattr(array, "get"):  # cupyx sparse
+        return array.get()
+    return np.asarray(array)

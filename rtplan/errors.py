@@ -1,0 +1,51 @@
+"""Exceptions and warnings of :mod:`rtplan`.
+
+Every error caused by bad input derives from :class:`InputError` (itself a
+:class:`ValueError`), and its message names the file, the DICOM element or the
+structure, what was expected and what was found.  The command-line interface turns
+any :class:`RtplanError`, :class:`dose_engine.errors.DoseEngineError` or
+:class:`optimizers.errors.OptimizerError` into one line on stderr and exit status 2.
+Messages never contain patient names or IDs.
+"""
+
+from __future__ import annotations
+
+
+class RtplanError(Exception):
+    """Base class of every error raised by :mod:`rtplan`."""
+
+
+class InputError(RtplanError, ValueError):
+    """Bad input: a file, element, structure or option that cannot be used as given."""
+
+
+class DicomReadError(InputError):
+    """A file is not readable DICOM, or lacks an element that is required."""
+
+
+class SeriesError(InputError):
+    """A CT series is inconsistent: missing or duplicated slices, mixed series, oblique."""
+
+
+class ReferenceMismatchError(InputError):
+    """Two objects refer to different frames of reference or structure sets."""
+
+
+class StructureError(InputError):
+    """A structure is missing, empty where it must not be, or has malformed contours."""
+
+
+class ProtocolError(InputError):
+    """A planning protocol is malformed or names something the patient lacks."""
+
+
+class OutputExistsError(InputError, FileExistsError):
+    """An output already exists and overwriting was not requested (use ``--force``)."""
+
+
+class RtplanWarning(UserWarning):
+    """Base class of rtplan's warnings."""
+
+
+class DicomWarning(RtplanWarning):
+    """A DICOM object was read, but something about it is unusual (e.g. a series UID mismatch)."""
