@@ -1,0 +1,92 @@
+"""``load_patient``: CT series + RT-STRUCT → :class:`rtplan.Patient`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from .._patient import Patient
+from ..errors import DicomWarning, ReferenceMismatchError
+from ._ct import CtSeries, load_ct
+from ._rtstruct import StructureSet, load_structure_set
+
+__all__ = ["combine", "load_patient"]
+
+
+def load_patient(
+    ct_dir: str | os.PathLike,
+    rtstruct_path: str | os.PathLike | None = None,
+    *,
+    series_uid: str | None = None,
+) -> Patient:
+    """Load a CT series and its RT Structure Set.
+
+    Parameters
+    ----------
+    ct_dir : path
+        Folder with the CT slices (other files and modalities are ignored).
+    rtstruct_path : path, optional
+        The RT-STRUCT file; without it the patient has no structures.
+    series_uid : str, optional
+        (0020,000E) of the CT series to use when the folder holds several.
+
+    Returns
+    -------
+    Patient
+
+    Raises
+    ------
+    SeriesError, DicomReadError
+        See :func:`rtplan.io.load_ct` and :func:`rtplan.io.load_structure_set`.
+    ReferenceMismatchError
+        The RT-STRUCT's (0020,0052) FrameOfReferenceUID differs from the CT's (both named).
+
+    Warns
+    -----
+    DicomWarning
+        The frames of reference match but the RT-STRUCT refers to another CT series
+        (re-exported or cropped CT): both series UIDs are named and loading goes on.
+    """
+    ct = load_ct(ct_dir, series_uid=series_uid)
+    ss = load_structure_set(rtstruct_path) if rtstruct_path is not None else None
+    return combine(ct, ss, stacklevel=3)
+
+
+def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Patient:
+    """A :class:`Patient` from a loaded CT and structure set, checking their references.
+
+    See :func:`load_patient` for the checks (raises/warns the same).
+    """
+    ct_dir = ct.files[0].parent if ct.files else "?"
+    structures: dict = {}
+    ss_uid = None
+    if ss is not None:
+        rtstruct_path = ss.path
+        if ss.frame_of_reference_uid != ct.frame_of_reference_uid:
+            raise ReferenceMismatchError(
+                f"RT-STRUCT '{rtstruct_path}' belongs to frame of reference "
+                f"{ss.frame_of_reference_uid or '(none)'} but the CT in '{ct_dir}' has "
+                f"{ct.frame_of_reference_uid}; the contours would land in the wrong place. "
+                "Use the structure set drawn on this CT."
+            )
+        if ss.referenced_series_uids and ct.series_instance_uid not in ss.referenced_series_uids:
+            warnings.warn(
+                f"RT-STRUCT '{os.fspath(rtstruct_path)}' refers to CT series "
+                f"{', '.join(ss.referenced_series_uids)} but the CT loaded is series "
+                f"{ct.series_instance_uid}; the frame of reference "
+                f"{ct.frame_of_reference_uid} matches, so the contours are used as they are.",
+                DicomWarning, stacklevel=stacklevel,
+            )
+        structures = ss.structures
+        ss_uid = ss.sop_instance_uid
+    return Patient(
+        ct=ct.image,
+        structures=structures,
+        position=ct.position,
+        frame_of_reference_uid=ct.frame_of_reference_uid,
+        study_instance_uid=ct.study_instance_uid,
+        ct_series_instance_uid=ct.series_instance_uid,
+        ct_sop_instance_uids=ct.sop_instance_uids,
+        structure_set_uid=ss_uid,
+        dicom_patient=ct.dicom_patient,
+    )
