@@ -1,0 +1,692 @@
+"""Read a DICOM RT-PLAN from any system into a :class:`rtplan.DeliverablePlan`.
+
+Supported: photon beams shaped by an MLCX and/or jaws — BeamType STATIC, or DYNAMIC
+step-and-shoot where the beam-limiting devices move only between control points of
+equal cumulative meterset weight (PS3.3 C.8.8.14.1).  Device types ASYMX/X, ASYMY/Y
+and MLCX (Varian and Elekta exports); leaf boundaries are taken from the plan; a
+control point that omits a device, angle or position keeps the previous value, as
+DICOM specifies.  A jaws-only field (no MLCX) is read with a virtual one-pair MLC
+whose leaves sit on the X jaws, so its aperture is exactly the jaw opening.
+
+Refused with a clear :class:`~rtplan.errors.InputError` (never computed wrongly):
+arcs and VMAT (a gantry that rotates or changes angle), sliding-window dynamic MLC
+(devices moving while meterset accrues), wedges, compensators, blocks, boli,
+electron/proton/ion beams, an MLCY, a beam energy the dose engine is not modelled for,
+a patient position different from the CT's, leaf positions outside the MLC's limits,
+overlapping leaves and a missing (300A,0086) *BeamMeterset*.  A plan whose
+FrameOfReferenceUID or referenced RT-STRUCT differs from the loaded patient's raises
+:class:`~rtplan.errors.ReferenceMismatchError` naming both UIDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DicomReadError, InputError, ReferenceMismatchError
+from ._dicom_common import floats, read_dataset
+from ._uids import RT_PLAN_STORAGE
+
+__all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams"]
+
+log = logging.getLogger("rtplan.io")
+
+#: Leaf or jaw positions equal within this tolerance are "not moving", mm.
+POSITION_TOL_MM = 0.01
+#: Leaves may touch (A == B); A > B + this is an overlap, mm.
+OVERLAP_TOL_MM = 0.01
+_JAW_TYPES = {"ASYMX": "X", "X": "X", "ASYMY": "Y", "Y": "Y"}
+#: LeafPositionBoundaries of the virtual one-pair MLC given to jaws-only fields, mm.
+VIRTUAL_MLC_BOUNDARIES_MM = np.array([-200.0, 200.0])
+
+
+@dataclass(frozen=True)
+class _ParsedSegment:
+    leaf_positions_mm: np.ndarray  # (2, n_pairs)
+    jaws_mm: dict  # {"X": (x1, x2) or None, "Y": (y1, y2) or None}
+    mu: float
+
+
+@dataclass(frozen=True)
+class _ParsedBeam:
+    number: int
+    name: str
+    machine_name: str
+    gantry_deg: float
+    collimator_deg: float
+    couch_deg: float
+    isocenter_mm: tuple
+    sad_mm: float
+    leaf_boundaries_mm: np.ndarray
+    virtual_mlc: bool
+    has_x_jaws: bool
+    has_y_jaws: bool
+    segments: tuple
+    meterset_mu: float
+    energy_mv: float | None
+
+
+class _Ctx:
+    """Names the file and beam in error messages."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def err(self, msg: str, cls=InputError):
+        return cls(f"{self.path}: {msg}")
+
+
+def _float(value, ctx: _Ctx, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ctx.err(f"{what} is {value!r}; expected a number.") from None
+    if not np.isfinite(v):
+        raise ctx.err(f"{what} is {value!r}; expected a finite number.")
+    return v
+
+
+def _check_references(ds, patient, ctx: _Ctx) -> None:
+    plan_for = str(ds.get("FrameOfReferenceUID", ""))
+    if plan_for != patient.frame_of_reference_uid:
+        raise ctx.err(
+            f"(0020,0052) FrameOfReferenceUID is {plan_for or '(missing)'} but the CT's is "
+            f"{patient.frame_of_reference_uid}; this plan belongs to another CT. Load the CT "
+            "the plan was made on.",
+            ReferenceMismatchError,
+        )
+    refs = ds.get("ReferencedStructureSetSequence", None)
+    ss_uid = patient.structure_set_uid
+    if not refs:
+        raise ctx.err(
+            "(300C,0060) ReferencedStructureSetSequence is missing; expected a reference to "
+            f"the loaded RT-STRUCT {ss_uid}.",
+            ReferenceMismatchError,
+        )
+    plan_ss = [str(r.get("ReferencedSOPInstanceUID", "")) for r in refs]
+    if ss_uid not in plan_ss:
+        raise ctx.err(
+            f"(300C,0060) ReferencedStructureSetSequence references RT-STRUCT "
+            f"{', '.join(plan_ss)} but the loaded RT-STRUCT is {ss_uid}; load the structure "
+            "set the plan was made with.",
+            ReferenceMismatchError,
+        )
+
+
+def _fraction_group(ds, ctx: _Ctx, fraction_group_number: int | None):
+    groups = ds.get("FractionGroupSequence", None)
+    if not groups:
+        raise ctx.err("(300A,0070) FractionGroupSequence is missing; the plan has no fractions.")
+    numbers = [int(g.get("FractionGroupNumber", i + 1)) for i, g in enumerate(groups)]
+    if fraction_group_number is None:
+        if len(groups) > 1:
+            raise ctx.err(
+                f"(300A,0070) FractionGroupSequence has {len(groups)} fraction groups "
+                f"({numbers}); choose one with `fraction_group_number`."
+            )
+        return groups[0]
+    if fraction_group_number not in numbers:
+        raise ctx.err(
+            f"(300A,0070) FractionGroupSequence has no fraction group {fraction_group_number}; "
+            f"available: {numbers}."
+        )
+    return groups[numbers.index(fraction_group_number)]
+
+
+def _device_map(bseq_item, ctx: _Ctx, bnum: int):
+    """Device types → (NumberOfLeafJawPairs, boundaries); refuse anything but jaws + MLCX."""
+    devices = {}
+    for dev in bseq_item.get("BeamLimitingDeviceSequence", []):
+        dtype = str(dev.get("RTBeamLimitingDeviceType", "")).upper()
+        if dtype in _JAW_TYPES:
+            devices[dtype] = (1, None)
+        elif dtype == "MLCX":
+            n = int(dev.get("NumberOfLeafJawPairs", 0) or 0)
+            bounds = dev.get("LeafPositionBoundaries", None)
+            if bounds is None or len(bounds) != n + 1 or n < 1:
+                raise ctx.err(
+                    f"beam {bnum}: (300A,00BE) LeafPositionBoundaries has "
+                    f"{0 if bounds is None else len(bounds)} values for {n} leaf pairs; expected "
+                    f"{n + 1}."
+                )
+            b = np.array([float(v) for v in bounds])
+            if np.any(np.diff(b) <= 0):
+                raise ctx.err(
+                    f"beam {bnum}: (300A,00BE) LeafPositionBoundaries are not increasing."
+                )
+            devices["MLCX"] = (n, b)
+        elif dtype == "MLCY":
+            raise ctx.err(
+                f"beam {bnum}: (300A,00B8) RTBeamLimitingDeviceType MLCY (leaves travelling "
+                "along Y) is not supported; only MLCX beams can be computed."
+            )
+        else:
+            raise ctx.err(
+                f"beam {bnum}: (300A,00B8) RTBeamLimitingDeviceType {dtype!r} is not supported; "
+                "expected ASYMX/X, ASYMY/Y and MLCX."
+            )
+    if "MLCX" not in devices and "ASYMX" not in devices and "X" not in devices:
+        raise ctx.err(
+            f"beam {bnum}: (300A,00B6) BeamLimitingDeviceSequence has neither an MLCX nor X "
+            "jaws; the field is not collimated along X."
+        )
+    if "ASYMX" in devices and "X" in devices or "ASYMY" in devices and "Y" in devices:
+        raise ctx.err(
+            f"beam {bnum}: (300A,00B6) BeamLimitingDeviceSequence lists two jaw systems in one "
+            "direction; not supported."
+        )
+    return devices
+
+
+def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
+    rtype = str(b.get("RadiationType", "")).upper()
+    if rtype != "PHOTON":
+        raise ctx.err(
+            f"beam {bnum}: (300A,00C6) RadiationType is {rtype or '(empty)'}; only PHOTON beams "
+            "can be computed by the photon dose engine."
+        )
+    for kw, tag, what in (
+        ("NumberOfWedges", "(300A,00D0)", "wedges"),
+        ("NumberOfCompensators", "(300A,00E0)", "compensators"),
+        ("NumberOfBoli", "(300A,00ED)", "boli"),
+        ("NumberOfBlocks", "(300A,00F0)", "blocks"),
+    ):
+        n = int(b.get(kw, 0) or 0)
+        if n > 0:
+            raise ctx.err(
+                f"beam {bnum}: {tag} {kw} is {n}; {what} are not modelled by the dose engine, "
+                "so this beam cannot be computed."
+            )
+    btype = str(b.get("BeamType", "")).upper()
+    if btype not in ("STATIC", "DYNAMIC"):
+        raise ctx.err(
+            f"beam {bnum}: (300A,00C4) BeamType is {btype!r}; expected STATIC or DYNAMIC."
+        )
+    unit = str(b.get("PrimaryDosimeterUnit", "MU") or "MU").upper()
+    if unit != "MU":
+        raise ctx.err(
+            f"beam {bnum}: (300A,00B3) PrimaryDosimeterUnit is {unit!r}; expected MU."
+        )
+
+
+def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBeam:
+    bnum = int(b.BeamNumber)
+    _refuse_unsupported(b, ctx, bnum, energy_mv)
+    devices = _device_map(b, ctx, bnum)
+    # A jaws-only field (no MLC) gets a virtual MLC: one leaf pair spanning the whole
+    # Y range, its leaves on the X jaws, so that the aperture is exactly the jaw opening.
+    virtual_mlc = "MLCX" not in devices
+    n_pairs, boundaries = devices.get("MLCX", (1, VIRTUAL_MLC_BOUNDARIES_MM))
+    jaw_dirs = {_JAW_TYPES[d]: d for d in devices if d in _JAW_TYPES}
+    cps = b.get("ControlPointSequence", [])
+    if len(cps) < 2:
+        raise ctx.err(
+            f"beam {bnum}: (300A,0111) ControlPointSequence has {len(cps)} control points; "
+            "expected at least 2."
+        )
+    final = b.get("FinalCumulativeMetersetWeight", None)
+    final_w = 1.0 if final in (None, "") else _float(final, ctx, f"beam {bnum}: (300A,010E)")
+    if final_w <= 0:
+        raise ctx.err(
+            f"beam {bnum}: (300A,010E) FinalCumulativeMetersetWeight is {final_w}; expected > 0."
+        )
+
+    state: dict = {}
+    positions: list[dict] = []
+    weights: list[float] = []
+    for k, cp in enumerate(cps):
+        where = f"beam {bnum} control point {k}"
+        for kw, key in (
+            ("GantryAngle", "gantry"),
+            ("BeamLimitingDeviceAngle", "collimator"),
+            ("PatientSupportAngle", "couch"),
+        ):
+            if kw in cp and cp[kw].value not in (None, ""):
+                v = _float(cp[kw].value, ctx, f"{where}: {kw}") % 360.0
+                if key in state and abs((v - state[key] + 180.0) % 360.0 - 180.0) > 1e-3:
+                    what = "arc/VMAT" if key == "gantry" else f"{key} rotation"
+                    raise ctx.err(
+                        f"{where}: {kw} changes from {state[key]:g} to {v:g} degrees within the "
+                        f"beam ({what}); only fixed-angle beams are supported."
+                    )
+                state[key] = v
+        for kw in (
+            "GantryRotationDirection",
+            "BeamLimitingDeviceRotationDirection",
+            "PatientSupportRotationDirection",
+        ):
+            direction = str(cp.get(kw, "") or "").upper()
+            if direction in ("CW", "CC"):
+                raise ctx.err(
+                    f"{where}: {kw} is {direction} (arc/VMAT or rotating delivery); only "
+                    "fixed-angle beams (NONE) are supported."
+                )
+        if "IsocenterPosition" in cp and cp.IsocenterPosition not in (None, ""):
+            iso = tuple(_float(v, ctx, f"{where}: (300A,012C) IsocenterPosition")
+                        for v in cp.IsocenterPosition)
+            if "iso" in state and np.max(np.abs(np.subtract(iso, state["iso"]))) > 1e-3:
+                raise ctx.err(f"{where}: (300A,012C) IsocenterPosition changes within the beam.")
+            state["iso"] = iso
+        if "NominalBeamEnergy" in cp and cp.NominalBeamEnergy not in (None, ""):
+            state["energy"] = _float(cp.NominalBeamEnergy, ctx, f"{where}: NominalBeamEnergy")
+        for item in cp.get("BeamLimitingDevicePositionSequence", []):
+            dtype = str(item.get("RTBeamLimitingDeviceType", "")).upper()
+            if dtype not in devices:
+                raise ctx.err(
+                    f"{where}: position given for device {dtype!r}, which (300A,00B6) "
+                    "BeamLimitingDeviceSequence does not declare."
+                )
+            vals = floats(item, "LeafJawPositions", ctx.path)
+            expected = 2 * devices[dtype][0]
+            if vals.size != expected:
+                raise ctx.err(
+                    f"{where}: (300A,011C) LeafJawPositions of {dtype} has {vals.size} values; "
+                    f"expected {expected}."
+                )
+            state[dtype] = vals
+        missing = [d for d in devices if d not in state]
+        if missing:
+            raise ctx.err(
+                f"{where}: no (300A,011C) LeafJawPositions for {', '.join(missing)} at or before "
+                "this control point."
+            )
+        w = cp.get("CumulativeMetersetWeight", None)
+        if w in (None, ""):
+            raise ctx.err(
+                f"{where}: (300A,0134) CumulativeMetersetWeight is empty; the plan was exported "
+                "without meterset weights."
+            )
+        weights.append(_float(w, ctx, f"{where}: CumulativeMetersetWeight"))
+        positions.append({d: state[d].copy() for d in devices})
+    if "gantry" not in state or "iso" not in state:
+        raise ctx.err(
+            f"beam {bnum}: control point 0 lacks (300A,011E) GantryAngle or (300A,012C) "
+            "IsocenterPosition."
+        )
+    energy = state.get("energy")
+    if energy is not None and abs(energy - energy_mv) > 1e-6:
+        raise ctx.err(
+            f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but the dose engine's "
+            f"beam model is {energy_mv:g} MV; this beam cannot be computed."
+        )
+
+    w = np.asarray(weights)
+    if np.any(np.diff(w) < -1e-9):
+        raise ctx.err(f"beam {bnum}: (300A,0134) CumulativeMetersetWeight decreases.")
+    if abs(w[-1] - final_w) > 1e-6 * max(final_w, 1.0):
+        raise ctx.err(
+            f"beam {bnum}: the last CumulativeMetersetWeight is {w[-1]:g} but (300A,010E) "
+            f"FinalCumulativeMetersetWeight is {final_w:g}."
+        )
+    segments = []
+    for k in range(len(cps) - 1):
+        dw = w[k + 1] - w[k]
+        if dw <= 1e-12 * final_w:
+            continue  # devices may move freely between equal-weight control points
+        for d in devices:
+            moved = np.max(np.abs(positions[k + 1][d] - positions[k][d]))
+            if moved > POSITION_TOL_MM:
+                raise ctx.err(
+                    f"beam {bnum} control points {k}-{k + 1}: {d} moves by {moved:.2f} mm while "
+                    f"meterset is delivered (sliding-window dynamic MLC); only step-and-shoot "
+                    "(devices moving between equal-weight control points) is supported."
+                )
+        pos = positions[k]
+        if virtual_mlc:
+            leaves = np.asarray(pos[jaw_dirs["X"]], dtype=float).reshape(2, 1)
+        else:
+            leaves = pos["MLCX"].reshape(2, n_pairs)
+        jaws = {
+            axis: (tuple(float(v) for v in pos[dev]) if dev else None)
+            for axis, dev in (("X", jaw_dirs.get("X")), ("Y", jaw_dirs.get("Y")))
+        }
+        segments.append(_ParsedSegment(leaves, jaws, float(meterset_mu * dw / final_w)))
+    return _ParsedBeam(
+        number=bnum,
+        name=str(b.get("BeamName", "") or f"beam {bnum}"),
+        machine_name=str(b.get("TreatmentMachineName", "") or ""),
+        gantry_deg=state["gantry"],
+        collimator_deg=state.get("collimator", 0.0),
+        couch_deg=state.get("couch", 0.0),
+        isocenter_mm=state["iso"],
+        sad_mm=_float(b.get("SourceAxisDistance", 1000.0) or 1000.0, ctx,
+                      f"beam {bnum}: SourceAxisDistance"),
+        leaf_boundaries_mm=boundaries,
+        virtual_mlc=virtual_mlc,
+        has_x_jaws="X" in jaw_dirs,
+        has_y_jaws="Y" in jaw_dirs,
+        segments=tuple(segments),
+        meterset_mu=meterset_mu,
+        energy_mv=energy,
+    )
+
+
+def _generic_machine(pb: _ParsedBeam):
+    from .._machine import JawModel, Machine, MLCModel
+
+    jaws = {}
+    if pb.has_x_jaws:
+        jaws["X"] = JawModel("X", (-200.0, 200.0), 200.0)
+    if pb.has_y_jaws:
+        jaws["Y"] = JawModel("Y", (-200.0, 200.0), 200.0)
+    return Machine(
+        name=pb.machine_name or "unknown",
+        mlc=MLCModel(
+            name="virtual (jaws only)" if pb.virtual_mlc else "MLCX",
+            leaf_boundaries_mm=pb.leaf_boundaries_mm,
+            min_leaf_gap_mm=0.0,
+            leaf_position_range_mm=(-200.0, 200.0),
+        ),
+        jaws=jaws,
+        sad_mm=pb.sad_mm,
+        nominal_energy_mv=pb.energy_mv if pb.energy_mv is not None else 6.0,
+    )
+
+
+def _machine_for(pb: _ParsedBeam, machine, cache: dict):
+    """The given machine, else the shipped one of that name when its MLC and jaws match the
+    plan, else a generic machine built from the plan (leaf limits ±200 mm)."""
+    if machine is not None:
+        return machine
+    key = (pb.machine_name, tuple(pb.leaf_boundaries_mm.tolist()), pb.has_x_jaws, pb.has_y_jaws)
+    if key in cache:
+        return cache[key]
+    from .._machine import available_machines, load_machine
+
+    found = None
+    if pb.machine_name in available_machines():
+        shipped = load_machine(pb.machine_name)
+        b = shipped.mlc.leaf_boundaries_mm
+        if (
+            b.shape == pb.leaf_boundaries_mm.shape
+            and np.allclose(b, pb.leaf_boundaries_mm, atol=1e-3)
+            and shipped.has_x_jaws == pb.has_x_jaws
+            and shipped.has_y_jaws == pb.has_y_jaws
+        ):
+            found = shipped
+    if found is None:
+        found = _generic_machine(pb)
+        log.info(
+            "beam %d: machine %r is not a shipped model with this MLC; checking leaves against "
+            "generic limits ±200 mm", pb.number, pb.machine_name,
+        )
+    cache[key] = found
+    return found
+
+
+def _check_leaf_range(pb: _ParsedBeam, machine, ctx: _Ctx) -> None:
+    """Leaf tips inside the MLC's range and banks not overlapping, naming the DICOM element."""
+    lim = machine.mlc.bank_limits_mm()
+    for k, seg in enumerate(pb.segments):
+        leaves = seg.leaf_positions_mm
+        for bank in (0, 1):
+            lo, hi = lim[bank]
+            bad = np.flatnonzero((leaves[bank] < lo - POSITION_TOL_MM)
+                                 | (leaves[bank] > hi + POSITION_TOL_MM))
+            if bad.size:
+                i = int(bad[0])
+                raise ctx.err(
+                    f"beam {pb.number} segment {k}: (300A,011C) LeafJawPositions of MLCX: leaf "
+                    f"{'AB'[bank]}{i + 1} at {leaves[bank, i]:.2f} mm is outside the MLC's limits "
+                    f"[{lo:g}, {hi:g}] mm (machine '{machine.name}')."
+                )
+        over = leaves[0] - leaves[1]
+        if np.any(over > OVERLAP_TOL_MM):
+            i = int(np.argmax(over))
+            raise ctx.err(
+                f"beam {pb.number} segment {k}: (300A,011C) LeafJawPositions of MLCX: leaves of "
+                f"pair {i + 1} overlap (bank A at {leaves[0, i]:.2f} mm is beyond bank B at "
+                f"{leaves[1, i]:.2f} mm)."
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class RtPlanBeams:
+    """What :func:`read_rtplan_beams` read: enough to compute the plan's dose.
+
+    Attributes
+    ----------
+    beams : tuple of rtplan.DeliverableBeam
+        Segment ``total_mu`` is the meterset over all fractions.
+    fractions : int
+        (300A,0078) *NumberOfFractionsPlanned*.
+    total_dose_gy : float or None
+        (300A,0026) *TargetPrescriptionDose* of the first TARGET dose reference, if any.
+    target_name : str
+        Structure of that dose reference ((300C,0084) *ReferencedROINumber*), else its
+        (300A,0016) *DoseReferenceDescription*, else "".
+    label : str
+        (300A,0002) *RTPlanLabel*.
+    sop_instance_uid : str
+        (0008,0018) of the RT-PLAN, for the RT-DOSE's ReferencedRTPlanSequence.
+    """
+
+    beams: tuple
+    fractions: int
+    total_dose_gy: float | None
+    target_name: str
+    label: str
+    sop_instance_uid: str
+
+
+def _prescription(ds, patient):
+    """(total dose Gy or None, target name or "") from the first TARGET dose reference."""
+    by_number = {int(s.number): name for name, s in patient.structures.items()}
+    for dref in ds.get("DoseReferenceSequence", []):
+        if str(dref.get("DoseReferenceType", "")).upper() != "TARGET":
+            continue
+        rx = dref.get("TargetPrescriptionDose", None)
+        roi = dref.get("ReferencedROINumber", None)
+        name = by_number.get(int(roi), "") if roi not in (None, "") else ""
+        if not name:
+            name = str(dref.get("DoseReferenceDescription", "") or "")
+        return (float(rx) if rx not in (None, "") and float(rx) > 0 else None), name
+    return None, ""
+
+
+def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBeams:
+    from dose_engine._beam import Beam
+
+    from .._delivery import DeliverableBeam, Segment
+
+    cache: dict = {}
+    out = []
+    for pb in parsed:
+        m = _machine_for(pb, machine, cache)
+        _check_leaf_range(pb, m, ctx)
+        segments = []
+        for seg in pb.segments:
+            jaws = {k: v for k, v in seg.jaws_mm.items() if v is not None}
+            segments.append(Segment(seg.leaf_positions_mm, jaws, seg.mu * n_fx,
+                                    pb.leaf_boundaries_mm))
+        geom = Beam(
+            pb.gantry_deg,
+            collimator_angle_deg=pb.collimator_deg,
+            couch_angle_deg=pb.couch_deg,
+            isocenter_mm=pb.isocenter_mm,
+            sad_mm=pb.sad_mm,
+            patient_position=patient.position,
+        )
+        dbeam = DeliverableBeam(pb.number, pb.name, geom, m, tuple(segments))
+        dbeam.validate(where=f"{ctx.path}: (300A,011C) LeafJawPositions,")
+        out.append(dbeam)
+    rx, target = _prescription(ds, patient)
+    return RtPlanBeams(tuple(out), n_fx, rx, target, str(ds.get("RTPlanLabel", "") or ""),
+                       str(ds.SOPInstanceUID))
+
+
+def read_rtplan_beams(
+    path: str | os.PathLike,
+    patient,
+    *,
+    machine=None,
+    fraction_group_number: int | None = None,
+    nominal_energy_mv: float = 6.0,
+) -> RtPlanBeams:
+    """Like :func:`read_rtplan`, without requiring a prescription (for dose recalculation).
+
+    Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
+    ``total_dose_gy`` is None when the plan states no prescription.
+    """
+    path = Path(path)
+    ctx = _Ctx(path)
+    ds = read_dataset(path, what="RT-PLAN")
+    # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
+    # 16 characters): log those, as on import, instead of letting them escape.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number,
+                                  nominal_energy_mv)
+    for w in caught:
+        log.info("%s: pydicom: %s", path.name, w.message)
+    return plan
+
+
+def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv):
+    if str(ds.get("SOPClassUID", "")) != RT_PLAN_STORAGE:
+        raise ctx.err(
+            f"(0008,0016) SOPClassUID is {ds.get('SOPClassUID', '(missing)')}; expected RT Plan "
+            f"Storage {RT_PLAN_STORAGE}.",
+            DicomReadError,
+        )
+    _check_references(ds, patient, ctx)
+    positions = {
+        int(s.get("PatientSetupNumber", 0)): str(s.get("PatientPosition", "") or "")
+        for s in ds.get("PatientSetupSequence", [])
+    }
+    fg = _fraction_group(ds, ctx, fraction_group_number)
+    n_fx = fg.get("NumberOfFractionsPlanned", None)
+    if n_fx in (None, "") or int(n_fx) < 1:
+        raise ctx.err(
+            f"(300A,0078) NumberOfFractionsPlanned is {n_fx!r} in fraction group "
+            f"{fg.get('FractionGroupNumber', 1)}; expected a positive number."
+        )
+    metersets = {}
+    for rb in fg.get("ReferencedBeamSequence", []):
+        bnum = int(rb.ReferencedBeamNumber)
+        mset = rb.get("BeamMeterset", None)
+        if mset in (None, ""):
+            raise ctx.err(
+                f"(300C,0004) ReferencedBeamSequence: beam {bnum} has no BeamMeterset (300A,0086); "
+                "the plan was exported without monitor units."
+            )
+        mset = _float(mset, ctx, f"(300C,0004) ReferencedBeamSequence: beam {bnum} BeamMeterset")
+        if mset < 0:
+            raise ctx.err(
+                f"(300C,0004) ReferencedBeamSequence: beam {bnum} BeamMeterset is {mset:g}; "
+                "expected ≥ 0."
+            )
+        metersets[bnum] = mset
+    if not metersets:
+        raise ctx.err(
+            "(300C,0004) ReferencedBeamSequence is empty; the plan has no treatment beams."
+        )
+    by_number = {int(b.BeamNumber): b for b in ds.get("BeamSequence", [])}
+    parsed = []
+    for bnum, mset in metersets.items():
+        if bnum not in by_number:
+            raise ctx.err(
+                f"(300C,0004) ReferencedBeamSequence refers to beam {bnum}, which (300A,00B0) "
+                "BeamSequence does not contain."
+            )
+        b = by_number[bnum]
+        delivery = str(b.get("TreatmentDeliveryType", "TREATMENT") or "TREATMENT").upper()
+        if delivery != "TREATMENT" and mset > 0:
+            # A port film, continuation or setup beam with meterset delivers dose too.
+            log.info("beam %d is %s with %.2f MU; its dose is included", bnum, delivery, mset)
+        setup_no = int(b.get("ReferencedPatientSetupNumber", 1) or 1)
+        pos = positions.get(setup_no, "")
+        if pos and pos != patient.position:
+            raise ctx.err(
+                f"beam {bnum}: (0018,5100) PatientPosition is {pos} in its patient setup but the "
+                f"CT is {patient.position}.",
+                ReferenceMismatchError,
+            )
+        if mset == 0:
+            log.info("beam %d has BeamMeterset 0; skipped", bnum)
+            continue
+        pb = _parse_beam(b, mset, ctx, nominal_energy_mv)
+        parsed.append(pb)
+    if not parsed:
+        raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")
+    return _build_beams(parsed, int(n_fx), patient, machine, ctx, ds)
+
+
+def read_rtplan(
+    path: str | os.PathLike,
+    patient,
+    *,
+    machine=None,
+    fraction_group_number: int | None = None,
+    nominal_energy_mv: float = 6.0,
+    prescription_gy: float | None = None,
+):
+    """Read an RT-PLAN's photon MLC beams into a deliverable plan for ``patient``.
+
+    Parameters
+    ----------
+    path : path-like
+        The RT-PLAN file.
+    patient : rtplan.Patient
+        The CT and RT-STRUCT the plan was made on: its FrameOfReferenceUID, its
+        structure-set UID and its PatientPosition must match the plan.
+    machine : rtplan.Machine, optional
+        Machine whose MLC limits the leaf positions are checked against. By default the
+        machine whose name matches (300A,00B2) *TreatmentMachineName* among
+        :func:`rtplan.load_machine`'s machines, else a generic machine built from the
+        plan's leaf boundaries with leaf limits ±200 mm.
+    fraction_group_number : int, optional
+        (300A,0071) of the fraction group to read; needed only when there are several.
+    nominal_energy_mv : float
+        Energy the dose engine's beam model is commissioned for; beams at another
+        (300A,0114) *NominalBeamEnergy* are refused.
+    prescription_gy : float, optional
+        Total prescribed dose (Gy) when the plan states none ((300A,0026)
+        *TargetPrescriptionDose* of a TARGET dose reference wins otherwise).
+
+    Returns
+    -------
+    rtplan.DeliverablePlan
+        Beams with IEC 61217 geometry, segments (leaf/jaw positions in mm; ``total_mu``
+        = per-fraction meterset × (300A,0078) *NumberOfFractionsPlanned*), fractions,
+        prescription and target name (the structure whose ROI number the TARGET dose
+        reference gives).
+
+    Raises
+    ------
+    rtplan.errors.DicomReadError
+        If the file is not a readable RT-PLAN.
+    rtplan.errors.ReferenceMismatchError
+        If the plan's frame of reference or structure set is not the patient's.
+    rtplan.errors.InputError
+        For an unsupported beam (arc/VMAT, sliding window, wedge, compensator, block,
+        bolus, non-photon, MLCY, other energy), leaves outside the MLC's limits or
+        overlapping (or any other machine limit, :meth:`rtplan.DeliverableBeam.validate`),
+        a missing BeamMeterset, or no prescription.
+    """
+    path = Path(path)
+    pb = read_rtplan_beams(
+        path,
+        patient,
+        machine=machine,
+        fraction_group_number=fraction_group_number,
+        nominal_energy_mv=nominal_energy_mv,
+    )
+    from .._delivery import DeliverablePlan
+
+    rx = prescription_gy if prescription_gy is not None else pb.total_dose_gy
+    if rx is None:
+        raise InputError(
+            f"{path}: (300A,0010) DoseReferenceSequence has no TARGET item with (300A,0026) "
+            "TargetPrescriptionDose; pass `prescription_gy=` (total Gy) to read this plan."
+        )
+    return DeliverablePlan(
+        pb.beams, pb.fractions, float(rx), pb.target_name, label=pb.label or "rtplan"
+    )
+
+
