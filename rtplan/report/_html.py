@@ -1,0 +1,458 @@
+"""The plan report (one self-contained ``report.html``) and the machine-readable ``plan.json``.
+
+``report.html`` embeds its images as base64 PNG and its style inline: it opens offline,
+can be mailed or archived as one file, and loads nothing from the network.  Neither file
+contains patient names or IDs: only UIDs identify the inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import atomic_file
+from ..errors import InputError
+
+__all__ = ["PLAN_JSON_SCHEMA", "plan_json", "software_versions", "write_plan_json",
+           "write_report"]
+
+logger = logging.getLogger("rtplan.report")
+
+#: Identifier of the plan.json layout written by :func:`plan_json`.
+PLAN_JSON_SCHEMA = "rtplan.plan/1"
+
+_VERSION_PACKAGES = ("rtplan", "numpy", "scipy", "cvxpy", "pydicom")
+_UID_ATTRS = ("frame_of_reference_uid", "study_instance_uid", "ct_series_instance_uid",
+              "structure_set_uid")
+_TARGET_TYPES = ("PTV", "CTV", "GTV")
+
+
+def software_versions() -> dict[str, str | None]:
+    """Installed versions of rtplan, numpy, scipy, cvxpy and pydicom (None if absent).
+
+    Read from package metadata, so CVXPY is not imported.
+    """
+    out: dict[str, str | None] = {}
+    for name in _VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)
+
+
+def _input_uids(patient, plan_summary: Mapping[str, Any]) -> dict[str, Any]:
+    uids: dict[str, Any] = {}
+    if patient is not None:
+        for attr in _UID_ATTRS:
+            val = getattr(patient, attr, None)
+            if val is not None:
+                uids[attr] = str(val)
+    for k, v in dict(plan_summary.get("uids", {}) or {}).items():
+        uids[str(k)] = None if v is None else str(v)
+    return uids
+
+
+def _beams(plan_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(b) for b in plan_summary.get("beams", []) or []]
+
+
+def plan_json(
+    *,
+    goal_table=None,
+    dvhs=None,
+    timings: Mapping[str, float] | None = None,
+    plan_summary: Mapping[str, Any] | None = None,
+    patient=None,
+) -> dict[str, Any]:
+    """The machine-readable plan record (a JSON-ready dict).
+
+    Parameters
+    ----------
+    goal_table : rtplan.evaluation.GoalTable, optional
+    dvhs : mapping of str to DVH, optional
+        Default: ``goal_table.dvhs``.
+    timings : mapping of str to float, optional, s
+        Wall time per stage, in run order, e.g. ``{"load": 1.2, "dose": 30.5}``.
+    plan_summary : mapping, optional
+        Plan facts; recognised keys (all optional): ``label`` (str), ``prescription_gy``
+        (float, total), ``fractions`` (int), ``machine`` (str), ``beams`` (list of mappings,
+        each e.g. ``{"name", "gantry_angle_deg", "collimator_angle_deg",
+        "couch_angle_deg", "mu"}`` with ``mu`` per fraction), ``uids`` (mapping of output
+        UIDs, e.g. ``{"rt_plan_sop_instance_uid": ...}``), ``solver``, ``notes``.
+        Other keys are copied under ``"plan"`` as they are.
+    patient : rtplan.Patient, optional
+        Source of the input UIDs.  Names and IDs are never read.
+
+    Returns
+    -------
+    dict
+        Layout (``"schema": "rtplan.plan/1"``)::
+
+            {
+              "schema": "rtplan.plan/1",
+              "created_utc": "2026-01-01T12:00:00Z",
+              "versions": {"rtplan": str, "numpy": str, "scipy": str,
+                           "cvxpy": str | null, "pydicom": str},
+              "inputs": {"frame_of_reference_uid": str, "study_instance_uid": str,
+                         "ct_series_instance_uid": str, "structure_set_uid": str | null,
+                         ...plan_summary["uids"]},
+              "plan": {"label": str, "prescription_gy": float, "fractions": int,
+                       "machine": str, "beams": [{"name": str, "mu": float, ...}],
+                       "total_mu_per_fraction": float | null, ...},
+              "goals": [{"structure": str, "metric": str, "comparison": "<=" | ">=",
+                         "level": float, "acceptable_level": float | null,
+                         "unit": "Gy" | "%" | "cc" | "", "priority": int, "label": str,
+                         "value": float, "status": "pass" | "acceptable" | "fail",
+                         "passed": bool}],
+              "goals_summary": {"n_goals": int, "n_failed": int, "all_passed": bool},
+              "dvh_metrics": [{"structure": str, "volume_cc": float, "mean_gy": float,
+                               "min_gy": float, "max_gy": float (D0.03cc),
+                               "d98_gy": float, "d95_gy": float, "d50_gy": float,
+                               "d2_gy": float}],
+              "timings_s": {"<stage>": float, ..., "total": float}
+            }
+
+        Non-finite numbers become ``null``.
+    """
+    plan_summary = dict(plan_summary or {})
+    timings = {str(k): float(v) for k, v in (timings or {}).items()}
+    if timings and "total" not in timings:
+        timings["total"] = float(sum(timings.values()))
+    if dvhs is None and goal_table is not None:
+        dvhs = goal_table.dvhs
+    beams = _beams(plan_summary)
+    mus = [b.get("mu") for b in beams]
+    total_mu = float(sum(mus)) if beams and all(m is not None for m in mus) else None
+    plan = {k: v for k, v in plan_summary.items() if k not in ("uids", "beams")}
+    plan["beams"] = beams
+    plan["total_mu_per_fraction"] = total_mu
+    goals = goal_table.as_records() if goal_table is not None else []
+    n_failed = sum(not g["passed"] for g in goals)
+    dvh_rows = [{"structure": n, **d.summary()} for n, d in (dvhs or {}).items()]
+    record = {
+        "schema": PLAN_JSON_SCHEMA,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": software_versions(),
+        "inputs": _input_uids(patient, plan_summary),
+        "plan": plan,
+        "goals": goals,
+        "goals_summary": {"n_goals": len(goals), "n_failed": n_failed,
+                          "all_passed": n_failed == 0},
+        "dvh_metrics": dvh_rows,
+        "timings_s": timings,
+    }
+    return _jsonable(record)
+
+
+def write_plan_json(
+    path: str | os.PathLike,
+    *,
+    goal_table=None,
+    dvhs=None,
+    timings: Mapping[str, float] | None = None,
+    plan_summary: Mapping[str, Any] | None = None,
+    patient=None,
+    overwrite: bool = False,
+) -> Path:
+    """Write :func:`plan_json` to ``path`` atomically; returns the path.
+
+    Raises
+    ------
+    rtplan.errors.OutputExistsError
+        ``path`` exists and ``overwrite`` is false.
+    """
+    record = plan_json(goal_table=goal_table, dvhs=dvhs, timings=timings,
+                       plan_summary=plan_summary, patient=patient)
+    text = json.dumps(record, indent=2, allow_nan=False)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    logger.info("plan.json written: %s", path)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------- report
+def _target_name(patient, dvhs, plan_summary) -> str | None:
+    name = plan_summary.get("target")
+    if name:
+        return str(name)
+    structures = getattr(patient, "structures", None) or {}
+    for kind in _TARGET_TYPES:
+        for n, s in structures.items():
+            if str(getattr(s, "roi_type", "")).upper() == kind:
+                return n
+    for n in list(dvhs or {}) + list(structures):
+        if any(n.upper().startswith(k) for k in _TARGET_TYPES):
+            return n
+    return None
+
+
+def _centroid_mm(occ: np.ndarray, grid) -> np.ndarray:
+    w = np.asarray(occ, float)
+    total = w.sum()
+    zz, yy, xx = np.indices(w.shape)
+    idx = np.array([(zz * w).sum(), (yy * w).sum(), (xx * w).sum()]) / total
+    return grid.index_to_point(idx)
+
+
+def _dvh_of(dose: np.ndarray, structure, grid):
+    from ..evaluation import dvh
+
+    return dvh(dose, structure.occupancy(grid), voxel_volume_cc=grid.voxel_volume_cc,
+               name=structure.name, color_rgb=getattr(structure, "color_rgb", None))
+
+
+def _indices(dose, grid, dvhs, target, structures, rx) -> dict[str, Any] | None:
+    """HI / Paddick CI / GI of the target, isodoses in the EXTERNAL structure or the grid."""
+    from ..evaluation import dvh, quality_indices
+
+    if rx is None or target not in dvhs:
+        return None
+    body = next((dvhs[n] for n, s in structures.items()
+                 if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and n in dvhs), None)
+    if body is None:
+        body = dvh(dose, np.ones(dose.shape, np.float32), voxel_volume_cc=grid.voxel_volume_cc,
+                   name="dose grid")
+    return {"target": target, "body": body.name,
+            **quality_indices(dvhs[target], body, prescription_gy=float(rx))}
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt_num(x: Any, nd: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.{nd}g}"
+    return _e(x)
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;
+max-width:1200px}
+h1{font-size:1.6em;margin-bottom:0.2em} h2{font-size:1.25em;border-bottom:1px solid #ccc;
+padding-bottom:0.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:0.6em 0;font-size:0.92em}
+th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right}
+th{background:#eee} td:first-child{text-align:left}
+caption{text-align:left;font-weight:bold;padding:0.3em 0}
+.summary{font-size:1.05em;font-weight:bold;padding:0.4em 0.8em;display:inline-block}
+.ok{background:#c8e6c9} .bad{background:#ffcdd2}
+.views img{max-width:32%;margin-right:1%} .muted{color:#666;font-size:0.85em}
+"""
+
+
+def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
+                   f"{_fmt_num(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}"/>'
+
+
+def write_report(
+    path: str | os.PathLike,
+    *,
+    patient=None,
+    dose_gy,
+    dose_grid,
+    goal_table=None,
+    dvhs=None,
+    timings: Mapping[str, float] | None = None,
+    plan_summary: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the self-contained plan report ``report.html``.
+
+    Sections: header (plan label, prescription, fractions, machine, the target's HI,
+    Paddick CI and GI, beams with MU, software versions, input UIDs), goal table with
+    pass/acceptable/fail colours, DVH metrics table, DVH plot of every structure (colours
+    from (3006,002A) *ROIDisplayColor*), axial/coronal/sagittal dose washes through the
+    target centroid with the structure contours, and the per-stage timings.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (``.html``); written atomically.
+    patient : rtplan.Patient, optional
+        Gives the CT drawn under the dose, the structures drawn as contours and the input
+        UIDs.  Without it the washes show the dose alone, with no contours.
+    dose_gy : (Z, Y, X) ndarray of float, Gy
+        Total plan dose on ``dose_grid``.
+    dose_grid : dose_engine.Grid
+    goal_table : rtplan.evaluation.GoalTable, optional
+    dvhs : mapping of str to DVH, optional
+        Curves for the DVH plot; default ``goal_table.dvhs``.
+    timings : mapping of str to float, optional, s
+        Wall time per stage.
+    plan_summary : mapping, optional
+        As for :func:`plan_json`; additionally ``target`` names the structure whose
+        centroid the slices go through (default: first PTV/CTV/GTV, else the dose maximum).
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        ``dose_gy`` does not match ``dose_grid``.
+    rtplan.errors.OutputExistsError
+        ``path`` exists and ``overwrite`` is false.
+
+    Notes
+    -----
+    Four PNG images are embedded (DVH, axial, coronal, sagittal).  matplotlib is imported
+    here with the Agg canvas; the report references no network resource.
+    """
+    from ._plots import dose_wash_figure, dvh_figure, figure_to_png_base64
+
+    dose = np.asarray(dose_gy, dtype=float)
+    if dose.shape != tuple(dose_grid.shape):
+        raise InputError(
+            f"`dose_gy` has shape {dose.shape} but `dose_grid` describes "
+            f"{tuple(dose_grid.shape)} voxels."
+        )
+    from .._atomic import refuse_existing
+
+    refuse_existing(path, overwrite=overwrite)  # fail before spending time on plots
+    plan_summary = dict(plan_summary or {})
+    if dvhs is None and goal_table is not None:
+        dvhs = goal_table.dvhs
+    dvhs = dict(dvhs or {})
+    rx = plan_summary.get("prescription_gy")
+    if rx is None and goal_table is not None:
+        rx = goal_table.prescription_gy
+    record = plan_json(goal_table=goal_table, dvhs=dvhs, timings=timings,
+                       plan_summary=plan_summary, patient=patient)
+
+    # ---- structures on the CT grid (whole contours; dose grid without a CT)
+    structures = getattr(patient, "structures", None) or {}
+    ct = getattr(patient, "ct", None)
+    sgrid = ct.grid if ct is not None else dose_grid
+    occs: dict[str, tuple[np.ndarray, Any]] = {}
+    for name, s in structures.items():
+        if not getattr(s, "contours", None) or not hasattr(s, "occupancy"):
+            continue
+        occ = np.asarray(s.occupancy(sgrid))
+        if name not in dvhs:  # the DVH plot shows every structure
+            try:
+                dvhs[name] = _dvh_of(dose, s, dose_grid)
+            except InputError as exc:  # e.g. a structure outside the dose grid
+                logger.info("structure %r left out of the DVH plot: %s", name, exc)
+        if occ.any():
+            occs[name] = (occ, getattr(s, "color_rgb", None))
+    target = _target_name(patient, dvhs, plan_summary)
+    if target in occs:
+        centre = _centroid_mm(occs[target][0], sgrid)
+        centre_note = f"centroid of {target}"
+    else:
+        k = np.unravel_index(int(np.argmax(dose)), dose.shape)
+        centre = dose_grid.index_to_point(np.array(k, float))
+        centre_note = "dose maximum"
+    centre = np.asarray(centre, float) + 0.0  # no "-0.0" in titles
+
+    indices = _indices(dose, dose_grid, dvhs, target, structures, rx)
+
+    images = []
+    order = list(structures) + [n for n in dvhs if n not in structures]
+    fig = dvh_figure({n: dvhs[n] for n in order if n in dvhs}, prescription_gy=rx)
+    images.append(("Cumulative DVH of every structure", figure_to_png_base64(fig)))
+    views = []
+    for view in ("axial", "coronal", "sagittal"):
+        fig = dose_wash_figure(dose, dose_grid, view, centre_mm=centre, ct=ct,
+                               structures=occs, prescription_gy=rx, structure_grid=sgrid)
+        views.append((f"{view} dose wash", figure_to_png_base64(fig)))
+
+    # ---- HTML
+    plan = record["plan"]
+    label = plan.get("label") or "rtplan plan"
+    parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+              f"<title>{_e(label)} — rtplan report</title><style>{_CSS}</style></head><body>")]
+    parts.append(f"<h1>{_e(label)}</h1>")
+    parts.append(f"<p class='muted'>Generated {_e(record['created_utc'])} by rtplan "
+                 f"{_e(record['versions'].get('rtplan'))}. Doses are total plan doses in Gy; "
+                 "MU are per fraction.</p>")
+    if goal_table is not None:
+        n, nf = len(goal_table), goal_table.n_failed
+        cls = "ok" if nf == 0 else "bad"
+        parts.append(f"<div class='summary {cls}'>{n - nf} of {n} goals met"
+                     f"{'' if nf == 0 else f' — {nf} failed'}</div>")
+    fx = plan.get("fractions")
+    rows = [("Prescription", f"{rx:g} Gy" + (f" in {fx} fractions" if fx else "")
+             if rx is not None else None),
+            ("Machine", plan.get("machine")),
+            ("Total MU per fraction", plan.get("total_mu_per_fraction"))]
+    skip = {"label", "prescription_gy", "fractions", "machine", "beams",
+            "total_mu_per_fraction"}
+    rows += [(k.replace("_", " ").capitalize(), v) for k, v in plan.items()
+             if k not in skip and not isinstance(v, (dict, list))]
+    if indices:
+        rows += [(f"{k} ({indices['target']}; isodoses in {indices['body']})", indices[k])
+                 for k in ("HI", "CI", "GI")]
+    parts.append("<h2>Plan</h2>" + _kv_table([r for r in rows if r[1] is not None]))
+    beams = plan.get("beams") or []
+    if beams:
+        keys: list[str] = []
+        for b in beams:
+            keys += [k for k in b if k not in keys]
+        th = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{_fmt_num(b.get(k), 5)}</td>" for k in keys)
+                       + "</tr>" for b in beams)
+        parts.append(f"<h2>Beams</h2><table><thead><tr>{th}</tr></thead><tbody>{body}"
+                     "</tbody></table>")
+    if goal_table is not None:
+        parts.append("<h2>Goals</h2>" + goal_table._repr_html_())
+    if dvhs:
+        from ..evaluation import DVHCollection
+
+        parts.append("<h2>Dose-volume metrics</h2>" + DVHCollection(dvhs)._repr_html_()
+                     + "<p class='muted'>Max = D0.03cc. Partial voxels count with their "
+                     "occupied fraction; Dx interpolated between voxel midpoints.</p>")
+    parts.append("<h2>Dose-volume histograms</h2>" + _img(images[0][1], images[0][0]))
+    parts.append(f"<h2>Dose distribution</h2><p class='muted'>Slices through the "
+                 f"{_e(centre_note)} at (x, y, z) = ({centre[0]:.1f}, {centre[1]:.1f}, "
+                 f"{centre[2]:.1f}) mm, DICOM patient coordinates.</p><div class='views'>"
+                 + "".join(_img(b, a) for a, b in views) + "</div>")
+    if record["timings_s"]:
+        parts.append("<h2>Timings</h2>" + _kv_table(
+            [(k, f"{v:.2f} s") for k, v in record["timings_s"].items()]))
+    parts.append("<h2>Software and inputs</h2>" + _kv_table(
+        list(record["versions"].items()) + list(record["inputs"].items())))
+    parts.append("</body></html>")
+    text = "\n".join(parts)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    logger.info("report written: %s (%d images)", path, 1 + len(views))
+    return Path(path)
