@@ -11,7 +11,12 @@ import numpy as np
 from dose_engine import Grid
 
 from ._image import Image
-from ._rasterize import DEFAULT_SUBSAMPLES, group_planes, rasterize_contours
+from ._rasterize import (
+    DEFAULT_SUBSAMPLES,
+    PLANE_TOLERANCE_MM,
+    group_planes,
+    rasterize_contours,
+)
 from .errors import StructureError
 
 __all__ = ["PATIENT_POSITIONS", "Patient", "PatientPosition", "Structure"]
@@ -70,7 +75,7 @@ class Structure:
                     f"Structure '{self.name}' (ROI {self.number}): contour {i} has {len(c)} "
                     "point(s); a closed planar contour needs at least 3. Remove or redraw it."
                 )
-            if np.ptp(c[:, 2]) > 0.01:
+            if np.ptp(c[:, 2]) > PLANE_TOLERANCE_MM:
                 raise StructureError(
                     f"Structure '{self.name}' (ROI {self.number}): contour {i} is not axial-"
                     f"planar (z spans {c[:, 2].min():.3f}..{c[:, 2].max():.3f} mm); only "

@@ -46,8 +46,10 @@ logger = logging.getLogger("rtplan.rasterize")
 #: Sub-rows per pixel row used for fractional occupancy (see the module docstring).
 DEFAULT_SUBSAMPLES = 8
 
-#: Contour points whose z differ by less than this lie on the same plane (mm).
-PLANE_TOLERANCE_MM = 0.01
+#: Contour points whose z differ by at most this lie on the same plane (mm).  Wide enough
+#: for z written with different precision by different tools (e.g. -12.5 and -12.52),
+#: far below any slice spacing.
+PLANE_TOLERANCE_MM = 0.05
 
 
 def polygon_occupancy(

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                    help="CT folder and RT-STRUCT file (or an RT-STRUCT alone)")
     p.add_argument("--series-uid", default=None,
                    help="CT SeriesInstanceUID to use when the folder holds several series")
+    p.add_argument("--recursive", action="store_true",
+                   help="also search the subfolders of CT_DIR for CT slices")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -131,9 +133,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"rtplan inspect: warning: {w.message}", file=sys.stderr)
         summary = summarise(ss, grid)
     else:
-        ct = load_ct(args.paths[0], series_uid=args.series_uid)
-        ss = load_structure_set(args.paths[1]) if len(args.paths) == 2 else None
-        patient = combine(ct, ss)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ct = load_ct(args.paths[0], series_uid=args.series_uid,
+                         recursive=getattr(args, "recursive", False))
+            ss = load_structure_set(args.paths[1]) if len(args.paths) == 2 else None
+            patient = combine(ct, ss)
+        for w in caught:
+            print(f"rtplan inspect: warning: {w.message}", file=sys.stderr)
         grid = patient.ct.grid
         summary = summarise(
             patient, grid, position=patient.position,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 
 from dose_engine import Grid
 
@@ -18,11 +20,14 @@ from .._image import Image
 from .._patient import PATIENT_POSITIONS
 from ..errors import DicomReadError, DicomWarning, InputError, SeriesError
 from ._dicom_common import (
+    check_pixel_decoder,
     floats,
-    has_dicm_prefix,
     patient_study_dataset,
     read_dataset,
     require,
+    sniff_dicom,
+    sop_class_uid,
+    tag_str,
 )
 
 __all__ = ["CtSeries", "load_ct"]
@@ -34,6 +39,8 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ORIENTATION_TOLERANCE = 1e-4
 #: Positions and spacings agreeing within this (mm) are equal.
 POSITION_TOLERANCE_MM = 0.01
+#: Slices may sit up to min(this, 10 % of the spacing) off a uniform grid (mm).
+SLICE_POSITION_TOLERANCE_MM = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,34 +76,120 @@ class CtSeries:
     dicom_patient: Any
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-    )
+#: Enhanced (multi-frame) CT SOP classes: recognised so that they are refused clearly.
+MULTIFRAME_CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+#: File name endings that announce DICOM: such a file that is not DICOM is an error.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 
 
-def _scan(folder: Path) -> list[tuple[Path, Dataset]]:
-    """Read every DICOM file in ``folder`` (pixel data included, read once)."""
+def _candidate_files(folder: Path, recursive: bool) -> list[Path]:
+    """Regular, non-hidden files of ``folder`` (and of its non-hidden subfolders)."""
+    if not recursive:
+        subdirs = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if subdirs:
+            logger.info("%s: subfolders not searched (recursive=False): %s", folder,
+                        ", ".join(sorted(subdirs)))
+        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     found = []
-    for path in _candidate_files(folder):
-        is_dcm_name = path.suffix.lower() in (".dcm", ".dicom", ".ima")
-        if not has_dicm_prefix(path):
-            if is_dcm_name:
-                ds = read_dataset(path)  # raises DicomReadError naming the file
-            else:
-                try:
-                    ds = read_dataset(path)
-                except DicomReadError:
-                    logger.info("ignoring non-DICOM file %s", path.name)
-                    continue
-        else:
-            ds = read_dataset(path)
-        found.append((path, ds))
-    return found
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith("."))
+    return sorted(p for p in found if p.is_file())
 
 
-def _is_ct(ds: Dataset) -> bool:
-    return str(ds.get("SOPClassUID", "")) == CT_IMAGE_STORAGE or ds.get("Modality", "") == "CT"
+def _sop_name(uid: str) -> str:
+    name = pydicom.uid.UID(uid).name if uid else "no SOP class"
+    return name if name != uid else f"SOP class {uid}"
+
+
+@dataclass
+class _Scan:
+    """What a folder holds: CT slices (read in full) and a census of everything else."""
+
+    cts: list = field(default_factory=list)  # (path, Dataset)
+    localizers: list = field(default_factory=list)  # paths
+    multiframe: list = field(default_factory=list)  # (path, sop class uid, series uid)
+    others: dict = field(default_factory=dict)  # description -> count
+    empty: list = field(default_factory=list)  # paths of zero-byte files
+    n_files: int = 0
+
+
+def _scan(folder: Path, recursive: bool = False) -> _Scan:
+    """Classify every file of ``folder``; only CT Image Storage objects are read in full.
+
+    Other objects (RT-STRUCT, RT-PLAN, RT-DOSE, DICOMDIR, secondary captures, MR, ...)
+    are recognised from their file meta information without reading their data.
+    """
+    out = _Scan()
+    for path in _candidate_files(folder, recursive):
+        out.n_files += 1
+        kind = sniff_dicom(path)
+        if kind == "empty":
+            out.empty.append(path)
+            continue
+        if kind is None:
+            if path.suffix.lower() in DICOM_SUFFIXES:
+                read_dataset(path)  # raises DicomReadError naming the file
+            logger.info("ignoring non-DICOM file %s", path.name)
+            out.others["non-DICOM file"] = out.others.get("non-DICOM file", 0) + 1
+            continue
+        sop = ""
+        if kind == "part10":
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    meta = read_file_meta_info(path)
+                sop = str(meta.get("MediaStorageSOPClassUID", "") or "")
+            except Exception:  # unreadable meta: the full read below names the problem
+                sop = ""
+        if sop and sop != CT_IMAGE_STORAGE and sop not in MULTIFRAME_CT_SOP_CLASSES:
+            desc = _sop_name(sop)
+            out.others[desc] = out.others.get(desc, 0) + 1
+            continue
+        ds = read_dataset(path, stop_before_pixels=sop in MULTIFRAME_CT_SOP_CLASSES)
+        sop = sop_class_uid(ds)
+        if sop in MULTIFRAME_CT_SOP_CLASSES:
+            out.multiframe.append((path, sop, str(ds.get("SeriesInstanceUID", ""))))
+            continue
+        if sop != CT_IMAGE_STORAGE:
+            desc = _sop_name(sop)
+            if ds.get("Modality"):
+                desc += f" (Modality {ds.Modality})"
+            out.others[desc] = out.others.get(desc, 0) + 1
+            continue
+        image_type = [str(v).strip().upper() for v in _as_list(ds.get("ImageType"))]
+        if "LOCALIZER" in image_type:
+            out.localizers.append(path)
+            continue
+        n_frames = _int_or(ds.get("NumberOfFrames"), 1)
+        if n_frames > 1:
+            raise SeriesError(
+                f"'{path}' is a CT Image Storage object with (0028,0008) NumberOfFrames "
+                f"{n_frames}; multi-frame CT is not supported. Export one file per slice."
+            )
+        out.cts.append((path, ds))
+    return out
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _int_or(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _fmt(v) -> str:
@@ -104,25 +197,48 @@ def _fmt(v) -> str:
 
 
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
-    """Stored pixel values (rows, columns) as an integer array; checks the length."""
+    """Stored pixel values (rows, columns) as an integer array; checks the length.
+
+    Native (uncompressed) data in either byte order is read directly, honouring
+    (0028,0101) *BitsStored* < (0028,0100) *BitsAllocated* (high bits masked, or
+    sign-extended when (0028,0103) *PixelRepresentation* is 1).  Compressed data goes
+    through pydicom's decoders after :func:`check_pixel_decoder`.
+    """
     rows, cols = int(require(ds, "Rows", path)), int(require(ds, "Columns", path))
     bits = int(require(ds, "BitsAllocated", path))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
+    spp = _int_or(ds.get("SamplesPerPixel"), 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomReadError(
+            f"'{path}': (0028,0002) SamplesPerPixel is {spp} and (0028,0004) "
+            f"PhotometricInterpretation is {photometric!r}; a CT slice must be one "
+            "greyscale sample per pixel (MONOCHROME2)."
+        )
     if "PixelData" not in ds:
         raise DicomReadError(
             f"'{path}' has no (7FE0,0010) PixelData; the file is truncated or not an image."
         )
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if ts is not None and ts.is_compressed:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and pydicom.uid.UID(str(ts)).is_compressed:
+        check_pixel_decoder(ds, path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return np.asarray(ds.pixel_array)
+                arr = np.asarray(ds.pixel_array)
         except Exception as exc:
             raise DicomReadError(
-                f"Cannot decode the compressed pixel data of '{path}' (transfer syntax {ts}): "
-                f"{exc}. Install a pydicom pixel plugin (pylibjpeg/gdcm) or export uncompressed."
+                f"Cannot decode the compressed pixel data of '{path}' (transfer syntax "
+                f"{pydicom.uid.UID(str(ts)).name}, {ts}): {type(exc).__name__}: {exc}. "
+                "Re-export the CT uncompressed."
             ) from exc
+        if arr.shape != (rows, cols):
+            raise DicomReadError(
+                f"'{path}': decoded pixel data has shape {arr.shape}; (0028,0010) Rows and "
+                f"(0028,0011) Columns say ({rows}, {cols})."
+            )
+        return arr
     if bits not in (8, 16, 32):
         raise DicomReadError(
             f"'{path}': (0028,0100) BitsAllocated is {bits}; expected 8, 16 or 32."
@@ -134,10 +250,17 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
             f"'{path}' is truncated: (7FE0,0010) PixelData holds {len(raw)} bytes, "
             f"{rows}x{cols} pixels of {bits} bits need {need}. Re-export the file."
         )
-    endian = "<" if ds.is_little_endian in (True, None) else ">"
+    encoding = getattr(ds, "original_encoding", (None, True))
+    little = encoding[1] if encoding and encoding[1] is not None else True
+    endian = "<" if little else ">"
     dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{bits // 8}")
     arr = np.frombuffer(raw, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    stored = int(ds.get("BitsStored", bits))
+    stored = _int_or(ds.get("BitsStored"), bits)
+    if not 1 <= stored <= bits:
+        raise DicomReadError(
+            f"'{path}': (0028,0101) BitsStored is {stored} with (0028,0100) BitsAllocated "
+            f"{bits}; expected 1..{bits}."
+        )
     if stored < bits:
         arr = arr.astype(np.int64)
         if signed:
@@ -148,13 +271,60 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     return arr
 
 
-def load_ct(ct_dir: str | os.PathLike, *, series_uid: str | None = None) -> CtSeries:
+def _axial(iop: np.ndarray) -> bool:
+    rounded = np.round(iop)
+    return bool(
+        np.all(np.abs(iop - rounded) < ORIENTATION_TOLERANCE)
+        and abs(rounded[0]) == 1 and abs(rounded[4]) == 1
+        and not np.any(rounded[[1, 2, 3, 5]])
+    )
+
+
+def _orientation(ds: Dataset, p: Path) -> np.ndarray:
+    iop = floats(ds, "ImageOrientationPatient", p)
+    if iop.shape != (6,):
+        raise DicomReadError(
+            f"'{p}': (0020,0037) ImageOrientationPatient must hold 6 numbers; found "
+            f"{iop.size}. Re-export the CT with its geometry."
+        )
+    return iop
+
+
+def _not_axial_message(p: Path, iop: np.ndarray) -> str:
+    row, col = iop[:3], iop[3:]
+    detail = ""
+    if abs(abs(row[0]) - 1) < ORIENTATION_TOLERANCE and abs(col[1]) > 0.5:
+        tilt = float(np.degrees(np.arctan2(abs(col[2]), abs(col[1]))))
+        detail = f" (a gantry tilt of about {tilt:.1f}°)"
+    return (
+        f"'{p}': (0020,0037) ImageOrientationPatient is "
+        f"{tuple(round(float(v), 5) for v in iop)}, which is not axial{detail}; only "
+        f"(±1,0,0,0,±1,0) within {ORIENTATION_TOLERANCE:g} is supported. Reformat the "
+        "series to axial slices."
+    )
+
+
+def load_ct(
+    ct_dir: str | os.PathLike,
+    *,
+    series_uid: str | None = None,
+    recursive: bool = False,
+) -> CtSeries:
     """Load one axial CT series from a folder.
 
-    Non-DICOM files (no ``DICM`` header, no ``.dcm`` suffix) and other modalities
-    (RT-STRUCT, RT-PLAN, ...) are ignored.  The slices are sorted along +z, rescaled with
-    (0028,1053) *RescaleSlope* / (0028,1052) *RescaleIntercept* to HU, and flipped so the
-    grid increases along +x, +y, +z (LPS); the patient position is kept separately.
+    The folder may hold other things, which are skipped: hidden files (names starting
+    with "."), zero-byte files (a :class:`DicomWarning` names them), non-DICOM files
+    without a DICOM suffix, DICOMDIR, RT-STRUCT / RT-PLAN / RT-DOSE, secondary captures,
+    other modalities, and CT localizer (scout) images ((0008,0008) *ImageType* value
+    LOCALIZER).  Only CT Image Storage (1.2.840.10008.5.1.4.1.1.2) objects are used.
+    Files without the 128-byte preamble are read when they start like a DICOM data set.
+    Implicit and explicit VR little endian, explicit VR big endian, deflated, RLE and (with
+    the pydicom plugins installed) JPEG / JPEG-LS / JPEG 2000 transfer syntaxes are read.
+
+    The slices are sorted by position along +z ((0020,0013) *InstanceNumber* and file
+    names are ignored), rescaled with (0028,1053) *RescaleSlope* / (0028,1052)
+    *RescaleIntercept* to HU, and flipped so the grid increases along +x, +y, +z (LPS);
+    the patient position is kept separately.
 
     Parameters
     ----------
@@ -162,6 +332,12 @@ def load_ct(ct_dir: str | os.PathLike, *, series_uid: str | None = None) -> CtSe
         Folder holding the CT slices (one file per slice).
     series_uid : str, optional
         (0020,000E) *SeriesInstanceUID* to load when the folder holds several CT series.
+        Without it, a folder with several series is refused unless exactly one of them
+        is axial (the others, e.g. a scout series, are then skipped).
+    recursive : bool, optional
+        Also search subfolders (default False: subfolders are ignored).
+
+        .. versionadded:: 0.1
 
     Returns
     -------
@@ -170,74 +346,176 @@ def load_ct(ct_dir: str | os.PathLike, *, series_uid: str | None = None) -> CtSe
     Raises
     ------
     DicomReadError
-        A ``.dcm`` file that is not DICOM, a truncated file, or a missing required element.
+        A file with a DICOM suffix that is not DICOM, a truncated file, a missing required
+        element (including (0028,1052) *RescaleIntercept* and (0028,1053) *RescaleSlope*,
+        which are Type 1 in the CT Image module, PS3.3 C.8.2.1: no default is assumed), or
+        compressed pixel data no installed plugin can decode (the message names the
+        transfer syntax and what to install).
     SeriesError
-        No CT in the folder; several series and no ``series_uid``; oblique or gantry-tilted
-        slices; unequal pixel spacing or matrix size; duplicated slice positions; a
-        missing slice (the message gives the gap in mm and the positions around it) or
-        otherwise non-uniform slice spacing; an unsupported patient position.
+        No CT in the folder (the message lists what was found); only multi-frame Enhanced
+        CT objects (named by SOP class); several series and no ``series_uid``; oblique or
+        gantry-tilted slices; unequal pixel spacing or matrix size; duplicated slice
+        positions; a missing slice (the message gives the gap in mm and the positions
+        around it) or otherwise non-uniform slice spacing; an unsupported patient position.
+
+    Warns
+    -----
+    DicomWarning
+        Zero-byte files skipped; images of the series with a non-axial orientation skipped
+        (scouts stored in the axial series); duplicated files (same SOPInstanceUID)
+        skipped; no (0018,5100) *PatientPosition* (HFS assumed).
+
+    Notes
+    -----
+    Tolerances: direction cosines within 1e-4 of (±1,0,0,0,±1,0) count as axial; slice
+    positions within min(0.1 mm, 10 % of the slice spacing) of a uniform grid are
+    accepted (float noise, rounded (0020,0032) *ImagePositionPatient*); in-plane
+    positions may differ by 0.05 mm between slices.
     """
     folder = Path(ct_dir)
+    if folder.is_file():
+        raise InputError(
+            f"CT path '{folder}' is a file; pass the folder that holds the CT slices."
+        )
     if not folder.is_dir():
         raise InputError(f"CT folder '{folder}' does not exist or is not a folder.")
-    scanned = _scan(folder)
-    cts = [(p, ds) for p, ds in scanned if _is_ct(ds)]
+    scan = _scan(folder, recursive)
+    if scan.empty:
+        warnings.warn(
+            f"Skipped {len(scan.empty)} empty (0-byte) file(s) in '{folder}': "
+            + ", ".join(p.name for p in scan.empty[:5])
+            + (" ..." if len(scan.empty) > 5 else "") + ".",
+            DicomWarning, stacklevel=2,
+        )
+    if scan.localizers:
+        logger.info("%s: %d CT localizer (scout) image(s) skipped", folder, len(scan.localizers))
+    cts = scan.cts
+    mf_series = {uid for _, _, uid in scan.multiframe}
+    if series_uid is not None and series_uid in mf_series and not any(
+        str(ds.get("SeriesInstanceUID", "")) == series_uid for _, ds in cts
+    ):
+        _refuse_multiframe(folder, [m for m in scan.multiframe if m[2] == series_uid])
     if not cts:
+        if scan.multiframe:
+            _refuse_multiframe(folder, scan.multiframe)
+        found = dict(scan.others)
+        if scan.localizers:
+            found["CT localizer (scout) image"] = len(scan.localizers)
+        if scan.empty:
+            found["empty file"] = len(scan.empty)
+        listing = "; ".join(f"{n} x {d}" for d, n in found.items()) or "no files"
+        hint = ""
+        if not recursive and any(p.is_dir() for p in folder.iterdir()):
+            hint = " Subfolders were not searched; pass recursive=True to search them."
         raise SeriesError(
-            f"No CT image found in '{folder}' ({len(scanned)} DICOM file(s) of other "
-            "modalities); expected one file per CT slice (Modality CT)."
+            f"No CT image found in '{folder}' (found: {listing}); expected one file per "
+            f"axial CT slice, SOP class CT Image Storage ({CT_IMAGE_STORAGE}).{hint}"
         )
     by_series: dict[str, list[tuple[Path, Dataset]]] = {}
     for p, ds in cts:
         uid = str(require(ds, "SeriesInstanceUID", p))
         by_series.setdefault(uid, []).append((p, ds))
+
+    def listing() -> str:
+        parts = []
+        for u, v in by_series.items():
+            if _series_is_axial(v):
+                kind = "axial"
+            elif all(floats(ds, "ImageOrientationPatient", p).size == 0 for p, ds in v):
+                kind = "no (0020,0037) ImageOrientationPatient"
+            else:
+                kind = "not axial"
+            parts.append(f"{u} ({len(v)} slices, {kind})")
+        return "; ".join(parts)
+
     if series_uid is not None:
         if series_uid not in by_series:
-            raise SeriesError(
-                f"CT series {series_uid} is not in '{folder}'; found: "
-                + "; ".join(f"{u} ({len(v)} slices)" for u, v in by_series.items())
-            )
+            raise SeriesError(f"CT series {series_uid} is not in '{folder}'; found: {listing()}")
         slices = by_series[series_uid]
     elif len(by_series) > 1:
-        raise SeriesError(
-            f"'{folder}' mixes {len(by_series)} CT series: "
-            + "; ".join(f"{u} ({len(v)} slices)" for u, v in by_series.items())
-            + ". Pass series_uid=... (CLI: --series-uid) to choose one, or separate them."
-        )
+        axial = [u for u, v in by_series.items() if _series_is_axial(v)]
+        if len(axial) != 1:
+            raise SeriesError(
+                f"'{folder}' mixes {len(by_series)} CT series: {listing()}. Pass "
+                "series_uid=... (CLI: --series-uid) to choose one, or separate them."
+            )
+        logger.info("%s: using the only axial CT series %s; skipped %s", folder, axial[0],
+                    ", ".join(u for u in by_series if u != axial[0]))
+        slices = by_series[axial[0]]
     else:
         slices = next(iter(by_series.values()))
-    return _assemble(folder, slices)
+    return _assemble(folder, _dedupe(folder, slices))
+
+
+def _series_is_axial(slices: list[tuple[Path, Dataset]]) -> bool:
+    """True when most images of the series are axial (cheap check, no errors)."""
+    n_axial = 0
+    for p, ds in slices:
+        iop = floats(ds, "ImageOrientationPatient", p)
+        n_axial += iop.shape == (6,) and _axial(iop)
+    return n_axial > len(slices) / 2
+
+
+def _refuse_multiframe(folder: Path, items: list) -> None:
+    sops = sorted({sop for _, sop, _ in items})
+    names = ", ".join(f"{MULTIFRAME_CT_SOP_CLASSES[s]} ({s})" for s in sops)
+    raise SeriesError(
+        f"'{folder}' holds {len(items)} multi-frame CT object(s) ({names}, e.g. "
+        f"'{items[0][0].name}'), which rtplan cannot read yet. Export the CT as single-frame "
+        f"CT Image Storage ({CT_IMAGE_STORAGE}), one file per slice."
+    )
+
+
+def _dedupe(folder: Path, slices: list[tuple[Path, Dataset]]) -> list[tuple[Path, Dataset]]:
+    """Drop files repeating a (0008,0018) SOPInstanceUID already seen (copied files)."""
+    seen: dict[str, Path] = {}
+    out, dropped = [], []
+    for p, ds in slices:
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in seen:
+            dropped.append((p, seen[uid]))
+            continue
+        if uid:
+            seen[uid] = p
+        out.append((p, ds))
+    if dropped:
+        warnings.warn(
+            f"{len(dropped)} file(s) in '{folder}' repeat the (0008,0018) SOPInstanceUID of "
+            f"another slice and were skipped (e.g. '{dropped[0][0].name}' repeats "
+            f"'{dropped[0][1].name}').",
+            DicomWarning, stacklevel=3,
+        )
+    return out
 
 
 def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
-    # --- orientation: axial only, identical in every slice
-    iops = np.array([floats(ds, "ImageOrientationPatient", p) for p, ds in slices], dtype=object)
+    # --- orientation: axial only, identical in every slice; non-axial images of an
+    #     otherwise axial series (scouts stored in the series) are skipped with a warning
+    iops = [_orientation(ds, p) for p, ds in slices]
+    axial = [_axial(iop) for iop in iops]
+    if not any(axial):
+        raise SeriesError(_not_axial_message(slices[0][0], iops[0]))
+    if not all(axial):
+        skipped = [(p, iop) for (p, _), iop, a in zip(slices, iops, axial, strict=True) if not a]
+        if len(skipped) >= len(slices) / 2:
+            raise SeriesError(_not_axial_message(*skipped[0]))
+        warnings.warn(
+            f"Skipped {len(skipped)} image(s) of the CT series in '{folder}' whose (0020,0037) "
+            f"ImageOrientationPatient is not axial (scout or reformatted images?), e.g. "
+            f"'{skipped[0][0].name}' with {tuple(round(float(v), 4) for v in skipped[0][1])}.",
+            DicomWarning, stacklevel=3,
+        )
+        slices = [sl for sl, a in zip(slices, axial, strict=True) if a]
+        iops = [iop for iop, a in zip(iops, axial, strict=True) if a]
     iop0 = None
     for (p, _), iop in zip(slices, iops, strict=True):
-        iop = np.asarray(iop, dtype=float)
-        if iop.shape != (6,):
-            raise DicomReadError(
-                f"'{p}': (0020,0037) ImageOrientationPatient must hold 6 numbers; found "
-                f"{iop.size}."
-            )
         rounded = np.round(iop)
-        axial = (
-            np.all(np.abs(iop - rounded) < ORIENTATION_TOLERANCE)
-            and abs(rounded[0]) == 1 and abs(rounded[4]) == 1
-            and not np.any(rounded[[1, 2, 3, 5]])
-        )
-        if not axial:
-            raise SeriesError(
-                f"'{p}': (0020,0037) ImageOrientationPatient is "
-                f"{tuple(round(float(v), 5) for v in iop)}, which is not axial; only "
-                "(±1,0,0,0,±1,0) is supported. Reformat the series to axial slices."
-            )
         if iop0 is None:
             iop0 = rounded
         elif np.any(rounded != iop0):
             raise SeriesError(
-                f"'{p}': ImageOrientationPatient {tuple(rounded)} differs from the rest of "
-                f"the series {tuple(iop0)}; a series must have one orientation."
+                f"'{p}': (0020,0037) ImageOrientationPatient {tuple(rounded)} differs from the "
+                f"rest of the series {tuple(iop0)}; a series must have one orientation."
             )
     rx, cy = float(iop0[0]), float(iop0[4])
 
@@ -292,33 +570,42 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
                 f"Duplicated slice position z = {_fmt(float(z[i]))} mm in '{folder}': "
                 f"'{slices[i][0].name}' and '{slices[i + 1][0].name}'. Remove the duplicate."
             )
-        nominal = float(np.min(dzs))
-        gaps = np.flatnonzero(dzs > nominal * 1.5)
+        nominal = float(np.median(dzs))
+        gaps = np.flatnonzero(dzs > min(nominal, float(np.min(dzs))) * 1.5)
         if gaps.size:
             i = int(gaps[0])
-            n_missing = int(round(dzs[i] / nominal)) - 1
+            step = float(np.median(dzs[dzs <= np.min(dzs) * 1.5]))
+            n_missing = int(round(dzs[i] / step)) - 1
             raise SeriesError(
                 f"Missing slice in '{folder}': a gap of {dzs[i]:.2f} mm between slice "
                 f"positions z = {_fmt(float(z[i]))} mm and z = {_fmt(float(z[i + 1]))} mm, "
-                f"where the slice spacing is {nominal:.2f} mm (about {n_missing} slice(s) "
+                f"where the slice spacing is {step:.2f} mm (about {n_missing} slice(s) "
                 "missing). Re-export the complete series."
             )
-        if np.ptp(dzs) > max(POSITION_TOLERANCE_MM, 0.001 * nominal):
+        # Uniformity: every slice within tolerance of the line through the end slices.
+        mean_dz = (z[-1] - z[0]) / (len(z) - 1)
+        residual = np.abs(z - (z[0] + mean_dz * np.arange(len(z))))
+        tolerance = min(SLICE_POSITION_TOLERANCE_MM, 0.1 * mean_dz)
+        if residual.max() > tolerance:
             i = int(np.argmax(np.abs(dzs - nominal)))
             raise SeriesError(
                 f"Non-uniform slice spacing in '{folder}': {dzs[i]:.3f} mm between z = "
                 f"{_fmt(float(z[i]))} and {_fmt(float(z[i + 1]))} mm, {nominal:.3f} mm "
-                "elsewhere; resample the series to uniform spacing."
+                f"elsewhere (a slice is {residual.max():.3f} mm off a uniform grid; "
+                f"tolerance {tolerance:.3f} mm); resample the series to uniform spacing."
             )
         dz = float(np.mean(dzs))
     else:
-        thick = floats(first, "SpacingBetweenSlices", first_p)
-        if thick.size == 0:
-            thick = floats(first, "SliceThickness", first_p)
-        if thick.size == 0 or thick[0] <= 0:
+        # One slice: its nominal thickness is the voxel depth; (0018,0088)
+        # SpacingBetweenSlices (sometimes negative, e.g. GE) is the fallback.
+        thick = floats(first, "SliceThickness", first_p)
+        if thick.size == 0 or not thick[0] > 0:
+            thick = np.abs(floats(first, "SpacingBetweenSlices", first_p))
+        if thick.size == 0 or not thick[0] > 0:
             raise SeriesError(
-                f"'{folder}' holds a single CT slice without (0018,0050) SliceThickness; "
-                "cannot infer the slice spacing."
+                f"'{folder}' holds a single CT slice without a positive (0018,0050) "
+                "SliceThickness or (0018,0088) SpacingBetweenSlices; cannot infer the slice "
+                "spacing."
             )
         dz = float(thick[0])
 
@@ -328,10 +615,21 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
     intercepts = np.zeros(len(slices), dtype=np.float32)
     for i, (p, ds) in enumerate(slices):
         stored[i] = _pixels(ds, p)
-        s = floats(ds, "RescaleSlope", p)
-        b = floats(ds, "RescaleIntercept", p)
-        slopes[i] = s[0] if s.size else 1.0
-        intercepts[i] = b[0] if b.size else 0.0
+        for keyword, out in (("RescaleSlope", slopes), ("RescaleIntercept", intercepts)):
+            v = floats(ds, keyword, p)
+            if v.size == 0:
+                raise DicomReadError(
+                    f"'{p}' lacks {tag_str(keyword)}, which is Type 1 in the CT Image module "
+                    "(PS3.3 C.8.2.1); without it the stored values cannot be turned into HU "
+                    "and no default is assumed. Re-export the CT with (0028,1052) "
+                    "RescaleIntercept and (0028,1053) RescaleSlope."
+                )
+            out[i] = v[0]
+        if slopes[i] == 0 or not np.isfinite(slopes[i]) or not np.isfinite(intercepts[i]):
+            raise DicomReadError(
+                f"'{p}': (0028,1053) RescaleSlope {slopes[i]:g} / (0028,1052) RescaleIntercept "
+                f"{intercepts[i]:g} cannot map stored values to HU; expected a non-zero slope."
+            )
     if np.all(slopes == 1.0):
         hu = stored
     else:
@@ -357,7 +655,7 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
         values = {str(ds.get(keyword, "")) for _, ds in slices}
         if len(values) > 1:
             raise SeriesError(
-                f"The CT slices in '{folder}' disagree on {keyword}: {sorted(values)}; a "
+                f"The CT slices in '{folder}' disagree on {tag_str(keyword)}: {sorted(values)}; a "
                 "series must have one value."
             )
         return values.pop()
@@ -389,7 +687,7 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
         frame_of_reference_uid=for_uid,
         study_instance_uid=same("StudyInstanceUID"),
         series_instance_uid=same("SeriesInstanceUID"),
-        sop_instance_uids=tuple(str(ds.SOPInstanceUID) for _, ds in slices),
+        sop_instance_uids=tuple(str(require(ds, "SOPInstanceUID", p)) for p, ds in slices),
         files=tuple(p for p, _ in slices),
         dicom_patient=patient_study_dataset(first),
     )

@@ -172,6 +172,13 @@ def read_dataset(
         Not DICOM, truncated, or unreadable.
     """
     path = Path(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DicomReadError(
+            f"Cannot open {what} '{path}' ({type(exc).__name__}: {exc.strerror or exc})."
+        ) from exc
     kind = sniff_dicom(path)
     if kind == "empty":
         raise DicomReadError(f"'{path}' is empty (0 bytes); re-export the file.")
@@ -217,6 +224,10 @@ def _check_complete(ds: Dataset, path: Path, what: str) -> None:
     pydicom reads a file cut short without complaint (the last element just gets fewer
     bytes); comparing each raw element's declared end with the file size catches it.
     """
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return  # offsets refer to the inflated stream; zlib itself reports a cut stream
     size = path.stat().st_size
     for tag in list(ds.keys()):
         elem = ds.get_item(tag)

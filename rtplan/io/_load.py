@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
+
 from .._patient import Patient
 from ..errors import DicomWarning, ReferenceMismatchError
 from ._ct import CtSeries, load_ct
@@ -18,6 +20,7 @@ def load_patient(
     rtstruct_path: str | os.PathLike | None = None,
     *,
     series_uid: str | None = None,
+    recursive: bool = False,
 ) -> Patient:
     """Load a CT series and its RT Structure Set.
 
@@ -29,6 +32,8 @@ def load_patient(
         The RT-STRUCT file; without it the patient has no structures.
     series_uid : str, optional
         (0020,000E) of the CT series to use when the folder holds several.
+    recursive : bool, optional
+        Also search the subfolders of ``ct_dir`` for CT slices (default False).
 
     Returns
     -------
@@ -46,8 +51,12 @@ def load_patient(
     DicomWarning
         The frames of reference match but the RT-STRUCT refers to another CT series
         (re-exported or cropped CT): both series UIDs are named and loading goes on.
+        Contour planes that lie outside the CT's z range (they cannot be rasterised) or
+        between its slices (beyond 10 % of the slice spacing): the ROIs and z values are
+        named.  Plus the warnings of :func:`~rtplan.io.load_ct` and
+        :func:`~rtplan.io.load_structure_set`.
     """
-    ct = load_ct(ct_dir, series_uid=series_uid)
+    ct = load_ct(ct_dir, series_uid=series_uid, recursive=recursive)
     ss = load_structure_set(rtstruct_path) if rtstruct_path is not None else None
     return combine(ct, ss, stacklevel=3)
 
@@ -79,6 +88,7 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
             )
         structures = ss.structures
         ss_uid = ss.sop_instance_uid
+        _check_contour_planes(ct, ss, stacklevel=stacklevel + 1)
     return Patient(
         ct=ct.image,
         structures=structures,
@@ -90,3 +100,46 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
         structure_set_uid=ss_uid,
         dicom_patient=ct.dicom_patient,
     )
+
+
+#: Contour planes within this fraction of the slice spacing of a CT slice lie "on" it.
+PLANE_MATCH_FRACTION = 0.1
+
+
+def _check_contour_planes(ct: CtSeries, ss: StructureSet, *, stacklevel: int) -> None:
+    """Warn about contour planes off the CT's slices or outside its z range."""
+    z_axis = ct.image.grid.zyx_axes_mm()[0]
+    dz = float(ct.image.grid.spacing_mm[2])
+    lo, hi = z_axis[0] - 0.5 * dz, z_axis[-1] + 0.5 * dz
+    tol = max(0.01, PLANE_MATCH_FRACTION * dz)
+    outside, between = [], []
+    for s in ss.structures.values():
+        if not s.contours:
+            continue
+        planes = s.z_planes_mm
+        dist = np.min(np.abs(planes[:, None] - z_axis[None, :]), axis=1)
+        out = planes[(planes < lo - 1e-6) | (planes > hi + 1e-6)]
+        off = planes[(planes >= lo - 1e-6) & (planes <= hi + 1e-6) & (dist > tol)]
+        zs = ", ".join(f"{v:.2f}" for v in out[:3]) + (" ..." if len(out) > 3 else "")
+        if len(out):
+            whole = " (all of it)" if len(out) == len(planes) else ""
+            outside.append(f"'{s.name}'{whole} at z = {zs} mm")
+        if len(off):
+            d = float(dist[np.isin(planes, off)].max())
+            zs = ", ".join(f"{v:.2f}" for v in off[:3]) + (" ..." if len(off) > 3 else "")
+            between.append(f"'{s.name}' at z = {zs} mm (up to {d:.2f} mm from a slice)")
+    name = os.fspath(ss.path.name)
+    if outside:
+        warnings.warn(
+            f"RT-STRUCT '{name}': contours lie outside the CT's z range "
+            f"({z_axis[0]:.2f} .. {z_axis[-1]:.2f} mm, slices every {dz:g} mm) and are "
+            f"ignored: {'; '.join(outside)}. Was the structure set drawn on a longer CT?",
+            DicomWarning, stacklevel=stacklevel,
+        )
+    if between:
+        warnings.warn(
+            f"RT-STRUCT '{name}': contour planes do not lie on a CT slice (slices every "
+            f"{dz:g} mm from z = {z_axis[0]:.2f} mm; tolerance {tol:.2f} mm): "
+            f"{'; '.join(between)}. Each slice uses the nearest contour plane.",
+            DicomWarning, stacklevel=stacklevel,
+        )

@@ -112,6 +112,7 @@ def _two_points(ct, rs, tmp):
     ds = pydicom.dcmread(rs)
     item = ds.ROIContourSequence[1].ContourSequence[0]
     item.ContourData = item.ContourData[:6]
+    item.NumberOfContourPoints = 2
     ds.save_as(rs)
     return r"contour 0 has 2 point"
 
@@ -160,3 +161,17 @@ def test_phantom_cli_rejects_unknown_name(capsys, tmp_path):
         main(["phantom", "liver", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_inspect_recursive_prints_warnings_on_one_line(capsys, small_phantom_dicom, tmp_path):
+    nested = tmp_path / "study" / "series"
+    shutil.copytree(small_phantom_dicom.ct_dir, nested)
+    (nested / "CT.0099.dcm").write_bytes(b"")  # a failed transfer: skipped with a warning
+    code, out, err = run(capsys, "inspect", tmp_path / "study", small_phantom_dicom.rtstruct_path)
+    assert code == 2 and "pass recursive=True" in err
+    code, out, err = run(capsys, "inspect", tmp_path / "study", small_phantom_dicom.rtstruct_path,
+                         "--recursive", "--json")
+    assert code == 0
+    assert json.loads(out)["grid"]["shape_zyx"] == [12, 40, 40]
+    assert err.startswith("rtplan inspect: warning: Skipped 1 empty (0-byte) file(s)")
+    assert len(err.strip().splitlines()) == 1

@@ -227,3 +227,20 @@ def test_structure_pickles_without_its_cache():
     v = s.volume_cc(grid)
     t = pickle.loads(pickle.dumps(s))  # e.g. shipped to a Dask worker
     assert t._cache == {} and t.volume_cc(grid) == v
+
+
+def test_islands_with_z_written_at_different_precision_share_a_plane():
+    """Two islands of one plane whose z differ by 0.03 mm (e.g. -12.5 vs -12.53, written by
+    different tools) must both land on the slice; a plane is 0.05 mm thick."""
+    a = on_plane(circle(-20, 0, 8), -12.5)
+    b = on_plane(circle(20, 0, 8), -12.53)
+    b[::2, 2] = -12.51  # and noise within the contour itself
+    s = Structure("Islands", 1, contours=[a, b])
+    grid = Grid((3, 40, 60), (-59.5, -19.5, -15.0), (2.0, 1.0, 2.5))
+    m = s.mask(grid)
+    assert m[1, 20, 20] and m[1, 20, 40]  # both island centres on the z = -12.5 slice
+    assert s.z_planes_mm.size == 1
+    sloped = on_plane(circle(0, 0, 8), 0.0)
+    sloped[:, 2] = np.linspace(0.0, 0.2, len(sloped))  # 0.2 mm > 0.05 mm: not one plane
+    with pytest.raises(StructureError, match="not axial-planar"):
+        Structure("Sloped", 1, contours=[sloped])
