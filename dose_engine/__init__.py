@@ -5,7 +5,15 @@ Physics only: this package never imports :mod:`rtplan` or pydicom.
 """
 
 from ._backend import BACKEND_NAMES, Backend, backend_of, get_backend, to_numpy
+from ._beam import PATIENT_POSITIONS, Beam, equispaced_coplanar_beams, isocenter_at_centroid
+from ._beamlets import Beamlets, beamlets_for_target
+from ._cache import cached_influence_matrix, load_influence_matrix, save_influence_matrix
+from ._density import HUTable, hu_to_density, load_hu_table
+from ._field_dose import field_dose
 from ._grid import Grid
+from ._influence import InfluenceMatrix, compute_influence_matrix
+from ._model import BeamModel, load_beam_model, rectangle_dose
+from ._raytrace import radiological_depth_at_points, trace_rays
 from .errors import (
     BackendError,
     BeamModelError,
@@ -18,7 +26,27 @@ __all__ = [
     "BACKEND_NAMES",
     "Backend",
     "BackendError",
+    "Beam",
+    "BeamModel",
     "BeamModelError",
+    "Beamlets",
+    "HUTable",
+    "InfluenceMatrix",
+    "PATIENT_POSITIONS",
+    "beamlets_for_target",
+    "cached_influence_matrix",
+    "compute_influence_matrix",
+    "equispaced_coplanar_beams",
+    "field_dose",
+    "hu_to_density",
+    "isocenter_at_centroid",
+    "load_beam_model",
+    "load_hu_table",
+    "load_influence_matrix",
+    "radiological_depth_at_points",
+    "rectangle_dose",
+    "save_influence_matrix",
+    "trace_rays",
     "DoseEngineError",
     "DoseEngineWarning",
     "Grid",

@@ -1,0 +1,227 @@
+"""HDF5 storage and a content-addressed cache of influence matrices (h5py).
+
+File layout (one group per object, numbers in SI-free planning units: mm, Gy/MU):
+
+``/matrix``        ``data`` (float32), ``indices`` and ``indptr`` (int32/int64) of the CSR
+                   matrix; attribute ``shape``.
+``/dose_grid``     attributes ``shape`` (nz, ny, nx), ``origin_mm`` and ``spacing_mm`` (x, y, z).
+``/beams``         ``gantry_angle_deg``, ``collimator_angle_deg``, ``couch_angle_deg``,
+                   ``sad_mm``, ``isocenter_mm`` (n, 3), ``patient_position`` (strings).
+``/beamlets``      the :class:`Beamlets` columns and ``map_origin_mm``, ``map_shapes``.
+root attributes    ``model_provenance`` and ``settings`` (JSON), ``cache_key``, ``format``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._backend import get_backend, to_numpy
+from ._beam import Beam
+from ._beamlets import Beamlets
+from ._grid import Grid
+from ._influence import (
+    CODE_VERSION,
+    DEFAULT_LATERAL_CUTOFF_MM,
+    DEFAULT_RELATIVE_THRESHOLD,
+    InfluenceMatrix,
+    compute_influence_matrix,
+)
+from ._model import BeamModel, load_beam_model
+from .errors import DoseEngineError
+
+__all__ = [
+    "cached_influence_matrix",
+    "influence_cache_key",
+    "load_influence_matrix",
+    "save_influence_matrix",
+]
+
+logger = logging.getLogger("rtplan.dose_engine")
+
+FORMAT = "rtplan-influence-1"
+_BEAMLET_FIELDS = ("beam_index", "x_mm", "y_mm", "width_mm", "height_mm", "row", "col")
+
+
+def influence_cache_key(density, ct_grid: Grid, dose_grid: Grid, beams: Sequence[Beam],
+                        beamlets: Beamlets, model: BeamModel, *, voxel_mask=None,
+                        lateral_cutoff_mm: float, relative_threshold: float) -> str:
+    """sha256 over everything the matrix depends on.
+
+    The density (CT) bytes, both grids, every beam, the beamlet table, the model parameters,
+    the code version, the truncation settings and the voxel mask.  Structures enter through
+    the voxel mask and the beamlets (which cover the target).
+    """
+    h = hashlib.sha256()
+    dens = np.ascontiguousarray(to_numpy(density), dtype=np.float32)
+    h.update(b"density")
+    h.update(str(dens.shape).encode())
+    h.update(dens.tobytes())
+    for g in (ct_grid, dose_grid):
+        h.update(repr((g.shape, g.origin_mm, g.spacing_mm)).encode())
+    for b in beams:
+        h.update(repr((b.gantry_angle_deg, b.collimator_angle_deg, b.couch_angle_deg,
+                       b.isocenter_mm, b.sad_mm, b.patient_position)).encode())
+    for name in _BEAMLET_FIELDS:
+        h.update(np.ascontiguousarray(getattr(beamlets, name)).tobytes())
+    h.update(np.ascontiguousarray(beamlets.map_origin_mm).tobytes())
+    h.update(repr(beamlets.map_shapes).encode())
+    h.update(model.fingerprint().encode())
+    h.update(repr((CODE_VERSION, float(lateral_cutoff_mm), float(relative_threshold))).encode())
+    if voxel_mask is not None:
+        m = np.asarray(voxel_mask, dtype=bool)
+        h.update(b"mask" + str(m.shape).encode() + np.packbits(m.ravel()).tobytes())
+    return h.hexdigest()
+
+
+def save_influence_matrix(im: InfluenceMatrix, path: str | Path, *, cache_key: str = "",
+                          overwrite: bool = False) -> Path:
+    """Write ``im`` to an HDF5 file atomically (temporary file in the same folder, then rename).
+
+    Raises
+    ------
+    DoseEngineError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    import h5py
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DoseEngineError(f"{path} already exists; pass overwrite=True (CLI: --force).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = im.matrix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["cache_key"] = cache_key
+            f.attrs["model_provenance"] = json.dumps(im.model_provenance, default=str)
+            f.attrs["settings"] = json.dumps(im.settings, default=str)
+            g = f.create_group("matrix")
+            g.attrs["shape"] = np.asarray(m.shape, np.int64)
+            g.create_dataset("data", data=to_numpy(m.data))
+            g.create_dataset("indices", data=to_numpy(m.indices))
+            g.create_dataset("indptr", data=to_numpy(m.indptr))
+            dg = f.create_group("dose_grid")
+            dg.attrs["shape"] = np.asarray(im.dose_grid.shape)
+            dg.attrs["origin_mm"] = np.asarray(im.dose_grid.origin_mm)
+            dg.attrs["spacing_mm"] = np.asarray(im.dose_grid.spacing_mm)
+            bg = f.create_group("beams")
+            for name in ("gantry_angle_deg", "collimator_angle_deg", "couch_angle_deg", "sad_mm"):
+                bg.create_dataset(name, data=np.asarray([getattr(b, name) for b in im.beams]))
+            bg.create_dataset("isocenter_mm", data=np.asarray([b.isocenter_mm for b in im.beams]))
+            bg.create_dataset("patient_position",
+                              data=np.asarray([b.patient_position for b in im.beams], dtype="S3"))
+            lg = f.create_group("beamlets")
+            for name in _BEAMLET_FIELDS:
+                lg.create_dataset(name, data=getattr(im.beamlets, name))
+            lg.create_dataset("map_origin_mm", data=im.beamlets.map_origin_mm)
+            lg.create_dataset("map_shapes", data=np.asarray(im.beamlets.map_shapes, np.int64))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_influence_matrix(path: str | Path, *, backend: str = "numpy") -> InfluenceMatrix:
+    """Read a file written by :func:`save_influence_matrix`.
+
+    Raises
+    ------
+    DoseEngineError
+        If the file is missing or not an rtplan influence-matrix file.
+    """
+    import h5py
+    import scipy.sparse
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DoseEngineError(f"{path}: cannot open as HDF5 ({exc}).") from exc
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise DoseEngineError(
+                f"{path}: not an rtplan influence-matrix file (format attribute "
+                f"{f.attrs.get('format')!r}, expected {FORMAT!r})."
+            )
+        g = f["matrix"]
+        shape = tuple(int(v) for v in g.attrs["shape"])
+        matrix = scipy.sparse.csr_matrix((g["data"][()], g["indices"][()], g["indptr"][()]),
+                                         shape=shape)
+        dg = f["dose_grid"].attrs
+        grid = Grid(tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]),
+                    tuple(dg["spacing_mm"]))
+        bg = f["beams"]
+        beams = tuple(
+            Beam(float(ga), collimator_angle_deg=float(co), couch_angle_deg=float(cu),
+                 isocenter_mm=tuple(float(v) for v in iso), sad_mm=float(sad),
+                 patient_position=pos.decode())
+            for ga, co, cu, iso, sad, pos in zip(
+                bg["gantry_angle_deg"][()], bg["collimator_angle_deg"][()],
+                bg["couch_angle_deg"][()], bg["isocenter_mm"][()], bg["sad_mm"][()],
+                bg["patient_position"][()], strict=True)
+        )
+        lg = f["beamlets"]
+        beamlets = Beamlets(*(lg[name][()] for name in _BEAMLET_FIELDS), lg["map_origin_mm"][()],
+                            tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]))
+        prov = json.loads(f.attrs["model_provenance"])
+        settings = json.loads(f.attrs["settings"])
+        settings["cache_key"] = str(f.attrs.get("cache_key", ""))
+    if backend != "numpy":
+        matrix = get_backend(backend).csr_matrix(matrix)
+    return InfluenceMatrix(matrix, grid, beams, beamlets, prov, settings)
+
+
+def cached_influence_matrix(
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    beams: Sequence[Beam],
+    beamlets: Beamlets,
+    model: BeamModel | None = None,
+    *,
+    cache_dir: str | Path,
+    voxel_mask=None,
+    backend: str = "numpy",
+    lateral_cutoff_mm: float = DEFAULT_LATERAL_CUTOFF_MM,
+    relative_threshold: float = DEFAULT_RELATIVE_THRESHOLD,
+    progress: bool = True,
+) -> InfluenceMatrix:
+    """:func:`compute_influence_matrix`, or its stored result when the inputs are unchanged.
+
+    The file ``cache_dir/influence-<sha256>.h5`` is keyed by :func:`influence_cache_key`;
+    the returned matrix's ``settings["cache_hit"]`` tells whether it was loaded.
+    """
+    model = load_beam_model() if model is None else model
+    key = influence_cache_key(density, ct_grid, dose_grid, beams, beamlets, model,
+                              voxel_mask=voxel_mask, lateral_cutoff_mm=lateral_cutoff_mm,
+                              relative_threshold=relative_threshold)
+    path = Path(cache_dir) / f"influence-{key[:40]}.h5"
+    if path.is_file():
+        try:
+            im = load_influence_matrix(path, backend=backend)
+        except (DoseEngineError, OSError, KeyError) as exc:
+            logger.warning("ignoring unreadable cache file %s (%s); recomputing", path, exc)
+        else:
+            if im.settings.get("cache_key") == key:
+                logger.info("influence matrix loaded from cache %s", path)
+                im.settings["cache_hit"] = True
+                return im
+    im = compute_influence_matrix(density, ct_grid, dose_grid, beams, beamlets, model,
+                                  backend=backend, voxel_mask=voxel_mask,
+                                  lateral_cutoff_mm=lateral_cutoff_mm,
+                                  relative_threshold=relative_threshold, progress=progress)
+    save_influence_matrix(im, path, cache_key=key, overwrite=True)
+    im.settings["cache_hit"] = False
+    im.settings["cache_key"] = key
+    return im

@@ -1,0 +1,124 @@
+"""CT number (HU) to relative electron density through a piecewise-linear table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .errors import BeamModelError
+
+__all__ = ["HUTable", "hu_to_density", "load_hu_table"]
+
+_DEFAULT_NAME = "hu_to_density.json"
+
+
+@dataclass(frozen=True)
+class HUTable:
+    """Piecewise-linear CT calibration.
+
+    Attributes
+    ----------
+    hu : (n,) ndarray of float64
+        CT numbers, strictly increasing.
+    density : (n,) ndarray of float64
+        Electron density relative to water, non-decreasing, > 0.
+    source : str
+        Where the table comes from.
+    path : str
+        File it was read from (for messages).
+    """
+
+    hu: np.ndarray
+    density: np.ndarray
+    source: str = ""
+    path: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        hu = np.asarray(self.hu, float).ravel()
+        rho = np.asarray(self.density, float).ravel()
+        if hu.size < 2 or hu.shape != rho.shape:
+            raise BeamModelError(
+                f"HU table {self.path}: needs at least 2 rows of (hu, density); got {hu.size} HU "
+                f"and {rho.size} density values."
+            )
+        for i in range(1, hu.size):
+            if not hu[i] > hu[i - 1]:
+                raise BeamModelError(
+                    f"HU table {self.path}: row {i} has HU {hu[i]:g} after {hu[i - 1]:g}; the HU "
+                    "column must increase strictly. Sort the rows and remove duplicates."
+                )
+            if rho[i] < rho[i - 1]:
+                raise BeamModelError(
+                    f"HU table {self.path}: row {i} has density {rho[i]:g} below the previous "
+                    f"row's {rho[i - 1]:g}; the table must be monotonic (non-decreasing)."
+                )
+        if not np.all(np.isfinite(rho)) or rho[0] <= 0:
+            raise BeamModelError(f"HU table {self.path}: densities must be finite and > 0.")
+        object.__setattr__(self, "hu", hu)
+        object.__setattr__(self, "density", rho)
+
+
+def load_hu_table(path: str | Path | None = None) -> HUTable:
+    """Read an HU → relative electron density table (JSON with a ``table`` of [hu, density]).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        JSON file; default is the table shipped in ``dose_engine/data/hu_to_density.json``.
+
+    Raises
+    ------
+    BeamModelError
+        If the file is unreadable, lacks ``table`` or is not monotonic (the message names the
+        file and the row).
+    """
+    if path is None:
+        ref = resources.files("dose_engine") / "data" / _DEFAULT_NAME
+        text, name = ref.read_text(encoding="utf-8"), str(ref)
+    else:
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BeamModelError(f"HU table {name}: cannot be read ({exc}).") from exc
+    try:
+        data = json.loads(text)
+        rows = np.asarray(data["table"], dtype=float)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BeamModelError(
+            f"HU table {name}: expected JSON with a 'table' list of [hu, density] rows ({exc})."
+        ) from exc
+    if rows.ndim != 2 or rows.shape[1] != 2:
+        raise BeamModelError(f"HU table {name}: 'table' rows must be [hu, density] pairs.")
+    return HUTable(rows[:, 0], rows[:, 1], str(data.get("source", "")), name)
+
+
+def hu_to_density(hu, table: HUTable | None = None):
+    """Relative electron density of each voxel.
+
+    Parameters
+    ----------
+    hu : (nz, ny, nx) array (any array-API namespace), HU
+    table : HUTable, optional
+        Default: :func:`load_hu_table` ``()``.
+
+    Returns
+    -------
+    density : array like ``hu``, float32, relative to water; clamped to the table's ends.
+    """
+    xp = array_namespace(hu)
+    table = load_hu_table() if table is None else table
+    h = xp.astype(hu, xp.float32)
+    out = xp.full(h.shape, float(table.density[0]), dtype=xp.float32)
+    for i in range(1, table.hu.size):
+        h0, h1 = float(table.hu[i - 1]), float(table.hu[i])
+        r0, r1 = float(table.density[i - 1]), float(table.density[i])
+        seg = r0 + (h - h0) * ((r1 - r0) / (h1 - h0))
+        out = xp.where(h >= h0, seg, out)
+    return xp.where(h >= float(table.hu[-1]), xp.asarray(float(table.density[-1]),
+                                                         dtype=xp.float32), out)

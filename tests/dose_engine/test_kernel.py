@@ -1,0 +1,115 @@
+"""The dose-of-a-rectangle primitive: analytic limits, portability, bad input."""
+
+import json
+
+import array_api_strict as xps
+import numpy as np
+import pytest
+
+from dose_engine import (
+    Beam,
+    BeamModel,
+    BeamModelError,
+    Grid,
+    InvalidGeometryError,
+    field_dose,
+    load_beam_model,
+    rectangle_dose,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_beam_model()
+
+
+def test_broad_field_limit_is_the_depth_function(model):
+    # For a rectangle much larger than every kernel, each Gaussian integral P -> 1, so the
+    # dose is N (SAD/z)^2 A(d) (1 + r(d)) read straight from the model file (horn switched
+    # off: far off axis, where the horn's central dip has vanished, the same holds).
+    p = dict(model.parameters, horn={"dip": 0.0, "sigma_mm": 50.0})
+    flat = BeamModel(p)
+    d = np.array([0.0, 15.0, 100.0, 250.0])
+    z = np.array([1000.0, 900.0, 1100.0, 1000.0])
+    got = rectangle_dose(np.zeros(4), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]], [2.0], flat)
+    far = rectangle_dose(np.full(4, 1500.0), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]],
+                         [2.0], model)
+    np.testing.assert_allclose(far, got, rtol=1e-6)
+    # on the axis the horn dip lowers the fluence by at most `dip`
+    axis = rectangle_dose(np.zeros(4), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]], [2.0], model)
+    a = model.horn[0]
+    assert 0.0 < a < 0.1
+    assert np.all(axis < got) and np.all(axis >= (1 - a) * got * (1 - 1e-6))
+    a = np.interp(d, p["depth_mm"], p["primary_weight"])
+    r = np.interp(d, p["depth_mm"], p["scatter_ratio"])
+    exp = 2.0 * p["normalisation_gy_per_mu"] * (1000.0 / z) ** 2 * a * (1 + r)
+    np.testing.assert_allclose(got, exp, rtol=1e-6)
+
+
+def test_rectangles_add_and_mirror(model):
+    u = np.linspace(-40, 40, 81)
+    v = np.full_like(u, 3.0)
+    z = np.full_like(u, 1000.0)
+    d = np.full_like(u, 100.0)
+    whole = rectangle_dose(u, v, z, d, [[-20, 20, -10, 10]], [1.0], model)
+    halves = rectangle_dose(u, v, z, d, [[-20, 0, -10, 10], [0, 20, -10, 10]], [1.0, 1.0], model)
+    np.testing.assert_allclose(halves, whole, rtol=1e-12)
+    np.testing.assert_allclose(whole, whole[::-1], rtol=1e-12)  # symmetric in u
+
+
+def test_kernel_array_api_strict_matches_numpy(model):
+    rng = np.random.default_rng(3)
+    u, v = rng.uniform(-60, 60, (2, 200))
+    z = rng.uniform(850, 1200, 200)
+    d = rng.uniform(0, 300, 200)
+    rects = [[-20, 10, -15, 25], [10, 30, -5, 5]]
+    ref = rectangle_dose(u, v, z, d, rects, [1.0, 0.5], model)
+    got = rectangle_dose(*(xps.asarray(a) for a in (u, v, z, d)), rects, [1.0, 0.5], model)
+    assert isinstance(got, type(xps.asarray(1.0)))
+    # the strict namespace has no erf: the xp-only fallback (A&S 7.1.26, |err| < 1.5e-7)
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=2e-5, atol=1e-9)
+
+
+def test_model_missing_keys_named(tmp_path, model):
+    params = dict(model.parameters)
+    del params["sigma_scatter_mm"], params["provenance"]
+    p = tmp_path / "broken_model.json"
+    p.write_text(json.dumps(params))
+    with pytest.raises(BeamModelError, match=r"broken_model\.json lacks the key\(s\) "
+                                             r"sigma_scatter_mm, provenance"):
+        load_beam_model(p)
+    params = dict(model.parameters, calibration={"dose_gy_per_mu": 0.01})
+    p.write_text(json.dumps(params))
+    with pytest.raises(BeamModelError, match="calibration.field_size_mm"):
+        load_beam_model(p)
+
+
+def test_model_provenance_documents_fit(model):
+    prov = model.provenance()
+    assert "06MV_10x10.mcc" in prov["data"] and "fit_6mv_model" in prov["fitted_by"]
+    assert model.parameters["calibration"]["dose_gy_per_mu"] == 0.01
+
+
+def _water():
+    g = Grid((40, 40, 40), (-97.5, -97.5, -97.5), (5.0, 5.0, 5.0))
+    return np.ones(g.shape, np.float32), g
+
+
+@pytest.mark.parametrize("rect", [[10, 10, -5, 5], [10, 0, -5, 5], [-5, 5, 3, -3]])
+def test_zero_or_negative_field_refused(rect):
+    dens, g = _water()
+    with pytest.raises(InvalidGeometryError, match="zero or negative size"):
+        field_dose(dens, g, g, Beam(0), [rect], 1.0)
+
+
+def test_isocentre_outside_ct_refused():
+    dens, g = _water()
+    with pytest.raises(InvalidGeometryError, match=r"isocentre \(0.0, 0.0, 500.0\) mm lies "
+                                                   r"outside the CT"):
+        field_dose(dens, g, g, Beam(0, isocenter_mm=(0, 0, 500)), [[-5, 5, -5, 5]], 1.0)
+
+
+def test_density_shape_mismatch_refused():
+    dens, g = _water()
+    with pytest.raises(InvalidGeometryError, match="`density` has shape"):
+        field_dose(dens[:-1], g, g, Beam(0), [[-5, 5, -5, 5]], 1.0)
