@@ -1,0 +1,460 @@
+"""Translation of terms to CVXPY, built once with parameters (DPP), and the solve driver.
+
+The formulation has an auxiliary dose variable only for the voxels that terms touch (the
+union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once. Weights,
+dose levels and bounds are ``cvxpy.Parameter`` objects: changing them and solving again
+skips canonicalisation (the problem is DPP). CVXPY is imported inside these functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ._backends import SolveData, get_backend
+from ._problem import Problem
+from ._result import SOLUTION_PRESENT, OptimizationResult, Status
+from ._terms import (
+    _DVH,
+    GEUD,
+    MaxDose,
+    MaxDVH,
+    MeanDose,
+    MinDose,
+    Overdose,
+    Prescription,
+    Smoothness,
+    Term,
+    TotalMU,
+    Underdose,
+    _LevelBound,
+)
+from .errors import InfeasibleError, InvalidProblemError, OptimizerWarning, SolverError
+
+__all__ = ["CvxpyFormulation", "solve_cvxpy"]
+
+logger = logging.getLogger("rtplan.optimizers")
+
+_INACTIVE_BOUND = 1e7
+
+
+class CvxpyFormulation:
+    """A problem translated to CVXPY once; weights, levels and bounds are parameters.
+
+    Parameters
+    ----------
+    problem : Problem
+        The problem to translate.
+    elastic : bool, optional
+        Add a non-negative slack to every hard constraint and minimise their sum instead of
+        the objective (used to name conflicting constraints of an infeasible problem).
+
+    Attributes
+    ----------
+    cvx_problem : cvxpy.Problem
+    x : cvxpy.Variable
+        Fluence, MU, ``x >= 0``.
+    weight_params, level_params, bound_params : dict of int to cvxpy.Parameter
+        Keyed by the index of the term in ``problem.terms``.
+    constraints : dict of int to list of cvxpy.Constraint
+        The hard terms' constraints (duals available after :func:`solve_cvxpy`).
+    """
+
+    def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
+        import cvxpy as cp
+
+        self.problem = problem
+        self.elastic = elastic
+        n = problem.n_beamlets
+        self.x = cp.Variable(n, nonneg=True, name="x")
+        self.d = (
+            cp.Variable(problem.union_rows.size, name="dose") if problem.union_rows.size else None
+        )
+        cons = []
+        if self.d is not None:
+            cons.append(self.d == problem.a_union @ self.x)
+        self.weight_params: dict[int, Any] = {}
+        self.level_params: dict[int, Any] = {}
+        self.bound_params: dict[int, Any] = {}
+        self.slacks: dict[int, Any] = {}
+        #: CVXPY constraints of each hard term (by term index): their ``dual_value`` holds
+        #: the multipliers after a solve (Gy-scaled: objective units per Gy of bound).
+        self.constraints: dict[int, list] = {}
+        self._full = {
+            n: problem.local_index[n].size == problem.union_rows.size
+            and bool(np.all(problem.local_index[n] == np.arange(problem.union_rows.size)))
+            for n in problem.local_index
+        }
+        objective = 0
+        self._aux: list = []
+        for k, t in enumerate(problem.terms):
+            if t.hard:
+                self.constraints[k] = self._hard(k, t)
+                cons += self.constraints[k]
+            elif not elastic:
+                w = cp.Parameter(nonneg=True, value=t.weight, name=f"w{k}")
+                self.weight_params[k] = w
+                objective = objective + w * self._soft(k, t)
+        if elastic:
+            objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
+        self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self._aux)
+
+    # -- pieces ------------------------------------------------------------------------
+    def _ds(self, t: Term):
+        if self._full[t.structure]:
+            return self.d
+        return self.d[self.problem.local_index[t.structure]]
+
+    def _p(self, t: Term):
+        return self.problem.p[t.structure]
+
+    def _level(self, k: int, t: Term, store: dict | None = None):
+        import cvxpy as cp
+
+        store = self.level_params if store is None else store
+        if k not in store:
+            store[k] = cp.Parameter(value=float(t.dose_gy), name=f"level{k}")
+        return store[k]
+
+    def _mean_sq(self, t: Term, r):
+        """``sum_i p_i r_i**2`` written as a sum of squares (fast canonicalisation)."""
+        import cvxpy as cp
+
+        p = self._p(t)
+        if np.all(p == p[0]):
+            return float(p[0]) * cp.sum_squares(r)
+        return cp.sum_squares(cp.multiply(np.sqrt(p), r))
+
+    def _cvar(self, t: _DVH):
+        import cvxpy as cp
+
+        z = cp.Variable(name=f"zeta_{t.structure}")
+        p = self._p(t)
+        ds = self._ds(t)
+        if isinstance(t, MaxDVH):
+            v = t.volume_pct / 100.0
+            return z + (1.0 / v) * (p @ cp.pos(ds - z))
+        q = 1.0 - t.volume_pct / 100.0
+        return z - (1.0 / q) * (p @ cp.pos(z - ds))
+
+    def _geud(self, t: GEUD):
+        import cvxpy as cp
+
+        ds = self._ds(t)
+        p = self._p(t)
+        if t.a == 1:
+            return p @ ds
+        return cp.pnorm(cp.multiply(p ** (1.0 / t.a), ds), t.a)
+
+    def _soft(self, k: int, t: Term):
+        import cvxpy as cp
+
+        if isinstance(t, Smoothness):
+            return (1.0 / t.operator.shape[0]) * cp.sum_squares(t.operator @ self.x)
+        if isinstance(t, TotalMU):
+            return cp.sum(self.x)
+        # Levels are parameters; to stay DPP (a weight parameter may only multiply a
+        # parameter-free expression) the parametrised residual goes into a constraint on an
+        # auxiliary variable and the objective squares that variable.
+        if isinstance(t, (Overdose, Underdose)):  # includes soft MaxDose / MinDose
+            r = cp.Variable(self.problem.local_index[t.structure].size, nonneg=True, name=f"r{k}")
+            if isinstance(t, Overdose):
+                self._aux.append(r >= self._ds(t) - self._level(k, t))
+            else:
+                self._aux.append(r >= self._level(k, t) - self._ds(t))
+            return self._mean_sq(t, r)
+        if isinstance(t, Prescription):
+            r = cp.Variable(self.problem.local_index[t.structure].size, name=f"r{k}")
+            self._aux.append(r == self._ds(t) - self._level(k, t))
+            return self._mean_sq(t, r)
+        if isinstance(t, MeanDose):
+            return self._p(t) @ self._ds(t)
+        if isinstance(t, GEUD):
+            g = self._geud(t)
+            return g if t.a >= 1 else -g
+        if isinstance(t, _DVH):
+            c = self._cvar(t)
+            u = cp.Variable(nonneg=True, name=f"u{k}")
+            self._aux.append(
+                u >= (c - self._level(k, t) if t.sense == "<=" else self._level(k, t) - c)
+            )
+            return cp.square(u)
+        raise InvalidProblemError(f"{t.label}: no CVXPY translation for {type(t).__name__}.")
+
+    def _quantity(self, t: Term):
+        if isinstance(t, MeanDose):
+            return self._p(t) @ self._ds(t)
+        if isinstance(t, GEUD):
+            return self._geud(t)
+        if isinstance(t, _DVH):
+            return self._cvar(t)
+        if isinstance(t, _LevelBound):
+            return sum(s.weight * self._soft_const(s) for s in t.terms)
+        raise InvalidProblemError(f"{t.label}: no CVXPY translation as a hard constraint.")
+
+    def _soft_const(self, s: Term):
+        """Soft expression of ``s`` with its level as a constant (inside level bounds)."""
+        import cvxpy as cp
+
+        if isinstance(s, Overdose):
+            return self._mean_sq(s, cp.pos(self._ds(s) - s.dose_gy))
+        if isinstance(s, Underdose):
+            return self._mean_sq(s, cp.pos(s.dose_gy - self._ds(s)))
+        if isinstance(s, Prescription):
+            return self._mean_sq(s, self._ds(s) - s.dose_gy)
+        if isinstance(s, _DVH):
+            c = self._cvar(s)
+            return cp.square(cp.pos(c - s.dose_gy if s.sense == "<=" else s.dose_gy - c))
+        return self._soft(-1, s)
+
+    def _hard(self, k: int, t: Term):
+        import cvxpy as cp
+
+        b = cp.Parameter(value=float(t.dose_gy), name=f"bound{k}")
+        self.bound_params[k] = b
+        if self.elastic:
+            s = cp.Variable(nonneg=True, name=f"slack{k}")
+            self.slacks[k] = s
+            scale = max(abs(float(t.dose_gy)), 1.0)
+            b_eff = b + scale * s if t.sense == "<=" else b - scale * s
+        else:
+            b_eff = b
+        if isinstance(t, (MaxDose, MinDose)):
+            ds = self._ds(t)
+            return [ds <= b_eff] if t.sense == "<=" else [ds >= b_eff]
+        q = self._quantity(t)
+        return [q <= b_eff] if t.sense == "<=" else [q >= b_eff]
+
+    # -- parameters --------------------------------------------------------------------
+    def update(self, problem: Problem) -> None:
+        """Copy the weights, dose levels and bounds of ``problem`` into the parameters.
+
+        ``problem`` must have the same matrix, structures and term structure (types, order,
+        structures, gEUD ``a``, DVH volumes, hard/soft) as the one this formulation was built
+        for, typically ``old_problem.with_terms(new_terms)``.
+
+        Raises
+        ------
+        InvalidProblemError
+            The problems differ in more than weights, levels and bounds.
+        """
+        old = self.problem
+        if problem._cache is not old._cache or len(problem.terms) != len(old.terms):
+            raise InvalidProblemError(
+                "`formulation` was built for another matrix or another number of terms; build a "
+                "new CvxpyFormulation (only weights, dose levels and bounds can change)."
+            )
+        for k, (t_new, t_old) in enumerate(zip(problem.terms, old.terms, strict=True)):
+            same = (
+                type(t_new) is type(t_old)
+                and t_new.structure == t_old.structure
+                and t_new.hard == t_old.hard
+                and getattr(t_new, "a", None) == getattr(t_old, "a", None)
+                and getattr(t_new, "volume_pct", None) == getattr(t_old, "volume_pct", None)
+                and getattr(t_new, "operator", None) is getattr(t_old, "operator", None)
+            )
+            if not same:
+                raise InvalidProblemError(
+                    f"Term {k} changed from {t_old.label} to {t_new.label}: only weights, dose "
+                    "levels and bounds can change in a built formulation; build a new one."
+                )
+            if k in self.weight_params:
+                self.weight_params[k].value = t_new.weight
+            if k in self.level_params:
+                self.level_params[k].value = float(t_new.dose_gy)
+            if k in self.bound_params:
+                self.bound_params[k].value = float(t_new.dose_gy)
+        self.problem = problem
+
+    def set_weights(self, weights: dict[int, float]) -> None:
+        """Set soft-term weights by term index (a re-solve skips canonicalisation)."""
+        for k, w in weights.items():
+            self.weight_params[k].value = float(w)
+
+    def set_bounds(self, bounds: dict[int, float]) -> None:
+        """Set hard-constraint bounds by term index."""
+        for k, b in bounds.items():
+            self.bound_params[k].value = float(b)
+
+
+def solve_cvxpy(
+    problem: Problem,
+    *,
+    solver: str = "CLARABEL",
+    formulation: CvxpyFormulation | None = None,
+    solver_options: dict | None = None,
+    verbose: bool = False,
+    explain_infeasible: bool = True,
+) -> OptimizationResult:
+    """Solve ``problem`` through its CVXPY formulation.
+
+    Parameters
+    ----------
+    problem : Problem
+        The problem.
+    solver : {"CLARABEL", "OSQP", "SCS", "MOSEK"}, optional
+        Back-end (default Clarabel).
+    formulation : CvxpyFormulation, optional
+        A formulation built earlier for this problem, or for one that differs only in
+        weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
+        skips canonicalisation.
+    solver_options : dict, optional
+        Options passed to the back-end (override the adapter's defaults).
+    verbose : bool, optional
+        Solver output.
+    explain_infeasible : bool, optional
+        On an infeasible problem, re-solve with elastic slacks to name the conflicting hard
+        constraints (default True).
+
+    Returns
+    -------
+    OptimizationResult
+        ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
+        ``solver_time_s``, ``max_violation`` and ``violations``.
+
+    Raises
+    ------
+    InfeasibleError
+        The hard constraints contradict each other (the message names them), or the
+        objective is unbounded (the message names the maximised terms).
+    SolverError
+        The back-end is missing or crashed.
+
+    Warns
+    -----
+    OptimizerWarning
+        The back-end returned an inaccurate solution.
+    """
+    import cvxpy as cp
+
+    t0 = time.perf_counter()
+    backend = get_backend(solver)
+    backend.import_backend()
+    if formulation is None:
+        formulation = CvxpyFormulation(problem)
+    elif formulation.problem is not problem:
+        formulation.update(problem)
+    prob = formulation.cvx_problem
+    try:
+        data, chain, inverse = prob.get_problem_data(backend.cvxpy_name)
+    except cp.error.SolverError as exc:
+        raise SolverError(
+            f"Solver back-end `{backend.name}` cannot handle this problem ({exc}); the terms need "
+            "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
+        ) from exc
+    t_setup = time.perf_counter() - t0
+    out = backend.solve(SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose))
+    t_solver = time.perf_counter() - t0 - t_setup
+    status = out.status
+    x = None
+    if status in SOLUTION_PRESENT:
+        try:
+            _unpack(prob, out.raw, chain, inverse)
+            x = formulation.x.value
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not unpack the %s solution: %s", backend.name, exc, exc_info=True)
+            x = None
+        if x is None:
+            status = Status.SOLVER_ERROR
+    if status in (Status.INFEASIBLE, Status.UNBOUNDED):
+        raise _explain(problem, status, backend.name, solver_options, explain_infeasible)
+    if status == Status.SOLVER_ERROR or x is None:
+        raise SolverError(
+            f"Solver back-end `{backend.name}` ended with native status {out.native_status!r} "
+            "and no solution; try another back-end or solve_first_order."
+        )
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
+    if status == Status.OPTIMAL_INACCURATE:
+        warnings.warn(
+            f"Solver `{backend.name}` returned an inaccurate solution (native status "
+            f"{out.native_status!r}); tighten its tolerances or try another back-end.",
+            OptimizerWarning,
+            stacklevel=2,
+        )
+    viol, per = problem.max_violation(x)
+    msg = {
+        Status.OPTIMAL: f"Optimal solution found by {backend.name}.",
+        Status.OPTIMAL_INACCURATE: f"Inaccurate solution returned by {backend.name}.",
+        Status.ITERATION_LIMIT: f"{backend.name} stopped at its iteration limit.",
+        Status.TIME_LIMIT: f"{backend.name} stopped at its time limit.",
+        Status.CALLBACK_STOP: f"{backend.name} stopped by a callback.",
+    }[status]
+    return OptimizationResult(
+        x=x,
+        objective=problem.objective(x),
+        status=status,
+        message=msg,
+        n_iter=out.n_iter,
+        n_dose_evals=0,
+        solve_time_s=time.perf_counter() - t0,
+        term_values=problem.evaluate(x),
+        extras={
+            "solver": backend.name,
+            "native_status": out.native_status,
+            "setup_time_s": t_setup,
+            "solver_time_s": t_solver,
+            "max_violation": viol,
+            "violations": per,
+            "is_dpp": prob.is_dpp(),
+        },
+    )
+
+
+def _explain(problem, status, solver, options, explain) -> InfeasibleError:
+    if status == Status.UNBOUNDED:
+        names = [t.label for t in problem.soft_terms if isinstance(t, GEUD) and t.a < 1]
+        return InfeasibleError(
+            f"The objective is unbounded below (solver {solver}); the maximised terms "
+            + (", ".join(f"`{n}`" for n in names) or "(none found)")
+            + " can grow without limit. Add a max-dose constraint or an overdose term."
+        )
+    hard = problem.hard_terms
+    if not explain or not hard:
+        return InfeasibleError(f"The hard constraints are infeasible (solver {solver}).")
+    elastic = CvxpyFormulation(problem, elastic=True)
+    backend = get_backend(solver)
+    data, chain, inverse = elastic.cvx_problem.get_problem_data(backend.cvxpy_name)
+    out = backend.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))
+    relaxed, binding = [], []
+    if out.status in SOLUTION_PRESENT:
+        _unpack(elastic.cvx_problem, out.raw, chain, inverse)
+        x = np.clip(np.asarray(elastic.x.value, dtype=np.float64), 0, None)
+        d = problem.union_dose(x)
+        for k, t in enumerate(problem.terms):
+            if k not in elastic.slacks:
+                continue
+            sl = elastic.slacks[k].value
+            scale = max(abs(float(t.dose_gy)), 1.0)
+            if sl is not None and float(sl) > 1e-5:
+                relaxed.append(f"`{t.label}` (misses by {float(sl) * scale:.3g})")
+                continue
+            # a constraint holding with equality is what the relaxed ones run into
+            if t.per_voxel:
+                dd = problem.term_dose(t, d)
+                q = float(dd.max()) if t.sense == "<=" else float(dd.min())
+            else:
+                q = problem.term_quantity(t, d, x)
+            if abs(q - float(t.dose_gy)) <= 1e-3 * scale:
+                binding.append(f"`{t.label}`")
+    if not relaxed:
+        relaxed = [f"`{t.label}`" for t in hard]
+    detail = " and ".join(relaxed)
+    if binding:
+        detail += " while " + " and ".join(binding) + " hold"
+    return InfeasibleError(
+        "The hard constraints contradict each other: "
+        + detail
+        + ". Relax one of them or turn it into a soft goal (hard=False)."
+    )
+
+
+def _unpack(cvx_problem, raw, chain, inverse) -> None:
+    """``Problem.unpack_results`` without CVXPY's own inaccuracy warning (rtplan warns with
+    :class:`OptimizerWarning` instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        cvx_problem.unpack_results(raw, chain, inverse)

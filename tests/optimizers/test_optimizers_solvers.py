@@ -1,0 +1,376 @@
+"""Both solvers against known optima, against each other, and a conformance suite run for
+every installed CVXPY back-end."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.sparse as sp
+from _optimizers_synth import random_problem, slab_problem
+
+import optimizers as op
+
+BACKENDS = ["CLARABEL", "OSQP", "SCS"]
+
+
+def _one_voxel():
+    return sp.csr_matrix(np.array([[0.01]], dtype=np.float32)), {"T": np.array([0])}
+
+
+@pytest.mark.parametrize("method", ["first_order", "cvxpy"])
+def test_single_voxel_analytic(method):
+    a, s = _one_voxel()
+    # balanced under/overdose around 60 Gy: x = 60 / 0.01 = 6000 MU
+    r = op.solve(op.Problem(a, s, [op.Underdose("T", 60), op.Overdose("T", 60)]), method=method)
+    assert r.success and r.x[0] == pytest.approx(6000, rel=1e-4)
+    # prescription 60 Gy with a hard 50 Gy maximum: the bound is active, x = 5000 MU
+    p = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 50, hard=True)])
+    r = op.solve(p, method=method)
+    assert r.x[0] == pytest.approx(5000, rel=1e-3)
+    assert r.term_values["MaxDose(T <= 50 Gy) [hard]"] == pytest.approx(50, rel=1e-3)
+    # underdose 60 Gy vs. a 10-times weighted overdose above 40 Gy: d = (60 + 10*40)/11
+    r = op.solve(
+        op.Problem(a, s, [op.Underdose("T", 60), op.Overdose("T", 40, weight=10)]), method=method
+    )
+    assert r.x[0] * 0.01 == pytest.approx(460 / 11, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["first_order", "cvxpy"])
+def test_prescription_is_nnls(method):
+    rng = np.random.default_rng(7)
+    a, s = random_problem(rng, 300, 20, density=0.3)
+    prob = op.Problem(a, s, [op.Prescription("BODY", 30.0)])
+    x_ref, rnorm = scipy.optimize.nnls(a.toarray().astype(float), np.full(300, 30.0))
+    ref = rnorm**2 / 300
+    r = op.solve(prob, method=method)
+    assert r.objective == pytest.approx(ref, rel=2e-3)
+    assert prob.objective(x_ref) == pytest.approx(ref, rel=1e-6)
+
+
+def _tiny_constrained(rng):
+    a, s = random_problem(rng, 60, 8, density=0.5)
+    terms = [
+        op.Prescription("PTV", 40.0, weight=2.0),
+        op.Overdose("OAR", 5.0),
+        op.MaxDose("OAR", 18.0, hard=True),
+        op.MeanDose("BODY", 22.0, hard=True),
+    ]
+    return a, s, terms
+
+
+def _reference_scipy(a, s, terms):
+    """Independent optimum from scipy's trust-constr (interior point on the same QP)."""
+    prob = op.Problem(a, s, terms)
+    dense = a.toarray().astype(float)
+    k = 1000.0  # solve in units of 1000 MU for good scaling
+    lin = scipy.optimize.LinearConstraint(
+        k * np.vstack([dense[s["OAR"]], dense[s["BODY"]].mean(0)]),
+        -np.inf,
+        np.r_[np.full(s["OAR"].size, 18.0), 22.0],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # trust-constr's delta_grad notice
+        r = scipy.optimize.minimize(
+            lambda u: prob.objective(k * u),
+            np.full(a.shape[1], 0.1),
+            method="trust-constr",
+            bounds=scipy.optimize.Bounds(0, np.inf),
+            constraints=[lin],
+            options={"gtol": 1e-12, "xtol": 1e-14, "maxiter": 20000},
+        )
+    return r.fun
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conformance_suite(backend):
+    """Reference problems with known optima: objective, feasibility, term values."""
+    pytest.importorskip(backend.lower())
+    a, s = _one_voxel()
+    prob = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 50, hard=True)])
+    form = op.CvxpyFormulation(prob)
+    r = op.solve_cvxpy(prob, solver=backend, formulation=form)
+    assert r.status == op.Status.OPTIMAL and r.x[0] == pytest.approx(5000, rel=1e-4)
+    # dual sign and value: stationarity 2 (d - 60) + lambda = 0 at d = 50 gives lambda = 20;
+    # complementarity lambda * (50 - d) = 0
+    lam = float(np.ravel(form.constraints[1][0].dual_value)[0])
+    assert lam == pytest.approx(20.0, rel=1e-3) and lam > 0
+    assert abs(lam * (50 - r.x[0] * 0.01)) <= 1e-3
+    # an inactive constraint has a zero multiplier
+    prob2 = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 70, hard=True)])
+    form2 = op.CvxpyFormulation(prob2)
+    op.solve_cvxpy(prob2, solver=backend, formulation=form2)
+    assert abs(float(np.ravel(form2.constraints[1][0].dual_value)[0])) <= 1e-4
+    assert r.extras["solver"] == backend
+    rng = np.random.default_rng(11)
+    a, s, terms = _tiny_constrained(rng)
+    ref = _reference_scipy(a, s, terms)
+    r = op.solve_cvxpy(op.Problem(a, s, terms), solver=backend)
+    assert r.objective == pytest.approx(ref, rel=1e-4)
+    assert r.extras["max_violation"] <= 1e-5
+    # infeasible pair is reported by name
+    bad = [
+        op.Prescription("PTV", 40.0),
+        op.MinDose("PTV", 30.0, hard=True),
+        op.MaxDose("PTV", 20.0, hard=True),
+    ]
+    with pytest.raises(
+        op.InfeasibleError, match=r"MinDose\(PTV >= 30 Gy\).*MaxDose\(PTV <= 20 Gy\)"
+    ):
+        op.solve_cvxpy(op.Problem(a, s, bad), solver=backend)
+
+
+def test_first_order_matches_scipy_tiny():
+    a, s, terms = _tiny_constrained(np.random.default_rng(11))
+    ref = _reference_scipy(a, s, terms)
+    r = op.solve_first_order(op.Problem(a, s, terms))
+    assert r.success
+    assert r.objective == pytest.approx(ref, rel=5e-3)
+    assert r.extras["max_violation"] <= 5e-3
+
+
+def _agreement_terms():
+    return [
+        op.Underdose("PTV", 60, weight=100),
+        op.Overdose("PTV", 63, weight=100),
+        op.Overdose("OAR", 15, weight=10),
+        op.GEUD("OAR", 4, weight=1),
+        op.MeanDose("BODY", weight=0.5),
+    ]
+
+
+@pytest.mark.parametrize("size", ["small", "medium"])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_first_order_agrees_with_cvxpy(size, constrained):
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(
+        rng, n_side=20 if size == "small" else 48, n_beamlets=30 if size == "small" else 80
+    )
+    terms = _agreement_terms()
+    if constrained:
+        terms += [
+            op.MaxDose("OAR", 30.0, hard=True),
+            op.MeanDose("BODY", 20.0, hard=True),
+            op.MaxDose("PTV", 64.0, hard=True),
+        ]
+    prob = op.Problem(a, s, terms)
+    rc = op.solve_cvxpy(prob)
+    rf = op.solve_first_order(prob)
+    assert rf.success, rf.message
+    assert abs(rf.objective - rc.objective) <= 5e-3 * abs(rc.objective)
+    if constrained:
+        assert rf.extras["max_violation"] <= 5e-3
+        assert rc.extras["max_violation"] <= 1e-5
+
+
+def test_dpp_resolve_matches_fresh_build():
+    rng = np.random.default_rng(2)
+    a, s = slab_problem(rng, n_side=16, n_beamlets=20)
+    terms = [
+        op.Underdose("PTV", 60, weight=10),
+        op.Overdose("OAR", 10, weight=1),
+        op.MaxDVH("OAR", 30, 20, weight=1),
+        op.MaxDose("BODY", 70, hard=True),
+    ]
+    prob = op.Problem(a, s, terms)
+    form = op.CvxpyFormulation(prob)
+    assert form.cvx_problem.is_dpp()
+    r1 = op.solve_cvxpy(prob, formulation=form)
+    terms2 = [
+        terms[0],
+        op.Overdose("OAR", 12, weight=7.0),
+        terms[2],
+        op.MaxDose("BODY", 65, hard=True),
+    ]
+    r2 = op.solve_cvxpy(prob.with_terms(terms2), formulation=form)
+    r_fresh = op.solve_cvxpy(op.Problem(a, s, terms2))
+    assert r2.objective == pytest.approx(r_fresh.objective, rel=1e-5)
+    assert r2.objective != pytest.approx(r1.objective, rel=1e-3)
+    assert r2.term_values["MaxDose(BODY <= 65 Gy) [hard]"] <= 65 * (1 + 1e-6)
+    with pytest.raises(op.InvalidProblemError, match="only weights"):
+        op.solve_cvxpy(prob.with_terms([terms[0], terms[2], terms[1], terms[3]]), formulation=form)
+
+
+@pytest.mark.parametrize("method", ["cvxpy", "first_order"])
+@pytest.mark.parametrize("seed", range(5))
+def test_cvar_hard_constraint_never_violates_exact_dvh(seed, method):
+    rng = np.random.default_rng(seed)
+    a, s = slab_problem(rng, n_side=16, n_beamlets=24)
+    level = float(rng.uniform(15, 35))
+    vol = float(rng.uniform(5, 50))
+    d95 = float(rng.uniform(50, 58))
+    terms = [
+        op.Prescription("PTV", 60, weight=10),
+        op.Overdose("OAR", 0, weight=1),
+        op.MaxDVH("OAR", level, vol, hard=True),
+        op.MinDVH("PTV", d95, 95, hard=True),
+    ]
+    r = op.solve(op.Problem(a, s, terms), method=method)
+    assert r.extras["max_violation"] <= 1e-4
+    tv = r.term_values
+    up = f"MaxDVH(OAR D{vol:g}% <= {level:g} Gy) [hard]"
+    lo = f"MinDVH(PTV D95% >= {d95:g} Gy) [hard]"
+    tol = 1e-6 if method == "cvxpy" else 1e-4  # relative accuracy of the bound
+    assert tv[up + " [exact]"] <= level * (1 + tol)
+    assert tv[up + " [exact]"] <= tv[up + " [CVaR]"] + 1e-9
+    assert tv[lo + " [exact]"] >= d95 * (1 - tol)
+    # independent check straight from the dose
+    dose = a @ r.x.astype(np.float32)
+    oar = np.sort(dose[s["OAR"]])[::-1]
+    k = int(np.ceil(vol / 100 * oar.size - 1e-9))
+    assert oar[k - 1] <= level * (1 + tol)
+    ptv = np.sort(dose[s["PTV"]])[::-1]
+    assert ptv[int(np.ceil(0.95 * ptv.size - 1e-9)) - 1] >= d95 * (1 - tol)
+
+
+def test_first_order_dvh_goals_agree_with_cvxpy():
+    """Soft and hard CVaR goals: the first-order solver's smoothed CVaR (0.05 Gy) lands within
+    0.5 % of the exact-CVaR CVXPY optimum."""
+    a, s = slab_problem(np.random.default_rng(3), n_side=16, n_beamlets=24)
+    terms = [
+        op.Prescription("PTV", 60, weight=10),
+        op.Overdose("OAR", 0, weight=1),
+        op.MaxDVH("OAR", 20, 30, hard=True),
+        op.MinDVH("PTV", 57, 95, hard=True),
+        op.MaxDVH("BODY", 30, 10, weight=1),
+        op.MinDVH("PTV", 59, 90, weight=5),
+    ]
+    prob = op.Problem(a, s, terms)
+    rc = op.solve_cvxpy(prob)
+    rf = op.solve_first_order(prob)
+    assert rf.success
+    assert abs(rf.objective - rc.objective) <= 5e-3 * rc.objective
+
+
+@pytest.mark.parametrize("method", ["cvxpy", "first_order"])
+def test_lexicographic_never_loses_more_than_slip(method):
+    rng = np.random.default_rng(9)
+    a, s = slab_problem(rng, n_side=20, n_beamlets=30)
+    levels = [
+        [op.Underdose("PTV", 60), op.Overdose("PTV", 62)],
+        [op.MeanDose("OAR")],
+        [op.Overdose("BODY", 30)],
+    ]
+    res = op.solve_lexicographic(
+        a,
+        s,
+        levels,
+        constraints=[op.MaxDose("BODY", 66, hard=True)],
+        method=method,
+        slip_rel=0.05,
+        slip_abs=0.01,
+    )
+    assert len(res.levels) == 3 and res.success
+    tol = 1e-6 if method == "cvxpy" else 1e-3  # augmented Lagrangian: relative to max(|b|, 1)
+    for lv in res.levels:
+        assert lv.final <= lv.bound + tol * max(abs(lv.bound), 1.0), lv
+        assert lv.bound == pytest.approx(lv.achieved + max(0.05 * abs(lv.achieved), 0.01))
+    # level 1 really improved on what level 0 alone gave
+    lvl0_x = res.levels[0].result.x
+    assert res.levels[1].achieved < op.Problem(a, s, [op.MeanDose("OAR")]).objective(lvl0_x)
+    assert "level 0" in repr(res)
+
+
+def test_callback_stop_and_progress():
+    rng = np.random.default_rng(1)
+    a, s = slab_problem(rng, n_side=20, n_beamlets=30)
+    prob = op.Problem(a, s, _agreement_terms() + [op.MaxDose("OAR", 30, hard=True)])
+    seen = []
+
+    def cb(res):
+        seen.append(res)
+        raise StopIteration
+
+    r = op.solve_first_order(prob, callback=cb)
+    assert r.status == op.Status.CALLBACK_STOP and not r.success
+    assert len(seen) == 1 and isinstance(seen[0], op.OptimizationResult)
+
+
+def test_first_order_iteration_counts_pinned():
+    """Known-good counts on a reference problem: fail if they grow (STYLE.md section 7)."""
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(rng, n_side=48, n_beamlets=80)
+    prob = op.Problem(a, s, _agreement_terms() + [op.MaxDose("OAR", 30.0, hard=True)])
+    r = op.solve_first_order(prob)
+    assert r.success
+    assert r.n_iter <= PINNED_ITER, r.n_iter
+    assert r.n_dose_evals <= PINNED_DOSE_EVALS, r.n_dose_evals
+    # one forward + one transpose product per iteration, plus backtracking and set-up
+    assert r.n_dose_evals <= 2.3 * r.n_iter + 20
+
+
+PINNED_ITER = 454  # measured 2026-11-22 (projected L-BFGS, tol 1e-8)
+PINNED_DOSE_EVALS = 980
+
+
+@pytest.mark.parametrize("inner", ["lbfgs", "lbfgsb", "fista"])
+def test_every_inner_solver_agrees_with_cvxpy(inner):
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(rng, n_side=20, n_beamlets=30)
+    prob = op.Problem(
+        a,
+        s,
+        _agreement_terms()
+        + [op.MaxDose("OAR", 30.0, hard=True), op.MeanDose("BODY", 20.0, hard=True)],
+    )
+    rc = op.solve_cvxpy(prob)
+    rf = op.solve_first_order(prob, inner=inner, max_iter=20000)
+    assert rf.success, rf.message
+    assert abs(rf.objective - rc.objective) <= 5e-3 * abs(rc.objective)
+    assert rf.extras["max_violation"] <= 5e-3
+
+
+def test_warm_start_needs_fewer_iterations():
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(rng, n_side=20, n_beamlets=30)
+    prob = op.Problem(a, s, _agreement_terms())
+    cold = op.solve_first_order(prob)
+    warm = op.solve_first_order(prob, x0=cold.x)
+    assert warm.n_iter < cold.n_iter / 3
+    assert warm.objective == pytest.approx(cold.objective, rel=1e-4)
+    with pytest.raises(op.InvalidProblemError, match=r"`x0` has shape \(3,\)"):
+        op.solve_first_order(prob, x0=np.ones(3))
+
+
+def test_progress_bar_and_result_html(capsys):
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(rng, n_side=12, n_beamlets=12)
+    prob = op.Problem(a, s, [op.Underdose("PTV", 60), op.Overdose("PTV", 61)])
+    r = op.solve_first_order(prob, progress=True)
+    assert r.success and "first-order" in capsys.readouterr().err
+    html = r._repr_html_()
+    assert "Underdose(PTV &lt; 60 Gy)" in html and "<table>" in html
+
+
+@pytest.mark.parametrize("method", ["cvxpy", "first_order"])
+def test_lexicographic_with_dvh_goals(method):
+    a, s = slab_problem(np.random.default_rng(4), n_side=16, n_beamlets=24)
+    levels = [
+        [op.MinDVH("PTV", 58, 95, weight=10), op.Overdose("PTV", 63)],
+        [op.MaxDVH("OAR", 10, 30)],
+        [op.MeanDose("BODY")],
+    ]
+    res = op.solve_lexicographic(a, s, levels, method=method, slip_rel=0.05, slip_abs=0.01)
+    # cvxpy meets the bounds to solver precision; the augmented Lagrangian to its constraint
+    # tolerance, relative to max(|bound|, 1): a level whose optimum is 0 with a squared-hinge
+    # objective is a degenerate constraint for it (zero gradient on the boundary)
+    tol = 1e-6 if method == "cvxpy" else 1e-3
+    for lv in res.levels:
+        assert lv.final <= lv.bound + tol * max(abs(lv.bound), 1.0), lv
+    assert (
+        res.levels[2].achieved
+        <= op.Problem(a, s, [op.MeanDose("BODY")]).objective(res.levels[0].result.x) + 1e-6
+    )
+
+
+def test_float32_products_agree_with_float64():
+    rng = np.random.default_rng(5)
+    a, s = slab_problem(rng, n_side=24, n_beamlets=40)
+    terms = _agreement_terms() + [op.MaxDose("OAR", 30.0, hard=True)]
+    r64 = op.solve_first_order(op.Problem(a, s, terms))
+    p32 = op.Problem(a, s, terms, matrix_dtype=np.float32)
+    assert p32.a_union.dtype == np.float32
+    r32 = op.solve_first_order(p32)
+    assert r32.success and r32.objective == pytest.approx(r64.objective, rel=1e-3)
+    with pytest.raises(op.InvalidProblemError, match="matrix_dtype"):
+        op.Problem(a, s, terms, matrix_dtype=np.int32)
