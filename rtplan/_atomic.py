@@ -19,6 +19,21 @@ from .errors import OutputExistsError
 __all__ = ["atomic_directory", "atomic_file", "refuse_existing"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the permissions a plain ``open``/``mkdir`` would.
+
+    :func:`tempfile.mkstemp` and :func:`tempfile.mkdtemp` create private (0600/0700)
+    entries; outputs are meant to be read by other tools and users.
+    """
+    os.chmod(path, mode & ~_umask())
+
+
 def refuse_existing(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Raise :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is false."""
     path = Path(path)
@@ -46,6 +61,7 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _publish_mode(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -64,6 +80,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, 0o777)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
