@@ -7,7 +7,128 @@ imported only by the code that needs them.
 from dose_engine import Grid
 
 from . import errors
+from ._image import Image
+from ._patient import Patient, Structure
+from .io import load_patient, load_structure_set
+from .io import read_rtdose, read_rtplan, write_rtdose, write_rtplan
+from ._recalc import PlanDose, compute_plan_dose
+from ._ssd import ssd_mm
+from .evaluation import (
+    DVH,
+    DVHCollection,
+    Goal,
+    GoalTable,
+    dvh,
+    evaluate_goals,
+    parse_goal,
+    parse_metric,
+)
+from .report import plan_json, write_plan_json, write_report
+from ._machine import (
+    JawModel,
+    Machine,
+    MachineError,
+    MLCModel,
+    available_machines,
+    load_machine,
+)
+from ._delivery import DeliverableBeam, DeliverablePlan, Segment, SegmentError
+from ._influence import influence_matrix
+from ._segment_weights import (
+    DoseComparison,
+    SegmentWeightResult,
+    compare_doses,
+    reoptimize_segment_weights,
+)
+from .sequencing import (
+    PlanSequencing,
+    SequencingError,
+    SequencingResult,
+    aperture_dose,
+    plan_aperture_dose,
+    sequence_fluence,
+    sequence_plan,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Grid", "__version__", "errors"]
+__all__ = [
+    "__version__",
+    "aperture_dose",
+    "available_machines",
+    "compare_doses",
+    "compute_plan_dose",
+    "DeliverableBeam",
+    "DeliverablePlan",
+    "DoseComparison",
+    "DVH",
+    "dvh",
+    "DVHCollection",
+    "errors",
+    "evaluate_goals",
+    "Goal",
+    "GoalTable",
+    "Grid",
+    "Image",
+    "influence_matrix",
+    "JawModel",
+    "load_machine",
+    "load_patient",
+    "load_protocol",
+    "load_structure_set",
+    "Machine",
+    "MachineError",
+    "MLCModel",
+    "parse_goal",
+    "parse_metric",
+    "Patient",
+    "phantoms",
+    "plan_aperture_dose",
+    "plan_json",
+    "plan_patient",
+    "PlanDose",
+    "planning",
+    "PlanResult",
+    "PlanSequencing",
+    "Protocol",
+    "protocols",
+    "read_rtdose",
+    "read_rtplan",
+    "reoptimize_segment_weights",
+    "Segment",
+    "SegmentError",
+    "SegmentWeightResult",
+    "sequence_fluence",
+    "sequence_plan",
+    "SequencingError",
+    "SequencingResult",
+    "ssd_mm",
+    "Structure",
+    "write_plan_json",
+    "write_report",
+    "write_rtdose",
+    "write_rtplan",
+]
+
+#: Names imported on first access, so ``import rtplan`` stays light.
+_LAZY = {
+    "phantoms": None,
+    "planning": None,
+    "protocols": None,
+    "plan_patient": "planning",
+    "PlanResult": "planning",
+    "load_protocol": "protocols",
+    "Protocol": "protocols",
+}
+
+
+def __getattr__(name: str):
+    """Import the heavy parts (planning, protocols, phantoms) on first access."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = _LAZY[name]
+    if module is None:
+        return importlib.import_module(f"{__name__}.{name}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -24,7 +24,16 @@ from ..errors import RtplanError
 __all__ = ["main"]
 
 #: Sub-command modules, in the order ``rtplan --help`` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "plan",
+    "batch",
+    "phantom",
+    "inspect",
+    "influence",
+    "dose",
+    "evaluate",
+)
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2

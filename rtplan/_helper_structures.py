@@ -1,0 +1,341 @@
+"""Automatic optimisation helper structures: rings, overlap splits, normal tissue.
+
+A planner adds these by hand before optimising; rtplan derives them from the protocol's
+targets and organs at risk on the dose grid:
+
+- **ring** around the targets, from ``inner_mm`` to ``outer_mm`` outside the target
+  surface, to control dose fall-off;
+- **target minus OAR** ("PTV minus overlap") and **OAR minus target** where a target and
+  an organ at risk overlap, so coverage and sparing objectives do not fight over the
+  same voxels;
+- **normal tissue**: the body minus the targets expanded by a margin.
+
+Distances are Euclidean distances in mm computed with
+:func:`scipy.ndimage.distance_transform_edt` using the grid spacing (anisotropic voxels
+are handled).  Rings and expansions are computed on a grid ``supersample`` times finer
+than the dose grid (an odd factor, so that every dose-grid voxel centre is also a fine
+voxel centre), cropped to the region that matters, and averaged back into a fractional
+occupancy on the dose grid.  With ``supersample=3`` the volume of a 5–20 mm ring around a
+sphere of radius 15–30 mm on 2–4 mm grids is within about 1.5 % of the analytic shell
+volume (see ``tests/rtplan/test_helper_structures.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from dose_engine import Grid
+
+from .errors import StructureError
+
+__all__ = [
+    "HelperStructure",
+    "build_helper_structures",
+    "distance_outside_mm",
+    "expanded_occupancy",
+    "fine_grid",
+    "ring_occupancy",
+]
+
+logger = logging.getLogger("rtplan.helpers")
+
+#: Returns the fractional occupancy (nz, ny, nx) of a structure on the grid it is given.
+OccupancyFn = Callable[[Grid], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class HelperStructure:
+    """A derived structure on the dose grid.
+
+    Attributes
+    ----------
+    name : str
+        E.g. ``"zRing_PTV"``, ``"zPTV-Core"``, ``"zCore-PTV"``, ``"zNormalTissue"``.
+    kind : {"ring", "target_minus_oar", "oar_minus_target", "normal_tissue"}
+    occupancy : (nz, ny, nx) ndarray of float32
+        Fractional occupancy in [0, 1] on the dose grid.
+    sources : tuple of str
+        Protocol structure names it was derived from.
+    """
+
+    name: str
+    kind: str
+    occupancy: np.ndarray
+    sources: tuple[str, ...]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean mask, occupancy ≥ 0.5, shape (nz, ny, nx)."""
+        return self.occupancy >= 0.5
+
+    def volume_cc(self, grid: Grid) -> float:
+        """Volume in cm³ (sum of occupancy × voxel volume)."""
+        return float(self.occupancy.sum(dtype=np.float64)) * grid.voxel_volume_cc
+
+
+def distance_outside_mm(mask: np.ndarray, spacing_mm) -> np.ndarray:
+    """Distance from each voxel centre outside ``mask`` to the nearest voxel centre inside.
+
+    Parameters
+    ----------
+    mask : (nz, ny, nx) ndarray of bool
+    spacing_mm : (3,) tuple of float, mm
+        Voxel size ``(dx, dy, dz)`` (a :attr:`Grid.spacing_mm`).
+
+    Returns
+    -------
+    distance_mm : (nz, ny, nx) ndarray of float64, mm
+        0 inside the mask; ``inf`` everywhere if the mask is empty.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise StructureError(f"`mask` must be a 3-D (nz, ny, nx) array; got shape {mask.shape}.")
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    dx, dy, dz = (float(s) for s in spacing_mm)
+    return ndimage.distance_transform_edt(~mask, sampling=(dz, dy, dx))
+
+
+def fine_grid(grid: Grid, zyx_slices: tuple[slice, slice, slice], factor: int) -> Grid:
+    """The grid ``factor`` times finer than ``grid`` covering the voxels ``zyx_slices``.
+
+    ``factor`` must be odd so that every voxel centre of ``grid`` is a centre of the fine
+    grid; fine voxel ``[k*factor + factor//2, ...]`` sits at the centre of coarse voxel
+    ``k`` of the crop, so a ``(factor, factor, factor)`` block average maps back.
+    """
+    if factor < 1 or factor % 2 == 0:
+        raise StructureError(f"`supersample` must be an odd integer >= 1; got {factor!r}.")
+    starts = [s.start for s in zyx_slices]
+    counts = [s.stop - s.start for s in zyx_slices]
+    origin = np.asarray(grid.index_to_point(starts), dtype=float)  # (x, y, z) of crop voxel 0
+    spacing = np.asarray(grid.spacing_mm) / factor
+    origin = origin - spacing * (factor // 2)
+    shape = tuple(c * factor for c in counts)
+    return Grid(shape, tuple(origin), tuple(spacing))
+
+
+def _crop_slices(occupancy: np.ndarray, grid: Grid, margin_mm: float) -> tuple[slice, slice, slice]:
+    idx = np.argwhere(occupancy > 0)
+    if idx.size == 0:
+        raise StructureError("Cannot build a helper structure around an empty structure.")
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    dx, dy, dz = grid.spacing_mm
+    pad = np.ceil(margin_mm / np.array([dz, dy, dx])).astype(int) + 1
+    lo = np.maximum(lo - pad, 0)
+    hi = np.minimum(hi + pad, grid.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _block_mean(fine: np.ndarray, factor: int) -> np.ndarray:
+    nz, ny, nx = (n // factor for n in fine.shape)
+    return (
+        fine.reshape(nz, factor, ny, factor, nx, factor)
+        .mean(axis=(1, 3, 5), dtype=np.float64)
+        .astype(np.float32)
+    )
+
+
+def _distance_on_fine_grid(
+    occupancy_fns: Iterable[OccupancyFn],
+    grid: Grid,
+    coarse_union: np.ndarray,
+    *,
+    reach_mm: float,
+    supersample: int,
+) -> tuple[np.ndarray, tuple[slice, slice, slice], Grid]:
+    slices = _crop_slices(coarse_union, grid, reach_mm)
+    fgrid = fine_grid(grid, slices, supersample)
+    mask = np.zeros(fgrid.shape, dtype=bool)
+    for fn in occupancy_fns:
+        mask |= np.asarray(fn(fgrid)) >= 0.5
+    return distance_outside_mm(mask, fgrid.spacing_mm), slices, fgrid
+
+
+def ring_occupancy(
+    occupancy_fns: OccupancyFn | Iterable[OccupancyFn],
+    grid: Grid,
+    *,
+    inner_mm: float,
+    outer_mm: float,
+    supersample: int = 3,
+) -> np.ndarray:
+    """Fractional occupancy of the shell ``inner_mm < distance <= outer_mm`` around structures.
+
+    Parameters
+    ----------
+    occupancy_fns : callable or iterable of callables
+        ``fn(grid) -> (nz, ny, nx)`` fractional occupancy (e.g. ``Structure.occupancy``);
+        the ring surrounds their union.
+    grid : Grid
+        The dose grid the result lives on.
+    inner_mm, outer_mm : float, mm
+        Distances from the structure surface (``0 <= inner_mm < outer_mm``).
+    supersample : int, odd
+        Sub-division of each dose voxel used for the distance transform.
+
+    Returns
+    -------
+    occupancy : (nz, ny, nx) ndarray of float32
+        Fraction of each dose voxel inside the ring.
+    """
+    if not 0 <= inner_mm < outer_mm:
+        raise StructureError(
+            f"Ring distances must satisfy 0 <= inner_mm < outer_mm; got {inner_mm!r}, {outer_mm!r}."
+        )
+    fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
+    union = np.zeros(grid.shape, dtype=bool)
+    for fn in fns:
+        union |= np.asarray(fn(grid)) > 0
+    dist, slices, _ = _distance_on_fine_grid(
+        fns, grid, union, reach_mm=outer_mm, supersample=supersample
+    )
+    fine = (dist > inner_mm) & (dist <= outer_mm)
+    out = np.zeros(grid.shape, dtype=np.float32)
+    out[slices] = _block_mean(fine, supersample)
+    return out
+
+
+def expanded_occupancy(
+    occupancy_fns: OccupancyFn | Iterable[OccupancyFn],
+    grid: Grid,
+    *,
+    margin_mm: float,
+    supersample: int = 3,
+) -> np.ndarray:
+    """Fractional occupancy of the union of structures expanded isotropically by ``margin_mm``."""
+    if margin_mm < 0:
+        raise StructureError(f"`margin_mm` must be >= 0; got {margin_mm!r}.")
+    fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
+    union = np.zeros(grid.shape, dtype=bool)
+    for fn in fns:
+        union |= np.asarray(fn(grid)) > 0
+    dist, slices, _ = _distance_on_fine_grid(
+        fns, grid, union, reach_mm=margin_mm, supersample=supersample
+    )
+    out = np.zeros(grid.shape, dtype=np.float32)
+    out[slices] = _block_mean(dist <= margin_mm, supersample)
+    return out
+
+
+def build_helper_structures(
+    occupancy_fns: Mapping[str, OccupancyFn],
+    grid: Grid,
+    *,
+    targets: Iterable[str],
+    oars: Iterable[str],
+    body_occupancy: np.ndarray | None = None,
+    ring: bool = True,
+    ring_inner_mm: float = 5.0,
+    ring_outer_mm: float = 20.0,
+    overlap: bool = True,
+    normal_tissue: bool = True,
+    normal_tissue_margin_mm: float = 20.0,
+    normal_tissue_outer_mm: float | None = None,
+    supersample: int = 3,
+) -> dict[str, HelperStructure]:
+    """Derive the helper structures a planner would add for a protocol.
+
+    Parameters
+    ----------
+    occupancy_fns : mapping of str to callable
+        Protocol structure name → ``fn(grid)`` returning fractional occupancy.
+    grid : Grid
+        Dose grid.
+    targets, oars : iterable of str
+        Protocol names (keys of ``occupancy_fns``) of the targets and organs at risk.
+    body_occupancy : (nz, ny, nx) ndarray, optional
+        Occupancy of the external contour on ``grid``; the whole grid if omitted.  Rings
+        and normal tissue are clipped to it.
+    ring, overlap, normal_tissue : bool
+        Which helpers to build.
+    ring_inner_mm, ring_outer_mm, normal_tissue_margin_mm : float, mm
+    normal_tissue_outer_mm : float, mm, optional
+        Limit the normal tissue to within this distance of the targets (a thick shell
+        where dose fall-off is shaped; keeps the optimisation problem small).  ``None``:
+        the whole body beyond the margin.
+    supersample : int, odd
+
+    Returns
+    -------
+    dict of str to HelperStructure
+        Keyed by helper name: ``"zRing"`` (around all targets), ``"z<T>-<O>"`` and
+        ``"z<O>-<T>"`` for each overlapping target/OAR pair, ``"zNormalTissue"``.
+    """
+    targets = [t for t in targets if t in occupancy_fns]
+    oars = [o for o in oars if o in occupancy_fns]
+    body = (
+        np.ones(grid.shape, dtype=np.float32)
+        if body_occupancy is None
+        else np.asarray(body_occupancy, dtype=np.float32)
+    )
+    if body.shape != grid.shape:
+        raise StructureError(
+            f"`body_occupancy` has shape {body.shape} but the dose grid is {grid.shape}."
+        )
+    out: dict[str, HelperStructure] = {}
+    if not targets:
+        return out
+    coarse = {
+        name: np.asarray(occupancy_fns[name](grid), dtype=np.float32) for name in (*targets, *oars)
+    }
+    target_fns = [occupancy_fns[t] for t in targets]
+    target_union = np.zeros(grid.shape, dtype=np.float32)
+    for t in targets:
+        target_union = np.maximum(target_union, coarse[t])
+    if ring:
+        occ = ring_occupancy(
+            target_fns,
+            grid,
+            inner_mm=ring_inner_mm,
+            outer_mm=ring_outer_mm,
+            supersample=supersample,
+        )
+        occ = np.minimum(occ, body)
+        if occ.any():
+            out["zRing"] = HelperStructure("zRing", "ring", occ, tuple(targets))
+    if overlap:
+        for t in targets:
+            t_mask = coarse[t] >= 0.5
+            for o in oars:
+                o_mask = coarse[o] >= 0.5
+                both = t_mask & o_mask
+                if not both.any():
+                    continue
+                t_minus = np.where(o_mask, 0.0, coarse[t]).astype(np.float32)
+                o_minus = np.where(t_mask, 0.0, coarse[o]).astype(np.float32)
+                logger.info(
+                    "%s and %s overlap in %d voxels; adding overlap helpers", t, o, int(both.sum())
+                )
+                if t_minus.any():
+                    out[f"z{t}-{o}"] = HelperStructure(
+                        f"z{t}-{o}", "target_minus_oar", t_minus, (t, o)
+                    )
+                if o_minus.any():
+                    out[f"z{o}-{t}"] = HelperStructure(
+                        f"z{o}-{t}", "oar_minus_target", o_minus, (o, t)
+                    )
+    if normal_tissue:
+        grown = expanded_occupancy(
+            target_fns, grid, margin_mm=normal_tissue_margin_mm, supersample=supersample
+        )
+        occ = np.clip(body - grown, 0.0, 1.0).astype(np.float32)
+        if normal_tissue_outer_mm is not None:
+            if not normal_tissue_outer_mm > normal_tissue_margin_mm:
+                raise StructureError(
+                    f"`normal_tissue_outer_mm` ({normal_tissue_outer_mm!r}) must exceed "
+                    f"`normal_tissue_margin_mm` ({normal_tissue_margin_mm!r})."
+                )
+            reach = expanded_occupancy(
+                target_fns, grid, margin_mm=normal_tissue_outer_mm, supersample=1
+            )
+            occ = np.minimum(occ, reach)
+        if occ.any():
+            out["zNormalTissue"] = HelperStructure(
+                "zNormalTissue", "normal_tissue", occ, tuple(targets)
+            )
+    return out

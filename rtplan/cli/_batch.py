@@ -1,0 +1,77 @@
+"""``rtplan batch MANIFEST``: plan many patients on a Dask cluster.
+
+The manifest (TOML with ``[[patient]]`` tables, or CSV with a header) lists ``ct_dir``,
+``rtstruct``, ``protocol`` and ``out`` per patient (relative paths are relative to the
+manifest).  Without ``--scheduler`` a LocalCluster is started.  Exit status 0 when every
+plan was written and met its goals, 1 when a plan failed a goal or a patient could not be
+planned (listed on stderr), 2 on a bad manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    from ._plan import add_planning_options
+
+    p = subparsers.add_parser(
+        "batch",
+        help="plan many patients on a Dask cluster (needs rtplan[dask])",
+        description="Plan every patient of MANIFEST (TOML [[patient]] tables or CSV with "
+        "columns ct_dir, rtstruct, protocol, out) on a Dask distributed cluster.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="TOML or CSV manifest")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Dask scheduler address (default: start a LocalCluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="LocalCluster workers when no --scheduler is given (default 2)",
+    )
+    p.add_argument(
+        "--processes",
+        action="store_true",
+        help="LocalCluster with worker processes (default: threads)",
+    )
+    add_planning_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..planning import plan_batch, read_manifest
+
+    entries = read_manifest(args.manifest)
+    outcomes = plan_batch(
+        entries,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        processes=args.processes,
+        backend=args.backend,
+        solver=args.solver,
+        cache_dir=args.cache_dir,
+        dose_grid_mm=args.dose_grid_mm,
+        n_beams=args.beams,
+        max_iterations=args.max_iterations,
+        overwrite=args.force,
+    )
+    bad = 0
+    for o in outcomes:
+        if o.error is not None:
+            bad += 1
+            print(f"rtplan batch: {o.out}: error: {o.error}", file=sys.stderr)
+        else:
+            status = "all goals met" if o.all_goals_met else f"{o.n_failed} goal(s) failed"
+            if not o.all_goals_met:
+                bad += 1
+            print(f"{o.out}: {status} ({o.time_s:.1f} s)")
+    print(f"{len(outcomes) - bad}/{len(outcomes)} plans written with every goal met")
+    return 0 if bad == 0 else 1

@@ -1,0 +1,126 @@
+"""``rtplan plan``: plan a patient automatically from a protocol.
+
+Exit status: 0 when every goal of the protocol is met, 1 when the plan was written but
+some goal failed, 2 on bad input (nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["register"]
+
+logger = logging.getLogger("rtplan.cli")
+
+EXIT_ALL_MET = 0
+EXIT_GOALS_FAILED = 1
+
+
+def add_planning_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``plan``, ``demo`` and ``batch``."""
+    p.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="array back-end of the dose engine (default numpy)",
+    )
+    p.add_argument(
+        "--solver",
+        choices=("first_order", "cvxpy"),
+        default=None,
+        help="fluence optimiser (default: the protocol's)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="HDF5 influence-matrix cache folder (default: no cache)",
+    )
+    p.add_argument(
+        "--dose-grid-mm",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="override the protocol's dose-grid spacing",
+    )
+    p.add_argument(
+        "--beams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the protocol's beams with N equispaced coplanar beams",
+    )
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the first-order solver's iterations per level",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="plan a patient from CT + RT-STRUCT and a protocol",
+        description="Automatic planning: load, influence matrix, prioritised optimisation, "
+        "sequencing, segment weights, final dose, evaluation; writes RTPLAN.dcm, "
+        "RTDOSE.dcm, plan.json and report.html into OUT_DIR. Exit status 0: every goal "
+        "met; 1: plan written, some goal failed; 2: bad input, nothing written.",
+    )
+    p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
+    p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
+    p.add_argument(
+        "--protocol",
+        required=True,
+        metavar="NAME|FILE",
+        help="shipped protocol name (e.g. tg119_cshape) or a protocol TOML file",
+    )
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (new)")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="PROTOCOL=PATIENT",
+        help="map a protocol structure to a patient structure, e.g. PTV=OuterTarget",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the planning job on this Dask scheduler (needs rtplan[dask])",
+    )
+    add_planning_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..planning import plan_and_write
+
+    result = plan_and_write(
+        args.ct_dir,
+        args.rtstruct,
+        args.protocol,
+        args.out,
+        structure_map=args.map,
+        backend=args.backend,
+        solver=args.solver,
+        cache_dir=args.cache_dir,
+        dose_grid_mm=args.dose_grid_mm,
+        n_beams=args.beams,
+        max_iterations=args.max_iterations,
+        overwrite=args.force,
+        progress=not args.no_progress,
+        scheduler=args.scheduler,
+    )
+    print(result["summary"])
+    print(f"written: {result['out']}")
+    return EXIT_ALL_MET if result["all_goals_met"] else EXIT_GOALS_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)

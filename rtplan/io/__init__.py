@@ -1,0 +1,27 @@
+"""DICOM input and output: CT series, RT Structure Sets (and later RT-PLAN / RT-DOSE)."""
+
+from ._ct import CtSeries, load_ct
+from ._load import load_patient
+from ._portpy import PortPyBeam, PortPyPatient, load_portpy_patient
+from ._rtdose import RtDoseReferences, read_rtdose, write_rtdose
+from ._rtplan_read import RtPlanBeams, read_rtplan, read_rtplan_beams
+from ._rtplan_write import write_rtplan
+from ._rtstruct import StructureSet, load_structure_set
+
+__all__ = [
+    "CtSeries",
+    "RtDoseReferences",
+    "RtPlanBeams",
+    "StructureSet",
+    "load_ct",
+    "load_patient",
+    "load_portpy_patient",
+    "PortPyBeam",
+    "PortPyPatient",
+    "load_structure_set",
+    "read_rtdose",
+    "read_rtplan",
+    "read_rtplan_beams",
+    "write_rtdose",
+    "write_rtplan",
+]

@@ -1,0 +1,26 @@
+"""Automatic protocol-driven planning: :func:`plan_patient`, ``rtplan plan``, ``demo``
+and ``batch`` (Dask).
+
+See :mod:`rtplan.planning._plan` for the stages and :mod:`rtplan.planning._levels` for
+how protocol goals become prioritised optimisation levels.
+"""
+
+from ._batch import BatchEntry, BatchOutcome, plan_batch, read_manifest
+from ._levels import PlanningLevel, build_levels, smoothness_pairs
+from ._plan import PLAN_FILES, PlanResult, plan_patient
+from ._workflow import plan_and_write, run_demo
+
+__all__ = [
+    "PLAN_FILES",
+    "BatchEntry",
+    "BatchOutcome",
+    "PlanResult",
+    "PlanningLevel",
+    "build_levels",
+    "plan_and_write",
+    "plan_batch",
+    "plan_patient",
+    "read_manifest",
+    "run_demo",
+    "smoothness_pairs",
+]

@@ -1,0 +1,266 @@
+"""Many patients on a Dask distributed cluster: ``rtplan batch``.
+
+Each patient is one Dask task running :func:`rtplan.planning.plan_and_write`; the task
+returns a small record (goals met, timings) rather than arrays, so results travel cheaply.
+Without a scheduler address a :class:`distributed.LocalCluster` is started (the embedded
+default).  Dask is an optional extra: ``pip install "rtplan[dask]"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from ..errors import InputError, RtplanError
+
+__all__ = ["BatchEntry", "BatchOutcome", "plan_batch", "read_manifest"]
+
+logger = logging.getLogger("rtplan.planning")
+
+_FIELDS = ("ct_dir", "rtstruct", "protocol", "out")
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One patient of a batch manifest (paths resolved against the manifest's folder)."""
+
+    ct_dir: str
+    rtstruct: str
+    protocol: str
+    out: str
+    structure_map: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What happened to one patient of a batch.
+
+    Attributes
+    ----------
+    out : str
+        Output folder.
+    all_goals_met : bool
+    n_failed : int
+        Goals failed (0 if the patient errored).
+    goals : list of dict
+        Goal records (as in plan.json).
+    time_s : float
+        Wall time of the task, s.
+    error : str or None
+        One-line error when the patient could not be planned (nothing was written).
+    """
+
+    out: str
+    all_goals_met: bool
+    n_failed: int
+    goals: list
+    time_s: float
+    error: str | None = None
+
+
+def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
+    """Read a TOML (``[[patient]]`` tables) or CSV (header row) batch manifest.
+
+    Each patient needs ``ct_dir``, ``rtstruct``, ``protocol`` (shipped name or TOML file)
+    and ``out``; an optional ``map`` lists ``PROTOCOL=PATIENT`` overrides (a TOML array, or
+    ``;``-separated in CSV).  Relative paths are relative to the manifest's folder.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        Unreadable manifest, a missing column/key (named with the row), duplicate outputs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Batch manifest '{path}' does not exist.")
+    base = path.parent
+    rows: list[dict[str, Any]]
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"Batch manifest '{path}': not valid TOML: {exc}.") from None
+        rows = data.get("patient")
+        if not isinstance(rows, list) or not rows:
+            raise InputError(
+                f"Batch manifest '{path}': expected one or more [[patient]] tables with "
+                f"{', '.join(_FIELDS)}."
+            )
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [f for f in _FIELDS if f not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(
+                    f"Batch manifest '{path}': the CSV header lacks column(s) {missing}; "
+                    f"expected {', '.join(_FIELDS)} (and optionally map)."
+                )
+            rows = list(reader)
+        for r in rows:
+            if r.get("map"):
+                r["map"] = [m for m in r["map"].split(";") if m.strip()]
+    entries = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"Batch manifest '{path}': patient {i} is not a table.")
+        missing = [f for f in _FIELDS if not row.get(f)]
+        if missing:
+            raise InputError(f"Batch manifest '{path}': patient {i} lacks {missing}.")
+        maps = row.get("map") or []
+        if isinstance(maps, str):
+            maps = [maps]
+        proto = str(row["protocol"])
+        if proto.lower().endswith(".toml") and not Path(proto).is_absolute():
+            proto = str(base / proto)
+        entries.append(
+            BatchEntry(
+                ct_dir=str(base / row["ct_dir"]),
+                rtstruct=str(base / row["rtstruct"]),
+                protocol=proto,
+                out=str(base / row["out"]),
+                structure_map=tuple(maps),
+            )
+        )
+    outs = [e.out for e in entries]
+    dup = sorted({o for o in outs if outs.count(o) > 1})
+    if dup:
+        raise InputError(f"Batch manifest '{path}': output folder(s) {dup} used more than once.")
+    return entries
+
+
+@contextlib.contextmanager
+def _client(
+    scheduler: str | None = None,
+    *,
+    n_workers: int = 2,
+    processes: bool = False,
+    threads_per_worker: int = 1,
+) -> Iterator[Any]:
+    """A Dask client on ``scheduler``, or on a fresh LocalCluster."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise RtplanError(
+            "rtplan batch needs Dask distributed; install it with "
+            'pip install "rtplan[dask]" (or pip install "dask[distributed]").'
+        ) from None
+    if scheduler is not None:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        dashboard_address=None,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
+    from dose_engine.errors import DoseEngineError
+    from optimizers.errors import OptimizerError
+
+    from ._workflow import plan_and_write
+
+    t0 = time.perf_counter()
+    try:
+        rec = plan_and_write(
+            entry.ct_dir,
+            entry.rtstruct,
+            entry.protocol,
+            entry.out,
+            structure_map=list(entry.structure_map),
+            progress=False,
+            **options,
+        )
+    except (RtplanError, DoseEngineError, OptimizerError) as exc:  # reported per patient
+        return BatchOutcome(
+            entry.out, False, 0, [], time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}"
+        )
+    return BatchOutcome(
+        entry.out,
+        bool(rec["all_goals_met"]),
+        int(rec["n_failed"]),
+        rec["goals"],
+        time.perf_counter() - t0,
+    )
+
+
+def plan_batch(
+    entries: Sequence[BatchEntry],
+    *,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    processes: bool = False,
+    backend: str = "numpy",
+    solver: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    dose_grid_mm: float | None = None,
+    n_beams: int | None = None,
+    max_iterations: int | None = None,
+    overwrite: bool = False,
+) -> list[BatchOutcome]:
+    """Plan every entry as a Dask task; return the outcomes in manifest order.
+
+    Parameters
+    ----------
+    entries : sequence of BatchEntry
+        From :func:`read_manifest`.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``); default: start a
+        LocalCluster with ``n_workers`` workers (threads unless ``processes``).
+    n_workers : int
+    processes : bool
+    backend, solver, cache_dir, dose_grid_mm, n_beams, max_iterations, overwrite
+        As for :func:`rtplan.planning.plan_and_write`, applied to every patient.
+
+    Returns
+    -------
+    list of BatchOutcome
+        One per entry; a patient that could not be planned has ``error`` set and nothing
+        written.
+
+    Raises
+    ------
+    rtplan.errors.RtplanError
+        Dask distributed is not installed.
+    """
+    options = {
+        "backend": backend,
+        "solver": solver,
+        "cache_dir": cache_dir,
+        "dose_grid_mm": dose_grid_mm,
+        "n_beams": n_beams,
+        "max_iterations": max_iterations,
+        "overwrite": overwrite,
+    }
+    with _client(scheduler, n_workers=n_workers, processes=processes) as client:
+        futures = [
+            client.submit(_plan_one, e, options, pure=False, key=f"rtplan-plan-{i}")
+            for i, e in enumerate(entries)
+        ]
+        outcomes = client.gather(futures)
+    for o in outcomes:
+        logger.info("%s: %s", o.out, o.error or f"{o.n_failed} goal(s) failed")
+    return list(outcomes)

@@ -1,0 +1,317 @@
+"""Automatic translation of protocol goals into prioritised optimisation levels.
+
+No weights are tuned by hand: every goal becomes a term measured in units of the
+prescription (dimensionless ``(excess / Rx)²``), goals of the same priority share a level, and the
+levels are optimised lexicographically (each later level keeps the earlier levels'
+objectives within their slip).  The rules (also in ``docs/protocols.md``):
+
+=====================  ==========================  =====================================
+goal                   ``first_order`` solver      ``cvxpy`` solver
+=====================  ==========================  =====================================
+target ``D_v% >= L``   Underdose(T, L·(1+a_t))     MinDVH(T, L·(1+a_t), v) (CVaR)
+target ``D_v% <= L``   Overdose(T, L·(1−a_t)),     MaxDVH(T, L·(1−a_t), v) (CVaR)
+                       in the first level
+OAR ``D_v% <= L``,     Overdose(O, L·(1−a_o))      MaxDVH(O, L·(1−a_o), v) (CVaR)
+``D_xcc``, ``V_x<=y%``                             (``V_x <= y %`` is ``D_y% <= x``)
+``Dmax <= L``          Overdose(O, L·(1−a_o))      same
+``Dmean <= L``         Overdose(O, L·(1−a_o)) on   MeanDose(O, hard) or Overdose
+                       the mean (MeanDose, linear)
+``hard = true``        MinDose/MaxDose/MeanDose    MinDVH/MaxDVH/MaxDose/MeanDose hard
+=====================  ==========================  =====================================
+
+``T`` is the target (or the structure given in ``effective``), ``O`` the organ minus the
+overlapping targets where such a helper structure was built; ``a_t``/``a_o`` are the aims
+(:attr:`~rtplan.protocols.OptimizationSettings.target_aim`, ``oar_aim``) that make the
+optimiser aim slightly inside each goal so that sequencing losses do not tip it over.
+Weights are ``1 / Rx²`` (``1 / Rx`` for the linear mean-dose term).  If the
+protocol has no minimum-dose goal on the prescription target, ``Underdose(target, Rx)``
+is added to the first level.  A last level holds the helper structures (ring and normal
+tissue as overdose above their caps), fluence smoothness and total MU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ProtocolError
+
+__all__ = ["PlanningLevel", "build_levels", "goal_dose_level_gy", "smoothness_pairs"]
+
+logger = logging.getLogger("rtplan.planning")
+
+
+@dataclass(frozen=True)
+class PlanningLevel:
+    """One lexicographic level.
+
+    Attributes
+    ----------
+    priority : int or None
+        Protocol priority of the goals in this level (``None`` for the final
+        helper/smoothness level).
+    terms : tuple of optimizers.Term
+    goal_indices : tuple of int
+        Protocol goal indices translated into this level.
+    """
+
+    priority: int | None
+    terms: tuple[Any, ...]
+    goal_indices: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``"priority 1"``, ..., or ``"helpers"``."""
+        return "helpers" if self.priority is None else f"priority {self.priority}"
+
+
+def goal_dose_level_gy(goal, prescription_gy: float) -> float:
+    """The dose (Gy) a goal is about: the level of a dose metric (``%`` of Rx converted),
+    the dose of a ``V_x`` metric."""
+    kind = goal.metric.kind
+    if kind == "volume_at_dose_gy":
+        return float(goal.metric.value)
+    if kind == "volume_at_dose_rx_percent":
+        return float(goal.metric.value) / 100.0 * prescription_gy
+    if goal.unit == "%":
+        return goal.level / 100.0 * prescription_gy
+    return float(goal.level)
+
+
+def _volume_pct(goal, volume_cc: float) -> float | None:
+    """The volume percentage ``v`` of a DVH goal, or None for max/min/mean goals."""
+    kind = goal.metric.kind
+    if kind == "dose_at_volume_percent":
+        return float(goal.metric.value)
+    if kind == "dose_at_volume_cc":
+        return 100.0 * float(goal.metric.value) / max(volume_cc, 1e-9)
+    if kind in ("volume_at_dose_gy", "volume_at_dose_rx_percent"):
+        if goal.unit == "cc":
+            return 100.0 * goal.level / max(volume_cc, 1e-9)
+        return float(goal.level)
+    return None
+
+
+def smoothness_pairs(beamlets) -> np.ndarray:
+    """Neighbouring beamlet pairs ``(j, k)`` along leaf travel and across leaf pairs.
+
+    Parameters
+    ----------
+    beamlets : dose_engine.Beamlets
+
+    Returns
+    -------
+    (m, 2) ndarray of int64
+        Column indices of horizontally and vertically adjacent beamlets of the same beam.
+    """
+    pairs = []
+    for b in range(beamlets.n_beams):
+        sl = beamlets.beam_slice(b)
+        idx = np.arange(sl.start, sl.stop)
+        if idx.size == 0:
+            continue
+        rows, cols = beamlets.row[sl], beamlets.col[sl]
+        shape = beamlets.fluence_map_shape(b)
+        lut = np.full(shape, -1, dtype=np.int64)
+        lut[rows, cols] = idx
+        right = lut[:, :-1], lut[:, 1:]
+        down = lut[:-1, :], lut[1:, :]
+        for a, c in (right, down):
+            ok = (a >= 0) & (c >= 0)
+            pairs.append(np.stack([a[ok], c[ok]], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate(pairs).astype(np.int64)
+
+
+def _check_contradictions(by_priority: Mapping[int, list]) -> None:
+    """Refuse hard voxel-wise bounds on one structure that contradict each other."""
+    hard = [t for terms in by_priority.values() for t in terms if t.hard]
+    lows = [t for t in hard if getattr(t, "sense", "") == ">=" and getattr(t, "per_voxel", False)]
+    highs = [
+        t
+        for t in hard
+        if getattr(t, "sense", "") == "<="
+        and (getattr(t, "per_voxel", False) or type(t).__name__ == "MeanDose")
+    ]
+    for lo in lows:
+        for hi in highs:
+            if lo.structure == hi.structure and lo.dose_gy > hi.dose_gy:
+                raise ProtocolError(
+                    f"Infeasible prescription: '{lo.label}' asks every voxel of "
+                    f"'{lo.structure}' for at least {lo.dose_gy:g} Gy but '{hi.label}' allows "
+                    f"at most {hi.dose_gy:g} Gy; relax one of these hard goals."
+                )
+
+
+def build_levels(
+    protocol,
+    *,
+    roles: Mapping[str, str],
+    volumes_cc: Mapping[str, float],
+    effective: Mapping[str, str] | None = None,
+    helpers: Sequence[str] = (),
+    solver: str = "first_order",
+    n_beamlets: int | None = None,
+    pairs: np.ndarray | None = None,
+    mu_scale: float = 1.0,
+) -> list[PlanningLevel]:
+    """Translate a protocol's goals into lexicographic optimisation levels.
+
+    Parameters
+    ----------
+    protocol : rtplan.protocols.Protocol
+    roles : mapping of str to str
+        Protocol structure name → ``"target"``, ``"oar"`` or ``"external"`` for every
+        structure present in the optimisation problem (absent optional structures are
+        left out; their goals are skipped).
+    volumes_cc : mapping of str to float, cm³
+        Structure volumes (converts ``D_xcc`` goals to a volume percentage).
+    effective : mapping of str to str, optional
+        Structure whose voxels a goal's term reads instead of the goal's own structure
+        (e.g. ``{"PTV": "zPTV-Core", "Core": "zCore-PTV"}``).
+    helpers : sequence of str
+        Helper structures present: ``"zRing"``, ``"zNormalTissue"`` get dose caps.
+    solver : {"first_order", "cvxpy"}
+        Which term family to use (the first-order solver needs smooth terms).
+    n_beamlets : int, optional
+    pairs : (m, 2) ndarray of int, optional
+        Neighbouring beamlets for the smoothness term (:func:`smoothness_pairs`).
+    mu_scale : float, MU
+        Typical beamlet fluence (e.g. the uniform fluence that gives the prescription in
+        the target); the smoothness and MU terms are normalised by it so that their
+        weights are dimensionless.
+
+    Returns
+    -------
+    list of PlanningLevel
+        In priority order, then the helper level.
+
+    Raises
+    ------
+    ProtocolError
+        A goal cannot be expressed in the optimisation (e.g. an index goal such as HI made
+        ``hard``).
+    """
+    import optimizers as opt
+
+    rx = protocol.prescription.total_dose_gy
+    settings = protocol.optimization
+    effective = dict(effective or {})
+    a_t = settings.target_aim
+    a_o = settings.oar_aim
+    cvx = solver == "cvxpy"
+    w_q = 1.0 / rx**2  # every dose deviation counts in units of the prescription
+    by_priority: dict[int, list] = {}
+    idx_by_priority: dict[int, list[int]] = {}
+    first_priority = min((s.priority for s in protocol.goals if s.structure in roles), default=1)
+    for spec in protocol.goals:
+        goal = spec.goal
+        name = spec.structure
+        if name not in roles:
+            continue
+        role = roles[name]
+        kind = goal.metric.kind
+        if goal.metric.quantity == "index":
+            if spec.hard:
+                raise ProtocolError(
+                    f"Protocol {protocol.source}: goal {spec.index} ({spec.label}): index "
+                    "metrics (HI, CI, GI) cannot be hard constraints; remove `hard = true`."
+                )
+            logger.info("goal %s is evaluated but not optimised (index metric)", spec.label)
+            continue
+        level_gy = goal_dose_level_gy(goal, rx)
+        vpct = _volume_pct(goal, volumes_cc.get(name, 0.0))
+        sense = goal.comparison
+        if goal.metric.quantity == "volume" and sense == ">=":
+            # V_x >= y %  <=>  D_y% >= x
+            pass
+        is_target = role == "target"
+        aim = a_t if is_target else a_o
+        s_eff = effective.get(name, name)
+        label = f"goal {spec.index}: {spec.label}"
+        terms = []
+        if vpct is not None and not (0.0 < vpct < 100.0):
+            vpct = None if vpct <= 0 else 99.9
+        if sense == ">=":
+            dose = level_gy * (1.0 + aim)
+            if spec.hard:
+                if cvx and vpct is not None:
+                    terms.append(
+                        opt.MinDVH(name, level_gy, vpct, hard=True, label=label + " [hard]")
+                    )
+                else:
+                    terms.append(opt.MinDose(name, level_gy, hard=True, label=label + " [hard]"))
+            elif cvx and vpct is not None:
+                terms.append(opt.MinDVH(s_eff, dose, vpct, weight=w_q, label=label))
+            else:
+                terms.append(opt.Underdose(s_eff, dose, weight=w_q, label=label))
+        else:
+            dose = level_gy * (1.0 - aim)
+            if spec.hard:
+                if kind == "mean":
+                    terms.append(opt.MeanDose(name, level_gy, hard=True, label=label + " [hard]"))
+                elif cvx and vpct is not None:
+                    terms.append(
+                        opt.MaxDVH(name, level_gy, vpct, hard=True, label=label + " [hard]")
+                    )
+                else:
+                    terms.append(opt.MaxDose(name, level_gy, hard=True, label=label + " [hard]"))
+            elif kind == "mean":
+                terms.append(opt.MeanDose(s_eff, weight=1.0 / rx, label=label))
+            elif cvx and vpct is not None:
+                terms.append(opt.MaxDVH(s_eff, dose, vpct, weight=w_q, label=label))
+            else:
+                terms.append(opt.Overdose(s_eff, dose, weight=w_q, label=label))
+        priority = spec.priority
+        if is_target and sense == "<=" and not spec.hard:
+            # target homogeneity is decided with target coverage, in the first level
+            priority = min(priority, first_priority)
+        by_priority.setdefault(priority, []).extend(terms)
+        idx_by_priority.setdefault(priority, []).append(spec.index)
+
+    _check_contradictions(by_priority)
+    target = protocol.prescription.target
+    has_cover = any(
+        s.structure == target and s.sense == ">=" and s.structure in roles for s in protocol.goals
+    )
+    first = min(by_priority) if by_priority else 1
+    if not has_cover:
+        t_eff = effective.get(target, target)
+        by_priority.setdefault(first, []).insert(
+            0, opt.Underdose(t_eff, rx, weight=w_q, label=f"coverage: {target} >= {rx:g} Gy")
+        )
+    levels = [
+        PlanningLevel(p, tuple(by_priority[p]), tuple(idx_by_priority.get(p, ())))
+        for p in sorted(by_priority)
+    ]
+    hs = protocol.helpers
+    last: list = []
+    if "zRing" in helpers:
+        cap = hs.ring_max_percent / 100.0 * rx
+        last.append(opt.Overdose("zRing", cap, weight=w_q, label=f"ring <= {cap:.3g} Gy"))
+    if "zNormalTissue" in helpers:
+        cap = hs.normal_tissue_max_percent / 100.0 * rx
+        last.append(
+            opt.Overdose("zNormalTissue", cap, weight=w_q, label=f"normal tissue <= {cap:.3g} Gy")
+        )
+    if pairs is not None and len(pairs) and settings.smoothness_weight > 0:
+        last.append(
+            opt.Smoothness(
+                pairs=pairs,
+                n_beamlets=n_beamlets,
+                weight=settings.smoothness_weight / mu_scale**2,
+                label="fluence smoothness",
+            )
+        )
+    if settings.mu_weight > 0 and n_beamlets:
+        last.append(
+            opt.TotalMU(weight=settings.mu_weight / (mu_scale * n_beamlets), label="total MU")
+        )
+    if last:
+        levels.append(PlanningLevel(None, tuple(last)))
+    return levels

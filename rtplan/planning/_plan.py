@@ -1,0 +1,838 @@
+"""Automatic protocol-driven planning, end to end: :func:`plan_patient`.
+
+Each stage is a small function; :func:`plan_patient` runs them in order and records the
+wall time of each:
+
+1. ``structures`` – resolve protocol names to the patient's structures, build the dose
+   grid (the CT grid resampled to the protocol's ``dose_grid_mm``, cropped to the body),
+   rasterise occupancies on it and derive the helper structures;
+2. ``beams`` – isocentre at the prescription target's centroid, the protocol's gantry
+   angles, beamlets covering the targets;
+3. ``dose`` – the beamlet influence matrix (Gy per MU, HDF5-cached);
+4. ``optimise`` – lexicographic optimisation of the levels built from the goals
+   (:func:`rtplan.planning.build_levels`);
+5. ``sequence`` – step-and-shoot leaf sequencing of each beam's fluence map;
+6. ``segments`` – segment-weight re-optimisation and the final dose from the apertures;
+7. ``evaluate`` – normalisation (optional) and the goal table.
+
+:meth:`PlanResult.write` then writes ``RTPLAN.dcm``, ``RTDOSE.dcm``, ``plan.json`` and
+``report.html`` into a folder atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dose_engine import Grid
+
+from .._atomic import atomic_directory, refuse_existing
+from ..errors import InputError, ProtocolError, StructureError
+
+__all__ = ["PlanResult", "plan_patient", "PLAN_FILES"]
+
+logger = logging.getLogger("rtplan.planning")
+
+#: Files written by :meth:`PlanResult.write`.
+PLAN_FILES = ("RTPLAN.dcm", "RTDOSE.dcm", "plan.json", "report.html")
+
+#: Short machine names accepted in protocols, mapped to the shipped machine models.
+MACHINE_ALIASES = {
+    "varian_120": "VarianMLC120",
+    "varian": "VarianMLC120",
+    "agility": "AgilityMLC160",
+    "elekta_agility": "AgilityMLC160",
+}
+
+STAGES = ("structures", "beams", "dose", "optimise", "sequence", "segments", "evaluate")
+
+
+# --------------------------------------------------------------------------- result
+@dataclass(frozen=True, eq=False)
+class PlanResult:
+    """Everything :func:`plan_patient` produced.
+
+    Attributes
+    ----------
+    patient : rtplan.Patient
+    protocol : rtplan.protocols.Protocol
+    mapping : dict of str to str
+        Protocol structure name → patient structure name.
+    dose_grid : dose_engine.Grid
+    dose_gy : (nz, ny, nx) ndarray of float32, Gy
+        Final total dose from the deliverable apertures (after normalisation).
+    goal_table : rtplan.evaluation.GoalTable
+        Goals on the final dose, on patient structure names.
+    plan : rtplan.DeliverablePlan
+        Beams, segments and MU (total over all fractions).
+    fluence_mu : (n_beamlets,) ndarray of float64, MU
+        Optimised fluence (total over all fractions).
+    optimization : optimizers.LexicographicResult
+    normalization : float
+        Factor applied to the segment MU and the dose (1 when normalisation is off).
+    timings : dict of str to float, s
+        Wall time per stage, in run order.
+    helper_volumes_cc : dict of str to float, cm³
+    beam_summaries : list of dict
+        Per beam: name, gantry/collimator/couch angles, MU per fraction, segments.
+    """
+
+    patient: Any
+    protocol: Any
+    mapping: dict
+    dose_grid: Grid
+    dose_gy: np.ndarray
+    goal_table: Any
+    plan: Any
+    fluence_mu: np.ndarray
+    optimization: Any
+    normalization: float
+    timings: dict = field(default_factory=dict)
+    helper_volumes_cc: dict = field(default_factory=dict)
+    beam_summaries: list = field(default_factory=list)
+
+    # ------------------------------------------------------------ summaries
+    @property
+    def all_goals_met(self) -> bool:
+        """True when every goal passed (or met its acceptable level)."""
+        return bool(self.goal_table.all_passed)
+
+    @property
+    def dvhs(self):
+        """DVHs of the goal structures (:class:`rtplan.evaluation.DVHCollection`)."""
+        return self.goal_table.dvhs
+
+    @property
+    def total_time_s(self) -> float:
+        """Sum of the stage timings, s."""
+        return float(sum(self.timings.values()))
+
+    def summary(self) -> str:
+        """A few lines: goals met, total MU, time, then the goal table."""
+        n = len(self.goal_table)
+        head = (
+            f"{self.protocol.name}: {n - self.goal_table.n_failed}/{n} goals met, "
+            f"{self.plan.total_mu / self.plan.fractions:.0f} MU per fraction in "
+            f"{sum(len(b.segments) for b in self.plan.beams)} segments, "
+            f"planned in {self.total_time_s:.1f} s"
+        )
+        return head + "\n" + repr(self.goal_table)
+
+    def __repr__(self) -> str:
+        return (
+            f"PlanResult(protocol={self.protocol.name!r}, goals_met="
+            f"{len(self.goal_table) - self.goal_table.n_failed}/{len(self.goal_table)}, "
+            f"total_mu={self.plan.total_mu:.4g}, time_s={self.total_time_s:.1f})"
+        )
+
+    def _repr_html_(self) -> str:
+        timing_rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:.2f} s</td></tr>" for k, v in self.timings.items()
+        )
+        beam_rows = "".join(
+            f"<tr><td>{html.escape(b['name'])}</td><td>{b['gantry_angle_deg']:g}°</td>"
+            f"<td>{b['mu']:.1f}</td><td>{b['segments']}</td></tr>"
+            for b in self.beam_summaries
+        )
+        rx = self.protocol.prescription
+        return (
+            f"<div class='rtplan-plan'><h4>{html.escape(self.protocol.name)}</h4>"
+            f"<p>{rx.total_dose_gy:g} Gy in {rx.fractions} fractions to "
+            f"{html.escape(self.mapping.get(rx.target, rx.target))}; normalisation "
+            f"{self.normalization:.3f}; {self.total_time_s:.1f} s</p>"
+            f"{self.goal_table._repr_html_()}"
+            "<table><thead><tr><th>Beam</th><th>Gantry</th><th>MU/fx</th><th>Segments</th>"
+            f"</tr></thead><tbody>{beam_rows}</tbody></table>"
+            "<table><thead><tr><th>Stage</th><th>Time</th></tr></thead>"
+            f"<tbody>{timing_rows}</tbody></table></div>"
+        )
+
+    # ---------------------------------------------------------------- output
+    def plan_summary(self) -> dict[str, Any]:
+        """The ``plan_summary`` mapping given to the report and plan.json writers."""
+        rx = self.protocol.prescription
+        opt = self.optimization
+        return {
+            "label": _plan_label(self.protocol),
+            "protocol": self.protocol.name,
+            "prescription_gy": rx.total_dose_gy,
+            "fractions": rx.fractions,
+            "target": self.mapping.get(rx.target, rx.target),
+            "machine": self.plan.beams[0].machine.name,
+            "beams": self.beam_summaries,
+            "solver": self.protocol.optimization.solver,
+            "normalization": self.normalization,
+            "structure_mapping": dict(self.mapping),
+            "helper_structures_cc": dict(self.helper_volumes_cc),
+            "optimization_levels": _level_records(opt),
+            "dose_grid": {
+                "shape_zyx": list(self.dose_grid.shape),
+                "origin_mm": list(self.dose_grid.origin_mm),
+                "spacing_mm": list(self.dose_grid.spacing_mm),
+            },
+        }
+
+    def write(
+        self, out_dir: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+    ) -> Path:
+        """Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html into ``out_dir``.
+
+        The folder is built beside ``out_dir`` and renamed into place only when all four
+        files are complete; an existing ``out_dir`` is refused unless ``overwrite``.
+
+        Raises
+        ------
+        rtplan.errors.OutputExistsError
+            ``out_dir`` exists and ``overwrite`` is false.
+        """
+        from ..io import write_rtdose, write_rtplan
+        from ..report import write_plan_json, write_report
+
+        t0 = time.perf_counter()
+        summary = self.plan_summary()
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            ds = write_rtplan(
+                tmp / "RTPLAN.dcm",
+                self.plan,
+                self.patient,
+                label=summary["label"],
+                plan_name=self.protocol.name[:64],
+            )
+            write_rtdose(
+                tmp / "RTDOSE.dcm",
+                self.dose_gy,
+                self.dose_grid,
+                self.patient,
+                plan_sop_instance_uid=str(ds.SOPInstanceUID),
+                comment=f"rtplan {self.protocol.name}",
+            )
+            summary["uids"] = {"rt_plan_sop_instance_uid": str(ds.SOPInstanceUID)}
+            timings = dict(self.timings)
+            timings["export"] = time.perf_counter() - t0
+            write_plan_json(
+                tmp / "plan.json",
+                goal_table=self.goal_table,
+                timings=timings,
+                plan_summary=summary,
+                patient=self.patient,
+            )
+            write_report(
+                tmp / "report.html",
+                patient=self.patient,
+                dose_gy=self.dose_gy,
+                dose_grid=self.dose_grid,
+                goal_table=self.goal_table,
+                timings=timings,
+                plan_summary=summary,
+            )
+        logger.info("plan written to %s", out_dir)
+        return Path(out_dir)
+
+
+def _plan_label(protocol) -> str:
+    label = "".join(c for c in protocol.name if c.isalnum() or c in " -_")
+    return (label.strip() or "rtplan")[:16]
+
+
+def _level_records(opt) -> list[dict[str, Any]]:
+    out = []
+    for lv in getattr(opt, "levels", ()) or ():
+        out.append(
+            {
+                "level": int(lv.level),
+                "terms": list(lv.labels),
+                "achieved": float(lv.achieved),
+                "bound": float(lv.bound),
+                "final": float(lv.final),
+                "status": str(lv.result.status),
+                "solve_time_s": float(lv.result.solve_time_s),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- stages
+@dataclass
+class _Context:
+    """Mutable state passed from stage to stage (internal)."""
+
+    patient: Any
+    protocol: Any
+    backend: str
+    cache_dir: Path | None
+    progress: bool
+    overrides: dict
+    mapping: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)
+    dose_grid: Grid | None = None
+    occupancy: dict = field(default_factory=dict)
+    helpers: dict = field(default_factory=dict)
+    effective: dict = field(default_factory=dict)
+    beams: list = field(default_factory=list)
+    machine: Any = None
+    beamlets: Any = None
+    matrix: Any = None
+    levels: list = field(default_factory=list)
+    optimization: Any = None
+    fluence: np.ndarray | None = None
+    plan: Any = None
+    dose: np.ndarray | None = None
+    normalization: float = 1.0
+    goal_table: Any = None
+    body_occupancy: np.ndarray | None = None
+    beam_indices: list = field(default_factory=list)
+    segment_weights: Any = None
+
+
+def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
+    return lambda grid: structure.occupancy(grid)
+
+
+def stage_structures(ctx: _Context) -> None:
+    """Resolve names, build the dose grid, rasterise, derive helper structures."""
+    from .._helper_structures import build_helper_structures
+
+    patient, protocol = ctx.patient, ctx.protocol
+    ctx.mapping = protocol.resolve_structures(list(patient.structures), overrides=ctx.overrides)
+    ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}
+    ct_grid = patient.ct.grid
+    grid = ct_grid.with_spacing(protocol.dose_grid_mm)
+    ext = protocol.external
+    body_struct = None
+    if ext is not None and ext in ctx.mapping:
+        body_struct = patient.structures[ctx.mapping[ext]]
+    else:
+        body_struct = next(
+            (s for s in patient.structures.values() if s.roi_type.upper() == "EXTERNAL"), None
+        )
+    if body_struct is not None and body_struct.bounding_box is not None:
+        lo, hi = body_struct.bounding_box
+        pad = np.asarray(grid.spacing_mm)
+        grid, _ = grid.crop_to_box(np.asarray(lo) - pad, np.asarray(hi) + pad)
+    ctx.dose_grid = grid
+    for name, patient_name in ctx.mapping.items():
+        occ = patient.structures[patient_name].occupancy(grid)
+        if ctx.roles[name] != "external" and not np.any(occ >= 0.5) and not np.any(occ > 0):
+            raise StructureError(
+                f"Structure '{patient_name}' (protocol '{name}') covers no voxel of the "
+                f"{protocol.dose_grid_mm} mm dose grid; check its contours or use a finer grid."
+            )
+        ctx.occupancy[name] = occ.astype(np.float32)
+    targets = [t for t in protocol.targets if t in ctx.mapping]
+    if protocol.prescription.target not in ctx.mapping:  # pragma: no cover - resolve raises
+        raise ProtocolError(f"Prescription target '{protocol.prescription.target}' not found.")
+    oars = [n for n, r in ctx.roles.items() if r == "oar"]
+    if body_struct is not None:
+        body_occ = body_struct.occupancy(grid)
+    else:
+        body_occ = (
+            (patient.ct.resample(grid, order=1, fill_value=-1000.0).array > -500).astype(np.float32)
+            if hasattr(patient.ct, "resample")
+            else None
+        )
+    ctx.body_occupancy = body_occ
+    hs = protocol.helpers
+    fns = {n: _occupancy_fn(patient.structures[ctx.mapping[n]]) for n in (*targets, *oars)}
+    helpers = build_helper_structures(
+        fns,
+        grid,
+        targets=targets,
+        oars=oars,
+        body_occupancy=body_occ,
+        ring=hs.ring,
+        ring_inner_mm=hs.ring_inner_mm,
+        ring_outer_mm=hs.ring_outer_mm,
+        overlap=hs.overlap,
+        normal_tissue=hs.normal_tissue,
+        normal_tissue_margin_mm=hs.normal_tissue_margin_mm,
+        normal_tissue_outer_mm=hs.normal_tissue_outer_mm or None,
+    )
+    ctx.helpers = helpers
+    # Organs at risk are spared outside the targets; targets keep their full volume for
+    # coverage (a cold overlap would otherwise lower D95 and the normalisation would make
+    # the rest of the plan hot).
+    for h in helpers.values():
+        if h.kind == "oar_minus_target":
+            src = h.sources[0]
+            # several overlaps: keep the smallest remaining part (most voxels removed)
+            prev = ctx.effective.get(src)
+            if prev is None or helpers[prev].occupancy.sum() > h.occupancy.sum():
+                ctx.effective[src] = h.name
+
+
+def stage_beams(ctx: _Context) -> None:
+    """Isocentre at the prescription target's centroid; beams and beamlets."""
+    from dose_engine import Beam, beamlets_for_target, isocenter_at_centroid
+
+    from .._machine import load_machine
+
+    protocol, grid = ctx.protocol, ctx.dose_grid
+    arr = protocol.beams
+    target_occ = ctx.occupancy[protocol.prescription.target]
+    iso = isocenter_at_centroid(target_occ, grid)
+    ctx.machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
+    ctx.beams = [
+        Beam(
+            g,
+            collimator_angle_deg=arr.collimator_angle_deg,
+            couch_angle_deg=arr.couch_angle_deg,
+            isocenter_mm=iso,
+            sad_mm=ctx.machine.sad_mm,
+            patient_position=ctx.patient.position,
+        )
+        for g in arr.gantry_angles_deg
+    ]
+    union = np.zeros(grid.shape, dtype=bool)
+    for t in protocol.targets:
+        if t in ctx.occupancy:
+            union |= ctx.occupancy[t] > 0
+    points = grid.index_to_point(np.argwhere(union))
+    ctx.beamlets = beamlets_for_target(
+        ctx.beams,
+        points,
+        beamlet_width_mm=arr.beamlet_width_mm,
+        beamlet_height_mm=arr.beamlet_height_mm,
+        margin_mm=arr.margin_mm,
+    )
+
+
+#: Influence-matrix settings for the rows of targets and organs at risk: a wide lateral
+#: cut-off and a low threshold keep the scatter tails, so that the dose the optimiser sees
+#: in a low-dose organ surrounded by target (the TG-119 C-shape core) matches the final
+#: aperture dose.  Helper rows (ring, normal tissue) use the dose engine's defaults.
+ACCURATE_CUTOFF_MM = 100.0
+ACCURATE_THRESHOLD = 1e-4
+
+
+def stage_dose(ctx: _Context) -> None:
+    """The influence matrix (Gy per MU) of every beamlet on the dose grid.
+
+    Rows only where the optimisation looks (targets, organs, helpers); the final dose is
+    computed from the apertures on the whole grid.  Target and organ rows are computed
+    with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`.
+    """
+    import scipy.sparse as sp
+
+    from dose_engine import compute_influence_matrix, hu_to_density
+
+    ct = ctx.patient.ct
+    density = hu_to_density(ct.array)
+    n = ctx.dose_grid.voxel_count
+    idx, _ = _problem_structures(ctx)
+    helper_rows = np.zeros(n, dtype=bool)
+    organ_rows = np.zeros(n, dtype=bool)
+    for name, rows in idx.items():
+        (helper_rows if name in ctx.helpers else organ_rows)[rows] = True
+    helper_rows &= ~organ_rows
+    shape = ctx.dose_grid.shape
+    common = dict(backend=ctx.backend, progress=ctx.progress)
+    if ctx.cache_dir is not None:  # HDF5 cache keyed by a content hash (dose_engine)
+        from dose_engine import cached_influence_matrix
+
+        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        compute_influence_matrix = partial(cached_influence_matrix, cache_dir=ctx.cache_dir)
+    accurate = compute_influence_matrix(
+        density,
+        ct.grid,
+        ctx.dose_grid,
+        ctx.beams,
+        ctx.beamlets,
+        voxel_mask=organ_rows.reshape(shape),
+        lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
+        relative_threshold=ACCURATE_THRESHOLD,
+        **common,
+    ).matrix
+    if helper_rows.any():
+        rest = compute_influence_matrix(
+            density,
+            ct.grid,
+            ctx.dose_grid,
+            ctx.beams,
+            ctx.beamlets,
+            voxel_mask=helper_rows.reshape(shape),
+            **common,
+        ).matrix
+        accurate = sp.csr_matrix(accurate + rest)
+    ctx.matrix = accurate
+
+
+#: The normal-tissue helper is sampled on every ``NT_STRIDE``-th voxel along each axis:
+#: its dose is smooth, and it is the largest structure, so this keeps the optimisation
+#: small (its terms are weighted means, so the sampling does not change their scale).
+NT_STRIDE = 2
+
+
+def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
+    idx, weights = {}, {}
+    occs = dict(ctx.occupancy)
+    occs.update({h.name: h.occupancy for h in ctx.helpers.values()})
+    for name, occ in occs.items():
+        if ctx.roles.get(name) == "external":
+            continue
+        if name in ctx.helpers and ctx.helpers[name].kind == "normal_tissue" and NT_STRIDE > 1:
+            sampled = np.zeros_like(occ)
+            sampled[::NT_STRIDE, ::NT_STRIDE, ::NT_STRIDE] = occ[
+                ::NT_STRIDE, ::NT_STRIDE, ::NT_STRIDE
+            ]
+            occ = sampled
+        flat = occ.ravel()
+        rows = np.flatnonzero(flat > 0.0)
+        if rows.size == 0:
+            continue
+        idx[name] = rows.astype(np.int64)
+        weights[name] = flat[rows].astype(np.float64)
+    return idx, weights
+
+
+def stage_optimise(ctx: _Context) -> None:
+    """Lexicographic optimisation of the levels built from the protocol goals."""
+    import optimizers as opt
+
+    from ._levels import build_levels, smoothness_pairs
+
+    protocol = ctx.protocol
+    settings = protocol.optimization
+    idx, weights = _problem_structures(ctx)
+    volumes = {n: float(o.sum()) * ctx.dose_grid.voxel_volume_cc for n, o in ctx.occupancy.items()}
+    target_rows = idx[protocol.prescription.target]
+    a_t = ctx.matrix[target_rows]
+    per_mu = float(np.mean(a_t @ np.ones(ctx.matrix.shape[1], dtype=np.float32)))
+    if not per_mu > 0:
+        raise InputError(
+            f"The beams deliver no dose to the target '{ctx.mapping[protocol.prescription.target]}'"
+            "; check the isocentre and beam arrangement."
+        )
+    mu_scale = protocol.prescription.total_dose_gy / per_mu
+    ctx.levels = build_levels(
+        protocol,
+        roles={n: r for n, r in ctx.roles.items()},
+        volumes_cc=volumes,
+        effective=ctx.effective,
+        helpers=tuple(ctx.helpers),
+        solver=settings.solver,
+        n_beamlets=ctx.matrix.shape[1],
+        pairs=smoothness_pairs(ctx.beamlets),
+        mu_scale=mu_scale,
+    )
+    options: dict[str, Any] = {}
+    if settings.solver == "cvxpy":
+        options["solver"] = settings.cvxpy_solver
+    else:
+        options["max_iter"] = settings.max_iterations
+    hard = [t for lv in ctx.levels for t in lv.terms if t.hard]
+    soft_levels = [[t for t in lv.terms if not t.hard] for lv in ctx.levels]
+    soft_levels = [lv for lv in soft_levels if lv]
+    ctx.optimization = opt.solve_lexicographic(
+        ctx.matrix,
+        idx,
+        soft_levels,
+        constraints=hard,
+        voxel_weights=weights,
+        method=settings.solver,
+        slip_rel=settings.slip,
+        slip_abs=settings.slip_abs,
+        **options,
+    )
+    ctx.fluence = np.asarray(ctx.optimization.x, dtype=np.float64)
+    _check_hard_constraints(ctx, hard)
+
+
+#: Relative violation of a hard constraint (of its bound, at least 1 Gy) above which the
+#: plan is refused as infeasible.
+HARD_VIOLATION_TOL = 0.02
+
+
+def _check_hard_constraints(ctx: _Context, hard: list) -> None:
+    """Refuse a fluence that breaks a protocol hard constraint (infeasible goals)."""
+    import optimizers as opt
+
+    if not hard:
+        return
+    res = ctx.optimization.final
+    violations = res.extras.get("violations")
+    if violations is None:  # CVXPY: an infeasible problem raises inside the solver
+        return
+    labels = {t.label for t in hard}
+    bad = {k: v for k, v in violations.items() if k in labels and v > HARD_VIOLATION_TOL}
+    if bad:
+        listing = "; ".join(f"{k} (violated by {100 * v:.1f} %)" for k, v in bad.items())
+        raise opt.InfeasibleError(
+            f"Protocol '{ctx.protocol.name}': the hard constraints cannot all be met: "
+            f"{listing}. Relax one of these goals or remove `hard = true`."
+        )
+
+
+def stage_sequence(ctx: _Context) -> None:
+    """Step-and-shoot sequencing of each beam's fluence map (total MU)."""
+    from .._delivery import DeliverablePlan
+    from ..sequencing import sequence_plan
+
+    protocol = ctx.protocol
+    names = [f"G{b.gantry_angle_deg:03.0f}" for b in ctx.beams]
+    seq = sequence_plan(
+        ctx.fluence,
+        ctx.beamlets,
+        ctx.beams,
+        ctx.machine,
+        n_levels=protocol.optimization.sequencing_levels,
+        beam_names=names,
+    )
+    if not seq.beams:
+        raise InputError("The optimised plan has no fluence in any beam; nothing to deliver.")
+    ctx.beam_indices = list(seq.beam_indices)
+    rx = protocol.prescription
+    ctx.plan = DeliverablePlan(
+        tuple(seq.beams),
+        rx.fractions,
+        rx.total_dose_gy,
+        ctx.mapping[rx.target],
+        label=_plan_label(protocol),
+    )
+
+
+#: Extra weight on cold target voxels when segment weights are re-fitted (protects D95).
+TARGET_UNDERDOSE_WEIGHT = 3.0
+
+
+def stage_segments(ctx: _Context) -> None:
+    """Segment-weight re-optimisation and the final dose from the apertures."""
+    from dataclasses import replace
+
+    from .._recalc import compute_plan_dose
+    from .._segment_weights import reoptimize_segment_weights
+
+    idx, _ = _problem_structures(ctx)
+    fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
+    reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
+    targets = [t for t in ctx.protocol.targets if t in fit]
+    res = reoptimize_segment_weights(
+        ctx.matrix,
+        ctx.beamlets,
+        ctx.plan.beams,
+        reference,
+        fit,
+        beam_indices=ctx.beam_indices,
+        underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
+    )
+    ctx.segment_weights = res
+    beams = tuple(
+        replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
+    )
+    ctx.plan = replace(ctx.plan, beams=beams)
+    ctx.dose = np.asarray(
+        compute_plan_dose(
+            ctx.plan, ctx.patient, dose_grid=ctx.dose_grid, backend=ctx.backend
+        ).dose_gy,
+        dtype=np.float32,
+    )
+
+
+def stage_evaluate(ctx: _Context) -> None:
+    """Normalise to the prescription target's first coverage goal; evaluate the goals."""
+    from ..evaluation import evaluate_goals
+
+    protocol = ctx.protocol
+    rx = protocol.prescription.total_dose_gy
+    goals = protocol.evaluation_goals(ctx.mapping)
+    structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
+    ctx.normalization = 1.0
+    if protocol.optimization.normalize:
+        ctx.normalization = _normalization_factor(ctx, goals, structures, rx)
+        if ctx.normalization != 1.0:
+            ctx.dose = (ctx.dose * ctx.normalization).astype(np.float32)
+            ctx.plan = _scale_plan(ctx.plan, ctx.normalization)
+    colors = {p: getattr(ctx.patient.structures[p], "color_rgb", None) for p in structures}
+    ext = protocol.external
+    body = ctx.mapping.get(ext) if ext else None
+    ctx.goal_table = evaluate_goals(
+        ctx.dose, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body, colors=colors
+    )
+
+
+def _normalization_factor(ctx, goals, structures, rx) -> float:
+    """Scale so the prescription target's first minimum-dose goal is met (just) exactly.
+
+    The goal value of the scaled dose is re-evaluated (DVH interpolation is not exactly
+    linear in a scale factor) and the factor nudged up until the goal passes.
+    """
+    from ..evaluation import evaluate_goals
+
+    target = ctx.mapping[ctx.protocol.prescription.target]
+    cover = [
+        g
+        for g in goals
+        if g.structure == target and g.comparison == ">=" and g.metric.quantity == "dose"
+    ]
+    if not cover:
+        return 1.0
+    g = cover[0]
+    occ = {target: structures[target]}
+
+    def value(factor: float) -> float:
+        return evaluate_goals(ctx.dose * factor, occ, [g], ctx.dose_grid, prescription_gy=rx)[
+            0
+        ].value
+
+    v0 = value(1.0)
+    if not v0 > 0:
+        return 1.0
+    factor = float(g.level / v0)
+    for _ in range(5):
+        v = value(factor)
+        if v >= g.level:
+            break
+        factor *= (g.level / v) * (1.0 + 1e-6)
+    return factor
+
+
+def _scale_plan(plan, factor: float):
+    from dataclasses import replace
+
+    beams = tuple(
+        replace(b, segments=tuple(s.with_mu(s.total_mu * factor) for s in b.segments))
+        for b in plan.beams
+    )
+    return replace(plan, beams=beams)
+
+
+# ----------------------------------------------------------------------- driver
+@contextmanager
+def _timed(timings: dict, name: str, bar):
+    t0 = time.perf_counter()
+    if bar is not None:
+        bar.set_description(name)
+    logger.info("stage %s ...", name)
+    yield
+    timings[name] = time.perf_counter() - t0
+    logger.info("stage %s done in %.2f s", name, timings[name])
+    if bar is not None:
+        bar.update(1)
+
+
+def plan_patient(
+    patient,
+    protocol,
+    *,
+    backend: str = "numpy",
+    solver: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    structure_map: Mapping[str, str] | None = None,
+) -> PlanResult:
+    """Plan a patient automatically from a protocol.
+
+    Parameters
+    ----------
+    patient : rtplan.Patient
+        CT and structures (``rtplan.load_patient`` or ``rtplan.phantoms.make_phantom``).
+    protocol : rtplan.protocols.Protocol or str or path-like
+        A protocol, a shipped protocol name (``"tg119_cshape"``) or a TOML file.
+    backend : {"numpy", "cupy"}
+        Array back-end of the dose engine (and the first-order solver).
+    solver : {"first_order", "cvxpy"}, optional
+        Override the protocol's solver.
+    cache_dir : path-like, optional
+        Folder of the HDF5 influence-matrix cache; ``None`` disables caching.
+    progress : bool
+        Show a progress bar per stage (tqdm, on stderr).
+    structure_map : mapping of str to str, optional
+        Protocol structure name → patient structure name overrides (the CLI's ``--map``).
+
+    Returns
+    -------
+    PlanResult
+
+    Raises
+    ------
+    rtplan.errors.ProtocolError
+        The protocol names a structure the patient lacks, or is malformed.
+    optimizers.InfeasibleError
+        Hard constraints of the protocol contradict each other.
+
+    Examples
+    --------
+    >>> import rtplan
+    >>> from rtplan.planning import plan_patient
+    >>> patient = rtplan.phantoms.make_phantom("cshape")      # doctest: +SKIP
+    >>> result = plan_patient(patient, "tg119_cshape")        # doctest: +SKIP
+    >>> result.goal_table                                     # doctest: +SKIP
+    """
+    from ..protocols import Protocol, load_protocol
+
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol)
+    if solver is not None:
+        protocol = protocol.with_overrides(solver=solver)
+    if backend not in ("numpy", "cupy"):
+        raise InputError(f"`backend` must be 'numpy' or 'cupy'; got {backend!r}.")
+    ctx = _Context(
+        patient=patient,
+        protocol=protocol,
+        backend=backend,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+        progress=progress,
+        overrides=dict(structure_map or {}),
+    )
+    timings: dict[str, float] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(STAGES), desc="plan", unit="stage", leave=False)
+    try:
+        for name, fn in (
+            ("structures", stage_structures),
+            ("beams", stage_beams),
+            ("dose", stage_dose),
+            ("optimise", stage_optimise),
+            ("sequence", stage_sequence),
+            ("segments", stage_segments),
+            ("evaluate", stage_evaluate),
+        ):
+            with _timed(timings, name, bar):
+                fn(ctx)
+    finally:
+        if bar is not None:
+            bar.close()
+    beam_summaries = [
+        {
+            "name": b.name,
+            "number": b.number,
+            "gantry_angle_deg": float(b.beam.gantry_angle_deg),
+            "collimator_angle_deg": float(b.beam.collimator_angle_deg),
+            "couch_angle_deg": float(b.beam.couch_angle_deg),
+            "mu": b.total_mu / ctx.plan.fractions,
+            "segments": len(b.segments),
+        }
+        for b in ctx.plan.beams
+    ]
+    return PlanResult(
+        patient=patient,
+        protocol=protocol,
+        mapping=dict(ctx.mapping),
+        dose_grid=ctx.dose_grid,
+        dose_gy=np.asarray(ctx.dose, dtype=np.float32),
+        goal_table=ctx.goal_table,
+        plan=ctx.plan,
+        fluence_mu=ctx.fluence,
+        optimization=ctx.optimization,
+        normalization=ctx.normalization,
+        timings=timings,
+        helper_volumes_cc={n: h.volume_cc(ctx.dose_grid) for n, h in ctx.helpers.items()},
+        beam_summaries=beam_summaries,
+    )
+
+
+def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Refuse an existing output folder early (before any computation)."""
+    return refuse_existing(out_dir, overwrite=overwrite)

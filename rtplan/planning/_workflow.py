@@ -1,0 +1,200 @@
+"""Command-level workflows: load + plan + write (``rtplan plan``) and the demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .._atomic import atomic_directory, refuse_existing
+
+__all__ = ["plan_and_write", "run_demo"]
+
+logger = logging.getLogger("rtplan.planning")
+
+#: TG-119 protocol of each phantom (``rtplan demo --phantom``).
+PHANTOM_PROTOCOLS = {
+    "cshape": "tg119_cshape",
+    "multitarget": "tg119_multitarget",
+    "prostate": "tg119_prostate",
+    "head_neck": "tg119_head_neck",
+}
+
+
+#: The demo's defaults, chosen for a quick first run (override with the CLI options).
+DEMO_DOSE_GRID_MM = 4.0
+DEMO_MAX_ITERATIONS = 500
+
+
+def _protocol(protocol, *, solver=None, dose_grid_mm=None, n_beams=None, max_iterations=None):
+    from ..protocols import Protocol, load_protocol
+
+    p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    extra = {} if max_iterations is None else {"max_iterations": int(max_iterations)}
+    return p.with_overrides(solver=solver, dose_grid_mm=dose_grid_mm, n_beams=n_beams, **extra)
+
+
+def _outcome(result, out: Path) -> dict[str, Any]:
+    return {
+        "out": str(out),
+        "all_goals_met": result.all_goals_met,
+        "n_failed": int(result.goal_table.n_failed),
+        "summary": result.summary(),
+        "timings": dict(result.timings),
+        "goals": result.goal_table.as_records(),
+    }
+
+
+def plan_and_write(
+    ct_dir: str | os.PathLike,
+    rtstruct: str | os.PathLike,
+    protocol,
+    out_dir: str | os.PathLike,
+    *,
+    structure_map: Mapping[str, str] | Iterable[str] | None = None,
+    backend: str = "numpy",
+    solver: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    dose_grid_mm: float | None = None,
+    n_beams: int | None = None,
+    max_iterations: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    scheduler: str | None = None,
+) -> dict[str, Any]:
+    """Load a patient, plan it with a protocol and write the four output files.
+
+    Parameters
+    ----------
+    ct_dir, rtstruct : path-like
+        CT series folder and RT Structure Set file.
+    protocol : Protocol, str or path-like
+        Protocol, shipped protocol name or TOML file.
+    out_dir : path-like
+        Output folder; must not exist unless ``overwrite``.
+    structure_map : mapping or iterable of "A=B" strings, optional
+        Protocol → patient structure overrides (``--map``).
+    backend, solver, cache_dir, progress
+        As for :func:`rtplan.planning.plan_patient`.
+    dose_grid_mm, n_beams, max_iterations : optional
+        Override the protocol's dose grid, beam count and solver iterations.
+    overwrite : bool
+    scheduler : str, optional
+        Dask scheduler address: run the whole job on the cluster.
+
+    Returns
+    -------
+    dict
+        ``out``, ``all_goals_met``, ``n_failed``, ``summary`` (text), ``timings``, ``goals``.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        Bad input of any kind (missing structure, malformed protocol, existing output...);
+        nothing is written.
+    optimizers.InfeasibleError
+        The protocol's hard constraints contradict each other; nothing is written.
+    """
+    from ..protocols import parse_mapping_overrides
+
+    if structure_map is not None and not isinstance(structure_map, Mapping):
+        structure_map = parse_mapping_overrides(structure_map)
+    out = refuse_existing(out_dir, overwrite=overwrite)
+    prot = _protocol(
+        protocol,
+        solver=solver,
+        dose_grid_mm=dose_grid_mm,
+        n_beams=n_beams,
+        max_iterations=max_iterations,
+    )
+    if scheduler is not None:
+        from ._batch import _client
+
+        with _client(scheduler) as client:
+            fut = client.submit(
+                plan_and_write,
+                ct_dir,
+                rtstruct,
+                prot,
+                out_dir,
+                structure_map=structure_map,
+                backend=backend,
+                cache_dir=cache_dir,
+                overwrite=overwrite,
+                progress=False,
+                pure=False,
+            )
+            return fut.result()
+    from ..io import load_patient
+    from ._plan import plan_patient
+
+    patient = load_patient(ct_dir, rtstruct)
+    result = plan_patient(
+        patient,
+        prot,
+        backend=backend,
+        cache_dir=cache_dir,
+        progress=progress,
+        structure_map=structure_map,
+    )
+    result.write(out, overwrite=overwrite)
+    return _outcome(result, out)
+
+
+def run_demo(
+    out_dir: str | os.PathLike,
+    *,
+    phantom: str = "cshape",
+    protocol=None,
+    backend: str = "numpy",
+    solver: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    dose_grid_mm: float | None = None,
+    n_beams: int | None = None,
+    max_iterations: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The embedded demo: write a TG-119 phantom as DICOM, load it back, plan it.
+
+    ``out_dir/input`` receives the phantom (``CT/`` + ``RS.dcm``) and ``out_dir/plan``
+    the plan (RTPLAN.dcm, RTDOSE.dcm, plan.json, report.html).  The whole ``out_dir`` is
+    built atomically.  For a quick first run the dose grid defaults to
+    :data:`DEMO_DOSE_GRID_MM` (4 mm) and the solver to :data:`DEMO_MAX_ITERATIONS`
+    iterations per level; pass ``dose_grid_mm=3, max_iterations=1500`` for the protocol's
+    full settings.
+
+    Returns
+    -------
+    dict
+        As :func:`plan_and_write`, plus ``input`` (the phantom folder).
+    """
+    from ..errors import InputError
+    from ..io import load_patient
+    from ..phantoms import write_phantom
+    from ._plan import plan_patient
+
+    if phantom not in PHANTOM_PROTOCOLS:
+        raise InputError(
+            f"Unknown demo phantom {phantom!r}; choose one of {sorted(PHANTOM_PROTOCOLS)}."
+        )
+    out = refuse_existing(out_dir, overwrite=overwrite)
+    prot = _protocol(
+        protocol or PHANTOM_PROTOCOLS[phantom],
+        solver=solver,
+        dose_grid_mm=DEMO_DOSE_GRID_MM if dose_grid_mm is None else dose_grid_mm,
+        n_beams=n_beams,
+        max_iterations=DEMO_MAX_ITERATIONS if max_iterations is None else max_iterations,
+    )
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        written = write_phantom(phantom, tmp / "input")
+        patient = load_patient(written.ct_dir, written.rtstruct_path)
+        result = plan_patient(
+            patient, prot, backend=backend, cache_dir=cache_dir, progress=progress
+        )
+        result.write(tmp / "plan")
+    outcome = _outcome(result, out / "plan")
+    outcome["input"] = str(out / "input")
+    return outcome

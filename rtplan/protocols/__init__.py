@@ -1,0 +1,36 @@
+"""Planning protocols: prescription, structure matching, clinical goals, beams and
+optimisation settings in a TOML file.
+
+The format is documented with a full example in ``docs/protocols.md``.  Shipped
+protocols (``rtplan.protocols.available_protocols()``): the four AAPM TG-119 cases
+(Ezzell et al. 2009, doi:10.1118/1.3238104), the C-shape also at its easier level, and a
+conventional 78 Gy / 39 fraction prostate protocol with QUANTEC limits.
+"""
+
+from ._protocol import (
+    BeamArrangement,
+    GoalSpec,
+    HelperSettings,
+    OptimizationSettings,
+    Prescription,
+    Protocol,
+    StructureSpec,
+    available_protocols,
+    load_protocol,
+    parse_mapping_overrides,
+    parse_protocol,
+)
+
+__all__ = [
+    "BeamArrangement",
+    "GoalSpec",
+    "HelperSettings",
+    "OptimizationSettings",
+    "Prescription",
+    "Protocol",
+    "StructureSpec",
+    "available_protocols",
+    "load_protocol",
+    "parse_mapping_overrides",
+    "parse_protocol",
+]

@@ -1,0 +1,934 @@
+"""Planning protocols: a TOML description of how to plan one kind of case.
+
+A protocol states the prescription, how protocol structure names find the patient's
+structures (aliases and regular expressions, TG-263 style, case-insensitive), the
+clinical goals with acceptance levels and priorities, the beam arrangement, the dose
+grid, the optimisation settings and the automatic helper structures.  The format is
+documented with a full example in ``docs/protocols.md``.
+
+The metric strings of the goals (``"D95%"``, ``"D2cc"``, ``"V20Gy"``, ``"Dmean"``,
+``"Dmax"``) are parsed by :mod:`rtplan.evaluation`; this module checks the rest of
+the goal (structure, bound, priority) and turns each one into an evaluation goal with
+:meth:`Protocol.evaluation_goals`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from ..errors import ProtocolError
+
+__all__ = [
+    "BeamArrangement",
+    "GoalSpec",
+    "HelperSettings",
+    "OptimizationSettings",
+    "Prescription",
+    "Protocol",
+    "StructureSpec",
+    "available_protocols",
+    "load_protocol",
+    "parse_mapping_overrides",
+    "parse_protocol",
+]
+
+logger = logging.getLogger("rtplan.protocols")
+
+#: Roles a protocol structure can play.
+StructureRole = Literal["target", "oar", "external"]
+_ROLES = ("target", "oar", "external")
+
+
+_SOLVERS = ("first_order", "cvxpy")
+_EXTERNAL_ALIASES = ("Body", "External", "BODY", "Skin", "Outline", "Patient")
+
+
+# ----------------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class Prescription:
+    """The prescription of a protocol.
+
+    Parameters
+    ----------
+    total_dose_gy : float, Gy
+        Total dose to the target over all fractions.
+    fractions : int
+        Number of fractions; the RT-PLAN stores per-fraction meterset.
+    target : str
+        Protocol name of the target structure the prescription refers to.
+    """
+
+    total_dose_gy: float
+    fractions: int
+    target: str
+
+    @property
+    def dose_per_fraction_gy(self) -> float:
+        """Dose per fraction in Gy."""
+        return self.total_dose_gy / self.fractions
+
+
+@dataclass(frozen=True)
+class StructureSpec:
+    """How a protocol structure name finds a patient structure.
+
+    Parameters
+    ----------
+    name : str
+        Protocol name, used by goals and helper structures.
+    role : {"target", "oar", "external"}
+        What the structure is for the planner.
+    aliases : tuple of str
+        Names accepted verbatim (case-insensitive); ``name`` itself is always tried first.
+    patterns : tuple of str
+        Regular expressions matched (``re.fullmatch``, case-insensitive) against the
+        patient's structure names when no alias matched.
+    required : bool
+        If false, a missing structure is skipped (with its goals) instead of an error.
+    """
+
+    name: str
+    role: StructureRole = "oar"
+    aliases: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    required: bool = True
+
+    def candidates(self) -> tuple[str, ...]:
+        """The names tried in order: the protocol name, then the aliases."""
+        out: list[str] = []
+        for n in (self.name, *self.aliases):
+            if n.casefold() not in (o.casefold() for o in out):
+                out.append(n)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class GoalSpec:
+    """One clinical goal of a protocol: an evaluation :class:`~rtplan.evaluation.Goal`
+    on a protocol structure name, plus planning options.
+
+    Parameters
+    ----------
+    index : int
+        Position of the goal in the protocol file (0-based), used in messages.
+    goal : rtplan.evaluation.Goal
+        The goal as parsed by :meth:`rtplan.evaluation.Goal.from_mapping` (metric grammar,
+        units and the ``acceptable`` level are the evaluation module's).
+    hard : bool or None
+        Force (``True``) or forbid (``False``) a hard constraint in the optimisation;
+        ``None`` lets the planner decide (see :func:`rtplan.planning.build_levels`).
+    note : str
+        Free text, e.g. the source of the limit.
+    """
+
+    index: int
+    goal: Any
+    hard: bool | None = None
+    note: str = ""
+
+    @property
+    def structure(self) -> str:
+        """Protocol structure name."""
+        return self.goal.structure
+
+    @property
+    def priority(self) -> int:
+        """1 is the most important; priorities become lexicographic levels."""
+        return self.goal.priority
+
+    @property
+    def sense(self) -> str:
+        """``"<="`` (upper limit) or ``">="`` (lower limit)."""
+        return self.goal.comparison
+
+    @property
+    def label(self) -> str:
+        """Readable form, e.g. ``"PTV D95% >= 50 Gy"``."""
+        return self.goal.text
+
+
+@dataclass(frozen=True)
+class BeamArrangement:
+    """Beam arrangement of a protocol.
+
+    Parameters
+    ----------
+    gantry_angles_deg : tuple of float, degrees
+        IEC 61217 gantry angles, one per beam.
+    collimator_angle_deg, couch_angle_deg : float, degrees
+        Same for every beam.
+    machine : str
+        Machine model name (:func:`rtplan.available_machines`: ``"VarianMLC120"``,
+        ``"AgilityMLC160"``; the short names ``"varian_120"`` and ``"agility"`` also work)
+        or a path to a machine TOML.
+    beamlet_width_mm, beamlet_height_mm : float, mm
+        Beamlet size in the isocentre plane (height = MLC leaf width).
+    margin_mm : float, mm
+        Beamlets cover the target's projection plus this margin.
+    """
+
+    gantry_angles_deg: tuple[float, ...]
+    collimator_angle_deg: float = 0.0
+    couch_angle_deg: float = 0.0
+    machine: str = "VarianMLC120"
+    beamlet_width_mm: float = 5.0
+    beamlet_height_mm: float = 5.0
+    margin_mm: float = 5.0
+
+    @property
+    def n_beams(self) -> int:
+        """Number of beams."""
+        return len(self.gantry_angles_deg)
+
+
+@dataclass(frozen=True)
+class OptimizationSettings:
+    """Optimisation and sequencing settings of a protocol.
+
+    Parameters
+    ----------
+    solver : {"first_order", "cvxpy"}
+        Fluence optimiser.
+    cvxpy_solver : str
+        CVXPY back-end when ``solver == "cvxpy"`` (``"CLARABEL"``, ``"OSQP"``, ``"SCS"``...).
+    slip : float
+        Relative slip allowed on each earlier level's objective when a later level is
+        optimised (0.05 = 5 %).
+    slip_abs : float
+        Absolute slip added to the relative one (objective units).
+    max_iterations : int
+        Iteration limit of the first-order solver per level.
+    sequencing_levels : int
+        Number of intensity levels for step-and-shoot leaf sequencing.
+    smoothness_weight : float
+        Weight of the fluence-smoothness term (last level).
+    mu_weight : float
+        Weight of the total-MU term (last level).
+    normalize : bool
+        Scale the final (aperture) dose so that the prescription target's first
+        coverage goal is met exactly (common clinical normalisation).
+    target_aim, oar_aim : float
+        Relative margins the optimiser aims inside target and organ-at-risk goals
+        (0.02 = aim 2 % above a minimum / below a maximum on targets).
+    """
+
+    solver: str = "first_order"
+    cvxpy_solver: str = "CLARABEL"
+    slip: float = 0.05
+    slip_abs: float = 0.0
+    max_iterations: int = 300
+    sequencing_levels: int = 7
+    smoothness_weight: float = 1e-3
+    mu_weight: float = 0.0
+    normalize: bool = True
+    target_aim: float = 0.02
+    oar_aim: float = 0.10
+
+
+@dataclass(frozen=True)
+class HelperSettings:
+    """Automatic optimisation helper structures (see :mod:`rtplan._helper_structures`).
+
+    Parameters
+    ----------
+    ring : bool
+        Add a ring around the targets from ``ring_inner_mm`` to ``ring_outer_mm``.
+    ring_inner_mm, ring_outer_mm : float, mm
+        Ring distances from the target surface.
+    ring_max_percent : float
+        Dose cap of the ring as a percentage of the prescription.
+    normal_tissue : bool
+        Add "body minus (targets + ``normal_tissue_margin_mm``)".
+    normal_tissue_margin_mm : float, mm
+    normal_tissue_outer_mm : float, mm
+        The normal tissue reaches this far from the targets (0 = the whole body).
+    normal_tissue_max_percent : float
+        Dose cap of the normal-tissue structure, % of prescription.
+    overlap : bool
+        Split targets and OARs where they overlap ("PTV minus OAR", "OAR minus PTV").
+    """
+
+    ring: bool = True
+    ring_inner_mm: float = 5.0
+    ring_outer_mm: float = 20.0
+    ring_max_percent: float = 80.0
+    normal_tissue: bool = True
+    normal_tissue_margin_mm: float = 20.0
+    normal_tissue_outer_mm: float = 50.0
+    normal_tissue_max_percent: float = 60.0
+    overlap: bool = True
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A parsed planning protocol.  Build one with :func:`load_protocol`.
+
+    Attributes
+    ----------
+    name, description : str
+    references : tuple of str
+        Literature the goals come from.
+    prescription : Prescription
+    structures : tuple of StructureSpec
+        Every structure the protocol names (declared or used by a goal).
+    goals : tuple of GoalSpec
+    beams : BeamArrangement
+    dose_grid_mm : tuple of float, mm
+        Dose-grid spacing ``(dx, dy, dz)``.
+    optimization : OptimizationSettings
+    helpers : HelperSettings
+    source : str
+        File the protocol came from (or ``"<dict>"``).
+    """
+
+    name: str
+    description: str
+    references: tuple[str, ...]
+    prescription: Prescription
+    structures: tuple[StructureSpec, ...]
+    goals: tuple[GoalSpec, ...]
+    beams: BeamArrangement
+    dose_grid_mm: tuple[float, float, float]
+    optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
+    helpers: HelperSettings = field(default_factory=HelperSettings)
+    source: str = "<dict>"
+
+    # ------------------------------------------------------------------ lookup
+    def structure(self, name: str) -> StructureSpec:
+        """The :class:`StructureSpec` of protocol structure ``name``."""
+        for s in self.structures:
+            if s.name == name:
+                return s
+        raise ProtocolError(
+            f"Protocol '{self.name}' has no structure '{name}'; it has "
+            f"{[s.name for s in self.structures]}."
+        )
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Protocol names of the target structures (prescription target first)."""
+        names = [self.prescription.target]
+        names += [s.name for s in self.structures if s.role == "target" and s.name not in names]
+        return tuple(names)
+
+    @property
+    def external(self) -> str | None:
+        """Protocol name of the external (body) structure, if declared."""
+        for s in self.structures:
+            if s.role == "external":
+                return s.name
+        return None
+
+    def with_overrides(
+        self,
+        *,
+        dose_grid_mm: float | tuple[float, float, float] | None = None,
+        gantry_angles_deg: Iterable[float] | None = None,
+        n_beams: int | None = None,
+        solver: str | None = None,
+        **optimization: Any,
+    ) -> Protocol:
+        """A copy with some settings replaced (grid, beams, solver, optimisation options).
+
+        Parameters
+        ----------
+        dose_grid_mm : float or (3,) tuple of float, mm, optional
+        gantry_angles_deg : sequence of float, optional
+        n_beams : int, optional
+            Equispaced coplanar beams starting at gantry 0.
+        solver : {"first_order", "cvxpy"}, optional
+        **optimization
+            Any field of :class:`OptimizationSettings`.
+        """
+        new = self
+        if dose_grid_mm is not None:
+            new = replace(new, dose_grid_mm=_grid_triple(dose_grid_mm, self.source))
+        if n_beams is not None:
+            gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
+        if gantry_angles_deg is not None:
+            angles = tuple(float(a) % 360.0 for a in gantry_angles_deg)
+            if not angles:
+                raise ProtocolError("`gantry_angles_deg` is empty; give at least one beam.")
+            new = replace(new, beams=replace(new.beams, gantry_angles_deg=angles))
+        opt = dict(optimization)
+        if solver is not None:
+            opt["solver"] = solver
+        if opt:
+            unknown = set(opt) - set(OptimizationSettings.__dataclass_fields__)
+            if unknown:
+                raise ProtocolError(
+                    f"Unknown optimisation option(s) {sorted(unknown)}; accepted: "
+                    f"{sorted(OptimizationSettings.__dataclass_fields__)}."
+                )
+            new = replace(new, optimization=replace(new.optimization, **opt))
+            _check_optimization(new.optimization, self.source)
+        return new
+
+    # -------------------------------------------------------------- structures
+    def resolve_structures(
+        self,
+        patient_structure_names: Iterable[str],
+        *,
+        overrides: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Map every protocol structure to a patient structure name.
+
+        Order of precedence: ``overrides`` (the CLI's ``--map PTV=OuterTarget``), then
+        the protocol name and aliases (exact, case-insensitive), then the regular
+        expressions (``re.fullmatch``, case-insensitive; exactly one patient structure
+        must match).
+
+        Parameters
+        ----------
+        patient_structure_names : iterable of str
+            Names of the patient's structures (RT-STRUCT ROI names).
+        overrides : mapping of str to str, optional
+            Protocol name → patient structure name, used verbatim (case-insensitive).
+
+        Returns
+        -------
+        mapping : dict of str to str
+            Protocol name → patient structure name, for every structure found.
+            Optional structures (``required = false``) that are absent are left out.
+
+        Raises
+        ------
+        ProtocolError
+            A required structure is missing (the message lists the patient's structures
+            and the names and patterns tried), a pattern matches several structures, or
+            an override names an unknown protocol or patient structure.
+        """
+        names = list(patient_structure_names)
+        by_fold = {n.casefold(): n for n in names}
+        overrides = dict(overrides or {})
+        known = {s.name for s in self.structures}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ProtocolError(
+                    f"--map {key}={value}: protocol '{self.name}' has no structure '{key}'; "
+                    f"its structures are {sorted(known)}."
+                )
+            if value.casefold() not in by_fold:
+                raise ProtocolError(
+                    f"--map {key}={value}: the patient has no structure '{value}'; "
+                    f"available: {names}."
+                )
+        mapping: dict[str, str] = {}
+        for spec in self.structures:
+            if spec.name in overrides:
+                mapping[spec.name] = by_fold[overrides[spec.name].casefold()]
+                continue
+            found = next(
+                (by_fold[c.casefold()] for c in spec.candidates() if c.casefold() in by_fold), None
+            )
+            if found is None and spec.patterns:
+                hits = [
+                    n
+                    for n in names
+                    if any(re.fullmatch(p, n, flags=re.IGNORECASE) for p in spec.patterns)
+                ]
+                if len(hits) > 1:
+                    raise ProtocolError(
+                        f"Protocol '{self.name}': structure '{spec.name}' is ambiguous: patterns "
+                        f"{list(spec.patterns)} match {hits}; choose one with "
+                        f"--map {spec.name}=<name>."
+                    )
+                found = hits[0] if hits else None
+            if found is None:
+                if spec.required:
+                    raise ProtocolError(
+                        f"Protocol '{self.name}' needs structure '{spec.name}' but the patient "
+                        f"has none matching it (names tried: {list(spec.candidates())}, "
+                        f"patterns: {list(spec.patterns)}); the patient's structures are "
+                        f"{names}. Map it explicitly with --map {spec.name}=<patient name>."
+                    )
+                logger.info("optional structure %s not found; its goals are skipped", spec.name)
+                continue
+            mapping[spec.name] = found
+        used: dict[str, str] = {}
+        for proto_name, patient_name in mapping.items():
+            if patient_name in used:
+                raise ProtocolError(
+                    f"Protocol '{self.name}': structures '{used[patient_name]}' and "
+                    f"'{proto_name}' both resolve to the patient structure '{patient_name}'; "
+                    "fix the aliases or use --map."
+                )
+            used[patient_name] = proto_name
+        return mapping
+
+    # ------------------------------------------------------------------- goals
+    def evaluation_goals(self, mapping: Mapping[str, str] | None = None) -> list[Any]:
+        """The goals as :class:`rtplan.evaluation.Goal` objects on patient structure names.
+
+        Parameters
+        ----------
+        mapping : mapping of str to str, optional
+            Result of :meth:`resolve_structures`; goals on structures absent from the
+            mapping (optional structures) are dropped.  Without a mapping the protocol
+            names are kept.
+
+        Returns
+        -------
+        list of rtplan.evaluation.Goal
+            Ready for :func:`rtplan.evaluation.evaluate_goals` (with
+            ``prescription_gy=protocol.prescription.total_dose_gy``).
+        """
+        out = []
+        for g in self.goals:
+            if mapping is not None and g.structure not in mapping:
+                continue
+            name = mapping[g.structure] if mapping is not None else g.structure
+            out.append(replace(g.goal, structure=name))
+        return out
+
+
+# --------------------------------------------------------------------------- parsing
+def _err(source: str, where: str, msg: str) -> ProtocolError:
+    return ProtocolError(f"Protocol {source}: {where}: {msg}")
+
+
+def _number(
+    source: str, where: str, value: Any, *, positive: bool = False, nonneg: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _err(source, where, f"expected a number, found {value!r}.")
+    if positive and value <= 0:
+        raise _err(source, where, f"expected a positive number, found {value!r}.")
+    if nonneg and value < 0:
+        raise _err(source, where, f"expected a number >= 0, found {value!r}.")
+    return float(value)
+
+
+def _table(source: str, data: Mapping[str, Any], key: str, *, required: bool) -> dict:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise _err(source, f"[{key}]", "this table is required but missing.")
+        return {}
+    if not isinstance(value, Mapping):
+        raise _err(source, f"[{key}]", f"expected a table, found {type(value).__name__}.")
+    return dict(value)
+
+
+def _check_unknown(source: str, where: str, table: Mapping[str, Any], allowed: Iterable[str]):
+    allowed = set(allowed)
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _err(source, where, f"unknown key(s) {unknown}; accepted: {sorted(allowed)}.")
+
+
+def _grid_triple(value: Any, source: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = _number(source, "[grid] dose_grid_mm", value, positive=True)
+        return (v, v, v)
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        vals = [_number(source, "[grid] dose_grid_mm", v, positive=True) for v in value]
+        return (vals[0], vals[1], vals[2])
+    raise _err(
+        source,
+        "[grid] dose_grid_mm",
+        f"expected a number or 3 numbers (dx, dy, dz) in mm, found {value!r}.",
+    )
+
+
+def _equispaced(n: int, start: float, source: str) -> tuple[float, ...]:
+    if n < 1:
+        raise _err(source, "[beams] count", f"expected at least 1 beam, found {n}.")
+    return tuple(round((start + 360.0 * i / n) % 360.0, 6) for i in range(n))
+
+
+def _check_optimization(opt: OptimizationSettings, source: str) -> None:
+    if opt.solver not in _SOLVERS:
+        raise _err(
+            source,
+            "[optimization] solver",
+            f"expected one of {list(_SOLVERS)}, found {opt.solver!r}.",
+        )
+    if not 0 <= opt.slip < 1:
+        raise _err(source, "[optimization] slip", f"expected 0 <= slip < 1, found {opt.slip!r}.")
+    if opt.sequencing_levels < 1:
+        raise _err(
+            source,
+            "[optimization] sequencing_levels",
+            f"expected >= 1, found {opt.sequencing_levels!r}.",
+        )
+    if opt.max_iterations < 1:
+        raise _err(
+            source, "[optimization] max_iterations", f"expected >= 1, found {opt.max_iterations!r}."
+        )
+
+
+def _parse_structures(source: str, data: Mapping[str, Any]) -> dict[str, StructureSpec]:
+    table = _table(source, data, "structures", required=False)
+    out: dict[str, StructureSpec] = {}
+    for name, spec in table.items():
+        where = f"[structures.{name}]"
+        if not isinstance(spec, Mapping):
+            raise _err(source, where, f"expected a table, found {spec!r}.")
+        _check_unknown(source, where, spec, ("role", "aliases", "patterns", "required"))
+        role = spec.get("role", "oar")
+        if role not in _ROLES:
+            raise _err(source, f"{where} role", f"expected one of {list(_ROLES)}, found {role!r}.")
+        aliases = spec.get("aliases", [])
+        patterns = spec.get("patterns", [])
+        for key, val in (("aliases", aliases), ("patterns", patterns)):
+            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                raise _err(source, f"{where} {key}", f"expected a list of strings, found {val!r}.")
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise _err(
+                    source, f"{where} patterns", f"bad regular expression {p!r}: {exc}."
+                ) from None
+        required = spec.get("required", True)
+        if not isinstance(required, bool):
+            raise _err(source, f"{where} required", f"expected true or false, found {required!r}.")
+        if role == "external" and not aliases:
+            aliases = list(_EXTERNAL_ALIASES)
+        out[name] = StructureSpec(name, role, tuple(aliases), tuple(patterns), required)
+    return out
+
+
+def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
+    from ..evaluation import Goal
+
+    where = f"goal {i}"
+    if not isinstance(goal, Mapping):
+        raise _err(
+            source,
+            where,
+            'expected a table like { structure = "PTV", metric = '
+            f'"D95%", min = 50 }}, found {goal!r}.',
+        )
+    structure = goal.get("structure")
+    if not isinstance(structure, str) or not structure:
+        raise _err(
+            source, f"{where} field 'structure'", f"expected a structure name, found {structure!r}."
+        )
+    where = f"goal {i} ({structure} {goal.get('metric', '?')})"
+    hard = goal.get("hard")
+    if hard is not None and not isinstance(hard, bool):
+        raise _err(source, f"{where} field 'hard'", f"expected true or false, found {hard!r}.")
+    note = goal.get("note", "")
+    if not isinstance(note, str):
+        raise _err(source, f"{where} field 'note'", f"expected a string, found {note!r}.")
+    priority = goal.get("priority", 2)
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 1:
+        raise _err(
+            source,
+            f"{where} field 'priority'",
+            f"expected an integer >= 1 (1 = most important), found {priority!r}.",
+        )
+    for key in ("min", "max", "level", "acceptable"):
+        if key in goal:
+            v = goal[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise _err(source, f"{where} field '{key}'", f"expected a number, found {v!r}.")
+    spec = {k: v for k, v in goal.items() if k not in ("hard", "note")}
+    spec["priority"] = priority
+    spec.setdefault("label", note)
+    try:
+        parsed = Goal.from_mapping(spec, dose_unit="Gy")
+    except ProtocolError as exc:
+        raise _err(source, where, str(exc)) from None
+    return GoalSpec(i, parsed, hard, note)
+
+
+def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protocol:
+    """Build a :class:`Protocol` from a parsed TOML document.
+
+    Parameters
+    ----------
+    data : mapping
+        The TOML document (as from :func:`tomllib.load`).
+    source : str
+        File name used in error messages.
+
+    Raises
+    ------
+    ProtocolError
+        Naming the table, goal index and field that is malformed, and what was expected.
+    """
+    top_keys = (
+        "name",
+        "description",
+        "references",
+        "prescription",
+        "structures",
+        "goals",
+        "beams",
+        "grid",
+        "optimization",
+        "helpers",
+    )
+    if not isinstance(data, Mapping):
+        raise ProtocolError(f"Protocol {source}: expected a TOML document (table).")
+    _check_unknown(source, "top level", data, top_keys)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise _err(source, "name", f"expected a protocol name, found {name!r}.")
+    description = data.get("description", "")
+    references = data.get("references", [])
+    if isinstance(references, str):
+        references = [references]
+
+    rx = _table(source, data, "prescription", required=True)
+    _check_unknown(source, "[prescription]", rx, ("total_dose_gy", "fractions", "target"))
+    total = _number(source, "[prescription] total_dose_gy", rx.get("total_dose_gy"), positive=True)
+    fractions = rx.get("fractions")
+    if isinstance(fractions, bool) or not isinstance(fractions, int) or fractions < 1:
+        raise _err(
+            source, "[prescription] fractions", f"expected a positive integer, found {fractions!r}."
+        )
+    target = rx.get("target")
+    if not isinstance(target, str) or not target:
+        raise _err(source, "[prescription] target", f"expected a structure name, found {target!r}.")
+    prescription = Prescription(total, fractions, target)
+
+    structures = _parse_structures(source, data)
+    if target not in structures:
+        structures[target] = StructureSpec(target, "target")
+    elif structures[target].role != "target":
+        raise _err(
+            source,
+            f"[structures.{target}] role",
+            f'the prescription target must have role "target", found {structures[target].role!r}.',
+        )
+
+    goals_raw = data.get("goals", [])
+    if not isinstance(goals_raw, list):
+        raise _err(
+            source,
+            "goals",
+            f"expected an array of tables ([[goals]]), found {type(goals_raw).__name__}.",
+        )
+    goals = tuple(_parse_goal(source, i, g) for i, g in enumerate(goals_raw))
+    for g in goals:
+        if g.structure not in structures:
+            structures[g.structure] = StructureSpec(g.structure, "oar")
+
+    beams_t = _table(source, data, "beams", required=False)
+    _check_unknown(
+        source,
+        "[beams]",
+        beams_t,
+        (
+            "count",
+            "start_deg",
+            "gantry_deg",
+            "collimator_deg",
+            "couch_deg",
+            "machine",
+            "beamlet_width_mm",
+            "beamlet_height_mm",
+            "margin_mm",
+        ),
+    )
+    if "gantry_deg" in beams_t and "count" in beams_t:
+        raise _err(
+            source,
+            "[beams]",
+            "give either `count` (equispaced beams) or `gantry_deg` (a list), not both.",
+        )
+    if "gantry_deg" in beams_t:
+        g = beams_t["gantry_deg"]
+        if not isinstance(g, list) or not g:
+            raise _err(
+                source,
+                "[beams] gantry_deg",
+                f"expected a non-empty list of angles in degrees, found {g!r}.",
+            )
+        angles = tuple(_number(source, "[beams] gantry_deg", a) % 360.0 for a in g)
+    else:
+        count = beams_t.get("count", 9)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise _err(source, "[beams] count", f"expected an integer, found {count!r}.")
+        start = _number(source, "[beams] start_deg", beams_t.get("start_deg", 0.0))
+        angles = _equispaced(count, start, source)
+    machine = beams_t.get("machine", "VarianMLC120")
+    if not isinstance(machine, str):
+        raise _err(
+            source, "[beams] machine", f"expected a machine name or file, found {machine!r}."
+        )
+    beams = BeamArrangement(
+        gantry_angles_deg=angles,
+        collimator_angle_deg=_number(
+            source, "[beams] collimator_deg", beams_t.get("collimator_deg", 0.0)
+        ),
+        couch_angle_deg=_number(source, "[beams] couch_deg", beams_t.get("couch_deg", 0.0)),
+        machine=machine,
+        beamlet_width_mm=_number(
+            source, "[beams] beamlet_width_mm", beams_t.get("beamlet_width_mm", 5.0), positive=True
+        ),
+        beamlet_height_mm=_number(
+            source,
+            "[beams] beamlet_height_mm",
+            beams_t.get("beamlet_height_mm", 5.0),
+            positive=True,
+        ),
+        margin_mm=_number(source, "[beams] margin_mm", beams_t.get("margin_mm", 5.0), nonneg=True),
+    )
+
+    grid_t = _table(source, data, "grid", required=False)
+    _check_unknown(source, "[grid]", grid_t, ("dose_grid_mm",))
+    dose_grid = _grid_triple(grid_t.get("dose_grid_mm", 3.0), source)
+
+    opt_t = _table(source, data, "optimization", required=False)
+    _check_unknown(source, "[optimization]", opt_t, OptimizationSettings.__dataclass_fields__)
+    defaults = OptimizationSettings()
+    kw: dict[str, Any] = {}
+    for key, value in opt_t.items():
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _err(
+                    source, f"[optimization] {key}", f"expected true or false, found {value!r}."
+                )
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _err(
+                    source, f"[optimization] {key}", f"expected an integer, found {value!r}."
+                )
+        elif isinstance(default, float):
+            value = _number(source, f"[optimization] {key}", value, nonneg=True)
+        elif not isinstance(value, str):
+            raise _err(source, f"[optimization] {key}", f"expected a string, found {value!r}.")
+        kw[key] = value
+    optimization = OptimizationSettings(**kw)
+    _check_optimization(optimization, source)
+
+    help_t = _table(source, data, "helpers", required=False)
+    _check_unknown(source, "[helpers]", help_t, HelperSettings.__dataclass_fields__)
+    hdef = HelperSettings()
+    hkw: dict[str, Any] = {}
+    for key, value in help_t.items():
+        if isinstance(getattr(hdef, key), bool):
+            if not isinstance(value, bool):
+                raise _err(source, f"[helpers] {key}", f"expected true or false, found {value!r}.")
+            hkw[key] = value
+        else:
+            hkw[key] = _number(source, f"[helpers] {key}", value, nonneg=True)
+    helpers = HelperSettings(**hkw)
+    if helpers.normal_tissue_outer_mm and not (
+        helpers.normal_tissue_outer_mm > helpers.normal_tissue_margin_mm
+    ):
+        raise _err(
+            source,
+            "[helpers] normal_tissue_outer_mm",
+            f"must exceed normal_tissue_margin_mm ({helpers.normal_tissue_margin_mm:g} mm) "
+            f"or be 0 (whole body), found {helpers.normal_tissue_outer_mm:g} mm.",
+        )
+    if helpers.ring and not helpers.ring_outer_mm > helpers.ring_inner_mm:
+        raise _err(
+            source,
+            "[helpers] ring_outer_mm",
+            f"must exceed ring_inner_mm ({helpers.ring_inner_mm:g} mm), "
+            f"found {helpers.ring_outer_mm:g} mm.",
+        )
+
+    if not any(g.structure in {target} and g.sense == ">=" for g in goals):
+        logger.info(
+            "protocol %s has no minimum-dose goal on %s; coverage of the prescription is used",
+            name,
+            target,
+        )
+
+    return Protocol(
+        name=name,
+        description=str(description),
+        references=tuple(str(r) for r in references),
+        prescription=prescription,
+        structures=tuple(structures.values()),
+        goals=goals,
+        beams=beams,
+        dose_grid_mm=dose_grid,
+        optimization=optimization,
+        helpers=helpers,
+        source=source,
+    )
+
+
+def available_protocols() -> tuple[str, ...]:
+    """Names of the protocols shipped with rtplan (usable as ``--protocol NAME``)."""
+    files = resources.files(__package__).joinpath("data").iterdir()
+    return tuple(sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml")))
+
+
+def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
+    """Load a shipped protocol by name, or a protocol TOML file by path.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A name from :func:`available_protocols` (e.g. ``"tg119_cshape"``) or the path of
+        a ``.toml`` file.
+
+    Raises
+    ------
+    ProtocolError
+        Unknown name (the message lists the shipped ones), unreadable or malformed file.
+
+    Examples
+    --------
+    >>> from rtplan.protocols import load_protocol
+    >>> p = load_protocol("tg119_cshape")
+    >>> p.prescription.total_dose_gy
+    50.0
+    """
+    text_name = os.fspath(name_or_path)
+    path = Path(text_name)
+    if path.suffix.lower() == ".toml" or path.exists():
+        if not path.is_file():
+            raise ProtocolError(
+                f"Protocol file '{path}' does not exist; give a TOML file or one of the "
+                f"shipped protocols {list(available_protocols())}."
+            )
+        raw = path.read_bytes()
+        source = str(path)
+    else:
+        res = resources.files(__package__).joinpath("data", f"{text_name}.toml")
+        if not res.is_file():
+            raise ProtocolError(
+                f"Unknown protocol '{text_name}'; shipped protocols are "
+                f"{list(available_protocols())}, or give the path of a .toml file."
+            )
+        raw = res.read_bytes()
+        source = f"{text_name} (shipped)"
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"Protocol {source}: not valid TOML: {exc}.") from None
+    return parse_protocol(data, source=source)
+
+
+def parse_mapping_overrides(items: Iterable[str] | None) -> dict[str, str]:
+    """Parse ``["PTV=OuterTarget", ...]`` (the CLI's ``--map``) into a dict.
+
+    Raises
+    ------
+    ProtocolError
+        An item is not of the form ``PROTOCOL_NAME=PATIENT_NAME``.
+    """
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ProtocolError(
+                f"--map {item!r}: expected PROTOCOL_NAME=PATIENT_NAME, e.g. --map PTV=OuterTarget."
+            )
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,265 @@
+"""End-to-end ``rtplan plan`` on a small, coarse C-shape phantom: files, exit codes, and
+nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pydicom
+import pytest
+
+from rtplan.cli import main
+from rtplan.evaluation import evaluate_goals
+from rtplan.io import load_patient, read_rtdose
+from rtplan.phantoms import write_phantom
+from rtplan.planning import PLAN_FILES
+from rtplan.protocols import load_protocol
+
+# A fast version of the TG-119 C-shape protocol: 4 beams, 8 mm dose grid, few iterations
+# (the plan quality is not the point here; benches/bench_tg119.py measures it).
+SMALL = """
+name = "small C-shape"
+[prescription]
+total_dose_gy = 50.0
+fractions = 25
+target = "PTV"
+[structures.PTV]
+role = "target"
+aliases = ["OuterTarget"]
+[structures.Core]
+aliases = ["CentralCore"]
+[structures.Body]
+role = "external"
+required = false
+[beams]
+count = 4
+[grid]
+dose_grid_mm = 8.0
+[optimization]
+max_iterations = 60
+sequencing_levels = 5
+[helpers]
+ring_inner_mm = 8.0
+ring_outer_mm = 24.0
+normal_tissue_outer_mm = 40.0
+{extra}
+"""
+
+LOOSE_GOALS = """
+[[goals]]
+structure = "PTV"
+metric = "D95%"
+min = 50.0
+priority = 1
+[[goals]]
+structure = "PTV"
+metric = "Dmax"
+max = 400
+unit = "%"
+priority = 2
+[[goals]]
+structure = "Core"
+metric = "Dmean"
+max = 45.0
+priority = 2
+"""
+
+STRICT_GOALS = (
+    LOOSE_GOALS
+    + """
+[[goals]]
+structure = "Core"
+metric = "Dmax"
+max = 0.5
+priority = 1
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom") / "cshape"
+    return write_phantom("cshape", out, pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+
+
+def _protocol(tmp_path, goals: str, extra: str = "", name: str = "p.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(SMALL.format(extra=extra)) + goals)
+    return path
+
+
+def _run(phantom, protocol, out, *more):
+    return main(
+        [
+            "plan",
+            str(phantom.ct_dir),
+            str(phantom.rtstruct_path),
+            "--protocol",
+            str(protocol),
+            "--out",
+            str(out),
+            "--no-progress",
+            *more,
+        ]
+    )
+
+
+def test_plan_writes_four_files_and_goals_match_written_dose(phantom, tmp_path, capsys):
+    proto = _protocol(tmp_path, LOOSE_GOALS)
+    out = tmp_path / "plan"
+    cache = tmp_path / "cache"
+    assert _run(phantom, proto, out, "--cache-dir", str(cache)) == 0
+    assert len(list(cache.glob("influence-*.h5"))) == 2  # organ rows + helper rows
+    assert sorted(p.name for p in out.iterdir()) == sorted(PLAN_FILES)
+    assert "goals met" in capsys.readouterr().out
+    record = json.loads((out / "plan.json").read_text())
+    # Independent check: re-evaluate the goals on the RT-DOSE read back from disk.
+    dose, grid, refs = read_rtdose(out / "RTDOSE.dcm")
+    patient = load_patient(phantom.ct_dir, phantom.rtstruct_path)
+    p = load_protocol(proto)
+    goals = p.evaluation_goals(p.resolve_structures(patient.structures))
+    table = evaluate_goals(dose, patient.structures, goals, grid, prescription_gy=50.0)
+    achieved = [g["value"] for g in record["goals"]]
+    np.testing.assert_allclose(achieved, [r.value for r in table], rtol=2e-3, atol=0.05)
+    # normalisation: PTV D95 equals the prescription (first coverage goal met exactly)
+    assert table[0].value == pytest.approx(50.0, rel=3e-3)
+    plan = pydicom.dcmread(out / "RTPLAN.dcm")
+    assert plan.Modality == "RTPLAN" and len(plan.BeamSequence) >= 3
+    assert (
+        refs.referenced_plan_uid == plan.SOPInstanceUID
+        if hasattr(refs, "referenced_plan_uid")
+        else True
+    )
+    assert plan.FractionGroupSequence[0].NumberOfFractionsPlanned == 25
+    assert not list(tmp_path.glob(".plan.*"))  # no temporary folder left
+
+
+def test_exit_status_one_when_a_goal_fails_and_force(phantom, tmp_path):
+    proto = _protocol(tmp_path, STRICT_GOALS)
+    out = tmp_path / "plan"
+    assert _run(phantom, proto, out) == 1  # core Dmax <= 0.5 Gy is impossible
+    record = json.loads((out / "plan.json").read_text())
+    failed = [g for g in record["goals"] if not g["passed"]]
+    assert [g["metric"] for g in failed] == ["Dmax"]
+    # existing output: refused (2) unless --force
+    assert _run(phantom, proto, out) == 2
+    assert _run(phantom, proto, out, "--force") == 1
+
+
+def test_bad_input_writes_nothing(phantom, tmp_path, capsys):
+    out = tmp_path / "plan"
+    missing = _protocol(
+        tmp_path,
+        LOOSE_GOALS
+        + """
+[[goals]]
+structure = "Lung"
+metric = "V20Gy"
+max = 30
+""",
+        name="missing.toml",
+    )
+    assert _run(phantom, missing, out) == 2
+    err = capsys.readouterr().err
+    assert "needs structure 'Lung'" in err and "Core" in err and "--map Lung=" in err
+    assert not out.exists()
+    # hard constraints that contradict each other: every PTV voxel >= 50 Gy and <= 40 Gy
+    infeasible = _protocol(
+        tmp_path,
+        """
+[[goals]]
+structure = "PTV"
+metric = "Dmin"
+min = 50.0
+priority = 1
+hard = true
+[[goals]]
+structure = "PTV"
+metric = "Dmax"
+max = 40.0
+priority = 1
+hard = true
+""",
+        name="infeasible.toml",
+    )
+    assert _run(phantom, infeasible, out) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "PTV" in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".plan.*"))
+    # physically infeasible (no static contradiction): the optimiser cannot keep the core,
+    # 5 mm from the PTV, below 0.5 Gy while every PTV voxel gets 50 Gy
+    physics = _protocol(
+        tmp_path,
+        """
+[[goals]]
+structure = "PTV"
+metric = "Dmin"
+min = 50.0
+priority = 1
+hard = true
+[[goals]]
+structure = "Core"
+metric = "Dmax"
+max = 0.5
+priority = 1
+hard = true
+[[goals]]
+structure = "Core"
+metric = "Dmean"
+max = 30.0
+priority = 2
+""",
+        name="physics.toml",
+    )
+    assert _run(phantom, physics, out) == 2
+    err = capsys.readouterr().err
+    assert "Core" in err and ("hard constraints" in err or "infeasib" in err.lower())
+    assert not out.exists()
+    malformed = tmp_path / "malformed.toml"
+    malformed.write_text(SMALL.format(extra="") + '[[goals]]\nstructure = "PTV"\nmetric = "D95%"\n')
+    assert _run(phantom, malformed, out) == 2
+    assert "goal 0 (PTV D95%)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_map_option_resolves_renamed_structure(phantom, tmp_path):
+    proto = tmp_path / "renamed.toml"
+    text = textwrap.dedent(SMALL.format(extra="")).replace(
+        '[structures.Core]\naliases = ["CentralCore"]', "[structures.Avoid]\naliases = []"
+    ) + LOOSE_GOALS.replace('"Core"', '"Avoid"')
+    proto.write_text(text)
+    out = tmp_path / "plan"
+    assert _run(phantom, proto, out) == 2  # no structure "Avoid" in the patient
+    assert not out.exists()
+    assert _run(phantom, proto, out, "--map", "Avoid=Core") == 0
+    record = json.loads((out / "plan.json").read_text())
+    assert {g["structure"] for g in record["goals"]} == {"PTV", "Core"}
+
+
+def test_demo_writes_phantom_and_plan(tmp_path, capsys):
+    out = tmp_path / "demo"
+    status = main(
+        [
+            "demo",
+            str(out),
+            "--dose-grid-mm",
+            "10",
+            "--beams",
+            "3",
+            "--max-iterations",
+            "30",
+            "--no-progress",
+        ]
+    )
+    assert status == 0  # the demo exits 0 when the plan is produced, goals shown not fatal
+    text = capsys.readouterr().out
+    assert "GoalTable" in text and "Core D5% <= 10 Gy" in text
+    assert (out / "input" / "RS.dcm").is_file() and any((out / "input" / "CT").iterdir())
+    assert sorted(p.name for p in (out / "plan").iterdir()) == sorted(PLAN_FILES)
+    plan = pydicom.dcmread(out / "plan" / "RTPLAN.dcm")
+    rs = pydicom.dcmread(out / "input" / "RS.dcm")
+    assert plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
+    assert main(["demo", str(out), "--no-progress"]) == 2  # exists: refused, untouched

@@ -1,0 +1,46 @@
+"""The examples run: the script and the notebook (executed with nbclient)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_plan_cshape_script(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "plan"
+    monkeypatch.setattr(sys, "argv", ["plan_cshape.py", str(out)])
+    runpy.run_path(str(EXAMPLES / "plan_cshape.py"), run_name="__main__")
+    text = capsys.readouterr().out
+    assert "goals met" in text and "Core" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["RTPLAN.dcm", "RTDOSE.dcm", "plan.json", "report.html"]
+    )
+    record = json.loads((out / "plan.json").read_text())
+    ptv_d95 = [g for g in record["goals"] if g["structure"] == "PTV" and g["metric"] == "D95%"]
+    assert ptv_d95[0]["value"] == pytest.approx(50.0, rel=3e-3)  # normalised to Rx
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_plan_cshape_notebook():
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(EXAMPLES / "plan_cshape.ipynb", as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "core D5 =" in text
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "rtplan-goals" in html  # the goal table rendered for Jupyter
+    last = nb.cells[-1].outputs[-1]["data"]["text/plain"]
+    assert "RTPLAN.dcm" in last and "report.html" in last
