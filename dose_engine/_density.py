@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from array_api_compat import array_namespace
 
+from ._data_files import read_json_data
 from .errors import BeamModelError
 
 __all__ = ["HUTable", "hu_to_density", "load_hu_table"]
@@ -77,19 +76,10 @@ def load_hu_table(path: str | Path | None = None) -> HUTable:
         If the file is unreadable, lacks ``table`` or is not monotonic (the message names the
         file and the row).
     """
-    if path is None:
-        ref = resources.files("dose_engine") / "data" / _DEFAULT_NAME
-        text, name = ref.read_text(encoding="utf-8"), str(ref)
-    else:
-        name = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BeamModelError(f"HU table {name}: cannot be read ({exc}).") from exc
+    data, name = read_json_data(path, _DEFAULT_NAME, what="HU table")
     try:
-        data = json.loads(text)
         rows = np.asarray(data["table"], dtype=float)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BeamModelError(
             f"HU table {name}: expected JSON with a 'table' list of [hu, density] rows ({exc})."
         ) from exc

@@ -45,13 +45,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._backend import erf
+from ._data_files import read_json_data
 from .errors import BeamModelError, InvalidGeometryError
 
 __all__ = ["BeamModel", "load_beam_model", "rectangle_dose"]
@@ -240,25 +240,7 @@ def load_beam_model(path: str | Path | None = None) -> BeamModel:
     BeamModelError
         If the file cannot be read, is not JSON, or lacks keys (named in the message).
     """
-    if path is None:
-        ref = resources.files("dose_engine") / "data" / DEFAULT_MODEL
-        name = str(ref)
-        try:
-            text = ref.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BeamModelError(
-                f"The shipped beam model {name} is missing; run `python -m dose_engine.fit`."
-            ) from exc
-    else:
-        name = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BeamModelError(f"Beam model {name} cannot be read ({exc}).") from exc
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BeamModelError(f"Beam model {name} is not valid JSON ({exc}).") from exc
+    params, name = read_json_data(path, DEFAULT_MODEL, what="Beam model")
     if not isinstance(params, dict):
         raise BeamModelError(f"Beam model {name} must hold a JSON object.")
     return BeamModel(params, name)
