@@ -210,6 +210,47 @@ def _dot(xp, a, b) -> float:
     return float(xp.sum(a * b))
 
 
+class _Loop:
+    """What every inner solver shares: the objective ``phi``, the products, the iteration
+    and dose-evaluation counters, the limits, the progress bar and the user's callback."""
+
+    def __init__(
+        self, phi, fwd, grad_x, counts, t_start, time_limit_s, bar, callback, make_result
+    ) -> None:
+        self.phi = phi
+        self.fwd = fwd
+        self.grad_x = grad_x
+        self.counts = counts
+        self.t_start = t_start
+        self.time_limit_s = time_limit_s
+        self.bar = bar
+        self.callback = callback
+        self.make_result = make_result
+
+    def timed_out(self) -> bool:
+        return (
+            self.time_limit_s is not None and time.perf_counter() - self.t_start > self.time_limit_s
+        )
+
+    def stop_status(self, it: int, budget: int) -> Status | None:
+        """``ITERATION_LIMIT`` or ``TIME_LIMIT`` when the inner loop must stop, else None."""
+        if it >= budget:
+            return Status.ITERATION_LIMIT
+        if self.timed_out():
+            return Status.TIME_LIMIT
+        return None
+
+    def count_iteration(self) -> None:
+        self.counts["iter"] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def report(self, it: int, x) -> None:
+        """Every 100 inner iterations, show the callback an intermediate result."""
+        if self.callback is not None and it % 100 == 0:
+            self.callback(self.make_result(Status.ITERATION_LIMIT, f"inner iteration {it}", x))
+
+
 def solve_first_order(
     problem: Problem,
     *,
@@ -385,6 +426,7 @@ def solve_first_order(
             },
         )
 
+    loop = _Loop(phi, fwd, grad_x, counts, t_start, time_limit_s, bar, callback, make_result)
     try:
         outer = 0
         prev_viol = math.inf
@@ -392,56 +434,14 @@ def solve_first_order(
         while True:
             if inner == "fista":
                 x, d, lip, inner_status = _fista(
-                    xp,
-                    x,
-                    d,
-                    phi,
-                    fwd,
-                    grad_x,
-                    lip,
-                    precond,
-                    inner_tol,
-                    max_iter - counts["iter"],
-                    counts,
-                    t_start,
-                    time_limit_s,
-                    bar,
-                    callback,
-                    make_result,
+                    xp, x, d, loop, lip, precond, inner_tol, max_iter - counts["iter"]
                 )
             elif inner == "lbfgs":
                 x, d, inner_status = _lbfgs(
-                    xp,
-                    x,
-                    d,
-                    phi,
-                    fwd,
-                    grad_x,
-                    inner_tol,
-                    max_iter - counts["iter"],
-                    counts,
-                    t_start,
-                    time_limit_s,
-                    bar,
-                    callback,
-                    make_result,
-                    memory=memory,
+                    xp, x, d, loop, inner_tol, max_iter - counts["iter"], memory=memory
                 )
             else:
-                x, d, inner_status = _lbfgsb(
-                    x,
-                    phi,
-                    fwd,
-                    grad_x,
-                    inner_tol,
-                    max_iter - counts["iter"],
-                    counts,
-                    t_start,
-                    time_limit_s,
-                    bar,
-                    callback,
-                    make_result,
-                )
+                x, d, inner_status = _lbfgsb(x, loop, inner_tol, max_iter - counts["iter"])
             if al is None:
                 status = inner_status
                 break
@@ -572,23 +572,7 @@ def _estimate_lipschitz(xp, x, fwd, bwd, phi, precond) -> float:
     return max(est, 1e-12)
 
 
-def _lbfgs(
-    xp,
-    x,
-    d,
-    phi,
-    fwd,
-    grad_x,
-    tol,
-    budget,
-    counts,
-    t_start,
-    time_limit_s,
-    bar,
-    callback,
-    make_result,
-    memory: int = 10,
-):
+def _lbfgs(xp, x, d, loop: _Loop, tol, budget, memory: int = 10):
     """Projected L-BFGS on ``x >= 0`` (two-metric projection, Bertsekas 1982).
 
     Beamlets at zero whose gradient pushes them further down are held; the L-BFGS two-loop
@@ -601,6 +585,7 @@ def _lbfgs(
     constraints", SIAM J. Control Optim. 20 (1982) 221, doi:10.1137/0320018.
     D. C. Liu, J. Nocedal, Math. Program. 45 (1989) 503, doi:10.1007/BF01589116.
     """
+    phi, fwd, grad_x = loop.phi, loop.fwd, loop.grad_x
     f, g_u, g_x = phi(d, x)
     g = grad_x(g_u, g_x)
     pairs: list = []
@@ -608,10 +593,9 @@ def _lbfgs(
     it = 0
     gamma = None
     while True:
-        if it >= budget:
-            return x, d, Status.ITERATION_LIMIT
-        if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
-            return x, d, Status.TIME_LIMIT
+        stop = loop.stop_status(it, budget)
+        if stop is not None:
+            return x, d, stop
         eps = 1e-12 + 1e-9 * float(xp.max(x)) if x.shape[0] else 0.0
         free = (x > eps) | (g < 0)
         q = xp.where(free, g, 0.0)
@@ -655,23 +639,20 @@ def _lbfgs(
                 pairs.pop(0)
             gamma = sy / _dot(xp, y_k, y_k)
         it += 1
-        counts["iter"] += 1
-        if bar is not None:
-            bar.update(1)
+        loop.count_iteration()
         rel = (f - f_new) / max(abs(f_new), 1e-30)
         x, d, f, g = x_new, d_new, f_new, g_new
         small = small + 1 if rel < tol else 0
         if small >= 3:
             return x, d, Status.OPTIMAL
-        if callback is not None and it % 100 == 0:
-            callback(make_result(Status.ITERATION_LIMIT, f"inner iteration {it}", x))
+        loop.report(it, x)
 
 
-def _lbfgsb(
-    x, phi, fwd, grad_x, tol, budget, counts, t_start, time_limit_s, bar, callback, make_result
-):
+def _lbfgsb(x, loop: _Loop, tol, budget):
     """scipy L-BFGS-B on ``x >= 0``; one forward and one transpose product per evaluation."""
     import scipy.optimize
+
+    phi, fwd, grad_x = loop.phi, loop.fwd, loop.grad_x
 
     if budget <= 0:
         return x, fwd(x), Status.ITERATION_LIMIT
@@ -684,24 +665,15 @@ def _lbfgsb(
 
     def cb(intermediate_result):
         state["it"] += 1
-        counts["iter"] += 1
-        if bar is not None:
-            bar.update(1)
-        if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
+        loop.count_iteration()
+        if loop.timed_out():
             state["status"] = Status.TIME_LIMIT
             raise StopIteration
-        if callback is not None and state["it"] % 100 == 0:
-            try:
-                callback(
-                    make_result(
-                        Status.ITERATION_LIMIT,
-                        f"inner iteration {state['it']}",
-                        intermediate_result.x,
-                    )
-                )
-            except StopIteration:
-                state["status"] = Status.CALLBACK_STOP
-                raise
+        try:
+            loop.report(state["it"], intermediate_result.x)
+        except StopIteration:
+            state["status"] = Status.CALLBACK_STOP
+            raise
 
     res = scipy.optimize.minimize(
         fg,
@@ -729,38 +701,21 @@ def _lbfgsb(
     return x_new, fwd(x_new), status
 
 
-def _fista(
-    xp,
-    x,
-    d,
-    phi,
-    fwd,
-    grad_x,
-    lip,
-    precond,
-    tol,
-    budget,
-    counts,
-    t_start,
-    time_limit_s,
-    bar,
-    callback,
-    make_result,
-):
+def _fista(xp, x, d, loop: _Loop, lip, precond, tol, budget):
     """FISTA with backtracking, a slowly shrinking step and gradient-based adaptive restart.
 
     Returns ``(x, d, lip, status)``; ``d = A_u x`` is kept in step with ``x``.
     """
+    phi, fwd, grad_x = loop.phi, loop.fwd, loop.grad_x
     f_x, _, _ = phi(d, x, want_grad=False)
     y, dy = x, d
     t = 1.0
     small = 0
     it = 0
     while True:
-        if it >= budget:
-            return x, d, lip, Status.ITERATION_LIMIT
-        if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
-            return x, d, lip, Status.TIME_LIMIT
+        stop = loop.stop_status(it, budget)
+        if stop is not None:
+            return x, d, lip, stop
         f_y, g_u, g_x = phi(dy, y)
         g = grad_x(g_u, g_x)
         while True:
@@ -775,13 +730,11 @@ def _fista(
                 break
             lip *= 2.0
         it += 1
-        counts["iter"] += 1
-        if bar is not None:
-            bar.update(1)
+        loop.count_iteration()
         # adaptive restart (gradient scheme) and monotone safeguard
         if _dot(xp, (y - x_new) * precond, x_new - x) > 0 or f_new > f_x:
             t = 1.0
-            counts["restarts"] += 1
+            loop.counts["restarts"] += 1
         t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_new
         rel = abs(f_x - f_new) / max(abs(f_new), 1e-30)
@@ -792,5 +745,4 @@ def _fista(
         small = small + 1 if rel < tol else 0
         if small >= 5:
             return x, d, lip, Status.OPTIMAL
-        if callback is not None and it % 100 == 0:
-            callback(make_result(Status.ITERATION_LIMIT, f"inner iteration {it}", x))
+        loop.report(it, x)

@@ -197,7 +197,51 @@ class Term:
 # ---------------------------------------------------------------------------------------
 # quadratic dose terms
 # ---------------------------------------------------------------------------------------
-class Underdose(Term):
+class _SoftLevelTerm(Term):
+    """A soft-only term on one structure around a dose level (``dose_gy`` required)."""
+
+    def __init__(
+        self, structure: str, dose_gy: float, *, weight: float = 1.0, label: str | None = None
+    ) -> None:
+        super().__init__(structure, dose_gy, weight=weight, label=label)
+
+
+class _OneSidedQuadratic(_SoftLevelTerm):
+    """Shared maths of :class:`Underdose` and :class:`Overdose`.
+
+    ``value = sum_i p_i * max(0, excess_i)**2`` (Gy²) with ``excess_i = dose_gy - d_i``
+    (``_under = True``) or ``d_i - dose_gy`` (``_under = False``).
+    """
+
+    _under: ClassVar[bool]
+
+    def _excess(self, dose_gy):
+        return self.dose_gy - dose_gy if self._under else dose_gy - self.dose_gy
+
+    def _describe(self) -> str:
+        name, op = ("Underdose", "<") if self._under else ("Overdose", ">")
+        return f"{name}({self.structure} {op} {self.dose_gy:g} Gy)"
+
+    def value(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        r = xp.clip(self._excess(dose_gy), 0, None)
+        return float(xp.sum(p * r * r))
+
+    def gradient(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        return (-2.0 if self._under else 2.0) * p * xp.clip(self._excess(dose_gy), 0, None)
+
+    def fo_value_and_gradient(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        pr = p * xp.clip(self._excess(dose_gy), 0, None)
+        return float(xp.sum(pr * self._excess(dose_gy))), (-2.0 if self._under else 2.0) * pr
+
+    def quantity(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        return float(xp.min(dose_gy) if self._under else xp.max(dose_gy))
+
+
+class Underdose(_OneSidedQuadratic):
     """Quadratic underdose below a dose level.
 
     ``value = sum_i p_i * max(0, dose_gy - d_i)**2`` (Gy²), convex and smooth.
@@ -212,33 +256,10 @@ class Underdose(Term):
         Importance weight (default 1).
     """
 
-    def __init__(
-        self, structure: str, dose_gy: float, *, weight: float = 1.0, label: str | None = None
-    ) -> None:
-        super().__init__(structure, dose_gy, weight=weight, label=label)
-
-    def _describe(self) -> str:
-        return f"Underdose({self.structure} < {self.dose_gy:g} Gy)"
-
-    def value(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        r = xp.clip(self.dose_gy - dose_gy, 0, None)
-        return float(xp.sum(p * r * r))
-
-    def gradient(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        return -2.0 * p * xp.clip(self.dose_gy - dose_gy, 0, None)
-
-    def fo_value_and_gradient(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        pr = p * xp.clip(self.dose_gy - dose_gy, 0, None)
-        return float(xp.sum(pr * (self.dose_gy - dose_gy))), -2.0 * pr
-
-    def quantity(self, dose_gy, p):
-        return float(array_namespace(dose_gy).min(dose_gy))
+    _under = True
 
 
-class Overdose(Term):
+class Overdose(_OneSidedQuadratic):
     """Quadratic overdose above a dose level.
 
     ``value = sum_i p_i * max(0, d_i - dose_gy)**2`` (Gy²), convex and smooth.
@@ -253,33 +274,10 @@ class Overdose(Term):
         Importance weight (default 1).
     """
 
-    def __init__(
-        self, structure: str, dose_gy: float, *, weight: float = 1.0, label: str | None = None
-    ) -> None:
-        super().__init__(structure, dose_gy, weight=weight, label=label)
-
-    def _describe(self) -> str:
-        return f"Overdose({self.structure} > {self.dose_gy:g} Gy)"
-
-    def value(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        r = xp.clip(dose_gy - self.dose_gy, 0, None)
-        return float(xp.sum(p * r * r))
-
-    def gradient(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        return 2.0 * p * xp.clip(dose_gy - self.dose_gy, 0, None)
-
-    def fo_value_and_gradient(self, dose_gy, p):
-        xp = array_namespace(dose_gy)
-        pr = p * xp.clip(dose_gy - self.dose_gy, 0, None)
-        return float(xp.sum(pr * (dose_gy - self.dose_gy))), 2.0 * pr
-
-    def quantity(self, dose_gy, p):
-        return float(array_namespace(dose_gy).max(dose_gy))
+    _under = False
 
 
-class Prescription(Term):
+class Prescription(_SoftLevelTerm):
     """Squared deviation from a prescribed dose.
 
     ``value = sum_i p_i * (d_i - dose_gy)**2`` (Gy²), convex and smooth.
@@ -293,11 +291,6 @@ class Prescription(Term):
     weight : float, optional
         Importance weight (default 1).
     """
-
-    def __init__(
-        self, structure: str, dose_gy: float, *, weight: float = 1.0, label: str | None = None
-    ) -> None:
-        super().__init__(structure, dose_gy, weight=weight, label=label)
 
     def _describe(self) -> str:
         return f"Prescription({self.structure} = {self.dose_gy:g} Gy)"
@@ -314,7 +307,26 @@ class Prescription(Term):
         return float(array_namespace(dose_gy).sum(p * dose_gy))
 
 
-class MaxDose(Overdose):
+class _VoxelBound(Term):
+    """Shared part of :class:`MaxDose` and :class:`MinDose`: a soft one-sided quadratic that
+    may also be a hard constraint, one inequality per voxel."""
+
+    per_voxel = True
+    hard_allowed = True
+
+    def __init__(
+        self,
+        structure: str,
+        dose_gy: float,
+        *,
+        weight: float = 1.0,
+        hard: bool = False,
+        label: str | None = None,
+    ) -> None:
+        Term.__init__(self, structure, dose_gy, weight=weight, hard=hard, label=label)
+
+
+class MaxDose(_VoxelBound, Overdose):
     """Maximum dose: a hard ``max_i d_i <= dose_gy``, or a soft quadratic overdose above it.
 
     As an objective (``hard=False``) the value is the piecewise-quadratic overdose above
@@ -333,25 +345,11 @@ class MaxDose(Overdose):
         Hard constraint instead of objective (default False).
     """
 
-    per_voxel = True
-    hard_allowed = True
-
-    def __init__(
-        self,
-        structure: str,
-        dose_gy: float,
-        *,
-        weight: float = 1.0,
-        hard: bool = False,
-        label: str | None = None,
-    ) -> None:
-        Term.__init__(self, structure, dose_gy, weight=weight, hard=hard, label=label)
-
     def _describe(self) -> str:
         return f"MaxDose({self.structure} <= {self.dose_gy:g} Gy)"
 
 
-class MinDose(Underdose):
+class MinDose(_VoxelBound, Underdose):
     """Minimum dose: a hard ``min_i d_i >= dose_gy``, or a soft quadratic underdose.
 
     Parameters
@@ -367,19 +365,6 @@ class MinDose(Underdose):
     """
 
     sense = ">="
-    per_voxel = True
-    hard_allowed = True
-
-    def __init__(
-        self,
-        structure: str,
-        dose_gy: float,
-        *,
-        weight: float = 1.0,
-        hard: bool = False,
-        label: str | None = None,
-    ) -> None:
-        Term.__init__(self, structure, dose_gy, weight=weight, hard=hard, label=label)
 
     def _describe(self) -> str:
         return f"MinDose({self.structure} >= {self.dose_gy:g} Gy)"
@@ -526,22 +511,22 @@ def _sorted_cum(dose_gy, p, descending: bool):
     return d, w, xp.cumulative_sum(w)
 
 
-def upper_cvar(dose_gy: Any, p: Any, fraction: float) -> float:
-    """Mean dose of the hottest ``fraction`` of the volume (upper CVaR), Gy."""
+def _cvar(dose_gy: Any, p: Any, fraction: float, *, descending: bool) -> float:
     xp = array_namespace(dose_gy)
-    d, w, c = _sorted_cum(dose_gy, p, descending=True)
+    d, w, c = _sorted_cum(dose_gy, p, descending=descending)
     prev = c - w
     take = xp.clip(xp.minimum(c, fraction) - prev, 0, None)
     return float(xp.sum(take * d)) / fraction
+
+
+def upper_cvar(dose_gy: Any, p: Any, fraction: float) -> float:
+    """Mean dose of the hottest ``fraction`` of the volume (upper CVaR), Gy."""
+    return _cvar(dose_gy, p, fraction, descending=True)
 
 
 def lower_cvar(dose_gy: Any, p: Any, fraction: float) -> float:
     """Mean dose of the coldest ``fraction`` of the volume (lower CVaR), Gy."""
-    xp = array_namespace(dose_gy)
-    d, w, c = _sorted_cum(dose_gy, p, descending=False)
-    prev = c - w
-    take = xp.clip(xp.minimum(c, fraction) - prev, 0, None)
-    return float(xp.sum(take * d)) / fraction
+    return _cvar(dose_gy, p, fraction, descending=False)
 
 
 def dose_at_volume(dose_gy: Any, p: Any, volume_pct: float) -> float:
@@ -637,27 +622,30 @@ class _DVH(Term):
         v = self.volume_pct / 100.0
         return v if self.sense == "<=" else 1.0 - v
 
-    def fo_quantity(self, dose_gy, p):
-        return smooth_cvar(dose_gy, p, self._fraction(), self.tau_gy, upper=self.sense == "<=")[0]
+    def _smooth(self, dose_gy, p):
+        return smooth_cvar(dose_gy, p, self._fraction(), self.tau_gy, upper=self.sense == "<=")
 
-    def fo_quantity_gradient(self, dose_gy, p):
-        return smooth_cvar(dose_gy, p, self._fraction(), self.tau_gy, upper=self.sense == "<=")[1]
-
-    def fo_value(self, dose_gy, p):
-        q = self.fo_quantity(dose_gy, p)
+    def _squared_miss(self, q) -> float:
         r = max(q - self.dose_gy, 0.0) if self.sense == "<=" else max(self.dose_gy - q, 0.0)
         return r * r
 
+    def fo_quantity(self, dose_gy, p):
+        return self._smooth(dose_gy, p)[0]
+
+    def fo_quantity_gradient(self, dose_gy, p):
+        return self._smooth(dose_gy, p)[1]
+
+    def fo_value(self, dose_gy, p):
+        return self._squared_miss(self.fo_quantity(dose_gy, p))
+
     def fo_gradient(self, dose_gy, p):
-        q, g = smooth_cvar(dose_gy, p, self._fraction(), self.tau_gy, upper=self.sense == "<=")
+        q, g = self._smooth(dose_gy, p)
         if self.sense == "<=":
             return 2.0 * max(q - self.dose_gy, 0.0) * g
         return -2.0 * max(self.dose_gy - q, 0.0) * g
 
     def value(self, dose_gy, p):
-        r = self.quantity(dose_gy, p) - self.dose_gy
-        r = max(r, 0.0) if self.sense == "<=" else max(-r, 0.0)
-        return r * r
+        return self._squared_miss(self.quantity(dose_gy, p))
 
     def reported(self, dose_gy, p):
         out = super().reported(dose_gy, p)
