@@ -48,6 +48,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..planning import plan_batch, read_manifest
+    from ._plan import planning_kwargs
 
     entries = read_manifest(args.manifest)
     outcomes = plan_batch(
@@ -55,13 +56,7 @@ def run(args) -> int:
         scheduler=args.scheduler,
         n_workers=args.workers,
         processes=args.processes,
-        backend=args.backend,
-        solver=args.solver,
-        cache_dir=args.cache_dir,
-        dose_grid_mm=args.dose_grid_mm,
-        n_beams=args.beams,
-        max_iterations=args.max_iterations,
-        overwrite=args.force,
+        **planning_kwargs(args),
     )
     bad = 0
     for o in outcomes:

@@ -40,19 +40,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..planning import run_demo
+    from ._plan import planning_kwargs
 
     result = run_demo(
         args.out_dir,
         phantom=args.phantom,
         protocol=args.protocol,
-        backend=args.backend,
-        solver=args.solver,
-        cache_dir=args.cache_dir,
-        dose_grid_mm=args.dose_grid_mm,
-        n_beams=args.beams,
-        max_iterations=args.max_iterations,
-        overwrite=args.force,
         progress=not args.no_progress,
+        **planning_kwargs(args),
     )
     print(result["summary"])
     print(f"input (DICOM):  {result['input']}")

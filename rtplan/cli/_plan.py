@@ -63,6 +63,21 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def planning_kwargs(args: argparse.Namespace) -> dict:
+    """The options of :func:`add_planning_options` as keyword arguments of
+    ``plan_and_write``, ``run_demo`` and ``plan_batch`` (``--no-progress`` aside: batch
+    jobs never show progress bars)."""
+    return {
+        "backend": args.backend,
+        "solver": args.solver,
+        "cache_dir": args.cache_dir,
+        "dose_grid_mm": args.dose_grid_mm,
+        "n_beams": args.beams,
+        "max_iterations": args.max_iterations,
+        "overwrite": args.force,
+    }
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan",
@@ -107,15 +122,9 @@ def run(args) -> int:
         args.protocol,
         args.out,
         structure_map=args.map,
-        backend=args.backend,
-        solver=args.solver,
-        cache_dir=args.cache_dir,
-        dose_grid_mm=args.dose_grid_mm,
-        n_beams=args.beams,
-        max_iterations=args.max_iterations,
-        overwrite=args.force,
         progress=not args.no_progress,
         scheduler=args.scheduler,
+        **planning_kwargs(args),
     )
     print(result["summary"])
     print(f"written: {result['out']}")
