@@ -60,18 +60,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from ._toml_files import parse_toml, read_named_toml
 from .errors import InputError
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = [
     "GAP_TOLERANCE_MM",
@@ -362,26 +357,30 @@ def _machines_dir():
     return resources.files("rtplan").joinpath("data", "machines")
 
 
-def available_machines() -> tuple[str, ...]:
-    """Names of the machine models shipped with rtplan (usable in :func:`load_machine`)."""
-    out = []
-    for f in _machines_dir().iterdir():
-        if f.name.endswith(".toml"):
-            try:
-                data = tomllib.loads(f.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError):  # pragma: no cover
-                continue
-            out.append(str(data.get("name", f.name[: -len(".toml")])))
-    return tuple(sorted(out))
-
-
-def _shipped_files() -> dict[str, Any]:
+def _shipped_tables() -> dict[str, tuple[dict[str, Any], Any]]:
+    """Every shipped machine file, parsed, with its file, by file stem."""
     out = {}
     for f in _machines_dir().iterdir():
         if f.name.endswith(".toml"):
-            data = tomllib.loads(f.read_text(encoding="utf-8"))
-            out[str(data.get("name", ""))] = f
-            out[f.name[: -len(".toml")]] = f
+            data = parse_toml(
+                f.read_bytes(), source=f"'{f.name}'", what="Machine file", error=MachineError
+            )
+            out[f.name[: -len(".toml")]] = (data, f)
+    return out
+
+
+def available_machines() -> tuple[str, ...]:
+    """Names of the machine models shipped with rtplan (usable in :func:`load_machine`)."""
+    tables = _shipped_tables().items()
+    return tuple(sorted(str(data.get("name", stem)) for stem, (data, _) in tables))
+
+
+def _shipped_files() -> dict[str, Any]:
+    """Shipped machine files by machine name and by file stem."""
+    out = {}
+    for stem, (data, f) in _shipped_tables().items():
+        out[str(data.get("name", ""))] = f
+        out[stem] = f
     return out
 
 
@@ -411,29 +410,13 @@ def load_machine(name_or_path: str | os.PathLike) -> Machine:
     >>> m.mlc.n_pairs, m.dicom_device_types()
     (60, ('ASYMX', 'ASYMY', 'MLCX'))
     """
-    text = os.fspath(name_or_path)
-    path = Path(text)
-    if path.suffix.lower() == ".toml" or path.exists():
-        if not path.is_file():
-            raise MachineError(
-                f"Machine file '{path}' does not exist; give a TOML file or one of the "
-                f"shipped machines {list(available_machines())}."
-            )
-        raw = path.read_bytes()
-        source = f"'{path}'"
-    else:
-        shipped = _shipped_files()
-        if text not in shipped:
-            raise MachineError(
-                f"Unknown machine {text!r}; shipped machines are {list(available_machines())}, "
-                "or give the path of a .toml machine file."
-            )
-        raw = shipped[text].read_bytes()
-        source = f"'{shipped[text].name}' (shipped)"
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise MachineError(f"Machine file {source}: not valid TOML: {exc}.") from None
+    data, source = read_named_toml(
+        name_or_path,
+        _shipped_files(),
+        kind="machine",
+        listed=available_machines(),
+        error=MachineError,
+    )
     return parse_machine(data, source=source)
 
 

@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from .._toml_files import parse_toml
 from ..errors import InputError, RtplanError
 
 __all__ = ["BatchEntry", "BatchOutcome", "plan_batch", "read_manifest"]
@@ -88,10 +84,9 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
     base = path.parent
     rows: list[dict[str, Any]]
     if path.suffix.lower() == ".toml":
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"Batch manifest '{path}': not valid TOML: {exc}.") from None
+        data = parse_toml(
+            path.read_bytes(), source=f"'{path}'", what="Batch manifest", error=InputError
+        )
         rows = data.get("patient")
         if not isinstance(rows, list) or not rows:
             raise InputError(

@@ -21,14 +21,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from .._toml_files import read_named_toml
 from ..errors import ProtocolError
 
 __all__ = [
@@ -862,10 +857,15 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     )
 
 
+def _shipped_protocols() -> dict[str, Any]:
+    """Shipped protocol files by name (file stem)."""
+    files = resources.files(__package__).joinpath("data").iterdir()
+    return {f.name[: -len(".toml")]: f for f in files if f.name.endswith(".toml")}
+
+
 def available_protocols() -> tuple[str, ...]:
     """Names of the protocols shipped with rtplan (usable as ``--protocol NAME``)."""
-    files = resources.files(__package__).joinpath("data").iterdir()
-    return tuple(sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml")))
+    return tuple(sorted(_shipped_protocols()))
 
 
 def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
@@ -889,29 +889,13 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     >>> p.prescription.total_dose_gy
     50.0
     """
-    text_name = os.fspath(name_or_path)
-    path = Path(text_name)
-    if path.suffix.lower() == ".toml" or path.exists():
-        if not path.is_file():
-            raise ProtocolError(
-                f"Protocol file '{path}' does not exist; give a TOML file or one of the "
-                f"shipped protocols {list(available_protocols())}."
-            )
-        raw = path.read_bytes()
-        source = str(path)
-    else:
-        res = resources.files(__package__).joinpath("data", f"{text_name}.toml")
-        if not res.is_file():
-            raise ProtocolError(
-                f"Unknown protocol '{text_name}'; shipped protocols are "
-                f"{list(available_protocols())}, or give the path of a .toml file."
-            )
-        raw = res.read_bytes()
-        source = f"{text_name} (shipped)"
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"Protocol {source}: not valid TOML: {exc}.") from None
+    data, source = read_named_toml(
+        name_or_path,
+        _shipped_protocols(),
+        kind="protocol",
+        listed=available_protocols(),
+        error=ProtocolError,
+    )
     return parse_protocol(data, source=source)
 
 
