@@ -15,6 +15,8 @@ from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solve import solve
 from ._terms import (
     GEUD,
+    DVHOverdose,
+    DVHUnderdose,
     MaxDose,
     MaxDVH,
     MeanDose,
@@ -36,6 +38,8 @@ from .errors import (
 )
 
 __all__ = [
+    "DVHOverdose",
+    "DVHUnderdose",
     "GEUD",
     "SOLUTION_PRESENT",
     "CvxpyFormulation",

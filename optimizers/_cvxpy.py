@@ -153,6 +153,11 @@ class CvxpyFormulation:
     def _soft(self, k: int, t: Term):
         import cvxpy as cp
 
+        if not t.convex:
+            raise InvalidProblemError(
+                f"{t.label}: {type(t).__name__} is not convex and CVXPY needs convex terms; "
+                "use MinDVH/MaxDVH (CVaR) or method='first_order'."
+            )
         if isinstance(t, Smoothness):
             return (1.0 / t.operator.shape[0]) * cp.sum_squares(t.operator @ self.x)
         if isinstance(t, TotalMU):

@@ -1,11 +1,12 @@
 """First-order solver: accelerated projected gradient (FISTA with backtracking and adaptive
 restart) on ``x >= 0``, with hard constraints handled by an augmented Lagrangian.
 
-Array code takes its namespace from the arrays (``xp = array_namespace(x0)``) and the sparse
-products go through the matrix objects themselves, so a cupyx CSR and CuPy vectors run the
-same code on a GPU. Each iteration costs one forward product ``A_u @ x`` and one transpose
-product ``A_u^T g`` (``A_u^T`` is kept as its own CSR): the dose at the extrapolated point is
-a linear combination of stored doses, not a new product.
+The vector code is written against the array API standard: it takes its namespace from an
+:class:`ArrayBackend` (``_array_backend.py``), which also holds the two matrix products, so
+numpy + scipy CSR on the CPU and CuPy + cupyx CSR on a GPU run the same code (the tests run
+it with array-api-strict). Each iteration costs one forward product ``A_u @ x`` and one
+transpose product ``A_u^T g`` (``A_u^T`` is kept as its own CSR): the dose at the
+extrapolated point is a linear combination of stored doses, not a new product.
 
 References
 ----------
@@ -25,9 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
-from ._problem import Problem
+from ._array_backend import ArrayBackend, array_backend
+from ._problem import Problem, constraint_scale
 from ._result import OptimizationResult, Status
 from ._terms import Term, _LevelBound
 from .errors import InfeasibleError, InvalidProblemError
@@ -38,39 +40,50 @@ logger = logging.getLogger("rtplan.optimizers")
 
 
 class _Compiled:
-    """Per-term index arrays and scales on the solver's device, built once per solve."""
+    """Per-term index arrays and voxel weights on the solver's device, built once per solve.
 
-    def __init__(self, problem: Problem, xp: Any, like: Any) -> None:
+    A structure's dose is read from the union dose with ``take`` (array API). Its gradient is
+    added back in place with an integer-array index on numpy and CuPy; the array API has no
+    scatter, so other namespaces gather from the structure's gradient through the inverse
+    index instead (``inv``: (n_u,) position of each union voxel in the structure, ``n_s``
+    for voxels outside it, which read an appended zero).
+    """
+
+    def __init__(self, problem: Problem, backend: ArrayBackend) -> None:
         self.problem = problem
-        self.xp = xp
-        device = getattr(like, "device", None)
-
-        def asarr(a, dt=None):
-            if device is None:
-                return xp.asarray(a, dtype=dt)
-            return xp.asarray(a, dtype=dt, device=device)
-
-        self.asarr = asarr
-        self.idx: dict[str, Any] = {n: asarr(i) for n, i in problem.local_index.items()}
-        n_u = problem.union_rows.size
-        # structures covering the whole union are read and written without fancy indexing
+        xp = self.xp = backend.xp
+        n_u = self.n_u = problem.union_rows.size
+        # structures covering the whole union are read and written without indexing
         self.full = {
             n: i.size == n_u and bool(np.all(i == np.arange(n_u)))
             for n, i in problem.local_index.items()
         }
-        self.p: dict[str, Any] = {n: asarr(v, xp.float64) for n, v in problem.p.items()}
+        self.idx: dict[str, Any] = {n: xp.asarray(i) for n, i in problem.local_index.items()}
+        self.setitem_scatter = is_numpy_namespace(xp) or is_cupy_namespace(xp)
+        self.inv: dict[str, Any] = {}
+        if not self.setitem_scatter:
+            for n, i in problem.local_index.items():
+                if not self.full[n]:
+                    inv = np.full(n_u, i.size, dtype=np.int64)
+                    inv[i] = np.arange(i.size)
+                    self.inv[n] = xp.asarray(inv)
+        self.p: dict[str, Any] = {n: backend.asarray(v) for n, v in problem.p.items()}
         self.soft = [t for t in problem.soft_terms if t.weight > 0]
         self.hard = problem.hard_terms
-        self.n_u = problem.union_rows.size
 
     def _scatter(self, g_u, term, gs):
+        """``g_u`` (n_u,) plus the structure gradient ``gs`` (n_s,) at its voxels (in place
+        where the namespace allows it)."""
         if self.full[term.structure]:
             g_u += gs
             return g_u
-        idx = self.idx[term.structure]
-        # indices within one structure are unique, so fancy-index add is safe
-        g_u[idx] += gs
-        return g_u
+        if self.setitem_scatter:
+            # indices within one structure are unique, so an integer-array add is safe
+            g_u[self.idx[term.structure]] += gs
+            return g_u
+        xp = self.xp
+        padded = xp.concat([gs, xp.zeros(1, dtype=gs.dtype)])
+        return g_u + xp.take(padded, self.inv[term.structure])
 
     def take(self, d, structure):
         if self.full[structure]:
@@ -114,25 +127,52 @@ class _Compiled:
         return f, g_u, g_x
 
 
-class _AL:
-    """Augmented-Lagrangian penalty of the hard constraints.
+#: Penalty growth of a constraint whose relative violation did not fall below
+#: ``_RHO_PROGRESS`` times its previous value in an outer round, and the cap on the total
+#: growth (relative to the initial penalty) that keeps the inner problems conditioned.
+_RHO_GROWTH = 10.0
+_RHO_PROGRESS = 0.25
+_RHO_MAX_GROWTH = 1e8
 
-    For constraint ``k`` with residuals ``c`` (``c <= 0`` feasible, in Gy, or objective units
-    for level bounds) and multipliers ``lam``: ``(rho_k/2) sum_i m_i [max(0, c_i + lam_i/rho_k)**2
-    - (lam_i/rho_k)**2]`` with ``m_i = p_i`` (voxel weights) for per-voxel constraints and 1 for
-    scalar ones.
+
+class _AL:
+    """Augmented-Lagrangian penalty of the hard constraints, with per-constraint scales.
+
+    For constraint ``k`` with residuals ``c`` (``c <= 0`` feasible; Gy for dose constraints,
+    objective units for lexicographic level bounds) and multipliers ``lam``:
+    ``(rho_k/2) sum_i m_i [max(0, c_i + lam_i/rho_k)**2 - (lam_i/rho_k)**2]`` with
+    ``m_i = p_i`` (voxel weights) for per-voxel constraints and 1 for scalar ones.
+
+    Each constraint has its own scale ``s_k`` (:func:`constraint_scale`: ``max(|bound|, 1 Gy)``
+    for dose constraints, the bound for level bounds). Violations are measured relative,
+    ``max(c) / s_k``, and ``rho_k`` starts at ``rho0 / s_k**2``, so a relative violation
+    costs the same whatever the constraint's units. After each outer round the multipliers
+    take the step ``lam_k = max(0, lam_k + rho_k c_k)`` and ``rho_k`` grows by
+    ``_RHO_GROWTH`` (up to ``_RHO_MAX_GROWTH`` times its start) only for the constraints whose
+    relative violation did not fall below ``_RHO_PROGRESS`` times its previous value
+    (Nocedal & Wright, ch. 17.4; Conn, Gould, Toint, LANCELOT).
+
+    Attributes
+    ----------
+    scale : list of float
+        ``s_k`` per hard constraint (Gy, or objective units for level bounds).
+    rho : list of float
+        Penalty per hard constraint, in units of ``1 / s_k**2`` objective units.
+    lam : list of (n_k,) arrays of float64
+        Multipliers: one per voxel for per-voxel constraints, else one.
     """
 
     def __init__(self, comp: _Compiled, rho0: float) -> None:
         self.comp = comp
         xp = comp.xp
-        self.lam = []
-        self.rho = []
-        for t in comp.hard:
-            n = comp.idx[t.structure].shape[0] if t.per_voxel else 1
-            self.lam.append(xp.zeros(n, dtype=xp.float64))
-            scale = max(abs(t.dose_gy), 1.0)
-            self.rho.append(rho0 / scale**2)
+        self.scale = [constraint_scale(t) for t in comp.hard]
+        self.rho = [rho0 / s**2 for s in self.scale]
+        self._rho_max = [r * _RHO_MAX_GROWTH for r in self.rho]
+        self._last = [math.inf] * len(comp.hard)
+        self.lam = [
+            xp.zeros(comp.idx[t.structure].shape[0] if t.per_voxel else 1, dtype=xp.float64)
+            for t in comp.hard
+        ]
 
     def residual(self, t: Term, d, x):
         xp = self.comp.xp
@@ -188,22 +228,34 @@ class _AL:
                 )
         return total, g_u, g_x
 
-    def update(self, d, x) -> float:
-        """Multiplier step; returns the largest relative violation."""
+    def update(self, d, x, tol: float) -> float:
+        """End of an outer round: multiplier step, then penalty growth where needed.
+
+        Parameters
+        ----------
+        d : (n_u,) array, Gy
+            Dose on the union rows at ``x``.
+        x : (n_beamlets,) array, MU
+            Fluence of the finished inner solve.
+        tol : float
+            Relative violation below which a constraint counts as met (its ``rho_k`` stays).
+
+        Returns
+        -------
+        float
+            The largest relative violation ``max_k max(c_k) / s_k`` (0 when all are met).
+        """
         xp = self.comp.xp
         worst = 0.0
         for k, t in enumerate(self.comp.hard):
             c = self.residual(t, d, x)
             self.lam[k] = xp.clip(self.lam[k] + self.rho[k] * c, 0, None)
-            worst = max(worst, float(xp.max(c)) / max(abs(t.dose_gy), 1.0))
-        return max(worst, 0.0)
-
-    def violations(self, d, x) -> dict[str, float]:
-        xp = self.comp.xp
-        return {
-            t.label: max(float(xp.max(self.residual(t, d, x))), 0.0) / max(abs(t.dose_gy), 1.0)
-            for t in self.comp.hard
-        }
+            rel = max(float(xp.max(c)), 0.0) / self.scale[k]
+            if rel > tol and rel > _RHO_PROGRESS * self._last[k]:
+                self.rho[k] = min(self.rho[k] * _RHO_GROWTH, self._rho_max[k])
+            self._last[k] = rel
+            worst = max(worst, rel)
+        return worst
 
 
 def _dot(xp, a, b) -> float:
@@ -264,6 +316,7 @@ def solve_first_order(
     progress: bool = False,
     inner: str | None = None,
     memory: int = 10,
+    backend: str | ArrayBackend = "numpy",
 ) -> OptimizationResult:
     """Solve ``problem`` with a bound-constrained first-order method + augmented Lagrangian.
 
@@ -281,8 +334,9 @@ def solve_first_order(
         Relative objective decrease below which an inner solve stops (three iterations
         in a row; default 1e-8).
     constraint_tol : float, optional
-        Largest accepted relative constraint violation, ``violation / max(|bound|, 1 Gy)``
-        (default 1e-4).
+        Largest accepted relative constraint violation (default 1e-4): the violation over
+        ``max(|bound|, 1 Gy)`` for dose constraints, over the bound for lexicographic level
+        bounds (see :meth:`Problem.max_violation`).
     max_outer : int, optional
         Augmented-Lagrangian outer iterations (default 30).
     time_limit_s : float, optional
@@ -304,6 +358,12 @@ def solve_first_order(
         fluence problems).
     memory : int, optional
         Number of correction pairs kept by ``"lbfgs"`` (default 10).
+    backend : {"numpy", "cupy"} or ArrayBackend, optional
+        Where the vectors live and the products run. ``"numpy"`` (default): scipy CSR
+        products on the CPU. ``"cupy"``: the union matrix and its transpose are copied once
+        to the GPU (cupyx.scipy.sparse CSR) and every vector lives there; ``x0`` may be a
+        numpy or CuPy array. An :class:`ArrayBackend` supplies any array-API namespace with
+        its own products. The result's ``x`` is always a numpy array.
 
     Returns
     -------
@@ -315,6 +375,10 @@ def solve_first_order(
     ------
     InvalidProblemError
         A bad ``x0`` or option.
+    SolverError
+        ``backend="cupy"`` without an importable CuPy.
+    InfeasibleError
+        The hard constraints could not be met; the message names the violated ones.
 
     Notes
     -----
@@ -322,17 +386,22 @@ def solve_first_order(
     ``tau_gy`` = 0.05 Gy) that bounds the exact CVaR from the safe side, so hard DVH
     constraints still guarantee the exact DVH goal; objective values can differ from the
     CVXPY formulation's (exact CVaR) by a fraction of ``tau_gy``.
-    InfeasibleError
-        The hard constraints could not be met; the message names the violated ones.
     """
     t_start = time.perf_counter()
     n = problem.n_beamlets
-    a_u = problem.a_union
-    a_t = problem.a_union_t
-    if x0 is None:
-        x0 = _default_start(problem)
-    xp = array_namespace(x0)
-    x = xp.astype(xp.asarray(x0), xp.float64)
+    if inner is None:
+        inner = "lbfgs"
+    if inner not in ("lbfgs", "lbfgsb", "fista"):
+        raise InvalidProblemError(
+            f"Unknown `inner` {inner!r}; choose 'lbfgs', 'lbfgsb' or 'fista'."
+        )
+    backend = array_backend(problem, backend)
+    if inner == "lbfgsb" and backend.name != "numpy":
+        raise InvalidProblemError(
+            "`inner='lbfgsb'` runs on numpy arrays only; use 'lbfgs' or 'fista' on a GPU."
+        )
+    xp = backend.xp
+    x = backend.asarray(_default_start(problem) if x0 is None else x0)
     if x.ndim != 1 or x.shape[0] != n:
         raise InvalidProblemError(
             f"`x0` has shape {tuple(x.shape)}, expected ({n},) (one MU per beamlet)."
@@ -340,39 +409,9 @@ def solve_first_order(
     if not bool(xp.all(xp.isfinite(x))):
         raise InvalidProblemError("`x0` holds NaN or infinite values.")
     x = xp.clip(x, 0, None)
-    if inner is None:
-        inner = "lbfgs"
-    if inner not in ("lbfgs", "lbfgsb", "fista"):
-        raise InvalidProblemError(
-            f"Unknown `inner` {inner!r}; choose 'lbfgs', 'lbfgsb' or 'fista'."
-        )
-    if inner == "lbfgsb" and not isinstance(x, np.ndarray):
-        raise InvalidProblemError(
-            "`inner='lbfgsb'` runs on numpy arrays only; use 'fista' on a GPU."
-        )
-    comp = _Compiled(problem, xp, x)
+    comp = _Compiled(problem, backend)
     counts = {"dose": 0, "iter": 0, "restarts": 0}
-
-    if a_u.dtype == np.float64:
-
-        def fwd(v):
-            counts["dose"] += 1
-            return a_u @ v
-
-        def bwd(g):
-            counts["dose"] += 1
-            return a_t @ g
-
-    else:  # float32 products (matrix_dtype=float32), float64 everywhere else
-
-        def fwd(v):
-            counts["dose"] += 1
-            return xp.astype(a_u @ xp.astype(v, xp.float32), xp.float64)
-
-        def bwd(g):
-            counts["dose"] += 1
-            return xp.astype(a_t @ xp.astype(g, xp.float32), xp.float64)
-
+    fwd, bwd = _counted_products(backend, counts)
     soft_w = sum(t.weight for t in comp.soft) or 1.0
     al = _AL(comp, rho0=10.0 * soft_w) if comp.hard else None
 
@@ -396,13 +435,13 @@ def solve_first_order(
     status = Status.ITERATION_LIMIT
     precond = lip = None
     if inner == "fista":
-        precond = _jacobi(problem, comp, al, xp, x)
-        lip = _estimate_lipschitz(xp, x, fwd, bwd, phi, precond)
+        precond = backend.asarray(_jacobi(problem, comp, al))
+        lip = _estimate_lipschitz(backend, x, fwd, bwd, phi, precond)
     d = fwd(x)
     history: list[dict] = []
 
     def make_result(status_, message_, x_):
-        xn = np.asarray(x_.get() if hasattr(x_, "get") else x_, dtype=np.float64)
+        xn = np.asarray(backend.to_host(x_), dtype=np.float64)
         du = problem.union_dose(xn)
         tv = problem.evaluate(xn, d_union=du)
         viol, per = problem.max_violation(xn, d_union=du)
@@ -429,7 +468,6 @@ def solve_first_order(
     loop = _Loop(phi, fwd, grad_x, counts, t_start, time_limit_s, bar, callback, make_result)
     try:
         outer = 0
-        prev_viol = math.inf
         inner_tol = max(tol, 1e-6) if al is not None else tol
         while True:
             if inner == "fista":
@@ -446,7 +484,7 @@ def solve_first_order(
                 status = inner_status
                 break
             outer += 1
-            viol = al.update(d, x)
+            viol = al.update(d, x, constraint_tol)
             f_now = comp.soft_value_grad(d, x, want_grad=False)[0]
             history.append(
                 {
@@ -468,9 +506,6 @@ def solve_first_order(
             if outer >= max_outer:
                 status = Status.ITERATION_LIMIT
                 break
-            if viol > 0.1 * prev_viol and viol > constraint_tol:
-                al.rho = [r * 5.0 for r in al.rho]
-            prev_viol = min(viol, prev_viol)
             inner_tol = max(tol, inner_tol * 0.01)
     except StopIteration:
         status = Status.CALLBACK_STOP
@@ -517,6 +552,34 @@ def solve_first_order(
     )
 
 
+def _counted_products(backend: ArrayBackend, counts: dict) -> tuple[Callable, Callable]:
+    """``fwd(x) = A_u x`` and ``bwd(g) = A_u^T g`` on float64 vectors, each call counted in
+    ``counts["dose"]``; float32 matrices multiply float32 copies (bandwidth-bound products)."""
+    xp, matvec, rmatvec = backend.xp, backend.matvec, backend.rmatvec
+
+    if not backend.float32_products:
+
+        def fwd(v):
+            counts["dose"] += 1
+            return matvec(v)
+
+        def bwd(g):
+            counts["dose"] += 1
+            return rmatvec(g)
+
+        return fwd, bwd
+
+    def fwd32(v):
+        counts["dose"] += 1
+        return xp.astype(matvec(xp.astype(v, xp.float32)), xp.float64)
+
+    def bwd32(g):
+        counts["dose"] += 1
+        return xp.astype(rmatvec(xp.astype(g, xp.float32)), xp.float64)
+
+    return fwd32, bwd32
+
+
 def _default_start(problem: Problem) -> np.ndarray:
     """Uniform fluence scaled so the mean dose of the targets (the structures of
     underdose/min-dose terms) matches their level; 1 MU otherwise."""
@@ -534,10 +597,11 @@ def _default_start(problem: Problem) -> np.ndarray:
     return x
 
 
-def _jacobi(problem, comp, al, xp, x):
-    """Diagonal (Jacobi) preconditioner: ``diag(A^T H A)`` with ``H`` the curvature of the
-    quadratic terms and of the augmented-Lagrangian penalties, floored at 1e-3 of its max."""
-    h = xp.zeros(comp.n_u, dtype=xp.float64)
+def _jacobi(problem, comp, al) -> np.ndarray:
+    """Diagonal (Jacobi) preconditioner, (n_beamlets,) numpy array: ``diag(A^T H A)`` with
+    ``H`` the curvature of the quadratic terms and of the augmented-Lagrangian penalties,
+    normalised to its max and floored at 1e-3. Computed once on the host."""
+    h = np.zeros(comp.n_u)
     for t in Problem._flatten(comp.soft + comp.hard):
         if t.acts_on != "dose":
             continue
@@ -545,19 +609,18 @@ def _jacobi(problem, comp, al, xp, x):
         if t.hard and al is not None:
             k = comp.hard.index(t) if t in comp.hard else None
             w = al.rho[k] if k is not None else w
-        idx = comp.idx[t.structure]
-        h[idx] = h[idx] + 2.0 * w * comp.p[t.structure]
-    a2 = problem.a_union.power(2)
-    diag = xp.asarray(np.asarray(a2.T @ np.asarray(h)))
-    if not float(xp.max(diag)) > 0:
-        return xp.ones_like(x)
-    return xp.clip(diag / xp.max(diag), 1e-3, None)
+        h[problem.local_index[t.structure]] += 2.0 * w * problem.p[t.structure]
+    diag = np.asarray(problem.a_union.power(2).T @ h)
+    if not diag.max(initial=0.0) > 0:
+        return np.ones(problem.n_beamlets)
+    return np.clip(diag / diag.max(), 1e-3, None)
 
 
-def _estimate_lipschitz(xp, x, fwd, bwd, phi, precond) -> float:
+def _estimate_lipschitz(backend: ArrayBackend, x, fwd, bwd, phi, precond) -> float:
     """A few power iterations on the preconditioned curvature ``D^-1 A^T H A``."""
+    xp = backend.xp
     rng = np.random.default_rng(0)
-    v = xp.asarray(rng.random(x.shape[0]))
+    v = backend.asarray(rng.random(x.shape[0]))
     d = fwd(x)
     _, g0, _ = phi(d, x)
     est = 1.0

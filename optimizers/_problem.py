@@ -16,6 +16,32 @@ __all__ = ["Problem"]
 
 logger = logging.getLogger("rtplan.optimizers")
 
+#: Smallest scale of a lexicographic level bound, per unit of the level's total weight
+#: (objective units: for a quadratic dose term, the objective of a 0.1 Gy RMS deviation).
+#: It keeps a level whose optimum is 0 from being judged relative to nothing.
+LEVEL_SCALE_FLOOR = 1e-2
+
+
+def constraint_scale(term: Term) -> float:
+    """Scale ``s_k`` of a hard constraint: its violations are reported as fractions of it.
+
+    Parameters
+    ----------
+    term : Term
+        A hard term.
+
+    Returns
+    -------
+    float
+        ``max(|bound|, 1 Gy)`` for dose constraints (Gy); for a lexicographic level bound
+        ``max(|bound|, LEVEL_SCALE_FLOOR * sum_k |w_k|)`` in the level objective's units,
+        so that a 245 % overshoot of a 1e-3 bound reads 2.45, not 0.0025.
+    """
+    if isinstance(term, _LevelBound):
+        total_weight = sum(abs(t.weight) for t in term.terms)
+        return max(abs(term.bound), LEVEL_SCALE_FLOOR * total_weight, 1e-300)
+    return max(abs(term.dose_gy), 1.0)
+
 
 class _MatrixCache:
     """Row-sliced influence matrices shared by every problem built on the same data."""
@@ -352,7 +378,9 @@ class Problem:
     ) -> tuple[float, dict[str, float]]:
         """Largest relative violation of the hard constraints and each constraint's own.
 
-        Violations are relative to ``max(|bound|, 1 Gy)`` (0 when satisfied)."""
+        Violations are relative to :func:`constraint_scale` (0 when satisfied): to
+        ``max(|bound|, 1 Gy)`` for dose constraints, to the bound itself for lexicographic
+        level bounds."""
         x = np.asarray(x, dtype=np.float64)
         d = self.union_dose(x) if d_union is None else d_union
         per = {}
@@ -364,5 +392,5 @@ class Problem:
             else:
                 q = self.term_quantity(t, d, x)
             v = (q - b) if t.sense == "<=" else (b - q)
-            per[t.label] = max(v, 0.0) / max(abs(b), 1.0)
+            per[t.label] = max(v, 0.0) / constraint_scale(t)
         return (max(per.values()) if per else 0.0), per

@@ -24,6 +24,8 @@ from array_api_compat import array_namespace
 from .errors import InvalidProblemError
 
 __all__ = [
+    "DVHOverdose",
+    "DVHUnderdose",
     "GEUD",
     "MaxDVH",
     "MaxDose",
@@ -725,6 +727,131 @@ class MinDVH(_DVH):
 
     def quantity(self, dose_gy, p):
         return lower_cvar(dose_gy, p, 1.0 - self.volume_pct / 100.0)
+
+
+class _DoseVolumeQuadratic(_SoftLevelTerm):
+    """Shared maths of :class:`DVHUnderdose` and :class:`DVHOverdose` (Wu & Mohan 2000).
+
+    A one-sided quadratic that ignores the voxels a DVH goal allows to miss the level: for
+    ``D_v% <= dose_gy`` the hottest ``v %`` of the volume, for ``D_v% >= dose_gy`` the
+    coldest ``(100 - v) %``. The value is zero exactly when the goal is met on the current
+    dose. Not convex (the ignored set follows the dose); first-order solver only.
+    """
+
+    convex = False
+    _under: ClassVar[bool]
+
+    def __init__(
+        self,
+        structure: str,
+        dose_gy: float,
+        volume_pct: float,
+        *,
+        weight: float = 1.0,
+        label: str | None = None,
+    ) -> None:
+        v = float(volume_pct)
+        if not (0.0 < v < 100.0):
+            raise InvalidProblemError(
+                f"`volume_pct` must be strictly between 0 and 100 %, got {volume_pct!r}; "
+                "use Underdose/Overdose for the whole structure."
+            )
+        self.volume_pct = v
+        super().__init__(structure, dose_gy, weight=weight, label=label)
+
+    def _describe(self) -> str:
+        name, op = ("DVHUnderdose", ">=") if self._under else ("DVHOverdose", "<=")
+        return f"{name}({self.structure} D{self.volume_pct:g}% {op} {self.dose_gy:g} Gy)"
+
+    def _weighted_residual(self, dose_gy, p):
+        """``p_i * excess_i`` on the voxels the goal does not exempt, zero elsewhere."""
+        xp = array_namespace(dose_gy)
+        exempt = 1.0 - self.volume_pct / 100.0 if self._under else self.volume_pct / 100.0
+        # coldest first for a lower goal, hottest first for an upper one
+        order = xp.argsort(dose_gy if self._under else -dose_gy, stable=True)
+        before = xp.cumulative_sum(xp.take(p, order)) - xp.take(p, order)
+        counted_sorted = xp.astype(before >= exempt * xp.sum(p), dose_gy.dtype)
+        # back to voxel order through the inverse permutation (the array API has no scatter)
+        counted = xp.take(counted_sorted, xp.argsort(order, stable=True))
+        excess = self.dose_gy - dose_gy if self._under else dose_gy - self.dose_gy
+        return p * counted * xp.clip(excess, 0, None), excess
+
+    def value(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        pr, excess = self._weighted_residual(dose_gy, p)
+        return float(xp.sum(pr * excess))
+
+    def gradient(self, dose_gy, p):
+        return (-2.0 if self._under else 2.0) * self._weighted_residual(dose_gy, p)[0]
+
+    def fo_value_and_gradient(self, dose_gy, p):
+        xp = array_namespace(dose_gy)
+        pr, excess = self._weighted_residual(dose_gy, p)
+        return float(xp.sum(pr * excess)), (-2.0 if self._under else 2.0) * pr
+
+    def exact(self, dose_gy, p) -> float:
+        """Exact ``D_v`` (Gy) of the dose in the structure."""
+        return dose_at_volume(dose_gy, p, self.volume_pct)
+
+    def reported(self, dose_gy, p):
+        out = super().reported(dose_gy, p)
+        out[self.label + " [exact]"] = float(self.exact(dose_gy, p))
+        return out
+
+
+class DVHUnderdose(_DoseVolumeQuadratic):
+    """Dose-volume underdose for a goal ``D_v% >= dose_gy`` (Wu & Mohan 2000).
+
+    ``value = sum_i p_i * max(0, dose_gy - d_i)**2`` (Gy²) over the voxels that are not
+    among the coldest ``(100 - v) %`` of the volume, which the goal allows to be cold. Zero
+    exactly when ``D_v >= dose_gy``. Unlike :class:`MinDVH` (CVaR, convex, conservative) it
+    lets the optimiser choose which voxels stay cold, e.g. the rim of a target next to an
+    organ with a low dose limit. Not convex: first-order solver only.
+
+    Parameters
+    ----------
+    structure : str
+        Structure name (typically a target).
+    dose_gy : float
+        Dose level, Gy (total).
+    volume_pct : float
+        Volume, percent, strictly in (0, 100) (e.g. 95 for D95).
+    weight : float, optional
+        Objective weight (default 1).
+
+    References
+    ----------
+    Q. Wu, R. Mohan, "Algorithms and functionality of an intensity modulated radiotherapy
+    optimization system", Med. Phys. 27 (2000) 701, doi:10.1118/1.598932.
+    """
+
+    _under = True
+
+
+class DVHOverdose(_DoseVolumeQuadratic):
+    """Dose-volume overdose for a goal ``D_v% <= dose_gy`` (Wu & Mohan 2000).
+
+    ``value = sum_i p_i * max(0, d_i - dose_gy)**2`` (Gy²) over the voxels that are not
+    among the hottest ``v %`` of the volume, which the goal allows to be hot. Zero exactly
+    when ``D_v <= dose_gy``. Not convex: first-order solver only.
+
+    Parameters
+    ----------
+    structure : str
+        Structure name.
+    dose_gy : float
+        Dose level, Gy (total).
+    volume_pct : float
+        Volume, percent, strictly in (0, 100) (e.g. 10 for D10).
+    weight : float, optional
+        Objective weight (default 1).
+
+    References
+    ----------
+    Q. Wu, R. Mohan, Med. Phys. 27 (2000) 701, doi:10.1118/1.598932.
+    """
+
+    _under = False
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The first-order solver on the array API: the whole L-BFGS / FISTA / augmented-Lagrangian
+loop run with array-api-strict vectors (dense products) against the numpy/scipy run, which
+catches numpy-only calls on the path CuPy takes; and the CuPy back-end's error without CuPy."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from _optimizers_synth import slab_problem
+
+import optimizers as op
+from optimizers._array_backend import ArrayBackend, array_backend
+
+xps = pytest.importorskip("array_api_strict")
+
+
+def _strict_backend(problem):
+    """Dense array-api-strict products with the problem's union matrix, (n_u, n_beamlets)."""
+    a = xps.asarray(problem.a_union.toarray(), dtype=xps.float64)
+    a_t = xps.matrix_transpose(a)
+    return ArrayBackend("array_api_strict", xps, lambda v: a @ v, lambda g: a_t @ g)
+
+
+def _quadratic_problem():
+    a, s = slab_problem(np.random.default_rng(5), n_side=12, n_beamlets=16)
+    terms = [
+        op.Underdose("PTV", 60, weight=100),
+        op.Overdose("PTV", 63, weight=100),
+        op.Overdose("OAR", 15, weight=10),
+        op.MeanDose("BODY", weight=0.5),
+        op.MaxDose("OAR", 30.0, hard=True),
+        op.MeanDose("BODY", 20.0, hard=True),
+    ]
+    return op.Problem(a, s, terms)
+
+
+@pytest.mark.parametrize(("inner", "tol"), [("lbfgs", 1e-12), ("fista", 1e-11)])
+def test_strict_array_api_run_matches_numpy(inner, tol):
+    """Same optimum to 1e-6 (tolerances tight enough that rounding-level differences
+    between dense and sparse products do not show)."""
+    prob = _quadratic_problem()
+    opts = {"inner": inner, "tol": tol, "max_iter": 20000}
+    ref = op.solve_first_order(prob, **opts)
+    res = op.solve_first_order(prob, backend=_strict_backend(prob), **opts)
+    assert ref.success and res.success, (ref.message, res.message)
+    assert isinstance(res.x, np.ndarray)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-6)
+    assert res.extras["max_violation"] <= 1e-4
+    # individual terms trade along near-flat directions of the optimum: looser
+    for label, value in ref.term_values.items():
+        assert res.term_values[label] == pytest.approx(value, rel=1e-4, abs=1e-6), label
+
+
+def test_strict_array_api_objective_and_gradient_of_every_term():
+    """Augmented objective and gradient of every dose term kind, soft and hard (gEUD, CVaR
+    DVH goals, level bounds), equal on array-api-strict and numpy at the same point."""
+    from optimizers._first_order import _AL, _Compiled, _counted_products
+    from optimizers._terms import _LevelBound
+
+    a, s = slab_problem(np.random.default_rng(5), n_side=12, n_beamlets=16)
+    soft = [
+        op.Underdose("PTV", 60, weight=100),
+        op.Overdose("OAR", 15, weight=10),
+        op.GEUD("OAR", 4, weight=1),
+        op.MaxDVH("BODY", 30, 20, weight=1),
+        op.MinDVH("PTV", 58, 95, weight=5),
+        op.MeanDose("BODY", weight=0.5),
+    ]
+    hard = [
+        op.MaxDose("OAR", 20.0, hard=True),
+        op.MinDVH("PTV", 59, 95, hard=True),
+        op.GEUD("OAR", 4, 10.0, hard=True),
+        _LevelBound([op.Overdose("PTV", 61)], 1e-3, 0),
+    ]
+    prob = op.Problem(a, s, soft + hard)
+    x = np.random.default_rng(0).random(prob.n_beamlets) * 3000
+    values = []
+    for backend in (array_backend(prob, "numpy"), _strict_backend(prob)):
+        comp = _Compiled(prob, backend)
+        al = _AL(comp, rho0=10.0)
+        al.lam = [lam + 0.5 for lam in al.lam]
+        fwd, bwd = _counted_products(backend, {"dose": 0})
+        xb = backend.asarray(x)
+        d = fwd(xb)
+        f, g_u, g_x = comp.soft_value_grad(d, xb)
+        fa, g_u, g_x = al.value_grad(d, xb, g_u, g_x)
+        assert g_x is None
+        values.append((f + fa, backend.to_host(bwd(g_u))))
+    (f_np, g_np), (f_st, g_st) = values
+    assert f_st == pytest.approx(f_np, rel=1e-12)
+    np.testing.assert_allclose(g_st, g_np, rtol=1e-10, atol=1e-12 * np.abs(g_np).max())
+
+
+def test_strict_array_api_lexicographic_level_bound():
+    """A level bound (a scalar constraint over several terms) solved on the strict namespace."""
+    from optimizers._terms import _LevelBound
+
+    prob = _quadratic_problem()
+    lv0 = op.solve_first_order(prob.with_terms(prob.terms[:2]))
+    bound = _LevelBound(list(prob.terms[:2]), lv0.objective * 1.05, 0)
+    level1 = prob.with_terms([bound, prob.terms[2], prob.terms[4]])
+    opts = {"x0": lv0.x, "tol": 1e-12}
+    ref = op.solve_first_order(level1, **opts)
+    res = op.solve_first_order(level1, backend=_strict_backend(level1), **opts)
+    assert res.success and res.objective == pytest.approx(ref.objective, rel=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_cupy_backend_without_cupy_says_how_to_install():
+    prob = _quadratic_problem()
+    with pytest.raises(op.SolverError, match=r'pip install "rtplan\[gpu\]"'):
+        op.solve_first_order(prob, backend="cupy")
+    with pytest.raises(op.SolverError, match="CuPy"):
+        op.solve(prob, method="first_order", backend="cupy")
+
+
+def test_unknown_backend_and_lbfgsb_off_numpy_are_refused():
+    prob = _quadratic_problem()
+    with pytest.raises(op.InvalidProblemError, match=r"Unknown `backend` 'jax'"):
+        op.solve_first_order(prob, backend="jax")
+    with pytest.raises(op.InvalidProblemError, match="numpy arrays only"):
+        op.solve_first_order(prob, inner="lbfgsb", backend=_strict_backend(prob))
