@@ -7,11 +7,25 @@ imported only by the code that needs them.
 from dose_engine import Grid
 
 from . import errors
+from ._delivery import DeliverableBeam, DeliverablePlan, Segment, SegmentError
 from ._image import Image
+from ._influence import influence_matrix
+from ._machine import (
+    JawModel,
+    Machine,
+    MachineError,
+    MLCModel,
+    available_machines,
+    load_machine,
+)
 from ._patient import Patient, Structure
-from .io import load_patient, load_structure_set
-from .io import read_rtdose, read_rtplan, write_rtdose, write_rtplan
 from ._recalc import PlanDose, compute_plan_dose
+from ._segment_weights import (
+    DoseComparison,
+    SegmentWeightResult,
+    compare_doses,
+    reoptimize_segment_weights,
+)
 from ._ssd import ssd_mm
 from .evaluation import (
     DVH,
@@ -23,23 +37,15 @@ from .evaluation import (
     parse_goal,
     parse_metric,
 )
+from .io import (
+    load_patient,
+    load_structure_set,
+    read_rtdose,
+    read_rtplan,
+    write_rtdose,
+    write_rtplan,
+)
 from .report import plan_json, write_plan_json, write_report
-from ._machine import (
-    JawModel,
-    Machine,
-    MachineError,
-    MLCModel,
-    available_machines,
-    load_machine,
-)
-from ._delivery import DeliverableBeam, DeliverablePlan, Segment, SegmentError
-from ._influence import influence_matrix
-from ._segment_weights import (
-    DoseComparison,
-    SegmentWeightResult,
-    compare_doses,
-    reoptimize_segment_weights,
-)
 from .sequencing import (
     PlanSequencing,
     SequencingError,

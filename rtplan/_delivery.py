@@ -139,8 +139,15 @@ class Segment:
 
     def __reduce__(self):
         # mappingproxy cannot be pickled (Dask ships plans between processes)
-        return (Segment, (np.array(self.leaf_positions_mm), dict(self.jaws_mm), self.total_mu,
-                          np.array(self.leaf_boundaries_mm)))
+        return (
+            Segment,
+            (
+                np.array(self.leaf_positions_mm),
+                dict(self.jaws_mm),
+                self.total_mu,
+                np.array(self.leaf_boundaries_mm),
+            ),
+        )
 
     @property
     def n_pairs(self) -> int:
@@ -368,9 +375,7 @@ class DeliverableBeam:
     def segment_rectangles_mm(self, k: int) -> np.ndarray:
         """Open rectangles ``(n, 4)`` [x1, x2, y1, y2] (mm, BLD) of segment ``k`` on this
         machine (pairs at the machine's minimum gap count as closed)."""
-        return self.segments[k].open_rectangles_mm(
-            closed_gap_mm=self.machine.mlc.min_leaf_gap_mm
-        )
+        return self.segments[k].open_rectangles_mm(closed_gap_mm=self.machine.mlc.min_leaf_gap_mm)
 
     def validate(self, *, where: str = "") -> None:
         """Validate every segment against the machine (see :meth:`Segment.validate`)."""

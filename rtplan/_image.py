@@ -48,9 +48,7 @@ class Image:
     def __post_init__(self) -> None:
         shape = tuple(getattr(self.array, "shape", ()))
         if len(shape) != 3:
-            raise InputError(
-                f"`array` must be 3-D (nz, ny, nx); got an array of shape {shape}."
-            )
+            raise InputError(f"`array` must be 3-D (nz, ny, nx); got an array of shape {shape}.")
         if shape != tuple(self.grid.shape):
             raise InputError(
                 f"`array` has shape {shape} but `grid` describes {self.grid.shape} voxels "
@@ -112,7 +110,10 @@ class Image:
         pts = np.asarray(points_mm, dtype=float)
         idx = self.grid.point_to_index(pts.reshape(-1, 3)).T
         vals = map_coordinates(
-            np.asarray(self.array, dtype=float), idx, order=order, mode="constant",
+            np.asarray(self.array, dtype=float),
+            idx,
+            order=order,
+            mode="constant",
             cval=fill_value,
         )
         return vals.reshape(pts.shape[:-1])

@@ -52,16 +52,41 @@ def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progres
     density = hu_to_density(patient.ct.array)
     mask = body_mask(patient, dose_grid)
     if cache_dir is not None:
-        return cached_influence_matrix(density, patient.ct.grid, dose_grid, beams, beamlets, model,
-                                       cache_dir=cache_dir, voxel_mask=mask, backend=backend,
-                                       progress=progress)
-    return compute_influence_matrix(density, patient.ct.grid, dose_grid, beams, beamlets, model,
-                                    backend=backend, voxel_mask=mask, progress=progress)
+        return cached_influence_matrix(
+            density,
+            patient.ct.grid,
+            dose_grid,
+            beams,
+            beamlets,
+            model,
+            cache_dir=cache_dir,
+            voxel_mask=mask,
+            backend=backend,
+            progress=progress,
+        )
+    return compute_influence_matrix(
+        density,
+        patient.ct.grid,
+        dose_grid,
+        beams,
+        beamlets,
+        model,
+        backend=backend,
+        voxel_mask=mask,
+        progress=progress,
+    )
 
 
-def compute_plan_influence(patient, dose_grid: Grid, beams: Sequence[Beam], beamlets, *,
-                           backend: str = "numpy", cache_dir: str | Path | None = None,
-                           progress: bool = False):
+def compute_plan_influence(
+    patient,
+    dose_grid: Grid,
+    beams: Sequence[Beam],
+    beamlets,
+    *,
+    backend: str = "numpy",
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+):
     """The influence matrix of a plan's beams on ``dose_grid`` (used by ``rtplan.planning``).
 
     Returns
@@ -69,8 +94,15 @@ def compute_plan_influence(patient, dose_grid: Grid, beams: Sequence[Beam], beam
     scipy.sparse.csr_matrix of float32, (n_voxels, n_beamlets), Gy/MU
         Rows outside the patient's EXTERNAL structure are empty.
     """
-    return _compute(patient, dose_grid, list(beams), beamlets, backend=backend,
-                    cache_dir=cache_dir, progress=progress).matrix
+    return _compute(
+        patient,
+        dose_grid,
+        list(beams),
+        beamlets,
+        backend=backend,
+        cache_dir=cache_dir,
+        progress=progress,
+    ).matrix
 
 
 def influence_matrix(
@@ -130,12 +162,26 @@ def influence_matrix(
     iso = isocenter_at_centroid(occ, dose_grid)
     if gantry_angles_deg is None:
         gantry_angles_deg = [k * 360.0 / int(n_beams) for k in range(int(n_beams))]
-    beams = [Beam(float(g) % 360.0, collimator_angle_deg=collimator_angle_deg,
-                  couch_angle_deg=couch_angle_deg, isocenter_mm=iso, sad_mm=sad_mm,
-                  patient_position=patient.position) for g in gantry_angles_deg]
+    beams = [
+        Beam(
+            float(g) % 360.0,
+            collimator_angle_deg=collimator_angle_deg,
+            couch_angle_deg=couch_angle_deg,
+            isocenter_mm=iso,
+            sad_mm=sad_mm,
+            patient_position=patient.position,
+        )
+        for g in gantry_angles_deg
+    ]
     points = dose_grid.index_to_point(np.argwhere(occ > 0))
-    beamlets = beamlets_for_target(beams, points, beamlet_width_mm=beamlet_mm,
-                                   beamlet_height_mm=beamlet_mm, margin_mm=margin_mm)
+    beamlets = beamlets_for_target(
+        beams,
+        points,
+        beamlet_width_mm=beamlet_mm,
+        beamlet_height_mm=beamlet_mm,
+        margin_mm=margin_mm,
+    )
     logger.info("%d beams, %d beamlets, dose grid %s", len(beams), len(beamlets), dose_grid)
-    return _compute(patient, dose_grid, beams, beamlets, backend=backend, cache_dir=cache_dir,
-                    progress=progress)
+    return _compute(
+        patient, dose_grid, beams, beamlets, backend=backend, cache_dir=cache_dir, progress=progress
+    )

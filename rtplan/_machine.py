@@ -158,10 +158,20 @@ class MLCModel:
         return (
             self.name == other.name
             and np.array_equal(self.leaf_boundaries_mm, other.leaf_boundaries_mm)
-            and (self.min_leaf_gap_mm, self.max_leaf_travel_mm, self.leaf_position_range_mm,
-                 self.max_overtravel_mm, self.interdigitation)
-            == (other.min_leaf_gap_mm, other.max_leaf_travel_mm, other.leaf_position_range_mm,
-                other.max_overtravel_mm, other.interdigitation)
+            and (
+                self.min_leaf_gap_mm,
+                self.max_leaf_travel_mm,
+                self.leaf_position_range_mm,
+                self.max_overtravel_mm,
+                self.interdigitation,
+            )
+            == (
+                other.min_leaf_gap_mm,
+                other.max_leaf_travel_mm,
+                other.leaf_position_range_mm,
+                other.max_overtravel_mm,
+                other.interdigitation,
+            )
         )
 
     def __hash__(self) -> int:
@@ -314,8 +324,18 @@ class Machine:
 
     def __reduce__(self):
         # mappingproxy cannot be pickled (Dask ships plans between processes)
-        return (Machine, (self.name, self.mlc, dict(self.jaws), self.sad_mm,
-                          self.nominal_energy_mv, self.radiation_type, self.manufacturer))
+        return (
+            Machine,
+            (
+                self.name,
+                self.mlc,
+                dict(self.jaws),
+                self.sad_mm,
+                self.nominal_energy_mv,
+                self.radiation_type,
+                self.manufacturer,
+            ),
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Machine):
@@ -490,12 +510,15 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             name=str(_get(mlc_t, "name", w, source, str, default="MLCX")),
             leaf_boundaries_mm=np.asarray(bounds),
             min_leaf_gap_mm=float(_get(mlc_t, "min_leaf_gap_mm", w, source, num)),
-            max_leaf_travel_mm=float(_get(mlc_t, "max_leaf_travel_mm", w, source, num,
-                                          default=math.inf)),
+            max_leaf_travel_mm=float(
+                _get(mlc_t, "max_leaf_travel_mm", w, source, num, default=math.inf)
+            ),
             leaf_position_range_mm=tuple(
-                _number_list(mlc_t, "leaf_position_range_mm", w, source, length=2)),
-            max_overtravel_mm=float(_get(mlc_t, "max_overtravel_mm", w, source, num,
-                                         default=math.inf)),
+                _number_list(mlc_t, "leaf_position_range_mm", w, source, length=2)
+            ),
+            max_overtravel_mm=float(
+                _get(mlc_t, "max_overtravel_mm", w, source, num, default=math.inf)
+            ),
             interdigitation=_get(mlc_t, "interdigitation", w, source, bool),
         )
     except MachineError as exc:
@@ -515,7 +538,8 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             jaws[key] = JawModel(
                 name=key,
                 position_range_mm=tuple(
-                    _number_list(jt, "position_range_mm", jw, source, length=2)),
+                    _number_list(jt, "position_range_mm", jw, source, length=2)
+                ),
                 max_overtravel_mm=float(_get(jt, "max_overtravel_mm", jw, source, num)),
             )
         except MachineError as exc:

@@ -254,8 +254,12 @@ def rasterize_contours(
         if p not in done:
             done[p] = polygon_occupancy(
                 by_plane[p],
-                x0_mm=float(x_axis[jx0]), dx_mm=dx, nx=block.shape[2],
-                y0_mm=float(y_axis[iy0]), dy_mm=dy, ny=block.shape[1],
+                x0_mm=float(x_axis[jx0]),
+                dx_mm=dx,
+                nx=block.shape[2],
+                y0_mm=float(y_axis[iy0]),
+                dy_mm=dy,
+                ny=block.shape[1],
                 subsamples=subsamples,
             )
         block[k - kz0] = done[p]

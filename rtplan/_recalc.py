@@ -71,8 +71,9 @@ def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
     """
     rects = np.asarray(rectangles_mm, dtype=float)
     unique, inverse = np.unique(np.round(rects, 6), axis=0, return_inverse=True)
-    summed = np.bincount(inverse.ravel(), weights=np.asarray(mu, dtype=float),
-                         minlength=unique.shape[0])
+    summed = np.bincount(
+        inverse.ravel(), weights=np.asarray(mu, dtype=float), minlength=unique.shape[0]
+    )
     return unique, summed
 
 
@@ -142,7 +143,13 @@ def compute_plan_dose(
         merged, merged_mu = merge_rectangles(np.concatenate(rects), np.concatenate(mus))
         try:
             d = field_dose(
-                density, patient.ct.grid, dose_grid, dbeam.beam, merged, merged_mu, model,
+                density,
+                patient.ct.grid,
+                dose_grid,
+                dbeam.beam,
+                merged,
+                merged_mu,
+                model,
                 backend=backend,
             )
         except InvalidGeometryError as exc:
@@ -152,6 +159,11 @@ def compute_plan_dose(
         d = np.asarray(to_numpy(d), dtype=np.float64)
         beam_max[dbeam.number] = float(d.max())
         total += d
-        log.info("beam %d: %d segments, %.1f MU, max %.3f Gy", dbeam.number,
-                 len(dbeam.segments), dbeam.total_mu, beam_max[dbeam.number])
+        log.info(
+            "beam %d: %d segments, %.1f MU, max %.3f Gy",
+            dbeam.number,
+            len(dbeam.segments),
+            dbeam.total_mu,
+            beam_max[dbeam.number],
+        )
     return PlanDose(total, dose_grid, beam_max)

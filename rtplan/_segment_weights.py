@@ -46,8 +46,9 @@ logger = logging.getLogger("rtplan.segment_weights")
 DENSE_LIMIT = 10_000_000
 
 
-def segment_beamlet_matrix(dbeams: Sequence[DeliverableBeam], beamlets, *,
-                           beam_indices: Sequence[int] | None = None):
+def segment_beamlet_matrix(
+    dbeams: Sequence[DeliverableBeam], beamlets, *, beam_indices: Sequence[int] | None = None
+):
     """Open fraction of every beamlet in every segment.
 
     Parameters
@@ -78,10 +79,18 @@ def segment_beamlet_matrix(dbeams: Sequence[DeliverableBeam], beamlets, *,
         for s in range(len(dbeam.segments)):
             r = dbeam.segment_rectangles_mm(s)
             if r.size:
-                ox = np.clip(np.minimum(cells[:, None, 1], r[None, :, 1])
-                             - np.maximum(cells[:, None, 0], r[None, :, 0]), 0, None)
-                oy = np.clip(np.minimum(cells[:, None, 3], r[None, :, 3])
-                             - np.maximum(cells[:, None, 2], r[None, :, 2]), 0, None)
+                ox = np.clip(
+                    np.minimum(cells[:, None, 1], r[None, :, 1])
+                    - np.maximum(cells[:, None, 0], r[None, :, 0]),
+                    0,
+                    None,
+                )
+                oy = np.clip(
+                    np.minimum(cells[:, None, 3], r[None, :, 3])
+                    - np.maximum(cells[:, None, 2], r[None, :, 2]),
+                    0,
+                    None,
+                )
                 frac = (ox * oy).sum(axis=1) / area
                 nz = np.flatnonzero(frac > 1e-12)
                 rows.append(sl.start + nz)
@@ -136,8 +145,11 @@ class SegmentWeightResult:
         )
 
 
-def _voxel_weights(structures: Mapping[str, np.ndarray], n_voxels: int,
-                   structure_weights: Mapping[str, float] | None):
+def _voxel_weights(
+    structures: Mapping[str, np.ndarray],
+    n_voxels: int,
+    structure_weights: Mapping[str, float] | None,
+):
     if not structures:
         raise InputError("`structures` is empty; give the voxel indices of the target and organs.")
     sw = dict(structure_weights or {})
@@ -240,7 +252,7 @@ def reoptimize_segment_weights(
         u[pos] = np.maximum(u[pos], wt)
     S = segment_beamlet_matrix(dbeams, beamlets, beam_indices=beam_indices)
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
-    M = sp.csr_matrix(D[rows] @ S)          # segment dose at 1 MU, Gy/MU
+    M = sp.csr_matrix(D[rows] @ S)  # segment dose at 1 MU, Gy/MU
     y = ref[rows]
 
     def objective(m):
@@ -256,8 +268,9 @@ def reoptimize_segment_weights(
             # Lawson–Hanson active set: the exact optimum of this convex problem.
             x, _ = nnls(sw[:, None] * Md, sw * y, maxiter=50 * M.shape[1])
             return x, 0, "Lawson-Hanson NNLS"
-        res = lsq_linear(sp.diags(sw) @ M, sw * y, bounds=(0.0, np.inf),
-                         method="trf", lsmr_tol="auto", tol=1e-10)
+        res = lsq_linear(
+            sp.diags(sw) @ M, sw * y, bounds=(0.0, np.inf), method="trf", lsmr_tol="auto", tol=1e-10
+        )
         return res.x, int(res.status), res.message.strip()
 
     solver = "scipy.optimize.nnls" if dense else "scipy.optimize.lsq_linear(trf)"
@@ -297,12 +310,20 @@ def reoptimize_segment_weights(
         if segs:
             new_beams.append(DeliverableBeam(b.number, b.name, b.beam, b.machine, tuple(segs)))
     dt = time.perf_counter() - t0
-    logger.info("segment weights: objective %.6g -> %.6g on %d voxels in %.2f s",
-                obj0, obj1, rows.size, dt)
+    logger.info(
+        "segment weights: objective %.6g -> %.6g on %d voxels in %.2f s", obj0, obj1, rows.size, dt
+    )
     return SegmentWeightResult(
-        beams=tuple(new_beams), mu_before=m0, mu_after=m1, objective_before=obj0,
-        objective_after=obj1, n_voxels=int(rows.size), solver=solver, message=message,
-        solve_time_s=dt, extras={"status": status, "cold_set_iterations": n_cold_iter},
+        beams=tuple(new_beams),
+        mu_before=m0,
+        mu_after=m1,
+        objective_before=obj0,
+        objective_after=obj1,
+        n_voxels=int(rows.size),
+        solver=solver,
+        message=message,
+        solve_time_s=dt,
+        extras={"status": status, "cold_set_iterations": n_cold_iter},
     )
 
 
@@ -335,8 +356,9 @@ class DoseComparison:
     max_gy: dict
 
 
-def compare_doses(reference_dose_gy, dose_gy, structures: Mapping[str, np.ndarray],
-                  target_name: str) -> DoseComparison:
+def compare_doses(
+    reference_dose_gy, dose_gy, structures: Mapping[str, np.ndarray], target_name: str
+) -> DoseComparison:
     """Compare target D95 and per-structure mean/max dose of two dose distributions.
 
     Parameters

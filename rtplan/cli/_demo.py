@@ -3,8 +3,8 @@
 Writes the phantom as DICOM into ``OUT_DIR/input`` (CT series + RT-STRUCT), loads it back
 like any patient, plans it with the shipped ``tg119_cshape`` protocol and writes the plan
 into ``OUT_DIR/plan``.  Exit status 0 when the plan was produced (goal failures are shown,
-not fatal), 2 on bad input.  For a quick first run the dose grid is 4 mm and the solver
-runs 500 iterations per level unless ``--dose-grid-mm`` / ``--max-iterations`` say otherwise.
+not fatal), 2 on bad input.  The protocol's own settings apply (9 beams, 3 mm grid) unless
+``--dose-grid-mm`` / ``--max-iterations`` say otherwise.
 """
 
 from __future__ import annotations

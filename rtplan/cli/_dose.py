@@ -31,13 +31,24 @@ def register(subparsers) -> None:
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set the plan references")
     p.add_argument("rtplan", metavar="RTPLAN", help="RT-PLAN file")
     p.add_argument("--out", required=True, metavar="RTDOSE.dcm", help="RT-DOSE file to write")
-    p.add_argument("--dose-grid-mm", type=float, default=3.0,
-                   help="isotropic dose-grid spacing in mm (default 3)")
-    p.add_argument("--machine", default=None,
-                   help="machine name or TOML file whose MLC limits the plan is checked against "
-                        "(default: the plan's TreatmentMachineName if shipped, else generic)")
-    p.add_argument("--fraction-group", type=int, default=None,
-                   help="(300A,0071) FractionGroupNumber, when the plan has several")
+    p.add_argument(
+        "--dose-grid-mm",
+        type=float,
+        default=3.0,
+        help="isotropic dose-grid spacing in mm (default 3)",
+    )
+    p.add_argument(
+        "--machine",
+        default=None,
+        help="machine name or TOML file whose MLC limits the plan is checked against "
+        "(default: the plan's TreatmentMachineName if shipped, else generic)",
+    )
+    p.add_argument(
+        "--fraction-group",
+        type=int,
+        default=None,
+        help="(300A,0071) FractionGroupNumber, when the plan has several",
+    )
     p.add_argument("--force", action="store_true", help="replace RTDOSE.dcm if it exists")
     p.set_defaults(func=run)
 

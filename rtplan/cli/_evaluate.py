@@ -53,13 +53,24 @@ def register(subparsers) -> None:
     p.add_argument("rtdose", metavar="RTDOSE", help="RT-DOSE file (total plan dose in Gy)")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
     p.add_argument("--ct", metavar="CT_DIR", help="CT folder (checks the RT-STRUCT against it)")
-    p.add_argument("--protocol", metavar="P",
-                   help="protocol name or TOML path whose goals are checked")
-    p.add_argument("--map", metavar="NAME=ROI", action="append", default=[],
-                   help="map a protocol structure to a patient ROI name (repeatable)")
+    p.add_argument(
+        "--protocol", metavar="P", help="protocol name or TOML path whose goals are checked"
+    )
+    p.add_argument(
+        "--map",
+        metavar="NAME=ROI",
+        action="append",
+        default=[],
+        help="map a protocol structure to a patient ROI name (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--bin-width-gy", type=float, default=0.01, metavar="B",
-                   help="DVH bin width in Gy for the exported curves (default 0.01)")
+    p.add_argument(
+        "--bin-width-gy",
+        type=float,
+        default=0.01,
+        metavar="B",
+        help="DVH bin width in Gy for the exported curves (default 0.01)",
+    )
     p.set_defaults(func=run)
 
 
@@ -110,20 +121,33 @@ def evaluate_files(args) -> dict:
         if _outside(s, grid):
             notes[name] = "partly outside the dose grid: DVH covers the part inside"
         occupancy[name] = occ
-        dvhs[name] = dvh(dose, occ, voxel_volume_cc=grid.voxel_volume_cc,
-                         bin_width_gy=args.bin_width_gy, name=name, color_rgb=s.color_rgb)
+        dvhs[name] = dvh(
+            dose,
+            occ,
+            voxel_volume_cc=grid.voxel_volume_cc,
+            bin_width_gy=args.bin_width_gy,
+            name=name,
+            color_rgb=s.color_rgb,
+        )
     result: dict = {
         "rtdose": str(args.rtdose),
         "rtstruct": str(args.rtstruct),
         "frame_of_reference_uid": refs.frame_of_reference_uid,
         "rtdose_sop_instance_uid": refs.sop_instance_uid,
-        "dose_grid": {"shape_zyx": list(grid.shape), "origin_mm": list(grid.origin_mm),
-                      "spacing_mm": list(grid.spacing_mm)},
+        "dose_grid": {
+            "shape_zyx": list(grid.shape),
+            "origin_mm": list(grid.origin_mm),
+            "spacing_mm": list(grid.spacing_mm),
+        },
         "max_dose_gy": float(np.max(dose)),
-        "structures": [{"structure": r["structure"], **{k: v for k, v in r.items()
-                                                          if k != "structure"},
-                        "note": notes.get(r["structure"], "")}
-                       for r in DVHCollection(dvhs).table()],
+        "structures": [
+            {
+                "structure": r["structure"],
+                **{k: v for k, v in r.items() if k != "structure"},
+                "note": notes.get(r["structure"], ""),
+            }
+            for r in DVHCollection(dvhs).table()
+        ],
         "skipped": {n: v for n, v in notes.items() if n not in dvhs},
         "goals": None,
     }
@@ -142,18 +166,30 @@ def evaluate_files(args) -> dict:
                     f"{notes.get(g.structure, 'no voxels on the dose grid')}."
                 )
         rx = protocol.prescription.total_dose_gy
-        table = evaluate_goals(dose, occupancy, goals, grid, prescription_gy=rx,
-                               bin_width_gy=args.bin_width_gy)
+        table = evaluate_goals(
+            dose, occupancy, goals, grid, prescription_gy=rx, bin_width_gy=args.bin_width_gy
+        )
         result["protocol"] = protocol.name
         result["prescription_gy"] = rx
         target = mapping.get(protocol.prescription.target)
         if target in dvhs:
             ext = mapping.get(protocol.external) if protocol.external else None
-            body = dvhs[ext] if ext in dvhs else dvh(
-                dose, np.ones(dose.shape, np.float32), voxel_volume_cc=grid.voxel_volume_cc,
-                bin_width_gy=args.bin_width_gy, name="dose grid")
-            result["indices"] = {"target": target, "body": body.name,
-                                 **quality_indices(dvhs[target], body, prescription_gy=rx)}
+            body = (
+                dvhs[ext]
+                if ext in dvhs
+                else dvh(
+                    dose,
+                    np.ones(dose.shape, np.float32),
+                    voxel_volume_cc=grid.voxel_volume_cc,
+                    bin_width_gy=args.bin_width_gy,
+                    name="dose grid",
+                )
+            )
+            result["indices"] = {
+                "target": target,
+                "body": body.name,
+                **quality_indices(dvhs[target], body, prescription_gy=rx),
+            }
         result["goals"] = table.as_records()
         result["all_goals_met"] = table.all_passed
         result["_table"] = table
@@ -163,26 +199,40 @@ def evaluate_files(args) -> dict:
 
 
 def _text(result: dict) -> str:
-    lines = [(f"Dose grid {tuple(result['dose_grid']['shape_zyx'])} voxels of "
-              f"{tuple(round(v, 3) for v in result['dose_grid']['spacing_mm'])} mm, "
-              f"max {result['max_dose_gy']:.4g} Gy"),
-             "", "Doses in Gy; max = D0.03cc; partial voxels weighted by occupancy.",
-             (f"{'structure':<22}{'vol cc':>10}{'mean':>8}{'min':>8}{'max':>8}{'D98':>8}"
-              f"{'D95':>8}{'D50':>8}{'D2':>8}")]
+    lines = [
+        (
+            f"Dose grid {tuple(result['dose_grid']['shape_zyx'])} voxels of "
+            f"{tuple(round(v, 3) for v in result['dose_grid']['spacing_mm'])} mm, "
+            f"max {result['max_dose_gy']:.4g} Gy"
+        ),
+        "",
+        "Doses in Gy; max = D0.03cc; partial voxels weighted by occupancy.",
+        (
+            f"{'structure':<22}{'vol cc':>10}{'mean':>8}{'min':>8}{'max':>8}{'D98':>8}"
+            f"{'D95':>8}{'D50':>8}{'D2':>8}"
+        ),
+    ]
     for r in result["structures"]:
-        vals = "".join(f"{r[k]:>8.2f}" for k in ("mean_gy", "min_gy", "max_gy", "d98_gy",
-                                                  "d95_gy", "d50_gy", "d2_gy"))
+        vals = "".join(
+            f"{r[k]:>8.2f}"
+            for k in ("mean_gy", "min_gy", "max_gy", "d98_gy", "d95_gy", "d50_gy", "d2_gy")
+        )
         note = f"  ({r['note']})" if r["note"] else ""
         lines.append(f"{r['structure'][:21]:<22}{r['volume_cc']:>10.2f}{vals}{note}")
     for n, why in result["skipped"].items():
         lines.append(f"{n[:21]:<22}  skipped: {why}")
     if result.get("goals") is not None:
-        lines += ["", f"Protocol {result['protocol']} (Rx {result['prescription_gy']:g} Gy):",
-                  repr(result["_table"])]
+        lines += [
+            "",
+            f"Protocol {result['protocol']} (Rx {result['prescription_gy']:g} Gy):",
+            repr(result["_table"]),
+        ]
         ind = result.get("indices")
         if ind:
-            vals = ", ".join(f"{k} {'n/a' if ind[k] is None else format(ind[k], '.3f')}"
-                             for k in ("HI", "CI", "GI"))
+            vals = ", ".join(
+                f"{k} {'n/a' if ind[k] is None else format(ind[k], '.3f')}"
+                for k in ("HI", "CI", "GI")
+            )
             lines.append(f"Target {ind['target']} (isodoses in {ind['body']}): {vals}")
     return "\n".join(lines) + "\n"
 

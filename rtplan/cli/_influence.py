@@ -52,15 +52,31 @@ def register(subparsers) -> None:
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
     p.add_argument("--target", required=True, help="target structure name (e.g. PTV)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--beams", type=int, default=9, metavar="N",
-                       help="number of equispaced coplanar beams (default 9)")
+    group.add_argument(
+        "--beams",
+        type=int,
+        default=9,
+        metavar="N",
+        help="number of equispaced coplanar beams (default 9)",
+    )
     group.add_argument("--gantry", metavar="ANGLES", help="gantry angles, e.g. 0,40,80")
-    p.add_argument("--dose-grid-mm", type=float, default=3.0, metavar="MM",
-                   help="dose-grid spacing in mm (default 3)")
-    p.add_argument("--beamlet-mm", type=float, default=5.0, metavar="MM",
-                   help="beamlet size in mm (default 5)")
-    p.add_argument("--margin-mm", type=float, default=5.0, metavar="MM",
-                   help="beamlet margin around the target projection in mm (default 5)")
+    p.add_argument(
+        "--dose-grid-mm",
+        type=float,
+        default=3.0,
+        metavar="MM",
+        help="dose-grid spacing in mm (default 3)",
+    )
+    p.add_argument(
+        "--beamlet-mm", type=float, default=5.0, metavar="MM", help="beamlet size in mm (default 5)"
+    )
+    p.add_argument(
+        "--margin-mm",
+        type=float,
+        default=5.0,
+        metavar="MM",
+        help="beamlet margin around the target projection in mm (default 5)",
+    )
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output HDF5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
@@ -78,7 +94,7 @@ def run(args) -> int:
     from ..io import load_patient
 
     out = Path(args.out)
-    refuse_existing(out, overwrite=args.force)      # fail before any work
+    refuse_existing(out, overwrite=args.force)  # fail before any work
     if args.beams is not None and args.beams < 1:
         raise InputError(f"--beams must be at least 1; got {args.beams}.")
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:
@@ -86,13 +102,21 @@ def run(args) -> int:
     gantry = _angles(args.gantry) if args.gantry else None
     patient = load_patient(args.ct_dir, args.rtstruct)
     im = influence_matrix(
-        patient, target=args.target, n_beams=args.beams or 9, gantry_angles_deg=gantry,
-        dose_grid_mm=args.dose_grid_mm, beamlet_mm=args.beamlet_mm, margin_mm=args.margin_mm,
-        backend=args.backend, cache_dir=args.cache_dir, progress=not args.no_progress,
+        patient,
+        target=args.target,
+        n_beams=args.beams or 9,
+        gantry_angles_deg=gantry,
+        dose_grid_mm=args.dose_grid_mm,
+        beamlet_mm=args.beamlet_mm,
+        margin_mm=args.margin_mm,
+        backend=args.backend,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
     )
     with atomic_file(out, overwrite=args.force) as tmp:
-        save_influence_matrix(im, tmp, cache_key=str(im.settings.get("cache_key", "")),
-                              overwrite=True)
+        save_influence_matrix(
+            im, tmp, cache_key=str(im.settings.get("cache_key", "")), overwrite=True
+        )
     sys.stdout.write(
         f"{out}: {im.shape[0]} voxels x {im.shape[1]} beamlets ({len(im.beams)} beams), "
         f"nnz {im.nnz}, {im.nbytes / 2**20:.1f} MiB, Gy/MU\n"

@@ -22,12 +22,22 @@ def register(subparsers) -> None:
             "the contour planes (a warning says so)."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="CT_DIR RTSTRUCT",
-                   help="CT folder and RT-STRUCT file (or an RT-STRUCT alone)")
-    p.add_argument("--series-uid", default=None,
-                   help="CT SeriesInstanceUID to use when the folder holds several series")
-    p.add_argument("--recursive", action="store_true",
-                   help="also search the subfolders of CT_DIR for CT slices")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="CT_DIR RTSTRUCT",
+        help="CT folder and RT-STRUCT file (or an RT-STRUCT alone)",
+    )
+    p.add_argument(
+        "--series-uid",
+        default=None,
+        help="CT SeriesInstanceUID to use when the folder holds several series",
+    )
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also search the subfolders of CT_DIR for CT slices",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -54,20 +64,23 @@ def summarise(patient_or_set, grid, *, position=None, orientation=None, ct=None)
     for s in patient_or_set.structures.values():
         bb = s.bounding_box
         vbb = s.voxel_bounding_box(grid) if s.contours else None
-        out["structures"].append({
-            "name": s.name,
-            "number": s.number,
-            "type": s.roi_type,
-            "color_rgb": list(s.color_rgb) if s.color_rgb else None,
-            "kind": "point" if s.is_point else ("empty" if s.is_empty else "closed_planar"),
-            "n_contours": len(s.contours),
-            "points_mm_xyz": [_r(p) for p in s.points_mm],
-            "volume_cc": round(s.volume_cc(grid), 3) if s.contours else 0.0,
-            "voxel_count": s.voxel_count(grid) if s.contours else 0,
-            "bounding_box_mm_xyz": None if bb is None else {"min": _r(bb[0]), "max": _r(bb[1])},
-            "voxel_box_zyx_half_open": None if vbb is None else
-                {"start": list(vbb[0]), "stop": list(vbb[1])},
-        })
+        out["structures"].append(
+            {
+                "name": s.name,
+                "number": s.number,
+                "type": s.roi_type,
+                "color_rgb": list(s.color_rgb) if s.color_rgb else None,
+                "kind": "point" if s.is_point else ("empty" if s.is_empty else "closed_planar"),
+                "n_contours": len(s.contours),
+                "points_mm_xyz": [_r(p) for p in s.points_mm],
+                "volume_cc": round(s.volume_cc(grid), 3) if s.contours else 0.0,
+                "voxel_count": s.voxel_count(grid) if s.contours else 0,
+                "bounding_box_mm_xyz": None if bb is None else {"min": _r(bb[0]), "max": _r(bb[1])},
+                "voxel_box_zyx_half_open": None
+                if vbb is None
+                else {"start": list(vbb[0]), "stop": list(vbb[1])},
+            }
+        )
     return out
 
 
@@ -135,15 +148,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ct = load_ct(args.paths[0], series_uid=args.series_uid,
-                         recursive=getattr(args, "recursive", False))
+            ct = load_ct(
+                args.paths[0],
+                series_uid=args.series_uid,
+                recursive=getattr(args, "recursive", False),
+            )
             ss = load_structure_set(args.paths[1]) if len(args.paths) == 2 else None
             patient = combine(ct, ss)
         for w in caught:
             print(f"rtplan inspect: warning: {w.message}", file=sys.stderr)
         grid = patient.ct.grid
         summary = summarise(
-            patient, grid, position=patient.position,
+            patient,
+            grid,
+            position=patient.position,
             orientation=[int(v) for v in ct.image_orientation_patient],
             ct={
                 "n_slices": grid.shape[0],

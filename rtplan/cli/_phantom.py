@@ -18,19 +18,33 @@ def register(subparsers) -> None:
             "folder is written under a temporary name and renamed when complete."
         ),
     )
-    p.add_argument("name", metavar="NAME", choices=PHANTOM_NAMES,
-                   help=f"one of: {', '.join(PHANTOM_NAMES)}")
+    p.add_argument(
+        "name", metavar="NAME", choices=PHANTOM_NAMES, help=f"one of: {', '.join(PHANTOM_NAMES)}"
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
-    p.add_argument("--pixel-spacing-mm", type=float, default=2.5,
-                   help="in-plane voxel size in mm (default 2.5)")
-    p.add_argument("--slice-spacing-mm", type=float, default=2.5,
-                   help="slice spacing in mm (default 2.5)")
-    p.add_argument("--matrix-size", type=int, default=None,
-                   help="columns = rows of each slice (default: body + 20 mm margin)")
+    p.add_argument(
+        "--pixel-spacing-mm",
+        type=float,
+        default=2.5,
+        help="in-plane voxel size in mm (default 2.5)",
+    )
+    p.add_argument(
+        "--slice-spacing-mm", type=float, default=2.5, help="slice spacing in mm (default 2.5)"
+    )
+    p.add_argument(
+        "--matrix-size",
+        type=int,
+        default=None,
+        help="columns = rows of each slice (default: body + 20 mm margin)",
+    )
     p.add_argument("--slices", type=int, default=None, help="number of slices")
-    p.add_argument("--position", choices=("HFS", "FFS", "HFP", "FFP"), default="HFS",
-                   help="(0018,5100) PatientPosition to record (default HFS)")
+    p.add_argument(
+        "--position",
+        choices=("HFS", "FFS", "HFP", "FFP"),
+        default="HFS",
+        help="(0018,5100) PatientPosition to record (default HFS)",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from ..phantoms import write_phantom
 
     written = write_phantom(
-        args.name, args.out_dir, overwrite=args.force,
-        pixel_spacing_mm=args.pixel_spacing_mm, slice_spacing_mm=args.slice_spacing_mm,
-        matrix_size=args.matrix_size, n_slices=args.slices, position=args.position,
+        args.name,
+        args.out_dir,
+        overwrite=args.force,
+        pixel_spacing_mm=args.pixel_spacing_mm,
+        slice_spacing_mm=args.slice_spacing_mm,
+        matrix_size=args.matrix_size,
+        n_slices=args.slices,
+        position=args.position,
     )
     print(f"CT series: {written.ct_dir} ({len(written.ct_files)} slices)")
     print(f"RT-STRUCT: {written.rtstruct_path}")

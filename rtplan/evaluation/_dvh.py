@@ -137,7 +137,9 @@ class DVH:
         if v > self.total_volume_cc:
             logger.info(
                 "D%gcc asked of %r whose volume is only %.4g cc; returning its minimum dose.",
-                v, self.name, self.total_volume_cc,
+                v,
+                self.name,
+                self.total_volume_cc,
             )
         return self._dose_at(v)
 
@@ -417,29 +419,43 @@ class DVHCollection(Mapping):
         return [{"structure": n, **d.summary()} for n, d in self._d.items()]
 
     def __repr__(self) -> str:
-        head = (f"{'structure':<20}{'vol cc':>10}{'mean':>9}{'min':>9}{'max':>9}"
-                f"{'D98':>9}{'D95':>9}{'D50':>9}{'D2':>9}")
+        head = (
+            f"{'structure':<20}{'vol cc':>10}{'mean':>9}{'min':>9}{'max':>9}"
+            f"{'D98':>9}{'D95':>9}{'D50':>9}{'D2':>9}"
+        )
         lines = [f"DVHCollection of {len(self)} structures (doses in Gy)", head]
         for row in self.table():
             lines.append(
                 f"{row['structure'][:19]:<20}{row['volume_cc']:>10.2f}"
-                + "".join(f"{row[k]:>9.2f}" for k in (
-                    "mean_gy", "min_gy", "max_gy", "d98_gy", "d95_gy", "d50_gy", "d2_gy"))
+                + "".join(
+                    f"{row[k]:>9.2f}"
+                    for k in ("mean_gy", "min_gy", "max_gy", "d98_gy", "d95_gy", "d50_gy", "d2_gy")
+                )
             )
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         cols = ["volume_cc", "mean_gy", "min_gy", "max_gy", "d98_gy", "d95_gy", "d50_gy", "d2_gy"]
-        heads = ["Volume (cc)", "Mean (Gy)", "Min (Gy)", "Max D0.03cc (Gy)", "D98 (Gy)",
-                 "D95 (Gy)", "D50 (Gy)", "D2 (Gy)"]
+        heads = [
+            "Volume (cc)",
+            "Mean (Gy)",
+            "Min (Gy)",
+            "Max D0.03cc (Gy)",
+            "D98 (Gy)",
+            "D95 (Gy)",
+            "D50 (Gy)",
+            "D2 (Gy)",
+        ]
         rows = []
         for n, d in self._d.items():
             s = d.summary()
             swatch = ""
             if d.color_rgb is not None:
                 r, g, b = d.color_rgb
-                swatch = (f'<span style="display:inline-block;width:0.8em;height:0.8em;'
-                          f'background:rgb({r},{g},{b});margin-right:0.4em"></span>')
+                swatch = (
+                    f'<span style="display:inline-block;width:0.8em;height:0.8em;'
+                    f'background:rgb({r},{g},{b});margin-right:0.4em"></span>'
+                )
             cells = "".join(f"<td>{s[c]:.2f}</td>" for c in cols)
             name = f"<td style='text-align:left'>{swatch}{html.escape(n)}</td>"
             rows.append(f"<tr>{name}{cells}</tr>")

@@ -51,8 +51,16 @@ __all__ = [
 ]
 
 MetricKind = Literal[
-    "dose_at_volume_percent", "dose_at_volume_cc", "mean", "max", "min",
-    "volume_at_dose_gy", "volume_at_dose_rx_percent", "hi", "ci", "gi",
+    "dose_at_volume_percent",
+    "dose_at_volume_cc",
+    "mean",
+    "max",
+    "min",
+    "volume_at_dose_gy",
+    "volume_at_dose_rx_percent",
+    "hi",
+    "ci",
+    "gi",
 ]
 Comparison = Literal["<=", ">="]
 GoalStatus = Literal["pass", "acceptable", "fail"]
@@ -64,8 +72,16 @@ _RE_V_GY = re.compile(rf"^V{_NUM}(C?GY)$", re.I)
 _RE_V_RX = re.compile(rf"^V{_NUM}%(RX)?$", re.I)
 _NAMED = {"DMEAN": "mean", "DMAX": "max", "DMIN": "min", "HI": "hi", "CI": "ci", "GI": "gi"}
 
-_OPS = {"<=": "<=", "≤": "<=", "<": "<=", "max": "<=", ">=": ">=", "≥": ">=", ">": ">=",
-        "min": ">="}
+_OPS = {
+    "<=": "<=",
+    "≤": "<=",
+    "<": "<=",
+    "max": "<=",
+    ">=": ">=",
+    "≥": ">=",
+    ">": ">=",
+    "min": ">=",
+}
 _UNITS = {"gy": "Gy", "cgy": "cGy", "%": "%", "cc": "cc", "cm3": "cc", "cm³": "cc", "": ""}
 
 
@@ -134,8 +150,10 @@ def parse_metric(text: str, *, goal: str = "") -> Metric:
     if not isinstance(text, str):
         raise ProtocolError(f"Metric{where} must be a string like 'D95%'; got {text!r}.")
     t = re.sub(r"[\s_]+", "", text)
-    accepted = ("D<x>% (or D<x>), D<x>cc, Dmean, Dmax (=D0.03cc), Dmin, V<x>Gy, V<x>cGy, "
-                "V<x>%Rx, HI, CI, GI")
+    accepted = (
+        "D<x>% (or D<x>), D<x>cc, Dmean, Dmax (=D0.03cc), Dmin, V<x>Gy, V<x>cGy, "
+        "V<x>%Rx, HI, CI, GI"
+    )
     if t.upper() in _NAMED:
         kind = _NAMED[t.upper()]
         canon = {"mean": "Dmean", "max": "Dmax", "min": "Dmin"}.get(kind, kind.upper())
@@ -233,12 +251,15 @@ class Goal:
     label: str = ""
 
     def __post_init__(self) -> None:
-        desc = (f"'{self.structure} {getattr(self.metric, 'text', self.metric)} "
-                f"{self.comparison} {self.level}{' ' + self.unit if self.unit else ''}'")
+        desc = (
+            f"'{self.structure} {getattr(self.metric, 'text', self.metric)} "
+            f"{self.comparison} {self.level}{' ' + self.unit if self.unit else ''}'"
+        )
         if not isinstance(self.structure, str) or not self.structure.strip():
             raise ProtocolError(f"Goal {desc}: `structure` must be a non-empty name.")
-        metric = self.metric if isinstance(self.metric, Metric) else parse_metric(
-            self.metric, goal=desc)
+        metric = (
+            self.metric if isinstance(self.metric, Metric) else parse_metric(self.metric, goal=desc)
+        )
         op = _OPS.get(str(self.comparison).strip().lower())
         if op is None:
             raise ProtocolError(
@@ -266,7 +287,8 @@ class Goal:
                 acc = float(acc)
             except (TypeError, ValueError):
                 raise ProtocolError(
-                    f"Goal {desc}: acceptable level '{acc}' is not a number.") from None
+                    f"Goal {desc}: acceptable level '{acc}' is not a number."
+                ) from None
         if unit == "cGy":
             unit, level = "Gy", level / 100.0
             acc = None if acc is None else acc / 100.0
@@ -279,8 +301,9 @@ class Goal:
         try:
             priority = int(self.priority)
         except (TypeError, ValueError):
-            raise ProtocolError(f"Goal {desc}: priority '{self.priority}' is not an integer.") \
-                from None
+            raise ProtocolError(
+                f"Goal {desc}: priority '{self.priority}' is not an integer."
+            ) from None
         object.__setattr__(self, "metric", metric)
         object.__setattr__(self, "comparison", op)
         object.__setattr__(self, "level", level)
@@ -297,8 +320,10 @@ class Goal:
 
     def __repr__(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
-        return (f"Goal({self.structure!r} {self.metric.text} {self.comparison} "
-                f"{_fmt(self.level)}{unit})")
+        return (
+            f"Goal({self.structure!r} {self.metric.text} {self.comparison} "
+            f"{_fmt(self.level)}{unit})"
+        )
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any], *, dose_unit: str = "Gy") -> Goal:
@@ -317,8 +342,18 @@ class Goal:
         """
         desc = ", ".join(f"{k}={v!r}" for k, v in spec.items())
         desc = f"{{{desc}}}"
-        known = {"structure", "metric", "min", "max", "comparison", "level", "unit", "priority",
-                 "acceptable", "label"}
+        known = {
+            "structure",
+            "metric",
+            "min",
+            "max",
+            "comparison",
+            "level",
+            "unit",
+            "priority",
+            "acceptable",
+            "label",
+        }
         extra = set(spec) - known
         if extra:
             raise ProtocolError(
@@ -341,9 +376,14 @@ class Goal:
         if unit is None and metric.quantity == "dose":
             unit = dose_unit
         return cls(
-            structure=spec["structure"], metric=metric, comparison=comparison,
-            level=spec[key], unit=unit, priority=spec.get("priority", 1),
-            acceptable_level=spec.get("acceptable"), label=str(spec.get("label", "")),
+            structure=spec["structure"],
+            metric=metric,
+            comparison=comparison,
+            level=spec[key],
+            unit=unit,
+            priority=spec.get("priority", 1),
+            acceptable_level=spec.get("acceptable"),
+            label=str(spec.get("label", "")),
         )
 
 
@@ -385,8 +425,12 @@ def parse_goal(text: str, *, priority: int = 1) -> Goal:
         )
     return Goal(
         structure=(structure if structure is not None else m.group("structure")).strip(),
-        metric=m.group("metric"), comparison=m.group("op"), level=m.group("level"),
-        unit=m.group("unit") or None, priority=priority, acceptable_level=m.group("acc"),
+        metric=m.group("metric"),
+        comparison=m.group("op"),
+        level=m.group("level"),
+        unit=m.group("unit") or None,
+        priority=priority,
+        acceptable_level=m.group("acc"),
     )
 
 
@@ -418,10 +462,17 @@ class GoalResult:
         """JSON-ready record of the goal and its outcome."""
         g = self.goal
         return {
-            "structure": g.structure, "metric": g.metric.text, "comparison": g.comparison,
-            "level": g.level, "acceptable_level": g.acceptable_level, "unit": g.unit,
-            "priority": g.priority, "label": g.label, "value": self.value,
-            "status": self.status, "passed": self.passed,
+            "structure": g.structure,
+            "metric": g.metric.text,
+            "comparison": g.comparison,
+            "level": g.level,
+            "acceptable_level": g.acceptable_level,
+            "unit": g.unit,
+            "priority": g.priority,
+            "label": g.label,
+            "value": self.value,
+            "status": self.status,
+            "passed": self.passed,
         }
 
 
@@ -473,8 +524,10 @@ class GoalTable:
         lines = [head]
         for r in self.results:
             u = f" {r.goal.unit}" if r.goal.unit else ""
-            lines.append(f"  [{r.status.upper():>10}] P{r.goal.priority} {r.goal.text:<40} "
-                         f"achieved {r.value:.4g}{u}")
+            lines.append(
+                f"  [{r.status.upper():>10}] P{r.goal.priority} {r.goal.text:<40} "
+                f"achieved {r.value:.4g}{u}"
+            )
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -484,20 +537,27 @@ class GoalTable:
             u = f" {html.escape(g.unit)}" if g.unit else ""
             acc = "" if g.acceptable_level is None else f"{_fmt(g.acceptable_level)}{u}"
             cells = [
-                html.escape(g.structure), html.escape(g.metric.text),
-                html.escape(g.comparison), f"{_fmt(g.level)}{u}", acc,
-                f"{r.value:.4g}{u}", str(g.priority), f"<b>{r.status.upper()}</b>",
+                html.escape(g.structure),
+                html.escape(g.metric.text),
+                html.escape(g.comparison),
+                f"{_fmt(g.level)}{u}",
+                acc,
+                f"{r.value:.4g}{u}",
+                str(g.priority),
+                f"<b>{r.status.upper()}</b>",
             ]
             tds = "".join(f"<td>{c}</td>" for c in cells)
-            rows.append(f'<tr class="goal-{r.status}" style="background:{_COLOURS[r.status]}">'
-                        f"{tds}</tr>")
-        heads = ["Structure", "Metric", "", "Goal", "Acceptable", "Achieved", "Priority",
-                 "Result"]
+            rows.append(
+                f'<tr class="goal-{r.status}" style="background:{_COLOURS[r.status]}">{tds}</tr>'
+            )
+        heads = ["Structure", "Metric", "", "Goal", "Acceptable", "Achieved", "Priority", "Result"]
         th = "".join(f"<th>{h}</th>" for h in heads)
         n = len(self.results)
         cap = f"{n - self.n_failed} of {n} goals met"
-        return (f'<table class="rtplan-goals"><caption>{cap}</caption>'
-                f"<thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        return (
+            f'<table class="rtplan-goals"><caption>{cap}</caption>'
+            f"<thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
 
 
 #: Relative tolerance of the goal comparison: a value within 1 ppm of the level meets it, so
@@ -598,8 +658,14 @@ def evaluate_goals(
                 )
             obj = structures[name]
             color = colors.get(name, getattr(obj, "color_rgb", None))
-            cache[name] = dvh(dose, _occupancy_of(obj, grid, name), voxel_volume_cc=vv,
-                              bin_width_gy=bin_width_gy, name=name, color_rgb=color)
+            cache[name] = dvh(
+                dose,
+                _occupancy_of(obj, grid, name),
+                voxel_volume_cc=vv,
+                bin_width_gy=bin_width_gy,
+                name=name,
+                color_rgb=color,
+            )
         return cache[name]
 
     body_cache: list[DVH] = []
@@ -609,9 +675,15 @@ def evaluate_goals(
             if body is not None:
                 body_cache.append(get_dvh(body, None))
             else:
-                body_cache.append(dvh(dose, np.ones(dose.shape, dtype=np.float32),
-                                      voxel_volume_cc=vv, bin_width_gy=bin_width_gy,
-                                      name="dose grid"))
+                body_cache.append(
+                    dvh(
+                        dose,
+                        np.ones(dose.shape, dtype=np.float32),
+                        voxel_volume_cc=vv,
+                        bin_width_gy=bin_width_gy,
+                        name="dose grid",
+                    )
+                )
         return body_cache[0]
 
     def need_rx(goal: Goal) -> float:
@@ -648,5 +720,8 @@ def evaluate_goals(
         if m.quantity == "dose" and g.unit == "%":
             value = 100.0 * value / need_rx(g)
         results.append(GoalResult(goal=g, value=float(value), status=_status(g, value)))
-    return GoalTable(results=tuple(results), dvhs=DVHCollection(cache),
-                     prescription_gy=None if prescription_gy is None else float(prescription_gy))
+    return GoalTable(
+        results=tuple(results),
+        dvhs=DVHCollection(cache),
+        prescription_gy=None if prescription_gy is None else float(prescription_gy),
+    )

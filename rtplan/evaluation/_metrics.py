@@ -29,7 +29,8 @@ def _check_rx(prescription_gy: float) -> float:
     rx = float(prescription_gy)
     if not rx > 0:
         raise InputError(
-            f"`prescription_gy` must be a positive dose in Gy; got {prescription_gy!r}.")
+            f"`prescription_gy` must be a positive dose in Gy; got {prescription_gy!r}."
+        )
     return rx
 
 

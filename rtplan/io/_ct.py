@@ -90,8 +90,11 @@ def _candidate_files(folder: Path, recursive: bool) -> list[Path]:
     if not recursive:
         subdirs = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if subdirs:
-            logger.info("%s: subfolders not searched (recursive=False): %s", folder,
-                        ", ".join(sorted(subdirs)))
+            logger.info(
+                "%s: subfolders not searched (recursive=False): %s",
+                folder,
+                ", ".join(sorted(subdirs)),
+            )
         return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     found = []
     for root, dirs, files in os.walk(folder):
@@ -275,7 +278,8 @@ def _axial(iop: np.ndarray) -> bool:
     rounded = np.round(iop)
     return bool(
         np.all(np.abs(iop - rounded) < ORIENTATION_TOLERANCE)
-        and abs(rounded[0]) == 1 and abs(rounded[4]) == 1
+        and abs(rounded[0]) == 1
+        and abs(rounded[4]) == 1
         and not np.any(rounded[[1, 2, 3, 5]])
     )
 
@@ -374,9 +378,7 @@ def load_ct(
     """
     folder = Path(ct_dir)
     if folder.is_file():
-        raise InputError(
-            f"CT path '{folder}' is a file; pass the folder that holds the CT slices."
-        )
+        raise InputError(f"CT path '{folder}' is a file; pass the folder that holds the CT slices.")
     if not folder.is_dir():
         raise InputError(f"CT folder '{folder}' does not exist or is not a folder.")
     scan = _scan(folder, recursive)
@@ -384,15 +386,19 @@ def load_ct(
         warnings.warn(
             f"Skipped {len(scan.empty)} empty (0-byte) file(s) in '{folder}': "
             + ", ".join(p.name for p in scan.empty[:5])
-            + (" ..." if len(scan.empty) > 5 else "") + ".",
-            DicomWarning, stacklevel=2,
+            + (" ..." if len(scan.empty) > 5 else "")
+            + ".",
+            DicomWarning,
+            stacklevel=2,
         )
     if scan.localizers:
         logger.info("%s: %d CT localizer (scout) image(s) skipped", folder, len(scan.localizers))
     cts = scan.cts
     mf_series = {uid for _, _, uid in scan.multiframe}
-    if series_uid is not None and series_uid in mf_series and not any(
-        str(ds.get("SeriesInstanceUID", "")) == series_uid for _, ds in cts
+    if (
+        series_uid is not None
+        and series_uid in mf_series
+        and not any(str(ds.get("SeriesInstanceUID", "")) == series_uid for _, ds in cts)
     ):
         _refuse_multiframe(folder, [m for m in scan.multiframe if m[2] == series_uid])
     if not cts:
@@ -439,8 +445,12 @@ def load_ct(
                 f"'{folder}' mixes {len(by_series)} CT series: {listing()}. Pass "
                 "series_uid=... (CLI: --series-uid) to choose one, or separate them."
             )
-        logger.info("%s: using the only axial CT series %s; skipped %s", folder, axial[0],
-                    ", ".join(u for u in by_series if u != axial[0]))
+        logger.info(
+            "%s: using the only axial CT series %s; skipped %s",
+            folder,
+            axial[0],
+            ", ".join(u for u in by_series if u != axial[0]),
+        )
         slices = by_series[axial[0]]
     else:
         slices = next(iter(by_series.values()))
@@ -483,7 +493,8 @@ def _dedupe(folder: Path, slices: list[tuple[Path, Dataset]]) -> list[tuple[Path
             f"{len(dropped)} file(s) in '{folder}' repeat the (0008,0018) SOPInstanceUID of "
             f"another slice and were skipped (e.g. '{dropped[0][0].name}' repeats "
             f"'{dropped[0][1].name}').",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
     return out
 
@@ -503,7 +514,8 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
             f"Skipped {len(skipped)} image(s) of the CT series in '{folder}' whose (0020,0037) "
             f"ImageOrientationPatient is not axial (scout or reformatted images?), e.g. "
             f"'{skipped[0][0].name}' with {tuple(round(float(v), 4) for v in skipped[0][1])}.",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
         slices = [sl for sl, a in zip(slices, axial, strict=True) if a]
         iops = [iop for iop, a in zip(iops, axial, strict=True) if a]
@@ -669,7 +681,8 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
     if not position:
         warnings.warn(
             f"CT series in '{folder}' has no (0018,5100) PatientPosition; assuming HFS.",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
         position = "HFS"
     if position not in PATIENT_POSITIONS:

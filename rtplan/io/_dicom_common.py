@@ -36,14 +36,32 @@ logger = logging.getLogger("rtplan.io")
 #: :attr:`rtplan.Patient.dicom_patient` so that new objects (RT-PLAN, RT-DOSE) can repeat them.
 PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     # Patient module
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientBirthTime",
-    "PatientSex", "OtherPatientIDsSequence", "PatientComments", "PatientIdentityRemoved",
-    "DeidentificationMethod", "DeidentificationMethodCodeSequence", "ResponsiblePerson",
-    "ResponsibleOrganization", "PatientSpeciesDescription",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "OtherPatientIDsSequence",
+    "PatientComments",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "ResponsiblePerson",
+    "ResponsibleOrganization",
+    "PatientSpeciesDescription",
     # General Study module
-    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-    "AccessionNumber", "StudyDescription", "PhysiciansOfRecord", "IssuerOfAccessionNumberSequence",
-    "ProcedureCodeSequence", "ReasonForPerformedProcedureCodeSequence",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+    "PhysiciansOfRecord",
+    "IssuerOfAccessionNumberSequence",
+    "ProcedureCodeSequence",
+    "ReasonForPerformedProcedureCodeSequence",
 )
 
 
@@ -202,8 +220,18 @@ def read_dataset(
                     ) from None
     except DicomReadError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError,
-            NotImplementedError, OverflowError, InvalidDicomError) as exc:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        NotImplementedError,
+        OverflowError,
+        InvalidDicomError,
+    ) as exc:
         raise DicomReadError(
             f"Cannot read {what} '{path}': it is truncated or corrupt "
             f"({type(exc).__name__}: {exc}). Re-export the file."
@@ -261,7 +289,8 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
     """
     tag = (
         pydicom.datadict.tag_for_keyword(keyword_or_tag)
-        if isinstance(keyword_or_tag, str) else keyword_or_tag
+        if isinstance(keyword_or_tag, str)
+        else keyword_or_tag
     )
     if tag not in ds:
         return np.zeros(0)

@@ -84,7 +84,8 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
                 f"{', '.join(ss.referenced_series_uids)} but the CT loaded is series "
                 f"{ct.series_instance_uid}; the frame of reference "
                 f"{ct.frame_of_reference_uid} matches, so the contours are used as they are.",
-                DicomWarning, stacklevel=stacklevel,
+                DicomWarning,
+                stacklevel=stacklevel,
             )
         structures = ss.structures
         ss_uid = ss.sop_instance_uid
@@ -134,12 +135,14 @@ def _check_contour_planes(ct: CtSeries, ss: StructureSet, *, stacklevel: int) ->
             f"RT-STRUCT '{name}': contours lie outside the CT's z range "
             f"({z_axis[0]:.2f} .. {z_axis[-1]:.2f} mm, slices every {dz:g} mm) and are "
             f"ignored: {'; '.join(outside)}. Was the structure set drawn on a longer CT?",
-            DicomWarning, stacklevel=stacklevel,
+            DicomWarning,
+            stacklevel=stacklevel,
         )
     if between:
         warnings.warn(
             f"RT-STRUCT '{name}': contour planes do not lie on a CT slice (slices every "
             f"{dz:g} mm from z = {z_axis[0]:.2f} mm; tolerance {tol:.2f} mm): "
             f"{'; '.join(between)}. Each slice uses the nearest contour plane.",
-            DicomWarning, stacklevel=stacklevel,
+            DicomWarning,
+            stacklevel=stacklevel,
         )

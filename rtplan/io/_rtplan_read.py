@@ -209,9 +209,7 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
         )
     unit = str(b.get("PrimaryDosimeterUnit", "MU") or "MU").upper()
     if unit != "MU":
-        raise ctx.err(
-            f"beam {bnum}: (300A,00B3) PrimaryDosimeterUnit is {unit!r}; expected MU."
-        )
+        raise ctx.err(f"beam {bnum}: (300A,00B3) PrimaryDosimeterUnit is {unit!r}; expected MU.")
 
 
 def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBeam:
@@ -267,8 +265,10 @@ def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBe
                     "fixed-angle beams (NONE) are supported."
                 )
         if "IsocenterPosition" in cp and cp.IsocenterPosition not in (None, ""):
-            iso = tuple(_float(v, ctx, f"{where}: (300A,012C) IsocenterPosition")
-                        for v in cp.IsocenterPosition)
+            iso = tuple(
+                _float(v, ctx, f"{where}: (300A,012C) IsocenterPosition")
+                for v in cp.IsocenterPosition
+            )
             if "iso" in state and np.max(np.abs(np.subtract(iso, state["iso"]))) > 1e-3:
                 raise ctx.err(f"{where}: (300A,012C) IsocenterPosition changes within the beam.")
             state["iso"] = iso
@@ -354,8 +354,9 @@ def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBe
         collimator_deg=state.get("collimator", 0.0),
         couch_deg=state.get("couch", 0.0),
         isocenter_mm=state["iso"],
-        sad_mm=_float(b.get("SourceAxisDistance", 1000.0) or 1000.0, ctx,
-                      f"beam {bnum}: SourceAxisDistance"),
+        sad_mm=_float(
+            b.get("SourceAxisDistance", 1000.0) or 1000.0, ctx, f"beam {bnum}: SourceAxisDistance"
+        ),
         leaf_boundaries_mm=boundaries,
         virtual_mlc=virtual_mlc,
         has_x_jaws="X" in jaw_dirs,
@@ -413,7 +414,9 @@ def _machine_for(pb: _ParsedBeam, machine, cache: dict):
         found = _generic_machine(pb)
         log.info(
             "beam %d: machine %r is not a shipped model with this MLC; checking leaves against "
-            "generic limits ±200 mm", pb.number, pb.machine_name,
+            "generic limits ±200 mm",
+            pb.number,
+            pb.machine_name,
         )
     cache[key] = found
     return found
@@ -426,8 +429,9 @@ def _check_leaf_range(pb: _ParsedBeam, machine, ctx: _Ctx) -> None:
         leaves = seg.leaf_positions_mm
         for bank in (0, 1):
             lo, hi = lim[bank]
-            bad = np.flatnonzero((leaves[bank] < lo - POSITION_TOL_MM)
-                                 | (leaves[bank] > hi + POSITION_TOL_MM))
+            bad = np.flatnonzero(
+                (leaves[bank] < lo - POSITION_TOL_MM) | (leaves[bank] > hi + POSITION_TOL_MM)
+            )
             if bad.size:
                 i = int(bad[0])
                 raise ctx.err(
@@ -502,8 +506,9 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
         segments = []
         for seg in pb.segments:
             jaws = {k: v for k, v in seg.jaws_mm.items() if v is not None}
-            segments.append(Segment(seg.leaf_positions_mm, jaws, seg.mu * n_fx,
-                                    pb.leaf_boundaries_mm))
+            segments.append(
+                Segment(seg.leaf_positions_mm, jaws, seg.mu * n_fx, pb.leaf_boundaries_mm)
+            )
         geom = Beam(
             pb.gantry_deg,
             collimator_angle_deg=pb.collimator_deg,
@@ -516,8 +521,9 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
         dbeam.validate(where=f"{ctx.path}: (300A,011C) LeafJawPositions,")
         out.append(dbeam)
     rx, target = _prescription(ds, patient)
-    return RtPlanBeams(tuple(out), n_fx, rx, target, str(ds.get("RTPlanLabel", "") or ""),
-                       str(ds.SOPInstanceUID))
+    return RtPlanBeams(
+        tuple(out), n_fx, rx, target, str(ds.get("RTPlanLabel", "") or ""), str(ds.SOPInstanceUID)
+    )
 
 
 def read_rtplan_beams(
@@ -540,8 +546,9 @@ def read_rtplan_beams(
     # 16 characters): log those, as on import, instead of letting them escape.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number,
-                                  nominal_energy_mv)
+        plan = _read_plan_dataset(
+            ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv
+        )
     for w in caught:
         log.info("%s: pydicom: %s", path.name, w.message)
     return plan
@@ -688,5 +695,3 @@ def read_rtplan(
     return DeliverablePlan(
         pb.beams, pb.fractions, float(rx), pb.target_name, label=pb.label or "rtplan"
     )
-
-

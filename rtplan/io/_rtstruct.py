@@ -69,7 +69,8 @@ class StructureSet:
             f"RT-STRUCT '{self.path.name}' was loaded without its CT (series "
             f"{', '.join(self.referenced_series_uids) or 'unknown'}); volumes are computed on "
             f"a {pixel_spacing_mm} mm grid laid on the contour planes instead of the CT grid.",
-            DicomWarning, stacklevel=2,
+            DicomWarning,
+            stacklevel=2,
         )
         pts = [c for s in self.structures.values() for c in s.contours]
         if not pts:
@@ -180,8 +181,11 @@ def _roi_name(item: Dataset, undeclared_charset: bool, path: Path) -> str:
             except UnicodeDecodeError:
                 pass
             else:
-                logger.info("%s: ROI name bytes decoded as UTF-8 ((0008,0005) "
-                            "SpecificCharacterSet is absent)", path.name)
+                logger.info(
+                    "%s: ROI name bytes decoded as UTF-8 ((0008,0005) "
+                    "SpecificCharacterSet is absent)",
+                    path.name,
+                )
                 return text
     return str(item.get("ROIName", "") or "")
 
@@ -233,8 +237,12 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
         name = _roi_name(item, undeclared_charset, path).strip(" \0\t\r\n")
         if not name:
             name = f"ROI {number}"
-            logger.info("%s: ROI number %d has an empty (3006,0026) ROIName; called %r",
-                        path.name, number, name)
+            logger.info(
+                "%s: ROI number %d has an empty (3006,0026) ROIName; called %r",
+                path.name,
+                number,
+                name,
+            )
         names[number] = name
         roi_fors[number] = str(item.get("ReferencedFrameOfReferenceUID", "") or "")
     # The ROIs' own (3006,0024) decide the frame; the (3006,0010) sequence may list more
@@ -322,12 +330,16 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
                 if name not in skipped[kind]:
                     skipped[kind].append(name)
     for kind, rois in skipped.items():
-        why = ("open contours enclose no volume" if kind in OPEN_TYPES
-               else f"unknown (3006,0042) ContourGeometricType; known: "
-                    f"{', '.join(CLOSED_TYPES + OPEN_TYPES + ('POINT',))}")
+        why = (
+            "open contours enclose no volume"
+            if kind in OPEN_TYPES
+            else f"unknown (3006,0042) ContourGeometricType; known: "
+            f"{', '.join(CLOSED_TYPES + OPEN_TYPES + ('POINT',))}"
+        )
         warnings.warn(
             f"RT-STRUCT '{path.name}': {kind} contours of {', '.join(rois)} ignored ({why}).",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
     structures: dict[str, Structure] = {}
     empty: list[str] = []
@@ -340,8 +352,12 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
             name = f"{name} [ROI {number}]"
         pts = np.concatenate(points[number]) if points[number] else np.zeros((0, 3))
         s = Structure(
-            name=name, number=number, roi_type=types.get(number, ""),
-            color_rgb=colors.get(number), contours=contours[number], points_mm=pts,
+            name=name,
+            number=number,
+            roi_type=types.get(number, ""),
+            color_rgb=colors.get(number),
+            contours=contours[number],
+            points_mm=pts,
         )
         if s.is_empty:
             empty.append(name)
@@ -353,13 +369,15 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
             + "; each is kept under its name followed by its ROI number, e.g. "
             f"{next(k for k in structures if k.startswith(duplicated[0] + ' [ROI'))!r}. "
             "Rename them in the planning system to use them by name.",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
     if empty:
         warnings.warn(
             f"RT-STRUCT '{path.name}': ROI(s) without contours: {', '.join(empty)}; they are "
             "kept but have zero volume.",
-            DicomWarning, stacklevel=3,
+            DicomWarning,
+            stacklevel=3,
         )
     logger.info("loaded RT-STRUCT %s: %d ROIs", path.name, len(structures))
     return StructureSet(

@@ -98,8 +98,17 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
 def _common(ds: Dataset, patient: Patient, now: datetime.datetime) -> None:
     for elem in patient.dicom_patient:
         ds[elem.tag] = elem
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-               "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+    for kw in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+    ):
         if kw not in ds:
             setattr(ds, kw, "")
     ds.StudyInstanceUID = patient.study_instance_uid
@@ -179,7 +188,9 @@ def _ct_slices(patient: Patient, now: datetime.datetime, body_part_examined: str
 def _rtstruct(patient: Patient, now: datetime.datetime) -> Dataset:
     sop_uid = patient.structure_set_uid or generate_uid()
     ds = pydicom.FileDataset(
-        "", Dataset(), file_meta=_file_meta(RT_STRUCTURE_SET_STORAGE, sop_uid),
+        "",
+        Dataset(),
+        file_meta=_file_meta(RT_STRUCTURE_SET_STORAGE, sop_uid),
         preamble=b"\0" * 128,
     )
     _common(ds, patient, now)
@@ -235,9 +246,7 @@ def _rtstruct(patient: Patient, now: datetime.datetime) -> Dataset:
             item = Dataset()
             k = int(np.argmin(np.abs(z_axis - c[0, 2])))
             if abs(z_axis[k] - c[0, 2]) <= 0.5 * dz:
-                item.ContourImageSequence = Sequence(
-                    [image_ref(patient.ct_sop_instance_uids[k])]
-                )
+                item.ContourImageSequence = Sequence([image_ref(patient.ct_sop_instance_uids[k])])
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(c)
             item[_CONTOUR_DATA] = _raw_ds(c.ravel())

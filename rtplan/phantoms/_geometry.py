@@ -204,8 +204,9 @@ def phantom_spec(name: str):
     length, rois = _BUILDERS[name]()
     if name == "water_box":
         h = BOX_SIDE_MM / 2
-        body = RoiSpec("Body", "EXTERNAL", (0, 128, 0),
-                       _zrange(-h, h + 1e-3, lambda z: [rect(-h, -h, h, h)]))
+        body = RoiSpec(
+            "Body", "EXTERNAL", (0, 128, 0), _zrange(-h, h + 1e-3, lambda z: [rect(-h, -h, h, h)])
+        )
         fov = (BOX_SIDE_MM + 40.0, BOX_SIDE_MM + 40.0)
     else:
         body = RoiSpec("Body", "EXTERNAL", (0, 128, 0), _body_ellipse)

@@ -83,9 +83,7 @@ def make_phantom(
     31.4
     """
     if name not in PHANTOM_NAMES:
-        raise InputError(
-            f"Unknown phantom {name!r}; choose one of {', '.join(PHANTOM_NAMES)}."
-        )
+        raise InputError(f"Unknown phantom {name!r}; choose one of {', '.join(PHANTOM_NAMES)}.")
     if position not in PATIENT_POSITIONS:
         raise InputError(
             f"`position` must be one of {', '.join(PATIENT_POSITIONS)}; got {position!r}."
@@ -126,8 +124,11 @@ def make_phantom(
         if not contours:
             logger.info("phantom %s: ROI %s lies outside the CT slices", name, spec.name)
         structures[spec.name] = Structure(
-            name=spec.name, number=number, roi_type=spec.roi_type,
-            color_rgb=spec.color_rgb, contours=contours,
+            name=spec.name,
+            number=number,
+            roi_type=spec.roi_type,
+            color_rgb=spec.color_rgb,
+            contours=contours,
         )
     hu = np.round(hu).astype(np.float32)
 

@@ -5,28 +5,36 @@ prescription (dimensionless ``(excess / Rx)²``), goals of the same priority sha
 levels are optimised lexicographically (each later level keeps the earlier levels'
 objectives within their slip).  The rules (also in ``docs/protocols.md``):
 
-=====================  ==========================  =====================================
-goal                   ``first_order`` solver      ``cvxpy`` solver
-=====================  ==========================  =====================================
-target ``D_v% >= L``   Underdose(T, L·(1+a_t))     MinDVH(T, L·(1+a_t), v) (CVaR)
-target ``D_v% <= L``   Overdose(T, L·(1−a_t)),     MaxDVH(T, L·(1−a_t), v) (CVaR)
-                       in the first level
-OAR ``D_v% <= L``,     Overdose(O, L·(1−a_o))      MaxDVH(O, L·(1−a_o), v) (CVaR)
-``D_xcc``, ``V_x<=y%``                             (``V_x <= y %`` is ``D_y% <= x``)
-``Dmax <= L``          Overdose(O, L·(1−a_o))      same
-``Dmean <= L``         Overdose(O, L·(1−a_o)) on   MeanDose(O, hard) or Overdose
-                       the mean (MeanDose, linear)
-``hard = true``        MinDose/MaxDose/MeanDose    MinDVH/MaxDVH/MaxDose/MeanDose hard
-=====================  ==========================  =====================================
+=====================  ============================  ===================================
+goal                   ``first_order`` solver        ``cvxpy`` solver
+=====================  ============================  ===================================
+target ``D_v% >= L``   DVHUnderdose(T, L·(1+a_t),    MinDVH(T, L·(1+a_t), v) (CVaR)
+                       100 − κ(100 − v))
+target ``D_v% <= L``   DVHOverdose(T, L·(1−a_t), κv) MaxDVH(T, L·(1−a_t), v) (CVaR),
+                       in the first level            in the first level
+OAR ``D_v% <= L``,     DVHOverdose(O, L·(1−a_o), κv) MaxDVH(O, L·(1−a_o), v) (CVaR)
+``D_xcc``, ``V_x<=y%``                               (``V_x <= y %`` is ``D_y% <= x``)
+``Dmax <= L``          Overdose(O, L·(1−a_o))        same
+``Dmin >= L``          Underdose(T, L·(1+a_t))       same
+``Dmean <= L``         MeanDose(O) (linear)          same
+``hard = true``        MinDose/MaxDose/MeanDose      MinDVH/MaxDVH/MaxDose/MeanDose hard
+=====================  ============================  ===================================
 
 ``T`` is the target (or the structure given in ``effective``), ``O`` the organ minus the
 overlapping targets where such a helper structure was built; ``a_t``/``a_o`` are the aims
 (:attr:`~rtplan.protocols.OptimizationSettings.target_aim`, ``oar_aim``) that make the
 optimiser aim slightly inside each goal so that sequencing losses do not tip it over.
-Weights are ``1 / Rx²`` (``1 / Rx`` for the linear mean-dose term).  If the
-protocol has no minimum-dose goal on the prescription target, ``Underdose(target, Rx)``
-is added to the first level.  A last level holds the helper structures (ring and normal
-tissue as overdose above their caps), fluence smoothness and total MU.
+The dose-volume quadratics (Wu & Mohan 2000) leave out the part of the structure the goal
+allows to miss its level, so the optimiser chooses where that part lies (e.g. the rim of a
+target next to an organ with a low limit); ``κ`` = :data:`DVH_ALLOWANCE_USED` keeps some of
+the allowance in reserve for sequencing.
+Weights are ``1 / Rx²`` for organ goals and ``target_weight / Rx²`` for target goals
+(:attr:`~rtplan.protocols.OptimizationSettings.target_weight`; ``1 / Rx`` for the linear
+mean-dose term). If the protocol has no minimum-dose goal on the prescription target,
+``Underdose(target, Rx)`` is added to the first level. The helper structures (ring and
+normal tissue as overdose above their caps, weight ``1 / Rx²``), fluence smoothness and
+total MU join the last level: a separate helper level would double the optimisation time
+for terms that only shape the low-dose region.
 """
 
 from __future__ import annotations
@@ -44,6 +52,15 @@ __all__ = ["PlanningLevel", "build_levels", "goal_dose_level_gy", "smoothness_pa
 
 logger = logging.getLogger("rtplan.planning")
 
+#: Share of a dose-volume goal's allowance (the ``100 − v %`` of a target that may be cold,
+#: the ``v %`` of an organ that may be hot) that the first-order translation exempts; the
+#: rest is kept in reserve for the sequencing and aperture-dose losses.
+DVH_ALLOWANCE_USED = 0.8
+
+#: Weight of the ring and normal-tissue caps relative to an organ goal: they shape the
+#: low-dose region and must not outvote the protocol's goals.
+HELPER_WEIGHT = 0.1
+
 
 @dataclass(frozen=True)
 class PlanningLevel:
@@ -51,22 +68,21 @@ class PlanningLevel:
 
     Attributes
     ----------
-    priority : int or None
-        Protocol priority of the goals in this level (``None`` for the final
-        helper/smoothness level).
+    priority : int
+        Protocol priority of the goals in this level.
     terms : tuple of optimizers.Term
     goal_indices : tuple of int
         Protocol goal indices translated into this level.
     """
 
-    priority: int | None
+    priority: int
     terms: tuple[Any, ...]
     goal_indices: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
-        """``"priority 1"``, ..., or ``"helpers"``."""
-        return "helpers" if self.priority is None else f"priority {self.priority}"
+        """``"priority 1"``, ``"priority 2"``, ..."""
+        return f"priority {self.priority}"
 
 
 def goal_dose_level_gy(goal, prescription_gy: float) -> float:
@@ -189,7 +205,7 @@ def build_levels(
     Returns
     -------
     list of PlanningLevel
-        In priority order, then the helper level.
+        In priority order; the last one also holds the helper, smoothness and MU terms.
 
     Raises
     ------
@@ -202,10 +218,9 @@ def build_levels(
     rx = protocol.prescription.total_dose_gy
     settings = protocol.optimization
     effective = dict(effective or {})
-    a_t = settings.target_aim
-    a_o = settings.oar_aim
     cvx = solver == "cvxpy"
-    w_q = 1.0 / rx**2  # every dose deviation counts in units of the prescription
+    w_o = 1.0 / rx**2  # every dose deviation counts in units of the prescription
+    w_t = settings.target_weight * w_o
     by_priority: dict[int, list] = {}
     idx_by_priority: dict[int, list[int]] = {}
     first_priority = min((s.priority for s in protocol.goals if s.structure in roles), default=1)
@@ -214,8 +229,6 @@ def build_levels(
         name = spec.structure
         if name not in roles:
             continue
-        role = roles[name]
-        kind = goal.metric.kind
         if goal.metric.quantity == "index":
             if spec.hard:
                 raise ProtocolError(
@@ -224,54 +237,29 @@ def build_levels(
                 )
             logger.info("goal %s is evaluated but not optimised (index metric)", spec.label)
             continue
-        level_gy = goal_dose_level_gy(goal, rx)
+        is_target = roles[name] == "target"
         vpct = _volume_pct(goal, volumes_cc.get(name, 0.0))
-        sense = goal.comparison
-        if goal.metric.quantity == "volume" and sense == ">=":
-            # V_x >= y %  <=>  D_y% >= x
-            pass
-        is_target = role == "target"
-        aim = a_t if is_target else a_o
-        s_eff = effective.get(name, name)
-        label = f"goal {spec.index}: {spec.label}"
-        terms = []
         if vpct is not None and not (0.0 < vpct < 100.0):
             vpct = None if vpct <= 0 else 99.9
-        if sense == ">=":
-            dose = level_gy * (1.0 + aim)
-            if spec.hard:
-                if cvx and vpct is not None:
-                    terms.append(
-                        opt.MinDVH(name, level_gy, vpct, hard=True, label=label + " [hard]")
-                    )
-                else:
-                    terms.append(opt.MinDose(name, level_gy, hard=True, label=label + " [hard]"))
-            elif cvx and vpct is not None:
-                terms.append(opt.MinDVH(s_eff, dose, vpct, weight=w_q, label=label))
-            else:
-                terms.append(opt.Underdose(s_eff, dose, weight=w_q, label=label))
+        label = f"goal {spec.index}: {spec.label}"
+        if spec.hard:
+            term = _hard_term(goal, name, vpct, cvx, label + " [hard]", rx)
         else:
-            dose = level_gy * (1.0 - aim)
-            if spec.hard:
-                if kind == "mean":
-                    terms.append(opt.MeanDose(name, level_gy, hard=True, label=label + " [hard]"))
-                elif cvx and vpct is not None:
-                    terms.append(
-                        opt.MaxDVH(name, level_gy, vpct, hard=True, label=label + " [hard]")
-                    )
-                else:
-                    terms.append(opt.MaxDose(name, level_gy, hard=True, label=label + " [hard]"))
-            elif kind == "mean":
-                terms.append(opt.MeanDose(s_eff, weight=1.0 / rx, label=label))
-            elif cvx and vpct is not None:
-                terms.append(opt.MaxDVH(s_eff, dose, vpct, weight=w_q, label=label))
-            else:
-                terms.append(opt.Overdose(s_eff, dose, weight=w_q, label=label))
+            term = _soft_term(
+                goal,
+                effective.get(name, name),
+                vpct,
+                cvx,
+                label,
+                rx,
+                aim=settings.target_aim if is_target else settings.oar_aim,
+                weight=w_t if is_target else w_o,
+            )
         priority = spec.priority
-        if is_target and sense == "<=" and not spec.hard:
+        if is_target and goal.comparison == "<=" and not spec.hard:
             # target homogeneity is decided with target coverage, in the first level
             priority = min(priority, first_priority)
-        by_priority.setdefault(priority, []).extend(terms)
+        by_priority.setdefault(priority, []).append(term)
         idx_by_priority.setdefault(priority, []).append(spec.index)
 
     _check_contradictions(by_priority)
@@ -283,7 +271,7 @@ def build_levels(
     if not has_cover:
         t_eff = effective.get(target, target)
         by_priority.setdefault(first, []).insert(
-            0, opt.Underdose(t_eff, rx, weight=w_q, label=f"coverage: {target} >= {rx:g} Gy")
+            0, opt.Underdose(t_eff, rx, weight=w_t, label=f"coverage: {target} >= {rx:g} Gy")
         )
     levels = [
         PlanningLevel(p, tuple(by_priority[p]), tuple(idx_by_priority.get(p, ())))
@@ -293,11 +281,18 @@ def build_levels(
     last: list = []
     if "zRing" in helpers:
         cap = hs.ring_max_percent / 100.0 * rx
-        last.append(opt.Overdose("zRing", cap, weight=w_q, label=f"ring <= {cap:.3g} Gy"))
+        last.append(
+            opt.Overdose("zRing", cap, weight=HELPER_WEIGHT * w_o, label=f"ring <= {cap:.3g} Gy")
+        )
     if "zNormalTissue" in helpers:
         cap = hs.normal_tissue_max_percent / 100.0 * rx
         last.append(
-            opt.Overdose("zNormalTissue", cap, weight=w_q, label=f"normal tissue <= {cap:.3g} Gy")
+            opt.Overdose(
+                "zNormalTissue",
+                cap,
+                weight=HELPER_WEIGHT * w_o,
+                label=f"normal tissue <= {cap:.3g} Gy",
+            )
         )
     if pairs is not None and len(pairs) and settings.smoothness_weight > 0:
         last.append(
@@ -312,6 +307,56 @@ def build_levels(
         last.append(
             opt.TotalMU(weight=settings.mu_weight / (mu_scale * n_beamlets), label="total MU")
         )
-    if last:
-        levels.append(PlanningLevel(None, tuple(last)))
+    if last:  # there is always a first level: it holds at least the coverage term
+        final = levels[-1]
+        levels[-1] = PlanningLevel(final.priority, final.terms + tuple(last), final.goal_indices)
     return levels
+
+
+def _hard_term(goal, name: str, vpct: float | None, cvx: bool, label: str, rx: float):
+    """The hard constraint of a ``hard = true`` goal (exact level, no aim)."""
+    import optimizers as opt
+
+    level_gy = goal_dose_level_gy(goal, rx)
+    if goal.comparison == ">=":
+        if cvx and vpct is not None:
+            return opt.MinDVH(name, level_gy, vpct, hard=True, label=label)
+        return opt.MinDose(name, level_gy, hard=True, label=label)
+    if goal.metric.kind == "mean":
+        return opt.MeanDose(name, level_gy, hard=True, label=label)
+    if cvx and vpct is not None:
+        return opt.MaxDVH(name, level_gy, vpct, hard=True, label=label)
+    return opt.MaxDose(name, level_gy, hard=True, label=label)
+
+
+def _soft_term(
+    goal,
+    structure: str,
+    vpct: float | None,
+    cvx: bool,
+    label: str,
+    rx: float,
+    *,
+    aim: float,
+    weight: float,
+):
+    """The objective term of a soft goal (see the module table)."""
+    import optimizers as opt
+
+    level_gy = goal_dose_level_gy(goal, rx)
+    if goal.comparison == ">=":
+        dose = level_gy * (1.0 + aim)
+        if vpct is None:
+            return opt.Underdose(structure, dose, weight=weight, label=label)
+        if cvx:
+            return opt.MinDVH(structure, dose, vpct, weight=weight, label=label)
+        exempt_pct = DVH_ALLOWANCE_USED * (100.0 - vpct)
+        return opt.DVHUnderdose(structure, dose, 100.0 - exempt_pct, weight=weight, label=label)
+    if goal.metric.kind == "mean":
+        return opt.MeanDose(structure, weight=1.0 / rx, label=label)
+    dose = level_gy * (1.0 - aim)
+    if vpct is None:
+        return opt.Overdose(structure, dose, weight=weight, label=label)
+    if cvx:
+        return opt.MaxDVH(structure, dose, vpct, weight=weight, label=label)
+    return opt.DVHOverdose(structure, dose, DVH_ALLOWANCE_USED * vpct, weight=weight, label=label)

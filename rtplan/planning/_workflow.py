@@ -23,11 +23,6 @@ PHANTOM_PROTOCOLS = {
 }
 
 
-#: The demo's defaults, chosen for a quick first run (override with the CLI options).
-DEMO_DOSE_GRID_MM = 4.0
-DEMO_MAX_ITERATIONS = 500
-
-
 def _protocol(protocol, *, solver=None, dose_grid_mm=None, n_beams=None, max_iterations=None):
     from ..protocols import Protocol, load_protocol
 
@@ -161,10 +156,8 @@ def run_demo(
 
     ``out_dir/input`` receives the phantom (``CT/`` + ``RS.dcm``) and ``out_dir/plan``
     the plan (RTPLAN.dcm, RTDOSE.dcm, plan.json, report.html).  The whole ``out_dir`` is
-    built atomically.  For a quick first run the dose grid defaults to
-    :data:`DEMO_DOSE_GRID_MM` (4 mm) and the solver to :data:`DEMO_MAX_ITERATIONS`
-    iterations per level; pass ``dose_grid_mm=3, max_iterations=1500`` for the protocol's
-    full settings.
+    built atomically.  The protocol's own settings are used (for the C-shape: 9 beams, 3 mm
+    grid) unless ``dose_grid_mm``, ``n_beams`` or ``max_iterations`` override them.
 
     Returns
     -------
@@ -184,9 +177,9 @@ def run_demo(
     prot = _protocol(
         protocol or PHANTOM_PROTOCOLS[phantom],
         solver=solver,
-        dose_grid_mm=DEMO_DOSE_GRID_MM if dose_grid_mm is None else dose_grid_mm,
+        dose_grid_mm=dose_grid_mm,
         n_beams=n_beams,
-        max_iterations=DEMO_MAX_ITERATIONS if max_iterations is None else max_iterations,
+        max_iterations=max_iterations,
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_phantom(phantom, tmp / "input")

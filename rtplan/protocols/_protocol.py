@@ -218,6 +218,9 @@ class OptimizationSettings:
     target_aim, oar_aim : float
         Relative margins the optimiser aims inside target and organ-at-risk goals
         (0.02 = aim 2 % above a minimum / below a maximum on targets).
+    target_weight : float
+        Weight of target goals relative to organ-at-risk goals of the same priority
+        (2 = a target's dose deviation counts twice an organ's; both in units of Rx).
     """
 
     solver: str = "first_order"
@@ -231,6 +234,7 @@ class OptimizationSettings:
     normalize: bool = True
     target_aim: float = 0.02
     oar_aim: float = 0.10
+    target_weight: float = 2.0
 
 
 @dataclass(frozen=True)

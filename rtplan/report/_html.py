@@ -22,8 +22,7 @@ import numpy as np
 from .._atomic import atomic_file
 from ..errors import InputError
 
-__all__ = ["PLAN_JSON_SCHEMA", "plan_json", "software_versions", "write_plan_json",
-           "write_report"]
+__all__ = ["PLAN_JSON_SCHEMA", "plan_json", "software_versions", "write_plan_json", "write_report"]
 
 logger = logging.getLogger("rtplan.report")
 
@@ -31,8 +30,12 @@ logger = logging.getLogger("rtplan.report")
 PLAN_JSON_SCHEMA = "rtplan.plan/1"
 
 _VERSION_PACKAGES = ("rtplan", "numpy", "scipy", "cvxpy", "pydicom")
-_UID_ATTRS = ("frame_of_reference_uid", "study_instance_uid", "ct_series_instance_uid",
-              "structure_set_uid")
+_UID_ATTRS = (
+    "frame_of_reference_uid",
+    "study_instance_uid",
+    "ct_series_instance_uid",
+    "structure_set_uid",
+)
 _TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
@@ -162,8 +165,7 @@ def plan_json(
         "inputs": _input_uids(patient, plan_summary),
         "plan": plan,
         "goals": goals,
-        "goals_summary": {"n_goals": len(goals), "n_failed": n_failed,
-                          "all_passed": n_failed == 0},
+        "goals_summary": {"n_goals": len(goals), "n_failed": n_failed, "all_passed": n_failed == 0},
         "dvh_metrics": dvh_rows,
         "timings_s": timings,
     }
@@ -187,8 +189,13 @@ def write_plan_json(
     rtplan.errors.OutputExistsError
         ``path`` exists and ``overwrite`` is false.
     """
-    record = plan_json(goal_table=goal_table, dvhs=dvhs, timings=timings,
-                       plan_summary=plan_summary, patient=patient)
+    record = plan_json(
+        goal_table=goal_table,
+        dvhs=dvhs,
+        timings=timings,
+        plan_summary=plan_summary,
+        patient=patient,
+    )
     text = json.dumps(record, indent=2, allow_nan=False)
     with atomic_file(path, overwrite=overwrite) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
@@ -223,8 +230,13 @@ def _centroid_mm(occ: np.ndarray, grid) -> np.ndarray:
 def _dvh_of(dose: np.ndarray, structure, grid):
     from ..evaluation import dvh
 
-    return dvh(dose, structure.occupancy(grid), voxel_volume_cc=grid.voxel_volume_cc,
-               name=structure.name, color_rgb=getattr(structure, "color_rgb", None))
+    return dvh(
+        dose,
+        structure.occupancy(grid),
+        voxel_volume_cc=grid.voxel_volume_cc,
+        name=structure.name,
+        color_rgb=getattr(structure, "color_rgb", None),
+    )
 
 
 def _indices(dose, grid, dvhs, target, structures, rx) -> dict[str, Any] | None:
@@ -233,13 +245,26 @@ def _indices(dose, grid, dvhs, target, structures, rx) -> dict[str, Any] | None:
 
     if rx is None or target not in dvhs:
         return None
-    body = next((dvhs[n] for n, s in structures.items()
-                 if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and n in dvhs), None)
+    body = next(
+        (
+            dvhs[n]
+            for n, s in structures.items()
+            if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and n in dvhs
+        ),
+        None,
+    )
     if body is None:
-        body = dvh(dose, np.ones(dose.shape, np.float32), voxel_volume_cc=grid.voxel_volume_cc,
-                   name="dose grid")
-    return {"target": target, "body": body.name,
-            **quality_indices(dvhs[target], body, prescription_gy=float(rx))}
+        body = dvh(
+            dose,
+            np.ones(dose.shape, np.float32),
+            voxel_volume_cc=grid.voxel_volume_cc,
+            name="dose grid",
+        )
+    return {
+        "target": target,
+        "body": body.name,
+        **quality_indices(dvhs[target], body, prescription_gy=float(rx)),
+    }
 
 
 def _e(x: Any) -> str:
@@ -270,8 +295,11 @@ caption{text-align:left;font-weight:bold;padding:0.3em 0}
 
 
 def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
-                   f"{_fmt_num(v)}</td></tr>" for k, v in rows)
+    body = "".join(
+        f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
+        f"{_fmt_num(v)}</td></tr>"
+        for k, v in rows
+    )
     return f"<table>{body}</table>"
 
 
@@ -354,8 +382,13 @@ def write_report(
     rx = plan_summary.get("prescription_gy")
     if rx is None and goal_table is not None:
         rx = goal_table.prescription_gy
-    record = plan_json(goal_table=goal_table, dvhs=dvhs, timings=timings,
-                       plan_summary=plan_summary, patient=patient)
+    record = plan_json(
+        goal_table=goal_table,
+        dvhs=dvhs,
+        timings=timings,
+        plan_summary=plan_summary,
+        patient=patient,
+    )
 
     # ---- structures on the CT grid (whole contours; dose grid without a CT)
     structures = getattr(patient, "structures", None) or {}
@@ -391,36 +424,60 @@ def write_report(
     images.append(("Cumulative DVH of every structure", figure_to_png_base64(fig)))
     views = []
     for view in ("axial", "coronal", "sagittal"):
-        fig = dose_wash_figure(dose, dose_grid, view, centre_mm=centre, ct=ct,
-                               structures=occs, prescription_gy=rx, structure_grid=sgrid)
+        fig = dose_wash_figure(
+            dose,
+            dose_grid,
+            view,
+            centre_mm=centre,
+            ct=ct,
+            structures=occs,
+            prescription_gy=rx,
+            structure_grid=sgrid,
+        )
         views.append((f"{view} dose wash", figure_to_png_base64(fig)))
 
     # ---- HTML
     plan = record["plan"]
     label = plan.get("label") or "rtplan plan"
-    parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-              f"<title>{_e(label)} — rtplan report</title><style>{_CSS}</style></head><body>")]
+    parts = [
+        (
+            f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(label)} — rtplan report</title><style>{_CSS}</style></head><body>"
+        )
+    ]
     parts.append(f"<h1>{_e(label)}</h1>")
-    parts.append(f"<p class='muted'>Generated {_e(record['created_utc'])} by rtplan "
-                 f"{_e(record['versions'].get('rtplan'))}. Doses are total plan doses in Gy; "
-                 "MU are per fraction.</p>")
+    parts.append(
+        f"<p class='muted'>Generated {_e(record['created_utc'])} by rtplan "
+        f"{_e(record['versions'].get('rtplan'))}. Doses are total plan doses in Gy; "
+        "MU are per fraction.</p>"
+    )
     if goal_table is not None:
         n, nf = len(goal_table), goal_table.n_failed
         cls = "ok" if nf == 0 else "bad"
-        parts.append(f"<div class='summary {cls}'>{n - nf} of {n} goals met"
-                     f"{'' if nf == 0 else f' — {nf} failed'}</div>")
+        parts.append(
+            f"<div class='summary {cls}'>{n - nf} of {n} goals met"
+            f"{'' if nf == 0 else f' — {nf} failed'}</div>"
+        )
     fx = plan.get("fractions")
-    rows = [("Prescription", f"{rx:g} Gy" + (f" in {fx} fractions" if fx else "")
-             if rx is not None else None),
-            ("Machine", plan.get("machine")),
-            ("Total MU per fraction", plan.get("total_mu_per_fraction"))]
-    skip = {"label", "prescription_gy", "fractions", "machine", "beams",
-            "total_mu_per_fraction"}
-    rows += [(k.replace("_", " ").capitalize(), v) for k, v in plan.items()
-             if k not in skip and not isinstance(v, (dict, list))]
+    rows = [
+        (
+            "Prescription",
+            f"{rx:g} Gy" + (f" in {fx} fractions" if fx else "") if rx is not None else None,
+        ),
+        ("Machine", plan.get("machine")),
+        ("Total MU per fraction", plan.get("total_mu_per_fraction")),
+    ]
+    skip = {"label", "prescription_gy", "fractions", "machine", "beams", "total_mu_per_fraction"}
+    rows += [
+        (k.replace("_", " ").capitalize(), v)
+        for k, v in plan.items()
+        if k not in skip and not isinstance(v, (dict, list))
+    ]
     if indices:
-        rows += [(f"{k} ({indices['target']}; isodoses in {indices['body']})", indices[k])
-                 for k in ("HI", "CI", "GI")]
+        rows += [
+            (f"{k} ({indices['target']}; isodoses in {indices['body']})", indices[k])
+            for k in ("HI", "CI", "GI")
+        ]
     parts.append("<h2>Plan</h2>" + _kv_table([r for r in rows if r[1] is not None]))
     beams = plan.get("beams") or []
     if beams:
@@ -428,28 +485,41 @@ def write_report(
         for b in beams:
             keys += [k for k in b if k not in keys]
         th = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
-        body = "".join("<tr>" + "".join(f"<td>{_fmt_num(b.get(k), 5)}</td>" for k in keys)
-                       + "</tr>" for b in beams)
-        parts.append(f"<h2>Beams</h2><table><thead><tr>{th}</tr></thead><tbody>{body}"
-                     "</tbody></table>")
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_fmt_num(b.get(k), 5)}</td>" for k in keys) + "</tr>"
+            for b in beams
+        )
+        parts.append(
+            f"<h2>Beams</h2><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+        )
     if goal_table is not None:
         parts.append("<h2>Goals</h2>" + goal_table._repr_html_())
     if dvhs:
         from ..evaluation import DVHCollection
 
-        parts.append("<h2>Dose-volume metrics</h2>" + DVHCollection(dvhs)._repr_html_()
-                     + "<p class='muted'>Max = D0.03cc. Partial voxels count with their "
-                     "occupied fraction; Dx interpolated between voxel midpoints.</p>")
+        parts.append(
+            "<h2>Dose-volume metrics</h2>"
+            + DVHCollection(dvhs)._repr_html_()
+            + "<p class='muted'>Max = D0.03cc. Partial voxels count with their "
+            "occupied fraction; Dx interpolated between voxel midpoints.</p>"
+        )
     parts.append("<h2>Dose-volume histograms</h2>" + _img(images[0][1], images[0][0]))
-    parts.append(f"<h2>Dose distribution</h2><p class='muted'>Slices through the "
-                 f"{_e(centre_note)} at (x, y, z) = ({centre[0]:.1f}, {centre[1]:.1f}, "
-                 f"{centre[2]:.1f}) mm, DICOM patient coordinates.</p><div class='views'>"
-                 + "".join(_img(b, a) for a, b in views) + "</div>")
+    parts.append(
+        f"<h2>Dose distribution</h2><p class='muted'>Slices through the "
+        f"{_e(centre_note)} at (x, y, z) = ({centre[0]:.1f}, {centre[1]:.1f}, "
+        f"{centre[2]:.1f}) mm, DICOM patient coordinates.</p><div class='views'>"
+        + "".join(_img(b, a) for a, b in views)
+        + "</div>"
+    )
     if record["timings_s"]:
-        parts.append("<h2>Timings</h2>" + _kv_table(
-            [(k, f"{v:.2f} s") for k, v in record["timings_s"].items()]))
-    parts.append("<h2>Software and inputs</h2>" + _kv_table(
-        list(record["versions"].items()) + list(record["inputs"].items())))
+        parts.append(
+            "<h2>Timings</h2>"
+            + _kv_table([(k, f"{v:.2f} s") for k, v in record["timings_s"].items()])
+        )
+    parts.append(
+        "<h2>Software and inputs</h2>"
+        + _kv_table(list(record["versions"].items()) + list(record["inputs"].items()))
+    )
     parts.append("</body></html>")
     text = "\n".join(parts)
     with atomic_file(path, overwrite=overwrite) as tmp:

@@ -22,8 +22,18 @@ import numpy as np
 __all__ = ["dose_wash_figure", "dvh_figure", "figure_to_png_base64"]
 
 #: Fallback colours for structures without a (3006,002A) ROIDisplayColor.
-_FALLBACK = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-             "#7f7f7f", "#bcbd22", "#17becf"]
+_FALLBACK = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 def _colour(rgb, i: int):
@@ -62,11 +72,15 @@ def dvh_figure(dvhs: Mapping[str, Any], *, prescription_gy: float | None = None)
     fig = Figure(figsize=(8.0, 4.8))
     ax = fig.add_subplot()
     for i, (name, d) in enumerate(dvhs.items()):
-        ax.plot(d.dose_bins_gy, 100.0 * d.volume_cc / d.total_volume_cc,
-                color=_colour(d.color_rgb, i), lw=1.6, label=name)
+        ax.plot(
+            d.dose_bins_gy,
+            100.0 * d.volume_cc / d.total_volume_cc,
+            color=_colour(d.color_rgb, i),
+            lw=1.6,
+            label=name,
+        )
     if prescription_gy:
-        ax.axvline(prescription_gy, color="k", ls="--", lw=0.8,
-                   label=f"Rx {prescription_gy:g} Gy")
+        ax.axvline(prescription_gy, color="k", ls="--", lw=0.8, label=f"Rx {prescription_gy:g} Gy")
     ax.set_xlabel("Dose (Gy)")
     ax.set_ylabel("Volume (% of structure)")
     ax.set_title("Cumulative dose-volume histograms")
@@ -165,15 +179,33 @@ def dose_wash_figure(
     extent = (hx[0], hx[1], vx[1], vx[0]) if origin == "upper" else (hx[0], hx[1], vx[0], vx[1])
     if ct is not None:
         cimg, _, _, chx, cvx = _slice(np.asarray(ct.array), ct.grid, view, centre_mm)
-        cext = (chx[0], chx[1], cvx[1], cvx[0]) if origin == "upper" else \
-            (chx[0], chx[1], cvx[0], cvx[1])
-        ax.imshow(cimg, cmap="gray", vmin=-1000, vmax=1000, extent=cext, origin=origin,
-                  interpolation="nearest")
+        cext = (
+            (chx[0], chx[1], cvx[1], cvx[0])
+            if origin == "upper"
+            else (chx[0], chx[1], cvx[0], cvx[1])
+        )
+        ax.imshow(
+            cimg,
+            cmap="gray",
+            vmin=-1000,
+            vmax=1000,
+            extent=cext,
+            origin=origin,
+            interpolation="nearest",
+        )
     dmax = float(np.max(dose_gy)) if np.size(dose_gy) else 0.0
     vmax = max(dmax, float(prescription_gy or 0.0), 1e-6)
     wash = np.ma.masked_less(img, threshold_fraction * vmax)
-    im = ax.imshow(wash, cmap="jet", vmin=0.0, vmax=vmax, alpha=0.45 if ct is not None else 0.8,
-                   extent=extent, origin=origin, interpolation="bilinear")
+    im = ax.imshow(
+        wash,
+        cmap="jet",
+        vmin=0.0,
+        vmax=vmax,
+        alpha=0.45 if ct is not None else 0.8,
+        extent=extent,
+        origin=origin,
+        interpolation="bilinear",
+    )
     sgrid = dose_grid if structure_grid is None else structure_grid
     shc, svc, _, _ = _slice_axes(sgrid, view)
     handles = []

@@ -46,15 +46,15 @@ def _best_intervals(A: np.ndarray, c: np.ndarray, u: int, bound: int):
     """Per row, the chosen interval ``(l, r_exclusive)`` for weight ``u`` or None if a row
     admits none.  Empty intervals are returned as ``(0, 0)``."""
     m, n = A.shape
-    d = np.diff(A, axis=1, prepend=0)                       # d_j, j = 0..n-1
+    d = np.diff(A, axis=1, prepend=0)  # d_j, j = 0..n-1
     d_end = np.concatenate([d[:, 1:], -A[:, -1:]], axis=1)  # d_{r+1}, r = 0..n-1
-    gain = np.maximum(d - u, 0) - np.maximum(d, 0)          # at l
+    gain = np.maximum(d - u, 0) - np.maximum(d, 0)  # at l
     loss = np.maximum(d_end + u, 0) - np.maximum(d_end, 0)  # at r
     ok = A >= u
     # valid[i, l, r]: l <= r and A[i, l..r] >= u
     cum_bad = np.cumsum(~ok, axis=1)
     cum_bad0 = np.concatenate([np.zeros((m, 1), np.int64), cum_bad], axis=1)
-    bad_count = cum_bad0[:, None, 1:] - cum_bad0[:, :-1, None]   # bad cells in [l, r]
+    bad_count = cum_bad0[:, None, 1:] - cum_bad0[:, :-1, None]  # bad cells in [l, r]
     lr = np.arange(n)
     upper = lr[:, None] <= lr[None, :]
     valid = (bad_count == 0) & upper[None]

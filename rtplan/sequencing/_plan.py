@@ -24,8 +24,13 @@ from ._sweep import SequencingError, SequencingResult, sequence_fluence
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Beam, Grid
 
-__all__ = ["PlanSequencing", "aperture_dose", "beam_map_edges_mm", "plan_aperture_dose",
-           "sequence_plan"]
+__all__ = [
+    "PlanSequencing",
+    "aperture_dose",
+    "beam_map_edges_mm",
+    "plan_aperture_dose",
+    "sequence_plan",
+]
 
 logger = logging.getLogger("rtplan.sequencing")
 
@@ -156,9 +161,17 @@ def sequence_plan(
     out, results, idx = [], [], []
     for b, (beam, fmap) in enumerate(zip(beams, maps, strict=True)):
         xe, ye = beam_map_edges_mm(beamlets, b)
-        res = sequence_fluence(fmap, machine, x_edges_mm=xe, y_edges_mm=ye, n_levels=n_levels,
-                               level_mu=level, jaw_fitting=jaw_fitting,
-                               interdigitation=interdigitation, method=method)
+        res = sequence_fluence(
+            fmap,
+            machine,
+            x_edges_mm=xe,
+            y_edges_mm=ye,
+            n_levels=n_levels,
+            level_mu=level,
+            jaw_fitting=jaw_fitting,
+            interdigitation=interdigitation,
+            method=method,
+        )
         results.append(res)
         if res.n_segments:
             name = beam_names[b] if beam_names is not None else f"G{beam.gantry_angle_deg:g}"
@@ -169,8 +182,16 @@ def sequence_plan(
     return seq
 
 
-def aperture_dose(dbeam: DeliverableBeam, density, ct_grid: Grid, dose_grid: Grid,
-                  model: Any = None, *, backend: str = "numpy", voxel_mask=None) -> np.ndarray:
+def aperture_dose(
+    dbeam: DeliverableBeam,
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    model: Any = None,
+    *,
+    backend: str = "numpy",
+    voxel_mask=None,
+) -> np.ndarray:
     """Dose of a sequenced beam computed from its apertures (not from the fluence map).
 
     Sums ``dose_engine.field_dose`` over the segments: every open leaf-pair gap clipped by
@@ -203,18 +224,35 @@ def aperture_dose(dbeam: DeliverableBeam, density, ct_grid: Grid, dose_grid: Gri
         return np.zeros(dose_grid.shape, dtype=np.float32)
     from dose_engine import field_dose
 
-    return field_dose(density, ct_grid, dose_grid, dbeam.beam, np.concatenate(rects),
-                      np.concatenate(mus), model, backend=backend, voxel_mask=voxel_mask)
+    return field_dose(
+        density,
+        ct_grid,
+        dose_grid,
+        dbeam.beam,
+        np.concatenate(rects),
+        np.concatenate(mus),
+        model,
+        backend=backend,
+        voxel_mask=voxel_mask,
+    )
 
 
-def plan_aperture_dose(dbeams: Sequence[DeliverableBeam], density, ct_grid: Grid,
-                       dose_grid: Grid, model: Any = None, *, backend: str = "numpy",
-                       voxel_mask=None) -> np.ndarray:
+def plan_aperture_dose(
+    dbeams: Sequence[DeliverableBeam],
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    model: Any = None,
+    *,
+    backend: str = "numpy",
+    voxel_mask=None,
+) -> np.ndarray:
     """Sum of :func:`aperture_dose` over beams, Gy (total over all fractions)."""
     total = None
     for b in dbeams:
-        d = aperture_dose(b, density, ct_grid, dose_grid, model, backend=backend,
-                          voxel_mask=voxel_mask)
+        d = aperture_dose(
+            b, density, ct_grid, dose_grid, model, backend=backend, voxel_mask=voxel_mask
+        )
         total = d if total is None else total + d
     if total is None:
         return np.zeros(dose_grid.shape, dtype=np.float32)

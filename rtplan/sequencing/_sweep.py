@@ -145,8 +145,9 @@ class SequencingResult:
 
     def to_beam(self, number: int, name: str, beam: Beam, machine: Machine) -> DeliverableBeam:
         """Wrap the segments as a :class:`~rtplan.DeliverableBeam`."""
-        return DeliverableBeam(number=number, name=name, beam=beam, machine=machine,
-                               segments=self.segments)
+        return DeliverableBeam(
+            number=number, name=name, beam=beam, machine=machine, segments=self.segments
+        )
 
 
 # ------------------------------------------------------------------------ geometry helpers
@@ -232,17 +233,24 @@ def fluence_from_segments(segments, x_edges_mm, y_edges_mm, *, closed_gap_mm: fl
         r = seg.open_rectangles_mm(closed_gap_mm=closed_gap_mm)
         if r.size == 0:
             continue
-        ox = np.clip(np.minimum(r[:, 1:2], xe[None, 1:]) - np.maximum(r[:, 0:1], xe[None, :-1]),
-                     0, None)
-        oy = np.clip(np.minimum(r[:, 3:4], ye[None, 1:]) - np.maximum(r[:, 2:3], ye[None, :-1]),
-                     0, None)
+        ox = np.clip(
+            np.minimum(r[:, 1:2], xe[None, 1:]) - np.maximum(r[:, 0:1], xe[None, :-1]), 0, None
+        )
+        oy = np.clip(
+            np.minimum(r[:, 3:4], ye[None, 1:]) - np.maximum(r[:, 2:3], ye[None, :-1]), 0, None
+        )
         out += seg.total_mu * (oy.T @ ox)
     return out / cell_area
 
 
 # ------------------------------------------------------------------------ the sweep
-def sweep_levels(levels, *, interdigitation: bool = True, max_span_columns: int | None = None,
-                 max_iter: int | None = None):
+def sweep_levels(
+    levels,
+    *,
+    interdigitation: bool = True,
+    max_span_columns: int | None = None,
+    max_iter: int | None = None,
+):
     """Leaf timings of the unidirectional sweep for an integer level map.
 
     Parameters
@@ -308,7 +316,7 @@ def sweep_levels(levels, *, interdigitation: bool = True, max_span_columns: int 
         need = np.zeros_like(L)
         if tie_rows:
             need[:-1] = np.maximum(need[:-1], bo[1:] - bc[:-1])  # unit i vs unit i+1's leaf B
-            need[1:] = np.maximum(need[1:], bo[:-1] - bc[1:])    # unit i vs unit i-1's leaf B
+            need[1:] = np.maximum(need[1:], bo[:-1] - bc[1:])  # unit i vs unit i-1's leaf B
         if span is not None:
             # cell j + s of any unit may be passed only after every unit passed cell j
             need[:, span:] = np.maximum(need[:, span:], bc.max(axis=0)[None, :-span] - bc[:, span:])
@@ -316,8 +324,9 @@ def sweep_levels(levels, *, interdigitation: bool = True, max_span_columns: int 
             # leaves closed outside the map must fit within both banks' spans:
             # b_i(t) - a_k(t) <= 2 s for all units i, k
             if 2 * span < n_cols:
-                need[:, 2 * span:] = np.maximum(
-                    need[:, 2 * span:], bc.max(axis=0)[None, :-2 * span] - bo[:, 2 * span:])
+                need[:, 2 * span :] = np.maximum(
+                    need[:, 2 * span :], bc.max(axis=0)[None, : -2 * span] - bo[:, 2 * span :]
+                )
         new = np.maximum.accumulate(np.maximum(delay, delay + need), axis=1)
         if np.array_equal(new, delay):
             break
@@ -449,16 +458,20 @@ def sequence_fluence(
         )
     if method == "engel":
         intervals, seg_w = engel_decomposition(L)
-        a = np.stack([iv[:, 0] for iv in intervals], axis=1) if intervals else \
-            np.zeros((n_units, 0), np.int64)
+        a = (
+            np.stack([iv[:, 0] for iv in intervals], axis=1)
+            if intervals
+            else np.zeros((n_units, 0), np.int64)
+        )
         b = np.stack([iv[:, 1] for iv in intervals], axis=1) if intervals else a
         is_open = a < b
         # closed units: any column will do (no constraint binds); take the nearest open
         # unit's leaf A column to keep the banks compact.
         for k in range(a.shape[1]):
             rows_open = np.flatnonzero(is_open[:, k])
-            nearest = rows_open[np.abs(np.arange(n_units)[:, None] - rows_open[None, :])
-                                .argmin(axis=1)]
+            nearest = rows_open[
+                np.abs(np.arange(n_units)[:, None] - rows_open[None, :]).argmin(axis=1)
+            ]
             a[~is_open[:, k], k] = b[~is_open[:, k], k] = a[nearest[~is_open[:, k]], k]
         seg_w = [int(w) for w in seg_w]
     else:
@@ -475,8 +488,10 @@ def sequence_fluence(
         for k in range(starts.size):
             if not open_t[:, k].any():
                 continue
-            key = np.where(open_t[:, k], a_t[:, k], -1).tobytes() + \
-                np.where(open_t[:, k], b_t[:, k], -1).tobytes()
+            key = (
+                np.where(open_t[:, k], a_t[:, k], -1).tobytes()
+                + np.where(open_t[:, k], b_t[:, k], -1).tobytes()
+            )
             if key in apertures:
                 seg_w[apertures[key]] += int(weights[k])
             else:
@@ -489,8 +504,10 @@ def sequence_fluence(
     order = []
     merged_w: list[int] = []
     for k in range(len(seg_w)):
-        key = np.where(is_open[:, k], a[:, k], -1).tobytes() + \
-            np.where(is_open[:, k], b[:, k], -1).tobytes()
+        key = (
+            np.where(is_open[:, k], a[:, k], -1).tobytes()
+            + np.where(is_open[:, k], b[:, k], -1).tobytes()
+        )
         if key in keys:
             merged_w[keys[key]] += seg_w[k]
         else:
@@ -504,7 +521,7 @@ def sequence_fluence(
     last_pair = int(np.flatnonzero(pair_unit >= 0)[-1])
     nearest_unit = pair_unit.copy()
     nearest_unit[:first_pair] = pair_unit[first_pair]
-    nearest_unit[last_pair + 1:] = pair_unit[last_pair]
+    nearest_unit[last_pair + 1 :] = pair_unit[last_pair]
     park_under_x_jaw = machine.has_x_jaws and interdig
 
     in_map = pair_unit >= 0
@@ -523,7 +540,7 @@ def sequence_fluence(
             p_out[side] = int(np.clip(au[u], lo, hi)) if lo <= hi else int(au[u])
         p = au[nearest_unit].copy()
         p[:first_pair] = p_out[0]
-        p[last_pair + 1:] = p_out[1]
+        p[last_pair + 1 :] = p_out[1]
         A = xe[p] - g / 2
         B = xe[p] + g / 2
         open_pair = in_map & ou[nearest_unit]
@@ -568,14 +585,18 @@ def sequence_fluence(
             seg.validate(machine)
         except InputError as exc:
             raise SequencingError(
-                f"Sequencing for machine {machine.name!r} produced an undeliverable segment: "
-                f"{exc}"
+                f"Sequencing for machine {machine.name!r} produced an undeliverable segment: {exc}"
             ) from None
         segments.append(seg)
     seg_levels = np.asarray(seg_w, dtype=np.int64)
     logger.info(
         "sequenced %d x %d map into %d segments, %d levels (bound %d), level %.4g MU",
-        f.shape[0], f.shape[1], len(segments), int(seg_levels.sum()), min_total, level_mu,
+        f.shape[0],
+        f.shape[1],
+        len(segments),
+        int(seg_levels.sum()),
+        min_total,
+        level_mu,
     )
     return SequencingResult(
         segments=tuple(segments),

@@ -36,15 +36,26 @@ def files(tmp_path_factory):
     written = write_patient(patient, root / "pt")
     out = {"rs": written.rtstruct_path, "ct": written.ct_dir}
     out["linear"] = root / "RD_linear.dcm"
-    write_rtdose(out["linear"], _linear(DOSE_GRID), DOSE_GRID, patient,
-                 plan_sop_instance_uid=generate_uid())
+    write_rtdose(
+        out["linear"], _linear(DOSE_GRID), DOSE_GRID, patient, plan_sop_instance_uid=generate_uid()
+    )
     out["uniform"] = root / "RD_uniform.dcm"
-    write_rtdose(out["uniform"], np.full(DOSE_GRID.shape, 42.0), DOSE_GRID, patient,
-                 plan_sop_instance_uid=generate_uid())
+    write_rtdose(
+        out["uniform"],
+        np.full(DOSE_GRID.shape, 42.0),
+        DOSE_GRID,
+        patient,
+        plan_sop_instance_uid=generate_uid(),
+    )
     other = make_phantom("prostate", pixel_spacing_mm=3.0, slice_spacing_mm=2.5)  # new UIDs
     out["other"] = root / "RD_other.dcm"
-    write_rtdose(out["other"], np.full(DOSE_GRID.shape, 1.0), DOSE_GRID, other,
-                 plan_sop_instance_uid=generate_uid())
+    write_rtdose(
+        out["other"],
+        np.full(DOSE_GRID.shape, 1.0),
+        DOSE_GRID,
+        other,
+        plan_sop_instance_uid=generate_uid(),
+    )
     out["root"] = root
     return out
 
@@ -97,24 +108,33 @@ def test_with_ct_gives_the_same_numbers(files, capsys):
 
 
 def test_protocol_goals_set_the_exit_status(files, capsys, tmp_path):
-    passing = _protocol(tmp_path / "pass.toml", (
-        '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmin = 59.5\n'
-        '[[goals]]\nstructure = "PTV"\nmetric = "D95%"\nmin = 90\nunit = "%"\n'
-        '[[goals]]\nstructure = "Rectum"\nmetric = "V70Gy"\nmax = 0\nunit = "cc"\n'))
+    passing = _protocol(
+        tmp_path / "pass.toml",
+        (
+            '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmin = 59.5\n'
+            '[[goals]]\nstructure = "PTV"\nmetric = "D95%"\nmin = 90\nunit = "%"\n'
+            '[[goals]]\nstructure = "Rectum"\nmetric = "V70Gy"\nmax = 0\nunit = "cc"\n'
+        ),
+    )
     rc, out, err = _run(capsys, files["linear"], files["rs"], "--protocol", passing)
     assert rc == 0, out + err
     assert "3/3 goals met" in out
-    failing = _protocol(tmp_path / "fail.toml", (
-        '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmax = 59.0\n'
-        '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmax = 59.0\nacceptable = 61\n'))
+    failing = _protocol(
+        tmp_path / "fail.toml",
+        (
+            '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmax = 59.0\n'
+            '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmax = 59.0\nacceptable = 61\n'
+        ),
+    )
     rc, out, _ = _run(capsys, files["linear"], files["rs"], "--protocol", failing, "--json")
     assert rc == 1
     goals = json.loads(out)["goals"]
     assert [g["status"] for g in goals] == ["fail", "acceptable"]
     assert goals[0]["value"] == pytest.approx(60.0, rel=1e-3)
     # a shipped protocol by name, with --map to the phantom's names
-    rc, out, _ = _run(capsys, files["uniform"], files["rs"], "--protocol", "tg119_prostate",
-                      "--json")
+    rc, out, _ = _run(
+        capsys, files["uniform"], files["rs"], "--protocol", "tg119_prostate", "--json"
+    )
     res = json.loads(out)
     assert rc == 1 and res["prescription_gy"] == pytest.approx(75.6)
     assert {g["structure"] for g in res["goals"]} == {"PTV", "Rectum", "Bladder"}
@@ -124,8 +144,11 @@ def test_protocol_goals_set_the_exit_status(files, capsys, tmp_path):
 def test_quality_indices_of_a_uniform_dose(files, capsys, tmp_path):
     # uniform 42 Gy, Rx 41.5 Gy: HI 0; every voxel of the dose grid is in the Rx isodose,
     # so CI = TV / V(grid); GI = V(20.75 Gy) / V(41.5 Gy) = 1
-    proto = _protocol(tmp_path / "rx.toml",
-                      '[[goals]]\nstructure = "PTV"\nmetric = "D95%"\nmin = 41.5\n', rx_gy=41.5)
+    proto = _protocol(
+        tmp_path / "rx.toml",
+        '[[goals]]\nstructure = "PTV"\nmetric = "D95%"\nmin = 41.5\n',
+        rx_gy=41.5,
+    )
     rc, out, _ = _run(capsys, files["uniform"], files["rs"], "--protocol", proto, "--json")
     ind = json.loads(out)["indices"]
     assert rc == 0
@@ -149,8 +172,9 @@ def test_bad_input_exits_2(files, capsys, tmp_path):
     assert rc == 2 and "missing.dcm" in err
     rc, _, err = _run(capsys, files["rs"], files["rs"])  # an RT-STRUCT is not an RT-DOSE
     assert rc == 2 and "RT Dose Storage" in err
-    bad = _protocol(tmp_path / "bad.toml", '[[goals]]\nstructure = "PTV"\nmetric = "D95Q"\n'
-                                           "min = 1\n")
+    bad = _protocol(
+        tmp_path / "bad.toml", '[[goals]]\nstructure = "PTV"\nmetric = "D95Q"\nmin = 1\n'
+    )
     rc, _, err = _run(capsys, files["linear"], files["rs"], "--protocol", bad)
     assert rc == 2 and "'Q'" in err
     rc, _, err = _run(capsys, files["linear"], files["rs"], "--map", "PTV=Body")

@@ -31,8 +31,9 @@ def test_inspect_text(capsys, cshape_dicom):
 
 
 def test_inspect_json(capsys, cshape_dicom):
-    code, out, err = run(capsys, "inspect", cshape_dicom.ct_dir, cshape_dicom.rtstruct_path,
-                         "--json")
+    code, out, err = run(
+        capsys, "inspect", cshape_dicom.ct_dir, cshape_dicom.rtstruct_path, "--json"
+    )
     assert code == 0
     doc = json.loads(out)
     assert doc["grid"]["shape_zyx"] == [81, 96, 136]
@@ -87,8 +88,12 @@ def _two_series(ct, rs, tmp):
 
 
 def _oblique(ct, rs, tmp):
-    _mutate_all(ct, lambda ds, i: setattr(ds, "ImageOrientationPatient",
-                                          ["0.9962", "0.0872", "0", "-0.0872", "0.9962", "0"]))
+    _mutate_all(
+        ct,
+        lambda ds, i: setattr(
+            ds, "ImageOrientationPatient", ["0.9962", "0.0872", "0", "-0.0872", "0.9962", "0"]
+        ),
+    )
     return "not axial"
 
 
@@ -117,10 +122,11 @@ def _two_points(ct, rs, tmp):
     return r"contour 0 has 2 point"
 
 
-@pytest.mark.parametrize("breaker", [_missing_slice, _two_series, _oblique, _truncated,
-                                     _fake_dcm, _other_frame, _two_points])
-def test_inspect_bad_input_exits_2_with_one_line(breaker, capsys, small_phantom_dicom,
-                                                 tmp_path):
+@pytest.mark.parametrize(
+    "breaker",
+    [_missing_slice, _two_series, _oblique, _truncated, _fake_dcm, _other_frame, _two_points],
+)
+def test_inspect_bad_input_exits_2_with_one_line(breaker, capsys, small_phantom_dicom, tmp_path):
     ct = tmp_path / "CT"
     shutil.copytree(small_phantom_dicom.ct_dir, ct)
     rs = tmp_path / "RS.dcm"
@@ -140,8 +146,16 @@ def test_inspect_bad_input_exits_2_with_one_line(breaker, capsys, small_phantom_
 # ------------------------------------------------------------------ rtplan phantom
 def test_phantom_cli_writes_and_refuses_existing(capsys, tmp_path):
     out_dir = tmp_path / "mt"
-    code, out, err = run(capsys, "phantom", "multitarget", out_dir, "--pixel-spacing-mm", "8",
-                         "--slice-spacing-mm", "8")
+    code, out, err = run(
+        capsys,
+        "phantom",
+        "multitarget",
+        out_dir,
+        "--pixel-spacing-mm",
+        "8",
+        "--slice-spacing-mm",
+        "8",
+    )
     assert code == 0, err
     n = len(list((out_dir / "CT").glob("CT.*.dcm")))
     assert n == 2 * round(220 / 2 / 8) + 1 and (out_dir / "RS.dcm").is_file()
@@ -150,8 +164,17 @@ def test_phantom_cli_writes_and_refuses_existing(capsys, tmp_path):
     assert code == 2 and "already exists" in err and "--force" in err
     assert (out_dir / "RS.dcm").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mt"]  # no temp folders left
-    code, out, err = run(capsys, "phantom", "multitarget", out_dir, "--force",
-                         "--pixel-spacing-mm", "10", "--slice-spacing-mm", "10")
+    code, out, err = run(
+        capsys,
+        "phantom",
+        "multitarget",
+        out_dir,
+        "--force",
+        "--pixel-spacing-mm",
+        "10",
+        "--slice-spacing-mm",
+        "10",
+    )
     assert code == 0
     assert len(list((out_dir / "CT").glob("CT.*.dcm"))) == 2 * round(220 / 2 / 10) + 1
 
@@ -169,8 +192,14 @@ def test_inspect_recursive_prints_warnings_on_one_line(capsys, small_phantom_dic
     (nested / "CT.0099.dcm").write_bytes(b"")  # a failed transfer: skipped with a warning
     code, out, err = run(capsys, "inspect", tmp_path / "study", small_phantom_dicom.rtstruct_path)
     assert code == 2 and "pass recursive=True" in err
-    code, out, err = run(capsys, "inspect", tmp_path / "study", small_phantom_dicom.rtstruct_path,
-                         "--recursive", "--json")
+    code, out, err = run(
+        capsys,
+        "inspect",
+        tmp_path / "study",
+        small_phantom_dicom.rtstruct_path,
+        "--recursive",
+        "--json",
+    )
     assert code == 0
     assert json.loads(out)["grid"]["shape_zyx"] == [12, 40, 40]
     assert err.startswith("rtplan inspect: warning: Skipped 1 empty (0-byte) file(s)")

@@ -62,8 +62,14 @@ POSITION_TABLE = {
 
 @pytest.mark.parametrize("position", list(POSITION_TABLE))
 def test_patient_positions_load_to_the_same_physical_grid(position, tmp_path):
-    base = make_phantom("multitarget", pixel_spacing_mm=5.0, slice_spacing_mm=5.0,
-                        matrix_size=(36, 28), n_slices=6, position=position)
+    base = make_phantom(
+        "multitarget",
+        pixel_spacing_mm=5.0,
+        slice_spacing_mm=5.0,
+        matrix_size=(36, 28),
+        n_slices=6,
+        position=position,
+    )
     hu = base.ct.array.copy()
     # A marker voxel on the patient's left (+x), posterior (+y), superior (+z) side.
     k, j, i = 4, 20, 30
@@ -76,7 +82,8 @@ def test_patient_positions_load_to_the_same_physical_grid(position, tmp_path):
     iop = tuple(int(round(float(v))) for v in first.ImageOrientationPatient)
     assert iop == POSITION_TABLE[position]
     stored = first.pixel_array.astype(float) * float(first.RescaleSlope) + float(
-        first.RescaleIntercept)
+        first.RescaleIntercept
+    )
     row, col = np.argwhere(stored == 1000.0)[0]
     # Patient position of the stored pixel from the DICOM formula (PS3.3 C.7.6.2.1.1).
     ipp = np.array([float(v) for v in first.ImagePositionPatient])
@@ -86,8 +93,7 @@ def test_patient_positions_load_to_the_same_physical_grid(position, tmp_path):
 
     import subprocess
 
-    report = subprocess.run(["dciodvfy", str(written.ct_files[k])], capture_output=True,
-                            text=True)
+    report = subprocess.run(["dciodvfy", str(written.ct_files[k])], capture_output=True, text=True)
     assert "Error" not in report.stderr + report.stdout
 
     ct = load_ct(written.ct_dir)
@@ -126,8 +132,11 @@ def test_rescale_slope_and_intercept_are_applied(ct_copy, small_phantom_patient)
 def test_missing_slice_names_the_gap(ct_copy):
     files = sorted(ct_copy.glob("*.dcm"))
     files[5].unlink()  # slices every 5 mm from z = -27.5 mm: this one is z = -2.5 mm
-    with pytest.raises(SeriesError, match=r"Missing slice.*gap of 10\.00 mm between slice "
-                                          r"positions z = -7\.5 mm and z = 2\.5 mm"):
+    with pytest.raises(
+        SeriesError,
+        match=r"Missing slice.*gap of 10\.00 mm between slice "
+        r"positions z = -7\.5 mm and z = 2\.5 mm",
+    ):
         load_ct(ct_copy)
 
 
@@ -259,10 +268,22 @@ def test_real_folder_with_foreign_objects_loads_only_the_ct(tmp_path):
     """CT_small.dcm among every other kind of object pydicom ships, plus clutter."""
     folder = tmp_path / "export"
     folder.mkdir()
-    for name in ("CT_small.dcm", "rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "badVR.dcm",
-                 "image_dfl.dcm", "SC_rgb_jpeg.dcm", "MR_small.dcm", "liver_1frame.dcm",
-                 "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "reportsi.dcm",
-                 "MR_small_jpeg_ls_lossless.dcm", "rtplan.dump"):
+    for name in (
+        "CT_small.dcm",
+        "rtplan.dcm",
+        "rtdose.dcm",
+        "rtstruct.dcm",
+        "badVR.dcm",
+        "image_dfl.dcm",
+        "SC_rgb_jpeg.dcm",
+        "MR_small.dcm",
+        "liver_1frame.dcm",
+        "ExplVR_LitEndNoMeta.dcm",
+        "ExplVR_BigEndNoMeta.dcm",
+        "reportsi.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "rtplan.dump",
+    ):
         shutil.copy(get_testdata_file(name), folder / name)
     shutil.copy(DICOMDIR_TREE / "DICOMDIR", folder / "DICOMDIR")
     (folder / "zero.dcm").write_bytes(b"")
@@ -277,8 +298,9 @@ def test_real_folder_with_foreign_objects_loads_only_the_ct(tmp_path):
     ref = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     np.testing.assert_array_equal(ct.image.array[0], hu_of(get_testdata_file("CT_small.dcm")))
     assert ct.position == "FFS"  # as stored; (0020,0037) is (1,0,0,0,1,0): no flip
-    np.testing.assert_allclose(ct.image.grid.origin_mm,
-                               [float(v) for v in ref.ImagePositionPatient])
+    np.testing.assert_allclose(
+        ct.image.grid.origin_mm, [float(v) for v in ref.ImagePositionPatient]
+    )
     # One slice: the spacing comes from (0018,0050) SliceThickness.
     assert ct.image.grid.spacing_mm[2] == 5.0
     # recursive=True finds the copy in sub/: same SOPInstanceUID, so it is skipped.
@@ -289,10 +311,10 @@ def test_real_folder_with_foreign_objects_loads_only_the_ct(tmp_path):
     assert ct2.image.shape == (1, 128, 128)
 
 
-def test_pydicom_rt_objects_in_the_ct_folder_do_not_confuse_the_finder(ct_copy,
-                                                                       small_phantom_patient):
-    for name in ("rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "rtdose_rle.dcm",
-                 "rtdose_expb.dcm"):
+def test_pydicom_rt_objects_in_the_ct_folder_do_not_confuse_the_finder(
+    ct_copy, small_phantom_patient
+):
+    for name in ("rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "rtdose_rle.dcm", "rtdose_expb.dcm"):
         shutil.copy(get_testdata_file(name), ct_copy / name)
     ct = load_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
@@ -314,9 +336,12 @@ def test_real_scout_series_in_subfolders_is_skipped():
 
 
 def test_real_tree_with_several_series_needs_series_uid():
-    with pytest.raises(SeriesError, match=r"mixes 3 CT series.*\(5 slices, axial\).*"
-                                          r"\(50 slices, no \(0020,0037\) ImageOrientation"
-                                          r"Patient\).*series_uid"):
+    with pytest.raises(
+        SeriesError,
+        match=r"mixes 3 CT series.*\(5 slices, axial\).*"
+        r"\(50 slices, no \(0020,0037\) ImageOrientation"
+        r"Patient\).*series_uid",
+    ):
         load_ct(DICOMDIR_TREE, recursive=True)
     uid = pydicom.dcmread(next((DICOMDIR_TREE / "98892001" / "CT5N").iterdir())).SeriesInstanceUID
     assert load_ct(DICOMDIR_TREE, recursive=True, series_uid=uid).image.shape == (5, 16, 16)
@@ -331,8 +356,11 @@ def test_real_ct_without_geometry_names_the_element():
 def test_real_gantry_tilted_ct_is_refused(tmp_path):
     # J2K_pixelrep_mismatch.dcm: a scanner CT with a 22 degree gantry tilt in (0020,0037).
     shutil.copy(get_testdata_file("J2K_pixelrep_mismatch.dcm"), tmp_path / "tilted.dcm")
-    with pytest.raises(SeriesError, match=r"tilted\.dcm.*not axial \(a gantry tilt of about "
-                                          r"22\.0°\)"):
+    with pytest.raises(
+        SeriesError,
+        match=r"tilted\.dcm.*not axial \(a gantry tilt of about "
+        r"22\.0°\)",
+    ):
         load_ct(tmp_path)
 
 
@@ -374,23 +402,29 @@ def _as_ct(ds, z, k):
     return ds
 
 
-@pytest.mark.parametrize("name", [
-    "MR_small.dcm",  # explicit VR little endian
-    "MR_small_implicit.dcm",  # implicit VR little endian
-    "MR_small_bigendian.dcm",  # explicit VR big endian
-    "MR_small_expb.dcm",  # explicit VR big endian (another writer)
-    "MR_small_RLE.dcm",  # RLE lossless, decoded by pydicom itself
-    "MR_small_padded.dcm",  # trailing padding after the pixel data
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small.dcm",  # explicit VR little endian
+        "MR_small_implicit.dcm",  # implicit VR little endian
+        "MR_small_bigendian.dcm",  # explicit VR big endian
+        "MR_small_expb.dcm",  # explicit VR big endian (another writer)
+        "MR_small_RLE.dcm",  # RLE lossless, decoded by pydicom itself
+        "MR_small_padded.dcm",  # trailing padding after the pixel data
+    ],
+)
 def test_real_transfer_syntaxes_load_identically(name, tmp_path):
     reference = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
     for k in range(3):
         ds = _as_ct(pydicom.dcmread(get_testdata_file(name)), 0.8 * k, k)
         ds.save_as(tmp_path / f"s{k}.dcm")  # pydicom keeps the original encoding
     written = pydicom.dcmread(tmp_path / "s0.dcm", stop_before_pixels=True)
-    assert (written.file_meta.TransferSyntaxUID
-            == pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True)
-            .file_meta.TransferSyntaxUID)
+    assert (
+        written.file_meta.TransferSyntaxUID
+        == pydicom.dcmread(
+            get_testdata_file(name), stop_before_pixels=True
+        ).file_meta.TransferSyntaxUID
+    )
     ct = load_ct(tmp_path)
     assert ct.image.shape == (3, 64, 64)
     assert ct.image.grid.spacing_mm == pytest.approx((0.3125, 0.3125, 0.8))
@@ -403,16 +437,18 @@ def test_real_compressed_slice_without_plugin_names_file_syntax_and_remedy(tmp_p
 
     ts = UID("1.2.840.10008.1.2.4.80")  # JPEG-LS lossless
     for k in range(2):
-        ds = _as_ct(pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")),
-                    0.8 * k, k)
+        ds = _as_ct(pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")), 0.8 * k, k)
         ds.save_as(tmp_path / f"s{k}.dcm")
     if get_decoder(ts).is_available:  # a plugin was installed: then it must decode
         ref = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
         np.testing.assert_array_equal(load_ct(tmp_path).image.array[0], ref - 1024.0)
         return
-    with pytest.raises(DicomReadError, match=r"s0\.dcm': pixel data is compressed as "
-                                             r"JPEG-LS Lossless.*1\.2\.840\.10008\.1\.2\.4\.80"
-                                             r".*Install one of: .*pylibjpeg"):
+    with pytest.raises(
+        DicomReadError,
+        match=r"s0\.dcm': pixel data is compressed as "
+        r"JPEG-LS Lossless.*1\.2\.840\.10008\.1\.2\.4\.80"
+        r".*Install one of: .*pylibjpeg",
+    ):
         load_ct(tmp_path)
 
 
@@ -491,8 +527,9 @@ def test_localizers_and_secondary_captures_are_skipped(ct_copy, small_phantom_pa
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
 
-def test_non_axial_image_inside_the_series_is_skipped_with_a_warning(ct_copy,
-                                                                     small_phantom_patient):
+def test_non_axial_image_inside_the_series_is_skipped_with_a_warning(
+    ct_copy, small_phantom_patient
+):
     ds = pydicom.dcmread(sorted(ct_copy.glob("*.dcm"))[0])
     ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal, ImageType not LOCALIZER
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -510,8 +547,11 @@ def test_only_enhanced_ct_is_refused_naming_the_sop_class(ct_copy, tmp_path):
     only = tmp_path / "enhanced"
     only.mkdir()
     ds.save_as(only / "multiframe.dcm")
-    with pytest.raises(SeriesError, match=r"Enhanced CT Image Storage \(1\.2\.840\.10008\.5\.1"
-                                          r"\.4\.1\.1\.2\.1\).*multiframe\.dcm.*one file per"):
+    with pytest.raises(
+        SeriesError,
+        match=r"Enhanced CT Image Storage \(1\.2\.840\.10008\.5\.1"
+        r"\.4\.1\.1\.2\.1\).*multiframe\.dcm.*one file per",
+    ):
         load_ct(only)
     ds.save_as(ct_copy / "multiframe.dcm")  # next to a regular series: skipped
     assert load_ct(ct_copy).image.shape == (12, 40, 40)
@@ -555,21 +595,25 @@ def test_12_bit_pixels_signed_and_unsigned(signed, ct_copy, small_phantom_patien
 
 
 def test_non_square_matrix_and_pixels(tmp_path):
-    base = make_phantom("multitarget", pixel_spacing_mm=4.0, slice_spacing_mm=5.0,
-                        matrix_size=(30, 20), n_slices=4)
+    base = make_phantom(
+        "multitarget", pixel_spacing_mm=4.0, slice_spacing_mm=5.0, matrix_size=(30, 20), n_slices=4
+    )
     grid = rtplan_grid(base.ct.grid.shape, (-58.0, -57.0, -7.5), (4.0, 6.0, 5.0))
     hu = np.full(grid.shape, -1000.0, np.float32)
     hu[2, 15, 3] = 500.0  # z index 2, row (y) 15, column (x) 3
-    written = write_patient(dataclasses.replace(base, ct=Image(hu, grid), structures={}),
-                            tmp_path / "p")
+    written = write_patient(
+        dataclasses.replace(base, ct=Image(hu, grid), structures={}), tmp_path / "p"
+    )
     first = pydicom.dcmread(written.ct_files[0])
     assert (first.Rows, first.Columns) == (20, 30)
     assert [float(v) for v in first.PixelSpacing] == [6.0, 4.0]  # (row, column) spacing
     ct = load_ct(written.ct_dir)
     assert ct.image.grid == grid
     assert tuple(np.argwhere(ct.image.array == 500.0)[0]) == (2, 15, 3)
-    np.testing.assert_allclose(ct.image.grid.index_to_point((2, 15, 3)),
-                               (-58.0 + 3 * 4.0, -57.0 + 15 * 6.0, -7.5 + 2 * 5.0))
+    np.testing.assert_allclose(
+        ct.image.grid.index_to_point((2, 15, 3)),
+        (-58.0 + 3 * 4.0, -57.0 + 15 * 6.0, -7.5 + 2 * 5.0),
+    )
 
 
 def rtplan_grid(shape, origin, spacing):
@@ -623,18 +667,26 @@ def test_instance_numbers_and_file_names_reversed(ct_copy, small_phantom_patient
     assert ct.files[0].name == "IMG0012.dcm"
 
 
-def test_orientation_float_noise_accepted_five_degree_tilt_refused(ct_copy,
-                                                                   small_phantom_patient):
-    rewrite(ct_copy, lambda ds, i: setattr(
-        ds, "ImageOrientationPatient",
-        ["0.999999999999", "1e-6", "-1e-6", "0.000001", "0.9999999", "-0.000001"]))
+def test_orientation_float_noise_accepted_five_degree_tilt_refused(ct_copy, small_phantom_patient):
+    rewrite(
+        ct_copy,
+        lambda ds, i: setattr(
+            ds,
+            "ImageOrientationPatient",
+            ["0.999999999999", "1e-6", "-1e-6", "0.000001", "0.9999999", "-0.000001"],
+        ),
+    )
     ct = load_ct(ct_copy)
     assert ct.image_orientation_patient == (1, 0, 0, 0, 1, 0)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
     c, s = np.cos(np.deg2rad(5)), np.sin(np.deg2rad(5))
-    rewrite(ct_copy, lambda ds, i: setattr(
-        ds, "ImageOrientationPatient", ["1", "0", "0", "0", f"{c:.6f}", f"{-s:.6f}"]))
+    rewrite(
+        ct_copy,
+        lambda ds, i: setattr(
+            ds, "ImageOrientationPatient", ["1", "0", "0", "0", f"{c:.6f}", f"{-s:.6f}"]
+        ),
+    )
     with pytest.raises(SeriesError, match=r"gantry tilt of about 5\.0°"):
         load_ct(ct_copy)
 
@@ -642,8 +694,10 @@ def test_orientation_float_noise_accepted_five_degree_tilt_refused(ct_copy,
 def test_zero_byte_slice_is_skipped_and_the_gap_reported(ct_copy):
     victim = sorted(ct_copy.glob("*.dcm"))[5]
     victim.write_bytes(b"")
-    with pytest.warns(DicomWarning, match=r"empty \(0-byte\).*CT\.0006\.dcm"), \
-            pytest.raises(SeriesError, match="Missing slice"):
+    with (
+        pytest.warns(DicomWarning, match=r"empty \(0-byte\).*CT\.0006\.dcm"),
+        pytest.raises(SeriesError, match="Missing slice"),
+    ):
         load_ct(ct_copy)
 
 
@@ -651,8 +705,7 @@ def test_load_patient_recursive(tmp_path, small_phantom_dicom):
     import rtplan
 
     shutil.copytree(small_phantom_dicom.ct_dir, tmp_path / "study" / "series1")
-    p = rtplan.load_patient(tmp_path / "study", small_phantom_dicom.rtstruct_path,
-                            recursive=True)
+    p = rtplan.load_patient(tmp_path / "study", small_phantom_dicom.rtstruct_path, recursive=True)
     assert p.ct.shape == (12, 40, 40) and "CentralTarget" in p.structures
 
 
@@ -677,19 +730,25 @@ def test_real_malformed_files(tmp_path, ct_copy, small_phantom_patient):
     np.testing.assert_array_equal(load_ct(ct_copy).image.array, small_phantom_patient.ct.array)
     # UN_sequence.dcm: file meta says CT Image Storage, the data set is a private stub.
     shutil.copy(get_testdata_file("UN_sequence.dcm"), ct_copy / "stub.dcm")
-    with pytest.raises(DicomReadError, match=r"stub\.dcm' lacks the required element "
-                                             r"\(0020,000E\) SeriesInstanceUID"):
+    with pytest.raises(
+        DicomReadError,
+        match=r"stub\.dcm' lacks the required element "
+        r"\(0020,000E\) SeriesInstanceUID",
+    ):
         load_ct(ct_copy)
 
 
-@pytest.mark.parametrize("name", [
-    "SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), common for CT
-    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
-    "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless
-    "JPEG2000.dcm",  # JPEG 2000
-    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
-    "MR_small_RLE.dcm",  # RLE: pydicom decodes it itself
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), common for CT
+        "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+        "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless
+        "JPEG2000.dcm",  # JPEG 2000
+        "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
+        "MR_small_RLE.dcm",  # RLE: pydicom decodes it itself
+    ],
+)
 def test_pixel_decoder_check_on_real_compressed_files(name):
     from pydicom.pixels import get_decoder
 
@@ -701,15 +760,21 @@ def test_pixel_decoder_check_on_real_compressed_files(name):
     if get_decoder(ts).is_available:
         check_pixel_decoder(ds, path)  # nothing to say
     else:
-        with pytest.raises(DicomReadError, match=rf"{name}': pixel data is compressed as "
-                                                 rf".*\({ts}\).*Install one of: "):
+        with pytest.raises(
+            DicomReadError,
+            match=rf"{name}': pixel data is compressed as "
+            rf".*\({ts}\).*Install one of: ",
+        ):
             check_pixel_decoder(ds, path)
 
 
 def test_real_incomplete_series_reports_the_gap():
     # dicomdirtests/77654033/CT2: 4 slices of a 1.25 mm series, z = -99.48, 103.02, ...
     folder = DICOMDIR_TREE / "77654033"
-    with pytest.raises(SeriesError, match=r"Missing slice.*gap of 202\.50 mm between slice "
-                                          r"positions z = -99\.48 mm and z = 103\.02 mm, where "
-                                          r"the slice spacing is 1\.25 mm \(about 161 slice"):
+    with pytest.raises(
+        SeriesError,
+        match=r"Missing slice.*gap of 202\.50 mm between slice "
+        r"positions z = -99\.48 mm and z = 103\.02 mm, where "
+        r"the slice spacing is 1\.25 mm \(about 161 slice",
+    ):
         load_ct(folder, recursive=True)  # CR images in CR1..CR3 are skipped

@@ -70,14 +70,28 @@ def objects(tmp_path_factory):
     for name in ("VarianMLC120", "AgilityMLC160"):
         m = load_machine(name)
         beams = [
-            DeliverableBeam(k + 1, f"G{g:g}", Beam(g, collimator_angle_deg=c, isocenter_mm=iso),
-                            m, (rect_segment(m, -40.0, 40.0, -40.0, 40.0, 50.0),
-                                rect_segment(m, -10.0, 30.0, -20.0, 10.0, 20.0)))
+            DeliverableBeam(
+                k + 1,
+                f"G{g:g}",
+                Beam(g, collimator_angle_deg=c, isocenter_mm=iso),
+                m,
+                (
+                    rect_segment(m, -40.0, 40.0, -40.0, 40.0, 50.0),
+                    rect_segment(m, -10.0, 30.0, -20.0, 10.0, 20.0),
+                ),
+            )
             for k, (g, c) in enumerate(((0.0, 0.0), (72.0, 15.0), (288.0, 345.0)))
         ]
         # One single-segment beam too: BeamType STATIC with 2 control points.
-        beams.append(DeliverableBeam(4, "static", Beam(180.0, isocenter_mm=iso), m,
-                                     (rect_segment(m, -30.0, 30.0, -30.0, 30.0, 25.0),)))
+        beams.append(
+            DeliverableBeam(
+                4,
+                "static",
+                Beam(180.0, isocenter_mm=iso),
+                m,
+                (rect_segment(m, -30.0, 30.0, -30.0, 30.0, 25.0),),
+            )
+        )
         plan = DeliverablePlan(beams, 2, 4.0, "PTV", label=name[:16])
         rp = root / f"RP_{name}.dcm"
         ds = write_rtplan(rp, plan, patient, plan_name=f"validator test {name}")
@@ -85,8 +99,9 @@ def objects(tmp_path_factory):
         if name == "VarianMLC120":
             dose = compute_plan_dose(plan, patient, dose_grid_mm=8.0)
             rd = root / "RD.dcm"
-            write_rtdose(rd, dose.dose_gy, dose.grid, patient,
-                         plan_sop_instance_uid=ds.SOPInstanceUID)
+            write_rtdose(
+                rd, dose.dose_gy, dose.grid, patient, plan_sop_instance_uid=ds.SOPInstanceUID
+            )
             out["RD"] = rd
             out["RD16"] = dose_16bit_copy(rd, root / "RD16.dcm")
     return out
@@ -120,8 +135,13 @@ def test_dciodvfy_catches_a_broken_plan(objects, tmp_path):
 
 def test_dcentvfy_ct_rtstruct_rtplan_rtdose_are_consistent(objects):
     w = objects["written"]
-    files = [*w.ct_files, w.rtstruct_path, objects["VarianMLC120"], objects["AgilityMLC160"],
-             objects["RD16"]]
+    files = [
+        *w.ct_files,
+        w.rtstruct_path,
+        objects["VarianMLC120"],
+        objects["AgilityMLC160"],
+        objects["RD16"],
+    ]
     lines = run_tool("dcentvfy", *files)
     study_uid = objects["patient"].study_instance_uid
     # Accepted: the phantom's RT-STRUCT lists the study in (3006,0012)
@@ -133,8 +153,9 @@ def test_dcentvfy_ct_rtstruct_rtplan_rtdose_are_consistent(objects):
         rf"^Error - Missing SOPInstanceUID that was referenced - {re.escape(study_uid)} "
         rf"for file <{re.escape(str(w.rtstruct_path))}>$"
     )
-    problems = [ln for ln in lines if ln.startswith(("Error", "Warning"))
-                and not accepted.match(ln)]
+    problems = [
+        ln for ln in lines if ln.startswith(("Error", "Warning")) and not accepted.match(ln)
+    ]
     assert problems == [], problems
 
 

@@ -88,8 +88,10 @@ def test_mean_and_d95_agree_with_dicompyler(dicompyler, case, dose_name, roi_nam
     # volume: ours is the polygon areas (shoelace) times the 2.5 mm slabs; dicompyler's
     # binary centre-in-polygon rasterisation on 3 mm pixels is coarser (the 13 mm-radius
     # rectum comes out ~5 % small), so it is only checked loosely.
-    area_mm2 = sum(0.5 * abs(np.dot(c[:, 0], np.roll(c[:, 1], 1))
-                             - np.dot(c[:, 1], np.roll(c[:, 0], 1))) for c in s.contours)
+    area_mm2 = sum(
+        0.5 * abs(np.dot(c[:, 0], np.roll(c[:, 1], 1)) - np.dot(c[:, 1], np.roll(c[:, 0], 1)))
+        for c in s.contours
+    )
     assert ours.total_volume_cc == pytest.approx(area_mm2 * 2.5 / 1000.0, rel=0.002)
     assert ours.total_volume_cc == pytest.approx(float(theirs.volume), rel=0.08)
     if dose_name == "linear" and roi_name == "PTV":

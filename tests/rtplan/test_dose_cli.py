@@ -63,8 +63,10 @@ def cshape(tmp_path_factory):
     beams = []
     for number, gantry in enumerate((0.0, 120.0, 240.0), start=1):
         geom = Beam(gantry, collimator_angle_deg=5.0 * number, isocenter_mm=iso)
-        segs = (rect_segment(VARIAN, -45.0, 45.0, -45.0, 45.0, 80.0),
-                rect_segment(VARIAN, -30.0, 12.5, -20.0, 35.0, 40.0 + 5 * number))
+        segs = (
+            rect_segment(VARIAN, -45.0, 45.0, -45.0, 45.0, 80.0),
+            rect_segment(VARIAN, -30.0, 12.5, -20.0, 35.0, 40.0 + 5 * number),
+        )
         beams.append(DeliverableBeam(number, f"G{gantry:g}", geom, VARIAN, segs))
     draft = DeliverablePlan(beams, 3, 1.0, "PTV")
     # The planner's final dose; prescribe the median PTV dose so "1 % of Rx" is meaningful.
@@ -75,15 +77,31 @@ def cshape(tmp_path_factory):
     rp = root / "RP.dcm"
     ds = write_rtplan(rp, plan, patient)
     rd = root / "RD_planned.dcm"
-    write_rtdose(rd, planned.dose_gy, planned.grid, patient,
-                 plan_sop_instance_uid=ds.SOPInstanceUID)
-    return types.SimpleNamespace(root=root, written=written, patient=patient, plan=plan, rp=rp,
-                                 rd=rd, rx=rx, plan_uid=ds.SOPInstanceUID)
+    write_rtdose(
+        rd, planned.dose_gy, planned.grid, patient, plan_sop_instance_uid=ds.SOPInstanceUID
+    )
+    return types.SimpleNamespace(
+        root=root,
+        written=written,
+        patient=patient,
+        plan=plan,
+        rp=rp,
+        rd=rd,
+        rx=rx,
+        plan_uid=ds.SOPInstanceUID,
+    )
 
 
 def _args(case, out, *extra):
-    return ["dose", str(case.written.ct_dir), str(case.written.rtstruct_path), str(case.rp),
-            "--out", str(out), *extra]
+    return [
+        "dose",
+        str(case.written.ct_dir),
+        str(case.written.rtstruct_path),
+        str(case.rp),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_round_trip_recalculated_dose_equals_the_written_rtdose(cshape, tmp_path, capsys):
@@ -143,22 +161,30 @@ def _vmat(ds):
 
 
 CLI_BAD = {
-    "frame_of_reference": (lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3"),
-                           "FrameOfReferenceUID is 1.2.3 but the CT"),
-    "structure_set": (lambda ds: setattr(ds.ReferencedStructureSetSequence[0],
-                                         "ReferencedSOPInstanceUID", "1.2.3.4"),
-                      "references RT-STRUCT 1.2.3.4"),
+    "frame_of_reference": (
+        lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3"),
+        "FrameOfReferenceUID is 1.2.3 but the CT",
+    ),
+    "structure_set": (
+        lambda ds: setattr(
+            ds.ReferencedStructureSetSequence[0], "ReferencedSOPInstanceUID", "1.2.3.4"
+        ),
+        "references RT-STRUCT 1.2.3.4",
+    ),
     "leaf_range": (_leaf_out_of_range, "leaf B32 at 250.00 mm is outside the MLC's limits"),
     "meterset": (_no_meterset, "beam 3 has no BeamMeterset (300A,0086)"),
     "vmat": (_vmat, "GantryRotationDirection is CW"),
-    "wedge": (lambda ds: setattr(ds.BeamSequence[1], "NumberOfWedges", 1),
-              "NumberOfWedges is 1"),
-    "electron": (lambda ds: setattr(ds.BeamSequence[2], "RadiationType", "ELECTRON"),
-                 "RadiationType is ELECTRON"),
+    "wedge": (lambda ds: setattr(ds.BeamSequence[1], "NumberOfWedges", 1), "NumberOfWedges is 1"),
+    "electron": (
+        lambda ds: setattr(ds.BeamSequence[2], "RadiationType", "ELECTRON"),
+        "RadiationType is ELECTRON",
+    ),
     "isocentre_outside_ct": (
-        lambda ds: setattr(ds.BeamSequence[0].ControlPointSequence[0], "IsocenterPosition",
-                           [0.0, 0.0, 900.0]),
-        "beam 1 ('G0'): Beam at gantry 0°: isocentre"),
+        lambda ds: setattr(
+            ds.BeamSequence[0].ControlPointSequence[0], "IsocenterPosition", [0.0, 0.0, 900.0]
+        ),
+        "beam 1 ('G0'): Beam at gantry 0°: isocentre",
+    ),
 }
 
 
@@ -167,8 +193,14 @@ def test_bad_plans_exit_2_with_one_line_and_no_output(cshape, tmp_path, capsys, 
     mutate, message = CLI_BAD[kind]
     bad = _mutate_plan(cshape, tmp_path, mutate)
     out = tmp_path / "RD.dcm"
-    args = ["dose", str(cshape.written.ct_dir), str(cshape.written.rtstruct_path), str(bad),
-            "--out", str(out)]
+    args = [
+        "dose",
+        str(cshape.written.ct_dir),
+        str(cshape.written.rtstruct_path),
+        str(bad),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -180,13 +212,25 @@ def test_bad_plans_exit_2_with_one_line_and_no_output(cshape, tmp_path, capsys, 
 def test_structure_set_of_another_ct_is_refused_by_the_command(cshape, tmp_path):
     """Through the installed entry point: another phantom's RT-STRUCT (another frame of
     reference) → exit status 2, one stderr line, no file."""
-    other = write_phantom("water_box", tmp_path / "other", pixel_spacing_mm=10.0,
-                          slice_spacing_mm=10.0)
+    other = write_phantom(
+        "water_box", tmp_path / "other", pixel_spacing_mm=10.0, slice_spacing_mm=10.0
+    )
     out = tmp_path / "RD.dcm"
     run = subprocess.run(
-        [sys.executable, "-m", "rtplan.cli", "dose", str(cshape.written.ct_dir),
-         str(other.rtstruct_path), str(cshape.rp), "--out", str(out)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "rtplan.cli",
+            "dose",
+            str(cshape.written.ct_dir),
+            str(other.rtstruct_path),
+            str(cshape.rp),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
@@ -204,22 +248,42 @@ def water_open_field(tmp_path_factory):
     root = tmp_path_factory.mktemp("water")
     # 2.5 mm voxels on the box boundary (y = -150 mm lies on a voxel face); the CT is
     # cropped laterally to ±120 mm (enough scatter for a 10 × 10 field) to keep it small.
-    written = write_phantom("water_box", root / "wb", pixel_spacing_mm=2.5,
-                            slice_spacing_mm=2.5, matrix_size=(96, 136), n_slices=97)
+    written = write_phantom(
+        "water_box",
+        root / "wb",
+        pixel_spacing_mm=2.5,
+        slice_spacing_mm=2.5,
+        matrix_size=(96, 136),
+        n_slices=97,
+    )
     patient = load_patient(written.ct_dir, written.rtstruct_path)
     seg = rect_segment(VARIAN, -50.0, 50.0, -50.0, 50.0, 100.0)
-    beam = DeliverableBeam(1, "open 10x10", Beam(0.0, isocenter_mm=(0.0, -50.0, 0.0)),
-                           VARIAN, (seg,))
+    beam = DeliverableBeam(
+        1, "open 10x10", Beam(0.0, isocenter_mm=(0.0, -50.0, 0.0)), VARIAN, (seg,)
+    )
     rp = root / "RP.dcm"
     ds = write_rtplan(rp, DeliverablePlan([beam], 1, 0.8, "Body"), patient)
-    assert float(ds.BeamSequence[0].ControlPointSequence[0].SourceToSurfaceDistance) == \
-        pytest.approx(900.0, abs=0.05)
+    assert float(
+        ds.BeamSequence[0].ControlPointSequence[0].SourceToSurfaceDistance
+    ) == pytest.approx(900.0, abs=0.05)
     out = root / "RD.dcm"
-    assert main(["dose", str(written.ct_dir), str(written.rtstruct_path), str(rp),
-                 "--out", str(out), "--dose-grid-mm", "2.5"]) == 0
+    assert (
+        main(
+            [
+                "dose",
+                str(written.ct_dir),
+                str(written.rtstruct_path),
+                str(rp),
+                "--out",
+                str(out),
+                "--dose-grid-mm",
+                "2.5",
+            ]
+        )
+        == 0
+    )
     dose, grid, _ = read_rtdose(out)
-    return types.SimpleNamespace(dose=dose, grid=grid, written=written, patient=patient,
-                                 root=root)
+    return types.SimpleNamespace(dose=dose, grid=grid, written=written, patient=patient, root=root)
 
 
 SURFACE_Y_MM = -150.0
@@ -246,13 +310,18 @@ def test_measured_depth_dose_through_rtplan(water_open_field):
 @pytest.mark.parametrize("curve", ["CROSSPLANE_PROFILE", "INPLANE_PROFILE"])
 def test_measured_profile_widths_through_rtplan(water_open_field, curve, depth_mm):
     dose, grid = water_open_field.dose, water_open_field.grid
-    meas = next(s for s in read_measured_6mv()["scans"][100.0]
-                if s.curve == curve and s.depth_mm == depth_mm)
+    meas = next(
+        s
+        for s in read_measured_6mv()["scans"][100.0]
+        if s.curve == curve and s.depth_mm == depth_mm
+    )
     x = np.arange(-110.0, 110.01, 0.5)
     y = np.full_like(x, SURFACE_Y_MM + depth_mm)
     # Crossplane = IEC BLD x (leaf travel) = patient x at gantry 0; inplane = BLD y = z.
-    pts = np.stack([x, y, np.zeros_like(x)] if curve == "CROSSPLANE_PROFILE"
-                   else [np.zeros_like(x), y, x], axis=-1)
+    pts = np.stack(
+        [x, y, np.zeros_like(x)] if curve == "CROSSPLANE_PROFILE" else [np.zeros_like(x), y, x],
+        axis=-1,
+    )
     width_calc, _ = profile_metrics(x, sample(dose, grid, pts))
     width_meas, _ = profile_metrics(meas.position_mm, meas.value)
     assert abs(width_calc - width_meas) <= 2.0, (width_calc, width_meas)
@@ -301,8 +370,21 @@ def test_plan_from_another_system_jaws_only(water_open_field, tmp_path, capsys):
     np.testing.assert_allclose(beam.segment_rectangles_mm(0), [[-50.0, 50.0, -50.0, 50.0]])
 
     out = tmp_path / "RD.dcm"
-    assert main(["dose", str(w.ct_dir), str(w.rtstruct_path), str(rp), "--out", str(out),
-                 "--dose-grid-mm", "5"]) == 0
+    assert (
+        main(
+            [
+                "dose",
+                str(w.ct_dir),
+                str(w.rtstruct_path),
+                str(rp),
+                "--out",
+                str(out),
+                "--dose-grid-mm",
+                "5",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     dose, grid, refs = read_rtdose(out)
     assert refs.referenced_plan_uid == ds.SOPInstanceUID
@@ -316,7 +398,6 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     the plain sum over segments of field_dose × segment MU (linearity, checked directly)."""
     from dose_engine._density import hu_to_density
     from dose_engine._field_dose import field_dose
-
     from rtplan._recalc import merge_rectangles
 
     rects = np.array([[0, 1, 0, 1], [0, 1, 0, 1], [2, 3, 0, 1], [0, 1, 0, 1.0]])
@@ -330,8 +411,17 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     merged = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
     density = np.asarray(hu_to_density(patient.ct.array))
     plain = sum(
-        np.asarray(field_dose(density, patient.ct.grid, grid, beam.beam,
-                              beam.segment_rectangles_mm(k), seg.total_mu), dtype=float)
+        np.asarray(
+            field_dose(
+                density,
+                patient.ct.grid,
+                grid,
+                beam.beam,
+                beam.segment_rectangles_mm(k),
+                seg.total_mu,
+            ),
+            dtype=float,
+        )
         for k, seg in enumerate(beam.segments)
     )
     np.testing.assert_allclose(merged, plain, rtol=1e-5, atol=1e-6 * plain.max())

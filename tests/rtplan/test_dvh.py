@@ -57,7 +57,8 @@ def test_linear_gradient_box_gives_analytic_dx(axis):
         assert d.dose_at_volume(p) == pytest.approx(hi - p / 100.0 * (hi - lo), abs=1e-9)
     for gy in (12.0, 17.3, 25.0, 29.0):
         assert d.volume_at_dose(gy, percent=True) == pytest.approx(
-            100.0 * (hi - gy) / (hi - lo), abs=1e-9)
+            100.0 * (hi - gy) / (hi - lo), abs=1e-9
+        )
     assert d.mean_gy == pytest.approx((lo + hi) / 2)
     assert d.true_max_gy == pytest.approx(29.5)
     assert d.min_gy == pytest.approx(10.0)

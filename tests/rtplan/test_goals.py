@@ -104,8 +104,14 @@ def test_parse_metric_table(text, canon, kind, value, quantity):
 
 @pytest.mark.parametrize(
     ("text", "token"),
-    [("D95Gy", "Gy"), ("V20", "V20"), ("Dmaxx", "Dmaxx"), ("D95%%", "%%"), ("X12", "X12"),
-     ("", "")],
+    [
+        ("D95Gy", "Gy"),
+        ("V20", "V20"),
+        ("Dmaxx", "Dmaxx"),
+        ("D95%%", "%%"),
+        ("X12", "X12"),
+        ("", ""),
+    ],
 )
 def test_bad_metric_names_goal_and_token(text, token):
     with pytest.raises(ProtocolError, match=rf"in goal 'PTV'.*unexpected token '{token}'"):
@@ -149,13 +155,24 @@ def test_goal_survives_dataclasses_replace():
     g = Goal("Cord", "Dmax", "<=", 4500, unit="cGy", acceptable_level=4800, priority=2)
     r = dataclasses.replace(g, structure="SpinalCord")
     assert (r.structure, r.metric, r.level, r.unit, r.acceptable_level, r.priority) == (
-        "SpinalCord", g.metric, 45.0, "Gy", 48.0, 2)
+        "SpinalCord",
+        g.metric,
+        45.0,
+        "Gy",
+        48.0,
+        2,
+    )
 
 
 def test_parse_goal_lines():
     g = parse_goal("Rectum: V70Gy <= 15 % (acceptable 20)")
     assert (g.structure, g.metric.text, g.level, g.unit, g.acceptable_level) == (
-        "Rectum", "V70Gy", 15.0, "%", 20.0)
+        "Rectum",
+        "V70Gy",
+        15.0,
+        "%",
+        20.0,
+    )
     g = parse_goal("Parotid L: Dmean <= 2600 cGy", priority=3)
     assert (g.structure, g.level, g.unit, g.priority) == ("Parotid L", 26.0, "Gy", 3)
     g = parse_goal("PTV D95% >= 60Gy")
@@ -235,12 +252,31 @@ def test_evaluate_goals_against_linear_dose():
     table = evaluate_goals(DOSE, occ, goals, GRID, prescription_gy=50.0)
     assert isinstance(table, GoalTable) and len(table) == len(goals)
     vals = [r.value for r in table]
-    expected = [dx(95), dx(2), (LO + HI) / 2, vx_percent(50), vx_percent(50) / 100 * VOL_CC,
-                dx(100 * 1 / (VOL_CC / 2)), 100 * dx(95) / 50, vx_percent(50), 40.0,
-                (dx(2) - dx(98)) / dx(50)]
+    expected = [
+        dx(95),
+        dx(2),
+        (LO + HI) / 2,
+        vx_percent(50),
+        vx_percent(50) / 100 * VOL_CC,
+        dx(100 * 1 / (VOL_CC / 2)),
+        100 * dx(95) / 50,
+        vx_percent(50),
+        40.0,
+        (dx(2) - dx(98)) / dx(50),
+    ]
     np.testing.assert_allclose(vals, expected, rtol=1e-9)
     assert [r.status for r in table] == [
-        "pass", "acceptable", "fail", "pass", "fail", "pass", "pass", "fail", "pass", "pass"]
+        "pass",
+        "acceptable",
+        "fail",
+        "pass",
+        "fail",
+        "pass",
+        "pass",
+        "fail",
+        "pass",
+        "pass",
+    ]
     assert table.n_failed == 3 and not table.all_passed
     assert table[1].passed and not table[2].passed
     assert set(table.dvhs) == {"Box", "Half"}
@@ -270,8 +306,9 @@ def test_conformity_goals_use_the_body_or_grid():
     occ[..., 25:] = 1.0
     body = np.ones(GRID.shape)
     goals = [Goal("PTV", "CI", ">=", 0.9), Goal("PTV", "GI", "<=", 3.0)]
-    t = evaluate_goals(DOSE, {"PTV": occ, "Body": body}, goals, GRID, prescription_gy=50.0,
-                       body="Body")
+    t = evaluate_goals(
+        DOSE, {"PTV": occ, "Body": body}, goals, GRID, prescription_gy=50.0, body="Body"
+    )
     # CI counts voxels by centre dose: the 50 Gy isodose holds exactly the 25 PTV columns
     assert t[0].value == pytest.approx(1.0, rel=1e-12)
     assert t[1].value == pytest.approx(100.0 / vx_percent(50.0))  # V25Gy is the whole body
@@ -287,8 +324,11 @@ def test_conformity_goals_use_the_body_or_grid():
 
 def test_evaluate_goals_errors():
     occ = {"PTV": np.ones(GRID.shape)}
-    with pytest.raises(ProtocolError, match=r"'Cord Dmax <= 45 Gy' names structure 'Cord'.*"
-                                            r"available: PTV"):
+    with pytest.raises(
+        ProtocolError,
+        match=r"'Cord Dmax <= 45 Gy' names structure 'Cord'.*"
+        r"available: PTV",
+    ):
         evaluate_goals(DOSE, occ, [Goal("Cord", "Dmax", "<=", 45)], GRID)
     with pytest.raises(ProtocolError, match="'PTV V95%Rx >= 98 %' needs the prescription"):
         evaluate_goals(DOSE, occ, [Goal("PTV", "V95%Rx", ">=", 98)], GRID)
@@ -300,11 +340,14 @@ def test_evaluate_goals_errors():
 
 def test_goal_table_html_has_a_coloured_row_per_goal():
     occ = {"Box": np.ones(GRID.shape), "A<B": np.ones(GRID.shape)}
-    goals = [Goal("Box", "D95%", ">=", 40.0), Goal("Box", "D2", "<=", 59.0, acceptable_level=60),
-             Goal("A<B", "Dmean", "<=", 49.0)]
+    goals = [
+        Goal("Box", "D95%", ">=", 40.0),
+        Goal("Box", "D2", "<=", 59.0, acceptable_level=60),
+        Goal("A<B", "Dmean", "<=", 49.0),
+    ]
     t = evaluate_goals(DOSE, occ, goals, GRID)
     html = t._repr_html_()
-    assert html.count("<tr class=\"goal-") == 3
+    assert html.count('<tr class="goal-') == 3
     assert 'class="goal-pass" style="background:#c8e6c9"' in html
     assert 'class="goal-acceptable"' in html and 'class="goal-fail"' in html
     assert "A&lt;B" in html and "2 of 3 goals met" in html

@@ -10,9 +10,20 @@ from rtplan.io import load_patient
 
 def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
     out = tmp_path / "m.h5"
-    argv = ["influence", str(small_phantom_dicom.ct_dir), str(small_phantom_dicom.rtstruct_path),
-            "--target", "CentralTarget", "--gantry", "0,120,240", "--dose-grid-mm", "10",
-            "--out", str(out), "--no-progress"]
+    argv = [
+        "influence",
+        str(small_phantom_dicom.ct_dir),
+        str(small_phantom_dicom.rtstruct_path),
+        "--target",
+        "CentralTarget",
+        "--gantry",
+        "0,120,240",
+        "--dose-grid-mm",
+        "10",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "Gy/MU" in capsys.readouterr().out
     im = load_influence_matrix(out)
@@ -31,16 +42,31 @@ def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
     # at most 3 % of the maximum to the lateral cut-off and threshold)
     sl = im.beamlets.beam_slice(0)
     total = np.asarray(im.matrix[:, sl].sum(axis=1)).reshape(grid.shape)
-    ref = field_dose(hu_to_density(patient.ct.array), patient.ct.grid, grid, im.beams[0],
-                     im.beamlets.rectangles_mm(0), 1.0, voxel_mask=body)
+    ref = field_dose(
+        hu_to_density(patient.ct.array),
+        patient.ct.grid,
+        grid,
+        im.beams[0],
+        im.beamlets.rectangles_mm(0),
+        1.0,
+        voxel_mask=body,
+    )
     assert np.max(np.abs(total - ref)) <= 0.03 * ref.max()
 
 
 def test_cli_refuses_existing_output_and_bad_target(tmp_path, small_phantom_dicom, capsys):
     out = tmp_path / "m.h5"
     out.write_bytes(b"keep me")
-    base = ["influence", str(small_phantom_dicom.ct_dir), str(small_phantom_dicom.rtstruct_path),
-            "--gantry", "0", "--dose-grid-mm", "10", "--no-progress"]
+    base = [
+        "influence",
+        str(small_phantom_dicom.ct_dir),
+        str(small_phantom_dicom.rtstruct_path),
+        "--gantry",
+        "0",
+        "--dose-grid-mm",
+        "10",
+        "--no-progress",
+    ]
     assert main(base + ["--target", "CentralTarget", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
@@ -56,12 +82,26 @@ def test_cli_refuses_existing_output_and_bad_target(tmp_path, small_phantom_dico
 def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
     import rtplan._influence as ri
 
-    im = ri.influence_matrix(small_phantom_patient, target="CentralTarget", n_beams=2,
-                             dose_grid_mm=10, cache_dir=tmp_path, progress=False)
-    again = ri.influence_matrix(small_phantom_patient, target="CentralTarget", n_beams=2,
-                                dose_grid_mm=10, cache_dir=tmp_path, progress=False)
+    im = ri.influence_matrix(
+        small_phantom_patient,
+        target="CentralTarget",
+        n_beams=2,
+        dose_grid_mm=10,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    again = ri.influence_matrix(
+        small_phantom_patient,
+        target="CentralTarget",
+        n_beams=2,
+        dose_grid_mm=10,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert im.settings["cache_hit"] is False and again.settings["cache_hit"] is True
-    assert im.beams == (Beam(0.0, isocenter_mm=im.beams[0].isocenter_mm),
-                        Beam(180.0, isocenter_mm=im.beams[0].isocenter_mm))
+    assert im.beams == (
+        Beam(0.0, isocenter_mm=im.beams[0].isocenter_mm),
+        Beam(180.0, isocenter_mm=im.beams[0].isocenter_mm),
+    )
     with pytest.raises(Exception, match="Nope"):
         ri.influence_matrix(small_phantom_patient, target="Nope", progress=False)

@@ -61,8 +61,18 @@ def test_load_by_file_stem_and_path(tmp_path):
 
 @pytest.mark.parametrize(
     ("y", "expected"),
-    [(-200.0, 0), (-190.01, 0), (-190.0, 1), (-100.0, 10), (-0.1, 29), (0.0, 30), (4.99, 30),
-     (199.9, 59), (200.0, -1), (-200.1, -1)],
+    [
+        (-200.0, 0),
+        (-190.01, 0),
+        (-190.0, 1),
+        (-100.0, 10),
+        (-0.1, 29),
+        (0.0, 30),
+        (4.99, 30),
+        (199.9, 59),
+        (200.0, -1),
+        (-200.1, -1),
+    ],
 )
 def test_leaf_pair_index_for_y(y, expected):
     m = load_machine("VarianMLC120")
@@ -101,12 +111,14 @@ def test_user_machine_file(tmp_path):
     [
         (("leaf_width_mm = 5.0", "leaf_width_mm = 'five'"), r"`mlc\.leaf_width_mm` must be"),
         (("min_leaf_gap_mm = 0.5\n", ""), r"missing key `mlc\.min_leaf_gap_mm`"),
-        (("interdigitation = false", "interdigitation = 1"),
-         r"`mlc\.interdigitation` must be bool"),
+        (
+            ("interdigitation = false", "interdigitation = 1"),
+            r"`mlc\.interdigitation` must be bool",
+        ),
         (("[-50.0, 50.0]", "[50.0, -50.0]"), r"leaf_position_range_mm"),
         (("[jaws.Y]", "[jaws.Z]"), r"unknown jaw table `jaws\.Z`"),
         (("leaf_width_mm = 5.0", "leaf_width_mm = -5.0"), r"must be > 0"),
-        (("name = \"Test\"", "name = ["), r"not valid TOML"),
+        (('name = "Test"', "name = ["), r"not valid TOML"),
     ],
 )
 def test_malformed_machine_file_names_file_and_key(tmp_path, edit, match):
@@ -154,8 +166,12 @@ def test_open_rectangles_clip_to_jaws(varian):
 
 
 def _seg(machine, A, B, jaws=None):
-    return Segment(np.stack([A, B]), jaws if jaws is not None else
-                   ({"X": (-10.0, 10.0), "Y": (-10.0, 10.0)}), 1.0, machine.mlc.leaf_boundaries_mm)
+    return Segment(
+        np.stack([A, B]),
+        jaws if jaws is not None else ({"X": (-10.0, 10.0), "Y": (-10.0, 10.0)}),
+        1.0,
+        machine.mlc.leaf_boundaries_mm,
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,8 +194,8 @@ def test_segment_validate_rejects(varian, change, match):
 
 def test_segment_validate_accepts_closed_and_open(varian):
     n = varian.mlc.n_pairs
-    A, B = np.zeros(n), np.zeros(n)   # fully closed pairs (A == B) are allowed
-    A[30], B[30] = -5.0, 0.5          # exactly the minimum gap is allowed
+    A, B = np.zeros(n), np.zeros(n)  # fully closed pairs (A == B) are allowed
+    A[30], B[30] = -5.0, 0.5  # exactly the minimum gap is allowed
     _seg(varian, A, B).validate(varian)
 
 
@@ -221,8 +237,7 @@ def test_cumulative_meterset_weights(varian):
 
     segs = [_segment(varian, {30: (-5.0, 5.0)}, b=None, mu=mu) for mu in (10.0, 30.0, 60.0)]
     beam = DeliverableBeam(1, "G0", Beam(0.0), varian, segs)
-    np.testing.assert_allclose(beam.cumulative_meterset_weights(),
-                               [0.0, 0.1, 0.1, 0.4, 0.4, 1.0])
+    np.testing.assert_allclose(beam.cumulative_meterset_weights(), [0.0, 0.1, 0.1, 0.4, 0.4, 1.0])
     assert beam.total_mu == 100.0 and beam.per_fraction_mu(25) == 4.0
     plan = DeliverablePlan((beam,), fractions=25, total_dose_gy=50.0, target_name="PTV")
     assert plan.dose_per_fraction_gy == 2.0 and plan.total_mu == 100.0
@@ -244,8 +259,12 @@ def test_machine_and_plan_pickle_round_trip(varian):
         m2 = pickle.loads(pickle.dumps(m))
         assert m2 == m and dict(m2.jaws) == dict(m.jaws)
     seg = _segment(varian, {30: (-5.0, 5.0)}, b=None, mu=7.0)
-    plan = DeliverablePlan((DeliverableBeam(1, "G0", Beam(0.0), varian, [seg]),), fractions=2,
-                           total_dose_gy=4.0, target_name="PTV")
+    plan = DeliverablePlan(
+        (DeliverableBeam(1, "G0", Beam(0.0), varian, [seg]),),
+        fractions=2,
+        total_dose_gy=4.0,
+        target_name="PTV",
+    )
     plan2 = pickle.loads(pickle.dumps(plan))
     s2 = plan2.beams[0].segments[0]
     np.testing.assert_array_equal(s2.leaf_positions_mm, seg.leaf_positions_mm)

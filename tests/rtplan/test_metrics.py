@@ -54,8 +54,9 @@ def lens_volume(r1, r2, d):
     """Intersection volume of two balls with centre distance d (d < r1 + r2)."""
     if d <= abs(r1 - r2):
         return ball(min(r1, r2))
-    return (math.pi * (r1 + r2 - d) ** 2
-            * (d * d + 2 * d * (r1 + r2) - 3 * (r1 - r2) ** 2) / (12 * d))
+    return (
+        math.pi * (r1 + r2 - d) ** 2 * (d * d + 2 * d * (r1 + r2) - 3 * (r1 - r2) ** 2) / (12 * d)
+    )
 
 
 VV = (SPACING_MM**3) / 1000.0

@@ -162,8 +162,12 @@ def run_tool(*args):
 
 
 def test_dciodvfy_reports_no_errors_or_warnings(cshape_dicom):
-    files = [cshape_dicom.ct_files[0], cshape_dicom.ct_files[40], cshape_dicom.ct_files[-1],
-             cshape_dicom.rtstruct_path]
+    files = [
+        cshape_dicom.ct_files[0],
+        cshape_dicom.ct_files[40],
+        cshape_dicom.ct_files[-1],
+        cshape_dicom.rtstruct_path,
+    ]
     for f in files:
         out = run_tool("dciodvfy", str(f))
         assert out.strip().splitlines()[0] in ("CTImage", "RTStructureSet"), out
@@ -184,8 +188,7 @@ def test_dcentvfy_finds_ct_and_rtstruct_consistent(cshape_dicom):
     out = run_tool("dcentvfy", *files)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     study_uid = rtplan.load_patient(cshape_dicom.ct_dir).study_instance_uid
-    expected = (f"Error - Missing SOPInstanceUID that was referenced - {study_uid} "
-                "for file <")
+    expected = f"Error - Missing SOPInstanceUID that was referenced - {study_uid} for file <"
     unexpected = [ln for ln in lines if not ln.startswith(expected)]
     assert unexpected == [], "\n".join(unexpected)
     assert len(lines) <= 1
@@ -194,8 +197,12 @@ def test_dcentvfy_finds_ct_and_rtstruct_consistent(cshape_dicom):
 
     ds = pydicom.dcmread(cshape_dicom.rtstruct_path)
     ct_uids = set(rtplan.load_patient(cshape_dicom.ct_dir).ct_sop_instance_uids)
-    refs = {i.ReferencedSOPInstanceUID for rc in ds.ROIContourSequence
-            for c in rc.ContourSequence for i in c.ContourImageSequence}
+    refs = {
+        i.ReferencedSOPInstanceUID
+        for rc in ds.ROIContourSequence
+        for c in rc.ContourSequence
+        for i in c.ContourImageSequence
+    }
     assert refs and refs <= ct_uids
 
 
@@ -207,8 +214,9 @@ def test_existing_output_is_refused_and_untouched(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists.*--force"):
         write_phantom("multitarget", out, pixel_spacing_mm=10.0, slice_spacing_mm=10.0)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    w = write_phantom("multitarget", out, overwrite=True, pixel_spacing_mm=10.0,
-                      slice_spacing_mm=10.0)
+    w = write_phantom(
+        "multitarget", out, overwrite=True, pixel_spacing_mm=10.0, slice_spacing_mm=10.0
+    )
     assert not (out / "keep.txt").exists() and w.rtstruct_path.is_file()
 
 

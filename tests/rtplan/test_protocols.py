@@ -277,25 +277,44 @@ def _levels(protocol, solver="first_order", **kw):
 
 def test_goals_become_prioritised_levels_without_hand_weights():
     import optimizers as opt
+    from rtplan.planning._levels import DVH_ALLOWANCE_USED, HELPER_WEIGHT
 
     p = load_protocol("tg119_cshape")
     levels = _levels(p, helpers=("zRing", "zNormalTissue"), effective={"PTV": "zPTV-Core"})
-    assert [lv.priority for lv in levels] == [1, None]
-    first = levels[0].terms
+    # one priority in the protocol -> one level, which also carries the helper caps
+    assert [lv.priority for lv in levels] == [1]
+    terms = levels[0].terms
     rx = p.prescription.total_dose_gy
-    # PTV D95 >= 50 -> underdose below 50 * (1 + target_aim) on the PTV-minus-overlap helper
-    under = [t for t in first if isinstance(t, opt.Underdose)]
-    assert len(under) == 1 and under[0].structure == "zPTV-Core"
-    assert under[0].dose_gy == pytest.approx(50.0 * (1 + p.optimization.target_aim))
-    # Core D10/D5 <= 10 -> overdose above 10 * (1 - oar_aim); all weights 1/Rx^2
-    over = [t for t in first if isinstance(t, opt.Overdose) and t.structure == "Core"]
-    assert [t.dose_gy for t in over] == pytest.approx([10 * (1 - p.optimization.oar_aim)] * 2)
-    # weights follow from the prescription only: 1/Rx^2 for every goal
-    weights = {t.label.split(":")[0]: t.weight for t in first}
-    assert weights == pytest.approx({f"goal {i}": 1 / rx**2 for i in range(4)})
+    aim_t, aim_o = p.optimization.target_aim, p.optimization.oar_aim
+    # PTV D95 >= 50 -> dose-volume underdose below 50 * (1 + target_aim) on the
+    # PTV-minus-overlap helper, exempting 80 % of the 5 % the goal lets stay cold
+    (under,) = [t for t in terms if isinstance(t, opt.DVHUnderdose)]
+    assert under.structure == "zPTV-Core"
+    assert under.dose_gy == pytest.approx(50.0 * (1 + aim_t))
+    assert under.volume_pct == pytest.approx(100 - DVH_ALLOWANCE_USED * 5)
+    # Core D10 and D5 <= 10 -> two distinct dose-volume overdoses above 10 * (1 - oar_aim)
+    core = sorted(
+        (t for t in terms if isinstance(t, opt.DVHOverdose) and t.structure == "Core"),
+        key=lambda t: t.volume_pct,
+    )
+    assert [t.volume_pct for t in core] == pytest.approx(
+        [DVH_ALLOWANCE_USED * 5, DVH_ALLOWANCE_USED * 10]
+    )
+    assert [t.dose_gy for t in core] == pytest.approx([10 * (1 - aim_o)] * 2)
+    # weights follow from the prescription and the role only
+    weights = {t.label.split(":")[0]: t.weight for t in terms if t.label.startswith("goal")}
+    w_t = p.optimization.target_weight / rx**2
+    assert weights == pytest.approx(
+        {"goal 0": w_t, "goal 1": w_t, "goal 2": 1 / rx**2, "goal 3": 1 / rx**2}
+    )
     assert not any(t.hard for lv in levels for t in lv.terms)
-    caps = {t.structure: t.dose_gy for t in levels[1].terms if isinstance(t, opt.Overdose)}
-    assert caps == pytest.approx({"zRing": 0.8 * rx, "zNormalTissue": 0.6 * rx})
+    caps = {t.structure: (t.dose_gy, t.weight) for t in terms if type(t) is opt.Overdose}
+    assert caps == pytest.approx(
+        {
+            "zRing": (0.8 * rx, HELPER_WEIGHT / rx**2),
+            "zNormalTissue": (0.6 * rx, HELPER_WEIGHT / rx**2),
+        }
+    )
 
 
 def test_cvxpy_levels_use_cvar_and_hard_goals_become_constraints():
@@ -378,7 +397,9 @@ def test_target_homogeneity_goal_joins_the_coverage_level():
     p = load_protocol("tg119_prostate")  # PTV D5% <= 83 Gy has priority 2
     levels = _levels(p)
     first = [t for t in levels[0].terms if t.structure == "PTV"]
-    hot = [t for t in first if isinstance(t, opt.Overdose)]
+    hot = [t for t in first if isinstance(t, opt.DVHOverdose)]
     assert len(hot) == 1 and hot[0].dose_gy == pytest.approx(83.0 * (1 - p.optimization.target_aim))
-    assert hot[0].weight == pytest.approx(1 / p.prescription.total_dose_gy**2)
+    assert hot[0].weight == pytest.approx(
+        p.optimization.target_weight / p.prescription.total_dose_gy**2
+    )
     assert all(t.structure != "PTV" for lv in levels[1:] for t in lv.terms)

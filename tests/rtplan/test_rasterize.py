@@ -146,7 +146,8 @@ def test_fuzz_against_ray_casting(pts, hole, dx):
 @settings(max_examples=40, deadline=None)
 @given(
     radii=st.lists(st.floats(3.0, 18.0), min_size=5, max_size=24),
-    cx=st.floats(-3, 3), cy=st.floats(-3, 3),
+    cx=st.floats(-3, 3),
+    cy=st.floats(-3, 3),
 )
 def test_fuzz_star_polygon_area_within_bound(radii, cx, cy):
     """Simple (star-shaped) polygons: area = shoelace within the documented bound
@@ -183,8 +184,9 @@ def test_single_plane_contour_lands_on_nearest_slice_only():
 
 def test_coarse_grid_uses_planes_nearest_each_slice():
     # A 40 mm long cylinder contoured every 2.5 mm, rasterised on 6 mm slices.
-    s = Structure("C", 1, contours=[on_plane(circle(0, 0, 10.0), z)
-                                    for z in np.arange(-18.75, 20.0, 2.5)])
+    s = Structure(
+        "C", 1, contours=[on_plane(circle(0, 0, 10.0), z) for z in np.arange(-18.75, 20.0, 2.5)]
+    )
     grid = Grid((11, 12, 12), (-16.5, -16.5, -30.0), (3.0, 3.0, 6.0))
     assert s.volume_cc(grid) == pytest.approx(np.pi * 1.0 * 4.2, rel=0.05)  # 7 slabs * 6 mm
 

@@ -31,8 +31,9 @@ def case():
     patient = make_phantom("prostate", pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
     grid = Grid((31, 31, 41), origin_mm=(-80.0, -60.0, -60.0), spacing_mm=(4.0, 4.0, 4.0))
     z, y, x = grid.zyx_axes_mm()
-    dose = 78.0 * np.exp(-(x[None, None, :] ** 2 + y[None, :, None] ** 2
-                           + z[:, None, None] ** 2) / (2 * 45.0**2))
+    dose = 78.0 * np.exp(
+        -(x[None, None, :] ** 2 + y[None, :, None] ** 2 + z[:, None, None] ** 2) / (2 * 45.0**2)
+    )
     goals = [
         Goal("PTV", "D95%", ">=", 70.0),
         Goal("PTV", "Dmax", "<=", 83.0),
@@ -41,10 +42,14 @@ def case():
     ]
     table = evaluate_goals(dose, patient.structures, goals, grid, prescription_gy=78.0)
     summary = {
-        "label": "Prostate <test> plan", "prescription_gy": 78.0, "fractions": 39,
+        "label": "Prostate <test> plan",
+        "prescription_gy": 78.0,
+        "fractions": 39,
         "machine": "Generic 6 MV",
-        "beams": [{"name": f"B{g}", "gantry_angle_deg": g, "mu": 50.0 + i}
-                  for i, g in enumerate((0, 72, 144, 216, 288))],
+        "beams": [
+            {"name": f"B{g}", "gantry_angle_deg": g, "mu": 50.0 + i}
+            for i, g in enumerate((0, 72, 144, 216, 288))
+        ],
         "uids": {"rt_plan_sop_instance_uid": "1.2.3.4"},
     }
     timings = {"load": 0.5, "dose": 12.25, "optimise": 3.0}
@@ -53,8 +58,14 @@ def case():
 
 def _write(case, path, **kw):
     patient, dose, grid, table, summary, timings = case
-    args = dict(patient=patient, dose_gy=dose, dose_grid=grid, goal_table=table,
-                timings=timings, plan_summary=summary)
+    args = dict(
+        patient=patient,
+        dose_gy=dose,
+        dose_grid=grid,
+        goal_table=table,
+        timings=timings,
+        plan_summary=summary,
+    )
     args.update(kw)
     return write_report(path, **args)
 
@@ -115,15 +126,23 @@ def test_report_without_patient_centres_on_dose_maximum(case, tmp_path):
 
 def test_plan_json_records_goals_timings_versions_and_uids(case, tmp_path):
     patient, _, _, table, summary, timings = case
-    path = write_plan_json(tmp_path / "plan.json", goal_table=table, timings=timings,
-                           plan_summary=summary, patient=patient)
+    path = write_plan_json(
+        tmp_path / "plan.json",
+        goal_table=table,
+        timings=timings,
+        plan_summary=summary,
+        patient=patient,
+    )
     text = path.read_text()
     rec = json.loads(text)
     assert rec["schema"] == PLAN_JSON_SCHEMA
     assert [g["value"] for g in rec["goals"]] == pytest.approx([r.value for r in table])
     assert [g["status"] for g in rec["goals"]] == [r.status for r in table]
-    assert rec["goals_summary"] == {"n_goals": 4, "n_failed": table.n_failed,
-                                    "all_passed": table.all_passed}
+    assert rec["goals_summary"] == {
+        "n_goals": 4,
+        "n_failed": table.n_failed,
+        "all_passed": table.all_passed,
+    }
     assert rec["plan"]["total_mu_per_fraction"] == pytest.approx(5 * 50.0 + 0 + 1 + 2 + 3 + 4)
     assert rec["timings_s"] == pytest.approx({**timings, "total": 15.75})
     assert set(rec["versions"]) == {"rtplan", "numpy", "scipy", "cvxpy", "pydicom"}
@@ -159,7 +178,9 @@ def test_dvh_plot_uses_roi_colours(case):
 
 
 def test_import_rtplan_stays_light():
-    code = ("import sys, rtplan, rtplan.report, rtplan.evaluation; "
-            "bad = [m for m in ('matplotlib', 'cvxpy') if m in sys.modules]; "
-            "sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, rtplan, rtplan.report, rtplan.evaluation; "
+        "bad = [m for m in ('matplotlib', 'cvxpy') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

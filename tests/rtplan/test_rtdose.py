@@ -105,13 +105,20 @@ def test_no_overwrite_without_force(dose_case):
     before = dose_case.path.read_bytes()
     with pytest.raises(OutputExistsError, match="already exists.*--force"):
         write_rtdose(
-            dose_case.path, dose_case.dose, dose_case.grid, dose_case.patient,
+            dose_case.path,
+            dose_case.dose,
+            dose_case.grid,
+            dose_case.patient,
             plan_sop_instance_uid=dose_case.plan_uid,
         )
     assert dose_case.path.read_bytes() == before
     write_rtdose(
-        dose_case.path, 2 * dose_case.dose, dose_case.grid, dose_case.patient,
-        plan_sop_instance_uid=dose_case.plan_uid, overwrite=True,
+        dose_case.path,
+        2 * dose_case.dose,
+        dose_case.grid,
+        dose_case.patient,
+        plan_sop_instance_uid=dose_case.plan_uid,
+        overwrite=True,
     )
     dose, _, _ = read_rtdose(dose_case.path)
     assert dose.max() == pytest.approx(2 * dose_case.dose.max(), rel=1e-8)
@@ -178,6 +185,7 @@ def test_dciodvfy_finds_no_error(dose_case, tmp_path):
     # The 16-bit copy holds the same dose to 2**-16 of the maximum.
     d16 = pydicom.dcmread(path16)
     np.testing.assert_allclose(
-        d16.pixel_array * float(d16.DoseGridScaling), dose_case.dose,
+        d16.pixel_array * float(d16.DoseGridScaling),
+        dose_case.dose,
         atol=dose_case.dose.max() * 2.0**-15,
     )

@@ -53,8 +53,13 @@ def case(tmp_path_factory):
     for number, (gantry, coll, couch) in enumerate(
         ((0.0, 0.0, 0.0), (90.0, 10.0, 0.0), (300.0, 350.0, 0.0)), start=1
     ):
-        geom = Beam(gantry, collimator_angle_deg=coll, couch_angle_deg=couch,
-                    isocenter_mm=iso, patient_position=patient.position)
+        geom = Beam(
+            gantry,
+            collimator_angle_deg=coll,
+            couch_angle_deg=couch,
+            isocenter_mm=iso,
+            patient_position=patient.position,
+        )
         segs = (
             rect_segment(VARIAN, -40.0, 40.0, -40.0, 40.0, 60.0 + number),
             rect_segment(VARIAN, -20.0, 32.5, -25.0, 15.0, 35.5),
@@ -64,13 +69,16 @@ def case(tmp_path_factory):
     plan = DeliverablePlan(beams, 5, 10.0, "PTV", label="io-test")
     path = root / "RP.dcm"
     write_rtplan(path, plan, patient, plan_name="round trip")
-    return types.SimpleNamespace(root=root, written=written, patient=patient, plan=plan,
-                                 path=path, iso=iso)
+    return types.SimpleNamespace(
+        root=root, written=written, patient=patient, plan=plan, path=path, iso=iso
+    )
 
 
 def _cp_positions(cp):
-    return {i.RTBeamLimitingDeviceType: [float(v) for v in i.LeafJawPositions]
-            for i in cp.BeamLimitingDevicePositionSequence}
+    return {
+        i.RTBeamLimitingDeviceType: [float(v) for v in i.LeafJawPositions]
+        for i in cp.BeamLimitingDevicePositionSequence
+    }
 
 
 def test_written_elements_match_the_plan(case):
@@ -90,19 +98,24 @@ def test_written_elements_match_the_plan(case):
     assert ds.PatientSetupSequence[0].PatientPosition == "HFS"
     fg = ds.FractionGroupSequence[0]
     assert fg.NumberOfFractionsPlanned == 5 and fg.NumberOfBeams == 3
-    for rb, dbeam, b in zip(fg.ReferencedBeamSequence, case.plan.beams, ds.BeamSequence,
-                            strict=True):
+    for rb, dbeam, b in zip(
+        fg.ReferencedBeamSequence, case.plan.beams, ds.BeamSequence, strict=True
+    ):
         assert rb.ReferencedBeamNumber == b.BeamNumber == dbeam.number
         # Per-fraction meterset = total MU over all fractions / 5.
         assert float(rb.BeamMeterset) == pytest.approx(dbeam.total_mu / 5, abs=1e-4)
         assert b.BeamType == "DYNAMIC" and b.RadiationType == "PHOTON"
         assert b.TreatmentMachineName == "VarianMLC120"
         assert [d.RTBeamLimitingDeviceType for d in b.BeamLimitingDeviceSequence] == [
-            "ASYMX", "ASYMY", "MLCX"]
+            "ASYMX",
+            "ASYMY",
+            "MLCX",
+        ]
         mlc = b.BeamLimitingDeviceSequence[2]
         assert mlc.NumberOfLeafJawPairs == 60
-        np.testing.assert_allclose([float(v) for v in mlc.LeafPositionBoundaries],
-                                   VARIAN.mlc.leaf_boundaries_mm)
+        np.testing.assert_allclose(
+            [float(v) for v in mlc.LeafPositionBoundaries], VARIAN.mlc.leaf_boundaries_mm
+        )
         assert b.NumberOfWedges == b.NumberOfBlocks == b.NumberOfBoli == 0
         assert b.NumberOfControlPoints == len(b.ControlPointSequence) == 6
         cps = b.ControlPointSequence
@@ -137,7 +150,8 @@ def test_ssd_matches_the_elliptic_body(case):
         t = (-qb + np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa)
         # 1 mm: polygon chords of the body contour + linear interpolation on 5 mm voxels.
         assert float(b.ControlPointSequence[0].SourceToSurfaceDistance) == pytest.approx(
-            1000.0 - t, abs=1.0)
+            1000.0 - t, abs=1.0
+        )
 
 
 def test_ssd_on_a_flat_water_surface():
@@ -154,21 +168,31 @@ def test_ssd_on_a_flat_water_surface():
         got = rtplan.ssd_mm(Beam(gantry, isocenter_mm=iso), p)
         assert got == pytest.approx(expected, abs=0.1), (gantry, got, expected)
     # Without the EXTERNAL structure the CT's -500 HU level gives the same surface.
-    assert rtplan.ssd_mm(Beam(0.0, isocenter_mm=(0, -50, 0)), p, use_external=False) == \
-        pytest.approx(900.0, abs=0.1)
+    assert rtplan.ssd_mm(
+        Beam(0.0, isocenter_mm=(0, -50, 0)), p, use_external=False
+    ) == pytest.approx(900.0, abs=0.1)
 
 
 def test_round_trip_read_equals_written_plan(case):
     back = read_rtplan(case.path, case.patient)
     assert isinstance(back, DeliverablePlan)
     assert (back.fractions, back.total_dose_gy, back.target_name, back.label) == (
-        5, 10.0, "PTV", "io-test")
+        5,
+        10.0,
+        "PTV",
+        "io-test",
+    )
     assert len(back.beams) == len(case.plan.beams)
     for got, want in zip(back.beams, case.plan.beams, strict=True):
         assert (got.number, got.name) == (want.number, want.name)
         assert got.machine == VARIAN  # the shipped machine, found by TreatmentMachineName
-        for attr in ("gantry_angle_deg", "collimator_angle_deg", "couch_angle_deg", "sad_mm",
-                     "patient_position"):
+        for attr in (
+            "gantry_angle_deg",
+            "collimator_angle_deg",
+            "couch_angle_deg",
+            "sad_mm",
+            "patient_position",
+        ):
             assert getattr(got.beam, attr) == getattr(want.beam, attr)
         np.testing.assert_allclose(got.beam.isocenter_mm, want.beam.isocenter_mm, atol=1e-6)
         assert len(got.segments) == len(want.segments)
@@ -216,13 +240,14 @@ def test_pymedphys_metersetmap_reproduces_the_sequenced_fluence(case, tmp_path):
     seq = sequence_fluence(fluence, AGILITY, x_edges_mm=xe, y_edges_mm=ye, n_levels=5)
     assert len(seq.segments) > 3
     geom = Beam(30.0, isocenter_mm=case.iso)
-    plan = DeliverablePlan([DeliverableBeam(1, "A30", geom, AGILITY, seq.segments)], 2, 4.0,
-                           "PTV")
+    plan = DeliverablePlan([DeliverableBeam(1, "A30", geom, AGILITY, seq.segments)], 2, 4.0, "PTV")
     path = tmp_path / "RP_agility.dcm"
     write_rtplan(path, plan, case.patient)
     ds = pydicom.dcmread(path)
-    assert [d.RTBeamLimitingDeviceType for d in ds.BeamSequence[0].BeamLimitingDeviceSequence] \
-        == ["ASYMY", "MLCX"]
+    assert [d.RTBeamLimitingDeviceType for d in ds.BeamSequence[0].BeamLimitingDeviceSequence] == [
+        "ASYMY",
+        "MLCX",
+    ]
     delivery = Delivery.from_dicom(ds, fraction_group_number=1)
     assert delivery.mu[-1] == pytest.approx(seq.total_mu / 2, rel=1e-6)
     pmp = np.asarray(delivery.metersetmap())  # default grid: 1 mm, Agility leaves
@@ -261,6 +286,7 @@ def _set_cp(beam_index, cp_index, **elements):
         cp = ds.BeamSequence[beam_index].ControlPointSequence[cp_index]
         for k, v in elements.items():
             setattr(cp, k, v)
+
     return mutate
 
 
@@ -268,18 +294,23 @@ def _set_beam(beam_index, **elements):
     def mutate(ds):
         for k, v in elements.items():
             setattr(ds.BeamSequence[beam_index], k, v)
+
     return mutate
 
 
 def _leaf(beam_index, cp_indices, leaf_index, value):
     def mutate(ds):
         for k in cp_indices:
-            for item in ds.BeamSequence[beam_index].ControlPointSequence[k]\
-                    .BeamLimitingDevicePositionSequence:
+            for item in (
+                ds.BeamSequence[beam_index]
+                .ControlPointSequence[k]
+                .BeamLimitingDevicePositionSequence
+            ):
                 if item.RTBeamLimitingDeviceType == "MLCX":
                     pos = [float(v) for v in item.LeafJawPositions]
                     pos[leaf_index] = value
                     item.LeafJawPositions = pos
+
     return mutate
 
 
@@ -301,47 +332,88 @@ def _arc_angles_only(ds):
 BAD_PLANS = {
     "frame_of_reference": (
         lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.4.5"),
-        ReferenceMismatchError, r"\(0020,0052\) FrameOfReferenceUID is 1\.2\.3\.4\.5 but the CT"),
+        ReferenceMismatchError,
+        r"\(0020,0052\) FrameOfReferenceUID is 1\.2\.3\.4\.5 but the CT",
+    ),
     "structure_set": (
-        lambda ds: setattr(ds.ReferencedStructureSetSequence[0], "ReferencedSOPInstanceUID",
-                           "1.2.3.9"),
-        ReferenceMismatchError, r"references RT-STRUCT 1\.2\.3\.9 but the loaded RT-STRUCT"),
+        lambda ds: setattr(
+            ds.ReferencedStructureSetSequence[0], "ReferencedSOPInstanceUID", "1.2.3.9"
+        ),
+        ReferenceMismatchError,
+        r"references RT-STRUCT 1\.2\.3\.9 but the loaded RT-STRUCT",
+    ),
     "leaf_outside_limits": (
         _leaf(1, range(6), 60 + 30, 230.0),
-        InputError, r"beam 2 segment 0: \(300A,011C\) LeafJawPositions of MLCX: leaf B31 at "
-                    r"230\.00 mm is outside the MLC's limits"),
+        InputError,
+        (
+            r"beam 2 segment 0: \(300A,011C\) LeafJawPositions of MLCX: leaf B31 at "
+            r"230\.00 mm is outside the MLC's limits"
+        ),
+    ),
     "overlapping_leaves": (
         _leaf(2, (2, 3), 29, 45.0),
-        InputError, r"beam 3 segment 1: \(300A,011C\) LeafJawPositions of MLCX: leaves of pair "
-                    r"30 overlap"),
+        InputError,
+        (
+            r"beam 3 segment 1: \(300A,011C\) LeafJawPositions of MLCX: leaves of pair "
+            r"30 overlap"
+        ),
+    ),
     "missing_meterset": (
         _drop_meterset,
-        InputError, r"\(300C,0004\) ReferencedBeamSequence: beam 2 has no BeamMeterset "
-                    r"\(300A,0086\)"),
+        InputError,
+        (
+            r"\(300C,0004\) ReferencedBeamSequence: beam 2 has no BeamMeterset "
+            r"\(300A,0086\)"
+        ),
+    ),
     "vmat": (_vmat, InputError, r"beam 2 control point 0: GantryRotationDirection is CW"),
-    "gantry_changes": (_arc_angles_only, InputError,
-                       r"beam 1 control point 3: GantryAngle changes from 0 to 40"),
-    "wedge": (_set_beam(0, NumberOfWedges=1), InputError,
-              r"beam 1: \(300A,00D0\) NumberOfWedges is 1; wedges are not modelled"),
-    "compensator": (_set_beam(2, NumberOfCompensators=1), InputError,
-                    r"beam 3: \(300A,00E0\) NumberOfCompensators is 1"),
+    "gantry_changes": (
+        _arc_angles_only,
+        InputError,
+        r"beam 1 control point 3: GantryAngle changes from 0 to 40",
+    ),
+    "wedge": (
+        _set_beam(0, NumberOfWedges=1),
+        InputError,
+        r"beam 1: \(300A,00D0\) NumberOfWedges is 1; wedges are not modelled",
+    ),
+    "compensator": (
+        _set_beam(2, NumberOfCompensators=1),
+        InputError,
+        r"beam 3: \(300A,00E0\) NumberOfCompensators is 1",
+    ),
     "block": (_set_beam(0, NumberOfBlocks=2), InputError, r"NumberOfBlocks is 2"),
     "bolus": (_set_beam(0, NumberOfBoli=1), InputError, r"NumberOfBoli is 1"),
-    "electron": (_set_beam(1, RadiationType="ELECTRON"), InputError,
-                 r"beam 2: \(300A,00C6\) RadiationType is ELECTRON; only PHOTON"),
+    "electron": (
+        _set_beam(1, RadiationType="ELECTRON"),
+        InputError,
+        r"beam 2: \(300A,00C6\) RadiationType is ELECTRON; only PHOTON",
+    ),
     "sliding_window": (
         _leaf(0, (1,), 30, -35.0),
-        InputError, r"beam 1 control points 0-1: MLCX moves by 5\.00 mm while meterset is "
-                    r"delivered \(sliding-window"),
-    "energy": (_set_cp(0, 0, NominalBeamEnergy=10), InputError,
-               r"beam 1: \(300A,0114\) NominalBeamEnergy is 10 MV"),
+        InputError,
+        (
+            r"beam 1 control points 0-1: MLCX moves by 5\.00 mm while meterset is "
+            r"delivered \(sliding-window"
+        ),
+    ),
+    "energy": (
+        _set_cp(0, 0, NominalBeamEnergy=10),
+        InputError,
+        r"beam 1: \(300A,0114\) NominalBeamEnergy is 10 MV",
+    ),
     "mlcy": (
-        lambda ds: setattr(ds.BeamSequence[0].BeamLimitingDeviceSequence[2],
-                           "RTBeamLimitingDeviceType", "MLCY"),
-        InputError, r"RTBeamLimitingDeviceType MLCY"),
+        lambda ds: setattr(
+            ds.BeamSequence[0].BeamLimitingDeviceSequence[2], "RTBeamLimitingDeviceType", "MLCY"
+        ),
+        InputError,
+        r"RTBeamLimitingDeviceType MLCY",
+    ),
     "patient_position": (
         lambda ds: setattr(ds.PatientSetupSequence[0], "PatientPosition", "FFS"),
-        ReferenceMismatchError, r"PatientPosition is FFS .* CT is HFS"),
+        ReferenceMismatchError,
+        r"PatientPosition is FFS .* CT is HFS",
+    ),
 }
 
 
@@ -357,6 +429,7 @@ def test_reader_refuses_bad_plans(case, tmp_path, kind):
 def test_reader_carries_positions_forward_like_other_systems(case, tmp_path):
     """A control point that omits devices, angles and isocentre keeps the previous ones
     (as Varian/Elekta exports do); the plan reads back the same."""
+
     def strip(ds):
         for b in ds.BeamSequence:
             for k, cp in enumerate(b.ControlPointSequence):
@@ -369,11 +442,14 @@ def test_reader_carries_positions_forward_like_other_systems(case, tmp_path):
             # Varian-style symmetric device names
             for d in b.BeamLimitingDeviceSequence:
                 d.RTBeamLimitingDeviceType = {"ASYMX": "X", "ASYMY": "Y"}.get(
-                    d.RTBeamLimitingDeviceType, d.RTBeamLimitingDeviceType)
+                    d.RTBeamLimitingDeviceType, d.RTBeamLimitingDeviceType
+                )
             for cp in b.ControlPointSequence:
                 for d in cp.get("BeamLimitingDevicePositionSequence", []):
                     d.RTBeamLimitingDeviceType = {"ASYMX": "X", "ASYMY": "Y"}.get(
-                        d.RTBeamLimitingDeviceType, d.RTBeamLimitingDeviceType)
+                        d.RTBeamLimitingDeviceType, d.RTBeamLimitingDeviceType
+                    )
+
     path = _mutated(case, tmp_path, strip)
     back = read_rtplan(path, case.patient)
     for got, want in zip(back.beams, case.plan.beams, strict=True):
@@ -407,8 +483,11 @@ def test_reader_takes_a_machine_for_stricter_limits(case, tmp_path):
 
     narrow_mlc = dataclasses.replace(VARIAN.mlc, leaf_position_range_mm=(-30.0, 30.0))
     narrow = dataclasses.replace(VARIAN, mlc=narrow_mlc)
-    with pytest.raises(InputError, match=r"leaf A\d+ at -40\.00 mm is outside the MLC's limits "
-                                         r"\[-30, 30\]"):
+    with pytest.raises(
+        InputError,
+        match=r"leaf A\d+ at -40\.00 mm is outside the MLC's limits "
+        r"\[-30, 30\]",
+    ):
         read_rtplan(case.path, case.patient, machine=narrow)
 
 
@@ -416,13 +495,13 @@ def test_ssd_left_out_when_the_central_axis_misses_the_body(case, tmp_path, capl
     """(300A,0130) is Type 3: a central axis that never meets the body (x = 160 mm passes
     beside the 150 mm half-width ellipse) gets no SSD and a logged warning, not an error."""
     geom = Beam(0.0, isocenter_mm=(160.0, -110.0, 0.0))
-    beam = DeliverableBeam(1, "beside", geom, VARIAN,
-                           (rect_segment(VARIAN, -20.0, 20.0, -20.0, 20.0, 10.0),))
+    beam = DeliverableBeam(
+        1, "beside", geom, VARIAN, (rect_segment(VARIAN, -20.0, 20.0, -20.0, 20.0, 10.0),)
+    )
     with pytest.raises(InputError, match="never reaches the skin"):
         rtplan.ssd_mm(geom, case.patient)
     with caplog.at_level("WARNING", logger="rtplan.io"):
-        ds = write_rtplan(tmp_path / "RP.dcm", DeliverablePlan([beam], 1, 1.0, "PTV"),
-                          case.patient)
+        ds = write_rtplan(tmp_path / "RP.dcm", DeliverablePlan([beam], 1, 1.0, "PTV"), case.patient)
     assert "SourceToSurfaceDistance" not in ds.BeamSequence[0].ControlPointSequence[0]
     assert any("no SourceToSurfaceDistance" in r.getMessage() for r in caplog.records)
 
@@ -437,8 +516,11 @@ def test_reader_asks_which_fraction_group(case, tmp_path):
         ds.FractionGroupSequence.append(boost)
 
     path = _mutated(case, tmp_path, two_groups)
-    with pytest.raises(InputError, match=r"2 fraction groups \(\[1, 2\]\); choose one with "
-                                         r"`fraction_group_number`"):
+    with pytest.raises(
+        InputError,
+        match=r"2 fraction groups \(\[1, 2\]\); choose one with "
+        r"`fraction_group_number`",
+    ):
         read_rtplan(path, case.patient)
     boost = read_rtplan(path, case.patient, fraction_group_number=2)
     assert boost.fractions == 2
@@ -453,19 +535,33 @@ def test_reader_asks_which_fraction_group(case, tmp_path):
 #: (−y face, 900 mm); prone: posterior (+y face, 800 mm).  Gantry 90 is on the patient's
 #: left (+x face, 870 mm) for HFS and FFP and on the right (−x face, 830 mm) for FFS and
 #: HFP (IEC 61217; table in dose_engine._beam).
-SSD_BY_POSITION = {"HFS": (900.0, 870.0), "FFS": (900.0, 830.0), "HFP": (800.0, 830.0),
-                   "FFP": (800.0, 870.0)}
+SSD_BY_POSITION = {
+    "HFS": (900.0, 870.0),
+    "FFS": (900.0, 830.0),
+    "HFP": (800.0, 830.0),
+    "FFP": (800.0, 870.0),
+}
 
 
 @pytest.mark.parametrize("position", sorted(SSD_BY_POSITION))
 def test_patient_positions_round_trip_with_their_ssd(tmp_path, position):
-    written = write_phantom("water_box", tmp_path / "wb", pixel_spacing_mm=10.0,
-                            slice_spacing_mm=10.0, position=position)
+    written = write_phantom(
+        "water_box",
+        tmp_path / "wb",
+        pixel_spacing_mm=10.0,
+        slice_spacing_mm=10.0,
+        position=position,
+    )
     patient = load_patient(written.ct_dir, written.rtstruct_path)
     assert patient.position == position
     beams = [
-        DeliverableBeam(n, f"G{g:g}", Beam(g, isocenter_mm=iso, patient_position=position),
-                        VARIAN, (rect_segment(VARIAN, -30.0, 30.0, -30.0, 30.0, 20.0),))
+        DeliverableBeam(
+            n,
+            f"G{g:g}",
+            Beam(g, isocenter_mm=iso, patient_position=position),
+            VARIAN,
+            (rect_segment(VARIAN, -30.0, 30.0, -30.0, 30.0, 20.0),),
+        )
         for n, (g, iso) in enumerate(((0.0, (0.0, -50.0, 0.0)), (90.0, (20.0, 0.0, 0.0))), 1)
     ]
     ds = write_rtplan(tmp_path / "RP.dcm", DeliverablePlan(beams, 1, 2.0, "Body"), patient)
@@ -475,11 +571,13 @@ def test_patient_positions_round_trip_with_their_ssd(tmp_path, position):
     back = read_rtplan(tmp_path / "RP.dcm", patient)
     for got, want in zip(back.beams, beams, strict=True):
         assert got.beam.patient_position == position
-        np.testing.assert_allclose(got.beam.source_position_mm, want.beam.source_position_mm,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            got.beam.source_position_mm, want.beam.source_position_mm, atol=1e-9
+        )
     # A beam set up for another position than the CT's is refused by the writer.
     other = "FFS" if position != "FFS" else "HFS"
-    wrong = DeliverableBeam(1, "x", Beam(0.0, isocenter_mm=(0, 0, 0), patient_position=other),
-                            VARIAN, beams[0].segments)
+    wrong = DeliverableBeam(
+        1, "x", Beam(0.0, isocenter_mm=(0, 0, 0), patient_position=other), VARIAN, beams[0].segments
+    )
     with pytest.raises(InputError, match=f"patient position {other} but the CT is {position}"):
         write_rtplan(tmp_path / "RP2.dcm", DeliverablePlan([wrong], 1, 2.0, "Body"), patient)

@@ -46,8 +46,11 @@ def test_pydicom_example_rtstruct_matches_dcdump():
     assert Path(pydicom.examples.get_path("rt_ss")) == Path(PYDICOM_RTSTRUCT)
     ss = load_structure_set(PYDICOM_RTSTRUCT)
     reference = dcdump_rois(PYDICOM_RTSTRUCT)
-    assert reference == {1: ("patient", "EXTERNAL"), 2: ("Isocenter 1", "ISOCENTER"),
-                         3: ("Isocenter 2", "ISOCENTER")}
+    assert reference == {
+        1: ("patient", "EXTERNAL"),
+        2: ("Isocenter 1", "ISOCENTER"),
+        3: ("Isocenter 2", "ISOCENTER"),
+    }
     got = {s.number: (s.name, s.roi_type) for s in ss.structures.values()}
     assert got == reference
     body = ss.structures["patient"]
@@ -69,8 +72,10 @@ def test_pydicom_example_rtstruct_matches_dcdump():
 def test_fast_contour_parse_equals_pydicom(cshape_dicom):
     ss = load_structure_set(cshape_dicom.rtstruct_path)
     ds = pydicom.dcmread(cshape_dicom.rtstruct_path)
-    ref = [np.array([float(v) for v in c.ContourData]).reshape(-1, 3)
-           for c in ds.ROIContourSequence[1].ContourSequence]
+    ref = [
+        np.array([float(v) for v in c.ContourData]).reshape(-1, 3)
+        for c in ds.ROIContourSequence[1].ContourSequence
+    ]
     got = ss.structures["PTV"].contours
     assert len(got) == len(ref)
     for a, b in zip(got, ref, strict=True):
@@ -92,8 +97,10 @@ def _mutated_rs(src, dst, fn):
 
 def test_other_frame_of_reference_is_refused(cshape_dicom, tmp_path):
     ct_for = pydicom.dcmread(cshape_dicom.ct_files[0]).FrameOfReferenceUID
-    with pytest.raises(ReferenceMismatchError,
-                       match=rf"1\.2\.826\.0\.1\.3680043\.8\.498\.2010020400001\.2 .*{ct_for}"):
+    with pytest.raises(
+        ReferenceMismatchError,
+        match=rf"1\.2\.826\.0\.1\.3680043\.8\.498\.2010020400001\.2 .*{ct_for}",
+    ):
         rtplan.load_patient(cshape_dicom.ct_dir, PYDICOM_RTSTRUCT)
 
 
@@ -101,8 +108,12 @@ def test_other_series_same_frame_warns_and_goes_on(cshape_dicom, tmp_path):
     other = generate_uid()
 
     def fn(ds):
-        (ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
-         .RTReferencedSeriesSequence[0].SeriesInstanceUID) = other
+        (
+            ds.ReferencedFrameOfReferenceSequence[0]
+            .RTReferencedStudySequence[0]
+            .RTReferencedSeriesSequence[0]
+            .SeriesInstanceUID
+        ) = other
 
     rs = _mutated_rs(cshape_dicom.rtstruct_path, tmp_path / "RS.dcm", fn)
     ct_series = pydicom.dcmread(cshape_dicom.ct_files[0]).SeriesInstanceUID
@@ -133,8 +144,13 @@ def test_empty_roi_warns_and_is_kept(cshape_dicom, tmp_path):
         ss = load_structure_set(rs)
     assert ss.empty_rois == ("PTV",)
     ptv = ss.structures["PTV"]
-    assert ptv.is_empty and ptv.volume_cc(ss.structures["Body"].contours and
-                                          rtplan.Grid((2, 2, 2), (0, 0, 0), (1, 1, 1))) == 0.0
+    assert (
+        ptv.is_empty
+        and ptv.volume_cc(
+            ss.structures["Body"].contours and rtplan.Grid((2, 2, 2), (0, 0, 0), (1, 1, 1))
+        )
+        == 0.0
+    )
 
 
 def test_truncated_and_wrong_objects(cshape_dicom, tmp_path):
@@ -185,8 +201,7 @@ def _square(half):
     return [(-half, -half), (half, -half), (half, half), (-half, half)]
 
 
-def test_repeated_closing_point_is_dropped(small_phantom_dicom, small_phantom_patient,
-                                          tmp_path):
+def test_repeated_closing_point_is_dropped(small_phantom_dicom, small_phantom_patient, tmp_path):
     def close_all(ds):
         for roi in ds.ROIContourSequence:
             for item in roi.ContourSequence:
@@ -214,7 +229,8 @@ def test_nested_contours_make_a_hole(kind, small_phantom_dicom, tmp_path):
     def fn(ds):
         ds.ROIContourSequence[1].ContourSequence = Sequence(
             [_contour(_square(20), z, kind) for z in zs]
-            + [_contour(_square(10), z, kind) for z in zs])
+            + [_contour(_square(10), z, kind) for z in zs]
+        )
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
@@ -229,19 +245,20 @@ def test_nested_contours_make_a_hole(kind, small_phantom_dicom, tmp_path):
 
 def test_open_point_and_unknown_contour_types(small_phantom_dicom, tmp_path):
     def fn(ds):
-        ds.ROIContourSequence[1].ContourSequence = Sequence([
-            _contour(_square(20), -2.5),
-            _contour(_square(15), 2.5, "OPEN_PLANAR"),
-            _contour([(1.0, 2.0)], 3.0, "POINT"),
-            _contour(_square(15), 7.5, "CLOSED PLANAR"),  # a typo some exporters make
-        ])
+        ds.ROIContourSequence[1].ContourSequence = Sequence(
+            [
+                _contour(_square(20), -2.5),
+                _contour(_square(15), 2.5, "OPEN_PLANAR"),
+                _contour([(1.0, 2.0)], 3.0, "POINT"),
+                _contour(_square(15), 7.5, "CLOSED PLANAR"),  # a typo some exporters make
+            ]
+        )
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.warns(DicomWarning) as record:
         ss = load_structure_set(rs)
     text = " | ".join(str(w.message) for w in record)
-    assert "OPEN_PLANAR contours of CentralTarget ignored (open contours enclose no volume)" \
-        in text
+    assert "OPEN_PLANAR contours of CentralTarget ignored (open contours enclose no volume)" in text
     assert "CLOSED PLANAR contours of CentralTarget ignored (unknown" in text
     target = ss.structures["CentralTarget"]
     assert len(target.contours) == 1
@@ -267,10 +284,13 @@ def test_contours_of_an_undeclared_roi_number_name_both(small_phantom_dicom, tmp
         ds.ROIContourSequence[3].ReferencedROINumber = 99
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
-    with pytest.raises(StructureError, match=r"item 3 of \(3006,0039\) ROIContourSequence "
-                                             r"refers to \(3006,0084\) ReferencedROINumber 99.*"
-                                             r"StructureSetROISequence \(ROI numbers 1, 2, 3, "
-                                             r"4\)"):
+    with pytest.raises(
+        StructureError,
+        match=r"item 3 of \(3006,0039\) ROIContourSequence "
+        r"refers to \(3006,0084\) ReferencedROINumber 99.*"
+        r"StructureSetROISequence \(ROI numbers 1, 2, 3, "
+        r"4\)",
+    ):
         load_structure_set(rs)
 
 
@@ -281,8 +301,11 @@ def test_duplicate_roi_names_are_kept_apart_not_guessed(small_phantom_dicom, tmp
         ds.StructureSetROISequence[1].ROIName = ""  # Type 2: may be empty
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
-    with pytest.warns(DicomWarning, match=r"share the \(3006,0026\) ROIName 'PTV'.*"
-                                          r"'PTV \[ROI 3\]'"):
+    with pytest.warns(
+        DicomWarning,
+        match=r"share the \(3006,0026\) ROIName 'PTV'.*"
+        r"'PTV \[ROI 3\]'",
+    ):
         patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
     assert list(patient.structures) == ["Body", "ROI 2", "PTV [ROI 3]", "PTV [ROI 4]"]
     assert patient.structure("PTV [ROI 4]").number == 4
@@ -290,8 +313,9 @@ def test_duplicate_roi_names_are_kept_apart_not_guessed(small_phantom_dicom, tmp
         patient.structure("PTV")
 
 
-def test_contour_data_length_and_point_count_errors_name_roi_and_contour(small_phantom_dicom,
-                                                                         tmp_path):
+def test_contour_data_length_and_point_count_errors_name_roi_and_contour(
+    small_phantom_dicom, tmp_path
+):
     def not_triplets(ds):
         item = ds.ROIContourSequence[1].ContourSequence[2]
         item.ContourData = list(item.ContourData)[:-1]
@@ -300,14 +324,20 @@ def test_contour_data_length_and_point_count_errors_name_roi_and_contour(small_p
         ds.ROIContourSequence[1].ContourSequence[2].NumberOfContourPoints = 7
 
     rs = _small_rs(small_phantom_dicom, tmp_path, not_triplets)
-    with pytest.raises(StructureError, match=r"ROI 'CentralTarget' \(number 2\), contour 2: "
-                                             r"\(3006,0050\) ContourData holds \d+ values, not a "
-                                             r"multiple of 3"):
+    with pytest.raises(
+        StructureError,
+        match=r"ROI 'CentralTarget' \(number 2\), contour 2: "
+        r"\(3006,0050\) ContourData holds \d+ values, not a "
+        r"multiple of 3",
+    ):
         load_structure_set(rs)
     rs = _small_rs(small_phantom_dicom, tmp_path, wrong_count, "RS2.dcm")
-    with pytest.raises(StructureError, match=r"ROI 'CentralTarget' \(number 2\), contour 2: "
-                                             r"\(3006,0046\) NumberOfContourPoints is 7 but "
-                                             r"\(3006,0050\) ContourData holds \d+ points"):
+    with pytest.raises(
+        StructureError,
+        match=r"ROI 'CentralTarget' \(number 2\), contour 2: "
+        r"\(3006,0046\) NumberOfContourPoints is 7 but "
+        r"\(3006,0050\) ContourData holds \d+ points",
+    ):
         load_structure_set(rs)
 
 
@@ -315,18 +345,26 @@ def test_contours_off_the_ct_slices_warn_naming_roi_and_z(small_phantom_dicom, t
     # CT slices every 5 mm from z = -27.5 to 27.5 mm.
     def fn(ds):
         ds.ROIContourSequence[1].ContourSequence = Sequence(
-            [_contour(_square(20), z) for z in (-2.5, 2.5, 4.0)])  # 4.0: 1.5 mm off a slice
+            [_contour(_square(20), z) for z in (-2.5, 2.5, 4.0)]
+        )  # 4.0: 1.5 mm off a slice
         ds.ROIContourSequence[2].ContourSequence = Sequence(
-            [_contour(_square(10), z) for z in (40.0, 45.0)])  # beyond the CT
+            [_contour(_square(10), z) for z in (40.0, 45.0)]
+        )  # beyond the CT
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.warns(DicomWarning) as record:
         patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
     text = " | ".join(str(w.message) for w in record)
-    assert re.search(r"outside the CT's z range \(-27\.50 \.\. 27\.50 mm.*'SuperiorTarget' "
-                     r"\(all of it\) at z = 40\.00, 45\.00 mm", text), text
-    assert re.search(r"do not lie on a CT slice.*'CentralTarget' at z = 4\.00 mm \(up to "
-                     r"1\.50 mm from a slice\)", text), text
+    assert re.search(
+        r"outside the CT's z range \(-27\.50 \.\. 27\.50 mm.*'SuperiorTarget' "
+        r"\(all of it\) at z = 40\.00, 45\.00 mm",
+        text,
+    ), text
+    assert re.search(
+        r"do not lie on a CT slice.*'CentralTarget' at z = 4\.00 mm \(up to "
+        r"1\.50 mm from a slice\)",
+        text,
+    ), text
     assert patient.structure("SuperiorTarget").voxel_count(patient.grid) == 0
 
 
@@ -342,9 +380,9 @@ def test_structure_set_without_series_references_loads_quietly(small_phantom_dic
     assert "CentralTarget" in patient.structures
 
 
-def test_frame_of_reference_from_the_rois_when_several_are_listed(small_phantom_dicom,
-                                                                 tmp_path):
+def test_frame_of_reference_from_the_rois_when_several_are_listed(small_phantom_dicom, tmp_path):
     """A registered MR frame listed first in (3006,0010) must not hide the CT's."""
+
     def fn(ds):
         mr = Dataset()
         mr.FrameOfReferenceUID = generate_uid()
@@ -371,10 +409,13 @@ def test_no_frame_of_reference_at_all_is_refused(small_phantom_dicom, tmp_path):
         load_structure_set(rs)
 
 
-@pytest.mark.parametrize(("charset", "name"), [
-    ("ISO_IR 100", "Lèvre supérieure"),
-    ("ISO_IR 192", "Rückenmark 脊髄"),
-])
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("ISO_IR 100", "Lèvre supérieure"),
+        ("ISO_IR 192", "Rückenmark 脊髄"),
+    ],
+)
 def test_non_ascii_roi_names(charset, name, small_phantom_dicom, tmp_path):
     def fn(ds):
         ds.SpecificCharacterSet = charset
@@ -425,15 +466,15 @@ def test_nul_padded_contour_data(small_phantom_dicom, tmp_path):
     text = b"-20\\-20\\-2.5\\20\\-20\\-2.5\\20\\20\\-2.5\\-20\\20\\-2.5\x00"
     item = ds.ROIContourSequence[1].ContourSequence[0]
     item.NumberOfContourPoints = 4
-    item[0x30060050] = RawDataElement(pydicom.tag.Tag(0x30060050), "DS", len(text), text, 0,
-                                      False, True)
+    item[0x30060050] = RawDataElement(
+        pydicom.tag.Tag(0x30060050), "DS", len(text), text, 0, False, True
+    )
     ds.save_as(tmp_path / "RS.dcm")
     ss = load_structure_set(tmp_path / "RS.dcm")
     np.testing.assert_array_equal(ss.structures["CentralTarget"].contours[0][2], [20, 20, -2.5])
 
 
-def test_real_pydicom_rtstruct_in_a_ct_folder_is_ignored_by_load_ct(small_phantom_dicom,
-                                                                    tmp_path):
+def test_real_pydicom_rtstruct_in_a_ct_folder_is_ignored_by_load_ct(small_phantom_dicom, tmp_path):
     ct = tmp_path / "CT"
     shutil.copytree(small_phantom_dicom.ct_dir, ct)
     shutil.copy(PYDICOM_RTSTRUCT, ct / "RS.other.dcm")  # no preamble, implicit VR
@@ -446,17 +487,21 @@ def test_folder_given_as_rtstruct_is_named(small_phantom_dicom):
         load_structure_set(small_phantom_dicom.ct_dir)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Rückenmark".encode(), "Rückenmark"),  # UTF-8 without a declared character set
-    ("Lèvre".encode("latin-1") + b" ", "Lèvre"),  # Latin-1 without a declared character set
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Rückenmark".encode(), "Rückenmark"),  # UTF-8 without a declared character set
+        ("Lèvre".encode("latin-1") + b" ", "Lèvre"),  # Latin-1 without a declared character set
+    ],
+)
 def test_undeclared_character_set(raw, expected, small_phantom_dicom, tmp_path):
     from pydicom.dataelem import RawDataElement
 
     def fn(ds):
         del ds.SpecificCharacterSet
         ds.StructureSetROISequence[1][0x30060026] = RawDataElement(
-            pydicom.tag.Tag(0x30060026), "LO", len(raw), raw, 0, False, True)
+            pydicom.tag.Tag(0x30060026), "LO", len(raw), raw, 0, False, True
+        )
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     assert list(load_structure_set(rs).structures)[1] == expected

@@ -29,9 +29,11 @@ WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}
 
 def synthetic_cshape(n_beams=5, spacing_mm=5.0, n_slices=3):
     n = int(200 / spacing_mm)
-    grid = Grid(shape=(n_slices, n, n), origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2,
-                                                   -5.0 * (n_slices - 1) / 2),
-                spacing_mm=(spacing_mm, spacing_mm, 5.0))
+    grid = Grid(
+        shape=(n_slices, n, n),
+        origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2, -5.0 * (n_slices - 1) / 2),
+        spacing_mm=(spacing_mm, spacing_mm, 5.0),
+    )
     zz, yy, xx = np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij")
     x = grid.origin_mm[0] + xx * spacing_mm
     y = grid.origin_mm[1] + yy * spacing_mm
@@ -50,13 +52,20 @@ def synthetic_cshape(n_beams=5, spacing_mm=5.0, n_slices=3):
         depth = np.clip(zf - (beam.sad_mm - 95.0), 0, None)
         att = 0.01 * np.exp(-0.005 * depth) * (beam.sad_mm / zf) ** 2 * body.ravel()
         for x1, x2, y1, y2 in bl.rectangles_mm(b):
-            c = att * 0.25 * (erf((u - x1) / s2) - erf((u - x2) / s2)) * \
-                (erf((v - y1) / s2) - erf((v - y2) / s2))
+            c = (
+                att
+                * 0.25
+                * (erf((u - x1) / s2) - erf((u - x2) / s2))
+                * (erf((v - y1) / s2) - erf((v - y2) / s2))
+            )
             c[c < 1e-4 * c.max()] = 0
             cols.append(sp.csc_matrix(c[:, None]))
     D = sp.hstack(cols).tocsr().astype(np.float32)
-    structs = {"PTV": np.flatnonzero(target.ravel()), "Core": np.flatnonzero(core.ravel()),
-               "Body": np.flatnonzero((body & ~target).ravel())}
+    structs = {
+        "PTV": np.flatnonzero(target.ravel()),
+        "Core": np.flatnonzero(core.ravel()),
+        "Body": np.flatnonzero((body & ~target).ravel()),
+    }
     return grid, beams, bl, D, structs
 
 
@@ -66,8 +75,9 @@ def optimal_fluence(D, structs, rx_gy=50.0, reg=0.02):
     n = D.shape[1]
     parts = [np.sqrt(WEIGHTS[k]) * Dd[structs[k]] for k in ("PTV", "Core", "Body")]
     A = np.vstack(parts + [np.sqrt(reg) * Dd.max() * np.eye(n)])
-    y = np.concatenate([np.full(structs["PTV"].size, rx_gy),
-                        np.zeros(A.shape[0] - structs["PTV"].size)])
+    y = np.concatenate(
+        [np.full(structs["PTV"].size, rx_gy), np.zeros(A.shape[0] - structs["PTV"].size)]
+    )
     return nnls(A, y, maxiter=50 * n)[0]
 
 
@@ -87,11 +97,16 @@ def test_reoptimisation_restores_coverage(case, machine_name, n_levels):
     ref = D @ x
     S = segment_beamlet_matrix(seq.beams, bl, beam_indices=seq.beam_indices)
     # segments open whole beamlets: S @ MU is exactly the quantised fluence
-    np.testing.assert_allclose(S @ np.array([s.total_mu for b in seq.beams for s in b.segments]),
-                               seq.quantized_fluence_mu(bl), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(
+        S @ np.array([s.total_mu for b in seq.beams for s in b.segments]),
+        seq.quantized_fluence_mu(bl),
+        rtol=1e-12,
+        atol=1e-9,
+    )
     assert set(np.unique(S.data).round(12)) <= {1.0}
-    res = reoptimize_segment_weights(D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS,
-                                     beam_indices=seq.beam_indices)
+    res = reoptimize_segment_weights(
+        D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS, beam_indices=seq.beam_indices
+    )
     # independent objective evaluation
     # (Core lies inside Body: a voxel in two structures takes the larger weight)
     w = np.zeros(D.shape[0])
@@ -122,10 +137,10 @@ def test_underdose_weights_protect_coverage(case, n_levels):
     seq = sequence_plan(x, bl, beams, load_machine("AgilityMLC160"), n_levels=n_levels)
     ref = D @ x
     S = segment_beamlet_matrix(seq.beams, bl, beam_indices=seq.beam_indices)
-    plain = reoptimize_segment_weights(D, bl, seq.beams, ref, structs,
-                                       structure_weights=WEIGHTS)
-    cold = reoptimize_segment_weights(D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS,
-                                      underdose_weights={"PTV": 10.0})
+    plain = reoptimize_segment_weights(D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS)
+    cold = reoptimize_segment_weights(
+        D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS, underdose_weights={"PTV": 10.0}
+    )
     # independent evaluation of the asymmetric objective
     w = np.zeros(D.shape[0])
     for k, idx in structs.items():
@@ -159,7 +174,7 @@ def test_reoptimisation_matches_another_solver():
     res = reoptimize_segment_weights(D, bl, seq.beams, ref, structs)
     S = segment_beamlet_matrix(seq.beams, bl).toarray()
     rows = np.unique(np.concatenate(list(structs.values())))
-    A = (D[rows] @ S)
+    A = D[rows] @ S
     other = lsq_linear(A, ref[rows], bounds=(0, np.inf), method="trf", tol=1e-12)
     obj_other = 2 * other.cost
     assert res.objective_after <= obj_other * (1 + 1e-6) + 1e-9
@@ -168,10 +183,10 @@ def test_reoptimisation_matches_another_solver():
 
 
 def test_compare_doses_numbers():
-    ref = np.arange(100, dtype=float)           # target doses 0..99
+    ref = np.arange(100, dtype=float)  # target doses 0..99
     new = ref * 0.9
     c = compare_doses(ref, new, {"T": np.arange(100), "O": np.array([1, 2, 3])}, "T")
-    assert c.d95_reference_gy == pytest.approx(np.percentile(ref, 5))   # 4.95
+    assert c.d95_reference_gy == pytest.approx(np.percentile(ref, 5))  # 4.95
     assert c.coverage_loss_percent == pytest.approx(10.0)
     assert c.mean_gy["O"] == pytest.approx((2.0, 1.8)) and c.max_gy["T"] == (99.0, 99 * 0.9)
     with pytest.raises(InputError, match="not among"):
@@ -198,8 +213,9 @@ def test_aperture_dose_equals_beamlet_superposition(machine_name):
     grid = Grid(shape=(8, 24, 24), origin_mm=(-57.5, -57.5, -35.0), spacing_mm=(5, 5, 10))
     density = np.ones(grid.shape, np.float32)
     beam = Beam(90.0)
-    pts = np.array([[x, y, z] for x in (-10, 0, 10) for y in (-15, 0, 15) for z in (-20, 0, 20)],
-                   float)
+    pts = np.array(
+        [[x, y, z] for x in (-10, 0, 10) for y in (-15, 0, 15) for z in (-20, 0, 20)], float
+    )
     bl = beamlets_for_target([beam], pts, margin_mm=0.0)
     rng = np.random.default_rng(5)
     fl = rng.random(len(bl)) * 20
@@ -220,8 +236,15 @@ def test_sequence_plan_options(case):
 
     grid, beams, bl, D, structs, x = case
     m = load_machine("AgilityMLC160")
-    uni = sequence_plan(x, bl, beams, m, n_levels=8, uniform_levels=True,
-                        beam_names=[f"B{i}" for i in range(len(beams))])
+    uni = sequence_plan(
+        x,
+        bl,
+        beams,
+        m,
+        n_levels=8,
+        uniform_levels=True,
+        beam_names=[f"B{i}" for i in range(len(beams))],
+    )
     np.testing.assert_allclose([r.level_mu for r in uni.results], x.max() / 8, rtol=1e-12)
     assert [b.name for b in uni.beams] == [f"B{i}" for i in uni.beam_indices]
     assert [b.number for b in uni.beams] == list(range(1, len(uni.beams) + 1))

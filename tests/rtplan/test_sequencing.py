@@ -23,17 +23,29 @@ AGILITY = load_machine("AgilityMLC160")
 # An MLCi-like machine: X and Y jaws, 1 mm minimum gap, no interdigitation.
 NO_INTERDIG = Machine(
     "NoInterdig",
-    MLCModel("mlci", np.arange(-200.0, 200.1, 5.0), min_leaf_gap_mm=1.0, max_leaf_travel_mm=325.0,
-             leaf_position_range_mm=(-200.0, 200.0), max_overtravel_mm=125.0,
-             interdigitation=False),
+    MLCModel(
+        "mlci",
+        np.arange(-200.0, 200.1, 5.0),
+        min_leaf_gap_mm=1.0,
+        max_leaf_travel_mm=325.0,
+        leaf_position_range_mm=(-200.0, 200.0),
+        max_overtravel_mm=125.0,
+        interdigitation=False,
+    ),
     {"X": JawModel("X", (-200.0, 200.0), 20.0), "Y": JawModel("Y", (-200.0, 200.0), 100.0)},
 )
 
 # A short-carriage machine: bank spread limited to 22 mm (4 beamlets), interdigitation allowed.
 TIGHT = Machine(
     "Tight",
-    MLCModel("tight", np.arange(-100.0, 100.1, 5.0), min_leaf_gap_mm=0.5, max_leaf_travel_mm=22.0,
-             leaf_position_range_mm=(-100.0, 100.0), interdigitation=True),
+    MLCModel(
+        "tight",
+        np.arange(-100.0, 100.1, 5.0),
+        min_leaf_gap_mm=0.5,
+        max_leaf_travel_mm=22.0,
+        leaf_position_range_mm=(-100.0, 100.0),
+        interdigitation=True,
+    ),
     {"X": JawModel("X", (-100.0, 100.0), 20.0), "Y": JawModel("Y", (-100.0, 100.0), 100.0)},
 )
 
@@ -55,22 +67,36 @@ def _check_exact(res, machine, xe, ye):
     np.testing.assert_array_equal(np.rint(rebuilt / res.level_mu).astype(int), res.levels)
     np.testing.assert_array_equal(res.quantized_fluence_mu, res.levels * res.level_mu)
     for s in res.segments:
-        s.validate(machine)   # the separate constraint validator
+        s.validate(machine)  # the separate constraint validator
     assert res.total_mu == pytest.approx(res.segment_levels.sum() * res.level_mu)
 
 
-maps = arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 12)),
-              elements=st.floats(0.0, 20.0, allow_nan=False, width=32))
+maps = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 9), st.integers(1, 12)),
+    elements=st.floats(0.0, 20.0, allow_nan=False, width=32),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(f=maps, n_levels=st.integers(1, 12),
-       machine=st.sampled_from([VARIAN, AGILITY, NO_INTERDIG, TIGHT]),
-       interdig=st.sampled_from([None, False]), method=st.sampled_from(["auto", "sweep"]))
+@given(
+    f=maps,
+    n_levels=st.integers(1, 12),
+    machine=st.sampled_from([VARIAN, AGILITY, NO_INTERDIG, TIGHT]),
+    interdig=st.sampled_from([None, False]),
+    method=st.sampled_from(["auto", "sweep"]),
+)
 def test_sequencing_reproduces_quantised_fluence_exactly(f, n_levels, machine, interdig, method):
     xe, ye = _edges(f.shape)
-    res = sequence_fluence(f, machine, x_edges_mm=xe, y_edges_mm=ye, n_levels=n_levels,
-                           interdigitation=interdig, method=method)
+    res = sequence_fluence(
+        f,
+        machine,
+        x_edges_mm=xe,
+        y_edges_mm=ye,
+        n_levels=n_levels,
+        interdigitation=interdig,
+        method=method,
+    )
     if f.max() == 0 or res.levels.max() == 0:
         assert res.n_segments == 0
         return
@@ -80,12 +106,13 @@ def test_sequencing_reproduces_quantised_fluence_exactly(f, n_levels, machine, i
     bound = bortfeld_bound(res.levels)
     assert res.min_total_levels == bound
     constrained = interdig is False or not machine.mlc.interdigitation
-    if machine is TIGHT:   # the carriage limit may cost MU
+    if machine is TIGHT:  # the carriage limit may cost MU
         assert res.segment_levels.sum() >= bound
     elif constrained:
         assert res.segment_levels.sum() >= bound
-        lenient = Machine("L", MLCModel("l", machine.mlc.leaf_boundaries_mm,
-                                        interdigitation=False), machine.jaws)
+        lenient = Machine(
+            "L", MLCModel("l", machine.mlc.leaf_boundaries_mm, interdigitation=False), machine.jaws
+        )
         for s in res.segments:
             s.validate(lenient)
     else:
@@ -102,8 +129,9 @@ def test_textbook_row():
     assert res.level_mu == 1.0 and res.n_segments == 2
     np.testing.assert_array_equal(res.segment_levels, [2, 3])
     pair = AGILITY.leaf_pair_index_for_y(2.5)
-    np.testing.assert_array_equal([s.leaf_positions_mm[:, pair] for s in res.segments],
-                                  [[-20.0, 0.0], [-10.0, 20.0]])
+    np.testing.assert_array_equal(
+        [s.leaf_positions_mm[:, pair] for s in res.segments], [[-20.0, 0.0], [-10.0, 20.0]]
+    )
     np.testing.assert_array_equal([s.jaws_mm["Y"] for s in res.segments], [(0, 5), (0, 5)])
     assert all("X" not in s.jaws_mm for s in res.segments)
 
@@ -160,7 +188,7 @@ def test_narrow_leaves_move_together():
     xe, ye = np.array([0.0, 5.0, 10.0]), np.array([-5.0, 0.0, 5.0])
     res = sequence_fluence(f, m, x_edges_mm=xe, y_edges_mm=ye, level_mu=1.0)
     _check_exact(res, m, xe, ye)
-    for s in res.segments:   # pairs 6,7 (row 0) and 8,9 (row 1) move in lock-step
+    for s in res.segments:  # pairs 6,7 (row 0) and 8,9 (row 1) move in lock-step
         np.testing.assert_array_equal(s.leaf_positions_mm[:, 6], s.leaf_positions_mm[:, 7])
         np.testing.assert_array_equal(s.leaf_positions_mm[:, 8], s.leaf_positions_mm[:, 9])
 
@@ -175,7 +203,7 @@ def test_jaw_fitting_beam_and_segment():
         jaws = {tuple(sorted(s.jaws_mm.items())) for s in res.segments}
         if fit == "beam":
             assert len(jaws) == 1
-        for s in res.segments:   # jaws enclose every open leaf gap
+        for s in res.segments:  # jaws enclose every open leaf gap
             r = s.open_rectangles_mm(closed_gap_mm=VARIAN.mlc.min_leaf_gap_mm)
             a, b = s.leaf_positions_mm
             open_ = (b - a) > 0.5 + 1e-6
@@ -242,8 +270,11 @@ def test_sweep_span_constraint():
     ],
 )
 def test_bad_input(kwargs, match):
-    args = {"fluence_mu": np.ones((2, 2)), "x_edges_mm": np.array([0.0, 5.0, 10.0]),
-            "y_edges_mm": np.array([0.0, 5.0, 10.0])}
+    args = {
+        "fluence_mu": np.ones((2, 2)),
+        "x_edges_mm": np.array([0.0, 5.0, 10.0]),
+        "y_edges_mm": np.array([0.0, 5.0, 10.0]),
+    }
     args.update(kwargs)
     with pytest.raises(SequencingError, match=match):
         sequence_fluence(args.pop("fluence_mu"), AGILITY, **args)

@@ -37,23 +37,32 @@ def patient(tmp_path_factory):
 
 
 def _plan_metersetmaps(tmp_path, patient, results, gantries):
-    beams = tuple(r.to_beam(i + 1, f"G{g:g}", Beam(float(g)), AGILITY)
-                  for i, (r, g) in enumerate(zip(results, gantries, strict=True)))
-    plan = DeliverablePlan(beams, fractions=FRACTIONS, total_dose_gy=10.0,
-                           target_name=next(iter(patient.structures)))
+    beams = tuple(
+        r.to_beam(i + 1, f"G{g:g}", Beam(float(g)), AGILITY)
+        for i, (r, g) in enumerate(zip(results, gantries, strict=True))
+    )
+    plan = DeliverablePlan(
+        beams, fractions=FRACTIONS, total_dose_gy=10.0, target_name=next(iter(patient.structures))
+    )
     path = tmp_path / "plan.dcm"
     write_rtplan(path, plan, patient)
     delivery = pymedphys.Delivery.from_dicom(pydicom.dcmread(path), fraction_group_number=1)
-    maps = delivery.metersetmap(gantry_angles=list(gantries), gantry_tolerance=3,
-                                output_always_list=True)
+    maps = delivery.metersetmap(
+        gantry_angles=list(gantries), gantry_tolerance=3, output_always_list=True
+    )
     grid = pymedphys.metersetmap.grid()
     return maps, grid["mlc"], grid["jaw"]
 
 
 def test_pymedphys_axes(tmp_path, patient):
     # one 20 x 5 mm field at BLD x in [10, 30], y in [20, 25]; 10 MU over 5 fractions
-    res = sequence_fluence(np.array([[10.0]]), AGILITY, x_edges_mm=np.array([10.0, 30.0]),
-                           y_edges_mm=np.array([20.0, 25.0]), n_levels=1)
+    res = sequence_fluence(
+        np.array([[10.0]]),
+        AGILITY,
+        x_edges_mm=np.array([10.0, 30.0]),
+        y_edges_mm=np.array([20.0, 25.0]),
+        n_levels=1,
+    )
     (mm,), gx, gy = _plan_metersetmaps(tmp_path, patient, [res], [0])
     iy, ix = np.nonzero(mm > 1e-9)
     assert (gx[ix].min(), gx[ix].max()) == (-30.0, -10.0)
@@ -87,8 +96,7 @@ def test_pymedphys_metersetmap_matches_sequenced_fluence(tmp_path, patient):
         expected[np.ix_(inside_y, inside_x)] = sub
         # compare away from cell edges (pixel centres on an x edge see half of each cell)
         on_edge = np.isin(bx, xe)
-        np.testing.assert_allclose(mm[:, ~on_edge], expected[:, ~on_edge],
-                                   atol=1e-4 * q.max())
+        np.testing.assert_allclose(mm[:, ~on_edge], expected[:, ~on_edge], atol=1e-4 * q.max())
         assert mm[:, ~on_edge].max() == pytest.approx(q.max(), rel=1e-4)
         # total meterset of the beam (sum over pixels, 1 mm² each) = fluence integral
         cell_area = 25.0
