@@ -26,16 +26,16 @@ from dose_engine._validation import compare_to_measured_6mv
 
 
 def test_dose_accuracy_6mv(benchmark):
-    report = benchmark.pedantic(compare_to_measured_6mv, kwargs={"step_mm": 1.0}, rounds=1,
-                                iterations=1)
+    report = benchmark.pedantic(
+        compare_to_measured_6mv, kwargs={"step_mm": 1.0}, rounds=1, iterations=1
+    )
     worst = report.worst()
     info = {
         "worst": worst,
         "pdd_local_max_pct": {str(k): v for k, v in report.pdd_local_max_pct.items()},
         "dmax_diff_mm": {str(k): v for k, v in report.dmax_diff_mm.items()},
         "width_diff_mm": {" ".join(map(str, k)): v for k, v in report.width_diff_mm.items()},
-        "penumbra_diff_mm": {" ".join(map(str, k)): v
-                             for k, v in report.penumbra_diff_mm.items()},
+        "penumbra_diff_mm": {" ".join(map(str, k)): v for k, v in report.penumbra_diff_mm.items()},
         "output_factor_5x5": report.output_factor_5x5,
         "d10_ssd900_cgy_per_mu": report.d10_ssd900_cgy_per_mu,
         "gamma_pass_pct": report.gamma_pass_pct,

@@ -36,7 +36,11 @@ def test_dvh_body_4m_voxels(benchmark, case):
 
 def test_goal_table(benchmark, case):
     dose, occ = case
-    goals = [Goal("PTV", "D95%", ">=", 60), Goal("PTV", "Dmax", "<=", 75),
-             Goal("PTV", "CI", ">=", 0.8), Goal("Body", "V20Gy", "<=", 10, unit="cc")]
+    goals = [
+        Goal("PTV", "D95%", ">=", 60),
+        Goal("PTV", "Dmax", "<=", 75),
+        Goal("PTV", "CI", ">=", 0.8),
+        Goal("Body", "V20Gy", "<=", 10, unit="cc"),
+    ]
     t = benchmark(evaluate_goals, dose, occ, goals, GRID, prescription_gy=60.0, body="Body")
     print(repr(t))

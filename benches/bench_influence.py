@@ -41,15 +41,24 @@ def _case(backend: str = "numpy") -> dict:
     beamlets = de.beamlets_for_target(beams, dose_grid.index_to_point(np.argwhere(ptv)))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     c0, t0 = time.process_time(), time.perf_counter()
-    im = de.compute_influence_matrix(density, ct, dose_grid, beams, beamlets, backend=backend,
-                                     voxel_mask=body, progress=False)
+    im = de.compute_influence_matrix(
+        density, ct, dose_grid, beams, beamlets, backend=backend, voxel_mask=body, progress=False
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "backend": backend, "ct_shape": list(ct.shape), "dose_grid_shape": list(dose_grid.shape),
-        "n_beams": len(beams), "n_beamlets": len(beamlets), "body_voxels": int(body.sum()),
-        "nnz": im.nnz, "matrix_mib": im.nbytes / 2**20, "wall_s": wall, "cpu_s": cpu,
-        "peak_rss_mb": peak, "rss_before_mb": rss_before,
+        "backend": backend,
+        "ct_shape": list(ct.shape),
+        "dose_grid_shape": list(dose_grid.shape),
+        "n_beams": len(beams),
+        "n_beamlets": len(beamlets),
+        "body_voxels": int(body.sum()),
+        "nnz": im.nnz,
+        "matrix_mib": im.nbytes / 2**20,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_mb": peak,
+        "rss_before_mb": rss_before,
         "pairs_evaluated": im.settings["pairs_evaluated"],
         "pairs_per_s": im.settings["pairs_evaluated"] / wall,
         "load_average_1min": os.getloadavg()[0],
@@ -57,8 +66,9 @@ def _case(backend: str = "numpy") -> dict:
 
 
 def _run_subprocess(backend: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, backend], capture_output=True, text=True,
-                         check=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, __file__, backend], capture_output=True, text=True, check=True, timeout=900
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

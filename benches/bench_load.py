@@ -42,15 +42,17 @@ def _ring_rois(z_axis, first_number):
             for a, b in ((a_out, b_out), (a_out - 8.0, b_out - 8.0)):
                 poly = ellipse(0.0, 5.0, a, b)
                 contours.append(np.column_stack([poly, np.full(len(poly), z)]))
-        rois.append(Structure(f"Shell{k + 1}", first_number + k, "ORGAN",
-                              (200, 200, 40 * k), contours))
+        rois.append(
+            Structure(f"Shell{k + 1}", first_number + k, "ORGAN", (200, 200, 40 * k), contours)
+        )
     return rois
 
 
 @pytest.fixture(scope="session")
 def big_dicom(tmp_path_factory):
-    p = make_phantom("head_neck", pixel_spacing_mm=0.75, slice_spacing_mm=2.5,
-                     matrix_size=NX, n_slices=NZ)
+    p = make_phantom(
+        "head_neck", pixel_spacing_mm=0.75, slice_spacing_mm=2.5, matrix_size=NX, n_slices=NZ
+    )
     structures = dict(p.structures)
     for s in _ring_rois(p.ct.grid.zyx_axes_mm()[0], len(structures) + 1):
         structures[s.name] = s
@@ -101,15 +103,17 @@ _CHILD = textwrap.dedent("""
 
 def _child(ct_dir, rs, trace):
     argv = [sys.executable, "-c", _CHILD, str(ct_dir), str(rs), "1" if trace else "0"]
-    proc = subprocess.run(argv,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_load_512x512x150_with_10_rois(benchmark, big_dicom):
     patient = benchmark.pedantic(
-        _load_and_rasterise, args=(big_dicom.ct_dir, big_dicom.rtstruct_path),
-        rounds=3, iterations=1, warmup_rounds=0,
+        _load_and_rasterise,
+        args=(big_dicom.ct_dir, big_dicom.rtstruct_path),
+        rounds=3,
+        iterations=1,
+        warmup_rounds=0,
     )
     assert patient.ct.grid.shape == (NZ, NY, NX)
     assert len(patient.structures) == 10

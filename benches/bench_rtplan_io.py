@@ -38,9 +38,15 @@ def case(tmp_path_factory):
     for k in range(7):
         f = rng.random((ye.size - 1, xe.size - 1)) * 30.0
         seq = sequence_fluence(f, MACHINE, x_edges_mm=xe, y_edges_mm=ye, n_levels=12)
-        beams.append(DeliverableBeam(k + 1, f"G{k * 360 / 7:.0f}",
-                                     Beam(k * 360.0 / 7.0, isocenter_mm=iso), MACHINE,
-                                     seq.segments))
+        beams.append(
+            DeliverableBeam(
+                k + 1,
+                f"G{k * 360 / 7:.0f}",
+                Beam(k * 360.0 / 7.0, isocenter_mm=iso),
+                MACHINE,
+                seq.segments,
+            )
+        )
     plan = DeliverablePlan(beams, 30, 60.0, "PTV")
     return root, patient, plan
 
@@ -61,8 +67,13 @@ def test_read_rtplan(benchmark, case):
 
 def test_compute_plan_dose_3mm(benchmark, case):
     _, patient, plan = case
-    result = benchmark.pedantic(compute_plan_dose, args=(plan, patient),
-                                kwargs={"dose_grid_mm": 3.0}, rounds=1, iterations=1)
+    result = benchmark.pedantic(
+        compute_plan_dose,
+        args=(plan, patient),
+        kwargs={"dose_grid_mm": 3.0},
+        rounds=1,
+        iterations=1,
+    )
     print(f"dose grid {result.grid.shape}, max {result.dose_gy.max():.2f} Gy")
 
 
@@ -73,8 +84,9 @@ def test_write_and_read_rtdose(benchmark, case):
     dose = rng.random(grid.shape) * 70.0
 
     def round_trip():
-        write_rtdose(root / "RD.dcm", dose, grid, patient, plan_sop_instance_uid="1.2.3",
-                     overwrite=True)
+        write_rtdose(
+            root / "RD.dcm", dose, grid, patient, plan_sop_instance_uid="1.2.3", overwrite=True
+        )
         return read_rtdose(root / "RD.dcm")
 
     back, _, _ = benchmark(round_trip)

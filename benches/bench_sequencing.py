@@ -31,9 +31,11 @@ def smooth_map(rng, shape):
 
 
 @pytest.mark.parametrize("shape", [(20, 20), (40, 40)])
-@pytest.mark.parametrize(("interdig", "method"), [(None, "engel"), (None, "sweep"),
-                                                  (False, "sweep")],
-                         ids=["engel", "sweep", "sweep-no-interdig"])
+@pytest.mark.parametrize(
+    ("interdig", "method"),
+    [(None, "engel"), (None, "sweep"), (False, "sweep")],
+    ids=["engel", "sweep", "sweep-no-interdig"],
+)
 @pytest.mark.parametrize("machine_name", ["AgilityMLC160", "VarianMLC120"])
 def test_bench_sequence_map(benchmark, machine_name, interdig, method, shape):
     machine = load_machine(machine_name)
@@ -43,30 +45,45 @@ def test_bench_sequence_map(benchmark, machine_name, interdig, method, shape):
     ye = -5.0 * shape[0] / 2 + 5.0 * np.arange(shape[0] + 1)
 
     def run():
-        return [sequence_fluence(f, machine, x_edges_mm=xe, y_edges_mm=ye, n_levels=10,
-                                 interdigitation=interdig,
-                                 method="auto" if method == "engel" else method) for f in maps]
+        return [
+            sequence_fluence(
+                f,
+                machine,
+                x_edges_mm=xe,
+                y_edges_mm=ye,
+                n_levels=10,
+                interdigitation=interdig,
+                method="auto" if method == "engel" else method,
+            )
+            for f in maps
+        ]
 
     results = benchmark.pedantic(run, rounds=3, iterations=1)
     nseg = np.array([r.n_segments for r in results])
     lev = np.array([r.segment_levels.sum() for r in results])
     bound = np.array([r.min_total_levels for r in results])
     for r in results:
-        rebuilt = fluence_from_segments(r.segments, xe, ye,
-                                        closed_gap_mm=machine.mlc.min_leaf_gap_mm)
+        rebuilt = fluence_from_segments(
+            r.segments, xe, ye, closed_gap_mm=machine.mlc.min_leaf_gap_mm
+        )
         assert np.allclose(rebuilt, r.quantized_fluence_mu)
-    info = {"mean_segments": float(nseg.mean()), "mean_levels": float(lev.mean()),
-            "mean_bound_levels": float(bound.mean()),
-            "mu_over_bound": float((lev / bound).mean())}
+    info = {
+        "mean_segments": float(nseg.mean()),
+        "mean_levels": float(lev.mean()),
+        "mean_bound_levels": float(bound.mean()),
+        "mu_over_bound": float((lev / bound).mean()),
+    }
     benchmark.extra_info.update(info)
     print(f"\n{machine_name} {method} interdig={interdig} {shape}: {info}")
 
 
 def synthetic_cshape(n_beams=7, spacing_mm=5.0, n_slices=5):
     n = int(200 / spacing_mm)
-    grid = Grid(shape=(n_slices, n, n), origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2,
-                                                   -5.0 * (n_slices - 1) / 2),
-                spacing_mm=(spacing_mm, spacing_mm, 5.0))
+    grid = Grid(
+        shape=(n_slices, n, n),
+        origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2, -5.0 * (n_slices - 1) / 2),
+        spacing_mm=(spacing_mm, spacing_mm, 5.0),
+    )
     zz, yy, xx = np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij")
     x = grid.origin_mm[0] + xx * spacing_mm
     y = grid.origin_mm[1] + yy * spacing_mm
@@ -85,13 +102,20 @@ def synthetic_cshape(n_beams=7, spacing_mm=5.0, n_slices=5):
         depth = np.clip(zf - (beam.sad_mm - 95.0), 0, None)
         att = 0.01 * np.exp(-0.005 * depth) * (beam.sad_mm / zf) ** 2 * body.ravel()
         for x1, x2, y1, y2 in bl.rectangles_mm(b):
-            c = att * 0.25 * (erf((u - x1) / s2) - erf((u - x2) / s2)) * \
-                (erf((v - y1) / s2) - erf((v - y2) / s2))
+            c = (
+                att
+                * 0.25
+                * (erf((u - x1) / s2) - erf((u - x2) / s2))
+                * (erf((v - y1) / s2) - erf((v - y2) / s2))
+            )
             c[c < 1e-4 * c.max()] = 0
             cols.append(sp.csc_matrix(c[:, None]))
     D = sp.hstack(cols).tocsr().astype(np.float32)
-    structs = {"PTV": np.flatnonzero(target.ravel()), "Core": np.flatnonzero(core.ravel()),
-               "Body": np.flatnonzero((body & ~target).ravel())}
+    structs = {
+        "PTV": np.flatnonzero(target.ravel()),
+        "Core": np.flatnonzero(core.ravel()),
+        "Body": np.flatnonzero((body & ~target).ravel()),
+    }
     return grid, beams, bl, D, structs
 
 
@@ -102,8 +126,9 @@ def cshape():
     n = D.shape[1]
     parts = [np.sqrt(WEIGHTS[k]) * Dd[structs[k]] for k in ("PTV", "Core", "Body")]
     A = np.vstack(parts + [np.sqrt(0.02) * Dd.max() * np.eye(n)])
-    y = np.concatenate([np.full(structs["PTV"].size, 50.0),
-                        np.zeros(A.shape[0] - structs["PTV"].size)])
+    y = np.concatenate(
+        [np.full(structs["PTV"].size, 50.0), np.zeros(A.shape[0] - structs["PTV"].size)]
+    )
     x = nnls(A, y, maxiter=50 * n)[0]
     return grid, beams, bl, D, structs, x
 
@@ -119,9 +144,9 @@ def test_bench_cshape_sequence_and_reoptimise(benchmark, cshape, machine_name, n
         t0 = time.perf_counter()
         seq = sequence_plan(x, bl, beams, machine, n_levels=n_levels)
         t1 = time.perf_counter()
-        res = reoptimize_segment_weights(D, bl, seq.beams, ref, structs,
-                                         structure_weights=WEIGHTS,
-                                         beam_indices=seq.beam_indices)
+        res = reoptimize_segment_weights(
+            D, bl, seq.beams, ref, structs, structure_weights=WEIGHTS, beam_indices=seq.beam_indices
+        )
         return seq, res, t1 - t0, time.perf_counter() - t1
 
     seq, res, t_seq, t_opt = benchmark.pedantic(run, rounds=1, iterations=1)
@@ -129,17 +154,25 @@ def test_bench_cshape_sequence_and_reoptimise(benchmark, cshape, machine_name, n
     before = compare_doses(ref, D @ seq.quantized_fluence_mu(bl), structs, "PTV")
     after = compare_doses(ref, D @ (S @ res.mu_after), structs, "PTV")
     info = {
-        "n_beamlets": len(bl), "n_voxels_fit": res.n_voxels,
-        "n_segments": seq.n_segments, "n_segments_after": int(np.count_nonzero(res.mu_after)),
-        "sum_of_beamlet_fluence_mu": float(x.sum()), "total_mu_sequenced": seq.total_mu,
+        "n_beamlets": len(bl),
+        "n_voxels_fit": res.n_voxels,
+        "n_segments": seq.n_segments,
+        "n_segments_after": int(np.count_nonzero(res.mu_after)),
+        "sum_of_beamlet_fluence_mu": float(x.sum()),
+        "total_mu_sequenced": seq.total_mu,
         "total_mu_reoptimised": float(res.mu_after.sum()),
         "d95_optimal_gy": before.d95_reference_gy,
         "d95_loss_sequenced_percent": before.coverage_loss_percent,
         "d95_loss_reoptimised_percent": after.coverage_loss_percent,
-        "core_mean_gy_opt_seq_reopt": (before.mean_gy["Core"][0], before.mean_gy["Core"][1],
-                                       after.mean_gy["Core"][1]),
-        "objective_before": res.objective_before, "objective_after": res.objective_after,
-        "sequencing_s": t_seq, "reoptimisation_s": t_opt,
+        "core_mean_gy_opt_seq_reopt": (
+            before.mean_gy["Core"][0],
+            before.mean_gy["Core"][1],
+            after.mean_gy["Core"][1],
+        ),
+        "objective_before": res.objective_before,
+        "objective_after": res.objective_after,
+        "sequencing_s": t_seq,
+        "reoptimisation_s": t_opt,
     }
     benchmark.extra_info.update(info)
     print(f"\nC-shape {machine_name} n_levels={n_levels}: {info}")
@@ -157,10 +190,20 @@ def tg119_cshape():
 
     patient = make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
     protocol = load_protocol("tg119_cshape")
-    ctx = planning._Context(patient=patient, protocol=protocol, backend="numpy",
-                            cache_dir=None, progress=False, overrides={})
-    for stage in (planning.stage_structures, planning.stage_beams, planning.stage_dose,
-                  planning.stage_optimise):
+    ctx = planning._Context(
+        patient=patient,
+        protocol=protocol,
+        backend="numpy",
+        cache_dir=None,
+        progress=False,
+        overrides={},
+    )
+    for stage in (
+        planning.stage_structures,
+        planning.stage_beams,
+        planning.stage_dose,
+        planning.stage_optimise,
+    ):
         stage(ctx)
     idx, _ = planning._problem_structures(ctx)
     fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
@@ -180,8 +223,14 @@ def test_bench_tg119_cshape_coverage(benchmark, tg119_cshape, n_levels, underdos
     def run():
         seq = sequence_plan(x, bl, ctx.beams, ctx.machine, n_levels=n_levels)
         res = reoptimize_segment_weights(
-            D, bl, seq.beams, ref, fit, beam_indices=seq.beam_indices,
-            underdose_weights={target: underdose} if underdose else None)
+            D,
+            bl,
+            seq.beams,
+            ref,
+            fit,
+            beam_indices=seq.beam_indices,
+            underdose_weights={target: underdose} if underdose else None,
+        )
         return seq, res
 
     seq, res = benchmark.pedantic(run, rounds=1, iterations=1)
@@ -189,14 +238,18 @@ def test_bench_tg119_cshape_coverage(benchmark, tg119_cshape, n_levels, underdos
     before = compare_doses(ref, D @ seq.quantized_fluence_mu(bl), fit, target)
     after = compare_doses(ref, D @ (S @ res.mu_after), fit, target)
     info = {
-        "machine": ctx.machine.name, "n_beams": len(seq.beams),
-        "n_segments": seq.n_segments, "n_segments_after": int(np.count_nonzero(res.mu_after)),
-        "total_mu_sequenced": seq.total_mu, "total_mu_reoptimised": float(res.mu_after.sum()),
+        "machine": ctx.machine.name,
+        "n_beams": len(seq.beams),
+        "n_segments": seq.n_segments,
+        "n_segments_after": int(np.count_nonzero(res.mu_after)),
+        "total_mu_sequenced": seq.total_mu,
+        "total_mu_reoptimised": float(res.mu_after.sum()),
         "d95_optimal_gy": before.d95_reference_gy,
         "d95_loss_sequenced_percent": before.coverage_loss_percent,
         "d95_loss_reoptimised_percent": after.coverage_loss_percent,
-        "mean_gy_opt_seq_reopt": {k: (before.mean_gy[k][0], before.mean_gy[k][1],
-                                      after.mean_gy[k][1]) for k in fit},
+        "mean_gy_opt_seq_reopt": {
+            k: (before.mean_gy[k][0], before.mean_gy[k][1], after.mean_gy[k][1]) for k in fit
+        },
         "max_gy_opt_reopt": {k: after.max_gy[k] for k in fit},
     }
     benchmark.extra_info.update(info)
@@ -221,20 +274,24 @@ def test_bench_tg119_cshape_aperture_dose(benchmark, tg119_cshape):
     D, x, bl = ctx.matrix, ctx.fluence, ctx.beamlets
     ref = np.asarray(D @ x.astype(np.float32), dtype=np.float64)
     seq = sequence_plan(x, bl, ctx.beams, ctx.machine, n_levels=n_levels)
-    res = reoptimize_segment_weights(D, bl, seq.beams, ref, fit, beam_indices=seq.beam_indices,
-                                     underdose_weights={target: 3.0})
+    res = reoptimize_segment_weights(
+        D, bl, seq.beams, ref, fit, beam_indices=seq.beam_indices, underdose_weights={target: 3.0}
+    )
     density = hu_to_density(ctx.patient.ct.array)
     ct_grid = ctx.patient.ct.grid
 
     dose = benchmark.pedantic(
         lambda: plan_aperture_dose(res.beams, density, ct_grid, ctx.dose_grid),
-        rounds=1, iterations=1)
+        rounds=1,
+        iterations=1,
+    )
     S = segment_beamlet_matrix(seq.beams, bl, beam_indices=seq.beam_indices)
     d_matrix = D @ (S @ res.mu_after)
     c_ap = compare_doses(ref, dose.ravel(), fit, target)
     c_mx = compare_doses(d_matrix, dose.ravel(), fit, target)
     info = {
-        "d95_optimal_gy": c_ap.d95_reference_gy, "d95_aperture_gy": c_ap.d95_gy,
+        "d95_optimal_gy": c_ap.d95_reference_gy,
+        "d95_aperture_gy": c_ap.d95_gy,
         "d95_loss_aperture_vs_optimal_percent": c_ap.coverage_loss_percent,
         "d95_aperture_vs_matrix_percent": c_mx.coverage_loss_percent,
         "mean_gy_optimal_vs_aperture": c_ap.mean_gy,

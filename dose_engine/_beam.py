@@ -138,12 +138,17 @@ class Beam:
     _axes: np.ndarray = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gantry_angle_deg", _check_angle("gantry_angle_deg",
-                                                                  self.gantry_angle_deg))
-        object.__setattr__(self, "collimator_angle_deg",
-                           _check_angle("collimator_angle_deg", self.collimator_angle_deg))
-        object.__setattr__(self, "couch_angle_deg", _check_angle("couch_angle_deg",
-                                                                 self.couch_angle_deg))
+        object.__setattr__(
+            self, "gantry_angle_deg", _check_angle("gantry_angle_deg", self.gantry_angle_deg)
+        )
+        object.__setattr__(
+            self,
+            "collimator_angle_deg",
+            _check_angle("collimator_angle_deg", self.collimator_angle_deg),
+        )
+        object.__setattr__(
+            self, "couch_angle_deg", _check_angle("couch_angle_deg", self.couch_angle_deg)
+        )
         iso = np.asarray(self.isocenter_mm, dtype=float)
         if iso.shape != (3,) or not np.all(np.isfinite(iso)):
             raise InvalidGeometryError(

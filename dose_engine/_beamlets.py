@@ -62,8 +62,9 @@ class Beamlets:
         n = len(self.x_mm)
         for name in ("beam_index", "y_mm", "width_mm", "height_mm", "row", "col"):
             if len(getattr(self, name)) != n:
-                raise InvalidGeometryError(f"Beamlets.{name} has {len(getattr(self, name))} "
-                                           f"entries, expected {n}.")
+                raise InvalidGeometryError(
+                    f"Beamlets.{name} has {len(getattr(self, name))} entries, expected {n}."
+                )
         if np.any(np.asarray(self.width_mm) <= 0) or np.any(np.asarray(self.height_mm) <= 0):
             raise InvalidGeometryError("Every beamlet needs a positive width and height.")
         for name in ("beam_index", "row", "col"):
@@ -141,11 +142,22 @@ class Beamlets:
         """The beamlets of the beams ``keep`` (renumbered 0..len(keep)-1)."""
         parts = [np.flatnonzero(self.beam_index == b) for b in keep]
         idx = np.concatenate(parts) if parts else np.zeros(0, int)
-        new_index = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)]) if parts \
+        new_index = (
+            np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+            if parts
             else np.zeros(0, int)
-        return Beamlets(new_index, self.x_mm[idx], self.y_mm[idx], self.width_mm[idx],
-                        self.height_mm[idx], self.row[idx], self.col[idx],
-                        self.map_origin_mm[list(keep)], tuple(self.map_shapes[b] for b in keep))
+        )
+        return Beamlets(
+            new_index,
+            self.x_mm[idx],
+            self.y_mm[idx],
+            self.width_mm[idx],
+            self.height_mm[idx],
+            self.row[idx],
+            self.col[idx],
+            self.map_origin_mm[list(keep)],
+            tuple(self.map_shapes[b] for b in keep),
+        )
 
 
 def beamlets_for_target(
@@ -217,7 +229,7 @@ def beamlets_for_target(
                 occ[ky_lo[ok] + dy - y0, kx_lo[ok] + dx - x0] = True
         rows_any = np.flatnonzero(occ.any(axis=1))
         cols_any = np.flatnonzero(occ.any(axis=0))
-        occ = occ[rows_any[0]: rows_any[-1] + 1, cols_any[0]: cols_any[-1] + 1]
+        occ = occ[rows_any[0] : rows_any[-1] + 1, cols_any[0] : cols_any[-1] + 1]
         y0 += int(rows_any[0])
         x0 += int(cols_any[0])
         r, c = np.nonzero(occ)

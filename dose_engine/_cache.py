@@ -50,9 +50,18 @@ FORMAT = "rtplan-influence-1"
 _BEAMLET_FIELDS = ("beam_index", "x_mm", "y_mm", "width_mm", "height_mm", "row", "col")
 
 
-def influence_cache_key(density, ct_grid: Grid, dose_grid: Grid, beams: Sequence[Beam],
-                        beamlets: Beamlets, model: BeamModel, *, voxel_mask=None,
-                        lateral_cutoff_mm: float, relative_threshold: float) -> str:
+def influence_cache_key(
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    beams: Sequence[Beam],
+    beamlets: Beamlets,
+    model: BeamModel,
+    *,
+    voxel_mask=None,
+    lateral_cutoff_mm: float,
+    relative_threshold: float,
+) -> str:
     """sha256 over everything the matrix depends on.
 
     The density (CT) bytes, both grids, every beam, the beamlet table, the model parameters,
@@ -67,8 +76,18 @@ def influence_cache_key(density, ct_grid: Grid, dose_grid: Grid, beams: Sequence
     for g in (ct_grid, dose_grid):
         h.update(repr((g.shape, g.origin_mm, g.spacing_mm)).encode())
     for b in beams:
-        h.update(repr((b.gantry_angle_deg, b.collimator_angle_deg, b.couch_angle_deg,
-                       b.isocenter_mm, b.sad_mm, b.patient_position)).encode())
+        h.update(
+            repr(
+                (
+                    b.gantry_angle_deg,
+                    b.collimator_angle_deg,
+                    b.couch_angle_deg,
+                    b.isocenter_mm,
+                    b.sad_mm,
+                    b.patient_position,
+                )
+            ).encode()
+        )
     for name in _BEAMLET_FIELDS:
         h.update(np.ascontiguousarray(getattr(beamlets, name)).tobytes())
     h.update(np.ascontiguousarray(beamlets.map_origin_mm).tobytes())
@@ -81,8 +100,9 @@ def influence_cache_key(density, ct_grid: Grid, dose_grid: Grid, beams: Sequence
     return h.hexdigest()
 
 
-def save_influence_matrix(im: InfluenceMatrix, path: str | Path, *, cache_key: str = "",
-                          overwrite: bool = False) -> Path:
+def save_influence_matrix(
+    im: InfluenceMatrix, path: str | Path, *, cache_key: str = "", overwrite: bool = False
+) -> Path:
     """Write ``im`` to an HDF5 file atomically (temporary file in the same folder, then rename).
 
     Raises
@@ -118,8 +138,10 @@ def save_influence_matrix(im: InfluenceMatrix, path: str | Path, *, cache_key: s
             for name in ("gantry_angle_deg", "collimator_angle_deg", "couch_angle_deg", "sad_mm"):
                 bg.create_dataset(name, data=np.asarray([getattr(b, name) for b in im.beams]))
             bg.create_dataset("isocenter_mm", data=np.asarray([b.isocenter_mm for b in im.beams]))
-            bg.create_dataset("patient_position",
-                              data=np.asarray([b.patient_position for b in im.beams], dtype="S3"))
+            bg.create_dataset(
+                "patient_position",
+                data=np.asarray([b.patient_position for b in im.beams], dtype="S3"),
+            )
             lg = f.create_group("beamlets")
             for name in _BEAMLET_FIELDS:
                 lg.create_dataset(name, data=getattr(im.beamlets, name))
@@ -156,24 +178,39 @@ def load_influence_matrix(path: str | Path, *, backend: str = "numpy") -> Influe
             )
         g = f["matrix"]
         shape = tuple(int(v) for v in g.attrs["shape"])
-        matrix = scipy.sparse.csr_matrix((g["data"][()], g["indices"][()], g["indptr"][()]),
-                                         shape=shape)
+        matrix = scipy.sparse.csr_matrix(
+            (g["data"][()], g["indices"][()], g["indptr"][()]), shape=shape
+        )
         dg = f["dose_grid"].attrs
-        grid = Grid(tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]),
-                    tuple(dg["spacing_mm"]))
+        grid = Grid(
+            tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]), tuple(dg["spacing_mm"])
+        )
         bg = f["beams"]
         beams = tuple(
-            Beam(float(ga), collimator_angle_deg=float(co), couch_angle_deg=float(cu),
-                 isocenter_mm=tuple(float(v) for v in iso), sad_mm=float(sad),
-                 patient_position=pos.decode())
+            Beam(
+                float(ga),
+                collimator_angle_deg=float(co),
+                couch_angle_deg=float(cu),
+                isocenter_mm=tuple(float(v) for v in iso),
+                sad_mm=float(sad),
+                patient_position=pos.decode(),
+            )
             for ga, co, cu, iso, sad, pos in zip(
-                bg["gantry_angle_deg"][()], bg["collimator_angle_deg"][()],
-                bg["couch_angle_deg"][()], bg["isocenter_mm"][()], bg["sad_mm"][()],
-                bg["patient_position"][()], strict=True)
+                bg["gantry_angle_deg"][()],
+                bg["collimator_angle_deg"][()],
+                bg["couch_angle_deg"][()],
+                bg["isocenter_mm"][()],
+                bg["sad_mm"][()],
+                bg["patient_position"][()],
+                strict=True,
+            )
         )
         lg = f["beamlets"]
-        beamlets = Beamlets(*(lg[name][()] for name in _BEAMLET_FIELDS), lg["map_origin_mm"][()],
-                            tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]))
+        beamlets = Beamlets(
+            *(lg[name][()] for name in _BEAMLET_FIELDS),
+            lg["map_origin_mm"][()],
+            tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]),
+        )
         prov = json.loads(f.attrs["model_provenance"])
         settings = json.loads(f.attrs["settings"])
         settings["cache_key"] = str(f.attrs.get("cache_key", ""))
@@ -203,9 +240,17 @@ def cached_influence_matrix(
     the returned matrix's ``settings["cache_hit"]`` tells whether it was loaded.
     """
     model = load_beam_model() if model is None else model
-    key = influence_cache_key(density, ct_grid, dose_grid, beams, beamlets, model,
-                              voxel_mask=voxel_mask, lateral_cutoff_mm=lateral_cutoff_mm,
-                              relative_threshold=relative_threshold)
+    key = influence_cache_key(
+        density,
+        ct_grid,
+        dose_grid,
+        beams,
+        beamlets,
+        model,
+        voxel_mask=voxel_mask,
+        lateral_cutoff_mm=lateral_cutoff_mm,
+        relative_threshold=relative_threshold,
+    )
     path = Path(cache_dir) / f"influence-{key[:40]}.h5"
     if path.is_file():
         try:
@@ -217,10 +262,19 @@ def cached_influence_matrix(
                 logger.info("influence matrix loaded from cache %s", path)
                 im.settings["cache_hit"] = True
                 return im
-    im = compute_influence_matrix(density, ct_grid, dose_grid, beams, beamlets, model,
-                                  backend=backend, voxel_mask=voxel_mask,
-                                  lateral_cutoff_mm=lateral_cutoff_mm,
-                                  relative_threshold=relative_threshold, progress=progress)
+    im = compute_influence_matrix(
+        density,
+        ct_grid,
+        dose_grid,
+        beams,
+        beamlets,
+        model,
+        backend=backend,
+        voxel_mask=voxel_mask,
+        lateral_cutoff_mm=lateral_cutoff_mm,
+        relative_threshold=relative_threshold,
+        progress=progress,
+    )
     save_influence_matrix(im, path, cache_key=key, overwrite=True)
     im.settings["cache_hit"] = False
     im.settings["cache_key"] = key

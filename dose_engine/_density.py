@@ -110,5 +110,6 @@ def hu_to_density(hu, table: HUTable | None = None):
         r0, r1 = float(table.density[i - 1]), float(table.density[i])
         seg = r0 + (h - h0) * ((r1 - r0) / (h1 - h0))
         out = xp.where(h >= h0, seg, out)
-    return xp.where(h >= float(table.hu[-1]), xp.asarray(float(table.density[-1]),
-                                                         dtype=xp.float32), out)
+    return xp.where(
+        h >= float(table.hu[-1]), xp.asarray(float(table.density[-1]), dtype=xp.float32), out
+    )

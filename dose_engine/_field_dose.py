@@ -66,8 +66,17 @@ def check_inputs(density, ct_grid: Grid, dose_grid: Grid, beam: Beam) -> None:
         )
 
 
-def prepare_beam_points(density, ct_grid: Grid, dose_grid: Grid, beam: Beam, *, voxel_mask=None,
-                        xp=None, lattice_mm: float | None = None, uv_box_mm=None) -> BeamPoints:
+def prepare_beam_points(
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    beam: Beam,
+    *,
+    voxel_mask=None,
+    xp=None,
+    lattice_mm: float | None = None,
+    uv_box_mm=None,
+) -> BeamPoints:
     """Fan coordinates and radiological depth of the dose-grid voxels for one beam.
 
     Parameters
@@ -114,13 +123,22 @@ def prepare_beam_points(density, ct_grid: Grid, dose_grid: Grid, beam: Beam, *, 
     if flat.size == 0:
         depth = xp.zeros((0,), dtype=xp.float64)
     else:
-        depth = radiological_depth_at_points(dens, ct_grid, beam, uu, vv, zz,
-                                             lattice_mm=lattice_mm)
+        depth = radiological_depth_at_points(dens, ct_grid, beam, uu, vv, zz, lattice_mm=lattice_mm)
     return BeamPoints(xp.asarray(flat), uu, vv, zz, depth)
 
 
-def field_dose(density, ct_grid: Grid, dose_grid: Grid, beam: Beam, rectangles_mm, mu,
-               model: BeamModel | None = None, *, backend: str = "numpy", voxel_mask=None):
+def field_dose(
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    beam: Beam,
+    rectangles_mm,
+    mu,
+    model: BeamModel | None = None,
+    *,
+    backend: str = "numpy",
+    voxel_mask=None,
+):
     """Dose of one beam's aperture, given as rectangles in the isocentre plane.
 
     Parameters
@@ -154,8 +172,11 @@ def field_dose(density, ct_grid: Grid, dose_grid: Grid, beam: Beam, rectangles_m
     """
     model = load_beam_model() if model is None else model
     rects = check_rectangles(rectangles_mm)
-    mus = np.broadcast_to(np.asarray(mu, dtype=float), (rects.shape[0],)) \
-        if np.ndim(mu) == 0 else np.asarray(mu, dtype=float)
+    mus = (
+        np.broadcast_to(np.asarray(mu, dtype=float), (rects.shape[0],))
+        if np.ndim(mu) == 0
+        else np.asarray(mu, dtype=float)
+    )
     if mus.shape != (rects.shape[0],) or not np.all(np.isfinite(mus)):
         raise InvalidGeometryError(
             f"`mu` must be one number or {rects.shape[0]} finite numbers (one per rectangle); "
@@ -167,16 +188,23 @@ def field_dose(density, ct_grid: Grid, dose_grid: Grid, beam: Beam, rectangles_m
         )
     check_inputs(density, ct_grid, dose_grid, beam)
     be = get_backend(backend)
-    xp = array_namespace(be.xp.zeros(1))   # array-API view of the backend (numpy / CuPy)
+    xp = array_namespace(be.xp.zeros(1))  # array-API view of the backend (numpy / CuPy)
     pts = prepare_beam_points(density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp)
     out = xp.zeros((dose_grid.voxel_count,), dtype=xp.float32)
     m = int(pts.u_mm.shape[0])
     for start in range(0, m, CHUNK_POINTS):
         sl = slice(start, min(start + CHUNK_POINTS, m))
-        d = rectangle_dose(xp.astype(pts.u_mm[sl], xp.float32), xp.astype(pts.v_mm[sl], xp.float32),
-                           xp.astype(pts.z_mm[sl], xp.float32),
-                           xp.astype(pts.depth_mm[sl], xp.float32), rects, mus, model)
+        d = rectangle_dose(
+            xp.astype(pts.u_mm[sl], xp.float32),
+            xp.astype(pts.v_mm[sl], xp.float32),
+            xp.astype(pts.z_mm[sl], xp.float32),
+            xp.astype(pts.depth_mm[sl], xp.float32),
+            rects,
+            mus,
+            model,
+        )
         out[pts.flat_index[sl]] = d
-    logger.debug("field_dose: %d voxels, %d rectangles, %.1f MU", m, rects.shape[0],
-                 float(mus.sum()))
+    logger.debug(
+        "field_dose: %d voxels, %d rectangles, %.1f MU", m, rects.shape[0], float(mus.sum())
+    )
     return xp.reshape(out, dose_grid.shape)

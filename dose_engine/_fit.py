@@ -57,8 +57,11 @@ def water_point_geometry(ssd_mm, depth_mm, offaxis_x_mm, offaxis_y_mm=0.0, sad_m
         Iso-plane fan coordinates, distance from the source along the axis and slant
         water depth along the ray.
     """
-    d, x, y = np.broadcast_arrays(np.asarray(depth_mm, float), np.asarray(offaxis_x_mm, float),
-                                  np.asarray(offaxis_y_mm, float))
+    d, x, y = np.broadcast_arrays(
+        np.asarray(depth_mm, float),
+        np.asarray(offaxis_x_mm, float),
+        np.asarray(offaxis_y_mm, float),
+    )
     z = ssd_mm + d
     u = x * sad_mm / z
     v = y * sad_mm / z
@@ -80,7 +83,7 @@ def _shape_params(theta: np.ndarray) -> dict:
         "head_scatter_weight": float(theta[5]),
         "head_scatter_sigma_mm": [float(theta[6]), float(theta[8])],
         "horn": {"dip": float(theta[9]), "sigma_mm": float(theta[10])},
-        "scatter_ratio_nodes": [float(v) for v in theta[11:11 + n]],
+        "scatter_ratio_nodes": [float(v) for v in theta[11 : 11 + n]],
     }
 
 
@@ -108,8 +111,9 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, prov: 
 
 def _dose(model, ssd, field, depth, x, y=0.0):
     u, v, z, d = water_point_geometry(ssd, depth, x, y)
-    return rectangle_dose(u.ravel(), v.ravel(), z.ravel(), d.ravel(), _square(field), [1.0],
-                          model).reshape(u.shape)
+    return rectangle_dose(
+        u.ravel(), v.ravel(), z.ravel(), d.ravel(), _square(field), [1.0], model
+    ).reshape(u.shape)
 
 
 def _pdd(scans, field):
@@ -126,8 +130,9 @@ def shape_from_model(params: dict) -> dict:
         "head_scatter_weight": float(params["head_scatter_weight"]),
         "head_scatter_sigma_mm": list(params["head_scatter_sigma_mm"]),
         "horn": dict(params["horn"]),
-        "scatter_ratio_nodes": [float(v) for v in np.interp(R_NODES_MM, params["depth_mm"],
-                                                              params["scatter_ratio"])],
+        "scatter_ratio_nodes": [
+            float(v) for v in np.interp(R_NODES_MM, params["depth_mm"], params["scatter_ratio"])
+        ],
     }
 
 
@@ -174,8 +179,11 @@ def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
         res = []
         for field, curve, depth, x, rel in profiles:
             xx = np.concatenate([[0.0], x])
-            prof = _dose(m, 900.0, field, depth, xx) if curve == "CROSSPLANE_PROFILE" else \
-                _dose(m, 900.0, field, depth, 0.0, xx)
+            prof = (
+                _dose(m, 900.0, field, depth, xx)
+                if curve == "CROSSPLANE_PROFILE"
+                else _dose(m, 900.0, field, depth, 0.0, xx)
+            )
             res.append(prof[1:] / prof[0] - rel)
         g5 = _dose(m, 900.0, 50.0, np.concatenate([[100.0], depth10]), 0.0)
         g10 = _dose(m, 900.0, 100.0, np.concatenate([[100.0], depth10]), 0.0)
@@ -184,14 +192,15 @@ def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
         return np.concatenate(res)
 
     n = R_NODES_MM.size
-    theta0 = np.concatenate([[1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0],
-                             np.full(n, 0.15)])
+    theta0 = np.concatenate(
+        [[1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0], np.full(n, 0.15)]
+    )
     lo = np.concatenate([[0.1, 0.1, 0.0, 2.0, 0.0, 0.0, 5.0, 0.1, 5.0, 0.0, 20.0], np.zeros(n)])
-    hi = np.concatenate([[5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 200.0],
-                         np.full(n, 5.0)])
+    hi = np.concatenate(
+        [[5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 200.0], np.full(n, 5.0)]
+    )
     if shape is None:
-        fit = least_squares(residuals, theta0, bounds=(lo, hi), max_nfev=max_nfev,
-                            x_scale="jac")
+        fit = least_squares(residuals, theta0, bounds=(lo, hi), max_nfev=max_nfev, x_scale="jac")
         shape = _shape_params(fit.x)
         cost, nfev = float(fit.cost), int(fit.nfev)
         logger.info("shape fit: cost %.4g after %d evaluations", cost, nfev)
@@ -221,8 +230,11 @@ def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
     final = _model_from(shape, depth_all, prim_all, norm, calib, {})
     prof_res = []
     for f, curve, d, x, rel in profiles:
-        calc = _dose(final, 900.0, f, d, x) if curve == "CROSSPLANE_PROFILE" else \
-            _dose(final, 900.0, f, d, 0.0, x)
+        calc = (
+            _dose(final, 900.0, f, d, x)
+            if curve == "CROSSPLANE_PROFILE"
+            else _dose(final, 900.0, f, d, 0.0, x)
+        )
         prof_res.append(calc / _dose(final, 900.0, f, d, 0.0) - rel)
     prof_rms = float(np.sqrt(np.mean(np.concatenate(prof_res) ** 2)))
     pdd_model = _dose(final, 900.0, 100.0, depth10, 0.0)
@@ -231,13 +243,13 @@ def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
     d10_ssd900 = float(_dose(final, 900.0, 100.0, 100.0, 0.0))
     prov = {
         "data": "pymedphys 0.41 wheel, pymedphys/tests/experimental/mephysto/data/measurements/ "
-                "(06MV_05x05.mcc, 06MV_10x10.mcc: PTW 60008 diode, SSD 900 mm, PDD and "
-                "in/cross-plane profiles at 15/50/100/200 mm; OutputFactors.csv; "
-                "AbsoluteDose.csv), Apache-2.0",
+        "(06MV_05x05.mcc, 06MV_10x10.mcc: PTW 60008 diode, SSD 900 mm, PDD and "
+        "in/cross-plane profiles at 15/50/100/200 mm; OutputFactors.csv; "
+        "AbsoluteDose.csv), Apache-2.0",
         "fitted_by": "dose_engine._fit.fit_6mv_model (python -m dose_engine.fit)",
         "date": _dt.date.today().isoformat(),
         "output_factor_definition": "dose ratio at 100 mm depth, SSD 900 mm (isocentre), "
-                                    "central axis",
+        "central axis",
         "residuals": {
             "profile_rms_fraction_of_cax": prof_rms,
             "pdd10_rms_fraction_of_max": pdd_rms,
@@ -249,8 +261,8 @@ def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
             "least_squares_nfev": nfev,
         },
         "not_modelled": "off-axis beam softening (depth dependence of the horns), MLC and "
-                        "jaw transmission, tongue-and-groove, fields beyond 10 x 10 cm^2 "
-                        "(no measurements: the horn and head-scatter are extrapolated)",
+        "jaw transmission, tongue-and-groove, fields beyond 10 x 10 cm^2 "
+        "(no measurements: the horn and head-scatter are extrapolated)",
     }
     logger.info("fit residuals: %s", prov["residuals"])
     return _model_from(shape, depth_all, prim_all, norm, calib, prov).parameters

@@ -94,17 +94,28 @@ class InfluenceMatrix:
         return to_numpy(self.matrix @ x).reshape(self.dose_grid.shape)
 
     def __repr__(self) -> str:
-        return (f"InfluenceMatrix(shape={self.shape}, nnz={self.nnz}, "
-                f"nbytes={self.nbytes / 2**20:.1f} MiB, beams={len(self.beams)})")
+        return (
+            f"InfluenceMatrix(shape={self.shape}, nnz={self.nnz}, "
+            f"nbytes={self.nbytes / 2**20:.1f} MiB, beams={len(self.beams)})"
+        )
 
 
-def _beam_block(pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel_thr: float,
-                n_cols: int, n_rows: int, sparse):
+def _beam_block(
+    pts,
+    beam_lat: dict,
+    model: BeamModel,
+    xp,
+    cutoff_mm: float,
+    rel_thr: float,
+    n_cols: int,
+    n_rows: int,
+    sparse,
+):
     """CSR block (n_rows × n_cols) of one beam and the number of voxel-beamlet pairs evaluated."""
     x0, y0 = beam_lat["origin"]
     w, h = beam_lat["w"], beam_lat["h"]
     n_r, n_c = beam_lat["shape"]
-    lut = beam_lat["lut"]                                    # (n_r, n_c) int, -1 = no beamlet
+    lut = beam_lat["lut"]  # (n_r, n_c) int, -1 = no beamlet
     u, v = pts.u_mm, pts.v_mm
     m = int(u.shape[0])
     if m == 0:
@@ -113,13 +124,16 @@ def _beam_block(pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel
     kx = int(math.floor(2 * cutoff_mm / w)) + 1
     ky = int(math.floor(2 * cutoff_mm / h)) + 1
     lut_pad = -np.ones((n_r + 2 * ky + 2, n_c + 2 * kx + 2), dtype=np.int32)
-    lut_pad[ky + 1: ky + 1 + n_r, kx + 1: kx + 1 + n_c] = lut
+    lut_pad[ky + 1 : ky + 1 + n_r, kx + 1 : kx + 1 + n_c] = lut
     lut_flat = xp.asarray(lut_pad.ravel())
     pad_c = n_c + 2 * kx + 2
     ox = xp.asarray(np.arange(kx + 1, dtype=np.float32) * np.float32(w))
     oy = xp.asarray(np.arange(ky + 1, dtype=np.float32) * np.float32(h))
-    win = xp.asarray((np.arange(ky, dtype=np.int32)[:, None] * pad_c
-                      + np.arange(kx, dtype=np.int32)[None, :]).ravel())
+    win = xp.asarray(
+        (
+            np.arange(ky, dtype=np.int32)[:, None] * pad_c + np.arange(kx, dtype=np.int32)[None, :]
+        ).ravel()
+    )
     chunk = max(1, CHUNK_PAIRS // (kx * ky))
     inv_sqrt2 = float(1.0 / math.sqrt(2.0))
     horn_a, horn_s = model.horn
@@ -142,14 +156,14 @@ def _beam_block(pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel
         # lower edges of the window cells relative to the voxel's ray, iso plane
         ex0 = (x0 - w / 2) + xp.astype(c_lo, f32) * w - uu
         ey0 = (y0 - h / 2) + xp.astype(r_lo, f32) * h - vv
-        dx = ex0[:, None] + ox[None, :]                         # (k, kx+1)
-        dy = ey0[:, None] + oy[None, :]                         # (k, ky+1)
+        dx = ex0[:, None] + ox[None, :]  # (k, kx+1)
+        dy = ey0[:, None] + oy[None, :]  # (k, ky+1)
         weights, sig_x, sig_y = model.components(zz, dd, xp)
         pxs, pys = [], []
         for term, (wt, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
             fx = erf(dx * (inv_sqrt2 / sx)[:, None])
             fy = erf(dy * (inv_sqrt2 / sy)[:, None])
-            pxs.append(fx[:, 1:] - fx[:, :-1])                  # (k, kx)
+            pxs.append(fx[:, 1:] - fx[:, :-1])  # (k, kx)
             pys.append((fy[:, 1:] - fy[:, :-1]) * (0.25 * wt)[:, None])
             if horn_a > 0.0 and term < 2:
                 # off-axis horn of the focal fluence: minus a * (Gaussian-product integrals)
@@ -160,7 +174,7 @@ def _beam_block(pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel
                 pxs.append((hx[:, 1:] - hx[:, :-1]) * kx_f[:, None])
                 pys.append((hy[:, 1:] - hy[:, :-1]) * (-0.25 * horn_a * wt * ky_f)[:, None])
         # sum over the Gaussian terms of outer products = batched (ky × K) @ (K × kx)
-        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))   # (k, ky, kx)
+        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))  # (k, ky, kx)
         val = xp.reshape(val, (-1,))
         base = (r_lo + (ky + 1)) * pad_c + (c_lo + (kx + 1))
         cols = xp.take(lut_flat, xp.reshape(base[:, None] + win[None, :], (-1,)))
@@ -178,8 +192,9 @@ def _beam_block(pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel
     del rows, cols, vals
     # Keep the blocks compact until the merge: int16 local column indices when they fit.
     if n_cols <= 2**15 - 1 and isinstance(block.data, np.ndarray):
-        block = _CompactBlock(block.data, block.indices.astype(np.int16),
-                              block.indptr.astype(np.int64), block.shape)
+        block = _CompactBlock(
+            block.data, block.indices.astype(np.int16), block.indptr.astype(np.int64), block.shape
+        )
     return block, m * kx * ky
 
 
@@ -216,8 +231,9 @@ def _hstack_csr(blocks: list, n_rows: int, xp, sparse):
             if isinstance(shift, np.ndarray):
                 dest = np.repeat(shift, cnt)
             else:  # CuPy's repeat takes no array of counts: find each entry's row instead
-                row = xp.searchsorted(xp.astype(blk.indptr[1:], xp.int64),
-                                      xp.arange(nb, dtype=xp.int64), side="right")
+                row = xp.searchsorted(
+                    xp.astype(blk.indptr[1:], xp.int64), xp.arange(nb, dtype=xp.int64), side="right"
+                )
                 dest = xp.take(shift, row)
             dest += xp.arange(nb, dtype=idx_t)
             data[dest] = blk.data
@@ -280,9 +296,17 @@ def _lattices(beamlets: Beamlets) -> list[dict]:
                 f"Beam {b}: beamlets of one beam must share one width and height; got widths "
                 f"{w.tolist()} and heights {h.tolist()} mm."
             )
-        out.append({"origin": tuple(beamlets.map_origin_mm[b]), "w": float(w[0]),
-                    "h": float(h[0]), "shape": shape, "lut": lut, "offset": sl.start,
-                    "n": sl.stop - sl.start})
+        out.append(
+            {
+                "origin": tuple(beamlets.map_origin_mm[b]),
+                "w": float(w[0]),
+                "h": float(h[0]),
+                "shape": shape,
+                "lut": lut,
+                "offset": sl.start,
+                "n": sl.stop - sl.start,
+            }
+        )
     return out
 
 
@@ -370,7 +394,7 @@ def compute_influence_matrix(
                 f"Beam SAD {beam.sad_mm:g} mm differs from the beam model's {model.sad_mm:g} mm."
             )
     be = get_backend(backend)
-    xp = array_namespace(be.xp.zeros(1))   # array-API view of the backend (numpy / CuPy)
+    xp = array_namespace(be.xp.zeros(1))  # array-API view of the backend (numpy / CuPy)
     dens = xp.asarray(density, dtype=xp.float32)
     lats = _lattices(beamlets)
     n_rows = dose_grid.voxel_count
@@ -385,12 +409,26 @@ def compute_influence_matrix(
     for b in iterator:
         lat = lats[b]
         (x0, y0), w, h, (n_r, n_c) = lat["origin"], lat["w"], lat["h"], lat["shape"]
-        box = (x0 - w / 2 - lateral_cutoff_mm, x0 + (n_c - 0.5) * w + lateral_cutoff_mm,
-               y0 - h / 2 - lateral_cutoff_mm, y0 + (n_r - 0.5) * h + lateral_cutoff_mm)
-        pts = prepare_beam_points(dens, ct_grid, dose_grid, beams[b], voxel_mask=voxel_mask, xp=xp,
-                                  uv_box_mm=box)
-        block, n_pairs = _beam_block(pts, lat, model, xp, float(lateral_cutoff_mm),
-                                     float(relative_threshold), lat["n"], n_rows, be.sparse)
+        box = (
+            x0 - w / 2 - lateral_cutoff_mm,
+            x0 + (n_c - 0.5) * w + lateral_cutoff_mm,
+            y0 - h / 2 - lateral_cutoff_mm,
+            y0 + (n_r - 0.5) * h + lateral_cutoff_mm,
+        )
+        pts = prepare_beam_points(
+            dens, ct_grid, dose_grid, beams[b], voxel_mask=voxel_mask, xp=xp, uv_box_mm=box
+        )
+        block, n_pairs = _beam_block(
+            pts,
+            lat,
+            model,
+            xp,
+            float(lateral_cutoff_mm),
+            float(relative_threshold),
+            lat["n"],
+            n_rows,
+            be.sparse,
+        )
         blocks.append(block)
         pairs += n_pairs
         del pts, block
@@ -400,11 +438,19 @@ def compute_influence_matrix(
     elapsed = time.perf_counter() - t0
     prov = dict(model.provenance())
     prov.update(name=model.name, file=model.path, fingerprint=model.fingerprint())
-    settings = {"lateral_cutoff_mm": float(lateral_cutoff_mm),
-                "relative_threshold": float(relative_threshold), "backend": be.name,
-                "code_version": CODE_VERSION, "compute_time_s": elapsed,
-                "pairs_evaluated": int(pairs)}
-    logger.info("influence matrix %s × %s, nnz %d, %.1f MiB, %.1f s", *matrix.shape, matrix.nnz,
-                (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20,
-                elapsed)
+    settings = {
+        "lateral_cutoff_mm": float(lateral_cutoff_mm),
+        "relative_threshold": float(relative_threshold),
+        "backend": be.name,
+        "code_version": CODE_VERSION,
+        "compute_time_s": elapsed,
+        "pairs_evaluated": int(pairs),
+    }
+    logger.info(
+        "influence matrix %s × %s, nnz %d, %.1f MiB, %.1f s",
+        *matrix.shape,
+        matrix.nnz,
+        (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20,
+        elapsed,
+    )
     return InfluenceMatrix(matrix, dose_grid, tuple(beams), beamlets, prov, settings)

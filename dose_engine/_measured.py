@@ -61,11 +61,13 @@ def measured_data_dir() -> Path:
             "The measured 6 MV data come from the pymedphys wheel, which is not installed; "
             "install the test extra: pip install 'rtplan[test]'."
         )
-    folder = Path(spec.origin).parent / "tests" / "experimental" / "mephysto" / "data" / \
-        "measurements"
+    folder = (
+        Path(spec.origin).parent / "tests" / "experimental" / "mephysto" / "data" / "measurements"
+    )
     if not (folder / "06MV_10x10.mcc").is_file():
-        raise BeamModelError(f"Measured data folder {folder} lacks 06MV_10x10.mcc; reinstall "
-                             "pymedphys>=0.41.")
+        raise BeamModelError(
+            f"Measured data folder {folder} lacks 06MV_10x10.mcc; reinstall pymedphys>=0.41."
+        )
     return folder
 
 
@@ -93,8 +95,11 @@ def read_mcc(path: str | Path) -> list[MeasuredScan]:
                 raise BeamModelError(f"{path}: scan lacks header {exc}.") from None
             depth = float(header["SCAN_DEPTH"]) if "SCAN_DEPTH" in header else None
             arr = np.asarray(rows, float)
-            scans.append(MeasuredScan(curve, field, ssd, None if curve == "PDD" else depth,
-                                      arr[:, 0], arr[:, 1]))
+            scans.append(
+                MeasuredScan(
+                    curve, field, ssd, None if curve == "PDD" else depth, arr[:, 0], arr[:, 1]
+                )
+            )
         elif in_data:
             parts = line.split()
             rows.append((float(parts[0]), float(parts[1])))
@@ -125,6 +130,10 @@ def read_measured_6mv() -> dict:
     with open(folder / "AbsoluteDose.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     vals = [float(v) for v in rows[1][1:]]
-    absolute = {"dmax_ssd1000": vals[0], "d10_ssd1000": vals[1],
-                "ratio_ssd900_ssd1000": vals[2], "d10_ssd900": vals[3]}
+    absolute = {
+        "dmax_ssd1000": vals[0],
+        "d10_ssd1000": vals[1],
+        "ratio_ssd900_ssd1000": vals[2],
+        "d10_ssd900": vals[3],
+    }
     return {"scans": scans, "output_factor": of, "absolute": absolute}

@@ -108,8 +108,12 @@ class BeamModel:
         depth = np.asarray(p["depth_mm"], float)
         prim = np.asarray(p["primary_weight"], float)
         ratio = np.asarray(p["scatter_ratio"], float)
-        if depth.ndim != 1 or depth.size < 2 or prim.shape != depth.shape or \
-                ratio.shape != depth.shape:
+        if (
+            depth.ndim != 1
+            or depth.size < 2
+            or prim.shape != depth.shape
+            or ratio.shape != depth.shape
+        ):
             raise BeamModelError(
                 f"Beam model {self.path}: depth_mm, primary_weight and scatter_ratio must be "
                 f"1-D lists of equal length; got {depth.shape}, {prim.shape}, {ratio.shape}."
@@ -165,7 +169,6 @@ class BeamModel:
         blob = json.dumps(self.parameters, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-
     # ----------------------------------------------------------- kernels
     def components(self, z_mm, depth_mm, xp):
         """Weights and iso-plane widths of the four Gaussian terms at each point.
@@ -212,10 +215,8 @@ class BeamModel:
         amp = float(p["normalisation_gy_per_mu"]) * scale * scale * prim
         weights = [amp * (1.0 - wh), amp * (1.0 - wh) * ratio, amp * wh, amp * wh * ratio]
         sp2, ss2 = sp * sp, ss * ss
-        sig_x = [xp.sqrt(sp2 + srcx2), xp.sqrt(ss2 + srcx2), xp.sqrt(sp2 + hx2),
-                 xp.sqrt(ss2 + hx2)]
-        sig_y = [xp.sqrt(sp2 + srcy2), xp.sqrt(ss2 + srcy2), xp.sqrt(sp2 + hy2),
-                 xp.sqrt(ss2 + hy2)]
+        sig_x = [xp.sqrt(sp2 + srcx2), xp.sqrt(ss2 + srcx2), xp.sqrt(sp2 + hx2), xp.sqrt(ss2 + hx2)]
+        sig_y = [xp.sqrt(sp2 + srcy2), xp.sqrt(ss2 + srcy2), xp.sqrt(sp2 + hy2), xp.sqrt(ss2 + hy2)]
         return weights, sig_x, sig_y
 
 
@@ -326,8 +327,9 @@ def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamMod
             x1, x2, y1, y2 = float(x1), float(x2), float(y1), float(y2)
             val = (_e(x2, "x") - _e(x1, "x")) * (_e(y2, "y") - _e(y1, "y"))
             if horn:
-                val = val - (horn_a * axes["hx"][2] * axes["hy"][2]) * \
-                    (_e(x2, "hx") - _e(x1, "hx")) * (_e(y2, "hy") - _e(y1, "hy"))
+                val = val - (horn_a * axes["hx"][2] * axes["hy"][2]) * (
+                    _e(x2, "hx") - _e(x1, "hx")
+                ) * (_e(y2, "hy") - _e(y1, "hy"))
             acc = acc + (0.25 * float(m)) * val
         dose = dose + w * acc
     return dose

@@ -71,34 +71,39 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
     chunk = max(1, CHUNK_ELEMENTS // (n_planes + m))
     out = []
     for start in range(0, n_rays, chunk):
-        d = dirs[start: min(start + chunk, n_rays), :]
+        d = dirs[start : min(start + chunk, n_rays), :]
         k = d.shape[0]
         parts = [xp.zeros((k, 1), dtype=f64, **kw)]
         for ax in range(3):
             planes = (origin[ax] - spacing[ax] / 2.0) + spacing[ax] * xp.arange(
-                counts[ax] + 1, dtype=f64, **kw)
-            da = d[:, ax:ax + 1]
+                counts[ax] + 1, dtype=f64, **kw
+            )
+            da = d[:, ax : ax + 1]
             safe = xp.where(xp.abs(da) < 1e-12, xp.ones_like(da), da)
             t = (planes[None, :] - float(source_mm[ax])) / safe
             t = xp.where(xp.abs(da) < 1e-12, xp.full_like(t, t_big), t)
             parts.append(xp.clip(t, 0.0, t_big))
         parts.append(xp.full((k, 1), t_big, dtype=f64, **kw))
-        tt = xp.sort(xp.concat(parts, axis=1), axis=1)          # (k, P)
+        tt = xp.sort(xp.concat(parts, axis=1), axis=1)  # (k, P)
         t0, t1 = tt[:, :-1], tt[:, 1:]
         mid = (t0 + t1) * 0.5
         flat = xp.zeros(mid.shape, dtype=xp.int64, **kw)
         inside = xp.ones(mid.shape, dtype=xp.bool, **kw)
         stride = (1, nx, nx * ny)
         for ax in range(3):
-            pos = float(source_mm[ax]) + mid * d[:, ax:ax + 1]
+            pos = float(source_mm[ax]) + mid * d[:, ax : ax + 1]
             idx = xp.astype(xp.floor((pos - origin[ax]) / spacing[ax] + 0.5), xp.int64)
             inside = inside & (idx >= 0) & (idx < counts[ax])
             flat = flat + xp.clip(idx, 0, counts[ax] - 1) * stride[ax]
-        rho = xp.where(inside, xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))),
-                                          flat.shape), xp.zeros_like(mid))
+        rho = xp.where(
+            inside,
+            xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))), flat.shape),
+            xp.zeros_like(mid),
+        )
         seg = rho * (t1 - t0)
-        cum = xp.concat([xp.zeros((k, 1), dtype=f64, **kw), xp.cumulative_sum(seg, axis=1)],
-                        axis=1)                                 # depth at tt
+        cum = xp.concat(
+            [xp.zeros((k, 1), dtype=f64, **kw), xp.cumulative_sum(seg, axis=1)], axis=1
+        )  # depth at tt
         # Batched searchsorted: offset each ray's breakpoints so the flattened array is sorted.
         offs = xp.reshape(xp.arange(k, dtype=f64, **kw) * (2.0 * t_big + 1.0), (k, 1))
         keys = xp.reshape(tt + offs, (-1,))
@@ -113,15 +118,25 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
         c_at = xp.reshape(xp.take(xp.reshape(cum, (-1,)), pflat), (k, m))
         seg_rho = xp.reshape(rho, (-1,))
         # segment j of ray r is at flat position r * (n_bp - 1) + j
-        seg_idx = pflat - xp.reshape(xp.broadcast_to(xp.reshape(
-            xp.arange(k, dtype=xp.int64, **kw), (k, 1)), (k, m)), (-1,))
+        seg_idx = pflat - xp.reshape(
+            xp.broadcast_to(xp.reshape(xp.arange(k, dtype=xp.int64, **kw), (k, 1)), (k, m)), (-1,)
+        )
         r_at = xp.reshape(xp.take(seg_rho, seg_idx), (k, m))
         out.append(c_at + r_at * (ts[None, :] - t_at))
     return xp.concat(out, axis=0) if len(out) > 1 else out[0]
 
 
-def radiological_depth_at_points(density, grid: Grid, beam: Beam, u_mm, v_mm, z_mm, *,
-                                 lattice_mm: float = 2.0, step_mm: float | None = None):
+def radiological_depth_at_points(
+    density,
+    grid: Grid,
+    beam: Beam,
+    u_mm,
+    v_mm,
+    z_mm,
+    *,
+    lattice_mm: float = 2.0,
+    step_mm: float | None = None,
+):
     """Radiological depth of points given by their fan coordinates.
 
     Parameters

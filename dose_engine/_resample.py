@@ -104,7 +104,11 @@ def resample(
         cz, cy, cx = xp.meshgrid(iz[k0:k1], iy, ix, indexing="ij")
         coords = xp.stack([cz, cy, cx])
         out[k0:k1] = backend.ndimage.map_coordinates(
-            src, coords, order=int(order), mode="constant", cval=float(fill_value),
+            src,
+            coords,
+            order=int(order),
+            mode="constant",
+            cval=float(fill_value),
             prefilter=order > 1,
         )
     return out

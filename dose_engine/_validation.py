@@ -20,14 +20,24 @@ from ._grid import Grid
 from ._measured import read_measured_6mv
 from ._model import BeamModel, load_beam_model
 
-__all__ = ["ValidationReport", "compare_to_measured_6mv", "dmax_mm", "profile_metrics",
-           "water_phantom"]
+__all__ = [
+    "ValidationReport",
+    "compare_to_measured_6mv",
+    "dmax_mm",
+    "profile_metrics",
+    "water_phantom",
+]
 
 SURFACE_Y_MM = -100.0  # HFS gantry 0: source at y = -1000, surface at SSD 900 mm
 
 
-def water_phantom(ssd_mm: float = 900.0, *, spacing_mm: float = 5.0,
-                  half_width_mm: float = 200.0, depth_mm: float = 400.0):
+def water_phantom(
+    ssd_mm: float = 900.0,
+    *,
+    spacing_mm: float = 5.0,
+    half_width_mm: float = 200.0,
+    depth_mm: float = 400.0,
+):
     """A water box for a gantry-0 HFS beam with its isocentre at (0, 0, 0).
 
     Returns
@@ -39,14 +49,26 @@ def water_phantom(ssd_mm: float = 900.0, *, spacing_mm: float = 5.0,
     y_surface = ssd_mm - 1000.0
     n_lat = int(round(2 * half_width_mm / spacing_mm))
     n_depth = int(round(depth_mm / spacing_mm))
-    grid = Grid((n_lat, n_depth, n_lat),
-                (-half_width_mm + spacing_mm / 2, y_surface + spacing_mm / 2,
-                 -half_width_mm + spacing_mm / 2), (spacing_mm,) * 3)
+    grid = Grid(
+        (n_lat, n_depth, n_lat),
+        (
+            -half_width_mm + spacing_mm / 2,
+            y_surface + spacing_mm / 2,
+            -half_width_mm + spacing_mm / 2,
+        ),
+        (spacing_mm,) * 3,
+    )
     return np.ones(grid.shape, np.float32), grid
 
 
-def line_grid(axis: str, depth_mm: float, start_mm: float, stop_mm: float, step_mm: float,
-              ssd_mm: float = 900.0) -> Grid:
+def line_grid(
+    axis: str,
+    depth_mm: float,
+    start_mm: float,
+    stop_mm: float,
+    step_mm: float,
+    ssd_mm: float = 900.0,
+) -> Grid:
     """A one-row dose grid: along ``"x"`` (crossplane), ``"z"`` (inplane) at ``depth_mm``,
     or ``"depth"`` (PDD, on the central axis) from ``start_mm`` to ``stop_mm``."""
     n = int(round((stop_mm - start_mm) / step_mm)) + 1
@@ -118,11 +140,12 @@ class ValidationReport:
             "dmax_diff_mm": max(abs(v) for v in self.dmax_diff_mm.values()),
             "width_diff_mm": max(abs(v) for v in self.width_diff_mm.values()),
             "penumbra_diff_mm": max(abs(v) for v in self.penumbra_diff_mm.values()),
-            "output_factor_5x5_pct": 100 * abs(self.output_factor_5x5[0] /
-                                               self.output_factor_5x5[1] - 1),
-            "d10_ssd900_pct": 100 * abs(self.d10_ssd900_cgy_per_mu[0] /
-                                        self.d10_ssd900_cgy_per_mu[1] - 1),
-            "gamma_min_pass_pct": min(self.gamma_pass_pct.values()) if self.gamma_pass_pct
+            "output_factor_5x5_pct": 100
+            * abs(self.output_factor_5x5[0] / self.output_factor_5x5[1] - 1),
+            "d10_ssd900_pct": 100
+            * abs(self.d10_ssd900_cgy_per_mu[0] / self.d10_ssd900_cgy_per_mu[1] - 1),
+            "gamma_min_pass_pct": min(self.gamma_pass_pct.values())
+            if self.gamma_pass_pct
             else float("nan"),
         }
 
@@ -133,16 +156,29 @@ def _gamma_pass(x_ref, d_ref, x_eval, d_eval) -> float:
     ref = np.asarray(d_ref, float) / np.max(d_ref)
     ev = np.asarray(d_eval, float) / np.max(d_ref)
     with contextlib.redirect_stdout(io.StringIO()):  # pymedphys prints progress
-        g = pymedphys.gamma((np.asarray(x_ref, float),), ref, (np.asarray(x_eval, float),), ev,
-                            dose_percent_threshold=2, distance_mm_threshold=2,
-                            lower_percent_dose_cutoff=10, interp_algo="scipy")
+        g = pymedphys.gamma(
+            (np.asarray(x_ref, float),),
+            ref,
+            (np.asarray(x_eval, float),),
+            ev,
+            dose_percent_threshold=2,
+            distance_mm_threshold=2,
+            lower_percent_dose_cutoff=10,
+            interp_algo="scipy",
+        )
     valid = np.isfinite(g)
     return float(100.0 * np.mean(g[valid] <= 1.0))
 
 
-def compare_to_measured_6mv(model: BeamModel | None = None, *, fields_mm=(50.0, 100.0),
-                            depths_mm=(15.0, 50.0, 100.0, 200.0), step_mm: float = 1.0,
-                            gamma: bool = True, backend: str = "numpy") -> ValidationReport:
+def compare_to_measured_6mv(
+    model: BeamModel | None = None,
+    *,
+    fields_mm=(50.0, 100.0),
+    depths_mm=(15.0, 50.0, 100.0, 200.0),
+    step_mm: float = 1.0,
+    gamma: bool = True,
+    backend: str = "numpy",
+) -> ValidationReport:
     """Compute the measured curves with :func:`field_dose` and compare.
 
     Parameters
@@ -179,8 +215,9 @@ def compare_to_measured_6mv(model: BeamModel | None = None, *, fields_mm=(50.0, 
                 ci = np.interp(s.position_mm[beyond], dep, c)
                 pdd_dev[f] = float(100 * np.max(np.abs(ci / mv[beyond] - 1)))
                 if gamma:
-                    gam[f"{f:g}mm PDD"] = _gamma_pass(s.position_mm, s.value, dep, calc / calc.max()
-                                                      * s.value.max())
+                    gam[f"{f:g}mm PDD"] = _gamma_pass(
+                        s.position_mm, s.value, dep, calc / calc.max() * s.value.max()
+                    )
                 continue
             if s.depth_mm not in depths_mm:
                 continue
@@ -197,11 +234,18 @@ def compare_to_measured_6mv(model: BeamModel | None = None, *, fields_mm=(50.0, 
             if gamma:
                 scale = np.interp(0.0, s.position_mm, s.value) / np.interp(0.0, x, calc)
                 gam[f"{f:g}mm {s.curve} {s.depth_mm:g}mm"] = _gamma_pass(
-                    s.position_mm, s.value, x, calc * scale)
+                    s.position_mm, s.value, x, calc * scale
+                )
     # Output factor and absolute dose: isocentre (100 mm depth) at SSD 900 mm.
     iso = Grid((1, 1, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    d = {f: float(field_dose(dens, ct, iso, beam, [[-f / 2, f / 2, -f / 2, f / 2]], 1.0, model,
-                             backend=backend).ravel()[0]) for f in (50.0, 100.0)}
+    d = {
+        f: float(
+            field_dose(
+                dens, ct, iso, beam, [[-f / 2, f / 2, -f / 2, f / 2]], 1.0, model, backend=backend
+            ).ravel()[0]
+        )
+        for f in (50.0, 100.0)
+    }
     of = (d[50.0] / d[100.0], meas["output_factor"][50.0] / meas["output_factor"][100.0])
     absolute = (100.0 * d[100.0], meas["absolute"]["d10_ssd900"])
     return ValidationReport(pdd_dev, dmax_diff, wdiff, pdiff, of, absolute, gam)

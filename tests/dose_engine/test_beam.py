@@ -82,14 +82,17 @@ def test_fan_coordinates_divergence():
     np.testing.assert_allclose([u[0], v[0], z[0]], [10 * 1000 / 1100, 5 * 1000 / 1100, 1100])
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"gantry_angle_deg": 360.0}, "gantry_angle_deg"),
-    ({"gantry_angle_deg": -1.0}, "gantry_angle_deg"),
-    ({"gantry_angle_deg": 0, "collimator_angle_deg": float("nan")}, "collimator_angle_deg"),
-    ({"gantry_angle_deg": 0, "patient_position": "HFDL"}, "HFS, FFS, HFP, FFP"),
-    ({"gantry_angle_deg": 0, "sad_mm": 0}, "sad_mm"),
-    ({"gantry_angle_deg": 0, "isocenter_mm": (0, 0)}, "isocenter_mm"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"gantry_angle_deg": 360.0}, "gantry_angle_deg"),
+        ({"gantry_angle_deg": -1.0}, "gantry_angle_deg"),
+        ({"gantry_angle_deg": 0, "collimator_angle_deg": float("nan")}, "collimator_angle_deg"),
+        ({"gantry_angle_deg": 0, "patient_position": "HFDL"}, "HFS, FFS, HFP, FFP"),
+        ({"gantry_angle_deg": 0, "sad_mm": 0}, "sad_mm"),
+        ({"gantry_angle_deg": 0, "isocenter_mm": (0, 0)}, "isocenter_mm"),
+    ],
+)
 def test_bad_beams(kw, match):
     with pytest.raises(InvalidGeometryError, match=match):
         Beam(**kw)

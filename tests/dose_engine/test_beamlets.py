@@ -18,15 +18,16 @@ def test_lattice_edges_on_leaf_boundaries_and_margin():
     bl = beamlets_for_target(Beam(0), _square_target(12, 7), margin_mm=5.0)
     r = bl.rectangles_mm()
     assert np.allclose(np.mod(r, 5.0), 0.0)  # every edge on the 5 mm lattice
-    assert r[:, 0].min() == -20 and r[:, 1].max() == 20   # covers -17..17
-    assert r[:, 2].min() == -15 and r[:, 3].max() == 15   # covers -12..12
+    assert r[:, 0].min() == -20 and r[:, 1].max() == 20  # covers -17..17
+    assert r[:, 2].min() == -15 and r[:, 3].max() == 15  # covers -12..12
     assert bl.fluence_map_shape(0) == (6, 8)
     assert len(bl) == 48
 
 
 def test_leaf_width_and_rows_along_plus_y():
-    bl = beamlets_for_target(Beam(0), _square_target(4, 9), beamlet_width_mm=2.5,
-                             beamlet_height_mm=10.0, margin_mm=0.0)
+    bl = beamlets_for_target(
+        Beam(0), _square_target(4, 9), beamlet_width_mm=2.5, beamlet_height_mm=10.0, margin_mm=0.0
+    )
     assert set(bl.height_mm) == {10.0} and set(bl.width_mm) == {2.5}
     assert np.allclose(np.mod(bl.y_mm - 5.0, 10.0), 0.0)
     # rows increase with y, columns with x
@@ -53,11 +54,14 @@ def test_divergence_projects_to_isocentre_plane():
     assert sorted(bl.x_mm.tolist()) == [17.5, 22.5]
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"target_points_mm": np.zeros((0, 3))}, "non-empty"),
-    ({"target_points_mm": np.zeros((3, 3)), "beamlet_width_mm": 0}, "positive"),
-    ({"target_points_mm": np.zeros((3, 3)), "margin_mm": -1}, "margin_mm"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"target_points_mm": np.zeros((0, 3))}, "non-empty"),
+        ({"target_points_mm": np.zeros((3, 3)), "beamlet_width_mm": 0}, "positive"),
+        ({"target_points_mm": np.zeros((3, 3)), "margin_mm": -1}, "margin_mm"),
+    ],
+)
 def test_bad_beamlet_input(kw, match):
     with pytest.raises(InvalidGeometryError, match=match):
         beamlets_for_target(Beam(0), **kw)

@@ -51,14 +51,25 @@ def test_second_request_loads_and_any_change_recomputes(tmp_path, case):
     assert c2.settings["cache_hit"] is False
     # change a beam angle, a threshold, a mask -> recompute
     b2 = [beams[0], Beam(91.0, couch_angle_deg=10.0, patient_position="FFS")]
-    assert cached_influence_matrix(dens, ct, ct, b2, bl, cache_dir=tmp_path,
-                                   progress=False).settings["cache_hit"] is False
-    assert cached_influence_matrix(dens, ct, ct, beams, bl, cache_dir=tmp_path,
-                                   relative_threshold=0.01,
-                                   progress=False).settings["cache_hit"] is False
+    assert (
+        cached_influence_matrix(dens, ct, ct, b2, bl, cache_dir=tmp_path, progress=False).settings[
+            "cache_hit"
+        ]
+        is False
+    )
+    assert (
+        cached_influence_matrix(
+            dens, ct, ct, beams, bl, cache_dir=tmp_path, relative_threshold=0.01, progress=False
+        ).settings["cache_hit"]
+        is False
+    )
     mask = np.ones(ct.shape, bool)
-    assert cached_influence_matrix(dens, ct, ct, beams, bl, cache_dir=tmp_path, voxel_mask=mask,
-                                   progress=False).settings["cache_hit"] is False
+    assert (
+        cached_influence_matrix(
+            dens, ct, ct, beams, bl, cache_dir=tmp_path, voxel_mask=mask, progress=False
+        ).settings["cache_hit"]
+        is False
+    )
     assert len(list(tmp_path.glob("influence-*.h5"))) == 5
     assert not list(tmp_path.glob(".tmp-*"))
 

@@ -48,7 +48,7 @@ def _box():
 def test_trace_rays_slab_analytic():
     g = _box()
     rho = np.ones(g.shape, np.float32)
-    rho[:, 30:40, :] = 0.25          # y in [0, 20): lung slab
+    rho[:, 30:40, :] = 0.25  # y in [0, 20): lung slab
     src = (0.0, -1000.0, 0.0)
     d = np.array([[0.0, 1.0, 0.0], [0.02, 1.0, -0.01]])
     d /= np.linalg.norm(d, axis=1)[:, None]
@@ -60,9 +60,11 @@ def test_trace_rays_slab_analytic():
     # oblique ray: path lengths scale with 1 / cos along y
     c = d[1, 1]
     y_at = -1000 + ts * c
-    exp = (np.clip(np.minimum(y_at, 0) + 60, 0, None)
-           + 0.25 * np.clip(np.minimum(y_at, 20), 0, None)
-           + np.clip(np.minimum(y_at, 60) - 20, 0, None))
+    exp = (
+        np.clip(np.minimum(y_at, 0) + 60, 0, None)
+        + 0.25 * np.clip(np.minimum(y_at, 20), 0, None)
+        + np.clip(np.minimum(y_at, 60) - 20, 0, None)
+    )
     np.testing.assert_allclose(got[1], exp / c, atol=1e-9)
 
 
@@ -85,8 +87,9 @@ def test_raytrace_array_api_strict_matches_numpy():
     pts = np.random.default_rng(1).uniform(-40, 40, (50, 3))
     u, v, z = b.to_fan_coordinates(pts)
     ref = radiological_depth_at_points(rho, g, b, u, v, z)
-    got = radiological_depth_at_points(xps.asarray(rho), g, b, xps.asarray(u), xps.asarray(v),
-                                       xps.asarray(z))
+    got = radiological_depth_at_points(
+        xps.asarray(rho), g, b, xps.asarray(u), xps.asarray(v), xps.asarray(z)
+    )
     assert isinstance(got, type(xps.asarray(1.0)))
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-12)
 
@@ -100,5 +103,6 @@ def test_hu_to_density_array_api_strict_matches_numpy():
     # piecewise linear: the value halfway between two table rows is the mean of theirs
     t = load_hu_table()
     mid = (t.hu[:-1] + t.hu[1:]) / 2
-    np.testing.assert_allclose(hu_to_density(mid.astype(np.float32)),
-                               (t.density[:-1] + t.density[1:]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(
+        hu_to_density(mid.astype(np.float32)), (t.density[:-1] + t.density[1:]) / 2, rtol=1e-6
+    )

@@ -21,7 +21,7 @@ def setup():
     dens, ct = water_phantom(900.0, spacing_mm=5.0, half_width_mm=60, depth_mm=150)
     beam = Beam(0.0)
     pts = np.array([[x, 0, z] for x in np.linspace(-10, 10, 5) for z in np.linspace(-10, 10, 5)])
-    bl = beamlets_for_target([beam], pts, margin_mm=0)       # 6 x 6 beamlets, 30 x 30 mm
+    bl = beamlets_for_target([beam], pts, margin_mm=0)  # 6 x 6 beamlets, 30 x 30 mm
     open_dose = field_dose(dens, ct, ct, beam, [[-15, 15, -15, 15]], 1.0)
     return dens, ct, beam, bl, open_dose
 
@@ -32,8 +32,7 @@ def test_layout_dtype_and_units(setup):
     assert sp.issparse(im.matrix) and im.matrix.format == "csr"
     assert im.matrix.dtype == np.float32 and im.matrix.indices.dtype == np.int32
     assert im.shape == (ct.voxel_count, 36)
-    assert im.nbytes == im.matrix.data.nbytes + im.matrix.indices.nbytes + \
-        im.matrix.indptr.nbytes
+    assert im.nbytes == im.matrix.data.nbytes + im.matrix.indices.nbytes + im.matrix.indptr.nbytes
     # Gy per MU: the central beamlet's maximum is below the 10 x 10 calibration (0.01 Gy/MU)
     # but of the right order (a 5 x 5 mm beamlet gives roughly 10-25 % of it at this depth).
     assert 0.0005 < im.matrix.max() < 0.01
@@ -43,8 +42,9 @@ def test_sum_of_beamlets_equals_open_field(setup):
     # With a cut-off that reaches every voxel and no threshold, the columns add up to the
     # open-field dose of the same rectangle (one primitive: the dose of a rectangle).
     dens, ct, beam, bl, open_dose = setup
-    im = compute_influence_matrix(dens, ct, ct, [beam], bl, lateral_cutoff_mm=150.0,
-                                  relative_threshold=0.0, progress=False)
+    im = compute_influence_matrix(
+        dens, ct, ct, [beam], bl, lateral_cutoff_mm=150.0, relative_threshold=0.0, progress=False
+    )
     total = im.dose(np.ones(len(bl)))
     assert np.max(np.abs(total - open_dose)) <= 0.01 * open_dose.max()
     inner = open_dose > 0.2 * open_dose.max()
@@ -59,8 +59,7 @@ def test_truncation_error_bound_documented(setup):
     ones = np.ones(len(bl))
 
     def summed(**kw):
-        return compute_influence_matrix(dens, ct, ct, [beam], bl, progress=False,
-                                        **kw).dose(ones)
+        return compute_influence_matrix(dens, ct, ct, [beam], bl, progress=False, **kw).dose(ones)
 
     d_def = summed()
     d_cut = summed(relative_threshold=0.0)
@@ -84,8 +83,9 @@ def test_voxel_mask_rows_and_beam_order(setup):
     rows = np.flatnonzero(np.diff(im.matrix.indptr))
     assert np.all(mask.ravel()[rows])
     # columns of beam 1 equal a single-beam computation of beam 1
-    alone = compute_influence_matrix(dens, ct, ct, [beams[1]], bl2.subset_beams([1]),
-                                     voxel_mask=mask, progress=False)
+    alone = compute_influence_matrix(
+        dens, ct, ct, [beams[1]], bl2.subset_beams([1]), voxel_mask=mask, progress=False
+    )
     sl = bl2.beam_slice(1)
     assert abs(im.matrix[:, sl] - alone.matrix).max() == 0.0
 
@@ -99,16 +99,16 @@ def test_lung_slab_follows_radiological_depth():
     model = load_beam_model()
     dens, ct = water_phantom(900.0, spacing_mm=2.5, half_width_mm=100, depth_mm=250)
     lung = dens.copy()
-    lung[:, 20:40, :] = 0.25                                  # y in [-50, 0): depth 50..100
+    lung[:, 20:40, :] = 0.25  # y in [-50, 0): depth 50..100
     rect = [[-50, 50, -50, 50]]
-    g150 = Grid((1, 1, 1), (0.0, 50.0, 0.0), (1.0, 1.0, 1.0))   # depth 150 mm
-    g112 = Grid((1, 1, 1), (0.0, 12.5, 0.0), (1.0, 1.0, 1.0))   # depth 112.5 mm
+    g150 = Grid((1, 1, 1), (0.0, 50.0, 0.0), (1.0, 1.0, 1.0))  # depth 150 mm
+    g112 = Grid((1, 1, 1), (0.0, 12.5, 0.0), (1.0, 1.0, 1.0))  # depth 112.5 mm
     d_slab = float(field_dose(lung, ct, g150, Beam(0), rect, 1.0, model)[0, 0, 0])
     d_water150 = float(field_dose(dens, ct, g150, Beam(0), rect, 1.0, model)[0, 0, 0])
     d_water112 = float(field_dose(dens, ct, g112, Beam(0), rect, 1.0, model)[0, 0, 0])
     expected = d_water112 * ((900.0 + 112.5) / (900.0 + 150.0)) ** 2
     assert d_slab == pytest.approx(expected, rel=0.01)
-    assert d_slab > 1.1 * d_water150                          # less attenuation behind lung
+    assert d_slab > 1.1 * d_water150  # less attenuation behind lung
 
 
 def test_beamlets_beams_mismatch_refused(setup):

@@ -32,8 +32,9 @@ def test_broad_field_limit_is_the_depth_function(model):
     d = np.array([0.0, 15.0, 100.0, 250.0])
     z = np.array([1000.0, 900.0, 1100.0, 1000.0])
     got = rectangle_dose(np.zeros(4), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]], [2.0], flat)
-    far = rectangle_dose(np.full(4, 1500.0), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]],
-                         [2.0], model)
+    far = rectangle_dose(
+        np.full(4, 1500.0), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]], [2.0], model
+    )
     np.testing.assert_allclose(far, got, rtol=1e-6)
     # on the axis the horn dip lowers the fluence by at most `dip`
     axis = rectangle_dose(np.zeros(4), np.zeros(4), z, d, [[-5e3, 5e3, -5e3, 5e3]], [2.0], model)
@@ -75,8 +76,11 @@ def test_model_missing_keys_named(tmp_path, model):
     del params["sigma_scatter_mm"], params["provenance"]
     p = tmp_path / "broken_model.json"
     p.write_text(json.dumps(params))
-    with pytest.raises(BeamModelError, match=r"broken_model\.json lacks the key\(s\) "
-                                             r"sigma_scatter_mm, provenance"):
+    with pytest.raises(
+        BeamModelError,
+        match=r"broken_model\.json lacks the key\(s\) "
+        r"sigma_scatter_mm, provenance",
+    ):
         load_beam_model(p)
     params = dict(model.parameters, calibration={"dose_gy_per_mu": 0.01})
     p.write_text(json.dumps(params))
@@ -104,8 +108,11 @@ def test_zero_or_negative_field_refused(rect):
 
 def test_isocentre_outside_ct_refused():
     dens, g = _water()
-    with pytest.raises(InvalidGeometryError, match=r"isocentre \(0.0, 0.0, 500.0\) mm lies "
-                                                   r"outside the CT"):
+    with pytest.raises(
+        InvalidGeometryError,
+        match=r"isocentre \(0.0, 0.0, 500.0\) mm lies "
+        r"outside the CT",
+    ):
         field_dose(dens, g, g, Beam(0, isocenter_mm=(0, 0, 500)), [[-5, 5, -5, 5]], 1.0)
 
 

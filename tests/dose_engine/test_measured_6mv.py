@@ -64,8 +64,9 @@ def test_inverse_square_ssd90_vs_ssd100():
         dens, ct = water_phantom(ssd)
         y = ssd - 1000.0 + 100.0
         g = Grid((1, 1, 1), (0.0, y, 0.0), (1.0, 1.0, 1.0))
-        doses[ssd] = float(field_dose(dens, ct, g, Beam(0), [[-50, 50, -50, 50]], 1.0,
-                                      model)[0, 0, 0])
+        doses[ssd] = float(
+            field_dose(dens, ct, g, Beam(0), [[-50, 50, -50, 50]], 1.0, model)[0, 0, 0]
+        )
     assert doses[900.0] / doses[1000.0] == pytest.approx(meas["ratio_ssd900_ssd1000"], rel=0.01)
     # and the calibration itself: 1 cGy/MU at dmax at SSD 100 -> d10 = 0.675 cGy/MU
     assert 100 * doses[1000.0] == pytest.approx(meas["d10_ssd1000"], rel=0.02)
@@ -77,8 +78,9 @@ def test_refit_reproduces_shipped_model():
     # the shipped shape must still match the measured profiles (RMS < 1.5 % of the CAX).
     shipped = load_beam_model().parameters
     refit = fit_6mv_model(shape=shape_from_model(shipped))
-    assert refit["normalisation_gy_per_mu"] == pytest.approx(shipped["normalisation_gy_per_mu"],
-                                                             rel=1e-6)
+    assert refit["normalisation_gy_per_mu"] == pytest.approx(
+        shipped["normalisation_gy_per_mu"], rel=1e-6
+    )
     np.testing.assert_allclose(refit["primary_weight"], shipped["primary_weight"], rtol=1e-6)
     np.testing.assert_allclose(refit["scatter_ratio"], shipped["scatter_ratio"], rtol=1e-6)
     res = refit["provenance"]["residuals"]

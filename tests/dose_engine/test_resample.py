@@ -69,11 +69,16 @@ def test_image_resample_uses_it():
     # Centres within the source's centre box get exact values, others the fill value.
     z, y, x = dst.zyx_axes_mm()
     zs, ys, xs = SRC.zyx_axes_mm()
-    ok = ((z >= zs[0]) & (z <= zs[-1]))[:, None, None] & \
-         ((y >= ys[0]) & (y <= ys[-1]))[None, :, None] & \
-         ((x >= xs[0]) & (x <= xs[-1]))[None, None, :]
+    ok = (
+        ((z >= zs[0]) & (z <= zs[-1]))[:, None, None]
+        & ((y >= ys[0]) & (y <= ys[-1]))[None, :, None]
+        & ((x >= xs[0]) & (x <= xs[-1]))[None, None, :]
+    )
     assert inside.all()
     np.testing.assert_allclose(out.array[ok], linear_field(dst)[ok], atol=1e-3)
     assert np.all(out.array[~ok] == -1000.0)
-    np.testing.assert_allclose(img.value_at([[0.1, 0.2, 0.3]]), linear_field(SRC).flat[0] * 0
-                               + 3.0 + 0.5 * 0.1 - 0.25 * 0.2 + 0.75 * 0.3, atol=1e-4)
+    np.testing.assert_allclose(
+        img.value_at([[0.1, 0.2, 0.3]]),
+        linear_field(SRC).flat[0] * 0 + 3.0 + 0.5 * 0.1 - 0.25 * 0.2 + 0.75 * 0.3,
+        atol=1e-4,
+    )
