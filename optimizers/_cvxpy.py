@@ -41,6 +41,20 @@ logger = logging.getLogger("rtplan.optimizers")
 
 _INACTIVE_BOUND = 1e7
 
+#: Largest soft weight inside the CVXPY problem (and the largest weight of a level bound's
+#: terms inside its constraint). Interior-point and splitting solvers stop on absolute
+#: floors (``max(1, ...)`` in their residual tests); planner weights such as ``1 / Rx**2``
+#: make objectives of 1e-5 whose optimum those floors cannot resolve (Clarabel returned
+#: "optimal" levels 2-150 % high, OSQP 1.6 %). Reported values are always in the caller's
+#: units.
+_OBJECTIVE_SCALE = 100.0
+
+
+def _weight_scale(weights) -> float:
+    """Factor that brings the largest of ``weights`` to :data:`_OBJECTIVE_SCALE`."""
+    w_max = max((abs(float(w)) for w in weights), default=0.0)
+    return _OBJECTIVE_SCALE / w_max if w_max > 0 and np.isfinite(w_max) else 1.0
+
 
 class CvxpyFormulation:
     """A problem translated to CVXPY once; weights, levels and bounds are parameters.
@@ -59,9 +73,22 @@ class CvxpyFormulation:
     x : cvxpy.Variable
         Fluence, MU, ``x >= 0``.
     weight_params, level_params, bound_params : dict of int to cvxpy.Parameter
-        Keyed by the index of the term in ``problem.terms``.
+        Keyed by the index of the term in ``problem.terms``. Weight parameters hold
+        ``objective_scale * weight`` and a level bound's parameter holds its bound times the
+        level's own scale (see Notes); dose levels and dose bounds are in Gy.
+    objective_scale : float
+        Factor between the CVXPY objective and the problem's objective.
     constraints : dict of int to list of cvxpy.Constraint
-        The hard terms' constraints (duals available after :func:`solve_cvxpy`).
+        The hard terms' constraints (duals available after :func:`solve_cvxpy`, in the
+        problem's objective units per unit of the bound).
+
+    Notes
+    -----
+    The objective is scaled so that the largest soft weight is 100, and a level bound
+    ``sum_k w_k f_k <= b`` so that its largest ``w_k`` is 100: solvers' absolute tolerances
+    then act on well-scaled numbers whatever the planner's weights (``1 / Rx**2`` gives
+    objectives of 1e-5, which Clarabel, OSQP and SCS resolve to only a few per cent).
+    Scales follow the weights, so a re-solve with new weights stays DPP.
     """
 
     def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
@@ -80,6 +107,11 @@ class CvxpyFormulation:
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
         self.bound_params: dict[int, Any] = {}
+        #: factor applied to each level bound's constraint (both sides), by term index
+        self.bound_scales: dict[int, float] = {}
+        self.objective_scale = (
+            1.0 if elastic else _weight_scale(t.weight for t in problem.soft_terms)
+        )
         self.slacks: dict[int, Any] = {}
         #: CVXPY constraints of each hard term (by term index): their ``dual_value`` holds
         #: the multipliers after a solve (Gy-scaled: objective units per Gy of bound).
@@ -96,7 +128,7 @@ class CvxpyFormulation:
                 self.constraints[k] = self._hard(k, t)
                 cons += self.constraints[k]
             elif not elastic:
-                w = cp.Parameter(nonneg=True, value=t.weight, name=f"w{k}")
+                w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
                 objective = objective + w * self._soft(k, t)
         if elastic:
@@ -198,7 +230,8 @@ class CvxpyFormulation:
         if isinstance(t, _DVH):
             return self._cvar(t)
         if isinstance(t, _LevelBound):
-            return sum(s.weight * self._soft_const(s) for s in t.terms)
+            c = self._level_bound_scale(t)
+            return sum((c * s.weight) * self._soft_const(s) for s in t.terms)
         raise InvalidProblemError(f"{t.label}: no CVXPY translation as a hard constraint.")
 
     def _soft_const(self, s: Term):
@@ -216,15 +249,22 @@ class CvxpyFormulation:
             return cp.square(cp.pos(c - s.dose_gy if s.sense == "<=" else s.dose_gy - c))
         return self._soft(-1, s)
 
+    @staticmethod
+    def _level_bound_scale(t: Term) -> float:
+        """Factor on both sides of a level bound (1 for every other hard term)."""
+        return _weight_scale(s.weight for s in t.terms) if isinstance(t, _LevelBound) else 1.0
+
     def _hard(self, k: int, t: Term):
         import cvxpy as cp
 
-        b = cp.Parameter(value=float(t.dose_gy), name=f"bound{k}")
+        c = self._level_bound_scale(t)
+        self.bound_scales[k] = c
+        b = cp.Parameter(value=c * float(t.dose_gy), name=f"bound{k}")
         self.bound_params[k] = b
         if self.elastic:
             s = cp.Variable(nonneg=True, name=f"slack{k}")
             self.slacks[k] = s
-            scale = max(abs(float(t.dose_gy)), 1.0)
+            scale = max(abs(c * float(t.dose_gy)), 1.0)
             b_eff = b + scale * s if t.sense == "<=" else b - scale * s
         else:
             b_eff = b
@@ -267,23 +307,40 @@ class CvxpyFormulation:
                     f"Term {k} changed from {t_old.label} to {t_new.label}: only weights, dose "
                     "levels and bounds can change in a built formulation; build a new one."
                 )
-            if k in self.weight_params:
-                self.weight_params[k].value = t_new.weight
             if k in self.level_params:
                 self.level_params[k].value = float(t_new.dose_gy)
             if k in self.bound_params:
-                self.bound_params[k].value = float(t_new.dose_gy)
+                self.bound_params[k].value = self.bound_scales[k] * float(t_new.dose_gy)
         self.problem = problem
+        self._set_weight_values({k: t.weight for k, t in enumerate(problem.terms)})
 
     def set_weights(self, weights: dict[int, float]) -> None:
         """Set soft-term weights by term index (a re-solve skips canonicalisation)."""
-        for k, w in weights.items():
-            self.weight_params[k].value = float(w)
+        current = {k: w.value / self.objective_scale for k, w in self.weight_params.items()}
+        current.update({k: float(w) for k, w in weights.items()})
+        self._set_weight_values(current)
 
     def set_bounds(self, bounds: dict[int, float]) -> None:
-        """Set hard-constraint bounds by term index."""
+        """Set hard-constraint bounds by term index (a level bound in objective units)."""
         for k, b in bounds.items():
-            self.bound_params[k].value = float(b)
+            self.bound_params[k].value = self.bound_scales[k] * float(b)
+
+    def _set_weight_values(self, weights: dict[int, float]) -> None:
+        """Choose the objective scale from ``weights`` (original units) and set every
+        weight parameter (parameter values only: the problem stays DPP)."""
+        if not self.weight_params:
+            return
+        self.objective_scale = _weight_scale(weights[k] for k in self.weight_params)
+        for k, w in self.weight_params.items():
+            w.value = self.objective_scale * float(weights[k])
+
+    def _unscale_duals(self) -> None:
+        """Dual values of the hard constraints in the problem's objective units."""
+        for k, cons in self.constraints.items():
+            f = self.bound_scales.get(k, 1.0) / self.objective_scale
+            for c in cons:
+                if c.dual_value is not None and f != 1.0:
+                    c.save_dual_value(np.asarray(c.dual_value) * f)
 
 
 def solve_cvxpy(
@@ -319,7 +376,9 @@ def solve_cvxpy(
     -------
     OptimizationResult
         ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
-        ``solver_time_s``, ``max_violation`` and ``violations``.
+        ``solver_time_s``, ``max_violation``, ``violations``, ``is_dpp`` and
+        ``objective_scale`` (the factor on the objective inside CVXPY; ``objective`` and
+        ``term_values`` are in the problem's own units).
 
     Raises
     ------
@@ -359,6 +418,7 @@ def solve_cvxpy(
     if status in SOLUTION_PRESENT:
         try:
             _unpack(prob, out.raw, chain, inverse)
+            formulation._unscale_duals()
             x = formulation.x.value
         except Exception as exc:  # noqa: BLE001
             logger.warning("could not unpack the %s solution: %s", backend.name, exc, exc_info=True)
@@ -405,6 +465,7 @@ def solve_cvxpy(
             "max_violation": viol,
             "violations": per,
             "is_dpp": prob.is_dpp(),
+            "objective_scale": formulation.objective_scale,
         },
     )
 
@@ -433,7 +494,8 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
             if k not in elastic.slacks:
                 continue
             sl = elastic.slacks[k].value
-            scale = max(abs(float(t.dose_gy)), 1.0)
+            c = elastic.bound_scales[k]  # slacks are in units of the scaled constraint
+            scale = max(abs(c * float(t.dose_gy)), 1.0) / c
             if sl is not None and float(sl) > 1e-5:
                 relaxed.append(f"`{t.label}` (misses by {float(sl) * scale:.3g})")
                 continue

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_cupy_namespace
 
 from .errors import InvalidProblemError
 
@@ -874,6 +874,14 @@ class Smoothness(Term):
         Number of beamlets (needed with ``pairs``; defaults to ``max(pairs) + 1``).
     weight : float, optional
         Weight (default 1).
+
+    Notes
+    -----
+    :meth:`value` and :meth:`gradient` work in the namespace of ``x``: scipy CSR products
+    for numpy, cupyx CSR copies of ``D`` and ``D^T`` for CuPy, and for any other array-API
+    namespace ``D`` and ``D^T`` as padded rows of column indices and coefficients
+    (ELLPACK), so that each product is a ``take``, a product and a row sum. Device copies
+    are made once per namespace and device, on first use.
     """
 
     acts_on = "fluence"
@@ -914,17 +922,75 @@ class Smoothness(Term):
             )
         self.operator = sp.csr_matrix(operator, dtype=np.float64)
         self.operator_t = self.operator.T.tocsr()
+        self._on: dict[Any, tuple] = {}
         super().__init__(None, None, weight=weight, label=label)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_on"] = {}  # device copies are rebuilt where the term is used
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_on", {})  # pickled before the cache existed
 
     def _describe(self) -> str:
         return f"Smoothness({self.operator.shape[0]} pairs)"
 
+    def _products(self, x):
+        """``(xp, D @ ., D^T @ .)`` in the namespace of ``x``: the scipy CSR matrices for
+        numpy, cupyx CSR copies for CuPy, ELLPACK gathers for any other array-API namespace
+        (device copies made once per namespace and device)."""
+        if isinstance(x, np.ndarray):
+            return np, self.operator.__matmul__, self.operator_t.__matmul__
+        xp = array_namespace(x)
+        key = (xp.__name__, str(getattr(x, "device", "")))
+        ops = self._on.get(key)
+        if ops is None:
+            if is_cupy_namespace(xp):
+                import cupyx.scipy.sparse as csp
+
+                mats = (csp.csr_matrix(self.operator), csp.csr_matrix(self.operator_t))
+                ops = tuple(m.__matmul__ for m in mats)
+            else:
+                mats = (self.operator, self.operator_t)
+                ops = tuple(_ell_matvec(xp, *_ell(m)) for m in mats)
+            self._on[key] = ops
+        return (xp, *ops)
+
     def value(self, x, p=None):
-        r = self.operator @ x
+        _, fwd, _ = self._products(x)
+        r = fwd(x)
         return float(r @ r) / self.operator.shape[0]
 
     def gradient(self, x, p=None):
-        return (2.0 / self.operator.shape[0]) * (self.operator_t @ (self.operator @ x))
+        _, fwd, bwd = self._products(x)
+        return (2.0 / self.operator.shape[0]) * bwd(fwd(x))
+
+
+def _ell_matvec(xp, cols: np.ndarray, vals: np.ndarray):
+    """``y -> A @ y`` in namespace ``xp`` for ``A`` in ELLPACK form (see :func:`_ell`):
+    one ``take``, one product and a row sum (the array API has no sparse matrices)."""
+    shape = vals.shape
+    c = xp.reshape(xp.asarray(cols), (-1,))
+    v = xp.asarray(vals, dtype=xp.float64)
+    return lambda y: xp.sum(v * xp.reshape(xp.take(y, c), shape), axis=1)
+
+
+def _ell(a: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the CSR matrix ``a`` padded to equal length (ELLPACK): ``(cols, vals)``, both
+    (n_rows, max_row_nnz), padding with column 0 and value 0."""
+    a = sp.csr_matrix(a, copy=True)
+    a.sum_duplicates()
+    counts = np.diff(a.indptr)
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    cols = np.zeros((a.shape[0], width), dtype=np.int64)
+    vals = np.zeros((a.shape[0], width), dtype=np.float64)
+    slot = np.arange(a.nnz) - np.repeat(a.indptr[:-1], counts)
+    row = np.repeat(np.arange(a.shape[0]), counts)
+    cols[row, slot] = a.indices
+    vals[row, slot] = a.data
+    return cols, vals
 
 
 class TotalMU(Term):

@@ -537,6 +537,7 @@ def stage_optimise(ctx: _Context) -> None:
         options["max_iter"] = settings.max_iterations
         options["tol"] = FIRST_ORDER_TOL
         options["matrix_dtype"] = np.float32
+        options["backend"] = ctx.backend  # the same array backend as the dose engine
     hard = [t for lv in ctx.levels for t in lv.terms if t.hard]
     soft_levels = [[t for t in lv.terms if not t.hard] for lv in ctx.levels]
     soft_levels = [lv for lv in soft_levels if lv]
