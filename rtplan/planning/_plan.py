@@ -656,7 +656,8 @@ def stage_evaluate(ctx: _Context) -> None:
     structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
     ctx.normalization = 1.0
     if protocol.optimization.normalize:
-        ctx.normalization = _normalization_factor(ctx, goals, structures, rx)
+        coverage = _normalization_factor(ctx, goals, structures, rx)
+        ctx.normalization = _most_goals_met(ctx, goals, structures, rx, coverage)
         if ctx.normalization != 1.0:
             ctx.dose = (ctx.dose * ctx.normalization).astype(np.float32)
             ctx.plan = _scale_plan(ctx.plan, ctx.normalization)
@@ -702,6 +703,29 @@ def _normalization_factor(ctx, goals, structures, rx) -> float:
             break
         factor *= (g.level / v) * (1.0 + 1e-6)
     return factor
+
+
+#: Normalisation may raise the dose above the exact-coverage scale by up to this fraction
+#: (in steps of a quarter of it) when that meets more goals, e.g. a secondary target's
+#: coverage in the TG-119 multitarget case. It never lowers the dose below coverage.
+NORMALIZATION_WINDOW = 0.02
+
+
+def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
+    """The scale in ``[coverage, coverage·(1 + window)]`` that meets the most goals (the
+    lowest such scale on a tie)."""
+    from ..evaluation import evaluate_goals
+
+    best, best_met = coverage, -1
+    for k in range(5):
+        factor = coverage * (1.0 + NORMALIZATION_WINDOW * k / 4)
+        table = evaluate_goals(
+            ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx
+        )
+        met = len(table) - table.n_failed
+        if met > best_met:
+            best, best_met = factor, met
+    return best
 
 
 def _scale_plan(plan, factor: float):
