@@ -299,40 +299,57 @@ def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamMod
     weights, sig_x, sig_y = model.components(z_mm, depth_mm, xp)
     horn_a, horn_s = model.horn
     kw = _device_kw(u_mm, xp)
+    layout = _ApertureLayout(rects, mus)
     dose = xp.zeros(u_mm.shape, dtype=dt, **kw)
     inv_sqrt2 = 1.0 / math.sqrt(2.0)
     for term, (w, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
-        # (offset, 1/(sqrt2 sigma), factor) per axis; "x"/"y" plain, "hx"/"hy" horn dip.
-        # The horn shapes the focal fluence only (terms 0, 1), not the extra-focal one.
-        horn = horn_a > 0.0 and term < 2
-        axes = {"x": (u_mm, inv_sqrt2 / sx, None), "y": (v_mm, inv_sqrt2 / sy, None)}
-        if horn:
-            for key, c, sig in (("hx", u_mm, sx), ("hy", v_mm, sy)):
-                axes[key] = horn_axis_terms(c, sig, horn_s, xp)
-        acc = xp.zeros(u_mm.shape, dtype=dt, **kw)
-        # Share erf evaluations between rectangles with the same edges (leaf pairs share
-        # jaw edges); the loop is over rectangles, the work over points is vectorised.
-        cache: dict[tuple, Any] = {}
-
-        def _e(edge: float, key: str, axes=axes, cache=cache):
-            k = (key, edge)
-            if k not in cache:
-                centre, inv, _ = axes[key]
-                cache[k] = erf((edge - centre) * inv)
-            return cache[k]
-
-        for (x1, x2, y1, y2), m in zip(rects, mus, strict=True):
-            if m == 0.0:
-                continue
-            x1, x2, y1, y2 = float(x1), float(x2), float(y1), float(y2)
-            val = (_e(x2, "x") - _e(x1, "x")) * (_e(y2, "y") - _e(y1, "y"))
-            if horn:
-                val = val - (horn_a * axes["hx"][2] * axes["hy"][2]) * (
-                    _e(x2, "hx") - _e(x1, "hx")
-                ) * (_e(y2, "hy") - _e(y1, "hy"))
-            acc = acc + (0.25 * float(m)) * val
-        dose = dose + w * acc
+        acc = layout.integrate(u_mm, inv_sqrt2 / sx, v_mm, inv_sqrt2 / sy, xp, kw)
+        # The horn dip shapes the focal fluence only (terms 0, 1), not the extra-focal one.
+        if horn_a > 0.0 and term < 2:
+            cx, ix, fx = horn_axis_terms(u_mm, sx, horn_s, xp)
+            cy, iy, fy = horn_axis_terms(v_mm, sy, horn_s, xp)
+            acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, xp, kw)
+        dose = dose + w * (0.25 * acc)
     return dose
+
+
+class _ApertureLayout:
+    """Rectangles regrouped for a separable sum over edges.
+
+    ``sum_r mu_r [E_x(x2_r) - E_x(x1_r)] [E_y(y2_r) - E_y(y1_r)]`` equals
+    ``sum_p Y_p (E_x @ C)_p``: ``E_x`` holds the error function at each distinct x edge
+    (step-and-shoot leaves sit on a few beamlet edges), ``p`` runs over the distinct
+    ``(y1, y2)`` rows (leaf pairs), ``Y_p = E_y(y2_p) - E_y(y1_p)`` and ``C`` (x edges × rows)
+    holds ``+mu`` at ``x2`` and ``-mu`` at ``x1``. One erf per distinct edge and a matrix
+    product replace a pass over the points per rectangle.
+    """
+
+    def __init__(self, rects: np.ndarray, mus: np.ndarray) -> None:
+        used = mus != 0.0
+        rects, mus = rects[used], mus[used]
+        self.x_edges, x_idx = np.unique(rects[:, :2], return_inverse=True)
+        x_idx = x_idx.reshape(-1, 2)
+        rows, row_idx = np.unique(rects[:, 2:], axis=0, return_inverse=True)
+        self.y_edges, y_idx = np.unique(rows, return_inverse=True)
+        self.y_idx = y_idx.reshape(-1, 2)
+        coeff = np.zeros((self.x_edges.size, rows.shape[0]))
+        np.add.at(coeff, (x_idx[:, 1], row_idx.ravel()), mus)
+        np.add.at(coeff, (x_idx[:, 0], row_idx.ravel()), -mus)
+        self.coeff = coeff
+
+    def integrate(self, cx, inv_x, cy, inv_y, xp, kw):
+        """``sum_r mu_r ΔE_x ΔE_y`` at every point, for error functions
+        ``E(e) = erf((e - c) · inv)`` with per-point centres ``c`` and scales ``inv``."""
+        dt = cx.dtype
+        if self.coeff.shape[1] == 0:
+            return xp.zeros(cx.shape, dtype=dt, **kw)
+        ex = erf((xp.asarray(self.x_edges, dtype=dt, **kw)[None, :] - cx[:, None]) * inv_x[:, None])
+        ey = erf((xp.asarray(self.y_edges, dtype=dt, **kw)[None, :] - cy[:, None]) * inv_y[:, None])
+        y_rows = xp.take(ey, xp.asarray(self.y_idx[:, 1], **kw), axis=1) - xp.take(
+            ey, xp.asarray(self.y_idx[:, 0], **kw), axis=1
+        )
+        x_rows = ex @ xp.asarray(self.coeff, dtype=dt, **kw)
+        return xp.sum(x_rows * y_rows, axis=1)
 
 
 def horn_axis_terms(coord, sigma, horn_sigma_mm: float, xp):
