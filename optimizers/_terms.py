@@ -50,6 +50,17 @@ def _check_weight(weight: float) -> float:
     return w
 
 
+def _check_volume_pct(volume_pct: Any, alternative: str) -> float:
+    """``volume_pct`` as a float strictly inside (0, 100) %, else an error naming
+    ``alternative`` (what to use for the whole structure)."""
+    v = float(volume_pct)
+    if not (0.0 < v < 100.0):
+        raise InvalidProblemError(
+            f"`volume_pct` must be strictly between 0 and 100 %, got {volume_pct!r}; {alternative}."
+        )
+    return v
+
+
 def _check_dose(dose_gy: Any, name: str = "dose_gy") -> float:
     try:
         d = float(dose_gy)
@@ -607,13 +618,7 @@ class _DVH(Term):
         hard: bool = False,
         label: str | None = None,
     ) -> None:
-        v = float(volume_pct)
-        if not (0.0 < v < 100.0):
-            raise InvalidProblemError(
-                f"`volume_pct` must be strictly between 0 and 100 %, got {volume_pct!r}; "
-                "use MaxDose/MinDose for 0 % or 100 %."
-            )
-        self.volume_pct = v
+        self.volume_pct = _check_volume_pct(volume_pct, "use MaxDose/MinDose for 0 % or 100 %")
         super().__init__(structure, dose_gy, weight=weight, hard=hard, label=label)
 
     def exact(self, dose_gy, p) -> float:
@@ -750,13 +755,9 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
         weight: float = 1.0,
         label: str | None = None,
     ) -> None:
-        v = float(volume_pct)
-        if not (0.0 < v < 100.0):
-            raise InvalidProblemError(
-                f"`volume_pct` must be strictly between 0 and 100 %, got {volume_pct!r}; "
-                "use Underdose/Overdose for the whole structure."
-            )
-        self.volume_pct = v
+        self.volume_pct = _check_volume_pct(
+            volume_pct, "use Underdose/Overdose for the whole structure"
+        )
         super().__init__(structure, dose_gy, weight=weight, label=label)
 
     def _describe(self) -> str:
