@@ -105,7 +105,8 @@ def _numpy_backend(problem: Problem) -> ArrayBackend:
     )
 
 
-def _cupy_backend(problem: Problem) -> ArrayBackend:
+def _import_cupy() -> tuple[Any, Any, Any]:
+    """``(array_api_compat.cupy, cupy, cupyx.scipy.sparse)``, or a clear error."""
     try:
         import array_api_compat.cupy as xp
         import cupy
@@ -116,8 +117,19 @@ def _cupy_backend(problem: Problem) -> ArrayBackend:
             f'({exc}). Install it with `pip install "rtplan[gpu]"`, or use '
             "`backend='numpy'`."
         ) from exc
-    a_u = csp.csr_matrix(problem.a_union)
-    a_t = csp.csr_matrix(problem.a_union_t)
+    return xp, cupy, csp
+
+
+def to_cupy_csr(matrix: Any) -> Any:
+    """A scipy sparse matrix copied to the GPU as a ``cupyx.scipy.sparse`` CSR matrix (the
+    one place the optimisers import CuPy's sparse module)."""
+    return _import_cupy()[2].csr_matrix(matrix)
+
+
+def _cupy_backend(problem: Problem) -> ArrayBackend:
+    xp, cupy, _ = _import_cupy()
+    a_u = to_cupy_csr(problem.a_union)
+    a_t = to_cupy_csr(problem.a_union_t)
     return ArrayBackend(
         "cupy",
         xp,

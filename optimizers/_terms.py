@@ -949,10 +949,9 @@ class Smoothness(Term):
         ops = self._on.get(key)
         if ops is None:
             if is_cupy_namespace(xp):
-                import cupyx.scipy.sparse as csp
+                from ._array_backend import to_cupy_csr  # lazy: it imports this module
 
-                mats = (csp.csr_matrix(self.operator), csp.csr_matrix(self.operator_t))
-                ops = tuple(m.__matmul__ for m in mats)
+                ops = tuple(to_cupy_csr(m).__matmul__ for m in (self.operator, self.operator_t))
             else:
                 mats = (self.operator, self.operator_t)
                 ops = tuple(_ell_matvec(xp, *_ell(m)) for m in mats)

@@ -32,7 +32,7 @@ Weights are ``1 / Rx²`` for organ goals and ``target_weight / Rx²`` for target
 (:attr:`~rtplan.protocols.OptimizationSettings.target_weight`; ``1 / Rx`` for the linear
 mean-dose term). If the protocol has no minimum-dose goal on the prescription target,
 ``Underdose(target, Rx)`` is added to the first level. The helper structures (ring and
-normal tissue as overdose above their caps, weight ``1 / Rx²``), fluence smoothness and
+normal tissue as overdose above their caps, weight ``HELPER_WEIGHT / Rx²``), fluence smoothness and
 total MU join the last level: a separate helper level would double the optimisation time
 for terms that only shape the low-dose region.
 """
@@ -279,21 +279,16 @@ def build_levels(
     ]
     hs = protocol.helpers
     last: list = []
-    if "zRing" in helpers:
-        cap = hs.ring_max_percent / 100.0 * rx
-        last.append(
-            opt.Overdose("zRing", cap, weight=HELPER_WEIGHT * w_o, label=f"ring <= {cap:.3g} Gy")
-        )
-    if "zNormalTissue" in helpers:
-        cap = hs.normal_tissue_max_percent / 100.0 * rx
-        last.append(
-            opt.Overdose(
-                "zNormalTissue",
-                cap,
-                weight=HELPER_WEIGHT * w_o,
-                label=f"normal tissue <= {cap:.3g} Gy",
+    caps = (
+        ("zRing", hs.ring_max_percent, "ring"),
+        ("zNormalTissue", hs.normal_tissue_max_percent, "normal tissue"),
+    )
+    for name, percent, what in caps:
+        if name in helpers:
+            cap = percent / 100.0 * rx
+            last.append(
+                opt.Overdose(name, cap, weight=HELPER_WEIGHT * w_o, label=f"{what} <= {cap:.3g} Gy")
             )
-        )
     if pairs is not None and len(pairs) and settings.smoothness_weight > 0:
         last.append(
             opt.Smoothness(

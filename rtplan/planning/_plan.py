@@ -706,9 +706,10 @@ def _normalization_factor(ctx, goals, structures, rx) -> float:
 
 
 #: Normalisation may raise the dose above the exact-coverage scale by up to this fraction
-#: (in steps of a quarter of it) when that meets more goals, e.g. a secondary target's
+#: (in NORMALIZATION_STEPS equal steps) when that meets more goals, e.g. a secondary target's
 #: coverage in the TG-119 multitarget case. It never lowers the dose below coverage.
 NORMALIZATION_WINDOW = 0.02
+NORMALIZATION_STEPS = 4
 
 
 def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
@@ -717,8 +718,8 @@ def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
     from ..evaluation import evaluate_goals
 
     best, best_met = coverage, -1
-    for k in range(5):
-        factor = coverage * (1.0 + NORMALIZATION_WINDOW * k / 4)
+    for k in range(NORMALIZATION_STEPS + 1):
+        factor = coverage * (1.0 + NORMALIZATION_WINDOW * k / NORMALIZATION_STEPS)
         table = evaluate_goals(
             ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx
         )
