@@ -20,13 +20,14 @@ from .._image import Image
 from .._patient import PATIENT_POSITIONS
 from ..errors import DicomReadError, DicomWarning, InputError, SeriesError
 from ._dicom_common import (
-    check_pixel_decoder,
     floats,
+    int_or,
     patient_study_dataset,
     read_dataset,
     require,
     sniff_dicom,
     sop_class_uid,
+    stored_pixels,
     tag_str,
 )
 
@@ -167,7 +168,7 @@ def _scan(folder: Path, recursive: bool = False) -> _Scan:
         if "LOCALIZER" in image_type:
             out.localizers.append(path)
             continue
-        n_frames = _int_or(ds.get("NumberOfFrames"), 1)
+        n_frames = int_or(ds.get("NumberOfFrames"), 1)
         if n_frames > 1:
             raise SeriesError(
                 f"'{path}' is a CT Image Storage object with (0028,0008) NumberOfFrames "
@@ -188,90 +189,8 @@ def _as_list(value) -> list:
         return [value]
 
 
-def _int_or(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _fmt(v) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
-
-
-def _pixels(ds: Dataset, path: Path) -> np.ndarray:
-    """Stored pixel values (rows, columns) as an integer array; checks the length.
-
-    Native (uncompressed) data in either byte order is read directly, honouring
-    (0028,0101) *BitsStored* < (0028,0100) *BitsAllocated* (high bits masked, or
-    sign-extended when (0028,0103) *PixelRepresentation* is 1).  Compressed data goes
-    through pydicom's decoders after :func:`check_pixel_decoder`.
-    """
-    rows, cols = int(require(ds, "Rows", path)), int(require(ds, "Columns", path))
-    bits = int(require(ds, "BitsAllocated", path))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    spp = _int_or(ds.get("SamplesPerPixel"), 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomReadError(
-            f"'{path}': (0028,0002) SamplesPerPixel is {spp} and (0028,0004) "
-            f"PhotometricInterpretation is {photometric!r}; a CT slice must be one "
-            "greyscale sample per pixel (MONOCHROME2)."
-        )
-    if "PixelData" not in ds:
-        raise DicomReadError(
-            f"'{path}' has no (7FE0,0010) PixelData; the file is truncated or not an image."
-        )
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts is not None and pydicom.uid.UID(str(ts)).is_compressed:
-        check_pixel_decoder(ds, path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arr = np.asarray(ds.pixel_array)
-        except Exception as exc:
-            raise DicomReadError(
-                f"Cannot decode the compressed pixel data of '{path}' (transfer syntax "
-                f"{pydicom.uid.UID(str(ts)).name}, {ts}): {type(exc).__name__}: {exc}. "
-                "Re-export the CT uncompressed."
-            ) from exc
-        if arr.shape != (rows, cols):
-            raise DicomReadError(
-                f"'{path}': decoded pixel data has shape {arr.shape}; (0028,0010) Rows and "
-                f"(0028,0011) Columns say ({rows}, {cols})."
-            )
-        return arr
-    if bits not in (8, 16, 32):
-        raise DicomReadError(
-            f"'{path}': (0028,0100) BitsAllocated is {bits}; expected 8, 16 or 32."
-        )
-    raw = ds.PixelData
-    need = rows * cols * bits // 8
-    if len(raw) < need:
-        raise DicomReadError(
-            f"'{path}' is truncated: (7FE0,0010) PixelData holds {len(raw)} bytes, "
-            f"{rows}x{cols} pixels of {bits} bits need {need}. Re-export the file."
-        )
-    encoding = getattr(ds, "original_encoding", (None, True))
-    little = encoding[1] if encoding and encoding[1] is not None else True
-    endian = "<" if little else ">"
-    dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{bits // 8}")
-    arr = np.frombuffer(raw, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    stored = _int_or(ds.get("BitsStored"), bits)
-    if not 1 <= stored <= bits:
-        raise DicomReadError(
-            f"'{path}': (0028,0101) BitsStored is {stored} with (0028,0100) BitsAllocated "
-            f"{bits}; expected 1..{bits}."
-        )
-    if stored < bits:
-        arr = arr.astype(np.int64)
-        if signed:
-            shift = 64 - stored
-            arr = (arr << shift) >> shift
-        else:
-            arr = arr & ((1 << stored) - 1)
-    return arr
 
 
 def _axial(iop: np.ndarray) -> bool:
@@ -626,7 +545,7 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
     slopes = np.ones(len(slices), dtype=np.float32)
     intercepts = np.zeros(len(slices), dtype=np.float32)
     for i, (p, ds) in enumerate(slices):
-        stored[i] = _pixels(ds, p)
+        stored[i] = stored_pixels(ds, p)[0]
         for keyword, out in (("RescaleSlope", slopes), ("RescaleIntercept", intercepts)):
             v = floats(ds, keyword, p)
             if v.size == 0:

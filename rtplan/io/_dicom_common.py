@@ -22,11 +22,13 @@ __all__ = [
     "check_pixel_decoder",
     "floats",
     "has_dicm_prefix",
+    "int_or",
     "patient_study_dataset",
     "read_dataset",
     "require",
     "sniff_dicom",
     "sop_class_uid",
+    "stored_pixels",
     "tag_str",
 ]
 
@@ -172,6 +174,111 @@ def check_pixel_decoder(ds: Dataset, path: str | os.PathLike) -> None:
         )
 
 
+def int_or(value, default: int) -> int:
+    """``int(value)``, or ``default`` when it is missing or not an integer."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) -> np.ndarray:
+    """Stored pixel values of a greyscale image as an integer array (frames, rows, columns).
+
+    Native (uncompressed) data in either byte order is read directly, honouring
+    (0028,0101) *BitsStored* < (0028,0100) *BitsAllocated* (high bits masked, or
+    sign-extended when (0028,0103) *PixelRepresentation* is 1).  Compressed data goes
+    through pydicom's decoders after :func:`check_pixel_decoder`.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A CT slice, RT-DOSE or other single-sample image.
+    path : path
+        The file ``ds`` came from (named in errors).
+    n_frames : int, optional
+        Frames the caller expects ((0028,0008) *NumberOfFrames*; 1 for a CT slice).
+
+    Returns
+    -------
+    (n_frames, Rows, Columns) ndarray of int
+
+    Raises
+    ------
+    DicomReadError
+        Not one greyscale sample per pixel, no (7FE0,0010) *PixelData*, fewer bytes than
+        the frames need, an unsupported (0028,0100) *BitsAllocated* or *BitsStored*, or
+        compressed data that cannot be decoded (the message names what to install).
+    """
+    rows, cols = int(require(ds, "Rows", path)), int(require(ds, "Columns", path))
+    bits = int(require(ds, "BitsAllocated", path))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    spp = int_or(ds.get("SamplesPerPixel"), 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomReadError(
+            f"'{path}': (0028,0002) SamplesPerPixel is {spp} and (0028,0004) "
+            f"PhotometricInterpretation is {photometric!r}; expected one greyscale sample "
+            "per pixel (MONOCHROME2)."
+        )
+    if "PixelData" not in ds:
+        raise DicomReadError(
+            f"'{path}' has no (7FE0,0010) PixelData; the file is truncated or not an image."
+        )
+    shape = (n_frames, rows, cols)
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and pydicom.uid.UID(str(ts)).is_compressed:
+        check_pixel_decoder(ds, path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = np.asarray(ds.pixel_array)
+        except Exception as exc:
+            raise DicomReadError(
+                f"Cannot decode the compressed (7FE0,0010) PixelData of '{path}' (transfer "
+                f"syntax {pydicom.uid.UID(str(ts)).name}, {ts}): {type(exc).__name__}: {exc}. "
+                "Re-export the object uncompressed."
+            ) from exc
+        if arr.size != np.prod(shape):
+            raise DicomReadError(
+                f"'{path}': decoded (7FE0,0010) PixelData has shape {arr.shape}; (0028,0008) "
+                f"NumberOfFrames, (0028,0010) Rows and (0028,0011) Columns say {shape}."
+            )
+        return arr.reshape(shape)
+    if bits not in (8, 16, 32):
+        raise DicomReadError(
+            f"'{path}': (0028,0100) BitsAllocated is {bits}; expected 8, 16 or 32."
+        )
+    raw = ds.PixelData
+    need = n_frames * rows * cols * bits // 8
+    if len(raw) < need:
+        raise DicomReadError(
+            f"'{path}' is truncated: (7FE0,0010) PixelData holds {len(raw)} bytes, "
+            f"{n_frames} frame(s) of {rows}x{cols} pixels of {bits} bits need {need}. "
+            "Re-export the file."
+        )
+    encoding = getattr(ds, "original_encoding", (None, True))
+    little = encoding[1] if encoding and encoding[1] is not None else True
+    endian = "<" if little else ">"
+    dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{bits // 8}")
+    arr = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+    stored = int_or(ds.get("BitsStored"), bits)
+    if not 1 <= stored <= bits:
+        raise DicomReadError(
+            f"'{path}': (0028,0101) BitsStored is {stored} with (0028,0100) BitsAllocated "
+            f"{bits}; expected 1..{bits}."
+        )
+    if stored < bits:
+        arr = arr.astype(np.int64)
+        if signed:
+            shift = 64 - stored
+            arr = (arr << shift) >> shift
+        else:
+            arr = arr & ((1 << stored) - 1)
+    return arr
+
+
 def read_dataset(
     path: str | os.PathLike, *, stop_before_pixels: bool = False, what: str = "DICOM file"
 ) -> Dataset:
@@ -309,8 +416,9 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
             value = [value]
         return np.asarray([float(v) for v in value], dtype=float)
     except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        keyword = pydicom.datadict.keyword_for_tag(tag)
         raise DicomReadError(
-            f"'{path}': element ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds non-numeric values "
+            f"'{path}': ({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} holds non-numeric values "
             f"({exc}); expected decimal numbers."
         ) from exc
 

@@ -44,7 +44,10 @@ def load_patient(
     SeriesError, DicomReadError
         See :func:`rtplan.io.load_ct` and :func:`rtplan.io.load_structure_set`.
     ReferenceMismatchError
-        The RT-STRUCT's (0020,0052) FrameOfReferenceUID differs from the CT's (both named).
+        The RT-STRUCT's frame of reference ((3006,0024) *ReferencedFrameOfReferenceUID*)
+        differs from the CT's (0020,0052) *FrameOfReferenceUID* (the file, the element and
+        both UIDs are named), or its (0010,0020) *PatientID* differs from the CT's (both
+        present; the IDs are not printed).
 
     Warns
     -----
@@ -71,13 +74,7 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
     ss_uid = None
     if ss is not None:
         rtstruct_path = ss.path
-        if ss.frame_of_reference_uid != ct.frame_of_reference_uid:
-            raise ReferenceMismatchError(
-                f"RT-STRUCT '{rtstruct_path}' belongs to frame of reference "
-                f"{ss.frame_of_reference_uid or '(none)'} but the CT in '{ct_dir}' has "
-                f"{ct.frame_of_reference_uid}; the contours would land in the wrong place. "
-                "Use the structure set drawn on this CT."
-            )
+        _check_same_frame_and_patient(ct, ss, ct_dir)
         if ss.referenced_series_uids and ct.series_instance_uid not in ss.referenced_series_uids:
             warnings.warn(
                 f"RT-STRUCT '{os.fspath(rtstruct_path)}' refers to CT series "
@@ -101,6 +98,28 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
         structure_set_uid=ss_uid,
         dicom_patient=ct.dicom_patient,
     )
+
+
+def _check_same_frame_and_patient(ct: CtSeries, ss: StructureSet, ct_dir) -> None:
+    """Refuse a structure set drawn on another frame of reference or another patient.
+
+    Patient IDs are compared only when both objects carry one, and never printed.
+    """
+    if ss.frame_of_reference_uid != ct.frame_of_reference_uid:
+        raise ReferenceMismatchError(
+            f"'{ss.path}': {ss.frame_of_reference_element} "
+            f"{ss.frame_of_reference_uid or '(none)'} does not match the frame of reference "
+            f"of the CT in '{ct_dir}', (0020,0052) FrameOfReferenceUID "
+            f"{ct.frame_of_reference_uid}; the contours would land in the wrong place. Use "
+            "the structure set drawn on this CT."
+        )
+    ct_patient = str(ct.dicom_patient.get("PatientID", "") or "").strip()
+    if ss.patient_id and ct_patient and ss.patient_id != ct_patient:
+        raise ReferenceMismatchError(
+            f"'{ss.path}': (0010,0020) PatientID differs from that of the CT in '{ct_dir}' "
+            "(values not shown); the structure set belongs to another patient, and rtplan "
+            "does not guess across patients. Use the structure set drawn on this CT."
+        )
 
 
 #: Contour planes within this fraction of the slice spacing of a CT slice lie "on" it.

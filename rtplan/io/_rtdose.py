@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from pydicom.dataset import Dataset
 
 from dose_engine import Grid
 
-from ..errors import DicomReadError, InputError
-from ._dicom_common import read_dataset
+from ..errors import DicomReadError, DicomWarning, InputError
+from ._dicom_common import floats, int_or, read_dataset, require, stored_pixels
 from ._uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, base_dataset, write_dataset
 
 __all__ = ["RtDoseReferences", "read_rtdose", "write_rtdose"]
@@ -203,10 +204,105 @@ def write_rtdose(
     return ds
 
 
-def _require(ds: Dataset, keyword: str, tag: str, path: Path):
-    if keyword not in ds or ds[keyword].value in (None, ""):
-        raise DicomReadError(f"{path}: RT-DOSE lacks {tag} {keyword}, which is required.")
-    return ds[keyword].value
+#: (3004,000A) DoseSummationType values whose dose is the whole course of treatment
+#: (PS3.3 C.8.8.3.1); any other (FRACTION, BEAM, ...) is read as stored, with a warning.
+COURSE_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN")
+#: Direction cosines within this of (±1,0,0,0,±1,0) count as axial.
+ORIENTATION_TOLERANCE = 1e-4
+#: Frame positions agreeing within this (mm) are equal.
+FRAME_TOLERANCE_MM = 1e-3
+
+
+def _dose_orientation(ds: Dataset, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column direction cosines of an axial dose grid, each (3,)."""
+    require(ds, "ImageOrientationPatient", path, what="RT-DOSE")
+    iop = floats(ds, "ImageOrientationPatient", path)
+    if iop.shape != (6,):
+        raise DicomReadError(
+            f"{path}: (0020,0037) ImageOrientationPatient holds {iop.size} values; expected 6."
+        )
+    row_dir, col_dir = iop[:3], iop[3:]
+    if not (
+        np.allclose(np.abs(row_dir), [1, 0, 0], atol=ORIENTATION_TOLERANCE)
+        and np.allclose(np.abs(col_dir), [0, 1, 0], atol=ORIENTATION_TOLERANCE)
+    ):
+        raise DicomReadError(
+            f"{path}: (0020,0037) ImageOrientationPatient is {iop.tolist()}; only axial dose "
+            "grids (±1,0,0,0,±1,0) are supported."
+        )
+    return np.round(row_dir), np.round(col_dir)
+
+
+def _frame_z_mm(ds: Dataset, path: Path, ipp_z: float, normal_z: float, n_frames: int):
+    """Patient z of each frame, mm, from (3004,000C) *GridFrameOffsetVector*.
+
+    Relative form (first offset 0): frame k lies ``offset[k]`` along the frame normal
+    from (0020,0032) *ImagePositionPatient*.  Absolute form (first offset equal to the
+    ImagePositionPatient z): the offsets are patient z (PS3.3 C.8.8.3.2).
+    """
+    offsets = floats(ds, "GridFrameOffsetVector", path)
+    if offsets.size == 0:
+        require(ds, "GridFrameOffsetVector", path, what="RT-DOSE with several frames")
+    if offsets.size != n_frames:
+        raise DicomReadError(
+            f"{path}: (3004,000C) GridFrameOffsetVector has {offsets.size} values for "
+            f"(0028,0008) NumberOfFrames {n_frames}."
+        )
+    if abs(offsets[0]) <= FRAME_TOLERANCE_MM:
+        return ipp_z + offsets * normal_z
+    if abs(offsets[0] - ipp_z) <= FRAME_TOLERANCE_MM:
+        return offsets
+    raise DicomReadError(
+        f"{path}: (3004,000C) GridFrameOffsetVector starts at {offsets[0]:g} mm; expected 0 "
+        f"(relative) or the (0020,0032) ImagePositionPatient z {ipp_z:g} mm (absolute)."
+    )
+
+
+def _uniform_step_mm(z: np.ndarray, path: Path) -> float:
+    """The signed, equal step between frame positions ``z``; refuses unequal steps."""
+    steps = np.diff(z)
+    if np.any(np.abs(steps) < FRAME_TOLERANCE_MM) or np.ptp(steps) > FRAME_TOLERANCE_MM * max(
+        abs(steps[0]), 1.0
+    ):
+        raise DicomReadError(
+            f"{path}: (3004,000C) GridFrameOffsetVector is not equally spaced "
+            f"(steps {np.unique(np.round(steps, 4)).tolist()} mm); resample the dose first."
+        )
+    return float(steps[0])
+
+
+def _single_frame_thickness_mm(ds: Dataset, path: Path) -> float:
+    """Depth of a one-frame dose grid: (0018,0050) *SliceThickness*, which must be > 0."""
+    thick = floats(ds, "SliceThickness", path)
+    if thick.size == 0 or not thick[0] > 0:
+        raise DicomReadError(
+            f"{path}: a single-frame RT-DOSE needs a positive (0018,0050) SliceThickness for "
+            f"its voxel depth; found {thick.tolist() or 'none'}. Re-export the dose with it."
+        )
+    return float(thick[0])
+
+
+def _dose_grid_scaling(ds: Dataset, path: Path) -> float:
+    """(3004,000E) *DoseGridScaling*, Gy per stored value: present, finite and > 0."""
+    value = floats(ds, "DoseGridScaling", path)
+    if value.shape != (1,) or not (np.isfinite(value[0]) and value[0] > 0):
+        raise DicomReadError(
+            f"{path}: (3004,000E) DoseGridScaling is {value.tolist() or 'missing'}; expected "
+            "one positive number (Gy per stored value)."
+        )
+    return float(value[0])
+
+
+def _warn_partial_summation(summation: str, path: Path) -> None:
+    if summation not in COURSE_SUMMATION_TYPES:
+        warnings.warn(
+            f"{path}: (3004,000A) DoseSummationType is {summation or '(missing)'!r}, not "
+            "PLAN: the dose is read as stored, which is not the whole course of treatment. "
+            "Scale it (e.g. by the number of fractions) before comparing it with goals for "
+            "the total dose.",
+            DicomWarning,
+            stacklevel=3,
+        )
 
 
 def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseReferences]:
@@ -215,14 +311,15 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
     Parameters
     ----------
     path : path-like
-        An RT-DOSE file (any system): axial, ImageOrientationPatient ``(±1,0,0,0,±1,0)``,
-        (3004,000C) *GridFrameOffsetVector* equally spaced, DoseUnits GY.
+        An RT-DOSE file (any system): axial, (0020,0037) *ImageOrientationPatient*
+        ``(±1,0,0,0,±1,0)``, frames equally spaced, (3004,0002) *DoseUnits* GY.
 
     Returns
     -------
     dose_gy : (Z, Y, X) ndarray of float64, Gy
         Stored value × (3004,000E) *DoseGridScaling*, flipped so that columns, rows and
-        slices increase along patient +x, +y, +z.
+        slices increase along patient +x, +y, +z.  The dose is returned as stored, whatever
+        its (3004,000A) *DoseSummationType*.
     grid : dose_engine.Grid
         The grid of ``dose_gy`` (origin = centre of voxel ``[0, 0, 0]``).
     refs : RtDoseReferences
@@ -231,8 +328,26 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
     Raises
     ------
     rtplan.errors.DicomReadError
-        If the file is not an RT-DOSE, lacks a required element, is oblique, has
-        unequal frame offsets or dose units other than GY.
+        The file is not an RT-DOSE; a required element is missing; the grid is oblique;
+        (3004,000C) *GridFrameOffsetVector* is neither relative (first value 0) nor
+        absolute (first value = ImagePositionPatient z), unequally spaced or of the wrong
+        length; a single frame without a positive (0018,0050) *SliceThickness*; dose units
+        other than GY (e.g. RELATIVE); a missing or non-positive DoseGridScaling; pixel
+        data that is short, absent or compressed with no decoder installed (the message
+        names the package).  Every message names the file and the element.
+
+    Warns
+    -----
+    DicomWarning
+        (3004,000A) *DoseSummationType* other than PLAN or MULTI_PLAN (e.g. FRACTION,
+        BEAM): the dose is not the whole course of treatment.
+
+    Notes
+    -----
+    Pixel values may be 16 or 32 bits, signed or unsigned, in any transfer syntax pydicom
+    can decode.  With the relative offset form the frames step along the frame normal
+    (row × column direction), so ``(-1,0,0,0,1,0)`` (feet first) frames with positive
+    offsets step towards -z; absolute offsets are patient z whatever the orientation.
     """
     path = Path(path)
     ds = read_dataset(path, what="RT-DOSE")
@@ -241,54 +356,38 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
             f"{path}: (0008,0016) SOPClassUID is {ds.get('SOPClassUID', 'missing')!s}, "
             f"expected RT Dose Storage {RT_DOSE_STORAGE}."
         )
-    units = str(_require(ds, "DoseUnits", "(3004,0002)", path)).upper()
+    units = str(require(ds, "DoseUnits", path, what="RT-DOSE")).strip().upper()
     if units != "GY":
         raise DicomReadError(
-            f"{path}: (3004,0002) DoseUnits is {units!r}; only absolute dose in GY is supported."
+            f"{path}: (3004,0002) DoseUnits is {units!r}; only absolute dose in GY is "
+            "supported. Export the dose in Gy from the planning system."
         )
-    iop = np.asarray(_require(ds, "ImageOrientationPatient", "(0020,0037)", path), float)
-    row_dir, col_dir = iop[:3], iop[3:]
-    if not (
-        np.allclose(np.abs(row_dir), [1, 0, 0], atol=1e-4)
-        and np.allclose(np.abs(col_dir), [0, 1, 0], atol=1e-4)
-    ):
+    row_dir, col_dir = _dose_orientation(ds, path)
+    require(ds, "ImagePositionPatient", path, what="RT-DOSE")
+    ipp = floats(ds, "ImagePositionPatient", path)
+    if ipp.shape != (3,):
         raise DicomReadError(
-            f"{path}: (0020,0037) ImageOrientationPatient is {iop.tolist()}; only axial dose "
-            "grids (±1,0,0,0,±1,0) are supported."
+            f"{path}: (0020,0032) ImagePositionPatient holds {ipp.size} values; expected 3."
         )
-    ipp = np.asarray(_require(ds, "ImagePositionPatient", "(0020,0032)", path), float)
-    dy, dx = (float(v) for v in _require(ds, "PixelSpacing", "(0028,0030)", path))
-    arr = ds.pixel_array.astype(np.float64)
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    if arr.ndim == 2:
-        arr = arr[np.newaxis]
-    if arr.shape[0] != nframes:
-        raise DicomReadError(f"{path}: pixel data has {arr.shape[0]} frames, expected {nframes}.")
+    spacing = floats(ds, "PixelSpacing", path)
+    if spacing.shape != (2,) or np.any(spacing <= 0):
+        raise DicomReadError(
+            f"{path}: (0028,0030) PixelSpacing must be two positive numbers; found "
+            f"{spacing.tolist()}."
+        )
+    dy, dx = (float(v) for v in spacing)
+    nframes = int_or(ds.get("NumberOfFrames"), 1)
+    if nframes < 1:
+        raise DicomReadError(f"{path}: (0028,0008) NumberOfFrames is {nframes}; expected ≥ 1.")
+    arr = stored_pixels(ds, path, n_frames=nframes).astype(np.float64)
     if nframes > 1:
-        offsets = np.asarray(_require(ds, "GridFrameOffsetVector", "(3004,000C)", path), float)
-        if offsets.size != nframes:
-            raise DicomReadError(
-                f"{path}: (3004,000C) GridFrameOffsetVector has {offsets.size} values for "
-                f"{nframes} frames."
-            )
-        steps = np.diff(offsets)
-        if abs(offsets[0]) > 1e-3 and abs(offsets[0] - ipp[2]) > 1e-3:
-            raise DicomReadError(
-                f"{path}: (3004,000C) GridFrameOffsetVector starts at {offsets[0]} mm; expected 0 "
-                "(relative) or the ImagePositionPatient z (absolute)."
-            )
-        if abs(offsets[0]) > 1e-3:
-            offsets = offsets - offsets[0]
-        if np.any(np.abs(steps) < 1e-6) or np.ptp(steps) > 1e-3 * max(abs(steps[0]), 1.0):
-            raise DicomReadError(
-                f"{path}: (3004,000C) GridFrameOffsetVector is not equally spaced "
-                f"(steps {np.unique(np.round(steps, 4)).tolist()} mm); resample the dose first."
-            )
-        dz_signed = float(steps[0]) * float(np.sign(np.cross(row_dir, col_dir)[2]))
+        normal_z = float(np.cross(row_dir, col_dir)[2])
+        z = _frame_z_mm(ds, path, float(ipp[2]), normal_z, nframes)
+        dz_signed = _uniform_step_mm(z, path)
     else:
-        dz_signed = float(ds.get("SliceThickness", 1.0) or 1.0)
-    scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
-    dose = arr * scaling
+        z = np.array([ipp[2]])
+        dz_signed = _single_frame_thickness_mm(ds, path)
+    dose = arr * _dose_grid_scaling(ds, path)
     # Flip axes so that indices increase along +x, +y, +z.
     nz, ny, nx = dose.shape
     origin = ipp.copy()
@@ -300,17 +399,19 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
         origin[1] = ipp[1] - (ny - 1) * dy
     if dz_signed < 0:
         dose = dose[::-1]
-        origin[2] = ipp[2] + (nz - 1) * dz_signed
+    origin[2] = float(np.min(z))
     grid = Grid((nz, ny, nx), tuple(origin), (dx, dy, abs(dz_signed)))
+    summation = str(ds.get("DoseSummationType", "") or "").strip().upper()
+    _warn_partial_summation(summation, path)
     plan_uid = None
     if "ReferencedRTPlanSequence" in ds and len(ds.ReferencedRTPlanSequence):
         plan_uid = str(ds.ReferencedRTPlanSequence[0].get("ReferencedSOPInstanceUID", "")) or None
     refs = RtDoseReferences(
-        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         referenced_plan_uid=plan_uid,
-        dose_summation_type=str(ds.get("DoseSummationType", "")),
+        dose_summation_type=summation,
         dose_type=str(ds.get("DoseType", "")),
     )
     return np.ascontiguousarray(dose), grid, refs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from dose_engine import Grid
 from .._patient import Structure
 from .._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
 from ..errors import DicomReadError, DicomWarning, InputError, StructureError
-from ._dicom_common import floats, read_dataset
+from ._dicom_common import floats, read_dataset, tag_str
 
 __all__ = ["StructureSet", "load_structure_set"]
 
@@ -48,6 +48,12 @@ class StructureSet:
         Names of ROIs with no contour data (reported by a :class:`DicomWarning`).
     referenced_frame_of_reference_uids : tuple of str
         Every (0020,0052) listed in (3006,0010), in file order.
+    frame_of_reference_element : str
+        The element :attr:`frame_of_reference_uid` was taken from, as
+        ``"(gggg,eeee) Keyword"`` (named in mismatch errors).
+    patient_id : str
+        (0010,0020) *PatientID* ("" when absent); compared with the CT's, never printed
+        (left out of ``repr``).
     """
 
     structures: dict
@@ -58,6 +64,8 @@ class StructureSet:
     path: Path
     empty_rois: tuple = ()
     referenced_frame_of_reference_uids: tuple = ()
+    frame_of_reference_element: str = "(3006,0024) ReferencedFrameOfReferenceUID"
+    patient_id: str = field(default="", repr=False)
 
     def contour_grid(self, *, pixel_spacing_mm: float = 1.0, margin_mm: float = 5.0) -> Grid:
         """A grid covering every contour, for use when no CT is at hand.
@@ -199,6 +207,22 @@ CLOSED_TYPES = ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR")
 OPEN_TYPES = ("OPEN_PLANAR", "OPEN_NONPLANAR")
 
 
+def _frame_of_reference(ds: Dataset, roi_fors: list[str], seq_fors: list[str]) -> tuple[str, str]:
+    """The structure set's frame of reference UID and the element it was read from.
+
+    The ROIs' own (3006,0024) decide; else the first (3006,0010) item's (0020,0052); else
+    the Frame of Reference module's (0020,0052).  ("", "") when none is present.
+    """
+    if roi_fors:
+        return roi_fors[0], tag_str("ReferencedFrameOfReferenceUID")
+    if seq_fors:
+        return seq_fors[0], (
+            f"{tag_str('ReferencedFrameOfReferenceSequence')} > {tag_str('FrameOfReferenceUID')}"
+        )
+    uid = str(ds.get("FrameOfReferenceUID", "") or "")
+    return (uid, tag_str("FrameOfReferenceUID")) if uid else ("", "")
+
+
 def _parse(ds: Dataset, path: Path) -> StructureSet:
     ref_for = ds.get("ReferencedFrameOfReferenceSequence") or []
     seq_fors: list[str] = []
@@ -255,9 +279,7 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
             + "; ".join(f"{u}: {', '.join(map(repr, v[:3]))}" for u, v in by_for.items())
             + "); structures on several frames of reference are not supported."
         )
-    for_uid = distinct[0] if distinct else (seq_fors[0] if seq_fors else "")
-    if not for_uid:
-        for_uid = str(ds.get("FrameOfReferenceUID", "") or "")
+    for_uid, for_element = _frame_of_reference(ds, distinct, seq_fors)
     if not for_uid:
         raise DicomReadError(
             f"'{path}' names no frame of reference: (3006,0010) "
@@ -389,4 +411,6 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         path=path,
         empty_rois=tuple(empty),
+        frame_of_reference_element=for_element,
+        patient_id=str(ds.get("PatientID", "") or "").strip(),
     )
