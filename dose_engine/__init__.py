@@ -10,10 +10,13 @@ from ._beamlets import Beamlets, beamlets_for_target
 from ._cache import cached_influence_matrix, load_influence_matrix, save_influence_matrix
 from ._density import HUTable, hu_to_density, load_hu_table
 from ._field_dose import field_dose
+from ._fit import fit_beam_model
 from ._grid import Grid
 from ._influence import InfluenceMatrix, compute_influence_matrix
+from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
 from ._model import BeamModel, load_beam_model, rectangle_dose
 from ._raytrace import radiological_depth_at_points, trace_rays
+from ._validation import ValidationReport, compare_to_measured
 from .errors import (
     BackendError,
     BeamModelError,
@@ -32,18 +35,25 @@ __all__ = [
     "Beamlets",
     "HUTable",
     "InfluenceMatrix",
+    "MeasuredData",
+    "MeasuredScan",
     "PATIENT_POSITIONS",
+    "ValidationReport",
     "beamlets_for_target",
     "cached_influence_matrix",
+    "compare_to_measured",
     "compute_influence_matrix",
     "equispaced_coplanar_beams",
     "field_dose",
+    "fit_beam_model",
     "hu_to_density",
     "isocenter_at_centroid",
     "load_beam_model",
     "load_hu_table",
     "load_influence_matrix",
     "radiological_depth_at_points",
+    "read_mcc",
+    "read_measured_data",
     "rectangle_dose",
     "save_influence_matrix",
     "trace_rays",

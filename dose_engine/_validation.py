@@ -1,9 +1,9 @@
-"""Compare the engine with the measured 6 MV water-tank data (commissioning report).
+"""Compare the engine with measured water-tank data (commissioning report).
 
 Everything goes through the public path a plan takes: a water phantom built as a density
 array, exact ray tracing and :func:`field_dose` on one-row dose grids along the measured
-PDD and profile lines.  Geometry of the measurements: gantry 0, SSD 900 mm (isocentre at
-100 mm depth), square fields defined at the isocentre.
+PDD and profile lines.  Geometry of the measurements: gantry 0, the SSD of each scan
+(isocentre at depth ``SAD - SSD``), rectangular fields defined at the isocentre.
 """
 
 from __future__ import annotations
@@ -17,18 +17,30 @@ import numpy as np
 from ._beam import Beam
 from ._field_dose import field_dose
 from ._grid import Grid
-from ._measured import read_measured_6mv
-from ._model import BeamModel, load_beam_model
+from ._measured import MeasuredData, MeasuredScan, field_label, point_label
+from ._model import BeamModel
+from .errors import BeamModelError
 
 __all__ = [
+    "TOLERANCES",
     "ValidationReport",
-    "compare_to_measured_6mv",
+    "compare_to_measured",
     "dmax_mm",
     "profile_metrics",
     "water_phantom",
 ]
 
-SURFACE_Y_MM = -100.0  # HFS gantry 0: source at y = -1000, surface at SSD 900 mm
+#: Acceptance criteria: local PDD deviation beyond dmax (%), dmax, 50 % width and 80-20 %
+#: penumbra (mm), output factor and absolute dose (%), minimum gamma 2 %/2 mm pass rate (%).
+TOLERANCES = {
+    "pdd_local_max_pct": 2.0,
+    "dmax_diff_mm": 2.0,
+    "width_diff_mm": 2.0,
+    "penumbra_diff_mm": 2.0,
+    "output_factor_pct": 2.0,
+    "absolute_dose_pct": 2.0,
+    "gamma_min_pass_pct": 95.0,
+}
 
 
 def water_phantom(
@@ -37,16 +49,17 @@ def water_phantom(
     spacing_mm: float = 5.0,
     half_width_mm: float = 200.0,
     depth_mm: float = 400.0,
+    sad_mm: float = 1000.0,
 ):
     """A water box for a gantry-0 HFS beam with its isocentre at (0, 0, 0).
 
     Returns
     -------
     density : (nz, ny, nx) ndarray of float32
-        1.0 in water; the surface plane ``y = ssd_mm - 1000`` lies on voxel boundaries.
+        1.0 in water; the surface plane ``y = ssd_mm - sad_mm`` lies on voxel boundaries.
     grid : Grid
     """
-    y_surface = ssd_mm - 1000.0
+    y_surface = ssd_mm - sad_mm
     n_lat = int(round(2 * half_width_mm / spacing_mm))
     n_depth = int(round(depth_mm / spacing_mm))
     grid = Grid(
@@ -68,15 +81,19 @@ def line_grid(
     stop_mm: float,
     step_mm: float,
     ssd_mm: float = 900.0,
+    *,
+    offaxis_mm: float = 0.0,
+    sad_mm: float = 1000.0,
 ) -> Grid:
-    """A one-row dose grid: along ``"x"`` (crossplane), ``"z"`` (inplane) at ``depth_mm``,
-    or ``"depth"`` (PDD, on the central axis) from ``start_mm`` to ``stop_mm``."""
+    """A one-row dose grid: along ``"x"`` (crossplane, at ``z = offaxis_mm``), ``"z"``
+    (inplane, at ``x = offaxis_mm``) at ``depth_mm``, or ``"depth"`` (PDD, on the central
+    axis) from ``start_mm`` to ``stop_mm``."""
     n = int(round((stop_mm - start_mm) / step_mm)) + 1
-    y_surface = ssd_mm - 1000.0
+    y_surface = ssd_mm - sad_mm
     if axis == "x":
-        return Grid((1, 1, n), (start_mm, y_surface + depth_mm, 0.0), (step_mm, 1.0, 1.0))
+        return Grid((1, 1, n), (start_mm, y_surface + depth_mm, offaxis_mm), (step_mm, 1.0, 1.0))
     if axis == "z":
-        return Grid((n, 1, 1), (0.0, y_surface + depth_mm, start_mm), (1.0, 1.0, step_mm))
+        return Grid((n, 1, 1), (offaxis_mm, y_surface + depth_mm, start_mm), (1.0, 1.0, step_mm))
     return Grid((1, n, 1), (0.0, y_surface + start_mm, 0.0), (1.0, step_mm, 1.0))
 
 
@@ -100,54 +117,112 @@ def profile_metrics(x_mm, dose) -> tuple[float, float]:
 
 def dmax_mm(depth_mm, dose) -> float:
     """Depth of maximum dose: vertex of a parabola fitted to the points within 1 % of the
-    maximum (the build-up peak is flat, so the arg-max alone jumps by whole samples)."""
+    maximum (the build-up peak is flat, so the arg-max alone jumps by whole samples); the
+    arg-max when fewer than 4 points are that close or the parabola opens upwards."""
     d = np.asarray(depth_mm, float)
     y = np.asarray(dose, float)
     near = y >= 0.99 * y.max()
-    a, b, _ = np.polyfit(d[near], y[near], 2)
-    return float(-b / (2 * a)) if a < 0 else float(d[np.argmax(y)])
+    d_at_max = float(d[np.argmax(y)])
+    if np.count_nonzero(near) < 4:
+        return d_at_max
+    a, b, _ = np.polyfit(d[near] - d_at_max, y[near] / y.max(), 2)
+    return d_at_max - b / (2 * a) if a < 0 else d_at_max
+
+
+def scan_label(scan: MeasuredScan) -> str:
+    """``"100x100 SSD 900 PDD"`` or ``"50x50 SSD 900 CROSSPLANE_PROFILE 100mm"``."""
+    base = f"{field_label(scan.field)} SSD {scan.ssd_mm:g} {scan.curve}"
+    if scan.curve == "PDD":
+        return base
+    off = f" off-axis {scan.offaxis_mm:g}mm" if scan.offaxis_mm else ""
+    return f"{base} {scan.depth_mm:g}mm{off}"
 
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Worst deviations of the engine from the measurements (see :func:`compare_to_measured_6mv`).
+    """Deviations of the engine from the measurements (see :func:`compare_to_measured`).
+
+    Every dict is keyed by a readable label (:func:`scan_label` for scans).
 
     Attributes
     ----------
-    pdd_local_max_pct : dict field_mm → float
+    pdd_local_max_pct : dict label → float
         Largest |calc/meas − 1| beyond dmax (both normalised at their maximum), %.
-    dmax_diff_mm : dict field_mm → float
-    width_diff_mm, penumbra_diff_mm : dict (field_mm, curve, depth_mm) → float
-        Calculated minus measured 50 % width and 80–20 % penumbra.
-    output_factor_5x5 : (calc, meas)
-    d10_ssd900_cgy_per_mu : (calc, meas)
-    gamma_pass_pct : dict curve name → float
-        pymedphys gamma 2 %/2 mm (global, 10 % low-dose cut-off) pass rate of each curve.
+    dmax_diff_mm : dict label → float
+        Calculated minus measured depth of maximum, mm.
+    width_diff_mm, penumbra_diff_mm : dict label → float
+        Calculated minus measured 50 % width and 80–20 % penumbra, mm.
+    output_factor : dict field label → (calc, meas)
+        Central-axis dose relative to the reference field at the output-factor geometry.
+    absolute_gy_per_mu : dict point label → (calc, meas)
+        The data set's absolute-dose points, Gy/MU.
+    gamma_pass_pct : dict label → float
+        pymedphys gamma 2 %/2 mm (global, 10 % low-dose cut-off) pass rate of each curve, %.
     """
 
     pdd_local_max_pct: dict
     dmax_diff_mm: dict
     width_diff_mm: dict
     penumbra_diff_mm: dict
-    output_factor_5x5: tuple
-    d10_ssd900_cgy_per_mu: tuple
+    output_factor: dict
+    absolute_gy_per_mu: dict
     gamma_pass_pct: dict = field(default_factory=dict)
 
     def worst(self) -> dict:
-        """One number per criterion (largest magnitude)."""
+        """One number per criterion of :data:`TOLERANCES` (nan when nothing was compared)."""
+
+        def largest(values):
+            return max((abs(v) for v in values), default=float("nan"))
+
+        def pct(pairs):
+            return largest(100 * (c / m - 1) for c, m in pairs)
+
         return {
-            "pdd_local_max_pct": max(self.pdd_local_max_pct.values()),
-            "dmax_diff_mm": max(abs(v) for v in self.dmax_diff_mm.values()),
-            "width_diff_mm": max(abs(v) for v in self.width_diff_mm.values()),
-            "penumbra_diff_mm": max(abs(v) for v in self.penumbra_diff_mm.values()),
-            "output_factor_5x5_pct": 100
-            * abs(self.output_factor_5x5[0] / self.output_factor_5x5[1] - 1),
-            "d10_ssd900_pct": 100
-            * abs(self.d10_ssd900_cgy_per_mu[0] / self.d10_ssd900_cgy_per_mu[1] - 1),
-            "gamma_min_pass_pct": min(self.gamma_pass_pct.values())
-            if self.gamma_pass_pct
-            else float("nan"),
+            "pdd_local_max_pct": largest(self.pdd_local_max_pct.values()),
+            "dmax_diff_mm": largest(self.dmax_diff_mm.values()),
+            "width_diff_mm": largest(self.width_diff_mm.values()),
+            "penumbra_diff_mm": largest(self.penumbra_diff_mm.values()),
+            "output_factor_pct": pct(self.output_factor.values()),
+            "absolute_dose_pct": pct(self.absolute_gy_per_mu.values()),
+            "gamma_min_pass_pct": min(self.gamma_pass_pct.values(), default=float("nan")),
         }
+
+    def failures(self, tolerances: dict | None = None) -> list[str]:
+        """Criteria outside ``tolerances`` (default :data:`TOLERANCES`), as sentences."""
+        tol = TOLERANCES if tolerances is None else tolerances
+        out = []
+        for key, value in self.worst().items():
+            limit = tol[key]
+            bad = value < limit if key == "gamma_min_pass_pct" else value > limit
+            if bad:
+                out.append(f"{key} = {value:.3g} (tolerance {limit:g})")
+        return out
+
+    def summary(self) -> str:
+        """A plain-text table of every comparison, then the worst values and failures."""
+        lines = [f"{'curve':<48} {'PDD %':>6} {'dmax':>6} {'width':>6} {'pen.':>6} {'gamma':>6}"]
+        labels = list(self.pdd_local_max_pct) + list(self.width_diff_mm)
+        for lab in labels:
+            cells = [
+                self.pdd_local_max_pct.get(lab),
+                self.dmax_diff_mm.get(lab),
+                self.width_diff_mm.get(lab),
+                self.penumbra_diff_mm.get(lab),
+                self.gamma_pass_pct.get(lab),
+            ]
+            lines.append(f"{lab:<48} " + " ".join(_cell(c) for c in cells))
+        for lab, (c, m) in self.output_factor.items():
+            lines.append(f"output factor {lab}: calc {c:.4f}, measured {m:.4f}")
+        for lab, (c, m) in self.absolute_gy_per_mu.items():
+            lines.append(f"absolute dose {lab}: calc {c:.5g} Gy/MU, measured {m:.5g} Gy/MU")
+        lines.append("worst: " + ", ".join(f"{k} {v:.3g}" for k, v in self.worst().items()))
+        fails = self.failures()
+        lines.append("outside tolerance: " + "; ".join(fails) if fails else "all within tolerance")
+        return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return f"{value:6.2f}" if value is not None else f"{'-':>6}"
 
 
 def _gamma_pass(x_ref, d_ref, x_eval, d_eval) -> float:
@@ -170,82 +245,149 @@ def _gamma_pass(x_ref, d_ref, x_eval, d_eval) -> float:
     return float(100.0 * np.mean(g[valid] <= 1.0))
 
 
-def compare_to_measured_6mv(
-    model: BeamModel | None = None,
+class _Phantoms:
+    """Water phantoms, one per SSD, large enough for every scan of a data set."""
+
+    def __init__(self, measured: MeasuredData):
+        lateral = [np.max(np.abs(s.position_mm)) + abs(s.offaxis_mm) for s in measured.profiles()]
+        self.half_width_mm = max(200.0, 5.0 * np.ceil((max(lateral) + 25.0) / 5.0))
+        self.depth_mm = 5.0 * np.ceil((max(s.position_mm[-1] for s in measured.pdds()) + 50) / 5)
+        self.sad_mm = measured.sad_mm
+        self._cache: dict = {}
+
+    def __call__(self, ssd_mm: float):
+        if ssd_mm not in self._cache:
+            self._cache[ssd_mm] = water_phantom(
+                ssd_mm,
+                half_width_mm=self.half_width_mm,
+                depth_mm=max(self.depth_mm, self.sad_mm - ssd_mm + 100.0),
+                sad_mm=self.sad_mm,
+            )
+        return self._cache[ssd_mm]
+
+
+def _rect(field_mm) -> np.ndarray:
+    fx, fy = field_mm
+    return np.array([[-fx / 2, fx / 2, -fy / 2, fy / 2]])
+
+
+def _compare_pdd(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
+    """``{"pdd": %, "dmax": mm, "gamma": % or None}`` of one PDD."""
+    g = line_grid(
+        "depth", 0.0, 0.0, float(scan.position_mm[-1]), step_mm / 2, scan.ssd_mm, sad_mm=sad_mm
+    )
+    calc = calc_fn(scan, g)
+    dep = g.zyx_axes_mm()[1] - (scan.ssd_mm - sad_mm)
+    mv = scan.value / scan.value.max()
+    beyond = scan.position_mm >= float(scan.position_mm[np.argmax(scan.value)])
+    ci = np.interp(scan.position_mm[beyond], dep, calc / calc.max())
+    out = {
+        "pdd": float(100 * np.max(np.abs(ci / mv[beyond] - 1))),
+        "dmax": dmax_mm(dep, calc) - dmax_mm(scan.position_mm, scan.value),
+        "gamma": None,
+    }
+    if gamma:
+        out["gamma"] = _gamma_pass(
+            scan.position_mm, scan.value, dep, calc / calc.max() * scan.value.max()
+        )
+    return out
+
+
+def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
+    """``{"width": mm, "penumbra": mm, "gamma": % or None}`` of one profile."""
+    axis = "x" if scan.curve == "CROSSPLANE_PROFILE" else "z"
+    lim = float(np.max(np.abs(scan.position_mm)))
+    g = line_grid(
+        axis,
+        scan.depth_mm,
+        -lim,
+        lim,
+        step_mm,
+        scan.ssd_mm,
+        offaxis_mm=scan.offaxis_mm,
+        sad_mm=sad_mm,
+    )
+    calc = calc_fn(scan, g)
+    x = g.zyx_axes_mm()[2] if axis == "x" else g.zyx_axes_mm()[0]
+    wm, pm = profile_metrics(scan.position_mm, scan.value)
+    wc, pc = profile_metrics(x, calc)
+    out = {"width": wc - wm, "penumbra": pc - pm, "gamma": None}
+    if gamma:
+        scale = np.interp(0.0, scan.position_mm, scan.value) / np.interp(0.0, x, calc)
+        out["gamma"] = _gamma_pass(scan.position_mm, scan.value, x, calc * scale)
+    return out
+
+
+def compare_to_measured(
+    model: BeamModel,
+    measured: MeasuredData,
     *,
-    fields_mm=(50.0, 100.0),
-    depths_mm=(15.0, 50.0, 100.0, 200.0),
     step_mm: float = 1.0,
     gamma: bool = True,
     backend: str = "numpy",
 ) -> ValidationReport:
-    """Compute the measured curves with :func:`field_dose` and compare.
+    """Compute every measured curve, output factor and absolute dose with :func:`field_dose`.
 
     Parameters
     ----------
-    model : BeamModel, optional
-        Default: the shipped 6 MV model.
-    fields_mm : sequence of {50, 100}
-        Square field sides (at the isocentre).
-    depths_mm : sequence of {15, 50, 100, 200}
-        Profile depths to check.
+    model : BeamModel
+    measured : MeasuredData
+        Use :meth:`MeasuredData.select` to compare a subset (e.g. scans held out of a fit).
     step_mm : float
-        Dose-grid step along each line, mm.
+        Dose-grid step along each profile line, mm (half of it along PDDs).
     gamma : bool
-        Also compute pymedphys gamma pass rates (2 %/2 mm).
+        Also compute pymedphys gamma pass rates (2 %/2 mm; needs the ``test`` extra).
+    backend : {"numpy", "cupy"}
+
+    Raises
+    ------
+    BeamModelError
+        If the model and the measurements have different SAD.
     """
-    model = load_beam_model() if model is None else model
-    meas = read_measured_6mv()
-    beam = Beam(0.0, isocenter_mm=(0.0, 0.0, 0.0), sad_mm=model.sad_mm)
-    dens, ct = water_phantom(900.0)
-    pdd_dev, dmax_diff, wdiff, pdiff, gam = {}, {}, {}, {}, {}
-    for f in fields_mm:
-        rect = np.array([[-f / 2, f / 2, -f / 2, f / 2]])
-        for s in meas["scans"][f]:
-            if s.curve == "PDD":
-                g = line_grid("depth", 0.0, 0.0, 350.0, step_mm / 2)
-                calc = field_dose(dens, ct, g, beam, rect, 1.0, model, backend=backend).ravel()
-                dep = g.zyx_axes_mm()[1] - SURFACE_Y_MM
-                c = calc / calc.max()
-                mv = s.value / s.value.max()
-                dmax_m = dmax_mm(s.position_mm, s.value)
-                dmax_c = dmax_mm(dep, calc)
-                dmax_diff[f] = dmax_c - dmax_m
-                beyond = s.position_mm >= float(s.position_mm[np.argmax(s.value)])
-                ci = np.interp(s.position_mm[beyond], dep, c)
-                pdd_dev[f] = float(100 * np.max(np.abs(ci / mv[beyond] - 1)))
-                if gamma:
-                    gam[f"{f:g}mm PDD"] = _gamma_pass(
-                        s.position_mm, s.value, dep, calc / calc.max() * s.value.max()
-                    )
-                continue
-            if s.depth_mm not in depths_mm:
-                continue
-            axis = "x" if s.curve == "CROSSPLANE_PROFILE" else "z"
-            lim = float(np.max(np.abs(s.position_mm)))
-            g = line_grid(axis, s.depth_mm, -lim, lim, step_mm)
-            calc = field_dose(dens, ct, g, beam, rect, 1.0, model, backend=backend).ravel()
-            x = g.zyx_axes_mm()[2] if axis == "x" else g.zyx_axes_mm()[0]
-            wm, pm = profile_metrics(s.position_mm, s.value)
-            wc, pc = profile_metrics(x, calc)
-            key = (f, s.curve, s.depth_mm)
-            wdiff[key] = wc - wm
-            pdiff[key] = pc - pm
-            if gamma:
-                scale = np.interp(0.0, s.position_mm, s.value) / np.interp(0.0, x, calc)
-                gam[f"{f:g}mm {s.curve} {s.depth_mm:g}mm"] = _gamma_pass(
-                    s.position_mm, s.value, x, calc * scale
-                )
-    # Output factor and absolute dose: isocentre (100 mm depth) at SSD 900 mm.
-    iso = Grid((1, 1, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    d = {
-        f: float(
-            field_dose(
-                dens, ct, iso, beam, [[-f / 2, f / 2, -f / 2, f / 2]], 1.0, model, backend=backend
-            ).ravel()[0]
+    if abs(model.sad_mm - measured.sad_mm) > 1e-6:
+        raise BeamModelError(
+            f"Beam model {model.path} has SAD {model.sad_mm:g} mm but the measurements in "
+            f"{measured.source} were taken at ISOCENTER {measured.sad_mm:g} mm."
         )
-        for f in (50.0, 100.0)
+    sad = measured.sad_mm
+    phantoms = _Phantoms(measured)
+    beam = Beam(0.0, isocenter_mm=(0.0, 0.0, 0.0), sad_mm=sad)
+
+    def dose(ssd_mm, field_mm, grid):
+        dens, ct = phantoms(ssd_mm)
+        return field_dose(
+            dens, ct, grid, beam, _rect(field_mm), 1.0, model, backend=backend
+        ).ravel()
+
+    def calc_fn(scan, grid):
+        return dose(scan.ssd_mm, scan.field, grid)
+
+    def point_dose(field_mm, ssd_mm, depth_mm):
+        g = Grid((1, 1, 1), (0.0, ssd_mm - sad + depth_mm, 0.0), (1.0, 1.0, 1.0))
+        return float(dose(ssd_mm, field_mm, g)[0])
+
+    pdd, dmax, width, pen, gam = {}, {}, {}, {}, {}
+    for s in measured.scans:
+        lab = scan_label(s)
+        if s.curve == "PDD":
+            r = _compare_pdd(s, calc_fn, step_mm, sad, gamma)
+            pdd[lab], dmax[lab] = r["pdd"], r["dmax"]
+        else:
+            r = _compare_profile(s, calc_fn, step_mm, sad, gamma)
+            width[lab], pen[lab] = r["width"], r["penumbra"]
+        if gamma:
+            gam[lab] = r["gamma"]
+    ref = measured.reference_field_mm
+    ssd, depth = measured.of_ssd_mm, measured.of_depth_mm
+    d_ref = point_dose(ref, ssd, depth)
+    of_ref = measured.output_factors[ref]
+    of = {
+        field_label(f): (point_dose(f, ssd, depth) / d_ref, v / of_ref)
+        for f, v in measured.output_factors.items()
+        if f != ref
     }
-    of = (d[50.0] / d[100.0], meas["output_factor"][50.0] / meas["output_factor"][100.0])
-    absolute = (100.0 * d[100.0], meas["absolute"]["d10_ssd900"])
-    return ValidationReport(pdd_dev, dmax_diff, wdiff, pdiff, of, absolute, gam)
+    absolute = {
+        point_label(p): (point_dose(p["field_mm"], p["ssd_mm"], p["depth_mm"]), p["dose_gy_per_mu"])
+        for p in measured.absolute_dose
+    }
+    return ValidationReport(pdd, dmax, width, pen, of, absolute, gam)

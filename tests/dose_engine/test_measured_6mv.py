@@ -13,19 +13,21 @@ import pytest
 
 from dose_engine import Beam, Grid, field_dose, load_beam_model
 from dose_engine._fit import fit_6mv_model, shape_from_model
-from dose_engine._measured import read_measured_6mv
-from dose_engine._validation import compare_to_measured_6mv, water_phantom
+from dose_engine._measured import pymedphys_6mv_data, read_measured_6mv
+from dose_engine._validation import compare_to_measured, water_phantom
 
 
 @pytest.fixture(scope="module")
 def report():
-    return compare_to_measured_6mv(depths_mm=(15.0, 100.0, 200.0), gamma=True)
+    data = pymedphys_6mv_data().select(lambda s: s.depth_mm in (None, 15.0, 100.0, 200.0))
+    return compare_to_measured(load_beam_model(), data, gamma=True)
 
 
 def test_depth_dose_and_dmax(report):
-    for f in (50.0, 100.0):
-        assert report.pdd_local_max_pct[f] <= 2.0, f
-        assert abs(report.dmax_diff_mm[f]) <= 2.0, f
+    assert sorted(report.pdd_local_max_pct) == ["100x100 SSD 900 PDD", "50x50 SSD 900 PDD"]
+    for key, dev in report.pdd_local_max_pct.items():
+        assert dev <= 2.0, key
+        assert abs(report.dmax_diff_mm[key]) <= 2.0, key
 
 
 def test_profile_width_and_penumbra(report):
@@ -37,12 +39,13 @@ def test_profile_width_and_penumbra(report):
 
 
 def test_output_factor_and_absolute_dose(report):
-    calc, meas = report.output_factor_5x5
+    calc, meas = report.output_factor["50x50"]
     assert meas == pytest.approx(0.906)
     assert calc == pytest.approx(meas, rel=0.02)
-    calc, meas = report.d10_ssd900_cgy_per_mu
-    assert meas == pytest.approx(0.812)
+    calc, meas = report.absolute_gy_per_mu["100x100 SSD 900 depth 100mm"]
+    assert meas == pytest.approx(0.00812)
     assert calc == pytest.approx(meas, rel=0.02)
+    assert report.failures() == []
 
 
 def test_gamma_every_curve(report):
@@ -85,5 +88,7 @@ def test_refit_reproduces_shipped_model():
     np.testing.assert_allclose(refit["scatter_ratio"], shipped["scatter_ratio"], rtol=1e-6)
     res = refit["provenance"]["residuals"]
     assert res["profile_rms_fraction_of_cax"] < 0.015
-    assert res["pdd10_rms_fraction_of_max"] < 1e-4
-    assert res["d10_ssd900_model_gy_per_mu"] == pytest.approx(0.00812, rel=0.02)
+    assert res["reference_pdd_rms_fraction_of_max"] < 1e-4
+    d10 = res["absolute_dose_gy_per_mu"][1]
+    assert d10["point"] == "100x100 SSD 900 depth 100mm"
+    assert d10["model"] == pytest.approx(0.00812, rel=0.02)

@@ -1,0 +1,114 @@
+"""``python -m dose_engine.fit``: commission a beam model from measured data.
+
+``python -m dose_engine.fit --measurements DIR [--out model.json] [--overwrite]`` reads a
+folder of ``.mcc`` scans and its ``commissioning.toml`` (:mod:`dose_engine._measured`), fits
+the model (:func:`~dose_engine.fit_beam_model`), validates it against every scan
+(:func:`~dose_engine.compare_to_measured`), writes the model JSON atomically and prints the
+validation summary.  Without ``--measurements`` it regenerates the shipped 6 MV model from
+the pymedphys data (``python -m dose_engine.fit [OUT.json]``).
+
+Exit status: 0 when the model was written and meets every validation tolerance, 1 when it
+was written but some curve is outside tolerance (listed in the summary), 2 on bad input (one
+line on stderr naming the file and the field; nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ._fit import fit_6mv_model, fit_beam_model
+from ._measured import read_measured_data
+from ._model import BeamModel
+from ._validation import compare_to_measured
+from .errors import DoseEngineError
+
+__all__ = ["main", "write_json_atomic"]
+
+SHIPPED_MODEL = Path(__file__).parent / "data" / "beam_model_6MV.json"
+
+
+def write_json_atomic(params: dict, out: Path) -> None:
+    """Write ``params`` as JSON to ``out`` through a temporary file in the same folder and
+    :func:`os.replace`, so ``out`` is either the old file or the complete new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(params, indent=1) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dose_engine.fit",
+        description="Fit the pencil-beam model to measured water-tank data and validate it.",
+    )
+    p.add_argument(
+        "legacy_out",
+        nargs="?",
+        metavar="OUT.json",
+        help="without --measurements: refit the shipped 6 MV model from the pymedphys data "
+        "and write it here (default: the shipped file)",
+    )
+    p.add_argument(
+        "--measurements",
+        metavar="DIR",
+        type=Path,
+        help="folder of .mcc scans with commissioning.toml (see dose_engine._measured)",
+    )
+    p.add_argument(
+        "--table", type=Path, help="commissioning table (default DIR/commissioning.toml)"
+    )
+    p.add_argument("--out", type=Path, help="model JSON to write (default ./beam_model.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--max-nfev", type=int, default=200, help="shape-fit evaluation budget")
+    p.add_argument("--no-gamma", action="store_true", help="skip the pymedphys gamma pass rates")
+    return p
+
+
+def _gamma_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pymedphys") is not None
+
+
+def _commission(args) -> int:
+    out = args.out or Path("beam_model.json")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist.")
+    measured = read_measured_data(args.measurements, table=args.table)
+    params = fit_beam_model(measured, max_nfev=args.max_nfev)
+    gamma = not args.no_gamma and _gamma_available()
+    report = compare_to_measured(BeamModel(params, str(out)), measured, gamma=gamma)
+    write_json_atomic(params, out)
+    sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
+    return 1 if report.failures() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m dose_engine.fit`` (see the module docstring)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.measurements is not None and args.legacy_out:
+        parser.error("with --measurements give the output as --out, not positionally")
+    try:
+        if args.measurements is None:
+            out = Path(args.legacy_out) if args.legacy_out else SHIPPED_MODEL
+            params = fit_6mv_model(max_nfev=args.max_nfev)
+            write_json_atomic(params, out)
+            residuals = json.dumps(params["provenance"]["residuals"], indent=1)
+            sys.stdout.write(f"wrote {out}\n{residuals}\n")
+            return 0
+        return _commission(args)
+    except (DoseEngineError, OSError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2

@@ -1,0 +1,278 @@
+"""Commissioning from a user's own measured data (``dose_engine.fit --measurements``).
+
+- Hold-out on the pymedphys 6 MV data (PTW 60008 diode, SSD 900 mm): fitted without the
+  5 x 5 cm^2 profiles, the model must predict them within the acceptance criteria of
+  ``test_measured_6mv.py`` (50 % width and 80-20 % penumbra 2 mm, gamma 2 %/2 mm >= 95 %).
+- A synthetic "other clinic" (SSD 1000 mm, fields 3 x 3, 6 x 6 and 15 x 10 cm^2, profile
+  depths 16/50/150 mm), written as .mcc files from the shipped model with a broader focal
+  source: the fit must recover the source width it was generated with.
+- Malformed input is refused with a message naming the file and the field, and nothing is
+  written.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from dose_engine import (
+    BeamModel,
+    BeamModelError,
+    compare_to_measured,
+    fit_beam_model,
+    load_beam_model,
+    read_measured_data,
+)
+from dose_engine._commission_cli import main
+from dose_engine._fit import _dose, shape_from_model
+from dose_engine._measured import pymedphys_6mv_data
+
+SOURCE_SIGMA_X_MM = 3.2  # the shipped model has 2.16 mm
+FIELDS_MM = [(30.0, 30.0), (60.0, 60.0), (150.0, 100.0)]
+SSD_MM = 1000.0
+DEPTHS_MM = (16.0, 50.0, 150.0)
+
+
+def _mcc_block(index: int, header: dict, position_mm, value) -> str:
+    head = "".join(f"\t\t{k}={v}\n" for k, v in header.items())
+    rows = "".join(f"\t\t\t{p:.2f}\t\t{v:.6E}\n" for p, v in zip(position_mm, value, strict=True))
+    return f"\tBEGIN_SCAN  {index}\n{head}\t\tBEGIN_DATA\n{rows}\t\tEND_DATA\n\tEND_SCAN  {index}\n"
+
+
+def write_mcc(path, scans) -> None:
+    """Write ``[(header dict, positions, values), ...]`` as a PTW MEPHYSTO .mcc file."""
+    blocks = "".join(_mcc_block(i + 1, *s) for i, s in enumerate(scans))
+    path.write_text(f"BEGIN_SCAN_DATA\n\tFORMAT=CC-Export V1.9\n{blocks}END_SCAN_DATA\n")
+
+
+def _header(curve, field, depth=None) -> dict:
+    h = {
+        "ISOCENTER": "1000.00",
+        "ENERGY": "6.00",
+        "SSD": f"{SSD_MM:.2f}",
+        "FIELD_INPLANE": f"{field[1]:.2f}",
+        "FIELD_CROSSPLANE": f"{field[0]:.2f}",
+        "SCAN_CURVETYPE": curve,
+    }
+    if depth is not None:
+        h["SCAN_DEPTH"] = f"{depth:.2f}"
+    return h
+
+
+def _clinic_model() -> BeamModel:
+    params = copy.deepcopy(load_beam_model().parameters)
+    params["source_sigma_mm"][0] = SOURCE_SIGMA_X_MM
+    return BeamModel(params)
+
+
+def _clinic_scans(model, field):
+    """PDD (0.5-300 mm: 1 mm steps in the build-up, 5 mm beyond 30 mm) and in/cross-plane
+    profiles of one field from ``model``."""
+    depth = np.concatenate([np.arange(0.5, 30.0, 1.0), np.arange(30.0, 300.1, 5.0)])
+    scans = [(_header("PDD", field), depth, _dose(model, SSD_MM, field, depth, 0.0))]
+    for d in DEPTHS_MM:
+        half = max(field) / 2 * (SSD_MM + d) / 1000.0 + 40.0
+        x = np.arange(-half, half + 0.01, 3.0)
+        for curve, (px, py) in (("CROSSPLANE_PROFILE", (x, 0.0)), ("INPLANE_PROFILE", (0.0, x))):
+            scans.append((_header(curve, field, d), x, _dose(model, SSD_MM, field, d, px, py)))
+    return scans
+
+
+def _clinic_table(model) -> str:
+    ref = _dose(model, SSD_MM, (100.0, 100.0), 100.0, 0.0)
+    factors = "\n".join(
+        f'"{f[0]:g}x{f[1]:g}" = {float(_dose(model, SSD_MM, f, 100.0, 0.0) / ref):.5f}'
+        for f in FIELDS_MM
+    )
+    return (
+        '[output_factors]\nssd_mm = 1000.0\ndepth_mm = 100.0\nreference_field_mm = "60x60"\n'
+        f'[output_factors.factors]\n"100x100" = 1.0\n{factors}\n'
+        f"[calibration]\ndose_gy_per_mu = {float(ref):.6g}\nfield_mm = 100\nssd_mm = 1000.0\n"
+        "depth_mm = 100.0\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory):
+    """A folder of .mcc files and commissioning.toml from the perturbed model."""
+    folder = tmp_path_factory.mktemp("clinic")
+    model = _clinic_model()
+    for f in FIELDS_MM:
+        write_mcc(folder / f"6X_{f[0]:g}x{f[1]:g}.mcc", _clinic_scans(model, f))
+    (folder / "commissioning.toml").write_text(_clinic_table(model))
+    return folder
+
+
+def test_read_clinic_folder(clinic):
+    data = read_measured_data(clinic)
+    assert len(data.pdds()) == 3 and len(data.profiles()) == 18
+    assert {s.field for s in data.scans} == set(FIELDS_MM)
+    assert data.reference_field_mm == (60.0, 60.0)
+    assert data.calibration["depth_mm"] == 100.0
+    assert data.sad_mm == 1000.0 and data.energy_mv == 6.0
+
+
+@pytest.fixture(scope="module")
+def clinic_fit(clinic):
+    return fit_beam_model(read_measured_data(clinic), max_nfev=60)
+
+
+def test_fit_recovers_perturbed_source_size(clinic_fit):
+    params = clinic_fit
+    generated = _clinic_model().parameters
+
+    # Generated with sigma_src,x = 3.2 mm (shipped: 2.16 mm); the fit starts at 1 mm.  The
+    # focal blur and the primary kernel width p0 add in quadrature and differ only through
+    # the SAD/z scaling of p0, so the data fix their sum tightly (3 %) and the source width
+    # itself to 0.4 mm (with denser scans the fit landed at 3.5 mm with p0 = 0.7 mm).
+    def blur_x(p):
+        return np.hypot(p["source_sigma_mm"][0], p["sigma_primary_mm"][0])
+
+    assert blur_x(params) == pytest.approx(blur_x(generated), rel=0.03)
+    assert params["source_sigma_mm"][0] == pytest.approx(SOURCE_SIGMA_X_MM, abs=0.4)
+    shipped = load_beam_model().parameters["source_sigma_mm"][0]
+    assert params["source_sigma_mm"][0] > shipped + 0.6  # the perturbation is seen
+    assert params["provenance"]["residuals"]["profile_rms_fraction_of_cax"] < 0.005
+
+
+def test_clinic_model_validates_on_its_data(clinic, clinic_fit):
+    report = compare_to_measured(BeamModel(clinic_fit), read_measured_data(clinic), gamma=False)
+    assert report.failures() == []
+    assert len(report.width_diff_mm) == 18 and len(report.output_factor) == 3
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_writes_model_and_summary(clinic, tmp_path, capsys):
+    out = tmp_path / "model.json"
+    args = ["--measurements", str(clinic), "--out", str(out), "--max-nfev", "5", "--no-gamma"]
+    assert main(args) == 0
+    model = load_beam_model(out)
+    assert model.parameters["sad_mm"] == 1000.0
+    assert "6X_60x60.mcc" in model.provenance()["data"]
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "60x60 SSD 1000 PDD" in text and "worst:" in text
+    assert main(args) == 2  # an existing model is not overwritten unless asked
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+
+
+def test_cli_exit_1_when_the_written_model_misses_a_tolerance(clinic, tmp_path):
+    # a validation-only absolute-dose point 10 % above the dose of the generating model
+    true_gy_per_mu = float(_dose(_clinic_model(), SSD_MM, (60.0, 60.0), 50.0, 0.0))
+    point = (
+        '\n[[absolute_dose]]\nfield_mm = "60x60"\nssd_mm = 1000.0\ndepth_mm = 50.0\n'
+        f"dose_gy_per_mu = {1.1 * true_gy_per_mu:.6g}\n"
+    )
+    folder = _broken_copy(clinic, tmp_path, table=lambda toml: toml + point)
+    out = tmp_path / "model.json"
+    args = ["--measurements", str(folder), "--out", str(out), "--max-nfev", "5", "--no-gamma"]
+    assert main(args) == 1
+    assert load_beam_model(out).parameters["sad_mm"] == 1000.0  # written all the same
+
+
+def _broken_copy(clinic, tmp_path, drop=(), table=None):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for f in clinic.glob("*.mcc"):
+        text = f.read_text()
+        for curve in drop:
+            blocks = text.split("\tBEGIN_SCAN ")
+            text = "\tBEGIN_SCAN ".join(b for b in blocks if f"SCAN_CURVETYPE={curve}" not in b)
+        (folder / f.name).write_text(text)
+    toml = (clinic / "commissioning.toml").read_text()
+    (folder / "commissioning.toml").write_text(table(toml) if table else toml)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_pdd", r"commissioning\.toml: .*reference_field_mm. is 60x60 but no \.mcc scan "),
+        ("no_profiles", r"data: the \.mcc files hold no INPLANE_PROFILE or CROSSPLANE_PROFILE"),
+        ("garbage_mcc", r"6X_30x30\.mcc, line 3: data row 'abc 1' is not two numbers"),
+        ("no_header", r"6X_30x30\.mcc, scan 1: scan lacks the header field SSD"),
+        ("of_without_ref", r"commissioning\.toml: .output_factors\.factors. lacks the reference "),
+        ("no_calibration", r"commissioning\.toml: missing entry .calibration\.dose_gy_per_mu."),
+    ],
+)
+def test_cli_refuses_malformed_input(clinic, tmp_path, capsys, case, message):
+    if case == "no_pdd":
+        folder = _broken_copy(clinic, tmp_path, drop=("PDD",))
+    elif case == "no_profiles":
+        folder = _broken_copy(clinic, tmp_path, drop=("INPLANE_PROFILE", "CROSSPLANE_PROFILE"))
+    elif case == "of_without_ref":
+        folder = _broken_copy(clinic, tmp_path, table=lambda t: t.replace('"60x60" =', '"61x60" ='))
+    elif case == "no_calibration":
+        folder = _broken_copy(clinic, tmp_path, table=lambda t: t.replace("dose_gy_per_mu", "x"))
+    else:
+        folder = _broken_copy(clinic, tmp_path)
+        bad = folder / "6X_30x30.mcc"
+        if case == "garbage_mcc":
+            bad.write_text("BEGIN_SCAN_DATA\n\tBEGIN_DATA\nabc 1\n")
+        else:
+            bad.write_text(bad.read_text().replace("SSD=", "XSSD=", 1))
+    out = tmp_path / "model.json"
+    assert main(["--measurements", str(folder), "--out", str(out), "--max-nfev", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert __import__("re").search(message, err), err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------- pymedphys 6 MV
+@pytest.fixture(scope="module")
+def pymedphys_data():
+    return pymedphys_6mv_data()
+
+
+def _five(scan) -> bool:
+    return scan.field == (50.0, 50.0)
+
+
+def test_holdout_5x5_profiles(pymedphys_data):
+    # Fit on the PDDs, the 10 x 10 profiles and the output factors; predict the eight
+    # 5 x 5 profiles (never seen by the fit) with the acceptance criteria.
+    train = pymedphys_data.select(lambda s: not _five(s) or s.curve == "PDD")
+    model = BeamModel(fit_beam_model(train, max_nfev=60))
+    held_out = pymedphys_data.select(lambda s: _five(s) and s.curve != "PDD" or s in train.pdds())
+    report = compare_to_measured(model, held_out, gamma=True)
+    five = [k for k in report.width_diff_mm if k.startswith("50x50")]
+    assert len(five) == 8
+    for key in five:
+        assert abs(report.width_diff_mm[key]) <= 2.0, key
+        assert abs(report.penumbra_diff_mm[key]) <= 2.0, key
+        assert report.gamma_pass_pct[key] >= 95.0, key
+    assert report.failures() == []
+
+
+def test_fit_refuses_pdds_of_one_field_size(pymedphys_data):
+    # With only the 10 x 10 scans the scatter-to-primary ratio between the profile depths is
+    # unconstrained: the fitted model put the held-out 5 x 5 PDD 6.8 % off at depth. The fit
+    # says so instead of returning that model; a given shape (steps 2-3 only) still works.
+    train = pymedphys_data.select(lambda s: not _five(s))
+    with pytest.raises(BeamModelError, match="at least two field sizes"):
+        fit_beam_model(train, max_nfev=5)
+    shape = shape_from_model(load_beam_model().parameters)
+    params = fit_beam_model(train, shape=shape)
+    assert params["normalisation_gy_per_mu"] > 0
+
+
+def test_generic_fit_reproduces_shipped_model(pymedphys_data):
+    # The generic path on the full pymedphys folder against the shipped file.  Run today it
+    # gives cost 0.0895 in 34 evaluations (the file records 0.0890 in 33: it was fitted by
+    # an earlier revision of the kernel code); the well-determined quantities agree.
+    shipped = load_beam_model().parameters
+    refit = fit_beam_model(pymedphys_data, max_nfev=200)
+    assert refit["normalisation_gy_per_mu"] == pytest.approx(
+        shipped["normalisation_gy_per_mu"], rel=0.005
+    )
+    np.testing.assert_allclose(refit["primary_weight"], shipped["primary_weight"], rtol=0.025)
+    for key in ("head_scatter_weight",):
+        assert refit[key] == pytest.approx(shipped[key], rel=0.05)
+    blur = [np.hypot(p["source_sigma_mm"][0], p["sigma_primary_mm"][0]) for p in (refit, shipped)]
+    assert blur[0] == pytest.approx(blur[1], rel=0.03)
+    res = refit["provenance"]["residuals"]
+    assert res["profile_rms_fraction_of_cax"] < 0.0086
+    assert res["output_factors"]["50x50"]["model"] == pytest.approx(0.906, rel=0.01)
