@@ -3,14 +3,19 @@ matrix multiplies them.
 
 The solver's vector code is written against the array API standard and takes its namespace
 from an :class:`ArrayBackend`; only the two matrix products and the copies to and from the
-host differ between back-ends, and they live here. ``"numpy"`` multiplies with the problem's
-scipy CSR matrices; ``"cupy"`` moves them once per solve to the GPU as cupyx CSR matrices.
+host differ between back-ends, and they live here. Both built-in back-ends multiply the
+problem's :class:`~optimizers._problem.RowBlocks`: nearly full rows (targets, organs) as one
+dense array, the rest as CSR. ``"numpy"`` uses numpy and scipy; ``"cupy"`` copies the blocks
+once per solve to the GPU (CuPy array, cupyx CSR).
 CuPy is imported only when ``"cupy"`` is asked for.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +69,9 @@ def array_backend(problem: Problem, backend: str | ArrayBackend) -> ArrayBackend
     Parameters
     ----------
     problem : Problem
-        Supplies ``a_union`` (n_u, n_beamlets) and its transpose, scipy CSR, Gy per MU.
+        Supplies the union matrix (n_u, n_beamlets), Gy per MU, as :class:`RowBlocks`.
     backend : {"numpy", "cupy"} or ArrayBackend
-        ``"cupy"`` copies both CSR matrices to the GPU (cupyx.scipy.sparse) once; an
+        ``"cupy"`` copies the row blocks to the GPU (CuPy, cupyx.scipy.sparse) once; an
         :class:`ArrayBackend` is returned as it is.
 
     Returns
@@ -94,15 +99,96 @@ def array_backend(problem: Problem, backend: str | ArrayBackend) -> ArrayBackend
 def _numpy_backend(problem: Problem) -> ArrayBackend:
     import array_api_compat.numpy as xp
 
-    a_u, a_t = problem.a_union, problem.a_union_t
+    matvec, rmatvec = _block_products(
+        problem, xp, dense=lambda a: a, sparse=_threaded_csr_products, index=lambda i: i
+    )
     return ArrayBackend(
         "numpy",
         xp,
-        a_u.__matmul__,
-        a_t.__matmul__,
-        float32_products=a_u.dtype == np.float32,
+        matvec,
+        rmatvec,
+        float32_products=problem.a_union.dtype == np.float32,
         to_host=np.asarray,
     )
+
+
+#: A CSR block with at least this many non-zeros is multiplied in row chunks on a thread
+#: pool (scipy's sparse products release the GIL but use one thread each). On 2 cores a
+#: 37,344 x 7,548 ring block (56 M non-zeros, float32) takes 25 ms instead of 41 ms forward
+#: and 22 ms instead of 43 ms transposed.
+THREADED_CSR_MIN_NNZ = 1_000_000
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(int(n or 1), 1)
+
+
+@functools.cache
+def _thread_pool(n_workers: int) -> ThreadPoolExecutor:
+    """One shared pool per worker count, created on first use."""
+    return ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="rtplan-csr")
+
+
+def _threaded_csr_products(
+    csr: Any, n_chunks: int | None = None
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``csr @ x`` and ``csr.T @ g`` for a scipy CSR matrix, split into ``n_chunks`` row
+    chunks of about equal non-zeros (default: one per usable CPU) run on a thread pool,
+    when the matrix has at least :data:`THREADED_CSR_MIN_NNZ` non-zeros."""
+    n_chunks = _usable_cpus() if n_chunks is None else int(n_chunks)
+    if csr.nnz < THREADED_CSR_MIN_NNZ or n_chunks < 2:
+        return csr.__matmul__, csr.T.__matmul__
+    pool = _thread_pool(n_chunks)
+    cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, n_chunks + 1)[1:-1])
+    bounds = [0, *(int(c) for c in cuts), csr.shape[0]]
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    chunks = [(csr[sl], sl) for sl in slices]
+
+    def matvec(x: Any) -> Any:
+        return np.concatenate(list(pool.map(lambda c: c[0] @ x, chunks)))
+
+    def rmatvec(g: Any) -> Any:
+        return sum(pool.map(lambda c: c[0].T @ g[c[1]], chunks))
+
+    return matvec, rmatvec
+
+
+def _cupy_csr_products(csr: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``csr @ x`` and ``csr.T @ g`` on the GPU (both as cupyx CSR)."""
+    return to_cupy_csr(csr).__matmul__, to_cupy_csr(csr.T).__matmul__
+
+
+def _block_products(
+    problem: Problem,
+    xp: Any,
+    *,
+    dense: Callable[[np.ndarray], Any],
+    sparse: Callable[[Any], tuple[Callable[[Any], Any], Callable[[Any], Any]]],
+    index: Callable[[np.ndarray], Any],
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``A_u @ x`` and ``A_u^T @ g`` over the problem's :class:`RowBlocks`: the dense rows
+    as one array product, the rest as CSR. ``dense`` and ``index`` copy a block and an index
+    array to the back-end; ``sparse`` gives the two products of a scipy CSR matrix."""
+    blocks = problem.row_blocks()
+    s_matvec, s_rmatvec = sparse(blocks.sparse)
+    if blocks.dense is None:
+        return s_matvec, s_rmatvec
+    a_d = dense(blocks.dense)
+    at_dense, at_sparse = index(blocks.dense_pos), index(blocks.sparse_pos)
+    n_u = problem.union_rows.size
+
+    def matvec(x: Any) -> Any:
+        out = xp.empty(n_u, dtype=x.dtype)
+        out[at_dense] = a_d @ x
+        out[at_sparse] = s_matvec(x)
+        return out
+
+    def rmatvec(g: Any) -> Any:
+        return a_d.T @ g[at_dense] + s_rmatvec(g[at_sparse])
+
+    return matvec, rmatvec
 
 
 def _import_cupy() -> tuple[Any, Any, Any]:
@@ -128,13 +214,14 @@ def to_cupy_csr(matrix: Any) -> Any:
 
 def _cupy_backend(problem: Problem) -> ArrayBackend:
     xp, cupy, _ = _import_cupy()
-    a_u = to_cupy_csr(problem.a_union)
-    a_t = to_cupy_csr(problem.a_union_t)
+    matvec, rmatvec = _block_products(
+        problem, xp, dense=cupy.asarray, sparse=_cupy_csr_products, index=cupy.asarray
+    )
     return ArrayBackend(
         "cupy",
         xp,
-        a_u.__matmul__,
-        a_t.__matmul__,
+        matvec,
+        rmatvec,
         float32_products=problem.a_union.dtype == np.float32,
         to_host=cupy.asnumpy,
     )

@@ -5,7 +5,7 @@ The vector code is written against the array API standard: it takes its namespac
 :class:`ArrayBackend` (``_array_backend.py``), which also holds the two matrix products, so
 numpy + scipy CSR on the CPU and CuPy + cupyx CSR on a GPU run the same code (the tests run
 it with array-api-strict). Each iteration costs one forward product ``A_u @ x`` and one
-transpose product ``A_u^T g`` (``A_u^T`` is kept as its own CSR): the dose at the
+transpose product ``A_u^T g`` (nearly full rows as one dense block, the rest CSR): the dose at the
 extrapolated point is a linear combination of stored doses, not a new product.
 
 References
@@ -581,15 +581,16 @@ def _counted_products(backend: ArrayBackend, counts: dict) -> tuple[Callable, Ca
 
 
 def _default_start(problem: Problem) -> np.ndarray:
-    """Uniform fluence scaled so the mean dose of the targets (the structures of
-    underdose/min-dose terms) matches their level; 1 MU otherwise."""
+    """Uniform fluence scaled so the mean dose of the targets (the structures of terms that
+    push dose up: underdose, min-dose, prescription, DVH minimum) matches their level; 1 MU
+    otherwise."""
     x = np.ones(problem.n_beamlets)
     d = problem.union_dose(x)
-    from ._terms import MinDVH, Prescription, Underdose  # targets: terms that push dose up
+    from ._terms import DVHUnderdose, MinDVH, Prescription, Underdose
 
     levels, means = [], []
     for t in Problem._flatten(problem.terms):
-        if isinstance(t, (Underdose, Prescription, MinDVH)) and t.dose_gy:
+        if isinstance(t, (Underdose, Prescription, MinDVH, DVHUnderdose)) and t.dose_gy:
             levels.append(t.dose_gy)
             means.append(float(problem.term_dose(t, d).mean()))
     if levels and max(means) > 0:

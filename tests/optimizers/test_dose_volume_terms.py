@@ -83,3 +83,15 @@ def test_cvxpy_refuses_the_non_convex_terms_by_name():
 def test_volume_outside_zero_to_hundred_is_refused(v):
     with pytest.raises(op.InvalidProblemError, match="volume_pct"):
         op.DVHOverdose("S", 10.0, v)
+
+
+def test_solution_scales_with_the_matrix_when_only_a_dvh_minimum_sets_the_dose():
+    # the default start scales with the matrix for DVHUnderdose targets too, so a matrix
+    # twice as strong (exact in floating point) gives exactly half the fluence
+    rng = np.random.default_rng(7)
+    a = sp.csr_matrix(rng.random((60, 12)))
+    structures = {"T": np.arange(40), "O": np.arange(40, 60)}
+    terms = [op.DVHUnderdose("T", 60.0, 95), op.Overdose("O", 20.0, weight=0.1)]
+    x1 = op.solve_first_order(op.Problem(a, structures, terms), max_iter=300).x
+    x2 = op.solve_first_order(op.Problem(2.0 * a, structures, terms), max_iter=300).x
+    np.testing.assert_allclose(x2, x1 / 2.0, rtol=1e-9, atol=1e-12)

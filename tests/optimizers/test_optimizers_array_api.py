@@ -182,3 +182,51 @@ def test_fluence_terms_value_and_gradient_on_strict_namespace():
         assert isinstance(g, type(xs))
         assert t.value(xs) == pytest.approx(t.value(x), rel=1e-13)
         np.testing.assert_allclose(np.from_dlpack(g), t.gradient(x), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_row_block_products_equal_the_csr_products(dtype):
+    # rows 0-39 nearly full (dense block), rows 40-119 about 5 % filled (CSR), shuffled so
+    # the dense rows are scattered through the union
+    import scipy.sparse as sp
+
+    from optimizers._problem import DENSE_ROW_FRACTION, RowBlocks
+
+    rng = np.random.default_rng(3)
+    full = rng.random((40, 60)) * (rng.random((40, 60)) < 0.95)
+    thin = rng.random((80, 60)) * (rng.random((80, 60)) < 0.05)
+    dense = np.vstack([full, thin])[rng.permutation(120)]
+    matrix = sp.csr_matrix(dense)
+    prob = op.Problem(matrix, {"T": np.arange(120)}, [op.Underdose("T", 1.0)], matrix_dtype=dtype)
+    blocks = prob.row_blocks()
+    filled = np.count_nonzero(dense, axis=1) >= DENSE_ROW_FRACTION * 60
+    assert np.array_equal(blocks.dense_pos, np.flatnonzero(filled))
+    assert blocks.dense.shape == (filled.sum(), 60) and blocks.dense.dtype == dtype
+    assert isinstance(blocks, RowBlocks) and prob.row_blocks() is blocks  # built once
+
+    backend = array_backend(prob, "numpy")
+    x, g = rng.random(60).astype(dtype), rng.random(120).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(backend.matvec(x), dense @ x, rtol=rtol)
+    np.testing.assert_allclose(backend.rmatvec(g), dense.T @ g, rtol=rtol)
+    # a matrix with no row dense enough keeps the plain CSR products
+    sparse_only = op.Problem(sp.csr_matrix(thin), {"T": np.arange(80)}, [op.Underdose("T", 1.0)])
+    assert sparse_only.row_blocks().dense is None
+    np.testing.assert_allclose(
+        array_backend(sparse_only, "numpy").matvec(x.astype(float)), thin @ x, rtol=1e-12
+    )
+
+
+def test_threaded_csr_products_equal_the_serial_products(monkeypatch):
+    import scipy.sparse as sp
+
+    from optimizers import _array_backend
+
+    monkeypatch.setattr(_array_backend, "THREADED_CSR_MIN_NNZ", 0)
+    csr = sp.random(301, 47, density=0.3, format="csr", random_state=5)
+    rng = np.random.default_rng(5)
+    x, g = rng.random(47), rng.random(301)
+    for n_chunks in (2, 3, 7):
+        matvec, rmatvec = _array_backend._threaded_csr_products(csr, n_chunks)
+        np.testing.assert_allclose(matvec(x), csr @ x, rtol=1e-12)
+        np.testing.assert_allclose(rmatvec(g), csr.T @ g, rtol=1e-12)
