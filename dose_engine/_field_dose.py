@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._backend import get_backend
+from ._backend import get_backend, worker_count
 from ._beam import Beam
 from ._grid import Grid
 from ._model import BeamModel, check_rectangles, load_beam_model, rectangle_dose
@@ -20,7 +20,7 @@ __all__ = ["BeamPoints", "field_dose", "prepare_beam_points"]
 
 logger = logging.getLogger("rtplan.dose_engine")
 
-#: Points per chunk in :func:`field_dose`.
+#: Points per chunk in :func:`field_dose` (fewer when that gives every CPU a chunk).
 CHUNK_POINTS = 200_000
 
 
@@ -192,9 +192,10 @@ def field_dose(
     pts = prepare_beam_points(density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp)
     out = xp.zeros((dose_grid.voxel_count,), dtype=xp.float32)
     m = int(pts.u_mm.shape[0])
-    for start in range(0, m, CHUNK_POINTS):
-        sl = slice(start, min(start + CHUNK_POINTS, m))
-        d = rectangle_dose(
+    chunk = max(1, min(CHUNK_POINTS, -(-m // worker_count())))
+
+    def chunk_dose(sl: slice):
+        return rectangle_dose(
             xp.astype(pts.u_mm[sl], xp.float32),
             xp.astype(pts.v_mm[sl], xp.float32),
             xp.astype(pts.z_mm[sl], xp.float32),
@@ -203,6 +204,9 @@ def field_dose(
             mus,
             model,
         )
+
+    slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
+    for sl, d in zip(slices, be.map(chunk_dose, slices), strict=True):
         out[pts.flat_index[sl]] = d
     logger.debug(
         "field_dose: %d voxels, %d rectangles, %.1f MU", m, rects.shape[0], float(mus.sum())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._backend import erf, get_backend, to_numpy
+from ._backend import Backend, erf, get_backend, to_numpy
 from ._beam import Beam
 from ._beamlets import Beamlets
 from ._field_dose import check_inputs, prepare_beam_points
@@ -41,7 +41,8 @@ DEFAULT_RELATIVE_THRESHOLD = 1e-3
 #: Voxel × beamlet pairs evaluated per chunk.
 CHUNK_PAIRS = 3_000_000
 
-CODE_VERSION = "influence-1"
+#: Part of the influence-matrix cache key; bumped whenever computed values change.
+CODE_VERSION = "influence-2"
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,13 @@ def _beam_block(
     rel_thr: float,
     n_cols: int,
     n_rows: int,
-    sparse,
+    backend: Backend,
 ):
-    """CSR block (n_rows × n_cols) of one beam and the number of voxel-beamlet pairs evaluated."""
+    """CSR block (n_rows × n_cols) of one beam and the number of voxel-beamlet pairs evaluated.
+
+    The points are taken in chunks of about :data:`CHUNK_PAIRS` voxel-beamlet pairs, run by
+    ``backend.map`` (a thread per CPU on numpy)."""
+    sparse = backend.sparse
     x0, y0 = beam_lat["origin"]
     w, h = beam_lat["w"], beam_lat["h"]
     n_r, n_c = beam_lat["shape"]
@@ -141,15 +146,14 @@ def _beam_block(
     # maximum (central-axis dmax dose of a w x h beamlet in water, source-surface distance =
     # SAD).  Applied on the fly, so the dropped entries never take memory.
     floor = rel_thr * _column_max_estimate(model, w, h)
-    rows_all, cols_all, vals_all = [], [], []
-    for start in range(0, m, chunk):
-        sl = slice(start, min(start + chunk, m))
+
+    def chunk_entries(sl: slice):
+        """Rows, columns and values above the floor for the points in ``sl``."""
         uu = xp.astype(u[sl], f32)
         vv = xp.astype(v[sl], f32)
         zz = xp.astype(pts.z_mm[sl], f32)
         dd = xp.astype(pts.depth_mm[sl], f32)
         rows = xp.astype(pts.flat_index[sl], i32)
-        k = int(uu.shape[0])
         # first lattice column/row of the window: beamlet centres within the cut-off
         c_lo = xp.clip(xp.astype(xp.ceil((uu - cutoff_mm - x0) / w), i32), -kx - 1, n_c)
         r_lo = xp.clip(xp.astype(xp.ceil((vv - cutoff_mm - y0) / h), i32), -ky - 1, n_r)
@@ -179,15 +183,15 @@ def _beam_block(
         base = (r_lo + (ky + 1)) * pad_c + (c_lo + (kx + 1))
         cols = xp.take(lut_flat, xp.reshape(base[:, None] + win[None, :], (-1,)))
         pos = xp.nonzero((cols >= 0) & (val > floor))[0]
-        rows_all.append(xp.take(rows, xp.astype(pos // (kx * ky), i32)))
-        cols_all.append(xp.take(cols, pos))
-        vals_all.append(xp.take(val, pos))
-        del val, cols, pos
-        _ = k
-    rows = xp.concat(rows_all)
-    cols = xp.concat(cols_all)
-    vals = xp.concat(vals_all)
-    del rows_all, cols_all, vals_all
+        voxel_rows = xp.take(rows, xp.astype(pos // (kx * ky), i32))
+        return voxel_rows, xp.take(cols, pos), xp.take(val, pos)
+
+    slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
+    entries = backend.map(chunk_entries, slices)
+    rows = xp.concat([e[0] for e in entries])
+    cols = xp.concat([e[1] for e in entries])
+    vals = xp.concat([e[2] for e in entries])
+    del entries
     block = sparse.coo_matrix((vals, (rows, cols)), shape=(n_rows, n_cols)).tocsr()
     del rows, cols, vals
     # Keep the blocks compact until the merge: int16 local column indices when they fit.
@@ -427,7 +431,7 @@ def compute_influence_matrix(
             float(relative_threshold),
             lat["n"],
             n_rows,
-            be.sparse,
+            be,
         )
         blocks.append(block)
         pairs += n_pairs

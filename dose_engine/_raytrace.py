@@ -178,7 +178,9 @@ def radiological_depth_at_points(
     nv = int(math.ceil((float(xp.max(v)) - v0) / h)) + 2
     # distance from source along each ray: t = z * sqrt(1 + (u^2 + v^2) / sad^2)
     t = z * xp.sqrt(1.0 + (u * u + v * v) / (sad * sad))
-    t0 = max(float(xp.min(t)) - step_mm, 0.0)
+    # samples on multiples of the step from the source, so a point's depth does not depend
+    # on which other points are asked for (e.g. the extent of the dose grid)
+    t0 = max(math.floor(float(xp.min(t)) / step_mm - 1.0) * step_mm, 0.0)
     nt = int(math.ceil((float(xp.max(t)) - t0) / step_mm)) + 2
     lu = u0 + h * xp.arange(nu, dtype=f64, **kw)
     lv = v0 + h * xp.arange(nv, dtype=f64, **kw)

@@ -106,3 +106,21 @@ def test_hu_to_density_array_api_strict_matches_numpy():
     np.testing.assert_allclose(
         hu_to_density(mid.astype(np.float32)), (t.density[:-1] + t.density[1:]) / 2, rtol=1e-6
     )
+
+
+def test_dose_at_a_voxel_does_not_depend_on_the_dose_grid_extent():
+    # A water phantom with a lung slab (density 0.25) at 40-80 mm depth: the dose of the
+    # voxels a cropped dose grid shares with the full grid must be the same (the depth
+    # samples along each ray sit on multiples of the step from the source).
+    from dose_engine import Beam, field_dose
+    from dose_engine._validation import water_phantom
+
+    dens, ct = water_phantom(900.0, spacing_mm=4.0, half_width_mm=40, depth_mm=120)
+    y = ct.zyx_axes_mm()[1]
+    dens[:, (y > -60) & (y < -20), :] = 0.25  # surface at y = -100 mm, beam along +y
+    beam = Beam(0.0)
+    grid = ct.with_spacing(3.0)  # dose voxels 3 mm, depth samples every 2 mm
+    full = field_dose(dens, ct, grid, beam, [[-20, 20, -20, 20]], 100.0)
+    cropped_grid, sl = grid.crop_to_box((-30.0, -68.0, -30.0), (30.0, 10.0, 30.0))
+    cropped = field_dose(dens, ct, cropped_grid, beam, [[-20, 20, -20, 20]], 100.0)
+    np.testing.assert_allclose(cropped, full[sl], rtol=1e-6, atol=1e-7 * float(full.max()))

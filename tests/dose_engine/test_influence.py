@@ -115,3 +115,23 @@ def test_beamlets_beams_mismatch_refused(setup):
     dens, ct, beam, bl, _ = setup
     with pytest.raises(InvalidGeometryError, match="covers 1 beams but 2 beams"):
         compute_influence_matrix(dens, ct, ct, [beam, beam], bl, progress=False)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_chunks_on_threads_give_the_serial_result(setup, monkeypatch, workers):
+    # The numpy backend runs point chunks on a thread pool (Backend.map); small chunks force
+    # several of them, and the result must not depend on how many threads ran them.
+    from dose_engine import _backend, _field_dose, _influence
+
+    dens, ct, beam, bl, _ = setup
+    serial_matrix = compute_influence_matrix(dens, ct, ct, [beam], bl, progress=False).matrix
+    serial_dose = field_dose(dens, ct, ct, beam, [[-15, 15, -5, 10]], 2.0)
+    monkeypatch.setattr(_backend, "worker_count", lambda: workers)
+    monkeypatch.setattr(_field_dose, "worker_count", lambda: workers)
+    monkeypatch.setattr(_field_dose, "CHUNK_POINTS", 1000)
+    monkeypatch.setattr(_influence, "CHUNK_PAIRS", 20_000)
+    threaded = compute_influence_matrix(dens, ct, ct, [beam], bl, progress=False).matrix
+    assert (threaded != serial_matrix).nnz == 0
+    np.testing.assert_array_equal(
+        field_dose(dens, ct, ct, beam, [[-15, 15, -5, 10]], 2.0), serial_dose
+    )
