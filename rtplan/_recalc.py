@@ -11,15 +11,22 @@ plan dose.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from dose_engine import Grid
+from dose_engine import BeamModel, Grid
 
 from .errors import InputError
 
-__all__ = ["PlanDose", "compute_plan_dose", "merge_rectangles"]
+__all__ = [
+    "PlanDose",
+    "compute_plan_dose",
+    "merge_rectangles",
+    "require_model_sad",
+    "resolve_beam_model",
+]
 
 log = logging.getLogger("rtplan.recalc")
 
@@ -46,6 +53,54 @@ class PlanDose:
         return (
             f"PlanDose(max={float(self.dose_gy.max()):.4g} Gy, grid={self.grid!r}, "
             f"beams={sorted(self.beam_max_gy)})"
+        )
+
+
+def resolve_beam_model(beam_model: BeamModel | str | os.PathLike | None) -> BeamModel:
+    """The beam model to compute dose with.
+
+    Parameters
+    ----------
+    beam_model : dose_engine.BeamModel, path-like or None
+        A model, a model JSON file (``python -m dose_engine.fit``) or ``None`` for the
+        shipped 6 MV model.
+
+    Returns
+    -------
+    dose_engine.BeamModel
+
+    Raises
+    ------
+    dose_engine.BeamModelError
+        The file is missing, unreadable, not JSON or lacks keys; the message names it.
+    """
+    from dose_engine import load_beam_model
+
+    if isinstance(beam_model, BeamModel):
+        return beam_model
+    return load_beam_model(None if beam_model is None else os.fspath(beam_model))
+
+
+def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
+    """Refuse a beam model fitted for another source-axis distance.
+
+    Parameters
+    ----------
+    model : dose_engine.BeamModel
+    sad_mm : float, mm
+        Source-axis distance of the machine or beam the model is to be used for.
+    what : str
+        That machine or beam, for the message (``"machine 'VarianMLC120'"``).
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        The SADs differ by more than 1e-6 mm; the message names the model file and both SADs.
+    """
+    if abs(float(sad_mm) - model.sad_mm) > 1e-6:
+        raise InputError(
+            f"Beam model {model.path} ('{model.name}') was fitted for SAD {model.sad_mm:g} mm, "
+            f"but {what} has SAD {float(sad_mm):g} mm; use a model commissioned for this machine."
         )
 
 
@@ -83,7 +138,7 @@ def compute_plan_dose(
     *,
     dose_grid_mm: float = 3.0,
     dose_grid: Grid | None = None,
-    model=None,
+    model: BeamModel | str | os.PathLike | None = None,
     backend: str = "numpy",
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT.
@@ -101,8 +156,9 @@ def compute_plan_dose(
         (``ct.grid.with_spacing``); ignored when ``dose_grid`` is given.
     dose_grid : dose_engine.Grid, optional
         Explicit dose grid.
-    model : dose_engine BeamModel, optional
-        Default: the shipped 6 MV model.
+    model : dose_engine.BeamModel or path-like, optional
+        Beam model, or its JSON file (see :func:`resolve_beam_model`). Default: the
+        shipped 6 MV model.
     backend : {"numpy", "cupy"}
 
     Returns
@@ -113,18 +169,22 @@ def compute_plan_dose(
     ------
     rtplan.errors.InputError
         For a non-positive ``dose_grid_mm``, or a beam the dose engine refuses (isocentre
-        outside the CT, SAD other than the model's); the message names the beam.
+        outside the CT), or a beam whose SAD differs from the model's (the message names
+        the model file, the beam and both SADs).
+    dose_engine.BeamModelError
+        ``model`` is a file that cannot be read as a beam model; the message names it.
     """
     from dose_engine._density import hu_to_density
     from dose_engine._field_dose import field_dose
-    from dose_engine._model import load_beam_model
     from dose_engine.errors import InvalidGeometryError
 
     if dose_grid is None:
         if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
             raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
         dose_grid = patient.ct.grid.with_spacing(float(dose_grid_mm))
-    model = load_beam_model() if model is None else model
+    model = resolve_beam_model(model)
+    for dbeam in plan.beams:
+        require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
     density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32)))
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {}

@@ -1,10 +1,11 @@
 """``rtplan batch MANIFEST``: plan many patients on a Dask cluster.
 
 The manifest (TOML with ``[[patient]]`` tables, or CSV with a header) lists ``ct_dir``,
-``rtstruct``, ``protocol`` and ``out`` per patient (relative paths are relative to the
-manifest).  Without ``--scheduler`` a LocalCluster is started.  Exit status 0 when every
-plan was written and met its goals, 1 when a plan failed a goal or a patient could not be
-planned (listed on stderr), 2 on a bad manifest.
+``rtstruct``, ``protocol`` and ``out`` per patient, optionally ``map`` and ``beam_model``
+(a patient's own beam-model file, overriding ``--beam-model``; relative paths are
+relative to the manifest).  Without ``--scheduler`` a LocalCluster is started.  Exit
+status 0 when every plan was written and met its goals, 1 when a plan failed a goal or a
+patient could not be planned (listed on stderr), 2 on a bad manifest or beam model.
 """
 
 from __future__ import annotations

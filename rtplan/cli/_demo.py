@@ -4,7 +4,8 @@ Writes the phantom as DICOM into ``OUT_DIR/input`` (CT series + RT-STRUCT), load
 like any patient, plans it with the shipped ``tg119_cshape`` protocol and writes the plan
 into ``OUT_DIR/plan``.  Exit status 0 when the plan was produced (goal failures are shown,
 not fatal), 2 on bad input.  The protocol's own settings apply (9 beams, 3 mm grid) unless
-``--dose-grid-mm`` / ``--max-iterations`` say otherwise.
+``--dose-grid-mm`` / ``--max-iterations`` say otherwise; ``--beam-model FILE`` plans with a
+commissioned beam model instead of the shipped 6 MV one.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or static
 photon MLC beams), checks that it belongs to the CT and structure set given, computes
-the total plan dose with rtplan's dose engine and writes it as an RT-DOSE that
-references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons, …)
-and mismatched references are refused: one line on stderr, exit status 2, no output.
+the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
+commissioned one with ``--beam-model FILE``) and writes it as an RT-DOSE that
+references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons, …),
+mismatched references and a beam model that cannot be read or whose SAD differs from
+the plan's are refused: one line on stderr, exit status 2, no output.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ log = logging.getLogger("rtplan.cli")
 
 def register(subparsers) -> None:
     """Add the ``dose`` sub-command."""
+    from ._plan import add_beam_model_option
+
     p = subparsers.add_parser(
         "dose",
         help="recompute the dose of an RT-PLAN on its CT and write an RT-DOSE",
@@ -49,6 +53,7 @@ def register(subparsers) -> None:
         default=None,
         help="(300A,0071) FractionGroupNumber, when the plan has several",
     )
+    add_beam_model_option(p)
     p.add_argument("--force", action="store_true", help="replace RTDOSE.dcm if it exists")
     p.set_defaults(func=run)
 
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, check, compute, write; print a one-line summary."""
     from .._atomic import refuse_existing
     from .._machine import load_machine
-    from .._recalc import compute_plan_dose
+    from .._recalc import compute_plan_dose, resolve_beam_model
     from ..errors import InputError
     from ..io import load_patient
     from ..io._rtdose import write_rtdose
@@ -66,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(args.out, overwrite=args.force)  # fail before any work
     if not (args.dose_grid_mm > 0):
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
+    model = resolve_beam_model(args.beam_model)
     machine = load_machine(args.machine) if args.machine else None
     patient = load_patient(args.ct_dir, args.rtstruct)
     plan = read_rtplan_beams(
         args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group
     )
     try:
-        result = compute_plan_dose(plan, patient, dose_grid_mm=args.dose_grid_mm)
+        result = compute_plan_dose(plan, patient, dose_grid_mm=args.dose_grid_mm, model=model)
     except InputError as exc:
         raise InputError(f"RT-PLAN '{args.rtplan}': {exc}") from exc
     write_rtdose(

@@ -59,8 +59,20 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="override the first-order solver's iterations per level",
     )
+    add_beam_model_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_beam_model_option(p: argparse.ArgumentParser) -> None:
+    """``--beam-model FILE``: a commissioned beam model instead of the shipped 6 MV one."""
+    p.add_argument(
+        "--beam-model",
+        default=None,
+        metavar="FILE",
+        help="beam-model JSON file from `python -m dose_engine.fit` (default: the shipped "
+        "6 MV model); its SAD must match the machine's",
+    )
 
 
 def planning_kwargs(args: argparse.Namespace) -> dict:
@@ -75,6 +87,7 @@ def planning_kwargs(args: argparse.Namespace) -> dict:
         "n_beams": args.beams,
         "max_iterations": args.max_iterations,
         "overwrite": args.force,
+        "beam_model": args.beam_model,
     }
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dose_engine import BeamModel
+
+from .._recalc import resolve_beam_model
 from .._toml_files import parse_toml
 from ..errors import InputError, RtplanError
 
@@ -30,13 +33,18 @@ _FIELDS = ("ct_dir", "rtstruct", "protocol", "out")
 
 @dataclass(frozen=True)
 class BatchEntry:
-    """One patient of a batch manifest (paths resolved against the manifest's folder)."""
+    """One patient of a batch manifest (paths resolved against the manifest's folder).
+
+    ``beam_model`` is the patient's own beam-model JSON file, or ``None`` for the batch's
+    (``plan_batch(beam_model=...)``).
+    """
 
     ct_dir: str
     rtstruct: str
     protocol: str
     out: str
     structure_map: tuple[str, ...] = ()
+    beam_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,15 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
 
     Each patient needs ``ct_dir``, ``rtstruct``, ``protocol`` (shipped name or TOML file)
     and ``out``; an optional ``map`` lists ``PROTOCOL=PATIENT`` overrides (a TOML array, or
-    ``;``-separated in CSV).  Relative paths are relative to the manifest's folder.
+    ``;``-separated in CSV), and an optional ``beam_model`` names a beam-model JSON file
+    for that patient (instead of the batch's ``--beam-model``).  Relative paths are
+    relative to the manifest's folder.
 
     Raises
     ------
     rtplan.errors.InputError
-        Unreadable manifest, a missing column/key (named with the row), duplicate outputs.
+        Unreadable manifest, a missing column/key (named with the row), duplicate outputs,
+        a ``beam_model`` file that cannot be read as a beam model (named with the row).
     """
     path = Path(path)
     if not path.is_file():
@@ -126,6 +137,7 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
                 protocol=proto,
                 out=str(base / row["out"]),
                 structure_map=tuple(maps),
+                beam_model=_entry_beam_model(path, i, row.get("beam_model")),
             )
         )
     outs = [e.out for e in entries]
@@ -133,6 +145,21 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
     if dup:
         raise InputError(f"Batch manifest '{path}': output folder(s) {dup} used more than once.")
     return entries
+
+
+def _entry_beam_model(manifest: Path, i: int, value: Any) -> str | None:
+    """A patient's ``beam_model`` file, resolved against the manifest's folder and read
+    once here so that a bad file is a bad manifest (nothing planned)."""
+    if not value:
+        return None
+    from dose_engine.errors import BeamModelError
+
+    model_path = str(manifest.parent / str(value))
+    try:
+        resolve_beam_model(model_path)
+    except BeamModelError as exc:
+        raise InputError(f"Batch manifest '{manifest}': patient {i}: {exc}") from exc
+    return model_path
 
 
 @contextlib.contextmanager
@@ -179,6 +206,8 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
     from ._workflow import plan_and_write
 
     t0 = time.perf_counter()
+    if entry.beam_model is not None:
+        options = {**options, "beam_model": entry.beam_model}
     try:
         rec = plan_and_write(
             entry.ct_dir,
@@ -215,6 +244,7 @@ def plan_batch(
     n_beams: int | None = None,
     max_iterations: int | None = None,
     overwrite: bool = False,
+    beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> list[BatchOutcome]:
     """Plan every entry as a Dask task; return the outcomes in manifest order.
 
@@ -229,6 +259,9 @@ def plan_batch(
     processes : bool
     backend, solver, cache_dir, dose_grid_mm, n_beams, max_iterations, overwrite
         As for :func:`rtplan.planning.plan_and_write`, applied to every patient.
+    beam_model : dose_engine.BeamModel or path-like, optional
+        Beam model (or its JSON file, read once before any task starts) of every patient
+        whose manifest entry names none; ``None``: the shipped 6 MV model.
 
     Returns
     -------
@@ -240,8 +273,11 @@ def plan_batch(
     ------
     rtplan.errors.RtplanError
         Dask distributed is not installed.
+    dose_engine.BeamModelError
+        ``beam_model`` cannot be read as a beam model (the message names the file).
     """
     options = {
+        "beam_model": resolve_beam_model(beam_model),
         "backend": backend,
         "solver": solver,
         "cache_dir": cache_dir,

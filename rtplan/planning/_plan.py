@@ -8,7 +8,8 @@ wall time of each:
    rasterise occupancies on it and derive the helper structures;
 2. ``beams`` – isocentre at the prescription target's centroid, the protocol's gantry
    angles, beamlets covering the targets;
-3. ``dose`` – the beamlet influence matrix (Gy per MU, HDF5-cached);
+3. ``dose`` – the beamlet influence matrix (Gy per MU, HDF5-cached) of the chosen beam
+   model (the shipped 6 MV model unless ``beam_model`` names a commissioned one);
 4. ``optimise`` – lexicographic optimisation of the levels built from the goals
    (:func:`rtplan.planning.build_levels`);
 5. ``sequence`` – step-and-shoot leaf sequencing of each beam's fluence map;
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from dose_engine import Grid
+from dose_engine import BeamModel, Grid
 
 from .._atomic import atomic_directory, refuse_existing
 from ..errors import InputError, ProtocolError, StructureError
@@ -85,6 +86,8 @@ class PlanResult:
     helper_volumes_cc : dict of str to float, cm³
     beam_summaries : list of dict
         Per beam: name, gantry/collimator/couch angles, MU per fraction, segments.
+    beam_model : dose_engine.BeamModel or None
+        The beam model every dose of the plan was computed with (recorded in plan.json).
     """
 
     patient: Any
@@ -100,6 +103,7 @@ class PlanResult:
     timings: dict = field(default_factory=dict)
     helper_volumes_cc: dict = field(default_factory=dict)
     beam_summaries: list = field(default_factory=list)
+    beam_model: BeamModel | None = None
 
     # ------------------------------------------------------------ summaries
     @property
@@ -169,6 +173,7 @@ class PlanResult:
             "fractions": rx.fractions,
             "target": self.mapping.get(rx.target, rx.target),
             "machine": self.plan.beams[0].machine.name,
+            "beam_model": _beam_model_record(self.beam_model),
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
@@ -244,6 +249,18 @@ def _plan_label(protocol) -> str:
     return (label.strip() or "rtplan")[:16]
 
 
+def _beam_model_record(model: BeamModel | None) -> dict[str, Any] | None:
+    """Name, file, SAD (mm) and fingerprint (sha256 of its parameters) of the beam model."""
+    if model is None:
+        return None
+    return {
+        "name": model.name,
+        "file": model.path,
+        "sad_mm": model.sad_mm,
+        "fingerprint": model.fingerprint(),
+    }
+
+
 def _level_records(opt) -> list[dict[str, Any]]:
     out = []
     for lv in getattr(opt, "levels", ()) or ():
@@ -272,6 +289,7 @@ class _Context:
     cache_dir: Path | None
     progress: bool
     overrides: dict
+    beam_model: BeamModel
     mapping: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     dose_grid: Grid | None = None
@@ -371,16 +389,22 @@ def stage_structures(ctx: _Context) -> None:
 
 
 def stage_beams(ctx: _Context) -> None:
-    """Isocentre at the prescription target's centroid; beams and beamlets."""
+    """Isocentre at the prescription target's centroid; beams and beamlets.
+
+    Refuses (:class:`rtplan.errors.InputError`) a beam model whose SAD differs from the
+    protocol machine's.
+    """
     from dose_engine import Beam, beamlets_for_target, isocenter_at_centroid
 
     from .._machine import load_machine
+    from .._recalc import require_model_sad
 
     protocol, grid = ctx.protocol, ctx.dose_grid
     arr = protocol.beams
     target_occ = ctx.occupancy[protocol.prescription.target]
     iso = isocenter_at_centroid(target_occ, grid)
     ctx.machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
+    require_model_sad(ctx.beam_model, ctx.machine.sad_mm, what=f"machine {ctx.machine.name!r}")
     ctx.beams = [
         Beam(
             g,
@@ -415,7 +439,7 @@ ACCURATE_THRESHOLD = 1e-4
 
 
 def stage_dose(ctx: _Context) -> None:
-    """The influence matrix (Gy per MU) of every beamlet on the dose grid.
+    """The influence matrix (Gy per MU, of ``ctx.beam_model``) of every beamlet on the dose grid.
 
     Rows only where the optimisation looks (targets, organs, helpers); the final dose is
     computed from the apertures on the whole grid.  Target and organ rows are computed
@@ -435,7 +459,7 @@ def stage_dose(ctx: _Context) -> None:
         (helper_rows if name in ctx.helpers else organ_rows)[rows] = True
     helper_rows &= ~organ_rows
     shape = ctx.dose_grid.shape
-    common = dict(backend=ctx.backend, progress=ctx.progress)
+    common = dict(model=ctx.beam_model, backend=ctx.backend, progress=ctx.progress)
     if ctx.cache_dir is not None:  # HDF5 cache keyed by a content hash (dose_engine)
         from dose_engine import cached_influence_matrix
 
@@ -640,7 +664,11 @@ def stage_segments(ctx: _Context) -> None:
     ctx.plan = replace(ctx.plan, beams=beams)
     ctx.dose = np.asarray(
         compute_plan_dose(
-            ctx.plan, ctx.patient, dose_grid=ctx.dose_grid, backend=ctx.backend
+            ctx.plan,
+            ctx.patient,
+            dose_grid=ctx.dose_grid,
+            model=ctx.beam_model,
+            backend=ctx.backend,
         ).dose_gy,
         dtype=np.float32,
     )
@@ -762,6 +790,7 @@ def plan_patient(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     structure_map: Mapping[str, str] | None = None,
+    beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> PlanResult:
     """Plan a patient automatically from a protocol.
 
@@ -781,6 +810,10 @@ def plan_patient(
         Show a progress bar per stage (tqdm, on stderr).
     structure_map : mapping of str to str, optional
         Protocol structure name → patient structure name overrides (the CLI's ``--map``).
+    beam_model : dose_engine.BeamModel or path-like, optional
+        Beam model of every dose computed (influence matrix and final dose), or its JSON
+        file from ``python -m dose_engine.fit``; ``None``: the shipped 6 MV model.  Its
+        SAD must equal the machine's.  Recorded in plan.json (name, file, SAD, fingerprint).
 
     Returns
     -------
@@ -790,6 +823,10 @@ def plan_patient(
     ------
     rtplan.errors.ProtocolError
         The protocol names a structure the patient lacks, or is malformed.
+    rtplan.errors.InputError
+        The beam model's SAD differs from the protocol machine's (both named).
+    dose_engine.BeamModelError
+        ``beam_model`` is a file that cannot be read as a beam model (named).
     optimizers.InfeasibleError
         Hard constraints of the protocol contradict each other.
 
@@ -801,8 +838,10 @@ def plan_patient(
     >>> result = plan_patient(patient, "tg119_cshape")        # doctest: +SKIP
     >>> result.goal_table                                     # doctest: +SKIP
     """
+    from .._recalc import resolve_beam_model
     from ..protocols import Protocol, load_protocol
 
+    model = resolve_beam_model(beam_model)
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol)
     if solver is not None:
@@ -816,6 +855,7 @@ def plan_patient(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         progress=progress,
         overrides=dict(structure_map or {}),
+        beam_model=model,
     )
     timings: dict[str, float] = {}
     bar = None
@@ -864,6 +904,7 @@ def plan_patient(
         timings=timings,
         helper_volumes_cc={n: h.volume_cc(ctx.dose_grid) for n, h in ctx.helpers.items()},
         beam_summaries=beam_summaries,
+        beam_model=model,
     )
 
 

@@ -8,7 +8,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dose_engine import BeamModel
+
 from .._atomic import atomic_directory, refuse_existing
+from .._recalc import resolve_beam_model
 
 __all__ = ["plan_and_write", "run_demo"]
 
@@ -58,6 +61,7 @@ def plan_and_write(
     overwrite: bool = False,
     progress: bool = True,
     scheduler: str | None = None,
+    beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Load a patient, plan it with a protocol and write the four output files.
 
@@ -78,6 +82,9 @@ def plan_and_write(
     overwrite : bool
     scheduler : str, optional
         Dask scheduler address: run the whole job on the cluster.
+    beam_model : dose_engine.BeamModel or path-like, optional
+        Beam model or its JSON file (``--beam-model``), read before anything else is
+        done; ``None``: the shipped 6 MV model.  See :func:`rtplan.planning.plan_patient`.
 
     Returns
     -------
@@ -87,7 +94,10 @@ def plan_and_write(
     Raises
     ------
     rtplan.errors.InputError
-        Bad input of any kind (missing structure, malformed protocol, existing output...);
+        Bad input of any kind (missing structure, malformed protocol, existing output, a
+        beam model of another SAD than the machine's...); nothing is written.
+    dose_engine.BeamModelError
+        ``beam_model`` cannot be read as a beam model (the message names the file);
         nothing is written.
     optimizers.InfeasibleError
         The protocol's hard constraints contradict each other; nothing is written.
@@ -97,6 +107,7 @@ def plan_and_write(
     if structure_map is not None and not isinstance(structure_map, Mapping):
         structure_map = parse_mapping_overrides(structure_map)
     out = refuse_existing(out_dir, overwrite=overwrite)
+    model = resolve_beam_model(beam_model)
     prot = _protocol(
         protocol,
         solver=solver,
@@ -119,6 +130,7 @@ def plan_and_write(
                 cache_dir=cache_dir,
                 overwrite=overwrite,
                 progress=False,
+                beam_model=model,
                 pure=False,
             )
             return fut.result()
@@ -133,6 +145,7 @@ def plan_and_write(
         cache_dir=cache_dir,
         progress=progress,
         structure_map=structure_map,
+        beam_model=model,
     )
     result.write(out, overwrite=overwrite)
     return _outcome(result, out)
@@ -151,13 +164,16 @@ def run_demo(
     max_iterations: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The embedded demo: write a TG-119 phantom as DICOM, load it back, plan it.
 
     ``out_dir/input`` receives the phantom (``CT/`` + ``RS.dcm``) and ``out_dir/plan``
     the plan (RTPLAN.dcm, RTDOSE.dcm, plan.json, report.html).  The whole ``out_dir`` is
     built atomically.  The protocol's own settings are used (for the C-shape: 9 beams, 3 mm
-    grid) unless ``dose_grid_mm``, ``n_beams`` or ``max_iterations`` override them.
+    grid) unless ``dose_grid_mm``, ``n_beams`` or ``max_iterations`` override them, with
+    the shipped 6 MV beam model unless ``beam_model`` (a BeamModel or its JSON file) is
+    given.
 
     Returns
     -------
@@ -174,6 +190,7 @@ def run_demo(
             f"Unknown demo phantom {phantom!r}; choose one of {sorted(PHANTOM_PROTOCOLS)}."
         )
     out = refuse_existing(out_dir, overwrite=overwrite)
+    model = resolve_beam_model(beam_model)
     prot = _protocol(
         protocol or PHANTOM_PROTOCOLS[phantom],
         solver=solver,
@@ -185,7 +202,12 @@ def run_demo(
         written = write_phantom(phantom, tmp / "input")
         patient = load_patient(written.ct_dir, written.rtstruct_path)
         result = plan_patient(
-            patient, prot, backend=backend, cache_dir=cache_dir, progress=progress
+            patient,
+            prot,
+            backend=backend,
+            cache_dir=cache_dir,
+            progress=progress,
+            beam_model=model,
         )
         result.write(tmp / "plan")
     outcome = _outcome(result, out / "plan")
