@@ -47,19 +47,70 @@ def test_tg119_case(phantom, protocol, tmp_path, benchmark):
         "normalization": result.normalization,
         "goals": [r.as_dict() for r in result.goal_table],
     }
-    lines = [
-        f"\n### TG-119 {phantom} ({protocol}), planned in {wall:.1f} s",
-        "| structure | goal | achieved | result |",
-        "|---|---|---|---|",
-    ]
+    cells = []
     for r in result.goal_table:
         g = r.goal
         unit = f" {g.unit}" if g.unit else ""
-        lines.append(
-            f"| {g.structure} | {g.metric.text} {g.comparison} {g.level:g}{unit} | "
-            f"{r.value:.2f}{unit} | {'PASS' if r.passed else 'FAIL'} |"
-        )
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_tg119.json").write_text(json.dumps(_ROWS, indent=2))
+        goal = f"{g.metric.text} {g.comparison} {g.level:g}{unit}"
+        cells.append([g.structure, goal, f"{r.value:.2f}{unit}", "PASS" if r.passed else "FAIL"])
+    title = f"TG-119 {phantom} ({protocol}), planned in {wall:.1f} s"
+    _print_table(title, ["structure", "goal", "achieved", "result"], cells)
+    _save("bench_tg119.json", _ROWS)
     benchmark.extra_info.update({"plan_time_s": wall, "all_goals_met": result.all_goals_met})
+
+
+#: Trade-off scan of the C-shape (hard): (beams, target_weight) pairs. ``target_weight``
+#: weighs the PTV goals against the core goals (protocol default 2).
+FRONT = [(9, 0.5), (9, 1.0), (9, 2.0), (9, 4.0), (9, 8.0), (17, 2.0)]
+
+
+def test_cshape_tradeoff_front(tmp_path):
+    """PTV homogeneity against the core rim, every plan normalised to PTV D95 = 50 Gy.
+
+    Shows where the C-shape (hard) plans sit between the PTV D10 <= 55 Gy and the core
+    D5 <= 10 Gy goals when the PTV goals weigh less or more, and with 17 beams.
+    """
+    from rtplan.protocols import load_protocol
+
+    written = write_phantom("cshape", tmp_path / "input")
+    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    base = load_protocol("tg119_cshape")
+    rows = []
+    for n_beams, weight in FRONT:
+        protocol = base.with_overrides(n_beams=n_beams, target_weight=weight)
+        t0 = time.perf_counter()
+        result = plan_patient(patient, protocol, cache_dir=tmp_path / "cache", progress=False)
+        values = {f"{r.goal.structure} {r.goal.metric.text}": r.value for r in result.goal_table}
+        rows.append(
+            {
+                "beams": n_beams,
+                "target_weight": weight,
+                "plan_time_s": time.perf_counter() - t0,
+                "goals_met": len(result.goal_table) - result.goal_table.n_failed,
+                **values,
+            }
+        )
+    keys = [k for k in rows[0] if k not in ("beams", "target_weight", "plan_time_s", "goals_met")]
+    cells = [
+        [str(r["beams"]), f"{r['target_weight']:g}", *(f"{r[k]:.2f}" for k in keys)]
+        + [f"{r['goals_met']}/{len(keys)}", f"{r['plan_time_s']:.0f} s"]
+        for r in rows
+    ]
+    _print_table(
+        "C-shape (hard) trade-off, normalised to PTV D95 = 50 Gy",
+        ["beams", "target_weight", *keys, "goals met", "time"],
+        cells,
+    )
+    _save("bench_cshape_front.json", rows)
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a markdown table under a level-3 heading."""
+    lines = [f"\n### {title}", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    print("\n".join(lines))
+
+
+def _save(name: str, data) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(json.dumps(data, indent=2))

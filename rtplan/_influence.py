@@ -11,6 +11,7 @@ A few lines in a notebook::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from dose_engine import (
     Beam,
+    BeamModel,
     Grid,
     InfluenceMatrix,
     beamlets_for_target,
@@ -27,9 +29,10 @@ from dose_engine import (
     isocenter_at_centroid,
 )
 
+from ._recalc import require_model_sad, resolve_beam_model
 from .errors import InputError
 
-__all__ = ["body_mask", "compute_plan_influence", "influence_matrix"]
+__all__ = ["body_mask", "influence_matrix"]
 
 logger = logging.getLogger("rtplan.influence")
 
@@ -77,34 +80,6 @@ def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progres
     )
 
 
-def compute_plan_influence(
-    patient,
-    dose_grid: Grid,
-    beams: Sequence[Beam],
-    beamlets,
-    *,
-    backend: str = "numpy",
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-):
-    """The influence matrix of a plan's beams on ``dose_grid`` (used by ``rtplan.planning``).
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix of float32, (n_voxels, n_beamlets), Gy/MU
-        Rows outside the patient's EXTERNAL structure are empty.
-    """
-    return _compute(
-        patient,
-        dose_grid,
-        list(beams),
-        beamlets,
-        backend=backend,
-        cache_dir=cache_dir,
-        progress=progress,
-    ).matrix
-
-
 def influence_matrix(
     patient,
     *,
@@ -120,6 +95,7 @@ def influence_matrix(
     backend: str = "numpy",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> InfluenceMatrix:
     """Influence matrix for a patient with sensible defaults.
 
@@ -139,6 +115,8 @@ def influence_matrix(
         Dose-grid spacing, mm.
     cache_dir : path, optional
         HDF5 cache folder; unchanged inputs load instead of recomputing.
+    beam_model : dose_engine.BeamModel or path-like, optional
+        A commissioned beam model or its JSON file (default: the shipped 6 MV model).
 
     Returns
     -------
@@ -149,8 +127,13 @@ def influence_matrix(
     StructureError
         If ``target`` is not a structure of the patient (the message lists the names).
     InputError
-        If the target covers no voxel of the dose grid.
+        If the target covers no voxel of the dose grid, or the beam model was fitted for
+        another SAD than ``sad_mm``.
+    dose_engine.BeamModelError
+        ``beam_model`` is a file that cannot be read as a beam model.
     """
+    model = resolve_beam_model(beam_model)
+    require_model_sad(model, sad_mm, what="the requested beams")
     structure = patient.structure(target)
     dose_grid = patient.ct.grid.with_spacing(float(dose_grid_mm))
     occ = structure.occupancy(dose_grid)
@@ -183,5 +166,12 @@ def influence_matrix(
     )
     logger.info("%d beams, %d beamlets, dose grid %s", len(beams), len(beamlets), dose_grid)
     return _compute(
-        patient, dose_grid, beams, beamlets, backend=backend, cache_dir=cache_dir, progress=progress
+        patient,
+        dose_grid,
+        beams,
+        beamlets,
+        backend=backend,
+        cache_dir=cache_dir,
+        progress=progress,
+        model=model,
     )

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ._plan import add_beam_model_option
 
 __all__ = ["register", "run"]
 
@@ -82,6 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     p.add_argument("--cache-dir", metavar="DIR", help="reuse/store matrices in this folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_beam_model_option(p)
     p.set_defaults(func=run)
 
 
@@ -112,6 +114,7 @@ def run(args) -> int:
         backend=args.backend,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        beam_model=args.beam_model,
     )
     with atomic_file(out, overwrite=args.force) as tmp:
         save_influence_matrix(

@@ -294,6 +294,14 @@ caption{text-align:left;font-weight:bold;padding:0.3em 0}
 """
 
 
+def _beam_model_text(record) -> str | None:
+    """``name (file, fingerprint …)`` of plan.json's ``beam_model`` record."""
+    if not isinstance(record, dict):
+        return None
+    fp = str(record.get("fingerprint") or "")[:12]
+    return f"{record.get('name')} ({record.get('file')}, fingerprint {fp}…)"
+
+
 def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
     body = "".join(
         f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
@@ -465,6 +473,7 @@ def write_report(
             f"{rx:g} Gy" + (f" in {fx} fractions" if fx else "") if rx is not None else None,
         ),
         ("Machine", plan.get("machine")),
+        ("Beam model", _beam_model_text(plan.get("beam_model"))),
         ("Total MU per fraction", plan.get("total_mu_per_fraction")),
     ]
     skip = {"label", "prescription_gy", "fractions", "machine", "beams", "total_mu_per_fraction"}

@@ -114,6 +114,8 @@ def test_plan_json_records_the_model(case):
     assert record["file"] == str(scaled)
     assert record["fingerprint"] == load_beam_model(scaled).fingerprint()
     assert record["fingerprint"] != shipped_model.fingerprint()
+    report = (root / "scaled" / "report.html").read_text(encoding="utf-8")
+    assert "Beam model" in report and record["fingerprint"][:12] in report
 
 
 def test_influence_matrix_of_the_plan_is_the_models(case):

@@ -105,3 +105,40 @@ def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
     )
     with pytest.raises(Exception, match="Nope"):
         ri.influence_matrix(small_phantom_patient, target="Nope", progress=False)
+
+
+def test_cli_beam_model_scales_the_matrix_and_a_bad_one_writes_nothing(
+    tmp_path, small_phantom_dicom, capsys
+):
+    # a commissioned model with 1.10x the shipped output per MU gives exactly 1.10x the matrix
+    import json
+
+    from dose_engine import load_beam_model
+
+    params = dict(load_beam_model().parameters)
+    params["normalisation_gy_per_mu"] *= 1.10
+    model = tmp_path / "strong.json"
+    model.write_text(json.dumps(params))
+    base = [
+        "influence",
+        str(small_phantom_dicom.ct_dir),
+        str(small_phantom_dicom.rtstruct_path),
+        "--target",
+        "CentralTarget",
+        "--gantry",
+        "0,180",
+        "--dose-grid-mm",
+        "12",
+        "--no-progress",
+    ]
+    assert main([*base, "--out", str(tmp_path / "a.h5")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.h5"), "--beam-model", str(model)]) == 0
+    a = load_influence_matrix(tmp_path / "a.h5").matrix
+    b = load_influence_matrix(tmp_path / "b.h5").matrix
+    assert (a != 0).nnz == (b != 0).nnz
+    np.testing.assert_allclose(b.toarray(), 1.10 * a.toarray(), rtol=1e-5, atol=1e-9)
+    capsys.readouterr()
+    missing = tmp_path / "nope.json"
+    assert main([*base, "--out", str(tmp_path / "c.h5"), "--beam-model", str(missing)]) == 2
+    assert "nope.json" in capsys.readouterr().err
+    assert not (tmp_path / "c.h5").exists()
