@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
+from _tiny_protocol import tiny_cshape_protocol
 
 from rtplan.cli import main
 from rtplan.errors import InputError
@@ -14,42 +14,14 @@ from rtplan.io import read_rtdose
 from rtplan.phantoms import write_phantom
 from rtplan.planning import plan_and_write, read_manifest
 
-PROTOCOL = """
-name = "tiny C-shape"
-[prescription]
-total_dose_gy = 50.0
-fractions = 25
-target = "PTV"
-[structures.Core]
-aliases = ["CentralCore"]
-[[goals]]
-structure = "PTV"
-metric = "D95%"
-min = 50.0
-priority = 1
-[[goals]]
-structure = "Core"
-metric = "D10%"
-max = 40.0
-priority = 1
-[beams]
-count = 3
-[grid]
-dose_grid_mm = 8.0
-[optimization]
-max_iterations = 40
-sequencing_levels = 4
-[helpers]
-ring = false
-normal_tissue = false
-"""
+PROTOCOL = tiny_cshape_protocol(ring=False)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     ph = write_phantom("cshape", root / "phantom", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
-    (root / "tiny.toml").write_text(textwrap.dedent(PROTOCOL))
+    (root / "tiny.toml").write_text(PROTOCOL)
     serial = plan_and_write(
         ph.ct_dir, ph.rtstruct_path, root / "tiny.toml", root / "serial", progress=False
     )

@@ -22,10 +22,10 @@ written: exit status 2, one stderr line naming the file.
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
+from _tiny_protocol import tiny_cshape_protocol
 
 from dose_engine import BeamModel, load_beam_model, load_influence_matrix
 from rtplan import compute_plan_dose
@@ -37,38 +37,9 @@ from rtplan.planning import PLAN_FILES, plan_patient
 
 SCALE = 1.10
 
-# The smallest planning settings of the CLI tests (tests/rtplan/test_batch.py): 3 beams,
-# 8 mm dose grid, 40 iterations; a ring helper but no normal-tissue one, so that the
-# planner computes both of its influence matrices (organ rows, helper rows).
-PROTOCOL = """
-name = "tiny C-shape"
-[prescription]
-total_dose_gy = 50.0
-fractions = 25
-target = "PTV"
-[structures.Core]
-aliases = ["CentralCore"]
-[[goals]]
-structure = "PTV"
-metric = "D95%"
-min = 50.0
-priority = 1
-[[goals]]
-structure = "Core"
-metric = "D10%"
-max = 40.0
-priority = 1
-[beams]
-count = 3
-[grid]
-dose_grid_mm = 8.0
-[optimization]
-max_iterations = 40
-sequencing_levels = 4
-[helpers]
-ring = true
-normal_tissue = false
-"""
+# With the ring helper the planner computes both of its influence matrices (organ rows,
+# helper rows).
+PROTOCOL = tiny_cshape_protocol(ring=True)
 
 
 def _model_file(path, **changes):
@@ -86,7 +57,7 @@ def case(tmp_path_factory):
     root = tmp_path_factory.mktemp("beam_model")
     ph = write_phantom("cshape", root / "phantom", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
     protocol = root / "tiny.toml"
-    protocol.write_text(textwrap.dedent(PROTOCOL))
+    protocol.write_text(PROTOCOL)
     scaled = _model_file(root / "my_6x.json", normalisation_gy_per_mu=lambda v: v * SCALE)
     base = ["plan", str(ph.ct_dir), str(ph.rtstruct_path), "--protocol", str(protocol)]
     cache = ["--cache-dir", str(root / "cache")]
