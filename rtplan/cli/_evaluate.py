@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 import numpy as np
 
@@ -98,7 +99,18 @@ def evaluate_files(args) -> dict:
     from ..evaluation import DVHCollection, dvh, evaluate_goals, quality_indices
     from ..io import read_rtdose
 
-    dose, grid, refs = read_rtdose(args.rtdose)
+    protocol = None
+    if args.protocol:
+        from ..protocols import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dose, grid, refs = read_rtdose(args.rtdose)
+    dose, fractions = _course_dose(dose, refs.dose_summation_type, protocol, args.rtdose)
+    for w in caught:  # a one-fraction dose scaled to the course needs no warning
+        if fractions == 1:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     structures, struct_for = _structures(args)
     if refs.frame_of_reference_uid != struct_for:
         raise ReferenceMismatchError(
@@ -139,6 +151,8 @@ def evaluate_files(args) -> dict:
             "origin_mm": list(grid.origin_mm),
             "spacing_mm": list(grid.spacing_mm),
         },
+        "dose_summation_type": refs.dose_summation_type,
+        "fractions_applied": fractions,
         "max_dose_gy": float(np.max(dose)),
         "structures": [
             {
@@ -151,10 +165,9 @@ def evaluate_files(args) -> dict:
         "skipped": {n: v for n, v in notes.items() if n not in dvhs},
         "goals": None,
     }
-    if args.protocol:
-        from ..protocols import load_protocol, parse_mapping_overrides
+    if protocol is not None:
+        from ..protocols import parse_mapping_overrides
 
-        protocol = load_protocol(args.protocol)
         overrides = parse_mapping_overrides(args.map) if args.map else {}
         mapping = protocol.resolve_structures(list(structures), overrides=overrides)
         goals = protocol.evaluation_goals(mapping)
@@ -198,6 +211,23 @@ def evaluate_files(args) -> dict:
     return result
 
 
+def _course_dose(dose, summation: str, protocol, path) -> tuple[np.ndarray, int]:
+    """The dose the protocol's goals are written for (the whole course) and the factor
+    applied: an RT-DOSE of one fraction ((3004,000A) DoseSummationType FRACTION) times the
+    protocol's fractions; PLAN/MULTI_PLAN doses (and any dose without a protocol) as stored.
+    A single beam's dose cannot be checked against course goals and is refused."""
+    if protocol is None or summation in ("PLAN", "MULTI_PLAN", ""):
+        return dose, 1
+    if summation == "FRACTION":
+        n = int(protocol.prescription.fractions)
+        return (dose * np.float32(n)).astype(np.float32), n
+    raise InputError(
+        f"'{path}': (3004,000A) DoseSummationType is {summation!r}, a part of the course; "
+        f"the goals of protocol '{protocol.name}' are for the whole course. Export the plan "
+        "dose (PLAN) or one fraction's dose (FRACTION)."
+    )
+
+
 def _text(result: dict) -> str:
     lines = [
         (
@@ -212,6 +242,12 @@ def _text(result: dict) -> str:
             f"{'D95':>8}{'D50':>8}{'D2':>8}"
         ),
     ]
+    if result["fractions_applied"] != 1:
+        lines.insert(
+            1,
+            f"One fraction's dose (DoseSummationType FRACTION) x {result['fractions_applied']} "
+            "fractions of the protocol: whole-course dose.",
+        )
     for r in result["structures"]:
         vals = "".join(
             f"{r[k]:>8.2f}"

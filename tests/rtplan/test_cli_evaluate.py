@@ -179,3 +179,34 @@ def test_bad_input_exits_2(files, capsys, tmp_path):
     assert rc == 2 and "'Q'" in err
     rc, _, err = _run(capsys, files["linear"], files["rs"], "--map", "PTV=Body")
     assert rc == 2 and "--protocol" in err
+
+
+@pytest.mark.parametrize("summation", ["FRACTION", "BEAM"])
+def test_a_partial_course_dose_against_course_goals(files, capsys, tmp_path, summation):
+    # 2 Gy per fraction, uniform, written as one fraction's (or one beam's) dose
+    patient = make_phantom("prostate", pixel_spacing_mm=3.0, slice_spacing_mm=2.5)
+    written = write_patient(patient, tmp_path / "pt")
+    rd = tmp_path / "RD.dcm"
+    write_rtdose(
+        rd,
+        np.full(DOSE_GRID.shape, 2.0),
+        DOSE_GRID,
+        patient,
+        plan_sop_instance_uid=generate_uid(),
+        dose_summation_type=summation,
+    )
+    goals = '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmin = 59.9\n'
+    protocol = _protocol(tmp_path / "p.toml", goals)  # 30 fractions
+    rc, out, err = _run(capsys, rd, written.rtstruct_path, "--protocol", protocol, "--json")
+    if summation == "BEAM":
+        assert rc == 2 and "(3004,000A) DoseSummationType" in err and out == ""
+        return
+    res = json.loads(out)
+    assert rc == 0, err
+    assert res["fractions_applied"] == 30 and res["dose_summation_type"] == "FRACTION"
+    assert res["goals"][0]["value"] == pytest.approx(60.0)
+    assert res["max_dose_gy"] == pytest.approx(60.0)
+    # without a protocol the dose is reported as stored (with the reader's warning)
+    with pytest.warns(UserWarning, match="not the whole course"):
+        rc, out, _ = _run(capsys, rd, written.rtstruct_path, "--json")
+    assert rc == 0 and json.loads(out)["max_dose_gy"] == pytest.approx(2.0)
