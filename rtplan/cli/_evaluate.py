@@ -76,14 +76,15 @@ def register(subparsers) -> None:
 
 
 def _structures(args):
-    """Structures (name → Structure) and the RT-STRUCT frame of reference UID."""
+    """Structures (name → Structure), the RT-STRUCT frame of reference UID and its
+    (0010,0020) PatientID ("" when absent)."""
     from ..io import load_patient, load_structure_set
 
-    if args.ct:
-        patient = load_patient(args.ct, args.rtstruct)
-        return patient.structures, patient.frame_of_reference_uid
     ss = load_structure_set(args.rtstruct)
-    return ss.structures, ss.frame_of_reference_uid
+    if args.ct:
+        patient = load_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
+        return patient.structures, patient.frame_of_reference_uid, ss.patient_id
+    return ss.structures, ss.frame_of_reference_uid, ss.patient_id
 
 
 def _outside(structure, grid) -> bool:
@@ -111,7 +112,13 @@ def evaluate_files(args) -> dict:
     for w in caught:  # a one-fraction dose scaled to the course needs no warning
         if fractions == 1:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    structures, struct_for = _structures(args)
+    structures, struct_for, struct_patient = _structures(args)
+    if refs.patient_id and struct_patient and refs.patient_id != struct_patient:
+        raise ReferenceMismatchError(
+            f"RT-DOSE '{args.rtdose}' and RT-STRUCT '{args.rtstruct}' have different "
+            "(0010,0020) PatientID (values not shown); rtplan does not evaluate one patient's "
+            "dose on another's structures."
+        )
     if refs.frame_of_reference_uid != struct_for:
         raise ReferenceMismatchError(
             f"RT-DOSE '{args.rtdose}' belongs to frame of reference "

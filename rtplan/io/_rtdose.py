@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,9 @@ class RtDoseReferences:
         (3004,000A) *DoseSummationType*, e.g. ``"PLAN"``.
     dose_type : str
         (3004,0004) *DoseType*, e.g. ``"PHYSICAL"``.
+    patient_id : str
+        (0010,0020) *PatientID* ("" when absent); for comparisons only, never printed
+        (left out of ``repr``).
     """
 
     sop_instance_uid: str
@@ -62,6 +65,7 @@ class RtDoseReferences:
     referenced_plan_uid: str | None
     dose_summation_type: str
     dose_type: str
+    patient_id: str = field(default="", repr=False)
 
 
 def _ds_str(value: float) -> str:
@@ -413,5 +417,6 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
         referenced_plan_uid=plan_uid,
         dose_summation_type=summation,
         dose_type=str(ds.get("DoseType", "")),
+        patient_id=str(ds.get("PatientID", "") or "").strip(),
     )
     return np.ascontiguousarray(dose), grid, refs

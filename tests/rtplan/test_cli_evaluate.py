@@ -210,3 +210,17 @@ def test_a_partial_course_dose_against_course_goals(files, capsys, tmp_path, sum
     with pytest.warns(UserWarning, match="not the whole course"):
         rc, out, _ = _run(capsys, rd, written.rtstruct_path, "--json")
     assert rc == 0 and json.loads(out)["max_dose_gy"] == pytest.approx(2.0)
+
+
+def test_dose_of_another_patient_is_refused_without_printing_ids(files, capsys, tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(files["uniform"])
+    ds.PatientID = "OTHER-PATIENT-123"
+    other = tmp_path / "RD_other_patient.dcm"
+    ds.save_as(other)
+    rc, out, err = _run(capsys, other, files["rs"])
+    assert rc == 2 and out == ""
+    assert "(0010,0020) PatientID" in err and "OTHER-PATIENT-123" not in err
+    rc, _, err = _run(capsys, other, files["rs"], "--ct", files["ct"])
+    assert rc == 2 and "PatientID" in err
