@@ -144,15 +144,30 @@ def _threaded_csr_products(
     cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, n_chunks + 1)[1:-1])
     bounds = [0, *(int(c) for c in cuts), csr.shape[0]]
     slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    chunks = [(csr[sl], sl) for sl in slices]
+    views = [_row_range_view(csr, sl) for sl in slices]
+    chunks = [(v, v.T, sl) for v, sl in zip(views, slices, strict=True)]  # .T: CSC views
 
     def matvec(x: Any) -> Any:
         return np.concatenate(list(pool.map(lambda c: c[0] @ x, chunks)))
 
     def rmatvec(g: Any) -> Any:
-        return sum(pool.map(lambda c: c[0].T @ g[c[1]], chunks))
+        return sum(pool.map(lambda c: c[1] @ g[c[2]], chunks))
 
     return matvec, rmatvec
+
+
+def _row_range_view(csr: Any, rows: slice) -> Any:
+    """Rows ``rows`` (a contiguous range) of a CSR matrix sharing its data and column
+    indices. ``csr[rows]`` and the ``(data, indices, indptr)`` constructor both copy them
+    (scipy prunes small views of large arrays), so the arrays are set on an empty matrix."""
+    import scipy.sparse as sp
+
+    p0, p1 = int(csr.indptr[rows.start]), int(csr.indptr[rows.stop])
+    view = sp.csr_matrix((rows.stop - rows.start, csr.shape[1]), dtype=csr.dtype)
+    view.data = csr.data[p0:p1]
+    view.indices = csr.indices[p0:p1]
+    view.indptr = (csr.indptr[rows.start : rows.stop + 1] - p0).astype(csr.indptr.dtype)
+    return view
 
 
 def _cupy_csr_products(csr: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:

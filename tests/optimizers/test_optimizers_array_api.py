@@ -230,3 +230,8 @@ def test_threaded_csr_products_equal_the_serial_products(monkeypatch):
         matvec, rmatvec = _array_backend._threaded_csr_products(csr, n_chunks)
         np.testing.assert_allclose(matvec(x), csr @ x, rtol=1e-12)
         np.testing.assert_allclose(rmatvec(g), csr.T @ g, rtol=1e-12)
+    # the chunks are views: no second copy of the matrix
+    chunk = _array_backend._row_range_view(csr, slice(100, 200))
+    assert np.shares_memory(chunk.data, csr.data)
+    assert np.shares_memory(chunk.indices, csr.indices)
+    np.testing.assert_array_equal(chunk.toarray(), csr[100:200].toarray())
