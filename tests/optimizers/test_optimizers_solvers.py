@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from _optimizers_synth import random_problem, slab_problem
 
 import optimizers as op
+from optimizers._problem import LEVEL_SCALE_FLOOR
 
 BACKENDS = ["CLARABEL", "OSQP", "SCS"]
 
@@ -286,21 +287,33 @@ def test_callback_stop_and_progress():
     assert len(seen) == 1 and isinstance(seen[0], op.OptimizationResult)
 
 
-def test_first_order_iteration_counts_pinned():
-    """Known-good counts on a reference problem: fail if they grow (STYLE.md section 7)."""
+def test_first_order_reference_problem_converges_within_its_work_budget():
+    """The reference problem (48 x 48 slab, 80 beamlets, one hard OAR cap) is solved to the
+    optimum of an independent interior-point solve, within a work budget (STYLE.md section 7:
+    known-good counts must not grow).
+
+    The budget is not a pin of one machine's count: the L-BFGS path depends on the last bits
+    of the BLAS sums, and the same code took 454 iterations with one numpy/OpenBLAS build and
+    459 with another. ``ITERATION_BUDGET`` allows 25 % above the larger count; the same
+    solver with an L-BFGS memory of 3 pairs instead of 10 needs 734, with 1 pair 1208.
+    """
     rng = np.random.default_rng(5)
     a, s = slab_problem(rng, n_side=48, n_beamlets=80)
     prob = op.Problem(a, s, _agreement_terms() + [op.MaxDose("OAR", 30.0, hard=True)])
+    reference = op.solve_cvxpy(prob)
     r = op.solve_first_order(prob)
-    assert r.success
-    assert r.n_iter <= PINNED_ITER, r.n_iter
-    assert r.n_dose_evals <= PINNED_DOSE_EVALS, r.n_dose_evals
+    assert r.success, r.message
+    # Both solvers stop on their own tolerances (first-order: relative objective change
+    # 1e-8 and constraint violation 1e-4 of the 30 Gy cap; Clarabel: 1e-8 gaps).  Measured
+    # agreement 2e-6; 1e-4 leaves room for either's stopping point, not for a wrong optimum.
+    assert r.objective == pytest.approx(reference.objective, rel=1e-4)
+    assert r.extras["max_violation"] <= 1e-4
+    assert r.n_iter <= ITERATION_BUDGET, r.n_iter
     # one forward + one transpose product per iteration, plus backtracking and set-up
     assert r.n_dose_evals <= 2.3 * r.n_iter + 20
 
 
-PINNED_ITER = 454  # measured 2026-11-22 (projected L-BFGS, tol 1e-8)
-PINNED_DOSE_EVALS = 980
+ITERATION_BUDGET = 575  # 459 (largest count seen, 2026-12) + 25 %
 
 
 @pytest.mark.parametrize("inner", ["lbfgs", "lbfgsb", "fista"])
@@ -351,13 +364,18 @@ def test_lexicographic_with_dvh_goals(method):
         [op.MeanDose("BODY")],
     ]
     res = op.solve_lexicographic(a, s, levels, method=method, slip_rel=0.05, slip_abs=0.01)
-    # cvxpy meets the bounds to solver precision; the augmented Lagrangian to its constraint
-    # tolerance, relative to the bound (level 0's optimum is 0 with a squared-hinge objective:
-    # a degenerate constraint with a zero gradient on the boundary; slip_abs makes it usable)
-    tol = 1e-6 if method == "cvxpy" else 1e-4
-    for lv in res.levels:
-        assert lv.final <= lv.bound * (1 + tol), lv
+    # cvxpy meets the bounds to solver precision (1e-6 of the bound); the augmented
+    # Lagrangian to its documented constraint tolerance (1e-4) of each level bound's own
+    # scale, ``constraint_scale``: the bound, floored at 1 % of the level's weights (level
+    # 0's optimum is 0 with a squared-hinge objective, a degenerate constraint with a zero
+    # gradient on the boundary; slip_abs makes it usable).  Measured excess: 0 to 5.7e-6 on
+    # a bound of 0.01 (floor 0.11), by BLAS build.  A solver that ignores the level bounds
+    # exceeds them by a factor of 10 or more here.
     assert res.success
+    for lv, terms in zip(res.levels, levels, strict=True):
+        scale = max(lv.bound, LEVEL_SCALE_FLOOR * sum(t.weight for t in terms))
+        tol = 1e-6 * lv.bound if method == "cvxpy" else 1e-4 * scale
+        assert lv.final <= lv.bound + tol, lv
     assert (
         res.levels[2].achieved
         <= op.Problem(a, s, [op.MeanDose("BODY")]).objective(res.levels[0].result.x) + 1e-6
