@@ -53,6 +53,6 @@ def test_holdout_full_fit_6mv(benchmark):
     train = data.select(lambda s: s.field != (50.0, 50.0) or s.curve == "PDD")
 
     def fit_and_compare():
-        return compare_to_measured(BeamModel(fit_beam_model(train, max_nfev=200)), data)
+        return compare_to_measured(BeamModel(fit_beam_model(train)), data)
 
     _record(benchmark, benchmark.pedantic(fit_and_compare, rounds=1, iterations=1))

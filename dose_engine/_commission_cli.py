@@ -7,9 +7,10 @@ the model (:func:`~dose_engine.fit_beam_model`), validates it against every scan
 validation summary.  Without ``--measurements`` it regenerates the shipped 6 MV model from
 the pymedphys data (``python -m dose_engine.fit [OUT.json]``).
 
-Exit status: 0 when the model was written and meets every validation tolerance, 1 when it
-was written but some curve is outside tolerance (listed in the summary), 2 on bad input (one
-line on stderr naming the file and the field; nothing is written).
+Exit status: 0 when the fit converged and the model was written and meets every validation
+tolerance, 1 when it was written but some curve is outside tolerance (listed in the summary)
+or the fit stopped at ``--max-nfev`` before converging, 2 on bad input (one line on stderr
+naming the file and the field; nothing is written).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._fit import fit_6mv_model, fit_beam_model
+from ._fit import MAX_NFEV, fit_6mv_model, fit_beam_model, shape_from_model
 from ._measured import read_measured_data
-from ._model import BeamModel
+from ._model import BeamModel, load_beam_model
 from ._validation import compare_to_measured
 from .errors import DoseEngineError
 
@@ -68,7 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="model JSON to write (default ./beam_model.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--max-nfev", type=int, default=200, help="shape-fit evaluation budget")
+    p.add_argument(
+        "--max-nfev",
+        type=int,
+        default=MAX_NFEV,
+        help=f"shape-fit evaluation budget (default {MAX_NFEV}; the fit stops on convergence)",
+    )
+    p.add_argument(
+        "--start",
+        metavar="MODEL.json",
+        type=Path,
+        help="start the shape fit from this model's parameters (e.g. the last commissioning)",
+    )
     p.add_argument("--no-gamma", action="store_true", help="skip the pymedphys gamma pass rates")
     return p
 
@@ -86,12 +98,19 @@ def _commission(args) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist.")
     measured = read_measured_data(args.measurements, table=args.table)
-    params = fit_beam_model(measured, max_nfev=args.max_nfev)
+    start = None if args.start is None else shape_from_model(load_beam_model(args.start).parameters)
+    params = fit_beam_model(measured, max_nfev=args.max_nfev, start=start)
     gamma = not args.no_gamma and _gamma_available()
     report = compare_to_measured(BeamModel(params, str(out)), measured, gamma=gamma)
     write_json_atomic(params, out)
     sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
-    return 1 if report.failures() else 0
+    converged = params["provenance"]["residuals"]["converged"]
+    if not converged:
+        sys.stdout.write(
+            f"warning: the shape fit stopped at its budget of {args.max_nfev} evaluations "
+            "before converging; its parameters depend on the solver's path. Raise --max-nfev.\n"
+        )
+    return 1 if report.failures() or not converged else 0
 
 
 def main(argv: list[str] | None = None) -> int:

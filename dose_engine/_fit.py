@@ -16,7 +16,11 @@ compared in step 1, because they are ratios of doses at the same depth):
    reference-PDD point) — by nonlinear least squares (:func:`scipy.optimize.least_squares`)
    on (a) every profile, normalised to its value at position 0, (b) the ratio of every other
    PDD to the reference field's PDD at the same depths, normalised at the output-factor
-   depth, (c) every output factor relative to the reference field.
+   depth, (c) every output factor relative to the reference field.  The fit runs to
+   convergence (relative cost change below :data:`FIT_TOLERANCE`), not to an evaluation
+   budget, so its result does not depend on the path the solver took: from the generic
+   start, from a perturbed one and with the scans in another order it lands on the same
+   model (doses within 0.01 % on every scan point; ``tests/dose_engine/test_commissioning``).
 2. Primary depth function ``A(d) = PDD_ref(d) / G_ref(d)`` from the reference PDD, where
    ``G_ref`` (inverse square and lateral integral) comes from step 1; extended to
    :data:`MAX_DEPTH_MM` with an exponential fitted to the deepest 100 mm.
@@ -56,6 +60,10 @@ THETA0 = np.array([1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0]
 THETA_LO = np.array([0.1, 0.1, 0.0, 2.0, 0.0, 0.0, 5.0, 0.1, 5.0, 0.0, 20.0])
 THETA_HI = np.array([5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 200.0])
 SIX_MV_NAME = "rtplan generic 6 MV pencil beam"
+#: ``ftol``, ``xtol`` and ``gtol`` of the shape fit: it stops on convergence, not on a budget.
+FIT_TOLERANCE = 1e-12
+#: Default evaluation budget of the shape fit (the pymedphys data converge in 55-115).
+MAX_NFEV = 500
 #: Calibration entry of the intermediate (unnormalised) models of steps 1-2.
 _NO_CALIB = {"dose_gy_per_mu": 1.0, "field_size_mm": 100.0, "ssd_mm": 1000.0, "depth_mm": 0.0}
 
@@ -240,8 +248,8 @@ def _scatter_nodes(measured: MeasuredData) -> np.ndarray:
     return nodes if nodes[-1] >= deepest else np.append(nodes, deepest)
 
 
-def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict):
-    """Step 1. Returns ``(shape, cost, nfev)``."""
+def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start):
+    """Step 1. Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
 
     nodes = _scatter_nodes(measured)
@@ -250,18 +258,61 @@ def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict)
         return _shape_residuals(_unit_model(_shape_params(theta, nodes), meta), measured, targets)
 
     n = nodes.size
+    lo = np.concatenate([THETA_LO, np.zeros(n)])
+    hi = np.concatenate([THETA_HI, np.full(n, 5.0)])
+    theta0 = np.concatenate([THETA0, np.full(n, 0.15)]) if start is None else _theta(start, nodes)
     fit = least_squares(
         residuals,
-        np.concatenate([THETA0, np.full(n, 0.15)]),
-        bounds=(
-            np.concatenate([THETA_LO, np.zeros(n)]),
-            np.concatenate([THETA_HI, np.full(n, 5.0)]),
-        ),
+        np.clip(theta0, lo, hi),
+        bounds=(lo, hi),
         max_nfev=max_nfev,
         x_scale="jac",
+        ftol=FIT_TOLERANCE,
+        xtol=FIT_TOLERANCE,
+        gtol=FIT_TOLERANCE,
     )
-    logger.info("shape fit: cost %.4g after %d evaluations", fit.cost, fit.nfev)
-    return _shape_params(fit.x, nodes), float(fit.cost), int(fit.nfev)
+    converged = fit.status > 0
+    log = logger.info if converged else logger.warning
+    log(
+        "shape fit: cost %.6g after %d evaluations (%s)",
+        fit.cost,
+        fit.nfev,
+        "converged" if converged else "stopped at the evaluation budget before converging",
+    )
+    return _shape_params(fit.x, nodes), float(fit.cost), int(fit.nfev), converged
+
+
+def _theta(shape: dict, nodes_mm: np.ndarray) -> np.ndarray:
+    """The fit vector of shape parameters (inverse of :func:`_shape_params`)."""
+    ratio = np.interp(nodes_mm, shape["scatter_ratio_depth_mm"], shape["scatter_ratio_nodes"])
+    scalars = [
+        shape["source_sigma_mm"][0],
+        shape["sigma_primary_mm"][0],
+        shape["sigma_primary_mm"][1],
+        shape["sigma_scatter_mm"][0],
+        shape["sigma_scatter_mm"][1],
+        shape["head_scatter_weight"],
+        shape["head_scatter_sigma_mm"][0],
+        shape["source_sigma_mm"][1],
+        shape["head_scatter_sigma_mm"][1],
+        shape["horn"]["dip"],
+        shape["horn"]["sigma_mm"],
+    ]
+    return np.concatenate([np.asarray(scalars, float), ratio])
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape a fit (recorded in the model file)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "scipy", "rtplan"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
 
 
 def _depth_function(shape: dict, measured: MeasuredData, meta: dict):
@@ -366,8 +417,9 @@ def _require_two_pdd_fields(measured: MeasuredData) -> None:
 def fit_beam_model(
     measured: MeasuredData,
     *,
-    max_nfev: int = 200,
+    max_nfev: int = MAX_NFEV,
     shape: dict | None = None,
+    start: dict | None = None,
     name: str | None = None,
     fitted_by: str = "dose_engine.fit_beam_model",
 ) -> dict:
@@ -378,10 +430,16 @@ def fit_beam_model(
     measured : MeasuredData
         From :func:`~dose_engine.read_measured_data` (checked again here).
     max_nfev : int
-        Evaluation budget of the nonlinear shape fit (step 1).
+        Evaluation budget of the nonlinear shape fit (step 1).  The fit stops when it has
+        converged; a fit that meets the budget first is marked ``"converged": false`` in the
+        provenance and logged as a warning.
     shape : dict, optional
         Skip step 1 and use these shape parameters (see :func:`shape_from_model`); steps 2-3
         (depth function and calibration) and the residual summary still run.
+    start : dict, optional
+        Start step 1 from these shape parameters (e.g. ``shape_from_model`` of an earlier
+        commissioning of the machine) instead of the generic start :data:`THETA0`.  The
+        converged result does not depend on it.
     name : str, optional
         Model name; default ``"rtplan <E> MV pencil beam (<folder>)"``.
     fitted_by : str
@@ -410,19 +468,20 @@ def fit_beam_model(
         "sad_mm": measured.sad_mm,
     }
     targets = _targets(measured)
-    cost, nfev = float("nan"), 0
+    cost, nfev, converged = float("nan"), 0, True
     if shape is None:
-        shape, cost, nfev = _fit_shape(measured, targets, max_nfev, meta)
+        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start)
     depth_mm, prim = _depth_function(shape, measured, meta)
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
     residuals = _residual_summary(final, measured, targets)
-    residuals.update(least_squares_cost=cost, least_squares_nfev=nfev)
+    residuals.update(least_squares_cost=cost, least_squares_nfev=nfev, converged=converged)
     largest = max(max(s.field) for s in measured.scans)
     meta["provenance"] = {
         "data": _describe(measured),
         "fitted_by": fitted_by,
         "date": _dt.date.today().isoformat(),
+        "software": software_versions(),
         "output_factor_definition": f"dose ratio to {field_label(measured.reference_field_mm)} "
         f"at {measured.of_depth_mm:g} mm depth, SSD {measured.of_ssd_mm:g} mm, central axis",
         "residuals": residuals,
@@ -434,12 +493,25 @@ def fit_beam_model(
     return _model_from(shape, depth_mm, prim, norm, calib, meta).parameters
 
 
-def fit_6mv_model(*, max_nfev: int = 200, shape: dict | None = None) -> dict:
-    """:func:`fit_beam_model` on the pymedphys 6 MV data (the shipped model's recipe)."""
-    return fit_beam_model(
-        pymedphys_6mv_data(),
+def fit_6mv_model(*, max_nfev: int = MAX_NFEV, shape: dict | None = None) -> dict:
+    """:func:`fit_beam_model` on the pymedphys 6 MV data (the shipped model's recipe).
+
+    The provenance names the data by the pymedphys release and the folder inside its wheel,
+    not by the path of the machine where the fit ran.
+    """
+    from importlib import metadata
+
+    data = pymedphys_6mv_data()
+    params = fit_beam_model(
+        data,
         max_nfev=max_nfev,
         shape=shape,
         name=SIX_MV_NAME,
         fitted_by="dose_engine._fit.fit_6mv_model (python -m dose_engine.fit)",
     )
+    wheel = f"pymedphys {metadata.version('pymedphys')} wheel: " + "/".join(
+        Path(data.source).parts[-6:]
+    )
+    provenance = params["provenance"]
+    provenance["data"] = provenance["data"].replace(data.source, wheel)
+    return params

@@ -124,10 +124,11 @@ class BeamModel:
             )
         n = int(math.ceil(depth[-1] / TABLE_STEP_MM)) + 1
         grid = np.arange(n) * TABLE_STEP_MM
-        tables = {
-            "primary": np.interp(grid, depth, prim).astype(np.float32),
-            "ratio": np.interp(grid, depth, ratio).astype(np.float32),
-        }
+        # float64: a float32 table rounds a change of 1e-8 in a scatter-ratio node away, which
+        # left the commissioning fit's finite-difference Jacobian without those columns (the
+        # fit then stopped wherever the rounding of one numpy build took it).  Kernels cast
+        # the interpolated values to the dtype of the points.
+        tables = {"primary": np.interp(grid, depth, prim), "ratio": np.interp(grid, depth, ratio)}
         object.__setattr__(self, "_tables", tables)
 
     # ----------------------------------------------------------- accessors

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from dose_engine import (
     read_measured_data,
 )
 from dose_engine._commission_cli import main
-from dose_engine._fit import _dose, shape_from_model
+from dose_engine._fit import _dose, _profile_dose, shape_from_model
 from dose_engine._measured import pymedphys_6mv_data
 
 SOURCE_SIGMA_X_MM = 3.2  # the shipped model has 2.16 mm
@@ -116,7 +118,7 @@ def test_read_clinic_folder(clinic):
 
 @pytest.fixture(scope="module")
 def clinic_fit(clinic):
-    return fit_beam_model(read_measured_data(clinic), max_nfev=60)
+    return fit_beam_model(read_measured_data(clinic))
 
 
 def test_fit_recovers_perturbed_source_size(clinic_fit):
@@ -135,6 +137,7 @@ def test_fit_recovers_perturbed_source_size(clinic_fit):
     shipped = load_beam_model().parameters["source_sigma_mm"][0]
     assert params["source_sigma_mm"][0] > shipped + 0.6  # the perturbation is seen
     assert params["provenance"]["residuals"]["profile_rms_fraction_of_cax"] < 0.005
+    assert params["provenance"]["residuals"]["converged"] is True
 
 
 def test_clinic_model_validates_on_its_data(clinic, clinic_fit):
@@ -144,12 +147,23 @@ def test_clinic_model_validates_on_its_data(clinic, clinic_fit):
 
 
 # ---------------------------------------------------------------- command line
-def test_cli_writes_model_and_summary(clinic, tmp_path, capsys):
+@pytest.fixture
+def clinic_start(clinic_fit, tmp_path_factory):
+    """The converged clinic model as a file, for ``--start`` (the CLI tests need a fit that
+    converges in a few evaluations; the fit itself is judged by the tests above)."""
+    path = tmp_path_factory.mktemp("start") / "last_commissioning.json"
+    path.write_text(json.dumps(clinic_fit))
+    return path
+
+
+def test_cli_writes_model_and_summary(clinic, clinic_start, tmp_path, capsys):
     out = tmp_path / "model.json"
-    args = ["--measurements", str(clinic), "--out", str(out), "--max-nfev", "5", "--no-gamma"]
-    assert main(args) == 0
+    args = ["--measurements", str(clinic), "--out", str(out), "--no-gamma"]
+    assert main([*args, "--start", str(clinic_start)]) == 0
     model = load_beam_model(out)
     assert model.parameters["sad_mm"] == 1000.0
+    assert model.provenance()["residuals"]["converged"] is True
+    assert set(model.provenance()["software"]) == {"python", "numpy", "scipy", "rtplan"}
     assert "6X_60x60.mcc" in model.provenance()["data"]
     text = capsys.readouterr().out
     assert f"wrote {out}" in text and "60x60 SSD 1000 PDD" in text and "worst:" in text
@@ -158,7 +172,15 @@ def test_cli_writes_model_and_summary(clinic, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
 
 
-def test_cli_exit_1_when_the_written_model_misses_a_tolerance(clinic, tmp_path):
+def test_cli_exit_1_when_the_fit_stops_before_converging(clinic, tmp_path, capsys):
+    out = tmp_path / "model.json"
+    args = ["--measurements", str(clinic), "--out", str(out), "--max-nfev", "2", "--no-gamma"]
+    assert main(args) == 1
+    assert "before converging" in capsys.readouterr().out
+    assert load_beam_model(out).provenance()["residuals"]["converged"] is False
+
+
+def test_cli_exit_1_when_the_written_model_misses_a_tolerance(clinic, clinic_start, tmp_path):
     # a validation-only absolute-dose point 10 % above the dose of the generating model
     true_gy_per_mu = float(_dose(_clinic_model(), SSD_MM, (60.0, 60.0), 50.0, 0.0))
     point = (
@@ -167,9 +189,10 @@ def test_cli_exit_1_when_the_written_model_misses_a_tolerance(clinic, tmp_path):
     )
     folder = _broken_copy(clinic, tmp_path, table=lambda toml: toml + point)
     out = tmp_path / "model.json"
-    args = ["--measurements", str(folder), "--out", str(out), "--max-nfev", "5", "--no-gamma"]
-    assert main(args) == 1
+    args = ["--measurements", str(folder), "--out", str(out), "--start", str(clinic_start)]
+    assert main([*args, "--no-gamma"]) == 1
     assert load_beam_model(out).parameters["sad_mm"] == 1000.0  # written all the same
+    assert load_beam_model(out).provenance()["residuals"]["converged"] is True
 
 
 def _broken_copy(clinic, tmp_path, drop=(), table=None):
@@ -235,7 +258,7 @@ def test_holdout_5x5_profiles(pymedphys_data):
     # Fit on the PDDs, the 10 x 10 profiles and the output factors; predict the eight
     # 5 x 5 profiles (never seen by the fit) with the acceptance criteria.
     train = pymedphys_data.select(lambda s: not _five(s) or s.curve == "PDD")
-    model = BeamModel(fit_beam_model(train, max_nfev=60))
+    model = BeamModel(fit_beam_model(train))
     held_out = pymedphys_data.select(lambda s: _five(s) and s.curve != "PDD" or s in train.pdds())
     report = compare_to_measured(model, held_out, gamma=True)
     five = [k for k in report.width_diff_mm if k.startswith("50x50")]
@@ -259,20 +282,63 @@ def test_fit_refuses_pdds_of_one_field_size(pymedphys_data):
     assert params["normalisation_gy_per_mu"] > 0
 
 
-def test_generic_fit_reproduces_shipped_model(pymedphys_data):
-    # The generic path on the full pymedphys folder against the shipped file.  Run today it
-    # gives cost 0.0895 in 34 evaluations (the file records 0.0890 in 33: it was fitted by
-    # an earlier revision of the kernel code); the well-determined quantities agree.
-    shipped = load_beam_model().parameters
-    refit = fit_beam_model(pymedphys_data, max_nfev=200)
-    assert refit["normalisation_gy_per_mu"] == pytest.approx(
-        shipped["normalisation_gy_per_mu"], rel=0.005
+# ------------------------------------------------------- a well-posed fit (gh-11)
+#: Largest dose difference between two fits of the same data, % of each scan's maximum, at
+#: every measured point (issue 11).  Converged fits agree to 0.01 %; the fits that stopped
+#: on float32-rounded Jacobians differed by 0.5-1.3 % at field shoulders.
+SAME_DOSE_PCT = 0.3
+
+
+def _scan_doses(model: BeamModel, measured) -> list[np.ndarray]:
+    """The model's dose (Gy/MU) at every point of every scan, in the order of the scans."""
+    out = []
+    for s in measured.scans:
+        if s.curve == "PDD":
+            out.append(_dose(model, s.ssd_mm, s.field, s.position_mm, 0.0))
+        else:
+            out.append(_profile_dose(model, s, s.position_mm))
+    return out
+
+
+def _worst_difference_pct(a: BeamModel, b: BeamModel, measured) -> float:
+    return max(
+        float(np.max(np.abs(x - y)) / np.max(x) * 100)
+        for x, y in zip(_scan_doses(a, measured), _scan_doses(b, measured), strict=True)
     )
-    np.testing.assert_allclose(refit["primary_weight"], shipped["primary_weight"], rtol=0.025)
-    for key in ("head_scatter_weight",):
-        assert refit[key] == pytest.approx(shipped[key], rel=0.05)
-    blur = [np.hypot(p["source_sigma_mm"][0], p["sigma_primary_mm"][0]) for p in (refit, shipped)]
-    assert blur[0] == pytest.approx(blur[1], rel=0.03)
-    res = refit["provenance"]["residuals"]
+
+
+@pytest.fixture(scope="module")
+def generic_refit(pymedphys_data):
+    return fit_beam_model(pymedphys_data)
+
+
+@pytest.mark.slow
+def test_refit_gives_the_shipped_dose_gh11(pymedphys_data, generic_refit):
+    # The shipped file is this fit, run on another machine (its provenance names the library
+    # versions): the dose it computes must be reproduced at every measured point.
+    shipped = load_beam_model()
+    refit = BeamModel(generic_refit)
+    assert generic_refit["provenance"]["residuals"]["converged"] is True
+    assert _worst_difference_pct(shipped, refit, pymedphys_data) <= SAME_DOSE_PCT
+    res = generic_refit["provenance"]["residuals"]
     assert res["profile_rms_fraction_of_cax"] < 0.0086
     assert res["output_factors"]["50x50"]["model"] == pytest.approx(0.906, rel=0.01)
+
+
+@pytest.mark.slow
+def test_fit_does_not_depend_on_start_or_scan_order_gh11(pymedphys_data, generic_refit):
+    # Start far from the generic start (every width, weight and scatter node scaled by 0.6-1.8
+    # of the shipped value) with the scans in reverse order.
+    start = shape_from_model(load_beam_model().parameters)
+    start["source_sigma_mm"] = [1.6 * v for v in start["source_sigma_mm"]]
+    start["sigma_primary_mm"] = [0.7 * v for v in start["sigma_primary_mm"]]
+    start["sigma_scatter_mm"] = [1.5 * v for v in start["sigma_scatter_mm"]]
+    start["head_scatter_weight"] *= 0.6
+    start["head_scatter_sigma_mm"] = [0.7 * v for v in start["head_scatter_sigma_mm"]]
+    start["horn"] = {"dip": 0.1, "sigma_mm": 60.0}
+    start["scatter_ratio_nodes"] = [1.8 * v for v in start["scatter_ratio_nodes"]]
+    reordered = dataclasses.replace(pymedphys_data, scans=tuple(reversed(pymedphys_data.scans)))
+    other = fit_beam_model(reordered, start=start)
+    assert other["provenance"]["residuals"]["converged"] is True
+    difference = _worst_difference_pct(BeamModel(generic_refit), BeamModel(other), pymedphys_data)
+    assert difference <= SAME_DOSE_PCT
