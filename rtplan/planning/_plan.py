@@ -316,6 +316,36 @@ def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
     return lambda grid: structure.occupancy(grid)
 
 
+def _body_structure(ctx: _Context):
+    """The protocol's external structure, else the patient's EXTERNAL ROI, else the body
+    outline found in the CT (:func:`rtplan.structures.body_outline`), which is then added
+    to ``ctx.patient`` (and so written with the derived structures)."""
+    from dataclasses import replace
+
+    from ..structures import body_outline
+
+    patient, ext = ctx.patient, ctx.protocol.external
+    if ext is not None and ext in ctx.mapping:
+        return patient.structures[ctx.mapping[ext]]
+    found = next(
+        (
+            s
+            for s in patient.structures.values()
+            if s.roi_type.upper() == "EXTERNAL" and not s.is_empty
+        ),
+        None,
+    )
+    if found is not None:
+        return found
+    outline = body_outline(patient)
+    logger.info("no EXTERNAL structure: using the body outline %r from the CT", outline.name)
+    ctx.patient = replace(patient, structures={**patient.structures, outline.name: outline})
+    if ext is not None:  # the protocol's (optional, absent) external is the outline
+        ctx.mapping[ext] = outline.name
+        ctx.roles[ext] = "external"
+    return outline
+
+
 def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
     from .._helper_structures import build_helper_structures
@@ -325,15 +355,9 @@ def stage_structures(ctx: _Context) -> None:
     ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}
     ct_grid = patient.ct.grid
     grid = ct_grid.with_spacing(protocol.dose_grid_mm)
-    ext = protocol.external
-    body_struct = None
-    if ext is not None and ext in ctx.mapping:
-        body_struct = patient.structures[ctx.mapping[ext]]
-    else:
-        body_struct = next(
-            (s for s in patient.structures.values() if s.roi_type.upper() == "EXTERNAL"), None
-        )
-    if body_struct is not None and body_struct.bounding_box is not None:
+    body_struct = _body_structure(ctx)
+    patient = ctx.patient
+    if body_struct.bounding_box is not None:
         lo, hi = body_struct.bounding_box
         pad = np.asarray(grid.spacing_mm)
         grid, _ = grid.crop_to_box(np.asarray(lo) - pad, np.asarray(hi) + pad)
@@ -350,14 +374,7 @@ def stage_structures(ctx: _Context) -> None:
     if protocol.prescription.target not in ctx.mapping:  # pragma: no cover - resolve raises
         raise ProtocolError(f"Prescription target '{protocol.prescription.target}' not found.")
     oars = [n for n, r in ctx.roles.items() if r == "oar"]
-    if body_struct is not None:
-        body_occ = body_struct.occupancy(grid)
-    else:
-        body_occ = (
-            (patient.ct.resample(grid, order=1, fill_value=-1000.0).array > -500).astype(np.float32)
-            if hasattr(patient.ct, "resample")
-            else None
-        )
+    body_occ = body_struct.occupancy(grid)
     ctx.body_occupancy = body_occ
     hs = protocol.helpers
     fns = {n: _occupancy_fn(patient.structures[ctx.mapping[n]]) for n in (*targets, *oars)}
@@ -891,7 +908,7 @@ def plan_patient(
         for b in ctx.plan.beams
     ]
     return PlanResult(
-        patient=patient,
+        patient=ctx.patient,
         protocol=protocol,
         mapping=dict(ctx.mapping),
         dose_grid=ctx.dose_grid,

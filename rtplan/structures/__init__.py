@@ -26,11 +26,15 @@ from ._algebra import (
     shrink,
     union,
 )
+from ._body import BODY_OUTLINE_NAME, body_outline, body_outline_mask
 from ._contours import contours_from_occupancy
 from ._derived import DerivedStructure, derive_structure
 from ._margins import Margin, dilate_mm, erode_mm
 
 __all__ = [
+    "BODY_OUTLINE_NAME",
+    "body_outline",
+    "body_outline_mask",
     "DEFAULT_RESOLUTION_MM",
     "DerivedStructure",
     "Expr",
