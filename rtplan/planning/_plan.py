@@ -40,12 +40,15 @@ from dose_engine import BeamModel, Grid
 from .._atomic import atomic_directory, refuse_existing
 from ..errors import InputError, ProtocolError, StructureError
 
-__all__ = ["PlanResult", "plan_patient", "PLAN_FILES"]
+__all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
 logger = logging.getLogger("rtplan.planning")
 
 #: Files written by :meth:`PlanResult.write`.
 PLAN_FILES = ("RTPLAN.dcm", "RTDOSE.dcm", "plan.json", "report.html")
+#: Also written when the plan has derived structures or a body outline made by rtplan: the
+#: patient's ROIs plus those, as a new RT Structure Set.
+DERIVED_RTSTRUCT_FILE = "RS_derived.dcm"
 
 #: Short machine names accepted in protocols, mapped to the shipped machine models.
 MACHINE_ALIASES = {
@@ -192,7 +195,12 @@ class PlanResult:
     ) -> Path:
         """Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html into ``out_dir``.
 
-        The folder is built beside ``out_dir`` and renamed into place only when all four
+        When the plan derived structures (protocol ``[[structures.derived]]``,
+        :meth:`rtplan.Patient.derive`) or found the body outline in the CT, ``RS_derived.dcm``
+        is written too (:func:`rtplan.structures.write_structure_set`: the original ROIs
+        unchanged plus the new ones, a new SOP instance on the same frame of reference).
+
+        The folder is built beside ``out_dir`` and renamed into place only when all
         files are complete; an existing ``out_dir`` is refused unless ``overwrite``.
 
         Raises
@@ -202,6 +210,7 @@ class PlanResult:
         """
         from ..io import write_rtdose, write_rtplan
         from ..report import write_plan_json, write_report
+        from ..structures import has_generated_structures, write_structure_set
 
         t0 = time.perf_counter()
         summary = self.plan_summary()
@@ -222,6 +231,8 @@ class PlanResult:
                 comment=f"rtplan {self.protocol.name}",
             )
             summary["uids"] = {"rt_plan_sop_instance_uid": str(ds.SOPInstanceUID)}
+            if has_generated_structures(self.patient):
+                write_structure_set(tmp / DERIVED_RTSTRUCT_FILE, self.patient)
             timings = dict(self.timings)
             timings["export"] = time.perf_counter() - t0
             write_plan_json(
@@ -349,7 +360,9 @@ def _body_structure(ctx: _Context):
 def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
     from .._helper_structures import build_helper_structures
+    from ..protocols import apply_derived
 
+    ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
     patient, protocol = ctx.patient, ctx.protocol
     ctx.mapping = protocol.resolve_structures(list(patient.structures), overrides=ctx.overrides)
     ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}

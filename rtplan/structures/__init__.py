@@ -30,6 +30,7 @@ from ._body import BODY_OUTLINE_NAME, body_outline, body_outline_mask
 from ._contours import contours_from_occupancy
 from ._derived import DerivedStructure, derive_structure
 from ._margins import Margin, dilate_mm, erode_mm
+from ._write import has_generated_structures, write_structure_set
 
 __all__ = [
     "BODY_OUTLINE_NAME",
@@ -45,9 +46,11 @@ __all__ = [
     "dilate_mm",
     "erode_mm",
     "expand",
+    "has_generated_structures",
     "intersection",
     "ring",
     "roi",
     "shrink",
     "union",
+    "write_structure_set",
 ]
