@@ -214,11 +214,22 @@ class PlanResult:
 
         t0 = time.perf_counter()
         summary = self.plan_summary()
+        patient = self.patient
+        rs_uid = None
+        if has_generated_structures(patient):  # the plan refers to the new structure set
+            from dataclasses import replace
+
+            from pydicom.uid import generate_uid
+
+            rs_uid = generate_uid()
+            patient = replace(patient, structure_set_uid=rs_uid)
         with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            if rs_uid is not None:
+                write_structure_set(tmp / DERIVED_RTSTRUCT_FILE, patient, sop_instance_uid=rs_uid)
             ds = write_rtplan(
                 tmp / "RTPLAN.dcm",
                 self.plan,
-                self.patient,
+                patient,
                 label=summary["label"],
                 plan_name=self.protocol.name[:64],
             )
@@ -226,13 +237,14 @@ class PlanResult:
                 tmp / "RTDOSE.dcm",
                 self.dose_gy,
                 self.dose_grid,
-                self.patient,
+                patient,
                 plan_sop_instance_uid=str(ds.SOPInstanceUID),
                 comment=f"rtplan {self.protocol.name}",
             )
             summary["uids"] = {"rt_plan_sop_instance_uid": str(ds.SOPInstanceUID)}
-            if has_generated_structures(self.patient):
-                write_structure_set(tmp / DERIVED_RTSTRUCT_FILE, self.patient)
+            if rs_uid is not None:
+                summary["uids"]["rt_struct_sop_instance_uid"] = rs_uid
+                summary["derived_structures"] = _derived_records(patient)
             timings = dict(self.timings)
             timings["export"] = time.perf_counter() - t0
             write_plan_json(
@@ -240,11 +252,11 @@ class PlanResult:
                 goal_table=self.goal_table,
                 timings=timings,
                 plan_summary=summary,
-                patient=self.patient,
+                patient=patient,
             )
             write_report(
                 tmp / "report.html",
-                patient=self.patient,
+                patient=patient,
                 dose_gy=self.dose_gy,
                 dose_grid=self.dose_grid,
                 goal_table=self.goal_table,
@@ -253,6 +265,19 @@ class PlanResult:
             )
         logger.info("plan written to %s", out_dir)
         return Path(out_dir)
+
+
+def _derived_records(patient) -> dict[str, str]:
+    """Name → definition of the structures rtplan made (for plan.json)."""
+    from ..structures import BODY_OUTLINE_NAME, DerivedStructure
+
+    out = {}
+    for name, s in patient.structures.items():
+        if isinstance(s, DerivedStructure):
+            out[name] = repr(s.expression)
+        elif name == BODY_OUTLINE_NAME:
+            out[name] = "body outline from the CT (rtplan.structures.body_outline)"
+    return out
 
 
 def _plan_label(protocol) -> str:

@@ -11,7 +11,7 @@ from dose_engine import Grid
 
 from .._patient import Structure
 from ..errors import StructureError
-from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block
+from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block, odd_factors
 from ._contours import contours_from_occupancy
 
 __all__ = ["DerivedStructure", "derive_structure"]
@@ -88,8 +88,21 @@ class DerivedStructure(Structure):
 
     def to_structure(self, grid: Grid, *, number: int | None = None) -> Structure:
         """A plain :class:`~rtplan.Structure` with contours traced on every slice of ``grid``
-        (the CT grid, so that each contour lies on a CT slice)."""
-        contours = contours_from_occupancy(self.occupancy(grid), grid)
+        (the CT grid, so that each contour lies on a CT slice).
+
+        The occupancy is traced in-plane at ``resolution_mm`` (the grid subdivided by an odd
+        factor), so that the contour does not cut the corners of coarse pixels.
+        """
+        _, fy, fx = odd_factors(grid.spacing_mm, self.resolution_mm)
+        nz, ny, nx = grid.shape
+        dx, dy, dz = grid.spacing_mm
+        x0, y0, z0 = grid.origin_mm
+        plane = Grid(
+            (nz, ny * fy, nx * fx),
+            (x0 - dx / fx * (fx // 2), y0 - dy / fy * (fy // 2), z0),
+            (dx / fx, dy / fy, dz),
+        )
+        contours = contours_from_occupancy(self.occupancy(plane), plane)
         return Structure(
             name=self.name,
             number=self.number if number is None else int(number),

@@ -33,6 +33,7 @@ def write_structure_set(
     *,
     overwrite: bool = False,
     label: str = "RTPLAN",
+    sop_instance_uid: str | None = None,
 ) -> Path:
     """Write every structure of ``patient`` to a new RT-STRUCT file, atomically.
 
@@ -52,6 +53,9 @@ def write_structure_set(
         Replace an existing file (default: refuse).
     label : str
         (3006,0002) *StructureSetLabel* (16 characters at most).
+    sop_instance_uid : str, optional
+        The new (0008,0018) *SOPInstanceUID* (e.g. to be referenced by an RT-PLAN written
+        alongside); a fresh UID by default.
 
     Returns
     -------
@@ -76,7 +80,7 @@ def write_structure_set(
     ds = _rtstruct(
         flat,
         datetime.datetime.now(),
-        sop_uid=_new_uid(),
+        sop_uid=sop_instance_uid or _new_uid(),
         label=label[:16],
         set_name="rtplan structures",
         description="rtplan derived structures",
