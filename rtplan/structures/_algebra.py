@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from dose_engine import Grid
 
@@ -42,6 +43,7 @@ from ._margins import Margin, dilate_mm, erode_mm
 
 __all__ = [
     "DEFAULT_RESOLUTION_MM",
+    "evaluate_block",
     "Expr",
     "difference",
     "expand",
@@ -136,10 +138,17 @@ class Roi(Expr):
         return (self.name,)
 
     def bounds_mm(self, rois):
-        box = _lookup(rois, self.name).bounding_box
+        s = _lookup(rois, self.name)
+        box = s.bounding_box
         if box is None:
             return None
-        return np.asarray(box[0], float), np.asarray(box[1], float)
+        lo, hi = np.asarray(box[0], float), np.asarray(box[1], float)
+        # each contour plane stands for the slab half-way to its neighbours
+        planes = getattr(s, "z_planes_mm", np.zeros(0))
+        if len(planes) >= 2:
+            half = 0.5 * float(np.max(np.diff(planes)))
+            lo[2], hi[2] = lo[2] - half, hi[2] + half
+        return lo, hi
 
     def mask(self, grid, rois):
         return _lookup(rois, self.name).occupancy(grid) >= 0.5
@@ -169,12 +178,12 @@ class Grow(Expr):
         return lo, hi
 
     def mask(self, grid, rois):
-        pad = self.margin.pad_voxels(grid.spacing_mm)
-        big = _padded(grid, pad)
-        inner = self.operand.mask(big, rois)
+        work = _operand_on(self.operand, grid, self.margin.pad_voxels(grid.spacing_mm), rois)
+        if work is None:
+            return np.zeros(grid.shape, dtype=bool)
+        inner, crop = work
         fn = erode_mm if self.shrink else dilate_mm
-        out = fn(inner, self.margin, grid.spacing_mm)
-        return out[tuple(slice(p, p + n) for p, n in zip(pad, grid.shape, strict=True))]
+        return fn(inner, self.margin, grid.spacing_mm)[crop]
 
     def __repr__(self) -> str:
         m = self.margin
@@ -211,9 +220,9 @@ class Combine(Expr):
         return None if np.any(hi < lo) else (lo, hi)
 
     def mask(self, grid, rois):
-        out = self.operands[0].mask(grid, rois).copy()
+        out = _mask_within(self.operands[0], grid, rois)
         for o in self.operands[1:]:
-            m = o.mask(grid, rois)
+            m = _mask_within(o, grid, rois)
             if self.op == "union":
                 out |= m
             elif self.op == "intersection":
@@ -282,8 +291,9 @@ def difference(structure: ExprLike, *minus: ExprLike) -> Expr:
 def ring(structure: ExprLike, *, inner_mm: float, outer_mm: float) -> Expr:
     """The shell ``inner_mm < distance ≤ outer_mm`` outside ``structure`` (isotropic).
 
-    ``expand(structure, outer_mm) - expand(structure, inner_mm)``; with ``inner_mm = 0``
-    the shell starts at the surface.
+    The same voxels as ``expand(structure, outer_mm) - expand(structure, inner_mm)``
+    (one distance transform instead of two); with ``inner_mm = 0`` the shell starts at the
+    surface.
     """
     for name, v in (("inner_mm", inner_mm), ("outer_mm", outer_mm)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -292,9 +302,39 @@ def ring(structure: ExprLike, *, inner_mm: float, outer_mm: float) -> Expr:
         raise StructureError(
             f"Ring distances must satisfy 0 <= inner_mm < outer_mm; got {inner_mm!r}, {outer_mm!r}."
         )
-    s = _as_expr(structure)
-    core = s if inner_mm == 0 else expand(s, inner_mm)
-    return difference(expand(s, outer_mm), core)
+    return Ring(_as_expr(structure), float(inner_mm), float(outer_mm))
+
+
+@dataclass(frozen=True, repr=False)
+class Ring(Expr):
+    """Shell ``inner_mm < d ≤ outer_mm`` (Euclidean distance between lattice centres)."""
+
+    operand: Expr
+    inner_mm: float
+    outer_mm: float
+
+    def names(self):
+        return self.operand.names()
+
+    def bounds_mm(self, rois):
+        box = self.operand.bounds_mm(rois)
+        if box is None:
+            return None
+        return box[0] - self.outer_mm, box[1] + self.outer_mm
+
+    def mask(self, grid, rois):
+        pad = Margin.uniform(self.outer_mm).pad_voxels(grid.spacing_mm)
+        work = _operand_on(self.operand, grid, pad, rois)
+        if work is None:
+            return np.zeros(grid.shape, dtype=bool)
+        inner, crop = work
+        dx, dy, dz = grid.spacing_mm
+        d = ndimage.distance_transform_edt(~inner, sampling=(dz, dy, dx))[crop]
+        tol = 1.0 + 1e-6  # as in dilate_mm: a centre exactly at the distance is inside
+        return (d > self.inner_mm * tol) & (d <= self.outer_mm * tol)
+
+    def __repr__(self) -> str:
+        return f"ring({self.operand!r}, inner_mm={self.inner_mm:g}, outer_mm={self.outer_mm:g})"
 
 
 # ------------------------------------------------------------------ evaluation
@@ -318,6 +358,59 @@ def _padded(grid: Grid, pad_zyx) -> Grid:
         (x0 - px * dx, y0 - py * dy, z0 - pz * dz),
         grid.spacing_mm,
     )
+
+
+def _mask_within(expr: Expr, grid: Grid, rois: Mapping[str, Any]) -> np.ndarray:
+    """``expr.mask`` on ``grid``, evaluated only on the voxels inside ``expr``'s box (the
+    rest is outside by construction), so leaves are rasterised only where they are."""
+    out = np.zeros(grid.shape, dtype=bool)
+    box = expr.bounds_mm(rois)
+    sl = None if box is None else _box_slices(grid, box)
+    if sl is None:
+        return out
+    if all(s.start == 0 and s.stop == n for s, n in zip(sl, grid.shape, strict=True)):
+        return np.array(expr.mask(grid, rois), dtype=bool)
+    out[sl] = expr.mask(_subgrid(grid, sl), rois)
+    return out
+
+
+def _box_slices(grid: Grid, box: Box) -> tuple[slice, slice, slice] | None:
+    """Voxels of ``grid`` whose centres lie in the closed ``box`` (None if none)."""
+    lo = np.ceil(grid.point_to_index(box[0]) - 1e-6).astype(int)  # (z, y, x)
+    hi = np.floor(grid.point_to_index(box[1]) + 1e-6).astype(int)
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, np.asarray(grid.shape) - 1)
+    if np.any(hi < lo):
+        return None
+    return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi, strict=True))
+
+
+def _subgrid(grid: Grid, sl) -> Grid:
+    return Grid(
+        tuple(s.stop - s.start for s in sl),
+        tuple(grid.index_to_point([s.start for s in sl])),
+        grid.spacing_mm,
+    )
+
+
+def _operand_on(expr: Expr, grid: Grid, pad_zyx, rois):
+    """The operand of a margin or ring on the smallest block that holds ``grid`` and the
+    part of the operand within ``pad_zyx`` voxels of it: ``(mask, crop)`` with
+    ``mask[crop]`` on ``grid``; None when the operand is empty there."""
+    big = _padded(grid, pad_zyx)
+    box = expr.bounds_mm(rois)
+    sl_c = None if box is None else _box_slices(big, box)
+    if sl_c is None:
+        return None
+    sl_g = tuple(slice(p, p + n) for p, n in zip(pad_zyx, grid.shape, strict=True))
+    work = tuple(
+        slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(sl_c, sl_g, strict=True)
+    )
+    mask = _mask_within(expr, _subgrid(big, work), rois)
+    crop = tuple(
+        slice(g.start - w.start, g.stop - w.start) for g, w in zip(sl_g, work, strict=True)
+    )
+    return mask, crop
 
 
 def odd_factors(spacing_mm, resolution_mm: float) -> tuple[int, int, int]:
@@ -362,11 +455,13 @@ def evaluate_block(
     rois: Mapping[str, Any],
     *,
     resolution_mm: float = DEFAULT_RESOLUTION_MM,
+    factors: tuple[int, int, int] | None = None,
 ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
     """Fractional occupancy of ``expr`` on ``grid``, cropped: ``(zyx_slices, block)``.
 
     ``full[zyx_slices] = block`` gives the occupancy on the whole grid (see the module
-    docstring for the method and its accuracy).
+    docstring for the method and its accuracy).  ``factors`` (odd, ``(z, y, x)``) replaces
+    the subdivision chosen from ``resolution_mm``.
     """
     empty = (slice(0, 0), slice(0, 0), slice(0, 0)), np.zeros((0, 0, 0), np.float32)
     box = expr.bounds_mm(rois)
@@ -375,8 +470,11 @@ def evaluate_block(
     slices = _slices_for_box(grid, box)
     if slices is None:
         return empty
-    factors = odd_factors(grid.spacing_mm, resolution_mm)
-    fine = _fine(grid, slices, factors)
+    if factors is None:
+        factors = odd_factors(grid.spacing_mm, resolution_mm)
+    elif any(int(f) < 1 or int(f) % 2 == 0 for f in factors):
+        raise StructureError(f"`factors` must be odd integers >= 1; got {factors!r}.")
+    fine = _fine(grid, slices, tuple(int(f) for f in factors))
     m = expr.mask(fine, rois)
     nz, ny, nx = (s.stop - s.start for s in slices)
     fz, fy, fx = factors

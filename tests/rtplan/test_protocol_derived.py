@@ -63,9 +63,7 @@ def test_parse_orders_by_dependency_and_registers_names():
     d = {x.name: x for x in p.derived}
     assert d["PTV2"].roi_type == "PTV" and d["zRingPTV2"].roi_type == "CONTROL"
     assert str(d["Core-PTV2"]) == "Core-PTV2 = difference(roi('Core'), roi('PTV2'))"
-    assert repr(d["zRingPTV2"].expression({})) == (
-        "difference(expand(roi('PTV2'), 10), roi('PTV2'))"
-    )
+    assert repr(d["zRingPTV2"].expression({})) == "ring(roi('PTV2'), inner_mm=0, outer_mm=10)"
 
 
 @pytest.mark.parametrize(

@@ -230,3 +230,11 @@ def test_disjoint_intersection_is_empty():
     g = centred_grid((3.0, 3.0, 3.0))
     assert d.is_empty and d.bounding_box is None
     assert d.volume_cc(g) == 0.0 and d.occupancy(g).shape == g.shape
+
+
+def test_ring_equals_difference_of_two_expansions():
+    g = centred_grid((2.5, 2.5, 3.0))
+    rois = {"T": sphere("T", CENTRE, 12.0)}
+    r = derive_structure(rois, "R", ring("T", inner_mm=4.0, outer_mm=11.0)).occupancy(g)
+    d = derive_structure(rois, "D", expand("T", 11.0) - expand("T", 4.0)).occupancy(g)
+    np.testing.assert_array_equal(r, d)
