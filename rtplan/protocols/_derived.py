@@ -271,7 +271,9 @@ def parse_derived(
     return _ordered(source, specs)
 
 
-def apply_derived(patient, protocol, *, overrides: Mapping[str, str] | None = None):
+def apply_derived(
+    patient, protocol, *, overrides: Mapping[str, str] | None = None, existing: str = "refuse"
+):
     """``patient`` with the protocol's derived structures added (lazily evaluated).
 
     Each source name is found in the patient like any protocol structure: through its
@@ -280,36 +282,47 @@ def apply_derived(patient, protocol, *, overrides: Mapping[str, str] | None = No
 
     Parameters
     ----------
-    patient : rtplan.Patient
+    patient : rtplan.Patient or dict of str to Structure
+        A patient, or just its structures (then a dict is returned).
     protocol : Protocol
     overrides : mapping of str to str, optional
+    existing : {"refuse", "keep"}
+        What to do when the patient already has a structure with a derived name (compared
+        case-insensitively): refuse (planning: a clinical ROI is never shadowed silently)
+        or keep the patient's (evaluating a dose with the ``RS_derived.dcm`` a plan wrote).
 
     Returns
     -------
-    rtplan.Patient
+    rtplan.Patient or dict
         Unchanged when the protocol derives nothing.
 
     Raises
     ------
     ProtocolError
         A source structure is missing (the message names the protocol file, the entry, the
-        missing structure and the patient's structures) or the patient already has a
-        structure with a derived name.
+        missing structure and the patient's structures) or, with ``existing="refuse"``, the
+        patient already has a structure with a derived name.
     """
     from dataclasses import replace
 
     from ..errors import StructureError
+    from ..structures import derive_structure
     from ._protocol import StructureSpec
 
+    if existing not in ("refuse", "keep"):
+        raise ValueError(f"`existing` must be 'refuse' or 'keep'; got {existing!r}.")
     if not protocol.derived:
         return patient
+    structures = dict(patient if isinstance(patient, Mapping) else patient.structures)
     declared = {s.name: s for s in protocol.structures}
     derived_names = {d.name for d in protocol.derived}
     overrides = dict(overrides or {})
     for d in protocol.derived:
         where = f"[[structures.derived]] entry {d.index} ({d.name!r})"
-        clash = [n for n in patient.structures if n.casefold() == d.name.casefold()]
-        if clash and d.name not in overrides:
+        clash = [n for n in structures if n.casefold() == d.name.casefold()]
+        if d.name in overrides or (clash and existing == "keep"):
+            continue  # the user's (or the structure set's) ROI stands for it
+        if clash:
             raise _err(
                 protocol.source,
                 where,
@@ -317,8 +330,6 @@ def apply_derived(patient, protocol, *, overrides: Mapping[str, str] | None = No
                 f"another one of that name. Rename the derived structure in the protocol or "
                 f"map it to the patient's with --map {d.name}={clash[0]}.",
             )
-        if d.name in overrides:  # the user chose a patient structure instead
-            continue
         sources = [n for n in d.sources if n not in derived_names]
         specs = tuple(
             replace(declared[n], required=True) if n in declared else StructureSpec(n)
@@ -327,13 +338,14 @@ def apply_derived(patient, protocol, *, overrides: Mapping[str, str] | None = No
         sub = replace(protocol, structures=specs)
         try:
             names = sub.resolve_structures(
-                list(patient.structures),
+                list(structures),
                 overrides={k: v for k, v in overrides.items() if k in sources},
             )
-        except ProtocolError as exc:
+            structures[d.name] = derive_structure(
+                structures, d.name, d.expression(names), roi_type=d.roi_type
+            )
+        except (ProtocolError, StructureError) as exc:
             raise _err(protocol.source, where, str(exc)) from None
-        try:
-            patient = patient.derive(d.name, d.expression(names), roi_type=d.roi_type)
-        except StructureError as exc:
-            raise _err(protocol.source, where, str(exc)) from None
-    return patient
+    if isinstance(patient, Mapping):
+        return structures
+    return replace(patient, structures=structures)

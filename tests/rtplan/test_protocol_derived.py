@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 import rtplan
+from rtplan.cli import main
 from rtplan.errors import ProtocolError
 from rtplan.phantoms import make_phantom
 from rtplan.planning import DERIVED_RTSTRUCT_FILE, PLAN_FILES, plan_patient
@@ -134,7 +135,7 @@ def test_applied_structures_equal_the_python_api():
         )
 
 
-def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path):
+def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path, capsys):
     full = make_phantom("cshape", pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
     patient = replace(full, structures={n: s for n, s in full.structures.items() if n != "Body"})
     p = load(protocol_text())
@@ -162,4 +163,20 @@ def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path):
     assert again.structure("PTV2").volume_cc(g) == pytest.approx(want, rel=0.02)
     assert again.structure(BODY_OUTLINE_NAME).volume_cc(g) == pytest.approx(
         full.structure("Body").volume_cc(g), rel=0.01
+    )
+    # rtplan evaluate derives what the RT-STRUCT lacks, and keeps what RS_derived.dcm has
+    toml = tmp_path / "lung.toml"
+    toml.write_text(protocol_text())
+    goals = {}
+    for rs in (w.rtstruct_path, out / DERIVED_RTSTRUCT_FILE):
+        rc = main(["evaluate", str(out / "RTDOSE.dcm"), str(rs), "--protocol", str(toml), "--json"])
+        record = json.loads(capsys.readouterr().out)
+        goals[rs.name] = {(x["structure"], x["metric"]): x["value"] for x in record["goals"]}
+        assert rc in (0, 1)
+    a, b = goals.values()
+    assert a.keys() == b.keys() and ("PTV2", "D95%") in a
+    for key in a:  # lazily derived vs traced contours: within the partial-volume tolerance
+        assert a[key] == pytest.approx(b[key], rel=0.03, abs=0.3), key
+    assert a[("PTV2", "D95%")] == pytest.approx(
+        next(r.value for r in result.goal_table if r.goal.structure == "PTV2"), rel=0.01
     )
