@@ -358,22 +358,14 @@ def _body_structure(ctx: _Context):
     to ``ctx.patient`` (and so written with the derived structures)."""
     from dataclasses import replace
 
-    from ..structures import body_outline
+    from ..structures import body_structure
 
     patient, ext = ctx.patient, ctx.protocol.external
     if ext is not None and ext in ctx.mapping:
         return patient.structures[ctx.mapping[ext]]
-    found = next(
-        (
-            s
-            for s in patient.structures.values()
-            if s.roi_type.upper() == "EXTERNAL" and not s.is_empty
-        ),
-        None,
-    )
-    if found is not None:
-        return found
-    outline = body_outline(patient)
+    outline = body_structure(patient)
+    if any(s is outline for s in patient.structures.values()):  # its own EXTERNAL ROI
+        return outline
     logger.info("no EXTERNAL structure: using the body outline %r from the CT", outline.name)
     ctx.patient = replace(patient, structures={**patient.structures, outline.name: outline})
     if ext is not None:  # the protocol's (optional, absent) external is the outline
@@ -386,19 +378,15 @@ def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
     from .._helper_structures import build_helper_structures
     from ..protocols import apply_derived
+    from ..structures import body_grid
 
     ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
     patient, protocol = ctx.patient, ctx.protocol
     ctx.mapping = protocol.resolve_structures(list(patient.structures), overrides=ctx.overrides)
     ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}
-    ct_grid = patient.ct.grid
-    grid = ct_grid.with_spacing(protocol.dose_grid_mm)
     body_struct = _body_structure(ctx)
     patient = ctx.patient
-    if body_struct.bounding_box is not None:
-        lo, hi = body_struct.bounding_box
-        pad = np.asarray(grid.spacing_mm)
-        grid, _ = grid.crop_to_box(np.asarray(lo) - pad, np.asarray(hi) + pad)
+    grid = body_grid(patient.ct.grid, body_struct, protocol.dose_grid_mm)
     ctx.dose_grid = grid
     for name, patient_name in ctx.mapping.items():
         occ = patient.structures[patient_name].occupancy(grid)

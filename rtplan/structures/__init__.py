@@ -26,7 +26,13 @@ from ._algebra import (
     shrink,
     union,
 )
-from ._body import BODY_OUTLINE_NAME, body_outline, body_outline_mask
+from ._body import (
+    BODY_OUTLINE_NAME,
+    body_grid,
+    body_outline,
+    body_outline_mask,
+    body_structure,
+)
 from ._contours import contours_from_occupancy
 from ._derived import DerivedStructure, derive_structure
 from ._margins import Margin, dilate_mm, erode_mm
@@ -34,8 +40,10 @@ from ._write import has_generated_structures, write_structure_set
 
 __all__ = [
     "BODY_OUTLINE_NAME",
+    "body_grid",
     "body_outline",
     "body_outline_mask",
+    "body_structure",
     "DEFAULT_RESOLUTION_MM",
     "DerivedStructure",
     "Expr",

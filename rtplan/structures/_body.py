@@ -39,7 +39,13 @@ from .._patient import Structure
 from ..errors import StructureError
 from ._contours import contours_from_occupancy
 
-__all__ = ["BODY_OUTLINE_NAME", "body_outline", "body_outline_mask"]
+__all__ = [
+    "BODY_OUTLINE_NAME",
+    "body_grid",
+    "body_outline",
+    "body_outline_mask",
+    "body_structure",
+]
 
 logger = logging.getLogger("rtplan.structures")
 
@@ -212,3 +218,34 @@ def body_outline(
     return Structure(
         name=name, number=number, roi_type="EXTERNAL", color_rgb=(0, 128, 0), contours=contours
     )
+
+
+def body_structure(patient) -> Structure:
+    """The patient's first non-empty EXTERNAL ROI, else :func:`body_outline` of its CT."""
+    for s in patient.structures.values():
+        if str(s.roi_type).upper() == "EXTERNAL" and not s.is_empty:
+            return s
+    return body_outline(patient)
+
+
+def body_grid(ct_grid, body: Structure, spacing_mm):
+    """The CT grid at ``spacing_mm`` cropped to the box of ``body`` plus one dose voxel.
+
+    Parameters
+    ----------
+    ct_grid : dose_engine.Grid
+    body : Structure
+        The body (EXTERNAL ROI or outline); the whole CT when it has no extent.
+    spacing_mm : float or (3,) tuple of float, mm
+
+    Returns
+    -------
+    dose_engine.Grid
+    """
+    grid = ct_grid.with_spacing(spacing_mm)
+    box = body.bounding_box
+    if box is None:
+        return grid
+    pad = np.asarray(grid.spacing_mm)
+    cropped, _ = grid.crop_to_box(np.asarray(box[0]) - pad, np.asarray(box[1]) + pad)
+    return cropped

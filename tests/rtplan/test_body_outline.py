@@ -19,7 +19,13 @@ from rtplan import Image
 from rtplan.phantoms import make_phantom
 from rtplan.planning._plan import _Context, stage_structures
 from rtplan.protocols import parse_protocol
-from rtplan.structures import BODY_OUTLINE_NAME, body_outline, body_outline_mask
+from rtplan.structures import (
+    BODY_OUTLINE_NAME,
+    body_grid,
+    body_outline,
+    body_outline_mask,
+    body_structure,
+)
 
 try:
     import tomllib
@@ -98,6 +104,8 @@ def test_outline_structure_volume_and_planning_grid_crop(thorax):
     assert ctx.dose_grid.voxel_count < full.voxel_count
     body_frac = ctx.body_occupancy.mean()
     assert body_frac > 0.6  # π/4 of an ellipse's bounding box, minus padding
+    # `rtplan dose` (compute_plan_dose without a grid) crops the same way
+    assert body_grid(g, body_structure(patient), protocol.dose_grid_mm) == ctx.dose_grid
     # lungs count as body (the ring and normal tissue reach into them)
     lung_occ = Image(lungs.astype(np.float32), g).resample(ctx.dose_grid, order=0).array
     assert np.all(ctx.body_occupancy[lung_occ > 0.5] > 0.5)
