@@ -238,3 +238,14 @@ def test_ring_equals_difference_of_two_expansions():
     r = derive_structure(rois, "R", ring("T", inner_mm=4.0, outer_mm=11.0)).occupancy(g)
     d = derive_structure(rois, "D", expand("T", 11.0) - expand("T", 4.0)).occupancy(g)
     np.testing.assert_array_equal(r, d)
+
+
+def test_derived_structure_pickles_for_dask_workers():
+    import pickle
+
+    p = make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    p = p.derive("PTV+5", expand("PTV", {"anterior": 5, "superior": 3}))
+    g = p.grid.with_spacing(4.0)
+    before = p.structure("PTV+5").occupancy(g)  # fills the cache, which stays behind
+    again = pickle.loads(pickle.dumps(p))
+    np.testing.assert_array_equal(again.structure("PTV+5").occupancy(g), before)
