@@ -6,12 +6,14 @@ is the dilation ``A ⊕ E`` by the **octant ellipsoid**
 .. math:: E = \\{ d : \\sum_i (d_i / m_i(\\operatorname{sign} d_i))^2 \\le 1 \\},
 
 i.e. along each axis the semi-axis on the positive side is the margin in that direction
-and the one on the negative side the margin in the opposite direction (Stroom & Storchi,
-"Automatic calculation of three-dimensional margins around treatment volumes in
-radiotherapy planning", Phys Med Biol 42:745, 1997, doi:10.1088/0031-9155/42/4/010).  With
-equal margins it is the ball of radius ``m`` (a Euclidean margin); a box grows by exactly
-the given margin on each face.  Shrinking is erosion by the same element
-(``complement(complement(A) ⊕ -E)``): each surface moves inwards by the margin of its side.
+and the one on the negative side the margin in the opposite direction: an ellipsoid whose
+octants take the margins of their sides (3-D margin expansion with an ellipsoidal element
+as in Stroom & Storchi, "Automatic calculation of three-dimensional margins around
+treatment volumes in radiotherapy planning", Phys Med Biol 42, 1997).  With equal margins
+it is the ball of radius ``m`` (a Euclidean margin); a box's faces move by exactly the
+margin of their side (its edges and corners are rounded by the element).  Shrinking is
+erosion by the same element (``complement(complement(A) ⊕ -E)``): each surface moves
+inwards by the margin of its side.
 
 The region is the set of evaluation-lattice voxels whose centre is inside, and a voxel is
 in the grown region when its centre lies within ``E`` of such a centre.  So a box whose

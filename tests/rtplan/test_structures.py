@@ -249,3 +249,17 @@ def test_derived_structure_pickles_for_dask_workers():
     before = p.structure("PTV+5").occupancy(g)  # fills the cache, which stays behind
     again = pickle.loads(pickle.dumps(p))
     np.testing.assert_array_equal(again.structure("PTV+5").occupancy(g), before)
+
+
+def test_evaluation_in_slabs_equals_evaluation_at_once(monkeypatch):
+    from rtplan.structures import _algebra
+
+    g = centred_grid((1.0, 1.0, 3.0))
+    rois = {"A": sphere("A", CENTRE, 20.0), "B": sphere("B", (15, 0, 9), 10.0)}
+    expr = expand(roi("A") - "B", {"superior": 7, "inferior": 2, "left": 3}) | ring(
+        "B", inner_mm=2, outer_mm=6
+    )
+    whole = derive_structure(rois, "W", expr).occupancy(g)
+    monkeypatch.setattr(_algebra, "MAX_FINE_VOXELS", 400_000)  # 6 grid slices per slab
+    slabs = derive_structure(rois, "S", expr).occupancy(g)
+    np.testing.assert_array_equal(slabs, whole)
