@@ -36,16 +36,20 @@ def contours_from_occupancy(occupancy: np.ndarray, grid: Grid) -> list[np.ndarra
     """
     import contourpy
 
-    occ = np.asarray(occupancy, dtype=np.float64)
+    occ = np.asarray(occupancy)
     if occ.shape != grid.shape:
         raise ValueError(f"`occupancy` has shape {occ.shape} but `grid` is {grid.shape}.")
     z_axis, y_axis, x_axis = grid.zyx_axes_mm()
-    dx, dy, _ = grid.spacing_mm
-    xs = np.concatenate([[x_axis[0] - dx], x_axis, [x_axis[-1] + dx]])
-    ys = np.concatenate([[y_axis[0] - dy], y_axis, [y_axis[-1] + dy]])
     out: list[np.ndarray] = []
     for k in np.flatnonzero((occ >= LEVEL).any(axis=(1, 2))):
-        plane = np.pad(occ[k], 1)
+        inside = occ[k] > 0
+        rows = np.flatnonzero(inside.any(axis=1))
+        cols = np.flatnonzero(inside.any(axis=0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        # the slice's non-zero block plus a ring of zeros, so every line is closed
+        plane = np.pad(np.asarray(occ[k, r0:r1, c0:c1], dtype=np.float64), 1)
+        xs = _axis_with_ends(x_axis[c0:c1], grid.spacing_mm[0])
+        ys = _axis_with_ends(y_axis[r0:r1], grid.spacing_mm[1])
         gen = contourpy.contour_generator(xs, ys, plane, line_type=contourpy.LineType.Separate)
         for line in gen.lines(LEVEL - 1e-6):
             pts = np.asarray(line, dtype=float)
@@ -55,3 +59,7 @@ def contours_from_occupancy(occupancy: np.ndarray, grid: Grid) -> list[np.ndarra
                 continue
             out.append(np.column_stack([pts, np.full(len(pts), float(z_axis[k]))]))
     return out
+
+
+def _axis_with_ends(axis: np.ndarray, step: float) -> np.ndarray:
+    return np.concatenate([[axis[0] - step], axis, [axis[-1] + step]])
