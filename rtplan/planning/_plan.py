@@ -352,26 +352,19 @@ def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
     return lambda grid: structure.occupancy(grid)
 
 
-def _body_structure(ctx: _Context):
-    """The protocol's external structure, else the patient's EXTERNAL ROI, else the body
-    outline found in the CT (:func:`rtplan.structures.body_outline`), which is then added
-    to ``ctx.patient`` (and so written with the derived structures)."""
+def _with_body(patient):
+    """``(patient, body)``: the patient's EXTERNAL ROI, else the body outline found in the
+    CT (:func:`rtplan.structures.body_outline`), which is then added to the patient (and
+    so written with the derived structures and usable by them)."""
     from dataclasses import replace
 
     from ..structures import body_structure
 
-    patient, ext = ctx.patient, ctx.protocol.external
-    if ext is not None and ext in ctx.mapping:
-        return patient.structures[ctx.mapping[ext]]
-    outline = body_structure(patient)
-    if any(s is outline for s in patient.structures.values()):  # its own EXTERNAL ROI
-        return outline
-    logger.info("no EXTERNAL structure: using the body outline %r from the CT", outline.name)
-    ctx.patient = replace(patient, structures={**patient.structures, outline.name: outline})
-    if ext is not None:  # the protocol's (optional, absent) external is the outline
-        ctx.mapping[ext] = outline.name
-        ctx.roles[ext] = "external"
-    return outline
+    body = body_structure(patient)
+    if any(s is body for s in patient.structures.values()):
+        return patient, body
+    logger.info("no EXTERNAL structure: using the body outline %r from the CT", body.name)
+    return replace(patient, structures={**patient.structures, body.name: body}), body
 
 
 def stage_structures(ctx: _Context) -> None:
@@ -380,12 +373,17 @@ def stage_structures(ctx: _Context) -> None:
     from ..protocols import apply_derived
     from ..structures import body_grid
 
+    ctx.patient, body_struct = _with_body(ctx.patient)
     ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
     patient, protocol = ctx.patient, ctx.protocol
     ctx.mapping = protocol.resolve_structures(list(patient.structures), overrides=ctx.overrides)
     ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}
-    body_struct = _body_structure(ctx)
-    patient = ctx.patient
+    ext = protocol.external
+    if ext is not None and ext in ctx.mapping:
+        body_struct = patient.structures[ctx.mapping[ext]]
+    elif ext is not None:  # an optional external the names did not find: the body
+        ctx.mapping[ext] = body_struct.name
+        ctx.roles[ext] = "external"
     grid = body_grid(patient.ct.grid, body_struct, protocol.dose_grid_mm)
     ctx.dose_grid = grid
     for name, patient_name in ctx.mapping.items():

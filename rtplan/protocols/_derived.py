@@ -307,7 +307,6 @@ def apply_derived(
 
     from ..errors import StructureError
     from ..structures import derive_structure
-    from ._protocol import StructureSpec
 
     if existing not in ("refuse", "keep"):
         raise ValueError(f"`existing` must be 'refuse' or 'keep'; got {existing!r}.")
@@ -330,17 +329,12 @@ def apply_derived(
                 f"another one of that name. Rename the derived structure in the protocol or "
                 f"map it to the patient's with --map {d.name}={clash[0]}.",
             )
-        sources = [n for n in d.sources if n not in derived_names]
-        specs = tuple(
-            replace(declared[n], required=True) if n in declared else StructureSpec(n)
-            for n in sources
-        )
-        sub = replace(protocol, structures=specs)
         try:
-            names = sub.resolve_structures(
-                list(structures),
-                overrides={k: v for k, v in overrides.items() if k in sources},
-            )
+            names = {
+                n: _find_source(protocol, declared, n, structures, overrides)
+                for n in d.sources
+                if n not in derived_names
+            }
             structures[d.name] = derive_structure(
                 structures, d.name, d.expression(names), roi_type=d.roi_type
             )
@@ -349,3 +343,32 @@ def apply_derived(
     if isinstance(patient, Mapping):
         return structures
     return replace(patient, structures=structures)
+
+
+def _find_source(protocol, declared, name: str, structures, overrides) -> str:
+    """The patient structure a derived entry's source ``name`` stands for.
+
+    Found like any protocol structure (``--map``, aliases, patterns, own name); a source
+    whose ``[structures.NAME]`` has role "external" and matches nothing is the patient's
+    EXTERNAL ROI (e.g. the body outline rtplan found in the CT).
+    """
+    from dataclasses import replace
+
+    from ._protocol import StructureSpec
+
+    spec = replace(declared[name], required=True) if name in declared else StructureSpec(name)
+    sub = replace(protocol, structures=(spec,))
+    try:
+        found = sub.resolve_structures(
+            list(structures), overrides={name: overrides[name]} if name in overrides else None
+        )
+    except ProtocolError:
+        external = [
+            n
+            for n, s in structures.items()
+            if str(s.roi_type).upper() == "EXTERNAL" and not s.is_empty
+        ]
+        if spec.role == "external" and external:
+            return external[0]
+        raise
+    return found[name]

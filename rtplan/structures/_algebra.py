@@ -21,7 +21,9 @@ How a grid is evaluated (:func:`evaluate_block`, behind
    fine boolean masks (margins exactly on that lattice, see
    :mod:`rtplan.structures._margins`);
 4. the fraction of fine voxels inside is the occupancy of each grid voxel, in [0, 1],
-   consistent with :meth:`rtplan.Structure.occupancy`.
+   consistent with :meth:`rtplan.Structure.occupancy` (which resolves partial volume
+   in-plane only: where the lattice is finer than the grid along z, a derived structure
+   also has partial volume at its superior and inferior ends).
 
 Accuracy (``tests/rtplan/test_structures.py``): booleans keep the ROIs' volumes to the
 lattice noise (spheres and their lens within 0.5-1 % of the analytic volumes); margins

@@ -15,7 +15,7 @@ from rtplan.errors import ProtocolError
 from rtplan.phantoms import make_phantom
 from rtplan.planning import DERIVED_RTSTRUCT_FILE, PLAN_FILES, plan_patient
 from rtplan.protocols import apply_derived, parse_protocol
-from rtplan.structures import BODY_OUTLINE_NAME, DerivedStructure, expand, roi
+from rtplan.structures import BODY_OUTLINE_NAME, DerivedStructure, derive_structure, expand, roi
 
 try:
     import tomllib
@@ -180,3 +180,28 @@ def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path, c
     assert a[("PTV2", "D95%")] == pytest.approx(
         next(r.value for r in result.goal_table if r.goal.structure == "PTV2"), rel=0.01
     )
+
+
+def test_derived_from_the_external_uses_the_body_outline_when_there_is_no_body():
+    from rtplan.planning._plan import _Context, stage_structures
+
+    full = make_phantom("cshape", pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
+    patient = replace(full, structures={n: s for n, s in full.structures.items() if n != "Body"})
+    extra = (
+        '[[structures.derived]]\nname = "Body-PTV2"\nfrom = "Body"\nminus = "PTV2"\n'
+        '[structures.Body]\nrole = "external"\nrequired = false\n'
+    )
+    p = load(protocol_text(DERIVED + extra))
+    ctx = _Context(patient, p, "numpy", None, False, {}, None)
+    stage_structures(ctx)
+    assert ctx.mapping["Body"] == BODY_OUTLINE_NAME
+    s = ctx.patient.structures
+    assert s["Body-PTV2"].expression.names() == (BODY_OUTLINE_NAME, "PTV2")
+    g = ctx.dose_grid
+    # Body-PTV2 and PTV2 tile the outline on the evaluation lattice (a plain Structure's
+    # occupancy has no partial volume along z, so the lattice body is the reference)
+    lattice_body = derive_structure(s, "B", roi(BODY_OUTLINE_NAME)).volume_cc(g)
+    tiles = s["Body-PTV2"].volume_cc(g) + s["PTV2"].volume_cc(g)
+    assert tiles == pytest.approx(lattice_body, rel=1e-6)
+    body = s[BODY_OUTLINE_NAME].volume_cc(g)
+    assert body == pytest.approx(full.structure("Body").volume_cc(g), rel=0.01)
