@@ -109,3 +109,19 @@ def test_outline_structure_volume_and_planning_grid_crop(thorax):
     # lungs count as body (the ring and normal tissue reach into them)
     lung_occ = Image(lungs.astype(np.float32), g).resample(ctx.dose_grid, order=0).array
     assert np.all(ctx.body_occupancy[lung_occ > 0.5] > 0.5)
+
+
+def test_influence_rows_stop_at_the_body_outline(thorax):
+    from rtplan import influence_matrix
+    from rtplan._influence import body_mask
+
+    patient, body, lungs, couch = thorax
+    grid = patient.grid.with_spacing(10.0)
+    mask = body_mask(patient, grid)  # no EXTERNAL ROI: the outline
+    expected = body_outline(patient).occupancy(grid) > 0
+    np.testing.assert_array_equal(mask, expected)
+    im = influence_matrix(
+        patient, target="PTV", gantry_angles_deg=[180.0], dose_grid_mm=10.0, progress=False
+    )
+    rows = np.flatnonzero(np.diff(im.matrix.indptr) > 0)
+    assert rows.size > 0 and np.all(expected.ravel()[rows])  # nothing in the couch or air
