@@ -145,9 +145,13 @@ def _parse_entry(source: str, i: int, entry: Any, target: str) -> DerivedSpec:
     where = f"[[structures.derived]] entry {i}"
     if not isinstance(entry, Mapping):
         raise _err(source, where, f"expected a table, found {entry!r}.")
+    from ..structures._derived import roi_name_problem
+
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _err(source, f"{where} name", f"expected a structure name, found {name!r}.")
+    if roi_name_problem(name):
+        raise _err(source, f"{where} name", f"{name!r}: {roi_name_problem(name)}")
     where = f"{where} ({name!r})"
     unknown = sorted(set(entry) - set(_KEYS))
     if unknown:

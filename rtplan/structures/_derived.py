@@ -14,7 +14,22 @@ from ..errors import StructureError
 from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block, odd_factors
 from ._contours import contours_from_occupancy
 
-__all__ = ["DerivedStructure", "derive_structure"]
+__all__ = ["DerivedStructure", "derive_structure", "roi_name_problem"]
+
+#: (3006,0026) ROIName is a DICOM LO: at most 64 characters, no backslash or control codes.
+ROI_NAME_MAX = 64
+
+
+def roi_name_problem(name: object) -> str:
+    """Why ``name`` cannot be an RT-STRUCT (3006,0026) *ROIName*, or "" when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "a structure name must be a non-empty string."
+    if len(name) > ROI_NAME_MAX:
+        return f"(3006,0026) ROIName holds at most {ROI_NAME_MAX} characters; this has {len(name)}."
+    if "\\" in name or any(ord(c) < 32 for c in name):
+        return "(3006,0026) ROIName may not hold a backslash or control characters."
+    return ""
+
 
 #: Display colours (RGB) given to derived ROIs in turn (matplotlib's tab10 without grey).
 PALETTE = (
@@ -133,8 +148,9 @@ def derive_structure(
         not in ``structures`` (the message lists the available names).
     """
     expr = _as_expr(expression)
-    if not isinstance(name, str) or not name.strip():
-        raise StructureError(f"A derived structure needs a non-empty name; got {name!r}.")
+    problem = roi_name_problem(name)
+    if problem:
+        raise StructureError(f"Cannot derive {name!r}: {problem}")
     if name in structures:
         raise StructureError(
             f"Cannot derive {name!r}: the patient already has a structure of that name."

@@ -81,6 +81,8 @@ def test_parse_orders_by_dependency_and_registers_names():
         ('name = "A"\nfrom = "A"', "derived from itself"),
         ('name = "Core"\nfrom = "PTV"', r"also declared as \[structures.Core\]"),
         ('name = "A"\nfrom = []', "non-empty list of structure names"),
+        (f'name = "{"x" * 65}"\nfrom = "Core"', "at most 64 characters"),
+        ('name = "A\\\\B"\nfrom = "Core"', "may not hold a backslash"),
     ],
 )
 def test_malformed_entries_are_refused_with_file_entry_and_key(entry, message):

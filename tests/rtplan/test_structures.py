@@ -222,6 +222,8 @@ def test_derive_refusals_name_the_problem():
         expand("PTV", {"cranial": 5})
     with pytest.raises(StructureError, match="0 <= inner_mm < outer_mm"):
         ring("PTV", inner_mm=10, outer_mm=5)
+    with pytest.raises(StructureError, match="at most 64 characters"):
+        p.derive("P" * 65, expand("PTV", 5))
 
 
 def test_disjoint_intersection_is_empty():
