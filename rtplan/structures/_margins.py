@@ -20,7 +20,8 @@ in the grown region when its centre lies within ``E`` of such a centre.  So a bo
 faces lie on voxel faces grows by exactly the margin on each side (when the margin is a
 multiple of the spacing).  On curved surfaces the nearest inside centre lies a fraction of
 a voxel inside the true surface, so growing is biased low and shrinking high by about
-``surface_area × h / 8`` (``h`` the lattice spacing; measured on spheres, see
+``surface_area × h / 8`` (``h`` the lattice spacing), more for margins of a few lattice
+steps that are not a whole number of them (measured on spheres, see
 ``tests/rtplan/test_structures.py``); a finer lattice (``resolution_mm``) reduces it.
 
 Two exact algorithms on that lattice:

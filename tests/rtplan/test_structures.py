@@ -3,9 +3,11 @@
 Partial-volume tolerance: expressions are evaluated on a lattice of at most 1 mm
 (``DEFAULT_RESOLUTION_MM``).  Margins act on lattice voxel centres, so on a curved surface
 the nearest inside centre lies a fraction of a voxel below the true surface: growing is
-biased low and shrinking high by about ``surface × h / 8``.  The bounds below are that
-bias (measured: grow -0.9 … -2.6 %, shrink +1.0 … +5.0 %, the largest for a 5 mm sphere
-left after shrinking 15 mm by 10 mm) plus 0.5 % for the polygon and lattice noise.
+biased low and shrinking high by about ``surface × h / 8``, more when the margin is a
+few lattice steps that do not fit it.  The bounds below are that bias (measured: grow
+-0.9 … -2.6 %, shrink +1.0 … +5.0 % on 1 × 1 × 3 mm and 3 mm grids (1 mm lattice); up to
+-5.1 % / +7.0 % on a 2.5 mm grid (0.83 mm lattice) with a 3 mm margin) plus 0.5 % for
+the polygon and lattice noise.
 """
 
 from __future__ import annotations
@@ -76,15 +78,23 @@ GRIDS = [(1.0, 1.0, 3.0), (3.0, 3.0, 3.0)]
 CENTRE = (0.3, -0.7, 0.2)  # off the lattice on purpose
 
 
-@pytest.mark.parametrize("spacing", GRIDS)
+#: (grow low, shrink high) bounds of the relative volume error per grid: the lattice bias.
+#: A 2.5 mm grid is evaluated on a 0.83 mm lattice, where a 3 mm margin (3.6 lattice steps)
+#: is the worst case measured (grow -5.1 %, shrink +7.0 % on the 15 mm sphere).
+SPHERE_BOUNDS = {(1.0, 1.0, 3.0): (-0.030, 0.055), (3.0, 3.0, 3.0): (-0.030, 0.055)}
+SPHERE_BOUNDS[(2.5, 2.5, 2.5)] = (-0.055, 0.075)
+
+
+@pytest.mark.parametrize("spacing", list(SPHERE_BOUNDS))
 @pytest.mark.parametrize(("r", "m"), [(15, 3), (15, 10), (30, 5), (30, 10)])
 def test_sphere_grow_and_shrink_match_analytic_volume(spacing, r, m):
     g = centred_grid(spacing)
     rois = {"S": sphere("S", CENTRE, r)}
     grown = derive_structure(rois, "G", expand("S", m)).volume_cc(g)
     shrunk = derive_structure(rois, "H", shrink("S", m)).volume_cc(g)
-    assert -0.030 <= grown / ball_cc(r + m) - 1 <= 0.005
-    assert -0.005 <= shrunk / ball_cc(r - m) - 1 <= 0.055
+    low, high = SPHERE_BOUNDS[spacing]
+    assert low <= grown / ball_cc(r + m) - 1 <= 0.005
+    assert -0.005 <= shrunk / ball_cc(r - m) - 1 <= high
 
 
 @pytest.mark.parametrize(
