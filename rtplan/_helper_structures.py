@@ -10,9 +10,10 @@ targets and organs at risk on the dose grid:
   same voxels;
 - **normal tissue**: the body minus the targets expanded by a margin.
 
-Distances are Euclidean distances in mm computed with
-:func:`scipy.ndimage.distance_transform_edt` using the grid spacing (anisotropic voxels
-are handled).  Rings and expansions are computed on a grid ``supersample`` times finer
+Rings and expansions are expressions of the structure algebra
+(:func:`rtplan.structures.ring`, :func:`rtplan.structures.expand`): Euclidean distances in
+mm between voxel centres, computed with :func:`scipy.ndimage.distance_transform_edt` using
+the grid spacing (anisotropic voxels are handled), on a grid ``supersample`` times finer
 than the dose grid (an odd factor, so that every dose-grid voxel centre is also a fine
 voxel centre), cropped to the region that matters, and averaged back into a fractional
 occupancy on the dose grid.  With ``supersample=3`` the volume of a 5–20 mm ring around a
@@ -108,52 +109,51 @@ def fine_grid(grid: Grid, zyx_slices: tuple[slice, slice, slice], factor: int) -
     grid; fine voxel ``[k*factor + factor//2, ...]`` sits at the centre of coarse voxel
     ``k`` of the crop, so a ``(factor, factor, factor)`` block average maps back.
     """
+    from .structures._algebra import _fine
+
     if factor < 1 or factor % 2 == 0:
         raise StructureError(f"`supersample` must be an odd integer >= 1; got {factor!r}.")
-    starts = [s.start for s in zyx_slices]
-    counts = [s.stop - s.start for s in zyx_slices]
-    origin = np.asarray(grid.index_to_point(starts), dtype=float)  # (x, y, z) of crop voxel 0
-    spacing = np.asarray(grid.spacing_mm) / factor
-    origin = origin - spacing * (factor // 2)
-    shape = tuple(c * factor for c in counts)
-    return Grid(shape, tuple(origin), tuple(spacing))
+    return _fine(grid, zyx_slices, (factor,) * 3)
 
 
-def _crop_slices(occupancy: np.ndarray, grid: Grid, margin_mm: float) -> tuple[slice, slice, slice]:
-    idx = np.argwhere(occupancy > 0)
-    if idx.size == 0:
-        raise StructureError("Cannot build a helper structure around an empty structure.")
-    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    dx, dy, dz = grid.spacing_mm
-    pad = np.ceil(margin_mm / np.array([dz, dy, dx])).astype(int) + 1
-    lo = np.maximum(lo - pad, 0)
-    hi = np.minimum(hi + pad, grid.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+class _OccupancyRoi:
+    """An occupancy function as a leaf of the structure algebra; its box (LPS mm) is that
+    of its non-zero voxels on ``grid``."""
+
+    def __init__(self, fn: OccupancyFn, grid: Grid) -> None:
+        self.occupancy = fn
+        idx = np.argwhere(np.asarray(fn(grid)) > 0)
+        if idx.size == 0:
+            raise StructureError("Cannot build a helper structure around an empty structure.")
+        # one voxel beyond the non-zero voxels: a finer grid may find the structure in
+        # the neighbours of its coarse voxels (e.g. centre-sampled occupancy)
+        step = 1.5 * np.asarray(grid.spacing_mm)
+        self.bounding_box = (
+            grid.index_to_point(idx.min(axis=0)) - step,
+            grid.index_to_point(idx.max(axis=0)) + step,
+        )
 
 
-def _block_mean(fine: np.ndarray, factor: int) -> np.ndarray:
-    nz, ny, nx = (n // factor for n in fine.shape)
-    return (
-        fine.reshape(nz, factor, ny, factor, nx, factor)
-        .mean(axis=(1, 3, 5), dtype=np.float64)
-        .astype(np.float32)
-    )
-
-
-def _distance_on_fine_grid(
-    occupancy_fns: Iterable[OccupancyFn],
+def _on_grid(
+    occupancy_fns: OccupancyFn | Iterable[OccupancyFn],
     grid: Grid,
-    coarse_union: np.ndarray,
-    *,
-    reach_mm: float,
+    build: Callable,
     supersample: int,
-) -> tuple[np.ndarray, tuple[slice, slice, slice], Grid]:
-    slices = _crop_slices(coarse_union, grid, reach_mm)
-    fgrid = fine_grid(grid, slices, supersample)
-    mask = np.zeros(fgrid.shape, dtype=bool)
-    for fn in occupancy_fns:
-        mask |= np.asarray(fn(fgrid)) >= 0.5
-    return distance_outside_mm(mask, fgrid.spacing_mm), slices, fgrid
+) -> np.ndarray:
+    """Occupancy on ``grid`` of ``build(union of the structures)`` (an algebra expression),
+    evaluated ``supersample`` times finer along every axis."""
+    from .structures import union
+    from .structures._algebra import evaluate_block
+
+    if supersample < 1 or supersample % 2 == 0:
+        raise StructureError(f"`supersample` must be an odd integer >= 1; got {supersample!r}.")
+    fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
+    rois = {f"s{i}": _OccupancyRoi(fn, grid) for i, fn in enumerate(fns)}
+    expr = build(union(*rois))
+    sl, block = evaluate_block(expr, grid, rois, factors=(supersample,) * 3)
+    out = np.zeros(grid.shape, dtype=np.float32)
+    out[sl] = block
+    return out
 
 
 def ring_occupancy(
@@ -165,6 +165,9 @@ def ring_occupancy(
     supersample: int = 3,
 ) -> np.ndarray:
     """Fractional occupancy of the shell ``inner_mm < distance <= outer_mm`` around structures.
+
+    :func:`rtplan.structures.ring` of the union of the structures, evaluated on a grid
+    ``supersample`` times finer than ``grid``.
 
     Parameters
     ----------
@@ -183,21 +186,18 @@ def ring_occupancy(
     occupancy : (nz, ny, nx) ndarray of float32
         Fraction of each dose voxel inside the ring.
     """
+    from .structures import ring
+
     if not 0 <= inner_mm < outer_mm:
         raise StructureError(
             f"Ring distances must satisfy 0 <= inner_mm < outer_mm; got {inner_mm!r}, {outer_mm!r}."
         )
-    fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
-    union = np.zeros(grid.shape, dtype=bool)
-    for fn in fns:
-        union |= np.asarray(fn(grid)) > 0
-    dist, slices, _ = _distance_on_fine_grid(
-        fns, grid, union, reach_mm=outer_mm, supersample=supersample
+    return _on_grid(
+        occupancy_fns,
+        grid,
+        lambda s: ring(s, inner_mm=inner_mm, outer_mm=outer_mm),
+        supersample,
     )
-    fine = (dist > inner_mm) & (dist <= outer_mm)
-    out = np.zeros(grid.shape, dtype=np.float32)
-    out[slices] = _block_mean(fine, supersample)
-    return out
 
 
 def expanded_occupancy(
@@ -207,19 +207,13 @@ def expanded_occupancy(
     margin_mm: float,
     supersample: int = 3,
 ) -> np.ndarray:
-    """Fractional occupancy of the union of structures expanded isotropically by ``margin_mm``."""
+    """Fractional occupancy of the union of structures expanded isotropically by ``margin_mm``
+    (:func:`rtplan.structures.expand`, ``supersample`` times finer than ``grid``)."""
+    from .structures import expand
+
     if margin_mm < 0:
         raise StructureError(f"`margin_mm` must be >= 0; got {margin_mm!r}.")
-    fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
-    union = np.zeros(grid.shape, dtype=bool)
-    for fn in fns:
-        union |= np.asarray(fn(grid)) > 0
-    dist, slices, _ = _distance_on_fine_grid(
-        fns, grid, union, reach_mm=margin_mm, supersample=supersample
-    )
-    out = np.zeros(grid.shape, dtype=np.float32)
-    out[slices] = _block_mean(dist <= margin_mm, supersample)
-    return out
+    return _on_grid(occupancy_fns, grid, lambda s: expand(s, margin_mm), supersample)
 
 
 def build_helper_structures(

@@ -38,16 +38,21 @@ logger = logging.getLogger("rtplan.influence")
 
 
 def body_mask(patient, dose_grid: Grid):
-    """Union of the EXTERNAL structures on ``dose_grid`` (any overlap), or None if there is none.
+    """Union of the EXTERNAL structures on ``dose_grid`` (any overlap); without any, the
+    body outline found in the CT (:func:`rtplan.structures.body_outline`).
 
     Voxels outside the body get no rows in the influence matrix (they would only hold
-    dose in air).
+    dose in air or in the couch).
     """
+    from .structures import body_outline
+
     mask = None
     for s in patient.structures.values():
-        if getattr(s, "roi_type", "") == "EXTERNAL" and not s.is_empty:
+        if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and not s.is_empty:
             occ = s.occupancy(dose_grid) > 0
             mask = occ if mask is None else (mask | occ)
+    if mask is None:
+        mask = body_outline(patient).occupancy(dose_grid) > 0
     return mask
 
 
@@ -101,7 +106,8 @@ def influence_matrix(
 
     Isocentre at the target centroid, ``n_beams`` equispaced coplanar beams (or the given
     gantry angles), ``beamlet_mm`` square beamlets covering the target plus ``margin_mm``,
-    a dose grid of ``dose_grid_mm`` covering the CT, rows restricted to the body.
+    a dose grid of ``dose_grid_mm`` covering the CT, rows restricted to the body (its
+    EXTERNAL ROI, else the body outline found in the CT).
 
     Parameters
     ----------

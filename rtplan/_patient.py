@@ -274,6 +274,56 @@ class Patient:
                 f"{', '.join(repr(n) for n in self.structures) or '(none)'}."
             ) from None
 
+    def derive(
+        self,
+        name: str,
+        expression: Any,
+        *,
+        roi_type: str = "",
+        color_rgb: tuple[int, int, int] | None = None,
+    ) -> Patient:
+        """A copy of the patient with one more structure, derived from the others.
+
+        Parameters
+        ----------
+        name : str
+            Name of the new structure (must be new).
+        expression : rtplan.structures.Expr or str
+            E.g. ``expand("GTV", 5.0)`` or ``(roi("Lung_L") | roi("Lung_R")) - "PTV"``
+            (see :mod:`rtplan.structures`).
+        roi_type : str, optional
+            (3006,00A4) *RTROIInterpretedType* when written ("PTV", "ORGAN", ...).
+        color_rgb : (3,) tuple of int, optional
+            Display colour; a distinct palette colour by default.
+
+        Returns
+        -------
+        Patient
+            Same CT and UIDs; ``structures`` holds the original ones plus a
+            :class:`rtplan.structures.DerivedStructure` evaluated lazily on any grid.
+
+        Raises
+        ------
+        StructureError
+            ``name`` is taken or the expression names a structure the patient lacks.
+
+        Examples
+        --------
+        >>> from rtplan.phantoms import make_phantom
+        >>> from rtplan.structures import expand
+        >>> p = make_phantom("cshape").derive("PTV+5", expand("PTV", 5.0))
+        >>> p.structure("PTV+5")
+        DerivedStructure('PTV+5' = expand(roi('PTV'), 5))
+        """
+        from dataclasses import replace
+
+        from .structures import derive_structure
+
+        new = derive_structure(
+            self.structures, name, expression, roi_type=roi_type, color_rgb=color_rgb
+        )
+        return replace(self, structures={**self.structures, name: new})
+
     def __repr__(self) -> str:
         return (
             f"Patient(position={self.position!r}, ct={self.ct!r}, "

@@ -152,8 +152,9 @@ def compute_plan_dose(
         CT in HU; converted to relative electron density by
         :func:`dose_engine.hu_to_density`.
     dose_grid_mm : float, keyword-only
-        Isotropic dose-grid spacing (mm) of a grid covering the CT
-        (``ct.grid.with_spacing``); ignored when ``dose_grid`` is given.
+        Isotropic dose-grid spacing (mm) of a grid covering the body plus one dose voxel
+        (:func:`rtplan.structures.body_grid`: the patient's EXTERNAL ROI, else the body
+        outline found in the CT), as in planning; ignored when ``dose_grid`` is given.
     dose_grid : dose_engine.Grid, optional
         Explicit dose grid.
     model : dose_engine.BeamModel or path-like, optional
@@ -181,7 +182,9 @@ def compute_plan_dose(
     if dose_grid is None:
         if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
             raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
-        dose_grid = patient.ct.grid.with_spacing(float(dose_grid_mm))
+        from .structures import body_grid, body_structure
+
+        dose_grid = body_grid(patient.ct.grid, body_structure(patient), float(dose_grid_mm))
     model = resolve_beam_model(model)
     for dbeam in plan.beams:
         require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")

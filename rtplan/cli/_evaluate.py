@@ -113,6 +113,15 @@ def evaluate_files(args) -> dict:
         if fractions == 1:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     structures, struct_for, struct_patient = _structures(args)
+    if protocol is not None:  # derived structures the RT-STRUCT lacks
+        from ..protocols import apply_derived, parse_mapping_overrides
+
+        structures = apply_derived(
+            structures,
+            protocol,
+            overrides=parse_mapping_overrides(args.map) if args.map else {},
+            existing="keep",
+        )
     if refs.patient_id and struct_patient and refs.patient_id != struct_patient:
         raise ReferenceMismatchError(
             f"RT-DOSE '{args.rtdose}' and RT-STRUCT '{args.rtstruct}' have different "
@@ -130,7 +139,7 @@ def evaluate_files(args) -> dict:
     notes: dict[str, str] = {}
     occupancy: dict[str, np.ndarray] = {}
     for name, s in structures.items():
-        if not s.contours:
+        if s.is_empty or s.is_point:
             notes[name] = "no closed contours (point or empty ROI)"
             continue
         occ = s.occupancy(grid)

@@ -97,7 +97,9 @@ def register(subparsers) -> None:
         help="plan a patient from CT + RT-STRUCT and a protocol",
         description="Automatic planning: load, influence matrix, prioritised optimisation, "
         "sequencing, segment weights, final dose, evaluation; writes RTPLAN.dcm, "
-        "RTDOSE.dcm, plan.json and report.html into OUT_DIR. Exit status 0: every goal "
+        "RTDOSE.dcm, plan.json and report.html into OUT_DIR (and RS_derived.dcm when the "
+        "protocol derives structures or the body outline is found in the CT). Exit status "
+        "0: every goal "
         "met; 1: plan written, some goal failed; 2: bad input, nothing written.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")

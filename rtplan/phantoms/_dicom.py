@@ -95,7 +95,9 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     return meta
 
 
-def _common(ds: Dataset, patient: Patient, now: datetime.datetime) -> None:
+def _common(
+    ds: Dataset, patient: Patient, now: datetime.datetime, *, model_name: str = "rtplan.phantoms"
+) -> None:
     for elem in patient.dicom_patient:
         ds[elem.tag] = elem
     for kw in (
@@ -114,7 +116,7 @@ def _common(ds: Dataset, patient: Patient, now: datetime.datetime) -> None:
     ds.StudyInstanceUID = patient.study_instance_uid
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.Manufacturer = "rtplan"
-    ds.ManufacturerModelName = "rtplan.phantoms"
+    ds.ManufacturerModelName = model_name
     ds.SoftwareVersions = __version__
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
@@ -185,26 +187,42 @@ def _ct_slices(patient: Patient, now: datetime.datetime, body_part_examined: str
         yield f"CT.{k + 1:04d}.dcm", ds
 
 
-def _rtstruct(patient: Patient, now: datetime.datetime) -> Dataset:
-    sop_uid = patient.structure_set_uid or generate_uid()
+def _rtstruct(
+    patient: Patient,
+    now: datetime.datetime,
+    *,
+    sop_uid: str | None = None,
+    label: str = "PHANTOM",
+    set_name: str = "rtplan phantom",
+    description: str = "rtplan phantom structures",
+    model_name: str = "rtplan.phantoms",
+    automatic: frozenset = frozenset(),
+) -> Dataset:
+    """The RT Structure Set of ``patient.structures`` (contours as they are).
+
+    ``sop_uid`` defaults to the patient's structure set UID (or a new one); the series UID
+    is always new.  ROIs named in ``automatic`` get (3006,0036) *ROIGenerationAlgorithm*
+    AUTOMATIC, the others MANUAL.
+    """
+    sop_uid = sop_uid or patient.structure_set_uid or generate_uid()
     ds = pydicom.FileDataset(
         "",
         Dataset(),
         file_meta=_file_meta(RT_STRUCTURE_SET_STORAGE, sop_uid),
         preamble=b"\0" * 128,
     )
-    _common(ds, patient, now)
+    _common(ds, patient, now, model_name=model_name)
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 2
-    ds.SeriesDescription = "rtplan phantom structures"
+    ds.SeriesDescription = description
     ds.OperatorsName = ""
     ds.FrameOfReferenceUID = patient.frame_of_reference_uid  # Frame of Reference module
     ds.PositionReferenceIndicator = ""
-    ds.StructureSetLabel = "PHANTOM"
-    ds.StructureSetName = "rtplan phantom"
+    ds.StructureSetLabel = label
+    ds.StructureSetName = set_name
     ds.StructureSetDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = now.strftime("%H%M%S")
 
@@ -235,7 +253,7 @@ def _rtstruct(patient: Patient, now: datetime.datetime) -> Dataset:
         roi.ROINumber = s.number
         roi.ReferencedFrameOfReferenceUID = patient.frame_of_reference_uid
         roi.ROIName = s.name
-        roi.ROIGenerationAlgorithm = "MANUAL"
+        roi.ROIGenerationAlgorithm = "AUTOMATIC" if s.name in automatic else "MANUAL"
         roi_items.append(roi)
 
         rc = Dataset()

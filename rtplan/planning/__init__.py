@@ -7,10 +7,11 @@ how protocol goals become prioritised optimisation levels.
 
 from ._batch import BatchEntry, BatchOutcome, plan_batch, read_manifest
 from ._levels import PlanningLevel, build_levels, smoothness_pairs
-from ._plan import PLAN_FILES, PlanResult, plan_patient
+from ._plan import DERIVED_RTSTRUCT_FILE, PLAN_FILES, PlanResult, plan_patient
 from ._workflow import plan_and_write, run_demo
 
 __all__ = [
+    "DERIVED_RTSTRUCT_FILE",
     "PLAN_FILES",
     "BatchEntry",
     "BatchOutcome",

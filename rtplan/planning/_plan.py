@@ -40,12 +40,15 @@ from dose_engine import BeamModel, Grid
 from .._atomic import atomic_directory, refuse_existing
 from ..errors import InputError, ProtocolError, StructureError
 
-__all__ = ["PlanResult", "plan_patient", "PLAN_FILES"]
+__all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
 logger = logging.getLogger("rtplan.planning")
 
 #: Files written by :meth:`PlanResult.write`.
 PLAN_FILES = ("RTPLAN.dcm", "RTDOSE.dcm", "plan.json", "report.html")
+#: Also written when the plan has derived structures or a body outline made by rtplan: the
+#: patient's ROIs plus those, as a new RT Structure Set.
+DERIVED_RTSTRUCT_FILE = "RS_derived.dcm"
 
 #: Short machine names accepted in protocols, mapped to the shipped machine models.
 MACHINE_ALIASES = {
@@ -192,7 +195,12 @@ class PlanResult:
     ) -> Path:
         """Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html into ``out_dir``.
 
-        The folder is built beside ``out_dir`` and renamed into place only when all four
+        When the plan derived structures (protocol ``[[structures.derived]]``,
+        :meth:`rtplan.Patient.derive`) or found the body outline in the CT, ``RS_derived.dcm``
+        is written too (:func:`rtplan.structures.write_structure_set`: the original ROIs
+        unchanged plus the new ones, a new SOP instance on the same frame of reference).
+
+        The folder is built beside ``out_dir`` and renamed into place only when all
         files are complete; an existing ``out_dir`` is refused unless ``overwrite``.
 
         Raises
@@ -202,14 +210,26 @@ class PlanResult:
         """
         from ..io import write_rtdose, write_rtplan
         from ..report import write_plan_json, write_report
+        from ..structures import has_generated_structures, write_structure_set
 
         t0 = time.perf_counter()
         summary = self.plan_summary()
+        patient = self.patient
+        rs_uid = None
+        if has_generated_structures(patient):  # the plan refers to the new structure set
+            from dataclasses import replace
+
+            from pydicom.uid import generate_uid
+
+            rs_uid = generate_uid()
+            patient = replace(patient, structure_set_uid=rs_uid)
         with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            if rs_uid is not None:
+                write_structure_set(tmp / DERIVED_RTSTRUCT_FILE, patient, sop_instance_uid=rs_uid)
             ds = write_rtplan(
                 tmp / "RTPLAN.dcm",
                 self.plan,
-                self.patient,
+                patient,
                 label=summary["label"],
                 plan_name=self.protocol.name[:64],
             )
@@ -217,11 +237,14 @@ class PlanResult:
                 tmp / "RTDOSE.dcm",
                 self.dose_gy,
                 self.dose_grid,
-                self.patient,
+                patient,
                 plan_sop_instance_uid=str(ds.SOPInstanceUID),
                 comment=f"rtplan {self.protocol.name}",
             )
             summary["uids"] = {"rt_plan_sop_instance_uid": str(ds.SOPInstanceUID)}
+            if rs_uid is not None:
+                summary["uids"]["rt_struct_sop_instance_uid"] = rs_uid
+                summary["derived_structures"] = _derived_records(patient)
             timings = dict(self.timings)
             timings["export"] = time.perf_counter() - t0
             write_plan_json(
@@ -229,11 +252,11 @@ class PlanResult:
                 goal_table=self.goal_table,
                 timings=timings,
                 plan_summary=summary,
-                patient=self.patient,
+                patient=patient,
             )
             write_report(
                 tmp / "report.html",
-                patient=self.patient,
+                patient=patient,
                 dose_gy=self.dose_gy,
                 dose_grid=self.dose_grid,
                 goal_table=self.goal_table,
@@ -242,6 +265,19 @@ class PlanResult:
             )
         logger.info("plan written to %s", out_dir)
         return Path(out_dir)
+
+
+def _derived_records(patient) -> dict[str, str]:
+    """Name → definition of the structures rtplan made (for plan.json)."""
+    from ..structures import BODY_OUTLINE_NAME, DerivedStructure
+
+    out = {}
+    for name, s in patient.structures.items():
+        if isinstance(s, DerivedStructure):
+            out[name] = repr(s.expression)
+        elif name == BODY_OUTLINE_NAME:
+            out[name] = "body outline from the CT (rtplan.structures.body_outline)"
+    return out
 
 
 def _plan_label(protocol) -> str:
@@ -316,27 +352,39 @@ def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
     return lambda grid: structure.occupancy(grid)
 
 
+def _with_body(patient):
+    """``(patient, body)``: the patient's EXTERNAL ROI, else the body outline found in the
+    CT (:func:`rtplan.structures.body_outline`), which is then added to the patient (and
+    so written with the derived structures and usable by them)."""
+    from dataclasses import replace
+
+    from ..structures import body_structure
+
+    body = body_structure(patient)
+    if any(s is body for s in patient.structures.values()):
+        return patient, body
+    logger.info("no EXTERNAL structure: using the body outline %r from the CT", body.name)
+    return replace(patient, structures={**patient.structures, body.name: body}), body
+
+
 def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
     from .._helper_structures import build_helper_structures
+    from ..protocols import apply_derived
+    from ..structures import body_grid
 
+    ctx.patient, body_struct = _with_body(ctx.patient)
+    ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
     patient, protocol = ctx.patient, ctx.protocol
     ctx.mapping = protocol.resolve_structures(list(patient.structures), overrides=ctx.overrides)
     ctx.roles = {name: protocol.structure(name).role for name in ctx.mapping}
-    ct_grid = patient.ct.grid
-    grid = ct_grid.with_spacing(protocol.dose_grid_mm)
     ext = protocol.external
-    body_struct = None
     if ext is not None and ext in ctx.mapping:
         body_struct = patient.structures[ctx.mapping[ext]]
-    else:
-        body_struct = next(
-            (s for s in patient.structures.values() if s.roi_type.upper() == "EXTERNAL"), None
-        )
-    if body_struct is not None and body_struct.bounding_box is not None:
-        lo, hi = body_struct.bounding_box
-        pad = np.asarray(grid.spacing_mm)
-        grid, _ = grid.crop_to_box(np.asarray(lo) - pad, np.asarray(hi) + pad)
+    elif ext is not None:  # an optional external the names did not find: the body
+        ctx.mapping[ext] = body_struct.name
+        ctx.roles[ext] = "external"
+    grid = body_grid(patient.ct.grid, body_struct, protocol.dose_grid_mm)
     ctx.dose_grid = grid
     for name, patient_name in ctx.mapping.items():
         occ = patient.structures[patient_name].occupancy(grid)
@@ -350,14 +398,7 @@ def stage_structures(ctx: _Context) -> None:
     if protocol.prescription.target not in ctx.mapping:  # pragma: no cover - resolve raises
         raise ProtocolError(f"Prescription target '{protocol.prescription.target}' not found.")
     oars = [n for n, r in ctx.roles.items() if r == "oar"]
-    if body_struct is not None:
-        body_occ = body_struct.occupancy(grid)
-    else:
-        body_occ = (
-            (patient.ct.resample(grid, order=1, fill_value=-1000.0).array > -500).astype(np.float32)
-            if hasattr(patient.ct, "resample")
-            else None
-        )
+    body_occ = body_struct.occupancy(grid)
     ctx.body_occupancy = body_occ
     hs = protocol.helpers
     fns = {n: _occupancy_fn(patient.structures[ctx.mapping[n]]) for n in (*targets, *oars)}
@@ -891,7 +932,7 @@ def plan_patient(
         for b in ctx.plan.beams
     ]
     return PlanResult(
-        patient=patient,
+        patient=ctx.patient,
         protocol=protocol,
         mapping=dict(ctx.mapping),
         dose_grid=ctx.dose_grid,

@@ -7,6 +7,7 @@ protocols (``rtplan.protocols.available_protocols()``): the four AAPM TG-119 cas
 conventional 78 Gy / 39 fraction prostate protocol with QUANTEC limits.
 """
 
+from ._derived import DerivedSpec, apply_derived
 from ._protocol import (
     BeamArrangement,
     GoalSpec,
@@ -23,6 +24,8 @@ from ._protocol import (
 
 __all__ = [
     "BeamArrangement",
+    "DerivedSpec",
+    "apply_derived",
     "GoalSpec",
     "HelperSettings",
     "OptimizationSettings",

@@ -291,6 +291,9 @@ class Protocol:
     helpers : HelperSettings
     source : str
         File the protocol came from (or ``"<dict>"``).
+    derived : tuple of DerivedSpec
+        ``[[structures.derived]]`` entries in dependency order (their names are also in
+        :attr:`structures`); see :mod:`rtplan.protocols._derived`.
     """
 
     name: str
@@ -304,6 +307,7 @@ class Protocol:
     optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
     helpers: HelperSettings = field(default_factory=HelperSettings)
     source: str = "<dict>"
+    derived: tuple = ()
 
     # ------------------------------------------------------------------ lookup
     def structure(self, name: str) -> StructureSpec:
@@ -574,6 +578,8 @@ def _parse_structures(source: str, data: Mapping[str, Any]) -> dict[str, Structu
     table = _table(source, data, "structures", required=False)
     out: dict[str, StructureSpec] = {}
     for name, spec in table.items():
+        if name == "derived":  # [[structures.derived]]: parse_derived
+            continue
         where = f"[structures.{name}]"
         if not isinstance(spec, Mapping):
             raise _err(source, where, f"expected a table, found {spec!r}.")
@@ -600,6 +606,21 @@ def _parse_structures(source: str, data: Mapping[str, Any]) -> dict[str, Structu
             aliases = list(_EXTERNAL_ALIASES)
         out[name] = StructureSpec(name, role, tuple(aliases), tuple(patterns), required)
     return out
+
+
+def _derived_structures(
+    source: str, data: Mapping[str, Any], structures: dict[str, StructureSpec], target: str
+) -> tuple:
+    """Parse ``[[structures.derived]]`` and register each derived name as a structure."""
+    from ._derived import parse_derived
+
+    table = _table(source, data, "structures", required=False)
+    if "derived" not in table:
+        return ()
+    derived = parse_derived(source, table["derived"], declared=structures, target=target)
+    for d in derived:
+        structures[d.name] = StructureSpec(d.name, d.role)
+    return derived
 
 
 def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
@@ -699,6 +720,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     prescription = Prescription(total, fractions, target)
 
     structures = _parse_structures(source, data)
+    derived = _derived_structures(source, data, structures, target)
     if target not in structures:
         structures[target] = StructureSpec(target, "target")
     elif structures[target].role != "target":
@@ -858,6 +880,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         optimization=optimization,
         helpers=helpers,
         source=source,
+        derived=derived,
     )
 
 
