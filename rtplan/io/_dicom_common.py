@@ -15,6 +15,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from .._messages import quote
 from ..errors import DicomReadError
 
 __all__ = [
@@ -212,7 +213,13 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
     """
     rows, cols = int(require(ds, "Rows", path)), int(require(ds, "Columns", path))
     bits = int(require(ds, "BitsAllocated", path))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    representation = int_or(ds.get("PixelRepresentation"), -1) if "PixelRepresentation" in ds else 0
+    if representation not in (0, 1):
+        raise DicomReadError(
+            f"'{path}': (0028,0103) PixelRepresentation is "
+            f"{quote(ds.get('PixelRepresentation'))}; expected 0 (unsigned) or 1 (signed)."
+        )
+    signed = representation == 1
     spp = int_or(ds.get("SamplesPerPixel"), 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -258,6 +265,14 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
             f"{n_frames} frame(s) of {rows}x{cols} pixels of {bits} bits need {need}. "
             "Re-export the file."
         )
+    extra = np.frombuffer(raw, np.uint8, offset=need) if len(raw) > need else np.zeros(0)
+    if len(raw) >= 2 * need or np.any(extra):  # trailing zero padding is tolerated
+        raise DicomReadError(
+            f"'{path}': (7FE0,0010) PixelData holds {len(raw)} bytes but (0028,0100) "
+            f"BitsAllocated {bits}, (0028,0010) Rows {rows}, (0028,0011) Columns {cols} and "
+            f"(0028,0008) NumberOfFrames {n_frames} account for {need}; the header does not "
+            "describe the pixel data (wrong BitsAllocated?). Re-export the file."
+        )
     encoding = getattr(ds, "original_encoding", (None, True))
     little = encoding[1] if encoding and encoding[1] is not None else True
     endian = "<" if little else ">"
@@ -268,6 +283,12 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
         raise DicomReadError(
             f"'{path}': (0028,0101) BitsStored is {stored} with (0028,0100) BitsAllocated "
             f"{bits}; expected 1..{bits}."
+        )
+    high_bit = int_or(ds.get("HighBit"), stored - 1)
+    if high_bit != stored - 1:
+        raise DicomReadError(
+            f"'{path}': (0028,0102) HighBit is {high_bit} with (0028,0101) BitsStored "
+            f"{stored}; native pixel data needs HighBit = BitsStored - 1 (PS3.5 8.1.1)."
         )
     if stored < bits:
         arr = arr.astype(np.int64)

@@ -392,6 +392,15 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
         z = np.array([ipp[2]])
         dz_signed = _single_frame_thickness_mm(ds, path)
     dose = arr * _dose_grid_scaling(ds, path)
+    dose_type = str(ds.get("DoseType", "") or "").strip().upper()
+    if dose_type != "ERROR" and arr.size and float(arr.min()) < 0:
+        k = int(np.argmin(arr))
+        raise DicomReadError(
+            f"{path}: (7FE0,0010) PixelData holds {int((arr < 0).sum())} negative value(s) "
+            f"(minimum {float(dose.flat[k]):.4g} Gy, frame {k // (arr.shape[1] * arr.shape[2])}); "
+            f"a dose cannot be negative ((3004,0004) DoseType is {dose_type or '(missing)'}, "
+            "not ERROR)."
+        )
     # Flip axes so that indices increase along +x, +y, +z.
     nz, ny, nx = dose.shape
     origin = ipp.copy()
