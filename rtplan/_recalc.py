@@ -18,6 +18,7 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
+from ._arguments import require_instance
 from .errors import InputError
 
 __all__ = [
@@ -178,7 +179,16 @@ def compute_plan_dose(
     from dose_engine._field_dose import field_dose
     from dose_engine.errors import InvalidGeometryError
 
+    from ._patient import Patient
+
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    if not hasattr(plan, "beams"):
+        raise TypeError(
+            f"`plan` must be a DeliverablePlan (or have `beams`); got {type(plan).__name__}."
+        )
     if dose_grid is None:
+        if isinstance(dose_grid_mm, bool) or not isinstance(dose_grid_mm, int | float):
+            raise TypeError(f"`dose_grid_mm` must be a number (mm); got {dose_grid_mm!r}.")
         if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
             raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
         dose_grid = patient.ct.grid.with_spacing(float(dose_grid_mm))

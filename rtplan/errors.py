@@ -49,3 +49,17 @@ class RtplanWarning(UserWarning):
 
 class DicomWarning(RtplanWarning):
     """A DICOM object was read, but something about it is unusual (e.g. a series UID mismatch)."""
+
+
+class OutputError(RtplanError):
+    """An output cannot be written where asked: a path under a regular file, a folder that
+    is not writable, a read-only or full file system, a ``--cache-dir`` that is a file."""
+
+
+class ResourceLimitError(InputError):
+    """A job would exceed a documented memory or work limit; the message gives the
+    estimate, the limit and how to raise it on purpose."""
+
+
+class ClusterError(RtplanError):
+    """The Dask scheduler given by ``--scheduler`` cannot be reached or failed."""

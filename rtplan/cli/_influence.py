@@ -91,12 +91,13 @@ def run(args) -> int:
     """Run ``rtplan influence``; return the exit status."""
     from dose_engine import save_influence_matrix
 
-    from .._atomic import atomic_file, refuse_existing
+    from .._atomic import atomic_file, check_cache_dir, check_output_path
     from .._influence import influence_matrix
     from ..io import load_patient
 
     out = Path(args.out)
-    refuse_existing(out, overwrite=args.force)  # fail before any work
+    check_output_path(out, overwrite=args.force, kind="file", what="--out")  # before any work
+    check_cache_dir(args.cache_dir)
     if args.beams is not None and args.beams < 1:
         raise InputError(f"--beams must be at least 1; got {args.beams}.")
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:

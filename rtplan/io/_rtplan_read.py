@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._arguments import path_argument, require_instance
 from .._messages import quote
 from ..errors import DicomReadError, InputError, ReferenceMismatchError
 from ._dicom_common import floats, read_dataset, tag_str
@@ -613,7 +614,10 @@ def read_rtplan_beams(
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
     ``total_dose_gy`` is None when the plan states no prescription.
     """
-    path = Path(path)
+    from .._patient import Patient
+
+    path = path_argument(path, "path")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
@@ -770,7 +774,7 @@ def read_rtplan(
         overlapping (or any other machine limit, :meth:`rtplan.DeliverableBeam.validate`),
         a missing BeamMeterset, or no prescription.
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     pb = read_rtplan_beams(
         path,
         patient,
