@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 
-from dose_engine.errors import DoseEngineError
-from dose_engine.errors import ResourceLimitError as DoseEngineLimitError
+from dose_engine.errors import DoseEngineError, ResourceLimitError
 from optimizers.errors import OptimizerError
 
-from .errors import ClusterError, OutputError, ResourceLimitError, RtplanError
+from .errors import ClusterError, OutputError, RtplanError
 
 __all__ = [
     "EXIT_CLUSTER_ERROR",
@@ -64,7 +63,7 @@ def exit_status_for(exc: BaseException) -> int:
     """The exit status of a command that ended with ``exc``."""
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(exc, ResourceLimitError | DoseEngineLimitError | MemoryError):
+    if isinstance(exc, ResourceLimitError | MemoryError):
         return EXIT_LIMIT_EXCEEDED
     if isinstance(exc, ClusterError):
         return EXIT_CLUSTER_ERROR

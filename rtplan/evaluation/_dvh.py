@@ -45,13 +45,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dose_engine._limits import check_limit
+
 from ..errors import InputError, StructureError
 
-__all__ = ["MAX_DVH_BINS", "DVH", "DVHCollection", "check_dose_values", "dvh"]
-
-#: Most bins one DVH may hold (3 arrays of 8 bytes each: 24 MB).  A finer ``bin_width_gy``
-#: for the dose range is refused before anything is allocated.
-MAX_DVH_BINS = 1_000_000
+__all__ = ["DVH", "DVHCollection", "check_dose_values", "dvh"]
 #: Negative doses down to this (Gy) are interpolation noise; anything lower is refused.
 NEGATIVE_DOSE_TOLERANCE_GY = -1e-6
 
@@ -364,12 +362,13 @@ def dvh(
     knot_v = cum - w / 2.0
 
     n_bins_estimate = d[0] / bw + 1 if d[0] > 0 else 1
-    if n_bins_estimate > MAX_DVH_BINS:
-        raise InputError(
-            f"`bin_width_gy` {bw:g} Gy over doses up to {d[0]:.4g} Gy{label} needs "
-            f"{n_bins_estimate:.3g} bins ({n_bins_estimate * 24 / 2**20:.3g} MiB per DVH); the "
-            f"limit is {MAX_DVH_BINS:,}. Use a wider bin (e.g. 0.01 Gy)."
-        )
+    check_limit(
+        "dvh_bins",
+        n_bins_estimate,
+        f"`bin_width_gy` {bw:g} Gy over doses up to {d[0]:.4g} Gy{label} "
+        f"({n_bins_estimate * 24 / 2**20:.3g} MiB per DVH)",
+        hint="Use a wider bin (e.g. 0.01 Gy).",
+    )
     n_bins = int(np.floor(d[0] / bw + 1e-9)) + 1 if d[0] > 0 else 1
     edges = np.arange(n_bins + 1, dtype=np.float64) * bw
     out = DVH(

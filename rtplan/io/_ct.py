@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 
 from dose_engine import Grid
+from dose_engine._limits import check_limit
 
 from .._arguments import path_argument
 from .._image import Image
@@ -645,6 +646,12 @@ def _assemble(
     _same_patient(folder, slices)
 
     # --- pixel data → HU, slice by slice, each checked against the physical range
+    check_limit(
+        "image_voxels",
+        float(len(slices)) * rows * cols,
+        f"The CT in '{folder}' ({len(slices)} slices of (0028,0010) Rows {rows} × "
+        f"(0028,0011) Columns {cols}, {4 * len(slices) * rows * cols / 2**30:.3g} GiB)",
+    )
     hu = np.empty((len(slices), rows, cols), dtype=np.float32)
     for i, (p, ds) in enumerate(slices):
         hu[i] = _slice_hu(ds, p, hu_limits)

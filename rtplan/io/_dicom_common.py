@@ -15,6 +15,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dose_engine._limits import check_limit
+
 from .._messages import quote
 from ..errors import DicomReadError
 
@@ -233,6 +235,11 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
             f"'{path}' has no (7FE0,0010) PixelData; the file is truncated or not an image."
         )
     shape = (n_frames, rows, cols)
+    check_limit(
+        "image_voxels",
+        float(n_frames) * rows * cols,
+        f"'{path}': (0028,0010) Rows {rows} × (0028,0011) Columns {cols} × {n_frames} frame(s)",
+    )
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None and pydicom.uid.UID(str(ts)).is_compressed:
