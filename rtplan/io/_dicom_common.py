@@ -431,13 +431,16 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
         return np.zeros(0)
     elem = ds.get_item(tag)
     try:
-        if isinstance(elem, RawDataElement) and elem.VR in (None, "DS", "IS"):
+        if _stored_as_text(elem, tag):
             raw = elem.value
             if raw is None or len(raw) == 0:
                 return np.zeros(0)
             text = raw.decode("ascii").replace("\\", " ").replace("\0", " ").strip()
             return np.array(text.split(), dtype=float) if text else np.zeros(0)
         value = ds[tag].value
+        if ds[tag].VR == "UN" and isinstance(value, bytes) and _dictionary_vr(tag) in _TEXT_VRS:
+            text = value.decode("ascii").replace("\\", " ").replace("\0", " ").strip()
+            return np.array(text.split(), dtype=float) if text else np.zeros(0)
         if value is None:
             return np.zeros(0)
         if isinstance(value, str | bytes | float | int):
@@ -447,8 +450,34 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
         keyword = pydicom.datadict.keyword_for_tag(tag)
         raise DicomReadError(
             f"'{path}': ({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} holds non-numeric values "
-            f"({exc}); expected decimal numbers."
+            f"({quote(str(exc))}); expected decimal numbers."
         ) from exc
+
+
+#: Numeric string VRs (PS3.5 6.2) parsed straight from their bytes.
+_TEXT_VRS = ("DS", "IS")
+
+
+def _dictionary_vr(tag) -> str:
+    try:
+        return pydicom.datadict.dictionary_VR(tag)
+    except KeyError:
+        return ""
+
+
+def _stored_as_text(elem, tag) -> bool:
+    """A raw element holding a DS/IS value as text: declared DS/IS, implicit VR, or VR UN
+    for an element whose dictionary VR is DS/IS.
+
+    Explicit VR little endian cannot give a DS value over 64 KiB a 2-byte length, so
+    writers (pydicom among them) store e.g. a 3,000-point (3006,0050) ContourData as UN
+    (allowed by PS3.5 6.2.2); pydicom only maps UN back to the dictionary VR below 64 KiB.
+    """
+    if not isinstance(elem, RawDataElement):
+        return False
+    if elem.VR in (None, *_TEXT_VRS):
+        return True
+    return elem.VR == "UN" and _dictionary_vr(tag) in _TEXT_VRS
 
 
 def patient_study_dataset(ds: Dataset) -> Dataset:
