@@ -20,6 +20,7 @@ from typing import Any
 
 from dose_engine import BeamModel
 
+from .._atomic import check_cache_dir
 from .._exit_status import EXIT_GOAL_FAILED, EXIT_OK, exit_status_for, one_line_message
 from .._messages import quote
 from .._recalc import resolve_beam_model
@@ -323,9 +324,14 @@ def plan_batch(
     ------
     rtplan.errors.RtplanError
         Dask distributed is not installed.
+    rtplan.errors.OutputError
+        ``cache_dir`` is a file or cannot be written (before the cluster starts).
+    rtplan.errors.ClusterError
+        ``scheduler`` cannot be reached.
     dose_engine.BeamModelError
         ``beam_model`` cannot be read as a beam model (the message names the file).
     """
+    check_cache_dir(cache_dir)  # shared by every patient: refuse before the cluster starts
     options = {
         "beam_model": resolve_beam_model(beam_model),
         "backend": backend,

@@ -546,3 +546,12 @@ def test_batch_valid_manifest_is_read(tmp_path):
     entries = read_manifest(_manifest(tmp_path, ["plans/a", "plans/b"]))
     assert [os.path.basename(e.out) for e in entries] == ["a", "b"]
     assert np.all([e.protocol == "p" for e in entries])
+
+
+def test_batch_cache_dir_that_is_a_file_is_refused_before_the_cluster(tmp_path, capsys):
+    manifest = _manifest(tmp_path, ["a", "b"])
+    (tmp_path / "cache").write_text("x")
+    status, _, err = run_cli(capsys, ["batch", manifest, "--cache-dir", tmp_path / "cache"])
+    assert status == 4
+    assert_names(err, r"^rtplan batch: error: --cache-dir", r"is a file")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
