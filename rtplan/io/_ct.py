@@ -288,9 +288,14 @@ def load_ct(
         transfer syntax and what to install).  Pixel data the header misdescribes:
         (0028,1053) *RescaleSlope* not positive or either rescale value not finite;
         a (7FE0,0010) length that (0028,0100) *BitsAllocated*, Rows and Columns do not
-        account for; (0028,0103) *PixelRepresentation* not 0/1; bits above (0028,0101)
-        *BitsStored* in use; (0028,0102) *HighBit* not BitsStored - 1; any pixel outside
-        ``hu_limits`` (file, value, row and column named).
+        account for (trailing zero padding aside); (0028,0103) *PixelRepresentation* not
+        0/1; (0028,0102) *HighBit* not BitsStored - 1; any pixel outside ``hu_limits``
+        (file, value, row and column named).
+    dose_engine.ResourceLimitError
+        Rows × Columns × slices above ``RTPLAN_LIMIT_IMAGE_VOXELS`` (checked from the
+        headers before the volume is allocated).
+    TypeError, ValueError
+        ``ct_dir`` is not a path; ``hu_limits`` is not two finite numbers low < high.
     SeriesError
         No CT in the folder (the message lists what was found); only multi-frame Enhanced
         CT objects (named by SOP class); several series and no ``series_uid``; oblique or
