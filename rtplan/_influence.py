@@ -147,7 +147,7 @@ def influence_matrix(
         gantry_angles_deg = [k * 360.0 / int(n_beams) for k in range(int(n_beams))]
     beams = [
         Beam(
-            float(g) % 360.0,
+            float(g),  # Beam refuses angles outside [0, 360): never wrapped
             collimator_angle_deg=collimator_angle_deg,
             couch_angle_deg=couch_angle_deg,
             isocenter_mm=iso,

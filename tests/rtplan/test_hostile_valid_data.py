@@ -96,3 +96,48 @@ def test_quote_caps_long_values(value):
         assert text == repr(value)
     else:
         assert text.startswith(repr(value)[:50]) and f"{len(repr(value)):,} characters" in text
+
+
+# ---------------------------------------------------------------------------------------
+# Gantry angles outside [0, 360) are refused wherever they are given, never wrapped
+
+
+@pytest.mark.parametrize("angle", ["400", "720.5", "-40", "360"])
+def test_protocol_gantry_outside_0_360_is_refused(angle, tmp_path):
+    from _tiny_protocol import tiny_cshape_protocol
+
+    from rtplan.errors import ProtocolError
+    from rtplan.protocols import load_protocol
+
+    text = tiny_cshape_protocol(ring=False).replace("count = 3", f"gantry_deg = [0, {angle}]")
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ProtocolError) as exc:
+        load_protocol(path)
+    assert_names(str(exc.value), r"\[beams\] gantry_deg", rf"found {angle}", r"\[0, 360\)")
+
+
+def test_protocol_gantry_in_range_is_kept(tmp_path):
+    from _tiny_protocol import tiny_cshape_protocol
+
+    from rtplan.errors import ProtocolError
+    from rtplan.protocols import load_protocol
+
+    path = tmp_path / "p.toml"
+    path.write_text(
+        tiny_cshape_protocol(ring=False).replace("count = 3", "gantry_deg = [0, 359.5]")
+    )
+    protocol = load_protocol(path)
+    assert protocol.beams.gantry_angles_deg == (0.0, 359.5)
+    with pytest.raises(ProtocolError, match=r"`gantry_angles_deg`.*720\.5"):
+        protocol.with_overrides(gantry_angles_deg=[720.5])
+
+
+def test_cli_influence_gantry_400_is_refused(small_phantom_dicom, tmp_path, capsys):
+    from rtplan.cli import main
+
+    argv = ["influence", small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path]
+    argv += ["--target", "CentralTarget", "--gantry", "0,400", "--out", tmp_path / "m.h5"]
+    assert main([str(a) for a in argv]) == 2
+    assert_names(capsys.readouterr().err, r"gantry_angle_deg", r"400", r"\[0, 360\)")
+    assert not (tmp_path / "m.h5").exists()
