@@ -11,7 +11,8 @@ columns = beamlets in beam order), the dose grid, the beams, the beamlet table a
 model's provenance; read it with :func:`dose_engine.load_influence_matrix`.
 
 Exit status: 0 on success, 2 on bad input (unreadable DICOM, unknown target, existing
-output without ``--force``).  A failed run leaves no output file behind.
+output without ``--force``); other failures have the statuses of :mod:`rtplan._exit_status`.
+A failed run leaves no output file behind.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ def register(subparsers) -> None:
         help="beamlet dose-influence matrix (Gy/MU, HDF5) for a CT + RT-STRUCT",
         description="Compute the voxel x beamlet dose-influence matrix of a 6 MV pencil-beam "
         "model for beams aimed at a target and write it as HDF5.",
-        epilog="Exit status: 0 success, 2 bad input.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")

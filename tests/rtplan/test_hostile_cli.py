@@ -555,3 +555,26 @@ def test_batch_cache_dir_that_is_a_file_is_refused_before_the_cluster(tmp_path, 
     assert status == 4
     assert_names(err, r"^rtplan batch: error: --cache-dir", r"is a file")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (RuntimeError("boom"), 3),
+        (OSError(errno.EROFS, "Read-only file system"), 4),
+        (MemoryError(), 5),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_dose_engine_fit_cli_maps_failures_like_rtplan(exc, status, monkeypatch, capsys, tmp_path):
+    import dose_engine._commission_cli as fit_cli
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(fit_cli, "read_measured_data", fail)
+    assert (
+        fit_cli.main(["--measurements", str(tmp_path), "--out", str(tmp_path / "m.json")]) == status
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
