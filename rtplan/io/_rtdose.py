@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 
 from dose_engine import Grid
 
+from .._arguments import path_argument, require_instance
 from ..errors import DicomReadError, DicomWarning, InputError
 from ._dicom_common import floats, int_or, read_dataset, require, stored_pixels
 from ._uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, base_dataset, write_dataset
@@ -133,6 +134,13 @@ def write_rtdose(
     (3004,000E) *DoseGridScaling* is the dose in Gy, with the maximum dose mapped to
     ``2**32 - 1`` (relative quantisation ≈ 2.3e-10).
     """
+    path_argument(path, "path")
+    require_instance(grid, "grid", Grid, "a dose_engine.Grid")
+    if not hasattr(patient, "frame_of_reference_uid"):
+        raise TypeError(
+            f"`patient` must be an rtplan.Patient (rtplan.load_patient); got "
+            f"{type(patient).__name__}."
+        )
     dose = np.asarray(dose_gy, dtype=np.float64)
     if dose.ndim != 3 or tuple(dose.shape) != tuple(grid.shape):
         raise InputError(
@@ -353,7 +361,7 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
     (row × column direction), so ``(-1,0,0,0,1,0)`` (feet first) frames with positive
     offsets step towards -z; absolute offsets are patient z whatever the orientation.
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     ds = read_dataset(path, what="RT-DOSE")
     if ds.get("SOPClassUID", "") != RT_DOSE_STORAGE:
         raise DicomReadError(

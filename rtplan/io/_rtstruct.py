@@ -15,6 +15,7 @@ from pydicom.tag import Tag
 
 from dose_engine import Grid
 
+from .._arguments import path_argument
 from .._patient import Structure
 from .._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
 from ..errors import DicomReadError, DicomWarning, InputError, StructureError
@@ -156,7 +157,7 @@ def load_structure_set(path: str | os.PathLike) -> StructureSet:
       ISO_IR 192); when the file declares none but a name holds valid UTF-8 bytes, they
       are read as UTF-8 (else as pydicom's default).
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     if path.is_dir():
         raise InputError(
             f"RT-STRUCT path '{path}' is a folder; pass the RT Structure Set file itself."

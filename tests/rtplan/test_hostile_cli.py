@@ -578,3 +578,31 @@ def test_dose_engine_fit_cli_maps_failures_like_rtplan(exc, status, monkeypatch,
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda p, rp, tmp: rtplan.io.read_rtdose(None), "path"),
+        (lambda p, rp, tmp: rtplan.io.load_structure_set(3.5), "path"),
+        (lambda p, rp, tmp: write_rtplan(None, two_beam_plan(p), p), "path"),
+        (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", "plan", p), "plan"),
+        (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", two_beam_plan(p), None), "patient"),
+        (
+            lambda p, rp, tmp: rtplan.io.write_rtdose(
+                tmp / "RD.dcm", np.zeros(p.ct.grid.shape), None, p, plan_sop_instance_uid="1.2"
+            ),
+            "grid",
+        ),
+        (
+            lambda p, rp, tmp: rtplan.io.write_rtdose(
+                tmp / "RD.dcm", np.zeros(p.ct.grid.shape), p.ct.grid, {}, plan_sop_instance_uid="1"
+            ),
+            "patient",
+        ),
+    ],
+)
+def test_api_io_wrong_types_name_the_argument(call, name, api_patient, plan_files, tmp_path):
+    with pytest.raises(TypeError, match=f"`{name}`"):
+        call(api_patient, plan_files[1], tmp_path)
+    assert list(tmp_path.iterdir()) == []
