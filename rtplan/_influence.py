@@ -29,7 +29,7 @@ from dose_engine import (
     isocenter_at_centroid,
 )
 
-from ._recalc import require_model_sad, resolve_beam_model
+from ._recalc import require_ct_volume, require_model_sad, resolve_beam_model
 from .errors import InputError
 
 __all__ = ["body_mask", "influence_matrix"]
@@ -127,11 +127,12 @@ def influence_matrix(
     StructureError
         If ``target`` is not a structure of the patient (the message lists the names).
     InputError
-        If the target covers no voxel of the dose grid, or the beam model was fitted for
-        another SAD than ``sad_mm``.
+        If the target covers no voxel of the dose grid, the beam model was fitted for
+        another SAD than ``sad_mm``, or the CT has fewer than 3 slices.
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model.
     """
+    require_ct_volume(patient, "an influence matrix")
     model = resolve_beam_model(beam_model)
     require_model_sad(model, sad_mm, what="the requested beams")
     structure = patient.structure(target)

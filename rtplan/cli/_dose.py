@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, check, compute, write; print a one-line summary."""
     from .._atomic import check_output_path
     from .._machine import load_machine
-    from .._recalc import compute_plan_dose, resolve_beam_model
+    from .._recalc import compute_plan_dose, require_ct_volume, resolve_beam_model
     from ..errors import InputError
     from ..io import load_patient
     from ..io._rtdose import write_rtdose
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_beam_model(args.beam_model)
     machine = load_machine(args.machine) if args.machine else None
     patient = load_patient(args.ct_dir, args.rtstruct)
+    require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
     plan = read_rtplan_beams(
         args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group
     )

@@ -58,9 +58,6 @@ MACHINE_ALIASES = {
 }
 
 STAGES = ("structures", "beams", "dose", "optimise", "sequence", "segments", "evaluate")
-#: Fewest CT slices a plan is computed on: a single slice (or two) is no volume to plan
-#: dose in (scatter from outside the slices, DVHs of one plane).
-MIN_CT_SLICES = 3
 
 
 # --------------------------------------------------------------------------- result
@@ -788,6 +785,7 @@ def _timed(timings: dict, name: str, bar):
 
 def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     """Wrong types and impossible inputs of :func:`plan_patient`, before any work."""
+    from .._recalc import require_ct_volume
     from ..protocols import Protocol
 
     require_instance(
@@ -804,13 +802,7 @@ def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     )
     if structure_map is not None:
         require_instance(structure_map, "structure_map", Mapping, "a mapping of names")
-    n_slices = patient.ct.grid.shape[0]
-    if n_slices < MIN_CT_SLICES:
-        raise InputError(
-            f"The CT has {n_slices} slice(s); planning needs a volume of at least "
-            f"{MIN_CT_SLICES} slices covering the targets (dose, scatter and DVHs are 3-D). "
-            "Load the complete CT series."
-        )
+    require_ct_volume(patient, "planning")
     check_cache_dir(cache_dir)
 
 
@@ -858,7 +850,7 @@ def plan_patient(
         The protocol names a structure the patient lacks, or is malformed.
     rtplan.errors.InputError
         The beam model's SAD differs from the protocol machine's (both named); the CT
-        has fewer than :data:`MIN_CT_SLICES` slices.
+        has fewer than :data:`rtplan._recalc.MIN_CT_SLICES` (3) slices.
     rtplan.errors.OutputError
         ``cache_dir`` is a file or cannot be written (checked before any work).
     TypeError

@@ -321,6 +321,23 @@ def test_one_slice_ct_is_refused_before_planning(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["dose", "influence"])
+def test_one_slice_ct_is_refused_for_any_dose(command, tmp_path, capsys):
+    """A one-slice CT models the patient as a 3 mm slab: every dose on it would be wrong."""
+    from rtplan.phantoms import write_phantom
+
+    ph = write_phantom("cshape", tmp_path / "one", pixel_spacing_mm=5.0, n_slices=1)
+    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    rp = tmp_path / "RP.dcm"
+    write_rtplan(rp, two_beam_plan(patient), patient)
+    argv = [command, ph.ct_dir, ph.rtstruct_path]
+    argv += [rp] if command == "dose" else ["--target", "PTV"]
+    status, _, err = run_cli(capsys, [*argv, "--out", tmp_path / "out.x"])
+    assert status == 2
+    assert_names(err, rf"^rtplan {command}: error: The CT has 1 slice\(s\)")
+    assert not (tmp_path / "out.x").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # Python API: wrong types name the argument
 
