@@ -12,11 +12,9 @@ CuPy is imported only when ``"cupy"`` is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -182,31 +180,6 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-_BLAS_LOCK = threading.Lock()
-_blas_state: dict[str, Any] = {"users": 0, "limiter": None}
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Hold BLAS to one thread while any product runs (the setting is process-wide).
-
-    Counted, so that concurrent solves (threaded Dask workers) restore the original
-    thread count only when the last one leaves, never in between.
-    """
-    with _BLAS_LOCK:
-        if _blas_state["users"] == 0:
-            _blas_state["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
-        _blas_state["users"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _blas_state["users"] -= 1
-            if _blas_state["users"] == 0:
-                _blas_state["limiter"].restore_original_limits()
-                _blas_state["limiter"] = None
-
-
 def _chunked_dense_products(a: np.ndarray) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """``a @ x`` and ``a.T @ g`` over fixed row chunks of :data:`DENSE_CHUNK_ROWS`, each a
     single-threaded BLAS call, run on a thread pool and summed in chunk order.
@@ -221,13 +194,14 @@ def _chunked_dense_products(a: np.ndarray) -> tuple[Callable[[Any], Any], Callab
     slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     blocks = [a[sl] for sl in slices]  # views
     pool = _thread_pool(max(1, min(len(blocks), _usable_cpus())))
+    controller = _blas_controller()
 
     def matvec(x: Any) -> Any:
-        with _single_threaded_blas():
+        with controller.limit(limits=1, user_api="blas"):
             return np.concatenate(list(pool.map(lambda b: b @ x, blocks)))
 
     def rmatvec(g: Any) -> Any:
-        with _single_threaded_blas():
+        with controller.limit(limits=1, user_api="blas"):
             pairs = list(zip(blocks, slices, strict=True))
             parts = list(pool.map(lambda bs: bs[0].T @ g[bs[1]], pairs))
         out = parts[0].copy()

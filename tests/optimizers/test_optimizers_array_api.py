@@ -318,24 +318,3 @@ def test_dense_and_csr_products_are_bit_identical_for_any_pool_size(cpus, monkey
             np.testing.assert_allclose(out[3], csr.T @ h, rtol=1e-5)
         for got, want in zip(out, reference, strict=True):
             np.testing.assert_array_equal(got, want)
-
-
-def test_concurrent_products_restore_the_blas_threads_once():
-    """Two solves in threads (a threaded Dask worker): BLAS is held to one thread while
-    either runs and gets its original thread count back when both are done."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from optimizers import _array_backend
-
-    controller = _array_backend._blas_controller()
-    before = [lib["num_threads"] for lib in controller.info() if lib["user_api"] == "blas"]
-    rng = np.random.default_rng(1)
-    a = rng.random((40_000, 50)).astype(np.float32)
-    mv, rmv = _array_backend._chunked_dense_products(a)
-    g = rng.random(40_000).astype(np.float32)
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: rmv(g), range(16)))
-    for r in results:
-        np.testing.assert_array_equal(r, results[0])
-    after = [lib["num_threads"] for lib in controller.info() if lib["user_api"] == "blas"]
-    assert after == before and _array_backend._blas_state["users"] == 0
