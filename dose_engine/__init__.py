@@ -23,6 +23,7 @@ from .errors import (
     DoseEngineError,
     DoseEngineWarning,
     InvalidGeometryError,
+    ResourceLimitError,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "save_influence_matrix",
     "trace_rays",
     "DoseEngineError",
+    "ResourceLimitError",
     "DoseEngineWarning",
     "Grid",
     "InvalidGeometryError",

@@ -48,6 +48,7 @@ from typing import Literal
 
 import numpy as np
 
+from ._limits import check_limit
 from .errors import InvalidGeometryError
 
 __all__ = [
@@ -286,6 +287,7 @@ def equispaced_coplanar_beams(
     """
     if int(n) != n or n < 1:
         raise InvalidGeometryError(f"`n` must be a positive number of beams; got {n!r}.")
+    check_limit("beams", n, f"{n} equispaced beams", hint="Use fewer beams.")
     return [
         Beam(
             (start_deg + k * 360.0 / n) % 360.0,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._beam import Beam
+from ._limits import check_limit
 from .errors import InvalidGeometryError
 
 __all__ = ["Beamlets", "beamlets_for_target"]
@@ -206,8 +207,11 @@ def beamlets_for_target(
             f"`target_points_mm` must be a non-empty (n, 3) array of (x, y, z) mm; got shape "
             f"{pts.shape}. Is the target structure empty on this grid?"
         )
+    beams = list(beams)
+    check_limit("beams", len(beams), f"A plan of {len(beams)} beams", hint="Use fewer beams.")
     cols = {k: [] for k in ("b", "x", "y", "r", "c")}
     origins, shapes = [], []
+    map_cells = 0.0
     for b, beam in enumerate(beams):
         u, v, z = beam.to_fan_coordinates(pts)
         if np.any(z <= 0):
@@ -222,6 +226,13 @@ def beamlets_for_target(
         ky_hi = np.floor((v + m) / h).astype(int)
         x0, x1 = int(kx_lo.min()), int(kx_hi.max())
         y0, y1 = int(ky_lo.min()), int(ky_hi.max())
+        map_cells += float(y1 - y0 + 1) * float(x1 - x0 + 1)
+        check_limit(
+            "beamlet_map_cells",
+            map_cells * len(beams) / (b + 1),
+            f"Beamlets of {w:g} × {h:g} mm over the target from {len(beams)} beam(s)",
+            hint="Use larger beamlets (e.g. 5 mm).",
+        )
         occ = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=bool)
         for dy in range(int((ky_hi - ky_lo).max()) + 1):
             for dx in range(int((kx_hi - kx_lo).max()) + 1):

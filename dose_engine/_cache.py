@@ -8,7 +8,12 @@ File layout (one group per object, numbers in SI-free planning units: mm, Gy/MU)
 ``/beams``         ``gantry_angle_deg``, ``collimator_angle_deg``, ``couch_angle_deg``,
                    ``sad_mm``, ``isocenter_mm`` (n, 3), ``patient_position`` (strings).
 ``/beamlets``      the :class:`Beamlets` columns and ``map_origin_mm``, ``map_shapes``.
-root attributes    ``model_provenance`` and ``settings`` (JSON), ``cache_key``, ``format``.
+root attributes    ``model_provenance`` and ``settings`` (JSON), ``cache_key``, ``format``,
+                   ``arrays_sha256`` (sha256 over the matrix and beamlet arrays as written).
+
+A file is verified before it is used (:func:`load_influence_matrix`): its checksum, finite
+non-negative entries, and shapes and indices consistent with the dose grid and the
+beamlets.  The cache treats any file that fails as a miss: it warns and recomputes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +41,7 @@ from ._influence import (
     compute_influence_matrix,
 )
 from ._model import BeamModel, load_beam_model
-from .errors import DoseEngineError
+from .errors import DoseEngineError, DoseEngineWarning
 
 __all__ = [
     "cached_influence_matrix",
@@ -48,6 +54,50 @@ logger = logging.getLogger("rtplan.dose_engine")
 
 FORMAT = "rtplan-influence-1"
 _BEAMLET_FIELDS = ("beam_index", "x_mm", "y_mm", "width_mm", "height_mm", "row", "col")
+
+
+def _arrays_sha256(matrix_arrays: Sequence[np.ndarray], beamlets: Beamlets) -> str:
+    """sha256 over the CSR arrays (data, indices, indptr) and the beamlet columns."""
+    h = hashlib.sha256()
+    for a in (*matrix_arrays, *(getattr(beamlets, n) for n in _BEAMLET_FIELDS)):
+        a = np.ascontiguousarray(to_numpy(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _verify(path: Path, attrs, matrix_arrays, shape, grid: Grid, beams, beamlets) -> None:
+    """Raise :class:`DoseEngineError` naming what is inconsistent in a stored matrix."""
+    data, indices, indptr = matrix_arrays
+    stored = str(attrs.get("arrays_sha256", ""))
+    if not stored:
+        raise DoseEngineError(f"{path}: no arrays_sha256 checksum; the file cannot be verified.")
+    if _arrays_sha256(matrix_arrays, beamlets) != stored:
+        raise DoseEngineError(f"{path}: the arrays do not match their sha256 checksum.")
+    n_rows, n_cols = shape
+    problems = []
+    if n_rows != grid.voxel_count:
+        problems.append(f"{n_rows} rows for a dose grid of {grid.voxel_count} voxels")
+    if n_cols != len(beamlets.x_mm):
+        problems.append(f"{n_cols} columns for {len(beamlets.x_mm)} beamlets")
+    if indptr.shape != (n_rows + 1,) or indptr[0] != 0 or indptr[-1] != data.size:
+        problems.append("indptr does not span the data")
+    elif np.any(np.diff(indptr) < 0):
+        problems.append("indptr decreases")
+    if indices.shape != data.shape:
+        problems.append("indices and data differ in length")
+    elif indices.size and (indices.min() < 0 or indices.max() >= n_cols):
+        problems.append("column indices out of range")
+    if not np.all(np.isfinite(data)):
+        problems.append(f"{int((~np.isfinite(data)).sum())} non-finite entries")
+    elif data.size and data.min() < 0:
+        problems.append("negative entries")
+    if beamlets.beam_index.size and (
+        beamlets.beam_index.min() < 0 or beamlets.beam_index.max() >= len(beams)
+    ):
+        problems.append("beamlets refer to beams the file does not hold")
+    if problems:
+        raise DoseEngineError(f"{path}: inconsistent influence matrix: {'; '.join(problems)}.")
 
 
 def influence_cache_key(
@@ -125,6 +175,7 @@ def save_influence_matrix(
             f.attrs["cache_key"] = cache_key
             f.attrs["model_provenance"] = json.dumps(im.model_provenance, default=str)
             f.attrs["settings"] = json.dumps(im.settings, default=str)
+            f.attrs["arrays_sha256"] = _arrays_sha256((m.data, m.indices, m.indptr), im.beamlets)
             g = f.create_group("matrix")
             g.attrs["shape"] = np.asarray(m.shape, np.int64)
             g.create_dataset("data", data=to_numpy(m.data))
@@ -147,6 +198,8 @@ def save_influence_matrix(
                 lg.create_dataset(name, data=getattr(im.beamlets, name))
             lg.create_dataset("map_origin_mm", data=im.beamlets.map_origin_mm)
             lg.create_dataset("map_shapes", data=np.asarray(im.beamlets.map_shapes, np.int64))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -163,7 +216,6 @@ def load_influence_matrix(path: str | Path, *, backend: str = "numpy") -> Influe
         If the file is missing or not an rtplan influence-matrix file.
     """
     import h5py
-    import scipy.sparse
 
     path = Path(path)
     try:
@@ -176,44 +228,57 @@ def load_influence_matrix(path: str | Path, *, backend: str = "numpy") -> Influe
                 f"{path}: not an rtplan influence-matrix file (format attribute "
                 f"{f.attrs.get('format')!r}, expected {FORMAT!r})."
             )
-        g = f["matrix"]
-        shape = tuple(int(v) for v in g.attrs["shape"])
-        matrix = scipy.sparse.csr_matrix(
-            (g["data"][()], g["indices"][()], g["indptr"][()]), shape=shape
+        try:
+            return _read_verified(path, f, backend)
+        except DoseEngineError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, OSError) as exc:
+            raise DoseEngineError(
+                f"{path}: incomplete or corrupt influence-matrix file ({type(exc).__name__}: "
+                f"{exc})."
+            ) from exc
+
+
+def _read_verified(path: Path, f, backend: str) -> InfluenceMatrix:
+    """The matrix of an open HDF5 file, verified by :func:`_verify` before it is built."""
+    import scipy.sparse
+
+    g = f["matrix"]
+    shape = tuple(int(v) for v in g.attrs["shape"])
+    arrays = (g["data"][()], g["indices"][()], g["indptr"][()])
+    dg = f["dose_grid"].attrs
+    grid = Grid(tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]), tuple(dg["spacing_mm"]))
+    bg = f["beams"]
+    beams = tuple(
+        Beam(
+            float(ga),
+            collimator_angle_deg=float(co),
+            couch_angle_deg=float(cu),
+            isocenter_mm=tuple(float(v) for v in iso),
+            sad_mm=float(sad),
+            patient_position=pos.decode(),
         )
-        dg = f["dose_grid"].attrs
-        grid = Grid(
-            tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]), tuple(dg["spacing_mm"])
+        for ga, co, cu, iso, sad, pos in zip(
+            bg["gantry_angle_deg"][()],
+            bg["collimator_angle_deg"][()],
+            bg["couch_angle_deg"][()],
+            bg["isocenter_mm"][()],
+            bg["sad_mm"][()],
+            bg["patient_position"][()],
+            strict=True,
         )
-        bg = f["beams"]
-        beams = tuple(
-            Beam(
-                float(ga),
-                collimator_angle_deg=float(co),
-                couch_angle_deg=float(cu),
-                isocenter_mm=tuple(float(v) for v in iso),
-                sad_mm=float(sad),
-                patient_position=pos.decode(),
-            )
-            for ga, co, cu, iso, sad, pos in zip(
-                bg["gantry_angle_deg"][()],
-                bg["collimator_angle_deg"][()],
-                bg["couch_angle_deg"][()],
-                bg["isocenter_mm"][()],
-                bg["sad_mm"][()],
-                bg["patient_position"][()],
-                strict=True,
-            )
-        )
-        lg = f["beamlets"]
-        beamlets = Beamlets(
-            *(lg[name][()] for name in _BEAMLET_FIELDS),
-            lg["map_origin_mm"][()],
-            tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]),
-        )
-        prov = json.loads(f.attrs["model_provenance"])
-        settings = json.loads(f.attrs["settings"])
-        settings["cache_key"] = str(f.attrs.get("cache_key", ""))
+    )
+    lg = f["beamlets"]
+    beamlets = Beamlets(
+        *(lg[name][()] for name in _BEAMLET_FIELDS),
+        lg["map_origin_mm"][()],
+        tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]),
+    )
+    _verify(path, f.attrs, arrays, shape, grid, beams, beamlets)
+    matrix = scipy.sparse.csr_matrix(arrays, shape=shape)
+    prov = json.loads(f.attrs["model_provenance"])
+    settings = json.loads(f.attrs["settings"])
+    settings["cache_key"] = str(f.attrs.get("cache_key", ""))
     if backend != "numpy":
         matrix = get_backend(backend).csr_matrix(matrix)
     return InfluenceMatrix(matrix, grid, beams, beamlets, prov, settings)
@@ -255,13 +320,22 @@ def cached_influence_matrix(
     if path.is_file():
         try:
             im = load_influence_matrix(path, backend=backend)
-        except (DoseEngineError, OSError, KeyError) as exc:
-            logger.warning("ignoring unreadable cache file %s (%s); recomputing", path, exc)
+        except (DoseEngineError, OSError, KeyError, ValueError) as exc:
+            warnings.warn(
+                f"Influence-matrix cache file not used, recomputing: {exc}",
+                DoseEngineWarning,
+                stacklevel=2,
+            )
         else:
             if im.settings.get("cache_key") == key:
                 logger.info("influence matrix loaded from cache %s", path)
                 im.settings["cache_hit"] = True
                 return im
+            warnings.warn(
+                f"Influence-matrix cache file {path} holds another key; recomputing.",
+                DoseEngineWarning,
+                stacklevel=2,
+            )
     im = compute_influence_matrix(
         density,
         ct_grid,

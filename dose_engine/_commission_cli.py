@@ -10,7 +10,9 @@ the pymedphys data (``python -m dose_engine.fit [OUT.json]``).
 Exit status: 0 when the fit converged and the model was written and meets every validation
 tolerance, 1 when it was written but some curve is outside tolerance (listed in the summary)
 or the fit stopped at ``--max-nfev`` before converging, 2 on bad input (one line on stderr
-naming the file and the field; nothing is written).
+naming the file and the field; nothing is written), 3 on an internal error, 4 when a file
+cannot be read or written, 5 over a resource limit, 130 when interrupted (the statuses of
+``rtplan``; one line each, the traceback with ``RTPLAN_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ._fit import MAX_NFEV, fit_6mv_model, fit_beam_model, shape_from_model
 from ._measured import read_measured_data
 from ._model import BeamModel, load_beam_model
 from ._validation import compare_to_measured
-from .errors import DoseEngineError
+from .errors import DoseEngineError, ResourceLimitError
 
 __all__ = ["main", "write_json_atomic"]
 
@@ -94,7 +96,7 @@ def _gamma_available() -> bool:
 def _commission(args) -> int:
     out = args.out or Path("beam_model.json")
     if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+        raise DoseEngineError(f"{out} exists; pass --overwrite to replace it.")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist.")
     measured = read_measured_data(args.measurements, table=args.table)
@@ -128,6 +130,24 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"wrote {out}\n{residuals}\n")
             return 0
         return _commission(args)
-    except (DoseEngineError, OSError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # one line, never exit 1 ("written")
+        if os.environ.get("RTPLAN_DEBUG", "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()
+        status, text = _status(exc)
+        sys.stderr.write(f"error: {' '.join(text.split())}\n")
+        return status
+
+
+def _status(exc: BaseException) -> tuple[int, str]:
+    """Exit status and message of a failure (the statuses of ``rtplan``'s CLI)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted; nothing was written"
+    if isinstance(exc, ResourceLimitError | MemoryError):
+        return 5, str(exc) or "out of memory"
+    if isinstance(exc, DoseEngineError):
+        return 2, str(exc)
+    if isinstance(exc, OSError):
+        return 4, str(exc)
+    return 3, f"internal error ({type(exc).__name__}: {exc}); rerun with RTPLAN_DEBUG=1"

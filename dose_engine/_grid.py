@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._limits import check_limit
 from .errors import InvalidGeometryError
 
 __all__ = ["Grid"]
@@ -156,7 +157,15 @@ class Grid:
         spacing = _as_triple("spacing_mm", sp, positive=True)
         lo = np.array([e[0] for e in self.extent_mm])
         hi = np.array([e[1] for e in self.extent_mm])
-        counts = np.maximum(np.ceil((hi - lo) / np.asarray(spacing) - 1e-9).astype(int), 1)
+        float_counts = np.maximum(np.ceil((hi - lo) / np.asarray(spacing) - 1e-9), 1.0)
+        check_limit(
+            "grid_voxels",
+            float(np.prod(float_counts)),
+            f"A grid of {'×'.join(f'{v:g}' for v in spacing)} mm voxels over "
+            f"{'×'.join(f'{v:.0f}' for v in hi - lo)} mm",
+            hint="Use a coarser spacing.",
+        )
+        counts = float_counts.astype(int)
         centre = (lo + hi) / 2.0
         origin = centre - (counts - 1) * np.asarray(spacing) / 2.0
         return Grid((counts[2], counts[1], counts[0]), tuple(origin), spacing)

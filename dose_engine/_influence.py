@@ -26,6 +26,7 @@ from ._beam import Beam
 from ._beamlets import Beamlets
 from ._field_dose import check_inputs, prepare_beam_points
 from ._grid import Grid
+from ._limits import check_limit
 from ._model import BeamModel, horn_axis_terms, load_beam_model
 from .errors import InvalidGeometryError
 
@@ -391,6 +392,13 @@ def compute_influence_matrix(
         raise InvalidGeometryError(
             f"`relative_threshold` must lie in [0, 1); got {relative_threshold!r}."
         )
+    n_voxels = dose_grid.voxel_count if voxel_mask is None else int(np.count_nonzero(voxel_mask))
+    check_limit(
+        "influence_pairs",
+        float(n_voxels) * float(len(beamlets.x_mm)),
+        f"An influence matrix of {n_voxels:,} voxels × {len(beamlets.x_mm):,} beamlets",
+        hint="Use a coarser dose grid or larger beamlets.",
+    )
     for beam in beams:
         check_inputs(density, ct_grid, dose_grid, beam)
         if abs(beam.sad_mm - model.sad_mm) > 1e-6:

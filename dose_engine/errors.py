@@ -25,3 +25,8 @@ class BackendError(DoseEngineError, RuntimeError):
 
 class DoseEngineWarning(UserWarning):
     """Something was computed, but with a caveat the user should read."""
+
+
+class ResourceLimitError(DoseEngineError, ValueError):
+    """A computation would exceed a documented memory or work limit (the message gives the
+    estimate and the limit)."""

@@ -29,7 +29,7 @@ from dose_engine import (
     isocenter_at_centroid,
 )
 
-from ._recalc import require_model_sad, resolve_beam_model
+from ._recalc import require_ct_volume, require_model_sad, resolve_beam_model
 from .errors import InputError
 
 __all__ = ["body_mask", "influence_matrix"]
@@ -133,11 +133,12 @@ def influence_matrix(
     StructureError
         If ``target`` is not a structure of the patient (the message lists the names).
     InputError
-        If the target covers no voxel of the dose grid, or the beam model was fitted for
-        another SAD than ``sad_mm``.
+        If the target covers no voxel of the dose grid, the beam model was fitted for
+        another SAD than ``sad_mm``, or the CT has fewer than 3 slices.
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model.
     """
+    require_ct_volume(patient, "an influence matrix")
     model = resolve_beam_model(beam_model)
     require_model_sad(model, sad_mm, what="the requested beams")
     structure = patient.structure(target)
@@ -153,7 +154,7 @@ def influence_matrix(
         gantry_angles_deg = [k * 360.0 / int(n_beams) for k in range(int(n_beams))]
     beams = [
         Beam(
-            float(g) % 360.0,
+            float(g),  # Beam refuses angles outside [0, 360): never wrapped
             collimator_angle_deg=collimator_angle_deg,
             couch_angle_deg=couch_angle_deg,
             isocenter_mm=iso,

@@ -18,6 +18,7 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
+from ._arguments import require_instance
 from .errors import InputError
 
 __all__ = [
@@ -132,6 +133,22 @@ def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
     return unique, summed
 
 
+#: Fewest CT slices a dose is computed on: the CT is the patient, so one or two slices
+#: model a slab a few mm thick (no scatter from beyond it) and every dose would be wrong.
+MIN_CT_SLICES = 3
+
+
+def require_ct_volume(patient, what: str) -> None:
+    """Refuse a CT of fewer than :data:`MIN_CT_SLICES` slices before ``what`` is computed."""
+    n_slices = patient.ct.grid.shape[0]
+    if n_slices < MIN_CT_SLICES:
+        raise InputError(
+            f"The CT has {n_slices} slice(s); {what} needs a volume of at least "
+            f"{MIN_CT_SLICES} slices covering the targets (dose, scatter and DVHs are 3-D). "
+            "Load the complete CT series."
+        )
+
+
 def compute_plan_dose(
     plan,
     patient,
@@ -169,7 +186,8 @@ def compute_plan_dose(
     Raises
     ------
     rtplan.errors.InputError
-        For a non-positive ``dose_grid_mm``, or a beam the dose engine refuses (isocentre
+        For a CT of fewer than :data:`MIN_CT_SLICES` slices (the patient would be a slab),
+        a non-positive ``dose_grid_mm``, or a beam the dose engine refuses (isocentre
         outside the CT), or a beam whose SAD differs from the model's (the message names
         the model file, the beam and both SADs).
     dose_engine.BeamModelError
@@ -179,7 +197,17 @@ def compute_plan_dose(
     from dose_engine._field_dose import field_dose
     from dose_engine.errors import InvalidGeometryError
 
+    from ._patient import Patient
+
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_ct_volume(patient, "a dose")
+    if not hasattr(plan, "beams"):
+        raise TypeError(
+            f"`plan` must be a DeliverablePlan (or have `beams`); got {type(plan).__name__}."
+        )
     if dose_grid is None:
+        if isinstance(dose_grid_mm, bool) or not isinstance(dose_grid_mm, int | float):
+            raise TypeError(f"`dose_grid_mm` must be a number (mm); got {dose_grid_mm!r}.")
         if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
             raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
         from .structures import body_grid, body_structure

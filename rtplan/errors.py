@@ -10,6 +10,10 @@ Messages never contain patient names or IDs.
 
 from __future__ import annotations
 
+#: A job would exceed a documented memory or work limit (``dose_engine._limits``; the
+#: message gives the estimate and the environment variable that raises the limit).
+from dose_engine.errors import ResourceLimitError  # noqa: F401  (re-exported)
+
 
 class RtplanError(Exception):
     """Base class of every error raised by :mod:`rtplan`."""
@@ -49,3 +53,12 @@ class RtplanWarning(UserWarning):
 
 class DicomWarning(RtplanWarning):
     """A DICOM object was read, but something about it is unusual (e.g. a series UID mismatch)."""
+
+
+class OutputError(RtplanError):
+    """An output cannot be written where asked: a path under a regular file, a folder that
+    is not writable, a read-only or full file system, a ``--cache-dir`` that is a file."""
+
+
+class ClusterError(RtplanError):
+    """The Dask scheduler given by ``--scheduler`` cannot be reached or failed."""

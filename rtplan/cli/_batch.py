@@ -3,9 +3,10 @@
 The manifest (TOML with ``[[patient]]`` tables, or CSV with a header) lists ``ct_dir``,
 ``rtstruct``, ``protocol`` and ``out`` per patient, optionally ``map`` and ``beam_model``
 (a patient's own beam-model file, overriding ``--beam-model``; relative paths are
-relative to the manifest).  Without ``--scheduler`` a LocalCluster is started.  Exit
-status 0 when every plan was written and met its goals, 1 when a plan failed a goal or a
-patient could not be planned (listed on stderr), 2 on a bad manifest or beam model.
+relative to the manifest; any other key is refused).  Without ``--scheduler`` a
+LocalCluster is started.  Exit status: the largest of the patients' own (0 every plan
+written with its goals met, 1 every plan written but a goal failed, 2/3/4/5 a patient could
+not be planned: listed on stderr, nothing written for it), or 2 for a bad manifest.
 """
 
 from __future__ import annotations
@@ -70,4 +71,4 @@ def run(args) -> int:
                 bad += 1
             print(f"{o.out}: {status} ({o.time_s:.1f} s)")
     print(f"{len(outcomes) - bad}/{len(outcomes)} plans written with every goal met")
-    return 0 if bad == 0 else 1
+    return max((o.status for o in outcomes), default=0)

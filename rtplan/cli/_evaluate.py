@@ -19,7 +19,8 @@ protocol's external structure, else in the whole dose grid).
 
 Exit status: 0 when every goal is met (or no goals were asked for), 1 when at least one
 goal fails (a goal meeting only its acceptable level counts as met), 2 on bad input
-(unreadable files, mismatched frames of reference, unknown structures).
+(unreadable files, mismatched frames of reference, unknown structures, negative doses);
+other failures have the statuses of :mod:`rtplan._exit_status`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ def register(subparsers) -> None:
         help="DVH metrics and goal checks for an RT-DOSE and RT-STRUCT",
         description="DVH metrics (and, with --protocol, goal checks) for an RT-DOSE from any "
         "planning system; structures are rasterised on the dose grid.",
-        epilog="Exit status: 0 all goals met, 1 a goal failed, 2 bad input.",
     )
     p.add_argument("rtdose", metavar="RTDOSE", help="RT-DOSE file (total plan dose in Gy)")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")

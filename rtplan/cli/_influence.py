@@ -11,7 +11,8 @@ columns = beamlets in beam order), the dose grid, the beams, the beamlet table a
 model's provenance; read it with :func:`dose_engine.load_influence_matrix`.
 
 Exit status: 0 on success, 2 on bad input (unreadable DICOM, unknown target, existing
-output without ``--force``).  A failed run leaves no output file behind.
+output without ``--force``); other failures have the statuses of :mod:`rtplan._exit_status`.
+A failed run leaves no output file behind.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ def register(subparsers) -> None:
         help="beamlet dose-influence matrix (Gy/MU, HDF5) for a CT + RT-STRUCT",
         description="Compute the voxel x beamlet dose-influence matrix of a 6 MV pencil-beam "
         "model for beams aimed at a target and write it as HDF5.",
-        epilog="Exit status: 0 success, 2 bad input.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
@@ -91,12 +91,13 @@ def run(args) -> int:
     """Run ``rtplan influence``; return the exit status."""
     from dose_engine import save_influence_matrix
 
-    from .._atomic import atomic_file, refuse_existing
+    from .._atomic import atomic_file, check_cache_dir, check_output_path
     from .._influence import influence_matrix
     from ..io import load_patient
 
     out = Path(args.out)
-    refuse_existing(out, overwrite=args.force)  # fail before any work
+    check_output_path(out, overwrite=args.force, kind="file", what="--out")  # before any work
+    check_cache_dir(args.cache_dir)
     if args.beams is not None and args.beams < 1:
         raise InputError(f"--beams must be at least 1; got {args.beams}.")
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:

@@ -1,7 +1,7 @@
 """``rtplan plan``: plan a patient automatically from a protocol.
 
 Exit status: 0 when every goal of the protocol is met, 1 when the plan was written but
-some goal failed, 2 on bad input (nothing is written).
+some goal failed; failures have their own statuses (:mod:`rtplan._exit_status`).
 """
 
 from __future__ import annotations
@@ -98,9 +98,8 @@ def register(subparsers) -> None:
         description="Automatic planning: load, influence matrix, prioritised optimisation, "
         "sequencing, segment weights, final dose, evaluation; writes RTPLAN.dcm, "
         "RTDOSE.dcm, plan.json and report.html into OUT_DIR (and RS_derived.dcm when the "
-        "protocol derives structures or the body outline is found in the CT). Exit status "
-        "0: every goal "
-        "met; 1: plan written, some goal failed; 2: bad input, nothing written.",
+        "protocol derives structures or the body outline is found in the CT). Output paths "
+        "are checked before any work.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")

@@ -45,9 +45,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dose_engine._limits import check_limit
+
 from ..errors import InputError, StructureError
 
-__all__ = ["DVH", "DVHCollection", "dvh"]
+__all__ = ["DVH", "DVHCollection", "check_dose_values", "dvh"]
+#: Negative doses down to this (Gy) are interpolation noise; anything lower is refused.
+NEGATIVE_DOSE_TOLERANCE_GY = -1e-6
+
+
+def check_dose_values(dose: np.ndarray, what: str) -> None:
+    """Refuse a dose array holding NaN, infinite or negative values (Gy).
+
+    ``what`` names the array or file in the message, e.g. ``"`dose_gy`"``.
+    """
+    bad = ~np.isfinite(dose)
+    if np.any(bad):
+        idx = tuple(int(v[0]) for v in np.nonzero(bad))
+        raise InputError(
+            f"{what} holds {int(bad.sum())} NaN or infinite value(s) (first at voxel {idx}); "
+            "a dose must be finite."
+        )
+    low = float(np.min(dose)) if dose.size else 0.0
+    if low < NEGATIVE_DOSE_TOLERANCE_GY:
+        idx = tuple(int(v) for v in np.unravel_index(int(np.argmin(dose)), dose.shape))
+        raise InputError(
+            f"{what} holds {int((dose < NEGATIVE_DOSE_TOLERANCE_GY).sum())} negative value(s) "
+            f"(minimum {low:.4g} Gy at voxel {idx}); a dose cannot be negative."
+        )
+
 
 logger = logging.getLogger("rtplan.evaluation")
 
@@ -335,6 +361,14 @@ def dvh(
     cum = np.cumsum(w)
     knot_v = cum - w / 2.0
 
+    n_bins_estimate = d[0] / bw + 1 if d[0] > 0 else 1
+    check_limit(
+        "dvh_bins",
+        n_bins_estimate,
+        f"`bin_width_gy` {bw:g} Gy over doses up to {d[0]:.4g} Gy{label} "
+        f"({n_bins_estimate * 24 / 2**20:.3g} MiB per DVH)",
+        hint="Use a wider bin (e.g. 0.01 Gy).",
+    )
     n_bins = int(np.floor(d[0] / bw + 1e-9)) + 1 if d[0] > 0 else 1
     edges = np.arange(n_bins + 1, dtype=np.float64) * bw
     out = DVH(

@@ -36,9 +36,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dose_engine import Grid
+
+from .._arguments import require_instance
 from ..errors import InputError, ProtocolError
-from ._dvh import DMAX_VOLUME_CC, DVH, DVHCollection, dvh
-from ._metrics import gradient_index, homogeneity_index, paddick_conformity_index
+from ._dvh import DMAX_VOLUME_CC, DVH, DVHCollection, check_dose_values, dvh
+from ._metrics import (
+    check_prescription_gy,
+    gradient_index,
+    homogeneity_index,
+    paddick_conformity_index,
+)
 
 __all__ = [
     "Goal",
@@ -633,13 +641,30 @@ def evaluate_goals(
         A goal names a structure that is not given (the message lists those available), or
         needs a prescription that is not given.
     InputError
-        The dose does not match ``grid``.
+        The dose does not match ``grid``; it holds a NaN, infinite or negative value; the
+        prescription is not a finite positive dose.
+    TypeError
+        An argument of the wrong type (named).
     """
-    dose = np.asarray(dose_gy, dtype=np.float64)
+    require_instance(grid, "grid", Grid, "a dose_engine.Grid (the dose grid)")
+    if not isinstance(structures, Mapping):
+        raise TypeError(
+            f"`structures` must be a mapping of names to structures or occupancy arrays; got "
+            f"{type(structures).__name__}."
+        )
+    if prescription_gy is not None:
+        prescription_gy = check_prescription_gy(prescription_gy)
+    try:
+        dose = np.asarray(dose_gy, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`dose_gy` must be a numeric (Z, Y, X) array in Gy; got {type(dose_gy).__name__}."
+        ) from None
     if dose.shape != tuple(grid.shape):
         raise InputError(
             f"`dose_gy` has shape {dose.shape} but `grid` describes {tuple(grid.shape)} voxels."
         )
+    check_dose_values(dose, "`dose_gy`")
     goals = list(goals)
     for g in goals:
         if not isinstance(g, Goal):

@@ -19,17 +19,38 @@ References
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from .._messages import quote
 from ..errors import InputError
 from ._dvh import DVH
 
 __all__ = ["gradient_index", "homogeneity_index", "paddick_conformity_index", "quality_indices"]
 
 
-def _check_rx(prescription_gy: float) -> float:
+def check_prescription_gy(prescription_gy) -> float:
+    """``prescription_gy`` as a float: a finite, positive dose (Gy), else an error naming it.
+
+    Raises
+    ------
+    TypeError
+        Not a number.
+    InputError
+        Zero, negative, NaN or infinite.
+    """
+    if isinstance(prescription_gy, bool) or not isinstance(
+        prescription_gy, int | float | np.integer | np.floating
+    ):
+        raise TypeError(
+            f"`prescription_gy` must be a number (Gy); got {type(prescription_gy).__name__} "
+            f"{quote(prescription_gy, 80)}."
+        )
     rx = float(prescription_gy)
-    if not rx > 0:
+    if not (math.isfinite(rx) and rx > 0):
         raise InputError(
-            f"`prescription_gy` must be a positive dose in Gy; got {prescription_gy!r}."
+            f"`prescription_gy` must be a finite, positive dose in Gy; got {prescription_gy!r}."
         )
     return rx
 
@@ -91,7 +112,7 @@ def paddick_conformity_index(target: DVH, body: DVH, *, prescription_gy: float) 
     target radius R) and CI by twice that: 0.93 instead of 1 for a 15 mm sphere on a
     1.5 mm grid.  Evaluate CI on a dose grid fine compared with the target.
     """
-    rx = _check_rx(prescription_gy)
+    rx = check_prescription_gy(prescription_gy)
     tv = target.total_volume_cc
     piv = body.volume_at_or_above(rx)
     tv_piv = target.volume_at_or_above(rx)
@@ -121,7 +142,7 @@ def gradient_index(body: DVH, *, prescription_gy: float) -> float:
     InputError
         No voxel receives the prescription dose (GI undefined).
     """
-    rx = _check_rx(prescription_gy)
+    rx = check_prescription_gy(prescription_gy)
     piv = body.volume_at_dose(rx)
     if piv <= 0:
         raise InputError(

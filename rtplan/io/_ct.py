@@ -15,8 +15,11 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 
 from dose_engine import Grid
+from dose_engine._limits import check_limit
 
+from .._arguments import path_argument
 from .._image import Image
+from .._messages import quote
 from .._patient import PATIENT_POSITIONS
 from ..errors import DicomReadError, DicomWarning, InputError, SeriesError
 from ._dicom_common import (
@@ -31,7 +34,7 @@ from ._dicom_common import (
     tag_str,
 )
 
-__all__ = ["CtSeries", "load_ct"]
+__all__ = ["HU_LIMITS", "CtSeries", "load_ct"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -42,6 +45,9 @@ ORIENTATION_TOLERANCE = 1e-4
 POSITION_TOLERANCE_MM = 0.01
 #: Slices may sit up to min(this, 10 % of the spacing) off a uniform grid (mm).
 SLICE_POSITION_TOLERANCE_MM = 0.1
+#: Physical CT numbers (HU): below air (minus noise) or above dense metal on an extended
+#: scale means the pixel data was decoded wrongly.  Overridable with ``hu_limits=``.
+HU_LIMITS = (-1100.0, 20000.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,6 +238,7 @@ def load_ct(
     *,
     series_uid: str | None = None,
     recursive: bool = False,
+    hu_limits: tuple[float, float] = HU_LIMITS,
 ) -> CtSeries:
     """Load one axial CT series from a folder.
 
@@ -261,6 +268,11 @@ def load_ct(
         Also search subfolders (default False: subfolders are ignored).
 
         .. versionadded:: 0.1
+    hu_limits : (2,) tuple of float, HU
+        Physical range of CT numbers (default :data:`HU_LIMITS`, -1100 .. 20000 HU).
+        A pixel outside it means the file is decoded wrongly (signed data flagged
+        unsigned, a wrong rescale, overflow) and stops the load; pixels below the lower
+        limit are accepted in slices that declare (0028,0120) *PixelPaddingValue*.
 
     Returns
     -------
@@ -273,13 +285,24 @@ def load_ct(
         element (including (0028,1052) *RescaleIntercept* and (0028,1053) *RescaleSlope*,
         which are Type 1 in the CT Image module, PS3.3 C.8.2.1: no default is assumed), or
         compressed pixel data no installed plugin can decode (the message names the
-        transfer syntax and what to install).
+        transfer syntax and what to install).  Pixel data the header misdescribes:
+        (0028,1053) *RescaleSlope* not positive or either rescale value not finite;
+        a (7FE0,0010) length that (0028,0100) *BitsAllocated*, Rows and Columns do not
+        account for (trailing zero padding aside); (0028,0103) *PixelRepresentation* not
+        0/1; (0028,0102) *HighBit* not BitsStored - 1; any pixel outside ``hu_limits``
+        (file, value, row and column named).
+    dose_engine.ResourceLimitError
+        Rows × Columns × slices above ``RTPLAN_LIMIT_IMAGE_VOXELS`` (checked from the
+        headers before the volume is allocated).
+    TypeError, ValueError
+        ``ct_dir`` is not a path; ``hu_limits`` is not two finite numbers low < high.
     SeriesError
         No CT in the folder (the message lists what was found); only multi-frame Enhanced
         CT objects (named by SOP class); several series and no ``series_uid``; oblique or
         gantry-tilted slices; unequal pixel spacing or matrix size; duplicated slice
         positions; a missing slice (the message gives the gap in mm and the positions
-        around it) or otherwise non-uniform slice spacing; an unsupported patient position.
+        around it) or otherwise non-uniform slice spacing; an unsupported patient position;
+        slices with different (0010,0020) *PatientID* (the IDs are not printed).
 
     Warns
     -----
@@ -295,7 +318,8 @@ def load_ct(
     accepted (float noise, rounded (0020,0032) *ImagePositionPatient*); in-plane
     positions may differ by 0.05 mm between slices.
     """
-    folder = Path(ct_dir)
+    hu_limits = _check_hu_limits(hu_limits)
+    folder = path_argument(ct_dir, "ct_dir")
     if folder.is_file():
         raise InputError(f"CT path '{folder}' is a file; pass the folder that holds the CT slices.")
     if not folder.is_dir():
@@ -373,7 +397,76 @@ def load_ct(
         slices = by_series[axial[0]]
     else:
         slices = next(iter(by_series.values()))
-    return _assemble(folder, _dedupe(folder, slices))
+    return _assemble(folder, _dedupe(folder, slices), hu_limits)
+
+
+def _rescale(ds: Dataset, p: Path) -> tuple[float, float]:
+    """(0028,1053) *RescaleSlope* and (0028,1052) *RescaleIntercept*, checked."""
+    values = []
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        v = floats(ds, keyword, p)
+        if v.size == 0:
+            raise DicomReadError(
+                f"'{p}' lacks {tag_str(keyword)}, which is Type 1 in the CT Image module "
+                "(PS3.3 C.8.2.1); without it the stored values cannot be turned into HU "
+                "and no default is assumed. Re-export the CT with (0028,1052) "
+                "RescaleIntercept and (0028,1053) RescaleSlope."
+            )
+        if v.size != 1 or not np.isfinite(v[0]):
+            raise DicomReadError(
+                f"'{p}': {tag_str(keyword)} is {quote(v.tolist())}; expected one finite number."
+            )
+        values.append(float(v[0]))
+    slope, intercept = values
+    if not slope > 0:
+        raise DicomReadError(
+            f"'{p}': (0028,1053) RescaleSlope is {slope:g}; a CT's slope must be positive "
+            "(a zero or negative slope inverts or erases the CT numbers)."
+        )
+    return slope, intercept
+
+
+def _slice_hu(ds: Dataset, p: Path, hu_limits: tuple[float, float]) -> np.ndarray:
+    """One slice's HU (float64), refused when outside ``hu_limits``.
+
+    Pixels below the lower limit are accepted when the slice declares (0028,0120)
+    *PixelPaddingValue*: scanners pad outside the reconstruction circle below air
+    (e.g. -3024 HU), and lossy compression smears that padding; the density table
+    clamps it to air.
+    """
+    slope, intercept = _rescale(ds, p)
+    stored = stored_pixels(ds, p)[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        hu = stored.astype(np.float64) * slope + intercept
+    lo, hi = hu_limits
+    bad = ~np.isfinite(hu) | (hu > hi)
+    if "PixelPaddingValue" not in ds:
+        bad |= hu < lo
+    if np.any(bad):
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        raise DicomReadError(
+            f"'{p}': (7FE0,0010) PixelData rescaled by (0028,1053) RescaleSlope {slope:g} and "
+            f"(0028,1052) RescaleIntercept {intercept:g} gives {hu[r, c]:g} HU (stored value "
+            f"{int(stored[r, c])} at row {r}, column {c}; {int(bad.sum())} pixel(s) outside "
+            f"{lo:g} .. {hi:g} HU). A CT holds {lo:g} .. {hi:g} HU; check (0028,0103) "
+            "PixelRepresentation, (0028,0100) BitsAllocated and the rescale, or pass "
+            "`hu_limits=` to accept a wider range on purpose."
+        )
+    return hu
+
+
+def _same_patient(folder: Path, slices: list[tuple[Path, Dataset]]) -> None:
+    """Refuse slices of different patients ((0010,0020) *PatientID*; values not shown)."""
+    ids: dict[str, Path] = {}
+    for p, ds in slices:
+        ids.setdefault(str(ds.get("PatientID", "") or "").strip(), p)
+    if len(ids) > 1:
+        files = sorted(p.name for p in ids.values())
+        raise SeriesError(
+            f"The CT slices in '{folder}' belong to {len(ids)} different patients by "
+            f"(0010,0020) PatientID (values not shown; e.g. '{files[0]}' and '{files[1]}'). "
+            "One series holds one patient: separate the files."
+        )
 
 
 def _series_is_axial(slices: list[tuple[Path, Dataset]]) -> bool:
@@ -418,7 +511,21 @@ def _dedupe(folder: Path, slices: list[tuple[Path, Dataset]]) -> list[tuple[Path
     return out
 
 
-def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
+def _check_hu_limits(hu_limits) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in hu_limits)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`hu_limits` must be two numbers (low, high) in HU; got {quote(hu_limits)}."
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"`hu_limits` must be finite with low < high; got ({lo:g}, {hi:g}).")
+    return lo, hi
+
+
+def _assemble(
+    folder: Path, slices: list[tuple[Path, Dataset]], hu_limits: tuple[float, float]
+) -> CtSeries:
     # --- orientation: axial only, identical in every slice; non-axial images of an
     #     otherwise axial series (scouts stored in the series) are skipped with a warning
     iops = [_orientation(ds, p) for p, ds in slices]
@@ -540,34 +647,19 @@ def _assemble(folder: Path, slices: list[tuple[Path, Dataset]]) -> CtSeries:
             )
         dz = float(thick[0])
 
-    # --- pixel data → HU (vectorised)
-    stored = np.empty((len(slices), rows, cols), dtype=np.float32)
-    slopes = np.ones(len(slices), dtype=np.float32)
-    intercepts = np.zeros(len(slices), dtype=np.float32)
+    # --- one patient per series (the IDs are never printed)
+    _same_patient(folder, slices)
+
+    # --- pixel data → HU, slice by slice, each checked against the physical range
+    check_limit(
+        "image_voxels",
+        float(len(slices)) * rows * cols,
+        f"The CT in '{folder}' ({len(slices)} slices of (0028,0010) Rows {rows} × "
+        f"(0028,0011) Columns {cols}, {4 * len(slices) * rows * cols / 2**30:.3g} GiB)",
+    )
+    hu = np.empty((len(slices), rows, cols), dtype=np.float32)
     for i, (p, ds) in enumerate(slices):
-        stored[i] = stored_pixels(ds, p)[0]
-        for keyword, out in (("RescaleSlope", slopes), ("RescaleIntercept", intercepts)):
-            v = floats(ds, keyword, p)
-            if v.size == 0:
-                raise DicomReadError(
-                    f"'{p}' lacks {tag_str(keyword)}, which is Type 1 in the CT Image module "
-                    "(PS3.3 C.8.2.1); without it the stored values cannot be turned into HU "
-                    "and no default is assumed. Re-export the CT with (0028,1052) "
-                    "RescaleIntercept and (0028,1053) RescaleSlope."
-                )
-            out[i] = v[0]
-        if slopes[i] == 0 or not np.isfinite(slopes[i]) or not np.isfinite(intercepts[i]):
-            raise DicomReadError(
-                f"'{p}': (0028,1053) RescaleSlope {slopes[i]:g} / (0028,1052) RescaleIntercept "
-                f"{intercepts[i]:g} cannot map stored values to HU; expected a non-zero slope."
-            )
-    if np.all(slopes == 1.0):
-        hu = stored
-    else:
-        hu = stored
-        hu *= slopes[:, None, None]
-    if np.any(intercepts != 0):
-        hu += intercepts[:, None, None]
+        hu[i] = _slice_hu(ds, p, hu_limits)
 
     # --- flip to +x, +y increasing; origin = centre of voxel [0,0,0]
     dy, dx = float(spacing0[0]), float(spacing0[1])  # (row spacing, column spacing)

@@ -15,6 +15,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dose_engine._limits import check_limit
+
+from .._messages import quote
 from ..errors import DicomReadError
 
 __all__ = [
@@ -212,7 +215,13 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
     """
     rows, cols = int(require(ds, "Rows", path)), int(require(ds, "Columns", path))
     bits = int(require(ds, "BitsAllocated", path))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    representation = int_or(ds.get("PixelRepresentation"), -1) if "PixelRepresentation" in ds else 0
+    if representation not in (0, 1):
+        raise DicomReadError(
+            f"'{path}': (0028,0103) PixelRepresentation is "
+            f"{quote(ds.get('PixelRepresentation'))}; expected 0 (unsigned) or 1 (signed)."
+        )
+    signed = representation == 1
     spp = int_or(ds.get("SamplesPerPixel"), 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -226,6 +235,11 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
             f"'{path}' has no (7FE0,0010) PixelData; the file is truncated or not an image."
         )
     shape = (n_frames, rows, cols)
+    check_limit(
+        "image_voxels",
+        float(n_frames) * rows * cols,
+        f"'{path}': (0028,0010) Rows {rows} × (0028,0011) Columns {cols} × {n_frames} frame(s)",
+    )
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None and pydicom.uid.UID(str(ts)).is_compressed:
@@ -258,6 +272,14 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
             f"{n_frames} frame(s) of {rows}x{cols} pixels of {bits} bits need {need}. "
             "Re-export the file."
         )
+    extra = np.frombuffer(raw, np.uint8, offset=need) if len(raw) > need else np.zeros(0)
+    if len(raw) >= 2 * need or np.any(extra):  # trailing zero padding is tolerated
+        raise DicomReadError(
+            f"'{path}': (7FE0,0010) PixelData holds {len(raw)} bytes but (0028,0100) "
+            f"BitsAllocated {bits}, (0028,0010) Rows {rows}, (0028,0011) Columns {cols} and "
+            f"(0028,0008) NumberOfFrames {n_frames} account for {need}; the header does not "
+            "describe the pixel data (wrong BitsAllocated?). Re-export the file."
+        )
     encoding = getattr(ds, "original_encoding", (None, True))
     little = encoding[1] if encoding and encoding[1] is not None else True
     endian = "<" if little else ">"
@@ -268,6 +290,12 @@ def stored_pixels(ds: Dataset, path: str | os.PathLike, *, n_frames: int = 1) ->
         raise DicomReadError(
             f"'{path}': (0028,0101) BitsStored is {stored} with (0028,0100) BitsAllocated "
             f"{bits}; expected 1..{bits}."
+        )
+    high_bit = int_or(ds.get("HighBit"), stored - 1)
+    if high_bit != stored - 1:
+        raise DicomReadError(
+            f"'{path}': (0028,0102) HighBit is {high_bit} with (0028,0101) BitsStored "
+            f"{stored}; native pixel data needs HighBit = BitsStored - 1 (PS3.5 8.1.1)."
         )
     if stored < bits:
         arr = arr.astype(np.int64)
@@ -403,13 +431,16 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
         return np.zeros(0)
     elem = ds.get_item(tag)
     try:
-        if isinstance(elem, RawDataElement) and elem.VR in (None, "DS", "IS"):
+        if _stored_as_text(elem, tag):
             raw = elem.value
             if raw is None or len(raw) == 0:
                 return np.zeros(0)
             text = raw.decode("ascii").replace("\\", " ").replace("\0", " ").strip()
             return np.array(text.split(), dtype=float) if text else np.zeros(0)
         value = ds[tag].value
+        if ds[tag].VR == "UN" and isinstance(value, bytes) and _dictionary_vr(tag) in _TEXT_VRS:
+            text = value.decode("ascii").replace("\\", " ").replace("\0", " ").strip()
+            return np.array(text.split(), dtype=float) if text else np.zeros(0)
         if value is None:
             return np.zeros(0)
         if isinstance(value, str | bytes | float | int):
@@ -419,8 +450,34 @@ def floats(ds: Dataset, keyword_or_tag, path: str | os.PathLike = "") -> np.ndar
         keyword = pydicom.datadict.keyword_for_tag(tag)
         raise DicomReadError(
             f"'{path}': ({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} holds non-numeric values "
-            f"({exc}); expected decimal numbers."
+            f"({quote(str(exc))}); expected decimal numbers."
         ) from exc
+
+
+#: Numeric string VRs (PS3.5 6.2) parsed straight from their bytes.
+_TEXT_VRS = ("DS", "IS")
+
+
+def _dictionary_vr(tag) -> str:
+    try:
+        return pydicom.datadict.dictionary_VR(tag)
+    except KeyError:
+        return ""
+
+
+def _stored_as_text(elem, tag) -> bool:
+    """A raw element holding a DS/IS value as text: declared DS/IS, implicit VR, or VR UN
+    for an element whose dictionary VR is DS/IS.
+
+    Explicit VR little endian cannot give a DS value over 64 KiB a 2-byte length, so
+    writers (pydicom among them) store e.g. a 3,000-point (3006,0050) ContourData as UN
+    (allowed by PS3.5 6.2.2); pydicom only maps UN back to the dictionary VR below 64 KiB.
+    """
+    if not isinstance(elem, RawDataElement):
+        return False
+    if elem.VR in (None, *_TEXT_VRS):
+        return True
+    return elem.VR == "UN" and _dictionary_vr(tag) in _TEXT_VRS
 
 
 def patient_study_dataset(ds: Dataset) -> Dataset:

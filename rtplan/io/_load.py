@@ -7,9 +7,10 @@ import warnings
 
 import numpy as np
 
+from .._arguments import path_argument
 from .._patient import Patient
 from ..errors import DicomWarning, ReferenceMismatchError
-from ._ct import CtSeries, load_ct
+from ._ct import HU_LIMITS, CtSeries, load_ct
 from ._rtstruct import StructureSet, load_structure_set
 
 __all__ = ["combine", "load_patient"]
@@ -21,6 +22,7 @@ def load_patient(
     *,
     series_uid: str | None = None,
     recursive: bool = False,
+    hu_limits: tuple[float, float] = HU_LIMITS,
 ) -> Patient:
     """Load a CT series and its RT Structure Set.
 
@@ -34,6 +36,8 @@ def load_patient(
         (0020,000E) of the CT series to use when the folder holds several.
     recursive : bool, optional
         Also search the subfolders of ``ct_dir`` for CT slices (default False).
+    hu_limits : (2,) tuple of float, HU
+        Physical CT-number range; see :func:`rtplan.io.load_ct`.
 
     Returns
     -------
@@ -47,7 +51,11 @@ def load_patient(
         The RT-STRUCT's frame of reference ((3006,0024) *ReferencedFrameOfReferenceUID*)
         differs from the CT's (0020,0052) *FrameOfReferenceUID* (the file, the element and
         both UIDs are named), or its (0010,0020) *PatientID* differs from the CT's (both
-        present; the IDs are not printed).
+        present; the IDs are not printed), or the IDs agree but (0010,0030)
+        *PatientBirthDate* differs (both present; a birth date does not change, so one ID
+        names two people).
+    TypeError
+        ``ct_dir`` or ``rtstruct_path`` is not a path.
 
     Warns
     -----
@@ -56,10 +64,14 @@ def load_patient(
         (re-exported or cropped CT): both series UIDs are named and loading goes on.
         Contour planes that lie outside the CT's z range (they cannot be rasterised) or
         between its slices (beyond 10 % of the slice spacing): the ROIs and z values are
-        named.  Plus the warnings of :func:`~rtplan.io.load_ct` and
+        named.  The PatientIDs agree but (0010,0010) *PatientName* differs (compared
+        without case, spaces and trailing ``^``; names are corrected and re-entered, so
+        this warns; values not shown).  Plus the warnings of :func:`~rtplan.io.load_ct` and
         :func:`~rtplan.io.load_structure_set`.
     """
-    ct = load_ct(ct_dir, series_uid=series_uid, recursive=recursive)
+    if rtstruct_path is not None:
+        path_argument(rtstruct_path, "rtstruct_path")
+    ct = load_ct(ct_dir, series_uid=series_uid, recursive=recursive, hu_limits=hu_limits)
     ss = load_structure_set(rtstruct_path) if rtstruct_path is not None else None
     return combine(ct, ss, stacklevel=3)
 
@@ -74,7 +86,7 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
     ss_uid = None
     if ss is not None:
         rtstruct_path = ss.path
-        _check_same_frame_and_patient(ct, ss, ct_dir)
+        _check_same_frame_and_patient(ct, ss, ct_dir, stacklevel=stacklevel + 1)
         if ss.referenced_series_uids and ct.series_instance_uid not in ss.referenced_series_uids:
             warnings.warn(
                 f"RT-STRUCT '{os.fspath(rtstruct_path)}' refers to CT series "
@@ -100,7 +112,9 @@ def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Pa
     )
 
 
-def _check_same_frame_and_patient(ct: CtSeries, ss: StructureSet, ct_dir) -> None:
+def _check_same_frame_and_patient(
+    ct: CtSeries, ss: StructureSet, ct_dir, *, stacklevel: int = 2
+) -> None:
     """Refuse a structure set drawn on another frame of reference or another patient.
 
     Patient IDs are compared only when both objects carry one, and never printed.
@@ -120,6 +134,30 @@ def _check_same_frame_and_patient(ct: CtSeries, ss: StructureSet, ct_dir) -> Non
             "(values not shown); the structure set belongs to another patient, and rtplan "
             "does not guess across patients. Use the structure set drawn on this CT."
         )
+    if not (ss.patient_id and ct_patient):
+        return
+    ct_birth = str(ct.dicom_patient.get("PatientBirthDate", "") or "").strip()
+    if ss.patient_birth_date and ct_birth and ss.patient_birth_date != ct_birth:
+        raise ReferenceMismatchError(
+            f"'{ss.path}': (0010,0020) PatientID matches the CT in '{ct_dir}' but (0010,0030) "
+            "PatientBirthDate differs (values not shown): one ID names two people. Check the "
+            "patient's identity before planning."
+        )
+    ct_name = _name_key(ct.dicom_patient.get("PatientName", ""))
+    ss_name = _name_key(ss.patient_name)
+    if ss_name and ct_name and ss_name != ct_name:
+        warnings.warn(
+            f"'{ss.path}': (0010,0020) PatientID matches the CT in '{ct_dir}' but (0010,0010) "
+            "PatientName differs (values not shown); check that the structure set belongs to "
+            "this patient.",
+            DicomWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _name_key(name) -> str:
+    """A person name compared without case, spaces or empty trailing components."""
+    return "".join(str(name or "").split()).upper().rstrip("^=")
 
 
 #: Contour planes within this fraction of the slice spacing of a CT slice lie "on" it.

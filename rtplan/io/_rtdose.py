@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 
 from dose_engine import Grid
 
+from .._arguments import path_argument, require_instance
 from ..errors import DicomReadError, DicomWarning, InputError
 from ._dicom_common import floats, int_or, read_dataset, require, stored_pixels
 from ._uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, base_dataset, write_dataset
@@ -133,6 +134,13 @@ def write_rtdose(
     (3004,000E) *DoseGridScaling* is the dose in Gy, with the maximum dose mapped to
     ``2**32 - 1`` (relative quantisation ≈ 2.3e-10).
     """
+    path_argument(path, "path")
+    require_instance(grid, "grid", Grid, "a dose_engine.Grid")
+    if not hasattr(patient, "frame_of_reference_uid"):
+        raise TypeError(
+            f"`patient` must be an rtplan.Patient (rtplan.load_patient); got "
+            f"{type(patient).__name__}."
+        )
     dose = np.asarray(dose_gy, dtype=np.float64)
     if dose.ndim != 3 or tuple(dose.shape) != tuple(grid.shape):
         raise InputError(
@@ -353,7 +361,7 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
     (row × column direction), so ``(-1,0,0,0,1,0)`` (feet first) frames with positive
     offsets step towards -z; absolute offsets are patient z whatever the orientation.
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     ds = read_dataset(path, what="RT-DOSE")
     if ds.get("SOPClassUID", "") != RT_DOSE_STORAGE:
         raise DicomReadError(
@@ -392,6 +400,15 @@ def read_rtdose(path: str | os.PathLike) -> tuple[np.ndarray, Grid, RtDoseRefere
         z = np.array([ipp[2]])
         dz_signed = _single_frame_thickness_mm(ds, path)
     dose = arr * _dose_grid_scaling(ds, path)
+    dose_type = str(ds.get("DoseType", "") or "").strip().upper()
+    if dose_type != "ERROR" and arr.size and float(arr.min()) < 0:
+        k = int(np.argmin(arr))
+        raise DicomReadError(
+            f"{path}: (7FE0,0010) PixelData holds {int((arr < 0).sum())} negative value(s) "
+            f"(minimum {float(dose.flat[k]):.4g} Gy, frame {k // (arr.shape[1] * arr.shape[2])}); "
+            f"a dose cannot be negative ((3004,0004) DoseType is {dose_type or '(missing)'}, "
+            "not ERROR)."
+        )
     # Flip axes so that indices increase along +x, +y, +z.
     nz, ny, nx = dose.shape
     origin = ipp.copy()

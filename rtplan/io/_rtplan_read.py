@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._arguments import path_argument, require_instance
+from .._messages import quote
 from ..errors import DicomReadError, InputError, ReferenceMismatchError
-from ._dicom_common import floats, read_dataset
+from ._dicom_common import floats, read_dataset, tag_str
 from ._uids import RT_PLAN_STORAGE
 
 __all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams"]
@@ -43,6 +45,16 @@ OVERLAP_TOL_MM = 0.01
 _JAW_TYPES = {"ASYMX": "X", "X": "X", "ASYMY": "Y", "Y": "Y"}
 #: LeafPositionBoundaries of the virtual one-pair MLC given to jaws-only fields, mm.
 VIRTUAL_MLC_BOUNDARIES_MM = np.array([-200.0, 200.0])
+#: Beam-level sequences of accessories that change the dose (PS3.3 C.8.8.14); a beam
+#: holding any of them is refused, whatever its (300A,00D0) NumberOfWedges etc. say.
+ACCESSORY_SEQUENCES = (
+    "WedgeSequence",
+    "CompensatorSequence",
+    "BlockSequence",
+    "ReferencedBolusSequence",
+    "ApplicatorSequence",
+    "GeneralAccessorySequence",
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,36 @@ def _float(value, ctx: _Ctx, what: str) -> float:
     return v
 
 
+def _int(value, ctx: _Ctx, what: str) -> int:
+    """An integer element (IS), or an error naming it: never a bare ValueError."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ctx.err(f"{what} is {quote(value, 40)}; expected an integer.") from None
+    if not np.isfinite(f) or f != int(f):
+        raise ctx.err(f"{what} is {quote(value, 40)}; expected an integer.")
+    return int(f)
+
+
+def _beam_number(item, ctx: _Ctx, keyword: str, where: str) -> int:
+    """(300A,00C0) *BeamNumber* or (300C,0006) *ReferencedBeamNumber* of ``item``, required."""
+    value = item.get(keyword, None)
+    if value in (None, ""):
+        raise ctx.err(f"{where} lacks {tag_str(keyword)}; every beam needs its number.")
+    return _int(value, ctx, f"{where}: {tag_str(keyword)}")
+
+
+def _angle_deg(value, ctx: _Ctx, what: str) -> float:
+    """An IEC 61217 angle in [0, 360) degrees (PS3.3 C.8.8.14); never wrapped silently."""
+    v = _float(value, ctx, what)
+    if not 0.0 <= v < 360.0:
+        raise ctx.err(
+            f"{what} is {v:g} degrees; DICOM angles lie in [0, 360) (PS3.3 C.8.8.14). The "
+            "exporter is broken: rtplan does not guess what it meant."
+        )
+    return v
+
+
 def _check_references(ds, patient, ctx: _Ctx) -> None:
     plan_for = str(ds.get("FrameOfReferenceUID", ""))
     if plan_for != patient.frame_of_reference_uid:
@@ -122,7 +164,10 @@ def _fraction_group(ds, ctx: _Ctx, fraction_group_number: int | None):
     groups = ds.get("FractionGroupSequence", None)
     if not groups:
         raise ctx.err("(300A,0070) FractionGroupSequence is missing; the plan has no fractions.")
-    numbers = [int(g.get("FractionGroupNumber", i + 1)) for i, g in enumerate(groups)]
+    numbers = [
+        _int(g.get("FractionGroupNumber", i + 1), ctx, "(300A,0071) FractionGroupNumber")
+        for i, g in enumerate(groups)
+    ]
     if fraction_group_number is None:
         if len(groups) > 1:
             raise ctx.err(
@@ -146,7 +191,11 @@ def _device_map(bseq_item, ctx: _Ctx, bnum: int):
         if dtype in _JAW_TYPES:
             devices[dtype] = (1, None)
         elif dtype == "MLCX":
-            n = int(dev.get("NumberOfLeafJawPairs", 0) or 0)
+            n = _int(
+                dev.get("NumberOfLeafJawPairs", 0) or 0,
+                ctx,
+                f"beam {bnum}: (300A,00BC) NumberOfLeafJawPairs",
+            )
             bounds = dev.get("LeafPositionBoundaries", None)
             if bounds is None or len(bounds) != n + 1 or n < 1:
                 raise ctx.err(
@@ -196,11 +245,26 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
         ("NumberOfBoli", "(300A,00ED)", "boli"),
         ("NumberOfBlocks", "(300A,00F0)", "blocks"),
     ):
-        n = int(b.get(kw, 0) or 0)
+        n = _int(b.get(kw, 0) or 0, ctx, f"beam {bnum}: {tag} {kw}")
         if n > 0:
             raise ctx.err(
                 f"beam {bnum}: {tag} {kw} is {n}; {what} are not modelled by the dose engine, "
                 "so this beam cannot be computed."
+            )
+    for kw in ACCESSORY_SEQUENCES:
+        if kw in b and b[kw].value is not None and len(b[kw].value):
+            raise ctx.err(
+                f"beam {bnum}: {tag_str(kw)} is present ({len(b[kw].value)} item(s)); this "
+                "beam-modifying accessory is not modelled by the dose engine, so the beam "
+                "cannot be computed (whatever its Number of ... element says)."
+            )
+    for item in b.get("PrimaryFluenceModeSequence", None) or []:
+        mode = str(item.get("FluenceMode", "") or "").strip().upper()
+        if mode and mode != "STANDARD":
+            mode_id = str(item.get("FluenceModeID", "") or "").strip()
+            raise ctx.err(
+                f"beam {bnum}: (3002,0051) FluenceMode is {mode} ({quote(mode_id, 40)}); only the "
+                "STANDARD (flattened) fluence mode is modelled by the dose engine."
             )
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
@@ -213,7 +277,7 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
 
 
 def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBeam:
-    bnum = int(b.BeamNumber)
+    bnum = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
     _refuse_unsupported(b, ctx, bnum, energy_mv)
     devices = _device_map(b, ctx, bnum)
     # A jaws-only field (no MLC) gets a virtual MLC: one leaf pair spanning the whole
@@ -245,7 +309,7 @@ def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBe
             ("PatientSupportAngle", "couch"),
         ):
             if kw in cp and cp[kw].value not in (None, ""):
-                v = _float(cp[kw].value, ctx, f"{where}: {kw}") % 360.0
+                v = _angle_deg(cp[kw].value, ctx, f"{where}: {tag_str(kw)}")
                 if key in state and abs((v - state[key] + 180.0) % 360.0 - 180.0) > 1e-3:
                     what = "arc/VMAT" if key == "gantry" else f"{key} rotation"
                     raise ctx.err(
@@ -478,7 +542,7 @@ class RtPlanBeams:
     sop_instance_uid: str
 
 
-def _prescription(ds, patient):
+def _prescription(ds, patient, ctx: _Ctx):
     """(total dose Gy or None, target name or "") from the first TARGET dose reference."""
     by_number = {int(s.number): name for name, s in patient.structures.items()}
     for dref in ds.get("DoseReferenceSequence", []):
@@ -486,10 +550,21 @@ def _prescription(ds, patient):
             continue
         rx = dref.get("TargetPrescriptionDose", None)
         roi = dref.get("ReferencedROINumber", None)
-        name = by_number.get(int(roi), "") if roi not in (None, "") else ""
+        name = (
+            by_number.get(_int(roi, ctx, "(300C,0084) ReferencedROINumber"), "")
+            if roi not in (None, "")
+            else ""
+        )
         if not name:
             name = str(dref.get("DoseReferenceDescription", "") or "")
-        return (float(rx) if rx not in (None, "") and float(rx) > 0 else None), name
+        if rx in (None, ""):
+            return None, name
+        rx_gy = _float(rx, ctx, "(300A,0026) TargetPrescriptionDose")
+        if rx_gy < 0:
+            raise ctx.err(
+                f"(300A,0026) TargetPrescriptionDose is {rx_gy:g} Gy; expected a positive dose."
+            )
+        return (rx_gy if rx_gy > 0 else None), name  # 0: not stated
     return None, ""
 
 
@@ -520,7 +595,7 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
         dbeam = DeliverableBeam(pb.number, pb.name, geom, m, tuple(segments))
         dbeam.validate(where=f"{ctx.path}: (300A,011C) LeafJawPositions,")
         out.append(dbeam)
-    rx, target = _prescription(ds, patient)
+    rx, target = _prescription(ds, patient, ctx)
     return RtPlanBeams(
         tuple(out), n_fx, rx, target, str(ds.get("RTPlanLabel", "") or ""), str(ds.SOPInstanceUID)
     )
@@ -539,7 +614,10 @@ def read_rtplan_beams(
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
     ``total_dose_gy`` is None when the plan states no prescription.
     """
-    path = Path(path)
+    from .._patient import Patient
+
+    path = path_argument(path, "path")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
@@ -563,19 +641,30 @@ def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, n
         )
     _check_references(ds, patient, ctx)
     positions = {
-        int(s.get("PatientSetupNumber", 0)): str(s.get("PatientPosition", "") or "")
+        _int(s.get("PatientSetupNumber", 0), ctx, "(300A,0182) PatientSetupNumber"): str(
+            s.get("PatientPosition", "") or ""
+        )
         for s in ds.get("PatientSetupSequence", [])
     }
     fg = _fraction_group(ds, ctx, fraction_group_number)
     n_fx = fg.get("NumberOfFractionsPlanned", None)
-    if n_fx in (None, "") or int(n_fx) < 1:
+    if n_fx not in (None, ""):
+        n_fx = _int(n_fx, ctx, "(300A,0078) NumberOfFractionsPlanned")
+    if n_fx in (None, "") or n_fx < 1:
         raise ctx.err(
             f"(300A,0078) NumberOfFractionsPlanned is {n_fx!r} in fraction group "
             f"{fg.get('FractionGroupNumber', 1)}; expected a positive number."
         )
     metersets = {}
     for rb in fg.get("ReferencedBeamSequence", []):
-        bnum = int(rb.ReferencedBeamNumber)
+        bnum = _beam_number(
+            rb, ctx, "ReferencedBeamNumber", "(300C,0004) ReferencedBeamSequence item"
+        )
+        if bnum in metersets:
+            raise ctx.err(
+                f"(300C,0004) ReferencedBeamSequence lists beam {bnum} twice; its meterset "
+                "would be ambiguous."
+            )
         mset = rb.get("BeamMeterset", None)
         if mset in (None, ""):
             raise ctx.err(
@@ -593,7 +682,12 @@ def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, n
         raise ctx.err(
             "(300C,0004) ReferencedBeamSequence is empty; the plan has no treatment beams."
         )
-    by_number = {int(b.BeamNumber): b for b in ds.get("BeamSequence", [])}
+    by_number = {}
+    for b in ds.get("BeamSequence", []):
+        num = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
+        if num in by_number:
+            raise ctx.err(f"(300A,00B0) BeamSequence holds two beams numbered {num}.")
+        by_number[num] = b
     parsed = []
     for bnum, mset in metersets.items():
         if bnum not in by_number:
@@ -606,7 +700,11 @@ def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, n
         if delivery != "TREATMENT" and mset > 0:
             # A port film, continuation or setup beam with meterset delivers dose too.
             log.info("beam %d is %s with %.2f MU; its dose is included", bnum, delivery, mset)
-        setup_no = int(b.get("ReferencedPatientSetupNumber", 1) or 1)
+        setup_no = _int(
+            b.get("ReferencedPatientSetupNumber", 1) or 1,
+            ctx,
+            f"beam {bnum}: (300C,006A) ReferencedPatientSetupNumber",
+        )
         pos = positions.get(setup_no, "")
         if pos and pos != patient.position:
             raise ctx.err(
@@ -676,7 +774,7 @@ def read_rtplan(
         overlapping (or any other machine limit, :meth:`rtplan.DeliverableBeam.validate`),
         a missing BeamMeterset, or no prescription.
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     pb = read_rtplan_beams(
         path,
         patient,

@@ -28,6 +28,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from .._arguments import path_argument, require_instance
 from .._ssd import ssd_mm
 from ..errors import InputError
 from ._uids import (
@@ -139,6 +140,12 @@ def write_rtplan(
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
+    from .._delivery import DeliverablePlan
+    from .._patient import Patient
+
+    path_argument(path, "path")
+    require_instance(plan, "plan", DeliverablePlan, "an rtplan.DeliverablePlan")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
     fmt = f"RT-PLAN '{path}'"
     beams = list(plan.beams)
     n_fx = int(plan.fractions)

@@ -15,6 +15,7 @@ from pydicom.tag import Tag
 
 from dose_engine import Grid
 
+from .._arguments import path_argument
 from .._patient import Structure
 from .._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
 from ..errors import DicomReadError, DicomWarning, InputError, StructureError
@@ -54,6 +55,9 @@ class StructureSet:
     patient_id : str
         (0010,0020) *PatientID* ("" when absent); compared with the CT's, never printed
         (left out of ``repr``).
+    patient_name, patient_birth_date : str
+        (0010,0010) *PatientName* and (0010,0030) *PatientBirthDate* ("" when absent);
+        compared with the CT's when the IDs agree, never printed.
     """
 
     structures: dict
@@ -66,6 +70,8 @@ class StructureSet:
     referenced_frame_of_reference_uids: tuple = ()
     frame_of_reference_element: str = "(3006,0024) ReferencedFrameOfReferenceUID"
     patient_id: str = field(default="", repr=False)
+    patient_name: str = field(default="", repr=False)
+    patient_birth_date: str = field(default="", repr=False)
 
     def contour_grid(self, *, pixel_spacing_mm: float = 1.0, margin_mm: float = 5.0) -> Grid:
         """A grid covering every contour, for use when no CT is at hand.
@@ -151,7 +157,7 @@ def load_structure_set(path: str | os.PathLike) -> StructureSet:
       ISO_IR 192); when the file declares none but a name holds valid UTF-8 bytes, they
       are read as UTF-8 (else as pydicom's default).
     """
-    path = Path(path)
+    path = path_argument(path, "path")
     if path.is_dir():
         raise InputError(
             f"RT-STRUCT path '{path}' is a folder; pass the RT Structure Set file itself."
@@ -413,4 +419,6 @@ def _parse(ds: Dataset, path: Path) -> StructureSet:
         empty_rois=tuple(empty),
         frame_of_reference_element=for_element,
         patient_id=str(ds.get("PatientID", "") or "").strip(),
+        patient_name=str(ds.get("PatientName", "") or "").strip(),
+        patient_birth_date=str(ds.get("PatientBirthDate", "") or "").strip(),
     )

@@ -20,15 +20,21 @@ from typing import Any
 
 from dose_engine import BeamModel
 
+from .._atomic import check_cache_dir
+from .._exit_status import EXIT_GOAL_FAILED, EXIT_OK, exit_status_for, one_line_message
+from .._messages import quote
 from .._recalc import resolve_beam_model
 from .._toml_files import parse_toml
-from ..errors import InputError, RtplanError
+from ..errors import ClusterError, InputError, RtplanError
 
 __all__ = ["BatchEntry", "BatchOutcome", "plan_batch", "read_manifest"]
 
 logger = logging.getLogger("rtplan.planning")
 
 _FIELDS = ("ct_dir", "rtstruct", "protocol", "out")
+#: Optional keys of a manifest entry; any other key is refused (a mistyped ``beam_model``
+#: must not fall back to the default silently).
+_OPTIONAL_FIELDS = ("map", "beam_model")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,10 @@ class BatchOutcome:
         Wall time of the task, s.
     error : str or None
         One-line error when the patient could not be planned (nothing was written).
+    status : int
+        The patient's exit status as ``rtplan plan`` would give it (0 every goal met, 1
+        written but a goal failed, 2 bad input, 3 internal error, 4 I/O error, 5 a limit;
+        :mod:`rtplan._exit_status`).
     """
 
     out: str
@@ -72,6 +82,7 @@ class BatchOutcome:
     goals: list
     time_s: float
     error: str | None = None
+    status: int = 0
 
 
 def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
@@ -121,6 +132,13 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InputError(f"Batch manifest '{path}': patient {i} is not a table.")
+        unknown = [str(k) for k in row if k not in _FIELDS + _OPTIONAL_FIELDS]
+        if unknown:
+            raise InputError(
+                f"Batch manifest '{path}': patient {i} has unknown key(s) "
+                f"{', '.join(quote(k, 60) for k in unknown)}; allowed: "
+                f"{', '.join(_FIELDS + _OPTIONAL_FIELDS)}."
+            )
         missing = [f for f in _FIELDS if not row.get(f)]
         if missing:
             raise InputError(f"Batch manifest '{path}': patient {i} lacks {missing}.")
@@ -140,11 +158,31 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
                 beam_model=_entry_beam_model(path, i, row.get("beam_model")),
             )
         )
-    outs = [e.out for e in entries]
-    dup = sorted({o for o in outs if outs.count(o) > 1})
-    if dup:
-        raise InputError(f"Batch manifest '{path}': output folder(s) {dup} used more than once.")
+    _refuse_shared_outputs(path, entries)
     return entries
+
+
+def _refuse_shared_outputs(manifest: Path, entries: Sequence[BatchEntry]) -> None:
+    """Refuse two patients writing to one folder, or one inside the other.
+
+    Paths are compared resolved (``plans/x`` and ``plans/../plans/x`` are one folder,
+    symbolic links followed), whatever ``--force`` says: the second plan would replace
+    the first, and both would be reported written.
+    """
+    resolved = [Path(e.out).resolve() for e in entries]
+    for j, b in enumerate(resolved):
+        for i, a in enumerate(resolved[:j]):
+            if a == b:
+                how = f"the same folder: '{entries[i].out}' and '{entries[j].out}' are '{a}'"
+            elif a in b.parents or b in a.parents:
+                outer, inner = (a, b) if a in b.parents else (b, a)
+                how = f"nested folders: '{inner}' lies inside '{outer}'"
+            else:
+                continue
+            raise InputError(
+                f"Batch manifest '{manifest}': patients {i} and {j} write to {how}; give "
+                "every patient its own output folder (outputs used more than once)."
+            )
 
 
 def _entry_beam_model(manifest: Path, i: int, value: Any) -> str | None:
@@ -179,7 +217,14 @@ def _client(
             'pip install "rtplan[dask]" (or pip install "dask[distributed]").'
         ) from None
     if scheduler is not None:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise ClusterError(
+                f"Cannot reach the Dask scheduler at {quote(scheduler, 120)} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); check the "
+                "address (tcp://host:8786) and that the scheduler runs."
+            ) from exc
         try:
             yield client
         finally:
@@ -200,9 +245,6 @@ def _client(
 
 
 def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
-    from dose_engine.errors import DoseEngineError
-    from optimizers.errors import OptimizerError
-
     from ._workflow import plan_and_write
 
     t0 = time.perf_counter()
@@ -218,16 +260,25 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
             progress=False,
             **options,
         )
-    except (RtplanError, DoseEngineError, OptimizerError) as exc:  # reported per patient
+    except Exception as exc:  # reported per patient, with its own exit status
+        logger.debug("%s: %s", entry.out, exc, exc_info=True)
         return BatchOutcome(
-            entry.out, False, 0, [], time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}"
+            entry.out,
+            False,
+            0,
+            [],
+            time.perf_counter() - t0,
+            error=f"{type(exc).__name__}: {one_line_message(exc)}",
+            status=exit_status_for(exc),
         )
+    met = bool(rec["all_goals_met"])
     return BatchOutcome(
         entry.out,
-        bool(rec["all_goals_met"]),
+        met,
         int(rec["n_failed"]),
         rec["goals"],
         time.perf_counter() - t0,
+        status=EXIT_OK if met else EXIT_GOAL_FAILED,
     )
 
 
@@ -273,9 +324,14 @@ def plan_batch(
     ------
     rtplan.errors.RtplanError
         Dask distributed is not installed.
+    rtplan.errors.OutputError
+        ``cache_dir`` is a file or cannot be written (before the cluster starts).
+    rtplan.errors.ClusterError
+        ``scheduler`` cannot be reached.
     dose_engine.BeamModelError
         ``beam_model`` cannot be read as a beam model (the message names the file).
     """
+    check_cache_dir(cache_dir)  # shared by every patient: refuse before the cluster starts
     options = {
         "beam_model": resolve_beam_model(beam_model),
         "backend": backend,

@@ -37,7 +37,9 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
-from .._atomic import atomic_directory, refuse_existing
+from .._arguments import require_instance
+from .._atomic import atomic_directory, check_cache_dir, refuse_existing
+from .._patient import Patient
 from ..errors import InputError, ProtocolError, StructureError
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
@@ -822,6 +824,29 @@ def _timed(timings: dict, name: str, bar):
         bar.update(1)
 
 
+def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
+    """Wrong types and impossible inputs of :func:`plan_patient`, before any work."""
+    from .._recalc import require_ct_volume
+    from ..protocols import Protocol
+
+    require_instance(
+        patient,
+        "patient",
+        Patient,
+        "an rtplan.Patient (from rtplan.load_patient or rtplan.phantoms.make_phantom)",
+    )
+    require_instance(
+        protocol,
+        "protocol",
+        (Protocol, str, os.PathLike),
+        "a Protocol, a shipped protocol name or a protocol TOML file",
+    )
+    if structure_map is not None:
+        require_instance(structure_map, "structure_map", Mapping, "a mapping of names")
+    require_ct_volume(patient, "planning")
+    check_cache_dir(cache_dir)
+
+
 def plan_patient(
     patient,
     protocol,
@@ -865,7 +890,12 @@ def plan_patient(
     rtplan.errors.ProtocolError
         The protocol names a structure the patient lacks, or is malformed.
     rtplan.errors.InputError
-        The beam model's SAD differs from the protocol machine's (both named).
+        The beam model's SAD differs from the protocol machine's (both named); the CT
+        has fewer than :data:`rtplan._recalc.MIN_CT_SLICES` (3) slices.
+    rtplan.errors.OutputError
+        ``cache_dir`` is a file or cannot be written (checked before any work).
+    TypeError
+        ``patient``, ``protocol`` or ``structure_map`` of the wrong type (named).
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model (named).
     optimizers.InfeasibleError
@@ -882,6 +912,7 @@ def plan_patient(
     from .._recalc import resolve_beam_model
     from ..protocols import Protocol, load_protocol
 
+    _check_plan_arguments(patient, protocol, cache_dir, structure_map)
     model = resolve_beam_model(beam_model)
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol)

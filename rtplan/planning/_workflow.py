@@ -10,7 +10,7 @@ from typing import Any
 
 from dose_engine import BeamModel
 
-from .._atomic import atomic_directory, refuse_existing
+from .._atomic import atomic_directory, check_cache_dir, check_output_path
 from .._recalc import resolve_beam_model
 
 __all__ = ["plan_and_write", "run_demo"]
@@ -96,6 +96,9 @@ def plan_and_write(
     rtplan.errors.InputError
         Bad input of any kind (missing structure, malformed protocol, existing output, a
         beam model of another SAD than the machine's...); nothing is written.
+    rtplan.errors.OutputError
+        ``out_dir`` or ``cache_dir`` cannot be written (under a regular file, read-only,
+        a cache "folder" that is a file); checked before any work.
     dose_engine.BeamModelError
         ``beam_model`` cannot be read as a beam model (the message names the file);
         nothing is written.
@@ -106,7 +109,8 @@ def plan_and_write(
 
     if structure_map is not None and not isinstance(structure_map, Mapping):
         structure_map = parse_mapping_overrides(structure_map)
-    out = refuse_existing(out_dir, overwrite=overwrite)
+    out = check_output_path(out_dir, overwrite=overwrite, what="--out")
+    check_cache_dir(cache_dir)
     model = resolve_beam_model(beam_model)
     prot = _protocol(
         protocol,
@@ -189,7 +193,8 @@ def run_demo(
         raise InputError(
             f"Unknown demo phantom {phantom!r}; choose one of {sorted(PHANTOM_PROTOCOLS)}."
         )
-    out = refuse_existing(out_dir, overwrite=overwrite)
+    out = check_output_path(out_dir, overwrite=overwrite, what="OUT_DIR")
+    check_cache_dir(cache_dir)
     model = resolve_beam_model(beam_model)
     prot = _protocol(
         protocol or PHANTOM_PROTOCOLS[phantom],

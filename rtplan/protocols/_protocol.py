@@ -362,7 +362,7 @@ class Protocol:
         if n_beams is not None:
             gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
         if gantry_angles_deg is not None:
-            angles = tuple(float(a) % 360.0 for a in gantry_angles_deg)
+            angles = tuple(_angle(self.source, "`gantry_angles_deg`", a) for a in gantry_angles_deg)
             if not angles:
                 raise ProtocolError("`gantry_angles_deg` is empty; give at least one beam.")
             new = replace(new, beams=replace(new.beams, gantry_angles_deg=angles))
@@ -513,6 +513,14 @@ def _number(
     if nonneg and value < 0:
         raise _err(source, where, f"expected a number >= 0, found {value!r}.")
     return float(value)
+
+
+def _angle(source: str, where: str, value: Any) -> float:
+    """An IEC 61217 angle in [0, 360) degrees; 400 or -40 is refused, never wrapped."""
+    v = _number(source, where, value)
+    if not 0.0 <= v < 360.0:
+        raise _err(source, where, f"expected an angle in [0, 360) degrees, found {value!r}.")
+    return v
 
 
 def _table(source: str, data: Mapping[str, Any], key: str, *, required: bool) -> dict:
@@ -773,7 +781,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
                 "[beams] gantry_deg",
                 f"expected a non-empty list of angles in degrees, found {g!r}.",
             )
-        angles = tuple(_number(source, "[beams] gantry_deg", a) % 360.0 for a in g)
+        angles = tuple(_angle(source, "[beams] gantry_deg", a) for a in g)
     else:
         count = beams_t.get("count", 9)
         if isinstance(count, bool) or not isinstance(count, int):

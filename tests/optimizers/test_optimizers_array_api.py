@@ -235,3 +235,86 @@ def test_threaded_csr_products_equal_the_serial_products(monkeypatch):
     assert np.shares_memory(chunk.data, csr.data)
     assert np.shares_memory(chunk.indices, csr.indices)
     np.testing.assert_array_equal(chunk.toarray(), csr[100:200].toarray())
+
+
+DETERMINISM_SCRIPT = """
+import sys
+import numpy as np, scipy.sparse as sp
+import optimizers as op
+from optimizers import _array_backend as ab
+from optimizers._array_backend import array_backend
+
+ab.CSR_CHUNK_NNZ = 300_000     # several CSR chunks on a small problem
+rng = np.random.default_rng(7)
+dense_rows = rng.random((40000, 300)).astype(np.float32)
+thin = sp.random(20000, 300, density=0.2, format="csr", random_state=7, dtype=np.float32)
+D = sp.vstack([sp.csr_matrix(dense_rows), thin]).tocsr()
+prob = op.Problem(
+    D,
+    {"T": np.arange(40000), "N": np.arange(40000, 60000)},
+    [op.Underdose("T", 60.0, weight=100), op.Overdose("T", 63.0, weight=100),
+     op.Overdose("N", 20.0, weight=1)],
+)
+assert prob.row_blocks().dense is not None
+be = array_backend(prob, "numpy")
+products = [be.rmatvec(rng.random(60000)), be.matvec(rng.random(300))]
+res = op.solve_first_order(prob, max_iter=30)
+np.save(sys.argv[1], np.concatenate([*products, res.x]))
+"""
+
+
+def test_first_order_result_does_not_depend_on_cpu_or_blas_threads(tmp_path):
+    """Issue 13: meterset weights differed by 2.9e-6 between CPU counts. The same solve
+    on one CPU with one BLAS thread and on every CPU with default BLAS threads must give
+    bit-identical fluence."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs CPU affinity control and at least 2 CPUs")
+    script = tmp_path / "solve.py"
+    script.write_text(DETERMINISM_SCRIPT)
+    one_cpu = f"import os; os.sched_setaffinity(0, {{{min(os.sched_getaffinity(0))}}}); "
+    runs = {
+        "one": ([sys.executable, "-c", one_cpu + f"exec(open({str(script)!r}).read())"], "1"),
+        "all": ([sys.executable, str(script)], ""),
+    }
+    for name, (cmd, blas) in runs.items():
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+        if blas:
+            env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = blas
+        proc = subprocess.run(
+            [*cmd, str(tmp_path / f"{name}.npy")], env=env, capture_output=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    x1, x2 = np.load(tmp_path / "one.npy"), np.load(tmp_path / "all.npy")
+    assert x1.sum() > 0
+    np.testing.assert_array_equal(x1, x2)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 5])
+def test_dense_and_csr_products_are_bit_identical_for_any_pool_size(cpus, monkeypatch):
+    import scipy.sparse as sp
+
+    from optimizers import _array_backend
+
+    rng = np.random.default_rng(3)
+    a = rng.random((2500, 60)).astype(np.float32)
+    csr = sp.random(4000, 60, density=0.3, format="csr", random_state=3, dtype=np.float32)
+    x, g, h = rng.random(60), rng.random(2500), rng.random(4000)
+    monkeypatch.setattr(_array_backend, "DENSE_CHUNK_ROWS", 300)
+    monkeypatch.setattr(_array_backend, "CSR_CHUNK_NNZ", 10_000)
+    monkeypatch.setattr(_array_backend, "THREADED_CSR_MIN_NNZ", 0)
+    reference = {}
+    for n in (1, cpus):
+        monkeypatch.setattr(_array_backend, "_usable_cpus", lambda n=n: n)
+        mv, rmv = _array_backend._chunked_dense_products(a)
+        smv, srmv = _array_backend._threaded_csr_products(csr)
+        out = (mv(x), rmv(g), smv(x), srmv(h))
+        if not reference:
+            reference = out
+            np.testing.assert_allclose(out[1], a.T @ g, rtol=1e-5)
+            np.testing.assert_allclose(out[3], csr.T @ h, rtol=1e-5)
+        for got, want in zip(out, reference, strict=True):
+            np.testing.assert_array_equal(got, want)
