@@ -562,6 +562,28 @@ class Protocol:
             out.append(replace(g.goal, structure=name))
         return out
 
+    def goals_not_evaluated(self, mapping: Mapping[str, str]) -> list[tuple[Any, str]]:
+        """The goals :meth:`evaluation_goals` drops, each with the reason.
+
+        Parameters
+        ----------
+        mapping : mapping of str to str
+            Result of :meth:`resolve_structures`.
+
+        Returns
+        -------
+        list of (rtplan.evaluation.Goal, str)
+            Goals (on protocol names) whose structure is absent from ``mapping``.
+        """
+        return [
+            (
+                g.goal,
+                f"structure '{g.structure}' not found in the patient (optional in the protocol)",
+            )
+            for g in self.goals
+            if g.structure not in mapping
+        ]
+
 
 # --------------------------------------------------------------------------- parsing
 def _err(source: str, where: str, msg: str) -> ProtocolError:
