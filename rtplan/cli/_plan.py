@@ -1,7 +1,8 @@
 """``rtplan plan``: plan a patient automatically from a protocol.
 
 Exit status: 0 when every goal of the protocol is met, 1 when the plan was written but
-some goal failed, 2 on bad input (nothing is written).
+some goal failed or the safety layer warned (capped normalisation, beam balance, a failed
+implicit goal), 2 on bad input (nothing is written).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def register(subparsers) -> None:
         description="Automatic planning: load, influence matrix, prioritised optimisation, "
         "sequencing, segment weights, final dose, evaluation; writes RTPLAN.dcm, "
         "RTDOSE.dcm, plan.json and report.html into OUT_DIR. Exit status 0: every goal "
-        "met; 1: plan written, some goal failed; 2: bad input, nothing written.",
+        "met; 1: plan written, some goal failed or a safety warning; 2: bad input, nothing "
+        "written.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
@@ -141,7 +143,7 @@ def run(args) -> int:
     )
     print(result["summary"])
     print(f"written: {result['out']}")
-    return EXIT_ALL_MET if result["all_goals_met"] else EXIT_GOALS_FAILED
+    return EXIT_GOALS_FAILED if result.get("needs_attention", True) else EXIT_ALL_MET
 
 
 if __name__ == "__main__":  # pragma: no cover
