@@ -326,7 +326,7 @@ class SafetySettings:
     transition_margin_mm: float = 10.0
     target_floor_pct: float = 90.0
     hotspot_pct: float = 110.0
-    alara_weight: float = 0.05
+    alara_weight: float = 0.005
     normalization_cap_pct: float = 5.0
     beam_balance_max_pct: float = 40.0
     beam_balance_min_beams: int = 5
