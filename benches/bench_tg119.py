@@ -46,12 +46,15 @@ def test_tg119_case(phantom, protocol, tmp_path, benchmark):
         "stages_s": result.timings,
         "normalization": result.normalization,
         "goals": [r.as_dict() for r in result.goal_table],
+        "warnings": [w.message for w in result.warnings],
     }
     cells = []
     for r in result.goal_table:
         g = r.goal
         unit = f" {g.unit}" if g.unit else ""
         goal = f"{g.metric.text} {g.comparison} {g.level:g}{unit}"
+        if g.label.startswith("implicit"):  # the safety layer's goals, not TG-119's
+            goal += " (implicit)"
         cells.append([g.structure, goal, f"{r.value:.2f}{unit}", "PASS" if r.passed else "FAIL"])
     title = f"TG-119 {phantom} ({protocol}), planned in {wall:.1f} s"
     _print_table(title, ["structure", "goal", "achieved", "result"], cells)

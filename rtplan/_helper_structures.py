@@ -8,7 +8,11 @@ targets and organs at risk on the dose grid:
 - **target minus OAR** ("PTV minus overlap") and **OAR minus target** where a target and
   an organ at risk overlap, so coverage and sparing objectives do not fight over the
   same voxels;
-- **normal tissue**: the body minus the targets expanded by a margin.
+- **normal tissue**: the body minus the targets expanded by a margin;
+- with several **dose levels**: one ring per level (a voxel belongs to the ring of the
+  highest level within ``ring_outer_mm``), and each lower-level target split into its part
+  beyond the ``transition_margin_mm`` of the higher-level targets (``z<T>_low``) and the
+  gradient zone inside that margin (``z<T>_gradient``).
 
 Rings and expansions are expressions of the structure algebra
 (:func:`rtplan.structures.ring`, :func:`rtplan.structures.expand`): Euclidean distances in
@@ -57,7 +61,8 @@ class HelperStructure:
     ----------
     name : str
         E.g. ``"zRing_PTV"``, ``"zPTV-Core"``, ``"zCore-PTV"``, ``"zNormalTissue"``.
-    kind : {"ring", "target_minus_oar", "oar_minus_target", "normal_tissue"}
+    kind : {"ring", "target_minus_oar", "oar_minus_target", "normal_tissue", "target_low", \
+            "target_gradient"}
     occupancy : (nz, ny, nx) ndarray of float32
         Fractional occupancy in [0, 1] on the dose grid.
     sources : tuple of str
@@ -230,6 +235,8 @@ def build_helper_structures(
     normal_tissue: bool = True,
     normal_tissue_margin_mm: float = 20.0,
     normal_tissue_outer_mm: float | None = None,
+    levels_gy: Mapping[str, float] | None = None,
+    transition_margin_mm: float | None = None,
     supersample: int = 3,
 ) -> dict[str, HelperStructure]:
     """Derive the helper structures a planner would add for a protocol.
@@ -252,13 +259,23 @@ def build_helper_structures(
         Limit the normal tissue to within this distance of the targets (a thick shell
         where dose fall-off is shaped; keeps the optimisation problem small).  ``None``:
         the whole body beyond the margin.
+    levels_gy : mapping of str to float, Gy, optional
+        Dose level per target.  With several distinct levels the ring is built per level
+        (``"zRing"`` for the highest, ``"zRing_<L>Gy"`` for the others, outside every
+        target and beyond ``ring_outer_mm`` of higher-level targets).
+    transition_margin_mm : float, mm, optional
+        With several levels: split each lower-level target into ``"z<T>_low"`` (farther
+        than this from every higher-level target) and ``"z<T>_gradient"`` (within it,
+        outside the higher-level targets).  ``None``: no split.
     supersample : int, odd
 
     Returns
     -------
     dict of str to HelperStructure
-        Keyed by helper name: ``"zRing"`` (around all targets), ``"z<T>-<O>"`` and
-        ``"z<O>-<T>"`` for each overlapping target/OAR pair, ``"zNormalTissue"``.
+        Keyed by helper name: ``"zRing"`` (around all targets, or the highest level's
+        targets), ``"zRing_<L>Gy"``, ``"z<T>-<O>"`` and ``"z<O>-<T>"`` for each
+        overlapping target/OAR pair, ``"z<T>_low"``, ``"z<T>_gradient"``,
+        ``"zNormalTissue"``.
     """
     targets = [t for t in targets if t in occupancy_fns]
     oars = [o for o in oars if o in occupancy_fns]
@@ -281,17 +298,54 @@ def build_helper_structures(
     target_union = np.zeros(grid.shape, dtype=np.float32)
     for t in targets:
         target_union = np.maximum(target_union, coarse[t])
+    levels = {t: float((levels_gy or {}).get(t, 0.0)) for t in targets}
+    distinct = sorted(set(levels.values()), reverse=True)
+
+    def higher_than(level: float) -> list:
+        return [occupancy_fns[t] for t in targets if levels[t] > level]
+
     if ring:
-        occ = ring_occupancy(
-            target_fns,
-            grid,
-            inner_mm=ring_inner_mm,
-            outer_mm=ring_outer_mm,
-            supersample=supersample,
-        )
-        occ = np.minimum(occ, body)
-        if occ.any():
-            out["zRing"] = HelperStructure("zRing", "ring", occ, tuple(targets))
+        for i, level in enumerate(distinct):
+            group = [t for t in targets if levels[t] == level]
+            occ = ring_occupancy(
+                [occupancy_fns[t] for t in group],
+                grid,
+                inner_mm=ring_inner_mm,
+                outer_mm=ring_outer_mm,
+                supersample=supersample,
+            )
+            occ = np.minimum(occ, body)
+            if len(distinct) > 1:  # outside every target, and nearer to no higher level
+                occ = occ * (1.0 - target_union)
+                if higher_than(level):
+                    near = expanded_occupancy(
+                        higher_than(level), grid, margin_mm=ring_outer_mm, supersample=1
+                    )
+                    occ = occ * (1.0 - near)
+            occ = occ.astype(np.float32)
+            name = "zRing" if i == 0 else f"zRing_{level:g}Gy"
+            if occ.any():
+                out[name] = HelperStructure(name, "ring", occ, tuple(group))
+    if transition_margin_mm is not None and len(distinct) > 1:
+        for t in targets:
+            fns = higher_than(levels[t])
+            if not fns:
+                continue
+            near = expanded_occupancy(
+                fns, grid, margin_mm=transition_margin_mm, supersample=supersample
+            )
+            inside = np.zeros(grid.shape, dtype=np.float32)
+            for h in targets:
+                if levels[h] > levels[t]:
+                    inside = np.maximum(inside, coarse[h])
+            low = (coarse[t] * (1.0 - near)).astype(np.float32)
+            grad = (coarse[t] * near * (1.0 - inside)).astype(np.float32)
+            for name, kind, occ in (
+                (f"z{t}_low", "target_low", low),
+                (f"z{t}_gradient", "target_gradient", grad),
+            ):
+                if occ.any():
+                    out[name] = HelperStructure(name, kind, occ, (t,))
     if overlap:
         for t in targets:
             t_mask = coarse[t] >= 0.5

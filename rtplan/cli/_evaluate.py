@@ -30,6 +30,7 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -198,6 +199,10 @@ def evaluate_files(args) -> dict:
         table = evaluate_goals(
             dose, occupancy, goals, grid, prescription_gy=rx, bin_width_gy=args.bin_width_gy
         )
+        absent = protocol.goals_not_evaluated(mapping)
+        table = replace(table, not_evaluated=tuple(absent))
+        for g, why in absent:
+            result["skipped"].setdefault(g.structure, why)
         result["protocol"] = protocol.name
         result["prescription_gy"] = rx
         target = mapping.get(protocol.prescription.target)
@@ -219,7 +224,8 @@ def evaluate_files(args) -> dict:
                 "body": body.name,
                 **quality_indices(dvhs[target], body, prescription_gy=rx),
             }
-        result["goals"] = table.as_records()
+        result["goals"] = table.as_records() + table.not_evaluated_records()
+        result["goals_summary"] = table.summary_line()
         result["all_goals_met"] = table.all_passed
         result["_table"] = table
     elif args.map:

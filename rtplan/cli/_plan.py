@@ -1,7 +1,8 @@
 """``rtplan plan``: plan a patient automatically from a protocol.
 
 Exit status: 0 when every goal of the protocol is met, 1 when the plan was written but
-some goal failed; failures have their own statuses (:mod:`rtplan._exit_status`).
+some goal failed or the safety layer warned (capped normalisation, beam balance, a failed
+implicit goal); failures have their own statuses (:mod:`rtplan._exit_status`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def register(subparsers) -> None:
         "sequencing, segment weights, final dose, evaluation; writes RTPLAN.dcm, "
         "RTDOSE.dcm, plan.json and report.html into OUT_DIR (and RS_derived.dcm when the "
         "protocol derives structures or the body outline is found in the CT). Output paths "
-        "are checked before any work.",
+        "are checked before any work. Exit status 0: every goal met; 1: plan written, some "
+        "goal failed or a safety warning; other statuses in the table below.",
     )
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT series")
     p.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
@@ -142,7 +144,7 @@ def run(args) -> int:
     )
     print(result["summary"])
     print(f"written: {result['out']}")
-    return EXIT_ALL_MET if result["all_goals_met"] else EXIT_GOALS_FAILED
+    return EXIT_GOALS_FAILED if result.get("needs_attention", True) else EXIT_ALL_MET
 
 
 if __name__ == "__main__":  # pragma: no cover

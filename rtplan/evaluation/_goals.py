@@ -497,11 +497,15 @@ class GoalTable:
     dvhs : DVHCollection
         The DVHs the values were read from.
     prescription_gy : float or None
+    not_evaluated : tuple of (Goal, str)
+        Goals that could not be evaluated and why (e.g. an optional structure absent
+        from the patient); listed in every table, never counted as met or failed.
     """
 
     results: tuple[GoalResult, ...]
     dvhs: DVHCollection = field(default_factory=DVHCollection)
     prescription_gy: float | None = None
+    not_evaluated: tuple[tuple[Goal, str], ...] = ()
 
     def __iter__(self) -> Iterator[GoalResult]:
         return iter(self.results)
@@ -523,19 +527,38 @@ class GoalTable:
         return sum(not r.passed for r in self.results)
 
     def as_records(self) -> list[dict[str, Any]]:
-        """One :meth:`GoalResult.as_dict` per goal."""
+        """One :meth:`GoalResult.as_dict` per evaluated goal."""
         return [r.as_dict() for r in self.results]
 
-    def __repr__(self) -> str:
+    def not_evaluated_records(self) -> list[dict[str, Any]]:
+        """One record per goal not evaluated: the goal's fields, ``"status":
+        "not_evaluated"``, ``"value": None``, ``"passed": None`` and the ``"reason"``."""
+        out = []
+        for g, reason in self.not_evaluated:
+            rec = GoalResult(g, float("nan"), "fail").as_dict()
+            rec.update(value=None, status="not_evaluated", passed=None, reason=reason)
+            out.append(rec)
+        return out
+
+    def summary_line(self) -> str:
+        """E.g. ``"8/9 goals met, 1 not evaluated: Parotid_L Dmean <= 26 Gy (...)"``."""
         n = len(self.results)
-        head = f"GoalTable: {n - self.n_failed}/{n} goals met"
-        lines = [head]
+        line = f"{n - self.n_failed}/{n} goals met"
+        if self.not_evaluated:
+            listing = "; ".join(f"{g.text} ({why})" for g, why in self.not_evaluated)
+            line += f", {len(self.not_evaluated)} not evaluated: {listing}"
+        return line
+
+    def __repr__(self) -> str:
+        lines = [f"GoalTable: {self.summary_line()}"]
         for r in self.results:
             u = f" {r.goal.unit}" if r.goal.unit else ""
             lines.append(
                 f"  [{r.status.upper():>10}] P{r.goal.priority} {r.goal.text:<40} "
-                f"achieved {r.value:.4g}{u}"
+                f"achieved {r.value:.4g}{u}{'  (' + r.goal.label + ')' if r.goal.label else ''}"
             )
+        for g, why in self.not_evaluated:
+            lines.append(f"  [NOT EVALUATED] P{g.priority} {g.text:<40} {why}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -556,12 +579,37 @@ class GoalTable:
             ]
             tds = "".join(f"<td>{c}</td>" for c in cells)
             rows.append(
-                f'<tr class="goal-{r.status}" style="background:{_COLOURS[r.status]}">{tds}</tr>'
+                f'<tr class="goal-{r.status}" style="background:{_COLOURS[r.status]}">{tds}'
+                f"<td>{html.escape(g.label)}</td></tr>"
             )
-        heads = ["Structure", "Metric", "", "Goal", "Acceptable", "Achieved", "Priority", "Result"]
+        for g, why in self.not_evaluated:
+            u = f" {html.escape(g.unit)}" if g.unit else ""
+            cells = [
+                html.escape(g.structure),
+                html.escape(g.metric.text),
+                html.escape(g.comparison),
+                f"{_fmt(g.level)}{u}",
+                "",
+                "—",
+                str(g.priority),
+                "<b>NOT EVALUATED</b>",
+                html.escape(why),
+            ]
+            tds = "".join(f"<td>{c}</td>" for c in cells)
+            rows.append(f'<tr class="goal-not-evaluated" style="background:#e0e0e0">{tds}</tr>')
+        heads = [
+            "Structure",
+            "Metric",
+            "",
+            "Goal",
+            "Acceptable",
+            "Achieved",
+            "Priority",
+            "Result",
+            "Note",
+        ]
         th = "".join(f"<th>{h}</th>" for h in heads)
-        n = len(self.results)
-        cap = f"{n - self.n_failed} of {n} goals met"
+        cap = html.escape(self.summary_line())
         return (
             f'<table class="rtplan-goals"><caption>{cap}</caption>'
             f"<thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

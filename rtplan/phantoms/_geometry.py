@@ -185,6 +185,34 @@ def _head_neck() -> tuple[float, list[RoiSpec]]:
     ]
 
 
+def _two_level() -> tuple[float, list[RoiSpec]]:
+    """Two dose levels, head-and-neck-like (not from TG-119): a 70 Gy boost cylinder
+    (r 20 mm, 40 mm long) between two 56 Gy elective cylinders (r 30 mm, 30 mm long each,
+    abutting it), the cord 8 mm behind the elective targets and two parotids 10 mm beside
+    the superior one."""
+    boost = ellipse(0.0, 0.0, 20.0, 20.0)
+    elective = ellipse(0.0, 0.0, 30.0, 30.0)
+    cord = ellipse(0.0, 45.0, 7.0, 7.0)
+
+    def ptv56(z):
+        return [elective] if (-50 - 1e-6 <= z < -20 - 1e-6) or (20 - 1e-6 <= z < 50 - 1e-6) else []
+
+    return 200.0, [
+        RoiSpec("PTV70", "PTV", (255, 0, 0), _zrange(-20, 20, lambda z: [boost])),
+        RoiSpec("PTV56", "PTV", (255, 160, 0), ptv56),
+        RoiSpec("Cord", "ORGAN", (0, 255, 0), _zrange(-70, 70, lambda z: [cord])),
+        RoiSpec(
+            "ParotidLeft", "ORGAN", (0, 0, 255), _zrange(20, 50, lambda z: [ellipse(55, 5, 15, 15)])
+        ),
+        RoiSpec(
+            "ParotidRight",
+            "ORGAN",
+            (0, 255, 255),
+            _zrange(20, 50, lambda z: [ellipse(-55, 5, 15, 15)]),
+        ),
+    ]
+
+
 def _water_box() -> tuple[float, list[RoiSpec]]:
     return BOX_SIDE_MM, []
 
@@ -194,6 +222,7 @@ _BUILDERS = {
     "multitarget": _multitarget,
     "prostate": _prostate,
     "head_neck": _head_neck,
+    "two_level": _two_level,
     "water_box": _water_box,
 }
 PHANTOM_NAMES: tuple[str, ...] = tuple(_BUILDERS)

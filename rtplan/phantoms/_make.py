@@ -48,7 +48,7 @@ def make_phantom(
 
     Parameters
     ----------
-    name : {"cshape", "multitarget", "prostate", "head_neck", "water_box"}
+    name : {"cshape", "multitarget", "prostate", "head_neck", "two_level", "water_box"}
         TG-119 geometry (structure names as in ``tg119_goals.toml``) or a 300 mm water
         cube (``water_box``).  Every phantom has a ``Body`` of type EXTERNAL.
     pixel_spacing_mm : float, optional

@@ -35,6 +35,18 @@ mean-dose term). If the protocol has no minimum-dose goal on the prescription ta
 normal tissue as overdose above their caps, weight ``HELPER_WEIGHT / Rx²``), fluence smoothness and
 total MU join the last level: a separate helper level would double the optimisation time
 for terms that only shape the low-dose region.
+
+The safety nets (:mod:`rtplan.planning._safety`, protocol table ``[safety]``) add, in the
+first level: each target's floor ``Underdose(T, floor·L_T)`` (weight
+``HELPER_WEIGHT·target_weight/Rx²``) with the implicit
+``D99% >= floor`` goal; the implicit upper limit ``D2% <= target_max·L_T`` of a target
+without an upper goal (on ``z<T>_low`` for a lower-level target), with a pull of that
+part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and a cap
+``Overdose(z<T>_gradient, target_max·L_H)`` in the gradient zone around higher levels
+``H``; the global hot-spot cap ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure
+``S`` the optimiser reads (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it
+shapes what the goals leave free). The last level gets an "as low as reasonably
+achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk.
 """
 
 from __future__ import annotations
@@ -175,6 +187,7 @@ def build_levels(
     n_beamlets: int | None = None,
     pairs: np.ndarray | None = None,
     mu_scale: float = 1.0,
+    ring_levels_gy: Mapping[str, float] | None = None,
 ) -> list[PlanningLevel]:
     """Translate a protocol's goals into lexicographic optimisation levels.
 
@@ -201,6 +214,9 @@ def build_levels(
         Typical beamlet fluence (e.g. the uniform fluence that gives the prescription in
         the target); the smoothness and MU terms are normalised by it so that their
         weights are dimensionless.
+    ring_levels_gy : mapping of str to float, Gy, optional
+        Dose level of each ring helper (``"zRing_<L>Gy"``); a ring is capped at
+        ``ring_max_percent`` of its level.  Default: every ring at the prescription.
 
     Returns
     -------
@@ -273,22 +289,36 @@ def build_levels(
         by_priority.setdefault(first, []).insert(
             0, opt.Underdose(t_eff, rx, weight=w_t, label=f"coverage: {target} >= {rx:g} Gy")
         )
+    by_priority.setdefault(first, []).extend(
+        _safety_terms(protocol, roles, effective, helpers, cvx=cvx, w_t=w_t, w_o=w_o)
+    )
     levels = [
         PlanningLevel(p, tuple(by_priority[p]), tuple(idx_by_priority.get(p, ())))
         for p in sorted(by_priority)
     ]
     hs = protocol.helpers
     last: list = []
-    caps = (
-        ("zRing", hs.ring_max_percent, "ring"),
-        ("zNormalTissue", hs.normal_tissue_max_percent, "normal tissue"),
-    )
-    for name, percent, what in caps:
+    rings = dict(ring_levels_gy or {})
+    caps = [(n, hs.ring_max_percent, rings.get(n, rx), "ring") for n in helpers if n in rings]
+    if "zRing" not in rings:
+        caps.append(("zRing", hs.ring_max_percent, rx, "ring"))
+    caps.append(("zNormalTissue", hs.normal_tissue_max_percent, rx, "normal tissue"))
+    for name, percent, level_gy, what in caps:
         if name in helpers:
-            cap = percent / 100.0 * rx
+            cap = percent / 100.0 * level_gy
             last.append(
                 opt.Overdose(name, cap, weight=HELPER_WEIGHT * w_o, label=f"{what} <= {cap:.3g} Gy")
             )
+    if protocol.safety.alara_weight > 0:
+        for name, role in roles.items():
+            if role == "oar":
+                last.append(
+                    opt.MeanDose(
+                        effective.get(name, name),
+                        weight=protocol.safety.alara_weight / rx,
+                        label=f"ALARA: {name} mean dose",
+                    )
+                )
     if pairs is not None and len(pairs) and settings.smoothness_weight > 0:
         last.append(
             opt.Smoothness(
@@ -306,6 +336,73 @@ def build_levels(
         final = levels[-1]
         levels[-1] = PlanningLevel(final.priority, final.terms + tuple(last), final.goal_indices)
     return levels
+
+
+def _safety_terms(protocol, roles, effective, helpers, *, cvx: bool, w_t: float, w_o: float):
+    """The first-level terms of the safety nets (module docstring): target floors,
+    implicit target maxima with the pull of lower levels and their gradient zones, and
+    the global hot-spot cap."""
+    import optimizers as opt
+
+    from ._safety import implicit_goals, target_helper_names
+
+    s = protocol.safety
+    rx = protocol.prescription.total_dose_gy
+    aim = protocol.optimization.target_aim
+    levels = {t: lv for t, lv in protocol.target_levels_gy.items() if t in roles}
+    terms = []
+    for goal in implicit_goals(protocol, list(roles), helpers=helpers):
+        name = goal.structure
+        target = next(t for t in levels if name in (t, target_helper_names(t)[0]))
+        label = f"{goal.label}: {goal.text}"
+        if goal.comparison == ">=":  # floor: every voxel, not only 99 %, gently
+            terms.append(
+                opt.Underdose(
+                    effective.get(name, name), goal.level, weight=HELPER_WEIGHT * w_t, label=label
+                )
+            )
+            continue
+        terms.append(_soft_term(goal, name, 2.0, cvx, label, rx, aim=aim, weight=w_t))
+        if name != target:  # a lower-level target: pulled to its level outside the margin
+            level = levels[target]
+            terms.append(
+                opt.Overdose(
+                    name,
+                    level * (1.0 + aim),
+                    weight=w_t,
+                    label=f"{IMPLICIT_PULL}: {name} towards {level:g} Gy",
+                )
+            )
+            grad = target_helper_names(target)[1]
+            if grad in helpers:
+                top = max(levels.values())
+                cap = s.target_max_pct / 100.0 * top
+                terms.append(
+                    opt.Overdose(
+                        grad, cap, weight=w_t, label=f"{IMPLICIT_PULL}: {grad} <= {cap:.4g} Gy"
+                    )
+                )
+    if s.hotspot_pct > 0:
+        cap = s.hotspot_pct / 100.0 * rx * (1.0 - aim)
+        seen = []
+        for name, role in roles.items():
+            if role in ("target", "oar"):
+                seen.append(effective.get(name, name))
+        seen += [h for h in helpers if h.startswith(("zRing", "zNormalTissue", "zBody"))]
+        for name in dict.fromkeys(seen):
+            terms.append(
+                opt.Overdose(
+                    name,
+                    cap,
+                    weight=w_o,
+                    label=f"global hot spot: {name} <= {cap:.4g} Gy",
+                )
+            )
+    return terms
+
+
+#: Label prefix of the terms that pull a lower-level target towards its level.
+IMPLICIT_PULL = "implicit level"
 
 
 def _hard_term(goal, name: str, vpct: float | None, cvx: bool, label: str, rx: float):

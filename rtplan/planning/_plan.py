@@ -60,6 +60,10 @@ MACHINE_ALIASES = {
     "elekta_agility": "AgilityMLC160",
 }
 
+#: Helper structure of the body (the external contour, else the voxels above -500 HU):
+#: the global hot-spot term reads it, and the hot-spot goal without an external contour.
+BODY_HELPER = "zBody"
+
 STAGES = ("structures", "beams", "dose", "optimise", "sequence", "segments", "evaluate")
 
 
@@ -93,6 +97,12 @@ class PlanResult:
         Per beam: name, gantry/collimator/couch angles, MU per fraction, segments.
     beam_model : dose_engine.BeamModel or None
         The beam model every dose of the plan was computed with (recorded in plan.json).
+    warnings : tuple of rtplan.planning._safety.SafetyWarning
+        The safety layer's warnings (capped normalisation, beam balance, failed implicit
+        goals), in the words printed by the CLI and written to plan.json and the report.
+    normalization_record : dict or None
+        ``factor``, ``needed``, ``cap_pct``, ``goal`` and the goal's ``value_before`` and
+        ``value_after`` normalisation.
     """
 
     patient: Any
@@ -109,12 +119,19 @@ class PlanResult:
     helper_volumes_cc: dict = field(default_factory=dict)
     beam_summaries: list = field(default_factory=list)
     beam_model: BeamModel | None = None
+    warnings: tuple = ()
+    normalization_record: dict | None = None
 
     # ------------------------------------------------------------ summaries
     @property
     def all_goals_met(self) -> bool:
         """True when every goal passed (or met its acceptable level)."""
         return bool(self.goal_table.all_passed)
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a goal failed or the safety layer warned (``rtplan plan`` exit 1)."""
+        return not self.all_goals_met or bool(self.warnings)
 
     @property
     def dvhs(self):
@@ -128,14 +145,20 @@ class PlanResult:
 
     def summary(self) -> str:
         """A few lines: goals met, total MU, time, then the goal table."""
-        n = len(self.goal_table)
         head = (
-            f"{self.protocol.name}: {n - self.goal_table.n_failed}/{n} goals met, "
+            f"{self.protocol.name}: {self.goal_table.summary_line()}; "
             f"{self.plan.total_mu / self.plan.fractions:.0f} MU per fraction in "
             f"{sum(len(b.segments) for b in self.plan.beams)} segments, "
             f"planned in {self.total_time_s:.1f} s"
         )
-        return head + "\n" + repr(self.goal_table)
+        lines = [f"WARNING: {w.message}" for w in self.warnings]
+        rec = self.normalization_record
+        if rec is not None:
+            lines.append(
+                f"normalisation x {rec['factor']:.4f} (cap +/-{rec['cap_pct']:g} %): "
+                f"{rec['goal']} {rec['value_before']:.4g} before, {rec['value_after']:.4g} after"
+            )
+        return "\n".join([head, *lines, repr(self.goal_table)])
 
     def __repr__(self) -> str:
         return (
@@ -159,7 +182,11 @@ class PlanResult:
             f"<p>{rx.total_dose_gy:g} Gy in {rx.fractions} fractions to "
             f"{html.escape(self.mapping.get(rx.target, rx.target))}; normalisation "
             f"{self.normalization:.3f}; {self.total_time_s:.1f} s</p>"
-            f"{self.goal_table._repr_html_()}"
+            + "".join(
+                f"<p style='color:#b00000'><b>WARNING: {html.escape(w.message)}</b></p>"
+                for w in self.warnings
+            )
+            + f"{self.goal_table._repr_html_()}"
             "<table><thead><tr><th>Beam</th><th>Gantry</th><th>MU/fx</th><th>Segments</th>"
             f"</tr></thead><tbody>{beam_rows}</tbody></table>"
             "<table><thead><tr><th>Stage</th><th>Time</th></tr></thead>"
@@ -182,6 +209,11 @@ class PlanResult:
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
+            "normalization_detail": self.normalization_record,
+            "warnings": [w.as_dict() for w in self.warnings],
+            "target_levels_gy": {
+                self.mapping.get(t, t): lv for t, lv in self.protocol.target_levels_gy.items()
+            },
             "structure_mapping": dict(self.mapping),
             "helper_structures_cc": dict(self.helper_volumes_cc),
             "optimization_levels": _level_records(opt),
@@ -346,6 +378,8 @@ class _Context:
     normalization: float = 1.0
     goal_table: Any = None
     body_occupancy: np.ndarray | None = None
+    normalization_record: dict | None = None
+    normalization_warning: Any = None
     beam_indices: list = field(default_factory=list)
     segment_weights: Any = None
 
@@ -417,7 +451,16 @@ def stage_structures(ctx: _Context) -> None:
         normal_tissue=hs.normal_tissue,
         normal_tissue_margin_mm=hs.normal_tissue_margin_mm,
         normal_tissue_outer_mm=hs.normal_tissue_outer_mm or None,
+        levels_gy=protocol.target_levels_gy,
+        transition_margin_mm=(
+            protocol.safety.transition_margin_mm if protocol.safety.implicit_target_limits else None
+        ),
     )
+    if protocol.safety.hotspot_pct > 0 and body_occ is not None:
+        from .._helper_structures import HelperStructure
+
+        occ = np.asarray(body_occ, dtype=np.float32)
+        helpers[BODY_HELPER] = HelperStructure(BODY_HELPER, "body", occ, ("body",))
     ctx.helpers = helpers
     # Organs at risk are spared outside the targets; targets keep their full volume for
     # coverage (a cold overlap would otherwise lower D95 and the normalisation would make
@@ -533,6 +576,11 @@ def stage_dose(ctx: _Context) -> None:
     ctx.matrix = accurate
 
 
+#: The body helper of the global hot-spot term is sampled on voxels at most
+#: ``BODY_SAMPLE_MM`` apart along each axis: hot spots outside the targets (a dominant
+#: beam's entrance) span centimetres, and the body is the largest structure of all.
+BODY_SAMPLE_MM = 9.0
+
 #: The normal-tissue helper is sampled on every ``NT_STRIDE``-th voxel along each axis:
 #: its dose is smooth, and it is the largest structure, so this keeps the optimisation
 #: small (its terms are weighted means, so the sampling does not change their scale).
@@ -546,11 +594,18 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
     for name, occ in occs.items():
         if ctx.roles.get(name) == "external":
             continue
-        if name in ctx.helpers and ctx.helpers[name].kind == "normal_tissue" and NT_STRIDE > 1:
+        kind = ctx.helpers[name].kind if name in ctx.helpers else None
+        if kind == "normal_tissue":
+            strides = (NT_STRIDE,) * 3
+        elif kind == "body":
+            dx, dy, dz = ctx.dose_grid.spacing_mm
+            strides = tuple(max(1, int(BODY_SAMPLE_MM // d)) for d in (dz, dy, dx))
+        else:
+            strides = (1, 1, 1)
+        if max(strides) > 1:
+            keep = tuple(slice(None, None, k) for k in strides)
             sampled = np.zeros_like(occ)
-            sampled[::NT_STRIDE, ::NT_STRIDE, ::NT_STRIDE] = occ[
-                ::NT_STRIDE, ::NT_STRIDE, ::NT_STRIDE
-            ]
+            sampled[keep] = occ[keep]
             occ = sampled
         flat = occ.ravel()
         rows = np.flatnonzero(flat > 0.0)
@@ -596,6 +651,11 @@ def stage_optimise(ctx: _Context) -> None:
         n_beamlets=ctx.matrix.shape[1],
         pairs=smoothness_pairs(ctx.beamlets),
         mu_scale=mu_scale,
+        ring_levels_gy={
+            h.name: protocol.target_levels_gy[h.sources[0]]
+            for h in ctx.helpers.values()
+            if h.kind == "ring"
+        },
     )
     options: dict[str, Any] = {}
     if settings.solver == "cvxpy":
@@ -718,62 +778,132 @@ def stage_segments(ctx: _Context) -> None:
 
 
 def stage_evaluate(ctx: _Context) -> None:
-    """Normalise to the prescription target's first coverage goal; evaluate the goals."""
+    """Normalise to the prescription target's first coverage goal (within the cap);
+    evaluate the protocol's and the implicit goals; list the goals not evaluated."""
+    from dataclasses import replace
+
     from ..evaluation import evaluate_goals
+    from ._safety import implicit_goals
 
     protocol = ctx.protocol
     rx = protocol.prescription.total_dose_gy
-    goals = protocol.evaluation_goals(ctx.mapping)
     structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
+    ext = protocol.external
+    body = ctx.mapping.get(ext) if ext else None
+    if body is None and BODY_HELPER in ctx.helpers:
+        body = BODY_HELPER
+        structures[body] = ctx.helpers[body].occupancy
+    for h in ctx.helpers.values():
+        if h.kind == "target_low":
+            structures[h.name] = h.occupancy
+    implicit = [
+        replace(g, structure=ctx.mapping.get(g.structure, g.structure))
+        for g in implicit_goals(protocol, list(ctx.mapping), helpers=tuple(ctx.helpers), body=body)
+    ]
+    goals = protocol.evaluation_goals(ctx.mapping) + implicit
     ctx.normalization = 1.0
     if protocol.optimization.normalize:
-        coverage = _normalization_factor(ctx, goals, structures, rx)
-        ctx.normalization = _most_goals_met(ctx, goals, structures, rx, coverage)
+        ctx.normalization, ctx.normalization_record, ctx.normalization_warning = (
+            capped_normalization(ctx, goals, structures, rx, protocol.safety.normalization_cap_pct)
+        )
         if ctx.normalization != 1.0:
             ctx.dose = (ctx.dose * ctx.normalization).astype(np.float32)
             ctx.plan = _scale_plan(ctx.plan, ctx.normalization)
-    colors = {p: getattr(ctx.patient.structures[p], "color_rgb", None) for p in structures}
-    ext = protocol.external
-    body = ctx.mapping.get(ext) if ext else None
-    ctx.goal_table = evaluate_goals(
+    colors = {
+        p: getattr(ctx.patient.structures[p], "color_rgb", None) for p in ctx.mapping.values()
+    }
+    table = evaluate_goals(
         ctx.dose, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body, colors=colors
     )
+    ctx.goal_table = replace(table, not_evaluated=tuple(protocol.goals_not_evaluated(ctx.mapping)))
 
 
-def _normalization_factor(ctx, goals, structures, rx) -> float:
+def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
+    """The normalisation factor within ``1 ± cap_pct/100``, its record and warning.
+
+    Exact coverage of the prescription target's first minimum-dose goal, raised by up to
+    :data:`NORMALIZATION_WINDOW` when that meets more goals, never beyond the cap.  A plan
+    whose coverage needs more than the cap is scaled to the cap only (the optimised plan
+    is not blown up or down past what its organ limits were optimised for) and gets a
+    ``normalization_cap`` :class:`~rtplan.planning._safety.SafetyWarning`.
+
+    Returns
+    -------
+    factor : float
+    record : dict or None
+        ``factor``, ``needed``, ``cap_pct``, ``goal`` (text), ``value_before``,
+        ``value_after`` (the goal's value before and after); None without a coverage goal.
+    warning : SafetyWarning or None
+    """
+    from ._safety import normalization_warning
+
+    needed, goal, before = _normalization_factor(ctx, goals, structures, rx)
+    if goal is None:
+        return 1.0, None, None
+    cap = cap_pct / 100.0
+    capped = factor = float(np.clip(needed, 1.0 - cap, 1.0 + cap))
+    if capped == needed:
+        factor = min(_most_goals_met(ctx, goals, structures, rx, needed), 1.0 + cap)
+    after = _goal_value(ctx, goal, structures, rx, factor)
+    record = {
+        "factor": factor,
+        "needed": needed,
+        "cap_pct": cap_pct,
+        "goal": goal.text,
+        "value_before": before,
+        "value_after": after,
+    }
+    return factor, record, normalization_warning(needed, capped, cap_pct, goal.text, before, after)
+
+
+def _goal_value(ctx, goal, structures, rx, factor: float) -> float:
+    """Value of one goal on the dose scaled by ``factor``."""
+    from ..evaluation import evaluate_goals
+
+    occ = {goal.structure: structures[goal.structure]}
+    return evaluate_goals(ctx.dose * factor, occ, [goal], ctx.dose_grid, prescription_gy=rx)[
+        0
+    ].value
+
+
+def _normalization_factor(ctx, goals, structures, rx):
     """Scale so the prescription target's first minimum-dose goal is met (just) exactly.
 
     The goal value of the scaled dose is re-evaluated (DVH interpolation is not exactly
     linear in a scale factor) and the factor nudged up until the goal passes.
+
+    Returns
+    -------
+    factor : float
+    goal : rtplan.evaluation.Goal or None
+        The coverage goal (None: there is none, factor 1).
+    value_before : float or None
+        The goal's value before normalisation.
     """
-    from ..evaluation import evaluate_goals
+    from ._safety import IMPLICIT_LABEL
 
     target = ctx.mapping[ctx.protocol.prescription.target]
     cover = [
         g
         for g in goals
-        if g.structure == target and g.comparison == ">=" and g.metric.quantity == "dose"
+        if g.structure == target
+        and g.comparison == ">="
+        and g.metric.quantity == "dose"
+        and not g.label.startswith(IMPLICIT_LABEL)
     ]
     if not cover:
-        return 1.0
+        return 1.0, None, None
     g = cover[0]
-    occ = {target: structures[target]}
-
-    def value(factor: float) -> float:
-        return evaluate_goals(ctx.dose * factor, occ, [g], ctx.dose_grid, prescription_gy=rx)[
-            0
-        ].value
-
-    v0 = value(1.0)
+    v0 = _goal_value(ctx, g, structures, rx, 1.0)
     if not v0 > 0:
-        return 1.0
+        return 1.0, g, v0
     factor = float(g.level / v0)
     for _ in range(5):
-        v = value(factor)
+        v = _goal_value(ctx, g, structures, rx, factor)
         if v >= g.level:
             break
         factor *= (g.level / v) * (1.0 + 1e-6)
-    return factor
+    return factor, g, v0
 
 
 #: Normalisation may raise the dose above the exact-coverage scale by up to this fraction
@@ -962,6 +1092,16 @@ def plan_patient(
         }
         for b in ctx.plan.beams
     ]
+    from ._safety import plan_warnings
+
+    warnings = plan_warnings(
+        ctx.goal_table,
+        beam_mu={b["name"]: b["mu"] for b in beam_summaries},
+        settings=protocol.safety,
+        normalization=ctx.normalization_warning,
+    )
+    for w in warnings:
+        logger.info("safety: %s", w.message)
     return PlanResult(
         patient=ctx.patient,
         protocol=protocol,
@@ -977,6 +1117,8 @@ def plan_patient(
         helper_volumes_cc={n: h.volume_cc(ctx.dose_grid) for n, h in ctx.helpers.items()},
         beam_summaries=beam_summaries,
         beam_model=model,
+        warnings=tuple(warnings),
+        normalization_record=ctx.normalization_record,
     )
 
 

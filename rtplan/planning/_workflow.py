@@ -38,6 +38,8 @@ def _outcome(result, out: Path) -> dict[str, Any]:
     return {
         "out": str(out),
         "all_goals_met": result.all_goals_met,
+        "needs_attention": result.needs_attention,
+        "warnings": [w.message for w in result.warnings],
         "n_failed": int(result.goal_table.n_failed),
         "summary": result.summary(),
         "timings": dict(result.timings),
@@ -89,7 +91,9 @@ def plan_and_write(
     Returns
     -------
     dict
-        ``out``, ``all_goals_met``, ``n_failed``, ``summary`` (text), ``timings``, ``goals``.
+        ``out``, ``all_goals_met``, ``needs_attention`` (a goal failed or the safety
+        layer warned), ``warnings`` (messages), ``n_failed``, ``summary`` (text, with the
+        warnings), ``timings``, ``goals``.
 
     Raises
     ------

@@ -33,6 +33,7 @@ __all__ = [
     "OptimizationSettings",
     "Prescription",
     "Protocol",
+    "SafetySettings",
     "StructureSpec",
     "available_protocols",
     "load_protocol",
@@ -63,12 +64,17 @@ class Prescription:
     fractions : int
         Number of fractions; the RT-PLAN stores per-fraction meterset.
     target : str
-        Protocol name of the target structure the prescription refers to.
+        Protocol name of the target structure the prescription refers to; it carries the
+        highest dose level.
+    levels_gy : tuple of (str, float), Gy
+        Total dose level of other targets (``[prescription.levels]``, e.g.
+        ``(("PTV56", 56.0),)``); a target not listed is at ``total_dose_gy``.
     """
 
     total_dose_gy: float
     fractions: int
     target: str
+    levels_gy: tuple[tuple[str, float], ...] = ()
 
     @property
     def dose_per_fraction_gy(self) -> float:
@@ -272,6 +278,61 @@ class HelperSettings:
 
 
 @dataclass(frozen=True)
+class SafetySettings:
+    """Safety nets of a protocol (``[safety]``; see :mod:`rtplan.planning._safety`).
+
+    Parameters
+    ----------
+    min_total_dose_gy, max_total_dose_gy : float, Gy
+        Plausible range of the prescription's total dose (protocol load refuses others).
+    min_dose_per_fraction_gy, max_dose_per_fraction_gy : float, Gy
+        Plausible range of the dose per fraction.
+    allow_goal_above_rx_pct : float, %
+        A dose goal (or the dose of a ``V_x`` goal) above this percentage of the highest
+        prescription level is refused at load (e.g. a goal typed in cGy).
+    implicit_target_limits : bool
+        Give every target without an upper-limit goal an implicit one, and pull lower-level
+        targets towards their level (see ``docs/protocols.md``).
+    target_max_pct : float, %
+        The implicit upper limit: ``D2% <= target_max_pct`` % of the target's level.
+    transition_margin_mm : float, mm
+        Gradient zone around higher-level targets, where a lower-level target's limit is
+        the higher level's.
+    target_floor_pct : float, %
+        Implicit floor of every target: ``D99% >= target_floor_pct`` % of its level
+        (0 = off).
+    hotspot_pct : float, %
+        Implicit global hot-spot limit: body ``D0.03cc <=`` this percentage of the highest
+        level (0 = off).
+    alara_weight : float
+        Weight of the "as low as reasonably achievable" mean-dose term of every organ at
+        risk, relative to an organ goal (0 = off).
+    normalization_cap_pct : float, %
+        Largest change of the dose by normalisation; a plan needing more is normalised
+        only to the cap and flagged.
+    beam_balance_max_pct : float, %
+        Flag a plan of at least ``beam_balance_min_beams`` beams in which one beam carries
+        more than this share of the MU.
+    beam_balance_min_beams : int
+    """
+
+    min_total_dose_gy: float = 0.5
+    max_total_dose_gy: float = 100.0
+    min_dose_per_fraction_gy: float = 0.5
+    max_dose_per_fraction_gy: float = 25.0
+    allow_goal_above_rx_pct: float = 130.0
+    implicit_target_limits: bool = True
+    target_max_pct: float = 107.0
+    transition_margin_mm: float = 10.0
+    target_floor_pct: float = 90.0
+    hotspot_pct: float = 110.0
+    alara_weight: float = 0.005
+    normalization_cap_pct: float = 5.0
+    beam_balance_max_pct: float = 40.0
+    beam_balance_min_beams: int = 5
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A parsed planning protocol.  Build one with :func:`load_protocol`.
 
@@ -289,6 +350,7 @@ class Protocol:
         Dose-grid spacing ``(dx, dy, dz)``.
     optimization : OptimizationSettings
     helpers : HelperSettings
+    safety : SafetySettings
     source : str
         File the protocol came from (or ``"<dict>"``).
     derived : tuple of DerivedSpec
@@ -306,6 +368,7 @@ class Protocol:
     dose_grid_mm: tuple[float, float, float]
     optimization: OptimizationSettings = field(default_factory=OptimizationSettings)
     helpers: HelperSettings = field(default_factory=HelperSettings)
+    safety: SafetySettings = field(default_factory=SafetySettings)
     source: str = "<dict>"
     derived: tuple = ()
 
@@ -326,6 +389,12 @@ class Protocol:
         names = [self.prescription.target]
         names += [s.name for s in self.structures if s.role == "target" and s.name not in names]
         return tuple(names)
+
+    @property
+    def target_levels_gy(self) -> dict[str, float]:
+        """Total dose level (Gy) of every target, prescription target first."""
+        given = dict(self.prescription.levels_gy)
+        return {t: given.get(t, self.prescription.total_dose_gy) for t in self.targets}
 
     @property
     def external(self) -> str | None:
@@ -496,6 +565,28 @@ class Protocol:
             name = mapping[g.structure] if mapping is not None else g.structure
             out.append(replace(g.goal, structure=name))
         return out
+
+    def goals_not_evaluated(self, mapping: Mapping[str, str]) -> list[tuple[Any, str]]:
+        """The goals :meth:`evaluation_goals` drops, each with the reason.
+
+        Parameters
+        ----------
+        mapping : mapping of str to str
+            Result of :meth:`resolve_structures`.
+
+        Returns
+        -------
+        list of (rtplan.evaluation.Goal, str)
+            Goals (on protocol names) whose structure is absent from ``mapping``.
+        """
+        return [
+            (
+                g.goal,
+                f"structure '{g.structure}' not found in the patient (optional in the protocol)",
+            )
+            for g in self.goals
+            if g.structure not in mapping
+        ]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -676,6 +767,61 @@ def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
     return GoalSpec(i, parsed, hard, note)
 
 
+def _parse_levels(
+    source: str, rx: Mapping[str, Any], total_gy: float, target: str, structures: dict
+) -> tuple[tuple[str, float], ...]:
+    """``[prescription.levels]``: dose level (Gy) per target; adds undeclared targets."""
+    table = rx.get("levels", {})
+    where = "[prescription.levels]"
+    if not isinstance(table, Mapping):
+        raise _err(source, where, f"expected a table of target = level in Gy, found {table!r}.")
+    out = []
+    for name, value in table.items():
+        level = _number(source, f"{where} {name}", value, positive=True)
+        if name == target and level != total_gy:
+            raise _err(
+                source,
+                f"{where} {name}",
+                f"the prescription target's level is total_dose_gy ({total_gy:g} Gy), "
+                f"found {level:g} Gy.",
+            )
+        if level > total_gy:
+            raise _err(
+                source,
+                f"{where} {name}",
+                f"{level:g} Gy exceeds the prescription ({total_gy:g} Gy to {target}); the "
+                "prescription target must carry the highest level.",
+            )
+        spec = structures.get(name)
+        if spec is None:
+            structures[name] = StructureSpec(name, "target")
+        elif spec.role != "target":
+            raise _err(source, f"{where} {name}", f'expected a target, found role "{spec.role}".')
+        out.append((name, level))
+    return tuple(out)
+
+
+def _parse_safety(source: str, data: Mapping[str, Any]) -> SafetySettings:
+    """``[safety]``: every key of :class:`SafetySettings`, typed as its default."""
+    table = _table(source, data, "safety", required=False)
+    _check_unknown(source, "[safety]", table, SafetySettings.__dataclass_fields__)
+    defaults = SafetySettings()
+    kw: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        where = f"[safety] {key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _err(source, where, f"expected true or false, found {value!r}.")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _err(source, where, f"expected an integer >= 1, found {value!r}.")
+        else:
+            value = _number(source, where, value, nonneg=True)
+        kw[key] = value
+    return SafetySettings(**kw)
+
+
 def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protocol:
     """Build a :class:`Protocol` from a parsed TOML document.
 
@@ -702,6 +848,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         "grid",
         "optimization",
         "helpers",
+        "safety",
     )
     if not isinstance(data, Mapping):
         raise ProtocolError(f"Protocol {source}: expected a TOML document (table).")
@@ -715,7 +862,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         references = [references]
 
     rx = _table(source, data, "prescription", required=True)
-    _check_unknown(source, "[prescription]", rx, ("total_dose_gy", "fractions", "target"))
+    _check_unknown(source, "[prescription]", rx, ("total_dose_gy", "fractions", "target", "levels"))
     total = _number(source, "[prescription] total_dose_gy", rx.get("total_dose_gy"), positive=True)
     fractions = rx.get("fractions")
     if isinstance(fractions, bool) or not isinstance(fractions, int) or fractions < 1:
@@ -725,10 +872,11 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     target = rx.get("target")
     if not isinstance(target, str) or not target:
         raise _err(source, "[prescription] target", f"expected a structure name, found {target!r}.")
-    prescription = Prescription(total, fractions, target)
-
     structures = _parse_structures(source, data)
     derived = _derived_structures(source, data, structures, target)
+    prescription = Prescription(
+        total, fractions, target, _parse_levels(source, rx, total, target, structures)
+    )
     if target not in structures:
         structures[target] = StructureSpec(target, "target")
     elif structures[target].role != "target":
@@ -876,7 +1024,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
             target,
         )
 
-    return Protocol(
+    protocol = Protocol(
         name=name,
         description=str(description),
         references=tuple(str(r) for r in references),
@@ -887,9 +1035,14 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         dose_grid_mm=dose_grid,
         optimization=optimization,
         helpers=helpers,
+        safety=_parse_safety(source, data),
         source=source,
         derived=derived,
     )
+    from ..planning._safety import check_protocol_plausibility
+
+    check_protocol_plausibility(protocol)
+    return protocol
 
 
 def _shipped_protocols() -> dict[str, Any]:

@@ -107,8 +107,9 @@ def plan_json(
         (float, total), ``fractions`` (int), ``machine`` (str), ``beams`` (list of mappings,
         each e.g. ``{"name", "gantry_angle_deg", "collimator_angle_deg",
         "couch_angle_deg", "mu"}`` with ``mu`` per fraction), ``uids`` (mapping of output
-        UIDs, e.g. ``{"rt_plan_sop_instance_uid": ...}``), ``solver``, ``notes``.
-        Other keys are copied under ``"plan"`` as they are.
+        UIDs, e.g. ``{"rt_plan_sop_instance_uid": ...}``), ``solver``, ``notes``,
+        ``warnings`` (list of ``{"code", "message"}`` from the safety layer, written at
+        the top level).  Other keys are copied under ``"plan"`` as they are.
     patient : rtplan.Patient, optional
         Source of the input UIDs.  Names and IDs are never read.
 
@@ -132,8 +133,12 @@ def plan_json(
                          "level": float, "acceptable_level": float | null,
                          "unit": "Gy" | "%" | "cc" | "", "priority": int, "label": str,
                          "value": float, "status": "pass" | "acceptable" | "fail",
-                         "passed": bool}],
-              "goals_summary": {"n_goals": int, "n_failed": int, "all_passed": bool},
+                         "passed": bool}, ...,
+                        {... "value": null, "status": "not_evaluated", "passed": null,
+                         "reason": str}],
+              "goals_summary": {"n_goals": int (evaluated), "n_failed": int,
+                                "all_passed": bool, "n_not_evaluated": int, "text": str},
+              "warnings": [{"code": str, "message": str}],
               "dvh_metrics": [{"structure": str, "volume_cc": float, "mean_gy": float,
                                "min_gy": float, "max_gy": float (D0.03cc),
                                "d98_gy": float, "d95_gy": float, "d50_gy": float,
@@ -152,11 +157,14 @@ def plan_json(
     beams = _beams(plan_summary)
     mus = [b.get("mu") for b in beams]
     total_mu = float(sum(mus)) if beams and all(m is not None for m in mus) else None
-    plan = {k: v for k, v in plan_summary.items() if k not in ("uids", "beams")}
+    plan = {k: v for k, v in plan_summary.items() if k not in ("uids", "beams", "warnings")}
     plan["beams"] = beams
     plan["total_mu_per_fraction"] = total_mu
     goals = goal_table.as_records() if goal_table is not None else []
     n_failed = sum(not g["passed"] for g in goals)
+    n_goals = len(goals)
+    if goal_table is not None:
+        goals += goal_table.not_evaluated_records()
     dvh_rows = [{"structure": n, **d.summary()} for n, d in (dvhs or {}).items()]
     record = {
         "schema": PLAN_JSON_SCHEMA,
@@ -165,7 +173,14 @@ def plan_json(
         "inputs": _input_uids(patient, plan_summary),
         "plan": plan,
         "goals": goals,
-        "goals_summary": {"n_goals": len(goals), "n_failed": n_failed, "all_passed": n_failed == 0},
+        "goals_summary": {
+            "n_goals": n_goals,
+            "n_failed": n_failed,
+            "all_passed": n_failed == 0,
+            "n_not_evaluated": len(goals) - n_goals,
+            "text": goal_table.summary_line() if goal_table is not None else "",
+        },
+        "warnings": [dict(w) for w in plan_summary.get("warnings", []) or []],
         "dvh_metrics": dvh_rows,
         "timings_s": timings,
     }
@@ -460,11 +475,20 @@ def write_report(
         "MU are per fraction.</p>"
     )
     if goal_table is not None:
-        n, nf = len(goal_table), goal_table.n_failed
+        nf = goal_table.n_failed
         cls = "ok" if nf == 0 else "bad"
         parts.append(
-            f"<div class='summary {cls}'>{n - nf} of {n} goals met"
+            f"<div class='summary {cls}'>{_e(goal_table.summary_line())}"
             f"{'' if nf == 0 else f' — {nf} failed'}</div>"
+        )
+    for w in record["warnings"]:
+        parts.append(f"<div class='summary bad warning'>WARNING: {_e(w['message'])}</div>")
+    norm = plan.get("normalization_detail")
+    if norm:
+        parts.append(
+            f"<p>Normalisation x {norm['factor']:.4f} (cap ±{norm['cap_pct']:g} %): "
+            f"{_e(norm['goal'])} {_fmt_num(norm['value_before'])} before, "
+            f"{_fmt_num(norm['value_after'])} after.</p>"
         )
     fx = plan.get("fractions")
     rows = [
@@ -475,6 +499,12 @@ def write_report(
         ("Machine", plan.get("machine")),
         ("Beam model", _beam_model_text(plan.get("beam_model"))),
         ("Total MU per fraction", plan.get("total_mu_per_fraction")),
+        (
+            "Dose levels",
+            ", ".join(f"{t} {lv:g} Gy" for t, lv in plan["target_levels_gy"].items())
+            if plan.get("target_levels_gy")
+            else None,
+        ),
     ]
     skip = {"label", "prescription_gy", "fractions", "machine", "beams", "total_mu_per_fraction"}
     rows += [

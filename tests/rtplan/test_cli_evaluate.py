@@ -224,3 +224,23 @@ def test_dose_of_another_patient_is_refused_without_printing_ids(files, capsys, 
     assert "(0010,0020) PatientID" in err and "OTHER-PATIENT-123" not in err
     rc, _, err = _run(capsys, other, files["rs"], "--ct", files["ct"])
     assert rc == 2 and "PatientID" in err
+
+
+def test_goal_on_an_absent_optional_structure_is_not_evaluated(files, capsys, tmp_path):
+    proto = _protocol(
+        tmp_path / "optional.toml",
+        (
+            "[structures.Parotid_L]\nrequired = false\n"
+            '[[goals]]\nstructure = "PTV"\nmetric = "Dmean"\nmin = 59.5\n'
+            '[[goals]]\nstructure = "Parotid_L"\nmetric = "Dmean"\nmax = 26.0\n'
+        ),
+    )
+    rc, out, _ = _run(capsys, files["linear"], files["rs"], "--protocol", proto, "--json")
+    assert rc == 0  # a goal not evaluated is neither met nor failed
+    res = json.loads(out)
+    assert [g["status"] for g in res["goals"]] == ["pass", "not_evaluated"]
+    assert res["goals"][1]["structure"] == "Parotid_L" and res["goals"][1]["value"] is None
+    assert "not found in the patient" in res["skipped"]["Parotid_L"]
+    assert res["goals_summary"].startswith("1/1 goals met, 1 not evaluated: Parotid_L Dmean")
+    rc, out, _ = _run(capsys, files["linear"], files["rs"], "--protocol", proto)
+    assert "[NOT EVALUATED] P2 Parotid_L Dmean <= 26 Gy" in out  # protocol default priority 2

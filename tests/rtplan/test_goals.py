@@ -350,7 +350,7 @@ def test_goal_table_html_has_a_coloured_row_per_goal():
     assert html.count('<tr class="goal-') == 3
     assert 'class="goal-pass" style="background:#c8e6c9"' in html
     assert 'class="goal-acceptable"' in html and 'class="goal-fail"' in html
-    assert "A&lt;B" in html and "2 of 3 goals met" in html
+    assert "A&lt;B" in html and "2/3 goals met" in html
     assert f"{dx(95):.4g} Gy" in html
     text = repr(t)
     assert "2/3 goals met" in text and "[      FAIL]" in text

@@ -119,3 +119,36 @@ def test_no_overlap_no_split_and_bad_arguments():
         ring_occupancy(sphere((0, 0, 0), 8.0), grid, inner_mm=1, outer_mm=5, supersample=2)
     with pytest.raises(StructureError, match="empty structure"):
         ring_occupancy(sphere((100, 0, 0), 1.0), grid, inner_mm=1, outer_mm=5)
+
+
+def test_levels_split_the_lower_target_and_give_one_ring_per_level():
+    """Nested spheres: a 70 Gy sphere r 15 mm inside a 56 Gy sphere r 40 mm, 10 mm margin.
+
+    Analytic: the lower target beyond the margin is the shell 25 < r <= 40, the gradient
+    zone 15 < r <= 25; the 70 Gy ring (20 < r <= 35) lies inside the 56 Gy target, so it
+    is empty; the 56 Gy ring (45 < r <= 60) keeps clear of the 70 Gy target by 20 mm.
+    """
+    grid = Grid((45, 45, 45), (-66.0, -66.0, -66.0), (3.0, 3.0, 3.0))
+    fns = {"High": sphere((0, 0, 0), 15.0), "Low": sphere((0, 0, 0), 40.0)}
+    out = build_helper_structures(
+        fns,
+        grid,
+        targets=["High", "Low"],
+        oars=[],
+        overlap=False,
+        normal_tissue=False,
+        levels_gy={"High": 70.0, "Low": 56.0},
+        transition_margin_mm=10.0,
+    )
+    assert sorted(out) == ["zLow_gradient", "zLow_low", "zRing_56Gy"]
+    vol = {n: h.volume_cc(grid) for n, h in out.items()}
+    assert vol["zLow_low"] == pytest.approx(shell_cc(25.0, 40.0), rel=0.05)
+    assert vol["zLow_gradient"] == pytest.approx(shell_cc(15.0, 25.0), rel=0.08)
+    assert vol["zRing_56Gy"] == pytest.approx(shell_cc(45.0, 60.0), rel=0.05)
+    assert out["zLow_low"].kind == "target_low" and out["zRing_56Gy"].sources == ("Low",)
+    # one level: the ring is the single zRing around every target, as before
+    single = build_helper_structures(
+        fns, grid, targets=["High", "Low"], oars=[], overlap=False, normal_tissue=False
+    )
+    assert sorted(single) == ["zRing"]
+    assert single["zRing"].volume_cc(grid) == pytest.approx(shell_cc(45.0, 60.0), rel=0.05)

@@ -18,6 +18,7 @@ TG119_NAMES = {
     "head_neck": ["PTV", "Cord", "ParotidLeft", "ParotidRight"],
     "cshape": ["PTV", "Core"],
     "water_box": [],
+    "two_level": ["PTV70", "PTV56", "Cord", "ParotidLeft", "ParotidRight"],
 }
 
 

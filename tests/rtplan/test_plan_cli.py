@@ -44,6 +44,11 @@ sequencing_levels = 5
 ring_inner_mm = 8.0
 ring_outer_mm = 24.0
 normal_tissue_outer_mm = 40.0
+[safety]                      # a 4-beam, 8 mm plan: looser safety nets than the defaults
+allow_goal_above_rx_pct = 400.0
+hotspot_pct = 300.0
+target_floor_pct = 50.0
+normalization_cap_pct = 50.0
 {extra}
 """
 
@@ -121,8 +126,9 @@ def test_plan_writes_four_files_and_goals_match_written_dose(phantom, tmp_path, 
     p = load_protocol(proto)
     goals = p.evaluation_goals(p.resolve_structures(patient.structures))
     table = evaluate_goals(dose, patient.structures, goals, grid, prescription_gy=50.0)
-    achieved = [g["value"] for g in record["goals"]]
+    achieved = [g["value"] for g in record["goals"]][: len(table)]  # implicit goals follow
     np.testing.assert_allclose(achieved, [r.value for r in table], rtol=2e-3, atol=0.05)
+    assert [g["label"][:8] for g in record["goals"][len(table) :]] == ["implicit"] * 2
     # normalisation: PTV D95 equals the prescription (first coverage goal met exactly)
     assert table[0].value == pytest.approx(50.0, rel=3e-3)
     plan = pydicom.dcmread(out / "RTPLAN.dcm")
@@ -141,7 +147,7 @@ def test_exit_status_one_when_a_goal_fails_and_force(phantom, tmp_path):
     out = tmp_path / "plan"
     assert _run(phantom, proto, out) == 1  # core Dmax <= 0.5 Gy is impossible
     record = json.loads((out / "plan.json").read_text())
-    failed = [g for g in record["goals"] if not g["passed"]]
+    failed = [g for g in record["goals"] if not g["passed"] and g["label"][:8] != "implicit"]
     assert [g["metric"] for g in failed] == ["Dmax"]
     # existing output: refused (2) unless --force
     assert _run(phantom, proto, out) == 2
@@ -236,7 +242,8 @@ def test_map_option_resolves_renamed_structure(phantom, tmp_path):
     assert not out.exists()
     assert _run(phantom, proto, out, "--map", "Avoid=Core") == 0
     record = json.loads((out / "plan.json").read_text())
-    assert {g["structure"] for g in record["goals"]} == {"PTV", "Core"}
+    protocol_goals = [g for g in record["goals"] if g["label"][:8] != "implicit"]
+    assert {g["structure"] for g in protocol_goals} == {"PTV", "Core"}
 
 
 def test_demo_writes_phantom_and_plan(tmp_path, capsys):
@@ -263,3 +270,26 @@ def test_demo_writes_phantom_and_plan(tmp_path, capsys):
     rs = pydicom.dcmread(out / "input" / "RS.dcm")
     assert plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
     assert main(["demo", str(out), "--no-progress"]) == 2  # exists: refused, untouched
+
+
+def test_safety_warning_in_the_same_words_everywhere(phantom, tmp_path, capsys):
+    """A normalisation beyond the cap (0 % here): plan written, exit 1, the same warning sentence in
+    the CLI output, plan.json and report.html; coverage before and after recorded."""
+    import html
+
+    proto = _protocol(tmp_path, LOOSE_GOALS)
+    proto.write_text(
+        proto.read_text().replace("normalization_cap_pct = 50.0", "normalization_cap_pct = 0.0")
+    )
+    out = tmp_path / "plan"
+    assert _run(phantom, proto, out) == 1
+    stdout = capsys.readouterr().out
+    record = json.loads((out / "plan.json").read_text())
+    (warning,) = [w for w in record["warnings"] if w["code"] == "normalization_cap"]
+    assert warning["message"].startswith("NORMALISATION CAPPED: meeting 'PTV D95% >= 50 Gy'")
+    assert f"WARNING: {warning['message']}" in stdout
+    assert html.escape(warning["message"]) in (out / "report.html").read_text()
+    norm = record["plan"]["normalization_detail"]
+    assert norm["factor"] == 1.0 and norm["needed"] != 1.0  # a 0 % cap: no scaling at all
+    assert norm["value_after"] == pytest.approx(norm["value_before"] * norm["factor"], rel=0.01)
+    assert record["plan"]["normalization"] == pytest.approx(norm["factor"])

@@ -142,6 +142,8 @@ def test_plan_json_records_goals_timings_versions_and_uids(case, tmp_path):
         "n_goals": 4,
         "n_failed": table.n_failed,
         "all_passed": table.all_passed,
+        "n_not_evaluated": 0,
+        "text": table.summary_line(),
     }
     assert rec["plan"]["total_mu_per_fraction"] == pytest.approx(5 * 50.0 + 0 + 1 + 2 + 3 + 4)
     assert rec["timings_s"] == pytest.approx({**timings, "total": 15.75})
