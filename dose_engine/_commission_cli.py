@@ -106,13 +106,18 @@ def _commission(args) -> int:
     report = compare_to_measured(BeamModel(params, str(out)), measured, gamma=gamma)
     write_json_atomic(params, out)
     sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
-    converged = params["provenance"]["residuals"]["converged"]
-    if not converged:
-        sys.stdout.write(
-            f"warning: the shape fit stopped at its budget of {args.max_nfev} evaluations "
-            "before converging; its parameters depend on the solver's path. Raise --max-nfev.\n"
-        )
-    return 1 if report.failures() or not converged else 0
+    return max(1 if report.failures() else 0, _warn_unless_converged(params, args.max_nfev))
+
+
+def _warn_unless_converged(params: dict, max_nfev: int) -> int:
+    """1 (with a warning on stdout) when the written model's shape fit did not converge."""
+    if params["provenance"]["residuals"]["converged"]:
+        return 0
+    sys.stdout.write(
+        f"warning: the shape fit stopped at its budget of {max_nfev} evaluations before "
+        "converging; its parameters depend on the solver's path. Raise --max-nfev.\n"
+    )
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(params, out)
             residuals = json.dumps(params["provenance"]["residuals"], indent=1)
             sys.stdout.write(f"wrote {out}\n{residuals}\n")
-            return 0
+            return _warn_unless_converged(params, args.max_nfev)
         return _commission(args)
     except (Exception, KeyboardInterrupt) as exc:  # one line, never exit 1 ("written")
         if os.environ.get("RTPLAN_DEBUG", "") not in ("", "0"):
