@@ -47,7 +47,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import tomllib
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 from .errors import BeamModelError
 

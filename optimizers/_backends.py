@@ -101,8 +101,14 @@ class Backend:
                 "solve_first_order."
             ) from exc
         inv = data.inverse_data[-1] if data.inverse_data else None
-        if inv is not None and getattr(inv, "solver_options", None) is None:
-            inv.solver_options = opts  # CVXPY's solver.invert reads them
+        # CVXPY 1.9 wraps the inverse data in an object whose options solver.invert reads;
+        # CVXPY 1.7 (the newest on Python 3.10) keeps a plain dict and reads none
+        if (
+            inv is not None
+            and not isinstance(inv, dict)
+            and getattr(inv, "solver_options", None) is None
+        ):
+            inv.solver_options = opts
         native = self.native_status(raw)
         status = self.STATUS_MAP.get(native, Status.SOLVER_ERROR)
         return BackendOutput(status, str(native), self.iterations(raw), raw)

@@ -203,7 +203,7 @@ class _AL:
         for k, t in enumerate(self.comp.hard):
             rho, lam = self.rho[k], self.lam[k]
             c = self.residual(t, d, x)
-            s = xp.clip(c + lam / rho, 0, None)
+            s = xp.clip(c + lam / rho, 0.0, None)
             m = self.comp.p[t.structure] if t.per_voxel else 1.0
             total += 0.5 * rho * float(xp.sum(m * (s * s - (lam / rho) ** 2)))
             if not want_grad:
@@ -249,7 +249,7 @@ class _AL:
         worst = 0.0
         for k, t in enumerate(self.comp.hard):
             c = self.residual(t, d, x)
-            self.lam[k] = xp.clip(self.lam[k] + self.rho[k] * c, 0, None)
+            self.lam[k] = xp.clip(self.lam[k] + self.rho[k] * c, 0.0, None)
             rel = max(float(xp.max(c)), 0.0) / self.scale[k]
             if rel > tol and rel > _RHO_PROGRESS * self._last[k]:
                 self.rho[k] = min(self.rho[k] * _RHO_GROWTH, self._rho_max[k])
@@ -408,7 +408,7 @@ def solve_first_order(
         )
     if not bool(xp.all(xp.isfinite(x))):
         raise InvalidProblemError("`x0` holds NaN or infinite values.")
-    x = xp.clip(x, 0, None)
+    x = xp.clip(x, 0.0, None)
     comp = _Compiled(problem, backend)
     counts = {"dose": 0, "iter": 0, "restarts": 0}
     fwd, bwd = _counted_products(backend, counts)
@@ -682,7 +682,7 @@ def _lbfgs(xp, x, d, loop: _Loop, tol, budget, memory: int = 10):
             p = -gamma * xp.where(free, g, 0.0)
         step = 1.0
         while True:
-            x_new = xp.clip(x + step * p, 0, None)
+            x_new = xp.clip(x + step * p, 0.0, None)
             d_new = fwd(x_new)
             # dose-space gradient computed with the value (cheap); the transpose product
             # is done only for the accepted point
@@ -783,7 +783,7 @@ def _fista(xp, x, d, loop: _Loop, lip, precond, tol, budget):
         f_y, g_u, g_x = phi(dy, y)
         g = grad_x(g_u, g_x)
         while True:
-            x_new = xp.clip(y - g / (lip * precond), 0, None)
+            x_new = xp.clip(y - g / (lip * precond), 0.0, None)
             d_new = fwd(x_new)
             f_new, _, _ = phi(d_new, x_new, want_grad=False)
             step = x_new - y

@@ -237,16 +237,16 @@ class _OneSidedQuadratic(_SoftLevelTerm):
 
     def value(self, dose_gy, p):
         xp = array_namespace(dose_gy)
-        r = xp.clip(self._excess(dose_gy), 0, None)
+        r = xp.clip(self._excess(dose_gy), 0.0, None)
         return float(xp.sum(p * r * r))
 
     def gradient(self, dose_gy, p):
         xp = array_namespace(dose_gy)
-        return (-2.0 if self._under else 2.0) * p * xp.clip(self._excess(dose_gy), 0, None)
+        return (-2.0 if self._under else 2.0) * p * xp.clip(self._excess(dose_gy), 0.0, None)
 
     def fo_value_and_gradient(self, dose_gy, p):
         xp = array_namespace(dose_gy)
-        pr = p * xp.clip(self._excess(dose_gy), 0, None)
+        pr = p * xp.clip(self._excess(dose_gy), 0.0, None)
         return float(xp.sum(pr * self._excess(dose_gy))), (-2.0 if self._under else 2.0) * pr
 
     def quantity(self, dose_gy, p):
@@ -528,7 +528,7 @@ def _cvar(dose_gy: Any, p: Any, fraction: float, *, descending: bool) -> float:
     xp = array_namespace(dose_gy)
     d, w, c = _sorted_cum(dose_gy, p, descending=descending)
     prev = c - w
-    take = xp.clip(xp.minimum(c, fraction) - prev, 0, None)
+    take = xp.clip(xp.minimum(c, fraction) - prev, 0.0, None)
     return float(xp.sum(take * d)) / fraction
 
 
@@ -596,7 +596,7 @@ def smooth_cvar(dose_gy: Any, p: Any, fraction: float, tau_gy: float, *, upper: 
         z = z_new
     t = xp.clip((u - z) / tau_gy, -500.0, 500.0)
     # softplus without overflow: max(t, 0) + log1p(exp(-|t|))
-    sp_t = xp.clip(t, 0, None) + xp.log1p(xp.exp(-xp.abs(t)))
+    sp_t = xp.clip(t, 0.0, None) + xp.log1p(xp.exp(-xp.abs(t)))
     val = z + tau_gy * float(xp.sum(p * sp_t)) / fraction
     grad = p / (1.0 + xp.exp(-t)) / fraction
     return sgn * val, grad
@@ -775,7 +775,7 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
         # back to voxel order through the inverse permutation (the array API has no scatter)
         counted = xp.take(counted_sorted, xp.argsort(order, stable=True))
         excess = self.dose_gy - dose_gy if self._under else dose_gy - self.dose_gy
-        return p * counted * xp.clip(excess, 0, None), excess
+        return p * counted * xp.clip(excess, 0.0, None), excess
 
     def value(self, dose_gy, p):
         xp = array_namespace(dose_gy)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# each example plans the C-shape end to end: 15-20 s on 2 cores
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -234,7 +234,9 @@ def _client(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
-        dashboard_address=None,
+        # a free port: with None the scheduler still serves HTTP on 8787, and a second
+        # cluster on the same machine then warns that the port is taken
+        dashboard_address=":0",
     )
     client = Client(cluster)
     try:

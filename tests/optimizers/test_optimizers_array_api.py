@@ -34,10 +34,12 @@ def _quadratic_problem():
     return op.Problem(a, s, terms)
 
 
-@pytest.mark.parametrize(("inner", "tol"), [("lbfgs", 1e-12), ("fista", 1e-11)])
+@pytest.mark.parametrize(("inner", "tol"), [("lbfgs", 1e-12), ("fista", 1e-13)])
 def test_strict_array_api_run_matches_numpy(inner, tol):
     """Same optimum to 1e-6 (tolerances tight enough that rounding-level differences
-    between dense and sparse products do not show)."""
+    between dense and sparse products do not show: FISTA at tol=1e-11 stops 2e-6 short of
+    the optimum, wherever the rounding of the products leads it; at 1e-13 the two runs agree
+    to 3e-8)."""
     prob = _quadratic_problem()
     opts = {"inner": inner, "tol": tol, "max_iter": 20000}
     ref = op.solve_first_order(prob, **opts)

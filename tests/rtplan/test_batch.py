@@ -46,6 +46,7 @@ def _manifest(root, ph, kind: str):
     return path
 
 
+@pytest.mark.slow  # starts a Dask LocalCluster and plans three patients: ~12 s
 def test_batch_on_local_cluster_matches_serial(setup, capsys):
     root, ph, serial = setup
     manifest = _manifest(root, ph, "toml")

@@ -35,6 +35,9 @@ from rtplan.io import load_patient, read_rtdose, read_rtplan_beams
 from rtplan.phantoms import write_phantom
 from rtplan.planning import PLAN_FILES, plan_patient
 
+# two plans and several dose computations: ~45 s on 2 cores
+pytestmark = pytest.mark.slow
+
 SCALE = 1.10
 
 # With the ring helper the planner computes both of its influence matrices (organ rows,

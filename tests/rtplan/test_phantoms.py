@@ -11,7 +11,7 @@ import rtplan
 from rtplan.errors import InputError, OutputExistsError
 from rtplan.phantoms import PHANTOM_NAMES, make_phantom, write_patient, write_phantom
 
-# Structure names exactly as in /work/shared/reference/tg119_goals.toml (+ the Body).
+# Structure names exactly as in tests/rtplan/data/tg119_goals.toml (+ the Body).
 TG119_NAMES = {
     "multitarget": ["CentralTarget", "SuperiorTarget", "InferiorTarget"],
     "prostate": ["PTV", "Rectum", "Bladder"],

@@ -14,6 +14,9 @@ import pytest
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 
+# both solvers plan the C-shape at clinical settings: ~90 s on 2 cores
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def plans(cshape_patient):

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from rtplan.errors import InputError, ProtocolError
 from rtplan.evaluation import Goal, evaluate_goals
