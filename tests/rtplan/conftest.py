@@ -8,9 +8,13 @@ Fixture names say what they hold:
   ``ct_files``, ``rtstruct_path``).  Treat the folder as read-only; copy it to mutate.
 - ``small_phantom_dicom``: a small (40 x 40 x 12) multitarget phantom written as DICOM,
   cheap to copy for bad-input tests.
+- ``dicompyler``: dicompyler-core's ``dvhcalc``, the independent DVH of cross-checks.
 """
 
 from __future__ import annotations
+
+import importlib
+import warnings
 
 import pytest
 
@@ -37,3 +41,19 @@ def small_phantom_patient():
 @pytest.fixture(scope="session")
 def small_phantom_dicom(tmp_path_factory, small_phantom_patient):
     return write_patient(small_phantom_patient, tmp_path_factory.mktemp("small") / "small")
+
+
+@pytest.fixture(scope="module")
+def dicompyler():
+    """dicompyler-core's ``dvhcalc`` (the independent DVH), importable under pydicom 3."""
+    import pydicom.dicomio
+
+    mp = pytest.MonkeyPatch()
+    if not hasattr(pydicom.dicomio, "read_file"):
+        mp.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its pydicom-2 era imports warn under pydicom 3
+        dvhcalc = importlib.import_module("dicompylercore.dvhcalc")
+        importlib.import_module("dicompylercore.dicomparser")
+    yield dvhcalc
+    mp.undo()

@@ -19,7 +19,6 @@ renamed to ``dcmread``; the fixture adds that alias for the duration of the test
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
@@ -30,21 +29,6 @@ from dose_engine import Grid
 from rtplan.evaluation import dvh
 from rtplan.io import load_structure_set, read_rtdose, write_rtdose
 from rtplan.phantoms import make_phantom, write_patient
-
-
-@pytest.fixture(scope="module")
-def dicompyler():
-    import pydicom.dicomio
-
-    mp = pytest.MonkeyPatch()
-    if not hasattr(pydicom.dicomio, "read_file"):
-        mp.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its pydicom-2 era imports warn under pydicom 3
-        dvhcalc = importlib.import_module("dicompylercore.dvhcalc")
-        importlib.import_module("dicompylercore.dicomparser")
-    yield dvhcalc
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

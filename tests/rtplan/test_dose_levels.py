@@ -12,7 +12,6 @@ catch their loss.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from dataclasses import replace
 
@@ -26,20 +25,6 @@ from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 
 RX_GY, LOW_GY, MARGIN_MM = 70.0, 56.0, 10.0
-
-
-@pytest.fixture(scope="module")
-def dicompyler():
-    import pydicom.dicomio
-
-    mp = pytest.MonkeyPatch()
-    if not hasattr(pydicom.dicomio, "read_file"):
-        mp.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its pydicom-2 era imports warn under pydicom 3
-        dvhcalc = importlib.import_module("dicompylercore.dvhcalc")
-    yield dvhcalc
-    mp.undo()
 
 
 def _plan(tmp, written, *, safety_nets: bool):
