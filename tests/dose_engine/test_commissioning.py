@@ -28,7 +28,14 @@ from dose_engine import (
     read_measured_data,
 )
 from dose_engine._commission_cli import main
-from dose_engine._fit import _dose, _profile_dose, shape_from_model
+from dose_engine._fit import (
+    R_NODES_MM,
+    _dose,
+    _profile_dose,
+    _shape_params,
+    _theta,
+    shape_from_model,
+)
 from dose_engine._measured import pymedphys_6mv_data
 
 SOURCE_SIGMA_X_MM = 3.2  # the shipped model has 2.16 mm
@@ -342,3 +349,11 @@ def test_fit_does_not_depend_on_start_or_scan_order_gh11(pymedphys_data, generic
     assert other["provenance"]["residuals"]["converged"] is True
     difference = _worst_difference_pct(BeamModel(generic_refit), BeamModel(other), pymedphys_data)
     assert difference <= SAME_DOSE_PCT
+
+
+def test_start_vector_is_the_inverse_of_the_shape_parameters():
+    # ``_theta`` (a start from a model) and ``_shape_params`` (the fit vector read back) list
+    # the 11 scalars in one order each; a start read in another order would still converge,
+    # so only this round trip shows a mismatch.
+    theta = np.arange(1.0, 12.0 + R_NODES_MM.size)
+    assert np.array_equal(_theta(_shape_params(theta, R_NODES_MM), R_NODES_MM), theta)
