@@ -200,7 +200,15 @@ def evaluate_files(args) -> dict:
             dose, occupancy, goals, grid, prescription_gy=rx, bin_width_gy=args.bin_width_gy
         )
         absent = protocol.goals_not_evaluated(mapping)
-        table = replace(table, not_evaluated=tuple(absent))
+        reported = evaluate_goals(
+            dose,
+            occupancy,
+            [g for g in protocol.reported_goals(mapping) if g.structure in occupancy],
+            grid,
+            prescription_gy=rx,
+            bin_width_gy=args.bin_width_gy,
+        )
+        table = replace(table, not_evaluated=tuple(absent), reported=reported.results)
         for g, why in absent:
             result["skipped"].setdefault(g.structure, why)
         result["protocol"] = protocol.name
@@ -225,6 +233,7 @@ def evaluate_files(args) -> dict:
                 **quality_indices(dvhs[target], body, prescription_gy=rx),
             }
         result["goals"] = table.as_records() + table.not_evaluated_records()
+        result["reported"] = table.reported_records()
         result["goals_summary"] = table.summary_line()
         result["all_goals_met"] = table.all_passed
         result["_table"] = table

@@ -484,6 +484,7 @@ class GoalResult:
         }
 
 
+_WITHIN = {True: "within the reference", False: "beyond the reference"}
 _COLOURS = {"pass": "#c8e6c9", "acceptable": "#fff3c4", "fail": "#ffcdd2"}
 
 
@@ -500,12 +501,16 @@ class GoalTable:
     not_evaluated : tuple of (Goal, str)
         Goals that could not be evaluated and why (e.g. an optional structure absent
         from the patient); listed in every table, never counted as met or failed.
+    reported : tuple of GoalResult
+        Values reported beside a reference level (a protocol's ``[[reported]]``), never
+        counted as met or failed.
     """
 
     results: tuple[GoalResult, ...]
     dvhs: DVHCollection = field(default_factory=DVHCollection)
     prescription_gy: float | None = None
     not_evaluated: tuple[tuple[Goal, str], ...] = ()
+    reported: tuple[GoalResult, ...] = ()
 
     def __iter__(self) -> Iterator[GoalResult]:
         return iter(self.results)
@@ -540,6 +545,16 @@ class GoalTable:
             out.append(rec)
         return out
 
+    def reported_records(self) -> list[dict[str, Any]]:
+        """One record per reported value: :meth:`GoalResult.as_dict` with ``"status":
+        "reported"``, ``"passed": None`` and ``"within_reference"`` (bool)."""
+        out = []
+        for r in self.reported:
+            rec = r.as_dict()
+            rec.update(status="reported", passed=None, within_reference=r.status == "pass")
+            out.append(rec)
+        return out
+
     def summary_line(self) -> str:
         """E.g. ``"8/9 goals met, 1 not evaluated: Parotid_L Dmean <= 26 Gy (...)"``."""
         n = len(self.results)
@@ -559,6 +574,12 @@ class GoalTable:
             )
         for g, why in self.not_evaluated:
             lines.append(f"  [NOT EVALUATED] P{g.priority} {g.text:<40} {why}")
+        for r in self.reported:
+            u = f" {r.goal.unit}" if r.goal.unit else ""
+            lines.append(
+                f"  [  REPORTED]    {r.goal.text:<40} achieved {r.value:.4g}{u}"
+                f"  (reference, not a goal: {_WITHIN[r.status == 'pass']})"
+            )
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -597,6 +618,22 @@ class GoalTable:
             ]
             tds = "".join(f"<td>{c}</td>" for c in cells)
             rows.append(f'<tr class="goal-not-evaluated" style="background:#e0e0e0">{tds}</tr>')
+        for r in self.reported:
+            g = r.goal
+            u = f" {html.escape(g.unit)}" if g.unit else ""
+            cells = [
+                html.escape(g.structure),
+                html.escape(g.metric.text),
+                html.escape(g.comparison),
+                f"{_fmt(g.level)}{u}",
+                "",
+                f"{r.value:.4g}{u}",
+                "—",
+                f"REPORTED ({_WITHIN[r.status == 'pass']})",
+                html.escape(g.label),
+            ]
+            tds = "".join(f"<td>{c}</td>" for c in cells)
+            rows.append(f'<tr class="goal-reported" style="background:#eeeeee">{tds}</tr>')
         heads = [
             "Structure",
             "Metric",

@@ -815,7 +815,18 @@ def stage_evaluate(ctx: _Context) -> None:
     table = evaluate_goals(
         ctx.dose, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body, colors=colors
     )
-    ctx.goal_table = replace(table, not_evaluated=tuple(protocol.goals_not_evaluated(ctx.mapping)))
+    reported = evaluate_goals(
+        ctx.dose,
+        structures,
+        protocol.reported_goals(ctx.mapping),
+        ctx.dose_grid,
+        prescription_gy=rx,
+    )
+    ctx.goal_table = replace(
+        table,
+        not_evaluated=tuple(protocol.goals_not_evaluated(ctx.mapping)),
+        reported=reported.results,
+    )
 
 
 def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):

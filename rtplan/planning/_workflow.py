@@ -44,6 +44,7 @@ def _outcome(result, out: Path) -> dict[str, Any]:
         "summary": result.summary(),
         "timings": dict(result.timings),
         "goals": result.goal_table.as_records(),
+        "reported": result.goal_table.reported_records(),
     }
 
 

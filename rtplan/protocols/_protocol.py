@@ -356,6 +356,9 @@ class Protocol:
     derived : tuple of DerivedSpec
         ``[[structures.derived]]`` entries in dependency order (their names are also in
         :attr:`structures`); see :mod:`rtplan.protocols._derived`.
+    reported : tuple of GoalSpec
+        ``[[reported]]`` entries: values evaluated and shown beside their reference level,
+        never optimised and never counted as a goal met or failed.
     """
 
     name: str
@@ -371,6 +374,7 @@ class Protocol:
     safety: SafetySettings = field(default_factory=SafetySettings)
     source: str = "<dict>"
     derived: tuple = ()
+    reported: tuple[GoalSpec, ...] = ()
 
     # ------------------------------------------------------------------ lookup
     def structure(self, name: str) -> StructureSpec:
@@ -558,13 +562,13 @@ class Protocol:
             Ready for :func:`rtplan.evaluation.evaluate_goals` (with
             ``prescription_gy=protocol.prescription.total_dose_gy``).
         """
-        out = []
-        for g in self.goals:
-            if mapping is not None and g.structure not in mapping:
-                continue
-            name = mapping[g.structure] if mapping is not None else g.structure
-            out.append(replace(g.goal, structure=name))
-        return out
+        return _on_patient(self.goals, mapping)
+
+    def reported_goals(self, mapping: Mapping[str, str] | None = None) -> list[Any]:
+        """The ``[[reported]]`` values as :class:`rtplan.evaluation.Goal` objects (their
+        limit is the reference level shown beside the value); same ``mapping`` rule as
+        :meth:`evaluation_goals`."""
+        return _on_patient(self.reported, mapping)
 
     def goals_not_evaluated(self, mapping: Mapping[str, str]) -> list[tuple[Any, str]]:
         """The goals :meth:`evaluation_goals` drops, each with the reason.
@@ -587,6 +591,15 @@ class Protocol:
             for g in self.goals
             if g.structure not in mapping
         ]
+
+
+def _on_patient(specs: Iterable[GoalSpec], mapping: Mapping[str, str] | None) -> list[Any]:
+    """The goals of ``specs`` renamed to patient structures; absent structures dropped."""
+    if mapping is None:
+        return [g.goal for g in specs]
+    return [
+        replace(g.goal, structure=mapping[g.structure]) for g in specs if g.structure in mapping
+    ]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -722,10 +735,10 @@ def _derived_structures(
     return derived
 
 
-def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
+def _parse_goal(source: str, i: int, goal: Any, table: str = "goal") -> GoalSpec:
     from ..evaluation import Goal
 
-    where = f"goal {i}"
+    where = f"{table} {i}"
     if not isinstance(goal, Mapping):
         raise _err(
             source,
@@ -738,7 +751,7 @@ def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
         raise _err(
             source, f"{where} field 'structure'", f"expected a structure name, found {structure!r}."
         )
-    where = f"goal {i} ({structure} {goal.get('metric', '?')})"
+    where = f"{table} {i} ({structure} {goal.get('metric', '?')})"
     hard = goal.get("hard")
     if hard is not None and not isinstance(hard, bool):
         raise _err(source, f"{where} field 'hard'", f"expected true or false, found {hard!r}.")
@@ -765,6 +778,25 @@ def _parse_goal(source: str, i: int, goal: Any) -> GoalSpec:
     except ProtocolError as exc:
         raise _err(source, where, str(exc)) from None
     return GoalSpec(i, parsed, hard, note)
+
+
+def _parse_reported(source: str, raw: Any) -> tuple[GoalSpec, ...]:
+    """``[[reported]]``: goals' grammar without ``hard`` or ``priority`` (never optimised)."""
+    if not isinstance(raw, list):
+        raise _err(
+            source,
+            "reported",
+            f"expected an array of tables ([[reported]]), found {type(raw).__name__}.",
+        )
+    for i, entry in enumerate(raw):
+        for key in ("hard", "priority"):
+            if isinstance(entry, Mapping) and key in entry:
+                raise _err(
+                    source,
+                    f"reported {i} field '{key}'",
+                    "a reported value is never optimised; move it to [[goals]] to plan for it.",
+                )
+    return tuple(_parse_goal(source, i, g, table="reported") for i, g in enumerate(raw))
 
 
 def _parse_levels(
@@ -844,6 +876,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         "prescription",
         "structures",
         "goals",
+        "reported",
         "beams",
         "grid",
         "optimization",
@@ -894,7 +927,8 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
             f"expected an array of tables ([[goals]]), found {type(goals_raw).__name__}.",
         )
     goals = tuple(_parse_goal(source, i, g) for i, g in enumerate(goals_raw))
-    for g in goals:
+    reported = _parse_reported(source, data.get("reported", []))
+    for g in goals + reported:
         if g.structure not in structures:
             structures[g.structure] = StructureSpec(g.structure, "oar")
 
@@ -1031,6 +1065,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         prescription=prescription,
         structures=tuple(structures.values()),
         goals=goals,
+        reported=reported,
         beams=beams,
         dose_grid_mm=dose_grid,
         optimization=optimization,

@@ -180,6 +180,7 @@ def plan_json(
             "n_not_evaluated": len(goals) - n_goals,
             "text": goal_table.summary_line() if goal_table is not None else "",
         },
+        "reported": goal_table.reported_records() if goal_table is not None else [],
         "warnings": [dict(w) for w in plan_summary.get("warnings", []) or []],
         "dvh_metrics": dvh_rows,
         "timings_s": timings,

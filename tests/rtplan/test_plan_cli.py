@@ -263,7 +263,16 @@ def test_demo_writes_phantom_and_plan(tmp_path, capsys):
     )
     assert status == 0  # the demo exits 0 when the plan is produced, goals shown not fatal
     text = capsys.readouterr().out
-    assert "GoalTable" in text and "Core D5% <= 10 Gy" in text
+    assert "GoalTable" in text and "[  REPORTED]    Core D5% <= 10 Gy" in text
+    record = json.loads((out / "plan" / "plan.json").read_text())
+    (d5,) = record["reported"]  # the stricter core reading: reported, not a goal
+    (d10,) = [
+        g for g in record["goals"] if g["label"].startswith("TG-119") and g["structure"] == "Core"
+    ]
+    assert d5["metric"] == "D5%" and d5["status"] == "reported" and d5["passed"] is None
+    assert d5["within_reference"] == (d5["value"] <= 10.0)
+    assert d5["value"] >= d10["value"]  # D5 >= D10 on any dose
+    assert not [g for g in record["goals"] if g["metric"] == "D5%"]
     assert (out / "input" / "RS.dcm").is_file() and any((out / "input" / "CT").iterdir())
     assert sorted(p.name for p in (out / "plan").iterdir()) == sorted(PLAN_FILES)
     plan = pydicom.dcmread(out / "plan" / "RTPLAN.dcm")

@@ -43,7 +43,7 @@ def plans(cshape_patient):
 def _values(result):
     return {
         f"{r.goal.structure} {r.goal.metric.text} {r.goal.comparison} {r.goal.level:g} Gy": r.value
-        for r in result.goal_table
+        for r in (*result.goal_table, *result.goal_table.reported)
     }
 
 
