@@ -4,6 +4,8 @@
 imported only by the code that needs them.
 """
 
+from typing import TYPE_CHECKING
+
 from dose_engine import Grid
 
 from . import errors
@@ -55,6 +57,11 @@ from .sequencing import (
     sequence_fluence,
     sequence_plan,
 )
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
+    from . import phantoms, planning, protocols
+    from .planning import PlanResult, plan_patient
+    from .protocols import Protocol, load_protocol
 
 __version__ = "0.1.0"
 
@@ -126,6 +133,11 @@ _LAZY = {
     "load_protocol": "protocols",
     "Protocol": "protocols",
 }
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazy ones included (for ``dir(rtplan)`` and completion)."""
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):
