@@ -258,12 +258,14 @@ def isocenter_at_centroid(points_or_mask, grid=None) -> tuple[float, float, floa
         idx = np.nonzero(w)
         zyx = np.stack(idx, axis=-1).astype(float)
         centre_idx = (zyx * w[idx][:, None]).sum(axis=0) / total
-        return tuple(float(v) for v in grid.index_to_point(centre_idx))
+        x, y, z = (float(v) for v in grid.index_to_point(centre_idx))
+        return (x, y, z)
     if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
         raise InvalidGeometryError(
             f"`points_or_mask` must be (n, 3) points or a 3-D mask; got shape {arr.shape}."
         )
-    return tuple(float(v) for v in arr.astype(float).mean(axis=0))
+    x, y, z = (float(v) for v in arr.astype(float).mean(axis=0))
+    return (x, y, z)
 
 
 def equispaced_coplanar_beams(

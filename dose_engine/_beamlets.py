@@ -209,7 +209,7 @@ def beamlets_for_target(
         )
     beams = list(beams)
     check_limit("beams", len(beams), f"A plan of {len(beams)} beams", hint="Use fewer beams.")
-    cols = {k: [] for k in ("b", "x", "y", "r", "c")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("b", "x", "y", "r", "c")}
     origins, shapes = [], []
     map_cells = 0.0
     for b, beam in enumerate(beams):

@@ -62,7 +62,7 @@ def _arrays_sha256(matrix_arrays: Sequence[np.ndarray], beamlets: Beamlets) -> s
     for a in (*matrix_arrays, *(getattr(beamlets, n) for n in _BEAMLET_FIELDS)):
         a = np.ascontiguousarray(to_numpy(a))
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))  # type: ignore[arg-type]
     return h.hexdigest()
 
 
@@ -247,14 +247,15 @@ def _read_verified(path: Path, f, backend: str) -> InfluenceMatrix:
     shape = tuple(int(v) for v in g.attrs["shape"])
     arrays = (g["data"][()], g["indices"][()], g["indptr"][()])
     dg = f["dose_grid"].attrs
-    grid = Grid(tuple(int(v) for v in dg["shape"]), tuple(dg["origin_mm"]), tuple(dg["spacing_mm"]))
+    nz, ny, nx = (int(v) for v in dg["shape"])
+    grid = Grid((nz, ny, nx), tuple(dg["origin_mm"]), tuple(dg["spacing_mm"]))
     bg = f["beams"]
     beams = tuple(
         Beam(
             float(ga),
             collimator_angle_deg=float(co),
             couch_angle_deg=float(cu),
-            isocenter_mm=tuple(float(v) for v in iso),
+            isocenter_mm=(float(iso[0]), float(iso[1]), float(iso[2])),
             sad_mm=float(sad),
             patient_position=pos.decode(),
         )
@@ -270,9 +271,9 @@ def _read_verified(path: Path, f, backend: str) -> InfluenceMatrix:
     )
     lg = f["beamlets"]
     beamlets = Beamlets(
-        *(lg[name][()] for name in _BEAMLET_FIELDS),
-        lg["map_origin_mm"][()],
-        tuple(tuple(int(v) for v in s) for s in lg["map_shapes"][()]),
+        **{name: lg[name][()] for name in _BEAMLET_FIELDS},
+        map_origin_mm=lg["map_origin_mm"][()],
+        map_shapes=tuple((int(r), int(c)) for r, c in lg["map_shapes"][()]),
     )
     _verify(path, f.attrs, arrays, shape, grid, beams, beamlets)
     matrix = scipy.sparse.csr_matrix(arrays, shape=shape)

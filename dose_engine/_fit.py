@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -389,7 +390,7 @@ def _describe(measured: MeasuredData) -> str:
     files = sorted({Path(s.source.split(", scan")[0]).name for s in measured.scans})
     fields = sorted({field_label(s.field) for s in measured.scans})
     ssds = sorted({s.ssd_mm for s in measured.scans})
-    depths = sorted({s.depth_mm for s in measured.profiles()})
+    depths = sorted({s.depth_mm for s in measured.profiles() if s.depth_mm is not None})
     return (
         f"{measured.source}: {len(measured.pdds())} PDDs and {len(measured.profiles())} profiles "
         f"from {', '.join(files)} (fields {', '.join(fields)} mm, SSD "
@@ -462,7 +463,7 @@ def fit_beam_model(
     if shape is None:
         _require_two_pdd_fields(measured)
     energy = measured.energy_mv
-    meta = {
+    meta: dict[str, Any] = {
         "name": name or f"rtplan {energy or 0:g} MV pencil beam ({Path(measured.source).name})",
         "energy_mv": energy,
         "sad_mm": measured.sad_mm,

@@ -192,8 +192,9 @@ class Grid:
             )
         slices_xyz = [slice(int(a), int(b) + 1) for a, b in zip(lo_idx, hi_idx, strict=True)]
         origin = self.index_to_point(lo_idx[::-1])
-        shape = tuple(int(b - a + 1) for a, b in zip(lo_idx, hi_idx, strict=True))[::-1]
-        return Grid(shape, tuple(origin), self.spacing_mm), tuple(slices_xyz[::-1])
+        nx, ny, nz = (int(b - a + 1) for a, b in zip(lo_idx, hi_idx, strict=True))
+        sx, sy, sz = slices_xyz
+        return Grid((nz, ny, nx), tuple(origin), self.spacing_mm), (sz, sy, sx)
 
     def __repr__(self) -> str:
         return (

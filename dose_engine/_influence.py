@@ -284,7 +284,7 @@ def _trim_heap() -> None:
         _MALLOC_TRIM(0)
 
 
-_MALLOC_TRIM = None
+_MALLOC_TRIM: Any = None  # libc malloc_trim, False where absent, None until looked up
 
 
 def _lattices(beamlets: Beamlets) -> list[dict]:

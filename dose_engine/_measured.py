@@ -51,7 +51,7 @@ import numpy as np
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import BeamModelError
 
@@ -118,7 +118,8 @@ class MeasuredScan:
     @property
     def field(self) -> tuple[float, float]:
         """``(x, y)`` field sides at the isocentre (crossplane, inplane), mm."""
-        return (float(self.field_mm), float(self.field_inplane_mm))
+        inplane = self.field_mm if self.field_inplane_mm is None else self.field_inplane_mm
+        return (float(self.field_mm), float(inplane))
 
 
 def field_label(field: tuple[float, float]) -> str:
