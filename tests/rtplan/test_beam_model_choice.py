@@ -80,12 +80,12 @@ def test_plan_json_records_the_model(case):
     shipped_model = load_beam_model()
     assert _plan_json(root, "shipped")["plan"]["beam_model"] == {
         "name": shipped_model.name,
-        "file": shipped_model.path,
+        "file": "beam_model_6MV.json",  # the file name, no folder of the machine
         "sad_mm": 1000.0,
         "fingerprint": shipped_model.fingerprint(),
     }
     record = _plan_json(root, "scaled")["plan"]["beam_model"]
-    assert record["file"] == str(scaled)
+    assert record["file"] == scaled.name
     assert record["fingerprint"] == load_beam_model(scaled).fingerprint()
     assert record["fingerprint"] != shipped_model.fingerprint()
     report = (root / "scaled" / "report.html").read_text(encoding="utf-8")
