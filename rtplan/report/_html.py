@@ -318,7 +318,8 @@ caption{text-align:left;font-weight:bold;padding:0.3em 0}
 .ok{background:#c8e6c9} .bad{background:#ffcdd2}
 .muted{color:#666;font-size:0.85em} .maxdose{font-size:1.05em}
 .viewer{display:flex;flex-wrap:wrap;gap:1em} .slice-view{margin:0}
-.slice-view img{display:block;background:#000} .slice-view input{width:100%}
+.slice-view img{display:block;background:#000;image-rendering:pixelated}
+.slice-view input{width:100%}
 .legend{margin:0.5em 0} .key{margin-right:1.2em;white-space:nowrap}
 .swatch{display:inline-block;width:1.6em;height:0;vertical-align:middle;margin-right:0.3em}
 .swatch.roi{border-top:4px solid} .swatch.iso{border-top:2px solid}
