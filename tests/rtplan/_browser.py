@@ -30,10 +30,20 @@ VIRTUAL_TIME_MS = 5000
 
 
 def find_browser() -> str | None:
-    """Path of the browser executable, or None."""
+    """Path of the browser executable, or None.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``$RTPLAN_BROWSER`` is set but names no executable (asked for, so not skipped;
+        ``.ci/run`` always sets it).
+    """
     env = os.environ.get("RTPLAN_BROWSER")
     if env:
-        return shutil.which(env) or (env if Path(env).is_file() else None)
+        found = shutil.which(env)
+        if found is None:
+            raise FileNotFoundError(f"RTPLAN_BROWSER={env!r} is not an executable browser")
+        return found
     for name in BROWSER_NAMES:
         found = shutil.which(name)
         if found:
