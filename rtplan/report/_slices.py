@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from dose_engine import Grid
-from dose_engine._resample import resample
 
 from ._colours import MAX_MARKER_COLOUR, hex_colour
 
@@ -106,6 +105,65 @@ def display_grid(
     mz, my, mx = m
     grid = Grid(tuple(n), dose_grid.origin_mm, (dx / mx, dy / my, dz / mz))
     return grid, (mz, my, mx)
+
+
+def _resample_linear(
+    volume: np.ndarray, grid: Grid, axes_zyx_mm: Sequence[np.ndarray], *, fill: float
+) -> np.ndarray:
+    """Trilinear interpolation of ``volume`` (on ``grid``) at the nodes ``axes_zyx_mm``,
+    as three 1-D passes (numpy, float32; for display).
+
+    Nodes outside ``grid``'s voxel centres (beyond 1e-6 voxel) get ``fill``.  Separable
+    and so several times faster than :func:`dose_engine._resample.resample`, which the
+    patient-sized CT and every structure of a report would otherwise spend seconds in.
+    """
+    out = np.asarray(volume, dtype=np.float32)
+    origin_zyx = grid.origin_mm[::-1]
+    spacing_zyx = grid.spacing_mm[::-1]
+    order = np.argsort([len(a) / n for a, n in zip(axes_zyx_mm, out.shape, strict=True)])
+    for axis in order:  # shrink first
+        n = out.shape[axis]
+        f = (np.asarray(axes_zyx_mm[axis], float) - origin_zyx[axis]) / spacing_zyx[axis]
+        outside = (f < -1e-6) | (f > n - 1 + 1e-6)
+        f = np.clip(f, 0.0, n - 1)
+        i0 = np.minimum(np.floor(f).astype(np.intp), max(n - 2, 0))
+        w = (f - i0).astype(np.float32)
+        i1 = np.minimum(i0 + 1, n - 1)
+        shape = [1, 1, 1]
+        shape[axis] = len(f)
+        w = w.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i1, axis=axis) * w
+        if outside.any():
+            idx = [slice(None)] * 3
+            idx[axis] = outside
+            out[tuple(idx)] = fill
+    return out
+
+
+def _mask_on(occupancy: np.ndarray, grid: Grid, display: Grid) -> np.ndarray:
+    """``occupancy >= 0.5`` on the display grid, interpolated in the structure's box only."""
+    mask = np.zeros(display.shape, dtype=bool)
+    occ = np.asarray(occupancy)
+    nz = [np.flatnonzero(occ.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
+    if any(len(i) == 0 for i in nz):
+        return mask
+    lo = [int(i[0]) for i in nz]
+    hi = [int(i[-1]) + 1 for i in nz]
+    box = occ[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    sub = Grid(box.shape, grid.index_to_point(np.array(lo, float)), grid.spacing_mm)
+    axes = display.zyx_axes_mm()
+    src = sub.zyx_axes_mm()
+    keep = []
+    for k in range(3):  # display nodes within one source voxel of the box
+        d = grid.spacing_mm[::-1][k]
+        keep.append(np.flatnonzero((axes[k] >= src[k][0] - d) & (axes[k] <= src[k][-1] + d)))
+    if any(len(i) == 0 for i in keep):
+        return mask
+    padded = np.pad(box.astype(np.float32), 1)  # zero just outside the box
+    pgrid = Grid(padded.shape, sub.index_to_point(np.array([-1.0, -1.0, -1.0])), grid.spacing_mm)
+    vals = _resample_linear(padded, pgrid, [axes[k][keep[k]] for k in range(3)], fill=0.0)
+    mask[np.ix_(*keep)] = vals >= 0.5
+    return mask
 
 
 def _plane(volume: np.ndarray, view: str, node: int) -> np.ndarray:
@@ -194,17 +252,15 @@ def render_slices(
     """
     dose = np.asarray(dose_gy, dtype=np.float32)
     grid, refine = display_grid(dose_grid, display_mm=display_mm)
-    d = resample(dose, dose_grid, grid)
+    axes_mm = grid.zyx_axes_mm()
+    d = _resample_linear(dose, dose_grid, axes_mm, fill=0.0)
     if ct is not None:
         lo, hi = CT_WINDOW_HU
-        bg = resample(np.asarray(ct.array, np.float32), ct.grid, grid, fill_value=lo)
+        bg = _resample_linear(ct.array, ct.grid, axes_mm, fill=lo)
         bg = np.clip((bg - lo) / (hi - lo), 0.0, 1.0)
     else:
         bg = d / max(float(d.max()), 1e-6)
-    masks = {
-        n: resample(np.asarray(occ, np.float32), g, grid) >= 0.5
-        for n, (occ, g) in (structures or {}).items()
-    }
+    masks = {n: _mask_on(occ, g, grid) for n, (occ, g) in (structures or {}).items()}
     colours = dict(colours or {})
     line_colours: list[tuple[int, int, int]] = []
     for rgb in [*(colours[n] for n in masks), *(c for _, c in isodoses), MAX_MARKER_COLOUR]:
