@@ -1,7 +1,8 @@
 """The plan report (one self-contained ``report.html``) and the machine-readable ``plan.json``.
 
-``report.html`` embeds its images as base64 PNG and its style inline: it opens offline,
-can be mailed or archived as one file, and loads nothing from the network.  Neither file
+``report.html`` embeds its images as base64 PNG, and its style and the few lines of script
+of its slice viewer inline: it opens offline, can be mailed or archived as one file, and
+loads nothing from the network.  Neither file
 contains patient names or IDs: only UIDs identify the inputs.
 """
 
@@ -397,7 +398,8 @@ def write_report(
     Raises
     ------
     rtplan.errors.InputError
-        ``dose_gy`` does not match ``dose_grid``.
+        ``dose_gy`` does not match ``dose_grid``; ``isodose_pct`` holds a value that is
+        not a finite number > 0.
     rtplan.errors.OutputExistsError
         ``path`` exists and ``overwrite`` is false.
 
@@ -437,6 +439,7 @@ def write_report(
     plan = record["plan"]
     levels = dict(plan.get("target_levels_gy") or {})
     highest = max(levels.values()) if levels else rx
+    lines = isodose_lines(highest, percent=isodose_pct, levels_gy=levels) if highest else []
 
     # ---- structures on the CT grid (whole contours; dose grid without a CT)
     structures = getattr(patient, "structures", None) or {}
@@ -484,7 +487,6 @@ def write_report(
             colours={n: colours[n] for n in order if n in dvhs},
         )
     )
-    lines = isodose_lines(highest, percent=isodose_pct, levels_gy=levels) if highest else []
     stacks, inside = render_slices(
         dose,
         dose_grid,

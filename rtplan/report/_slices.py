@@ -11,10 +11,9 @@ slice ``k`` of a view is exactly dose-grid slice ``k``.  Lines are the 1-pixel b
 of ``dose >= level`` (isodoses) and 2-pixel boundaries of ``occupancy >= 0.5``
 (structures) on that grid.
 
-Display conventions (DICOM LPS, radiological view), as in the DVH-era washes: axial
-slices have patient right on the viewer's left and anterior at the top; coronal slices
-superior at the top and patient right on the left; sagittal slices superior at the top
-and anterior on the left.
+Display conventions (DICOM LPS, radiological view): axial slices have patient right on
+the viewer's left and anterior at the top; coronal slices superior at the top and patient
+right on the left; sagittal slices superior at the top and anterior on the left.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ._colours import ISODOSE_COLOURS
 
 __all__ = [
@@ -54,7 +55,22 @@ def isodose_lines(
         Target → its prescription level.  When the protocol has several distinct levels,
         each gets a line too (labelled with its targets); a level within 0.05 Gy of a
         percentage line shares that line.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        A value of ``percent`` is not a finite number > 0 (named).
     """
+    for p in percent:
+        try:
+            ok = bool(np.isfinite(float(p)) and float(p) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(
+                f"`isodose_pct` must hold finite percentages > 0 of the highest "
+                f"prescription level; got {p!r}."
+            )
     lines: dict[float, list[str]] = {}
 
     def add(gy: float, label: str) -> None:

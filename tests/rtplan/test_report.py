@@ -215,6 +215,18 @@ def test_isodose_lines_at_each_prescription_level():
     assert [round(gy, 4) for gy, _, _ in lines] == [54.0, 66.5, 70.0, 74.9]
     one = isodose_lines(50.0, levels_gy={"PTV": 50.0})
     assert [lab for _, lab, _ in one][0] == "50 % (25 Gy)" and len(one) == 5
+    for bad in (-5, 0, float("nan"), "ninety"):
+        with pytest.raises(InputError, match=r"`isodose_pct` must hold finite percentages"):
+            isodose_lines(70.0, percent=(50, bad))
+
+
+def test_report_isodose_levels_are_chosen_by_the_caller(case, tmp_path):
+    text = _write(case, tmp_path / "r.html", isodose_pct=(90,)).read_text()
+    labels = re.findall(r"<span class='swatch iso'[^>]*></span>([^<]+)", text)
+    assert labels == ["90 % (70.2 Gy)"]  # of the 78 Gy prescription
+    with pytest.raises(InputError, match="isodose_pct"):
+        _write(case, tmp_path / "bad.html", isodose_pct=(0,))
+    assert not (tmp_path / "bad.html").exists()
 
 
 def test_structures_get_distinct_colours():
