@@ -202,7 +202,8 @@ def _marker(shape: tuple[int, int], row: int, col: int) -> tuple[np.ndarray, np.
 def _png_base64(index_image: np.ndarray, palette: np.ndarray) -> str:
     from PIL import Image  # matplotlib's own dependency
 
-    img = Image.fromarray(index_image, mode="P")
+    rows, cols = index_image.shape
+    img = Image.frombytes("P", (cols, rows), np.ascontiguousarray(index_image).tobytes())
     img.putpalette(palette.astype(np.uint8).ravel().tolist())
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=9)
