@@ -21,11 +21,11 @@ import rtplan
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 
-# 1. A patient: the C-shape phantom written as DICOM (CT series + RT-STRUCT), then loaded
-#    exactly as real data would be.
-work = Path(tempfile.mkdtemp())
+# 1. A patient: the C-shape phantom written as DICOM (CT series + RT-STRUCT) into a scratch
+#    folder (removed at the end), then loaded exactly as real data would be.
+scratch = tempfile.TemporaryDirectory(prefix="rtplan-cshape-")
 written = rtplan.phantoms.write_phantom(
-    "cshape", work / "input", pixel_spacing_mm=5.0, slice_spacing_mm=5.0
+    "cshape", Path(scratch.name) / "input", pixel_spacing_mm=5.0, slice_spacing_mm=5.0
 )
 patient = rtplan.load_patient(written.ct_dir, written.rtstruct_path)
 print(patient)
@@ -52,7 +52,9 @@ for name, dvh in result.dvhs.items():
         f"   Dmax(0.03cc) {dvh.dose_at_volume_cc(0.03):6.2f} Gy"
     )
 
-# 5. Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html.
-out = Path(sys.argv[1]) if len(sys.argv) > 1 else work / "plan"
+# 5. Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html (open it in any browser) into
+#    the folder given on the command line, else ./plan_cshape_out.
+out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("plan_cshape_out")
 result.write(out, overwrite=True)
 print(f"plan written to {out}")
+scratch.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,17 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def _scratch_folders() -> set[str]:
+    """The examples' scratch folders present in the temporary folder."""
+    return {p.name for p in Path(tempfile.gettempdir()).glob("rtplan-cshape-*")}
+
+
 def test_plan_cshape_script(tmp_path, monkeypatch, capsys):
     out = tmp_path / "plan"
+    before = _scratch_folders()
     monkeypatch.setattr(sys, "argv", ["plan_cshape.py", str(out)])
     runpy.run_path(str(EXAMPLES / "plan_cshape.py"), run_name="__main__")
+    assert _scratch_folders() <= before  # its scratch folder is gone
     text = capsys.readouterr().out
     assert "goals met" in text and "Core" in text
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -36,6 +44,7 @@ def test_plan_cshape_notebook():
     from nbclient import NotebookClient
 
     nb = nbformat.read(EXAMPLES / "plan_cshape.ipynb", as_version=4)
+    before = _scratch_folders()
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
     ).execute()
@@ -45,5 +54,8 @@ def test_plan_cshape_notebook():
     assert "core D5 =" in text
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "rtplan-goals" in html  # the goal table rendered for Jupyter
+    # the DVH figure is shown (inline backend, even with MPLBACKEND=Agg as in .ci/run)
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert _scratch_folders() <= before  # the notebook removed its scratch folder
     last = nb.cells[-1].outputs[-1]["data"]["text/plain"]
     assert "RTPLAN.dcm" in last and "report.html" in last

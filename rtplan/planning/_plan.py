@@ -26,7 +26,7 @@ import html
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -84,7 +84,8 @@ class PlanResult:
     goal_table : rtplan.evaluation.GoalTable
         Goals on the final dose, on patient structure names.
     plan : rtplan.DeliverablePlan
-        Beams, segments and MU (total over all fractions).
+        Beams, segments and MU; its ``total_mu`` and segment ``total_mu`` are summed over
+        all fractions (see :attr:`mu_per_fraction` and :attr:`total_mu_all_fractions`).
     fluence_mu : (n_beamlets,) ndarray of float64, MU
         Optimised fluence (total over all fractions).
     optimization : optimizers.LexicographicResult
@@ -139,6 +140,18 @@ class PlanResult:
         return self.goal_table.dvhs
 
     @property
+    def mu_per_fraction(self) -> float:
+        """Monitor units of one fraction, all beams (the sum of the RT-PLAN's
+        (300A,0086) *BeamMeterset*), MU: the figure ``repr``, :meth:`summary`, the CLI,
+        plan.json and the report show."""
+        return self.plan.total_mu / self.plan.fractions
+
+    @property
+    def total_mu_all_fractions(self) -> float:
+        """Monitor units summed over all fractions (``plan.total_mu``), MU."""
+        return float(self.plan.total_mu)
+
+    @property
     def total_time_s(self) -> float:
         """Sum of the stage timings, s."""
         return float(sum(self.timings.values()))
@@ -147,7 +160,7 @@ class PlanResult:
         """A few lines: goals met, total MU, time, then the goal table."""
         head = (
             f"{self.protocol.name}: {self.goal_table.summary_line()}; "
-            f"{self.plan.total_mu / self.plan.fractions:.0f} MU per fraction in "
+            f"{self.mu_per_fraction:.0f} MU per fraction in "
             f"{sum(len(b.segments) for b in self.plan.beams)} segments, "
             f"planned in {self.total_time_s:.1f} s"
         )
@@ -164,7 +177,7 @@ class PlanResult:
         return (
             f"PlanResult(protocol={self.protocol.name!r}, goals_met="
             f"{len(self.goal_table) - self.goal_table.n_failed}/{len(self.goal_table)}, "
-            f"total_mu={self.plan.total_mu:.4g}, time_s={self.total_time_s:.1f})"
+            f"mu_per_fraction={self.mu_per_fraction:.4g}, time_s={self.total_time_s:.1f})"
         )
 
     def _repr_html_(self) -> str:
@@ -181,14 +194,15 @@ class PlanResult:
             f"<div class='rtplan-plan'><h4>{html.escape(self.protocol.name)}</h4>"
             f"<p>{rx.total_dose_gy:g} Gy in {rx.fractions} fractions to "
             f"{html.escape(self.mapping.get(rx.target, rx.target))}; normalisation "
-            f"{self.normalization:.3f}; {self.total_time_s:.1f} s</p>"
+            f"{self.normalization:.3f}; {self.mu_per_fraction:.1f} MU per fraction; "
+            f"{self.total_time_s:.1f} s</p>"
             + "".join(
                 f"<p style='color:#b00000'><b>WARNING: {html.escape(w.message)}</b></p>"
                 for w in self.warnings
             )
             + f"{self.goal_table._repr_html_()}"
-            "<table><thead><tr><th>Beam</th><th>Gantry</th><th>MU/fx</th><th>Segments</th>"
-            f"</tr></thead><tbody>{beam_rows}</tbody></table>"
+            "<table><thead><tr><th>Beam</th><th>Gantry</th><th>MU per fraction</th>"
+            f"<th>Segments</th></tr></thead><tbody>{beam_rows}</tbody></table>"
             "<table><thead><tr><th>Stage</th><th>Time</th></tr></thead>"
             f"<tbody>{timing_rows}</tbody></table></div>"
         )
@@ -206,6 +220,8 @@ class PlanResult:
             "target": self.mapping.get(rx.target, rx.target),
             "machine": self.plan.beams[0].machine.name,
             "beam_model": _beam_model_record(self.beam_model),
+            "dose_algorithm": _dose_algorithm_record(),
+            "hu_table": _hu_table_record(),
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
@@ -225,9 +241,17 @@ class PlanResult:
         }
 
     def write(
-        self, out_dir: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+        self,
+        out_dir: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        progress: bool = False,
+        isodose_pct: Sequence[float] | None = None,
     ) -> Path:
         """Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html into ``out_dir``.
+
+        ``isodose_pct`` sets the report's isodose lines (% of the highest prescription
+        level; default :data:`rtplan.report.DEFAULT_ISODOSE_PCT`, 50/80/95/100/107).
 
         When the plan derived structures (protocol ``[[structures.derived]]``,
         :meth:`rtplan.Patient.derive`) or found the body outline in the CT, ``RS_derived.dcm``
@@ -296,6 +320,7 @@ class PlanResult:
                 goal_table=self.goal_table,
                 timings=timings,
                 plan_summary=summary,
+                **({} if isodose_pct is None else {"isodose_pct": isodose_pct}),
             )
         logger.info("plan written to %s", out_dir)
         return Path(out_dir)
@@ -325,9 +350,41 @@ def _beam_model_record(model: BeamModel | None) -> dict[str, Any] | None:
         return None
     return {
         "name": model.name,
-        "file": model.path,
+        "file": Path(model.path).name,  # the name only: no folder of the machine it ran on
         "sad_mm": model.sad_mm,
         "fingerprint": model.fingerprint(),
+    }
+
+
+#: What computes every dose of a plan (influence matrix and final aperture dose).
+DOSE_ALGORITHM = {
+    "name": "pencil beam",
+    "engine": "dose_engine",
+    "description": (
+        "analytically integrated two-Gaussian photon pencil-beam kernel on ray-traced "
+        "radiological depth (Bortfeld et al. 1993, doi:10.1118/1.597070; Ahnesjo et al. "
+        "1992, doi:10.1118/1.596856); final dose from the MLC and jaw apertures"
+    ),
+}
+
+
+def _dose_algorithm_record() -> dict[str, Any]:
+    """:data:`DOSE_ALGORITHM` with the version of the installed engine (rtplan's)."""
+    from ..report import software_versions
+
+    return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
+
+
+def _hu_table_record() -> dict[str, Any]:
+    """The CT-to-density table every dose of a plan used (the engine's default)."""
+    from dose_engine import load_hu_table
+
+    table = load_hu_table()
+    return {
+        "file": Path(table.path).name,
+        "source": table.source,
+        "hu": [float(v) for v in table.hu],
+        "relative_electron_density": [float(v) for v in table.density],
     }
 
 

@@ -1,12 +1,14 @@
 """The plan report (one self-contained ``report.html``) and the machine-readable ``plan.json``.
 
-``report.html`` embeds its images as base64 PNG and its style inline: it opens offline,
-can be mailed or archived as one file, and loads nothing from the network.  Neither file
+``report.html`` embeds its images as base64 PNG, and its style and the few lines of script
+of its slice viewer inline: it opens offline, can be mailed or archived as one file, and
+loads nothing from the network.  Neither file
 contains patient names or IDs: only UIDs identify the inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import json
@@ -21,6 +23,16 @@ import numpy as np
 
 from .._atomic import atomic_file
 from ..errors import InputError
+from ._colours import roi_colours
+from ._slices import legend_html, render_slices, slice_viewer_html
+from ._tables import (
+    DEFAULT_ISODOSE_PCT,
+    beam_table_html,
+    dose_calculation_rows,
+    isodose_lines,
+    max_dose_html,
+    voxel_max,
+)
 
 __all__ = ["PLAN_JSON_SCHEMA", "plan_json", "software_versions", "write_plan_json", "write_report"]
 
@@ -306,16 +318,14 @@ th{background:#eee} td:first-child{text-align:left}
 caption{text-align:left;font-weight:bold;padding:0.3em 0}
 .summary{font-size:1.05em;font-weight:bold;padding:0.4em 0.8em;display:inline-block}
 .ok{background:#c8e6c9} .bad{background:#ffcdd2}
-.views img{max-width:32%;margin-right:1%} .muted{color:#666;font-size:0.85em}
+.muted{color:#666;font-size:0.85em} .maxdose{font-size:1.05em}
+.viewer{display:flex;flex-wrap:wrap;gap:1em} .slice-view{margin:0}
+.slice-view img{display:block;background:#000;image-rendering:pixelated}
+.slice-view input{width:100%}
+.legend{margin:0.5em 0} .key{margin-right:1.2em;white-space:nowrap}
+.swatch{display:inline-block;width:1.6em;height:0;vertical-align:middle;margin-right:0.3em}
+.swatch.roi{border-top:4px solid} .swatch.iso{border-top:2px solid}
 """
-
-
-def _beam_model_text(record) -> str | None:
-    """``name (file, fingerprint …)`` of plan.json's ``beam_model`` record."""
-    if not isinstance(record, dict):
-        return None
-    fp = str(record.get("fingerprint") or "")[:12]
-    return f"{record.get('name')} ({record.get('file')}, fingerprint {fp}…)"
 
 
 def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
@@ -342,22 +352,27 @@ def write_report(
     timings: Mapping[str, float] | None = None,
     plan_summary: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    isodose_pct: Sequence[float] = DEFAULT_ISODOSE_PCT,
 ) -> Path:
     """Write the self-contained plan report ``report.html``.
 
-    Sections: header (plan label, prescription, fractions, machine, the target's HI,
-    Paddick CI and GI, beams with MU, software versions, input UIDs), goal table with
-    pass/acceptable/fail colours, DVH metrics table, DVH plot of every structure (colours
-    from (3006,002A) *ROIDisplayColor*), axial/coronal/sagittal dose washes through the
-    target centroid with the structure contours, and the per-stage timings.
+    Sections: title (the protocol's full name; the RT Plan Label, at most 16 characters,
+    is a row below), goal summary, every safety warning, normalisation, the global
+    maximum (value, LPS position, the structures it lies in), plan facts, the dose
+    calculation (algorithm, beam model file name, CT-to-density table), beams with MU
+    per fraction, the goal table (implicit goals and goals not evaluated included), DVH
+    metrics, the DVH plot, a slice viewer with every axial, coronal and sagittal slice of
+    the dose grid (isodose lines, structure contours, the maximum marked), timings,
+    software versions and input UIDs.  Structures get distinct colours
+    (:func:`rtplan.report._colours.roi_colours`), the same in the DVH plot and the slices.
 
     Parameters
     ----------
     path : path-like
         Output file (``.html``); written atomically.
     patient : rtplan.Patient, optional
-        Gives the CT drawn under the dose, the structures drawn as contours and the input
-        UIDs.  Without it the washes show the dose alone, with no contours.
+        Gives the CT drawn under the isodoses, the structures drawn as contours and the
+        input UIDs.  Without it the slices show the dose in grey, with no contours.
     dose_gy : (Z, Y, X) ndarray of float, Gy
         Total plan dose on ``dose_grid``.
     dose_grid : dose_engine.Grid
@@ -367,10 +382,15 @@ def write_report(
     timings : mapping of str to float, optional, s
         Wall time per stage.
     plan_summary : mapping, optional
-        As for :func:`plan_json`; additionally ``target`` names the structure whose
-        centroid the slices go through (default: first PTV/CTV/GTV, else the dose maximum).
+        As for :func:`plan_json`; additionally ``protocol`` (the full name, the title),
+        ``target`` (the structure whose centroid the slices show first; default: first
+        PTV/CTV/GTV, else the dose maximum), ``target_levels_gy`` (target → level, Gy),
+        ``dose_algorithm``, ``hu_table``.
     overwrite : bool, default False
         Replace an existing file.
+    isodose_pct : sequence of float, default (50, 80, 95, 100, 107)
+        Isodose lines in % of the highest prescription level; each prescription level
+        gets a line too when there are several.
 
     Returns
     -------
@@ -379,16 +399,22 @@ def write_report(
     Raises
     ------
     rtplan.errors.InputError
-        ``dose_gy`` does not match ``dose_grid``.
+        ``dose_gy`` does not match ``dose_grid``; ``isodose_pct`` holds a value that is
+        not a finite number > 0.
     rtplan.errors.OutputExistsError
         ``path`` exists and ``overwrite`` is false.
 
     Notes
     -----
-    Four PNG images are embedded (DVH, axial, coronal, sagittal).  matplotlib is imported
-    here with the Agg canvas; the report references no network resource.
+    One PNG of the DVH (matplotlib, Agg canvas) and one small palette PNG per dose-grid
+    slice and view (numpy + Pillow) are embedded as base64, with a few lines of inline
+    script for the sliders; the report references no network resource and no path of
+    the machine it ran on.  Open it with ``#max`` (or ``#axial=K&coronal=J&sagittal=I``)
+    to show those slices.
     """
-    from ._plots import dose_wash_figure, dvh_figure, figure_to_png_base64
+    from .._atomic import refuse_existing
+    from ..planning._safety import IMPLICIT_LABEL
+    from ._plots import dvh_figure, figure_to_png_base64
 
     dose = np.asarray(dose_gy, dtype=float)
     if dose.shape != tuple(dose_grid.shape):
@@ -396,8 +422,6 @@ def write_report(
             f"`dose_gy` has shape {dose.shape} but `dose_grid` describes "
             f"{tuple(dose_grid.shape)} voxels."
         )
-    from .._atomic import refuse_existing
-
     refuse_existing(path, overwrite=overwrite)  # fail before spending time on plots
     plan_summary = dict(plan_summary or {})
     if dvhs is None and goal_table is not None:
@@ -413,12 +437,16 @@ def write_report(
         plan_summary=plan_summary,
         patient=patient,
     )
+    plan = record["plan"]
+    levels = dict(plan.get("target_levels_gy") or {})
+    highest = max(levels.values()) if levels else rx
+    lines = isodose_lines(highest, percent=isodose_pct, levels_gy=levels) if highest else []
 
     # ---- structures on the CT grid (whole contours; dose grid without a CT)
     structures = getattr(patient, "structures", None) or {}
     ct = getattr(patient, "ct", None)
     sgrid = ct.grid if ct is not None else dose_grid
-    occs: dict[str, tuple[np.ndarray, Any]] = {}
+    occs: dict[str, np.ndarray] = {}
     for name, s in structures.items():
         if not getattr(s, "contours", None) or not hasattr(s, "occupancy"):
             continue
@@ -429,47 +457,59 @@ def write_report(
             except InputError as exc:  # e.g. a structure outside the dose grid
                 logger.info("structure %r left out of the DVH plot: %s", name, exc)
         if occ.any():
-            occs[name] = (occ, getattr(s, "color_rgb", None))
+            occs[name] = occ
+    order = list(structures) + [n for n in dvhs if n not in structures]
+    colours = roi_colours(
+        {
+            n: getattr(structures.get(n), "color_rgb", None)
+            or getattr(dvhs.get(n), "color_rgb", None)
+            for n in order
+        }
+    )
+    # the report's own colours everywhere (DVH plot, metric table, slices)
+    dvhs = {n: dataclasses.replace(d, color_rgb=colours[n]) for n, d in dvhs.items()}
     target = _target_name(patient, dvhs, plan_summary)
+    dmax, kmax = voxel_max(dose)
     if target in occs:
-        centre = _centroid_mm(occs[target][0], sgrid)
+        centre = _centroid_mm(occs[target], sgrid)
         centre_note = f"centroid of {target}"
     else:
-        k = np.unravel_index(int(np.argmax(dose)), dose.shape)
-        centre = dose_grid.index_to_point(np.array(k, float))
+        centre = dose_grid.index_to_point(np.array(kmax, float))
         centre_note = "dose maximum"
-    centre = np.asarray(centre, float) + 0.0  # no "-0.0" in titles
+    centre = np.asarray(centre, float) + 0.0  # no "-0.0" in the text
+    initial = np.clip(np.rint(dose_grid.point_to_index(centre)), 0, np.array(dose_grid.shape) - 1)
 
     indices = _indices(dose, dose_grid, dvhs, target, structures, rx)
 
-    images = []
-    order = list(structures) + [n for n in dvhs if n not in structures]
-    fig = dvh_figure({n: dvhs[n] for n in order if n in dvhs}, prescription_gy=rx)
-    images.append(("Cumulative DVH of every structure", figure_to_png_base64(fig)))
-    views = []
-    for view in ("axial", "coronal", "sagittal"):
-        fig = dose_wash_figure(
-            dose,
-            dose_grid,
-            view,
-            centre_mm=centre,
-            ct=ct,
-            structures=occs,
+    dvh_png = figure_to_png_base64(
+        dvh_figure(
+            {n: dvhs[n] for n in order if n in dvhs},
             prescription_gy=rx,
-            structure_grid=sgrid,
+            colours={n: colours[n] for n in order if n in dvhs},
         )
-        views.append((f"{view} dose wash", figure_to_png_base64(fig)))
+    )
+    stacks, inside = render_slices(
+        dose,
+        dose_grid,
+        ct=ct,
+        structures={n: (o, sgrid) for n, o in occs.items()},
+        colours={n: colours[n] for n in occs},
+        isodoses=[(gy, rgb) for gy, _, rgb in lines],
+        max_index_zyx=kmax,
+    )
+    volume = {n: float(o.sum()) for n, o in occs.items()}
+    in_structs = sorted((n for n, yes in inside.items() if yes), key=lambda n: volume[n])
 
     # ---- HTML
-    plan = record["plan"]
     label = plan.get("label") or "rtplan plan"
+    title = plan.get("protocol") or label
     parts = [
         (
             f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(label)} — rtplan report</title><style>{_CSS}</style></head><body>"
+            f"<title>{_e(title)} — rtplan report</title><style>{_CSS}</style></head><body>"
         )
     ]
-    parts.append(f"<h1>{_e(label)}</h1>")
+    parts.append(f"<h1>{_e(title)}</h1>")
     parts.append(
         f"<p class='muted'>Generated {_e(record['created_utc'])} by rtplan "
         f"{_e(record['versions'].get('rtplan'))}. Doses are total plan doses in Gy; "
@@ -491,23 +531,42 @@ def write_report(
             f"{_e(norm['goal'])} {_fmt_num(norm['value_before'])} before, "
             f"{_fmt_num(norm['value_after'])} after.</p>"
         )
+    elif plan.get("normalization") is not None:
+        parts.append(f"<p>Normalisation x {float(plan['normalization']):.4f}.</p>")
+    parts.append(
+        max_dose_html(
+            dmax,
+            dose_grid.index_to_point(np.array(kmax, float)),
+            kmax,
+            inside=in_structs if occs else None,
+            highest_rx_gy=highest,
+        )
+    )
     fx = plan.get("fractions")
     rows = [
+        ("Protocol", plan.get("protocol")),
+        ("RT Plan Label (300A,0002)", plan.get("label")),
         (
             "Prescription",
             f"{rx:g} Gy" + (f" in {fx} fractions" if fx else "") if rx is not None else None,
         ),
         ("Machine", plan.get("machine")),
-        ("Beam model", _beam_model_text(plan.get("beam_model"))),
         ("Total MU per fraction", plan.get("total_mu_per_fraction")),
         (
             "Dose levels",
-            ", ".join(f"{t} {lv:g} Gy" for t, lv in plan["target_levels_gy"].items())
-            if plan.get("target_levels_gy")
-            else None,
+            ", ".join(f"{t} {lv:g} Gy" for t, lv in levels.items()) if levels else None,
         ),
     ]
-    skip = {"label", "prescription_gy", "fractions", "machine", "beams", "total_mu_per_fraction"}
+    skip = {
+        "label",
+        "protocol",
+        "prescription_gy",
+        "fractions",
+        "machine",
+        "beams",
+        "total_mu_per_fraction",
+        "normalization",
+    }
     rows += [
         (k.replace("_", " ").capitalize(), v)
         for k, v in plan.items()
@@ -519,21 +578,21 @@ def write_report(
             for k in ("HI", "CI", "GI")
         ]
     parts.append("<h2>Plan</h2>" + _kv_table([r for r in rows if r[1] is not None]))
+    calc = dose_calculation_rows(plan)
+    if calc:
+        parts.append("<h2>Dose calculation</h2>" + _kv_table(calc))
     beams = plan.get("beams") or []
     if beams:
-        keys: list[str] = []
-        for b in beams:
-            keys += [k for k in b if k not in keys]
-        th = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{_fmt_num(b.get(k), 5)}</td>" for k in keys) + "</tr>"
-            for b in beams
-        )
-        parts.append(
-            f"<h2>Beams</h2><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-        )
+        parts.append("<h2>Beams</h2>" + beam_table_html(beams))
     if goal_table is not None:
-        parts.append("<h2>Goals</h2>" + goal_table._repr_html_())
+        n_not = len(goal_table.not_evaluated)
+        n_implicit = sum(r.goal.label.startswith(IMPLICIT_LABEL) for r in goal_table)
+        parts.append(
+            "<h2>Goals</h2>"
+            f"<p class='muted'>{n_implicit} implicit goal(s) added by the safety layer "
+            f"(labelled '{IMPLICIT_LABEL}: …'); {n_not} goal(s) not evaluated, with the "
+            "reason in the Note column.</p>" + goal_table._repr_html_()
+        )
     if dvhs:
         from ..evaluation import DVHCollection
 
@@ -543,13 +602,22 @@ def write_report(
             + "<p class='muted'>Max = D0.03cc. Partial voxels count with their "
             "occupied fraction; Dx interpolated between voxel midpoints.</p>"
         )
-    parts.append("<h2>Dose-volume histograms</h2>" + _img(images[0][1], images[0][0]))
     parts.append(
-        f"<h2>Dose distribution</h2><p class='muted'>Slices through the "
-        f"{_e(centre_note)} at (x, y, z) = ({centre[0]:.1f}, {centre[1]:.1f}, "
-        f"{centre[2]:.1f}) mm, DICOM patient coordinates.</p><div class='views'>"
-        + "".join(_img(b, a) for a, b in views)
-        + "</div>"
+        "<h2>Dose-volume histograms</h2>" + _img(dvh_png, "Cumulative DVH of every structure")
+    )
+    parts.append(
+        "<h2>Dose distribution</h2><p class='muted'>Every slice of the dose grid "
+        f"({' × '.join(str(n) for n in dose_grid.shape)} voxels, z × y × x, "
+        f"{' × '.join(f'{s:g}' for s in dose_grid.spacing_mm[::-1])} mm); first shown "
+        f"through the {_e(centre_note)} at (x, y, z) = ({centre[0]:.1f}, "
+        f"{centre[1]:.1f}, {centre[2]:.1f}) mm, DICOM patient coordinates. Move a "
+        "slider (or use the arrow keys on it) to scroll.</p>"
+        + legend_html(
+            {n: colours[n] for n in occs},
+            [(lab, rgb) for _, lab, rgb in lines],
+            marker=True,
+        )
+        + slice_viewer_html(stacks, initial_zyx=[int(i) for i in initial], max_index_zyx=kmax)
     )
     if record["timings_s"]:
         parts.append(
@@ -564,5 +632,6 @@ def write_report(
     text = "\n".join(parts)
     with atomic_file(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    logger.info("report written: %s (%d images)", path, 1 + len(views))
+    n_images = 1 + sum(len(s.png_base64) for s in stacks.values())
+    logger.info("report written: %s (%d images, %.1f MB)", path, n_images, len(text) / 1e6)
     return Path(path)

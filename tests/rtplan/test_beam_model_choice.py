@@ -80,12 +80,12 @@ def test_plan_json_records_the_model(case):
     shipped_model = load_beam_model()
     assert _plan_json(root, "shipped")["plan"]["beam_model"] == {
         "name": shipped_model.name,
-        "file": shipped_model.path,
+        "file": "beam_model_6MV.json",  # the file name, no folder of the machine
         "sad_mm": 1000.0,
         "fingerprint": shipped_model.fingerprint(),
     }
     record = _plan_json(root, "scaled")["plan"]["beam_model"]
-    assert record["file"] == str(scaled)
+    assert record["file"] == scaled.name
     assert record["fingerprint"] == load_beam_model(scaled).fingerprint()
     assert record["fingerprint"] != shipped_model.fingerprint()
     report = (root / "scaled" / "report.html").read_text(encoding="utf-8")
@@ -226,8 +226,8 @@ def test_batch_uses_the_batch_model_unless_an_entry_names_its_own(case, tmp_path
     status = main(["batch", str(manifest), "--workers", "1", "--beam-model", str(scaled)])
     assert status in (0, 1)
     a, b = (json.loads((tmp_path / "out" / n / "plan.json").read_text()) for n in "ab")
-    assert a["plan"]["beam_model"]["file"] == str(scaled)
-    assert b["plan"]["beam_model"]["file"] == str(tmp_path / "copy.json")
+    assert a["plan"]["beam_model"]["file"] == scaled.name  # file names, no folders
+    assert b["plan"]["beam_model"]["file"] == "copy.json"
     assert b["plan"]["beam_model"]["fingerprint"] == load_beam_model().fingerprint()
     # Each batch plan is the serial plan with the same model parameters.
     for rec, ref in ((a, "scaled"), (b, "shipped")):

@@ -104,3 +104,46 @@ def test_without_the_safety_nets_the_lower_level_is_a_dose_dump_gh19(plans, dico
     assert result.all_goals_met
     # ... while the global maximum or PTV56 beyond the margin breaks the limits
     assert dmax > 1.10 * RX_GY or abs(low_mean - LOW_GY) > 0.10 * LOW_GY
+
+
+def test_report_draws_an_isodose_line_at_each_level_gh19(plans):
+    """The report's legend has a line at 56 and at 70 Gy, and the 56 Gy line is drawn on
+    exactly the axial slices where the written RT-DOSE crosses 56 Gy."""
+    import base64
+    import io
+    import json
+    import re
+
+    from PIL import Image
+
+    _, (_, out), _ = plans
+    text = (out / "report.html").read_text(encoding="utf-8")
+    iso = dict(
+        (label, colour)
+        for colour, label in re.findall(
+            r"<span class='swatch iso' style='border-color:#([0-9a-f]{6})'></span>([^<]+)", text
+        )
+    )
+    assert iso["80 % (56 Gy) = 56 Gy prescription (PTV56)"]
+    assert iso["100 % (70 Gy) = 70 Gy prescription (PTV70)"]
+    rgb = tuple(
+        int(iso["80 % (56 Gy) = 56 Gy prescription (PTV56)"][i : i + 2], 16) for i in (0, 2, 4)
+    )
+    payload = re.search(
+        r"<script type='application/json' id='slice-data'>(.*?)</script>", text, re.S
+    )
+    axial = json.loads(payload.group(1))["axial"]["png"]
+    ds = pydicom.dcmread(out / "RTDOSE.dcm")
+    dose = ds.pixel_array.astype(float) * float(ds.DoseGridScaling)
+    assert len(axial) == dose.shape[0]
+    drawn = [
+        bool(
+            np.all(
+                np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) == rgb,
+                axis=2,
+            ).any()
+        )
+        for b in axial
+    ]
+    crosses = [bool((s >= LOW_GY).any() and (s < LOW_GY).any()) for s in dose]
+    assert any(crosses) and drawn == crosses

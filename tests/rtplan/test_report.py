@@ -1,14 +1,19 @@
 """The self-contained report.html and plan.json.
 
 Checked against the inputs that produced them: every goal appears as a row with its
-status, four PNG images are embedded and decode as PNG, the JSON numbers equal the goal
-table's and the beams' MU sum, the input UIDs are the patient's, and neither file holds
-the patient's name or ID or a network reference.
+status, the DVH and one PNG per dose-grid slice and view are embedded and decode as PNG
+of the display grid's size, the global maximum (value, position, marker) is np.argmax of
+the dose, the JSON numbers equal the goal table's and the beams' MU sum, the input UIDs
+are the patient's, structures get distinct colours, and neither file holds the
+patient's name or ID or a network reference.  A planned phantom checks the report
+against its own RT-DOSE (maximum) and RT-PLAN (MU per fraction, angles, label), and
+that no path of the machine appears; a real headless browser checks what a person sees.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import subprocess
@@ -22,6 +27,8 @@ from rtplan.errors import InputError, OutputExistsError
 from rtplan.evaluation import Goal, evaluate_goals
 from rtplan.phantoms import make_phantom
 from rtplan.report import PLAN_JSON_SCHEMA, plan_json, write_plan_json, write_report
+from rtplan.report._colours import MAX_MARKER_COLOUR
+from rtplan.report._tables import isodose_lines
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,6 +77,28 @@ def _write(case, path, **kw):
     return write_report(path, **args)
 
 
+def _slice_data(text: str) -> dict:
+    """The viewer's slice data (the JSON the page's script reads)."""
+    m = re.search(r"<script type='application/json' id='slice-data'>(.*?)</script>", text, re.S)
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def _png(b64: str):
+    """(PIL image in RGB, width, height) of a base64 PNG, checking its signature."""
+    from PIL import Image
+
+    png = base64.b64decode(b64)
+    assert png.startswith(PNG_MAGIC)
+    img = Image.open(io.BytesIO(png))
+    return img.convert("RGB"), img.width, img.height
+
+
+def _without_images(text: str) -> str:
+    """The report without its base64 payloads (they may hold any 4-letter string)."""
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    return re.sub(r"<script type='application/json'.*?</script>", "", text, flags=re.S)
+
+
 def test_report_is_self_contained_with_every_goal(case, tmp_path):
     patient, _, _, table, _, _ = case
     path = _write(case, tmp_path / "report.html")
@@ -79,15 +108,25 @@ def test_report_is_self_contained_with_every_goal(case, tmp_path):
     for r in table:
         assert f"<td>{r.goal.metric.text}</td>" in text
         assert f"{r.value:.4g}" in text
-    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 4
-    for b64 in images:
-        png = base64.b64decode(b64)
-        assert png.startswith(PNG_MAGIC)
-        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-        assert width > 300 and height > 200
+    (dvh_png,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    _, width, height = _png(dvh_png)
+    assert width > 300 and height > 200
+    # every slice of the dose grid, per view, on the display grid (dose grid refined by
+    # an integer factor: (n - 1) * m + 1 pixels along each axis)
+    nz, ny, nx = case[2].shape
+    data = _slice_data(text)
+    assert {v: len(d["png"]) for v, d in data.items()} == {
+        "axial": nz,
+        "coronal": ny,
+        "sagittal": nx,
+    }
+    sizes = {v: {_png(b)[1:] for b in d["png"]} for v, d in data.items()}
+    assert all(len(s) == 1 for s in sizes.values())  # one size per view
+    (ax_w, ax_h), (co_w, co_h), (sa_w, sa_h) = (next(iter(sizes[v])) for v in data)
+    assert (ax_w - 1) % (nx - 1) == 0 and (ax_h - 1) % (ny - 1) == 0
+    assert (co_w, sa_w) == (ax_w, ax_h) and co_h == sa_h and (co_h - 1) % (nz - 1) == 0
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text)
-    assert "<script" not in text
+    assert not re.search(r"<script[^>]*\ssrc", text)  # inline script only
     name = str(patient.dicom_patient.PatientName)
     pid = str(patient.dicom_patient.PatientID)
     assert name not in text and pid not in text
@@ -118,10 +157,119 @@ def test_report_without_patient_centres_on_dose_maximum(case, tmp_path):
     _, dose, grid, table, _, _ = case
     path = write_report(tmp_path / "r.html", dose_gy=dose, dose_grid=grid, goal_table=table)
     text = path.read_text()
-    assert len(re.findall(r"data:image/png;base64,", text)) == 4
     k = np.unravel_index(np.argmax(dose), dose.shape)
     x, y, z = grid.index_to_point(np.array(k, float))
     assert f"dose maximum at (x, y, z) = ({x:.1f}, {y:.1f}, {z:.1f}) mm" in text
+    assert "no structures given" in text
+    data = _slice_data(text)
+    assert [data[v]["max"] for v in ("axial", "coronal", "sagittal")] == list(k)
+    assert re.search(rf"id='view-axial'[^>]*data-slice='{k[0]}'", text)  # first shown
+
+
+def test_global_maximum_is_marked_where_argmax_is(case, tmp_path):
+    """The + marker is centred on np.argmax of the dose in all three views, and the text
+    gives its value, LPS position and the structures whose occupancy there is >= 0.5."""
+    patient, dose, grid, _, _, _ = case
+    text = _write(case, tmp_path / "report.html").read_text()
+    k = np.unravel_index(np.argmax(dose), dose.shape)
+    x, y, z = grid.index_to_point(np.array(k, float)) + 0.0
+    inside = [
+        n
+        for n, s in patient.structures.items()
+        if s.occupancy(grid)[k] >= 0.5  # independent: occupancy on the dose grid
+    ]
+    shown = re.search(r"; inside ([^.]*)\. Marked", text).group(1).split(", ")
+    assert sorted(shown) == sorted(inside) and shown
+    assert f"<b>{dose[k]:.2f} Gy</b> ({100 * dose[k] / 78:.1f} % of 78 Gy)" in text
+    assert f"({x:.1f}, {y:.1f}, {z:.1f}) mm (DICOM patient LPS)" in text
+    data = _slice_data(text)
+    nz, ny, nx = dose.shape
+    for view, fixed, (rows_axis, cols_axis) in (
+        ("axial", 0, (1, 2)),
+        ("coronal", 1, (0, 2)),
+        ("sagittal", 2, (0, 1)),
+    ):
+        img, w, h = _png(data[view]["png"][k[fixed]])
+        rgb = np.asarray(img)
+        r, c = np.nonzero(np.all(rgb == MAX_MARKER_COLOUR, axis=2))
+        m_rows = (h - 1) // (dose.shape[rows_axis] - 1)
+        m_cols = (w - 1) // (dose.shape[cols_axis] - 1)
+        row = k[rows_axis] * m_rows
+        if view != "axial":  # superior at the top
+            row = h - 1 - row
+        assert (np.median(r), np.median(c)) == (row, k[cols_axis] * m_cols), view
+        other = data[view]["png"][(k[fixed] + 3) % dose.shape[fixed]]
+        assert not np.all(np.asarray(_png(other)[0]) == MAX_MARKER_COLOUR, axis=2).any()
+
+
+def test_isodose_lines_at_each_prescription_level():
+    """Default lines in % of the highest level, plus one per prescription level when
+    there are several; a level equal to a percentage line shares it."""
+    lines = isodose_lines(70.0, levels_gy={"PTV70": 70.0, "PTV56": 56.0})
+    assert [round(gy, 4) for gy, _, _ in lines] == [35.0, 56.0, 66.5, 70.0, 74.9]
+    labels = [lab for _, lab, _ in lines]
+    assert labels[1] == "80 % (56 Gy) = 56 Gy prescription (PTV56)"
+    assert labels[3] == "100 % (70 Gy) = 70 Gy prescription (PTV70)"
+    assert len({rgb for _, _, rgb in lines}) == 5
+    lines = isodose_lines(70.0, levels_gy={"PTV70": 70.0, "PTV54": 54.0}, percent=(95, 107))
+    assert [round(gy, 4) for gy, _, _ in lines] == [54.0, 66.5, 70.0, 74.9]
+    one = isodose_lines(50.0, levels_gy={"PTV": 50.0})
+    assert [lab for _, lab, _ in one][0] == "50 % (25 Gy)" and len(one) == 5
+    for bad in (-5, 0, float("nan"), "ninety"):
+        with pytest.raises(InputError, match=r"`isodose_pct` must hold finite percentages"):
+            isodose_lines(70.0, percent=(50, bad))
+
+
+def test_report_isodose_levels_are_chosen_by_the_caller(case, tmp_path):
+    text = _write(case, tmp_path / "r.html", isodose_pct=(90,)).read_text()
+    labels = re.findall(r"<span class='swatch iso'[^>]*></span>([^<]+)", text)
+    assert labels == ["90 % (70.2 Gy)"]  # of the 78 Gy prescription
+    with pytest.raises(InputError, match="isodose_pct"):
+        _write(case, tmp_path / "bad.html", isodose_pct=(0,))
+    assert not (tmp_path / "bad.html").exists()
+
+
+def test_structures_get_distinct_colours():
+    """Both lungs in one RT-STRUCT colour (as a clinical export had them) get two; a
+    ROIDisplayColor is kept when it is distinct and readable; the result is stable."""
+    from rtplan.report._colours import MIN_COLOUR_DISTANCE, roi_colours
+
+    given = {
+        "PTV": (255, 0, 0),
+        "Lung_L": (0, 255, 255),
+        "Lung_R": (0, 255, 255),
+        "Cord": (0, 250, 250),
+        "Skin": (255, 255, 255),
+        "Heart": None,
+    }
+    got = roi_colours(given)
+    assert list(got) == list(given)
+    assert got["PTV"] == (255, 0, 0) and got["Lung_L"] == (0, 255, 255)
+    cols = np.array(list(got.values()), float)
+    dist = np.linalg.norm(cols[:, None] - cols[None], axis=2)
+    assert dist[np.triu_indices(len(cols), 1)].min() >= MIN_COLOUR_DISTANCE
+    assert roi_colours(given) == got
+
+
+def test_report_legend_separates_structures_of_one_colour(case, tmp_path):
+    import dataclasses
+
+    patient, *_ = case
+    structures = dict(patient.structures)
+    structures["Bladder"] = dataclasses.replace(
+        structures["Bladder"], color_rgb=structures["Rectum"].color_rgb
+    )
+    text = _write(
+        case, tmp_path / "r.html", patient=dataclasses.replace(patient, structures=structures)
+    ).read_text()
+    legend = dict(
+        (n, c)
+        for c, n in re.findall(
+            r"<span class='swatch roi' style='border-color:(#[0-9a-f]{6})'></span>([^<]+)", text
+        )
+    )
+    assert set(legend) >= {"Bladder", "Rectum", "PTV"}
+    assert len(set(legend.values())) == len(legend)
 
 
 def test_plan_json_records_goals_timings_versions_and_uids(case, tmp_path):
@@ -163,7 +311,7 @@ def test_plan_json_records_goals_timings_versions_and_uids(case, tmp_path):
 
 
 def test_dvh_plot_uses_roi_colours(case):
-    from rtplan.report._plots import dose_wash_figure, dvh_figure
+    from rtplan.report._plots import dvh_figure
 
     patient, dose, grid, table, _, _ = case
     fig = dvh_figure(table.dvhs, prescription_gy=78.0)
@@ -173,10 +321,6 @@ def test_dvh_plot_uses_roi_colours(case):
         rgb = patient.structures[name].color_rgb
         assert by_label[name].get_color() == tuple(c / 255 for c in rgb)
     assert ax.get_xlabel() == "Dose (Gy)" and "%" in ax.get_ylabel()
-    fig = dose_wash_figure(dose, grid, "coronal", centre_mm=(0, 0, 0), ct=patient.ct)
-    assert any(a.get_ylabel() == "Dose (Gy)" for a in fig.axes)  # the colourbar
-    with pytest.raises(ValueError, match="axial, coronal, sagittal"):
-        dose_wash_figure(dose, grid, "oblique", centre_mm=(0, 0, 0))
 
 
 def test_import_rtplan_stays_light():
@@ -186,3 +330,36 @@ def test_import_rtplan_stays_light():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_display_resampling_equals_the_engine_resample(case):
+    """The viewer's separable trilinear resampler (and its per-structure box) gives what
+    dose_engine.resample (scipy map_coordinates) gives on the display grid."""
+    from dose_engine._resample import resample
+    from rtplan.report._slices import _mask_on, _resample_linear, display_grid
+
+    patient, full_dose, full_grid, _, _, _ = case
+    assert display_grid(full_grid)[1] == (3, 3, 3)  # 4 mm voxels -> 1.33 mm pixels
+    # a box of the case's dose grid around the PTV keeps the reference resample quick
+    grid = Grid((10, 12, 14), origin_mm=(-28.0, -24.0, -20.0), spacing_mm=(4.0, 4.0, 4.0))
+    dose = full_dose[10:20, 9:21, 13:27]
+    assert grid.origin_mm == tuple(full_grid.index_to_point(np.array([10.0, 9.0, 13.0])))
+    display, refine = display_grid(grid)
+    assert refine == (3, 3, 3) and display.shape == tuple((n - 1) * 3 + 1 for n in grid.shape)
+    axes = display.zyx_axes_mm()
+    got = _resample_linear(dose, grid, axes, fill=0.0)
+    assert got[::3, ::3, ::3] == pytest.approx(dose, abs=1e-5)  # dose voxels are nodes
+    assert got == pytest.approx(resample(dose.astype(np.float32), grid, display), abs=1e-4)
+    ct = patient.ct
+    assert _resample_linear(ct.array, ct.grid, axes, fill=-1000.0) == pytest.approx(
+        resample(np.asarray(ct.array, np.float32), ct.grid, display, fill_value=-1000.0),
+        abs=1e-3,
+    )
+    inside = {}
+    for s in patient.structures.values():
+        occ = s.occupancy(ct.grid)
+        ref = resample(np.asarray(occ, np.float32), ct.grid, display)
+        differ = _mask_on(occ, ct.grid, display) != (ref >= 0.5)
+        assert np.all(np.abs(ref[differ] - 0.5) < 1e-5), s.name  # float32 ties only
+        inside[s.name] = int((ref >= 0.5).sum())
+    assert inside["PTV"] > 1000 and inside["Body"] > 1000  # not a vacuous comparison
