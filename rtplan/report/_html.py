@@ -150,6 +150,8 @@ def plan_json(
                          "reason": str}],
               "goals_summary": {"n_goals": int (evaluated), "n_failed": int,
                                 "all_passed": bool, "n_not_evaluated": int, "text": str},
+              "reported": [{... as a goal, "status": "reported", "passed": null,
+                            "within_reference": bool}],
               "warnings": [{"code": str, "message": str}],
               "dvh_metrics": [{"structure": str, "volume_cc": float, "mean_gy": float,
                                "min_gy": float, "max_gy": float (D0.03cc),
