@@ -765,6 +765,10 @@ def stage_segments(ctx: _Context) -> None:
         replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
     )
     ctx.plan = replace(ctx.plan, beams=beams)
+    # the body and every planning structure: each voxel a goal reads has its dose
+    voxel_mask = np.asarray(ctx.body_occupancy) > 0
+    for occ in ctx.occupancy.values():
+        voxel_mask |= occ > 0
     ctx.dose = np.asarray(
         compute_plan_dose(
             ctx.plan,
@@ -772,6 +776,7 @@ def stage_segments(ctx: _Context) -> None:
             dose_grid=ctx.dose_grid,
             model=ctx.beam_model,
             backend=ctx.backend,
+            voxel_mask=voxel_mask,
         ).dose_gy,
         dtype=np.float32,
     )
