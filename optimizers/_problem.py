@@ -105,7 +105,7 @@ class _MatrixCache:
             # float64 copy of the touched rows by default: float32 products are noisier in
             # the sufficient-decrease tests; float32 halves the bytes of bandwidth-bound
             # products on big matrices (``matrix_dtype``)
-            a_u = a_u.tocsr().astype(self.dtype)
+            a_u = a_u.tocsr().astype(self.dtype, copy=False)  # the row slice is a copy
             a_u.sort_indices()
             self._by_key[names] = (rows, a_u)
         return self._by_key[names]
