@@ -19,8 +19,9 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _wrap_stages(cpu: dict) -> None:
-    """Record the process CPU time of every planning stage (wall is in the result)."""
+def _wrap_stages(cpu: dict, peak: dict) -> None:
+    """Record the process CPU time of every planning stage (wall is in the result) and
+    the peak memory so far at its end (the stage that raises it holds the peak)."""
     from rtplan.planning import _plan
 
     for name in _plan.STAGES:
@@ -32,6 +33,7 @@ def _wrap_stages(cpu: dict) -> None:
                 return _fn(ctx)
             finally:
                 cpu[_name] = time.process_time() - c0
+                peak[_name] = _peak_rss_mib()
 
         setattr(_plan, f"stage_{name}", timed)
 
@@ -40,7 +42,8 @@ def measure_plan(ct_dir: str, rtstruct: str, protocol: str, out: str) -> dict:
     import rtplan
 
     cpu: dict = {}
-    _wrap_stages(cpu)
+    peak: dict = {}
+    _wrap_stages(cpu, peak)
     t0, c0 = time.perf_counter(), time.process_time()
     patient = rtplan.load_patient(ct_dir, rtstruct)
     result = rtplan.plan_patient(patient, protocol)
@@ -51,6 +54,7 @@ def measure_plan(ct_dir: str, rtstruct: str, protocol: str, out: str) -> dict:
         "stages_wall_s": dict(result.timings),
         "stages_cpu_s": cpu,
         "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_after_stage_mib": peak,
         "goals_met": f"{sum(g.passed for g in result.goal_table.results)}"
         f"/{len(result.goal_table.results)}",
     }

@@ -87,18 +87,22 @@ def test_plan_stages_time_and_memory(case, planned, benchmark):
     written, plan_dir, rec = planned[case]
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the run is the fixture's
     total = sum(rec["stages_wall_s"].values())
-    lines = ["| stage | wall (s) | share | CPU (s) |", "|---|---|---|---|"]
+    lines = [
+        "| stage | wall (s) | share | CPU (s) | peak memory so far (MiB) |",
+        "|---|---|---|---|---|",
+    ]
     for name, wall in rec["stages_wall_s"].items():
         lines.append(
             f"| {name} | {wall:.1f} | {100 * wall / total:.0f} % | "
-            f"{rec['stages_cpu_s'].get(name, float('nan')):.1f} |"
+            f"{rec['stages_cpu_s'].get(name, float('nan')):.1f} | "
+            f"{rec['peak_rss_after_stage_mib'].get(name, float('nan')):.0f} |"
         )
     worst = max(rec["stages_wall_s"], key=rec["stages_wall_s"].get)
     share = rec["stages_wall_s"][worst] / total
     lines.append(
         f"| **end to end (load, plan, write)** | **{rec['wall_s']:.1f}** "
         f"({_verdict(rec['wall_s'], plan_target_s)} ≤ {plan_target_s:g} s) | | "
-        f"{rec['cpu_s']:.1f} |"
+        f"{rec['cpu_s']:.1f} | {rec['peak_rss_mib']:.0f} |"
     )
     print(
         f"\nrtplan plan, {case}: peak memory {rec['peak_rss_mib']:.0f} MiB "
