@@ -565,7 +565,8 @@ def stage_dose(ctx: _Context) -> None:
         lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
         relative_threshold=ACCURATE_THRESHOLD,
         **common,
-    ).matrix[ctx.matrix_rows]
+    ).matrix
+    accurate = _nonempty_rows(accurate, ctx.matrix_rows)
     if helper_rows.any():
         rest = compute_influence_matrix(
             density,
@@ -575,9 +576,27 @@ def stage_dose(ctx: _Context) -> None:
             ctx.beamlets,
             voxel_mask=helper_rows.reshape(shape),
             **common,
-        ).matrix[ctx.matrix_rows]
-        accurate = sp.csr_matrix(accurate + rest)
+        ).matrix
+        accurate = sp.csr_matrix(accurate + _nonempty_rows(rest, ctx.matrix_rows))
     ctx.matrix = accurate
+
+
+def _nonempty_rows(matrix, rows: np.ndarray):
+    """``matrix[rows]`` for a CSR matrix whose other rows are empty, sharing its entries.
+
+    Only the row pointers change (the entries of the kept rows are already contiguous and
+    in order), so a 1.2 GB matrix is not copied; any entry outside ``rows`` falls back to
+    the copying ``matrix[rows]``.
+    """
+    import scipy.sparse as sp
+
+    indptr = matrix.indptr
+    if int(np.diff(indptr)[rows].sum()) != matrix.nnz:
+        return matrix[rows]
+    new_indptr = np.append(indptr[rows], indptr[-1]).astype(indptr.dtype, copy=False)
+    return sp.csr_matrix(
+        (matrix.data, matrix.indices, new_indptr), shape=(rows.size, matrix.shape[1]), copy=False
+    )
 
 
 def _matrix_rows(ctx: _Context, idx: dict) -> dict:
