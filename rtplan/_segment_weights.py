@@ -275,7 +275,8 @@ def reoptimize_segment_weights(
         u[pos] = np.maximum(u[pos], wt)
     S = segment_beamlet_matrix(dbeams, beamlets, beam_indices=beam_indices)
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
-    M = sp.csr_matrix(D[rows] @ S)  # segment dose at 1 MU, Gy/MU
+    # segment dose at 1 MU (Gy/MU); D @ S first: rows of D itself would copy the matrix
+    M = sp.csr_matrix(D @ S)[rows]
     y = ref[rows]
 
     def objective(m):
