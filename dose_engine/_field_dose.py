@@ -76,6 +76,7 @@ def prepare_beam_points(
     xp=None,
     lattice_mm: float | None = None,
     uv_box_mm=None,
+    map_fn=None,
 ) -> BeamPoints:
     """Fan coordinates and radiological depth of the dose-grid voxels for one beam.
 
@@ -94,6 +95,9 @@ def prepare_beam_points(
     uv_box_mm : (4,) sequence of float, optional
         ``(u_min, u_max, v_min, v_max)`` in the isocentre plane: keep only voxels whose ray
         passes through this box (the reach of a beam's beamlets).
+    map_fn : callable, optional
+        Runs the ray-tracing chunks (e.g. :meth:`Backend.map`; see
+        :func:`~dose_engine._raytrace.trace_rays`).
     """
     xp = np if xp is None else xp
     if voxel_mask is None:
@@ -123,7 +127,9 @@ def prepare_beam_points(
     if flat.size == 0:
         depth = xp.zeros((0,), dtype=xp.float64)
     else:
-        depth = radiological_depth_at_points(dens, ct_grid, beam, uu, vv, zz, lattice_mm=lattice_mm)
+        depth = radiological_depth_at_points(
+            dens, ct_grid, beam, uu, vv, zz, lattice_mm=lattice_mm, map_fn=map_fn
+        )
     return BeamPoints(xp.asarray(flat), uu, vv, zz, depth)
 
 
@@ -189,7 +195,9 @@ def field_dose(
     check_inputs(density, ct_grid, dose_grid, beam)
     be = get_backend(backend)
     xp = array_namespace(be.xp.zeros(1))  # array-API view of the backend (numpy / CuPy)
-    pts = prepare_beam_points(density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp)
+    pts = prepare_beam_points(
+        density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp, map_fn=be.map
+    )
     out = xp.zeros((dose_grid.voxel_count,), dtype=xp.float32)
     m = int(pts.u_mm.shape[0])
     chunk = max(1, min(CHUNK_POINTS, -(-m // worker_count())))

@@ -428,7 +428,14 @@ def compute_influence_matrix(
             y0 + (n_r - 0.5) * h + lateral_cutoff_mm,
         )
         pts = prepare_beam_points(
-            dens, ct_grid, dose_grid, beams[b], voxel_mask=voxel_mask, xp=xp, uv_box_mm=box
+            dens,
+            ct_grid,
+            dose_grid,
+            beams[b],
+            voxel_mask=voxel_mask,
+            xp=xp,
+            uv_box_mm=box,
+            map_fn=be.map,
         )
         block, n_pairs = _beam_block(
             pts,

@@ -34,7 +34,7 @@ def _device_kw(array, xp) -> dict:
     return {} if dev is None or xp.__name__.startswith("numpy") else {"device": dev}
 
 
-def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
+def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_fn=None):
     """Exact radiological depth along rays, sampled at given distances from the source.
 
     Parameters
@@ -48,6 +48,10 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
         Unit direction vectors ``(x, y, z)``.
     t_samples_mm : (m,) array, same namespace, mm
         Distances from the source at which to report the depth (ascending, ≥ 0).
+    map_fn : callable, optional, keyword-only
+        ``map_fn(fn, items) -> list`` running the chunks of rays (e.g.
+        :meth:`dose_engine.Backend.map`, a thread per CPU on numpy); default: one after
+        another.  Each ray's depths do not depend on it.
 
     Returns
     -------
@@ -69,8 +73,8 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
     t_big = float(xp.max(ts)) + 1.0
     n_planes = nx + ny + nz + 3
     chunk = max(1, CHUNK_ELEMENTS // (n_planes + m))
-    out = []
-    for start in range(0, n_rays, chunk):
+
+    def trace_chunk(start: int):
         d = dirs[start : min(start + chunk, n_rays), :]
         k = d.shape[0]
         parts = [xp.zeros((k, 1), dtype=f64, **kw)]
@@ -122,7 +126,10 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm):
             xp.broadcast_to(xp.reshape(xp.arange(k, dtype=xp.int64, **kw), (k, 1)), (k, m)), (-1,)
         )
         r_at = xp.reshape(xp.take(seg_rho, seg_idx), (k, m))
-        out.append(c_at + r_at * (ts[None, :] - t_at))
+        return c_at + r_at * (ts[None, :] - t_at)
+
+    starts = range(0, n_rays, chunk)
+    out = [trace_chunk(s) for s in starts] if map_fn is None else list(map_fn(trace_chunk, starts))
     return xp.concat(out, axis=0) if len(out) > 1 else out[0]
 
 
@@ -136,6 +143,7 @@ def radiological_depth_at_points(
     *,
     lattice_mm: float = 2.0,
     step_mm: float | None = None,
+    map_fn=None,
 ):
     """Radiological depth of points given by their fan coordinates.
 
@@ -151,6 +159,8 @@ def radiological_depth_at_points(
         Ray spacing in the isocentre plane (choose ≤ the dose voxel size).
     step_mm : float, optional
         Sampling step along each ray; default half the smallest CT voxel size.
+    map_fn : callable, optional
+        Runs the chunks of rays (see :func:`trace_rays`).
 
     Returns
     -------
@@ -192,7 +202,9 @@ def radiological_depth_at_points(
     by = xp.asarray(beam.bld_y_axis, dtype=f64, **kw)
     dirs = sad * ax[None, :] + uu[:, None] * bx[None, :] + vv[:, None] * by[None, :]
     dirs = dirs / xp.sqrt(xp.sum(dirs * dirs, axis=1, keepdims=True))
-    table = trace_rays(density, grid, tuple(beam.source_position_mm), dirs, ts)  # (nv*nu, nt)
+    table = trace_rays(
+        density, grid, tuple(beam.source_position_mm), dirs, ts, map_fn=map_fn
+    )  # (nv*nu, nt)
     table = xp.reshape(table, (-1,))
     fu = (u - u0) / h
     fv = (v - v0) / h

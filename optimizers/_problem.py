@@ -101,12 +101,17 @@ class _MatrixCache:
                 rows = np.unique(np.concatenate([structures[n] for n in sorted(names)]))
             else:
                 rows = np.zeros(0, dtype=np.int64)
-            a_u = self.matrix[rows] if rows.size else self.matrix[:0]
+            if rows.size == self.matrix.shape[0]:  # every row (indices are unique): no copy
+                a_u = self.matrix
+            else:
+                a_u = self.matrix[rows] if rows.size else self.matrix[:0]
             # float64 copy of the touched rows by default: float32 products are noisier in
             # the sufficient-decrease tests; float32 halves the bytes of bandwidth-bound
             # products on big matrices (``matrix_dtype``)
-            a_u = a_u.tocsr().astype(self.dtype)
-            a_u.sort_indices()
+            a_u = a_u.tocsr().astype(self.dtype, copy=False)
+            if not a_u.has_sorted_indices:
+                a_u = a_u.copy()  # the caller's matrix is not changed
+                a_u.sort_indices()
             self._by_key[names] = (rows, a_u)
         return self._by_key[names]
 

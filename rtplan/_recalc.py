@@ -157,8 +157,14 @@ def compute_plan_dose(
     dose_grid: Grid | None = None,
     model: BeamModel | str | os.PathLike | None = None,
     backend: str = "numpy",
+    voxel_mask: np.ndarray | None = None,
 ) -> PlanDose:
-    """Total dose of ``plan`` on ``patient``'s CT.
+    """Total dose of ``plan`` on ``patient``'s CT, in the body.
+
+    Dose is computed on the voxels of the dose grid that the body touches (any overlap
+    with the patient's EXTERNAL ROI, else the body outline found in the CT, as for the
+    rows of :func:`rtplan.influence_matrix`); every other voxel holds 0 Gy. The work
+    therefore scales with the body, not with the box around it or the field of view.
 
     Parameters
     ----------
@@ -178,6 +184,9 @@ def compute_plan_dose(
         Beam model, or its JSON file (see :func:`resolve_beam_model`). Default: the
         shipped 6 MV model.
     backend : {"numpy", "cupy"}
+    voxel_mask : (Z, Y, X) bool ndarray on the dose grid, optional
+        The voxels to compute (planning passes the body and every planning structure);
+        default: the body's voxels.
 
     Returns
     -------
@@ -198,6 +207,7 @@ def compute_plan_dose(
     from dose_engine.errors import InvalidGeometryError
 
     from ._patient import Patient
+    from .structures import body_grid, body_structure
 
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
     require_ct_volume(patient, "a dose")
@@ -205,14 +215,28 @@ def compute_plan_dose(
         raise TypeError(
             f"`plan` must be a DeliverablePlan (or have `beams`); got {type(plan).__name__}."
         )
+    body = None
     if dose_grid is None:
         if isinstance(dose_grid_mm, bool) or not isinstance(dose_grid_mm, int | float):
             raise TypeError(f"`dose_grid_mm` must be a number (mm); got {dose_grid_mm!r}.")
         if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
             raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
-        from .structures import body_grid, body_structure
-
-        dose_grid = body_grid(patient.ct.grid, body_structure(patient), float(dose_grid_mm))
+        body = body_structure(patient)
+        dose_grid = body_grid(patient.ct.grid, body, float(dose_grid_mm))
+    if voxel_mask is None:
+        body = body_structure(patient) if body is None else body
+        voxel_mask = body.occupancy(dose_grid) > 0
+    voxel_mask = np.asarray(voxel_mask, dtype=bool)
+    if voxel_mask.shape != tuple(dose_grid.shape):
+        raise InputError(
+            f"`voxel_mask` has shape {voxel_mask.shape} but the dose grid has {dose_grid.shape} "
+            "voxels (nz, ny, nx)."
+        )
+    if not voxel_mask.any():
+        raise InputError(
+            "The dose grid holds no voxel of the body (`voxel_mask` is empty); give a grid "
+            "that covers the patient."
+        )
     model = resolve_beam_model(model)
     for dbeam in plan.beams:
         require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
@@ -242,6 +266,7 @@ def compute_plan_dose(
                 merged_mu,
                 model,
                 backend=backend,
+                voxel_mask=voxel_mask,
             )
         except InvalidGeometryError as exc:
             raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc

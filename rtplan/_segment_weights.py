@@ -42,8 +42,9 @@ __all__ = [
 
 logger = logging.getLogger("rtplan.segment_weights")
 
-#: Dense solve (bounded-variable least squares) up to this many matrix entries.
-DENSE_LIMIT = 10_000_000
+#: Eigenvalues of the normal matrix below this fraction of the largest count as zero
+#: (directions of the segment weights that the fitted voxels cannot tell apart).
+EIGEN_RTOL = 1e-12
 
 
 def segment_beamlet_matrix(
@@ -175,6 +176,29 @@ def _voxel_weights(
     return rows, w[rows]
 
 
+def _nnls_normal_equations(M, w: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``argmin_{m ≥ 0} Σ_v w_v (M m − y)_v²`` solved on the ``n × n`` normal equations.
+
+    With ``G = Mᵀ W M = Q Λ Qᵀ`` and ``b = Mᵀ W y``, ``A = Λ^½ Qᵀ`` and ``c = Λ^-½ Qᵀ b``
+    give ``‖A m − c‖² = mᵀ G m − 2 bᵀ m + const``: the same objective up to a constant, so
+    Lawson–Hanson NNLS on the ``n × n`` system reaches the same optimum as on the
+    ``n_voxels × n`` one, at a cost independent of the voxel count after one product.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import nnls
+
+    gram = np.asarray((M.T @ (sp.diags(w) @ M)).toarray(), dtype=np.float64)
+    b = np.asarray(M.T @ (w * y), dtype=np.float64).ravel()
+    lam, q = np.linalg.eigh(0.5 * (gram + gram.T))
+    keep = lam > EIGEN_RTOL * max(float(lam.max()), 0.0)
+    if not keep.any():  # no fitted voxel receives dose from any segment
+        return np.zeros(M.shape[1])
+    root = np.sqrt(lam[keep])
+    a = root[:, None] * q[:, keep].T
+    c = (q[:, keep].T @ b) / root
+    return nnls(a, c, maxiter=50 * M.shape[1])[0]
+
+
 def reoptimize_segment_weights(
     influence,
     beamlets,
@@ -222,7 +246,6 @@ def reoptimize_segment_weights(
         underdose term when ``underdose_weights`` is given).
     """
     import scipy.sparse as sp
-    from scipy.optimize import lsq_linear, nnls
 
     t0 = time.perf_counter()
     D = sp.csr_matrix(influence)
@@ -252,28 +275,20 @@ def reoptimize_segment_weights(
         u[pos] = np.maximum(u[pos], wt)
     S = segment_beamlet_matrix(dbeams, beamlets, beam_indices=beam_indices)
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
-    M = sp.csr_matrix(D[rows] @ S)  # segment dose at 1 MU, Gy/MU
+    # segment dose at 1 MU (Gy/MU); D @ S first: rows of D itself would copy the matrix
+    M = sp.csr_matrix(D @ S)[rows]
     y = ref[rows]
 
     def objective(m):
         r = M @ m - y
         return float(np.sum(w * r * r) + np.sum(u * np.minimum(r, 0.0) ** 2))
 
-    dense = M.shape[0] * M.shape[1] <= DENSE_LIMIT
-    Md = M.toarray() if dense else None
-
     def solve(weights):
-        sw = np.sqrt(weights)
-        if dense:
-            # Lawson–Hanson active set: the exact optimum of this convex problem.
-            x, _ = nnls(sw[:, None] * Md, sw * y, maxiter=50 * M.shape[1])
-            return x, 0, "Lawson-Hanson NNLS"
-        res = lsq_linear(
-            sp.diags(sw) @ M, sw * y, bounds=(0.0, np.inf), method="trf", lsmr_tol="auto", tol=1e-10
-        )
-        return res.x, int(res.status), res.message.strip()
+        # Lawson–Hanson active set on the normal equations: the exact optimum of this
+        # convex problem, in time set by the segment count, not the voxel count.
+        return _nnls_normal_equations(M, weights, y), 0, "Lawson-Hanson NNLS"
 
-    solver = "scipy.optimize.nnls" if dense else "scipy.optimize.lsq_linear(trf)"
+    solver = "scipy.optimize.nnls (normal equations)"
     obj0 = objective(m0)
     m1, status, detail = solve(w)
     n_cold_iter = 0

@@ -1,4 +1,4 @@
-"""``rtplan phantom NAME OUT_DIR``: write a TG-119 phantom as DICOM CT + RT-STRUCT."""
+"""``rtplan phantom NAME OUT_DIR``: write a test phantom as DICOM CT + RT-STRUCT."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "phantom",
-        help="write a TG-119 test phantom (CT series + RT-STRUCT)",
+        help="write a test phantom (CT series + RT-STRUCT)",
         description=(
-            "Write a procedural AAPM TG-119 phantom (or a water box) as a DICOM CT series "
+            "Write a procedural AAPM TG-119 phantom, a water box or a thorax (lungs, heart, "
+            "bone, couch, a GTV in the right lung) as a DICOM CT series "
             "(OUT_DIR/CT/CT.0001.dcm ...) and an RT Structure Set (OUT_DIR/RS.dcm). The "
             "folder is written under a temporary name and renamed when complete."
         ),
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
         default="HFS",
         help="(0018,5100) PatientPosition to record (default HFS)",
     )
+    p.add_argument(
+        "--no-body-contour",
+        action="store_true",
+        help="leave the Body (EXTERNAL) ROI out of the RT-STRUCT (planning then derives "
+        "the body outline from the CT)",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         matrix_size=args.matrix_size,
         n_slices=args.slices,
         position=args.position,
+        body_contour=not args.no_body_contour,
     )
     print(f"CT series: {written.ct_dir} ({len(written.ct_files)} slices)")
     print(f"RT-STRUCT: {written.rtstruct_path}")

@@ -1,10 +1,11 @@
-"""Procedural test phantoms: the AAPM TG-119 geometries and a water box.
+"""Procedural test phantoms: the AAPM TG-119 geometries, a water box and a thorax.
 
 - :func:`make_phantom` builds a :class:`rtplan.Patient` in memory;
 - :func:`write_phantom` writes it as a DICOM CT series + RT-STRUCT (``rtplan phantom``);
 - :func:`write_patient` writes any :class:`rtplan.Patient` the same way.
 
-Geometry (LPS mm, centred on the origin) is documented in :mod:`rtplan.phantoms._geometry`.
+Geometry (LPS mm, centred on the origin) is documented in :mod:`rtplan.phantoms._geometry`
+and, for the thorax (lungs, heart, bone, a couch, a GTV), :mod:`rtplan.phantoms._thorax`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def write_phantom(
         Replace an existing folder (default: raise :class:`~rtplan.errors.OutputExistsError`).
     **geometry
         Keyword arguments of :func:`make_phantom` (``pixel_spacing_mm``,
-        ``slice_spacing_mm``, ``matrix_size``, ``n_slices``, ``position``).
+        ``slice_spacing_mm``, ``matrix_size``, ``n_slices``, ``position``,
+        ``body_contour``).
 
     Returns
     -------
@@ -45,9 +47,9 @@ def write_phantom(
         Paths of the CT folder, slice files and RT-STRUCT.
     """
     from .._atomic import refuse_existing
+    from ._geometry import phantom_spec
 
     refuse_existing(out_dir, overwrite=overwrite)  # fail before any work
-    body_part = {"prostate": "PELVIS", "head_neck": "NECK"}.get(name, "ABDOMEN")
-    return write_patient(
-        make_phantom(name, **geometry), out_dir, overwrite=overwrite, body_part_examined=body_part
-    )
+    patient = make_phantom(name, **geometry)
+    body_part = phantom_spec(name).body_part
+    return write_patient(patient, out_dir, overwrite=overwrite, body_part_examined=body_part)

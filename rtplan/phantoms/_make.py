@@ -22,7 +22,6 @@ __all__ = ["make_phantom"]
 logger = logging.getLogger("rtplan.phantoms")
 
 #: UID root used by pydicom.uid.generate_uid (pydicom's own root, 1.2.826.0.1.3680043.8.498.).
-HU_WATER = 0.0
 HU_AIR = -1000.0
 
 
@@ -39,18 +38,26 @@ def make_phantom(
     matrix_size: int | tuple[int, int] | None = None,
     n_slices: int | None = None,
     position: str = "HFS",
+    body_contour: bool = True,
 ) -> Patient:
-    """Build one of the TG-119 test phantoms (or a water box) in memory.
+    """Build one of the TG-119 test phantoms, a water box or a thorax in memory.
 
-    The body is water (0 HU) in air (-1000 HU), partial-volume voxels on its surface get
-    the occupancy-weighted HU (rounded to integers, as stored in DICOM).  Structures are
-    analytic polygons on every CT slice plane.
+    The TG-119 bodies are water (0 HU) in air (-1000 HU); the thorax has fat, muscle,
+    lungs, heart, bone and a couch (:mod:`rtplan.phantoms._thorax`).  Each tissue is
+    painted over the ones below it weighted by its fractional occupancy, so partial-volume
+    voxels get the occupancy-weighted HU (rounded to integers, as stored in DICOM).
+    Structures are analytic polygons on every CT slice plane.
 
     Parameters
     ----------
-    name : {"cshape", "multitarget", "prostate", "head_neck", "two_level", "water_box"}
-        TG-119 geometry (structure names as in ``tg119_goals.toml``) or a 300 mm water
-        cube (``water_box``).  Every phantom has a ``Body`` of type EXTERNAL.
+    name : {"cshape", "multitarget", "prostate", "head_neck", "two_level", "water_box", \
+"thorax"}
+        TG-119 geometry (structure names as in ``tg119_goals.toml``), a 300 mm water
+        cube (``water_box``) or a thorax with a GTV in the right lung (``thorax``: ``GTV``,
+        ``SpinalCord``, ``Lung_L``, ``Lung_R``, ``Heart``, ``Esophagus``; 512 × 512 × 131
+        at 0.98 × 0.98 × 3 mm when called with ``pixel_spacing_mm=500/512,
+        slice_spacing_mm=3``).  Every phantom has a ``Body`` of type EXTERNAL unless
+        ``body_contour=False``.
     pixel_spacing_mm : float, optional
         In-plane voxel size (dx = dy), mm.  Default 2.5.
     slice_spacing_mm : float, optional
@@ -62,6 +69,10 @@ def make_phantom(
     position : {"HFS", "FFS", "HFP", "FFP"}, optional
         Recorded (0018,5100) *PatientPosition*.  The geometry is in patient coordinates
         and does not change with it.
+    body_contour : bool, optional
+        Include the ``Body`` ROI (default).  ``False`` leaves it out of the structure set
+        (the CT is unchanged), as in clinical RT-STRUCTs without an EXTERNAL contour:
+        planning then derives ``"BODY (rtplan)"`` from the CT.
 
     Returns
     -------
@@ -90,7 +101,8 @@ def make_phantom(
         )
     _check_positive("pixel_spacing_mm", pixel_spacing_mm)
     _check_positive("slice_spacing_mm", slice_spacing_mm)
-    length_mm, body, rois, fov = phantom_spec(name)
+    spec = phantom_spec(name)
+    length_mm, fov = spec.length_mm, spec.fov_xy_mm
     dxy, dz = float(pixel_spacing_mm), float(slice_spacing_mm)
     if matrix_size is None:
         nx, ny = (int(np.ceil(f / dxy)) for f in fov)
@@ -108,34 +120,38 @@ def make_phantom(
     grid = Grid((nz, ny, nx), origin, (dxy, dxy, dz))
     z_axis, _, _ = grid.zyx_axes_mm()
 
-    structures: dict[str, Structure] = {}
     hu = np.full(grid.shape, HU_AIR, dtype=np.float32)
-    for number, spec in enumerate([body, *rois], start=1):
-        contours = []
-        for k, z in enumerate(z_axis):
-            polys = spec.polygons_at(float(z))
-            for poly in polys:
-                contours.append(np.column_stack([poly, np.full(len(poly), z)]))
-            if spec is body and polys:
+    for k, z in enumerate(z_axis):
+        for material in spec.materials:
+            polys = material.polygons_at(float(z))
+            if polys:
                 occ = polygon_occupancy(
                     polys, x0_mm=origin[0], dx_mm=dxy, nx=nx, y0_mm=origin[1], dy_mm=dxy, ny=ny
                 )
-                hu[k] = HU_AIR + (HU_WATER - HU_AIR) * occ
+                hu[k] += (np.float32(material.hu) - hu[k]) * occ
+    hu = np.round(hu).astype(np.float32)
+
+    structures: dict[str, Structure] = {}
+    roi_specs = [spec.body, *spec.rois] if body_contour else list(spec.rois)
+    for number, roi in enumerate(roi_specs, start=1):
+        contours = []
+        for z in z_axis:
+            for poly in roi.polygons_at(float(z)):
+                contours.append(np.column_stack([poly, np.full(len(poly), z)]))
         if not contours:
-            logger.info("phantom %s: ROI %s lies outside the CT slices", name, spec.name)
-        structures[spec.name] = Structure(
-            name=spec.name,
+            logger.info("phantom %s: ROI %s lies outside the CT slices", name, roi.name)
+        structures[roi.name] = Structure(
+            name=roi.name,
             number=number,
-            roi_type=spec.roi_type,
-            color_rgb=spec.color_rgb,
+            roi_type=roi.roi_type,
+            color_rgb=roi.color_rgb,
             contours=contours,
         )
-    hu = np.round(hu).astype(np.float32)
 
     study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
     today = datetime.date.today().strftime("%Y%m%d")
     dp = Dataset()
-    dp.PatientName = f"TG119^{name}"
+    dp.PatientName = f"{spec.family}^{name}"
     dp.PatientID = f"RTPLAN-PHANTOM-{name.upper()}"
     dp.PatientBirthDate = ""
     dp.PatientSex = "O"
@@ -147,7 +163,7 @@ def make_phantom(
     dp.ReferringPhysicianName = ""
     dp.StudyID = "PHANTOM"
     dp.AccessionNumber = ""
-    dp.StudyDescription = f"rtplan TG-119 phantom {name}"
+    dp.StudyDescription = f"rtplan {spec.family} phantom {name}"
     return Patient(
         ct=Image(hu, grid),
         structures=structures,

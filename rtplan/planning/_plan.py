@@ -426,7 +426,8 @@ class _Context:
     beams: list = field(default_factory=list)
     machine: Any = None
     beamlets: Any = None
-    matrix: Any = None
+    matrix: Any = None  # influence rows of the problem's voxels only (``matrix_rows``)
+    matrix_rows: np.ndarray | None = None  # their flat dose-grid indices, ascending
     levels: list = field(default_factory=list)
     optimization: Any = None
     fluence: np.ndarray | None = None
@@ -584,9 +585,11 @@ ACCURATE_THRESHOLD = 1e-4
 def stage_dose(ctx: _Context) -> None:
     """The influence matrix (Gy per MU, of ``ctx.beam_model``) of every beamlet on the dose grid.
 
-    Rows only where the optimisation looks (targets, organs, helpers); the final dose is
-    computed from the apertures on the whole grid.  Target and organ rows are computed
-    with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`.
+    Rows only where the optimisation looks (targets, organs, helpers), and only those rows
+    are kept: ``ctx.matrix`` row ``k`` is dose-grid voxel ``ctx.matrix_rows[k]``
+    (:func:`_matrix_rows` maps voxel indices), so the optimiser can use it without a copy
+    of its rows.  The final dose is computed from the apertures on the body.  Target and
+    organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`.
     """
     import scipy.sparse as sp
 
@@ -601,6 +604,7 @@ def stage_dose(ctx: _Context) -> None:
     for name, rows in idx.items():
         (helper_rows if name in ctx.helpers else organ_rows)[rows] = True
     helper_rows &= ~organ_rows
+    ctx.matrix_rows = np.flatnonzero(organ_rows | helper_rows)
     shape = ctx.dose_grid.shape
     common = dict(model=ctx.beam_model, backend=ctx.backend, progress=ctx.progress)
     if ctx.cache_dir is not None:  # HDF5 cache keyed by a content hash (dose_engine)
@@ -619,6 +623,7 @@ def stage_dose(ctx: _Context) -> None:
         relative_threshold=ACCURATE_THRESHOLD,
         **common,
     ).matrix
+    accurate = _nonempty_rows(accurate, ctx.matrix_rows)
     if helper_rows.any():
         rest = compute_influence_matrix(
             density,
@@ -629,8 +634,31 @@ def stage_dose(ctx: _Context) -> None:
             voxel_mask=helper_rows.reshape(shape),
             **common,
         ).matrix
-        accurate = sp.csr_matrix(accurate + rest)
+        accurate = sp.csr_matrix(accurate + _nonempty_rows(rest, ctx.matrix_rows))
     ctx.matrix = accurate
+
+
+def _nonempty_rows(matrix, rows: np.ndarray):
+    """``matrix[rows]`` for a CSR matrix whose other rows are empty, sharing its entries.
+
+    Only the row pointers change (the entries of the kept rows are already contiguous and
+    in order), so a 1.2 GB matrix is not copied; any entry outside ``rows`` falls back to
+    the copying ``matrix[rows]``.
+    """
+    import scipy.sparse as sp
+
+    indptr = matrix.indptr
+    if int(np.diff(indptr)[rows].sum()) != matrix.nnz:
+        return matrix[rows]
+    new_indptr = np.append(indptr[rows], indptr[-1]).astype(indptr.dtype, copy=False)
+    return sp.csr_matrix(
+        (matrix.data, matrix.indices, new_indptr), shape=(rows.size, matrix.shape[1]), copy=False
+    )
+
+
+def _matrix_rows(ctx: _Context, idx: dict) -> dict:
+    """Flat dose-grid voxel indices per structure -> rows of ``ctx.matrix``."""
+    return {name: np.searchsorted(ctx.matrix_rows, rows) for name, rows in idx.items()}
 
 
 #: The body helper of the global hot-spot term is sampled on voxels at most
@@ -688,6 +716,7 @@ def stage_optimise(ctx: _Context) -> None:
     protocol = ctx.protocol
     settings = protocol.optimization
     idx, weights = _problem_structures(ctx)
+    idx = _matrix_rows(ctx, idx)
     volumes = {n: float(o.sum()) * ctx.dose_grid.voxel_volume_cc for n, o in ctx.occupancy.items()}
     target_rows = idx[protocol.prescription.target]
     a_t = ctx.matrix[target_rows]
@@ -804,7 +833,7 @@ def stage_segments(ctx: _Context) -> None:
     from .._recalc import compute_plan_dose
     from .._segment_weights import reoptimize_segment_weights
 
-    idx, _ = _problem_structures(ctx)
+    idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
     fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
     reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
     targets = [t for t in ctx.protocol.targets if t in fit]
@@ -822,6 +851,10 @@ def stage_segments(ctx: _Context) -> None:
         replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
     )
     ctx.plan = replace(ctx.plan, beams=beams)
+    # the body and every planning structure: each voxel a goal reads has its dose
+    voxel_mask = np.asarray(ctx.body_occupancy) > 0
+    for occ in ctx.occupancy.values():
+        voxel_mask |= occ > 0
     ctx.dose = np.asarray(
         compute_plan_dose(
             ctx.plan,
@@ -829,6 +862,7 @@ def stage_segments(ctx: _Context) -> None:
             dose_grid=ctx.dose_grid,
             model=ctx.beam_model,
             backend=ctx.backend,
+            voxel_mask=voxel_mask,
         ).dose_gy,
         dtype=np.float32,
     )

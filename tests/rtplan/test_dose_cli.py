@@ -34,8 +34,10 @@ from rtplan import (
     load_patient,
 )
 from rtplan.cli import main
+from rtplan.errors import InputError
 from rtplan.io import read_rtdose, write_rtdose, write_rtplan
 from rtplan.phantoms import write_phantom
+from rtplan.structures import body_structure
 
 VARIAN = load_machine("VarianMLC120")
 
@@ -424,7 +426,26 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
         )
         for k, seg in enumerate(beam.segments)
     )
-    np.testing.assert_allclose(merged, plain, rtol=1e-5, atol=1e-6 * plain.max())
+    # compute_plan_dose computes the body's voxels only (the test below pins that)
+    body = body_structure(patient).occupancy(grid) > 0
+    np.testing.assert_allclose(merged[body], plain[body], rtol=1e-5, atol=1e-6 * plain.max())
+
+
+def test_plan_dose_is_the_full_grid_dose_inside_the_body_and_zero_outside(cshape):
+    """The final dose is computed on the body's voxels only (work scales with the body,
+    not its box): there it is bit for bit the dose of the whole grid (a point's dose and
+    depth do not depend on the other points), elsewhere exactly 0."""
+    patient, plan = cshape.patient, cshape.plan
+    grid = patient.ct.grid.with_spacing(10.0)
+    body = body_structure(patient).occupancy(grid) > 0
+    assert 0.3 < body.mean() < 0.95  # the grid holds air around the body
+    everywhere = np.ones(grid.shape, dtype=bool)
+    full = compute_plan_dose(plan, patient, dose_grid=grid, voxel_mask=everywhere).dose_gy
+    dose = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
+    np.testing.assert_array_equal(dose[body], full[body])
+    assert np.all(dose[~body] == 0.0) and full[~body].max() > 0.01 * full.max()
+    with pytest.raises(InputError, match="no voxel of the body"):
+        compute_plan_dose(plan, patient, dose_grid=grid, voxel_mask=~everywhere)
 
 
 def test_machine_option_checks_the_plan_against_that_machine(cshape, tmp_path, capsys):
