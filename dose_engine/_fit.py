@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._arguments import check_arguments
 from ._measured import (
     MeasuredData,
     MeasuredScan,
@@ -414,6 +415,7 @@ def _require_two_pdd_fields(measured: MeasuredData) -> None:
         )
 
 
+@check_arguments(measured="dose_engine._measured:MeasuredData")
 def fit_beam_model(
     measured: MeasuredData,
     *,
