@@ -325,7 +325,8 @@ def test_dense_and_csr_products_are_bit_identical_for_any_pool_size(cpus, monkey
 def _blas_counts():
     from optimizers import _array_backend
 
-    return [lib.num_threads for lib in _array_backend._blas_controller().lib_controllers]
+    info = _array_backend._blas_controller().info()
+    return [lib["num_threads"] for lib in info if lib["user_api"] == "blas"]
 
 
 @pytest.fixture
