@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._arguments import check_arguments
+from .._arguments import check_arguments, either
 from ..errors import ProtocolError
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
@@ -276,7 +276,10 @@ def parse_derived(
     return _ordered(source, specs)
 
 
-@check_arguments(patient="rtplan._patient:Patient", protocol="rtplan.protocols._protocol:Protocol")
+@check_arguments(
+    patient=either("rtplan._patient:Patient", "collections.abc:Mapping"),
+    protocol="rtplan.protocols._protocol:Protocol",
+)
 def apply_derived(
     patient, protocol, *, overrides: Mapping[str, str] | None = None, existing: str = "refuse"
 ):
