@@ -182,3 +182,71 @@ def test_wrong_argument_type_is_named(name, value):
     assert any(re.search(rf"`{re.escape(n)}(\[\d+\])?`", text) for n in names), (
         f"{name}: none of {names} named in {type(exc.value).__name__}: {text}"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# One wrong argument after valid ones: the check names that one, not the first
+
+
+@pytest.fixture(scope="module")
+def valid():
+    import numpy as np
+
+    import dose_engine as de
+    import optimizers as op
+    import rtplan
+
+    grid = rtplan.Grid((4, 5, 6), (0.0, 0.0, 0.0), (2.0, 2.0, 2.0))
+    return {
+        "np": np,
+        "de": de,
+        "op": op,
+        "rtplan": rtplan,
+        "grid": grid,
+        "density": np.ones(grid.shape),
+        "beam": de.Beam(0.0),
+        "machine": rtplan.load_machine("VarianMLC120"),
+        "u": np.zeros(3),
+    }
+
+
+LATER_ARGUMENT = {
+    "beams[1]": lambda v, tmp: v["de"].compute_influence_matrix(
+        v["density"], v["grid"], v["grid"], [v["beam"], None], None
+    ),
+    "rectangles_mm": lambda v, tmp: v["de"].field_dose(
+        v["density"], v["grid"], v["grid"], v["beam"], "open", 1.0
+    ),
+    "source_mm": lambda v, tmp: v["de"].trace_rays(
+        v["density"], v["grid"], None, v["u"][None], v["u"]
+    ),
+    "model": lambda v, tmp: v["de"].rectangle_dose(
+        v["u"], v["u"], v["u"], v["u"], [[-5, 5, -5, 5]], [1.0], "6MV"
+    ),
+    "table": lambda v, tmp: v["de"].hu_to_density(v["density"], "water"),
+    "n": lambda v, tmp: v["de"].equispaced_coplanar_beams(True),
+    "spacing_mm[1]": lambda v, tmp: v["rtplan"].Grid((4, 5, 6), (0, 0, 0), (2, "2", 2)),
+    "voxel_volume_cc": lambda v, tmp: v["rtplan"].dvh(
+        v["density"], v["density"] > 0, voxel_volume_cc="0.008"
+    ),
+    "fractions": lambda v, tmp: v["rtplan"].DeliverablePlan((), 2.5, 50.0, "PTV"),
+    "machine": lambda v, tmp: v["rtplan"].sequence_fluence(
+        v["np"].ones((2, 2)), "VarianMLC120", x_edges_mm=[0, 5, 10], y_edges_mm=[0, 5, 10]
+    ),
+    "dose_grid": lambda v, tmp: v["rtplan"].write_report(
+        tmp / "report.html", dose_gy=v["density"], dose_grid=(4, 5, 6)
+    ),
+    "timings": lambda v, tmp: v["rtplan"].write_plan_json(tmp / "plan.json", timings=[1.0]),
+    "dose_gy": lambda v, tmp: v["op"].MinDose("PTV", "60"),
+    "volume_pct": lambda v, tmp: v["op"].MaxDVH("PTV", 60.0, None),
+    "levels": lambda v, tmp: v["op"].solve_lexicographic(None, {}, [[None]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_ARGUMENT))
+def test_a_later_wrong_argument_is_the_one_named(name, valid, tmp_path):
+    with pytest.raises((TypeError, ValueError)) as exc:
+        LATER_ARGUMENT[name](valid, tmp_path)
+    text = one_line(str(exc.value))
+    assert f"`{name}`" in text, text
+    assert list(tmp_path.iterdir()) == []  # nothing written
