@@ -93,7 +93,7 @@ def _is_array(v: object) -> bool:
 
 
 def _is_number(v: object) -> bool:
-    if isinstance(v, numbers.Real):
+    if type(v) is float or type(v) is int or isinstance(v, numbers.Real):
         return True
     return (
         getattr(v, "ndim", None) == 0 and getattr(getattr(v, "dtype", None), "kind", "") in "biuf"
@@ -142,10 +142,15 @@ def sequence_of(spec: Any) -> _Kind:
     )
 
 
+@functools.cache
+def _resolve_name(spec: str) -> type:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _resolve(spec: Any) -> Any:
     if isinstance(spec, str):
-        module, _, name = spec.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve_name(spec)
     if isinstance(spec, tuple):
         return tuple(_resolve(s) for s in spec)
     return spec
@@ -172,22 +177,28 @@ def check_argument(value: object, name: str, spec: Any) -> None:
 
     ``spec`` as for :func:`check_arguments`.  An empty path is a ValueError.
     """
-    if isinstance(spec, _Kind):
-        if spec.allow_none:
-            if value is not None:
-                check_argument(value, name, spec.item)
-            return
-        if not spec.test(value):
-            raise _refuse(value, name, spec.what)
-        if spec is PATH and isinstance(value, str) and not value.strip():
-            raise ValueError(f"`{name}` is an empty path.")
-        if spec.item is not None and isinstance(value, Sequence):
-            for i, v in enumerate(value):
-                check_argument(v, f"{name}[{i}]", spec.item)
+    if type(spec) is not _Kind:
+        cls = _resolve(spec)
+        if not isinstance(value, cls):
+            raise _refuse(value, name, _describe(cls))
         return
-    cls = _resolve(spec)
-    if not isinstance(value, cls):
-        raise _refuse(value, name, _describe(cls))
+    if spec.allow_none:
+        if value is not None:
+            check_argument(value, name, spec.item)
+        return
+    if not spec.test(value):
+        raise _refuse(value, name, spec.what)
+    if spec is PATH and isinstance(value, str) and not value.strip():
+        raise ValueError(f"`{name}` is an empty path.")
+    item = spec.item
+    if item is not None and isinstance(value, Sequence):
+        if type(item) is _Kind and not item.allow_none and item.item is None:
+            for i, v in enumerate(value):  # the common case, without recursion
+                if not item.test(v):
+                    raise _refuse(v, f"{name}[{i}]", item.what)
+        else:
+            for i, v in enumerate(value):
+                check_argument(v, f"{name}[{i}]", item)
 
 
 def check_arguments(**specs: Any) -> Callable[[F], F]:
@@ -201,21 +212,25 @@ def check_arguments(**specs: Any) -> Callable[[F], F]:
         if inspect.isclass(fn):
             fn.__init__ = decorate(fn.__init__)  # type: ignore[misc]
             return fn
-        sig = inspect.signature(fn)
-        unknown = set(specs) - set(sig.parameters)
+        params = inspect.signature(fn).parameters
+        unknown = set(specs) - set(params)
         if unknown:  # a typo here would silently check nothing
             raise AssertionError(f"{fn.__qualname__} has no argument(s) {sorted(unknown)}")
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        order = [n for n, p in params.items() if p.kind in positional]
+        # (name, position or None for keyword-only, spec), in the signature's order
+        checks = [
+            (n, order.index(n) if n in order else None, specs[n]) for n in params if n in specs
+        ]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                bound = sig.bind(*args, **kwargs)
-            except TypeError as exc:  # missing or unexpected argument: say which function
-                raise TypeError(f"{fn.__name__}(): {exc}") from None
-            for name, value in bound.arguments.items():
-                if name in specs:
-                    check_argument(value, name, specs[name])
-            return fn(*args, **kwargs)
+            for name, pos, spec in checks:
+                if name in kwargs:
+                    check_argument(kwargs[name], name, spec)
+                elif pos is not None and pos < len(args):
+                    check_argument(args[pos], name, spec)
+            return fn(*args, **kwargs)  # missing or extra arguments: Python's TypeError
 
         return wrapper  # type: ignore[return-value]
 
