@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array
 
+from ._arguments import ARRAY, TEXT, check_arguments
 from .errors import BackendError
 
 __all__ = [
@@ -111,6 +112,7 @@ def _thread_pool(n_workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dose-engine")
 
 
+@check_arguments(name=TEXT)
 def get_backend(name: str = "numpy") -> Backend:
     """Return the backend called ``name``.
 
@@ -150,6 +152,7 @@ def backend_of(*arrays: Any) -> Backend:
     return get_backend("cupy" if any(is_cupy_array(a) for a in arrays) else "numpy")
 
 
+@check_arguments(array=ARRAY)
 def to_numpy(array: Any) -> np.ndarray:
     """Copy ``array`` to a host numpy array (a named device→host boundary)."""
     if is_cupy_array(array):

@@ -48,6 +48,7 @@ from typing import Literal
 
 import numpy as np
 
+from ._arguments import INTEGER, check_arguments
 from ._limits import check_limit
 from .errors import InvalidGeometryError
 
@@ -268,6 +269,7 @@ def isocenter_at_centroid(points_or_mask, grid=None) -> tuple[float, float, floa
     return (x, y, z)
 
 
+@check_arguments(n=INTEGER)
 def equispaced_coplanar_beams(
     n: int,
     *,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arguments import ARRAY, check_arguments, either, sequence_of
 from ._beam import Beam
 from ._limits import check_limit
 from .errors import InvalidGeometryError
@@ -161,6 +162,10 @@ class Beamlets:
         )
 
 
+@check_arguments(
+    beams=either("dose_engine._beam:Beam", sequence_of("dose_engine._beam:Beam")),
+    target_points_mm=ARRAY,
+)
 def beamlets_for_target(
     beams: Beam | Sequence[Beam],
     target_points_mm,

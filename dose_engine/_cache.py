@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._arguments import ARRAY, PATH, check_arguments, sequence_of
 from ._backend import get_backend, to_numpy
 from ._beam import Beam
 from ._beamlets import Beamlets
@@ -150,6 +151,7 @@ def influence_cache_key(
     return h.hexdigest()
 
 
+@check_arguments(im="dose_engine._influence:InfluenceMatrix", path=PATH)
 def save_influence_matrix(
     im: InfluenceMatrix, path: str | Path, *, cache_key: str = "", overwrite: bool = False
 ) -> Path:
@@ -207,6 +209,7 @@ def save_influence_matrix(
     return path
 
 
+@check_arguments(path=PATH)
 def load_influence_matrix(path: str | Path, *, backend: str = "numpy") -> InfluenceMatrix:
     """Read a file written by :func:`save_influence_matrix`.
 
@@ -285,6 +288,14 @@ def _read_verified(path: Path, f, backend: str) -> InfluenceMatrix:
     return InfluenceMatrix(matrix, grid, beams, beamlets, prov, settings)
 
 
+@check_arguments(
+    density=ARRAY,
+    ct_grid="dose_engine._grid:Grid",
+    dose_grid="dose_engine._grid:Grid",
+    beams=sequence_of("dose_engine._beam:Beam"),
+    beamlets="dose_engine._beamlets:Beamlets",
+    cache_dir=PATH,
+)
 def cached_influence_matrix(
     density,
     ct_grid: Grid,

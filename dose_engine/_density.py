@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from array_api_compat import array_namespace
 
+from ._arguments import ARRAY, PATH, check_arguments, optional
 from ._data_files import read_json_data
 from .errors import BeamModelError
 
@@ -16,6 +17,7 @@ __all__ = ["HUTable", "hu_to_density", "load_hu_table"]
 _DEFAULT_NAME = "hu_to_density.json"
 
 
+@check_arguments(hu=ARRAY, density=ARRAY)
 @dataclass(frozen=True)
 class HUTable:
     """Piecewise-linear CT calibration.
@@ -62,6 +64,7 @@ class HUTable:
         object.__setattr__(self, "density", rho)
 
 
+@check_arguments(path=optional(PATH))
 def load_hu_table(path: str | Path | None = None) -> HUTable:
     """Read an HU → relative electron density table (JSON with a ``table`` of [hu, density]).
 
@@ -88,6 +91,7 @@ def load_hu_table(path: str | Path | None = None) -> HUTable:
     return HUTable(rows[:, 0], rows[:, 1], str(data.get("source", "")), name)
 
 
+@check_arguments(hu=ARRAY, table=optional("dose_engine._density:HUTable"))
 def hu_to_density(hu, table: HUTable | None = None):
     """Relative electron density of each voxel.
 

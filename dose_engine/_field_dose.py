@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from ._arguments import ARRAY, check_arguments
 from ._backend import get_backend, worker_count
 from ._beam import Beam
 from ._grid import Grid
@@ -133,6 +134,14 @@ def prepare_beam_points(
     return BeamPoints(xp.asarray(flat), uu, vv, zz, depth)
 
 
+@check_arguments(
+    density=ARRAY,
+    ct_grid="dose_engine._grid:Grid",
+    dose_grid="dose_engine._grid:Grid",
+    beam="dose_engine._beam:Beam",
+    rectangles_mm=ARRAY,
+    mu=ARRAY,
+)
 def field_dose(
     density,
     ct_grid: Grid,

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ._arguments import check_arguments
 from ._measured import (
     MeasuredData,
     MeasuredScan,
@@ -415,6 +416,7 @@ def _require_two_pdd_fields(measured: MeasuredData) -> None:
         )
 
 
+@check_arguments(measured="dose_engine._measured:MeasuredData")
 def fit_beam_model(
     measured: MeasuredData,
     *,

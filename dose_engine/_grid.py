@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arguments import INTEGER, NUMBER, check_arguments, sequence_of
 from ._limits import check_limit
 from .errors import InvalidGeometryError
 
@@ -28,6 +29,9 @@ def _as_triple(name: str, value, *, positive: bool = False) -> tuple[float, floa
     return (float(arr[0]), float(arr[1]), float(arr[2]))
 
 
+@check_arguments(
+    shape=sequence_of(INTEGER), origin_mm=sequence_of(NUMBER), spacing_mm=sequence_of(NUMBER)
+)
 @dataclass(frozen=True)
 class Grid:
     """An axis-aligned voxel grid in DICOM patient coordinates.

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from ._arguments import ARRAY, check_arguments, sequence_of
 from ._backend import Backend, erf, get_backend, to_numpy
 from ._beam import Beam
 from ._beamlets import Beamlets
@@ -315,6 +316,13 @@ def _lattices(beamlets: Beamlets) -> list[dict]:
     return out
 
 
+@check_arguments(
+    density=ARRAY,
+    ct_grid="dose_engine._grid:Grid",
+    dose_grid="dose_engine._grid:Grid",
+    beams=sequence_of("dose_engine._beam:Beam"),
+    beamlets="dose_engine._beamlets:Beamlets",
+)
 def compute_influence_matrix(
     density,
     ct_grid: Grid,

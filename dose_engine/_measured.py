@@ -53,6 +53,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
+from ._arguments import PATH, check_arguments
 from .errors import BeamModelError
 
 __all__ = [
@@ -133,6 +134,7 @@ def point_label(point: dict) -> str:
 
 
 # ------------------------------------------------------------------ .mcc files
+@check_arguments(path=PATH)
 def read_mcc(path: str | Path) -> list[MeasuredScan]:
     """Read the scans of a PTW MEPHYSTO ``.mcc`` file (``BEGIN_SCAN … BEGIN_DATA`` blocks).
 
@@ -363,6 +365,7 @@ class MeasuredData:
         self.reference_pdd()
 
 
+@check_arguments(folder=PATH)
 def read_measured_data(
     folder: str | Path, *, table: str | Path | dict | None = None
 ) -> MeasuredData:

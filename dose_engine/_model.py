@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ._arguments import ARRAY, PATH, check_arguments, optional
 from ._backend import erf
 from ._data_files import read_json_data
 from .errors import BeamModelError, InvalidGeometryError
@@ -79,6 +80,7 @@ CALIBRATION_KEYS: tuple[str, ...] = ("dose_gy_per_mu", "field_size_mm", "ssd_mm"
 TABLE_STEP_MM = 0.5
 
 
+@check_arguments(parameters="collections.abc:Mapping")
 @dataclass(frozen=True)
 class BeamModel:
     """A fitted pencil-beam model (see the module docstring for the formula).
@@ -234,6 +236,7 @@ def _device_kw(array, xp) -> dict:
     return {} if dev is None or xp.__name__.startswith("numpy") else {"device": dev}
 
 
+@check_arguments(path=optional(PATH))
 def load_beam_model(path: str | Path | None = None) -> BeamModel:
     """Read a beam-model JSON file (default: the shipped 6 MV model).
 
@@ -270,6 +273,15 @@ def check_rectangles(rectangles_mm) -> np.ndarray:
     return r
 
 
+@check_arguments(
+    u_mm=ARRAY,
+    v_mm=ARRAY,
+    z_mm=ARRAY,
+    depth_mm=ARRAY,
+    rectangles_mm=ARRAY,
+    mu=ARRAY,
+    model="dose_engine._model:BeamModel",
+)
 def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamModel):
     """Dose at points from rectangular apertures (the one primitive of the engine).
 

@@ -20,6 +20,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from ._arguments import ARRAY, check_arguments
 from ._beam import Beam
 from ._grid import Grid
 
@@ -34,6 +35,13 @@ def _device_kw(array, xp) -> dict:
     return {} if dev is None or xp.__name__.startswith("numpy") else {"device": dev}
 
 
+@check_arguments(
+    density=ARRAY,
+    grid="dose_engine._grid:Grid",
+    source_mm=ARRAY,
+    directions=ARRAY,
+    t_samples_mm=ARRAY,
+)
 def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_fn=None):
     """Exact radiological depth along rays, sampled at given distances from the source.
 
@@ -133,6 +141,14 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_
     return xp.concat(out, axis=0) if len(out) > 1 else out[0]
 
 
+@check_arguments(
+    density=ARRAY,
+    grid="dose_engine._grid:Grid",
+    beam="dose_engine._beam:Beam",
+    u_mm=ARRAY,
+    v_mm=ARRAY,
+    z_mm=ARRAY,
+)
 def radiological_depth_at_points(
     density,
     grid: Grid,

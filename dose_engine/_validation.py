@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._arguments import check_arguments
 from ._beam import Beam
 from ._field_dose import field_dose
 from ._grid import Grid
@@ -318,6 +319,9 @@ def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
     return out
 
 
+@check_arguments(
+    model="dose_engine._model:BeamModel", measured="dose_engine._measured:MeasuredData"
+)
 def compare_to_measured(
     model: BeamModel,
     measured: MeasuredData,

@@ -12,9 +12,11 @@ CuPy is imported only when ``"cupy"`` is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -180,9 +182,57 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
+def _release_blas_control() -> None:
+    """Clear threadpoolctl's claim on OpenBLAS (>= 3.6: only the "controlling" thread that
+    first changed a pthreads OpenBLAS may change it again; other threads' changes are
+    ignored silently).  The hold below changes it from whichever thread enters first or
+    leaves last, under its own lock, so it clears the claim around each change."""
+    for lib in _blas_controller().lib_controllers:
+        clear = getattr(lib, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+
+_hold_lock = threading.Lock()
+_hold_count = 0
+_hold_limiter: Any = None
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Hold BLAS to one thread while the block runs, in every thread of the process.
+
+    The BLAS thread count is one setting per process.  A plain set-and-restore around
+    each product lets two solves running in threads of one process (a threaded Dask
+    worker) restore it under each other: a product then runs on several BLAS threads (its
+    sums in another order) and the process may be left at one thread.  The hold is
+    counted: the first product to enter sets one thread, the last to leave restores the
+    setting found by the first, so while any product runs BLAS has one thread (whichever
+    thread enters or leaves: see :func:`_release_blas_control`).
+    """
+    global _hold_count, _hold_limiter
+    with _hold_lock:
+        if _hold_count == 0:
+            _release_blas_control()
+            _hold_limiter = _blas_controller().limit(limits=1, user_api="blas")
+            _release_blas_control()
+        _hold_count += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _hold_count -= 1
+            if _hold_count == 0:
+                _release_blas_control()
+                _hold_limiter.restore_original_limits()
+                _release_blas_control()
+                _hold_limiter = None
+
+
 def _chunked_dense_products(a: np.ndarray) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """``a @ x`` and ``a.T @ g`` over fixed row chunks of :data:`DENSE_CHUNK_ROWS`, each a
-    single-threaded BLAS call, run on a thread pool and summed in chunk order.
+    single-threaded BLAS call (:func:`one_blas_thread`), run on a thread pool and summed in
+    chunk order.
 
     Multi-threaded BLAS splits ``a.T @ g`` by rows and adds the partial sums in an order set
     by its thread count (float32 results differed by 2e-5 relative between 1 and 2
@@ -194,14 +244,13 @@ def _chunked_dense_products(a: np.ndarray) -> tuple[Callable[[Any], Any], Callab
     slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     blocks = [a[sl] for sl in slices]  # views
     pool = _thread_pool(max(1, min(len(blocks), _usable_cpus())))
-    controller = _blas_controller()
 
     def matvec(x: Any) -> Any:
-        with controller.limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             return np.concatenate(list(pool.map(lambda b: b @ x, blocks)))
 
     def rmatvec(g: Any) -> Any:
-        with controller.limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             pairs = list(zip(blocks, slices, strict=True))
             parts = list(pool.map(lambda bs: bs[0].T @ g[bs[1]], pairs))
         out = parts[0].copy()

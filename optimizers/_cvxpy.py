@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._backends import SolveData, get_backend
-from ._problem import Problem
+from ._problem import Problem, require_problem
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._terms import (
     _DVH,
@@ -92,6 +92,7 @@ class CvxpyFormulation:
     """
 
     def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
+        require_problem(problem)
         import cvxpy as cp
 
         self.problem = problem

@@ -29,7 +29,7 @@ import numpy as np
 from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ._array_backend import ArrayBackend, array_backend
-from ._problem import Problem, constraint_scale
+from ._problem import Problem, constraint_scale, require_problem
 from ._result import OptimizationResult, Status
 from ._terms import Term, _LevelBound
 from .errors import InfeasibleError, InvalidProblemError
@@ -387,6 +387,7 @@ def solve_first_order(
     constraints still guarantee the exact DVH goal; objective values can differ from the
     CVXPY formulation's (exact CVaR) by a fraction of ``tau_gy``.
     """
+    require_problem(problem)
     t_start = time.perf_counter()
     n = problem.n_beamlets
     if inner is None:

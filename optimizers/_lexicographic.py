@@ -160,6 +160,18 @@ def solve_lexicographic(
     doi:10.1088/0031-9155/52/6/009.
     """
     t0 = time.perf_counter()
+    if not isinstance(structures, Mapping):
+        raise TypeError(
+            f"`structures` must be a mapping of name -> voxel indices; got "
+            f"{type(structures).__name__}."
+        )
+    if not isinstance(levels, Sequence) or not all(
+        isinstance(lv, Sequence) and all(isinstance(t, Term) for t in lv) for lv in levels
+    ):
+        raise TypeError(
+            "`levels` must be a sequence of sequences of optimizers terms (one per priority "
+            f"level); got {repr(levels)[:80]}."
+        )
     if not levels:
         raise InvalidProblemError("`levels` is empty; give at least one list of terms.")
     if slip_rel < 0 or slip_abs < 0:

@@ -122,6 +122,15 @@ class _MatrixCache:
         return self._blocks[names]
 
 
+def require_problem(problem: Any, name: str = "problem") -> None:
+    """Raise TypeError naming ``name`` unless ``problem`` is a :class:`Problem`."""
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"`{name}` must be an optimizers.Problem; got {type(problem).__name__} "
+            f"{repr(problem)[:80]}."
+        )
+
+
 def _as_csr(matrix: Any) -> Any:
     if sp.issparse(matrix):
         if matrix.ndim != 2:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._problem import Problem
+from ._problem import Problem, require_problem
 from ._result import OptimizationResult
 from .errors import InvalidProblemError
 
@@ -30,6 +30,7 @@ def solve(problem: Problem, *, method: str = "first_order", **options: Any) -> O
     -------
     OptimizationResult
     """
+    require_problem(problem)
     if method == "first_order":
         from ._first_order import solve_first_order
 

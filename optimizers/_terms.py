@@ -41,8 +41,18 @@ __all__ = [
 ]
 
 
+def _as_float(value: Any, name: str, what: str) -> float:
+    """``float(value)``, or an InvalidProblemError naming the argument ``name``."""
+    if isinstance(value, str | bytes):  # float("5") would pass a typo through
+        value = None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidProblemError(f"`{name}` must be {what}, got {value!r}.") from None
+
+
 def _check_weight(weight: float) -> float:
-    w = float(weight)
+    w = _as_float(weight, "weight", "a finite number >= 0")
     if not math.isfinite(w) or w < 0:
         raise InvalidProblemError(
             f"`weight` must be a finite number >= 0, got {weight!r}; use 0 to switch a term off."
@@ -53,7 +63,7 @@ def _check_weight(weight: float) -> float:
 def _check_volume_pct(volume_pct: Any, alternative: str) -> float:
     """``volume_pct`` as a float strictly inside (0, 100) %, else an error naming
     ``alternative`` (what to use for the whole structure)."""
-    v = float(volume_pct)
+    v = _as_float(volume_pct, "volume_pct", "a volume in %")
     if not (0.0 < v < 100.0):
         raise InvalidProblemError(
             f"`volume_pct` must be strictly between 0 and 100 %, got {volume_pct!r}; {alternative}."
@@ -62,10 +72,7 @@ def _check_volume_pct(volume_pct: Any, alternative: str) -> float:
 
 
 def _check_dose(dose_gy: Any, name: str = "dose_gy") -> float:
-    try:
-        d = float(dose_gy)
-    except (TypeError, ValueError):
-        raise InvalidProblemError(f"`{name}` must be a number of Gy, got {dose_gy!r}.") from None
+    d = _as_float(dose_gy, name, "a number of Gy")
     if not math.isfinite(d) or d < 0:
         raise InvalidProblemError(f"`{name}` must be a finite dose >= 0 Gy, got {dose_gy!r}.")
     return d
@@ -102,6 +109,8 @@ class Term:
     per_voxel: ClassVar[bool] = False
     hard_allowed: ClassVar[bool] = False
     soft_allowed: ClassVar[bool] = True
+    #: A dose term names its structure (only the internal level bound does not).
+    _needs_structure: ClassVar[bool] = True
 
     structure: str | None
     weight: float
@@ -117,7 +126,9 @@ class Term:
         hard: bool = False,
         label: str | None = None,
     ) -> None:
-        if structure is not None and (not isinstance(structure, str) or not structure):
+        if (structure is not None or (self.acts_on == "dose" and self._needs_structure)) and (
+            not isinstance(structure, str) or not structure
+        ):
             raise InvalidProblemError(
                 f"`structure` must be a non-empty structure name, got {structure!r}."
             )
@@ -216,7 +227,7 @@ class _SoftLevelTerm(Term):
     def __init__(
         self, structure: str, dose_gy: float, *, weight: float = 1.0, label: str | None = None
     ) -> None:
-        super().__init__(structure, dose_gy, weight=weight, label=label)
+        super().__init__(structure, _check_dose(dose_gy), weight=weight, label=label)
 
 
 class _OneSidedQuadratic(_SoftLevelTerm):
@@ -336,7 +347,7 @@ class _VoxelBound(Term):
         hard: bool = False,
         label: str | None = None,
     ) -> None:
-        Term.__init__(self, structure, dose_gy, weight=weight, hard=hard, label=label)
+        Term.__init__(self, structure, _check_dose(dose_gy), weight=weight, hard=hard, label=label)
 
 
 class MaxDose(_VoxelBound, Overdose):
@@ -469,7 +480,7 @@ class GEUD(Term):
         hard: bool = False,
         label: str | None = None,
     ) -> None:
-        a = float(a)
+        a = _as_float(a, "a", "a finite non-zero number")
         if not math.isfinite(a) or a == 0:
             raise InvalidProblemError(f"gEUD parameter `a` must be finite and non-zero, got {a!r}.")
         if hard and dose_gy is None:
@@ -619,7 +630,7 @@ class _DVH(Term):
         label: str | None = None,
     ) -> None:
         self.volume_pct = _check_volume_pct(volume_pct, "use MaxDose/MinDose for 0 % or 100 %")
-        super().__init__(structure, dose_gy, weight=weight, hard=hard, label=label)
+        super().__init__(structure, _check_dose(dose_gy), weight=weight, hard=hard, label=label)
 
     def exact(self, dose_gy, p) -> float:
         """Exact ``D_v`` (Gy) of the dose in the structure."""
@@ -758,7 +769,7 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
         self.volume_pct = _check_volume_pct(
             volume_pct, "use Underdose/Overdose for the whole structure"
         )
-        super().__init__(structure, dose_gy, weight=weight, label=label)
+        super().__init__(structure, _check_dose(dose_gy), weight=weight, label=label)
 
     def _describe(self) -> str:
         name, op = ("DVHUnderdose", ">=") if self._under else ("DVHOverdose", "<=")
@@ -1022,6 +1033,7 @@ class _LevelBound(Term):
 
     hard_allowed = True
     soft_allowed = False
+    _needs_structure = False
 
     def __init__(self, terms: list[Term], bound: float, level: int) -> None:
         self.terms = list(terms)

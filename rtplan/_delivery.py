@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
 from ._machine import GAP_TOLERANCE_MM, Machine
 from .errors import InputError
 
@@ -66,6 +67,12 @@ def _where(where: str) -> str:
     return f"{where}: " if where else ""
 
 
+@check_arguments(
+    leaf_positions_mm=ARRAY,
+    jaws_mm="collections.abc:Mapping",
+    total_mu=NUMBER,
+    leaf_boundaries_mm=ARRAY,
+)
 @dataclass(frozen=True, eq=False)
 class Segment:
     """One static MLC + jaw aperture delivered with ``total_mu`` monitor units.
@@ -290,6 +297,9 @@ class Segment:
                 )
 
 
+@check_arguments(
+    number=INTEGER, name=TEXT, beam="dose_engine._beam:Beam", machine="rtplan._machine:Machine"
+)
 @dataclass(frozen=True, eq=False)
 class DeliverableBeam:
     """A step-and-shoot beam: geometry, machine and MLC segments with monitor units.
@@ -384,6 +394,12 @@ class DeliverableBeam:
             seg.validate(self.machine, where=f"{prefix}beam {self.number} segment {k}")
 
 
+@check_arguments(
+    beams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    fractions=INTEGER,
+    total_dose_gy=NUMBER,
+    target_name=TEXT,
+)
 @dataclass(frozen=True, eq=False)
 class DeliverablePlan:
     """A deliverable plan: step-and-shoot beams and the prescription the RT-PLAN records.

@@ -29,6 +29,7 @@ from dose_engine import (
     isocenter_at_centroid,
 )
 
+from ._arguments import check_arguments
 from ._recalc import require_ct_volume, require_model_sad, resolve_beam_model
 from .errors import InputError
 
@@ -85,6 +86,7 @@ def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progres
     )
 
 
+@check_arguments(patient="rtplan._patient:Patient")
 def influence_matrix(
     patient,
     *,

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from ._arguments import ARRAY, PATH, TEXT, check_arguments
 from ._toml_files import parse_toml, read_named_toml
 from .errors import InputError
 
@@ -92,6 +93,7 @@ class MachineError(InputError):
     """A machine model file is malformed, or a machine name is unknown."""
 
 
+@check_arguments(name=TEXT, leaf_boundaries_mm=ARRAY)
 @dataclass(frozen=True, eq=False)
 class MLCModel:
     """Geometry and mechanical limits of a multileaf collimator (MLCX: leaves travel along x).
@@ -227,6 +229,7 @@ class MLCModel:
         return np.where(outside, -1, idx)
 
 
+@check_arguments(name=TEXT)
 @dataclass(frozen=True)
 class JawModel:
     """One pair of jaws: ``"X"`` (ASYMX, jaws X1/X2) or ``"Y"`` (ASYMY, jaws Y1/Y2).
@@ -276,6 +279,7 @@ class JawModel:
         return (float(np.clip(jaw1_mm, *lim[0])), float(np.clip(jaw2_mm, *lim[1])))
 
 
+@check_arguments(name=TEXT, mlc="rtplan._machine:MLCModel")
 @dataclass(frozen=True)
 class Machine:
     """A treatment machine: MLC, jaws and beam data the planner and RT-PLAN writer need.
@@ -404,6 +408,7 @@ def _shipped_files() -> dict[str, Any]:
     return out
 
 
+@check_arguments(name_or_path=PATH)
 def load_machine(name_or_path: str | os.PathLike) -> Machine:
     """Load a shipped machine model by name, or a machine TOML file by path.
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._arguments import ARRAY, TEXT, check_arguments, sequence_of
 from ._delivery import DeliverableBeam
 from .errors import InputError
 
@@ -199,6 +200,13 @@ def _nnls_normal_equations(M, w: np.ndarray, y: np.ndarray) -> np.ndarray:
     return nnls(a, c, maxiter=50 * M.shape[1])[0]
 
 
+@check_arguments(
+    influence=ARRAY,
+    beamlets="dose_engine._beamlets:Beamlets",
+    dbeams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    reference_dose_gy=ARRAY,
+    structures="collections.abc:Mapping",
+)
 def reoptimize_segment_weights(
     influence,
     beamlets,
@@ -371,6 +379,9 @@ class DoseComparison:
     max_gy: dict
 
 
+@check_arguments(
+    reference_dose_gy=ARRAY, dose_gy=ARRAY, structures="collections.abc:Mapping", target_name=TEXT
+)
 def compare_doses(
     reference_dose_gy, dose_gy, structures: Mapping[str, np.ndarray], target_name: str
 ) -> DoseComparison:

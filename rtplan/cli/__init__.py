@@ -26,6 +26,7 @@ from .._exit_status import (
     exit_status_for,
     one_line_message,
 )
+from .._limits import limit_overrides, limits_help
 
 __all__ = ["main"]
 
@@ -50,13 +51,16 @@ def exit_status_epilog() -> str:
     return f"exit status:\n{rows}"
 
 
+_TABLES = ("exit status:", "limits (")
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, keeping the line breaks of the exit-status table."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return "\n\n".join(
             part
-            if part.startswith("exit status:")
+            if part.startswith(_TABLES)
             else super(_HelpFormatter, self)._fill_text(part, width, indent)
             for part in text.split("\n\n")
         )
@@ -81,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"{__name__}._{name}").register(sub)
     for p in sub.choices.values():
-        p.epilog = "\n\n".join(e for e in (p.epilog, exit_status_epilog()) if e)
+        p.add_argument(
+            "--limit",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="raise (or lower) a documented limit for this run, e.g. "
+            "--limit grid_voxels=4e9 or --limit hu_max=30000; names and defaults below",
+        )
+        p.epilog = "\n\n".join(e for e in (p.epilog, limits_help(), exit_status_epilog()) if e)
         p.formatter_class = _HelpFormatter
     return parser
 
@@ -92,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        return int(args.func(args))
+        with limit_overrides(args.limit):
+            return int(args.func(args))
     except (Exception, KeyboardInterrupt) as exc:  # every failure: one line, its own status
         if debug_requested(args.debug):
             traceback.print_exc(file=sys.stderr)

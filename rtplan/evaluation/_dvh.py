@@ -47,6 +47,7 @@ import numpy as np
 
 from dose_engine._limits import check_limit
 
+from .._arguments import ARRAY, NUMBER, check_arguments, optional
 from ..errors import InputError, StructureError
 
 __all__ = ["DVH", "DVHCollection", "check_dose_values", "dvh"]
@@ -275,6 +276,7 @@ class DVH:
         )
 
 
+@check_arguments(dose_gy=ARRAY, occupancy=ARRAY, voxel_volume_cc=NUMBER)
 def dvh(
     dose_gy,
     occupancy,
@@ -411,6 +413,7 @@ def _volume_curve(k_dose: np.ndarray, k_vol: np.ndarray, total: float, doses: np
     return out
 
 
+@check_arguments(dvhs=optional("collections.abc:Mapping"))
 class DVHCollection(Mapping):
     """DVHs of several structures, by name, in insertion order (read-only mapping).
 

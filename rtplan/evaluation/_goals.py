@@ -38,7 +38,7 @@ import numpy as np
 
 from dose_engine import Grid
 
-from .._arguments import require_instance
+from .._arguments import TEXT, check_arguments, require_instance
 from ..errors import InputError, ProtocolError
 from ._dvh import DMAX_VOLUME_CC, DVH, DVHCollection, check_dose_values, dvh
 from ._metrics import (
@@ -129,6 +129,7 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+@check_arguments(text=TEXT)
 def parse_metric(text: str, *, goal: str = "") -> Metric:
     """Parse a metric string such as ``"D95%"``, ``"D2cc"``, ``"V20Gy"`` or ``"Dmax"``.
 
@@ -402,6 +403,7 @@ _RE_GOAL = re.compile(
 )
 
 
+@check_arguments(text=TEXT)
 def parse_goal(text: str, *, priority: int = 1) -> Goal:
     """Parse a one-line goal such as ``"PTV D95% >= 60 Gy"``.
 

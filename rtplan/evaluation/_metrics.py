@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from .._arguments import NUMBER, check_arguments
 from .._messages import quote
 from ..errors import InputError
 from ._dvh import DVH
@@ -55,6 +56,7 @@ def check_prescription_gy(prescription_gy) -> float:
     return rx
 
 
+@check_arguments(target="rtplan.evaluation._dvh:DVH")
 def homogeneity_index(target: DVH) -> float:
     """ICRU 83 homogeneity index ``HI = (D2% − D98%) / D50%`` of a target DVH.
 
@@ -78,6 +80,9 @@ def homogeneity_index(target: DVH) -> float:
     return (target.d2_gy - target.d98_gy) / d50
 
 
+@check_arguments(
+    target="rtplan.evaluation._dvh:DVH", body="rtplan.evaluation._dvh:DVH", prescription_gy=NUMBER
+)
 def paddick_conformity_index(target: DVH, body: DVH, *, prescription_gy: float) -> float:
     """Paddick conformity index ``CI = TV_PIV² / (TV × PIV)``.
 
@@ -121,6 +126,7 @@ def paddick_conformity_index(target: DVH, body: DVH, *, prescription_gy: float) 
     return tv_piv * tv_piv / (tv * piv)
 
 
+@check_arguments(body="rtplan.evaluation._dvh:DVH", prescription_gy=NUMBER)
 def gradient_index(body: DVH, *, prescription_gy: float) -> float:
     """Paddick–Lippitz gradient index ``GI = PIV_50% / PIV_100%``.
 
@@ -152,6 +158,9 @@ def gradient_index(body: DVH, *, prescription_gy: float) -> float:
     return body.volume_at_dose(0.5 * rx) / piv
 
 
+@check_arguments(
+    target="rtplan.evaluation._dvh:DVH", body="rtplan.evaluation._dvh:DVH", prescription_gy=NUMBER
+)
 def quality_indices(target: DVH, body: DVH, *, prescription_gy: float) -> dict[str, float | None]:
     """HI, Paddick CI and GI of a plan in one call.
 

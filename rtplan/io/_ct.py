@@ -34,7 +34,7 @@ from ._dicom_common import (
     tag_str,
 )
 
-__all__ = ["HU_LIMITS", "CtSeries", "load_ct"]
+__all__ = ["HU_LIMITS", "HU_LIMIT_VARIABLES", "CtSeries", "current_hu_limits", "load_ct"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -46,8 +46,30 @@ POSITION_TOLERANCE_MM = 0.01
 #: Slices may sit up to min(this, 10 % of the spacing) off a uniform grid (mm).
 SLICE_POSITION_TOLERANCE_MM = 0.1
 #: Physical CT numbers (HU): below air (minus noise) or above dense metal on an extended
-#: scale means the pixel data was decoded wrongly.  Overridable with ``hu_limits=``.
+#: scale means the pixel data was decoded wrongly.  Overridable with ``hu_limits=``, or
+#: with the environment variables in :data:`HU_LIMIT_VARIABLES` (CLI: ``--limit hu_min=``).
 HU_LIMITS = (-1100.0, 20000.0)
+#: Environment variables overriding the low and high end of :data:`HU_LIMITS`.
+HU_LIMIT_VARIABLES = ("RTPLAN_LIMIT_HU_MIN", "RTPLAN_LIMIT_HU_MAX")
+
+
+def current_hu_limits() -> tuple[float, float]:
+    """:data:`HU_LIMITS`, each end replaced by its variable of :data:`HU_LIMIT_VARIABLES`
+    when set (``RTPLAN_LIMIT_HU_MAX=30000``)."""
+    ends = []
+    for var, default in zip(HU_LIMIT_VARIABLES, HU_LIMITS, strict=True):
+        text = os.environ.get(var, "").strip()
+        try:
+            ends.append(float(text) if text else default)
+        except ValueError:
+            raise InputError(f"{var}={quote(text, 60)} is not a number of HU.") from None
+    lo, hi = ends
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(
+            f"{HU_LIMIT_VARIABLES[0]} / {HU_LIMIT_VARIABLES[1]} give {lo:g} .. {hi:g} HU; "
+            "they must be finite with low < high."
+        )
+    return lo, hi
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,7 +260,7 @@ def load_ct(
     *,
     series_uid: str | None = None,
     recursive: bool = False,
-    hu_limits: tuple[float, float] = HU_LIMITS,
+    hu_limits: tuple[float, float] | None = None,
 ) -> CtSeries:
     """Load one axial CT series from a folder.
 
@@ -268,8 +290,10 @@ def load_ct(
         Also search subfolders (default False: subfolders are ignored).
 
         .. versionadded:: 0.1
-    hu_limits : (2,) tuple of float, HU
-        Physical range of CT numbers (default :data:`HU_LIMITS`, -1100 .. 20000 HU).
+    hu_limits : (2,) tuple of float, HU, optional
+        Physical range of CT numbers; default :data:`HU_LIMITS`, -1100 .. 20000 HU, or
+        what ``RTPLAN_LIMIT_HU_MIN`` / ``RTPLAN_LIMIT_HU_MAX`` say (the CLI's
+        ``--limit hu_min=... --limit hu_max=...``).
         A pixel outside it means the file is decoded wrongly (signed data flagged
         unsigned, a wrong rescale, overflow) and stops the load; pixels below the lower
         limit are accepted in slices that declare (0028,0120) *PixelPaddingValue*.
@@ -449,8 +473,9 @@ def _slice_hu(ds: Dataset, p: Path, hu_limits: tuple[float, float]) -> np.ndarra
             f"(0028,1052) RescaleIntercept {intercept:g} gives {hu[r, c]:g} HU (stored value "
             f"{int(stored[r, c])} at row {r}, column {c}; {int(bad.sum())} pixel(s) outside "
             f"{lo:g} .. {hi:g} HU). A CT holds {lo:g} .. {hi:g} HU; check (0028,0103) "
-            "PixelRepresentation, (0028,0100) BitsAllocated and the rescale, or pass "
-            "`hu_limits=` to accept a wider range on purpose."
+            "PixelRepresentation, (0028,0100) BitsAllocated and the rescale, or accept a "
+            "wider range on purpose: `hu_limits=`, rtplan --limit hu_min=/hu_max= or "
+            "RTPLAN_LIMIT_HU_MIN/MAX."
         )
     return hu
 
@@ -512,6 +537,8 @@ def _dedupe(folder: Path, slices: list[tuple[Path, Dataset]]) -> list[tuple[Path
 
 
 def _check_hu_limits(hu_limits) -> tuple[float, float]:
+    if hu_limits is None:
+        return current_hu_limits()
     try:
         lo, hi = (float(v) for v in hu_limits)
     except (TypeError, ValueError):

@@ -10,7 +10,7 @@ import numpy as np
 from .._arguments import path_argument
 from .._patient import Patient
 from ..errors import DicomWarning, ReferenceMismatchError
-from ._ct import HU_LIMITS, CtSeries, load_ct
+from ._ct import CtSeries, load_ct
 from ._rtstruct import StructureSet, load_structure_set
 
 __all__ = ["combine", "load_patient"]
@@ -22,7 +22,7 @@ def load_patient(
     *,
     series_uid: str | None = None,
     recursive: bool = False,
-    hu_limits: tuple[float, float] = HU_LIMITS,
+    hu_limits: tuple[float, float] | None = None,
 ) -> Patient:
     """Load a CT series and its RT Structure Set.
 
@@ -36,8 +36,9 @@ def load_patient(
         (0020,000E) of the CT series to use when the folder holds several.
     recursive : bool, optional
         Also search the subfolders of ``ct_dir`` for CT slices (default False).
-    hu_limits : (2,) tuple of float, HU
-        Physical CT-number range; see :func:`rtplan.io.load_ct`.
+    hu_limits : (2,) tuple of float, HU, optional
+        Physical CT-number range; see :func:`rtplan.io.load_ct` (default: -1100 .. 20000
+        HU or ``RTPLAN_LIMIT_HU_MIN`` / ``RTPLAN_LIMIT_HU_MAX``).
 
     Returns
     -------

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from dose_engine import Grid
 
+from .._arguments import PATH, TEXT, check_arguments
 from ..errors import InputError
 
 __all__ = ["PortPyBeam", "PortPyPatient", "load_portpy_patient"]
@@ -180,6 +181,7 @@ class _Folder:
             ) from None
 
 
+@check_arguments(data_dir=PATH, patient_id=TEXT)
 def load_portpy_patient(
     data_dir: str | Path, patient_id: str, *, beam_ids: list[int] | None = None
 ) -> PortPyPatient:

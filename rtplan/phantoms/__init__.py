@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from .._arguments import PATH, TEXT, check_arguments
 from ._dicom import WrittenPatient, write_patient
 from ._geometry import PHANTOM_NAMES
 from ._make import make_phantom
@@ -19,6 +20,7 @@ from ._make import make_phantom
 __all__ = ["PHANTOM_NAMES", "WrittenPatient", "make_phantom", "write_patient", "write_phantom"]
 
 
+@check_arguments(name=TEXT, out_dir=PATH)
 def write_phantom(
     name: str,
     out_dir: str | os.PathLike,

@@ -21,6 +21,7 @@ from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from .. import __version__
+from .._arguments import PATH, check_arguments
 from .._atomic import atomic_directory
 from .._patient import Patient
 from ..errors import InputError
@@ -292,6 +293,7 @@ def _rtstruct(
     return ds
 
 
+@check_arguments(patient="rtplan._patient:Patient", out_dir=PATH)
 def write_patient(
     patient: Patient,
     out_dir: str | os.PathLike,

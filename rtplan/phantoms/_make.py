@@ -11,6 +11,7 @@ from pydicom.uid import generate_uid
 
 from dose_engine import Grid
 
+from .._arguments import TEXT, check_arguments
 from .._image import Image
 from .._patient import PATIENT_POSITIONS, Patient, Structure
 from .._rasterize import polygon_occupancy
@@ -30,6 +31,7 @@ def _check_positive(name: str, value) -> None:
         raise InputError(f"`{name}` must be a positive number; got {value!r}.")
 
 
+@check_arguments(name=TEXT)
 def make_phantom(
     name: str,
     *,

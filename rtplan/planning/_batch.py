@@ -20,7 +20,8 @@ from typing import Any
 
 from dose_engine import BeamModel
 
-from .._atomic import check_cache_dir
+from .._arguments import PATH, check_arguments, require_instance, sequence_of
+from .._atomic import check_cache_dir, check_output_path
 from .._exit_status import EXIT_GOAL_FAILED, EXIT_OK, exit_status_for, one_line_message
 from .._messages import quote
 from .._recalc import resolve_beam_model
@@ -37,6 +38,7 @@ _FIELDS = ("ct_dir", "rtstruct", "protocol", "out")
 _OPTIONAL_FIELDS = ("map", "beam_model")
 
 
+@check_arguments(ct_dir=PATH, rtstruct=PATH, protocol=PATH, out=PATH)
 @dataclass(frozen=True)
 class BatchEntry:
     """One patient of a batch manifest (paths resolved against the manifest's folder).
@@ -85,6 +87,7 @@ class BatchOutcome:
     status: int = 0
 
 
+@check_arguments(path=PATH)
 def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
     """Read a TOML (``[[patient]]`` tables) or CSV (header row) batch manifest.
 
@@ -158,16 +161,37 @@ def read_manifest(path: str | os.PathLike) -> list[BatchEntry]:
                 beam_model=_entry_beam_model(path, i, row.get("beam_model")),
             )
         )
-    _refuse_shared_outputs(path, entries)
+    _refuse_shared_outputs(f"Batch manifest '{path}'", entries)
     return entries
 
 
-def _refuse_shared_outputs(manifest: Path, entries: Sequence[BatchEntry]) -> None:
+def check_batch_outputs(entries: Sequence[BatchEntry], *, overwrite: bool) -> None:
+    """Check every patient's ``out`` before anything is computed or a cluster started.
+
+    Outputs are compared resolved (no two patients share a folder, none lies inside
+    another) and each is checked as ``rtplan plan --out`` is: an existing folder without
+    ``overwrite``, a path under a regular file, a place where no file can be created.
+    One bad output refuses the whole batch, naming the patient: nothing is planned.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        Shared outputs; :class:`rtplan.errors.OutputExistsError` for an existing output.
+    rtplan.errors.OutputError
+        An output that cannot be written.
+    """
+    _refuse_shared_outputs("Batch", entries)
+    for i, e in enumerate(entries):
+        check_output_path(e.out, overwrite=overwrite, what=f"Batch patient {i}: out")
+
+
+def _refuse_shared_outputs(source: str, entries: Sequence[BatchEntry]) -> None:
     """Refuse two patients writing to one folder, or one inside the other.
 
     Paths are compared resolved (``plans/x`` and ``plans/../plans/x`` are one folder,
     symbolic links followed), whatever ``--force`` says: the second plan would replace
-    the first, and both would be reported written.
+    the first, and both would be reported written.  ``source`` names the batch in the
+    message (``"Batch manifest 'm.toml'"``).
     """
     resolved = [Path(e.out).resolve() for e in entries]
     for j, b in enumerate(resolved):
@@ -180,7 +204,7 @@ def _refuse_shared_outputs(manifest: Path, entries: Sequence[BatchEntry]) -> Non
             else:
                 continue
             raise InputError(
-                f"Batch manifest '{manifest}': patients {i} and {j} write to {how}; give "
+                f"{source}: patients {i} and {j} write to {how}; give "
                 "every patient its own output folder (outputs used more than once)."
             )
 
@@ -284,6 +308,7 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
     )
 
 
+@check_arguments(entries=sequence_of("rtplan.planning._batch:BatchEntry"))
 def plan_batch(
     entries: Sequence[BatchEntry],
     *,
@@ -326,14 +351,22 @@ def plan_batch(
     ------
     rtplan.errors.RtplanError
         Dask distributed is not installed.
+    rtplan.errors.InputError
+        Two patients share an output folder, or one exists without ``overwrite``
+        (:func:`check_batch_outputs`, before the cluster starts; nothing is planned).
     rtplan.errors.OutputError
-        ``cache_dir`` is a file or cannot be written (before the cluster starts).
+        A patient's ``out`` or ``cache_dir`` cannot be written (before the cluster
+        starts; nothing is planned).
     rtplan.errors.ClusterError
         ``scheduler`` cannot be reached.
     dose_engine.BeamModelError
         ``beam_model`` cannot be read as a beam model (the message names the file).
     """
-    check_cache_dir(cache_dir)  # shared by every patient: refuse before the cluster starts
+    for i, e in enumerate(entries):
+        require_instance(e, f"entries[{i}]", BatchEntry, "a BatchEntry (from read_manifest)")
+    # every output and the shared cache are checked before the cluster starts
+    check_batch_outputs(entries, overwrite=overwrite)
+    check_cache_dir(cache_dir)
     options = {
         "beam_model": resolve_beam_model(beam_model),
         "backend": backend,

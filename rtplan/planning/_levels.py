@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arguments import check_arguments
 from ..errors import ProtocolError
 
 __all__ = ["PlanningLevel", "build_levels", "goal_dose_level_gy", "smoothness_pairs"]
@@ -124,6 +125,7 @@ def _volume_pct(goal, volume_cc: float) -> float | None:
     return None
 
 
+@check_arguments(beamlets="dose_engine._beamlets:Beamlets")
 def smoothness_pairs(beamlets) -> np.ndarray:
     """Neighbouring beamlet pairs ``(j, k)`` along leaf travel and across leaf pairs.
 
@@ -176,6 +178,11 @@ def _check_contradictions(by_priority: Mapping[int, list]) -> None:
                 )
 
 
+@check_arguments(
+    protocol="rtplan.protocols._protocol:Protocol",
+    roles="collections.abc:Mapping",
+    volumes_cc="collections.abc:Mapping",
+)
 def build_levels(
     protocol,
     *,

@@ -10,6 +10,7 @@ from typing import Any
 
 from dose_engine import BeamModel
 
+from .._arguments import PATH, check_arguments, either
 from .._atomic import atomic_directory, check_cache_dir, check_output_path
 from .._recalc import resolve_beam_model
 
@@ -48,6 +49,12 @@ def _outcome(result, out: Path) -> dict[str, Any]:
     }
 
 
+@check_arguments(
+    ct_dir=PATH,
+    rtstruct=PATH,
+    protocol=either("rtplan.protocols._protocol:Protocol", PATH),
+    out_dir=PATH,
+)
 def plan_and_write(
     ct_dir: str | os.PathLike,
     rtstruct: str | os.PathLike,
@@ -160,6 +167,7 @@ def plan_and_write(
     return _outcome(result, out)
 
 
+@check_arguments(out_dir=PATH)
 def run_demo(
     out_dir: str | os.PathLike,
     *,

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._arguments import check_arguments, either
 from ..errors import ProtocolError
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
@@ -275,6 +276,10 @@ def parse_derived(
     return _ordered(source, specs)
 
 
+@check_arguments(
+    patient=either("rtplan._patient:Patient", "collections.abc:Mapping"),
+    protocol="rtplan.protocols._protocol:Protocol",
+)
 def apply_derived(
     patient, protocol, *, overrides: Mapping[str, str] | None = None, existing: str = "refuse"
 ):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Literal
 
+from .._arguments import PATH, TEXT, check_arguments, optional, sequence_of
 from .._toml_files import read_named_toml
 from ..errors import ProtocolError
 
@@ -854,6 +855,7 @@ def _parse_safety(source: str, data: Mapping[str, Any]) -> SafetySettings:
     return SafetySettings(**kw)
 
 
+@check_arguments(data="collections.abc:Mapping")
 def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protocol:
     """Build a :class:`Protocol` from a parsed TOML document.
 
@@ -1091,6 +1093,7 @@ def available_protocols() -> tuple[str, ...]:
     return tuple(sorted(_shipped_protocols()))
 
 
+@check_arguments(name_or_path=PATH)
 def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     """Load a shipped protocol by name, or a protocol TOML file by path.
 
@@ -1122,6 +1125,7 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     return parse_protocol(data, source=source)
 
 
+@check_arguments(items=optional(sequence_of(TEXT)))
 def parse_mapping_overrides(items: Iterable[str] | None) -> dict[str, str]:
     """Parse ``["PTV=OuterTarget", ...]`` (the CLI's ``--map``) into a dict.
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arguments import ARRAY, PATH, check_arguments, optional
 from .._atomic import atomic_file
 from ..errors import InputError
 from ._colours import roi_colours
@@ -93,10 +94,22 @@ def _input_uids(patient, plan_summary: Mapping[str, Any]) -> dict[str, Any]:
     return uids
 
 
+#: What the plan-record arguments of :func:`plan_json`, :func:`write_plan_json` and
+#: :func:`write_report` must be.
+_RECORD_ARGUMENTS = {
+    "goal_table": optional("rtplan.evaluation._goals:GoalTable"),
+    "dvhs": optional("collections.abc:Mapping"),
+    "timings": optional("collections.abc:Mapping"),
+    "plan_summary": optional("collections.abc:Mapping"),
+    "patient": optional("rtplan._patient:Patient"),
+}
+
+
 def _beams(plan_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [dict(b) for b in plan_summary.get("beams", []) or []]
 
 
+@check_arguments(**_RECORD_ARGUMENTS)
 def plan_json(
     *,
     goal_table=None,
@@ -202,6 +215,7 @@ def plan_json(
     return _jsonable(record)
 
 
+@check_arguments(path=PATH, **_RECORD_ARGUMENTS)
 def write_plan_json(
     path: str | os.PathLike,
     *,
@@ -343,6 +357,7 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}"/>'
 
 
+@check_arguments(path=PATH, dose_gy=ARRAY, dose_grid="dose_engine._grid:Grid", **_RECORD_ARGUMENTS)
 def write_report(
     path: str | os.PathLike,
     *,

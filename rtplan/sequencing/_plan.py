@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._arguments import ARRAY, INTEGER, check_arguments, sequence_of
 from .._delivery import DeliverableBeam
 from .._machine import Machine
 from ._sweep import SequencingError, SequencingResult, sequence_fluence
@@ -35,6 +36,7 @@ __all__ = [
 logger = logging.getLogger("rtplan.sequencing")
 
 
+@check_arguments(beamlets="dose_engine._beamlets:Beamlets", beam=INTEGER)
 def beam_map_edges_mm(beamlets, beam: int) -> tuple[np.ndarray, np.ndarray]:
     """Column (x) and row (y) edges of beam ``beam``'s fluence map, mm (BLD, iso plane).
 
@@ -108,6 +110,12 @@ class PlanSequencing:
         return beamlets.from_fluence_maps([r.quantized_fluence_mu for r in self.results])
 
 
+@check_arguments(
+    fluence_mu=ARRAY,
+    beamlets="dose_engine._beamlets:Beamlets",
+    beams=sequence_of("dose_engine._beam:Beam"),
+    machine="rtplan._machine:Machine",
+)
 def sequence_plan(
     fluence_mu,
     beamlets,
@@ -182,6 +190,12 @@ def sequence_plan(
     return seq
 
 
+@check_arguments(
+    dbeam="rtplan._delivery:DeliverableBeam",
+    density=ARRAY,
+    ct_grid="dose_engine._grid:Grid",
+    dose_grid="dose_engine._grid:Grid",
+)
 def aperture_dose(
     dbeam: DeliverableBeam,
     density,
@@ -237,6 +251,12 @@ def aperture_dose(
     )
 
 
+@check_arguments(
+    dbeams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    density=ARRAY,
+    ct_grid="dose_engine._grid:Grid",
+    dose_grid="dose_engine._grid:Grid",
+)
 def plan_aperture_dose(
     dbeams: Sequence[DeliverableBeam],
     density,

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._arguments import ARRAY, check_arguments, sequence_of
 from .._delivery import DeliverableBeam, Segment
 from .._machine import Machine
 from ..errors import InputError
@@ -161,6 +162,7 @@ def _edges(name: str, edges) -> np.ndarray:
     return e
 
 
+@check_arguments(y_edges_mm=ARRAY, leaf_boundaries_mm=ARRAY)
 def leaf_units(y_edges_mm, leaf_boundaries_mm) -> tuple[np.ndarray, np.ndarray]:
     """Group fluence-map rows and the leaf pairs that cover them into units.
 
@@ -210,6 +212,9 @@ def leaf_units(y_edges_mm, leaf_boundaries_mm) -> tuple[np.ndarray, np.ndarray]:
     return row_unit, pair_unit
 
 
+@check_arguments(
+    segments=sequence_of("rtplan._delivery:Segment"), x_edges_mm=ARRAY, y_edges_mm=ARRAY
+)
 def fluence_from_segments(segments, x_edges_mm, y_edges_mm, *, closed_gap_mm: float = 0.0):
     """Rebuild a fluence map from segment geometry: Σ MU × open fraction of each cell.
 
@@ -336,6 +341,9 @@ def sweep_levels(
     return t_open + delay, t_close + delay
 
 
+@check_arguments(
+    fluence_mu=ARRAY, machine="rtplan._machine:Machine", x_edges_mm=ARRAY, y_edges_mm=ARRAY
+)
 def sequence_fluence(
     fluence_mu,
     machine: Machine,

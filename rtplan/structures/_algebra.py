@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from dose_engine import Grid
 
+from .._arguments import NUMBER, TEXT, check_arguments, either
 from ..errors import StructureError
 from ._margins import Margin, dilate_mm, erode_mm
 
@@ -246,11 +247,16 @@ class Combine(Expr):
 
 
 # ------------------------------------------------------------------ constructors
+@check_arguments(name=TEXT)
 def roi(name: str) -> Expr:
     """The patient structure (or earlier derived structure) called ``name``."""
     return _as_expr(name)
 
 
+@check_arguments(
+    structure=either("rtplan.structures._algebra:Expr", TEXT),
+    margin_mm=either(NUMBER, "collections.abc:Mapping", "rtplan.structures._margins:Margin"),
+)
 def expand(structure: ExprLike, margin_mm: float | Mapping[str, float] | Margin) -> Expr:
     """``structure`` grown by a margin in mm.
 
@@ -270,6 +276,10 @@ def expand(structure: ExprLike, margin_mm: float | Mapping[str, float] | Margin)
     return Grow(_as_expr(structure), Margin.coerce(margin_mm), shrink=False)
 
 
+@check_arguments(
+    structure=either("rtplan.structures._algebra:Expr", TEXT),
+    margin_mm=either(NUMBER, "collections.abc:Mapping", "rtplan.structures._margins:Margin"),
+)
 def shrink(structure: ExprLike, margin_mm: float | Mapping[str, float] | Margin) -> Expr:
     """``structure`` shrunk by a margin in mm: each surface moves inwards by the margin of
     its side (erosion by the margin's octant ellipsoid)."""
@@ -293,11 +303,15 @@ def intersection(*structures: ExprLike) -> Expr:
     return _combine("intersection", structures, 1)
 
 
+@check_arguments(structure=either("rtplan.structures._algebra:Expr", TEXT))
 def difference(structure: ExprLike, *minus: ExprLike) -> Expr:
     """Voxels of ``structure`` in none of ``minus`` (e.g. an organ minus the target)."""
     return _combine("difference", (structure, *minus), 2)
 
 
+@check_arguments(
+    structure=either("rtplan.structures._algebra:Expr", TEXT), inner_mm=NUMBER, outer_mm=NUMBER
+)
 def ring(structure: ExprLike, *, inner_mm: float, outer_mm: float) -> Expr:
     """The shell ``inner_mm < distance ≤ outer_mm`` outside ``structure`` (isotropic).
 

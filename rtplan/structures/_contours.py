@@ -13,12 +13,15 @@ import numpy as np
 
 from dose_engine import Grid
 
+from .._arguments import ARRAY, check_arguments
+
 __all__ = ["contours_from_occupancy"]
 
 #: Iso-level traced.
 LEVEL = 0.5
 
 
+@check_arguments(occupancy=ARRAY, grid="dose_engine._grid:Grid")
 def contours_from_occupancy(occupancy: np.ndarray, grid: Grid) -> list[np.ndarray]:
     """Closed planar contours of ``occupancy ≥ 0.5`` on every slice of ``grid``.
 

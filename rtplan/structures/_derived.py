@@ -9,6 +9,7 @@ import numpy as np
 
 from dose_engine import Grid
 
+from .._arguments import TEXT, check_arguments, either
 from .._patient import Structure
 from ..errors import StructureError
 from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block, odd_factors
@@ -130,6 +131,11 @@ class DerivedStructure(Structure):
         return f"DerivedStructure({self.name!r} = {self.expression!r})"
 
 
+@check_arguments(
+    structures="collections.abc:Mapping",
+    name=TEXT,
+    expression=either("rtplan.structures._algebra:Expr", TEXT),
+)
 def derive_structure(
     structures: dict[str, Any],
     name: str,

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .._arguments import ARRAY, check_arguments
 from ..errors import StructureError
 
 __all__ = ["Margin", "dilate_mm", "erode_mm"]
@@ -201,6 +202,7 @@ def _symmetric(margin: Margin) -> bool:
     return all(p == m and p > 0 for p, m in margin.plus_minus_xyz())
 
 
+@check_arguments(mask=ARRAY, margin="rtplan.structures._margins:Margin", spacing_mm=ARRAY)
 def dilate_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "auto") -> np.ndarray:
     """Grow a boolean ``(nz, ny, nx)`` mask by ``margin`` (see the module docstring).
 
@@ -240,6 +242,7 @@ def dilate_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "au
     return _sweep(mask, margin, spacing_mm) <= 1.0 + _TOL
 
 
+@check_arguments(mask=ARRAY, margin="rtplan.structures._margins:Margin", spacing_mm=ARRAY)
 def erode_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "auto") -> np.ndarray:
     """Shrink a boolean mask: every surface moves inwards by the margin of its side.
 

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from .._arguments import PATH, check_arguments
 from .._atomic import atomic_file
 from ._body import BODY_OUTLINE_NAME
 from ._derived import DerivedStructure
@@ -22,11 +23,13 @@ def _generated(s) -> bool:
     )
 
 
+@check_arguments(patient="rtplan._patient:Patient")
 def has_generated_structures(patient) -> bool:
     """True when ``patient`` holds derived structures or a body outline made by rtplan."""
     return any(_generated(s) for s in patient.structures.values())
 
 
+@check_arguments(path=PATH, patient="rtplan._patient:Patient")
 def write_structure_set(
     path: str | os.PathLike,
     patient,

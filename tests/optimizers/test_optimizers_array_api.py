@@ -320,3 +320,90 @@ def test_dense_and_csr_products_are_bit_identical_for_any_pool_size(cpus, monkey
             np.testing.assert_allclose(out[3], csr.T @ h, rtol=1e-5)
         for got, want in zip(out, reference, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def _blas_counts():
+    from optimizers import _array_backend
+
+    info = _array_backend._blas_controller().info()
+    return [lib["num_threads"] for lib in info if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def two_blas_threads():
+    """BLAS at two threads, claimed by the main thread the way a plain
+    ``threadpool_limits(2)`` call (not a ``with`` block) leaves it; restored after."""
+    from threadpoolctl import threadpool_limits
+
+    from optimizers._array_backend import _release_blas_control
+
+    _release_blas_control()  # whichever thread of an earlier test claimed it
+    before = threadpool_limits(limits=2, user_api="blas")
+    yield _blas_counts()  # a single-threaded BLAS among them stays at 1
+    _release_blas_control()
+    before.restore_original_limits()
+
+
+def test_blas_hold_outlasts_an_earlier_product_in_another_thread(two_blas_threads):
+    """Solves in threads of one process (a threaded Dask worker) each hold BLAS to one
+    thread.  A set-and-restore per product let the first solve to finish restore the
+    machine's count while the second was still multiplying (its sums in another order)."""
+    import threading
+
+    from optimizers._array_backend import one_blas_thread
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with one_blas_thread():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with one_blas_thread():
+            b_in.set()
+            a_out.wait(10)
+            seen.append(_blas_counts())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [[1] * len(two_blas_threads)]
+    assert _blas_counts() == two_blas_threads  # restored when the last one left
+
+
+def test_blas_hold_takes_effect_from_a_worker_thread(two_blas_threads, monkeypatch):
+    """threadpoolctl >= 3.6 ignores a change from any thread but the one that made the
+    last (here the main thread): the hold must still give a worker thread one BLAS thread,
+    and the chunked products run there equal the serial ones bit for bit."""
+    import threading
+
+    from optimizers import _array_backend
+
+    rng = np.random.default_rng(5)
+    a = rng.random((4000, 800)).astype(np.float32)
+    g = rng.random(4000)
+    monkeypatch.setattr(_array_backend, "DENSE_CHUNK_ROWS", 1000)
+    _, rmv = _array_backend._chunked_dense_products(a)
+    reference = rmv(g)
+    seen, results = [], []
+
+    def solve_like():
+        for _ in range(10):
+            with _array_backend.one_blas_thread():
+                seen.append(_blas_counts())
+                results.append(rmv(g))
+
+    threads = [threading.Thread(target=solve_like) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [[1] * len(two_blas_threads)] * 30
+    assert all(np.array_equal(r, reference) for r in results)
+    assert _blas_counts() == two_blas_threads

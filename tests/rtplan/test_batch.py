@@ -57,16 +57,13 @@ def test_batch_on_local_cluster_matches_serial(setup, capsys):
     ref = json.loads((root / "serial" / "plan.json").read_text())
     dose_ref, grid_ref, _ = read_rtdose(root / "serial" / "RTDOSE.dcm")
     for out in ("a", "b"):
+        # bit for bit: two solves in threads of one worker process hold BLAS to one
+        # thread together (optimizers one_blas_thread; it differed by 1.8e-5 before)
         rec = json.loads((root / "out" / out / "plan.json").read_text())
-        np.testing.assert_allclose(
-            [g["value"] for g in rec["goals"]],
-            [g["value"] for g in ref["goals"]],
-            rtol=1e-6,
-            atol=1e-6,
-        )
+        assert [g["value"] for g in rec["goals"]] == [g["value"] for g in ref["goals"]]
         dose, grid, _ = read_rtdose(root / "out" / out / "RTDOSE.dcm")
         assert grid == grid_ref
-        np.testing.assert_allclose(dose, dose_ref, rtol=1e-6, atol=1e-4)
+        np.testing.assert_array_equal(dose, dose_ref)
 
 
 def test_csv_manifest_and_errors(setup, tmp_path):

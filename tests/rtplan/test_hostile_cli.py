@@ -623,3 +623,35 @@ def test_api_io_wrong_types_name_the_argument(call, name, api_patient, plan_file
     with pytest.raises(TypeError, match=f"`{name}`"):
         call(api_patient, plan_files[1], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_lists_every_exit_status_and_no_other():
+    """The README's exit-status table is the one ``--help`` prints (issue 13)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Exit statuses") :].split("\n\n")[1]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == [str(code) for code, _ in EXIT_STATUSES]
+
+
+@pytest.mark.parametrize(
+    ("goal", "pattern"),
+    [
+        ("min = 5000.0", r"goal 0 \(PTV D95% >= 5000 Gy\).*typed in cGy"),  # the issue's
+        ("min = 100.0", r"goal 0 \(PTV D95% >= 100 Gy\).* 200 %"),  # 200 % of the Rx
+    ],
+    ids=["cGy", "200pct"],
+)
+def test_plan_with_implausible_goal_is_exit_2_before_planning(
+    goal, pattern, phantom, tmp_path, capsys, no_planning
+):
+    written, _ = phantom
+    protocol = tmp_path / "cgy.toml"
+    protocol.write_text(tiny_cshape_protocol(ring=False).replace("min = 50.0", goal, 1))
+    out = tmp_path / "out"
+    argv = ["plan", written.ct_dir, written.rtstruct_path, "--protocol", protocol, "--out", out]
+    status, _, err = run_cli(capsys, argv)
+    assert status == 2
+    assert_names(err, r"^rtplan plan: error: Protocol .*cgy\.toml", pattern)
+    assert not out.exists()

@@ -159,7 +159,7 @@ def test_hu_limits_can_be_widened_on_purpose(ct):
 
 @pytest.mark.parametrize(
     ("limits", "error"),
-    [(None, TypeError), ("wide", TypeError), ((0, 0), ValueError), ((1, np.nan), ValueError)],
+    [((1, 2, 3), TypeError), ("wide", TypeError), ((0, 0), ValueError), ((1, np.nan), ValueError)],
 )
 def test_hu_limits_argument_is_checked(limits, error, ct):
     with pytest.raises(error, match="hu_limits"):
