@@ -48,11 +48,11 @@ from ._shapes import (
     Material,
     RoiSpec,
     annular_sector,
-    cut_by_ellipse,
     ellipse,
     ellipse_cut,
     elliptic_band,
     rect,
+    subtract_ellipse,
     zrange,
 )
 
@@ -117,8 +117,7 @@ def _lung(side: int, z: float) -> list[np.ndarray]:
     if side > 0:  # the left lung gives way to the heart
         h = _heart_section(z)
         if h is not None:
-            hc = np.asarray(_T["heart_c"][:2])
-            poly = cut_by_ellipse(np.array([cx, cy]) - hc, poly - hc, *h) + hc
+            poly = subtract_ellipse(poly, *_T["heart_c"][:2], *h)
         return [poly]
     out = [poly]
     r = _gtv_radius(z)
