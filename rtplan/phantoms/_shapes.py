@@ -23,6 +23,7 @@ __all__ = [
     "elliptic_band",
     "rect",
     "subtract_ellipse",
+    "union_ellipse",
     "zrange",
 ]
 
@@ -192,13 +193,26 @@ def elliptic_band(
 
 
 def subtract_ellipse(polygon: np.ndarray, cx: float, cy: float, a: float, b: float) -> np.ndarray:
-    """A counter-clockwise polygon less the ellipse ``((x-cx)/a)² + ((y-cy)/b)² < 1``.
+    """A counter-clockwise polygon less the ellipse ``((x-cx)/a)² + ((y-cy)/b)² < 1``
+    (see :func:`_reroute`)."""
+    return _reroute(polygon, cx, cy, a, b, clockwise=True)
 
-    Each run of vertices inside the ellipse is replaced by the ellipse's boundary between
-    the exact points where the polygon's edges cross it (walked clockwise, as the boundary
-    of a hole), one vertex per :data:`VERTEX_SPACING_MM`.  Exact for the convex polygons of
-    the phantoms whose vertices are dense (an ellipse slipping between two vertices is not
-    seen); the result abuts the ellipse without overlapping it beyond chord slivers.
+
+def union_ellipse(polygon: np.ndarray, cx: float, cy: float, a: float, b: float) -> np.ndarray:
+    """A counter-clockwise polygon joined with the ellipse ``((x-cx)/a)² + ((y-cy)/b)² < 1``
+    whose centre lies outside it and whose boundary it crosses (see :func:`_reroute`)."""
+    return _reroute(polygon, cx, cy, a, b, clockwise=False)
+
+
+def _reroute(polygon, cx, cy, a, b, *, clockwise: bool) -> np.ndarray:
+    """Replace each run of ``polygon``'s vertices inside the ellipse by the ellipse's
+    boundary between the exact points where the polygon's edges cross it: walked
+    clockwise (the boundary of a hole: the difference) or counter-clockwise (the outer
+    boundary: the union), one vertex per :data:`VERTEX_SPACING_MM`.
+
+    Exact for the convex shapes of the phantoms whose vertices are dense (an ellipse
+    slipping between two vertices is not seen); the difference abuts the ellipse without
+    overlapping it beyond chord slivers.
     """
     p = np.asarray(polygon, dtype=float)
     q = (p - (cx, cy)) / (a, b)
@@ -206,18 +220,18 @@ def subtract_ellipse(polygon: np.ndarray, cx: float, cy: float, a: float, b: flo
     if not inside.any():
         return p
     if inside.all():
-        return np.zeros((0, 2))
+        return np.zeros((0, 2)) if clockwise else ellipse(cx, cy, a, b)
     start = int(np.argmin(inside))  # walk from a vertex outside the ellipse
     p, q, inside = (np.roll(v, -start, axis=0) for v in (p, q, inside))
     n = len(p)
 
     def crossing(i: int, j: int) -> np.ndarray:
-        """Point where the edge from vertex i to vertex j crosses the unit circle (in q)."""
+        """Where the edge from vertex i (outside) to j (inside), or back, crosses the
+        unit circle (in the ellipse's normalised coordinates)."""
         d = q[j] - q[i]
         A, B, C = d @ d, 2 * q[i] @ d, q[i] @ q[i] - 1.0
-        s = (-B + np.sqrt(max(B * B - 4 * A * C, 0.0))) / (2 * A) if C < 0 else None
-        if s is None:
-            s = (-B - np.sqrt(max(B * B - 4 * A * C, 0.0))) / (2 * A)
+        root = np.sqrt(max(B * B - 4 * A * C, 0.0))
+        s = (-B - root) / (2 * A) if C > 0 else (-B + root) / (2 * A)
         return q[i] + np.clip(s, 0.0, 1.0) * d
 
     out: list[np.ndarray] = []
@@ -230,12 +244,14 @@ def subtract_ellipse(polygon: np.ndarray, cx: float, cy: float, a: float, b: flo
         j = i
         while j < n and inside[j]:
             j += 1
-        q_in, q_out = crossing(i - 1, i), crossing(j - 1, j % n)
+        q_in, q_out = crossing(i - 1, i), crossing(j % n, j - 1)
         t0 = np.arctan2(q_in[1], q_in[0])
         t1 = np.arctan2(q_out[1], q_out[0])
-        if t1 > t0:  # clockwise from t0 down to t1
+        if clockwise and t1 > t0:
             t1 -= 2 * np.pi
-        arc_mm = (t0 - t1) * max(a, b)
+        if not clockwise and t1 < t0:
+            t1 += 2 * np.pi
+        arc_mm = abs(t1 - t0) * max(a, b)
         t = np.linspace(t0, t1, max(int(np.ceil(arc_mm / VERTEX_SPACING_MM)), 2) + 1)
         out.extend(np.column_stack([cx + a * np.cos(t), cy + b * np.sin(t)]))
         i = j
