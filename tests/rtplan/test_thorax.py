@@ -167,3 +167,52 @@ def test_protocol_derived_structures_on_the_thorax(thorax_no_body):
     expected_cc = np.clip(lungs - ptv, 0, 1).sum() * g.voxel_volume_cc
     assert p.structure("Lungs-PTV").volume_cc(g) == pytest.approx(expected_cc, rel=0.01)
     assert BODY_OUTLINE_NAME not in p.structures  # planning adds it (test_thorax_plan)
+
+
+def _inside_breast(x, y, z, inset_mm=0.0):
+    """Analytic breast (the ellipsoid of THORAX["breast_*"] shrunk by ``inset_mm``)."""
+    (cx, cy, cz), (a, b, c) = T["breast_c"], (v - inset_mm for v in T["breast_abc"])
+    return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 < 1.0
+
+
+def test_breast_variant_against_the_analytic_solids():
+    """thorax_breast: the CTV is the breast ellipsoid 5 mm under the skin, in front of the
+    chest (outside its ellipse); the body is the chest joined with the breast.  Checked
+    against the inequalities sampled on a 0.25 mm lattice, slice by slice."""
+    dz = 4.0
+    p = make_phantom("thorax_breast", pixel_spacing_mm=2.5, slice_spacing_mm=dz, n_slices=45)
+    g = p.ct.grid
+    assert list(p.structures) == ["Body", "CTV_Breast_L", *NAMES[1:]]
+    assert p.structure("CTV_Breast_L").roi_type == "CTV"
+    a, b = T["body_ab"]
+    h = 0.25
+    xs = np.arange(0.0, 160.0, h) + h / 2
+    ys = np.arange(-170.0, -40.0, h) + h / 2
+    xx, yy = np.meshgrid(xs, ys)
+    chest = (xx / a) ** 2 + (yy / b) ** 2 < 1.0
+    ctv_mm3 = breast_out_mm3 = 0.0
+    for zk in g.zyx_axes_mm()[0]:
+        ctv_mm3 += np.count_nonzero(_inside_breast(xx, yy, zk, T["skin_mm"]) & ~chest)
+        breast_out_mm3 += np.count_nonzero(_inside_breast(xx, yy, zk) & ~chest)
+    ctv_mm3 *= h * h * dz
+    breast_out_mm3 *= h * h * dz
+    assert p.structure("CTV_Breast_L").volume_cc(g) == pytest.approx(ctv_mm3 / 1000, rel=0.01)
+    length_cm = g.shape[0] * dz / 10
+    chest_cc = _segment_area_mm2(a, b, T["back_y"] / b) / 100 * length_cm
+    assert p.structure("Body").volume_cc(g) == pytest.approx(
+        chest_cc + breast_out_mm3 / 1000, rel=2e-3
+    )
+    # The shipped breast protocol: PTV = CTV + 10 mm, 5 mm under the skin, out of the lung.
+    q = apply_derived(p, load_protocol("breast_left_40gy_15fx"))
+    ptv = q.structure("PTV_Breast_L").occupancy(g)
+    ctv = q.structure("CTV_Breast_L").occupancy(g)
+    assert ptv.sum() > 1.3 * ctv.sum()
+    skin = q.structure("zSkin5").occupancy(g)
+    # The PTV covers the CTV except where the CTV (an ellipsoid inset by 5 mm along its
+    # axes) comes within 5 mm of the skin
+    covered = np.clip(ctv - skin, 0.0, None).sum()
+    assert 0.99 * covered <= np.minimum(ptv, ctv).sum() <= ctv.sum()
+    assert covered > 0.9 * ctv.sum()
+    for name in ("Lung_L", "zSkin5"):  # overlap beyond the shared boundary voxels
+        overlap = np.clip(ptv + q.structure(name).occupancy(g) - 1.0, 0.0, None)
+        assert overlap.sum() < 0.01 * ptv.sum(), name
