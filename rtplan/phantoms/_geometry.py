@@ -186,8 +186,8 @@ def phantom_spec(name: str) -> PhantomSpec:
     if name in ("thorax", "thorax_breast"):
         breast = name == "thorax_breast"
         length, body, rois, materials = thorax_parts(breast_left=breast)
-        body_part = "BREAST" if breast else "CHEST"
-        return PhantomSpec(length, body, rois, (500.0, 500.0), materials, "THORAX", body_part)
+        # CHEST for both: BREAST, a paired part, would need (0020,0060) Laterality
+        return PhantomSpec(length, body, rois, (500.0, 500.0), materials, "THORAX", "CHEST")
     length, rois = _BUILDERS[name]()
     if name == "water_box":
         h = BOX_SIDE_MM / 2
