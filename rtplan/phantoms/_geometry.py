@@ -178,13 +178,15 @@ _BUILDERS = {
     "two_level": _two_level,
     "water_box": _water_box,
 }
-PHANTOM_NAMES: tuple[str, ...] = (*_BUILDERS, "thorax")
+PHANTOM_NAMES: tuple[str, ...] = (*_BUILDERS, "thorax", "thorax_breast")
 
 
 def phantom_spec(name: str) -> PhantomSpec:
     """The :class:`PhantomSpec` of the phantom called ``name``."""
-    if name == "thorax":
-        length, body, rois, materials = thorax_parts()
+    if name in ("thorax", "thorax_breast"):
+        breast = name == "thorax_breast"
+        length, body, rois, materials = thorax_parts(breast_left=breast)
+        # CHEST for both: BREAST, a paired part, would need (0020,0060) Laterality
         return PhantomSpec(length, body, rois, (500.0, 500.0), materials, "THORAX", "CHEST")
     length, rois = _BUILDERS[name]()
     if name == "water_box":

@@ -48,11 +48,12 @@ from ._shapes import (
     Material,
     RoiSpec,
     annular_sector,
-    cut_by_ellipse,
     ellipse,
     ellipse_cut,
     elliptic_band,
     rect,
+    subtract_ellipse,
+    union_ellipse,
     zrange,
 )
 
@@ -80,6 +81,10 @@ THORAX = {
     "esophagus_r": 8.0,
     "couch": (-230.0, 105.0, 230.0, 155.0),
     "couch_shell_mm": 2.0,
+    # thorax_breast: a left breast (ellipsoid on the chest) instead of the GTV
+    "breast_c": (75.0, -103.0, -40.0),
+    "breast_abc": (70.0, 50.0, 65.0),
+    "skin_mm": 5.0,
 }
 _T = THORAX
 # Thoracic cavity (inside the ribs): centre (0, -5), semi-axes 142 × 94 mm.
@@ -105,8 +110,9 @@ def _gtv_radius(z: float) -> float | None:
     return None if r2 <= 1e-2 else float(np.sqrt(r2))
 
 
-def _lung(side: int, z: float) -> list[np.ndarray]:
-    """Lung polygons at ``z``; ``side`` +1 = left (+x), −1 = right."""
+def _lung(side: int, z: float, *, gtv: bool = True) -> list[np.ndarray]:
+    """Lung polygons at ``z``; ``side`` +1 = left (+x), −1 = right; ``gtv``: the right
+    lung has the GTV as a hole."""
     s = _lung_scale(z)
     if s <= 0.05:
         return []
@@ -117,11 +123,10 @@ def _lung(side: int, z: float) -> list[np.ndarray]:
     if side > 0:  # the left lung gives way to the heart
         h = _heart_section(z)
         if h is not None:
-            hc = np.asarray(_T["heart_c"][:2])
-            poly = cut_by_ellipse(np.array([cx, cy]) - hc, poly - hc, *h) + hc
+            poly = subtract_ellipse(poly, *_T["heart_c"][:2], *h)
         return [poly]
     out = [poly]
-    r = _gtv_radius(z)
+    r = _gtv_radius(z) if gtv else None
     if r is not None:  # the GTV is not lung: a hole (even-odd)
         out.append(ellipse(*_T["gtv_c"][:2], r, r))
     return out
@@ -137,9 +142,36 @@ def _gtv(z: float) -> list[np.ndarray]:
     return [] if r is None else [ellipse(*_T["gtv_c"][:2], r, r)]
 
 
-def _body(z: float) -> list[np.ndarray]:
+def _chest(z: float) -> np.ndarray:
     a, b = _T["body_ab"]
-    return [ellipse_cut(0.0, 0.0, a, b, axis="y", cut_mm=_T["back_y"], keep="below")]
+    return ellipse_cut(0.0, 0.0, a, b, axis="y", cut_mm=_T["back_y"], keep="below")
+
+
+def _body(z: float) -> list[np.ndarray]:
+    return [_chest(z)]
+
+
+def _breast_section(z: float, inset_mm: float = 0.0) -> tuple[float, float] | None:
+    """In-plane semi-axes of the left breast at ``z`` shrunk by ``inset_mm``, or None."""
+    a, b, c = (v - inset_mm for v in _T["breast_abc"])
+    f = 1.0 - ((z - _T["breast_c"][2]) / c) ** 2
+    return None if f <= 1e-3 else (a * np.sqrt(f), b * np.sqrt(f))
+
+
+def _body_with_breast(z: float) -> list[np.ndarray]:
+    h = _breast_section(z)
+    chest = _chest(z)
+    return [chest if h is None else union_ellipse(chest, *_T["breast_c"][:2], *h)]
+
+
+def _breast_ctv(z: float) -> list[np.ndarray]:
+    """Breast tissue in front of the chest wall, 5 mm under the skin."""
+    h = _breast_section(z, _T["skin_mm"])
+    if h is None:
+        return []
+    a, b = _T["body_ab"]
+    poly = subtract_ellipse(ellipse(*_T["breast_c"][:2], *h), 0.0, 0.0, a, b)
+    return [poly] if len(poly) else []
 
 
 def _muscle(z: float) -> list[np.ndarray]:
@@ -182,18 +214,22 @@ def _couch_parts():
     return (lambda z: [shell]), (lambda z: [foam])
 
 
-def thorax_parts() -> tuple[float, RoiSpec, list[RoiSpec], list[Material]]:
+def thorax_parts(
+    *, breast_left: bool = False
+) -> tuple[float, RoiSpec, list[RoiSpec], list[Material]]:
     """``(length_mm, body, rois, materials)`` of the thorax phantom (see the module
-    docstring)."""
+    docstring); ``breast_left``: the ``thorax_breast`` variant (a left breast and its
+    ``CTV_Breast_L`` instead of the lung tumour)."""
     shell, foam = _couch_parts()
+    body_at = _body_with_breast if breast_left else _body
     materials = [
         Material("couch shell", 200.0, shell),
         Material("couch foam", -850.0, foam),
-        Material("fat", -90.0, _body),
+        Material("fat", -90.0, body_at),
         Material("muscle", 30.0, _muscle),
         Material("rib", 500.0, _ribs),
         Material("sternum", 500.0, zrange(-60.0, 110.0, lambda z: [rect(-15, -102, 15, -90)])),
-        Material("lung", -820.0, lambda z: _lung(+1, z) + _lung(-1, z)[:1]),
+        Material("lung", -820.0, lambda z: _lung(+1, z) + _lung(-1, z, gtv=not breast_left)[:1]),
         Material("heart", 40.0, _heart),
         Material("oesophagus", 40.0, zrange(-140.0, 1e9, _disc(_T["esophagus_c"], 8.0))),
         Material("trachea", -1000.0, zrange(45.0, 1e9, _disc((0.0, 10.0), 9.0))),
@@ -201,17 +237,22 @@ def thorax_parts() -> tuple[float, RoiSpec, list[RoiSpec], list[Material]]:
         Material("vertebral arch", 600.0, _vertebra),
         Material("spinal canal", 10.0, _disc(_T["cord_c"], 8.0)),
         Material("cord", 30.0, _disc(_T["cord_c"], _T["cord_r"])),
-        Material("tumour", 40.0, _gtv),
     ]
+    if breast_left:
+        materials.append(Material("fibroglandular breast", -30.0, _breast_ctv))
+        first = [RoiSpec("CTV_Breast_L", "CTV", (255, 0, 0), _breast_ctv)]
+    else:
+        materials.append(Material("tumour", 40.0, _gtv))
+        first = [RoiSpec("GTV", "GTV", (255, 0, 0), _gtv)]
     rois = [
-        RoiSpec("GTV", "GTV", (255, 0, 0), _gtv),
+        *first,
         RoiSpec("SpinalCord", "ORGAN", (255, 255, 0), _disc(_T["cord_c"], _T["cord_r"])),
         RoiSpec("Lung_L", "ORGAN", (0, 128, 255), lambda z: _lung(+1, z)),
-        RoiSpec("Lung_R", "ORGAN", (255, 128, 255), lambda z: _lung(-1, z)),
+        RoiSpec("Lung_R", "ORGAN", (255, 128, 255), lambda z: _lung(-1, z, gtv=not breast_left)),
         RoiSpec("Heart", "ORGAN", (200, 0, 100), _heart),
         RoiSpec(
             "Esophagus", "ORGAN", (150, 90, 0), zrange(-140.0, 1e9, _disc(_T["esophagus_c"], 8.0))
         ),
     ]
-    body = RoiSpec("Body", "EXTERNAL", (0, 128, 0), _body)
+    body = RoiSpec("Body", "EXTERNAL", (0, 128, 0), body_at)
     return _T["length"], body, rois, materials

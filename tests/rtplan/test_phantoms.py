@@ -122,7 +122,7 @@ def test_water_box_has_flat_entrance_surfaces():
 
 
 def test_every_phantom_is_tested():
-    assert set(PHANTOM_NAMES) == {*TG119_NAMES, "thorax"}  # thorax: tests/rtplan/test_thorax.py
+    assert set(PHANTOM_NAMES) == {*TG119_NAMES, "thorax", "thorax_breast"}  # test_thorax.py
 
 
 def test_unknown_phantom_and_bad_sizes():
