@@ -13,12 +13,14 @@ programme built from the hard constraints alone:
 
 with ``scale_k`` = :func:`constraint_scale` (so ``s_k`` is the relative violation, as in
 ``OptimizationResult.extras["violations"]``). Keeping only some voxels of a per-voxel
-constraint, and leaving out constraints the LP cannot hold (level bounds, DVH and gEUD
-bounds other than the mean), *relaxes* the problem: an optimum ``sum s_k > 0`` of the
+constraint, and leaving out constraints the LP cannot hold (DVH and gEUD bounds other
+than the mean), *relaxes* the problem: an optimum ``sum s_k > 0`` of the
 reduced LP proves that no fluence meets the full set either. The voxels kept are those
 most violated at the solver's last iterate plus an even sample of the rest, within a
-budget of matrix non-zeros. An optimum of 0 proves nothing about the full problem unless
-every constraint was kept whole; the LP's fluence is then checked on all voxels.
+budget of matrix non-zeros. An optimum of 0 proves nothing by itself; the LP's fluence is
+then checked on every voxel (verdict ``"feasible"`` when it meets every constraint).
+Lexicographic level bounds (earlier priorities' objectives) are not goals and never part
+of the question: the certificate is about the goals' hard constraints alone.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._problem import Problem, constraint_scale
-from ._terms import GEUD, MaxDose, MeanDose, MinDose, Term
+from ._terms import GEUD, MaxDose, MeanDose, MinDose, Term, _LevelBound
 
 __all__ = [
     "CERTIFICATE_MARGIN",
@@ -76,7 +78,8 @@ class FeasibilityCertificate:
     binding : tuple of str
         Constraints met with equality at the LP's optimum (what the relaxed ones run into).
     not_checked : tuple of str
-        Hard constraints left out of the LP (level bounds, DVH and gEUD bounds).
+        Hard constraints left out of the LP (DVH and gEUD bounds; lexicographic level
+        bounds are never part of the question and are not listed).
     n_rows, n_rows_total : int
         Constraint rows kept, and the rows of the full set (per-voxel constraints count
         one per voxel, mean bounds one).
@@ -218,7 +221,8 @@ def certify_hard_constraints(
     from ._result import SOLUTION_PRESENT, Status
 
     t0 = time.perf_counter()
-    hard = problem.hard_terms
+    # lexicographic level bounds are not goals: the question is whether the goals agree
+    hard = [t for t in problem.hard_terms if not isinstance(t, _LevelBound)]
     checked = [t for t in hard if _checkable(t)]
     not_checked = tuple(t.label for t in hard if not _checkable(t))
     total_rows = sum(problem.structures[t.structure].size if t.per_voxel else 1 for t in checked)
@@ -230,7 +234,7 @@ def certify_hard_constraints(
     share = max_nonzeros / max(len(per_voxel), 1)
     xv = cp.Variable(problem.n_beamlets, nonneg=True, name="x")
     slacks = {t.label: cp.Variable(nonneg=True, name=f"s{k}") for k, t in enumerate(checked)}
-    cons, n_rows = [], 0
+    cons, kept, n_rows = [], {}, 0
     for t in checked:
         loc = problem.local_index[t.structure]
         b, s_k = float(t.dose_gy), constraint_scale(t) * slacks[t.label]
@@ -245,6 +249,7 @@ def certify_hard_constraints(
             mean_row = np.asarray(a_u[loc].T @ problem.p[t.structure], dtype=np.float64)
             rows = sp.csr_matrix(mean_row.reshape(1, -1))
             n_rows += 1
+        kept[t.label] = rows
         expr = rows @ xv
         cons.append(expr <= b + s_k if sgn > 0 else expr >= b - s_k)
     lp = cp.Problem(cp.Minimize(cp.sum(cp.hstack(list(slacks.values())))), cons)
@@ -270,17 +275,14 @@ def certify_hard_constraints(
     total = float(sum(sl.values()))
     if total > margin:
         relaxed = {k: v for k, v in sl.items() if v > 1e-6}
-        # constraints met with equality are what the relaxed ones run into
-        d_lp = problem.union_dose(x_lp)
+        # constraints met with equality on the kept rows are what the relaxed ones run into
         binding = []
         for t in checked:
             if t.label in relaxed:
                 continue
-            q = problem.term_dose(t, d_lp) if t.per_voxel else None
-            q = (q.max() if t.sense == "<=" else q.min()) if q is not None else None
-            if q is None:
-                q = problem.term_quantity(t, d_lp, x_lp)
-            if abs(float(q) - float(t.dose_gy)) <= 1e-3 * constraint_scale(t):
+            q = kept[t.label] @ x_lp
+            q = float(q.max() if t.sense == "<=" else q.min())
+            if abs(q - float(t.dose_gy)) <= 1e-3 * constraint_scale(t):
                 binding.append(t.label)
         return FeasibilityCertificate(
             "infeasible",

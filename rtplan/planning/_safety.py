@@ -11,9 +11,10 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
   floor (``D99%``), an upper limit for targets the protocol leaves without one (on the
   part of the target outside higher-level targets and their transition margin) and the
   global hot spot (body ``D0.03cc``);
-- after planning, :func:`plan_warnings` turns a capped normalisation, an unbalanced beam
-  set and failed implicit goals into :class:`SafetyWarning` records, whose ``message`` is
-  printed by the CLI and written verbatim to plan.json and report.html.
+- after planning, :func:`plan_warnings` turns an optimiser that stopped with a hard goal
+  violated, a capped normalisation, an unbalanced beam set and failed implicit goals into
+  :class:`SafetyWarning` records, whose ``message`` is printed by the CLI and written
+  verbatim to plan.json and report.html.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "SafetyWarning",
     "beam_balance_warning",
     "check_protocol_plausibility",
+    "convergence_warning",
     "implicit_goals",
     "normalization_warning",
     "plan_warnings",
@@ -46,7 +48,8 @@ class SafetyWarning:
     Attributes
     ----------
     code : str
-        ``"normalization_cap"``, ``"beam_balance"`` or ``"implicit_goal"``.
+        ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"`` or
+        ``"implicit_goal"``.
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """
@@ -189,6 +192,40 @@ def implicit_goals(
 
 
 # ------------------------------------------------------------------ plan checks
+def convergence_warning(result, hard_labels: Sequence[str], *, tol: float) -> SafetyWarning | None:
+    """A warning when the optimiser stopped with a hard goal violated beyond ``tol``.
+
+    Parameters
+    ----------
+    result : optimizers.OptimizationResult
+        The last level's solve (``extras["violations"]``: relative violation per hard
+        constraint; ``extras["certificate"]``: the evidence that they do not contradict
+        each other, when the first-order solver looked for it).
+    hard_labels : sequence of str
+        Labels of the protocol's hard goals.
+    tol : float
+        Relative violation above which a hard goal counts as not met.
+    """
+    violations = result.extras.get("violations") or {}
+    bad = {k: v for k, v in violations.items() if k in set(hard_labels) and v > tol}
+    if not bad:
+        return None
+    listing = "; ".join(f"'{k}' violated by {100 * v:.1f} %" for k, v in bad.items())
+    cert = result.extras.get("certificate")
+    evidence = (
+        cert["message"]
+        if cert
+        else f"the solver reports '{result.status}', not an infeasible problem"
+    )
+    return SafetyWarning(
+        "solver_not_converged",
+        f"OPTIMISER DID NOT CONVERGE: {listing} after {result.n_iter} iterations "
+        f"(status {result.status}). The hard goals were not shown to contradict each "
+        f"other ({evidence}). The plan is written for review only: raise [optimization] "
+        "max_iterations or relax the goal.",
+    )
+
+
 def normalization_warning(
     needed: float, applied: float, cap_pct: float, goal_text: str, before: float, after: float
 ) -> SafetyWarning | None:
@@ -224,11 +261,12 @@ def beam_balance_warning(beam_mu: Mapping[str, float], settings) -> SafetyWarnin
 
 
 def plan_warnings(
-    goal_table, *, beam_mu: Mapping[str, float], settings, normalization=None
+    goal_table, *, beam_mu: Mapping[str, float], settings, normalization=None, solver=None
 ) -> list[SafetyWarning]:
-    """Every warning of a finished plan, in a fixed order: normalisation, beam balance,
-    failed implicit goals."""
-    out = [w for w in (normalization, beam_balance_warning(beam_mu, settings)) if w is not None]
+    """Every warning of a finished plan, in a fixed order: optimiser not converged,
+    normalisation, beam balance, failed implicit goals."""
+    first = (solver, normalization, beam_balance_warning(beam_mu, settings))
+    out = [w for w in first if w is not None]
     for r in goal_table:
         if r.passed or not r.goal.label.startswith(IMPLICIT_LABEL):
             continue
