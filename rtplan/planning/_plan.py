@@ -676,6 +676,9 @@ def stage_optimise(ctx: _Context) -> None:
             for h in ctx.helpers.values()
             if h.kind == "ring"
         },
+        gradient_levels_gy={
+            h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"
+        },
     )
     options: dict[str, Any] = {}
     if settings.solver == "cvxpy":

@@ -157,13 +157,16 @@ def test_safety_terms_in_the_optimisation_levels():
 
     p = _two_level()
     roles = {"PTV70": "target", "PTV56": "target", "Cord": "oar", "Body": "external"}
-    helpers = ("zRing", "zRing_56Gy", "zPTV56_low", "zPTV56_gradient", "zNormalTissue", "zBody")
+    bands = {"zPTV56_gradient_70Gy": 70.0, "zPTV56_gradient_60.6667Gy": 60.6667}
+    helpers = ("zRing", "zRing_56Gy", "zPTV56_low", "zPTV56_gradient", *bands)
+    helpers += ("zNormalTissue", "zBody")
     levels = build_levels(
         p,
         roles=roles,
         volumes_cc={"PTV70": 50.0, "PTV56": 80.0, "Cord": 5.0},
         helpers=helpers,
         ring_levels_gy={"zRing": 70.0, "zRing_56Gy": 56.0},
+        gradient_levels_gy=bands,
     )
     first, last = levels[0].terms, levels[-1].terms
     by_label = {t.label: t for t in first}
@@ -173,8 +176,11 @@ def test_safety_terms_in_the_optimisation_levels():
     assert floor.weight == pytest.approx(0.1 * p.optimization.target_weight / 70.0**2)
     pull = by_label["implicit level: zPTV56_low towards 56 Gy"]
     assert type(pull) is opt.Overdose and pull.dose_gy == pytest.approx(56.0 * (1 + aim))
-    grad = by_label["implicit level: zPTV56_gradient <= 74.9 Gy"]
-    assert grad.dose_gy == pytest.approx(1.07 * 70.0)  # 107 % of the 70 Gy level
+    # each band of the gradient zone is capped at 107 % of its relaxed level
+    grad = {t.structure: t.dose_gy for t in first if t.structure in bands}
+    assert grad == {b: pytest.approx(1.07 * lv) for b, lv in bands.items()}
+    band70 = by_label["implicit level: zPTV56_gradient_70Gy <= 74.9 Gy"]
+    assert band70.weight == pytest.approx(10 * floor.weight)  # w_t, a target goal's weight
     hot = {t.structure: t.dose_gy for t in first if t.label.startswith("global hot spot")}
     assert set(hot) == {"PTV70", "PTV56", "Cord", "zRing", "zRing_56Gy", "zNormalTissue", "zBody"}
     assert list(hot.values()) == pytest.approx([77.0 * (1 - aim)] * 7)
