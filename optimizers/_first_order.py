@@ -257,6 +257,18 @@ class _AL:
             worst = max(worst, rel)
         return worst
 
+    def goal_violation(self) -> float:
+        """The largest relative violation of the last :meth:`update` among the hard
+        constraints that are not lexicographic level bounds (the goals' own)."""
+        return max(
+            (r for r, t in zip(self._last, self.comp.hard, strict=True) if not _is_bound(t)),
+            default=0.0,
+        )
+
+
+def _is_bound(t: Term) -> bool:
+    return isinstance(t, _LevelBound)
+
 
 def _dot(xp, a, b) -> float:
     return float(xp.sum(a * b))
@@ -343,7 +355,8 @@ def solve_first_order(
         Augmented-Lagrangian outer iterations (default 30).
     hard_extra_iter : int, optional
         Work budget for violated hard constraints: when ``max_iter`` or ``max_outer`` is
-        spent while a hard constraint is violated beyond ``constraint_tol`` and the
+        spent while a hard constraint (other than a lexicographic level bound) is
+        violated beyond ``constraint_tol`` and the
         violation still falls (10 % within two outer rounds), the solve continues, once,
         up to ``max_iter + hard_extra_iter`` inner iterations and ``2 * max_outer``
         rounds, and stops early when the violation stops falling. Default
@@ -513,6 +526,7 @@ def solve_first_order(
                     "outer": outer,
                     "objective": f_now,
                     "max_violation": viol,
+                    "goal_violation": al.goal_violation(),
                     "iterations": counts["iter"],
                 }
             )
@@ -529,7 +543,8 @@ def solve_first_order(
             ):
                 status = Status.OPTIMAL
                 break
-            violated = viol > constraint_tol
+            # the extra work is for the goals' hard constraints, not for level bounds
+            violated = al.goal_violation() > constraint_tol
             if extended and violated and not _improving(history):
                 stalled = True
                 status = Status.ITERATION_LIMIT
@@ -564,8 +579,9 @@ def solve_first_order(
         result_status = Status.ITERATION_LIMIT
     extras = dict(res.extras, budget_iter=budget, extended=extended, stalled=stalled)
     detail = ""
-    if al is not None and viol > constraint_tol and status != Status.CALLBACK_STOP:
-        bad = [k for k, v in res.extras["violations"].items() if v > constraint_tol]
+    goals = {t.label for t in comp.hard if not _is_bound(t)}
+    bad = [k for k, v in res.extras["violations"].items() if v > constraint_tol and k in goals]
+    if bad and status != Status.CALLBACK_STOP:
         cert = None
         if certify:
             from ._feasibility import certify_hard_constraints
@@ -579,10 +595,11 @@ def solve_first_order(
                 + ". Relax one of them or make it a soft goal (hard=False).",
                 certificate=cert,
             )
+        worst = max(res.extras["violations"][b] for b in bad)
         detail = (
             " Hard constraint(s) "
             + " and ".join(f"`{b}`" for b in bad)
-            + f" still violated (largest relative violation {viol:.3g}) after "
+            + f" still violated (largest relative violation {worst:.3g}) after "
             f"{counts['iter']} inner iterations and {len(history)} augmented-Lagrangian "
             f"rounds (work budget {budget} iterations"
             + (", the violation stopped improving" if stalled else "")
@@ -617,11 +634,11 @@ _HARD_PROGRESS = 0.9
 
 
 def _improving(history: list[dict]) -> bool:
-    """The hard constraints' violation still falls (see :data:`_HARD_PROGRESS`)."""
+    """The goals' hard constraints' violation still falls (see :data:`_HARD_PROGRESS`)."""
     if len(history) < 3:
         return True
-    earlier = min(h["max_violation"] for h in history[:-2])
-    return history[-1]["max_violation"] < _HARD_PROGRESS * earlier
+    earlier = min(h["goal_violation"] for h in history[:-2])
+    return history[-1]["goal_violation"] < _HARD_PROGRESS * earlier
 
 
 def _counted_products(backend: ArrayBackend, counts: dict) -> tuple[Callable, Callable]:
