@@ -356,17 +356,19 @@ def solve_first_order(
     hard_extra_iter : int, optional
         Work budget for violated hard constraints: when ``max_iter`` or ``max_outer`` is
         spent while a hard constraint (other than a lexicographic level bound) is
-        violated beyond ``constraint_tol`` and the
-        violation still falls (10 % within two outer rounds), the solve continues, once,
-        up to ``max_iter + hard_extra_iter`` inner iterations and ``2 * max_outer``
-        rounds, and stops early when the violation stops falling. Default
-        ``3 * max_iter``; 0 disables it.
+        violated beyond ``constraint_tol`` and its violation still falls (by 10 % within
+        two outer rounds), the solve continues, once, up to ``max_iter +
+        hard_extra_iter`` inner iterations and ``2 * max_outer`` rounds, and stops early
+        when the violation stops falling. Default ``3 * max_iter``; 0 disables it.
     certify : bool, optional
-        When hard constraints are still violated at the end, decide with
+        When hard constraints are still violated at the end (and the time limit was not
+        what stopped the solve), decide with
         :func:`certify_hard_constraints` (a reduced linear programme solved by CVXPY +
         Clarabel) whether they contradict each other (default True). Only a certificate
         makes the solve raise :class:`InfeasibleError`; otherwise the result has status
-        ``iteration_limit`` (did not converge) and says so, with the residual.
+        ``iteration_limit`` (did not converge) and says so, with the residual. The
+        certificate is also sought before the extra work budget is granted (more rounds
+        cannot help against a proven contradiction).
     time_limit_s : float, optional
         Wall-time budget, s.
     callback : callable, optional
@@ -553,6 +555,8 @@ def solve_first_order(
                 if not (violated and not extended and extra_iter > 0 and _improving(history)):
                     status = Status.ITERATION_LIMIT
                     break
+                if certify:  # more rounds cannot help against a proven contradiction
+                    _certify_or_raise(problem, backend.to_host(x), constraint_tol)
                 # the hard constraints still improve: grant the extra work budget once
                 extended = True
                 budget, outer_cap = max_iter + extra_iter, 2 * max_outer
@@ -583,18 +587,9 @@ def solve_first_order(
     bad = [k for k, v in res.extras["violations"].items() if v > constraint_tol and k in goals]
     if bad and status != Status.CALLBACK_STOP:
         cert = None
-        if certify:
-            from ._feasibility import certify_hard_constraints
-
-            cert = certify_hard_constraints(problem, res.x, tol=constraint_tol)
+        if certify and status != Status.TIME_LIMIT:
+            cert = _certify_or_raise(problem, res.x, constraint_tol)
             extras["certificate"] = cert.as_dict()
-        if cert is not None and cert.infeasible:
-            raise InfeasibleError(
-                "The hard constraints contradict each other: "
-                + cert.message
-                + ". Relax one of them or make it a soft goal (hard=False).",
-                certificate=cert,
-            )
         worst = max(res.extras["violations"][b] for b in bad)
         detail = (
             " Hard constraint(s) "
@@ -604,7 +599,7 @@ def solve_first_order(
             f"rounds (work budget {budget} iterations"
             + (", the violation stopped improving" if stalled else "")
             + "); not shown infeasible: "
-            + (cert.message if cert is not None else "not checked (certify=False)")
+            + (cert.message if cert is not None else "not checked")
             + "."
         )
     messages = {
@@ -625,6 +620,22 @@ def solve_first_order(
         term_values=res.term_values,
         extras=extras,
     )
+
+
+def _certify_or_raise(problem: Problem, x: Any, tol: float):
+    """:func:`certify_hard_constraints` at ``x``; raise :class:`InfeasibleError` with the
+    certificate when it proves the hard constraints contradictory."""
+    from ._feasibility import certify_hard_constraints
+
+    cert = certify_hard_constraints(problem, np.asarray(x, dtype=np.float64), tol=tol)
+    if cert.infeasible:
+        raise InfeasibleError(
+            "The hard constraints contradict each other: "
+            + cert.message
+            + ". Relax one of them or make it a soft goal (hard=False).",
+            certificate=cert,
+        )
+    return cert
 
 
 #: During the extra work granted to violated hard constraints, the solve goes on while the

@@ -129,6 +129,13 @@ class PlanResult:
         return bool(self.goal_table.all_passed)
 
     @property
+    def optimizer_converged(self) -> bool:
+        """Every optimisation level converged (status ``optimal``). A solve that ran out of
+        work is not an error: when it left a hard goal violated, :attr:`warnings` holds a
+        ``solver_not_converged`` warning; contradictory hard goals raise instead."""
+        return bool(self.optimization.success)
+
+    @property
     def needs_attention(self) -> bool:
         """True when a goal failed or the safety layer warned (``rtplan plan`` exit 1)."""
         return not self.all_goals_met or bool(self.warnings)
