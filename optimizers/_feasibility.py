@@ -147,7 +147,9 @@ class FeasibilityCertificate:
         """A JSON-ready record (no fluence)."""
         return {
             "verdict": self.verdict,
-            "min_violation": float(self.min_violation),
+            "min_violation": (
+                float(self.min_violation) if np.isfinite(self.min_violation) else None
+            ),
             "relaxed": {k: float(v) for k, v in self.relaxed.items()},
             "binding": list(self.binding),
             "not_checked": list(self.not_checked),
@@ -241,12 +243,14 @@ def certify_hard_constraints(
         sgn = 1.0 if t.sense == "<=" else -1.0
         if t.per_voxel:
             viol = None if d is None else sgn * (d[loc] - b)
-            nnz_row = max(a_u[loc].nnz / max(loc.size, 1), 1.0)
+            nnz_row = max(float(np.diff(a_u.indptr)[loc].mean()), 1.0)
             pos = _pick_rows(viol, loc.size, max(int(share // nnz_row), 1))
             rows = sp.csr_matrix(a_u[loc[pos]], dtype=np.float64)
             n_rows += pos.size
         else:  # the mean over every voxel, exactly: one row p^T A_s
-            mean_row = np.asarray(a_u[loc].T @ problem.p[t.structure], dtype=np.float64)
+            w = np.zeros(a_u.shape[0])  # no copy of the structure's rows
+            w[loc] = problem.p[t.structure]
+            mean_row = np.asarray(a_u.T @ w, dtype=np.float64)
             rows = sp.csr_matrix(mean_row.reshape(1, -1))
             n_rows += 1
         kept[t.label] = rows
@@ -264,15 +268,19 @@ def certify_hard_constraints(
         n_rows_total=total_rows,
         solver=backend.name,
     )
+    unavailable = FeasibilityCertificate(
+        "unavailable", float("nan"), solve_time_s=time.perf_counter() - t0, **common
+    )
     if out.status not in SOLUTION_PRESENT or out.status == Status.ITERATION_LIMIT:
         logger.warning("certificate LP ended with %s", out.native_status)
-        return FeasibilityCertificate(
-            "unavailable", float("nan"), solve_time_s=time.perf_counter() - t0, **common
-        )
+        return unavailable
     _unpack(lp, out.raw, chain, inverse)
     x_lp = np.clip(np.asarray(xv.value, dtype=np.float64), 0.0, None)
     sl = {k: max(float(v.value), 0.0) for k, v in slacks.items()}
     total = float(sum(sl.values()))
+    if total > margin and out.status != Status.OPTIMAL:  # no claim from an inaccurate LP
+        logger.warning("certificate LP ended with %s", out.native_status)
+        return unavailable
     if total > margin:
         relaxed = {k: v for k, v in sl.items() if v > 1e-6}
         # constraints met with equality on the kept rows are what the relaxed ones run into
