@@ -84,6 +84,8 @@ def test_plausibility_limits_are_overridable_on_purpose():
         ({"hotspot_pct": "110"}, r"\[safety\] hotspot_pct: expected a number"),
         ({"implicit_target_limits": 1}, r"implicit_target_limits: expected true or false"),
         ({"beam_balance_min_beams": 0}, r"beam_balance_min_beams: expected an integer >= 1"),
+        ({"transition_margin_mm": 0}, r"transition_margin_mm: expected a positive distance"),
+        ({"target_max_pct": 95.0}, r"target_max_pct: expected >= 100 .* found 95.0"),
     ],
 )
 def test_malformed_safety_table_names_the_key(safety, match):
