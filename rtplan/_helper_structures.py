@@ -273,23 +273,30 @@ def expanded_occupancy(
 def _gradient_bands(
     target: str,
     grad: np.ndarray,
-    coarse: Mapping[str, np.ndarray],
+    occupancy_fns: Mapping[str, OccupancyFn],
     levels: Mapping[str, float],
     grid: Grid,
     margin_mm: float,
+    supersample: int,
 ) -> dict[str, HelperStructure]:
     """The gradient zone ``grad`` of ``target`` cut by relaxed level
     (:func:`gradient_level_gy`): ``z<T>_gradient_<L>Gy``, kind ``target_gradient_band``.
-    A voxel of the (supersampled) zone whose centre lies beyond the margin keeps the
-    target's own level."""
+
+    The band of a voxel is found like the zone itself: the targets of level ``>= L`` are
+    expanded (supersampled) by each band edge ``k * margin_mm / GRADIENT_BANDS``, and a
+    voxel lies beyond an edge where that expansion covers less than half of it. A voxel
+    of the zone beyond every edge keeps the target's own level."""
     own = levels[target]
     distances = {}
     for level in sorted({lv for lv in levels.values() if lv > own}):
-        mask = np.zeros(grid.shape, dtype=bool)
-        for h, lv in levels.items():
-            if lv >= level:
-                mask |= coarse[h] >= 0.5
-        distances[level] = distance_outside_mm(mask, grid.spacing_mm)
+        fns = [occupancy_fns[h] for h, lv in levels.items() if lv >= level]
+        beyond = np.zeros(grid.shape)
+        for k in range(1, GRADIENT_BANDS + 1):
+            edge = k * margin_mm / GRADIENT_BANDS
+            near = expanded_occupancy(fns, grid, margin_mm=edge, supersample=supersample)
+            beyond += near < 0.5
+        # the inner edge of each voxel's band, mm (the rule is taken there)
+        distances[level] = beyond * margin_mm / GRADIENT_BANDS
     relaxed = np.round(gradient_level_gy(own, distances, margin_mm), 4)
     out = {}
     for lv in np.unique(relaxed[grad > 0]):
@@ -426,7 +433,11 @@ def build_helper_structures(
             ):
                 if occ.any():
                     out[name] = HelperStructure(name, kind, occ, (t,))
-            out.update(_gradient_bands(t, grad, coarse, levels, grid, transition_margin_mm))
+            out.update(
+                _gradient_bands(
+                    t, grad, occupancy_fns, levels, grid, transition_margin_mm, supersample
+                )
+            )
     if overlap:
         for t in targets:
             t_mask = coarse[t] >= 0.5

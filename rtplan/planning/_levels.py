@@ -370,6 +370,7 @@ def _safety_terms(
     aim = protocol.optimization.target_aim
     levels = {t: lv for t, lv in protocol.target_levels_gy.items() if t in roles}
     terms = []
+    # without gradient levels: the gradient zone gets its caps per band below, not a goal
     for goal in implicit_goals(protocol, list(roles), helpers=helpers):
         name = goal.structure
         target = next(t for t in levels if name in (t, target_helper_names(t)[0]))

@@ -821,11 +821,18 @@ def stage_evaluate(ctx: _Context) -> None:
         body = BODY_HELPER
         structures[body] = ctx.helpers[body].occupancy
     for h in ctx.helpers.values():
-        if h.kind == "target_low":
+        if h.kind in ("target_low", "target_gradient"):
             structures[h.name] = h.occupancy
+    bands = {h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"}
     implicit = [
         replace(g, structure=ctx.mapping.get(g.structure, g.structure))
-        for g in implicit_goals(protocol, list(ctx.mapping), helpers=tuple(ctx.helpers), body=body)
+        for g in implicit_goals(
+            protocol,
+            list(ctx.mapping),
+            helpers=tuple(ctx.helpers),
+            body=body,
+            gradient_levels_gy=bands,
+        )
     ]
     goals = protocol.evaluation_goals(ctx.mapping) + implicit
     ctx.normalization = 1.0

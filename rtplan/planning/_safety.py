@@ -122,7 +122,12 @@ def _higher(levels: Mapping[str, float], target: str) -> list[str]:
 
 
 def implicit_goals(
-    protocol, present: Sequence[str], *, helpers: Sequence[str] = (), body: str | None = None
+    protocol,
+    present: Sequence[str],
+    *,
+    helpers: Sequence[str] = (),
+    body: str | None = None,
+    gradient_levels_gy: Mapping[str, float] | None = None,
 ) -> list[Any]:
     """The implicit goals of a plan, as :class:`rtplan.evaluation.Goal` (protocol names).
 
@@ -135,6 +140,12 @@ def implicit_goals(
         Helper structures built (``z<T>_low`` exists for lower-level targets).
     body : str, optional
         Structure name of the body for the hot-spot goal; ``None``: no hot-spot goal.
+    gradient_levels_gy : mapping of str to float, Gy, optional
+        Relaxed level of each gradient band ``z<T>_gradient_<L>Gy``: with it, a target
+        with the implicit limit also gets ``z<T>_gradient D2% <= target_max_pct`` % of
+        the highest of its bands' levels (the highest level within the margin). The
+        optimiser's caps are per band (:func:`rtplan.planning.build_levels`), so the
+        planning levels are built without it.
 
     Returns
     -------
@@ -142,7 +153,9 @@ def implicit_goals(
         Priority 1, label starting with :data:`IMPLICIT_LABEL`:
         ``<T> D99% >= target_floor_pct % of its level``; for a target without any upper
         goal ``<T or z<T>_low> D2% <= target_max_pct % of its level``; ``<body> Dmax <=
-        hotspot_pct %`` of the prescription (the highest level).
+        hotspot_pct %`` of the prescription (the highest level); with
+        ``gradient_levels_gy``, ``z<T>_gradient D2% <= target_max_pct %`` of the highest
+        level within the transition margin.
     """
     from ..evaluation import Goal
 
@@ -177,6 +190,25 @@ def implicit_goals(
                     f"{level:g} Gy",
                 )
             )
+            grad = target_helper_names(t)[1]
+            bands = [
+                lv
+                for name, lv in (gradient_levels_gy or {}).items()
+                if name.startswith(grad + "_") and name in helpers
+            ]
+            if bands and grad in helpers:
+                top = max(bands)
+                out.append(
+                    Goal(
+                        grad,
+                        "D2%",
+                        "<=",
+                        round(s.target_max_pct / 100.0 * top, 4),
+                        unit="Gy",
+                        label=f"{IMPLICIT_LABEL}: gradient-zone maximum {s.target_max_pct:g} "
+                        f"% of {top:g} Gy",
+                    )
+                )
     if body is not None and s.hotspot_pct > 0:
         out.append(
             Goal(

@@ -141,8 +141,19 @@ def test_levels_split_the_lower_target_and_give_one_ring_per_level():
         levels_gy={"High": 70.0, "Low": 56.0},
         transition_margin_mm=10.0,
     )
+    bands = {h.level_gy: h.volume_cc(grid) for h in out.values() if h.kind.endswith("band")}
+    out = {n: h for n, h in out.items() if not h.kind.endswith("band")}
     assert sorted(out) == ["zLow_gradient", "zLow_low", "zRing_56Gy"]
     vol = {n: h.volume_cc(grid) for n, h in out.items()}
+    # the gradient zone in three bands of 10/3 mm: shells 15-18.3, 18.3-21.7, 21.7-25 mm
+    # relaxed to 70, 65.3 and 60.7 Gy; the partial voxels beyond 25 mm keep 56 Gy
+    step = 10.0 / 3
+    assert sorted(bands) == pytest.approx([56.0, 56 + 14 / 3, 56 + 28 / 3, 70.0], abs=1e-3)
+    for k, level in enumerate((70.0, 56 + 28 / 3)):
+        shell = shell_cc(15 + k * step, 15 + (k + 1) * step)
+        got = next(v for lv, v in bands.items() if abs(lv - level) < 1e-3)
+        assert got == pytest.approx(shell, rel=0.10)
+    assert sum(bands.values()) == pytest.approx(vol["zLow_gradient"], rel=1e-6)
     assert vol["zLow_low"] == pytest.approx(shell_cc(25.0, 40.0), rel=0.05)
     assert vol["zLow_gradient"] == pytest.approx(shell_cc(15.0, 25.0), rel=0.08)
     assert vol["zRing_56Gy"] == pytest.approx(shell_cc(45.0, 60.0), rel=0.05)
@@ -176,9 +187,8 @@ def test_gradient_bands_follow_the_nearest_higher_level_gh19():
     near the 63 Gy target and beyond the margin of the 70 Gy one are relaxed towards 63 Gy,
     never 70 Gy (the old rule capped the whole gradient zone at the top level); each band's
     level is the rule at the voxel's analytic distance from the spheres' surfaces. The
-    distance transform measures to the nearest voxel centre inside, at most half a voxel
-    diagonal (1.3 mm) beyond the analytic surface distance: voxels that close below a
-    band edge are not compared."""
+    voxelised surface lies within half a voxel diagonal (1.3 mm) of the analytic one:
+    voxels that close to a band edge are not compared."""
     grid = Grid((43, 43, 43), (-31.5, -31.5, -31.5), (1.5, 1.5, 1.5))
     fns = {
         "High": sphere((-14, 0, 0), 6.0),
@@ -209,7 +219,12 @@ def test_gradient_bands_follow_the_nearest_higher_level_gh19():
         return 56.0 + (level - 56.0) * np.clip(1 - np.floor(np.clip(d, 0, None) / step) / 3, 0, 1)
 
     exact = np.maximum(rule(70.0, d_high), rule(63.0, d_63))
-    near_edge = (np.mod(d_high, step) > step - slack) | (np.mod(d_63, step) > step - slack)
+
+    def near(d):  # within `slack` of a band edge, on either side
+        r = np.mod(d, step)
+        return (r < slack) | (r > step - slack)
+
+    near_edge = near(d_high) | near(d_63)
     n_clean = 0
     for h in bands.values():
         m = h.occupancy > 0.5
@@ -218,7 +233,7 @@ def test_gradient_bands_follow_the_nearest_higher_level_gh19():
         clean = m & ~near_edge
         n_clean += int(clean.sum())
         np.testing.assert_allclose(exact[clean], h.level_gy, atol=1e-3)
-    assert n_clean > 500
+    assert n_clean > 100
     assert {round(h.level_gy, 2) for h in bands.values()} >= {70.0, 65.33, 63.0, 60.67}
     # the bands partition the gradient zone
     total = sum(b.occupancy for b in bands.values())

@@ -148,6 +148,20 @@ def test_implicit_goals_floor_lower_level_maximum_and_hot_spot():
         "Body Dmax <= 110 %",
     ]
     assert all(g.label.startswith("implicit") and g.priority == 1 for g in goals)
+    # with the gradient bands: the zone within the margin is held to 107 % of the highest
+    # level reached there (the 60.7 Gy band alone would allow only 107 % of 60.7 Gy)
+    bands = {"zPTV56_gradient_70Gy": 70.0, "zPTV56_gradient_60.6667Gy": 60.6667}
+    helpers = ("zPTV56_low", "zPTV56_gradient", *bands)
+    with_zone = implicit_goals(p, ["PTV70", "PTV56"], helpers=helpers, gradient_levels_gy=bands)
+    (zone,) = [g for g in with_zone if g.structure == "zPTV56_gradient"]
+    assert zone.text == "zPTV56_gradient D2% <= 74.9 Gy"
+    assert zone.label == "implicit: gradient-zone maximum 107 % of 70 Gy"
+    only_low = {"zPTV56_gradient_60.6667Gy": 60.6667}
+    low_only = implicit_goals(
+        p, ["PTV70", "PTV56"], helpers=(*helpers[:2], *only_low), gradient_levels_gy=only_low
+    )
+    (zone,) = [g for g in low_only if g.structure == "zPTV56_gradient"]
+    assert zone.text == "zPTV56_gradient D2% <= 64.9134 Gy"  # 1.07 x 60.6667
     # switched off in the protocol: nothing implicit
     off = replace(p.safety, implicit_target_limits=False, target_floor_pct=0.0, hotspot_pct=0.0)
     assert implicit_goals(replace(p, safety=off), ["PTV70", "PTV56"], body="Body") == []
