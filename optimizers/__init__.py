@@ -8,6 +8,7 @@ CVXPY solve is requested.
 
 from ._backends import available_backends
 from ._cvxpy import CvxpyFormulation, solve_cvxpy
+from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
 from ._problem import Problem
@@ -40,6 +41,7 @@ from .errors import (
 __all__ = [
     "DVHOverdose",
     "DVHUnderdose",
+    "FeasibilityCertificate",
     "GEUD",
     "SOLUTION_PRESENT",
     "CvxpyFormulation",
@@ -65,6 +67,7 @@ __all__ = [
     "TotalMU",
     "Underdose",
     "available_backends",
+    "certify_hard_constraints",
     "solve",
     "solve_cvxpy",
     "solve_first_order",

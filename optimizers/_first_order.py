@@ -257,6 +257,18 @@ class _AL:
             worst = max(worst, rel)
         return worst
 
+    def goal_violation(self) -> float:
+        """The largest relative violation of the last :meth:`update` among the hard
+        constraints that are not lexicographic level bounds (the goals' own)."""
+        return max(
+            (r for r, t in zip(self._last, self.comp.hard, strict=True) if not _is_bound(t)),
+            default=0.0,
+        )
+
+
+def _is_bound(t: Term) -> bool:
+    return isinstance(t, _LevelBound)
+
 
 def _dot(xp, a, b) -> float:
     return float(xp.sum(a * b))
@@ -311,6 +323,8 @@ def solve_first_order(
     tol: float = 1e-8,
     constraint_tol: float = 1e-4,
     max_outer: int = 30,
+    hard_extra_iter: int | None = None,
+    certify: bool = True,
     time_limit_s: float | None = None,
     callback: Callable[[OptimizationResult], Any] | None = None,
     progress: bool = False,
@@ -339,6 +353,22 @@ def solve_first_order(
         bounds (see :meth:`Problem.max_violation`).
     max_outer : int, optional
         Augmented-Lagrangian outer iterations (default 30).
+    hard_extra_iter : int, optional
+        Work budget for violated hard constraints: when ``max_iter`` or ``max_outer`` is
+        spent while a hard constraint (other than a lexicographic level bound) is
+        violated beyond ``constraint_tol`` and its violation still falls (by 10 % within
+        two outer rounds), the solve continues, once, up to ``max_iter +
+        hard_extra_iter`` inner iterations and ``2 * max_outer`` rounds, and stops early
+        when the violation stops falling. Default ``3 * max_iter``; 0 disables it.
+    certify : bool, optional
+        When hard constraints are still violated at the end (and the time limit was not
+        what stopped the solve), decide with
+        :func:`certify_hard_constraints` (a reduced linear programme solved by CVXPY +
+        Clarabel) whether they contradict each other (default True). Only a certificate
+        makes the solve raise :class:`InfeasibleError`; otherwise the result has status
+        ``iteration_limit`` (did not converge) and says so, with the residual. The
+        certificate is also sought before the extra work budget is granted (more rounds
+        cannot help against a proven contradiction).
     time_limit_s : float, optional
         Wall-time budget, s.
     callback : callable, optional
@@ -369,7 +399,10 @@ def solve_first_order(
     -------
     OptimizationResult
         ``extras`` holds ``max_violation`` (relative), ``violations`` (per constraint),
-        ``n_outer``, ``lipschitz`` and ``n_restarts``.
+        ``n_outer``, ``lipschitz``, ``n_restarts``, ``budget_iter`` (the inner-iteration
+        budget in the end), ``extended`` (the hard-constraint budget was granted),
+        ``stalled`` (the violation stopped falling) and, when hard constraints were left
+        violated, ``certificate`` (:meth:`FeasibilityCertificate.as_dict`).
 
     Raises
     ------
@@ -378,7 +411,9 @@ def solve_first_order(
     SolverError
         ``backend="cupy"`` without an importable CuPy.
     InfeasibleError
-        The hard constraints could not be met; the message names the violated ones.
+        The hard constraints are proven contradictory (a certificate from
+        :func:`certify_hard_constraints`, in the error's ``certificate``); the message
+        names them. A solve that only failed to meet them returns ``iteration_limit``.
 
     Notes
     -----
@@ -467,20 +502,22 @@ def solve_first_order(
         )
 
     loop = _Loop(phi, fwd, grad_x, counts, t_start, time_limit_s, bar, callback, make_result)
+    extra_iter = 3 * max_iter if hard_extra_iter is None else int(hard_extra_iter)
+    budget, outer_cap, extended, stalled = max_iter, max_outer, False, False
     try:
         outer = 0
         inner_tol = max(tol, 1e-6) if al is not None else tol
         while True:
             if inner == "fista":
                 x, d, lip, inner_status = _fista(
-                    xp, x, d, loop, lip, precond, inner_tol, max_iter - counts["iter"]
+                    xp, x, d, loop, lip, precond, inner_tol, budget - counts["iter"]
                 )
             elif inner == "lbfgs":
                 x, d, inner_status = _lbfgs(
-                    xp, x, d, loop, inner_tol, max_iter - counts["iter"], memory=memory
+                    xp, x, d, loop, inner_tol, budget - counts["iter"], memory=memory
                 )
             else:
-                x, d, inner_status = _lbfgsb(x, loop, inner_tol, max_iter - counts["iter"])
+                x, d, inner_status = _lbfgsb(x, loop, inner_tol, budget - counts["iter"])
             if al is None:
                 status = inner_status
                 break
@@ -492,21 +529,47 @@ def solve_first_order(
                     "outer": outer,
                     "objective": f_now,
                     "max_violation": viol,
+                    "goal_violation": al.goal_violation(),
                     "iterations": counts["iter"],
                 }
             )
             logger.debug("AL outer %d: objective %.6g, max rel. violation %.3g", outer, f_now, viol)
             if callback is not None:
                 callback(make_result(Status.ITERATION_LIMIT, f"outer iteration {outer}", x))
-            if inner_status in (Status.TIME_LIMIT, Status.ITERATION_LIMIT):
+            if inner_status == Status.TIME_LIMIT:
                 status = inner_status
                 break
-            if viol <= constraint_tol and inner_tol <= tol * 1.0001:
+            if (
+                inner_status != Status.ITERATION_LIMIT
+                and viol <= constraint_tol
+                and inner_tol <= tol * 1.0001
+            ):
                 status = Status.OPTIMAL
                 break
-            if outer >= max_outer:
+            # the extra work is for the goals' hard constraints, not for level bounds
+            violated = al.goal_violation() > constraint_tol
+            if extended and violated and not _improving(history):
+                stalled = True
                 status = Status.ITERATION_LIMIT
                 break
+            if inner_status == Status.ITERATION_LIMIT or outer >= outer_cap:
+                if not (violated and not extended and extra_iter > 0 and _improving(history)):
+                    status = Status.ITERATION_LIMIT
+                    break
+                if certify:  # more rounds cannot help against a proven contradiction
+                    _certify_or_raise(problem, backend.to_host(x), constraint_tol)
+                # the hard constraints still improve: grant the extra work budget once
+                extended = True
+                budget, outer_cap = max_iter + extra_iter, 2 * max_outer
+                logger.info(
+                    "hard constraints violated by %.3g after %d iterations and %d rounds; "
+                    "continuing up to %d iterations and %d rounds",
+                    viol,
+                    counts["iter"],
+                    outer,
+                    budget,
+                    outer_cap,
+                )
             inner_tol = max(tol, inner_tol * 0.01)
     except StopIteration:
         status = Status.CALLBACK_STOP
@@ -519,38 +582,75 @@ def solve_first_order(
     viol = res.extras["max_violation"]
     if al is not None and viol > constraint_tol and status == Status.OPTIMAL:
         result_status = Status.ITERATION_LIMIT
-    if (
-        al is not None
-        and viol > 10 * constraint_tol
-        and status != Status.CALLBACK_STOP
-        and (status in (Status.OPTIMAL, Status.ITERATION_LIMIT) and len(history) >= max_outer)
-    ):
-        bad = [k for k, v in res.extras["violations"].items() if v > constraint_tol]
-        raise InfeasibleError(
-            "The first-order solver could not satisfy the hard constraints "
+    extras = dict(res.extras, budget_iter=budget, extended=extended, stalled=stalled)
+    detail = ""
+    goals = {t.label for t in comp.hard if not _is_bound(t)}
+    bad = [k for k, v in res.extras["violations"].items() if v > constraint_tol and k in goals]
+    if bad and status != Status.CALLBACK_STOP:
+        cert = None
+        if certify and status != Status.TIME_LIMIT:
+            cert = _certify_or_raise(problem, res.x, constraint_tol)
+            extras["certificate"] = cert.as_dict()
+        worst = max(res.extras["violations"][b] for b in bad)
+        detail = (
+            " Hard constraint(s) "
             + " and ".join(f"`{b}`" for b in bad)
-            + f" (largest relative violation {viol:.3g} after {len(history)} augmented-Lagrangian "
-            "rounds); they probably contradict each other. Relax one of them, make it a soft "
-            "goal, or call solve_cvxpy to get the conflicting set."
+            + f" still violated (largest relative violation {worst:.3g}) after "
+            f"{counts['iter']} inner iterations and {len(history)} augmented-Lagrangian "
+            f"rounds (work budget {budget} iterations"
+            + (", the violation stopped improving" if stalled else "")
+            + "); not shown infeasible: "
+            + (cert.message if cert is not None else "not checked")
+            + "."
         )
     messages = {
         Status.OPTIMAL: "Converged: relative objective change below tolerance"
         + (" and constraints met." if al is not None else "."),
-        Status.ITERATION_LIMIT: "Stopped at the iteration limit before convergence.",
-        Status.TIME_LIMIT: "Stopped at the time limit before convergence.",
+        Status.ITERATION_LIMIT: "Did not converge: stopped at the iteration limit.",
+        Status.TIME_LIMIT: "Did not converge: stopped at the time limit.",
         Status.CALLBACK_STOP: "Stopped by the callback.",
     }
     return OptimizationResult(
         x=res.x,
         objective=res.objective,
         status=result_status,
-        message=messages.get(result_status, str(result_status)),
+        message=messages.get(result_status, str(result_status)) + detail,
         n_iter=res.n_iter,
         n_dose_evals=res.n_dose_evals,
         solve_time_s=time.perf_counter() - t_start,
         term_values=res.term_values,
-        extras=res.extras,
+        extras=extras,
     )
+
+
+def _certify_or_raise(problem: Problem, x: Any, tol: float):
+    """:func:`certify_hard_constraints` at ``x``; raise :class:`InfeasibleError` with the
+    certificate when it proves the hard constraints contradictory."""
+    from ._feasibility import certify_hard_constraints
+
+    cert = certify_hard_constraints(problem, np.asarray(x, dtype=np.float64), tol=tol)
+    if cert.infeasible:
+        raise InfeasibleError(
+            "The hard constraints contradict each other: "
+            + cert.message
+            + ". Relax one of them or make it a soft goal (hard=False).",
+            certificate=cert,
+        )
+    return cert
+
+
+#: During the extra work granted to violated hard constraints, the solve goes on while the
+#: largest relative violation of an outer round is below this fraction of the best one
+#: two or more rounds earlier (10 % progress in two rounds).
+_HARD_PROGRESS = 0.9
+
+
+def _improving(history: list[dict]) -> bool:
+    """The goals' hard constraints' violation still falls (see :data:`_HARD_PROGRESS`)."""
+    if len(history) < 3:
+        return True
+    earlier = min(h["goal_violation"] for h in history[:-2])
+    return history[-1]["goal_violation"] < _HARD_PROGRESS * earlier
 
 
 def _counted_products(backend: ArrayBackend, counts: dict) -> tuple[Callable, Callable]:

@@ -12,7 +12,16 @@ class InvalidProblemError(OptimizerError, ValueError):
 
 
 class InfeasibleError(OptimizerError):
-    """Hard constraints contradict each other; the message names the conflicting goals."""
+    """Hard constraints contradict each other; the message names the conflicting goals.
+
+    Raised only with evidence: a solver's infeasibility status (CVXPY back-ends) or a
+    certificate of :func:`optimizers.certify_hard_constraints` (first-order solver), kept
+    in ``certificate`` (``None`` for CVXPY).
+    """
+
+    def __init__(self, message: str = "", *, certificate=None) -> None:
+        super().__init__(message)
+        self.certificate = certificate
 
 
 class SolverError(OptimizerError, RuntimeError):

@@ -1,7 +1,10 @@
 """Exit statuses of the ``rtplan`` commands, and how an exception maps to one.
 
-Exit status 1 means "a plan (or dose) was written, but a goal failed" and nothing else, so
-a script can trust it.  Every failure has its own status and a one-line message; a
+Exit status 1 means "a plan (or dose) was written, but a goal failed" (or the safety
+layer warned about it, e.g. an optimiser that stopped with a hard goal violated) and
+nothing else, so a script can trust it.  Hard goals that contradict each other are bad
+input (2), and only when proven (a solver's infeasibility status or a certificate).
+Every failure has its own status and a one-line message; a
 traceback is shown only with ``rtplan --debug`` or ``RTPLAN_DEBUG=1``.
 """
 
@@ -41,8 +44,14 @@ EXIT_INTERRUPTED = 130
 #: (status, meaning) for README and ``--help``.
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "success (plan, demo, evaluate, batch: every goal met)"),
-    (EXIT_GOAL_FAILED, "output written (plan/batch) or dose evaluated, but a goal failed"),
-    (EXIT_INPUT_ERROR, "bad input or option; nothing written"),
+    (
+        EXIT_GOAL_FAILED,
+        (
+            "output written (plan/batch) or dose evaluated, but a goal failed or a safety "
+            "warning (e.g. the optimiser did not converge)"
+        ),
+    ),
+    (EXIT_INPUT_ERROR, "bad input or option (or hard goals proven contradictory); nothing written"),
     (EXIT_INTERNAL_ERROR, "internal error (a bug; rerun with --debug); nothing written"),
     (EXIT_IO_ERROR, "a file or folder could not be read or written; nothing written"),
     (EXIT_LIMIT_EXCEEDED, "the job would exceed a memory/work limit; nothing written"),

@@ -12,7 +12,9 @@ targets and organs at risk on the dose grid:
 - with several **dose levels**: one ring per level (a voxel belongs to the ring of the
   highest level within ``ring_outer_mm``), and each lower-level target split into its part
   beyond the ``transition_margin_mm`` of the higher-level targets (``z<T>_low``) and the
-  gradient zone inside that margin (``z<T>_gradient``).
+  gradient zone inside that margin (``z<T>_gradient``), itself cut into bands by the
+  relaxed level each voxel may reach (:func:`gradient_level_gy`,
+  ``z<T>_gradient_<L>Gy``).
 
 Rings and expansions are expressions of the structure algebra
 (:func:`rtplan.structures.ring`, :func:`rtplan.structures.expand`): Euclidean distances in
@@ -44,6 +46,7 @@ __all__ = [
     "distance_outside_mm",
     "expanded_occupancy",
     "fine_grid",
+    "gradient_level_gy",
     "ring_occupancy",
 ]
 
@@ -62,17 +65,21 @@ class HelperStructure:
     name : str
         E.g. ``"zRing_PTV"``, ``"zPTV-Core"``, ``"zCore-PTV"``, ``"zNormalTissue"``.
     kind : {"ring", "target_minus_oar", "oar_minus_target", "normal_tissue", "target_low", \
-            "target_gradient"}
+            "target_gradient", "target_gradient_band"}
     occupancy : (nz, ny, nx) ndarray of float32
         Fractional occupancy in [0, 1] on the dose grid.
     sources : tuple of str
         Protocol structure names it was derived from.
+    level_gy : float or None, Gy
+        The dose level the helper stands for: a ring's level, a gradient band's relaxed
+        level (:func:`gradient_level_gy`); ``None`` for the others.
     """
 
     name: str
     kind: str
     occupancy: np.ndarray
     sources: tuple[str, ...]
+    level_gy: float | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -105,6 +112,48 @@ def distance_outside_mm(mask: np.ndarray, spacing_mm) -> np.ndarray:
         return np.full(mask.shape, np.inf)
     dx, dy, dz = (float(s) for s in spacing_mm)
     return ndimage.distance_transform_edt(~mask, sampling=(dz, dy, dx))
+
+
+#: Bands of the gradient zone: the relaxed level of :func:`gradient_level_gy` is taken at
+#: the inner edge (the side of the higher level) of ``GRADIENT_BANDS`` bands of equal depth.
+GRADIENT_BANDS = 3
+
+
+def gradient_level_gy(
+    own_gy: float, distance_mm: Mapping[float, np.ndarray], margin_mm: float
+) -> np.ndarray:
+    """Relaxed dose level of a lower-level target's voxels in the gradient zone.
+
+    The level falls linearly from each higher level ``L`` at the surface of the targets
+    of level ``>= L`` to the target's own level at ``margin_mm`` from them, evaluated at
+    the inner edge of :data:`GRADIENT_BANDS` bands (so it never asks for less than the
+    linear rule); near several higher levels the largest applies:
+    ``max_L [own + (L - own) * (1 - floor(B * d_L / margin) / B)]`` for ``d_L < margin``.
+
+    Parameters
+    ----------
+    own_gy : float, Gy
+        The target's own level.
+    distance_mm : mapping of float to (nz, ny, nx) ndarray, mm
+        Per higher level ``L`` (Gy), the distance of each voxel centre from the targets of
+        level ``>= L`` (:func:`distance_outside_mm`).
+    margin_mm : float, mm
+        The transition margin.
+
+    Returns
+    -------
+    (nz, ny, nx) ndarray of float64, Gy
+        ``own_gy`` where no higher level is within the margin.
+    """
+    out = None
+    for level, dist in distance_mm.items():
+        band = np.floor(GRADIENT_BANDS * np.asarray(dist) / margin_mm)
+        frac = np.clip(1.0 - band / GRADIENT_BANDS, 0.0, 1.0)
+        lv = own_gy + (level - own_gy) * frac
+        out = lv if out is None else np.maximum(out, lv)
+    if out is None:
+        raise StructureError("`distance_mm` is empty: no higher dose level to relax towards.")
+    return out
 
 
 def fine_grid(grid: Grid, zyx_slices: tuple[slice, slice, slice], factor: int) -> Grid:
@@ -221,6 +270,42 @@ def expanded_occupancy(
     return _on_grid(occupancy_fns, grid, lambda s: expand(s, margin_mm), supersample)
 
 
+def _gradient_bands(
+    target: str,
+    grad: np.ndarray,
+    occupancy_fns: Mapping[str, OccupancyFn],
+    levels: Mapping[str, float],
+    grid: Grid,
+    margin_mm: float,
+    supersample: int,
+) -> dict[str, HelperStructure]:
+    """The gradient zone ``grad`` of ``target`` cut by relaxed level
+    (:func:`gradient_level_gy`): ``z<T>_gradient_<L>Gy``, kind ``target_gradient_band``.
+
+    The band of a voxel is found like the zone itself: the targets of level ``>= L`` are
+    expanded (supersampled) by each band edge ``k * margin_mm / GRADIENT_BANDS``, and a
+    voxel lies beyond an edge where that expansion covers less than half of it. A voxel
+    of the zone beyond every edge keeps the target's own level."""
+    own = levels[target]
+    distances = {}
+    for level in sorted({lv for lv in levels.values() if lv > own}):
+        fns = [occupancy_fns[h] for h, lv in levels.items() if lv >= level]
+        beyond = np.zeros(grid.shape)
+        for k in range(1, GRADIENT_BANDS + 1):
+            edge = k * margin_mm / GRADIENT_BANDS
+            near = expanded_occupancy(fns, grid, margin_mm=edge, supersample=supersample)
+            beyond += near < 0.5
+        # the inner edge of each voxel's band, mm (the rule is taken there)
+        distances[level] = beyond * margin_mm / GRADIENT_BANDS
+    relaxed = np.round(gradient_level_gy(own, distances, margin_mm), 4)
+    out = {}
+    for lv in np.unique(relaxed[grad > 0]):
+        occ = np.where(relaxed == lv, grad, 0.0).astype(np.float32)
+        name = f"z{target}_gradient_{lv:g}Gy"
+        out[name] = HelperStructure(name, "target_gradient_band", occ, (target,), float(lv))
+    return out
+
+
 def build_helper_structures(
     occupancy_fns: Mapping[str, OccupancyFn],
     grid: Grid,
@@ -266,7 +351,9 @@ def build_helper_structures(
     transition_margin_mm : float, mm, optional
         With several levels: split each lower-level target into ``"z<T>_low"`` (farther
         than this from every higher-level target) and ``"z<T>_gradient"`` (within it,
-        outside the higher-level targets).  ``None``: no split.
+        outside the higher-level targets), the latter also as bands
+        ``"z<T>_gradient_<L>Gy"`` of relaxed level ``L`` (:func:`gradient_level_gy`).
+        ``None``: no split.
     supersample : int, odd
 
     Returns
@@ -275,7 +362,7 @@ def build_helper_structures(
         Keyed by helper name: ``"zRing"`` (around all targets, or the highest level's
         targets), ``"zRing_<L>Gy"``, ``"z<T>-<O>"`` and ``"z<O>-<T>"`` for each
         overlapping target/OAR pair, ``"z<T>_low"``, ``"z<T>_gradient"``,
-        ``"zNormalTissue"``.
+        ``"z<T>_gradient_<L>Gy"``, ``"zNormalTissue"``.
     """
     targets = [t for t in targets if t in occupancy_fns]
     oars = [o for o in oars if o in occupancy_fns]
@@ -325,7 +412,7 @@ def build_helper_structures(
             occ = occ.astype(np.float32)
             name = "zRing" if i == 0 else f"zRing_{level:g}Gy"
             if occ.any():
-                out[name] = HelperStructure(name, "ring", occ, tuple(group))
+                out[name] = HelperStructure(name, "ring", occ, tuple(group), level)
     if transition_margin_mm is not None and len(distinct) > 1:
         for t in targets:
             fns = higher_than(levels[t])
@@ -346,6 +433,11 @@ def build_helper_structures(
             ):
                 if occ.any():
                     out[name] = HelperStructure(name, kind, occ, (t,))
+            out.update(
+                _gradient_bands(
+                    t, grad, occupancy_fns, levels, grid, transition_margin_mm, supersample
+                )
+            )
     if overlap:
         for t in targets:
             t_mask = coarse[t] >= 0.5

@@ -5,8 +5,9 @@ The manifest (TOML with ``[[patient]]`` tables, or CSV with a header) lists ``ct
 (a patient's own beam-model file, overriding ``--beam-model``; relative paths are
 relative to the manifest; any other key is refused).  Without ``--scheduler`` a
 LocalCluster is started.  Exit status: the largest of the patients' own (0 every plan
-written with its goals met, 1 every plan written but a goal failed, 2/3/4/5 a patient could
-not be planned: listed on stderr, nothing written for it), or 2 for a bad manifest.
+written with its goals met and no safety warning, 1 every plan written but a goal failed
+or the safety layer warned (its warnings are printed under the patient), 2/3/4/5 a patient
+could not be planned: listed on stderr, nothing written for it), or 2 for a bad manifest.
 """
 
 from __future__ import annotations
@@ -65,10 +66,16 @@ def run(args) -> int:
         if o.error is not None:
             bad += 1
             print(f"rtplan batch: {o.out}: error: {o.error}", file=sys.stderr)
-        else:
-            status = "all goals met" if o.all_goals_met else f"{o.n_failed} goal(s) failed"
-            if not o.all_goals_met:
-                bad += 1
-            print(f"{o.out}: {status} ({o.time_s:.1f} s)")
-    print(f"{len(outcomes) - bad}/{len(outcomes)} plans written with every goal met")
+            continue
+        status = "all goals met" if o.all_goals_met else f"{o.n_failed} goal(s) failed"
+        if o.warnings:
+            status += f", {len(o.warnings)} safety warning(s)"
+        bad += o.needs_attention
+        print(f"{o.out}: {status} ({o.time_s:.1f} s)")
+        for w in o.warnings:
+            print(f"  WARNING: {w}")
+    print(
+        f"{len(outcomes) - bad}/{len(outcomes)} plans written with every goal met and no "
+        "safety warning"
+    )
     return max((o.status for o in outcomes), default=0)

@@ -73,9 +73,11 @@ class BatchOutcome:
     error : str or None
         One-line error when the patient could not be planned (nothing was written).
     status : int
-        The patient's exit status as ``rtplan plan`` would give it (0 every goal met, 1
-        written but a goal failed, 2 bad input, 3 internal error, 4 I/O error, 5 a limit;
-        :mod:`rtplan._exit_status`).
+        The patient's exit status as ``rtplan plan`` would give it (0 every goal met and
+        no safety warning, 1 written but a goal failed or the safety layer warned, 2 bad
+        input, 3 internal error, 4 I/O error, 5 a limit; :mod:`rtplan._exit_status`).
+    warnings : tuple of str
+        The safety layer's warnings of the written plan (as in its plan.json).
     """
 
     out: str
@@ -85,6 +87,12 @@ class BatchOutcome:
     time_s: float
     error: str | None = None
     status: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def needs_attention(self) -> bool:
+        """A plan was written, but a goal failed or the safety layer warned."""
+        return self.error is None and (not self.all_goals_met or bool(self.warnings))
 
 
 @check_arguments(path=PATH)
@@ -297,14 +305,14 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
             error=f"{type(exc).__name__}: {one_line_message(exc)}",
             status=exit_status_for(exc),
         )
-    met = bool(rec["all_goals_met"])
     return BatchOutcome(
         entry.out,
-        met,
+        bool(rec["all_goals_met"]),
         int(rec["n_failed"]),
         rec["goals"],
         time.perf_counter() - t0,
-        status=EXIT_OK if met else EXIT_GOAL_FAILED,
+        status=EXIT_GOAL_FAILED if rec["needs_attention"] else EXIT_OK,
+        warnings=tuple(rec["warnings"]),
     )
 
 
@@ -384,5 +392,9 @@ def plan_batch(
         ]
         outcomes = client.gather(futures)
     for o in outcomes:
-        logger.info("%s: %s", o.out, o.error or f"{o.n_failed} goal(s) failed")
+        logger.info(
+            "%s: %s",
+            o.out,
+            o.error or f"{o.n_failed} goal(s) failed, {len(o.warnings)} safety warning(s)",
+        )
     return list(outcomes)

@@ -41,11 +41,14 @@ first level: each target's floor ``Underdose(T, floor·L_T)`` (weight
 ``HELPER_WEIGHT·target_weight/Rx²``) with the implicit
 ``D99% >= floor`` goal; the implicit upper limit ``D2% <= target_max·L_T`` of a target
 without an upper goal (on ``z<T>_low`` for a lower-level target), with a pull of that
-part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and a cap
-``Overdose(z<T>_gradient, target_max·L_H)`` in the gradient zone around higher levels
-``H``; the global hot-spot cap ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure
-``S`` the optimiser reads (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it
-shapes what the goals leave free). The last level gets an "as low as reasonably
+part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and caps
+``Overdose(z<T>_gradient_<L>Gy, target_max·L)`` on the bands of the gradient zone around
+higher levels, ``L`` the band's relaxed level (linear from the higher level at its
+surface to ``L_T`` at the transition margin,
+:func:`rtplan._helper_structures.gradient_level_gy`); the global hot-spot cap
+``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
+(weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
+goals leave free). The last level gets an "as low as reasonably
 achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk.
 """
 
@@ -195,6 +198,7 @@ def build_levels(
     pairs: np.ndarray | None = None,
     mu_scale: float = 1.0,
     ring_levels_gy: Mapping[str, float] | None = None,
+    gradient_levels_gy: Mapping[str, float] | None = None,
 ) -> list[PlanningLevel]:
     """Translate a protocol's goals into lexicographic optimisation levels.
 
@@ -224,6 +228,9 @@ def build_levels(
     ring_levels_gy : mapping of str to float, Gy, optional
         Dose level of each ring helper (``"zRing_<L>Gy"``); a ring is capped at
         ``ring_max_percent`` of its level.  Default: every ring at the prescription.
+    gradient_levels_gy : mapping of str to float, Gy, optional
+        Relaxed level of each gradient-zone band (``"z<T>_gradient_<L>Gy"`` helpers of
+        kind ``target_gradient_band``); each is capped at ``target_max_pct`` of it.
 
     Returns
     -------
@@ -297,7 +304,16 @@ def build_levels(
             0, opt.Underdose(t_eff, rx, weight=w_t, label=f"coverage: {target} >= {rx:g} Gy")
         )
     by_priority.setdefault(first, []).extend(
-        _safety_terms(protocol, roles, effective, helpers, cvx=cvx, w_t=w_t, w_o=w_o)
+        _safety_terms(
+            protocol,
+            roles,
+            effective,
+            helpers,
+            dict(gradient_levels_gy or {}),
+            cvx=cvx,
+            w_t=w_t,
+            w_o=w_o,
+        )
     )
     levels = [
         PlanningLevel(p, tuple(by_priority[p]), tuple(idx_by_priority.get(p, ())))
@@ -345,10 +361,13 @@ def build_levels(
     return levels
 
 
-def _safety_terms(protocol, roles, effective, helpers, *, cvx: bool, w_t: float, w_o: float):
+def _safety_terms(
+    protocol, roles, effective, helpers, gradient_levels, *, cvx: bool, w_t: float, w_o: float
+):
     """The first-level terms of the safety nets (module docstring): target floors,
-    implicit target maxima with the pull of lower levels and their gradient zones, and
-    the global hot-spot cap."""
+    implicit target maxima with the pull of lower levels and the caps of their gradient
+    bands (``gradient_levels``: band name → relaxed level, Gy), and the global hot-spot
+    cap."""
     import optimizers as opt
 
     from ._safety import implicit_goals, target_helper_names
@@ -358,6 +377,7 @@ def _safety_terms(protocol, roles, effective, helpers, *, cvx: bool, w_t: float,
     aim = protocol.optimization.target_aim
     levels = {t: lv for t, lv in protocol.target_levels_gy.items() if t in roles}
     terms = []
+    # without gradient levels: the gradient zone gets its caps per band below, not a goal
     for goal in implicit_goals(protocol, list(roles), helpers=helpers):
         name = goal.structure
         target = next(t for t in levels if name in (t, target_helper_names(t)[0]))
@@ -380,15 +400,15 @@ def _safety_terms(protocol, roles, effective, helpers, *, cvx: bool, w_t: float,
                     label=f"{IMPLICIT_PULL}: {name} towards {level:g} Gy",
                 )
             )
-            grad = target_helper_names(target)[1]
-            if grad in helpers:
-                top = max(levels.values())
-                cap = s.target_max_pct / 100.0 * top
-                terms.append(
-                    opt.Overdose(
-                        grad, cap, weight=w_t, label=f"{IMPLICIT_PULL}: {grad} <= {cap:.4g} Gy"
+            prefix = target_helper_names(target)[1] + "_"
+            for band, band_gy in gradient_levels.items():
+                if band in helpers and band.startswith(prefix):
+                    cap = s.target_max_pct / 100.0 * band_gy
+                    terms.append(
+                        opt.Overdose(
+                            band, cap, weight=w_t, label=f"{IMPLICIT_PULL}: {band} <= {cap:.4g} Gy"
+                        )
                     )
-                )
     if s.hotspot_pct > 0:
         cap = s.hotspot_pct / 100.0 * rx * (1.0 - aim)
         seen = []

@@ -130,6 +130,13 @@ class PlanResult:
         return bool(self.goal_table.all_passed)
 
     @property
+    def optimizer_converged(self) -> bool:
+        """Every optimisation level converged (status ``optimal``). A solve that ran out of
+        work is not an error: when it left a hard goal violated, :attr:`warnings` holds a
+        ``solver_not_converged`` warning; contradictory hard goals raise instead."""
+        return bool(self.optimization.success)
+
+    @property
     def needs_attention(self) -> bool:
         """True when a goal failed or the safety layer warned (``rtplan plan`` exit 1)."""
         return not self.all_goals_met or bool(self.warnings)
@@ -233,6 +240,7 @@ class PlanResult:
             "structure_mapping": dict(self.mapping),
             "helper_structures_cc": dict(self.helper_volumes_cc),
             "optimization_levels": _level_records(opt),
+            "optimization_status": _status_record(opt),
             "dose_grid": {
                 "shape_zyx": list(self.dose_grid.shape),
                 "origin_mm": list(self.dose_grid.origin_mm),
@@ -399,10 +407,28 @@ def _level_records(opt) -> list[dict[str, Any]]:
                 "bound": float(lv.bound),
                 "final": float(lv.final),
                 "status": str(lv.result.status),
+                "message": lv.result.message,
                 "solve_time_s": float(lv.result.solve_time_s),
             }
         )
     return out
+
+
+def _status_record(opt) -> dict[str, Any] | None:
+    """The optimiser's outcome for plan.json: ``converged`` (every level optimal),
+    ``status`` and ``message`` of the last level, its ``max_violation`` (relative, of every
+    hard constraint and level bound) and the feasibility ``certificate`` when hard
+    constraints were left violated."""
+    final = getattr(opt, "final", None)
+    if final is None:
+        return None
+    return {
+        "converged": bool(opt.success),
+        "status": str(final.status),
+        "message": final.message,
+        "max_violation": final.extras.get("max_violation"),
+        "certificate": final.extras.get("certificate"),
+    }
 
 
 # --------------------------------------------------------------------------- stages
@@ -438,6 +464,7 @@ class _Context:
     body_occupancy: np.ndarray | None = None
     normalization_record: dict | None = None
     normalization_warning: Any = None
+    solver_warning: Any = None
     beam_indices: list = field(default_factory=list)
     segment_weights: Any = None
 
@@ -742,6 +769,9 @@ def stage_optimise(ctx: _Context) -> None:
             for h in ctx.helpers.values()
             if h.kind == "ring"
         },
+        gradient_levels_gy={
+            h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"
+        },
     )
     options: dict[str, Any] = {}
     if settings.solver == "cvxpy":
@@ -769,29 +799,26 @@ def stage_optimise(ctx: _Context) -> None:
     _check_hard_constraints(ctx, hard)
 
 
-#: Relative violation of a hard constraint (of its bound, at least 1 Gy) above which the
-#: plan is refused as infeasible.
+#: Relative violation of a hard constraint (of its bound, at least 1 Gy) above which a
+#: plan whose optimiser stopped without meeting it gets the ``solver_not_converged``
+#: safety warning (a proven contradiction raises in the optimiser instead).
 HARD_VIOLATION_TOL = 0.02
 
 
 def _check_hard_constraints(ctx: _Context, hard: list) -> None:
-    """Refuse a fluence that breaks a protocol hard constraint (infeasible goals)."""
-    import optimizers as opt
+    """Warn about protocol hard constraints the optimiser left violated.
 
-    if not hard:
-        return
-    res = ctx.optimization.final
-    violations = res.extras.get("violations")
-    if violations is None:  # CVXPY: an infeasible problem raises inside the solver
-        return
-    labels = {t.label for t in hard}
-    bad = {k: v for k, v in violations.items() if k in labels and v > HARD_VIOLATION_TOL}
-    if bad:
-        listing = "; ".join(f"{k} (violated by {100 * v:.1f} %)" for k, v in bad.items())
-        raise opt.InfeasibleError(
-            f"Protocol '{ctx.protocol.name}': the hard constraints cannot all be met: "
-            f"{listing}. Relax one of these goals or remove `hard = true`."
-        )
+    Contradictory hard goals never get here: the optimiser raises
+    :class:`optimizers.InfeasibleError` only with evidence (Clarabel's infeasibility
+    status, or the certificate of :func:`optimizers.certify_hard_constraints`). What is
+    left is a solve that ran out of work: the plan is written with a
+    ``solver_not_converged`` warning (exit status 1), never reported as bad input.
+    """
+    from ._safety import convergence_warning
+
+    ctx.solver_warning = convergence_warning(
+        ctx.optimization.final, [t.label for t in hard], tol=HARD_VIOLATION_TOL
+    )
 
 
 def stage_sequence(ctx: _Context) -> None:
@@ -885,11 +912,18 @@ def stage_evaluate(ctx: _Context) -> None:
         body = BODY_HELPER
         structures[body] = ctx.helpers[body].occupancy
     for h in ctx.helpers.values():
-        if h.kind == "target_low":
+        if h.kind in ("target_low", "target_gradient"):
             structures[h.name] = h.occupancy
+    bands = {h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"}
     implicit = [
         replace(g, structure=ctx.mapping.get(g.structure, g.structure))
-        for g in implicit_goals(protocol, list(ctx.mapping), helpers=tuple(ctx.helpers), body=body)
+        for g in implicit_goals(
+            protocol,
+            list(ctx.mapping),
+            helpers=tuple(ctx.helpers),
+            body=body,
+            gradient_levels_gy=bands,
+        )
     ]
     goals = protocol.evaluation_goals(ctx.mapping) + implicit
     ctx.normalization = 1.0
@@ -1131,7 +1165,9 @@ def plan_patient(
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model (named).
     optimizers.InfeasibleError
-        Hard constraints of the protocol contradict each other.
+        Hard constraints of the protocol are proven to contradict each other (a solver's
+        infeasibility status or a certificate; an optimiser that only ran out of
+        iterations gives a ``solver_not_converged`` warning instead).
 
     Examples
     --------
@@ -1201,6 +1237,7 @@ def plan_patient(
         beam_mu={b["name"]: b["mu"] for b in beam_summaries},
         settings=protocol.safety,
         normalization=ctx.normalization_warning,
+        solver=ctx.solver_warning,
     )
     for w in warnings:
         logger.info("safety: %s", w.message)

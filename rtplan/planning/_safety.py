@@ -11,9 +11,10 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
   floor (``D99%``), an upper limit for targets the protocol leaves without one (on the
   part of the target outside higher-level targets and their transition margin) and the
   global hot spot (body ``D0.03cc``);
-- after planning, :func:`plan_warnings` turns a capped normalisation, an unbalanced beam
-  set and failed implicit goals into :class:`SafetyWarning` records, whose ``message`` is
-  printed by the CLI and written verbatim to plan.json and report.html.
+- after planning, :func:`plan_warnings` turns an optimiser that stopped with a hard goal
+  violated, a capped normalisation, an unbalanced beam set and failed implicit goals into
+  :class:`SafetyWarning` records, whose ``message`` is printed by the CLI and written
+  verbatim to plan.json and report.html.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "SafetyWarning",
     "beam_balance_warning",
     "check_protocol_plausibility",
+    "convergence_warning",
     "implicit_goals",
     "normalization_warning",
     "plan_warnings",
@@ -46,7 +48,8 @@ class SafetyWarning:
     Attributes
     ----------
     code : str
-        ``"normalization_cap"``, ``"beam_balance"`` or ``"implicit_goal"``.
+        ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"`` or
+        ``"implicit_goal"``.
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """
@@ -119,7 +122,12 @@ def _higher(levels: Mapping[str, float], target: str) -> list[str]:
 
 
 def implicit_goals(
-    protocol, present: Sequence[str], *, helpers: Sequence[str] = (), body: str | None = None
+    protocol,
+    present: Sequence[str],
+    *,
+    helpers: Sequence[str] = (),
+    body: str | None = None,
+    gradient_levels_gy: Mapping[str, float] | None = None,
 ) -> list[Any]:
     """The implicit goals of a plan, as :class:`rtplan.evaluation.Goal` (protocol names).
 
@@ -132,6 +140,12 @@ def implicit_goals(
         Helper structures built (``z<T>_low`` exists for lower-level targets).
     body : str, optional
         Structure name of the body for the hot-spot goal; ``None``: no hot-spot goal.
+    gradient_levels_gy : mapping of str to float, Gy, optional
+        Relaxed level of each gradient band ``z<T>_gradient_<L>Gy``: with it, a target
+        with the implicit limit also gets ``z<T>_gradient D2% <= target_max_pct`` % of
+        the highest of its bands' levels (the highest level within the margin). The
+        optimiser's caps are per band (:func:`rtplan.planning.build_levels`), so the
+        planning levels are built without it.
 
     Returns
     -------
@@ -139,7 +153,9 @@ def implicit_goals(
         Priority 1, label starting with :data:`IMPLICIT_LABEL`:
         ``<T> D99% >= target_floor_pct % of its level``; for a target without any upper
         goal ``<T or z<T>_low> D2% <= target_max_pct % of its level``; ``<body> Dmax <=
-        hotspot_pct %`` of the prescription (the highest level).
+        hotspot_pct %`` of the prescription (the highest level); with
+        ``gradient_levels_gy``, ``z<T>_gradient D2% <= target_max_pct %`` of the highest
+        level within the transition margin.
     """
     from ..evaluation import Goal
 
@@ -174,6 +190,25 @@ def implicit_goals(
                     f"{level:g} Gy",
                 )
             )
+            grad = target_helper_names(t)[1]
+            bands = [
+                lv
+                for name, lv in (gradient_levels_gy or {}).items()
+                if name.startswith(grad + "_") and name in helpers
+            ]
+            if bands and grad in helpers:
+                top = max(bands)
+                out.append(
+                    Goal(
+                        grad,
+                        "D2%",
+                        "<=",
+                        round(s.target_max_pct / 100.0 * top, 4),
+                        unit="Gy",
+                        label=f"{IMPLICIT_LABEL}: gradient-zone maximum {s.target_max_pct:g} "
+                        f"% of {top:g} Gy",
+                    )
+                )
     if body is not None and s.hotspot_pct > 0:
         out.append(
             Goal(
@@ -189,6 +224,40 @@ def implicit_goals(
 
 
 # ------------------------------------------------------------------ plan checks
+def convergence_warning(result, hard_labels: Sequence[str], *, tol: float) -> SafetyWarning | None:
+    """A warning when the optimiser stopped with a hard goal violated beyond ``tol``.
+
+    Parameters
+    ----------
+    result : optimizers.OptimizationResult
+        The last level's solve (``extras["violations"]``: relative violation per hard
+        constraint; ``extras["certificate"]``: the evidence that they do not contradict
+        each other, when the first-order solver looked for it).
+    hard_labels : sequence of str
+        Labels of the protocol's hard goals.
+    tol : float
+        Relative violation above which a hard goal counts as not met.
+    """
+    violations = result.extras.get("violations") or {}
+    bad = {k: v for k, v in violations.items() if k in set(hard_labels) and v > tol}
+    if not bad:
+        return None
+    listing = "; ".join(f"'{k}' violated by {100 * v:.1f} %" for k, v in bad.items())
+    cert = result.extras.get("certificate")
+    evidence = (
+        cert["message"]
+        if cert
+        else f"the solver reports '{result.status}', not an infeasible problem"
+    )
+    return SafetyWarning(
+        "solver_not_converged",
+        f"OPTIMISER DID NOT CONVERGE: {listing} after {result.n_iter} iterations "
+        f"(status {result.status}). The hard goals were not shown to contradict each "
+        f"other ({evidence}). The plan is written for review only: raise [optimization] "
+        "max_iterations or relax the goal.",
+    )
+
+
 def normalization_warning(
     needed: float, applied: float, cap_pct: float, goal_text: str, before: float, after: float
 ) -> SafetyWarning | None:
@@ -224,11 +293,12 @@ def beam_balance_warning(beam_mu: Mapping[str, float], settings) -> SafetyWarnin
 
 
 def plan_warnings(
-    goal_table, *, beam_mu: Mapping[str, float], settings, normalization=None
+    goal_table, *, beam_mu: Mapping[str, float], settings, normalization=None, solver=None
 ) -> list[SafetyWarning]:
-    """Every warning of a finished plan, in a fixed order: normalisation, beam balance,
-    failed implicit goals."""
-    out = [w for w in (normalization, beam_balance_warning(beam_mu, settings)) if w is not None]
+    """Every warning of a finished plan, in a fixed order: optimiser not converged,
+    normalisation, beam balance, failed implicit goals."""
+    first = (solver, normalization, beam_balance_warning(beam_mu, settings))
+    out = [w for w in first if w is not None]
     for r in goal_table:
         if r.passed or not r.goal.label.startswith(IMPLICIT_LABEL):
             continue

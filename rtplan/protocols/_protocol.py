@@ -295,10 +295,12 @@ class SafetySettings:
         Give every target without an upper-limit goal an implicit one, and pull lower-level
         targets towards their level (see ``docs/protocols.md``).
     target_max_pct : float, %
-        The implicit upper limit: ``D2% <= target_max_pct`` % of the target's level.
+        The implicit upper limit: ``D2% <= target_max_pct`` % of the target's level
+        (>= 100).
     transition_margin_mm : float, mm
-        Gradient zone around higher-level targets, where a lower-level target's limit is
-        the higher level's.
+        Gradient zone around higher-level targets (> 0), where a lower-level target's
+        limit is relaxed linearly from the higher level's at their surface to its own at
+        this distance (``docs/protocols.md``, "Safety nets").
     target_floor_pct : float, %
         Implicit floor of every target: ``D99% >= target_floor_pct`` % of its level
         (0 = off).
@@ -852,6 +854,21 @@ def _parse_safety(source: str, data: Mapping[str, Any]) -> SafetySettings:
         else:
             value = _number(source, where, value, nonneg=True)
         kw[key] = value
+    if not kw.get("transition_margin_mm", defaults.transition_margin_mm) > 0:
+        raise _err(
+            source,
+            "[safety] transition_margin_mm",
+            f"expected a positive distance in mm (the gradient zone between dose levels), "
+            f"found {kw['transition_margin_mm']!r}.",
+        )
+    if kw.get("target_max_pct", defaults.target_max_pct) < 100:
+        raise _err(
+            source,
+            "[safety] target_max_pct",
+            f"expected >= 100 (an upper limit below a target's own level contradicts its "
+            f"coverage), found {kw['target_max_pct']!r}; to switch the implicit limits off "
+            "set implicit_target_limits = false.",
+        )
     return SafetySettings(**kw)
 
 

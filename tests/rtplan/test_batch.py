@@ -80,3 +80,26 @@ def test_csv_manifest_and_errors(setup, tmp_path):
     with pytest.raises(InputError, match="used more than once"):
         read_manifest(dup)
     assert main(["batch", str(bad)]) == 2
+
+
+@pytest.mark.slow  # starts a Dask LocalCluster and plans one patient
+def test_batch_counts_a_safety_warning_as_needing_attention_gh19(setup, tmp_path, capsys):
+    """A plan written with a safety warning is not a plain success: exit 1, the warning
+    printed under the patient, and the summary does not count it."""
+    root, ph, _ = setup
+    proto = tmp_path / "unbalanced.toml"
+    # 3 beams: one always carries >= 1/3 of the MU, above a 10 % beam-balance limit
+    proto.write_text(PROTOCOL + "[safety]\nbeam_balance_min_beams = 2\nbeam_balance_max_pct = 10\n")
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(
+        f'[[patient]]\nct_dir = "{ph.ct_dir}"\nrtstruct = "{ph.rtstruct_path}"\n'
+        f'protocol = "{proto}"\nout = "{tmp_path / "out"}"\n'
+    )
+    status = main(["batch", str(manifest), "--workers", "1", "--no-progress"])
+    assert status == 1
+    stdout = capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "plan.json").read_text())
+    (warning,) = [w for w in record["warnings"] if w["code"] == "beam_balance"]
+    assert f"  WARNING: {warning['message']}" in stdout
+    assert "safety warning(s)" in stdout
+    assert "0/1 plans written with every goal met and no safety warning" in stdout

@@ -10,6 +10,7 @@ from rtplan._helper_structures import (
     build_helper_structures,
     distance_outside_mm,
     expanded_occupancy,
+    gradient_level_gy,
     ring_occupancy,
 )
 from rtplan.errors import StructureError
@@ -140,8 +141,19 @@ def test_levels_split_the_lower_target_and_give_one_ring_per_level():
         levels_gy={"High": 70.0, "Low": 56.0},
         transition_margin_mm=10.0,
     )
+    bands = {h.level_gy: h.volume_cc(grid) for h in out.values() if h.kind.endswith("band")}
+    out = {n: h for n, h in out.items() if not h.kind.endswith("band")}
     assert sorted(out) == ["zLow_gradient", "zLow_low", "zRing_56Gy"]
     vol = {n: h.volume_cc(grid) for n, h in out.items()}
+    # the gradient zone in three bands of 10/3 mm: shells 15-18.3, 18.3-21.7, 21.7-25 mm
+    # relaxed to 70, 65.3 and 60.7 Gy; the partial voxels beyond 25 mm keep 56 Gy
+    step = 10.0 / 3
+    assert sorted(bands) == pytest.approx([56.0, 56 + 14 / 3, 56 + 28 / 3, 70.0], abs=1e-3)
+    for k, level in enumerate((70.0, 56 + 28 / 3)):
+        shell = shell_cc(15 + k * step, 15 + (k + 1) * step)
+        got = next(v for lv, v in bands.items() if abs(lv - level) < 1e-3)
+        assert got == pytest.approx(shell, rel=0.10)
+    assert sum(bands.values()) == pytest.approx(vol["zLow_gradient"], rel=1e-6)
     assert vol["zLow_low"] == pytest.approx(shell_cc(25.0, 40.0), rel=0.05)
     assert vol["zLow_gradient"] == pytest.approx(shell_cc(15.0, 25.0), rel=0.08)
     assert vol["zRing_56Gy"] == pytest.approx(shell_cc(45.0, 60.0), rel=0.05)
@@ -152,3 +164,77 @@ def test_levels_split_the_lower_target_and_give_one_ring_per_level():
     )
     assert sorted(single) == ["zRing"]
     assert single["zRing"].volume_cc(grid) == pytest.approx(shell_cc(45.0, 60.0), rel=0.05)
+
+
+def test_gradient_level_falls_linearly_in_bands_and_takes_the_largest_gh19():
+    """Own level 56 Gy, margin 9 mm, three bands of 3 mm: 70 Gy at the higher target's
+    surface, two thirds and one third of the way down, then the own level; near a 63 Gy
+    and a 70 Gy target at once the larger relaxed level applies."""
+    d = np.array([0.0, 2.9, 3.0, 5.9, 6.0, 8.9, 9.0, 30.0])
+    (lv,) = [gradient_level_gy(56.0, {70.0: d}, 9.0)]
+    np.testing.assert_allclose(
+        lv, [70, 70, 56 + 14 * 2 / 3, 56 + 14 * 2 / 3] + [56 + 14 / 3] * 2 + [56, 56]
+    )
+    both = gradient_level_gy(56.0, {63.0: np.array([0.0, 8.0]), 70.0: np.array([8.0, 8.0])}, 9.0)
+    np.testing.assert_allclose(both, [63.0, 56 + 14 / 3])
+    with pytest.raises(StructureError, match="no higher dose level"):
+        gradient_level_gy(56.0, {}, 9.0)
+
+
+def test_gradient_bands_follow_the_nearest_higher_level_gh19():
+    """Three levels on a 1.5 mm grid: a 56 Gy sphere (r 30 mm) holding a 70 Gy sphere
+    (r 6 mm) at x = -14 and a 63 Gy sphere (r 6 mm) at x = +14, 10 mm margin. Band voxels
+    near the 63 Gy target and beyond the margin of the 70 Gy one are relaxed towards 63 Gy,
+    never 70 Gy (the old rule capped the whole gradient zone at the top level); each band's
+    level is the rule at the voxel's analytic distance from the spheres' surfaces. The
+    voxelised surface lies within half a voxel diagonal (1.3 mm) of the analytic one:
+    voxels that close to a band edge are not compared."""
+    grid = Grid((43, 43, 43), (-31.5, -31.5, -31.5), (1.5, 1.5, 1.5))
+    fns = {
+        "High": sphere((-14, 0, 0), 6.0),
+        "Mid": sphere((14, 0, 0), 6.0),
+        "Low": sphere((0, 0, 0), 30.0),
+    }
+    out = build_helper_structures(
+        fns,
+        grid,
+        targets=list(fns),
+        oars=[],
+        ring=False,
+        overlap=False,
+        normal_tissue=False,
+        levels_gy={"High": 70.0, "Mid": 63.0, "Low": 56.0},
+        transition_margin_mm=10.0,
+    )
+    bands = {n: h for n, h in out.items() if h.kind == "target_gradient_band"}
+    # Mid is 16 mm from High, beyond the margin: only Low has a gradient zone
+    assert {h.sources for h in bands.values()} == {("Low",)} and "zMid_low" in out
+    z, y, x = grid.zyx_axes_mm()
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    d_high = np.sqrt((xx + 14) ** 2 + yy**2 + zz**2) - 6.0
+    d_63 = np.minimum(np.sqrt((xx - 14) ** 2 + yy**2 + zz**2) - 6.0, d_high)
+    step, slack = 10.0 / 3, 1.5 * np.sqrt(3) / 2
+
+    def rule(level, d):
+        return 56.0 + (level - 56.0) * np.clip(1 - np.floor(np.clip(d, 0, None) / step) / 3, 0, 1)
+
+    exact = np.maximum(rule(70.0, d_high), rule(63.0, d_63))
+
+    def near(d):  # within `slack` of a band edge, on either side
+        r = np.mod(d, step)
+        return (r < slack) | (r > step - slack)
+
+    near_edge = near(d_high) | near(d_63)
+    n_clean = 0
+    for h in bands.values():
+        m = h.occupancy > 0.5
+        if (m & (d_high > 10.0 + slack)).any():  # near the 63 Gy target only
+            assert h.level_gy <= 63.0
+        clean = m & ~near_edge
+        n_clean += int(clean.sum())
+        np.testing.assert_allclose(exact[clean], h.level_gy, atol=1e-3)
+    assert n_clean > 100
+    assert {round(h.level_gy, 2) for h in bands.values()} >= {70.0, 65.33, 63.0, 60.67}
+    # the bands partition the gradient zone
+    total = sum(b.occupancy for b in bands.values())
+    np.testing.assert_allclose(total, out["zLow_gradient"].occupancy, atol=1e-6)

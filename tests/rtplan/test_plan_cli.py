@@ -302,3 +302,72 @@ def test_safety_warning_in_the_same_words_everywhere(phantom, tmp_path, capsys):
     assert norm["factor"] == 1.0 and norm["needed"] != 1.0  # a 0 % cap: no scaling at all
     assert norm["value_after"] == pytest.approx(norm["value_before"] * norm["factor"], rel=0.01)
     assert record["plan"]["normalization"] == pytest.approx(norm["factor"])
+
+
+def test_contradictory_hard_goals_exit_2_with_a_certificate_gh12(phantom, tmp_path, capsys):
+    """Every PTV voxel >= 50 Gy inside an organ (the PTV grown by 8 mm) whose every voxel
+    must stay <= 40 Gy: no static check sees it (two structures); the optimiser proves it
+    with the reduced linear programme and the CLI exits 2, nothing written."""
+    proto = _protocol(
+        tmp_path,
+        """
+[[structures.derived]]
+name = "Shell"
+from = "PTV"
+margin_mm = 8.0
+role = "oar"
+[[goals]]
+structure = "PTV"
+metric = "Dmin"
+min = 50.0
+hard = true
+[[goals]]
+structure = "Shell"
+metric = "Dmax"
+max = 40.0
+hard = true
+[[goals]]
+structure = "Core"
+metric = "Dmean"
+max = 45.0
+priority = 2
+""",
+    )
+    out = tmp_path / "plan"
+    assert _run(phantom, proto, out) == 2
+    err = capsys.readouterr().err
+    assert "contradict each other" in err and "no fluence x >= 0 meets them" in err
+    # 50 Gy against 40 Gy in the same voxels: at least 20 % of the PTV floor must give
+    assert "PTV" in err and "Shell" in err
+    assert not out.exists()
+
+
+def test_unconverged_hard_goal_is_not_infeasible_gh12(phantom, tmp_path, capsys):
+    """A feasible hard goal (core Dmax <= 30 Gy: no beam at all meets it) with an iteration
+    budget far too small: the plan is written with exit 1 and an 'OPTIMISER DID NOT
+    CONVERGE' warning carrying the residual and the evidence, never exit 2."""
+    proto = _protocol(
+        tmp_path,
+        LOOSE_GOALS
+        + """
+[[goals]]
+structure = "Core"
+metric = "Dmax"
+max = 30.0
+hard = true
+""",
+    )
+    proto.write_text(proto.read_text().replace("max_iterations = 60", "max_iterations = 2"))
+    out = tmp_path / "plan"
+    assert _run(phantom, proto, out) == 1
+    stdout = capsys.readouterr().out
+    record = json.loads((out / "plan.json").read_text())
+    (warning,) = [w for w in record["warnings"] if w["code"] == "solver_not_converged"]
+    assert warning["message"].startswith("OPTIMISER DID NOT CONVERGE: 'goal 3: Core Dmax")
+    assert f"WARNING: {warning['message']}" in stdout
+    status = record["plan"]["optimization_status"]
+    assert not status["converged"] and status["status"] == "iteration_limit"
+    assert status["message"].startswith("Did not converge")
+    assert status["certificate"]["verdict"] == "feasible"  # the evidence: x = 0 meets it
+    violated = float(warning["message"].split("violated by ")[1].split(" %")[0])
+    assert violated > 100 * 0.02

@@ -84,6 +84,8 @@ def test_plausibility_limits_are_overridable_on_purpose():
         ({"hotspot_pct": "110"}, r"\[safety\] hotspot_pct: expected a number"),
         ({"implicit_target_limits": 1}, r"implicit_target_limits: expected true or false"),
         ({"beam_balance_min_beams": 0}, r"beam_balance_min_beams: expected an integer >= 1"),
+        ({"transition_margin_mm": 0}, r"transition_margin_mm: expected a positive distance"),
+        ({"target_max_pct": 95.0}, r"target_max_pct: expected >= 100 .* found 95.0"),
     ],
 )
 def test_malformed_safety_table_names_the_key(safety, match):
@@ -146,6 +148,20 @@ def test_implicit_goals_floor_lower_level_maximum_and_hot_spot():
         "Body Dmax <= 110 %",
     ]
     assert all(g.label.startswith("implicit") and g.priority == 1 for g in goals)
+    # with the gradient bands: the zone within the margin is held to 107 % of the highest
+    # level reached there (the 60.7 Gy band alone would allow only 107 % of 60.7 Gy)
+    bands = {"zPTV56_gradient_70Gy": 70.0, "zPTV56_gradient_60.6667Gy": 60.6667}
+    helpers = ("zPTV56_low", "zPTV56_gradient", *bands)
+    with_zone = implicit_goals(p, ["PTV70", "PTV56"], helpers=helpers, gradient_levels_gy=bands)
+    (zone,) = [g for g in with_zone if g.structure == "zPTV56_gradient"]
+    assert zone.text == "zPTV56_gradient D2% <= 74.9 Gy"
+    assert zone.label == "implicit: gradient-zone maximum 107 % of 70 Gy"
+    only_low = {"zPTV56_gradient_60.6667Gy": 60.6667}
+    low_only = implicit_goals(
+        p, ["PTV70", "PTV56"], helpers=(*helpers[:2], *only_low), gradient_levels_gy=only_low
+    )
+    (zone,) = [g for g in low_only if g.structure == "zPTV56_gradient"]
+    assert zone.text == "zPTV56_gradient D2% <= 64.9134 Gy"  # 1.07 x 60.6667
     # switched off in the protocol: nothing implicit
     off = replace(p.safety, implicit_target_limits=False, target_floor_pct=0.0, hotspot_pct=0.0)
     assert implicit_goals(replace(p, safety=off), ["PTV70", "PTV56"], body="Body") == []
@@ -157,13 +173,16 @@ def test_safety_terms_in_the_optimisation_levels():
 
     p = _two_level()
     roles = {"PTV70": "target", "PTV56": "target", "Cord": "oar", "Body": "external"}
-    helpers = ("zRing", "zRing_56Gy", "zPTV56_low", "zPTV56_gradient", "zNormalTissue", "zBody")
+    bands = {"zPTV56_gradient_70Gy": 70.0, "zPTV56_gradient_60.6667Gy": 60.6667}
+    helpers = ("zRing", "zRing_56Gy", "zPTV56_low", "zPTV56_gradient", *bands)
+    helpers += ("zNormalTissue", "zBody")
     levels = build_levels(
         p,
         roles=roles,
         volumes_cc={"PTV70": 50.0, "PTV56": 80.0, "Cord": 5.0},
         helpers=helpers,
         ring_levels_gy={"zRing": 70.0, "zRing_56Gy": 56.0},
+        gradient_levels_gy=bands,
     )
     first, last = levels[0].terms, levels[-1].terms
     by_label = {t.label: t for t in first}
@@ -173,8 +192,11 @@ def test_safety_terms_in_the_optimisation_levels():
     assert floor.weight == pytest.approx(0.1 * p.optimization.target_weight / 70.0**2)
     pull = by_label["implicit level: zPTV56_low towards 56 Gy"]
     assert type(pull) is opt.Overdose and pull.dose_gy == pytest.approx(56.0 * (1 + aim))
-    grad = by_label["implicit level: zPTV56_gradient <= 74.9 Gy"]
-    assert grad.dose_gy == pytest.approx(1.07 * 70.0)  # 107 % of the 70 Gy level
+    # each band of the gradient zone is capped at 107 % of its relaxed level
+    grad = {t.structure: t.dose_gy for t in first if t.structure in bands}
+    assert grad == {b: pytest.approx(1.07 * lv) for b, lv in bands.items()}
+    band70 = by_label["implicit level: zPTV56_gradient_70Gy <= 74.9 Gy"]
+    assert band70.weight == pytest.approx(10 * floor.weight)  # w_t, a target goal's weight
     hot = {t.structure: t.dose_gy for t in first if t.label.startswith("global hot spot")}
     assert set(hot) == {"PTV70", "PTV56", "Cord", "zRing", "zRing_56Gy", "zNormalTissue", "zBody"}
     assert list(hot.values()) == pytest.approx([77.0 * (1 - aim)] * 7)
