@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._problem import Problem, constraint_scale
+from ._problem import Problem, constraint_scale, require_problem
 from ._terms import GEUD, MaxDose, MeanDose, MinDose, Term, _LevelBound
 
 __all__ = [
@@ -216,6 +216,7 @@ def certify_hard_constraints(
     -------
     FeasibilityCertificate
     """
+    require_problem(problem)
     import cvxpy as cp
 
     from ._backends import SolveData, get_backend

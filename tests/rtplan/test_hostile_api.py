@@ -105,6 +105,7 @@ RECORD_CLASSES = {
     "dose_engine.MeasuredScan",
     "dose_engine.ValidationReport",
     "optimizers.LevelResult",
+    "optimizers.FeasibilityCertificate",
     "optimizers.LexicographicResult",
     "optimizers.OptimizationResult",
     "optimizers.Status",
