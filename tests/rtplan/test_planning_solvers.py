@@ -43,7 +43,7 @@ def plans(cshape_patient):
 def _values(result):
     return {
         f"{r.goal.structure} {r.goal.metric.text} {r.goal.comparison} {r.goal.level:g} Gy": r.value
-        for r in (*result.goal_table, *result.goal_table.reported)
+        for r in result.goal_table
     }
 
 
@@ -57,5 +57,6 @@ def test_both_solvers_give_normalised_deliverable_plans(plans):
 
 def test_dose_volume_exemptions_beat_the_cvar_translation(plans):
     fo, cvx = _values(plans["first_order"]), _values(plans["cvxpy"])
-    for label in ("Core D10% <= 10 Gy", "Core D5% <= 10 Gy", "PTV D10% <= 55 Gy"):
+    # the goals both translations optimise (the core D5 reading is reported, not planned for)
+    for label in ("Core D10% <= 10 Gy", "PTV D10% <= 55 Gy"):
         assert fo[label] < cvx[label], label
