@@ -58,11 +58,16 @@ PORTPY_SOLVER = os.environ.get("RTPLAN_PORTPY_SOLVER", "SCS")
 
 
 def _run(argv: list[str]) -> dict:
-    """Run a worker; return the JSON of its last stdout line (stderr shown on failure)."""
+    """Run a worker; return the JSON of its last stdout line (stderr shown on failure).
+
+    Adds ``load_average``: the machine's 1-minute load average before and after (a shared
+    machine slows both tools; the figure says how busy it was)."""
+    before = os.getloadavg()[0]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(argv[:3])} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures | {"load_average": [before, os.getloadavg()[0]]}
 
 
 def _dose_image(path: Path) -> Image:
@@ -163,6 +168,7 @@ def test_portpy_lung(tmp_path, benchmark):
     )  # fmt: skip
 
     def rtplan_pipeline():
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         p = load_portpy_patient(tmp_path, "Lung_Synth_Medium")
         t_read = time.perf_counter() - t0
@@ -176,13 +182,16 @@ def test_portpy_lung(tmp_path, benchmark):
         )
         prob.row_blocks()
         t_build = time.perf_counter() - t
-        return p, prob, t_read, t_build
+        return p, prob, t_read, t_build, load_before
 
-    p, prob, t_read, t_build = benchmark.pedantic(rtplan_pipeline, rounds=1, iterations=1)
+    p, prob, t_read, t_build, load_before = benchmark.pedantic(
+        rtplan_pipeline, rounds=1, iterations=1
+    )
     assert p.influence_matrix.nnz == synth["nnz"]
     first = op.solve_first_order(prob)
     conic = op.solve_cvxpy(prob, solver=PORTPY_SOLVER)
     ours = {
+        "load_average": [load_before, os.getloadavg()[0]],
         "n_voxels": p.influence_matrix.shape[0],
         "n_beamlets": p.influence_matrix.shape[1],
         "nnz": int(p.influence_matrix.nnz),
