@@ -1,6 +1,6 @@
 """Speed and memory of the influence matrix: TG-119 C-shape, 9 beams, 5 mm beamlets, 3 mm grid.
 
-Reference: pyRadPlan 0.5.0 needs ~430 s and ~4 GB for this case on a 2-core machine.
+pyRadPlan on the same phantom, side by side: ``benches/bench_peers.py``.
 Target: <= 20 s and <= 1.5 GB peak on 2 CPU cores.  The case runs in a fresh subprocess so
 its peak resident memory (ru_maxrss) is its own; the figures go into the benchmark JSON
 (``extra_info``) and are printed.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from scipy.spatial import ConvexHull
 from scipy.special import erf
 
 
@@ -30,8 +31,12 @@ def write_portpy_patient(
     """Write a PortPy-format patient folder.
 
     ``beams`` is a list of dicts with ``id``, ``gantry``, ``iso`` (x, y, z mm), ``table``
-    (beamlet columns: id, width_mm, height_mm, position_x_mm, position_y_mm, MLC_leaf_idx)
-    and ``triplets`` ((nnz, 3) row, col, value)."""
+    (beamlet columns: id, width_mm, height_mm, position_x_mm, position_y_mm, MLC_leaf_idx),
+    ``triplets`` ((nnz, 3) row, col, value) and optionally ``bev_ptv_mm`` ((n, 2) outline of
+    the PTV in the beam's-eye view, mm) and ``sparse_tol`` (the value below which entries
+    were dropped). The metadata PortPy's own loader also reads (structure
+    volumes, calculation box, jaws, MLC leaf edges, BEV outline) is written too, so that
+    PortPy 1.2.0 plans the same folder (``benches/bench_peers.py``)."""
     folder = Path(folder)
     (folder / "Beams").mkdir(parents=True, exist_ok=True)
     with h5py.File(folder / "CT_Data.h5", "w") as f:
@@ -52,7 +57,15 @@ def write_portpy_patient(
     with h5py.File(folder / "StructureSet_Data.h5", "w") as f:
         for name, m in masks.items():
             f[name] = m.astype(np.uint8)
-            meta.append({"name": name, "structure_mask_3d_File": f"StructureSet_Data.h5/{name}"})
+            meta.append(
+                {
+                    "name": name,
+                    "dicom_structure_name": name,
+                    "volume_cc": float(m.sum()) * float(np.prod(spacing_xyz_mm)) / 1000.0,
+                    "fraction_of_vol_in_calc_box": 1,
+                    "structure_mask_3d_File": f"StructureSet_Data.h5/{name}",
+                }
+            )
     (folder / "StructureSet_MetaData.json").write_text(json.dumps(meta))
     with h5py.File(folder / "OptimizationVoxels_Data.h5", "w") as f:
         f["ct_to_dose_voxel_map"] = ct_to_dose
@@ -61,6 +74,12 @@ def write_portpy_patient(
             {
                 "ct_to_dose_voxel_map_File": "OptimizationVoxels_Data.h5/ct_to_dose_voxel_map",
                 "dose_voxel_resolution_xyz_mm": list(dose_spacing_xyz_mm),
+                "ct_origin_xyz_mm": np.asarray(origin_xyz_mm, float).tolist(),
+                "ct_voxel_resolution_xyz_mm": np.asarray(spacing_xyz_mm, float).tolist(),
+                "cal_box_xyz_start": np.asarray(origin_xyz_mm, float).tolist(),
+                "cal_box_xyz_end": np.add(
+                    origin_xyz_mm, np.multiply((nx, ny, nz), spacing_xyz_mm), dtype=float
+                ).tolist(),
             }
         )
     )
@@ -71,9 +90,37 @@ def write_portpy_patient(
             for k, v in b["table"].items():
                 g[k] = np.asarray(v).reshape(-1, 1)  # PortPy stores (N, 1) columns
             f["inf_matrix_sparse"] = b["triplets"]
+            x = np.asarray(b["table"]["position_x_mm"], float)
+            y = np.asarray(b["table"]["position_y_mm"], float)
+            w = np.asarray(b["table"]["width_mm"], float)
+            h = np.asarray(b["table"]["height_mm"], float)
+            f["MLC_leaves_pos_y_mm"] = np.unique(y + h / 2)[::-1]  # upper leaf edges, top first
+            if "bev_ptv_mm" in b:
+                bev = f.create_group("BEV_structure_contour_points").create_group("PTV")
+                bev["Segment_0"] = np.asarray(b["bev_ptv_mm"], float)
+        extra = {
+            "jaw_position": {
+                "top_left_x_mm": float((x - w / 2).min()),
+                "top_left_y_mm": float((y + h / 2).max()),
+                "bottom_right_x_mm": float((x + w / 2).max()),
+                "bottom_right_y_mm": float((y - h / 2).min()),
+            },
+            "MLC_leaves_pos_y_mm_File": f"Beam_{bid}_Data.h5/MLC_leaves_pos_y_mm",
+            "MLC_name": "VARIAN MILLENIUM 120",
+            "beam_modality": "Photon",
+            "energy_MV": "6",
+            "SAD_mm": 1000,
+            "machine_name": "SYNTH",
+        }
+        if "sparse_tol" in b:
+            extra["influenceMatrixSparse_tol"] = float(b["sparse_tol"])
+        if "bev_ptv_mm" in b:
+            bev_file = f"Beam_{bid}_Data.h5/BEV_structure_contour_points"
+            extra["BEV_structure_contour_points_File"] = bev_file
         (folder / "Beams" / f"Beam_{bid}_MetaData.json").write_text(
             json.dumps(
                 {
+                    **extra,
                     "ID": bid,
                     "gantry_angle": b["gantry"],
                     "collimator_angle": 0,
@@ -139,7 +186,8 @@ def _beam_triplets(points, gantry_deg, target, *, bw=2.5, bh=5.0, sigma=3.0, mu=
     r_idx = cols // nbx
     c_idx = cols % nbx
     cols = (nbz - 1 - r_idx) * nbx + c_idx
-    return rows, cols, vals, table
+    bev = np.stack([lat[target], lon[target]], 1)  # the PTV's outline in the BEV
+    return rows, cols, vals, table, bev[ConvexHull(bev).vertices]
 
 
 def synthetic_lung(
@@ -220,15 +268,27 @@ def synthetic_lung(
     raw = []
     for b in range(n_beams):
         g = round(b * 360.0 / n_beams)
-        rows, cols, vals, table = _beam_triplets(pts, g, ptv_dose)
-        raw.append((b, g, rows, cols, vals, table))
+        raw.append((b, g, *_beam_triplets(pts, g, ptv_dose)))
     vmax = max(r[4].max() for r in raw)
     nnz = 0
-    for b, g, rows, cols, vals, table in raw:
+    for b, g, rows, cols, vals, table, bev in raw:
         keep = vals > 0.01 * vmax
         trip = np.stack([rows[keep], cols[keep], vals[keep] * 0.02 / vmax], 1)
+        # PortPy sizes each beam's matrix from its largest indices: a zero at the last
+        # (voxel, beamlet) gives every beam the full shape (rtplan drops explicit zeros)
+        trip = np.vstack([trip, [pts.shape[0] - 1, table["id"].size - 1, 0.0]])
         nnz += int(keep.sum())
-        beams.append({"id": b, "gantry": g, "iso": iso.tolist(), "table": table, "triplets": trip})
+        beams.append(
+            {
+                "id": b,
+                "gantry": g,
+                "iso": iso.tolist(),
+                "table": table,
+                "triplets": trip,
+                "bev_ptv_mm": bev,
+                "sparse_tol": 0.01 * 0.02,  # entries below 1 % of the maximum were dropped
+            }
+        )
     write_portpy_patient(
         folder,
         ct_hu=ct,

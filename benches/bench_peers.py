@@ -1,0 +1,250 @@
+"""rtplan beside its peers, in the same run, on the same input (pytest-benchmark).
+
+Run: ``python -m pytest benches/bench_peers.py -p no:cacheprovider -s``
+
+Each test skips when its peer is not installed, so a figure is printed only when both tools
+ran here, now. Results go to ``benches/results/bench_peers_*.json`` as well.
+
+- ``test_tg119_cshape_pyradplan``: pyRadPlan (``pip install -e ".[peers]"``) and rtplan plan
+  the TG-119 C-shape written by :func:`rtplan.phantoms.write_phantom` (DICOM CT + RT-STRUCT,
+  read by each tool's own DICOM import), 9 equispaced beams, 3 mm dose grid; each tool in a
+  fresh process (``benches/_peer_tg119.py`` says what each runs) so each peak memory is its
+  own. Plan quality is read by ONE evaluator: each tool's dose is resampled (trilinear) to
+  rtplan's dose grid, normalised to PTV D95 = 50 Gy and measured with
+  :func:`rtplan.evaluation.dvh` on rtplan's structure occupancies.
+- ``test_portpy_lung``: PortPy's own IMRT pipeline (``benches/_portpy_pipeline.py``, run by
+  the Python in ``RTPLAN_PORTPY_PYTHON``, or by this one if PortPy is installed here; PortPy
+  1.2.0 needs Python >= 3.12) and rtplan's first-order and CVXPY solvers, on the same
+  PortPy-format synthetic lung folder, with the solver in ``RTPLAN_PORTPY_SOLVER`` (default
+  SCS) for both CVXPY formulations. The two tools pose different problems (PortPy's protocol,
+  beamlet selection and optimisation voxels; rtplan's terms of ``bench_portpy.py`` on every
+  beamlet): the table gives each one's size, and each PTV D95 is its own tool's reading.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "tests" / "rtplan"))
+from _portpy_synth import synthetic_lung  # noqa: E402
+from bench_portpy import RX_GY as LUNG_RX_GY  # noqa: E402
+from bench_portpy import lung_terms, ptv_d95_gy  # noqa: E402
+from bench_tg119 import _print_table, _save  # noqa: E402
+
+import optimizers as op  # noqa: E402
+from dose_engine import Grid  # noqa: E402
+from rtplan import Image  # noqa: E402
+from rtplan.evaluation import dvh  # noqa: E402
+from rtplan.io import load_patient, load_portpy_patient  # noqa: E402
+from rtplan.phantoms import write_phantom  # noqa: E402
+
+RX_GY = 50.0  # TG-119 C-shape prescription; both doses are normalised to PTV D95 = RX_GY
+#: PortPy's interpreter: $RTPLAN_PORTPY_PYTHON, else this one when PortPy is installed here
+#: (the ``peers`` extra installs it on Python >= 3.12)
+PORTPY_PYTHON = os.environ.get("RTPLAN_PORTPY_PYTHON") or (
+    sys.executable if importlib.util.find_spec("portpy") else None
+)
+PORTPY_SOLVER = os.environ.get("RTPLAN_PORTPY_SOLVER", "SCS")
+
+
+def _run(argv: list[str]) -> dict:
+    """Run a worker; return the JSON of its last stdout line (stderr shown on failure).
+
+    Adds ``load_average``: the machine's 1-minute load average before and after (a shared
+    machine slows both tools; the figure says how busy it was)."""
+    before = os.getloadavg()[0]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:3])} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures | {"load_average": [before, os.getloadavg()[0]]}
+
+
+def _dose_image(path: Path) -> Image:
+    with np.load(path) as z:
+        dose = z["dose_gy"]
+        grid = Grid(dose.shape, tuple(z["origin_mm"]), tuple(z["spacing_mm"]))
+    return Image(dose, grid)
+
+
+def _quality(dose: Image, grid: Grid, occupancy: dict[str, np.ndarray]) -> dict[str, float]:
+    """PTV D95/D10, core D10/D5 of ``dose`` on ``grid``, Gy, after normalising PTV D95 to Rx."""
+    d = dose.resample(grid).array if dose.grid != grid else dose.array
+    vcc = grid.voxel_volume_cc
+    raw_d95 = dvh(d, occupancy["PTV"], voxel_volume_cc=vcc).dose_at_volume(95.0)
+    d = d * (RX_GY / raw_d95)
+    ptv = dvh(d, occupancy["PTV"], voxel_volume_cc=vcc)
+    core = dvh(d, occupancy["Core"], voxel_volume_cc=vcc)
+    return {
+        "ptv_d95_before_normalisation_gy": raw_d95,
+        "ptv_d95_gy": ptv.dose_at_volume(95.0),
+        "ptv_d50_gy": ptv.dose_at_volume(50.0),
+        "ptv_d10_gy": ptv.dose_at_volume(10.0),
+        "core_d50_gy": core.dose_at_volume(50.0),
+        "core_d10_gy": core.dose_at_volume(10.0),
+        "core_d5_gy": core.dose_at_volume(5.0),
+    }
+
+
+def test_tg119_cshape_pyradplan(tmp_path, benchmark):
+    pytest.importorskip("pyRadPlan", reason="pyRadPlan not installed (pip install -e .[peers])")
+    written = write_phantom("cshape", tmp_path / "cshape")
+    worker = [sys.executable, str(HERE / "_peer_tg119.py")]
+    (tmp_path / "pyradplan").mkdir()
+    peer = _run([*worker, "pyradplan", str(written.out_dir), str(tmp_path / "pyradplan")])
+    (tmp_path / "rtplan").mkdir()
+    ours = benchmark.pedantic(
+        lambda: _run([*worker, "rtplan", str(written.out_dir), str(tmp_path / "rtplan")]),
+        rounds=1,
+        iterations=1,
+    )
+
+    rt_dose = _dose_image(tmp_path / "rtplan" / "dose.npz")
+    grid = rt_dose.grid
+    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    occupancy = {n: patient.structures[n].occupancy(grid) for n in ("PTV", "Core")}
+    quality = {
+        "rtplan": _quality(rt_dose, grid, occupancy),
+        "pyRadPlan": _quality(_dose_image(tmp_path / "pyradplan" / "dose.npz"), grid, occupancy),
+    }
+    figures = {"rtplan": ours, "pyRadPlan": peer}
+    rows = []
+    for tool in ("pyRadPlan", "rtplan"):
+        f, q = figures[tool], quality[tool]
+        rows.append(
+            [
+                tool,
+                str(f["n_beamlets"]),
+                f"{f['influence_matrix_s']:.1f} s",
+                f"{f['optimization_s']:.1f} s",
+                f"{f['end_to_end_s']:.1f} s",
+                f"{f['peak_rss_mib'] / 1024:.2f} GiB",
+                f"{q['ptv_d95_gy']:.2f}",
+                f"{q['ptv_d10_gy']:.2f}",
+                f"{q['core_d10_gy']:.2f}",
+                f"{q['core_d5_gy']:.2f}",
+            ]
+        )
+    _print_table(
+        f"TG-119 C-shape, 9 beams, 3 mm: pyRadPlan {peer['pyradplan']} beside rtplan "
+        "(doses normalised to PTV D95 = 50 Gy, one evaluator)",
+        ["tool", "beamlets", "dose (influence matrix)", "optimisation", "end to end",
+         "peak RSS", "PTV D95", "PTV D10 (≤ 55)", "core D10 (≤ 10)", "core D5"],
+        rows,
+    )  # fmt: skip
+    print(f"rtplan stages: {ours}\npyRadPlan stages: {peer}")
+    _save("bench_peers_tg119.json", {"figures": figures, "quality": quality})
+    benchmark.extra_info.update({"figures": figures, "quality": quality})
+
+    # the evaluator reads rtplan's own dose as rtplan's goal table did (no resampling there)
+    assert quality["rtplan"]["ptv_d95_before_normalisation_gy"] == pytest.approx(
+        ours["goals"]["PTV D95%"], abs=0.02
+    )
+    # pyRadPlan's dose landed on the phantom: the PTV is covered and the core spared
+    pq = quality["pyRadPlan"]
+    assert pq["ptv_d50_gy"] < 1.2 * RX_GY
+    assert pq["core_d50_gy"] < 0.6 * pq["ptv_d50_gy"]
+
+
+@pytest.mark.skipif(
+    not PORTPY_PYTHON,
+    reason="PortPy not installed here; set RTPLAN_PORTPY_PYTHON to a Python >= 3.12 with it",
+)
+def test_portpy_lung(tmp_path, benchmark):
+    synth = synthetic_lung(tmp_path / "Lung_Synth_Medium", ptv_radius_mm=26.0)
+    peer = _run(
+        [PORTPY_PYTHON, str(HERE / "_portpy_pipeline.py"), str(tmp_path), "Lung_Synth_Medium",
+         PORTPY_SOLVER]
+    )  # fmt: skip
+
+    def rtplan_pipeline():
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        p = load_portpy_patient(tmp_path, "Lung_Synth_Medium")
+        t_read = time.perf_counter() - t0
+        t = time.perf_counter()
+        prob = op.Problem(
+            p.influence_matrix,
+            p.structure_voxels,
+            lung_terms(),
+            voxel_weights=p.structure_fractions,
+            matrix_dtype=np.float32,
+        )
+        prob.row_blocks()
+        t_build = time.perf_counter() - t
+        return p, prob, t_read, t_build, load_before
+
+    p, prob, t_read, t_build, load_before = benchmark.pedantic(
+        rtplan_pipeline, rounds=1, iterations=1
+    )
+    assert p.influence_matrix.nnz == synth["nnz"]
+    first = op.solve_first_order(prob)
+    conic = op.solve_cvxpy(prob, solver=PORTPY_SOLVER)
+    ours = {
+        "load_average": [load_before, os.getloadavg()[0]],
+        "n_voxels": p.influence_matrix.shape[0],
+        "n_beamlets": p.influence_matrix.shape[1],
+        "nnz": int(p.influence_matrix.nnz),
+        "read_s": t_read,
+        "build_problem_s": t_build,
+    }
+    runs = {}
+    for name, res in (("first_order", first), ("cvxpy", conic)):
+        runs[name] = {
+            "solve_s": res.solve_time_s,
+            "end_to_end_s": t_read + t_build + res.solve_time_s,
+            "iterations": res.n_iter,
+            "objective": res.objective,
+            "ptv_d95_gy": ptv_d95_gy(p, res.x),
+            "success": bool(res.success),
+        }
+    rows = [
+        [
+            f"PortPy {peer['portpy']} ({peer['solver']})",
+            str(peer["n_beamlets"]),
+            f"{peer['nnz'] / 1e6:.2f} M",
+            f"{peer['solve_s']:.1f} s",
+            f"{peer['end_to_end_s']:.1f} s",
+            str(peer["iterations"]),
+            f"{peer['ptv_d95_gy']:.2f}",
+        ]
+    ]
+    for name, label in (("first_order", "rtplan first-order"), ("cvxpy", "rtplan CVXPY")):
+        r = runs[name]
+        label = f"{label} ({PORTPY_SOLVER})" if name == "cvxpy" else label
+        rows.append(
+            [
+                label,
+                str(ours["n_beamlets"]),
+                f"{ours['nnz'] / 1e6:.2f} M",
+                f"{r['solve_s']:.1f} s",
+                f"{r['end_to_end_s']:.1f} s",
+                str(r["iterations"]),
+                f"{r['ptv_d95_gy']:.2f}",
+            ]
+        )
+    _print_table(
+        f"PortPy-format synthetic lung ({synth['n_dose_voxels']} dose voxels, "
+        f"{synth['n_beamlets']} beamlets on file): PortPy beside rtplan, Rx {LUNG_RX_GY:g} Gy",
+        ["tool", "beamlets used", "non-zeros", "solve", "end to end", "iterations",
+         "PTV D95 (own evaluator)"],
+        rows,
+    )  # fmt: skip
+    print(f"PortPy: {peer}\nrtplan: {ours} {runs}")
+    record = {"synthetic": synth, "portpy": peer, "rtplan": ours, "rtplan_runs": runs}
+    _save("bench_peers_portpy.json", record)
+    benchmark.extra_info.update(record)
+    assert peer["status"] == "optimal"
+    assert first.success and conic.success
+    # rtplan's two solvers pose the same problem: same optimum (as bench_portpy checks)
+    assert first.objective == pytest.approx(conic.objective, rel=5e-3)
