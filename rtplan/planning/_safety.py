@@ -151,9 +151,10 @@ def implicit_goals(
     -------
     list of rtplan.evaluation.Goal
         Priority 1, label starting with :data:`IMPLICIT_LABEL`:
-        ``<T> D99% >= target_floor_pct % of its level``; for a target without any upper
-        goal ``<T or z<T>_low> D2% <= target_max_pct % of its level``; ``<body> Dmax <=
-        hotspot_pct %`` of the prescription (the highest level); with
+        ``<T> D99% >= target_floor_pct % of its level`` unless a protocol goal on ``<T>``
+        (a minimum, or ``D_v% >=`` with ``v >= 99``, at least as high) implies it; for a
+        target without any upper goal ``<T or z<T>_low> D2% <= target_max_pct % of its
+        level``; ``<body> Dmax <= hotspot_pct %`` of the prescription (the highest level); with
         ``gradient_levels_gy``, ``z<T>_gradient D2% <= target_max_pct %`` of the highest
         level within the transition margin.
     """
@@ -164,13 +165,14 @@ def implicit_goals(
     with_upper = {g.structure for g in protocol.goals if g.sense == "<="}
     out = []
     for t, level in levels.items():
-        if s.target_floor_pct > 0:
+        floor_gy = round(s.target_floor_pct / 100.0 * level, 4)
+        if s.target_floor_pct > 0 and not _floor_implied(protocol, t, floor_gy):
             out.append(
                 Goal(
                     t,
                     "D99%",
                     ">=",
-                    round(s.target_floor_pct / 100.0 * level, 4),
+                    floor_gy,
                     unit="Gy",
                     label=f"{IMPLICIT_LABEL}: target floor {s.target_floor_pct:g} % of "
                     f"{level:g} Gy",
@@ -221,6 +223,25 @@ def implicit_goals(
             )
         )
     return out
+
+
+def _floor_implied(protocol, target: str, floor_gy: float) -> bool:
+    """True when a protocol goal on ``target`` already implies ``D99% >= floor_gy``: a
+    minimum dose, or ``D_v% >=`` with ``v >= 99``, at a level of at least ``floor_gy``
+    (a second, weaker term would only shift the optimiser's balance)."""
+    from ._levels import goal_dose_level_gy
+
+    rx = protocol.prescription.total_dose_gy
+    for spec in protocol.goals:
+        g = spec.goal
+        if spec.structure != target or g.comparison != ">=":
+            continue
+        deep = g.metric.kind == "min" or (
+            g.metric.kind == "dose_at_volume_percent" and float(g.metric.value) >= 99.0
+        )
+        if deep and goal_dose_level_gy(g, rx) >= floor_gy:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------ plan checks

@@ -167,6 +167,28 @@ def test_implicit_goals_floor_lower_level_maximum_and_hot_spot():
     assert implicit_goals(replace(p, safety=off), ["PTV70", "PTV56"], body="Body") == []
 
 
+@pytest.mark.parametrize(
+    ("goal", "implied"),
+    [
+        ({"metric": "D99%", "min": 12.5}, True),  # TG-119 multitarget: D99 >= 12.5 >= 11.25
+        ({"metric": "D100%", "min": 12.0}, True),
+        ({"metric": "Dmin", "min": 11.25}, True),
+        ({"metric": "D99%", "min": 11.0}, False),  # weaker than the floor
+        ({"metric": "D95%", "min": 12.5}, False),  # says nothing of the coldest 5 %
+        ({"metric": "D99%", "min": 90.0, "unit": "%"}, True),  # 90 % of Rx = 11.25 Gy
+    ],
+)
+def test_floor_left_out_only_when_a_goal_implies_it(goal, implied):
+    from rtplan.planning._safety import implicit_goals
+
+    rx = {"total_dose_gy": 12.5, "fractions": 5, "target": "PTV"}
+    goals = [{"structure": "PTV", "priority": 1, **goal}]
+    p = parse_protocol(_with(prescription=rx, structures={"PTV": {"role": "target"}}, goals=goals))
+    floors = [g for g in implicit_goals(p, ["PTV"]) if "floor" in g.label]
+    # D99 >= the goal's level >= 90 % of 12.5 Gy when implied; otherwise the floor stays
+    assert [g.text for g in floors] == ([] if implied else ["PTV D99% >= 11.25 Gy"])
+
+
 def test_safety_terms_in_the_optimisation_levels():
     import optimizers as opt
     from rtplan.planning import build_levels
