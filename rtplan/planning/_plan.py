@@ -1051,15 +1051,31 @@ NORMALIZATION_STEPS = 4
 
 def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
     """The scale in ``[coverage, coverage·(1 + window)]`` that meets the most goals (the
-    lowest such scale on a tie)."""
+    lowest such scale on a tie).
+
+    Tried: :data:`NORMALIZATION_STEPS` equal steps, and the scale at which each failed
+    minimum-dose goal would just pass (a dose metric scales with the dose, so that scale is
+    ``level / value``; a step grid alone can miss a narrow window between a coverage goal
+    reached and an upper limit broken)."""
     from ..evaluation import evaluate_goals
 
-    best, best_met = coverage, -1
-    for k in range(NORMALIZATION_STEPS + 1):
-        factor = coverage * (1.0 + NORMALIZATION_WINDOW * k / NORMALIZATION_STEPS)
-        table = evaluate_goals(
+    def table_at(factor: float):
+        return evaluate_goals(
             ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx
         )
+
+    top = coverage * (1.0 + NORMALIZATION_WINDOW)
+    candidates = {
+        coverage * (1.0 + NORMALIZATION_WINDOW * k / NORMALIZATION_STEPS)
+        for k in range(NORMALIZATION_STEPS + 1)
+    }
+    for r in table_at(coverage):
+        g = r.goal
+        if not r.passed and g.comparison == ">=" and g.metric.quantity == "dose" and r.value > 0:
+            candidates.add(coverage * (g.level / r.value) * (1.0 + 1e-4))
+    best, best_met = coverage, -1
+    for factor in sorted(f for f in candidates if f <= top):
+        table = table_at(factor)
         met = len(table) - table.n_failed
         if met > best_met:
             best, best_met = factor, met

@@ -25,7 +25,7 @@ def _ctx(main_gy, second_gy):
 @pytest.mark.parametrize(
     ("second_gy", "expected"),
     [
-        (24.9, 1.005),  # +0.4 % is needed: the first step (0.5 %) that meets B's goal
+        (24.9, 25.0 / 24.9 * (1 + 1e-4)),  # +0.4 % is needed: just that (B's goal met)
         (26.0, 1.0),  # B already met: stay at exact coverage
         (24.0, 1.0),  # B out of reach within the window: stay at exact coverage
     ],
@@ -48,3 +48,17 @@ def test_normalisation_never_breaks_a_maximum_goal_it_met():
     # raising would fail A's maximum goal and meets nothing new
     goals.append(parse_goal("B D95% >= 25 Gy"))
     assert _most_goals_met(ctx, goals, occ, 50.0, coverage=1.0) == pytest.approx(1.0)
+
+
+def test_normalisation_finds_a_window_narrower_than_its_steps():
+    """B's minimum needs +0.54 %, A's maximum breaks at +0.6 %: the 0.5 % steps miss the
+    window (+0.5 % fails B, +1 % fails A), the scale at which B just passes does not."""
+    second = 25.0 / 1.0054
+    ctx, occ = _ctx(50.0, second)
+    goals = [
+        parse_goal("A D95% >= 50 Gy"),
+        parse_goal("A D10% <= 50.3 Gy"),
+        parse_goal("B D95% >= 25 Gy"),
+    ]
+    factor = _most_goals_met(ctx, goals, occ, 50.0, coverage=1.0)
+    assert 25.0 / second <= factor < 50.3 / 50.0
