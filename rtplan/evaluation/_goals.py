@@ -486,6 +486,28 @@ class GoalResult:
         }
 
 
+def _goal_row(
+    g: Goal,
+    acceptable: str,
+    achieved: str,
+    priority: str,
+    result: str,
+    note: str,
+    *,
+    css: str,
+    background: str,
+) -> str:
+    """One ``<tr>`` of :meth:`GoalTable._repr_html_` (plain-text cells, escaped here)."""
+    u = f" {g.unit}" if g.unit else ""
+    cells = [g.structure, g.metric.text, g.comparison, f"{_fmt(g.level)}{u}", acceptable]
+    cells += [achieved, priority]
+    tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+    return (
+        f'<tr class="{css}" style="background:{background}">{tds}'
+        f"<td><b>{html.escape(result)}</b></td><td>{html.escape(note)}</td></tr>"
+    )
+
+
 _WITHIN = {True: "within the reference", False: "beyond the reference"}
 _COLOURS = {"pass": "#c8e6c9", "acceptable": "#fff3c4", "fail": "#ffcdd2"}
 
@@ -588,54 +610,47 @@ class GoalTable:
         rows = []
         for r in self.results:
             g = r.goal
-            u = f" {html.escape(g.unit)}" if g.unit else ""
+            u = f" {g.unit}" if g.unit else ""
             acc = "" if g.acceptable_level is None else f"{_fmt(g.acceptable_level)}{u}"
-            cells = [
-                html.escape(g.structure),
-                html.escape(g.metric.text),
-                html.escape(g.comparison),
-                f"{_fmt(g.level)}{u}",
-                acc,
-                f"{r.value:.4g}{u}",
-                str(g.priority),
-                f"<b>{r.status.upper()}</b>",
-            ]
-            tds = "".join(f"<td>{c}</td>" for c in cells)
             rows.append(
-                f'<tr class="goal-{r.status}" style="background:{_COLOURS[r.status]}">{tds}'
-                f"<td>{html.escape(g.label)}</td></tr>"
+                _goal_row(
+                    g,
+                    acc,
+                    f"{r.value:.4g}{u}",
+                    str(g.priority),
+                    r.status.upper(),
+                    g.label,
+                    css=f"goal-{r.status}",
+                    background=_COLOURS[r.status],
+                )
             )
         for g, why in self.not_evaluated:
-            u = f" {html.escape(g.unit)}" if g.unit else ""
-            cells = [
-                html.escape(g.structure),
-                html.escape(g.metric.text),
-                html.escape(g.comparison),
-                f"{_fmt(g.level)}{u}",
-                "",
-                "—",
-                str(g.priority),
-                "<b>NOT EVALUATED</b>",
-                html.escape(why),
-            ]
-            tds = "".join(f"<td>{c}</td>" for c in cells)
-            rows.append(f'<tr class="goal-not-evaluated" style="background:#e0e0e0">{tds}</tr>')
+            rows.append(
+                _goal_row(
+                    g,
+                    "",
+                    "—",
+                    str(g.priority),
+                    "NOT EVALUATED",
+                    why,
+                    css="goal-not-evaluated",
+                    background="#e0e0e0",
+                )
+            )
         for r in self.reported:
-            g = r.goal
-            u = f" {html.escape(g.unit)}" if g.unit else ""
-            cells = [
-                html.escape(g.structure),
-                html.escape(g.metric.text),
-                html.escape(g.comparison),
-                f"{_fmt(g.level)}{u}",
-                "",
-                f"{r.value:.4g}{u}",
-                "—",
-                f"REPORTED ({_WITHIN[r.status == 'pass']})",
-                html.escape(g.label),
-            ]
-            tds = "".join(f"<td>{c}</td>" for c in cells)
-            rows.append(f'<tr class="goal-reported" style="background:#eeeeee">{tds}</tr>')
+            u = f" {r.goal.unit}" if r.goal.unit else ""
+            rows.append(
+                _goal_row(
+                    r.goal,
+                    "",
+                    f"{r.value:.4g}{u}",
+                    "—",
+                    f"REPORTED ({_WITHIN[r.status == 'pass']})",
+                    r.goal.label,
+                    css="goal-reported",
+                    background="#eeeeee",
+                )
+            )
         heads = [
             "Structure",
             "Metric",
