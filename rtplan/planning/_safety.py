@@ -181,17 +181,7 @@ def implicit_goals(
         if s.implicit_target_limits and t not in with_upper:
             low = target_helper_names(t)[0]
             where = low if _higher(levels, t) and low in helpers else t
-            out.append(
-                Goal(
-                    where,
-                    "D2%",
-                    "<=",
-                    round(s.target_max_pct / 100.0 * level, 4),
-                    unit="Gy",
-                    label=f"{IMPLICIT_LABEL}: target maximum {s.target_max_pct:g} % of "
-                    f"{level:g} Gy",
-                )
-            )
+            out.append(_d2_limit(where, s.target_max_pct, level, "target maximum"))
             grad = target_helper_names(t)[1]
             bands = [
                 lv
@@ -200,17 +190,7 @@ def implicit_goals(
             ]
             if bands and grad in helpers:
                 top = max(bands)
-                out.append(
-                    Goal(
-                        grad,
-                        "D2%",
-                        "<=",
-                        round(s.target_max_pct / 100.0 * top, 4),
-                        unit="Gy",
-                        label=f"{IMPLICIT_LABEL}: gradient-zone maximum {s.target_max_pct:g} "
-                        f"% of {top:g} Gy",
-                    )
-                )
+                out.append(_d2_limit(grad, s.target_max_pct, top, "gradient-zone maximum"))
     if body is not None and s.hotspot_pct > 0:
         out.append(
             Goal(
@@ -223,6 +203,20 @@ def implicit_goals(
             )
         )
     return out
+
+
+def _d2_limit(structure: str, pct: float, level_gy: float, what: str):
+    """The implicit goal ``<structure> D2% <= pct % of level_gy`` (Gy), labelled ``what``."""
+    from ..evaluation import Goal
+
+    return Goal(
+        structure,
+        "D2%",
+        "<=",
+        round(pct / 100.0 * level_gy, 4),
+        unit="Gy",
+        label=f"{IMPLICIT_LABEL}: {what} {pct:g} % of {level_gy:g} Gy",
+    )
 
 
 def _floor_implied(protocol, target: str, floor_gy: float) -> bool:
