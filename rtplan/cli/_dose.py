@@ -60,9 +60,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, check, compute, write; print a one-line summary."""
-    from .._atomic import check_output_path
-    from .._machine import load_machine
-    from .._recalc import compute_plan_dose, require_ct_volume, resolve_beam_model
+    from .._internal.atomic import check_output_path
+    from ..delivery._machine import load_machine
+    from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
     from ..errors import InputError
     from ..io import load_patient
     from ..io._rtdose import write_rtdose

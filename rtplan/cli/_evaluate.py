@@ -20,7 +20,7 @@ protocol's external structure, else in the whole dose grid).
 Exit status: 0 when every goal is met (or no goals were asked for), 1 when at least one
 goal fails (a goal meeting only its acceptable level counts as met), 2 on bad input
 (unreadable files, mismatched frames of reference, unknown structures, negative doses);
-other failures have the statuses of :mod:`rtplan._exit_status`.
+other failures have the statuses of :mod:`rtplan._internal.exit_status`.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import numpy as np
 
 from dose_engine import Grid
 
-from .._arguments import TEXT, check_arguments, require_instance
+from .._internal.arguments import TEXT, check_arguments, require_instance
 from ..errors import InputError, ProtocolError
 from ._dvh import DMAX_VOLUME_CC, DVH, DVHCollection, check_dose_values, dvh
 from ._metrics import (

@@ -1,7 +1,9 @@
-"""DICOM input and output: CT series, RT Structure Sets (and later RT-PLAN / RT-DOSE)."""
+"""Every DICOM reader and writer: CT series, RT Structure Sets, RT-PLAN and RT-DOSE
+(and PortPy's patient format)."""
 
 from ._ct import CtSeries, load_ct
 from ._load import load_patient
+from ._patient_write import WrittenPatient, write_patient
 from ._portpy import PortPyBeam, PortPyPatient, load_portpy_patient
 from ._rtdose import RtDoseReferences, read_rtdose, write_rtdose
 from ._rtplan_read import RtPlanBeams, read_rtplan, read_rtplan_beams
@@ -13,6 +15,7 @@ __all__ = [
     "RtDoseReferences",
     "RtPlanBeams",
     "StructureSet",
+    "WrittenPatient",
     "load_ct",
     "load_patient",
     "load_portpy_patient",
@@ -22,6 +25,7 @@ __all__ = [
     "read_rtdose",
     "read_rtplan",
     "read_rtplan_beams",
+    "write_patient",
     "write_rtdose",
     "write_rtplan",
 ]

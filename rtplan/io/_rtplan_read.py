@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._arguments import path_argument, require_instance
-from .._messages import quote
+from .._internal.arguments import path_argument, require_instance
+from .._internal.messages import quote
 from ..errors import DicomReadError, InputError, ReferenceMismatchError
 from ._dicom_common import floats, read_dataset, tag_str
 from ._uids import RT_PLAN_STORAGE
@@ -432,7 +432,7 @@ def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBe
 
 
 def _generic_machine(pb: _ParsedBeam):
-    from .._machine import JawModel, Machine, MLCModel
+    from ..delivery._machine import JawModel, Machine, MLCModel
 
     jaws = {}
     if pb.has_x_jaws:
@@ -461,7 +461,7 @@ def _machine_for(pb: _ParsedBeam, machine, cache: dict):
     key = (pb.machine_name, tuple(pb.leaf_boundaries_mm.tolist()), pb.has_x_jaws, pb.has_y_jaws)
     if key in cache:
         return cache[key]
-    from .._machine import available_machines, load_machine
+    from ..delivery._machine import available_machines, load_machine
 
     found = None
     if pb.machine_name in available_machines():
@@ -571,7 +571,7 @@ def _prescription(ds, patient, ctx: _Ctx):
 def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBeams:
     from dose_engine._beam import Beam
 
-    from .._delivery import DeliverableBeam, Segment
+    from ..delivery._deliverable import DeliverableBeam, Segment
 
     cache: dict = {}
     out = []
@@ -614,7 +614,7 @@ def read_rtplan_beams(
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
     ``total_dose_gy`` is None when the plan states no prescription.
     """
-    from .._patient import Patient
+    from ..patient._patient import Patient
 
     path = path_argument(path, "path")
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
@@ -782,7 +782,7 @@ def read_rtplan(
         fraction_group_number=fraction_group_number,
         nominal_energy_mv=nominal_energy_mv,
     )
-    from .._delivery import DeliverablePlan
+    from ..delivery._deliverable import DeliverablePlan
 
     rx = prescription_gy if prescription_gy is not None else pb.total_dose_gy
     if rx is None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from dose_engine import Grid
 
+from ..errors import StructureError
 from ._image import Image
 from ._rasterize import (
     DEFAULT_SUBSAMPLES,
@@ -17,7 +18,6 @@ from ._rasterize import (
     group_planes,
     rasterize_contours,
 )
-from .errors import StructureError
 
 __all__ = ["PATIENT_POSITIONS", "Patient", "PatientPosition", "Structure"]
 
@@ -152,7 +152,7 @@ class Structure:
         grid : Grid
             Any axis-aligned grid in the structure's frame of reference (CT or dose grid).
         subsamples : int, optional
-            Sub-rows per voxel row; see :mod:`rtplan._rasterize` for the error bound.
+            Sub-rows per voxel row; see :mod:`rtplan.patient._rasterize` for the error bound.
 
         Returns
         -------
@@ -317,7 +317,7 @@ class Patient:
         """
         from dataclasses import replace
 
-        from .structures import derive_structure
+        from ..structures import derive_structure
 
         new = derive_structure(
             self.structures, name, expression, roi_type=roi_type, color_rgb=color_rgb

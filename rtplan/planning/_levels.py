@@ -45,7 +45,7 @@ part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and caps
 ``Overdose(z<T>_gradient_<L>Gy, target_max·L)`` on the bands of the gradient zone around
 higher levels, ``L`` the band's relaxed level (linear from the higher level at its
 surface to ``L_T`` at the transition margin,
-:func:`rtplan._helper_structures.gradient_level_gy`); the global hot-spot cap
+:func:`rtplan.planning._helper_structures.gradient_level_gy`); the global hot-spot cap
 ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
 (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
 goals leave free). The last level gets an "as low as reasonably
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arguments import check_arguments
+from .._internal.arguments import check_arguments
 from ..errors import ProtocolError
 
 __all__ = ["PlanningLevel", "build_levels", "goal_dose_level_gy", "smoothness_pairs"]

@@ -37,10 +37,10 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
-from .._arguments import require_instance
-from .._atomic import atomic_directory, check_cache_dir, refuse_existing
-from .._patient import Patient
+from .._internal.arguments import require_instance
+from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
 from ..errors import InputError, ProtocolError, StructureError
+from ..patient._patient import Patient
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -490,9 +490,9 @@ def _with_body(patient):
 
 def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
-    from .._helper_structures import build_helper_structures
     from ..protocols import apply_derived
     from ..structures import body_grid
+    from ._helper_structures import build_helper_structures
 
     ctx.patient, body_struct = _with_body(ctx.patient)
     ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
@@ -542,7 +542,7 @@ def stage_structures(ctx: _Context) -> None:
         ),
     )
     if protocol.safety.hotspot_pct > 0 and body_occ is not None:
-        from .._helper_structures import HelperStructure
+        from ._helper_structures import HelperStructure
 
         occ = np.asarray(body_occ, dtype=np.float32)
         helpers[BODY_HELPER] = HelperStructure(BODY_HELPER, "body", occ, ("body",))
@@ -567,8 +567,8 @@ def stage_beams(ctx: _Context) -> None:
     """
     from dose_engine import Beam, beamlets_for_target, isocenter_at_centroid
 
-    from .._machine import load_machine
-    from .._recalc import require_model_sad
+    from ..delivery._machine import load_machine
+    from ..dose._plan_dose import require_model_sad
 
     protocol, grid = ctx.protocol, ctx.dose_grid
     arr = protocol.beams
@@ -823,7 +823,7 @@ def _check_hard_constraints(ctx: _Context, hard: list) -> None:
 
 def stage_sequence(ctx: _Context) -> None:
     """Step-and-shoot sequencing of each beam's fluence map (total MU)."""
-    from .._delivery import DeliverablePlan
+    from ..delivery._deliverable import DeliverablePlan
     from ..sequencing import sequence_plan
 
     protocol = ctx.protocol
@@ -857,8 +857,8 @@ def stage_segments(ctx: _Context) -> None:
     """Segment-weight re-optimisation and the final dose from the apertures."""
     from dataclasses import replace
 
-    from .._recalc import compute_plan_dose
-    from .._segment_weights import reoptimize_segment_weights
+    from ..delivery._segment_weights import reoptimize_segment_weights
+    from ..dose._plan_dose import compute_plan_dose
 
     idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
     fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
@@ -1108,7 +1108,7 @@ def _timed(timings: dict, name: str, bar):
 
 def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     """Wrong types and impossible inputs of :func:`plan_patient`, before any work."""
-    from .._recalc import require_ct_volume
+    from ..dose._plan_dose import require_ct_volume
     from ..protocols import Protocol
 
     require_instance(
@@ -1173,7 +1173,7 @@ def plan_patient(
         The protocol names a structure the patient lacks, or is malformed.
     rtplan.errors.InputError
         The beam model's SAD differs from the protocol machine's (both named); the CT
-        has fewer than :data:`rtplan._recalc.MIN_CT_SLICES` (3) slices.
+        has fewer than :data:`rtplan.dose._plan_dose.MIN_CT_SLICES` (3) slices.
     rtplan.errors.OutputError
         ``cache_dir`` is a file or cannot be written (checked before any work).
     TypeError
@@ -1193,7 +1193,7 @@ def plan_patient(
     >>> result = plan_patient(patient, "tg119_cshape")        # doctest: +SKIP
     >>> result.goal_table                                     # doctest: +SKIP
     """
-    from .._recalc import resolve_beam_model
+    from ..dose._plan_dose import resolve_beam_model
     from ..protocols import Protocol, load_protocol
 
     _check_plan_arguments(patient, protocol, cache_dir, structure_map)

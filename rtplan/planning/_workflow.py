@@ -10,9 +10,10 @@ from typing import Any
 
 from dose_engine import BeamModel
 
-from .._arguments import PATH, check_arguments, either
-from .._atomic import atomic_directory, check_cache_dir, check_output_path
-from .._recalc import resolve_beam_model
+from .._internal.arguments import PATH, check_arguments, either
+from .._internal.atomic import atomic_directory, check_cache_dir, check_output_path
+from ..dose._plan_dose import resolve_beam_model
+from ._dask import dask_client
 
 __all__ = ["plan_and_write", "run_demo"]
 
@@ -132,9 +133,7 @@ def plan_and_write(
         max_iterations=max_iterations,
     )
     if scheduler is not None:
-        from ._batch import _client
-
-        with _client(scheduler) as client:
+        with dask_client(scheduler) as client:
             fut = client.submit(
                 plan_and_write,
                 ct_dir,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._arguments import check_arguments, either
+from .._internal.arguments import check_arguments, either
 from ..errors import ProtocolError
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
@@ -277,7 +277,7 @@ def parse_derived(
 
 
 @check_arguments(
-    patient=either("rtplan._patient:Patient", "collections.abc:Mapping"),
+    patient=either("rtplan.patient._patient:Patient", "collections.abc:Mapping"),
     protocol="rtplan.protocols._protocol:Protocol",
 )
 def apply_derived(

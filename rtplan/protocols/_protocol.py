@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Literal
 
-from .._arguments import PATH, TEXT, check_arguments, optional, sequence_of
-from .._toml_files import read_named_toml
+from .._internal.arguments import PATH, TEXT, check_arguments, optional, sequence_of
+from .._internal.toml_files import read_named_toml
 from ..errors import ProtocolError
 
 __all__ = [
@@ -246,7 +246,7 @@ class OptimizationSettings:
 
 @dataclass(frozen=True)
 class HelperSettings:
-    """Automatic optimisation helper structures (see :mod:`rtplan._helper_structures`).
+    """Automatic optimisation helper structures (see :mod:`rtplan.planning._helper_structures`).
 
     Parameters
     ----------

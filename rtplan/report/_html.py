@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .._arguments import ARRAY, PATH, check_arguments, optional
-from .._atomic import atomic_file
+from .._internal.arguments import ARRAY, PATH, check_arguments, optional
+from .._internal.atomic import atomic_file
 from ..errors import InputError
 from ._colours import roi_colours
 from ._slices import legend_html, render_slices, slice_viewer_html
@@ -101,7 +101,7 @@ _RECORD_ARGUMENTS = {
     "dvhs": optional("collections.abc:Mapping"),
     "timings": optional("collections.abc:Mapping"),
     "plan_summary": optional("collections.abc:Mapping"),
-    "patient": optional("rtplan._patient:Patient"),
+    "patient": optional("rtplan.patient._patient:Patient"),
 }
 
 
@@ -429,7 +429,7 @@ def write_report(
     the machine it ran on.  Open it with ``#max`` (or ``#axial=K&coronal=J&sagittal=I``)
     to show those slices.
     """
-    from .._atomic import refuse_existing
+    from .._internal.atomic import refuse_existing
     from ..planning._safety import IMPLICIT_LABEL
     from ._plots import dvh_figure, figure_to_png_base64
 

@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from .._arguments import PATH, check_arguments
-from .._atomic import atomic_file
+from .._internal.arguments import PATH, check_arguments
+from .._internal.atomic import atomic_file
 from ._body import BODY_OUTLINE_NAME
 from ._derived import DerivedStructure
 
@@ -23,13 +23,13 @@ def _generated(s) -> bool:
     )
 
 
-@check_arguments(patient="rtplan._patient:Patient")
+@check_arguments(patient="rtplan.patient._patient:Patient")
 def has_generated_structures(patient) -> bool:
     """True when ``patient`` holds derived structures or a body outline made by rtplan."""
     return any(_generated(s) for s in patient.structures.values())
 
 
-@check_arguments(path=PATH, patient="rtplan._patient:Patient")
+@check_arguments(path=PATH, patient="rtplan.patient._patient:Patient")
 def write_structure_set(
     path: str | os.PathLike,
     patient,
@@ -71,7 +71,7 @@ def write_structure_set(
     """
     from dataclasses import replace
 
-    from ..phantoms._dicom import _rtstruct
+    from ..io._patient_write import _rtstruct
 
     grid = patient.ct.grid
     structures = {

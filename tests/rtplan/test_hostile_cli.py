@@ -22,8 +22,8 @@ from _hostile import assert_names, edit, files_under, raw, two_beam_plan
 from _tiny_protocol import tiny_cshape_protocol
 
 import rtplan
-from rtplan._atomic import atomic_directory, backup_path, check_output_path
-from rtplan._exit_status import EXIT_STATUSES
+from rtplan._internal.atomic import atomic_directory, backup_path, check_output_path
+from rtplan._internal.exit_status import EXIT_STATUSES
 from rtplan.cli import COMMANDS, build_parser, main
 from rtplan.errors import InputError, OutputError, ResourceLimitError
 from rtplan.io import load_patient, read_rtplan, write_rtplan
@@ -45,13 +45,13 @@ def no_planning(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("computation started before the output paths were checked")
 
-    import rtplan._influence
-    import rtplan._recalc
+    import rtplan.dose._influence
+    import rtplan.dose._plan_dose
     import rtplan.planning._plan
 
     monkeypatch.setattr(rtplan.planning._plan, "plan_patient", boom)
-    monkeypatch.setattr(rtplan._recalc, "compute_plan_dose", boom)
-    monkeypatch.setattr(rtplan._influence, "influence_matrix", boom)
+    monkeypatch.setattr(rtplan.dose._plan_dose, "compute_plan_dose", boom)
+    monkeypatch.setattr(rtplan.dose._influence, "influence_matrix", boom)
 
 
 def run_cli(capsys, argv):
@@ -400,7 +400,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     calls = []
     real = os.replace
@@ -461,7 +461,7 @@ def test_leftover_backup_after_a_completed_replace_is_dropped(tmp_path):
 
 
 def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     out = _old_plan(tmp_path)
     real, calls = os.replace, []
@@ -482,7 +482,7 @@ def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, mon
 
 
 def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     synced, real_sync, real_replace = [], atomic._fsync_path, os.replace
     renamed = []

@@ -1,4 +1,4 @@
-"""``rtplan influence`` and ``rtplan._influence``: DICOM in, HDF5 influence matrix out."""
+"""``rtplan influence`` and ``rtplan.dose._influence``: DICOM in, HDF5 influence matrix out."""
 
 import numpy as np
 import pytest
@@ -80,7 +80,7 @@ def test_cli_refuses_existing_output_and_bad_target(tmp_path, small_phantom_dico
 
 
 def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
-    import rtplan._influence as ri
+    import rtplan.dose._influence as ri
 
     im = ri.influence_matrix(
         small_phantom_patient,
