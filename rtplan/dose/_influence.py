@@ -31,6 +31,7 @@ from dose_engine import (
 
 from .._internal.arguments import check_arguments
 from ..errors import InputError
+from ..structures import body_outline
 from ._plan_dose import require_ct_volume, require_model_sad, resolve_beam_model
 
 __all__ = ["body_mask", "influence_matrix"]
@@ -45,8 +46,6 @@ def body_mask(patient, dose_grid: Grid):
     Voxels outside the body get no rows in the influence matrix (they would only hold
     dose in air or in the couch).
     """
-    from ..structures import body_outline
-
     mask = None
     for s in patient.structures.values():
         if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and not s.is_empty:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._internal.arguments import PATH, check_arguments
 from .._internal.atomic import atomic_file
+from ..io._patient_write import _rtstruct
 from ._body import BODY_OUTLINE_NAME
 from ._derived import DerivedStructure
 
@@ -70,8 +71,6 @@ def write_structure_set(
         ``path`` exists and ``overwrite`` is false.
     """
     from dataclasses import replace
-
-    from ..io._patient_write import _rtstruct
 
     grid = patient.ct.grid
     structures = {
