@@ -45,7 +45,7 @@ from .io import (
     write_rtdose,
     write_rtplan,
 )
-from .patient import Image, Patient, Structure, ssd_mm
+from .patient import Image, Patient, ssd_mm
 from .report import plan_json, write_plan_json, write_report
 from .sequencing import (
     PlanSequencing,
@@ -56,6 +56,7 @@ from .sequencing import (
     sequence_fluence,
     sequence_plan,
 )
+from .structures import Structure
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
     from . import phantoms, planning, protocols

@@ -9,6 +9,7 @@ from ._rtdose import RtDoseReferences, read_rtdose, write_rtdose
 from ._rtplan_read import RtPlanBeams, read_rtplan, read_rtplan_beams
 from ._rtplan_write import write_rtplan
 from ._rtstruct import StructureSet, load_structure_set
+from ._rtstruct_write import has_generated_structures, write_structure_set
 
 __all__ = [
     "CtSeries",
@@ -16,6 +17,7 @@ __all__ = [
     "RtPlanBeams",
     "StructureSet",
     "WrittenPatient",
+    "has_generated_structures",
     "load_ct",
     "load_patient",
     "load_portpy_patient",
@@ -28,4 +30,5 @@ __all__ = [
     "write_patient",
     "write_rtdose",
     "write_rtplan",
+    "write_structure_set",
 ]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .._internal.arguments import PATH, check_arguments
 from .._internal.atomic import atomic_file
-from ..io._patient_write import _rtstruct
-from ._body import BODY_OUTLINE_NAME
-from ._derived import DerivedStructure
+from ..structures._body import BODY_OUTLINE_NAME
+from ..structures._derived import DerivedStructure
+from ._patient_write import _rtstruct
 
 __all__ = ["has_generated_structures", "write_structure_set"]
 

@@ -14,8 +14,9 @@ from dose_engine import Grid
 from .._internal.arguments import TEXT, check_arguments
 from ..errors import InputError
 from ..patient._image import Image
-from ..patient._patient import PATIENT_POSITIONS, Patient, Structure
-from ..patient._rasterize import polygon_occupancy
+from ..patient._patient import PATIENT_POSITIONS, Patient
+from ..structures._rasterize import polygon_occupancy
+from ..structures._structure import Structure
 from ._geometry import PHANTOM_NAMES, phantom_spec
 
 __all__ = ["make_phantom"]

@@ -263,7 +263,7 @@ class PlanResult:
 
         When the plan derived structures (protocol ``[[structures.derived]]``,
         :meth:`rtplan.Patient.derive`) or found the body outline in the CT, ``RS_derived.dcm``
-        is written too (:func:`rtplan.structures.write_structure_set`: the original ROIs
+        is written too (:func:`rtplan.io.write_structure_set`: the original ROIs
         unchanged plus the new ones, a new SOP instance on the same frame of reference).
 
         The folder is built beside ``out_dir`` and renamed into place only when all
@@ -274,9 +274,8 @@ class PlanResult:
         rtplan.errors.OutputExistsError
             ``out_dir`` exists and ``overwrite`` is false.
         """
-        from ..io import write_rtdose, write_rtplan
+        from ..io import has_generated_structures, write_rtdose, write_rtplan, write_structure_set
         from ..report import write_plan_json, write_report
-        from ..structures import has_generated_structures, write_structure_set
 
         t0 = time.perf_counter()
         summary = self.plan_summary()

@@ -37,8 +37,8 @@ from scipy import ndimage
 
 from .._internal.arguments import ARRAY, check_arguments
 from ..errors import StructureError
-from ..patient._patient import Structure
 from ._contours import contours_from_occupancy
+from ._structure import Structure
 
 __all__ = [
     "BODY_OUTLINE_NAME",
@@ -232,7 +232,9 @@ def body_structure(patient) -> Structure:
 
 
 @check_arguments(
-    ct_grid="dose_engine._grid:Grid", body="rtplan.patient._patient:Structure", spacing_mm=ARRAY
+    ct_grid="dose_engine._grid:Grid",
+    body="rtplan.structures._structure:Structure",
+    spacing_mm=ARRAY,
 )
 def body_grid(ct_grid, body: Structure, spacing_mm):
     """The CT grid at ``spacing_mm`` cropped to the box of ``body`` plus one dose voxel.

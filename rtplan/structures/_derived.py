@@ -11,9 +11,9 @@ from dose_engine import Grid
 
 from .._internal.arguments import TEXT, check_arguments, either
 from ..errors import StructureError
-from ..patient._patient import Structure
 from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block, odd_factors
 from ._contours import contours_from_occupancy
+from ._structure import Structure
 
 __all__ = ["DerivedStructure", "derive_structure", "roi_name_problem"]
 

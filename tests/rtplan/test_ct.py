@@ -18,8 +18,7 @@ from pydicom.uid import UID, generate_uid
 
 from rtplan import Image
 from rtplan.errors import DicomReadError, DicomWarning, InputError, SeriesError
-from rtplan.io import load_ct
-from rtplan.io import write_patient
+from rtplan.io import load_ct, write_patient
 from rtplan.phantoms import make_phantom
 
 

@@ -12,9 +12,9 @@ import pytest
 
 import rtplan
 from rtplan.errors import OutputExistsError
-from rtplan.io import write_patient
+from rtplan.io import write_patient, write_structure_set
 from rtplan.phantoms import make_phantom
-from rtplan.structures import BODY_OUTLINE_NAME, body_outline, expand, roi, write_structure_set
+from rtplan.structures import BODY_OUTLINE_NAME, body_outline, expand, roi
 
 
 @pytest.fixture(scope="module")
