@@ -49,6 +49,7 @@ from ._metrics import (
 )
 
 __all__ = [
+    "goal_dose_level_gy",
     "Goal",
     "GoalResult",
     "GoalTable",
@@ -852,3 +853,16 @@ def evaluate_goals(
         dvhs=DVHCollection(cache),
         prescription_gy=None if prescription_gy is None else float(prescription_gy),
     )
+
+
+def goal_dose_level_gy(goal, prescription_gy: float) -> float:
+    """The dose (Gy) a goal is about: the level of a dose metric (``%`` of Rx converted),
+    the dose of a ``V_x`` metric."""
+    kind = goal.metric.kind
+    if kind == "volume_at_dose_gy":
+        return float(goal.metric.value)
+    if kind == "volume_at_dose_rx_percent":
+        return float(goal.metric.value) / 100.0 * prescription_gy
+    if goal.unit == "%":
+        return goal.level / 100.0 * prescription_gy
+    return float(goal.level)

@@ -98,7 +98,7 @@ class PlanResult:
         Per beam: name, gantry/collimator/couch angles, MU per fraction, segments.
     beam_model : dose_engine.BeamModel or None
         The beam model every dose of the plan was computed with (recorded in plan.json).
-    warnings : tuple of rtplan.planning._safety.SafetyWarning
+    warnings : tuple of rtplan.safety.SafetyWarning
         The safety layer's warnings (capped normalisation, beam balance, failed implicit
         goals), in the words printed by the CLI and written to plan.json and the report.
     normalization_record : dict or None
@@ -813,7 +813,7 @@ def _check_hard_constraints(ctx: _Context, hard: list) -> None:
     left is a solve that ran out of work: the plan is written with a
     ``solver_not_converged`` warning (exit status 1), never reported as bad input.
     """
-    from ._safety import convergence_warning
+    from ..safety import convergence_warning
 
     ctx.solver_warning = convergence_warning(
         ctx.optimization.final, [t.label for t in hard], tol=HARD_VIOLATION_TOL
@@ -900,7 +900,7 @@ def stage_evaluate(ctx: _Context) -> None:
     from dataclasses import replace
 
     from ..evaluation import evaluate_goals
-    from ._safety import implicit_goals
+    from ..safety import implicit_goals
 
     protocol = ctx.protocol
     rx = protocol.prescription.total_dose_gy
@@ -960,7 +960,7 @@ def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
     :data:`NORMALIZATION_WINDOW` when that meets more goals, never beyond the cap.  A plan
     whose coverage needs more than the cap is scaled to the cap only (the optimised plan
     is not blown up or down past what its organ limits were optimised for) and gets a
-    ``normalization_cap`` :class:`~rtplan.planning._safety.SafetyWarning`.
+    ``normalization_cap`` :class:`~rtplan.safety.SafetyWarning`.
 
     Returns
     -------
@@ -970,7 +970,7 @@ def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
         ``value_after`` (the goal's value before and after); None without a coverage goal.
     warning : SafetyWarning or None
     """
-    from ._safety import normalization_warning
+    from ..safety import normalization_warning
 
     needed, goal, before = _normalization_factor(ctx, goals, structures, rx)
     if goal is None:
@@ -1015,7 +1015,7 @@ def _normalization_factor(ctx, goals, structures, rx):
     value_before : float or None
         The goal's value before normalisation.
     """
-    from ._safety import IMPLICIT_LABEL
+    from ..safety import IMPLICIT_LABEL
 
     target = ctx.mapping[ctx.protocol.prescription.target]
     cover = [
@@ -1245,7 +1245,7 @@ def plan_patient(
         }
         for b in ctx.plan.beams
     ]
-    from ._safety import plan_warnings
+    from ..safety import plan_warnings
 
     warnings = plan_warnings(
         ctx.goal_table,

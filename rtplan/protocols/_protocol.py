@@ -26,6 +26,8 @@ from typing import Any, Literal
 from .._internal.arguments import PATH, TEXT, check_arguments, optional, sequence_of
 from .._internal.toml_files import read_named_toml
 from ..errors import ProtocolError
+from ..evaluation import Goal
+from ..safety import check_protocol_plausibility
 
 __all__ = [
     "BeamArrangement",
@@ -280,7 +282,7 @@ class HelperSettings:
 
 @dataclass(frozen=True)
 class SafetySettings:
-    """Safety nets of a protocol (``[safety]``; see :mod:`rtplan.planning._safety`).
+    """Safety nets of a protocol (``[safety]``; see :mod:`rtplan.safety`).
 
     Parameters
     ----------
@@ -739,8 +741,6 @@ def _derived_structures(
 
 
 def _parse_goal(source: str, i: int, goal: Any, table: str = "goal") -> GoalSpec:
-    from ..evaluation import Goal
-
     where = f"{table} {i}"
     if not isinstance(goal, Mapping):
         raise _err(
@@ -1093,7 +1093,6 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         source=source,
         derived=derived,
     )
-    from ..planning._safety import check_protocol_plausibility
 
     check_protocol_plausibility(protocol)
     return protocol
