@@ -48,8 +48,10 @@ def no_planning(monkeypatch):
     import rtplan.dose._influence
     import rtplan.dose._plan_dose
     import rtplan.planning._plan
+    import rtplan.planning._workflow
 
     monkeypatch.setattr(rtplan.planning._plan, "plan_patient", boom)
+    monkeypatch.setattr(rtplan.planning._workflow, "plan_patient", boom)  # imported there
     monkeypatch.setattr(rtplan.dose._plan_dose, "compute_plan_dose", boom)
     monkeypatch.setattr(rtplan.dose._influence, "influence_matrix", boom)
 
