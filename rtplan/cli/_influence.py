@@ -22,7 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
+from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
+from ..dose._influence import influence_matrix
 from ..errors import InputError
+from ..io import load_patient
 from ._plan import add_beam_model_option
 
 __all__ = ["register", "run"]
@@ -91,10 +94,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Run ``rtplan influence``; return the exit status."""
     from dose_engine import save_influence_matrix
-
-    from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
-    from ..dose._influence import influence_matrix
-    from ..io import load_patient
 
     out = Path(args.out)
     check_output_path(out, overwrite=args.force, kind="file", what="--out")  # before any work

@@ -11,6 +11,8 @@ import argparse
 import logging
 import sys
 
+from ..planning import plan_and_write
+
 __all__ = ["register"]
 
 logger = logging.getLogger("rtplan.cli")
@@ -130,8 +132,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..planning import plan_and_write
-
     result = plan_and_write(
         args.ct_dir,
         args.rtstruct,

@@ -45,15 +45,14 @@ def no_planning(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("computation started before the output paths were checked")
 
-    import rtplan.dose._influence
-    import rtplan.dose._plan_dose
-    import rtplan.planning._plan
+    import rtplan.cli._dose
+    import rtplan.cli._influence
     import rtplan.planning._workflow
 
-    monkeypatch.setattr(rtplan.planning._plan, "plan_patient", boom)
-    monkeypatch.setattr(rtplan.planning._workflow, "plan_patient", boom)  # imported there
-    monkeypatch.setattr(rtplan.dose._plan_dose, "compute_plan_dose", boom)
-    monkeypatch.setattr(rtplan.dose._influence, "influence_matrix", boom)
+    # where the commands look them up (module-level imports)
+    monkeypatch.setattr(rtplan.planning._workflow, "plan_patient", boom)
+    monkeypatch.setattr(rtplan.cli._dose, "compute_plan_dose", boom)
+    monkeypatch.setattr(rtplan.cli._influence, "influence_matrix", boom)
 
 
 def run_cli(capsys, argv):
@@ -186,12 +185,12 @@ def phantom_cmd(tmp_path):
 def test_every_exception_is_one_line_with_its_status(
     exc, status, pattern, monkeypatch, capsys, phantom_cmd, tmp_path
 ):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     got, out, err = run_cli(capsys, phantom_cmd)
     assert got == status and got != 1
     assert_names(err, r"^rtplan phantom: error: ", pattern)
@@ -200,12 +199,12 @@ def test_every_exception_is_one_line_with_its_status(
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, monkeypatch, capsys, phantom_cmd):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     argv = phantom_cmd
     if how == "flag":
         argv = ["--debug", *phantom_cmd]
