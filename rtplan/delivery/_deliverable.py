@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._internal.arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
-from ..errors import InputError
+from ..errors import SegmentError
 from ._machine import GAP_TOLERANCE_MM, Machine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,10 +58,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DeliverableBeam", "DeliverablePlan", "Segment", "SegmentError"]
 
 logger = logging.getLogger("rtplan.delivery")
-
-
-class SegmentError(InputError):
-    """An MLC segment or deliverable beam breaks the machine's limits or is malformed."""
 
 
 def _where(where: str) -> str:

@@ -67,7 +67,7 @@ import numpy as np
 
 from .._internal.arguments import ARRAY, PATH, TEXT, check_arguments
 from .._internal.toml_files import parse_toml, read_named_toml
-from ..errors import InputError
+from ..errors import MachineError
 
 __all__ = [
     "GAP_TOLERANCE_MM",
@@ -87,10 +87,6 @@ GAP_TOLERANCE_MM = 1e-6
 
 #: Jaw names and their (300A,00B8) RTBeamLimitingDeviceType, in the order plans list them.
 _JAW_DEVICE_TYPES = {"X": "ASYMX", "Y": "ASYMY"}
-
-
-class MachineError(InputError):
-    """A machine model file is malformed, or a machine name is unknown."""
 
 
 @check_arguments(name=TEXT, leaf_boundaries_mm=ARRAY)

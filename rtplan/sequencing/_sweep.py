@@ -66,7 +66,7 @@ import numpy as np
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
 from ..delivery._deliverable import DeliverableBeam, Segment
 from ..delivery._machine import Machine
-from ..errors import InputError
+from ..errors import InputError, SequencingError
 from ._engel import engel_decomposition
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,10 +86,6 @@ logger = logging.getLogger("rtplan.sequencing")
 _TOL = 1e-6
 JAW_FITTINGS = ("segment", "beam")
 METHODS = ("auto", "engel", "sweep")
-
-
-class SequencingError(InputError):
-    """A fluence map cannot be sequenced for this machine (outside the MLC, too wide, ...)."""
 
 
 @dataclass(frozen=True, eq=False)
