@@ -25,6 +25,7 @@ from .._internal.atomic import atomic_directory
 from .._internal.version import __version__
 from ..errors import InputError
 from ..patient._patient import Patient
+from ._uids import character_set
 
 __all__ = ["WrittenPatient", "write_patient"]
 
@@ -115,7 +116,7 @@ def _common(
         if kw not in ds:
             setattr(ds, kw, "")
     ds.StudyInstanceUID = patient.study_instance_uid
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = character_set(patient)
     ds.Manufacturer = "rtplan"
     ds.ManufacturerModelName = model_name
     ds.SoftwareVersions = __version__

@@ -98,3 +98,23 @@ def test_existing_file_is_refused(written):
     with pytest.raises(OutputExistsError, match="already exists"):
         write_structure_set(out, derived)
     assert out.read_bytes() == before
+
+
+def test_ct_and_rtstruct_are_written_in_utf8_so_any_roi_name_survives(tmp_path):
+    """CT and RT-STRUCT use (0008,0005) ISO_IR 192 like RT-PLAN and RT-DOSE (issue 14): a
+    ROI name outside Latin-1 is written and read back unchanged."""
+    from dataclasses import replace
+
+    patient = make_phantom("cshape", pixel_spacing_mm=10.0, slice_spacing_mm=10.0)
+    name = "Rückenmark 脊髄"
+    core = replace(patient.structures["Core"], name=name)
+    structures = {
+        (name if k == "Core" else k): (core if k == "Core" else s)
+        for k, s in patient.structures.items()
+    }
+    w = write_patient(replace(patient, structures=structures), tmp_path / "pt")
+    ct = pydicom.dcmread(w.ct_files[0], stop_before_pixels=True)
+    rs = pydicom.dcmread(w.rtstruct_path)
+    assert ct.SpecificCharacterSet == rs.SpecificCharacterSet == "ISO_IR 192"
+    assert name.encode("utf-8") in w.rtstruct_path.read_bytes()
+    assert name in rtplan.load_structure_set(w.rtstruct_path).structures
