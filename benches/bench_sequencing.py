@@ -268,7 +268,7 @@ def test_bench_tg119_cshape_aperture_dose(benchmark, tg119_cshape):
     ``test_aperture_dose_equals_beamlet_superposition`` shows the apertures and the beamlet
     cells give the same ``field_dose`` to float32 round-off."""
     from dose_engine import hu_to_density
-    from rtplan.sequencing import plan_aperture_dose
+    from rtplan.dose import plan_aperture_dose
 
     ctx, fit, target, n_levels = tg119_cshape
     D, x, bl = ctx.matrix, ctx.fluence, ctx.beamlets

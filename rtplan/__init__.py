@@ -26,7 +26,13 @@ from .delivery import (
     load_machine,
     reoptimize_segment_weights,
 )
-from .dose import PlanDose, compute_plan_dose, influence_matrix
+from .dose import (
+    PlanDose,
+    aperture_dose,
+    compute_plan_dose,
+    influence_matrix,
+    plan_aperture_dose,
+)
 from .evaluation import (
     DVH,
     DVHCollection,
@@ -51,8 +57,6 @@ from .sequencing import (
     PlanSequencing,
     SequencingError,
     SequencingResult,
-    aperture_dose,
-    plan_aperture_dose,
     sequence_fluence,
     sequence_plan,
 )

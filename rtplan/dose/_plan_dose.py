@@ -1,11 +1,9 @@
 """Dose of a deliverable plan: every segment of every beam through the dose engine.
 
 This is the final-dose step of planning and the independent "second check" of any
-RT-PLAN read by :func:`rtplan.io.read_rtplan`: for each beam, the open part of each leaf
-pair of each segment (clipped by the jaws) is a rectangle in the isocentre plane
-delivering that segment's meterset; :func:`dose_engine.field_dose` sums them on the dose
-grid.  Segment meterset is the total over all fractions, so the result is the total
-plan dose.
+RT-PLAN read by :func:`rtplan.io.read_rtplan`: each beam's dose comes from its apertures
+(:func:`rtplan.dose.aperture_dose`, the one segment → rectangles → dose path).  Segment
+meterset is the total over all fractions, so the result is the total plan dose.
 """
 
 from __future__ import annotations
@@ -16,17 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dose_engine import BeamModel, Grid
+from dose_engine import BeamModel, Grid, to_numpy
 
 from .._internal.arguments import require_instance
 from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
+from ._aperture import aperture_dose
 
 __all__ = [
     "PlanDose",
     "compute_plan_dose",
-    "merge_rectangles",
     "require_model_sad",
     "resolve_beam_model",
 ]
@@ -107,34 +105,6 @@ def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
         )
 
 
-def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
-    """Merge identical rectangles, summing their meterset.
-
-    Dose is linear in meterset, so a leaf-pair opening that recurs in several segments
-    of a beam (common after sweep sequencing: typically 2–3 times fewer rectangles) is
-    computed once with the summed MU.
-
-    Parameters
-    ----------
-    rectangles_mm : (n, 4) ndarray, mm
-        ``[x1, x2, y1, y2]`` in IEC BLD coordinates at the isocentre plane.
-    mu : (n,) ndarray, MU
-
-    Returns
-    -------
-    rectangles_mm : (m, 4) ndarray, mm
-        Unique rectangles (equal to 1e-6 mm), m ≤ n.
-    mu : (m,) ndarray, MU
-        Summed meterset of each.
-    """
-    rects = np.asarray(rectangles_mm, dtype=float)
-    unique, inverse = np.unique(np.round(rects, 6), axis=0, return_inverse=True)
-    summed = np.bincount(
-        inverse.ravel(), weights=np.asarray(mu, dtype=float), minlength=unique.shape[0]
-    )
-    return unique, summed
-
-
 #: Fewest CT slices a dose is computed on: the CT is the patient, so one or two slices
 #: model a slab a few mm thick (no scatter from beyond it) and every dose would be wrong.
 MIN_CT_SLICES = 3
@@ -205,7 +175,6 @@ def compute_plan_dose(
         ``model`` is a file that cannot be read as a beam model; the message names it.
     """
     from dose_engine._density import hu_to_density
-    from dose_engine._field_dose import field_dose
     from dose_engine.errors import InvalidGeometryError
 
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
@@ -243,34 +212,18 @@ def compute_plan_dose(
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {}
     for dbeam in plan.beams:
-        rects, mus = [], []
-        for k, seg in enumerate(dbeam.segments):
-            r = dbeam.segment_rectangles_mm(k)
-            if r.shape[0] == 0 or seg.total_mu <= 0:
-                continue
-            rects.append(r)
-            mus.append(np.full(r.shape[0], seg.total_mu))
-        if not rects:
-            log.info("beam %d has no open aperture; it adds no dose", dbeam.number)
-            beam_max[dbeam.number] = 0.0
-            continue
-        merged, merged_mu = merge_rectangles(np.concatenate(rects), np.concatenate(mus))
         try:
-            d = field_dose(
+            d = aperture_dose(
+                dbeam,
                 density,
                 patient.ct.grid,
                 dose_grid,
-                dbeam.beam,
-                merged,
-                merged_mu,
                 model,
                 backend=backend,
                 voxel_mask=voxel_mask,
             )
         except InvalidGeometryError as exc:
             raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
-        from dose_engine import to_numpy
-
         d = np.asarray(to_numpy(d), dtype=np.float64)
         beam_max[dbeam.number] = float(d.max())
         total += d

@@ -12,6 +12,8 @@ MOVED = [
     ("rtplan.phantoms", "WrittenPatient", "rtplan.io"),
     ("rtplan.structures", "write_structure_set", "rtplan.io"),
     ("rtplan.structures", "has_generated_structures", "rtplan.io"),
+    ("rtplan.sequencing", "aperture_dose", "rtplan.dose"),
+    ("rtplan.sequencing", "plan_aperture_dose", "rtplan.dose"),
 ]
 
 

@@ -21,8 +21,9 @@ from rtplan.delivery._segment_weights import (
     reoptimize_segment_weights,
     segment_beamlet_matrix,
 )
+from rtplan.dose import aperture_dose
 from rtplan.errors import InputError
-from rtplan.sequencing import aperture_dose, beam_map_edges_mm, sequence_plan
+from rtplan.sequencing import beam_map_edges_mm, sequence_plan
 
 WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}
 
