@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from dose_engine import Grid
 
 from . import errors
+from ._internal.deprecation import moved_names
 from ._internal.version import __version__
 from .delivery import (
     DeliverableBeam,
@@ -45,9 +46,9 @@ from .evaluation import (
 )
 from .io import (
     load_patient,
-    load_structure_set,
     read_rtdose,
     read_rtplan,
+    read_structure_set,
     write_rtdose,
     write_rtplan,
 )
@@ -90,7 +91,7 @@ __all__ = [
     "load_machine",
     "load_patient",
     "load_protocol",
-    "load_structure_set",
+    "read_structure_set",
     "Machine",
     "MachineError",
     "MLCModel",
@@ -142,10 +143,14 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+#: Deprecated names (one release), resolved with a warning naming the new one.
+_moved = moved_names(__name__, {"load_structure_set": "rtplan.io:read_structure_set"})
+
+
 def __getattr__(name: str):
     """Import the heavy parts (planning, protocols, phantoms) on first access."""
     if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _moved(name)
     import importlib
 
     module = _LAZY[name]

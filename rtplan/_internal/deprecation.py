@@ -1,4 +1,5 @@
-"""Deprecation aliases of public names that moved: they work for one release, with a warning."""
+"""Deprecation aliases of public names that moved or were renamed: they work for one
+release, with a warning naming the new name."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ __all__ = ["moved_names"]
 
 
 def moved_names(module: str, moved: Mapping[str, str]) -> Callable[[str], object]:
-    """A module ``__getattr__`` resolving names that moved away from ``module``.
+    """A module ``__getattr__`` resolving names that moved away from ``module`` (or were renamed).
 
     Parameters
     ----------
     module : str
         The old home, e.g. ``"rtplan.phantoms"``.
     moved : mapping of str to str
-        Old name -> new home ``"package:name"``, e.g. ``"rtplan.io:write_patient"``.
+        Old name -> new home and name ``"package:name"``, e.g. ``"rtplan.io:write_patient"``.
 
     Returns
     -------
@@ -31,7 +32,7 @@ def moved_names(module: str, moved: Mapping[str, str]) -> Callable[[str], object
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         new_module, _, new_name = moved[name].partition(":")
         warnings.warn(
-            f"{module}.{name} moved to {new_module}.{new_name}; "
+            f"{module}.{name} is now {new_module}.{new_name}; "
             f"the old name will be removed in the next release.",
             DeprecationWarning,
             stacklevel=2,

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import InputError, ReferenceMismatchError, StructureError
 from ..evaluation import DVHCollection, dvh, evaluate_goals, quality_indices
-from ..io import load_patient, load_structure_set, read_rtdose
+from ..io import load_patient, read_rtdose, read_structure_set
 from ..protocols import apply_derived, load_protocol, parse_mapping_overrides
 
 __all__ = ["register", "run"]
@@ -82,7 +82,7 @@ def register(subparsers) -> None:
 def _structures(args):
     """Structures (name → Structure), the RT-STRUCT frame of reference UID and its
     (0010,0020) PatientID ("" when absent)."""
-    ss = load_structure_set(args.rtstruct)
+    ss = read_structure_set(args.rtstruct)
     if args.ct:
         patient = load_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
         return patient.structures, patient.frame_of_reference_uid, ss.patient_id

@@ -34,7 +34,7 @@ from ._dicom_common import (
     tag_str,
 )
 
-__all__ = ["HU_LIMITS", "HU_LIMIT_VARIABLES", "CtSeries", "current_hu_limits", "load_ct"]
+__all__ = ["HU_LIMITS", "HU_LIMIT_VARIABLES", "CtSeries", "current_hu_limits", "read_ct"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -255,7 +255,7 @@ def _not_axial_message(p: Path, iop: np.ndarray) -> str:
     )
 
 
-def load_ct(
+def read_ct(
     ct_dir: str | os.PathLike,
     *,
     series_uid: str | None = None,

@@ -21,7 +21,7 @@ from ..structures._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spac
 from ..structures._structure import Structure
 from ._dicom_common import floats, read_dataset, tag_str
 
-__all__ = ["StructureSet", "load_structure_set"]
+__all__ = ["StructureSet", "read_structure_set"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -108,7 +108,7 @@ def _int(value, default: int | None = None) -> int | None:
         return default
 
 
-def load_structure_set(path: str | os.PathLike) -> StructureSet:
+def read_structure_set(path: str | os.PathLike) -> StructureSet:
     """Read an RT Structure Set.
 
     Parameters

@@ -1,4 +1,4 @@
-"""CT series loader (rtplan.io.load_ct): round trip, patient positions, bad input, and
+"""CT series loader (rtplan.io.read_ct): round trip, patient positions, bad input, and
 DICOM as other scanners and planning systems write it (pydicom's real test files)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydicom.uid import UID, generate_uid
 
 from rtplan import Image
 from rtplan.errors import DicomReadError, DicomWarning, InputError, SeriesError
-from rtplan.io import load_ct, write_patient
+from rtplan.io import read_ct, write_patient
 from rtplan.phantoms import make_phantom
 
 
@@ -38,7 +38,7 @@ def rewrite(folder: Path, fn) -> None:
 
 
 def test_round_trip_hu_and_grid(small_phantom_dicom, small_phantom_patient):
-    ct = load_ct(small_phantom_dicom.ct_dir)
+    ct = read_ct(small_phantom_dicom.ct_dir)
     assert ct.image.grid == small_phantom_patient.ct.grid
     assert ct.image.array.dtype == np.float32
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
@@ -96,7 +96,7 @@ def test_patient_positions_load_to_the_same_physical_grid(position, tmp_path):
     report = subprocess.run(["dciodvfy", str(written.ct_files[k])], capture_output=True, text=True)
     assert "Error" not in report.stderr + report.stdout
 
-    ct = load_ct(written.ct_dir)
+    ct = read_ct(written.ct_dir)
     assert ct.position == position
     assert ct.image_orientation_patient == POSITION_TABLE[position]
     g = ct.image.grid
@@ -110,7 +110,7 @@ def test_ignores_non_dicom_files_and_other_modalities(ct_copy, small_phantom_dic
     (ct_copy / "README.txt").write_text("notes about this scan\n")
     (ct_copy / ".DS_Store").write_bytes(b"\0\1\2")
     shutil.copy(small_phantom_dicom.rtstruct_path, ct_copy / "RS.dcm")
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     assert ct.image.shape == (12, 40, 40)
 
 
@@ -122,7 +122,7 @@ def test_rescale_slope_and_intercept_are_applied(ct_copy, small_phantom_patient)
         ds.PixelData = ((raw + 1000) // 2).astype("<i2").tobytes()
 
     rewrite(ct_copy, halve)
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     hu = small_phantom_patient.ct.array
     expected = 2 * ((hu + 1000) // 2) - 1000
     np.testing.assert_array_equal(ct.image.array, expected)
@@ -137,7 +137,7 @@ def test_missing_slice_names_the_gap(ct_copy):
         match=r"Missing slice.*gap of 10\.00 mm between slice "
         r"positions z = -7\.5 mm and z = 2\.5 mm",
     ):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_two_series_in_one_folder(ct_copy, small_phantom_dicom, tmp_path):
@@ -149,11 +149,11 @@ def test_two_series_in_one_folder(ct_copy, small_phantom_dicom, tmp_path):
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(ct_copy / f"other_{path.name}")
     with pytest.raises(SeriesError, match=r"mixes 2 CT series.*\(3 slices, axial\).*series_uid"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
     original = pydicom.dcmread(small_phantom_dicom.ct_files[0]).SeriesInstanceUID
-    assert load_ct(ct_copy, series_uid=original).image.shape == (12, 40, 40)
+    assert read_ct(ct_copy, series_uid=original).image.shape == (12, 40, 40)
     with pytest.raises(SeriesError, match="is not in"):
-        load_ct(ct_copy, series_uid="1.2.3")
+        read_ct(ct_copy, series_uid="1.2.3")
 
 
 def test_oblique_series_is_refused(ct_copy):
@@ -164,7 +164,7 @@ def test_oblique_series_is_refused(ct_copy):
 
     rewrite(ct_copy, tilt)
     with pytest.raises(SeriesError, match=r"not axial.*\(±1,0,0,0,±1,0\)"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_gantry_tilted_series_is_refused(ct_copy):
@@ -174,7 +174,7 @@ def test_gantry_tilted_series_is_refused(ct_copy):
 
     rewrite(ct_copy, shear)
     with pytest.raises(SeriesError, match="gantry-tilted"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_duplicated_position_is_refused(ct_copy):
@@ -184,13 +184,13 @@ def test_duplicated_position_is_refused(ct_copy):
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(ct_copy / "copy.dcm")
     with pytest.raises(SeriesError, match=r"Duplicated slice position z = -12\.5 mm"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_unequal_pixel_spacing_is_refused(ct_copy):
     rewrite(ct_copy, lambda ds, i: setattr(ds, "PixelSpacing", ["4.9", "5"]) if i == 7 else None)
     with pytest.raises(SeriesError, match="PixelSpacing"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_truncated_file_is_named(ct_copy):
@@ -198,24 +198,24 @@ def test_truncated_file_is_named(ct_copy):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 1500])
     with pytest.raises(DicomReadError, match=rf"{victim.name}.*truncated"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_non_dicom_file_posing_as_dcm(ct_copy):
     fake = ct_copy / "CT.9999.dcm"
     fake.write_text("this is a spreadsheet export, not an image\n" * 20)
     with pytest.raises(DicomReadError, match=r"CT\.9999\.dcm' is not a DICOM file"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_folder_without_ct(tmp_path, small_phantom_dicom):
     shutil.copy(small_phantom_dicom.rtstruct_path, tmp_path / "RS.dcm")
     with pytest.raises(SeriesError, match="No CT image found"):
-        load_ct(tmp_path)
+        read_ct(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
-        load_ct(tmp_path / "nowhere")
+        read_ct(tmp_path / "nowhere")
     with pytest.raises(InputError, match="is a file; pass the folder"):
-        load_ct(tmp_path / "RS.dcm")
+        read_ct(tmp_path / "RS.dcm")
 
 
 def test_non_uniform_spacing_is_refused(ct_copy):
@@ -226,7 +226,7 @@ def test_non_uniform_spacing_is_refused(ct_copy):
 
     rewrite(ct_copy, shift)
     with pytest.raises(SeriesError, match=r"Non-uniform slice spacing.*6\.000 mm.*5\.000 mm"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_unequal_matrix_size_is_refused(ct_copy):
@@ -237,13 +237,13 @@ def test_unequal_matrix_size_is_refused(ct_copy):
 
     rewrite(ct_copy, shrink)
     with pytest.raises(SeriesError, match=r"40x20 pixels but .* is 40x40"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_missing_patient_position_warns_and_assumes_hfs(ct_copy):
     rewrite(ct_copy, lambda ds, i: delattr(ds, "PatientPosition"))
     with pytest.warns(DicomWarning, match="no \\(0018,5100\\) PatientPosition; assuming HFS"):
-        ct = load_ct(ct_copy)
+        ct = read_ct(ct_copy)
     assert ct.position == "HFS"
 
 
@@ -293,7 +293,7 @@ def test_real_folder_with_foreign_objects_loads_only_the_ct(tmp_path):
     shutil.copy(get_testdata_file("CT_small.dcm"), folder / "sub" / "copy.dcm")
 
     with pytest.warns(DicomWarning, match=r"empty \(0-byte\) file.*zero\.dcm"):
-        ct = load_ct(folder)
+        ct = read_ct(folder)
     assert ct.files == (folder / "CT_small.dcm",)
     ref = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     np.testing.assert_array_equal(ct.image.array[0], hu_of(get_testdata_file("CT_small.dcm")))
@@ -305,7 +305,7 @@ def test_real_folder_with_foreign_objects_loads_only_the_ct(tmp_path):
     assert ct.image.grid.spacing_mm[2] == 5.0
     # recursive=True finds the copy in sub/: same SOPInstanceUID, so it is skipped.
     with pytest.warns(DicomWarning) as record:
-        ct2 = load_ct(folder, recursive=True)
+        ct2 = read_ct(folder, recursive=True)
     messages = " ".join(str(w.message) for w in record)
     assert "repeat the (0008,0018) SOPInstanceUID" in messages
     assert ct2.image.shape == (1, 128, 128)
@@ -316,7 +316,7 @@ def test_pydicom_rt_objects_in_the_ct_folder_do_not_confuse_the_finder(
 ):
     for name in ("rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "rtdose_rle.dcm", "rtdose_expb.dcm"):
         shutil.copy(get_testdata_file(name), ct_copy / name)
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
 
@@ -324,8 +324,8 @@ def test_real_scout_series_in_subfolders_is_skipped():
     """dicomdirtests/98892001: a 2-image LOCALIZER series and a 5-slice axial series."""
     root = DICOMDIR_TREE / "98892001"
     with pytest.raises(SeriesError, match=r"No CT image found.*pass recursive=True"):
-        load_ct(root)
-    ct = load_ct(root, recursive=True)
+        read_ct(root)
+    ct = read_ct(root, recursive=True)
     files = sorted((root / "CT5N").iterdir())
     ref = sorted(files, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     assert ct.files == tuple(ref)
@@ -342,15 +342,15 @@ def test_real_tree_with_several_series_needs_series_uid():
         r"\(50 slices, no \(0020,0037\) ImageOrientation"
         r"Patient\).*series_uid",
     ):
-        load_ct(DICOMDIR_TREE, recursive=True)
+        read_ct(DICOMDIR_TREE, recursive=True)
     uid = pydicom.dcmread(next((DICOMDIR_TREE / "98892001" / "CT5N").iterdir())).SeriesInstanceUID
-    assert load_ct(DICOMDIR_TREE, recursive=True, series_uid=uid).image.shape == (5, 16, 16)
+    assert read_ct(DICOMDIR_TREE, recursive=True, series_uid=uid).image.shape == (5, 16, 16)
 
 
 def test_real_ct_without_geometry_names_the_element():
     # TINY_ALPHA: 50 CT Image Storage objects stripped of (0020,0037)/(0020,0032).
     with pytest.raises(DicomReadError, match=r"IM0000.*\(0020,0037\) ImageOrientationPatient"):
-        load_ct(DICOMDIR_TREE / "TINY_ALPHA", recursive=True)
+        read_ct(DICOMDIR_TREE / "TINY_ALPHA", recursive=True)
 
 
 def test_real_gantry_tilted_ct_is_refused(tmp_path):
@@ -361,13 +361,13 @@ def test_real_gantry_tilted_ct_is_refused(tmp_path):
         match=r"tilted\.dcm.*not axial \(a gantry tilt of about "
         r"22\.0°\)",
     ):
-        load_ct(tmp_path)
+        read_ct(tmp_path)
 
 
 def test_real_ct_without_frame_of_reference_is_refused(tmp_path):
     shutil.copy(get_testdata_file("693_J2KI.dcm"), tmp_path / "a.dcm")
     with pytest.raises(DicomReadError, match=r"a\.dcm' lacks \(0020,0052\) FrameOfReferenceUID"):
-        load_ct(tmp_path)
+        read_ct(tmp_path)
 
 
 def test_real_jpeg2000_ct_decodes_or_names_the_plugin(tmp_path):
@@ -378,7 +378,7 @@ def test_real_jpeg2000_ct_decodes_or_names_the_plugin(tmp_path):
     from pydicom.pixels import get_decoder
 
     if get_decoder(UID("1.2.840.10008.1.2.4.91")).is_available:
-        ct = load_ct(tmp_path)
+        ct = read_ct(tmp_path)
         np.testing.assert_array_equal(ct.image.array[0], hu_of(src))
         # Outside the scan FOV this scanner pads with (0028,0120) PixelPaddingValue -2000,
         # smeared by lossy JPEG 2000: the HU are kept as stored (dose_engine clamps HU
@@ -386,7 +386,7 @@ def test_real_jpeg2000_ct_decodes_or_names_the_plugin(tmp_path):
         assert ct.image.array.min() < -2900 and ct.image.array.max() > 1000
     else:
         with pytest.raises(DicomReadError, match=r"JPEG 2000.*Install one of"):
-            load_ct(tmp_path)
+            read_ct(tmp_path)
 
 
 def _as_ct(ds, z, k):
@@ -425,7 +425,7 @@ def test_real_transfer_syntaxes_load_identically(name, tmp_path):
             get_testdata_file(name), stop_before_pixels=True
         ).file_meta.TransferSyntaxUID
     )
-    ct = load_ct(tmp_path)
+    ct = read_ct(tmp_path)
     assert ct.image.shape == (3, 64, 64)
     assert ct.image.grid.spacing_mm == pytest.approx((0.3125, 0.3125, 0.8))
     for k in range(3):
@@ -441,7 +441,7 @@ def test_real_compressed_slice_without_plugin_names_file_syntax_and_remedy(tmp_p
         ds.save_as(tmp_path / f"s{k}.dcm")
     if get_decoder(ts).is_available:  # a plugin was installed: then it must decode
         ref = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
-        np.testing.assert_array_equal(load_ct(tmp_path).image.array[0], ref - 1024.0)
+        np.testing.assert_array_equal(read_ct(tmp_path).image.array[0], ref - 1024.0)
         return
     with pytest.raises(
         DicomReadError,
@@ -449,7 +449,7 @@ def test_real_compressed_slice_without_plugin_names_file_syntax_and_remedy(tmp_p
         r"JPEG-LS Lossless.*1\.2\.840\.10008\.1\.2\.4\.80"
         r".*Install one of: .*pylibjpeg",
     ):
-        load_ct(tmp_path)
+        read_ct(tmp_path)
 
 
 @pytest.mark.parametrize("encoding", ["implicit", "deflated", "big_endian", "rle"])
@@ -471,7 +471,7 @@ def test_transfer_syntaxes_round_trip(encoding, ct_copy, small_phantom_patient):
         else:
             ds.compress(uid.RLELossless)
             ds.save_as(path)
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
     assert ct.image.grid == small_phantom_patient.ct.grid
 
@@ -489,7 +489,7 @@ def test_files_without_preamble_are_read_and_junk_is_ignored(ct_copy, small_phan
         path.unlink()
     (ct_copy / "notes").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))  # not DICOM, no suffix
     assert sniff(ct_copy / "CT.0001") == "raw"
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
 
@@ -523,7 +523,7 @@ def test_localizers_and_secondary_captures_are_skipped(ct_copy, small_phantom_pa
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(ct_copy / "dose_report.dcm")
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
 
@@ -535,7 +535,7 @@ def test_non_axial_image_inside_the_series_is_skipped_with_a_warning(
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(ct_copy / "sagittal.dcm")
     with pytest.warns(DicomWarning, match=r"Skipped 1 image.*not axial.*sagittal\.dcm"):
-        ct = load_ct(ct_copy)
+        ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
 
@@ -552,9 +552,9 @@ def test_only_enhanced_ct_is_refused_naming_the_sop_class(ct_copy, tmp_path):
         match=r"Enhanced CT Image Storage \(1\.2\.840\.10008\.5\.1"
         r"\.4\.1\.1\.2\.1\).*multiframe\.dcm.*one file per",
     ):
-        load_ct(only)
+        read_ct(only)
     ds.save_as(ct_copy / "multiframe.dcm")  # next to a regular series: skipped
-    assert load_ct(ct_copy).image.shape == (12, 40, 40)
+    assert read_ct(ct_copy).image.shape == (12, 40, 40)
 
 
 @pytest.mark.parametrize("keyword", ["RescaleIntercept", "RescaleSlope"])
@@ -563,12 +563,12 @@ def test_missing_rescale_is_refused(keyword, ct_copy):
     rewrite(ct_copy, lambda ds, i: delattr(ds, keyword) if i == 4 else None)
     tag = {"RescaleIntercept": r"\(0028,1052\)", "RescaleSlope": r"\(0028,1053\)"}[keyword]
     with pytest.raises(DicomReadError, match=rf"CT\.0005\.dcm' lacks {tag} {keyword}.*Type 1"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_missing_slice_thickness_is_not_needed(ct_copy, small_phantom_patient):
     rewrite(ct_copy, lambda ds, i: delattr(ds, "SliceThickness"))
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     assert ct.image.grid == small_phantom_patient.ct.grid
 
 
@@ -591,7 +591,7 @@ def test_12_bit_pixels_signed_and_unsigned(signed, ct_copy, small_phantom_patien
             ds.PixelData = stored.astype("<u2").tobytes()
 
     rewrite(ct_copy, to_12_bit)
-    np.testing.assert_array_equal(load_ct(ct_copy).image.array, hu)
+    np.testing.assert_array_equal(read_ct(ct_copy).image.array, hu)
 
 
 def test_non_square_matrix_and_pixels(tmp_path):
@@ -607,7 +607,7 @@ def test_non_square_matrix_and_pixels(tmp_path):
     first = pydicom.dcmread(written.ct_files[0])
     assert (first.Rows, first.Columns) == (20, 30)
     assert [float(v) for v in first.PixelSpacing] == [6.0, 4.0]  # (row, column) spacing
-    ct = load_ct(written.ct_dir)
+    ct = read_ct(written.ct_dir)
     assert ct.image.grid == grid
     assert tuple(np.argwhere(ct.image.array == 500.0)[0]) == (2, 15, 3)
     np.testing.assert_allclose(
@@ -635,7 +635,7 @@ def test_float_noise_and_long_decimals_in_positions(ct_copy, small_phantom_patie
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the over-long DS on write
         rewrite(ct_copy, jitter)
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
     np.testing.assert_allclose(ct.image.grid.spacing_mm, (5.0, 5.0, 5.0), atol=1e-3)
     np.testing.assert_allclose(ct.image.grid.origin_mm, (-97.5, -97.5, -27.5), atol=5e-3)
@@ -649,7 +649,7 @@ def test_slice_off_the_uniform_grid_beyond_tolerance_is_refused(ct_copy):
 
     rewrite(ct_copy, shift)
     with pytest.raises(SeriesError, match=r"Non-uniform slice spacing.*0\.300 mm off"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_instance_numbers_and_file_names_reversed(ct_copy, small_phantom_patient):
@@ -661,7 +661,7 @@ def test_instance_numbers_and_file_names_reversed(ct_copy, small_phantom_patient
         path.unlink()
     for path in ct_copy.glob("*.tmp"):
         path.rename(path.with_suffix(".dcm"))
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
     assert ct.sop_instance_uids == small_phantom_patient.ct_sop_instance_uids
     assert ct.files[0].name == "IMG0012.dcm"
@@ -676,7 +676,7 @@ def test_orientation_float_noise_accepted_five_degree_tilt_refused(ct_copy, smal
             ["0.999999999999", "1e-6", "-1e-6", "0.000001", "0.9999999", "-0.000001"],
         ),
     )
-    ct = load_ct(ct_copy)
+    ct = read_ct(ct_copy)
     assert ct.image_orientation_patient == (1, 0, 0, 0, 1, 0)
     np.testing.assert_array_equal(ct.image.array, small_phantom_patient.ct.array)
 
@@ -688,7 +688,7 @@ def test_orientation_float_noise_accepted_five_degree_tilt_refused(ct_copy, smal
         ),
     )
     with pytest.raises(SeriesError, match=r"gantry tilt of about 5\.0°"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_zero_byte_slice_is_skipped_and_the_gap_reported(ct_copy):
@@ -698,7 +698,7 @@ def test_zero_byte_slice_is_skipped_and_the_gap_reported(ct_copy):
         pytest.warns(DicomWarning, match=r"empty \(0-byte\).*CT\.0006\.dcm"),
         pytest.raises(SeriesError, match="Missing slice"),
     ):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 def test_load_patient_recursive(tmp_path, small_phantom_dicom):
@@ -714,20 +714,20 @@ def test_single_slice_spacing_falls_back_to_absolute_spacing_between_slices(tmp_
     del ds.SliceThickness
     ds.SpacingBetweenSlices = "-2.5"  # negative, as some scanners write it
     ds.save_as(tmp_path / "one.dcm")
-    assert load_ct(tmp_path).image.grid.spacing_mm[2] == 2.5
+    assert read_ct(tmp_path).image.grid.spacing_mm[2] == 2.5
     del ds.SpacingBetweenSlices
     ds.save_as(tmp_path / "one.dcm")
     with pytest.raises(SeriesError, match=r"single CT slice without a positive \(0018,0050\)"):
-        load_ct(tmp_path)
+        read_ct(tmp_path)
 
 
 def test_real_malformed_files(tmp_path, ct_copy, small_phantom_patient):
     # pydicom's no_meta.dcm starts with a stray byte: no reader can parse it.
     shutil.copy(get_testdata_file("no_meta.dcm"), ct_copy / "no_meta.dcm")
     with pytest.raises(DicomReadError, match=r"no_meta\.dcm' is not a DICOM file"):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
     (ct_copy / "no_meta.dcm").rename(ct_copy / "no_meta")  # without a DICOM suffix: skipped
-    np.testing.assert_array_equal(load_ct(ct_copy).image.array, small_phantom_patient.ct.array)
+    np.testing.assert_array_equal(read_ct(ct_copy).image.array, small_phantom_patient.ct.array)
     # UN_sequence.dcm: file meta says CT Image Storage, the data set is a private stub.
     shutil.copy(get_testdata_file("UN_sequence.dcm"), ct_copy / "stub.dcm")
     with pytest.raises(
@@ -735,7 +735,7 @@ def test_real_malformed_files(tmp_path, ct_copy, small_phantom_patient):
         match=r"stub\.dcm' lacks the required element "
         r"\(0020,000E\) SeriesInstanceUID",
     ):
-        load_ct(ct_copy)
+        read_ct(ct_copy)
 
 
 @pytest.mark.parametrize(
@@ -777,4 +777,4 @@ def test_real_incomplete_series_reports_the_gap():
         r"positions z = -99\.48 mm and z = 103\.02 mm, where "
         r"the slice spacing is 1\.25 mm \(about 161 slice",
     ):
-        load_ct(folder, recursive=True)  # CR images in CR1..CR3 are skipped
+        read_ct(folder, recursive=True)  # CR images in CR1..CR3 are skipped

@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from dose_engine import Grid
 from rtplan.evaluation import dvh
-from rtplan.io import load_structure_set, read_rtdose, write_patient, write_rtdose
+from rtplan.io import read_rtdose, read_structure_set, write_patient, write_rtdose
 from rtplan.phantoms import make_phantom
 
 
@@ -54,7 +54,7 @@ def case(tmp_path_factory):
 
 def _ours(rs_path, rd_path, roi_name):
     dose, grid, _ = read_rtdose(rd_path)
-    s = load_structure_set(rs_path).structures[roi_name]
+    s = read_structure_set(rs_path).structures[roi_name]
     return dvh(dose, s.occupancy(grid), voxel_volume_cc=grid.voxel_volume_cc, name=roi_name), s
 
 

@@ -602,7 +602,7 @@ def test_dose_engine_fit_cli_maps_failures_like_rtplan(exc, status, monkeypatch,
     ("call", "name"),
     [
         (lambda p, rp, tmp: rtplan.io.read_rtdose(None), "path"),
-        (lambda p, rp, tmp: rtplan.io.load_structure_set(3.5), "path"),
+        (lambda p, rp, tmp: rtplan.io.read_structure_set(3.5), "path"),
         (lambda p, rp, tmp: write_rtplan(None, two_beam_plan(p), p), "path"),
         (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", "plan", p), "plan"),
         (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", two_beam_plan(p), None), "patient"),

@@ -15,7 +15,7 @@ from _hostile import assert_names, copy_ct, edit, files_under, first_slice
 from rtplan.cli import main
 from rtplan.cli._limits import LIMITS
 from rtplan.errors import InputError, OutputError, OutputExistsError
-from rtplan.io import load_ct, load_patient, write_rtdose
+from rtplan.io import load_patient, read_ct, write_rtdose
 from rtplan.planning import BatchEntry, plan_batch
 
 
@@ -93,21 +93,21 @@ def test_hu_limit_raised_on_purpose_loads_the_pixel(
         ds.PixelData = arr.tobytes()
 
     edit(ds_path, high)
-    slope_intercept = load_ct(small_phantom_dicom.ct_dir).image.array[0, 3, 4]
+    slope_intercept = read_ct(small_phantom_dicom.ct_dir).image.array[0, 3, 4]
     with pytest.raises(Exception, match=r"RTPLAN_LIMIT_HU_MIN/MAX"):
-        load_ct(ct)
+        read_ct(ct)
     if how == "api":
-        img = load_ct(ct, hu_limits=(-1100, 40000)).image
+        img = read_ct(ct, hu_limits=(-1100, 40000)).image
     elif how == "env":
         monkeypatch.setenv("RTPLAN_LIMIT_HU_MAX", "40000")
-        img = load_ct(ct).image
+        img = read_ct(ct).image
     else:
         code, err = run_cli(
             capsys, ["inspect", ct, small_phantom_dicom.rtstruct_path, "--limit", "hu_max=40000"]
         )
         assert code == 0, err
         monkeypatch.setenv("RTPLAN_LIMIT_HU_MAX", "40000")  # read it the same way
-        img = load_ct(ct).image
+        img = read_ct(ct).image
     assert slope_intercept != img.array[0, 3, 4]
     assert img.array[0, 3, 4] == 30000 - 1024  # stored value with the phantom's intercept
 
@@ -138,7 +138,7 @@ def test_bad_limit_flag_is_exit_2(item, pattern, small_phantom_dicom, capsys):
 def test_bad_hu_limit_variable_is_named(var, text, small_phantom_dicom, monkeypatch):
     monkeypatch.setenv(var, text)
     with pytest.raises(InputError) as exc:
-        load_ct(small_phantom_dicom.ct_dir)
+        read_ct(small_phantom_dicom.ct_dir)
     assert_names(str(exc.value), var)
 
 

@@ -23,7 +23,7 @@ from dose_engine._limits import DEFAULT_LIMITS, limit
 from dose_engine._validation import water_phantom
 from rtplan import evaluate_goals, load_patient, parse_goal
 from rtplan.cli import main
-from rtplan.io import load_ct, read_rtdose, write_rtplan
+from rtplan.io import read_ct, read_rtdose, write_rtplan
 
 
 def run_cli(capsys, argv):
@@ -42,7 +42,7 @@ def test_ct_header_claiming_65535_squared_is_refused_before_allocating(
     for p in ct.glob("*.dcm"):
         edit(p, _huge_matrix)
     with pytest.raises(ResourceLimitError) as exc:
-        load_ct(ct)
+        read_ct(ct)
     assert_names(str(exc.value), r"65535", r"GiB", r"RTPLAN_LIMIT_IMAGE_VOXELS", str(ct))
 
 

@@ -27,7 +27,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.encaps import encapsulate
 
 from rtplan.errors import DicomReadError, DicomWarning, ReferenceMismatchError, SeriesError
-from rtplan.io import load_ct, load_patient, read_rtdose
+from rtplan.io import load_patient, read_ct, read_rtdose
 
 #: Phantom slice planes in ``small_phantom_dicom``: z = -27.5 ... 27.5 every 5 mm, pixel
 #: centres every 5 mm from -97.5, so voxel edges lie on multiples of 5 mm.
@@ -106,8 +106,8 @@ def test_mixed_folder_with_dicomdir_names_both_series(phantom, small_phantom_dic
     dicomdir = get_testdata_file("DICOMDIR")  # a real media directory (pydicom's)
     shutil.copy(dicomdir, phantom.ct_dir / "DICOMDIR")
     with pytest.raises(SeriesError, match=rf"{first_uid}.*{second_uid}|{second_uid}.*{first_uid}"):
-        load_ct(phantom.ct_dir)
-    ct = load_ct(phantom.ct_dir, series_uid=second_uid)
+        read_ct(phantom.ct_dir)
+    ct = read_ct(phantom.ct_dir, series_uid=second_uid)
     assert ct.series_instance_uid == second_uid and len(ct.files) == 12
 
 

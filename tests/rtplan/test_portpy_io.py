@@ -8,7 +8,7 @@ import pytest
 from _portpy_synth import synthetic_lung, write_portpy_patient
 
 from rtplan.errors import InputError
-from rtplan.io import load_portpy_patient
+from rtplan.io import read_portpy_patient
 
 PID = "Synthetic_Patient_7"
 
@@ -61,7 +61,7 @@ def _tiny(folder):
 
 def test_reads_layout_and_assembles_matrix(tmp_path):
     beams = _tiny(tmp_path)
-    p = load_portpy_patient(tmp_path, PID)
+    p = read_portpy_patient(tmp_path, PID)
     assert p.ct_hu.shape == (2, 4, 4) and p.ct_hu[1, 3, 2] == 30
     assert p.ct_grid.origin_mm == (-3, -3, 0) and tuple(p.ct_grid.spacing_mm) == (2, 2, 3)
     assert [b.beam_id for b in p.beams] == [3, 5]
@@ -92,7 +92,7 @@ def test_reads_layout_and_assembles_matrix(tmp_path):
 
 def test_beam_subset_in_given_order(tmp_path):
     _tiny(tmp_path)
-    p = load_portpy_patient(tmp_path, PID, beam_ids=[5])
+    p = read_portpy_patient(tmp_path, PID, beam_ids=[5])
     assert [b.beam_id for b in p.beams] == [5] and p.influence_matrix.shape == (8, 2)
 
 
@@ -100,10 +100,10 @@ def test_missing_file_is_named_without_patient_id(tmp_path):
     _tiny(tmp_path)
     (tmp_path / PID / "Beams" / "Beam_5_Data.h5").unlink()
     with pytest.raises(InputError, match=r"`Beams/Beam_5_Data.h5`.*missing") as info:
-        load_portpy_patient(tmp_path, PID)
+        read_portpy_patient(tmp_path, PID)
     assert PID not in str(info.value)
     with pytest.raises(InputError, match="Beam_9_MetaData.json"):
-        load_portpy_patient(tmp_path, PID, beam_ids=[9])
+        read_portpy_patient(tmp_path, PID, beam_ids=[9])
 
 
 def test_missing_key_is_named(tmp_path):
@@ -113,7 +113,7 @@ def test_missing_key_is_named(tmp_path):
     del meta["gantry_angle"]
     path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"Beam_3_MetaData.json` lacks the key `gantry_angle`"):
-        load_portpy_patient(tmp_path, PID)
+        read_portpy_patient(tmp_path, PID)
 
 
 def test_missing_dataset_and_bad_triplets(tmp_path):
@@ -122,16 +122,16 @@ def test_missing_dataset_and_bad_triplets(tmp_path):
         del f["inf_matrix_sparse"]
         f["inf_matrix_sparse"] = np.array([[99.0, 0.0, 1.0]])
     with pytest.raises(InputError, match="refers to dose voxel 99, but the voxel map has 8"):
-        load_portpy_patient(tmp_path, PID)
+        read_portpy_patient(tmp_path, PID)
     with h5py.File(tmp_path / PID / "Beams" / "Beam_3_Data.h5", "a") as f:
         del f["inf_matrix_sparse"]
     with pytest.raises(InputError, match="has no dataset `inf_matrix_sparse`"):
-        load_portpy_patient(tmp_path, PID)
+        read_portpy_patient(tmp_path, PID)
 
 
 def test_missing_patient_folder(tmp_path):
     with pytest.raises(InputError, match="patient folder is missing") as info:
-        load_portpy_patient(tmp_path, PID)
+        read_portpy_patient(tmp_path, PID)
     assert PID not in str(info.value)
 
 
@@ -139,7 +139,7 @@ def test_synthetic_lung_feeds_the_optimizer(tmp_path):
     import optimizers as op
 
     info = synthetic_lung(tmp_path / "Lung", shape_zyx=(8, 40, 60), ptv_radius_mm=10, n_beams=5)
-    p = load_portpy_patient(tmp_path, "Lung")
+    p = read_portpy_patient(tmp_path, "Lung")
     assert p.influence_matrix.shape == (info["n_dose_voxels"], info["n_beamlets"])
     assert p.influence_matrix.nnz == info["nnz"]
     terms = [

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 import rtplan
 from rtplan.errors import DicomReadError, DicomWarning, ReferenceMismatchError, StructureError
-from rtplan.io import load_structure_set
+from rtplan.io import read_structure_set
 
 PYDICOM_RTSTRUCT = get_testdata_file("rtstruct.dcm")
 
@@ -44,7 +44,7 @@ def dcdump_rois(path) -> dict[int, tuple[str, str]]:
 
 def test_pydicom_example_rtstruct_matches_dcdump():
     assert Path(pydicom.examples.get_path("rt_ss")) == Path(PYDICOM_RTSTRUCT)
-    ss = load_structure_set(PYDICOM_RTSTRUCT)
+    ss = read_structure_set(PYDICOM_RTSTRUCT)
     reference = dcdump_rois(PYDICOM_RTSTRUCT)
     assert reference == {
         1: ("patient", "EXTERNAL"),
@@ -70,7 +70,7 @@ def test_pydicom_example_rtstruct_matches_dcdump():
 
 
 def test_fast_contour_parse_equals_pydicom(cshape_dicom):
-    ss = load_structure_set(cshape_dicom.rtstruct_path)
+    ss = read_structure_set(cshape_dicom.rtstruct_path)
     ds = pydicom.dcmread(cshape_dicom.rtstruct_path)
     ref = [
         np.array([float(v) for v in c.ContourData]).reshape(-1, 3)
@@ -130,7 +130,7 @@ def test_contour_with_two_points_names_roi_and_contour(cshape_dicom, tmp_path):
 
     rs = _mutated_rs(cshape_dicom.rtstruct_path, tmp_path / "RS.dcm", fn)
     with pytest.raises(StructureError, match=r"ROI 'Core' \(number 3\), contour 3 has 2 point"):
-        load_structure_set(rs)
+        read_structure_set(rs)
     with pytest.raises(StructureError, match="'Core'"):
         rtplan.load_patient(cshape_dicom.ct_dir, rs)
 
@@ -141,7 +141,7 @@ def test_empty_roi_warns_and_is_kept(cshape_dicom, tmp_path):
 
     rs = _mutated_rs(cshape_dicom.rtstruct_path, tmp_path / "RS.dcm", fn)
     with pytest.warns(DicomWarning, match="without contours: PTV"):
-        ss = load_structure_set(rs)
+        ss = read_structure_set(rs)
     assert ss.empty_rois == ("PTV",)
     ptv = ss.structures["PTV"]
     assert (
@@ -158,13 +158,13 @@ def test_truncated_and_wrong_objects(cshape_dicom, tmp_path):
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(DicomReadError, match=r"cut\.dcm.*(truncated|malformed|not valid)"):
-        load_structure_set(cut)
+        read_structure_set(cut)
     with pytest.raises(DicomReadError, match="not an RT Structure Set.*Modality is 'CT'"):
-        load_structure_set(cshape_dicom.ct_files[0])
+        read_structure_set(cshape_dicom.ct_files[0])
     junk = tmp_path / "junk.dcm"
     junk.write_text("x" * 400)
     with pytest.raises(DicomReadError, match="not a DICOM file"):
-        load_structure_set(junk)
+        read_structure_set(junk)
 
 
 def test_load_patient_fields(cshape_dicom, cshape_patient):
@@ -210,8 +210,8 @@ def test_repeated_closing_point_is_dropped(small_phantom_dicom, small_phantom_pa
                 item.NumberOfContourPoints = len(data) // 3 + 1
 
     rs = _small_rs(small_phantom_dicom, tmp_path, close_all)
-    ss = load_structure_set(rs)
-    original = load_structure_set(small_phantom_dicom.rtstruct_path)
+    ss = read_structure_set(rs)
+    original = read_structure_set(small_phantom_dicom.rtstruct_path)
     grid = small_phantom_patient.grid
     for name, ref in original.structures.items():
         got = ss.structures[name]
@@ -256,7 +256,7 @@ def test_open_point_and_unknown_contour_types(small_phantom_dicom, tmp_path):
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.warns(DicomWarning) as record:
-        ss = load_structure_set(rs)
+        ss = read_structure_set(rs)
     text = " | ".join(str(w.message) for w in record)
     assert "OPEN_PLANAR contours of CentralTarget ignored (open contours enclose no volume)" in text
     assert "CLOSED PLANAR contours of CentralTarget ignored (unknown" in text
@@ -275,7 +275,7 @@ def test_roi_without_contours_warns(how, small_phantom_dicom, tmp_path):
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.warns(DicomWarning, match="without contours: SuperiorTarget"):
-        ss = load_structure_set(rs)
+        ss = read_structure_set(rs)
     assert ss.structures["SuperiorTarget"].is_empty
 
 
@@ -291,7 +291,7 @@ def test_contours_of_an_undeclared_roi_number_name_both(small_phantom_dicom, tmp
         r"StructureSetROISequence \(ROI numbers 1, 2, 3, "
         r"4\)",
     ):
-        load_structure_set(rs)
+        read_structure_set(rs)
 
 
 def test_duplicate_roi_names_are_kept_apart_not_guessed(small_phantom_dicom, tmp_path):
@@ -330,7 +330,7 @@ def test_contour_data_length_and_point_count_errors_name_roi_and_contour(
         r"\(3006,0050\) ContourData holds \d+ values, not a "
         r"multiple of 3",
     ):
-        load_structure_set(rs)
+        read_structure_set(rs)
     rs = _small_rs(small_phantom_dicom, tmp_path, wrong_count, "RS2.dcm")
     with pytest.raises(
         StructureError,
@@ -338,7 +338,7 @@ def test_contour_data_length_and_point_count_errors_name_roi_and_contour(
         r"\(3006,0046\) NumberOfContourPoints is 7 but "
         r"\(3006,0050\) ContourData holds \d+ points",
     ):
-        load_structure_set(rs)
+        read_structure_set(rs)
 
 
 def test_contours_off_the_ct_slices_warn_naming_roi_and_z(small_phantom_dicom, tmp_path):
@@ -376,7 +376,7 @@ def test_structure_set_without_series_references_loads_quietly(small_phantom_dic
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
-    assert load_structure_set(rs).referenced_series_uids == ()
+    assert read_structure_set(rs).referenced_series_uids == ()
     assert "CentralTarget" in patient.structures
 
 
@@ -390,7 +390,7 @@ def test_frame_of_reference_from_the_rois_when_several_are_listed(small_phantom_
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     ct_for = pydicom.dcmread(small_phantom_dicom.ct_files[0]).FrameOfReferenceUID
-    ss = load_structure_set(rs)
+    ss = read_structure_set(rs)
     assert ss.frame_of_reference_uid == ct_for
     assert len(ss.referenced_frame_of_reference_uids) == 2
     rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
@@ -406,7 +406,7 @@ def test_no_frame_of_reference_at_all_is_refused(small_phantom_dicom, tmp_path):
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.raises(DicomReadError, match=r"names no frame of reference.*\(3006,0024\)"):
-        load_structure_set(rs)
+        read_structure_set(rs)
 
 
 @pytest.mark.parametrize(
@@ -424,7 +424,7 @@ def test_non_ascii_roi_names(charset, name, small_phantom_dicom, tmp_path):
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     raw = rs.read_bytes()
     assert name.encode("utf-8" if charset == "ISO_IR 192" else "latin-1") in raw
-    ss = load_structure_set(rs)
+    ss = read_structure_set(rs)
     assert list(ss.structures)[1] == name
     assert ss.structures[name].number == 2
 
@@ -449,8 +449,8 @@ def test_structure_set_encodings(encoding, small_phantom_dicom, tmp_path):
         ds.preamble = None
         del ds.file_meta
         dcmwrite(out, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
-    ref = load_structure_set(small_phantom_dicom.rtstruct_path)
-    got = load_structure_set(out)
+    ref = read_structure_set(small_phantom_dicom.rtstruct_path)
+    got = read_structure_set(out)
     assert list(got.structures) == list(ref.structures)
     for name, s in ref.structures.items():
         assert len(got.structures[name].contours) == len(s.contours)
@@ -470,7 +470,7 @@ def test_nul_padded_contour_data(small_phantom_dicom, tmp_path):
         pydicom.tag.Tag(0x30060050), "DS", len(text), text, 0, False, True
     )
     ds.save_as(tmp_path / "RS.dcm")
-    ss = load_structure_set(tmp_path / "RS.dcm")
+    ss = read_structure_set(tmp_path / "RS.dcm")
     np.testing.assert_array_equal(ss.structures["CentralTarget"].contours[0][2], [20, 20, -2.5])
 
 
@@ -484,7 +484,7 @@ def test_real_pydicom_rtstruct_in_a_ct_folder_is_ignored_by_load_ct(small_phanto
 
 def test_folder_given_as_rtstruct_is_named(small_phantom_dicom):
     with pytest.raises(rtplan.errors.InputError, match="is a folder; pass the RT Structure Set"):
-        load_structure_set(small_phantom_dicom.ct_dir)
+        read_structure_set(small_phantom_dicom.ct_dir)
 
 
 @pytest.mark.parametrize(
@@ -504,4 +504,4 @@ def test_undeclared_character_set(raw, expected, small_phantom_dicom, tmp_path):
         )
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
-    assert list(load_structure_set(rs).structures)[1] == expected
+    assert list(read_structure_set(rs).structures)[1] == expected

@@ -117,4 +117,4 @@ def test_ct_and_rtstruct_are_written_in_utf8_so_any_roi_name_survives(tmp_path):
     rs = pydicom.dcmread(w.rtstruct_path)
     assert ct.SpecificCharacterSet == rs.SpecificCharacterSet == "ISO_IR 192"
     assert name.encode("utf-8") in w.rtstruct_path.read_bytes()
-    assert name in rtplan.load_structure_set(w.rtstruct_path).structures
+    assert name in rtplan.read_structure_set(w.rtstruct_path).structures
