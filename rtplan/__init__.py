@@ -45,7 +45,7 @@ from .evaluation import (
     parse_metric,
 )
 from .io import (
-    load_patient,
+    read_patient,
     read_rtdose,
     read_rtplan,
     read_structure_set,
@@ -89,7 +89,7 @@ __all__ = [
     "influence_matrix",
     "JawModel",
     "load_machine",
-    "load_patient",
+    "read_patient",
     "load_protocol",
     "read_structure_set",
     "Machine",
@@ -144,7 +144,13 @@ def __dir__() -> list[str]:
 
 
 #: Deprecated names (one release), resolved with a warning naming the new one.
-_moved = moved_names(__name__, {"load_structure_set": "rtplan.io:read_structure_set"})
+_moved = moved_names(
+    __name__,
+    {
+        "load_patient": "rtplan.io:read_patient",
+        "load_structure_set": "rtplan.io:read_structure_set",
+    },
+)
 
 
 def __getattr__(name: str):

@@ -86,7 +86,7 @@ def test_a_planted_cycle_between_packages_breaks_the_layers(rtplan_copy):
 def test_a_cycle_hidden_in_a_function_breaks_the_acyclic_contract(rtplan_copy):
     root, config = rtplan_copy
     ct = root / COPY / "io" / "_ct.py"  # io._load imports io._ct at module level
-    ct.write_text(ct.read_text() + "\n\ndef _planted():\n    from ._load import load_patient\n")
+    ct.write_text(ct.read_text() + "\n\ndef _planted():\n    from ._load import read_patient\n")
     run = lint_imports(config, root, pythonpath=root)
     assert run.returncode == 1
     assert "1 kept, 1 broken" in run.stdout

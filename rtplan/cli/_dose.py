@@ -18,7 +18,7 @@ from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
 from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
 from ..errors import InputError
-from ..io import load_patient
+from ..io import read_patient
 from ..io._rtdose import write_rtdose
 from ..io._rtplan_read import read_rtplan_beams
 from ._plan import add_beam_model_option
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
     model = resolve_beam_model(args.beam_model)
     machine = load_machine(args.machine) if args.machine else None
-    patient = load_patient(args.ct_dir, args.rtstruct)
+    patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
     plan = read_rtplan_beams(
         args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import InputError, ReferenceMismatchError, StructureError
 from ..evaluation import DVHCollection, dvh, evaluate_goals, quality_indices
-from ..io import load_patient, read_rtdose, read_structure_set
+from ..io import read_patient, read_rtdose, read_structure_set
 from ..protocols import apply_derived, load_protocol, parse_mapping_overrides
 
 __all__ = ["register", "run"]
@@ -84,7 +84,7 @@ def _structures(args):
     (0010,0020) PatientID ("" when absent)."""
     ss = read_structure_set(args.rtstruct)
     if args.ct:
-        patient = load_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
+        patient = read_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
         return patient.structures, patient.frame_of_reference_uid, ss.patient_id
     return ss.structures, ss.frame_of_reference_uid, ss.patient_id
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
 from ..dose._influence import influence_matrix
 from ..errors import InputError
-from ..io import load_patient
+from ..io import read_patient
 from ._plan import add_beam_model_option
 
 __all__ = ["register", "run"]
@@ -103,7 +103,7 @@ def run(args) -> int:
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:
         raise InputError("--dose-grid-mm and --beamlet-mm must be > 0 and --margin-mm >= 0.")
     gantry = _angles(args.gantry) if args.gantry else None
-    patient = load_patient(args.ct_dir, args.rtstruct)
+    patient = read_patient(args.ct_dir, args.rtstruct)
     im = influence_matrix(
         patient,
         target=args.target,

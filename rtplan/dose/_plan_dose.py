@@ -177,7 +177,7 @@ def compute_plan_dose(
     from dose_engine._density import hu_to_density
     from dose_engine.errors import InvalidGeometryError
 
-    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     require_ct_volume(patient, "a dose")
     if not hasattr(plan, "beams"):
         raise TypeError(

@@ -3,7 +3,7 @@
 
 from .._internal.deprecation import moved_names
 from ._ct import CtSeries, read_ct
-from ._load import load_patient
+from ._load import read_patient
 from ._patient_write import WrittenPatient, write_patient
 from ._portpy import PortPyBeam, PortPyPatient, read_portpy_patient
 from ._rtdose import RtDoseReferences, read_rtdose, write_rtdose
@@ -20,7 +20,7 @@ __all__ = [
     "WrittenPatient",
     "has_generated_structures",
     "read_ct",
-    "load_patient",
+    "read_patient",
     "read_portpy_patient",
     "PortPyBeam",
     "PortPyPatient",
@@ -40,6 +40,7 @@ __getattr__ = moved_names(
     __name__,
     {
         "load_ct": "rtplan.io:read_ct",
+        "load_patient": "rtplan.io:read_patient",
         "load_portpy_patient": "rtplan.io:read_portpy_patient",
         "load_structure_set": "rtplan.io:read_structure_set",
     },

@@ -1,4 +1,4 @@
-"""``load_patient``: CT series + RT-STRUCT → :class:`rtplan.Patient`."""
+"""``read_patient``: CT series + RT-STRUCT → :class:`rtplan.Patient`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from ..patient._patient import Patient
 from ._ct import CtSeries, read_ct
 from ._rtstruct import StructureSet, read_structure_set
 
-__all__ = ["combine", "load_patient"]
+__all__ = ["combine", "read_patient"]
 
 
-def load_patient(
+def read_patient(
     ct_dir: str | os.PathLike,
     rtstruct_path: str | os.PathLike | None = None,
     *,
@@ -80,7 +80,7 @@ def load_patient(
 def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Patient:
     """A :class:`Patient` from a loaded CT and structure set, checking their references.
 
-    See :func:`load_patient` for the checks (raises/warns the same).
+    See :func:`read_patient` for the checks (raises/warns the same).
     """
     ct_dir = ct.files[0].parent if ct.files else "?"
     structures: dict = {}

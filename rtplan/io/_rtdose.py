@@ -138,7 +138,7 @@ def write_rtdose(
     require_instance(grid, "grid", Grid, "a dose_engine.Grid")
     if not hasattr(patient, "frame_of_reference_uid"):
         raise TypeError(
-            f"`patient` must be an rtplan.Patient (rtplan.load_patient); got "
+            f"`patient` must be an rtplan.Patient (rtplan.read_patient); got "
             f"{type(patient).__name__}."
         )
     dose = np.asarray(dose_gy, dtype=np.float64)

@@ -613,7 +613,7 @@ def read_rtplan_beams(
     ``total_dose_gy`` is None when the plan states no prescription.
     """
     path = path_argument(path, "path")
-    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than

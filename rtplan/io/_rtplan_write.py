@@ -144,7 +144,7 @@ def write_rtplan(
     """
     path_argument(path, "path")
     require_instance(plan, "plan", DeliverablePlan, "an rtplan.DeliverablePlan")
-    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     fmt = f"RT-PLAN '{path}'"
     beams = list(plan.beams)
     n_fx = int(plan.fractions)

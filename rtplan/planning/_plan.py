@@ -1097,7 +1097,7 @@ def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
         patient,
         "patient",
         Patient,
-        "an rtplan.Patient (from rtplan.load_patient or rtplan.phantoms.make_phantom)",
+        "an rtplan.Patient (from rtplan.read_patient or rtplan.phantoms.make_phantom)",
     )
     require_instance(
         protocol,
@@ -1127,7 +1127,7 @@ def plan_patient(
     Parameters
     ----------
     patient : rtplan.Patient
-        CT and structures (``rtplan.load_patient`` or ``rtplan.phantoms.make_phantom``).
+        CT and structures (``rtplan.read_patient`` or ``rtplan.phantoms.make_phantom``).
     protocol : rtplan.protocols.Protocol or str or path-like
         A protocol, a shipped protocol name (``"tg119_cshape"``) or a TOML file.
     backend : {"numpy", "cupy"}

@@ -14,7 +14,7 @@ from .._internal.arguments import PATH, check_arguments, either
 from .._internal.atomic import atomic_directory, check_cache_dir, check_output_path
 from ..dose._plan_dose import resolve_beam_model
 from ..errors import InputError
-from ..io import load_patient
+from ..io import read_patient
 from ..phantoms import write_phantom
 from ..protocols import Protocol, load_protocol, parse_mapping_overrides
 from ._dask import dask_client
@@ -151,7 +151,7 @@ def plan_and_write(
             )
             return fut.result()
 
-    patient = load_patient(ct_dir, rtstruct)
+    patient = read_patient(ct_dir, rtstruct)
     result = plan_patient(
         patient,
         prot,
@@ -211,7 +211,7 @@ def run_demo(
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_phantom(phantom, tmp / "input")
-        patient = load_patient(written.ct_dir, written.rtstruct_path)
+        patient = read_patient(written.ct_dir, written.rtstruct_path)
         result = plan_patient(
             patient,
             prot,

@@ -6,7 +6,7 @@ Build expressions from ROI names and attach them to a patient::
 
     import rtplan
     from rtplan.structures import expand, roi
-    patient = rtplan.load_patient("CT/", "RS.dcm")
+    patient = rtplan.read_patient("CT/", "RS.dcm")
     patient = patient.derive("PTV", expand("GTV", 5.0))
     patient = patient.derive("Lungs-PTV", (roi("Lung_L") | roi("Lung_R")) - "PTV")
     patient.structure("PTV").volume_cc(patient.grid)

@@ -31,7 +31,7 @@ from dose_engine import BeamModel, load_beam_model, load_influence_matrix
 from rtplan import compute_plan_dose
 from rtplan.cli import main
 from rtplan.errors import InputError
-from rtplan.io import load_patient, read_rtdose, read_rtplan_beams
+from rtplan.io import read_patient, read_rtdose, read_rtplan_beams
 from rtplan.phantoms import write_phantom
 from rtplan.planning import PLAN_FILES, plan_patient
 
@@ -121,7 +121,7 @@ def test_final_dose_of_the_plan_is_the_models(case):
     grid, reproduces its RT-DOSE (and so, by linearity, 1.10x the shipped model's)."""
     root, ph, _, scaled, _, _ = case
     planned, grid, _ = read_rtdose(root / "scaled" / "RTDOSE.dcm")
-    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     plan = read_rtplan_beams(root / "scaled" / "RTPLAN.dcm", patient)
     recalc = compute_plan_dose(plan, patient, dose_grid=grid, model=scaled).dose_gy
     np.testing.assert_allclose(recalc, planned, atol=1e-4 * float(planned.max()))
@@ -138,7 +138,7 @@ def test_planning_is_equivariant_under_an_exact_model_scale(case):
     _, ph, protocol, _, _, _ = case
     params = dict(load_beam_model().parameters)
     params["normalisation_gy_per_mu"] *= 2.0
-    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     ship = plan_patient(patient, protocol, progress=False)
     double = plan_patient(patient, protocol, progress=False, beam_model=BeamModel(params))
     np.testing.assert_allclose(2.0 * double.fluence_mu, ship.fluence_mu, rtol=1e-6, atol=1e-9)
@@ -162,7 +162,7 @@ def test_dose_cli_with_the_model_scales_the_dose_exactly(case, tmp_path):
 def test_model_of_another_sad_is_refused(case, tmp_path, capsys):
     root, ph, protocol, _, base, _ = case
     other = _model_file(tmp_path / "sad800.json", sad_mm=800.0)
-    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     with pytest.raises(InputError, match=r"sad800\.json.*SAD 800 mm.*SAD 1000 mm"):
         plan_patient(patient, protocol, beam_model=other, progress=False)
     out = tmp_path / "plan"

@@ -701,11 +701,11 @@ def test_zero_byte_slice_is_skipped_and_the_gap_reported(ct_copy):
         read_ct(ct_copy)
 
 
-def test_load_patient_recursive(tmp_path, small_phantom_dicom):
+def test_read_patient_recursive(tmp_path, small_phantom_dicom):
     import rtplan
 
     shutil.copytree(small_phantom_dicom.ct_dir, tmp_path / "study" / "series1")
-    p = rtplan.load_patient(tmp_path / "study", small_phantom_dicom.rtstruct_path, recursive=True)
+    p = rtplan.read_patient(tmp_path / "study", small_phantom_dicom.rtstruct_path, recursive=True)
     assert p.ct.shape == (12, 40, 40) and "CentralTarget" in p.structures
 
 

@@ -18,6 +18,8 @@ MOVED = [
 
 #: Renamed: (old module, old name, new module, new name).
 RENAMED = [
+    ("rtplan", "load_patient", "rtplan.io", "read_patient"),
+    ("rtplan.io", "load_patient", "rtplan.io", "read_patient"),
     ("rtplan", "load_structure_set", "rtplan.io", "read_structure_set"),
     ("rtplan.io", "load_structure_set", "rtplan.io", "read_structure_set"),
     ("rtplan.io", "load_ct", "rtplan.io", "read_ct"),

@@ -23,7 +23,7 @@ from rtplan import (
     Segment,
     compute_plan_dose,
     load_machine,
-    load_patient,
+    read_patient,
 )
 from rtplan.io import write_rtdose, write_rtplan
 from rtplan.phantoms import write_phantom
@@ -64,7 +64,7 @@ def run_tool(*args) -> list[str]:
 def objects(tmp_path_factory):
     root = tmp_path_factory.mktemp("validators")
     written = write_phantom("cshape", root / "cshape", pixel_spacing_mm=8.0, slice_spacing_mm=8.0)
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     iso = patient.structure("PTV").centroid_mm(patient.ct.grid)
     out = {"written": written, "patient": patient}
     for name in ("VarianMLC120", "AgilityMLC160"):

@@ -31,7 +31,7 @@ from rtplan import (
     Segment,
     compute_plan_dose,
     load_machine,
-    load_patient,
+    read_patient,
 )
 from rtplan.cli import main
 from rtplan.errors import InputError
@@ -60,7 +60,7 @@ def sample(dose, grid, points_mm):
 def cshape(tmp_path_factory):
     root = tmp_path_factory.mktemp("dose_cli")
     written = write_phantom("cshape", root / "cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     iso = patient.structure("PTV").centroid_mm(patient.ct.grid)
     beams = []
     for number, gantry in enumerate((0.0, 120.0, 240.0), start=1):
@@ -258,7 +258,7 @@ def water_open_field(tmp_path_factory):
         matrix_size=(96, 136),
         n_slices=97,
     )
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     seg = rect_segment(VARIAN, -50.0, 50.0, -50.0, 50.0, 100.0)
     beam = DeliverableBeam(
         1, "open 10x10", Beam(0.0, isocenter_mm=(0.0, -50.0, 0.0)), VARIAN, (seg,)

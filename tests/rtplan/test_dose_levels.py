@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from rtplan.io import load_patient
+from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
@@ -40,7 +40,7 @@ def _plan(tmp, written, *, safety_nets: bool):
             alara_weight=0.0,
         )
         protocol = replace(protocol, safety=off)
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     result = plan_patient(patient, protocol, progress=False, cache_dir=tmp / "cache")
     out = result.write(tmp / ("plan" if safety_nets else "plan_off"))
     return result, out

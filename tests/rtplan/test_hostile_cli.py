@@ -26,7 +26,7 @@ from rtplan._internal.atomic import atomic_directory, backup_path, check_output_
 from rtplan._internal.exit_status import EXIT_STATUSES
 from rtplan.cli import COMMANDS, build_parser, main
 from rtplan.errors import InputError, OutputError, ResourceLimitError
-from rtplan.io import load_patient, read_rtplan, write_rtplan
+from rtplan.io import read_patient, read_rtplan, write_rtplan
 from rtplan.phantoms import make_phantom
 from rtplan.planning import plan_patient, read_manifest
 
@@ -277,7 +277,7 @@ def test_unreachable_scheduler_is_one_line(address, phantom, tmp_path, capsys, n
 
 @pytest.fixture(scope="module")
 def plan_files(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return small_phantom_dicom, rp
@@ -328,7 +328,7 @@ def test_one_slice_ct_is_refused_for_any_dose(command, tmp_path, capsys):
     from rtplan.phantoms import write_phantom
 
     ph = write_phantom("cshape", tmp_path / "one", pixel_spacing_mm=5.0, n_slices=1)
-    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     rp = tmp_path / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     argv = [command, ph.ct_dir, ph.rtstruct_path]
@@ -345,7 +345,7 @@ def test_one_slice_ct_is_refused_for_any_dose(command, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def api_patient(small_phantom_dicom):
-    return load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    return read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
 
 
 @pytest.mark.parametrize(
@@ -371,9 +371,9 @@ def api_patient(small_phantom_dicom):
         (lambda p, rp: read_rtplan(None, p), TypeError, "path"),
         (lambda p, rp: read_rtplan(rp, None), TypeError, "patient"),
         (lambda p, rp: read_rtplan(rp, "patient"), TypeError, "patient"),
-        (lambda p, rp: load_patient(None), TypeError, "ct_dir"),
-        (lambda p, rp: load_patient(42), TypeError, "ct_dir"),
-        (lambda p, rp: load_patient("", None), ValueError, "ct_dir"),
+        (lambda p, rp: read_patient(None), TypeError, "ct_dir"),
+        (lambda p, rp: read_patient(42), TypeError, "ct_dir"),
+        (lambda p, rp: read_patient("", None), ValueError, "ct_dir"),
     ],
 )
 def test_api_wrong_argument_types_name_the_argument(call, error, name, api_patient, plan_files):

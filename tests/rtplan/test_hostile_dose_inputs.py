@@ -36,7 +36,7 @@ from dose_engine import (
 )
 from dose_engine._cache import _arrays_sha256
 from dose_engine._validation import water_phantom
-from rtplan import evaluate_goals, load_patient, parse_goal, read_rtplan
+from rtplan import evaluate_goals, parse_goal, read_patient, read_rtplan
 from rtplan.errors import (
     DicomReadError,
     DicomWarning,
@@ -234,7 +234,7 @@ def test_rtstruct_same_id_other_birth_date_is_refused(identified):
     ct, rs = identified
     edit(rs, lambda ds: setattr(ds, "PatientBirthDate", "19700202"))
     with pytest.raises(ReferenceMismatchError) as exc:
-        load_patient(ct, rs)
+        read_patient(ct, rs)
     assert_names(str(exc.value), rf"'{rs}'", r"\(0010,0030\) PatientBirthDate")
     assert "1970" not in str(exc.value) and "1960" not in str(exc.value)
 
@@ -243,7 +243,7 @@ def test_rtstruct_same_id_other_name_warns(identified):
     ct, rs = identified
     edit(rs, lambda ds: setattr(ds, "PatientName", "Roe^Richard"))
     with pytest.warns(DicomWarning, match=r"\(0010,0010\) PatientName differs") as rec:
-        patient = load_patient(ct, rs)
+        patient = read_patient(ct, rs)
     assert "Roe" not in str(rec[0].message) and "Doe" not in str(rec[0].message)
     assert "CentralTarget" in patient.structures
 
@@ -254,7 +254,7 @@ def test_rtstruct_name_spelled_differently_is_the_same_name(identified, spelling
     edit(rs, lambda ds: setattr(ds, "PatientName", spelling))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_patient(ct, rs)
+        read_patient(ct, rs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_rtstruct_name_spelled_differently_is_the_same_name(identified, spelling
 
 @pytest.fixture(scope="module")
 def plan_case(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return patient, rp

@@ -15,7 +15,7 @@ from _hostile import assert_names, copy_ct, edit, files_under, first_slice
 from rtplan.cli import main
 from rtplan.cli._limits import LIMITS
 from rtplan.errors import InputError, OutputError, OutputExistsError
-from rtplan.io import load_patient, read_ct, write_rtdose
+from rtplan.io import read_ct, read_patient, write_rtdose
 from rtplan.planning import BatchEntry, plan_batch
 
 
@@ -26,7 +26,7 @@ def run_cli(capsys, argv):
 
 @pytest.fixture(scope="module")
 def rtdose(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     path = tmp_path_factory.mktemp("rd") / "RD.dcm"
     dose = np.full(patient.ct.grid.shape, 50.0)
     write_rtdose(path, dose, patient.ct.grid, patient, plan_sop_instance_uid="1.2.3")

@@ -21,7 +21,7 @@ from dose_engine import (
 )
 from dose_engine._limits import DEFAULT_LIMITS, limit
 from dose_engine._validation import water_phantom
-from rtplan import evaluate_goals, load_patient, parse_goal
+from rtplan import evaluate_goals, parse_goal, read_patient
 from rtplan.cli import main
 from rtplan.io import read_ct, read_rtdose, write_rtplan
 
@@ -150,7 +150,7 @@ def test_defaults_are_the_documented_ones():
 
 @pytest.fixture(scope="module")
 def plan_files(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return small_phantom_dicom, rp
@@ -185,7 +185,7 @@ def test_cli_influence_bombs(extra, pattern, small_phantom_dicom, tmp_path, caps
 def test_cli_evaluate_bin_width_bomb(tmp_path, small_phantom_dicom, capsys):
     from rtplan.io import write_rtdose
 
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     path = tmp_path / "RD.dcm"
     dose = np.full(patient.ct.grid.shape, 50.0)
     write_rtdose(path, dose, patient.ct.grid, patient, plan_sop_instance_uid="1.2.3")

@@ -16,7 +16,7 @@ from _hostile import MAX_MESSAGE_CHARS, assert_names, raw
 
 from rtplan._internal.messages import QUOTE_LIMIT_CHARS, quote
 from rtplan.errors import DicomReadError
-from rtplan.io import load_patient, read_structure_set
+from rtplan.io import read_patient, read_structure_set
 
 
 def _circle(n_points, radius_mm, z_mm):
@@ -53,7 +53,7 @@ def test_contour_stored_as_un_is_decoded(n_points, small_phantom_dicom, tmp_path
     got = [c for c in ss.structures[name].contours if len(c) == n_points]
     assert len(got) == 1
     np.testing.assert_allclose(got[0], np.round(pts, 4), atol=1e-9)
-    patient = load_patient(small_phantom_dicom.ct_dir, rs)
+    patient = read_patient(small_phantom_dicom.ct_dir, rs)
     assert name in patient.structures
 
 

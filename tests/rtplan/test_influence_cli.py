@@ -5,7 +5,7 @@ import pytest
 
 from dose_engine import Beam, field_dose, hu_to_density, load_influence_matrix
 from rtplan.cli import main
-from rtplan.io import load_patient
+from rtplan.io import read_patient
 
 
 def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
@@ -27,7 +27,7 @@ def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
     assert main(argv) == 0
     assert "Gy/MU" in capsys.readouterr().out
     im = load_influence_matrix(out)
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     grid = patient.ct.grid.with_spacing(10.0)
     assert im.dose_grid == grid and im.matrix.shape[0] == grid.voxel_count
     assert [b.gantry_angle_deg for b in im.beams] == [0.0, 120.0, 240.0]

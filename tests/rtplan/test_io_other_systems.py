@@ -27,7 +27,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.encaps import encapsulate
 
 from rtplan.errors import DicomReadError, DicomWarning, ReferenceMismatchError, SeriesError
-from rtplan.io import load_patient, read_ct, read_rtdose
+from rtplan.io import read_ct, read_patient, read_rtdose
 
 #: Phantom slice planes in ``small_phantom_dicom``: z = -27.5 ... 27.5 every 5 mm, pixel
 #: centres every 5 mm from -97.5, so voxel edges lie on multiples of 5 mm.
@@ -81,7 +81,7 @@ def test_other_orientations_shuffled_slices_keep_the_geometry(position, phantom)
         f.unlink()
         ds.save_as(phantom.ct_dir / f"IMG{k:05d}")
     edit(phantom.rs, lambda rs: add_roi(rs, 50, "Box", _box_items()))
-    patient = load_patient(phantom.ct_dir, phantom.rs)
+    patient = read_patient(phantom.ct_dir, phantom.rs)
     assert patient.position == position
     assert patient.structure("Box").volume_cc(patient.grid) == pytest.approx(BOX_CC, rel=1e-9)
     grid = patient.grid
@@ -129,7 +129,7 @@ def test_contours_in_arbitrary_z_order_without_image_references(phantom):
                     del item.ContourImageSequence
 
     edit(phantom.rs, change)
-    patient = load_patient(phantom.ct_dir, phantom.rs)
+    patient = read_patient(phantom.ct_dir, phantom.rs)
     grid = patient.grid
     assert patient.structure("Box").volume_cc(grid) == pytest.approx(BOX_CC, rel=1e-9)
     assert patient.structure("Ring").volume_cc(grid) == pytest.approx(BOX_CC - HOLE_CC, rel=1e-9)
@@ -144,7 +144,7 @@ def test_point_open_and_empty_rois_do_not_crash(phantom):
 
     edit(phantom.rs, change)
     with pytest.warns(DicomWarning) as record:
-        patient = load_patient(phantom.ct_dir, phantom.rs)
+        patient = read_patient(phantom.ct_dir, phantom.rs)
     text = " ".join(str(w.message) for w in record)
     assert "OPEN_PLANAR contours of Wire ignored" in text
     assert "without contours" in text and "Planned" in text
@@ -167,20 +167,20 @@ def test_frame_of_reference_mismatch_names_file_element_and_both_uids(phantom):
         ReferenceMismatchError,
         match=rf"RS\.dcm.*\(3006,0024\) ReferencedFrameOfReferenceUID {other}.*{ct_for}",
     ):
-        load_patient(phantom.ct_dir, phantom.rs)
+        read_patient(phantom.ct_dir, phantom.rs)
 
 
 def test_other_patient_id_is_refused_without_printing_ids(phantom):
     edit(phantom.rs, lambda rs: setattr(rs, "PatientID", "SOMEONE-ELSE-42"))
     with pytest.raises(ReferenceMismatchError, match=r"RS\.dcm.*\(0010,0020\) PatientID") as exc:
-        load_patient(phantom.ct_dir, phantom.rs)
+        read_patient(phantom.ct_dir, phantom.rs)
     message = str(exc.value)
     assert "SOMEONE-ELSE-42" not in message and "RTPLAN-PHANTOM" not in message
 
 
 def test_missing_patient_id_on_one_side_is_not_a_mismatch(phantom):
     edit(phantom.rs, lambda rs: delattr(rs, "PatientID"))
-    patient = load_patient(phantom.ct_dir, phantom.rs)
+    patient = read_patient(phantom.ct_dir, phantom.rs)
     assert "Body" in patient.structures
 
 

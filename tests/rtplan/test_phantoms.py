@@ -135,7 +135,7 @@ def test_unknown_phantom_and_bad_sizes():
 
 # ------------------------------------------------------------------ DICOM round trip
 def test_cshape_round_trip(cshape_dicom, cshape_patient):
-    loaded = rtplan.load_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
+    loaded = rtplan.read_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
     assert loaded.ct.grid == cshape_patient.ct.grid
     np.testing.assert_array_equal(loaded.ct.array, cshape_patient.ct.array)
     g = loaded.ct.grid
@@ -149,7 +149,7 @@ def test_cshape_round_trip(cshape_dicom, cshape_patient):
 def test_other_phantoms_round_trip(name, tmp_path):
     p = make_phantom(name, pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
     w = write_phantom(name, tmp_path / name, pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
-    loaded = rtplan.load_patient(w.ct_dir, w.rtstruct_path)
+    loaded = rtplan.read_patient(w.ct_dir, w.rtstruct_path)
     g = loaded.ct.grid
     assert g == p.ct.grid
     np.testing.assert_array_equal(loaded.ct.array, p.ct.array)
@@ -193,7 +193,7 @@ def test_dcentvfy_finds_ct_and_rtstruct_consistent(cshape_dicom):
     files = [str(f) for f in cshape_dicom.ct_files] + [str(cshape_dicom.rtstruct_path)]
     out = run_tool("dcentvfy", *files)
     lines = [ln for ln in out.splitlines() if ln.strip()]
-    study_uid = rtplan.load_patient(cshape_dicom.ct_dir).study_instance_uid
+    study_uid = rtplan.read_patient(cshape_dicom.ct_dir).study_instance_uid
     expected = f"Error - Missing SOPInstanceUID that was referenced - {study_uid} for file <"
     unexpected = [ln for ln in lines if not ln.startswith(expected)]
     assert unexpected == [], "\n".join(unexpected)
@@ -202,7 +202,7 @@ def test_dcentvfy_finds_ct_and_rtstruct_consistent(cshape_dicom):
     import pydicom
 
     ds = pydicom.dcmread(cshape_dicom.rtstruct_path)
-    ct_uids = set(rtplan.load_patient(cshape_dicom.ct_dir).ct_sop_instance_uids)
+    ct_uids = set(rtplan.read_patient(cshape_dicom.ct_dir).ct_sop_instance_uids)
     refs = {
         i.ReferencedSOPInstanceUID
         for rc in ds.ROIContourSequence

@@ -12,7 +12,7 @@ import pytest
 
 from rtplan.cli import main
 from rtplan.evaluation import evaluate_goals
-from rtplan.io import load_patient, read_rtdose
+from rtplan.io import read_patient, read_rtdose
 from rtplan.phantoms import write_phantom
 from rtplan.planning import PLAN_FILES
 from rtplan.protocols import load_protocol
@@ -122,7 +122,7 @@ def test_plan_writes_four_files_and_goals_match_written_dose(phantom, tmp_path, 
     record = json.loads((out / "plan.json").read_text())
     # Independent check: re-evaluate the goals on the RT-DOSE read back from disk.
     dose, grid, refs = read_rtdose(out / "RTDOSE.dcm")
-    patient = load_patient(phantom.ct_dir, phantom.rtstruct_path)
+    patient = read_patient(phantom.ct_dir, phantom.rtstruct_path)
     p = load_protocol(proto)
     goals = p.evaluation_goals(p.resolve_structures(patient.structures))
     table = evaluate_goals(dose, patient.structures, goals, grid, prescription_gy=50.0)

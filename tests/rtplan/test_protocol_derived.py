@@ -157,7 +157,7 @@ def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path, c
     from rtplan.io import write_patient
 
     w = write_patient(patient, tmp_path / "in")
-    again = rtplan.load_patient(w.ct_dir, out / DERIVED_RTSTRUCT_FILE)
+    again = rtplan.read_patient(w.ct_dir, out / DERIVED_RTSTRUCT_FILE)
     g = patient.grid
     want = result.patient.structure("PTV2").volume_cc(g)
     # 4 mm slices: one contour per CT slice cannot hold the partial-slice volume at the

@@ -45,7 +45,7 @@ def planned(tmp_path_factory):
     written = rtplan.phantoms.write_phantom(
         "cshape", root / "input", pixel_spacing_mm=5.0, slice_spacing_mm=5.0
     )
-    patient = rtplan.load_patient(written.ct_dir, written.rtstruct_path)
+    patient = rtplan.read_patient(written.ct_dir, written.rtstruct_path)
     text = tiny_cshape_protocol(ring=False).replace(
         'name = "tiny C-shape"', f'name = "{LONG_NAME}"'
     )

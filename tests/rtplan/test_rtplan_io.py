@@ -17,7 +17,7 @@ import pytest
 
 import rtplan
 from dose_engine._beam import Beam
-from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine, load_patient
+from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine, read_patient
 from rtplan.errors import InputError, OutputExistsError, ReferenceMismatchError
 from rtplan.io import read_rtplan, write_rtplan
 from rtplan.phantoms import write_phantom
@@ -47,7 +47,7 @@ def case(tmp_path_factory):
     """cshape phantom (5 mm voxels) on disk + a 3-beam Varian plan written as RT-PLAN."""
     root = tmp_path_factory.mktemp("rtplan_io")
     written = write_phantom("cshape", root / "cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     iso = tuple(round(v, 1) for v in patient.structure("PTV").centroid_mm(patient.ct.grid))
     beams = []
     for number, (gantry, coll, couch) in enumerate(
@@ -552,7 +552,7 @@ def test_patient_positions_round_trip_with_their_ssd(tmp_path, position):
         slice_spacing_mm=10.0,
         position=position,
     )
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     assert patient.position == position
     beams = [
         DeliverableBeam(

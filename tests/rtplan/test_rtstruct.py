@@ -1,4 +1,4 @@
-"""RT Structure Set reader and load_patient's reference checks, including RT-STRUCTs as
+"""RT Structure Set reader and read_patient's reference checks, including RT-STRUCTs as
 other planning systems write them."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_fast_contour_parse_equals_pydicom(cshape_dicom):
 
 
 def test_structure_lookup_lists_names(cshape_dicom):
-    patient = rtplan.load_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
+    patient = rtplan.read_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
     with pytest.raises(StructureError, match=r"No structure named 'Cord'.*'Body', 'PTV', 'Core'"):
         patient.structure("Cord")
 
@@ -101,7 +101,7 @@ def test_other_frame_of_reference_is_refused(cshape_dicom, tmp_path):
         ReferenceMismatchError,
         match=rf"1\.2\.826\.0\.1\.3680043\.8\.498\.2010020400001\.2 .*{ct_for}",
     ):
-        rtplan.load_patient(cshape_dicom.ct_dir, PYDICOM_RTSTRUCT)
+        rtplan.read_patient(cshape_dicom.ct_dir, PYDICOM_RTSTRUCT)
 
 
 def test_other_series_same_frame_warns_and_goes_on(cshape_dicom, tmp_path):
@@ -118,7 +118,7 @@ def test_other_series_same_frame_warns_and_goes_on(cshape_dicom, tmp_path):
     rs = _mutated_rs(cshape_dicom.rtstruct_path, tmp_path / "RS.dcm", fn)
     ct_series = pydicom.dcmread(cshape_dicom.ct_files[0]).SeriesInstanceUID
     with pytest.warns(DicomWarning, match=rf"{other}.*{ct_series}"):
-        patient = rtplan.load_patient(cshape_dicom.ct_dir, rs)
+        patient = rtplan.read_patient(cshape_dicom.ct_dir, rs)
     assert list(patient.structures) == ["Body", "PTV", "Core"]
 
 
@@ -132,7 +132,7 @@ def test_contour_with_two_points_names_roi_and_contour(cshape_dicom, tmp_path):
     with pytest.raises(StructureError, match=r"ROI 'Core' \(number 3\), contour 3 has 2 point"):
         read_structure_set(rs)
     with pytest.raises(StructureError, match="'Core'"):
-        rtplan.load_patient(cshape_dicom.ct_dir, rs)
+        rtplan.read_patient(cshape_dicom.ct_dir, rs)
 
 
 def test_empty_roi_warns_and_is_kept(cshape_dicom, tmp_path):
@@ -167,8 +167,8 @@ def test_truncated_and_wrong_objects(cshape_dicom, tmp_path):
         read_structure_set(junk)
 
 
-def test_load_patient_fields(cshape_dicom, cshape_patient):
-    p = rtplan.load_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
+def test_read_patient_fields(cshape_dicom, cshape_patient):
+    p = rtplan.read_patient(cshape_dicom.ct_dir, cshape_dicom.rtstruct_path)
     ds = pydicom.dcmread(cshape_dicom.rtstruct_path)
     assert p.structure_set_uid == ds.SOPInstanceUID
     assert p.frame_of_reference_uid == cshape_patient.frame_of_reference_uid
@@ -233,7 +233,7 @@ def test_nested_contours_make_a_hole(kind, small_phantom_dicom, tmp_path):
         )
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
-    patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
+    patient = rtplan.read_patient(small_phantom_dicom.ct_dir, rs)
     target = patient.structure("CentralTarget")
     # Voxel faces lie on multiples of 5 mm: the occupancy is exact.
     assert target.volume_cc(patient.grid) == pytest.approx(4 * (40**2 - 20**2) * 5 / 1000)
@@ -306,7 +306,7 @@ def test_duplicate_roi_names_are_kept_apart_not_guessed(small_phantom_dicom, tmp
         match=r"share the \(3006,0026\) ROIName 'PTV'.*"
         r"'PTV \[ROI 3\]'",
     ):
-        patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
+        patient = rtplan.read_patient(small_phantom_dicom.ct_dir, rs)
     assert list(patient.structures) == ["Body", "ROI 2", "PTV [ROI 3]", "PTV [ROI 4]"]
     assert patient.structure("PTV [ROI 4]").number == 4
     with pytest.raises(StructureError, match=r"'PTV \[ROI 3\]', 'PTV \[ROI 4\]'"):
@@ -353,7 +353,7 @@ def test_contours_off_the_ct_slices_warn_naming_roi_and_z(small_phantom_dicom, t
 
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with pytest.warns(DicomWarning) as record:
-        patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
+        patient = rtplan.read_patient(small_phantom_dicom.ct_dir, rs)
     text = " | ".join(str(w.message) for w in record)
     assert re.search(
         r"outside the CT's z range \(-27\.50 \.\. 27\.50 mm.*'SuperiorTarget' "
@@ -375,7 +375,7 @@ def test_structure_set_without_series_references_loads_quietly(small_phantom_dic
     rs = _small_rs(small_phantom_dicom, tmp_path, fn)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        patient = rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
+        patient = rtplan.read_patient(small_phantom_dicom.ct_dir, rs)
     assert read_structure_set(rs).referenced_series_uids == ()
     assert "CentralTarget" in patient.structures
 
@@ -393,7 +393,7 @@ def test_frame_of_reference_from_the_rois_when_several_are_listed(small_phantom_
     ss = read_structure_set(rs)
     assert ss.frame_of_reference_uid == ct_for
     assert len(ss.referenced_frame_of_reference_uids) == 2
-    rtplan.load_patient(small_phantom_dicom.ct_dir, rs)
+    rtplan.read_patient(small_phantom_dicom.ct_dir, rs)
 
 
 def test_no_frame_of_reference_at_all_is_refused(small_phantom_dicom, tmp_path):
@@ -478,7 +478,7 @@ def test_real_pydicom_rtstruct_in_a_ct_folder_is_ignored_by_load_ct(small_phanto
     ct = tmp_path / "CT"
     shutil.copytree(small_phantom_dicom.ct_dir, ct)
     shutil.copy(PYDICOM_RTSTRUCT, ct / "RS.other.dcm")  # no preamble, implicit VR
-    patient = rtplan.load_patient(ct, small_phantom_dicom.rtstruct_path)
+    patient = rtplan.read_patient(ct, small_phantom_dicom.rtstruct_path)
     assert patient.ct.shape == (12, 40, 40)
 
 

@@ -23,7 +23,7 @@ def written(tmp_path_factory):
     w = write_patient(
         make_phantom("cshape", pixel_spacing_mm=2.5, slice_spacing_mm=3.0), root / "in"
     )
-    patient = rtplan.load_patient(w.ct_dir, w.rtstruct_path)
+    patient = rtplan.read_patient(w.ct_dir, w.rtstruct_path)
     derived = (
         patient.derive("PTV+5", expand("PTV", 5.0), roi_type="PTV")
         .derive("Core-PTV+5", roi("Core") - "PTV+5", roi_type="ORGAN")
@@ -42,7 +42,7 @@ def written(tmp_path_factory):
 
 def test_reloaded_rois_original_unchanged_and_derived_within_tolerance(written):
     w, patient, derived, out = written
-    again = rtplan.load_patient(w.ct_dir, out)
+    again = rtplan.read_patient(w.ct_dir, out)
     g = patient.grid
     assert list(again.structures) == list(derived.structures)
     for name, s in patient.structures.items():  # the originals, point for point

@@ -20,7 +20,7 @@ import pymedphys
 import pytest
 
 from dose_engine import Beam
-from rtplan import DeliverablePlan, load_machine, load_patient
+from rtplan import DeliverablePlan, load_machine, read_patient
 from rtplan.io import write_rtplan
 from rtplan.phantoms import write_phantom
 from rtplan.sequencing import sequence_fluence
@@ -33,7 +33,7 @@ FRACTIONS = 5
 def patient(tmp_path_factory):
     root = tmp_path_factory.mktemp("pmp")
     w = write_phantom("water_box", root / "wb", pixel_spacing_mm=10.0, slice_spacing_mm=10.0)
-    return load_patient(w.ct_dir, w.rtstruct_path)
+    return read_patient(w.ct_dir, w.rtstruct_path)
 
 
 def _plan_metersetmaps(tmp_path, patient, results, gantries):

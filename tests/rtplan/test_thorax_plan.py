@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from rtplan.io import load_patient
+from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
 from rtplan.phantoms._thorax import THORAX as T
 from rtplan.planning import plan_patient
@@ -53,7 +53,7 @@ def plan(tmp_path_factory):
     protocol = load_protocol("lung_60gy_30fx").with_overrides(
         dose_grid_mm=GRID_MM, max_iterations=120
     )
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     result = plan_patient(patient, protocol, progress=False)
     out = result.write(tmp / "plan")
     return result, out
