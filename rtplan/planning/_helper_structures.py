@@ -24,7 +24,7 @@ than the dose grid (an odd factor, so that every dose-grid voxel centre is also 
 voxel centre), cropped to the region that matters, and averaged back into a fractional
 occupancy on the dose grid.  With ``supersample=3`` the volume of a 5–20 mm ring around a
 sphere of radius 15–30 mm on 2–4 mm grids is within about 1.5 % of the analytic shell
-volume (see ``tests/rtplan/test_helper_structures.py``).
+volume (see ``tests/rtplan/planning/test_helper_structures.py``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from rtplan.errors import InputError, OutputExistsError
 from rtplan.io import write_patient
 from rtplan.phantoms import PHANTOM_NAMES, make_phantom, write_phantom
 
-# Structure names exactly as in tests/rtplan/data/tg119_goals.toml (+ the Body).
+# Structure names exactly as in tests/rtplan/evaluation/data/tg119_goals.toml (+ the Body).
 TG119_NAMES = {
     "multitarget": ["CentralTarget", "SuperiorTarget", "InferiorTarget"],
     "prostate": ["PTV", "Rectum", "Bladder"],

@@ -3,7 +3,7 @@
 Evaluation is checked on a dose linear across a box of equal voxels, where every metric is
 known in closed form (Dx% linear in x, Vx linear in x, mean at the centre), and on the
 AAPM TG-119 goal set (Ezzell et al., Med Phys 36(11):5359, 2009) shipped in
-``tests/rtplan/data/tg119_goals.toml``, whose goals must all be expressible.
+``tests/rtplan/evaluation/data/tg119_goals.toml``, whose goals must all be expressible.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rtplan.evaluation import Goal, GoalTable, evaluate_goals, parse_goal, parse
 # The published goal tables (doses in cGy) ship with the tests, so a clean clone runs them;
 # the project's shared reference beside the checkout (../shared), where present, must agree.
 TG119 = Path(__file__).parent / "data" / "tg119_goals.toml"
-TG119_SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tg119_goals.toml"
+TG119_SHARED = Path(__file__).resolve().parents[4] / "shared" / "reference" / "tg119_goals.toml"
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ the PTV from the phantom's analytic geometry).
 
 Coarse for the suite: 4 mm CT pixels, 5 mm slices over z in [-50, 50] mm (the CT covers
 the tumour's part of the thorax), 5 mm dose grid, 120 iterations per level (as
-tests/rtplan/test_dose_levels.py); no body contour, as in issue 12.  The
+tests/rtplan/planning/test_dose_levels.py); no body contour, as in issue 12.  The
 full-size case (512 x 512 x 131, 3 mm grid) is ``benches/bench_thorax.py``.
 
 Three targets of issue 12 are not met by the planner today (strict xfails, so the suite
@@ -35,7 +35,8 @@ RX_GY = 60.0
 PIXEL_MM, SLICE_MM, N_SLICES, GRID_MM = 4.0, 5.0, 21, 5.0
 PLANNER_GH12 = (
     "issue 12: the first optimisation level trades the PTV rim in lung against the D2 and "
-    "hot-spot terms without a normal-tissue term (tests/rtplan/test_thorax_plan.py docstring)"
+    "hot-spot terms without a normal-tissue term "
+    "(tests/rtplan/planning/test_thorax_plan.py docstring)"
 )
 
 

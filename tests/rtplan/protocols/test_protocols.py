@@ -120,7 +120,7 @@ def test_prostate_conventional_dose_per_fraction_and_rectum_limits():
 
 
 def test_load_protocol_from_file_and_round_trip(tmp_path):
-    src = Path(__file__).parents[2] / "rtplan" / "protocols" / "data" / "tg119_cshape.toml"
+    src = Path(__file__).parents[3] / "rtplan" / "protocols" / "data" / "tg119_cshape.toml"
     dst = tmp_path / "my.toml"
     dst.write_bytes(src.read_bytes())
     a, b = load_protocol(dst), load_protocol("tg119_cshape")
