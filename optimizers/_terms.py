@@ -1,8 +1,11 @@
 """Clinical objective and constraint terms.
 
 Terms only declare their mathematics: convexity, smoothness, value, gradient and the
-clinical quantity they bound. Translation to CVXPY lives in :mod:`optimizers._cvxpy`; the
-first-order solver in :mod:`optimizers._first_order` uses ``value``/``gradient``.
+clinical quantity they bound. How each solver sees a term lives in one table per solver:
+:data:`optimizers._cvxpy_canon.CVXPY_CANONICALIZERS` (term type -> CVXPY expression) and
+:data:`optimizers._surrogates.FIRST_ORDER_SURROGATES` (term type -> smooth surrogate of the
+first-order solver). A new term is a :class:`Term` subclass plus one line in each table
+(or :func:`optimizers.register_term` outside this package); see docs/architecture.md.
 
 Every structure term is a *mean over the structure's voxels*: with per-voxel weights
 ``w_i`` (default 1, e.g. fractional occupancy) normalised to ``p_i = w_i / sum(w)``, a
@@ -19,8 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import array_namespace, is_cupy_namespace
+from array_api_compat import array_namespace
 
+from ._sparse_ops import SparseProducts
 from .errors import InvalidProblemError
 
 __all__ = [
@@ -33,8 +37,8 @@ __all__ = [
     "MinDVH",
     "MinDose",
     "Overdose",
-    "Prescription",
     "Smoothness",
+    "SquaredDeviation",
     "Term",
     "TotalMU",
     "Underdose",
@@ -98,8 +102,12 @@ class Term:
     ``convex`` (the soft value is convex in the dose, and the hard constraint set is
     convex), ``smooth`` (the soft value has a Lipschitz-continuous gradient in the dose),
     ``acts_on`` (``"dose"`` or ``"fluence"``), ``sense`` for hard terms
-    (``"<="``: ``quantity <= dose_gy``; ``">="``: ``quantity >= dose_gy``) and ``per_voxel``
-    (the hard constraint is one inequality per voxel, e.g. max dose).
+    (``"<="``: ``quantity <= dose_gy``; ``">="``: ``quantity >= dose_gy``), ``per_voxel``
+    (the hard constraint is one inequality per voxel, e.g. max dose), ``linear`` (the hard
+    constraint is linear in the dose: per voxel, or on the weighted mean ``p @ d``),
+    ``target_goal`` (the term asks its structure to reach ``dose_gy``: the first-order
+    solver's default start scales the fluence to these levels) and ``maximises`` (the soft
+    value falls without bound as the dose grows).
     """
 
     convex: ClassVar[bool] = True
@@ -107,6 +115,9 @@ class Term:
     acts_on: ClassVar[str] = "dose"
     sense: ClassVar[str] = "<="
     per_voxel: ClassVar[bool] = False
+    linear: ClassVar[bool] = False
+    target_goal: ClassVar[bool] = False
+    maximises: ClassVar[bool] = False
     hard_allowed: ClassVar[bool] = False
     soft_allowed: ClassVar[bool] = True
     #: A dose term names its structure (only the internal level bound does not).
@@ -149,6 +160,19 @@ class Term:
     def _describe(self) -> str:
         return f"{type(self).__name__}({self.structure})"
 
+    def threshold(self) -> float:
+        """The dose level or bound ``dose_gy`` (Gy; objective units for a lexicographic level
+        bound).
+
+        Raises
+        ------
+        InvalidProblemError
+            The term has none (e.g. a soft :class:`MeanDose`).
+        """
+        if self.dose_gy is None:
+            raise InvalidProblemError(f"{self.label} has no dose level `dose_gy`.")
+        return self.dose_gy
+
     @property
     def label(self) -> str:
         """Readable name, e.g. ``"MaxDose(CORD) <= 45 Gy [hard]"``."""
@@ -190,26 +214,9 @@ class Term:
         """Gradient of a smooth scalar :meth:`quantity` (hard scalar constraints)."""
         raise NotImplementedError
 
-    # smooth surrogates used by the first-order solver (identical unless overridden)
-    def fo_value(self, dose_gy: Any, p: Any) -> float:
-        """Soft value as the first-order solver sees it (a smooth surrogate if needed)."""
-        return self.value(dose_gy, p)
-
-    def fo_gradient(self, dose_gy: Any, p: Any) -> Any:
-        """Gradient of :meth:`fo_value` with respect to ``dose_gy``."""
-        return self.gradient(dose_gy, p)
-
-    def fo_value_and_gradient(self, dose_gy: Any, p: Any) -> tuple[float, Any]:
-        """``(fo_value, fo_gradient)`` in one pass where the term can share work."""
-        return self.fo_value(dose_gy, p), self.fo_gradient(dose_gy, p)
-
-    def fo_quantity(self, dose_gy: Any, p: Any) -> float:
-        """Constrained quantity as the first-order solver sees it."""
-        return self.quantity(dose_gy, p)
-
-    def fo_quantity_gradient(self, dose_gy: Any, p: Any) -> Any:
-        """Gradient of :meth:`fo_quantity`."""
-        return self.quantity_gradient(dose_gy, p)
+    def value_and_gradient(self, dose_gy: Any, p: Any) -> tuple[float, Any]:
+        """``(value, gradient)`` in one pass where the term can share work."""
+        return self.value(dose_gy, p), self.gradient(dose_gy, p)
 
     def reported(self, dose_gy: Any, p: Any) -> dict[str, float]:
         """Values shown in ``OptimizationResult.term_values`` for this term."""
@@ -255,7 +262,7 @@ class _OneSidedQuadratic(_SoftLevelTerm):
         xp = array_namespace(dose_gy)
         return (-2.0 if self._under else 2.0) * p * xp.clip(self._excess(dose_gy), 0.0, None)
 
-    def fo_value_and_gradient(self, dose_gy, p):
+    def value_and_gradient(self, dose_gy, p):
         xp = array_namespace(dose_gy)
         pr = p * xp.clip(self._excess(dose_gy), 0.0, None)
         return float(xp.sum(pr * self._excess(dose_gy))), (-2.0 if self._under else 2.0) * pr
@@ -281,6 +288,7 @@ class Underdose(_OneSidedQuadratic):
     """
 
     _under = True
+    target_goal = True
 
 
 class Overdose(_OneSidedQuadratic):
@@ -301,8 +309,8 @@ class Overdose(_OneSidedQuadratic):
     _under = False
 
 
-class Prescription(_SoftLevelTerm):
-    """Squared deviation from a prescribed dose.
+class SquaredDeviation(_SoftLevelTerm):
+    """Squared deviation from a dose level (a least-squares dose objective).
 
     ``value = sum_i p_i * (d_i - dose_gy)**2`` (Gy²), convex and smooth.
 
@@ -311,13 +319,22 @@ class Prescription(_SoftLevelTerm):
     structure : str
         Target structure name.
     dose_gy : float
-        Prescribed dose, Gy (total).
+        Dose level, Gy (total), typically the prescribed dose.
     weight : float, optional
         Importance weight (default 1).
+
+    Notes
+    -----
+    .. versionchanged:: 0.2.0
+       Renamed from ``Prescription`` (the quadratic term, not the clinical prescription of
+       :class:`rtplan.protocols.Prescription`); ``optimizers.Prescription`` remains a
+       deprecated alias until 0.3.0.
     """
 
+    target_goal = True
+
     def _describe(self) -> str:
-        return f"Prescription({self.structure} = {self.dose_gy:g} Gy)"
+        return f"SquaredDeviation({self.structure} = {self.dose_gy:g} Gy)"
 
     def value(self, dose_gy, p):
         xp = array_namespace(dose_gy)
@@ -336,6 +353,7 @@ class _VoxelBound(Term):
     may also be a hard constraint, one inequality per voxel."""
 
     per_voxel = True
+    linear = True
     hard_allowed = True
 
     def __init__(
@@ -410,6 +428,7 @@ class MeanDose(Term):
     """
 
     hard_allowed = True
+    linear = True
 
     def __init__(
         self,
@@ -496,6 +515,14 @@ class GEUD(Term):
     def smooth(self) -> bool:  # type: ignore[override]
         return self.a >= 2 or self.a == 1
 
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.a == 1  # the mean dose
+
+    @property
+    def maximises(self) -> bool:  # type: ignore[override]
+        return self.a < 1
+
     def _describe(self) -> str:
         if self.hard:
             return f"GEUD({self.structure}, a={self.a:g}) {self.sense} {self.dose_gy:g} Gy"
@@ -566,53 +593,6 @@ def dose_at_volume(dose_gy: Any, p: Any, volume_pct: float) -> float:
     return float(d[k])
 
 
-def smooth_cvar(dose_gy: Any, p: Any, fraction: float, tau_gy: float, *, upper: bool):
-    """Softplus-smoothed CVaR and its gradient (used by the first-order solver).
-
-    Upper: ``min_z z + (1/f) sum_i p_i tau log(1 + exp((d_i - z)/tau))``; lower:
-    ``max_z z - (1/f) sum_i p_i tau log(1 + exp((z - d_i)/tau))``. Because the softplus lies
-    above ``max(0, .)``, the smoothed upper CVaR is >= the exact one and the smoothed lower
-    CVaR <= the exact one (by at most ``tau log 2 / f``): a hard constraint on it is
-    conservative, so the exact DVH goal still holds. The inner 1-D problem in ``z`` is solved
-    by safeguarded Newton steps; the gradient follows from the envelope theorem.
-
-    Returns
-    -------
-    value : float, Gy
-    gradient : (n_s,) array
-    """
-    xp = array_namespace(dose_gy)
-    sgn = 1.0 if upper else -1.0
-    u = sgn * dose_gy  # the lower CVaR of d is minus the upper CVaR of -d
-    lo = float(xp.min(u)) - 40.0 * tau_gy
-    hi = float(xp.max(u)) + 40.0 * tau_gy
-    z = sgn * dose_at_volume(dose_gy, p, 100.0 * (fraction if upper else 1.0 - fraction))
-    for _ in range(60):
-        t = xp.clip((u - z) / tau_gy, -500.0, 500.0)
-        sig = 1.0 / (1.0 + xp.exp(-t))
-        h1 = 1.0 - float(xp.sum(p * sig)) / fraction  # dh/dz, increasing in z
-        if abs(h1) < 1e-12:
-            break
-        if h1 > 0:
-            hi = z
-        else:
-            lo = z
-        h2 = float(xp.sum(p * sig * (1.0 - sig))) / (fraction * tau_gy)
-        z_new = z - h1 / h2 if h2 > 0 else 0.5 * (lo + hi)
-        if not (lo < z_new < hi):
-            z_new = 0.5 * (lo + hi)
-        if abs(z_new - z) < 1e-12 * max(1.0, abs(z)):
-            z = z_new
-            break
-        z = z_new
-    t = xp.clip((u - z) / tau_gy, -500.0, 500.0)
-    # softplus without overflow: max(t, 0) + log1p(exp(-|t|))
-    sp_t = xp.clip(t, 0.0, None) + xp.log1p(xp.exp(-xp.abs(t)))
-    val = z + tau_gy * float(xp.sum(p * sp_t)) / fraction
-    grad = p / (1.0 + xp.exp(-t)) / fraction
-    return sgn * val, grad
-
-
 class _DVH(Term):
     hard_allowed = True
     smooth = False
@@ -636,34 +616,19 @@ class _DVH(Term):
         """Exact ``D_v`` (Gy) of the dose in the structure."""
         return dose_at_volume(dose_gy, p, self.volume_pct)
 
-    def _fraction(self) -> float:
+    def fraction(self) -> float:
+        """Volume fraction the CVaR averages: ``v`` (upper goal) or ``1 - v`` (lower goal)."""
         v = self.volume_pct / 100.0
         return v if self.sense == "<=" else 1.0 - v
 
-    def _smooth(self, dose_gy, p):
-        return smooth_cvar(dose_gy, p, self._fraction(), self.tau_gy, upper=self.sense == "<=")
-
-    def _squared_miss(self, q) -> float:
-        r = max(q - self.dose_gy, 0.0) if self.sense == "<=" else max(self.dose_gy - q, 0.0)
-        return r * r
-
-    def fo_quantity(self, dose_gy, p):
-        return self._smooth(dose_gy, p)[0]
-
-    def fo_quantity_gradient(self, dose_gy, p):
-        return self._smooth(dose_gy, p)[1]
-
-    def fo_value(self, dose_gy, p):
-        return self._squared_miss(self.fo_quantity(dose_gy, p))
-
-    def fo_gradient(self, dose_gy, p):
-        q, g = self._smooth(dose_gy, p)
-        if self.sense == "<=":
-            return 2.0 * max(q - self.dose_gy, 0.0) * g
-        return -2.0 * max(self.dose_gy - q, 0.0) * g
+    def miss_gy(self, q: float) -> float:
+        """How far the CVaR ``q`` (Gy) misses the level on the goal's wrong side (>= 0)."""
+        assert self.dose_gy is not None  # set by __init__
+        return max(q - self.dose_gy, 0.0) if self.sense == "<=" else max(self.dose_gy - q, 0.0)
 
     def value(self, dose_gy, p):
-        return self._squared_miss(self.quantity(dose_gy, p))
+        r = self.miss_gy(self.quantity(dose_gy, p))
+        return r * r
 
     def reported(self, dose_gy, p):
         out = super().reported(dose_gy, p)
@@ -737,6 +702,7 @@ class MinDVH(_DVH):
     """
 
     sense = ">="
+    target_goal = True
 
     def _describe(self) -> str:
         return f"MinDVH({self.structure} D{self.volume_pct:g}% >= {self.dose_gy:g} Gy)"
@@ -796,7 +762,7 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
     def gradient(self, dose_gy, p):
         return (-2.0 if self._under else 2.0) * self._weighted_residual(dose_gy, p)[0]
 
-    def fo_value_and_gradient(self, dose_gy, p):
+    def value_and_gradient(self, dose_gy, p):
         xp = array_namespace(dose_gy)
         pr, excess = self._weighted_residual(dose_gy, p)
         return float(xp.sum(pr * excess)), (-2.0 if self._under else 2.0) * pr
@@ -838,6 +804,7 @@ class DVHUnderdose(_DoseVolumeQuadratic):
     """
 
     _under = True
+    target_goal = True
 
 
 class DVHOverdose(_DoseVolumeQuadratic):
@@ -889,11 +856,9 @@ class Smoothness(Term):
 
     Notes
     -----
-    :meth:`value` and :meth:`gradient` work in the namespace of ``x``: scipy CSR products
-    for numpy, cupyx CSR copies of ``D`` and ``D^T`` for CuPy, and for any other array-API
-    namespace ``D`` and ``D^T`` as padded rows of column indices and coefficients
-    (ELLPACK), so that each product is a ``take``, a product and a row sum. Device copies
-    are made once per namespace and device, on first use.
+    :meth:`value` and :meth:`gradient` work in the namespace of ``x``
+    (:class:`~optimizers._sparse_ops.SparseProducts`: scipy CSR for numpy, cupyx CSR for
+    CuPy, ELLPACK gathers for any other array-API namespace).
     """
 
     acts_on = "fluence"
@@ -933,75 +898,20 @@ class Smoothness(Term):
                 "`operator` must be a non-empty 2-D scipy.sparse matrix (rows = differences)."
             )
         self.operator = sp.csr_matrix(operator, dtype=np.float64)
-        self.operator_t = self.operator.T.tocsr()
-        self._on: dict[Any, tuple] = {}
+        self._products = SparseProducts(self.operator)
         super().__init__(None, None, weight=weight, label=label)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_on"] = {}  # device copies are rebuilt where the term is used
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_on", {})  # pickled before the cache existed
 
     def _describe(self) -> str:
         return f"Smoothness({self.operator.shape[0]} pairs)"
 
-    def _products(self, x):
-        """``(xp, D @ ., D^T @ .)`` in the namespace of ``x``: the scipy CSR matrices for
-        numpy, cupyx CSR copies for CuPy, ELLPACK gathers for any other array-API namespace
-        (device copies made once per namespace and device)."""
-        if isinstance(x, np.ndarray):
-            return np, self.operator.__matmul__, self.operator_t.__matmul__
-        xp = array_namespace(x)
-        key = (xp.__name__, str(getattr(x, "device", "")))
-        ops = self._on.get(key)
-        if ops is None:
-            if is_cupy_namespace(xp):
-                from ._array_backend import to_cupy_csr  # lazy: it imports this module
-
-                ops = tuple(to_cupy_csr(m).__matmul__ for m in (self.operator, self.operator_t))
-            else:
-                mats = (self.operator, self.operator_t)
-                ops = tuple(_ell_matvec(xp, *_ell(m)) for m in mats)
-            self._on[key] = ops
-        return (xp, *ops)
-
     def value(self, x, p=None):
-        _, fwd, _ = self._products(x)
+        fwd, _ = self._products.products(x)
         r = fwd(x)
         return float(r @ r) / self.operator.shape[0]
 
     def gradient(self, x, p=None):
-        _, fwd, bwd = self._products(x)
+        fwd, bwd = self._products.products(x)
         return (2.0 / self.operator.shape[0]) * bwd(fwd(x))
-
-
-def _ell_matvec(xp, cols: np.ndarray, vals: np.ndarray):
-    """``y -> A @ y`` in namespace ``xp`` for ``A`` in ELLPACK form (see :func:`_ell`):
-    one ``take``, one product and a row sum (the array API has no sparse matrices)."""
-    shape = vals.shape
-    c = xp.reshape(xp.asarray(cols), (-1,))
-    v = xp.asarray(vals, dtype=xp.float64)
-    return lambda y: xp.sum(v * xp.reshape(xp.take(y, c), shape), axis=1)
-
-
-def _ell(a: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the CSR matrix ``a`` padded to equal length (ELLPACK): ``(cols, vals)``, both
-    (n_rows, max_row_nnz), padding with column 0 and value 0."""
-    a = sp.csr_matrix(a, copy=True)
-    a.sum_duplicates()
-    counts = np.diff(a.indptr)
-    width = max(int(counts.max()) if counts.size else 0, 1)
-    cols = np.zeros((a.shape[0], width), dtype=np.int64)
-    vals = np.zeros((a.shape[0], width), dtype=np.float64)
-    slot = np.arange(a.nnz) - np.repeat(a.indptr[:-1], counts)
-    row = np.repeat(np.arange(a.shape[0]), counts)
-    cols[row, slot] = a.indices
-    vals[row, slot] = a.data
-    return cols, vals
 
 
 class TotalMU(Term):
