@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ._problem import structure_of
+from ._problem import Problem, structure_of
 from ._terms import (
     _DVH,
     GEUD,
@@ -33,14 +33,12 @@ from ._terms import (
 )
 from .errors import InvalidProblemError
 
-if TYPE_CHECKING:  # the formulation imports this module
-    from ._cvxpy import CvxpyFormulation
-
 __all__ = [
     "CVXPY_CANONICALIZERS",
     "OBJECTIVE_SCALE",
     "Canonicalizer",
     "CvxpyContext",
+    "add_canonicalizer",
     "cvxpy_canonicalizer",
     "import_cvxpy",
     "weight_scale",
@@ -53,6 +51,19 @@ __all__ = [
 #: "optimal" levels 2-150 % high, OSQP 1.6 %). Reported values are always in the caller's
 #: units.
 OBJECTIVE_SCALE = 100.0
+
+
+class Formulation(Protocol):
+    """What :class:`CvxpyContext` reads of the formulation being built
+    (:class:`optimizers.CvxpyFormulation`)."""
+
+    problem: Problem
+    x: Any
+    d: Any
+    level_params: dict[int, Any]
+    aux_constraints: list[Any]
+
+    def covers_union(self, structure: str) -> bool: ...
 
 
 def import_cvxpy() -> ModuleType:
@@ -75,7 +86,7 @@ class CvxpyContext:
     Parameters
     ----------
     formulation : CvxpyFormulation
-        The formulation being built.
+        The formulation being built (see :class:`Formulation`).
     term : Term
         The term being translated.
     index : int
@@ -96,7 +107,7 @@ class CvxpyContext:
 
     def __init__(
         self,
-        formulation: CvxpyFormulation,
+        formulation: Formulation,
         term: Term,
         index: int,
         *,
@@ -256,6 +267,12 @@ def _canonicalizer_of_type(cls: type) -> Canonicalizer | None:
         found = (CVXPY_CANONICALIZERS.get(base) for base in cls.__mro__)
         _BY_TYPE[cls] = next((c for c in found if c is not None), None)
     return _BY_TYPE[cls]
+
+
+def add_canonicalizer(term_type: type[Term], canon: Canonicalizer) -> None:
+    """Set the table entry of ``term_type`` (see :func:`optimizers.register_term`)."""
+    CVXPY_CANONICALIZERS[term_type] = canon
+    _BY_TYPE.clear()
 
 
 def cvxpy_canonicalizer(term: Term) -> Canonicalizer:

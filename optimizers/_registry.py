@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import _cvxpy_canon, _surrogates
-from ._cvxpy_canon import CVXPY_CANONICALIZERS, Canonicalizer
-from ._surrogates import FIRST_ORDER_SURROGATES, Surrogate
+from ._cvxpy_canon import Canonicalizer, add_canonicalizer
+from ._surrogates import Surrogate, add_surrogate
 from ._terms import Term
 
 __all__ = ["register_term"]
@@ -71,11 +70,9 @@ def register_term(
             f"register_term({term_type.__name__}) needs `cvxpy`, `first_order` or both."
         )
     if cvxpy is not None:
-        CVXPY_CANONICALIZERS[term_type] = cvxpy
-        _cvxpy_canon._BY_TYPE.clear()
+        add_canonicalizer(term_type, cvxpy)
     if first_order is not None:
-        FIRST_ORDER_SURROGATES[term_type] = first_order
-        _surrogates._BY_TYPE.clear()
+        add_surrogate(term_type, first_order)
 
 
 def _short(value: Any) -> str:

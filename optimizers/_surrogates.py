@@ -35,6 +35,7 @@ __all__ = [
     "FIRST_ORDER_SURROGATES",
     "SmoothCVaR",
     "Surrogate",
+    "add_surrogate",
     "first_order_surrogate",
     "smooth_cvar",
 ]
@@ -168,6 +169,12 @@ def _surrogate_of_type(cls: type) -> Surrogate | None:
         found = (FIRST_ORDER_SURROGATES.get(base) for base in cls.__mro__)
         _BY_TYPE[cls] = next((s for s in found if s is not None), None)
     return _BY_TYPE[cls]
+
+
+def add_surrogate(term_type: type[Term], surrogate: Surrogate) -> None:
+    """Set the table entry of ``term_type`` (see :func:`optimizers.register_term`)."""
+    FIRST_ORDER_SURROGATES[term_type] = surrogate
+    _BY_TYPE.clear()
 
 
 def first_order_surrogate(term: Term) -> Surrogate:
