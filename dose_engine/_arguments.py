@@ -210,7 +210,7 @@ def check_arguments(**specs: Any) -> Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         if inspect.isclass(fn):
-            fn.__init__ = decorate(fn.__init__)  # type: ignore[misc]
+            fn.__init__ = decorate(fn.__init__)  # type: ignore[method-assign]
             return fn
         params = inspect.signature(fn).parameters
         unknown = set(specs) - set(params)

@@ -51,7 +51,7 @@ import numpy as np
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from ._arguments import PATH, check_arguments
 from .errors import BeamModelError

@@ -58,8 +58,9 @@ INPUT_CLASSES = {
     "optimizers.MinDVH",
     "optimizers.MinDose",
     "optimizers.Overdose",
-    "optimizers.Prescription",
     "optimizers.Smoothness",
+    "optimizers.SquaredDeviation",
+    "optimizers.Surrogate",
     "optimizers.TotalMU",
     "optimizers.Underdose",
 }
@@ -104,6 +105,7 @@ RECORD_CLASSES = {
     "dose_engine.MeasuredData",
     "dose_engine.MeasuredScan",
     "dose_engine.ValidationReport",
+    "optimizers.CvxpyContext",
     "optimizers.LevelResult",
     "optimizers.FeasibilityCertificate",
     "optimizers.LexicographicResult",
