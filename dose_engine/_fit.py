@@ -467,8 +467,9 @@ def fit_beam_model(
     if shape is None:
         _require_two_pdd_fields(measured)
     energy = measured.energy_mv
+    first_source = Path(measured.source.split(", ")[0]).name
     meta: dict[str, Any] = {
-        "name": name or f"rtplan {energy or 0:g} MV pencil beam ({Path(measured.source).name})",
+        "name": name or f"rtplan {energy or 0:g} MV pencil beam ({first_source})",
         "energy_mv": energy,
         "sad_mm": measured.sad_mm,
     }

@@ -105,8 +105,8 @@ def read_omnipro_ascii(path: str | Path) -> list[MeasuredScan]:
         elif line.startswith("%"):
             if block is None:
                 block = _Measurement(start=lineno, index=len(scans) + 1)
-            key, _, value = line.partition(" ") if " " in line else line.partition("\t")
-            block.header[key.strip().upper()] = (value.split("#")[0].strip(), lineno)
+            key, value = (line.split(None, 1) + [""])[:2]
+            block.header[key.upper()] = (value.split("#")[0].strip(), lineno)
         elif line.startswith("="):
             if block is None:
                 raise BeamModelError(

@@ -111,7 +111,7 @@ def read_w2cad(path: str | Path) -> list[MeasuredScan]:
         elif line.startswith("<"):
             block.add_point(line.strip("<> \t").split("#")[0], path, lineno)
         elif line.startswith("%"):
-            key, _, value = line.partition(" ")
+            key, value = (line.split(None, 1) + [""])[:2]
             block.header[key.upper()] = (value.split("#")[0].strip(), lineno)
         else:
             raise BeamModelError(
