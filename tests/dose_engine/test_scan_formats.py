@@ -24,8 +24,11 @@ import numpy as np
 import pytest
 
 from dose_engine import (
+    Beam,
     BeamModel,
     BeamModelError,
+    MeasuredScan,
+    field_dose,
     load_beam_model,
     read_measured_data,
     read_omnipro_ascii,
@@ -35,6 +38,7 @@ from dose_engine import (
 )
 from dose_engine._commission_cli import main
 from dose_engine._fit import _dose
+from dose_engine._validation import _compare_profile, water_phantom
 
 DATA = Path(__file__).parent / "data"
 SSD_MM = 1000.0
@@ -438,6 +442,7 @@ def test_bad_mlc_entries_are_refused(w2cad_folder, tmp_path, mlc, message):
 
 
 # ---------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_commissioning_from_w2cad_files_end_to_end(w2cad_folder, tmp_path, capsys):
     out = tmp_path / "model.json"
     files = [str(p) for p in sorted(w2cad_folder.glob("*.asc"))]
@@ -476,3 +481,41 @@ def test_cli_writes_nothing_for_a_bad_w2cad_file(w2cad_folder, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(r"bad\.asc, line 16: data point .* four finite", err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.asc"]
+
+
+# ---------------------------------------------------------------- diagonal validation
+def _diagonal_scan(model, field, angle_deg, *, direction_deg=None) -> MeasuredScan:
+    """A diagonal profile of ``model`` at 50 mm along ``angle_deg`` from BLD x; labelled
+    with ``direction_deg`` (default: the true angle)."""
+    ux, uy = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    r = np.arange(-130.0, 130.1, 2.0)
+    dose = _dose(model, SSD_MM, field, 50.0, r * ux, r * uy)
+    label = math.radians(angle_deg if direction_deg is None else direction_deg)
+    return MeasuredScan(
+        curve="DIAGONAL_PROFILE",
+        field_mm=field[0],
+        field_inplane_mm=field[1],
+        ssd_mm=SSD_MM,
+        depth_mm=50.0,
+        position_mm=r,
+        value=dose,
+        direction=(math.cos(label), math.sin(label)),
+    )
+
+
+def test_diagonal_profiles_are_computed_along_their_own_line():
+    # A 150 x 80 mm field along a 30 degree line: the 50 % points lie where the line leaves
+    # the field through its short (y) side.  Labelled with the mirrored direction (60
+    # degrees) the same readings must fail, so the comparison sees which way the line runs.
+    model = load_beam_model()
+    dens, ct = water_phantom(SSD_MM, half_width_mm=160.0, depth_mm=120.0)
+    beam = Beam(0.0, isocenter_mm=(0.0, 0.0, 0.0), sad_mm=1000.0)
+
+    def calc(scan, grid):
+        rect = np.array([[-75.0, 75.0, -40.0, 40.0]])
+        return field_dose(dens, ct, grid, beam, rect, 1.0, model).ravel()
+
+    right = _compare_profile(_diagonal_scan(model, (150.0, 80.0), 30.0), calc, 1.0, 1000.0, False)
+    assert abs(right["width"]) < 0.5 and abs(right["penumbra"]) < 1.0
+    wrong = _diagonal_scan(model, (150.0, 80.0), 30.0, direction_deg=60.0)
+    assert abs(_compare_profile(wrong, calc, 1.0, 1000.0, False)["width"]) > 20.0
