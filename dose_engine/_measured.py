@@ -16,8 +16,8 @@ A commissioning data set is a folder (or a list of files) holding
       ssd_mm = 900.0
       depth_mm = 100.0
       reference_field_mm = "100x100"   # its PDD sets the depth function
-      table = "output_factors.csv"     # optional: X jaw across, Y jaw down
-                                       # (dose_engine._output_factor_table)
+      table = "output_factors.csv"     # optional: X jaw across, Y jaw down, relative
+                                       # to this file (dose_engine._output_factor_table)
       [output_factors.factors]    # optional with `table`: "X x Y" mm at the isocentre
       "50x50" = 0.906             # (crossplane x inplane), or one number for a square
       "100x100" = 1.0
