@@ -468,8 +468,9 @@ def fit_beam_model(
         _require_two_pdd_fields(measured)
     energy = measured.energy_mv
     first_source = Path(measured.source.split(", ")[0]).name
+    energy_text = "" if energy is None else f"{energy:g} MV "
     meta: dict[str, Any] = {
-        "name": name or f"rtplan {energy or 0:g} MV pencil beam ({first_source})",
+        "name": name or f"rtplan {energy_text}pencil beam ({first_source})",
         "energy_mv": energy,
         "sad_mm": measured.sad_mm,
     }

@@ -12,6 +12,8 @@ A commissioning data set is a folder (or a list of files) holding
 - ``commissioning.toml``: output factors, the absolute calibration and, optionally, the MLC
   parameters::
 
+      energy_mv = 6.0             # optional (W2CAD files carry no energy); must match
+                                  # the scans that state one
       [output_factors]            # central-axis dose ratios at one geometry
       ssd_mm = 900.0
       depth_mm = 100.0
@@ -114,6 +116,8 @@ class MeasuredData:
         The output-factor and calibration table (file name, or a note when given in memory).
     mlc : dict or None
         The ``[mlc]`` entries (:data:`MLC_KEYS`), when the table has them.
+    nominal_energy_mv : float or None
+        The table's ``energy_mv`` (see :attr:`energy_mv`).
     """
 
     scans: tuple[MeasuredScan, ...]
@@ -126,6 +130,7 @@ class MeasuredData:
     source: str = ""
     table: str = ""
     mlc: dict | None = None
+    nominal_energy_mv: float | None = None
 
     @property
     def sad_mm(self) -> float:
@@ -134,7 +139,11 @@ class MeasuredData:
 
     @property
     def energy_mv(self) -> float | None:
-        return self.scans[0].energy_mv
+        """Nominal energy, MV: the table's ``energy_mv``, else the scans' (None if neither
+        states it; W2CAD files carry none)."""
+        if self.nominal_energy_mv is not None:
+            return self.nominal_energy_mv
+        return next((s.energy_mv for s in self.scans if s.energy_mv is not None), None)
 
     def pdds(self) -> list[MeasuredScan]:
         return [s for s in self.scans if s.curve == "PDD"]
@@ -172,8 +181,9 @@ class MeasuredData:
         ------
         BeamModelError
             No scans, no profile, no PDD of the reference field, scans from machines with
-            different SAD or of different energies, an output-factor table without the
-            reference field, or a non-positive output factor or calibration dose.
+            different SAD or of different energies (or of another energy than the table's
+            ``energy_mv``), an output-factor table without the reference field, or a
+            non-positive output factor or calibration dose.
         """
         if not self.scans:
             raise BeamModelError(f"{self.source}: no scans found.")
@@ -183,6 +193,16 @@ class MeasuredData:
                 "DIAGONAL_PROFILE scan; the lateral kernel cannot be fitted without profiles."
             )
         energies = {s.energy_mv: s for s in self.scans if s.energy_mv is not None}
+        stated = self.nominal_energy_mv
+        off = [
+            s for s in energies.values() if stated is not None and abs(s.energy_mv - stated) > 0.01
+        ]
+        if off:
+            s = next(s for s in self.scans if s.energy_mv == off[0].energy_mv)
+            raise BeamModelError(
+                f"{self.table}: `energy_mv` is {stated:g} MV but {s.source} was measured at "
+                f"{s.energy_mv:g} MV."
+            )
         if len(energies) > 1:
             a, b = list(energies.values())[:2]
             raise BeamModelError(
@@ -378,6 +398,16 @@ def _mlc(content: dict, name: str) -> dict | None:
     return out
 
 
+def _energy(content: dict, name: str) -> float | None:
+    """The optional top-level ``energy_mv`` (MV, positive)."""
+    if "energy_mv" not in content:
+        return None
+    energy = _number(content, "energy_mv", name)
+    if not energy > 0:
+        raise BeamModelError(f"{name}: `energy_mv` must be positive (MV); got {energy:g}.")
+    return energy
+
+
 def _data_from_table(content: dict, name: str, scans: tuple, table_dir: Path) -> MeasuredData:
     of = _output_factors(content, name, table_dir)
     depth = _entry(content, "calibration.depth_mm", name)
@@ -412,6 +442,7 @@ def _data_from_table(content: dict, name: str, scans: tuple, table_dir: Path) ->
         absolute_dose=tuple(points),
         table=name,
         mlc=_mlc(content, name),
+        nominal_energy_mv=_energy(content, name),
     )
 
 

@@ -404,6 +404,19 @@ def w2cad_folder(clinic_files, tmp_path_factory):
     return folder
 
 
+def test_energy_from_the_table_must_match_the_scans(w2cad_folder, clinic_files, tmp_path):
+    assert read_measured_data(w2cad_folder).energy_mv is None  # W2CAD states no energy
+    toml = tmp_path / "commissioning.toml"
+    table = _table(of_csv=str(w2cad_folder / "output_factors.csv"))
+    toml.write_text("energy_mv = 6.0\n" + table)
+    assert read_measured_data(w2cad_folder, table=toml).energy_mv == 6.0
+    mixed = [*clinic_files["w2cad"], clinic_files["omnipro"][0]]  # OmniPro: %BMT PHO 6.0
+    assert read_measured_data(mixed, table=toml).energy_mv == 6.0
+    toml.write_text("energy_mv = 10.0\n" + table)
+    with pytest.raises(BeamModelError, match=r"`energy_mv` is 10 MV but .*_omnipro\.asc, scan 1"):
+        read_measured_data(mixed, table=toml)
+
+
 def test_table_and_mlc_are_read(w2cad_folder):
     data = read_measured_data(w2cad_folder)
     assert len(data.output_factors) == len(OF_SIDES_MM) ** 2
