@@ -59,7 +59,7 @@ from pathlib import Path
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from ._arguments import PATH, check_arguments, either, sequence_of
 from ._mcc import read_mcc

@@ -1,6 +1,9 @@
-"""Solver back-end adapters for the CVXPY formulation.
+"""Solver adapters for the CVXPY formulation (Clarabel, OSQP, SCS, MOSEK).
 
-Each adapter is a small class with ``name``, a lazy :meth:`import_backend`,
+"Solver" names these; "backend" in :mod:`optimizers` means only the array library of the
+first-order solver (numpy or CuPy, :mod:`optimizers._array_backend`).
+
+Each adapter is a small class with ``name``, a lazy :meth:`import_solver`,
 :meth:`is_available` and :meth:`solve`, plus ``STATUS_MAP``, the table from the native status
 codes to :class:`~optimizers.Status`. A native code missing from the table maps to
 ``solver_error`` (the pattern of CVXPY's ``reductions/solvers/solver.py``).
@@ -17,14 +20,14 @@ from ._result import Status
 from .errors import InvalidProblemError, SolverError
 
 __all__ = [
-    "BACKENDS",
-    "Backend",
-    "ClarabelBackend",
-    "MosekBackend",
-    "OSQPBackend",
-    "SCSBackend",
-    "available_backends",
-    "get_backend",
+    "SOLVERS",
+    "ClarabelSolver",
+    "MosekSolver",
+    "OSQPSolver",
+    "SCSSolver",
+    "SolverAdapter",
+    "available_solvers",
+    "get_solver",
 ]
 
 
@@ -41,15 +44,15 @@ class SolveData:
 
 
 @dataclass
-class BackendOutput:
+class SolverOutput:
     status: Status
     native_status: str
     n_iter: int
     raw: Any
 
 
-class Backend:
-    """Base adapter."""
+class SolverAdapter:
+    """Base adapter of a CVXPY solver."""
 
     name: ClassVar[str] = ""
     module: ClassVar[str] = ""
@@ -58,20 +61,20 @@ class Backend:
     #: Default options passed to the solver (can be overridden by the caller).
     DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {}
 
-    def import_backend(self) -> Any:
+    def import_solver(self) -> Any:
         """Import and return the solver's Python module (lazy)."""
         try:
             return importlib.import_module(self.module)
         except ImportError as exc:
             raise SolverError(
-                f"Solver back-end `{self.name}` is not installed ({exc}); install "
-                f"`{self.module}` or choose another of {', '.join(BACKENDS)}."
+                f"Solver `{self.name}` is not installed ({exc}); install "
+                f"`{self.module}` or choose another of {', '.join(SOLVERS)}."
             ) from exc
 
     def is_available(self) -> bool:
-        """``True`` when the back-end package imports (and, for MOSEK, is licensed)."""
+        """``True`` when the solver's package imports (and, for MOSEK, is licensed)."""
         try:
-            self.import_backend()
+            self.import_solver()
         except SolverError:
             return False
         return True
@@ -82,22 +85,22 @@ class Backend:
     def iterations(self, raw: Any) -> int:
         return 0
 
-    def solve(self, data: SolveData) -> BackendOutput:
+    def solve(self, data: SolveData) -> SolverOutput:
         """Run the solver on the canonicalised data and map its status.
 
         Raises
         ------
         SolverError
-            The back-end crashed; the message names it and what to try.
+            The solver crashed; the message names it and what to try.
         """
-        self.import_backend()
+        self.import_solver()
         opts = {**self.DEFAULT_OPTIONS, **data.options}
         try:
             raw = data.chain.solver.solve_via_data(data.data, False, data.verbose, opts, {})
-        except Exception as exc:  # noqa: BLE001 - a crashed back-end must name itself
+        except Exception as exc:  # noqa: BLE001 - a crashed solver must name itself
             raise SolverError(
-                f"Solver back-end `{self.name}` failed ({type(exc).__name__}: {exc}); try another "
-                f"back-end ({', '.join(b for b in BACKENDS if b != self.name)}) or "
+                f"Solver `{self.name}` failed ({type(exc).__name__}: {exc}); try another "
+                f"solver ({', '.join(b for b in SOLVERS if b != self.name)}) or "
                 "solve_first_order."
             ) from exc
         inv = data.inverse_data[-1] if data.inverse_data else None
@@ -111,10 +114,10 @@ class Backend:
             inv.solver_options = opts
         native = self.native_status(raw)
         status = self.STATUS_MAP.get(native, Status.SOLVER_ERROR)
-        return BackendOutput(status, str(native), self.iterations(raw), raw)
+        return SolverOutput(status, str(native), self.iterations(raw), raw)
 
 
-class ClarabelBackend(Backend):
+class ClarabelSolver(SolverAdapter):
     """Clarabel interior-point conic solver (default)."""
 
     name = "CLARABEL"
@@ -141,7 +144,7 @@ class ClarabelBackend(Backend):
         return int(getattr(raw, "iterations", 0))
 
 
-class OSQPBackend(Backend):
+class OSQPSolver(SolverAdapter):
     """OSQP operator-splitting QP solver (quadratic/linear terms only: no gEUD with a != 1)."""
 
     name = "OSQP"
@@ -166,7 +169,7 @@ class OSQPBackend(Backend):
         return int(raw.info.iter)
 
 
-class SCSBackend(Backend):
+class SCSSolver(SolverAdapter):
     """SCS first-order conic solver."""
 
     name = "SCS"
@@ -189,7 +192,7 @@ class SCSBackend(Backend):
         return int(raw["info"]["iter"])
 
 
-class MosekBackend(Backend):
+class MosekSolver(SolverAdapter):
     """MOSEK interior-point solver (needs a licence)."""
 
     name = "MOSEK"
@@ -205,7 +208,7 @@ class MosekBackend(Backend):
 
     def is_available(self) -> bool:
         try:
-            mosek = self.import_backend()
+            mosek = self.import_solver()
             with mosek.Env() as env:  # licence check
                 env.checkoutlicense(mosek.feature.pton)
         except Exception:  # noqa: BLE001 - missing or unlicensed
@@ -213,7 +216,7 @@ class MosekBackend(Backend):
         return True
 
     def native_status(self, raw):
-        mosek = self.import_backend()
+        mosek = self.import_solver()
         task = raw["task"]
         for soltype in (mosek.soltype.itr, mosek.soltype.bas):
             if task.solutiondef(soltype):
@@ -221,21 +224,25 @@ class MosekBackend(Backend):
         return "undefined"
 
 
-BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (ClarabelBackend(), OSQPBackend(), SCSBackend(), MosekBackend())
+SOLVERS: dict[str, SolverAdapter] = {
+    b.name: b for b in (ClarabelSolver(), OSQPSolver(), SCSSolver(), MosekSolver())
 }
 
 
-def get_backend(name: str) -> Backend:
+def get_solver(name: str) -> SolverAdapter:
     """The adapter called ``name`` (case-insensitive: CLARABEL, OSQP, SCS, MOSEK)."""
     key = str(name).upper()
-    if key not in BACKENDS:
-        raise InvalidProblemError(f"Unknown solver {name!r}; choose one of {', '.join(BACKENDS)}.")
-    return BACKENDS[key]
+    if key not in SOLVERS:
+        raise InvalidProblemError(f"Unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+    return SOLVERS[key]
 
 
-def available_backends() -> list[str]:
-    """Names of the back-ends that are installed (and licensed) here."""
+def available_solvers() -> list[str]:
+    """Names of the CVXPY solvers that are installed (and licensed) here.
+
+    .. versionadded:: 0.2.0
+       Replaces ``available_backends`` (deprecated: "backend" names the array library).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [n for n, b in BACKENDS.items() if b.is_available()]
+        return [n for n, b in SOLVERS.items() if b.is_available()]
