@@ -213,9 +213,6 @@ def dilate_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "au
     margin : Margin
     spacing_mm : (3,) tuple of float, mm
         ``(dx, dy, dz)`` of the grid.
-
-    Returns
-    -------
     method : {"auto", "edt", "sweep"}
         ``"auto"``: the distance transform for symmetric margins, the sweep otherwise.
 
