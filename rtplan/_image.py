@@ -66,7 +66,7 @@ class Image:
         return self.array.dtype
 
     def resample(self, grid: Grid, *, order: int = 1, fill_value: float = 0.0) -> Image:
-        """This image interpolated at the voxel centres of ``grid``.
+        """Return this image interpolated at the voxel centres of ``grid``.
 
         Parameters
         ----------
