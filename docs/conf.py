@@ -77,12 +77,13 @@ numpydoc_validation_exclude = {r"\.__\w+__$"}
 # sphinx-gallery: the scripts in examples/ are run (the C-shape example plans a coarse
 # phantom in about 20 s) and rendered with their output. ``reset_argv`` gives the script
 # a scratch output folder, so the build writes nothing into the checkout.
-_GALLERY_OUT = tempfile.mkdtemp(prefix="rtplan-docs-gallery-")
+# The folder is removed when the build ends.
+_GALLERY_OUT = tempfile.TemporaryDirectory(prefix="rtplan-docs-gallery-")
 
 
 def _gallery_argv(gallery_conf, script_vars):
     """The command-line arguments an example is run with: a scratch output folder."""
-    return [os.path.join(_GALLERY_OUT, Path(script_vars["src_file"]).stem)]
+    return [os.path.join(_GALLERY_OUT.name, Path(script_vars["src_file"]).stem)]
 
 
 sphinx_gallery_conf = {
