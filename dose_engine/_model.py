@@ -244,6 +244,13 @@ def load_beam_model(path: str | Path | None = None) -> BeamModel:
     ------
     BeamModelError
         If the file cannot be read, is not JSON, or lacks keys (named in the message).
+
+    Examples
+    --------
+    >>> from dose_engine import load_beam_model
+    >>> model = load_beam_model()
+    >>> model.name, model.sad_mm
+    ('rtplan generic 6 MV pencil beam', 1000.0)
     """
     params, name = read_json_data(path, DEFAULT_MODEL, what="Beam model")
     if not isinstance(params, dict):
