@@ -66,13 +66,32 @@ autodoc_default_options = {"show-inheritance": False}
 numpydoc_show_class_members = False  # the class template lists members itself
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
-# Checked on every documented object, each a warning (an error under -W): "GL08" the object
-# has no docstring, "SS01" no summary, "SS03" the summary does not end with a period,
-# "PR10" a parameter name and its colon are not separated by a space, "RT03" a Returns
-# entry without description is allowed.
-numpydoc_validation_checks = {"GL08", "SS01", "PR10"}
-# Dataclass fields and enum members carry no docstrings of their own.
-numpydoc_validation_exclude = {r"\.__\w+__$"}
+# numpydoc validates every documented object; each finding is a warning (an error under -W).
+# "all" but the checks the docstrings do not pass yet (counts on 2026-12-05, over the ~390
+# documented objects): SA01 no See Also (391), EX01 no Examples (369), ES01 no extended
+# summary (315), PR01 a parameter not documented (146), RT01 no Returns (116), PR07 a
+# parameter without description (61), RT03 a return value without description (37), SS06
+# summary over one line (23), GL02 closing quotes placement (21), RT02 return named like a
+# parameter (14), PR04 a parameter without type (14), SS05 summary not in the infinitive
+# (10), PR03 parameters in another order than the signature (1: plan_and_write).
+numpydoc_validation_checks = {
+    "all",
+    "SA01",
+    "EX01",
+    "ES01",
+    "PR01",
+    "RT01",
+    "PR07",
+    "RT03",
+    "SS06",
+    "GL02",
+    "RT02",
+    "PR04",
+    "SS05",
+    "PR03",
+}
+# Special methods, and constants (UPPER_CASE: numpydoc would read their type's docstring).
+numpydoc_validation_exclude = {r"\.__\w+__$", r"\.[A-Z][A-Z0-9_]*$"}
 
 # sphinx-gallery: the scripts in examples/ are run (the C-shape example plans a coarse
 # phantom in about 20 s) and rendered with their output. ``reset_argv`` gives the script

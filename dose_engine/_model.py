@@ -166,7 +166,7 @@ class BeamModel:
         return dict(self.parameters["provenance"])
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of the parameters (for cache keys)."""
+        """Return the SHA-256 of the canonical JSON of the parameters (for cache keys)."""
         import hashlib
 
         blob = json.dumps(self.parameters, sort_keys=True, separators=(",", ":")).encode()

@@ -176,9 +176,9 @@ class Problem:
     Parameters
     ----------
     matrix : (n_voxels, n_beamlets) scipy.sparse CSR matrix of float32, Gy per MU
-        Dose-influence matrix; rows are dose-grid voxels, columns beamlets. (The solver
+        Dose-influence matrix; rows are dose-grid voxels, columns beamlets. The solver
         kernels take their array namespace from ``x0``; moving the sliced matrix to a GPU
-        with cupyx is not wired up yet.)
+        with cupyx is not wired up yet.
     structures : dict of str to (n_s,) array of int
         Voxel (row) indices of each structure.
     terms : sequence of Term
