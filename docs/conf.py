@@ -28,7 +28,7 @@ API = DOCS / "api"
 
 project = "rtplan"
 author = "the rtplan developers"
-copyright = "the rtplan developers"  # noqa: A001 (Sphinx's name)
+copyright = "the rtplan developers"
 release = version = rtplan.__version__
 
 extensions = [
@@ -52,8 +52,8 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"rtplan {release}"
 html_theme_options = {"navigation_with_keys": False}
 
-# MyST: the pages under docs/ are plain Markdown, read as CommonMark + tables; anchors for
-# headings so that "#section" links resolve.
+# MyST reads the Markdown pages (docs/*.md; README.md and CHANGELOG.md through an include);
+# headings get anchors so that "#section" links resolve.
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
@@ -94,9 +94,9 @@ numpydoc_validation_checks = {
 numpydoc_validation_exclude = {r"\.__\w+__$", r"\.[A-Z][A-Z0-9_]*$"}
 
 # sphinx-gallery: the scripts in examples/ are run (the C-shape example plans a coarse
-# phantom in about 20 s) and rendered with their output. ``reset_argv`` gives the script
-# a scratch output folder, so the build writes nothing into the checkout.
-# The folder is removed when the build ends.
+# phantom in about 20 s) and rendered with their output. ``reset_argv`` gives each script
+# a scratch output folder, removed when the build ends, so the plan it writes does not land
+# in the checkout (the generated pages do: docs/api/ and docs/auto_examples/, git-ignored).
 _GALLERY_OUT = tempfile.TemporaryDirectory(prefix="rtplan-docs-gallery-")
 
 
