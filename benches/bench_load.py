@@ -25,7 +25,8 @@ import pytest
 
 import rtplan
 from rtplan import Structure
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import write_patient
+from rtplan.phantoms import make_phantom
 from rtplan.phantoms._geometry import ellipse
 
 NX = NY = 512

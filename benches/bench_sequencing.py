@@ -18,7 +18,7 @@ from scipy.special import erf
 
 from dose_engine import Beam, Grid, beamlets_for_target
 from rtplan import compare_doses, load_machine, reoptimize_segment_weights, sequence_plan
-from rtplan._segment_weights import segment_beamlet_matrix
+from rtplan.delivery._segment_weights import segment_beamlet_matrix
 from rtplan.sequencing import fluence_from_segments, sequence_fluence
 
 WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}

@@ -127,12 +127,13 @@ NAMESPACES = [
     "optimizers.errors",
 ]
 
-_MODULES, _CLASSES, _EXCEPTIONS, _FUNCTIONS, _CONSTANTS = (
+_MODULES, _CLASSES, _EXCEPTIONS, _FUNCTIONS, _CONSTANTS, _ALIASES = (
     "Sub-packages and modules",
     "Classes",
     "Exceptions and warnings",
     "Functions",
     "Constants",
+    "Type aliases",
 )
 _TEMPLATES = {_CLASSES: "class.rst", _EXCEPTIONS: "exception.rst"}
 
@@ -162,7 +163,9 @@ def _section(value: object) -> str:
         return _MODULES
     if inspect.isclass(value):
         return _EXCEPTIONS if issubclass(value, BaseException) else _CLASSES
-    if callable(value):
+    if getattr(value, "__module__", None) == "typing":  # Literal[...] and the like
+        return _ALIASES
+    if inspect.isroutine(value):
         return _FUNCTIONS
     return _CONSTANTS
 
@@ -180,7 +183,7 @@ def _homes(namespaces: list[str]) -> dict[int, str]:
         module = importlib.import_module(name)
         for public in _public_names(module):
             value = getattr(module, public)
-            if _section(value) in (_MODULES, _CONSTANTS):
+            if _section(value) in (_MODULES, _CONSTANTS, _ALIASES):
                 continue
             defined_in = getattr(value, "__module__", "") or ""
             current = homes.get(id(value))
@@ -200,7 +203,8 @@ def _module_page(name: str, homes: dict[int, str]) -> str:
     for public in _public_names(module):
         value = getattr(module, public)
         section = _section(value)
-        home = homes.get(id(value), name) if section not in (_MODULES, _CONSTANTS) else name
+        shared = section in (_CLASSES, _EXCEPTIONS, _FUNCTIONS)  # documented once: _homes
+        home = homes.get(id(value), name) if shared else name
         if home == name:
             own.setdefault(section, []).append(public)
         else:
@@ -209,12 +213,15 @@ def _module_page(name: str, homes: dict[int, str]) -> str:
             elsewhere.setdefault(section, []).append(f"~{where}.{public}")
     lines = [name, "=" * len(name), "", f".. automodule:: {name}", "   :no-members:", ""]
     lines += [f".. currentmodule:: {name}", ""]
-    for section in (_MODULES, _CLASSES, _EXCEPTIONS, _FUNCTIONS, _CONSTANTS):
+    for section in (_MODULES, _CLASSES, _EXCEPTIONS, _FUNCTIONS, _CONSTANTS, _ALIASES):
         if section not in own and section not in elsewhere:
             continue
         lines += [section, "-" * len(section), ""]
         if section == _MODULES:
             lines += [f"- :doc:`{name}.{m}`" for m in own[section]] + [""]
+            continue
+        if section == _ALIASES:  # no docstring of their own: the definition says it all
+            lines += [f"- ``{m}``: ``{getattr(module, m)!r}``" for m in own[section]] + [""]
             continue
         if section in own:
             lines += [".. autosummary::", "   :toctree: generated/"]

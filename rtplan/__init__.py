@@ -9,26 +9,24 @@ from typing import TYPE_CHECKING
 from dose_engine import Grid
 
 from . import errors
-from ._delivery import DeliverableBeam, DeliverablePlan, Segment, SegmentError
-from ._image import Image
-from ._influence import influence_matrix
-from ._machine import (
+from ._internal.version import __version__
+from .delivery import (
+    DeliverableBeam,
+    DeliverablePlan,
+    DoseComparison,
     JawModel,
     Machine,
     MachineError,
     MLCModel,
-    available_machines,
-    load_machine,
-)
-from ._patient import Patient, Structure
-from ._recalc import PlanDose, compute_plan_dose
-from ._segment_weights import (
-    DoseComparison,
+    Segment,
+    SegmentError,
     SegmentWeightResult,
+    available_machines,
     compare_doses,
+    load_machine,
     reoptimize_segment_weights,
 )
-from ._ssd import ssd_mm
+from .dose import PlanDose, compute_plan_dose, influence_matrix
 from .evaluation import (
     DVH,
     DVHCollection,
@@ -47,6 +45,7 @@ from .io import (
     write_rtdose,
     write_rtplan,
 )
+from .patient import Image, Patient, ssd_mm
 from .report import plan_json, write_plan_json, write_report
 from .sequencing import (
     PlanSequencing,
@@ -57,13 +56,12 @@ from .sequencing import (
     sequence_fluence,
     sequence_plan,
 )
+from .structures import Structure
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
     from . import phantoms, planning, protocols
     from .planning import PlanResult, plan_patient
     from .protocols import Protocol, load_protocol
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

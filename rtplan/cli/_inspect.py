@@ -8,6 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..errors import InputError
+from ..io import load_ct, load_structure_set
+from ..io._load import combine
+
 
 def register(subparsers) -> None:
     """Add the ``inspect`` sub-command."""
@@ -128,10 +132,6 @@ def _text(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Load and summarise; return 0."""
-    from ..errors import InputError
-    from ..io import load_ct, load_structure_set
-    from ..io._load import combine
-
     if len(args.paths) > 2:
         raise InputError(
             f"`inspect` takes CT_DIR and RTSTRUCT (or an RTSTRUCT alone); got "

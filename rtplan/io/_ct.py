@@ -17,11 +17,11 @@ from pydicom.filereader import read_file_meta_info
 from dose_engine import Grid
 from dose_engine._limits import check_limit
 
-from .._arguments import path_argument
-from .._image import Image
-from .._messages import quote
-from .._patient import PATIENT_POSITIONS
+from .._internal.arguments import path_argument
+from .._internal.messages import quote
 from ..errors import DicomReadError, DicomWarning, InputError, SeriesError
+from ..patient._image import Image
+from ..patient._patient import PATIENT_POSITIONS
 from ._dicom_common import (
     floats,
     int_or,

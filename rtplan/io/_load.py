@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 
-from .._arguments import path_argument
-from .._patient import Patient
+from .._internal.arguments import path_argument
 from ..errors import DicomWarning, ReferenceMismatchError
+from ..patient._patient import Patient
 from ._ct import CtSeries, load_ct
 from ._rtstruct import StructureSet, load_structure_set
 

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from dose_engine import Grid
 
-from .._arguments import PATH, TEXT, check_arguments
+from .._internal.arguments import PATH, TEXT, check_arguments
 from ..errors import InputError
 
 __all__ = ["PortPyBeam", "PortPyPatient", "load_portpy_patient"]

@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 
 from dose_engine import Grid
 
-from .._arguments import path_argument, require_instance
+from .._internal.arguments import path_argument, require_instance
 from ..errors import DicomReadError, DicomWarning, InputError
 from ._dicom_common import floats, int_or, read_dataset, require, stored_pixels
 from ._uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, base_dataset, write_dataset

@@ -15,10 +15,10 @@ from pydicom.tag import Tag
 
 from dose_engine import Grid
 
-from .._arguments import path_argument
-from .._patient import Structure
-from .._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
+from .._internal.arguments import path_argument
 from ..errors import DicomReadError, DicomWarning, InputError, StructureError
+from ..structures._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
+from ..structures._structure import Structure
 from ._dicom_common import floats, read_dataset, tag_str
 
 __all__ = ["StructureSet", "load_structure_set"]

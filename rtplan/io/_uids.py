@@ -18,7 +18,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .._atomic import atomic_file
+from .._internal.atomic import atomic_file
+from .._internal.version import __version__
 
 __all__ = ["new_uid"]
 
@@ -72,8 +73,6 @@ def base_dataset(
     series_description, series_number
         (0008,103E) *SeriesDescription* and (0020,0011) *SeriesNumber* of the new series.
     """
-    from .. import __version__
-
     now = _dt.datetime.now()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -117,8 +116,6 @@ def write_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool) -> P
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
-    from .. import __version__
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

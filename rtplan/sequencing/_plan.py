@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._arguments import ARRAY, INTEGER, check_arguments, sequence_of
-from .._delivery import DeliverableBeam
-from .._machine import Machine
+from .._internal.arguments import ARRAY, INTEGER, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam
+from ..delivery._machine import Machine
 from ._sweep import SequencingError, SequencingResult, sequence_fluence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,7 +114,7 @@ class PlanSequencing:
     fluence_mu=ARRAY,
     beamlets="dose_engine._beamlets:Beamlets",
     beams=sequence_of("dose_engine._beam:Beam"),
-    machine="rtplan._machine:Machine",
+    machine="rtplan.delivery._machine:Machine",
 )
 def sequence_plan(
     fluence_mu,
@@ -191,7 +191,7 @@ def sequence_plan(
 
 
 @check_arguments(
-    dbeam="rtplan._delivery:DeliverableBeam",
+    dbeam="rtplan.delivery._deliverable:DeliverableBeam",
     density=ARRAY,
     ct_grid="dose_engine._grid:Grid",
     dose_grid="dose_engine._grid:Grid",
@@ -252,7 +252,7 @@ def aperture_dose(
 
 
 @check_arguments(
-    dbeams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    dbeams=sequence_of("rtplan.delivery._deliverable:DeliverableBeam"),
     density=ARRAY,
     ct_grid="dose_engine._grid:Grid",
     dose_grid="dose_engine._grid:Grid",

@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from dose_engine import Grid
 
-from .._arguments import NUMBER, TEXT, check_arguments, either
+from .._internal.arguments import NUMBER, TEXT, check_arguments, either
 from ..errors import StructureError
 from ._margins import Margin, dilate_mm, erode_mm
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .._arguments import ARRAY, check_arguments
+from .._internal.arguments import ARRAY, check_arguments
 from ..errors import StructureError
 
 __all__ = ["Margin", "dilate_mm", "erode_mm"]

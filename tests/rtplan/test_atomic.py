@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from rtplan._atomic import atomic_directory, atomic_file
+from rtplan._internal.atomic import atomic_directory, atomic_file
 from rtplan.errors import OutputExistsError
 
 

@@ -113,7 +113,7 @@ def test_outline_structure_volume_and_planning_grid_crop(thorax):
 
 def test_influence_rows_stop_at_the_body_outline(thorax):
     from rtplan import influence_matrix
-    from rtplan._influence import body_mask
+    from rtplan.dose._influence import body_mask
 
     patient, body, lungs, couch = thorax
     grid = patient.grid.with_spacing(10.0)

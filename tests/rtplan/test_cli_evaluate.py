@@ -17,8 +17,8 @@ from pydicom.uid import generate_uid
 
 from dose_engine import Grid
 from rtplan.cli import main
-from rtplan.io import write_rtdose
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import write_patient, write_rtdose
+from rtplan.phantoms import make_phantom
 
 PTV_CC = 4.0 / 3.0 * math.pi * 30 * 22 * 28 / 1000.0
 DOSE_GRID = Grid((41, 31, 41), origin_mm=(-59.0, -39.0, -50.0), spacing_mm=(3.0, 3.0, 2.5))

@@ -18,8 +18,8 @@ from pydicom.uid import UID, generate_uid
 
 from rtplan import Image
 from rtplan.errors import DicomReadError, DicomWarning, InputError, SeriesError
-from rtplan.io import load_ct
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import load_ct, write_patient
+from rtplan.phantoms import make_phantom
 
 
 @pytest.fixture

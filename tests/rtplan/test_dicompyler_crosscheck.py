@@ -27,8 +27,8 @@ from pydicom.uid import generate_uid
 
 from dose_engine import Grid
 from rtplan.evaluation import dvh
-from rtplan.io import load_structure_set, read_rtdose, write_rtdose
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import load_structure_set, read_rtdose, write_patient, write_rtdose
+from rtplan.phantoms import make_phantom
 
 
 @pytest.fixture(scope="module")

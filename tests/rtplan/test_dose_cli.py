@@ -400,7 +400,7 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     the plain sum over segments of field_dose × segment MU (linearity, checked directly)."""
     from dose_engine._density import hu_to_density
     from dose_engine._field_dose import field_dose
-    from rtplan._recalc import merge_rectangles
+    from rtplan.dose._plan_dose import merge_rectangles
 
     rects = np.array([[0, 1, 0, 1], [0, 1, 0, 1], [2, 3, 0, 1], [0, 1, 0, 1.0]])
     r, mu = merge_rectangles(rects, np.array([1.0, 2.0, 5.0, 4.0]))

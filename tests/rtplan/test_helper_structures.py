@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from dose_engine import Grid
-from rtplan._helper_structures import (
+from rtplan.errors import StructureError
+from rtplan.planning._helper_structures import (
     build_helper_structures,
     distance_outside_mm,
     expanded_occupancy,
     gradient_level_gy,
     ring_occupancy,
 )
-from rtplan.errors import StructureError
 
 
 def sphere(centre_mm, radius_mm):

@@ -86,7 +86,7 @@ RECORD_CLASSES = {
     "rtplan.io.StructureSet",
     "rtplan.io.PortPyBeam",
     "rtplan.io.PortPyPatient",
-    "rtplan.phantoms.WrittenPatient",
+    "rtplan.io.WrittenPatient",
     "rtplan.planning.BatchOutcome",
     "rtplan.planning.PlanningLevel",
     "rtplan.protocols.BeamArrangement",

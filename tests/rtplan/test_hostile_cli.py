@@ -22,8 +22,8 @@ from _hostile import assert_names, edit, files_under, raw, two_beam_plan
 from _tiny_protocol import tiny_cshape_protocol
 
 import rtplan
-from rtplan._atomic import atomic_directory, backup_path, check_output_path
-from rtplan._exit_status import EXIT_STATUSES
+from rtplan._internal.atomic import atomic_directory, backup_path, check_output_path
+from rtplan._internal.exit_status import EXIT_STATUSES
 from rtplan.cli import COMMANDS, build_parser, main
 from rtplan.errors import InputError, OutputError, ResourceLimitError
 from rtplan.io import load_patient, read_rtplan, write_rtplan
@@ -45,13 +45,14 @@ def no_planning(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("computation started before the output paths were checked")
 
-    import rtplan._influence
-    import rtplan._recalc
-    import rtplan.planning._plan
+    import rtplan.cli._dose
+    import rtplan.cli._influence
+    import rtplan.planning._workflow
 
-    monkeypatch.setattr(rtplan.planning._plan, "plan_patient", boom)
-    monkeypatch.setattr(rtplan._recalc, "compute_plan_dose", boom)
-    monkeypatch.setattr(rtplan._influence, "influence_matrix", boom)
+    # where the commands look them up (module-level imports)
+    monkeypatch.setattr(rtplan.planning._workflow, "plan_patient", boom)
+    monkeypatch.setattr(rtplan.cli._dose, "compute_plan_dose", boom)
+    monkeypatch.setattr(rtplan.cli._influence, "influence_matrix", boom)
 
 
 def run_cli(capsys, argv):
@@ -184,12 +185,12 @@ def phantom_cmd(tmp_path):
 def test_every_exception_is_one_line_with_its_status(
     exc, status, pattern, monkeypatch, capsys, phantom_cmd, tmp_path
 ):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     got, out, err = run_cli(capsys, phantom_cmd)
     assert got == status and got != 1
     assert_names(err, r"^rtplan phantom: error: ", pattern)
@@ -198,12 +199,12 @@ def test_every_exception_is_one_line_with_its_status(
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, monkeypatch, capsys, phantom_cmd):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     argv = phantom_cmd
     if how == "flag":
         argv = ["--debug", *phantom_cmd]
@@ -400,7 +401,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     calls = []
     real = os.replace
@@ -461,7 +462,7 @@ def test_leftover_backup_after_a_completed_replace_is_dropped(tmp_path):
 
 
 def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     out = _old_plan(tmp_path)
     real, calls = os.replace, []
@@ -482,7 +483,7 @@ def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, mon
 
 
 def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     synced, real_sync, real_replace = [], atomic._fsync_path, os.replace
     renamed = []

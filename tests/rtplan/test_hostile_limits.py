@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from _hostile import assert_names, copy_ct, edit, files_under, first_slice
 
-from rtplan._limits import LIMITS
 from rtplan.cli import main
+from rtplan.cli._limits import LIMITS
 from rtplan.errors import InputError, OutputError, OutputExistsError
 from rtplan.io import load_ct, load_patient, write_rtdose
 from rtplan.planning import BatchEntry, plan_batch
@@ -153,7 +153,7 @@ def no_cluster(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a Dask cluster was started before the outputs were checked")
 
-    monkeypatch.setattr(batch, "_client", boom)
+    monkeypatch.setattr(batch, "dask_client", boom)
 
 
 def _write_manifest(tmp_path, outs):

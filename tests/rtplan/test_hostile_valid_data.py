@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from _hostile import MAX_MESSAGE_CHARS, assert_names, raw
 
-from rtplan._messages import QUOTE_LIMIT_CHARS, quote
+from rtplan._internal.messages import QUOTE_LIMIT_CHARS, quote
 from rtplan.errors import DicomReadError
 from rtplan.io import load_patient, load_structure_set
 

@@ -1,4 +1,4 @@
-"""``rtplan influence`` and ``rtplan._influence``: DICOM in, HDF5 influence matrix out."""
+"""``rtplan influence`` and ``rtplan.dose._influence``: DICOM in, HDF5 influence matrix out."""
 
 import numpy as np
 import pytest
@@ -80,9 +80,9 @@ def test_cli_refuses_existing_output_and_bad_target(tmp_path, small_phantom_dico
 
 
 def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
-    import rtplan._influence as ri
+    import rtplan
 
-    im = ri.influence_matrix(
+    im = rtplan.influence_matrix(
         small_phantom_patient,
         target="CentralTarget",
         n_beams=2,
@@ -90,7 +90,7 @@ def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
         cache_dir=tmp_path,
         progress=False,
     )
-    again = ri.influence_matrix(
+    again = rtplan.influence_matrix(
         small_phantom_patient,
         target="CentralTarget",
         n_beams=2,
@@ -104,7 +104,7 @@ def test_python_api_in_a_few_lines(small_phantom_patient, tmp_path):
         Beam(180.0, isocenter_mm=im.beams[0].isocenter_mm),
     )
     with pytest.raises(Exception, match="Nope"):
-        ri.influence_matrix(small_phantom_patient, target="Nope", progress=False)
+        rtplan.influence_matrix(small_phantom_patient, target="Nope", progress=False)
 
 
 def test_cli_beam_model_scales_the_matrix_and_a_bad_one_writes_nothing(

@@ -17,7 +17,7 @@ from rtplan import (
     SegmentError,
     load_machine,
 )
-from rtplan._machine import JawModel, MLCModel
+from rtplan.delivery._machine import JawModel, MLCModel
 
 
 def test_shipped_machines_are_listed():
@@ -53,7 +53,7 @@ def test_agility_geometry():
 
 def test_load_by_file_stem_and_path(tmp_path):
     a = load_machine("varian_millennium120")
-    src = rtplan._machine._machines_dir().joinpath("varian_millennium120.toml")
+    src = rtplan.delivery._machine._machines_dir().joinpath("varian_millennium120.toml")
     p = tmp_path / "mine.toml"
     p.write_bytes(src.read_bytes())
     assert load_machine(p) == a

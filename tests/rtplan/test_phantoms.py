@@ -9,7 +9,8 @@ import pytest
 
 import rtplan
 from rtplan.errors import InputError, OutputExistsError
-from rtplan.phantoms import PHANTOM_NAMES, make_phantom, write_patient, write_phantom
+from rtplan.io import write_patient
+from rtplan.phantoms import PHANTOM_NAMES, make_phantom, write_phantom
 
 # Structure names exactly as in tests/rtplan/data/tg119_goals.toml (+ the Body).
 TG119_NAMES = {
@@ -226,7 +227,7 @@ def test_existing_output_is_refused_and_untouched(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    from rtplan.phantoms import _dicom
+    from rtplan.io import _patient_write as _dicom
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

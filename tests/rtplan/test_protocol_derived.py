@@ -154,7 +154,7 @@ def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path, c
     assert rp.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
     record = json.loads((out / "plan.json").read_text())
     assert record["plan"]["derived_structures"]["PTV2"].startswith("expand(roi('PTV')")
-    from rtplan.phantoms import write_patient
+    from rtplan.io import write_patient
 
     w = write_patient(patient, tmp_path / "in")
     again = rtplan.load_patient(w.ct_dir, out / DERIVED_RTSTRUCT_FILE)

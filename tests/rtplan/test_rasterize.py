@@ -1,4 +1,5 @@
-"""Even-odd contour rasterisation with fractional occupancy (rtplan._rasterize, Structure).
+"""Even-odd contour rasterisation with fractional occupancy (``rtplan.structures._rasterize``,
+``Structure``).
 
 Checked against analytic volumes (sphere, ring with a hole), the shoelace area, and an
 independent ray-casting point-in-polygon test written here.
@@ -12,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtplan import Grid, Structure
-from rtplan._rasterize import DEFAULT_SUBSAMPLES, polygon_occupancy
 from rtplan.errors import InputError, StructureError
+from rtplan.structures._rasterize import DEFAULT_SUBSAMPLES, polygon_occupancy
 
 
 def circle(cx, cy, r, n=720):

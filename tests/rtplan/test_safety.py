@@ -132,7 +132,7 @@ def _two_level():
 
 
 def test_implicit_goals_floor_lower_level_maximum_and_hot_spot():
-    from rtplan.planning._safety import implicit_goals
+    from rtplan.safety import implicit_goals
 
     p = _two_level()
     goals = implicit_goals(
@@ -179,7 +179,7 @@ def test_implicit_goals_floor_lower_level_maximum_and_hot_spot():
     ],
 )
 def test_floor_left_out_only_when_a_goal_implies_it(goal, implied):
-    from rtplan.planning._safety import implicit_goals
+    from rtplan.safety import implicit_goals
 
     rx = {"total_dose_gy": 12.5, "fractions": 5, "target": "PTV"}
     goals = [{"structure": "PTV", "priority": 1, **goal}]
@@ -233,7 +233,7 @@ def test_safety_terms_in_the_optimisation_levels():
 
 # ------------------------------------------------------------------- plan warnings
 def test_beam_balance_warning_needs_five_beams_and_one_dominant_beam():
-    from rtplan.planning._safety import beam_balance_warning
+    from rtplan.safety import beam_balance_warning
 
     s = parse_protocol(BASE).safety
     five = {"G000": 500.0, "G072": 50.0, "G144": 50.0, "G216": 50.0, "G288": 50.0}
@@ -291,7 +291,7 @@ def test_failed_implicit_goal_becomes_a_warning_in_the_same_words():
 
     from dose_engine import Grid
     from rtplan.evaluation import evaluate_goals
-    from rtplan.planning._safety import implicit_goals, plan_warnings
+    from rtplan.safety import implicit_goals, plan_warnings
 
     grid = Grid(shape=(10, 10, 10), origin_mm=(0.0, 0.0, 0.0), spacing_mm=(5.0, 5.0, 5.0))
     dose = np.full(grid.shape, 20.0, np.float32)

@@ -16,7 +16,7 @@ from scipy.special import erf
 
 from dose_engine import Beam, Grid, beamlets_for_target
 from rtplan import load_machine
-from rtplan._segment_weights import (
+from rtplan.delivery._segment_weights import (
     compare_doses,
     reoptimize_segment_weights,
     segment_beamlet_matrix,

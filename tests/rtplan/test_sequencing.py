@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from rtplan import Machine, load_machine
-from rtplan._machine import JawModel, MLCModel
+from rtplan.delivery._machine import JawModel, MLCModel
 from rtplan.sequencing import (
     SequencingError,
     fluence_from_segments,

@@ -15,7 +15,7 @@ import os
 from dose_engine.errors import DoseEngineError, ResourceLimitError
 from optimizers.errors import OptimizerError
 
-from .errors import ClusterError, OutputError, RtplanError
+from ..errors import ClusterError, OutputError, RtplanError
 
 __all__ = [
     "EXIT_CLUSTER_ERROR",

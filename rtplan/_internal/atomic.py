@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._arguments import path_argument
-from .errors import OutputError, OutputExistsError
+from ..errors import OutputError, OutputExistsError
+from .arguments import path_argument
 
 __all__ = [
     "atomic_directory",

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._arguments import ARRAY, TEXT, check_arguments, sequence_of
-from ._delivery import DeliverableBeam
-from .errors import InputError
+from .._internal.arguments import ARRAY, TEXT, check_arguments, sequence_of
+from ..errors import InputError
+from ._deliverable import DeliverableBeam
 
 __all__ = [
     "DoseComparison",
@@ -203,7 +203,7 @@ def _nnls_normal_equations(M, w: np.ndarray, y: np.ndarray) -> np.ndarray:
 @check_arguments(
     influence=ARRAY,
     beamlets="dose_engine._beamlets:Beamlets",
-    dbeams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    dbeams=sequence_of("rtplan.delivery._deliverable:DeliverableBeam"),
     reference_dose_gy=ARRAY,
     structures="collections.abc:Mapping",
 )

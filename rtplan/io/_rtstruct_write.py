@@ -7,10 +7,11 @@ import logging
 import os
 from pathlib import Path
 
-from .._arguments import PATH, check_arguments
-from .._atomic import atomic_file
-from ._body import BODY_OUTLINE_NAME
-from ._derived import DerivedStructure
+from .._internal.arguments import PATH, check_arguments
+from .._internal.atomic import atomic_file
+from ..structures._body import BODY_OUTLINE_NAME
+from ..structures._derived import DerivedStructure
+from ._patient_write import _rtstruct
 
 __all__ = ["has_generated_structures", "write_structure_set"]
 
@@ -23,13 +24,13 @@ def _generated(s) -> bool:
     )
 
 
-@check_arguments(patient="rtplan._patient:Patient")
+@check_arguments(patient="rtplan.patient._patient:Patient")
 def has_generated_structures(patient) -> bool:
     """True when ``patient`` holds derived structures or a body outline made by rtplan."""
     return any(_generated(s) for s in patient.structures.values())
 
 
-@check_arguments(path=PATH, patient="rtplan._patient:Patient")
+@check_arguments(path=PATH, patient="rtplan.patient._patient:Patient")
 def write_structure_set(
     path: str | os.PathLike,
     patient,
@@ -70,8 +71,6 @@ def write_structure_set(
         ``path`` exists and ``overwrite`` is false.
     """
     from dataclasses import replace
-
-    from ..phantoms._dicom import _rtstruct
 
     grid = patient.ct.grid
     structures = {

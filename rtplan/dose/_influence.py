@@ -29,9 +29,10 @@ from dose_engine import (
     isocenter_at_centroid,
 )
 
-from ._arguments import check_arguments
-from ._recalc import require_ct_volume, require_model_sad, resolve_beam_model
-from .errors import InputError
+from .._internal.arguments import check_arguments
+from ..errors import InputError
+from ..structures import body_outline
+from ._plan_dose import require_ct_volume, require_model_sad, resolve_beam_model
 
 __all__ = ["body_mask", "influence_matrix"]
 
@@ -45,8 +46,6 @@ def body_mask(patient, dose_grid: Grid):
     Voxels outside the body get no rows in the influence matrix (they would only hold
     dose in air or in the couch).
     """
-    from .structures import body_outline
-
     mask = None
     for s in patient.structures.values():
         if str(getattr(s, "roi_type", "")).upper() == "EXTERNAL" and not s.is_empty:
@@ -86,7 +85,7 @@ def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progres
     )
 
 
-@check_arguments(patient="rtplan._patient:Patient")
+@check_arguments(patient="rtplan.patient._patient:Patient")
 def influence_matrix(
     patient,
     *,

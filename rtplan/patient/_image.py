@@ -10,7 +10,7 @@ import numpy as np
 from dose_engine import Grid
 from dose_engine._resample import resample as _resample_array
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["Image"]
 

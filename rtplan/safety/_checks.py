@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProtocolError
+from ..evaluation import Goal, goal_dose_level_gy
 
 __all__ = [
     "IMPLICIT_LABEL",
@@ -73,8 +74,6 @@ def check_protocol_plausibility(protocol) -> None:
         dose goal (or the dose of a ``V_x`` goal) exceeds ``allow_goal_above_rx_pct`` of
         the highest level; the message names the file, the goal and the key to change.
     """
-    from ._levels import goal_dose_level_gy
-
     s, rx, src = protocol.safety, protocol.prescription, protocol.source
     checks = (
         ("total_dose_gy", rx.total_dose_gy, s.min_total_dose_gy, s.max_total_dose_gy, "total"),
@@ -158,8 +157,6 @@ def implicit_goals(
         ``gradient_levels_gy``, ``z<T>_gradient D2% <= target_max_pct %`` of the highest
         level within the transition margin.
     """
-    from ..evaluation import Goal
-
     s = protocol.safety
     levels = {t: lv for t, lv in protocol.target_levels_gy.items() if t in present}
     with_upper = {g.structure for g in protocol.goals if g.sense == "<="}
@@ -207,8 +204,6 @@ def implicit_goals(
 
 def _d2_limit(structure: str, pct: float, level_gy: float, what: str):
     """The implicit goal ``<structure> D2% <= pct % of level_gy`` (Gy), labelled ``what``."""
-    from ..evaluation import Goal
-
     return Goal(
         structure,
         "D2%",
@@ -223,8 +218,6 @@ def _floor_implied(protocol, target: str, floor_gy: float) -> bool:
     """True when a protocol goal on ``target`` already implies ``D99% >= floor_gy``: a
     minimum dose, or ``D_v% >=`` with ``v >= 99``, at a level of at least ``floor_gy``
     (a second, weaker term would only shift the optimiser's balance)."""
-    from ._levels import goal_dose_level_gy
-
     rx = protocol.prescription.total_dose_gy
     for spec in protocol.goals:
         g = spec.goal

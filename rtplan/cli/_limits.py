@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 
 from dose_engine._limits import DEFAULT_LIMITS
 
-from ._messages import quote
-from .errors import InputError
-from .io._ct import HU_LIMITS
+from .._internal.messages import quote
+from ..errors import InputError
+from ..io._ct import HU_LIMITS
 
 __all__ = ["LIMITS", "limit_overrides", "limits_help"]
 

@@ -65,9 +65,9 @@ from typing import Any
 
 import numpy as np
 
-from ._arguments import ARRAY, PATH, TEXT, check_arguments
-from ._toml_files import parse_toml, read_named_toml
-from .errors import InputError
+from .._internal.arguments import ARRAY, PATH, TEXT, check_arguments
+from .._internal.toml_files import parse_toml, read_named_toml
+from ..errors import InputError
 
 __all__ = [
     "GAP_TOLERANCE_MM",
@@ -279,7 +279,7 @@ class JawModel:
         return (float(np.clip(jaw1_mm, *lim[0])), float(np.clip(jaw2_mm, *lim[1])))
 
 
-@check_arguments(name=TEXT, mlc="rtplan._machine:MLCModel")
+@check_arguments(name=TEXT, mlc="rtplan.delivery._machine:MLCModel")
 @dataclass(frozen=True)
 class Machine:
     """A treatment machine: MLC, jaws and beam data the planner and RT-PLAN writer need.

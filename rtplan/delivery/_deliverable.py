@@ -3,7 +3,8 @@
 Contract (read by the RT-PLAN writer and reader)
 -----------------------------------------------
 All positions are mm at the isocentre plane in IEC 61217 beam-limiting-device (BLD)
-coordinates: ``x`` along leaf travel, ``y`` along leaf stacking (see :mod:`rtplan._machine`).
+coordinates: ``x`` along leaf travel, ``y`` along leaf stacking (see
+:mod:`rtplan.delivery._machine`).
 
 :class:`Segment` — one static MLC aperture (step-and-shoot).
 
@@ -47,9 +48,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
+from .._internal.arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
+from ..errors import InputError
 from ._machine import GAP_TOLERANCE_MM, Machine
-from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Beam
@@ -298,7 +299,10 @@ class Segment:
 
 
 @check_arguments(
-    number=INTEGER, name=TEXT, beam="dose_engine._beam:Beam", machine="rtplan._machine:Machine"
+    number=INTEGER,
+    name=TEXT,
+    beam="dose_engine._beam:Beam",
+    machine="rtplan.delivery._machine:Machine",
 )
 @dataclass(frozen=True, eq=False)
 class DeliverableBeam:
@@ -395,7 +399,7 @@ class DeliverableBeam:
 
 
 @check_arguments(
-    beams=sequence_of("rtplan._delivery:DeliverableBeam"),
+    beams=sequence_of("rtplan.delivery._deliverable:DeliverableBeam"),
     fractions=INTEGER,
     total_dose_gy=NUMBER,
     target_name=TEXT,

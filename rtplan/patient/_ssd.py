@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from ._arguments import check_arguments
-from .errors import InputError
+from .._internal.arguments import check_arguments
+from ..errors import InputError
 
 __all__ = ["ssd_mm"]
 
@@ -36,7 +36,7 @@ def _external_structure(patient):
     return None
 
 
-@check_arguments(beam="dose_engine._beam:Beam", patient="rtplan._patient:Patient")
+@check_arguments(beam="dose_engine._beam:Beam", patient="rtplan.patient._patient:Patient")
 def ssd_mm(beam, patient, *, step_mm: float = 0.5, use_external: bool = True) -> float:
     """Source-to-surface distance of ``beam``'s central axis, in mm.
 

@@ -20,11 +20,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .. import __version__
-from .._arguments import PATH, check_arguments
-from .._atomic import atomic_directory
-from .._patient import Patient
+from .._internal.arguments import PATH, check_arguments
+from .._internal.atomic import atomic_directory
+from .._internal.version import __version__
 from ..errors import InputError
+from ..patient._patient import Patient
 
 __all__ = ["WrittenPatient", "write_patient"]
 
@@ -293,7 +293,7 @@ def _rtstruct(
     return ds
 
 
-@check_arguments(patient="rtplan._patient:Patient", out_dir=PATH)
+@check_arguments(patient="rtplan.patient._patient:Patient", out_dir=PATH)
 def write_patient(
     patient: Patient,
     out_dir: str | os.PathLike,

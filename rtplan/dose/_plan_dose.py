@@ -18,8 +18,10 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
-from ._arguments import require_instance
-from .errors import InputError
+from .._internal.arguments import require_instance
+from ..errors import InputError
+from ..patient._patient import Patient
+from ..structures import body_grid, body_structure
 
 __all__ = [
     "PlanDose",
@@ -205,9 +207,6 @@ def compute_plan_dose(
     from dose_engine._density import hu_to_density
     from dose_engine._field_dose import field_dose
     from dose_engine.errors import InvalidGeometryError
-
-    from ._patient import Patient
-    from .structures import body_grid, body_structure
 
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
     require_ct_volume(patient, "a dose")

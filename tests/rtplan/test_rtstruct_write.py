@@ -12,8 +12,9 @@ import pytest
 
 import rtplan
 from rtplan.errors import OutputExistsError
-from rtplan.phantoms import make_phantom, write_patient
-from rtplan.structures import BODY_OUTLINE_NAME, body_outline, expand, roi, write_structure_set
+from rtplan.io import write_patient, write_structure_set
+from rtplan.phantoms import make_phantom
+from rtplan.structures import BODY_OUTLINE_NAME, body_outline, expand, roi
 
 
 @pytest.fixture(scope="module")

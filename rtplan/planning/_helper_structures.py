@@ -38,7 +38,9 @@ from scipy import ndimage
 
 from dose_engine import Grid
 
-from .errors import StructureError
+from ..errors import StructureError
+from ..structures import expand, ring, union
+from ..structures._algebra import _fine, evaluate_block
 
 __all__ = [
     "HelperStructure",
@@ -163,8 +165,6 @@ def fine_grid(grid: Grid, zyx_slices: tuple[slice, slice, slice], factor: int) -
     grid; fine voxel ``[k*factor + factor//2, ...]`` sits at the centre of coarse voxel
     ``k`` of the crop, so a ``(factor, factor, factor)`` block average maps back.
     """
-    from .structures._algebra import _fine
-
     if factor < 1 or factor % 2 == 0:
         raise StructureError(f"`supersample` must be an odd integer >= 1; got {factor!r}.")
     return _fine(grid, zyx_slices, (factor,) * 3)
@@ -196,9 +196,6 @@ def _on_grid(
 ) -> np.ndarray:
     """Occupancy on ``grid`` of ``build(union of the structures)`` (an algebra expression),
     evaluated ``supersample`` times finer along every axis."""
-    from .structures import union
-    from .structures._algebra import evaluate_block
-
     if supersample < 1 or supersample % 2 == 0:
         raise StructureError(f"`supersample` must be an odd integer >= 1; got {supersample!r}.")
     fns = [occupancy_fns] if callable(occupancy_fns) else list(occupancy_fns)
@@ -240,8 +237,6 @@ def ring_occupancy(
     occupancy : (nz, ny, nx) ndarray of float32
         Fraction of each dose voxel inside the ring.
     """
-    from .structures import ring
-
     if not 0 <= inner_mm < outer_mm:
         raise StructureError(
             f"Ring distances must satisfy 0 <= inner_mm < outer_mm; got {inner_mm!r}, {outer_mm!r}."
@@ -263,8 +258,6 @@ def expanded_occupancy(
 ) -> np.ndarray:
     """Fractional occupancy of the union of structures expanded isotropically by ``margin_mm``
     (:func:`rtplan.structures.expand`, ``supersample`` times finer than ``grid``)."""
-    from .structures import expand
-
     if margin_mm < 0:
         raise StructureError(f"`margin_mm` must be >= 0; got {margin_mm!r}.")
     return _on_grid(occupancy_fns, grid, lambda s: expand(s, margin_mm), supersample)
