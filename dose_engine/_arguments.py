@@ -240,7 +240,7 @@ def check_arguments(**specs: Any) -> Callable[[F], F]:
 def require_instance(value: object, name: str, cls: type | tuple[type, ...], what: str) -> None:
     """Raise TypeError naming ``name`` unless ``value`` is an instance of ``cls``.
 
-    ``what`` says what is expected, e.g. ``"an rtplan.Patient (from rtplan.load_patient)"``.
+    ``what`` says what is expected, e.g. ``"an rtplan.Patient (from rtplan.read_patient)"``.
     """
     if not isinstance(value, cls):
         raise _refuse(value, name, what)

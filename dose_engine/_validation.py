@@ -150,7 +150,7 @@ class ValidationReport:
     Attributes
     ----------
     pdd_local_max_pct : dict label → float
-        Largest |calc/meas − 1| beyond dmax (both normalised at their maximum), %.
+        Largest ``|calc/meas − 1|`` beyond dmax (both normalised at their maximum), %.
     dmax_diff_mm : dict label → float
         Calculated minus measured depth of maximum, mm.
     width_diff_mm, penumbra_diff_mm : dict label → float

@@ -183,9 +183,9 @@ class Problem:
     Parameters
     ----------
     matrix : (n_voxels, n_beamlets) scipy.sparse CSR matrix of float32, Gy per MU
-        Dose-influence matrix; rows are dose-grid voxels, columns beamlets. (The solver
+        Dose-influence matrix; rows are dose-grid voxels, columns beamlets. The solver
         kernels take their array namespace from ``x0``; moving the sliced matrix to a GPU
-        with cupyx is not wired up yet.)
+        with cupyx is not wired up yet.
     structures : dict of str to (n_s,) array of int
         Voxel (row) indices of each structure.
     terms : sequence of Term
@@ -208,6 +208,28 @@ class Problem:
     -----
     The terms only touch the rows of the union of the structures they name; the solvers
     work on that row-sliced matrix (sliced once and shared by :meth:`with_terms`).
+
+    Examples
+    --------
+    Two voxels of a PTV that one beamlet each reaches, at 2 and 4 Gy/MU: the PTV gets
+    exactly 60 Gy at x = (30, 15) MU, and both solvers find it. A hard maximum of 50 Gy
+    moves the optimum to x = (25, 12.5) MU, where the underdose term is (60 - 50)² = 100 Gy².
+
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> import optimizers as op
+    >>> D = sp.csr_array(np.diag([2.0, 4.0]))  # Gy/MU
+    >>> ptv = {"PTV": np.array([0, 1])}
+    >>> problem = op.Problem(D, ptv, [op.Underdose("PTV", 60.0), op.Overdose("PTV", 60.0)])
+    >>> result = op.solve_first_order(problem)
+    >>> result.status.value, [round(float(v), 3) for v in result.x]
+    ('optimal', [30.0, 15.0])
+    >>> [round(float(v), 3) for v in op.solve_cvxpy(problem).x]
+    [30.0, 15.0]
+    >>> capped = op.Problem(D, ptv, [op.Underdose("PTV", 60.0), op.MaxDose("PTV", 50.0, hard=True)])
+    >>> result = op.solve_first_order(capped)
+    >>> [round(float(v), 2) for v in result.x], round(result.objective, 1)
+    ([25.0, 12.5], 100.0)
     """
 
     def __init__(

@@ -193,8 +193,14 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
 
     Examples
     --------
-    >>> with atomic_file("plan.json") as tmp:          # doctest: +SKIP
-    ...     tmp.write_text("{}")
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> target = Path(folder.name) / "plan.json"
+    >>> with atomic_file(target) as tmp:
+    ...     _ = tmp.write_text("{}")
+    >>> target.read_text(), [p.name for p in Path(folder.name).iterdir()]  # no temporary left
+    ('{}', ['plan.json'])
+    >>> folder.cleanup()
     """
     path = refuse_existing(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)

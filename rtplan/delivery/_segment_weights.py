@@ -1,4 +1,4 @@
-"""Segment-weight re-optimisation after leaf sequencing, and dose comparisons.
+r"""Segment-weight re-optimisation after leaf sequencing, and dose comparisons.
 
 Quantisation and sequencing change the optimal fluence a little.  With the apertures
 fixed, the dose is linear in the segment meterset ``m`` (MU): ``d = D_seg m`` where column
@@ -8,7 +8,7 @@ beamlets) and ``S[j, k]`` the open fraction of beamlet ``j`` in segment ``k`` (0
 
 :func:`reoptimize_segment_weights` solves the non-negative weighted least-squares problem
 
-.. math:: \\min_{m \\ge 0} \\sum_v w_v \\, (D_{seg} m - d_{ref})_v^2
+.. math:: \min_{m \ge 0} \sum_v w_v \, (D_{seg} m - d_{ref})_v^2
 
 over the voxels of the given structures, where ``d_ref = D x*`` is the dose of the optimal
 fluence ``x*``.  The problem is convex and the sequenced meterset is feasible, so the

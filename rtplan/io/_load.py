@@ -69,6 +69,24 @@ def read_patient(
         without case, spaces and trailing ``^``; names are corrected and re-entered, so
         this warns; values not shown).  Plus the warnings of :func:`~rtplan.io.read_ct` and
         :func:`~rtplan.io.read_structure_set`.
+
+    Examples
+    --------
+    The TG-119 C-shape written as DICOM and read back: its core is a 1 cm radius cylinder
+    10 cm long, π cm³ per cm.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import rtplan
+    >>> from rtplan.phantoms import write_phantom
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> written = write_phantom("cshape", Path(scratch.name) / "cshape")
+    >>> patient = rtplan.read_patient(written.ct_dir, written.rtstruct_path)
+    >>> list(patient.structures)
+    ['Body', 'PTV', 'Core']
+    >>> round(patient.structure("Core").volume_cc(patient.ct.grid), 1)
+    31.4
+    >>> scratch.cleanup()
     """
     if rtstruct_path is not None:
         path_argument(rtstruct_path, "rtstruct_path")

@@ -62,11 +62,11 @@ class Image:
 
     @property
     def dtype(self):
-        """dtype of :attr:`array`."""
+        """Data type (numpy dtype) of :attr:`array`."""
         return self.array.dtype
 
     def resample(self, grid: Grid, *, order: int = 1, fill_value: float = 0.0) -> Image:
-        """This image interpolated at the voxel centres of ``grid``.
+        """Return this image interpolated at the voxel centres of ``grid``.
 
         Parameters
         ----------
@@ -83,9 +83,10 @@ class Image:
         Image
             On ``grid``; float32 stays float32.
 
-        See Also
-        --------
-        dose_engine._resample.resample : the array-level kernel (numpy or CuPy).
+        Notes
+        -----
+        The array-level kernel (numpy or CuPy) is the dose engine's private
+        ``dose_engine._resample.resample``.
         """
         return Image(
             _resample_array(self.array, self.grid, grid, order=order, fill_value=fill_value),

@@ -61,6 +61,17 @@ def ssd_mm(beam, patient, *, step_mm: float = 0.5, use_external: bool = True) ->
     ------
     rtplan.errors.InputError
         If the central axis never enters the patient inside the CT.
+
+    Examples
+    --------
+    The 300 mm water cube centred on the isocentre: 1000 mm SAD − 150 mm from every side.
+
+    >>> import rtplan
+    >>> from dose_engine import equispaced_coplanar_beams
+    >>> from rtplan.phantoms import make_phantom
+    >>> box = make_phantom("water_box")
+    >>> [round(rtplan.ssd_mm(beam, box), 1) for beam in equispaced_coplanar_beams(4)]
+    [850.0, 850.0, 850.0, 850.0]
     """
     from scipy.ndimage import map_coordinates
 

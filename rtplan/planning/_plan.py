@@ -1169,11 +1169,21 @@ def plan_patient(
 
     Examples
     --------
+    The TG-119 C-shape on a coarse grid with five beams (about 10 s; the protocol's own
+    settings, ``plan_patient(patient, "tg119_cshape")``, take about 30 s):
+
     >>> import rtplan
     >>> from rtplan.planning import plan_patient
-    >>> patient = rtplan.phantoms.make_phantom("cshape")      # doctest: +SKIP
-    >>> result = plan_patient(patient, "tg119_cshape")        # doctest: +SKIP
-    >>> result.goal_table                                     # doctest: +SKIP
+    >>> from rtplan.protocols import load_protocol
+    >>> patient = rtplan.phantoms.make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    >>> protocol = load_protocol("tg119_cshape").with_overrides(
+    ...     dose_grid_mm=8.0, n_beams=5, max_iterations=60
+    ... )
+    >>> result = plan_patient(patient, protocol, progress=False)
+    >>> len(result.plan.beams), result.dose_grid.spacing_mm
+    (5, (8.0, 8.0, 8.0))
+    >>> result.needs_attention  # so coarse a plan misses goals: result.summary() says which
+    True
     """
     _check_plan_arguments(patient, protocol, cache_dir, structure_map)
     model = resolve_beam_model(beam_model)

@@ -109,11 +109,11 @@ class Expr:
         return difference(other, self)
 
     def expand(self, margin_mm: float | Mapping[str, float] | Margin) -> Expr:
-        """This expression grown by ``margin_mm`` (see :func:`expand`)."""
+        """Return this expression grown by ``margin_mm`` (see :func:`expand`)."""
         return expand(self, margin_mm)
 
     def shrink(self, margin_mm: float | Mapping[str, float] | Margin) -> Expr:
-        """This expression shrunk by ``margin_mm`` (see :func:`shrink`)."""
+        """Return this expression shrunk by ``margin_mm`` (see :func:`shrink`)."""
         return shrink(self, margin_mm)
 
     def ring(self, inner_mm: float, outer_mm: float) -> Expr:

@@ -1,9 +1,9 @@
-"""Morphological margins on voxel masks, in mm: exact to the voxel on anisotropic grids.
+r"""Morphological margins on voxel masks, in mm: exact to the voxel on anisotropic grids.
 
 A margin is given per anatomical direction.  Growing a region ``A`` by the margin ``m``
 is the dilation ``A ⊕ E`` by the **octant ellipsoid**
 
-.. math:: E = \\{ d : \\sum_i (d_i / m_i(\\operatorname{sign} d_i))^2 \\le 1 \\},
+.. math:: E = \{ d : \sum_i (d_i / m_i(\operatorname{sign} d_i))^2 \le 1 \},
 
 i.e. along each axis the semi-axis on the positive side is the margin in that direction
 and the one on the negative side the margin in the opposite direction: an ellipsoid whose
@@ -213,9 +213,6 @@ def dilate_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "au
     margin : Margin
     spacing_mm : (3,) tuple of float, mm
         ``(dx, dy, dz)`` of the grid.
-
-    Returns
-    -------
     method : {"auto", "edt", "sweep"}
         ``"auto"``: the distance transform for symmetric margins, the sweep otherwise.
 
