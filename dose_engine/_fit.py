@@ -173,6 +173,8 @@ def _profile_dose(model: BeamModel, scan: MeasuredScan, positions_mm) -> np.ndar
     """Model dose along a profile's line at ``positions_mm``."""
     pos = np.asarray(positions_mm, float)
     if scan.curve == "DIAGONAL_PROFILE":
+        if scan.direction is None:
+            raise BeamModelError(f"{scan.source}: a DIAGONAL_PROFILE scan has no direction.")
         ux, uy = scan.direction
         return _dose(model, scan.ssd_mm, scan.field, scan.depth_mm, pos * ux, pos * uy)
     if scan.curve == "CROSSPLANE_PROFILE":

@@ -194,9 +194,7 @@ class MeasuredData:
             )
         energies = {s.energy_mv: s for s in self.scans if s.energy_mv is not None}
         stated = self.nominal_energy_mv
-        off = [
-            s for s in energies.values() if stated is not None and abs(s.energy_mv - stated) > 0.01
-        ]
+        off = [s for e, s in energies.items() if stated is not None and abs(e - stated) > 0.01]
         if off:
             s = next(s for s in self.scans if s.energy_mv == off[0].energy_mv)
             raise BeamModelError(

@@ -1,10 +1,10 @@
-"""Output factors with separate X and Y jaw settings (the collimator-exchange table).
+r"""Output factors with separate X and Y jaw settings (the collimator-exchange table).
 
 A linac vendor's output-factor table lists the X jaw setting across and the Y jaw setting
 down; this is that table as a text file, comma-, semicolon-, tab- or space-separated::
 
     # 6X output factors, SSD 950 mm, depth 50 mm      (# starts a comment)
-    Y\\X mm,   30,    50,   100,   200
+    Y\X mm,   30,    50,   100,   200
     30,     0.823, 0.842, 0.861, 0.874
     50,     0.839, 0.878, 0.905, 0.921
     100,    0.852, 0.899, 1.000, 1.029

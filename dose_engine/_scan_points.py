@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,11 +118,11 @@ def scan_from_points(
             "changes) or a profile (constant z)."
         )
     if moves[2]:
-        kind, position = "PDD", z
+        kind = "PDD"
     elif moves[0] and moves[1]:
-        kind, position = "DIAGONAL", None
+        kind = "DIAGONAL"
     elif moves[0] or moves[1]:
-        kind, position = "PROFILE", x if moves[0] else y
+        kind = "PROFILE"
     else:
         raise BeamModelError(f"{where}: all points lie at one position; not a scan.")
     if kind not in header.kind:
@@ -129,7 +130,7 @@ def scan_from_points(
             f"{where}: the header declares a {' or '.join(header.kind)} scan but the points "
             f"form a {kind}."
         )
-    common = {
+    common: dict[str, Any] = {
         "field_mm": header.field_mm[0],
         "field_inplane_mm": header.field_mm[1],
         "ssd_mm": header.ssd_mm,
@@ -156,6 +157,7 @@ def scan_from_points(
     if kind == "DIAGONAL":
         return _diagonal(x, y, value, lines, path, depth, common)
     axis = "X" if moves[0] else "Y"
+    position = x if axis == "X" else y
     if header.axis is not None and header.axis != axis:
         raise BeamModelError(
             f"{where}: the header declares a profile along {header.axis} but the points move "
