@@ -16,7 +16,10 @@ OAR ``D_v% <= L``,     DVHOverdose(O, L·(1−a_o), κv) MaxDVH(O, L·(1−a_o),
 ``D_xcc``, ``V_x<=y%``                               (``V_x <= y %`` is ``D_y% <= x``)
 ``Dmax <= L``          Overdose(O, L·(1−a_o))        same
 ``Dmin >= L``          Underdose(T, L·(1+a_t))       same
-``Dmean <= L``         MeanDose(O) (linear)          same
+``Dmean <= L`` in a    MaxDVH(O, L·(1−a_o), 99.9)    same
+coverage level         (CVaR ≈ mean, one-sided)
+``Dmean <= L``,        MeanDose(O) (linear)          same
+other levels
 ``hard = true``        MinDose/MaxDose/MeanDose      MinDVH/MaxDVH/MaxDose/MeanDose hard
 =====================  ============================  ===================================
 
@@ -29,13 +32,15 @@ allows to miss its level, so the optimiser chooses where that part lies (e.g. th
 target next to an organ with a low limit); ``κ`` = :data:`DVH_ALLOWANCE_USED` keeps some of
 the allowance in reserve for sequencing.
 Weights are ``1 / Rx²`` for organ goals and ``target_weight / Rx²`` for target goals
-(:attr:`~rtplan.protocols.OptimizationSettings.target_weight`). A ``Dmean <= L`` goal
-is a one-sided quadratic on the mean: the upper CVaR of :data:`MEAN_VOLUME_PCT` % of the
-organ (the mean of all but its coldest 0.1 %, never below the mean) above ``L·(1−a_o)``; it
-pushes only while the mean is above that aim.  A linear "minimise the mean" term in the
-level that holds target coverage traded coverage against organ dose far below its limit
-(issue 12: the lung mean at 5.6 Gy of 20 Gy left the PTV rim at 19 Gy); the pressure
-below the limit is the last level's "as low as reasonably achievable" term.
+(:attr:`~rtplan.protocols.OptimizationSettings.target_weight`; ``1 / Rx`` for the linear
+mean-dose term). A ``Dmean <= L`` goal in a level that holds target coverage (a target's
+minimum-dose goal, or the first level, with the safety floors) is a one-sided quadratic
+on the mean: the upper CVaR of :data:`MEAN_VOLUME_PCT` % of the organ (the mean of all but
+its coldest 0.1 %, never below the mean) above ``L·(1−a_o)``; it pushes only while the
+mean is above that aim.  A linear "minimise the mean" term there traded coverage against
+organ dose far below its limit (issue 12: a lung mean of 5.6 Gy against 20 Gy left the
+PTV rim in lung at 19 Gy).  In a later level the mean is minimised (linear): the earlier
+levels' slip keeps the coverage, as lexicographic planning intends.
 If the protocol has no minimum-dose goal on the prescription target,
 ``Underdose(target, Rx)`` is added to the first level. The helper structures (ring and
 normal tissue as overdose above their caps, weight ``HELPER_WEIGHT / Rx²``), fluence smoothness and
@@ -272,6 +277,13 @@ def build_levels(
     by_priority: dict[int, list] = {}
     idx_by_priority: dict[int, list[int]] = {}
     first_priority = min((s.priority for s in protocol.goals if s.structure in roles), default=1)
+    # levels that hold target coverage (and the first, with the safety floors): a mean
+    # goal there is one-sided, elsewhere its mean is minimised (module docstring)
+    coverage_priorities = {first_priority} | {
+        s.priority
+        for s in protocol.goals
+        if roles.get(s.structure) == "target" and s.sense == ">=" and not s.hard
+    }
     for spec in protocol.goals:
         goal = spec.goal
         name = spec.structure
@@ -302,6 +314,7 @@ def build_levels(
                 rx,
                 aim=settings.target_aim if is_target else settings.oar_aim,
                 weight=w_t if is_target else w_o,
+                minimise_mean=spec.priority not in coverage_priorities,
             )
         priority = spec.priority
         if is_target and goal.comparison == "<=" and not spec.hard:
@@ -476,8 +489,11 @@ def _soft_term(
     *,
     aim: float,
     weight: float,
+    minimise_mean: bool = False,
 ):
-    """The objective term of a soft goal (see the module table)."""
+    """The objective term of a soft goal (see the module table); ``minimise_mean``: a
+    ``Dmean <= L`` goal is the linear mean (a level without target coverage), else
+    one-sided above its aim."""
     import optimizers as opt
 
     level_gy = goal_dose_level_gy(goal, rx)
@@ -489,6 +505,8 @@ def _soft_term(
             return opt.MinDVH(structure, dose, vpct, weight=weight, label=label)
         exempt_pct = DVH_ALLOWANCE_USED * (100.0 - vpct)
         return opt.DVHUnderdose(structure, dose, 100.0 - exempt_pct, weight=weight, label=label)
+    if goal.metric.kind == "mean" and minimise_mean:
+        return opt.MeanDose(structure, weight=1.0 / rx, label=label)
     dose = level_gy * (1.0 - aim)
     if goal.metric.kind == "mean":  # one-sided on the mean (module docstring)
         term = opt.MaxDVH(structure, dose, MEAN_VOLUME_PCT, weight=weight, label=label)

@@ -352,8 +352,8 @@ def test_cvxpy_levels_use_cvar_and_hard_goals_become_constraints():
 
 @pytest.mark.parametrize("solver", ["first_order", "cvxpy"])
 def test_mean_dose_goal_pushes_only_above_its_aim_gh12(solver):
-    """``Dmean <= L`` is a one-sided quadratic on the mean: no pressure while the mean is
-    below ``L (1 - oar_aim)`` (a linear mean term in the coverage level traded the PTV
+    """``Dmean <= L`` in the coverage level is one-sided on the mean: no pressure while the
+    mean is below ``L (1 - oar_aim)`` (a linear mean term in the coverage level traded the PTV
     rim against a lung mean far below its limit, issue 12), ``(mean - aim)^2`` above it
     (numpy's weighted mean; the dose spans 40 Gy, more than the 25 Gy the solver's default
     CVaR smoothing can read)."""
@@ -388,6 +388,21 @@ def test_mean_dose_goal_pushes_only_above_its_aim_gh12(solver):
         for seen in (np.sqrt(term.fo_value(dose, p_i)), np.sqrt(term.value(dose, p_i))):
             assert excess - 1e-9 <= seen <= excess + 0.25
     assert term.fo_value(low, p_i) == 0.0 and term.fo_value(high, p_i) > 40.0
+    # in a later level, without coverage, the mean is minimised (held by the slip)
+    later = parse_protocol(
+        {
+            **MINIMAL,
+            "goals": [
+                {"structure": "PTV", "metric": "D95%", "min": 60.0, "priority": 1},
+                {"structure": "Lung", "metric": "Dmean", "max": 20.0, "priority": 2},
+            ],
+        }
+    )
+    levels = build_levels(
+        later, roles={"PTV": "target", "Lung": "oar"}, volumes_cc={"Lung": 1000.0}, solver=solver
+    )
+    (mean,) = [t for t in levels[1].terms if t.label.startswith("goal 1")]
+    assert mean.value(low, p_i) == pytest.approx(float(np.sum(p_i * low)))
 
 
 def test_contradictory_hard_goals_refused_before_optimising():
