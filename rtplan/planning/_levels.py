@@ -60,7 +60,10 @@ surface to ``L_T`` at the transition margin,
 ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
 (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
 goals leave free). The last level gets an "as low as reasonably
-achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk.
+achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk, and
+the normal-tissue objective: ``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight
+``nto_weight/Rx²`` on shells around the targets, ``cap`` falling exponentially from
+``nto_start_pct`` at their surface (:func:`rtplan.planning._safety.nto_bands`).
 """
 
 from __future__ import annotations
@@ -268,6 +271,8 @@ def build_levels(
     """
     import optimizers as opt
 
+    from ._safety import nto_bands
+
     rx = protocol.prescription.total_dose_gy
     settings = protocol.optimization
     effective = dict(effective or {})
@@ -362,6 +367,17 @@ def build_levels(
             cap = percent / 100.0 * level_gy
             last.append(
                 opt.Overdose(name, cap, weight=HELPER_WEIGHT * w_o, label=f"{what} <= {cap:.3g} Gy")
+            )
+    for name, _, _, pct in nto_bands(protocol.safety):  # Rx is the highest level
+        if name in helpers:
+            cap = pct / 100.0 * rx
+            last.append(
+                opt.Overdose(
+                    name,
+                    cap,
+                    weight=protocol.safety.nto_weight * w_o,
+                    label=f"normal-tissue objective: {name} <= {cap:.4g} Gy",
+                )
             )
     if protocol.safety.alara_weight > 0:
         for name, role in roles.items():

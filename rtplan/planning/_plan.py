@@ -493,6 +493,7 @@ def stage_structures(ctx: _Context) -> None:
     from .._helper_structures import build_helper_structures
     from ..protocols import apply_derived
     from ..structures import body_grid
+    from ._safety import nto_helpers
 
     ctx.patient, body_struct = _with_body(ctx.patient)
     ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
@@ -541,6 +542,7 @@ def stage_structures(ctx: _Context) -> None:
             protocol.safety.transition_margin_mm if protocol.safety.implicit_target_limits else None
         ),
     )
+    helpers.update(nto_helpers([fns[t] for t in targets], grid, body_occ, protocol.safety))
     if protocol.safety.hotspot_pct > 0 and body_occ is not None:
         from .._helper_structures import HelperStructure
 
