@@ -48,7 +48,7 @@ total MU join the last level: a separate helper level would double the optimisat
 for terms that only shape the low-dose region.
 
 The safety nets (:mod:`rtplan.planning._safety`, protocol table ``[safety]``) add, in the
-first level: each target's floor ``Underdose(T, floor·L_T)`` (weight
+first level: each target's floor ``Underdose(T, floor·L_T·(1+a_t))`` (weight
 ``HELPER_WEIGHT·target_weight/Rx²``) with the implicit
 ``D99% >= floor`` goal; the implicit upper limit ``D2% <= target_max·L_T`` of a target
 without an upper goal (on ``z<T>_low`` for a lower-level target), with a pull of that
@@ -429,10 +429,13 @@ def _safety_terms(
         name = goal.structure
         target = next(t for t in levels if name in (t, target_helper_names(t)[0]))
         label = f"{goal.label}: {goal.text}"
-        if goal.comparison == ">=":  # floor: every voxel, not only 99 %, gently
-            terms.append(
+        if goal.comparison == ">=":  # floor: every voxel, not only 99 %, gently, aimed
+            terms.append(  # inside like the goals (sequencing must not tip it over)
                 opt.Underdose(
-                    effective.get(name, name), goal.level, weight=HELPER_WEIGHT * w_t, label=label
+                    effective.get(name, name),
+                    goal.level * (1.0 + aim),
+                    weight=HELPER_WEIGHT * w_t,
+                    label=label,
                 )
             )
             continue
