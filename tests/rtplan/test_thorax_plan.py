@@ -124,6 +124,16 @@ def test_global_maximum_within_110_percent_gh12(plan):
     assert dose.max() <= 1.10 * RX_GY
 
 
+def test_every_beam_carries_part_of_the_dose_gh12(plan):
+    """The RT-PLAN's meterset (pydicom): all 7 beams deliver, none more than the 40 % the
+    beam-balance check flags (issue 12: one beam carried half of the MU, two none)."""
+    _, out = plan
+    ds = pydicom.dcmread(out / "RTPLAN.dcm")
+    mu = [float(b.BeamMeterset) for b in ds.FractionGroupSequence[0].ReferencedBeamSequence]
+    assert len(mu) == 7 and min(mu) > 0
+    assert max(mu) / sum(mu) <= 0.40
+
+
 def test_no_ptv_voxel_below_90_percent_beyond_the_partial_volume_rim_gh12(plan, dicompyler):
     """Every dose voxel whose whole cube lies inside the analytic PTV (the sphere of
     r 30 mm around the GTV's centre: centre at most 30 mm - half the voxel diagonal from
