@@ -24,6 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 def main(pyproject: str, constraints: str) -> int:
+    """Print each floor problem on stderr; return 1 if there is one, else 0."""
     project = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))["project"]
     direct = [*project["dependencies"], *project["optional-dependencies"]["test"]]
     pins = {}

@@ -14,6 +14,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
+# Worker scripts the benches run in their own processes (with a peer's Python and
+# packages, e.g. PortPy): not importable here, so not collected for doctests either.
+collect_ignore = ["_portpy_pipeline.py", "_peer_tg119.py"]
+
 LIBRARIES = (
     "rtplan",
     "numpy",

@@ -243,6 +243,18 @@ def isocenter_at_centroid(points_or_mask, grid=None) -> tuple[float, float, floa
     Returns
     -------
     isocenter_mm : (3,) tuple of float, mm
+
+    Examples
+    --------
+    The centroid of a box of voxels ``[2:4, 5:9, 10:20]``:
+
+    >>> import numpy as np
+    >>> from dose_engine import Grid, isocenter_at_centroid
+    >>> grid = Grid((10, 20, 30), origin_mm=(-29.0, -19.0, 0.0), spacing_mm=(2.0, 2.0, 3.0))
+    >>> mask = np.zeros(grid.shape, bool)
+    >>> mask[2:4, 5:9, 10:20] = True
+    >>> isocenter_at_centroid(mask, grid)  # x: -29 + 14.5 * 2, y: -19 + 6.5 * 2, z: 2.5 * 3
+    (0.0, -6.0, 7.5)
     """
     arr = np.asarray(points_or_mask)
     if arr.ndim == 3:
@@ -288,6 +300,14 @@ def equispaced_coplanar_beams(
     isocenter_mm : (3,) tuple of float, mm
     start_deg : float
         Gantry angle of the first beam.
+
+    Examples
+    --------
+    >>> from dose_engine import equispaced_coplanar_beams
+    >>> [beam.gantry_angle_deg for beam in equispaced_coplanar_beams(5)]
+    [0.0, 72.0, 144.0, 216.0, 288.0]
+    >>> [beam.gantry_angle_deg for beam in equispaced_coplanar_beams(4, start_deg=45.0)]
+    [45.0, 135.0, 225.0, 315.0]
     """
     if int(n) != n or n < 1:
         raise InvalidGeometryError(f"`n` must be a positive number of beams; got {n!r}.")

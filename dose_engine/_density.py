@@ -104,6 +104,15 @@ def hu_to_density(hu, table: HUTable | None = None):
     Returns
     -------
     density : array like ``hu``, float32, relative to water; clamped to the table's ends.
+
+    Examples
+    --------
+    Air, water and dense bone with the default table:
+
+    >>> import numpy as np
+    >>> from dose_engine import hu_to_density
+    >>> [round(float(d), 3) for d in hu_to_density(np.array([-1000.0, 0.0, 1000.0]))]
+    [0.001, 1.0, 1.6]
     """
     xp = array_namespace(hu)
     table = load_hu_table() if table is None else table

@@ -44,6 +44,20 @@ class Grid:
         Patient position ``(x, y, z)`` of the centre of voxel ``[0, 0, 0]``.
     spacing_mm : (3,) tuple of float, mm
         Voxel size ``(dx, dy, dz)``; all positive.
+
+    Examples
+    --------
+    A 30 × 20 × 10 grid of 2 × 2 × 3 mm voxels; arrays on it have shape ``(nz, ny, nx)``
+    while points are ``(x, y, z)``:
+
+    >>> from dose_engine import Grid
+    >>> grid = Grid((10, 20, 30), origin_mm=(-29.0, -19.0, 0.0), spacing_mm=(2.0, 2.0, 3.0))
+    >>> grid.voxel_count, grid.voxel_volume_cc
+    (6000, 0.012)
+    >>> grid.extent_mm  # (x, y, z) ranges from the outer voxel edges, mm
+    ((-30.0, 30.0), (-20.0, 20.0), (-1.5, 28.5))
+    >>> grid.point_to_index((1.0, 1.0, 27.0))  # (z, y, x) index of an LPS point
+    array([ 9., 10., 15.])
     """
 
     shape: tuple[int, int, int]

@@ -1,4 +1,4 @@
-"""The photon pencil-beam model: parameters, file format and the dose-of-a-rectangle kernel.
+r"""The photon pencil-beam model: parameters, file format and the dose-of-a-rectangle kernel.
 
 Model
 -----
@@ -11,8 +11,8 @@ water-equivalent path along the ray from the source, from exact ray tracing) rec
 
 .. math::
 
-   D = N \\left(\\frac{SAD}{z}\\right)^2 A(d) \\sum_{f \\in \\{src, h\\}} w_f
-       \\left[P(σ_f ⊕ σ_p(d)) + r(d) P(σ_f ⊕ σ_s(d))\\right]
+   D = N \left(\frac{SAD}{z}\right)^2 A(d) \sum_{f \in \{src, h\}} w_f
+       \left[P(σ_f ⊕ σ_p(d)) + r(d) P(σ_f ⊕ σ_s(d))\right]
 
 with ``w_src = 1 - w_h`` (the focal part carries the off-axis horn factor
 ``1 - a exp(-(x²+y²)/2s²)``, integrated exactly as a product of Gaussians, see
@@ -27,9 +27,9 @@ the integral of a unit 2-D Gaussian over ``R`` projected to the point's fan coor
 
 .. math::
 
-   P(σ) = \\tfrac14 [\\mathrm{erf}(\\tfrac{x_2-u}{\\sqrt2σ})
-          - \\mathrm{erf}(\\tfrac{x_1-u}{\\sqrt2σ})]
-          [\\mathrm{erf}(\\tfrac{y_2-v}{\\sqrt2σ}) - \\mathrm{erf}(\\tfrac{y_1-v}{\\sqrt2σ})].
+   P(σ) = \tfrac14 [\mathrm{erf}(\tfrac{x_2-u}{\sqrt2σ})
+          - \mathrm{erf}(\tfrac{x_1-u}{\sqrt2σ})]
+          [\mathrm{erf}(\tfrac{y_2-v}{\sqrt2σ}) - \mathrm{erf}(\tfrac{y_1-v}{\sqrt2σ})].
 
 This is the analytically integrated form of a two-Gaussian pencil-beam kernel (cf. Bortfeld
 T, Schlegel W, Rhein B 1993, Med Phys 20:311, doi:10.1118/1.597070; Ahnesjö A, Saxner M,
@@ -166,7 +166,7 @@ class BeamModel:
         return dict(self.parameters["provenance"])
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of the parameters (for cache keys)."""
+        """Return the SHA-256 of the canonical JSON of the parameters (for cache keys)."""
         import hashlib
 
         blob = json.dumps(self.parameters, sort_keys=True, separators=(",", ":")).encode()
@@ -244,6 +244,13 @@ def load_beam_model(path: str | Path | None = None) -> BeamModel:
     ------
     BeamModelError
         If the file cannot be read, is not JSON, or lacks keys (named in the message).
+
+    Examples
+    --------
+    >>> from dose_engine import load_beam_model
+    >>> model = load_beam_model()
+    >>> model.name, model.sad_mm
+    ('rtplan generic 6 MV pencil beam', 1000.0)
     """
     params, name = read_json_data(path, DEFAULT_MODEL, what="Beam model")
     if not isinstance(params, dict):

@@ -21,16 +21,22 @@ import rtplan
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 
-# 1. A patient: the C-shape phantom written as DICOM (CT series + RT-STRUCT) into a scratch
-#    folder (removed at the end), then loaded exactly as real data would be.
+# %%
+# 1. A patient
+# ------------
+# The C-shape phantom written as DICOM (CT series + RT-STRUCT) into a scratch folder
+# (removed at the end), then loaded exactly as real data would be.
 scratch = tempfile.TemporaryDirectory(prefix="rtplan-cshape-")
 written = rtplan.phantoms.write_phantom(
     "cshape", Path(scratch.name) / "input", pixel_spacing_mm=5.0, slice_spacing_mm=5.0
 )
-patient = rtplan.load_patient(written.ct_dir, written.rtstruct_path)
+patient = rtplan.read_patient(written.ct_dir, written.rtstruct_path)
 print(patient)
 
-# 2. The protocol: 50 Gy in 25 fractions, TG-119 goals at the harder level.
+# %%
+# 2. The protocol
+# ---------------
+# 50 Gy in 25 fractions, TG-119 goals at the harder level.
 protocol = load_protocol("tg119_cshape").with_overrides(
     dose_grid_mm=8.0, n_beams=5, max_iterations=60
 )
@@ -40,20 +46,29 @@ protocol = replace(protocol, safety=replace(protocol.safety, normalization_cap_p
 for spec in protocol.goals:
     print(f"  priority {spec.priority}: {spec.label}")
 
-# 3. Plan: influence matrix, prioritised optimisation, leaf sequencing, segment weights,
-#    final dose from the apertures, evaluation.
+# %%
+# 3. Plan
+# -------
+# Influence matrix, prioritised optimisation, leaf sequencing, segment weights, final dose
+# from the apertures, evaluation.
 result = plan_patient(patient, protocol, progress=False)
 print(result.summary())
 
-# 4. Look at the DVHs: D95, D50 and the near-maximum of each structure.
+# %%
+# 4. The DVHs
+# -----------
+# D95, D50 and the near-maximum of each structure.
 for name, dvh in result.dvhs.items():
     print(
         f"  {name:6s} D95 {dvh.dose_at_volume(95):6.2f} Gy   D50 {dvh.dose_at_volume(50):6.2f} Gy"
         f"   Dmax(0.03cc) {dvh.dose_at_volume_cc(0.03):6.2f} Gy"
     )
 
-# 5. Write RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html (open it in any browser) into
-#    the folder given on the command line, else ./plan_cshape_out.
+# %%
+# 5. Write the plan
+# -----------------
+# RTPLAN.dcm, RTDOSE.dcm, plan.json and report.html (open it in any browser) go into the
+# folder given on the command line, else ./plan_cshape_out.
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("plan_cshape_out")
 result.write(out, overwrite=True)
 print(f"plan written to {out}")

@@ -1,3 +1,5 @@
+"""``python -m rtplan.cli``: the ``rtplan`` command."""
+
 import sys
 
 from . import main

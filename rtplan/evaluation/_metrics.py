@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from .._arguments import NUMBER, check_arguments
-from .._messages import quote
+from .._internal.arguments import NUMBER, check_arguments
+from .._internal.messages import quote
 from ..errors import InputError
 from ._dvh import DVH
 
@@ -60,7 +60,8 @@ def check_prescription_gy(prescription_gy) -> float:
 def homogeneity_index(target: DVH) -> float:
     """ICRU 83 homogeneity index ``HI = (D2% − D98%) / D50%`` of a target DVH.
 
-    0 is a perfectly uniform dose; larger is less homogeneous.  See [1]_ in the module.
+    0 is a perfectly uniform dose; larger is less homogeneous.  ICRU Report 83, section 3.7.1,
+    :doi:`10.1093/jicru/ndq002`.
 
     Parameters
     ----------
@@ -88,7 +89,8 @@ def paddick_conformity_index(target: DVH, body: DVH, *, prescription_gy: float) 
 
     ``TV`` is the target volume, ``PIV`` the prescription isodose volume (volume of
     ``body`` receiving at least ``prescription_gy``) and ``TV_PIV`` the target volume
-    receiving at least ``prescription_gy``.  1 is a perfect plan.  Paddick (2000), [2]_.
+    receiving at least ``prescription_gy``.  1 is a perfect plan.  Paddick (2000),
+    :doi:`10.3171/jns.2000.93.supplement`.
 
     Parameters
     ----------
@@ -131,7 +133,8 @@ def gradient_index(body: DVH, *, prescription_gy: float) -> float:
     """Paddick–Lippitz gradient index ``GI = PIV_50% / PIV_100%``.
 
     Ratio of the volume receiving at least half the prescription to the volume receiving
-    at least the prescription, both measured in ``body``.  Paddick & Lippitz (2006), [3]_.
+    at least the prescription, both measured in ``body``.  Paddick & Lippitz
+    (2006), :doi:`10.3171/sup.2006.105.7.194`.
 
     Parameters
     ----------

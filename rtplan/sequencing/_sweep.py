@@ -63,10 +63,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._arguments import ARRAY, check_arguments, sequence_of
-from .._delivery import DeliverableBeam, Segment
-from .._machine import Machine
-from ..errors import InputError
+from .._internal.arguments import ARRAY, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam, Segment
+from ..delivery._machine import Machine
+from ..errors import InputError, SequencingError
 from ._engel import engel_decomposition
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,10 +86,6 @@ logger = logging.getLogger("rtplan.sequencing")
 _TOL = 1e-6
 JAW_FITTINGS = ("segment", "beam")
 METHODS = ("auto", "engel", "sweep")
-
-
-class SequencingError(InputError):
-    """A fluence map cannot be sequenced for this machine (outside the MLC, too wide, ...)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,7 +209,7 @@ def leaf_units(y_edges_mm, leaf_boundaries_mm) -> tuple[np.ndarray, np.ndarray]:
 
 
 @check_arguments(
-    segments=sequence_of("rtplan._delivery:Segment"), x_edges_mm=ARRAY, y_edges_mm=ARRAY
+    segments=sequence_of("rtplan.delivery._deliverable:Segment"), x_edges_mm=ARRAY, y_edges_mm=ARRAY
 )
 def fluence_from_segments(segments, x_edges_mm, y_edges_mm, *, closed_gap_mm: float = 0.0):
     """Rebuild a fluence map from segment geometry: Σ MU × open fraction of each cell.
@@ -342,7 +338,7 @@ def sweep_levels(
 
 
 @check_arguments(
-    fluence_mu=ARRAY, machine="rtplan._machine:Machine", x_edges_mm=ARRAY, y_edges_mm=ARRAY
+    fluence_mu=ARRAY, machine="rtplan.delivery._machine:Machine", x_edges_mm=ARRAY, y_edges_mm=ARRAY
 )
 def sequence_fluence(
     fluence_mu,
@@ -392,6 +388,30 @@ def sequence_fluence(
     SequencingError
         Bad shapes or values; map outside the MLC or leaf range; a segment that breaks the
         machine's limits (e.g. a map wider than ``max_leaf_travel_mm``: split the field).
+
+    Examples
+    --------
+    Two leaf pairs, four 5 mm columns: 50 MU is Bortfeld's minimum (the larger row sum of
+    positive steps: 20 + 30 in the first row, 10 + 30 in the second), in 10 MU levels.
+
+    >>> import numpy as np
+    >>> import rtplan
+    >>> machine = rtplan.load_machine("AgilityMLC160")
+    >>> fluence_mu = np.array([[0, 20, 50, 30], [10, 40, 40, 0]], float)  # rows = leaf pairs
+    >>> seq = rtplan.sequence_fluence(
+    ...     fluence_mu,
+    ...     machine,
+    ...     x_edges_mm=np.arange(-10, 11, 5.0),
+    ...     y_edges_mm=np.array([0.0, 5.0, 10.0]),
+    ...     n_levels=5,
+    ... )
+    >>> len(seq.segments), seq.total_mu, seq.level_mu
+    (3, 50.0, 10.0)
+    >>> bool(np.array_equal(seq.quantized_fluence_mu, fluence_mu))
+    True
+    >>> seq.segments[0].open_rectangles_mm()  # [x1, x2, y1, y2] of each open leaf pair, mm
+    array([[ 0., 10.,  0.,  5.],
+           [-5.,  5.,  5., 10.]])
     """
     if jaw_fitting not in JAW_FITTINGS:
         raise SequencingError(f"`jaw_fitting` must be one of {JAW_FITTINGS}; got {jaw_fitting!r}.")

@@ -1,9 +1,9 @@
-"""Morphological margins on voxel masks, in mm: exact to the voxel on anisotropic grids.
+r"""Morphological margins on voxel masks, in mm: exact to the voxel on anisotropic grids.
 
 A margin is given per anatomical direction.  Growing a region ``A`` by the margin ``m``
 is the dilation ``A ⊕ E`` by the **octant ellipsoid**
 
-.. math:: E = \\{ d : \\sum_i (d_i / m_i(\\operatorname{sign} d_i))^2 \\le 1 \\},
+.. math:: E = \{ d : \sum_i (d_i / m_i(\operatorname{sign} d_i))^2 \le 1 \},
 
 i.e. along each axis the semi-axis on the positive side is the margin in that direction
 and the one on the negative side the margin in the opposite direction: an ellipsoid whose
@@ -22,7 +22,7 @@ multiple of the spacing).  On curved surfaces the nearest inside centre lies a f
 a voxel inside the true surface, so growing is biased low and shrinking high by about
 ``surface_area × h / 8`` (``h`` the lattice spacing), more for margins of a few lattice
 steps that are not a whole number of them (measured on spheres, see
-``tests/rtplan/test_structures.py``); a finer lattice (``resolution_mm``) reduces it.
+``tests/rtplan/structures/test_structures.py``); a finer lattice (``resolution_mm``) reduces it.
 
 Two exact algorithms on that lattice:
 
@@ -35,7 +35,7 @@ Two exact algorithms on that lattice:
   ``h_i(t) = (t / m_i(sign t))²``, is minimised one axis at a time, which is exact because
   the cost is a sum of per-axis terms.  It costs ``Σ_i (m_i+ + m_i-) / s_i`` array passes.
 
-The two agree voxel for voxel on symmetric margins (``tests/rtplan/test_structures.py``).
+The two agree voxel for voxel on symmetric margins (``tests/rtplan/structures/test_structures.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .._arguments import ARRAY, check_arguments
+from .._internal.arguments import ARRAY, check_arguments
 from ..errors import StructureError
 
 __all__ = ["Margin", "dilate_mm", "erode_mm"]
@@ -213,9 +213,6 @@ def dilate_mm(mask: np.ndarray, margin: Margin, spacing_mm, *, method: str = "au
     margin : Margin
     spacing_mm : (3,) tuple of float, mm
         ``(dx, dy, dz)`` of the grid.
-
-    Returns
-    -------
     method : {"auto", "edt", "sweep"}
         ``"auto"``: the distance transform for symmetric margins, the sweep otherwise.
 
