@@ -16,7 +16,10 @@ OAR ``D_v% <= L``,     DVHOverdose(O, L·(1−a_o), κv) MaxDVH(O, L·(1−a_o),
 ``D_xcc``, ``V_x<=y%``                               (``V_x <= y %`` is ``D_y% <= x``)
 ``Dmax <= L``          Overdose(O, L·(1−a_o))        same
 ``Dmin >= L``          Underdose(T, L·(1+a_t))       same
-``Dmean <= L``         MeanDose(O) (linear)          same
+``Dmean <= L`` in a    MaxDVH(O, L·(1−a_o), 99.9)    same
+coverage level         (CVaR ≈ mean, one-sided)
+``Dmean <= L``,        MeanDose(O) (linear)          same
+other levels
 ``hard = true``        MinDose/MaxDose/MeanDose      MinDVH/MaxDVH/MaxDose/MeanDose hard
 =====================  ============================  ===================================
 
@@ -30,14 +33,22 @@ target next to an organ with a low limit); ``κ`` = :data:`DVH_ALLOWANCE_USED` k
 the allowance in reserve for sequencing.
 Weights are ``1 / Rx²`` for organ goals and ``target_weight / Rx²`` for target goals
 (:attr:`~rtplan.protocols.OptimizationSettings.target_weight`; ``1 / Rx`` for the linear
-mean-dose term). If the protocol has no minimum-dose goal on the prescription target,
+mean-dose term). A ``Dmean <= L`` goal in a level that holds target coverage (a target's
+minimum-dose goal, or the first level, with the safety floors) is a one-sided quadratic
+on the mean: the upper CVaR of :data:`MEAN_VOLUME_PCT` % of the organ (the mean of all but
+its coldest 0.1 %, never below the mean) above ``L·(1−a_o)``; it pushes only while the
+mean is above that aim.  A linear "minimise the mean" term there traded coverage against
+organ dose far below its limit (issue 12: a lung mean of 5.6 Gy against 20 Gy left the
+PTV rim in lung at 19 Gy).  In a later level the mean is minimised (linear): the earlier
+levels' slip keeps the coverage, as lexicographic planning intends.
+If the protocol has no minimum-dose goal on the prescription target,
 ``Underdose(target, Rx)`` is added to the first level. The helper structures (ring and
 normal tissue as overdose above their caps, weight ``HELPER_WEIGHT / Rx²``), fluence smoothness and
 total MU join the last level: a separate helper level would double the optimisation time
 for terms that only shape the low-dose region.
 
 The safety nets (:mod:`rtplan.safety`, protocol table ``[safety]``) add, in the
-first level: each target's floor ``Underdose(T, floor·L_T)`` (weight
+first level: each target's floor ``Underdose(T, floor·L_T·(1+a_t))`` (weight
 ``HELPER_WEIGHT·target_weight/Rx²``) with the implicit
 ``D99% >= floor`` goal; the implicit upper limit ``D2% <= target_max·L_T`` of a target
 without an upper goal (on ``z<T>_low`` for a lower-level target), with a pull of that
@@ -49,7 +60,10 @@ surface to ``L_T`` at the transition margin,
 ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
 (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
 goals leave free). The last level gets an "as low as reasonably
-achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk.
+achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk, and
+the normal-tissue objective: ``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight
+``nto_weight/Rx²`` on shells around the targets, ``cap`` falling exponentially from
+``nto_start_pct`` at their surface (:func:`rtplan.safety.nto_bands`).
 """
 
 from __future__ import annotations
@@ -64,7 +78,7 @@ import numpy as np
 from .._internal.arguments import check_arguments
 from ..errors import ProtocolError
 from ..evaluation import goal_dose_level_gy
-from ..safety import implicit_goals, target_helper_names
+from ..safety import implicit_goals, nto_bands, target_helper_names
 
 __all__ = ["PlanningLevel", "build_levels", "smoothness_pairs"]
 
@@ -78,6 +92,18 @@ DVH_ALLOWANCE_USED = 0.8
 #: Weight of the ring and normal-tissue caps relative to an organ goal: they shape the
 #: low-dose region and must not outvote the protocol's goals.
 HELPER_WEIGHT = 0.1
+
+#: Volume (%) of the upper CVaR that stands for the mean in a ``Dmean <= L`` goal: the
+#: CVaR terms need a volume strictly below 100 %, and the mean of the hottest 99.9 % is at
+#: most 0.1 % of the dose range above the mean (never below it, so the goal is kept).
+MEAN_VOLUME_PCT = 99.9
+
+#: Softplus smoothing of that CVaR in the first-order solver, per Gy of prescription:
+#: ``optimizers.smooth_cvar`` clips ``(d - z) / tau`` at 500, so a dose range above
+#: ``500 tau`` would be cut short (with the default 0.05 Gy, an organ spanning 0-60 Gy reads
+#: a mean of 20 Gy for 30 Gy); ``0.004 Rx`` covers twice the prescription and overstates the
+#: mean by at most ``0.004 Rx ln 2`` (0.17 Gy at 60 Gy), on the safe side.
+MEAN_TAU_PER_RX_GY = 0.004
 
 
 @dataclass(frozen=True)
@@ -243,6 +269,13 @@ def build_levels(
     by_priority: dict[int, list] = {}
     idx_by_priority: dict[int, list[int]] = {}
     first_priority = min((s.priority for s in protocol.goals if s.structure in roles), default=1)
+    # levels that hold target coverage (and the first, with the safety floors): a mean
+    # goal there is one-sided, elsewhere its mean is minimised (module docstring)
+    coverage_priorities = {first_priority} | {
+        s.priority
+        for s in protocol.goals
+        if roles.get(s.structure) == "target" and s.sense == ">=" and not s.hard
+    }
     for spec in protocol.goals:
         goal = spec.goal
         name = spec.structure
@@ -273,6 +306,7 @@ def build_levels(
                 rx,
                 aim=settings.target_aim if is_target else settings.oar_aim,
                 weight=w_t if is_target else w_o,
+                minimise_mean=spec.priority not in coverage_priorities,
             )
         priority = spec.priority
         if is_target and goal.comparison == "<=" and not spec.hard:
@@ -320,6 +354,17 @@ def build_levels(
             cap = percent / 100.0 * level_gy
             last.append(
                 opt.Overdose(name, cap, weight=HELPER_WEIGHT * w_o, label=f"{what} <= {cap:.3g} Gy")
+            )
+    for name, _, _, pct in nto_bands(protocol.safety):  # Rx is the highest level
+        if name in helpers:
+            cap = pct / 100.0 * rx
+            last.append(
+                opt.Overdose(
+                    name,
+                    cap,
+                    weight=protocol.safety.nto_weight * w_o,
+                    label=f"normal-tissue objective: {name} <= {cap:.4g} Gy",
+                )
             )
     if protocol.safety.alara_weight > 0:
         for name, role in roles.items():
@@ -369,10 +414,13 @@ def _safety_terms(
         name = goal.structure
         target = next(t for t in levels if name in (t, target_helper_names(t)[0]))
         label = f"{goal.label}: {goal.text}"
-        if goal.comparison == ">=":  # floor: every voxel, not only 99 %, gently
-            terms.append(
+        if goal.comparison == ">=":  # floor: every voxel, not only 99 %, gently, aimed
+            terms.append(  # inside like the goals (sequencing must not tip it over)
                 opt.Underdose(
-                    effective.get(name, name), goal.level, weight=HELPER_WEIGHT * w_t, label=label
+                    effective.get(name, name),
+                    goal.level * (1.0 + aim),
+                    weight=HELPER_WEIGHT * w_t,
+                    label=label,
                 )
             )
             continue
@@ -445,8 +493,11 @@ def _soft_term(
     *,
     aim: float,
     weight: float,
+    minimise_mean: bool = False,
 ):
-    """The objective term of a soft goal (see the module table)."""
+    """The objective term of a soft goal (see the module table); ``minimise_mean``: a
+    ``Dmean <= L`` goal is the linear mean (a level without target coverage), else
+    one-sided above its aim."""
     import optimizers as opt
 
     level_gy = goal_dose_level_gy(goal, rx)
@@ -458,9 +509,13 @@ def _soft_term(
             return opt.MinDVH(structure, dose, vpct, weight=weight, label=label)
         exempt_pct = DVH_ALLOWANCE_USED * (100.0 - vpct)
         return opt.DVHUnderdose(structure, dose, 100.0 - exempt_pct, weight=weight, label=label)
-    if goal.metric.kind == "mean":
+    if goal.metric.kind == "mean" and minimise_mean:
         return opt.MeanDose(structure, weight=1.0 / rx, label=label)
     dose = level_gy * (1.0 - aim)
+    if goal.metric.kind == "mean":  # one-sided on the mean (module docstring)
+        term = opt.MaxDVH(structure, dose, MEAN_VOLUME_PCT, weight=weight, label=label)
+        term.tau_gy = MEAN_TAU_PER_RX_GY * rx
+        return term
     if vpct is None:
         return opt.Overdose(structure, dose, weight=weight, label=label)
     if cvx:

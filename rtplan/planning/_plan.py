@@ -59,6 +59,7 @@ from ..safety import (
     convergence_warning,
     implicit_goals,
     normalization_warning,
+    nto_helpers,
     plan_warnings,
 )
 from ..sequencing import sequence_plan
@@ -551,6 +552,7 @@ def stage_structures(ctx: _Context) -> None:
             protocol.safety.transition_margin_mm if protocol.safety.implicit_target_limits else None
         ),
     )
+    helpers.update(nto_helpers([fns[t] for t in targets], grid, body_occ, protocol.safety))
     if protocol.safety.hotspot_pct > 0 and body_occ is not None:
         occ = np.asarray(body_occ, dtype=np.float32)
         helpers[BODY_HELPER] = HelperStructure(BODY_HELPER, "body", occ, ("body",))

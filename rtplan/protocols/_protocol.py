@@ -312,6 +312,14 @@ class SafetySettings:
     alara_weight : float
         Weight of the "as low as reasonably achievable" mean-dose term of every organ at
         risk, relative to an organ goal (0 = off).
+    nto_weight : float
+        Weight of the normal-tissue objective (dose fall-off from the targets' surface, in
+        the first level), relative to an organ goal (0 = off).
+    nto_start_pct, nto_end_pct : float, %
+        Its cap at the targets' surface and far from them, % of the highest level
+        (``nto_end_pct <= nto_start_pct``).
+    nto_falloff_per_mm : float, 1/mm
+        Its exponential fall-off rate: cap ``end + (start - end) exp(-k d)`` at ``d`` mm.
     normalization_cap_pct : float, %
         Largest change of the dose by normalisation; a plan needing more is normalised
         only to the cap and flagged.
@@ -332,6 +340,10 @@ class SafetySettings:
     target_floor_pct: float = 90.0
     hotspot_pct: float = 110.0
     alara_weight: float = 0.005
+    nto_weight: float = 0.1
+    nto_start_pct: float = 105.0
+    nto_end_pct: float = 60.0
+    nto_falloff_per_mm: float = 0.05
     normalization_cap_pct: float = 5.0
     beam_balance_max_pct: float = 40.0
     beam_balance_min_beams: int = 5
@@ -868,6 +880,15 @@ def _parse_safety(source: str, data: Mapping[str, Any]) -> SafetySettings:
             f"expected >= 100 (an upper limit below a target's own level contradicts its "
             f"coverage), found {kw['target_max_pct']!r}; to switch the implicit limits off "
             "set implicit_target_limits = false.",
+        )
+    start = kw.get("nto_start_pct", defaults.nto_start_pct)
+    end = kw.get("nto_end_pct", defaults.nto_end_pct)
+    if end > start:
+        raise _err(
+            source,
+            "[safety] nto_end_pct",
+            f"expected at most nto_start_pct ({start!r}: the normal-tissue cap falls off "
+            f"with distance from the targets), found {end!r}.",
         )
     return SafetySettings(**kw)
 

@@ -10,6 +10,8 @@ from ._checks import (
     convergence_warning,
     implicit_goals,
     normalization_warning,
+    nto_bands,
+    nto_helpers,
     plan_warnings,
     target_helper_names,
 )
@@ -22,6 +24,8 @@ __all__ = [
     "convergence_warning",
     "implicit_goals",
     "normalization_warning",
+    "nto_bands",
+    "nto_helpers",
     "plan_warnings",
     "target_helper_names",
 ]

@@ -11,6 +11,8 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
   floor (``D99%``), an upper limit for targets the protocol leaves without one (on the
   part of the target outside higher-level targets and their transition margin) and the
   global hot spot (body ``D0.03cc``);
+- :func:`nto_helpers` builds the shells of the normal-tissue objective (dose fall-off
+  from the targets' surface) whose caps :func:`nto_bands` lists;
 - after planning, :func:`plan_warnings` turns an optimiser that stopped with a hard goal
   violated, a capped normalisation, an unbalanced beam set and failed implicit goals into
   :class:`SafetyWarning` records, whose ``message`` is printed by the CLI and written
@@ -19,9 +21,12 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..errors import ProtocolError
 from ..evaluation import Goal, goal_dose_level_gy
@@ -34,6 +39,8 @@ __all__ = [
     "convergence_warning",
     "implicit_goals",
     "normalization_warning",
+    "nto_bands",
+    "nto_helpers",
     "plan_warnings",
     "target_helper_names",
 ]
@@ -229,6 +236,76 @@ def _floor_implied(protocol, target: str, floor_gy: float) -> bool:
         if deep and goal_dose_level_gy(g, rx) >= floor_gy:
             return True
     return False
+
+
+# ------------------------------------------------------- normal-tissue objective
+#: Edges (mm from the targets' surface) of the shells of the normal-tissue objective; each
+#: shell is capped at the fall-off curve's value at its inner edge.  Beyond the last edge
+#: the ``[helpers]`` normal tissue (default 20-50 mm, 60 % of Rx) shapes the dose.
+NTO_EDGES_MM = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+
+
+def nto_bands(settings) -> list[tuple[str, float, float, float]]:
+    """The shells of the normal-tissue objective and their caps.
+
+    The cap follows the form of Varian Eclipse's normal tissue objective: ``start`` at
+    the targets' surface, falling exponentially towards ``end``,
+    ``cap(d) = end + (start - end) exp(-k d)`` (``[safety]`` ``nto_start_pct``,
+    ``nto_end_pct``, ``nto_falloff_per_mm``), taken at each shell's inner edge.
+
+    Parameters
+    ----------
+    settings : rtplan.protocols.SafetySettings
+
+    Returns
+    -------
+    list of (name, inner_mm, outer_mm, cap_pct)
+        ``"zNTO_<a>-<b>mm"``, the shell ``a < d <= b`` mm and its cap, % of the highest
+        prescription level; empty when ``nto_weight`` is 0.
+    """
+    if not settings.nto_weight > 0:
+        return []
+    start, end, k = settings.nto_start_pct, settings.nto_end_pct, settings.nto_falloff_per_mm
+    return [
+        (f"zNTO_{a:g}-{b:g}mm", a, b, end + (start - end) * math.exp(-k * a))
+        for a, b in zip(NTO_EDGES_MM[:-1], NTO_EDGES_MM[1:], strict=True)
+    ]
+
+
+def nto_helpers(occupancy_fns: Iterable, grid, body_occupancy, settings) -> dict[str, Any]:
+    """The shells of :func:`nto_bands` around the union of the targets, in the body.
+
+    Parameters
+    ----------
+    occupancy_fns : iterable of callable
+        ``fn(grid) -> (nz, ny, nx)`` fractional occupancy of each target.
+    grid : dose_engine.Grid
+        The dose grid.
+    body_occupancy : (nz, ny, nx) ndarray
+        The body on ``grid``; the shells are clipped to it.
+    settings : rtplan.protocols.SafetySettings
+
+    Returns
+    -------
+    dict of str to rtplan._helper_structures.HelperStructure
+        Kind ``"nto"``: the dose-grid voxels whose centres lie in each shell (outside
+        every target), clipped to the body; empty shells are left out.
+    """
+    from ..planning._helper_structures import HelperStructure, expanded_occupancy
+
+    fns = list(occupancy_fns)
+    body = np.asarray(body_occupancy, dtype=np.float32)
+    out = {}
+    # one expansion per edge (voxel centres: a soft shaping term needs no partial volume)
+    grown = {}
+    for name, inner, outer, _ in nto_bands(settings):
+        for edge in (inner, outer):
+            if edge not in grown:
+                grown[edge] = expanded_occupancy(fns, grid, margin_mm=edge, supersample=1)
+        occ = np.minimum(np.clip(grown[outer] - grown[inner], 0.0, 1.0), body)
+        if occ.any():
+            out[name] = HelperStructure(name, "nto", occ.astype(np.float32), ())
+    return out
 
 
 # ------------------------------------------------------------------ plan checks

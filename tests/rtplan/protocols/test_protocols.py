@@ -350,6 +350,64 @@ def test_cvxpy_levels_use_cvar_and_hard_goals_become_constraints():
     assert cord is None or cord.structure == "Cord"
 
 
+@pytest.mark.parametrize("solver", ["first_order", "cvxpy"])
+def test_mean_dose_goal_pushes_only_above_its_aim_gh12(solver):
+    """``Dmean <= L`` in the coverage level is one-sided on the mean: no pressure while the
+    mean is below ``L (1 - oar_aim)`` (a linear mean term in the coverage level traded the PTV
+    rim against a lung mean far below its limit, issue 12), ``(mean - aim)^2`` above it
+    (numpy's weighted mean; the dose spans 40 Gy, more than the 25 Gy the solver's default
+    CVaR smoothing can read)."""
+    p = parse_protocol(
+        {
+            **MINIMAL,
+            "goals": [
+                {"structure": "PTV", "metric": "D95%", "min": 60.0, "priority": 1},
+                {"structure": "Lung", "metric": "Dmean", "max": 20.0, "priority": 1},
+            ],
+        }
+    )
+    from rtplan.planning import build_levels
+
+    levels = build_levels(
+        p,
+        roles={"PTV": "target", "Lung": "oar"},
+        volumes_cc={"PTV": 100.0, "Lung": 1000.0},
+        solver=solver,
+    )
+    (term,) = [t for lv in levels for t in lv.terms if t.label.startswith("goal 1")]
+    assert levels[0].terms.count(term) == 1 and term.weight == pytest.approx(1 / 60.0**2)
+    from optimizers._surrogates import first_order_surrogate
+
+    smooth = first_order_surrogate(term)  # what the first-order solver sees
+    rng = np.random.default_rng(12)
+    p_i = rng.uniform(0.2, 1.0, 5000)
+    p_i /= p_i.sum()
+    aim = 20.0 * (1 - p.optimization.oar_aim)
+    low = rng.uniform(0.0, 30.0, 5000)  # mean about 15 Gy < 18 Gy
+    high = low + 10.0  # mean about 25 Gy
+    for dose in (low, high):
+        excess = max(float(np.sum(p_i * dose)) - aim, 0.0)
+        # the CVaR and its smoothing overstate the mean, by < 0.25 Gy here
+        for seen in (np.sqrt(smooth.value(term, dose, p_i)), np.sqrt(term.value(dose, p_i))):
+            assert excess - 1e-9 <= seen <= excess + 0.25
+    assert smooth.value(term, low, p_i) == 0.0 and smooth.value(term, high, p_i) > 40.0
+    # in a later level, without coverage, the mean is minimised (held by the slip)
+    later = parse_protocol(
+        {
+            **MINIMAL,
+            "goals": [
+                {"structure": "PTV", "metric": "D95%", "min": 60.0, "priority": 1},
+                {"structure": "Lung", "metric": "Dmean", "max": 20.0, "priority": 2},
+            ],
+        }
+    )
+    levels = build_levels(
+        later, roles={"PTV": "target", "Lung": "oar"}, volumes_cc={"Lung": 1000.0}, solver=solver
+    )
+    (mean,) = [t for t in levels[1].terms if t.label.startswith("goal 1")]
+    assert mean.value(low, p_i) == pytest.approx(float(np.sum(p_i * low)))
+
+
 def test_contradictory_hard_goals_refused_before_optimising():
     from rtplan.planning import build_levels
 

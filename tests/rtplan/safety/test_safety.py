@@ -210,7 +210,8 @@ def test_safety_terms_in_the_optimisation_levels():
     by_label = {t.label: t for t in first}
     aim = p.optimization.target_aim
     floor = by_label["implicit: target floor 90 % of 56 Gy: PTV56 D99% >= 50.4 Gy"]
-    assert type(floor) is opt.Underdose and floor.dose_gy == pytest.approx(50.4)
+    # aimed inside the goal like the protocol's target goals
+    assert type(floor) is opt.Underdose and floor.dose_gy == pytest.approx(50.4 * (1 + aim))
     assert floor.weight == pytest.approx(0.1 * p.optimization.target_weight / 70.0**2)
     pull = by_label["implicit level: zPTV56_low towards 56 Gy"]
     assert type(pull) is opt.Overdose and pull.dose_gy == pytest.approx(56.0 * (1 + aim))
@@ -229,6 +230,67 @@ def test_safety_terms_in_the_optimisation_levels():
     (alara,) = [t for t in last if t.label.startswith("ALARA")]
     assert type(alara) is opt.MeanDose and alara.structure == "Cord"
     assert alara.weight == pytest.approx(p.safety.alara_weight / 70.0)
+
+
+def test_normal_tissue_objective_shells_and_caps_gh12():
+    """The normal-tissue objective: shells 0-5-10-15-20-30 mm outside the targets (voxel
+    centres, so each edge within a voxel of the analytic one), capped on the fall-off
+    60 + 45 exp(-0.05 d) % of Rx at their inner edges (hand-computed), as overdose terms
+    of the last level; their volumes around a sphere match the analytic shells."""
+    import numpy as np
+
+    import optimizers as opt
+    from dose_engine import Grid
+    from rtplan.planning import build_levels
+    from rtplan.safety import nto_bands, nto_helpers
+
+    cord = {"structure": "Cord", "metric": "Dmax", "max": 40.0, "priority": 2}
+    p = parse_protocol(_with(goals=[*BASE["goals"], cord]))
+    bands = nto_bands(p.safety)
+    assert [(a, b) for _, a, b, _ in bands] == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 30)]
+    caps = [pct for *_, pct in bands]
+    assert caps == pytest.approx([105.0, 95.046, 87.294, 81.256, 76.555], abs=1e-3)
+    names = tuple(n for n, *_ in bands)
+    levels = build_levels(
+        p, roles={"PTV": "target", "Cord": "oar"}, volumes_cc={"PTV": 30.0}, helpers=names
+    )
+    nto = {t.structure: t for t in levels[-1].terms if t.label.startswith("normal-tissue")}
+    assert {n: t.dose_gy for n, t in nto.items()} == pytest.approx(
+        {n: pct / 100 * 50.0 for n, _, _, pct in bands}
+    )
+    assert all(
+        type(t) is opt.Overdose and t.weight == pytest.approx(0.1 / 50.0**2) for t in nto.values()
+    )
+    assert len(levels) == 2
+    assert not [t for t in levels[0].terms if t.label.startswith("normal-tissue")]
+
+    spacing, radius = 2.0, 20.0
+    n = int(2 * (radius + 34) / spacing)
+    grid = Grid((n, n, n), (-(n - 1) / 2 * spacing + 0.3,) * 3, (spacing,) * 3)
+
+    def ball(g):  # occupancy of the sphere on any grid (voxel centres)
+        return (np.linalg.norm(g.voxel_centres_mm(), axis=-1) <= radius).astype(np.float32)
+
+    shells = nto_helpers([ball], grid, np.ones(grid.shape), p.safety)
+    assert list(shells) == list(names)
+
+    def shell_cc(lo, hi):
+        return 4 / 3 * np.pi * ((radius + hi) ** 3 - (radius + lo) ** 3) / 1e3
+
+    for (name, a, b, _), h in zip(bands, shells.values(), strict=True):
+        # voxel centres: each edge within one voxel inside the analytic sphere + margin
+        assert shell_cc(a, b - spacing) <= h.volume_cc(grid) <= shell_cc(max(a - spacing, 0), b), (
+            name
+        )
+    off = parse_protocol(_with(safety={"nto_weight": 0.0})).safety
+    assert nto_bands(off) == [] and nto_helpers([], grid, np.ones(grid.shape), off) == {}
+
+
+def test_nto_end_above_start_refused():
+    with pytest.raises(
+        ProtocolError, match=r"\[safety\] nto_end_pct: expected at most nto_start_pct"
+    ):
+        parse_protocol(_with(safety={"nto_start_pct": 50.0}))
 
 
 # ------------------------------------------------------------------- plan warnings
