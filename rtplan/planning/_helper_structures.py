@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -39,10 +40,12 @@ from scipy import ndimage
 from dose_engine import Grid
 
 from ..errors import StructureError
+from ..safety import nto_bands
 from ..structures import expand, ring, union
 from ..structures._algebra import _fine, evaluate_block
 
 __all__ = [
+    "nto_helpers",
     "HelperStructure",
     "build_helper_structures",
     "distance_outside_mm",
@@ -471,4 +474,38 @@ def build_helper_structures(
             out["zNormalTissue"] = HelperStructure(
                 "zNormalTissue", "normal_tissue", occ, tuple(targets)
             )
+    return out
+
+
+def nto_helpers(occupancy_fns: Iterable, grid, body_occupancy, settings) -> dict[str, Any]:
+    """The shells of :func:`nto_bands` around the union of the targets, in the body.
+
+    Parameters
+    ----------
+    occupancy_fns : iterable of callable
+        ``fn(grid) -> (nz, ny, nx)`` fractional occupancy of each target.
+    grid : dose_engine.Grid
+        The dose grid.
+    body_occupancy : (nz, ny, nx) ndarray
+        The body on ``grid``; the shells are clipped to it.
+    settings : rtplan.protocols.SafetySettings
+
+    Returns
+    -------
+    dict of str to HelperStructure
+        Kind ``"nto"``: the dose-grid voxels whose centres lie in each shell (outside
+        every target), clipped to the body; empty shells are left out.
+    """
+    fns = list(occupancy_fns)
+    body = np.asarray(body_occupancy, dtype=np.float32)
+    out = {}
+    # one expansion per edge (voxel centres: a soft shaping term needs no partial volume)
+    grown = {}
+    for name, inner, outer, _ in nto_bands(settings):
+        for edge in (inner, outer):
+            if edge not in grown:
+                grown[edge] = expanded_occupancy(fns, grid, margin_mm=edge, supersample=1)
+        occ = np.minimum(np.clip(grown[outer] - grown[inner], 0.0, 1.0), body)
+        if occ.any():
+            out[name] = HelperStructure(name, "nto", occ.astype(np.float32), ())
     return out

@@ -59,12 +59,11 @@ from ..safety import (
     convergence_warning,
     implicit_goals,
     normalization_warning,
-    nto_helpers,
     plan_warnings,
 )
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
-from ._helper_structures import HelperStructure, build_helper_structures
+from ._helper_structures import HelperStructure, build_helper_structures, nto_helpers
 from ._levels import build_levels, smoothness_pairs
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]

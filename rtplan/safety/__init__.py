@@ -11,7 +11,6 @@ from ._checks import (
     implicit_goals,
     normalization_warning,
     nto_bands,
-    nto_helpers,
     plan_warnings,
     target_helper_names,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "implicit_goals",
     "normalization_warning",
     "nto_bands",
-    "nto_helpers",
     "plan_warnings",
     "target_helper_names",
 ]

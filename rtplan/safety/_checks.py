@@ -11,8 +11,8 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
   floor (``D99%``), an upper limit for targets the protocol leaves without one (on the
   part of the target outside higher-level targets and their transition margin) and the
   global hot spot (body ``D0.03cc``);
-- :func:`nto_helpers` builds the shells of the normal-tissue objective (dose fall-off
-  from the targets' surface) whose caps :func:`nto_bands` lists;
+- :func:`nto_bands` lists the shells of the normal-tissue objective (dose fall-off from the
+  targets' surface) and their caps (planning builds the shells as helper structures);
 - after planning, :func:`plan_warnings` turns an optimiser that stopped with a hard goal
   violated, a capped normalisation, an unbalanced beam set and failed implicit goals into
   :class:`SafetyWarning` records, whose ``message`` is printed by the CLI and written
@@ -22,11 +22,9 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ..errors import ProtocolError
 from ..evaluation import Goal, goal_dose_level_gy
@@ -40,7 +38,6 @@ __all__ = [
     "implicit_goals",
     "normalization_warning",
     "nto_bands",
-    "nto_helpers",
     "plan_warnings",
     "target_helper_names",
 ]
@@ -270,42 +267,6 @@ def nto_bands(settings) -> list[tuple[str, float, float, float]]:
         (f"zNTO_{a:g}-{b:g}mm", a, b, end + (start - end) * math.exp(-k * a))
         for a, b in zip(NTO_EDGES_MM[:-1], NTO_EDGES_MM[1:], strict=True)
     ]
-
-
-def nto_helpers(occupancy_fns: Iterable, grid, body_occupancy, settings) -> dict[str, Any]:
-    """The shells of :func:`nto_bands` around the union of the targets, in the body.
-
-    Parameters
-    ----------
-    occupancy_fns : iterable of callable
-        ``fn(grid) -> (nz, ny, nx)`` fractional occupancy of each target.
-    grid : dose_engine.Grid
-        The dose grid.
-    body_occupancy : (nz, ny, nx) ndarray
-        The body on ``grid``; the shells are clipped to it.
-    settings : rtplan.protocols.SafetySettings
-
-    Returns
-    -------
-    dict of str to rtplan._helper_structures.HelperStructure
-        Kind ``"nto"``: the dose-grid voxels whose centres lie in each shell (outside
-        every target), clipped to the body; empty shells are left out.
-    """
-    from ..planning._helper_structures import HelperStructure, expanded_occupancy
-
-    fns = list(occupancy_fns)
-    body = np.asarray(body_occupancy, dtype=np.float32)
-    out = {}
-    # one expansion per edge (voxel centres: a soft shaping term needs no partial volume)
-    grown = {}
-    for name, inner, outer, _ in nto_bands(settings):
-        for edge in (inner, outer):
-            if edge not in grown:
-                grown[edge] = expanded_occupancy(fns, grid, margin_mm=edge, supersample=1)
-        occ = np.minimum(np.clip(grown[outer] - grown[inner], 0.0, 1.0), body)
-        if occ.any():
-            out[name] = HelperStructure(name, "nto", occ.astype(np.float32), ())
-    return out
 
 
 # ------------------------------------------------------------------ plan checks

@@ -242,7 +242,8 @@ def test_normal_tissue_objective_shells_and_caps_gh12():
     import optimizers as opt
     from dose_engine import Grid
     from rtplan.planning import build_levels
-    from rtplan.safety import nto_bands, nto_helpers
+    from rtplan.planning._helper_structures import nto_helpers
+    from rtplan.safety import nto_bands
 
     cord = {"structure": "Cord", "metric": "Dmax", "max": 40.0, "priority": 2}
     p = parse_protocol(_with(goals=[*BASE["goals"], cord]))
