@@ -109,11 +109,12 @@ def smooth_cvar(dose_gy: Any, p: Any, fraction: float, tau_gy: float, *, upper: 
             z = z_new
             break
         z = z_new
-    t = xp.clip((u - z) / tau_gy, -500.0, 500.0)
-    # softplus without overflow: max(t, 0) + log1p(exp(-|t|))
+    t = (u - z) / tau_gy
+    # softplus without overflow and without a clip (a clipped t would cut every dose more
+    # than 500 tau above z short and understate the CVaR): max(t, 0) + log1p(exp(-|t|))
     sp_t = xp.clip(t, 0.0, None) + xp.log1p(xp.exp(-xp.abs(t)))
     val = z + tau_gy * float(xp.sum(p * sp_t)) / fraction
-    grad = p / (1.0 + xp.exp(-t)) / fraction
+    grad = p / (1.0 + xp.exp(-xp.clip(t, -500.0, 500.0))) / fraction
     return sgn * val, grad
 
 

@@ -95,3 +95,22 @@ def test_solution_scales_with_the_matrix_when_only_a_dvh_minimum_sets_the_dose()
     x1 = op.solve_first_order(op.Problem(a, structures, terms), max_iter=300).x
     x2 = op.solve_first_order(op.Problem(2.0 * a, structures, terms), max_iter=300).x
     np.testing.assert_allclose(x2, x1 / 2.0, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("upper", [True, False])
+def test_smooth_cvar_bounds_the_exact_cvar_for_a_wide_dose_spread(upper):
+    """Doses far beyond the CVaR's threshold (0-60 Gy, tau 0.05 Gy: 1200 tau) still count in
+    full: the smoothed value bounds the exact CVaR (conservative) within tau log 2 / f."""
+    from optimizers._surrogates import smooth_cvar
+
+    dose = np.linspace(0.0, 60.0, 1001)
+    p = np.full(dose.size, 1.0 / dose.size)
+    fraction, tau = 0.5, 0.05
+    value, _ = smooth_cvar(dose, p, fraction, tau, upper=upper)
+    half = np.sort(dose)[dose.size // 2 :] if upper else np.sort(dose)[: dose.size // 2 + 1]
+    exact = float(half.mean())  # mean of the hottest (coldest) half: 45 (15) Gy
+    slack = tau * np.log(2.0) / fraction
+    if upper:
+        assert exact - 1e-6 <= value <= exact + slack + 0.1
+    else:
+        assert exact - slack - 0.1 <= value <= exact + 1e-6
