@@ -44,7 +44,7 @@ DEFAULT_RELATIVE_THRESHOLD = 1e-3
 CHUNK_PAIRS = 3_000_000
 
 #: Part of the influence-matrix cache key; bumped whenever computed values change.
-CODE_VERSION = "influence-2"
+CODE_VERSION = "influence-3"
 
 
 @dataclass(frozen=True)
@@ -128,20 +128,28 @@ def _beam_block(
     if m == 0:
         return sparse.csr_matrix((n_rows, n_cols), dtype=np.float32), 0
     f32, i32 = xp.float32, xp.int32
+    # the cut-off's window: kx x ky lattice cells from the first one within the cut-off
     kx = int(math.floor(2 * cutoff_mm / w)) + 1
     ky = int(math.floor(2 * cutoff_mm / h)) + 1
+    # A window wider than the lattice (a 100 mm cut-off over a 60 mm target) is evaluated
+    # on the whole lattice instead, with the cells outside the cut-off masked: the same
+    # voxel-beamlet pairs at a fraction of the work.
+    whole_x, whole_y = kx > n_c, ky > n_r
+    wx, wy = min(kx, n_c), min(ky, n_r)
     lut_pad = -np.ones((n_r + 2 * ky + 2, n_c + 2 * kx + 2), dtype=np.int32)
     lut_pad[ky + 1 : ky + 1 + n_r, kx + 1 : kx + 1 + n_c] = lut
     lut_flat = xp.asarray(lut_pad.ravel())
     pad_c = n_c + 2 * kx + 2
-    ox = xp.asarray(np.arange(kx + 1, dtype=np.float32) * np.float32(w))
-    oy = xp.asarray(np.arange(ky + 1, dtype=np.float32) * np.float32(h))
+    ox = xp.asarray(np.arange(wx + 1, dtype=np.float32) * np.float32(w))
+    oy = xp.asarray(np.arange(wy + 1, dtype=np.float32) * np.float32(h))
+    jx = xp.asarray(np.arange(wx, dtype=np.int32))
+    jy = xp.asarray(np.arange(wy, dtype=np.int32))
     win = xp.asarray(
         (
-            np.arange(ky, dtype=np.int32)[:, None] * pad_c + np.arange(kx, dtype=np.int32)[None, :]
+            np.arange(wy, dtype=np.int32)[:, None] * pad_c + np.arange(wx, dtype=np.int32)[None, :]
         ).ravel()
     )
-    chunk = max(1, CHUNK_PAIRS // (kx * ky))
+    chunk = max(1, CHUNK_PAIRS // (wx * wy))
     inv_sqrt2 = float(1.0 / math.sqrt(2.0))
     horn_a, horn_s = model.horn
     # One absolute floor for every column: relative_threshold x the reference beamlet
@@ -159,11 +167,13 @@ def _beam_block(
         # first lattice column/row of the window: beamlet centres within the cut-off
         c_lo = xp.clip(xp.astype(xp.ceil((uu - cutoff_mm - x0) / w), i32), -kx - 1, n_c)
         r_lo = xp.clip(xp.astype(xp.ceil((vv - cutoff_mm - y0) / h), i32), -ky - 1, n_r)
+        c_0 = xp.zeros_like(c_lo) if whole_x else c_lo  # first cell of the evaluated window
+        r_0 = xp.zeros_like(r_lo) if whole_y else r_lo
         # lower edges of the window cells relative to the voxel's ray, iso plane
-        ex0 = (x0 - w / 2) + xp.astype(c_lo, f32) * w - uu
-        ey0 = (y0 - h / 2) + xp.astype(r_lo, f32) * h - vv
-        dx = ex0[:, None] + ox[None, :]  # (k, kx+1)
-        dy = ey0[:, None] + oy[None, :]  # (k, ky+1)
+        ex0 = (x0 - w / 2) + xp.astype(c_0, f32) * w - uu
+        ey0 = (y0 - h / 2) + xp.astype(r_0, f32) * h - vv
+        dx = ex0[:, None] + ox[None, :]  # (k, wx+1)
+        dy = ey0[:, None] + oy[None, :]  # (k, wy+1)
         weights, sig_x, sig_y = model.components(zz, dd, xp)
         pxs, pys = [], []
         for term, (wt, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
@@ -180,12 +190,17 @@ def _beam_block(
                 pxs.append((hx[:, 1:] - hx[:, :-1]) * kx_f[:, None])
                 pys.append((hy[:, 1:] - hy[:, :-1]) * (-0.25 * horn_a * wt * ky_f)[:, None])
         # sum over the Gaussian terms of outer products = batched (ky × K) @ (K × kx)
-        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))  # (k, ky, kx)
+        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))  # (k, wy, wx)
         val = xp.reshape(val, (-1,))
-        base = (r_lo + (ky + 1)) * pad_c + (c_lo + (kx + 1))
+        base = (r_0 + (ky + 1)) * pad_c + (c_0 + (kx + 1))
         cols = xp.take(lut_flat, xp.reshape(base[:, None] + win[None, :], (-1,)))
-        pos = xp.nonzero((cols >= 0) & (val > floor))[0]
-        voxel_rows = xp.take(rows, xp.astype(pos // (kx * ky), i32))
+        keep = (cols >= 0) & (val > floor)
+        if whole_x or whole_y:  # only the cells within the cut-off
+            in_x = (jx[None, :] >= c_lo[:, None]) & (jx[None, :] < c_lo[:, None] + kx)
+            in_y = (jy[None, :] >= r_lo[:, None]) & (jy[None, :] < r_lo[:, None] + ky)
+            keep = keep & xp.reshape(in_y[:, :, None] & in_x[:, None, :], (-1,))
+        pos = xp.nonzero(keep)[0]
+        voxel_rows = xp.take(rows, xp.astype(pos // (wx * wy), i32))
         return voxel_rows, xp.take(cols, pos), xp.take(val, pos)
 
     slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
@@ -201,7 +216,7 @@ def _beam_block(
         block = _CompactBlock(
             block.data, block.indices.astype(np.int16), block.indptr.astype(np.int64), block.shape
         )
-    return block, m * kx * ky
+    return block, m * wx * wy
 
 
 class _CompactBlock:
