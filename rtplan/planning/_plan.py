@@ -616,10 +616,9 @@ def stage_dose(ctx: _Context) -> None:
     are kept: ``ctx.matrix`` row ``k`` is dose-grid voxel ``ctx.matrix_rows[k]``
     (:func:`_matrix_rows` maps voxel indices), so the optimiser can use it without a copy
     of its rows.  The final dose is computed from the apertures on the body.  Target and
-    organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`.
+    organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`,
+    in the same pass as the helper rows (one ray trace per beam, one matrix).
     """
-    import scipy.sparse as sp
-
     from dose_engine import compute_influence_matrix, hu_to_density
 
     ct = ctx.patient.ct
@@ -639,30 +638,19 @@ def stage_dose(ctx: _Context) -> None:
 
         ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         compute_influence_matrix = partial(cached_influence_matrix, cache_dir=ctx.cache_dir)
-    accurate = compute_influence_matrix(
+    matrix = compute_influence_matrix(
         density,
         ct.grid,
         ctx.dose_grid,
         ctx.beams,
         ctx.beamlets,
-        voxel_mask=organ_rows.reshape(shape),
-        lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
-        relative_threshold=ACCURATE_THRESHOLD,
+        voxel_mask=helper_rows.reshape(shape),
+        wide_mask=organ_rows.reshape(shape),
+        wide_lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
+        wide_relative_threshold=ACCURATE_THRESHOLD,
         **common,
     ).matrix
-    accurate = _nonempty_rows(accurate, ctx.matrix_rows)
-    if helper_rows.any():
-        rest = compute_influence_matrix(
-            density,
-            ct.grid,
-            ctx.dose_grid,
-            ctx.beams,
-            ctx.beamlets,
-            voxel_mask=helper_rows.reshape(shape),
-            **common,
-        ).matrix
-        accurate = sp.csr_matrix(accurate + _nonempty_rows(rest, ctx.matrix_rows))
-    ctx.matrix = accurate
+    ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
 
 
 def _nonempty_rows(matrix, rows: np.ndarray):

@@ -172,3 +172,43 @@ def test_columns_are_beamlet_field_doses_within_the_cutoff(setup, cutoff_mm):
         inside = (c >= c_lo) & (c < c_lo + k_x) & (r >= r_lo) & (r < r_lo + k_y) & in_reach
         np.testing.assert_allclose(dense[:, b], np.where(inside, ref, 0.0), rtol=1e-4, atol=1e-9)
         assert np.any(~inside & (ref > 1e-3 * ref.max())) == (cutoff_mm < 30)
+
+
+def test_wide_rows_in_one_pass_equal_two_passes(setup):
+    # Rows in `wide_mask` with the wide cut-off and threshold, the others with the defaults:
+    # one ray trace per beam gives the two separately computed matrices, side by side.
+    dens, ct, beam, bl, _ = setup
+    near, wide = np.zeros(ct.shape, bool), np.zeros(ct.shape, bool)
+    near[:, :, :12] = True
+    wide[:, :, 10:] = True  # overlaps `near`: wide settings win there
+    kw = dict(progress=False)
+    one = compute_influence_matrix(
+        dens,
+        ct,
+        ct,
+        [beam],
+        bl,
+        voxel_mask=near,
+        wide_mask=wide,
+        wide_lateral_cutoff_mm=100.0,
+        wide_relative_threshold=1e-4,
+        **kw,
+    )
+    a = compute_influence_matrix(dens, ct, ct, [beam], bl, voxel_mask=near & ~wide, **kw)
+    b = compute_influence_matrix(
+        dens,
+        ct,
+        ct,
+        [beam],
+        bl,
+        voxel_mask=wide,
+        lateral_cutoff_mm=100.0,
+        relative_threshold=1e-4,
+        **kw,
+    )
+    two = (a.matrix + b.matrix).tocsr()
+    assert one.nnz == two.nnz and a.nnz > 0 and b.nnz > 0
+    assert abs(one.matrix - two).max() <= 1e-6 * two.max()
+    assert one.settings["wide_rows"] == wide.sum()
+    with pytest.raises(InvalidGeometryError, match="wide_lateral_cutoff_mm"):
+        compute_influence_matrix(dens, ct, ct, [beam], bl, wide_mask=wide, **kw)
