@@ -686,9 +686,48 @@ BODY_SAMPLE_MM = 9.0
 #: small (its terms are weighted means, so the sampling does not change their scale).
 NT_STRIDE = 2
 
+#: Organs at risk of more than this many dose-grid voxels are sampled on every
+#: ``LARGE_STRIDE``-th voxel along y and x (every slice), when every goal on the organ is a
+#: mean dose or a dose-volume point between :data:`LARGE_MIN_VOLUME_PCT` and 100 % minus
+#: it: their terms are weighted means and volume fractions, which a quarter of the voxels
+#: estimates closely, while the rows cost the dose stage, the optimiser and memory in
+#: proportion.  A thorax's lungs (243,000 voxels at 3 mm) held 97 % of the influence
+#: matrix's entries (155 M, 100 mm cut-off in lung).  Point goals (Dmax, Dmin, D0.03cc)
+#: keep every voxel, and so do the rings: sampled, the TG-119 C-shape's ring (24,876
+#: voxels) let PTV D10 rise 55.43 -> 55.52 Gy and core D10 11.13 -> 11.20 Gy.  Plan
+#: evaluation always uses every voxel.
+LARGE_STRUCTURE_VOXELS = 20_000
+LARGE_STRIDE = 2
+LARGE_MIN_VOLUME_PCT = 2.0
+
+
+def _sampled_structures(ctx: _Context) -> set[str]:
+    """Names of the organs at risk (and their parts outside the targets) sampled on every
+    :data:`LARGE_STRIDE`-th voxel in y and x (see :data:`LARGE_STRUCTURE_VOXELS`)."""
+    from ._levels import _volume_pct
+
+    names = set()
+    for name, occ in ctx.occupancy.items():
+        if ctx.roles.get(name) != "oar" or np.count_nonzero(occ) <= LARGE_STRUCTURE_VOXELS:
+            continue
+        volume_cc = float(occ.sum()) * ctx.dose_grid.voxel_volume_cc
+        pcts = [
+            _volume_pct(spec.goal, volume_cc)
+            for spec in ctx.protocol.goals
+            if spec.structure == name and spec.goal.metric.kind != "mean"
+        ]
+        lo, hi = LARGE_MIN_VOLUME_PCT, 100.0 - LARGE_MIN_VOLUME_PCT
+        if all(v is not None and lo <= v <= hi for v in pcts):
+            names.add(name)
+    for h in ctx.helpers.values():
+        if h.kind == "oar_minus_target" and h.sources[0] in names:
+            names.add(h.name)
+    return names
+
 
 def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
     idx, weights = {}, {}
+    sampled = _sampled_structures(ctx)
     occs = dict(ctx.occupancy)
     occs.update({h.name: h.occupancy for h in ctx.helpers.values()})
     for name, occ in occs.items():
@@ -697,6 +736,8 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
         kind = ctx.helpers[name].kind if name in ctx.helpers else None
         if kind == "normal_tissue":
             strides = (NT_STRIDE,) * 3
+        elif name in sampled:
+            strides = (1, LARGE_STRIDE, LARGE_STRIDE)
         elif kind == "body":
             dx, dy, dz = ctx.dose_grid.spacing_mm
             strides = tuple(max(1, int(BODY_SAMPLE_MM // d)) for d in (dz, dy, dx))
