@@ -45,7 +45,7 @@ def measure_plan(ct_dir: str, rtstruct: str, protocol: str, out: str) -> dict:
     peak: dict = {}
     _wrap_stages(cpu, peak)
     t0, c0 = time.perf_counter(), time.process_time()
-    patient = rtplan.load_patient(ct_dir, rtstruct)
+    patient = rtplan.read_patient(ct_dir, rtstruct)
     result = rtplan.plan_patient(patient, protocol)
     result.write(out, overwrite=True)
     return {

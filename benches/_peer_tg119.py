@@ -10,7 +10,7 @@ JSON line: stage times (s), end-to-end time (s) and the process's peak resident 
 
 Both tools plan 9 equispaced beams (0°, 40°, …, 320°) on a 3 mm dose grid:
 
-- rtplan: ``load_patient`` + ``plan_patient(patient, "tg119_cshape")`` + ``result.write``
+- rtplan: ``read_patient`` + ``plan_patient(patient, "tg119_cshape")`` + ``result.write``
   (influence matrix, optimisation, leaf sequencing, aperture dose, DICOM RT-PLAN/RT-DOSE).
 - pyRadPlan: its DICOM import, ``PhotonPlan`` (machine "Generic", its photon pencil-beam
   engine, 5 mm bixels, its default optimiser), objectives of its shipped TG-119 example with
@@ -46,11 +46,11 @@ def peak_rss_mib() -> float:
 
 def run_rtplan(phantom_dir: Path, out_dir: Path) -> dict:
     """Plan with rtplan's shipped ``tg119_cshape`` protocol; returns stage times, s."""
-    from rtplan.io import load_patient
+    from rtplan.io import read_patient
     from rtplan.planning import plan_patient
 
     t0 = time.perf_counter()
-    patient = load_patient(phantom_dir / "CT", phantom_dir / "RS.dcm")
+    patient = read_patient(phantom_dir / "CT", phantom_dir / "RS.dcm")
     t_load = time.perf_counter() - t0
     result = plan_patient(patient, "tg119_cshape", progress=False)
     result.write(out_dir / "plan")
@@ -86,7 +86,7 @@ def run_pyradplan(phantom_dir: Path, out_dir: Path) -> dict:
         os.symlink(f.resolve(), flat / f.name)
 
     t0 = time.perf_counter()
-    ct, cst = prp.load_patient(flat)
+    ct, cst = prp.read_patient(flat)
     t_load = time.perf_counter() - t0
     objectives = {
         "PTV": [SquaredDeviation(priority=1000.0, d_ref=RX_GY)],

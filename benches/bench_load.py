@@ -4,7 +4,7 @@ The data set is written once per session with the phantom writer (head-and-neck 
 phantom at 0.75 mm pixels, 2.5 mm slices, plus five ring/shell ROIs with holes so that
 every slice has several contours).  Measured:
 
-- wall time of ``rtplan.load_patient`` (read + checks + HU conversion + contour parsing);
+- wall time of ``rtplan.read_patient`` (read + checks + HU conversion + contour parsing);
 - wall time of rasterising every ROI onto the CT grid (``Structure.occupancy_block``);
 - peak memory of a fresh process doing both (``VmHWM`` from ``/proc/self/status``, falling
   back to ``resource.getrusage`` ``ru_maxrss``, which on Linux would carry the parent's peak
@@ -25,7 +25,8 @@ import pytest
 
 import rtplan
 from rtplan import Structure
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import write_patient
+from rtplan.phantoms import make_phantom
 from rtplan.phantoms._geometry import ellipse
 
 NX = NY = 512
@@ -63,7 +64,7 @@ def big_dicom(tmp_path_factory):
 
 
 def _load_and_rasterise(ct_dir, rs):
-    patient = rtplan.load_patient(ct_dir, rs)
+    patient = rtplan.read_patient(ct_dir, rs)
     for s in patient.structures.values():
         s.occupancy_block(patient.ct.grid)
     return patient
@@ -88,7 +89,7 @@ _CHILD = textwrap.dedent("""
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
-    p = rtplan.load_patient(ct_dir, rs)
+    p = rtplan.read_patient(ct_dir, rs)
     t1 = time.perf_counter()
     vols = {n: s.volume_cc(p.ct.grid) for n, s in p.structures.items()}
     t2 = time.perf_counter()

@@ -142,7 +142,7 @@ def test_final_dose_body_vs_box(planned, benchmark):
     from rtplan.structures import body_grid, body_structure
 
     written, plan_dir, _ = planned["cshape"]
-    patient = rtplan.load_patient(written.ct_dir, written.rtstruct_path)
+    patient = rtplan.read_patient(written.ct_dir, written.rtstruct_path)
     plan = read_rtplan(plan_dir / "RTPLAN.dcm", patient)
     grid = body_grid(patient.ct.grid, body_structure(patient), 3.0)
     body = body_structure(patient).occupancy(grid) > 0

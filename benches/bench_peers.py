@@ -45,7 +45,7 @@ import optimizers as op  # noqa: E402
 from dose_engine import Grid  # noqa: E402
 from rtplan import Image  # noqa: E402
 from rtplan.evaluation import dvh  # noqa: E402
-from rtplan.io import load_patient, load_portpy_patient  # noqa: E402
+from rtplan.io import read_patient, read_portpy_patient  # noqa: E402
 from rtplan.phantoms import write_phantom  # noqa: E402
 
 RX_GY = 50.0  # TG-119 C-shape prescription; both doses are normalised to PTV D95 = RX_GY
@@ -111,7 +111,7 @@ def test_tg119_cshape_pyradplan(tmp_path, benchmark):
 
     rt_dose = _dose_image(tmp_path / "rtplan" / "dose.npz")
     grid = rt_dose.grid
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     occupancy = {n: patient.structures[n].occupancy(grid) for n in ("PTV", "Core")}
     quality = {
         "rtplan": _quality(rt_dose, grid, occupancy),
@@ -170,7 +170,7 @@ def test_portpy_lung(tmp_path, benchmark):
     def rtplan_pipeline():
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        p = load_portpy_patient(tmp_path, "Lung_Synth_Medium")
+        p = read_portpy_patient(tmp_path, "Lung_Synth_Medium")
         t_read = time.perf_counter() - t0
         t = time.perf_counter()
         prob = op.Problem(

@@ -4,7 +4,7 @@ Run: ``python -m pytest benches/bench_portpy.py -p no:cacheprovider -s``
 
 A synthetic lung patient (about 160,000 optimisation voxels x 2,500 beamlets, ~3 M
 non-zeros, 7 beams) is written in PortPy's on-disk layout, read with
-:func:`rtplan.io.load_portpy_patient`, and optimised by rtplan's first-order solver and by
+:func:`rtplan.io.read_portpy_patient`, and optimised by rtplan's first-order solver and by
 rtplan's CVXPY formulation with Clarabel.
 
 PortPy itself runs beside rtplan on the same folder in ``benches/bench_peers.py`` (when it
@@ -25,7 +25,7 @@ from _portpy_synth import synthetic_lung  # noqa: E402
 
 import optimizers as op  # noqa: E402
 from optimizers._terms import dose_at_volume  # noqa: E402
-from rtplan.io import load_portpy_patient  # noqa: E402
+from rtplan.io import read_portpy_patient  # noqa: E402
 
 FIRST_ORDER_TOL = 2e-5  # stopping tolerance; the gap to CVXPY's optimum is checked below
 RX_GY = 60.0
@@ -59,7 +59,7 @@ def patient(tmp_path_factory):
 @pytest.fixture(scope="module")
 def problem(patient):
     root, _ = patient
-    p = load_portpy_patient(root, "Lung_Synth_Medium")
+    p = read_portpy_patient(root, "Lung_Synth_Medium")
     prob = op.Problem(
         p.influence_matrix,
         p.structure_voxels,
@@ -81,7 +81,7 @@ def ptv_d95_gy(p, x):
 def test_read_portpy(benchmark, patient):
     root, info = patient
     p = benchmark.pedantic(
-        lambda: load_portpy_patient(root, "Lung_Synth_Medium"), rounds=1, iterations=1
+        lambda: read_portpy_patient(root, "Lung_Synth_Medium"), rounds=1, iterations=1
     )
     print(
         f"\nPORTPY READ: {p.influence_matrix.shape[0]} voxels x {p.influence_matrix.shape[1]} "

@@ -16,7 +16,7 @@ from rtplan import (
     DeliverablePlan,
     compute_plan_dose,
     load_machine,
-    load_patient,
+    read_patient,
 )
 from rtplan.io import read_rtdose, read_rtplan, write_rtdose, write_rtplan
 from rtplan.phantoms import write_phantom
@@ -29,7 +29,7 @@ MACHINE = load_machine("VarianMLC120")
 def case(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_rtplan")
     written = write_phantom("cshape", root / "cshape")
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     iso = patient.structure("PTV").centroid_mm(patient.ct.grid)
     rng = np.random.default_rng(0)
     xe = np.arange(-50.0, 50.1, 5.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rtplan.io import load_patient
+from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
 from rtplan.planning import plan_patient
 
@@ -32,7 +32,7 @@ _ROWS: dict[str, dict] = {}
 @pytest.mark.parametrize(("phantom", "protocol"), CASES)
 def test_tg119_case(phantom, protocol, tmp_path, benchmark):
     written = write_phantom(phantom, tmp_path / "input")
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
 
     def run():
         return plan_patient(patient, protocol, progress=False)
@@ -82,7 +82,7 @@ def test_cshape_tradeoff_front(tmp_path):
     from rtplan.protocols import load_protocol
 
     written = write_phantom("cshape", tmp_path / "input")
-    patient = load_patient(written.ct_dir, written.rtstruct_path)
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
     base = load_protocol("tg119_cshape")
     rows = []
     for n_beams, weight in FRONT:

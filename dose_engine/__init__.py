@@ -15,8 +15,12 @@ from ._grid import Grid
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
 from ._model import BeamModel, load_beam_model, rectangle_dose
+from ._omnipro_ascii import read_omnipro_ascii
+from ._output_factor_table import read_output_factor_table
 from ._raytrace import radiological_depth_at_points, trace_rays
+from ._scan_files import read_scan_file
 from ._validation import ValidationReport, compare_to_measured
+from ._w2cad import read_w2cad
 from .errors import (
     BackendError,
     BeamModelError,
@@ -55,6 +59,10 @@ __all__ = [
     "radiological_depth_at_points",
     "read_mcc",
     "read_measured_data",
+    "read_omnipro_ascii",
+    "read_output_factor_table",
+    "read_scan_file",
+    "read_w2cad",
     "rectangle_dose",
     "save_influence_matrix",
     "trace_rays",

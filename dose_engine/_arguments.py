@@ -11,7 +11,7 @@ A spec is a class or tuple of classes (``isinstance``), a ``"module:Name"`` stri
 class that cannot be imported where the function is defined (resolved at the first call),
 one of :data:`PATH`, :data:`ARRAY`, :data:`NUMBER`, :data:`TEXT`, or built with
 :func:`optional` / :func:`sequence_of`.  ``rtplan`` uses the same helpers
-(``rtplan/_arguments.py``); ``optimizers`` may not import ``dose_engine`` and checks its
+(``rtplan/_internal/arguments.py``); ``optimizers`` may not import ``dose_engine`` and checks its
 one kind of argument (a ``Problem``) itself.
 """
 
@@ -210,7 +210,7 @@ def check_arguments(**specs: Any) -> Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         if inspect.isclass(fn):
-            fn.__init__ = decorate(fn.__init__)  # type: ignore[misc]
+            fn.__init__ = decorate(fn.__init__)  # type: ignore[method-assign]
             return fn
         params = inspect.signature(fn).parameters
         unknown = set(specs) - set(params)

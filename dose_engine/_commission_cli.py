@@ -1,7 +1,9 @@
 """``python -m dose_engine.fit``: commission a beam model from measured data.
 
-``python -m dose_engine.fit --measurements DIR [--out model.json] [--overwrite]`` reads a
-folder of ``.mcc`` scans and its ``commissioning.toml`` (:mod:`dose_engine._measured`), fits
+``python -m dose_engine.fit --measurements DIR|FILE... [--table T.toml] [--out model.json]
+[--overwrite]`` reads water-tank scans — a folder of them or the files themselves: PTW
+``.mcc``, Varian W2CAD or IBA OmniPro RFA300 ASCII, recognised by content — and
+``commissioning.toml`` (:mod:`dose_engine._measured`), fits
 the model (:func:`~dose_engine.fit_beam_model`), validates it against every scan
 (:func:`~dose_engine.compare_to_measured`), writes the model JSON atomically and prints the
 validation summary.  Without ``--measurements`` it regenerates the shipped 6 MV model from
@@ -62,12 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--measurements",
-        metavar="DIR",
+        metavar="DIR|FILE",
         type=Path,
-        help="folder of .mcc scans with commissioning.toml (see dose_engine._measured)",
+        nargs="+",
+        help="folder of scan files (.mcc, .asc, .cdp) with commissioning.toml, or scan files "
+        "(PTW .mcc, W2CAD, OmniPro ASCII; see dose_engine._measured)",
     )
     p.add_argument(
-        "--table", type=Path, help="commissioning table (default DIR/commissioning.toml)"
+        "--table",
+        type=Path,
+        help="commissioning table (default: commissioning.toml beside the first DIR or FILE)",
     )
     p.add_argument("--out", type=Path, help="model JSON to write (default ./beam_model.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -106,6 +112,11 @@ def _commission(args) -> int:
     report = compare_to_measured(BeamModel(params, str(out)), measured, gamma=gamma)
     write_json_atomic(params, out)
     sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
+    if "mlc" in params:
+        sys.stdout.write(
+            "note: the MLC parameters of the table are recorded in the model file; the dose "
+            "calculation does not apply them yet.\n"
+        )
     return max(1 if report.failures() else 0, _warn_unless_converged(params, args.max_nfev))
 
 

@@ -37,14 +37,9 @@ from typing import Any
 import numpy as np
 
 from ._arguments import check_arguments
-from ._measured import (
-    MeasuredData,
-    MeasuredScan,
-    field_label,
-    point_label,
-    pymedphys_6mv_data,
-)
+from ._measured import MeasuredData, pymedphys_6mv_data
 from ._model import BeamModel, rectangle_dose
+from ._scan import MeasuredScan, field_label, point_label
 from .errors import BeamModelError
 
 __all__ = ["fit_6mv_model", "fit_beam_model", "shape_from_model", "water_point_geometry"]
@@ -131,7 +126,9 @@ def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
 def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: dict) -> BeamModel:
     """A :class:`BeamModel` from shape parameters and a tabulated depth function.
 
-    ``meta`` holds ``name``, ``energy_mv``, ``sad_mm`` and ``provenance``.
+    ``meta`` holds ``name``, ``energy_mv``, ``sad_mm``, ``provenance`` and optionally
+    ``mlc`` (the commissioning table's MLC parameters, recorded as data: the dose
+    calculation does not apply them yet, so ``applied_to_dose`` is false).
     """
     ratio = np.interp(depth_mm, shape["scatter_ratio_depth_mm"], shape["scatter_ratio_nodes"])
     params = {
@@ -151,6 +148,8 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
         "horn": shape["horn"],
         "provenance": meta.get("provenance", {}),
     }
+    if "mlc" in meta:
+        params["mlc"] = meta["mlc"]
     return BeamModel(params)
 
 
@@ -173,6 +172,9 @@ def _dose(model: BeamModel, ssd, field, depth, x, y=0.0):
 def _profile_dose(model: BeamModel, scan: MeasuredScan, positions_mm) -> np.ndarray:
     """Model dose along a profile's line at ``positions_mm``."""
     pos = np.asarray(positions_mm, float)
+    if scan.curve == "DIAGONAL_PROFILE":
+        ux, uy = scan.direction
+        return _dose(model, scan.ssd_mm, scan.field, scan.depth_mm, pos * ux, pos * uy)
     if scan.curve == "CROSSPLANE_PROFILE":
         return _dose(model, scan.ssd_mm, scan.field, scan.depth_mm, pos, scan.offaxis_mm)
     return _dose(model, scan.ssd_mm, scan.field, scan.depth_mm, scan.offaxis_mm, pos)
@@ -465,8 +467,10 @@ def fit_beam_model(
     if shape is None:
         _require_two_pdd_fields(measured)
     energy = measured.energy_mv
+    first_source = Path(measured.source.split(", ")[0]).name
+    energy_text = "" if energy is None else f"{energy:g} MV "
     meta: dict[str, Any] = {
-        "name": name or f"rtplan {energy or 0:g} MV pencil beam ({Path(measured.source).name})",
+        "name": name or f"rtplan {energy_text}pencil beam ({first_source})",
         "energy_mv": energy,
         "sad_mm": measured.sad_mm,
     }
@@ -478,6 +482,8 @@ def fit_beam_model(
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
     residuals = _residual_summary(final, measured, targets)
+    if measured.mlc:
+        meta["mlc"] = {**measured.mlc, "applied_to_dose": False}
     residuals.update(least_squares_cost=cost, least_squares_nfev=nfev, converged=converged)
     largest = max(max(s.field) for s in measured.scans)
     meta["provenance"] = {

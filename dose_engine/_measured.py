@@ -1,21 +1,27 @@
 """Measured water-tank data for commissioning a beam model.
 
-A commissioning data set is a folder holding
+A commissioning data set is a folder (or a list of files) holding
 
-- PTW MEPHYSTO ``.mcc`` scans (any number of files, each with any number of
-  ``BEGIN_SCAN … END_SCAN`` blocks): PDDs and in/cross-plane profiles of rectangular open
-  fields, at any SSD and depth.  Field size (``FIELD_CROSSPLANE`` × ``FIELD_INPLANE``, at the
-  isocentre), ``SSD``, ``SCAN_DEPTH``, ``SCAN_CURVETYPE``, ``ISOCENTER`` (SAD), ``ENERGY`` and
-  the profile's off-axis position (``SCAN_OFFAXIS_INPLANE/CROSSPLANE``) come from each scan's
-  header.  Crossplane is BLD x (leaf travel), inplane is BLD y.
-- ``commissioning.toml``: output factors and the absolute calibration::
+- water-tank scans: PDDs and in-plane, cross-plane and diagonal profiles of rectangular
+  open fields, at any SSD and depth, in any mix of the formats
+  :mod:`dose_engine._scan_files` recognises from their content: PTW MEPHYSTO ``.mcc``
+  (:mod:`dose_engine._mcc`), Varian W2CAD (:mod:`dose_engine._w2cad`) and IBA OmniPro
+  RFA300 ASCII (:mod:`dose_engine._omnipro_ascii`).  In a folder, the files ending in
+  ``.mcc``, ``.asc`` or ``.cdp`` are read.  Crossplane is BLD x (leaf travel), inplane is
+  BLD y; field sizes are at the isocentre, in mm.
+- ``commissioning.toml``: output factors, the absolute calibration and, optionally, the MLC
+  parameters::
 
+      energy_mv = 6.0             # optional (W2CAD files carry no energy); must match
+                                  # the scans that state one
       [output_factors]            # central-axis dose ratios at one geometry
       ssd_mm = 900.0
       depth_mm = 100.0
       reference_field_mm = "100x100"   # its PDD sets the depth function
-      [output_factors.factors]    # "X x Y" mm at the isocentre (crossplane x inplane),
-      "50x50" = 0.906             # or one number for a square field
+      table = "output_factors.csv"     # optional: X jaw across, Y jaw down, relative
+                                       # to this file (dose_engine._output_factor_table)
+      [output_factors.factors]    # optional with `table`: "X x Y" mm at the isocentre
+      "50x50" = 0.906             # (crossplane x inplane), or one number for a square
       "100x100" = 1.0
 
       [calibration]               # absolute dose per MU at a reference geometry
@@ -30,6 +36,11 @@ A commissioning data set is a folder holding
       depth_mm = 100.0
       dose_gy_per_mu = 0.00812
 
+      [mlc]                       # optional: recorded in the model file (see MLC_KEYS)
+      transmission = 0.015        # closed-leaf transmission, fraction of open-field dose
+      dosimetric_leaf_gap_mm = 1.6
+      interleaf_leakage = 0.022   # fraction; at least the transmission
+
 The measured 6 MV data shipped in the pymedphys 0.41 wheel (Apache-2.0; PTW 60008 diode,
 SSD 900 mm, 5 × 5 and 10 × 10 cm², PDDs and profiles at 15, 50, 100 and 200 mm, in
 ``pymedphys/tests/experimental/mephysto/data/measurements/``) are one such folder; its two
@@ -41,19 +52,20 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
 
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from ._arguments import PATH, check_arguments
+from ._arguments import PATH, check_arguments, either, sequence_of
+from ._mcc import read_mcc
+from ._output_factor_table import read_output_factor_table
+from ._scan import MeasuredScan, field_label
+from ._scan_files import read_scan_file, scan_files_in
 from .errors import BeamModelError
 
 __all__ = [
@@ -66,187 +78,16 @@ __all__ = [
     "read_measured_6mv",
 ]
 
-CURVES = ("PDD", "INPLANE_PROFILE", "CROSSPLANE_PROFILE")
 TABLE_NAME = "commissioning.toml"
-
-
-@dataclass(frozen=True)
-class MeasuredScan:
-    """One water-tank scan.
-
-    Attributes
-    ----------
-    curve : {"PDD", "INPLANE_PROFILE", "CROSSPLANE_PROFILE"}
-    field_mm : float
-        Field side along BLD x (crossplane, ``FIELD_CROSSPLANE``) at the isocentre, mm.
-    ssd_mm : float
-    depth_mm : float or None
-        Scan depth of a profile (None for a PDD), mm.
-    position_mm : (n,) ndarray of float64
-        Depth (PDD) or off-axis position at the scan depth (profiles), mm, increasing.
-    value : (n,) ndarray of float64
-        Detector reading (relative).
-    field_inplane_mm : float
-        Field side along BLD y (inplane, ``FIELD_INPLANE``), mm; equals ``field_mm`` when the
-        header lacks it.
-    offaxis_mm : float
-        Position of the profile line along the other lateral axis (``SCAN_OFFAXIS_INPLANE``
-        of a crossplane profile, ``SCAN_OFFAXIS_CROSSPLANE`` of an inplane one), mm.
-    sad_mm : float
-        Source-axis distance (``ISOCENTER``), mm.
-    energy_mv : float or None
-        Nominal energy (``ENERGY``), MV.
-    source : str
-        ``"<file>, scan <n>"``, for messages.
-    """
-
-    curve: str
-    field_mm: float
-    ssd_mm: float
-    depth_mm: float | None
-    position_mm: np.ndarray
-    value: np.ndarray
-    field_inplane_mm: float | None = None
-    offaxis_mm: float = 0.0
-    sad_mm: float = 1000.0
-    energy_mv: float | None = None
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if self.field_inplane_mm is None:
-            object.__setattr__(self, "field_inplane_mm", self.field_mm)
-
-    @property
-    def field(self) -> tuple[float, float]:
-        """``(x, y)`` field sides at the isocentre (crossplane, inplane), mm."""
-        inplane = self.field_mm if self.field_inplane_mm is None else self.field_inplane_mm
-        return (float(self.field_mm), float(inplane))
-
-
-def field_label(field: tuple[float, float]) -> str:
-    """``"100x100"`` for a ``(x, y)`` field in mm."""
-    return f"{field[0]:g}x{field[1]:g}"
-
-
-def point_label(point: dict) -> str:
-    """``"100x100 SSD 900 depth 100mm"`` for an ``absolute_dose`` entry."""
-    return f"{field_label(point['field_mm'])} SSD {point['ssd_mm']:g} depth {point['depth_mm']:g}mm"
-
-
-# ------------------------------------------------------------------ .mcc files
-@check_arguments(path=PATH)
-def read_mcc(path: str | Path) -> list[MeasuredScan]:
-    """Read the scans of a PTW MEPHYSTO ``.mcc`` file (``BEGIN_SCAN … BEGIN_DATA`` blocks).
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    scans : list of MeasuredScan
-        In file order; positions sorted increasing (duplicates averaged).
-
-    Raises
-    ------
-    BeamModelError
-        If the file cannot be read, a scan lacks ``SCAN_CURVETYPE``, ``FIELD_CROSSPLANE``,
-        ``SSD`` (or ``SCAN_DEPTH`` for a profile), a number does not parse, a curve type is
-        not one of :data:`CURVES`, or a scan holds fewer than 3 points.  The message names
-        the file and the scan.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise BeamModelError(f"{path}: cannot be read ({exc}).") from exc
-    scans: list[MeasuredScan] = []
-    header: dict[str, str] = {}
-    rows: list[tuple[float, float]] = []
-    in_data = False
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("BEGIN_SCAN") and not line.startswith("BEGIN_SCAN_DATA"):
-            header, rows = {}, []
-        elif line == "BEGIN_DATA":
-            in_data = True
-        elif line == "END_DATA":
-            in_data = False
-        elif line.startswith("END_SCAN") and not line.startswith("END_SCAN_DATA"):
-            scans.append(_scan_from(header, rows, f"{path}, scan {len(scans) + 1}"))
-        elif in_data:
-            rows.append(_data_row(line, f"{path}, line {lineno}"))
-        elif "=" in line:
-            k, _, v = line.partition("=")
-            header[k.strip()] = v.strip()
-    if not scans:
-        raise BeamModelError(
-            f"{path}: no BEGIN_SCAN … END_SCAN block found; is this a PTW MEPHYSTO .mcc file?"
-        )
-    return scans
-
-
-def _data_row(line: str, where: str) -> tuple[float, float]:
-    parts = line.split()
-    try:
-        return float(parts[0]), float(parts[1])
-    except (IndexError, ValueError):
-        raise BeamModelError(
-            f"{where}: data row {line!r} is not two numbers (position, value)."
-        ) from None
-
-
-def _header_float(header: dict[str, str], key: str, where: str, default=None) -> float:
-    if key not in header:
-        if default is not None:
-            return default
-        raise BeamModelError(f"{where}: scan lacks the header field {key}.")
-    try:
-        return float(header[key])
-    except ValueError:
-        raise BeamModelError(
-            f"{where}: header field {key}={header[key]!r} is not a number."
-        ) from None
-
-
-def _scan_from(header: dict[str, str], rows: list, where: str) -> MeasuredScan:
-    curve = header.get("SCAN_CURVETYPE")
-    if curve not in CURVES:
-        raise BeamModelError(
-            f"{where}: SCAN_CURVETYPE is {curve!r}; expected one of {', '.join(CURVES)}."
-        )
-    field_x = _header_float(header, "FIELD_CROSSPLANE", where)
-    field_y = _header_float(header, "FIELD_INPLANE", where, default=field_x)
-    ssd = _header_float(header, "SSD", where)
-    depth = None if curve == "PDD" else _header_float(header, "SCAN_DEPTH", where)
-    off_key = "SCAN_OFFAXIS_INPLANE" if curve == "CROSSPLANE_PROFILE" else "SCAN_OFFAXIS_CROSSPLANE"
-    offaxis = 0.0 if curve == "PDD" else _header_float(header, off_key, where, default=0.0)
-    energy = _header_float(header, "ENERGY", where, default=math.nan)
-    if len(rows) < 3:
-        raise BeamModelError(f"{where}: {curve} holds {len(rows)} data points; need at least 3.")
-    pos, val = _sorted_unique(np.asarray(rows, float))
-    return MeasuredScan(
-        curve=curve,
-        field_mm=field_x,
-        ssd_mm=ssd,
-        depth_mm=depth,
-        position_mm=pos,
-        value=val,
-        field_inplane_mm=field_y,
-        offaxis_mm=offaxis,
-        sad_mm=_header_float(header, "ISOCENTER", where, default=1000.0),
-        energy_mv=None if math.isnan(energy) else energy,
-        source=where,
-    )
-
-
-def _sorted_unique(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions sorted increasing; readings at a repeated position averaged."""
-    pos, inverse, counts = np.unique(arr[:, 0], return_inverse=True, return_counts=True)
-    if pos.size == arr.shape[0]:
-        order = np.argsort(arr[:, 0])
-        return arr[order, 0], arr[order, 1]
-    return pos, np.bincount(inverse, weights=arr[:, 1]) / counts
+#: ``[mlc]`` entries of ``commissioning.toml``: (lowest, highest) plausible value.  The upper
+#: bounds catch per cent given for fractions and cm for mm; published values: transmission
+#: 0.01-0.02, DLG 0.3-2.2 mm, interleaf leakage 0.015-0.03 (AAPM TG-50, doi:10.1118/1.1434014;
+#: LoSasso et al. 1998, doi:10.1118/1.598381).
+MLC_KEYS = {
+    "transmission": (0.0, 0.1),
+    "dosimetric_leaf_gap_mm": (0.0, 5.0),
+    "interleaf_leakage": (0.0, 0.1),
+}
 
 
 # ------------------------------------------------------------------ data set
@@ -273,6 +114,10 @@ class MeasuredData:
         Folder of the scans.
     table : str
         The output-factor and calibration table (file name, or a note when given in memory).
+    mlc : dict or None
+        The ``[mlc]`` entries (:data:`MLC_KEYS`), when the table has them.
+    nominal_energy_mv : float or None
+        The table's ``energy_mv`` (see :attr:`energy_mv`).
     """
 
     scans: tuple[MeasuredScan, ...]
@@ -284,6 +129,8 @@ class MeasuredData:
     absolute_dose: tuple = ()
     source: str = ""
     table: str = ""
+    mlc: dict | None = None
+    nominal_energy_mv: float | None = None
 
     @property
     def sad_mm(self) -> float:
@@ -292,7 +139,11 @@ class MeasuredData:
 
     @property
     def energy_mv(self) -> float | None:
-        return self.scans[0].energy_mv
+        """Nominal energy, MV: the table's ``energy_mv``, else the scans' (None if neither
+        states it; W2CAD files carry none)."""
+        if self.nominal_energy_mv is not None:
+            return self.nominal_energy_mv
+        return next((s.energy_mv for s in self.scans if s.energy_mv is not None), None)
 
     def pdds(self) -> list[MeasuredScan]:
         return [s for s in self.scans if s.curve == "PDD"]
@@ -307,7 +158,7 @@ class MeasuredData:
             found = sorted({field_label(s.field) for s in self.pdds()}) or ["none"]
             raise BeamModelError(
                 f"{self.table}: `output_factors.reference_field_mm` is "
-                f"{field_label(self.reference_field_mm)} but no .mcc scan in {self.source} holds "
+                f"{field_label(self.reference_field_mm)} but no scan in {self.source} holds "
                 "a PDD of that "
                 f"field (PDDs found: {', '.join(found)}); add it or choose another reference."
             )
@@ -330,15 +181,33 @@ class MeasuredData:
         ------
         BeamModelError
             No scans, no profile, no PDD of the reference field, scans from machines with
-            different SAD, an output-factor table without the reference field, or a
+            different SAD or of different energies (or of another energy than the table's
+            ``energy_mv``), an output-factor table without the reference field, or a
             non-positive output factor or calibration dose.
         """
         if not self.scans:
-            raise BeamModelError(f"{self.source}: no .mcc scans found.")
+            raise BeamModelError(f"{self.source}: no scans found.")
         if not self.profiles():
             raise BeamModelError(
-                f"{self.source}: the .mcc files hold no INPLANE_PROFILE or CROSSPLANE_PROFILE "
-                "scan; the lateral kernel cannot be fitted without profiles."
+                f"{self.source}: the scan files hold no INPLANE_PROFILE, CROSSPLANE_PROFILE or "
+                "DIAGONAL_PROFILE scan; the lateral kernel cannot be fitted without profiles."
+            )
+        energies = {s.energy_mv: s for s in self.scans if s.energy_mv is not None}
+        stated = self.nominal_energy_mv
+        off = [
+            s for s in energies.values() if stated is not None and abs(s.energy_mv - stated) > 0.01
+        ]
+        if off:
+            s = next(s for s in self.scans if s.energy_mv == off[0].energy_mv)
+            raise BeamModelError(
+                f"{self.table}: `energy_mv` is {stated:g} MV but {s.source} was measured at "
+                f"{s.energy_mv:g} MV."
+            )
+        if len(energies) > 1:
+            a, b = list(energies.values())[:2]
+            raise BeamModelError(
+                f"{self.source}: scans of different energies ({a.source}: {a.energy_mv:g} MV, "
+                f"{b.source}: {b.energy_mv:g} MV); one data set describes one beam."
             )
         sads = sorted({s.sad_mm for s in self.scans})
         if len(sads) > 1:
@@ -365,19 +234,21 @@ class MeasuredData:
         self.reference_pdd()
 
 
-@check_arguments(folder=PATH)
+@check_arguments(source=either(PATH, sequence_of(PATH)))
 def read_measured_data(
-    folder: str | Path, *, table: str | Path | dict | None = None
+    source: str | Path | Sequence[str | Path], *, table: str | Path | dict | None = None
 ) -> MeasuredData:
     """Read a commissioning data set (see the module docstring for the layout).
 
     Parameters
     ----------
-    folder : str or Path
-        Folder of ``.mcc`` files (read in name order; sub-folders are ignored).
+    source : str, Path or sequence of them
+        A folder (its ``.mcc``, ``.asc`` and ``.cdp`` files are read in name order;
+        sub-folders are ignored), or scan files and folders (any extension for a file; its
+        content decides the reader).
     table : str, Path or dict, optional
         The output-factor and calibration table: a TOML file, or its parsed content.
-        Default: ``folder / "commissioning.toml"``.
+        Default: ``commissioning.toml`` in the folder (or in the first file's folder).
 
     Returns
     -------
@@ -387,21 +258,33 @@ def read_measured_data(
     ------
     BeamModelError
         Unreadable or malformed files or missing entries; the message names the file and
-        the field.
+        the line or field.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BeamModelError(f"Measurement folder {folder} does not exist or is not a folder.")
+    paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
+    if not paths:
+        raise BeamModelError("No measurement folder or scan file given.")
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = scan_files_in(p)
+            if not found:
+                raise BeamModelError(
+                    f"Measurement folder {p} holds no scan file (.mcc, .asc or .cdp)."
+                )
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BeamModelError(f"Measurement folder or file {p} does not exist.")
+    home = paths[0] if paths[0].is_dir() else paths[0].parent
     if isinstance(table, dict):
-        content, table_name = table, "commissioning table (given in memory)"
+        content, table_name, table_dir = table, "commissioning table (given in memory)", home
     else:
-        table_path = folder / TABLE_NAME if table is None else Path(table)
-        content, table_name = _read_toml(table_path), str(table_path)
-    files = sorted(folder.glob("*.mcc"))
-    if not files:
-        raise BeamModelError(f"Measurement folder {folder} holds no .mcc file.")
-    scans = tuple(s for f in files for s in read_mcc(f))
-    data = replace(_data_from_table(content, table_name, scans), source=str(folder))
+        table_path = home / TABLE_NAME if table is None else Path(table)
+        content, table_name, table_dir = _read_toml(table_path), str(table_path), table_path.parent
+    scans = tuple(s for f in files for s in read_scan_file(f))
+    data = _data_from_table(content, table_name, scans, table_dir)
+    data = replace(data, source=", ".join(str(p) for p in paths))
     data.check()
     return data
 
@@ -456,16 +339,77 @@ def parse_field(value, where: str) -> tuple[float, float]:
     return (parts[0], parts[1])
 
 
-def _data_from_table(content: dict, name: str, scans: tuple) -> MeasuredData:
-    factors = _entry(content, "output_factors.factors", name)
-    if not isinstance(factors, dict) or not factors:
-        raise BeamModelError(f"{name}: `output_factors.factors` must be a non-empty table.")
+def _output_factors(content: dict, name: str, table_dir: Path) -> dict:
+    """``output_factors.factors`` and the rows of ``output_factors.table``, merged."""
+    node = _entry(content, "output_factors", name)
+    factors = node.get("factors", {}) if isinstance(node, dict) else None
+    if not isinstance(factors, dict):
+        raise BeamModelError(f"{name}: `output_factors.factors` must be a table.")
     of = {}
     for key, value in factors.items():
         where = f"{name}: `output_factors.factors.{key}`"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BeamModelError(f"{where} must be a number; got {value!r}.")
         of[parse_field(key, where)] = float(value)
+    if "table" in node:
+        if not isinstance(node["table"], str):
+            raise BeamModelError(f"{name}: `output_factors.table` must be a file name.")
+        table_path = table_dir / node["table"]
+        for field, value in read_output_factor_table(table_path).items():
+            if field in of and abs(of[field] - value) > 1e-9:
+                raise BeamModelError(
+                    f"{name}: `output_factors.factors` gives {field_label(field)} = "
+                    f"{of[field]:g} but {table_path} gives {value:g}."
+                )
+            of[field] = value
+    if not of:
+        raise BeamModelError(
+            f"{name}: no output factors; give `output_factors.factors` or `output_factors.table`."
+        )
+    return of
+
+
+def _mlc(content: dict, name: str) -> dict | None:
+    """The ``[mlc]`` entries, checked against :data:`MLC_KEYS`."""
+    node = content.get("mlc")
+    if node is None:
+        return None
+    if not isinstance(node, dict):
+        raise BeamModelError(f"{name}: `mlc` must be a table.")
+    unknown = sorted(set(node) - set(MLC_KEYS))
+    if unknown:
+        raise BeamModelError(
+            f"{name}: unknown `mlc` entries {unknown}; expected {', '.join(MLC_KEYS)}."
+        )
+    out = {}
+    for key, value in node.items():
+        lo, hi = MLC_KEYS[key]
+        number = _number(content, f"mlc.{key}", name)
+        if not lo <= number <= hi:
+            unit = " mm" if key.endswith("_mm") else " (a fraction, not per cent)"
+            raise BeamModelError(f"{name}: `mlc.{key}` = {value!r} is outside {lo:g}-{hi:g}{unit}.")
+        out[key] = number
+    if "interleaf_leakage" in out and out["interleaf_leakage"] < out.get("transmission", 0.0):
+        raise BeamModelError(
+            f"{name}: `mlc.interleaf_leakage` ({out['interleaf_leakage']:g}) is below "
+            f"`mlc.transmission` ({out['transmission']:g}); leakage between leaves is the "
+            "larger of the two."
+        )
+    return out
+
+
+def _energy(content: dict, name: str) -> float | None:
+    """The optional top-level ``energy_mv`` (MV, positive)."""
+    if "energy_mv" not in content:
+        return None
+    energy = _number(content, "energy_mv", name)
+    if not energy > 0:
+        raise BeamModelError(f"{name}: `energy_mv` must be positive (MV); got {energy:g}.")
+    return energy
+
+
+def _data_from_table(content: dict, name: str, scans: tuple, table_dir: Path) -> MeasuredData:
+    of = _output_factors(content, name, table_dir)
     depth = _entry(content, "calibration.depth_mm", name)
     if depth != "dmax" and (isinstance(depth, bool) or not isinstance(depth, int | float)):
         raise BeamModelError(f'{name}: `calibration.depth_mm` must be mm or "dmax"; got {depth!r}.')
@@ -497,6 +441,8 @@ def _data_from_table(content: dict, name: str, scans: tuple) -> MeasuredData:
         calibration=calibration,
         absolute_dose=tuple(points),
         table=name,
+        mlc=_mlc(content, name),
+        nominal_energy_mv=_energy(content, name),
     )
 
 

@@ -13,13 +13,15 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import map_coordinates
 
 from ._arguments import check_arguments
 from ._beam import Beam
 from ._field_dose import field_dose
 from ._grid import Grid
-from ._measured import MeasuredData, MeasuredScan, field_label, point_label
+from ._measured import MeasuredData
 from ._model import BeamModel
+from ._scan import MeasuredScan, field_label, point_label
 from .errors import BeamModelError
 
 __all__ = [
@@ -294,10 +296,26 @@ def _compare_pdd(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
     return out
 
 
+def _diagonal_dose(scan, calc_fn, lim_mm, step_mm, sad_mm) -> tuple[np.ndarray, np.ndarray]:
+    """Dose along a diagonal profile's line: computed on the plane at its depth, sampled
+    (bilinear) at ``-lim_mm … lim_mm`` along ``scan.direction``."""
+    ux, uy = scan.direction
+    half = step_mm * (np.ceil(lim_mm * max(abs(ux), abs(uy)) / step_mm) + 1)
+    n = int(round(2 * half / step_mm)) + 1
+    y = scan.ssd_mm - sad_mm + scan.depth_mm
+    plane = calc_fn(scan, Grid((n, 1, n), (-half, y, -half), (step_mm, 1.0, step_mm)))
+    pos = np.arange(-lim_mm, lim_mm + step_mm / 2, step_mm)
+    index = [(pos * uy + half) / step_mm, (pos * ux + half) / step_mm]  # [z (BLD y), x]
+    return pos, map_coordinates(plane.reshape(n, n), index, order=1)
+
+
 def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
     """``{"width": mm, "penumbra": mm, "gamma": % or None}`` of one profile."""
-    axis = "x" if scan.curve == "CROSSPLANE_PROFILE" else "z"
     lim = float(np.max(np.abs(scan.position_mm)))
+    if scan.curve == "DIAGONAL_PROFILE":
+        x, calc = _diagonal_dose(scan, calc_fn, lim, step_mm, sad_mm)
+        return _profile_result(scan, x, calc, gamma)
+    axis = "x" if scan.curve == "CROSSPLANE_PROFILE" else "z"
     g = line_grid(
         axis,
         scan.depth_mm,
@@ -310,6 +328,11 @@ def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
     )
     calc = calc_fn(scan, g)
     x = g.zyx_axes_mm()[2] if axis == "x" else g.zyx_axes_mm()[0]
+    return _profile_result(scan, x, calc, gamma)
+
+
+def _profile_result(scan, x, calc, gamma: bool) -> dict:
+    """Width, penumbra and gamma of a computed profile ``calc`` at ``x`` against ``scan``."""
     wm, pm = profile_metrics(scan.position_mm, scan.value)
     wc, pc = profile_metrics(x, calc)
     out = {"width": wc - wm, "penumbra": pc - pm, "gamma": None}

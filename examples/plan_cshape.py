@@ -27,7 +27,7 @@ scratch = tempfile.TemporaryDirectory(prefix="rtplan-cshape-")
 written = rtplan.phantoms.write_phantom(
     "cshape", Path(scratch.name) / "input", pixel_spacing_mm=5.0, slice_spacing_mm=5.0
 )
-patient = rtplan.load_patient(written.ct_dir, written.rtstruct_path)
+patient = rtplan.read_patient(written.ct_dir, written.rtstruct_path)
 print(patient)
 
 # 2. The protocol: 50 Gy in 25 fractions, TG-119 goals at the harder level.

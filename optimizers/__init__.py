@@ -3,17 +3,27 @@ and prioritised (lexicographic) planning.
 
 Mathematics only: this package knows sparse matrices, voxel index sets and terms; it
 never imports :mod:`dose_engine`, :mod:`rtplan` or pydicom. CVXPY is imported only when a
-CVXPY solve is requested.
+CVXPY solve is requested, CuPy only when ``backend="cupy"`` is.
+
+Vocabulary: a *method* is ``"first_order"`` or ``"cvxpy"`` (:func:`solve`); a *solver* is
+one of CVXPY's (Clarabel, OSQP, SCS, MOSEK; :func:`available_solvers`); a *backend* is the
+array library the first-order solver runs on (numpy or CuPy).
 """
 
-from ._backends import available_backends
+import warnings
+from typing import Any
+
 from ._cvxpy import CvxpyFormulation, solve_cvxpy
+from ._cvxpy_canon import CvxpyContext
 from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
 from ._problem import Problem
+from ._registry import register_term
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solve import solve
+from ._solvers import available_solvers
+from ._surrogates import Surrogate
 from ._terms import (
     GEUD,
     DVHOverdose,
@@ -24,8 +34,8 @@ from ._terms import (
     MinDose,
     MinDVH,
     Overdose,
-    Prescription,
     Smoothness,
+    SquaredDeviation,
     Term,
     TotalMU,
     Underdose,
@@ -44,6 +54,7 @@ __all__ = [
     "FeasibilityCertificate",
     "GEUD",
     "SOLUTION_PRESENT",
+    "CvxpyContext",
     "CvxpyFormulation",
     "InfeasibleError",
     "InvalidProblemError",
@@ -58,18 +69,49 @@ __all__ = [
     "OptimizerError",
     "OptimizerWarning",
     "Overdose",
-    "Prescription",
     "Problem",
     "Smoothness",
     "SolverError",
+    "SquaredDeviation",
     "Status",
+    "Surrogate",
     "Term",
     "TotalMU",
     "Underdose",
-    "available_backends",
+    "available_solvers",
     "certify_hard_constraints",
+    "register_term",
     "solve",
     "solve_cvxpy",
     "solve_first_order",
     "solve_lexicographic",
 ]
+
+
+def _available_backends() -> list[str]:
+    """Deprecated alias of :func:`available_solvers`."""
+    return available_solvers()
+
+
+#: Deprecated names (since 0.2.0, removed in 0.3.0): name -> (object, replacement).
+_DEPRECATED: dict[str, tuple[Any, str]] = {
+    "Prescription": (SquaredDeviation, "optimizers.SquaredDeviation"),
+    "available_backends": (_available_backends, "optimizers.available_solvers"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        obj, new = _DEPRECATED[name]
+        warnings.warn(
+            f"optimizers.{name} is deprecated since rtplan 0.2.0 and will be removed in 0.3.0; "
+            f"use {new}.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return obj
+    raise AttributeError(f"module 'optimizers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

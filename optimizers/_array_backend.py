@@ -21,10 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat.numpy as np_xp
 import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
 from ._problem import Problem
-from .errors import InvalidProblemError, SolverError
+from ._sparse_ops import import_cupy, to_cupy_csr
+from .errors import InvalidProblemError
 
 __all__ = ["BACKENDS", "ArrayBackend", "array_backend"]
 
@@ -99,18 +103,16 @@ def array_backend(problem: Problem, backend: str | ArrayBackend) -> ArrayBackend
 
 
 def _numpy_backend(problem: Problem) -> ArrayBackend:
-    import array_api_compat.numpy as xp
-
     matvec, rmatvec = _block_products(
         problem,
-        xp,
+        np_xp,
         dense=_chunked_dense_products,
         sparse=_threaded_csr_products,
         index=lambda i: i,
     )
     return ArrayBackend(
         "numpy",
-        xp,
+        np_xp,
         matvec,
         rmatvec,
         float32_products=problem.a_union.dtype == np.float32,
@@ -177,8 +179,6 @@ DENSE_CHUNK_ROWS = 16_384
 @functools.cache
 def _blas_controller() -> Any:
     """threadpoolctl's view of the BLAS libraries loaded, built once (it scans them)."""
-    from threadpoolctl import ThreadpoolController
-
     return ThreadpoolController()
 
 
@@ -265,8 +265,6 @@ def _row_range_view(csr: Any, rows: slice) -> Any:
     """Rows ``rows`` (a contiguous range) of a CSR matrix sharing its data and column
     indices. ``csr[rows]`` and the ``(data, indices, indptr)`` constructor both copy them
     (scipy prunes small views of large arrays), so the arrays are set on an empty matrix."""
-    import scipy.sparse as sp
-
     p0, p1 = int(csr.indptr[rows.start]), int(csr.indptr[rows.stop])
     view = sp.csr_matrix((rows.stop - rows.start, csr.shape[1]), dtype=csr.dtype)
     view.data = csr.data[p0:p1]
@@ -277,7 +275,7 @@ def _row_range_view(csr: Any, rows: slice) -> Any:
 
 def _cupy_dense_products(a: np.ndarray) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """``a @ x`` and ``a.T @ g`` on the GPU (the block copied once)."""
-    _, cupy, _ = _import_cupy()
+    _, cupy, _ = import_cupy()
     a_d = cupy.asarray(a)
     return a_d.__matmul__, a_d.T.__matmul__
 
@@ -319,29 +317,8 @@ def _block_products(
     return matvec, rmatvec
 
 
-def _import_cupy() -> tuple[Any, Any, Any]:
-    """``(array_api_compat.cupy, cupy, cupyx.scipy.sparse)``, or a clear error."""
-    try:
-        import array_api_compat.cupy as xp
-        import cupy
-        import cupyx.scipy.sparse as csp
-    except ImportError as exc:
-        raise SolverError(
-            f"`backend='cupy'` needs CuPy and a CUDA GPU, but CuPy could not be imported "
-            f'({exc}). Install it with `pip install "rtplan[gpu]"`, or use '
-            "`backend='numpy'`."
-        ) from exc
-    return xp, cupy, csp
-
-
-def to_cupy_csr(matrix: Any) -> Any:
-    """A scipy sparse matrix copied to the GPU as a ``cupyx.scipy.sparse`` CSR matrix (the
-    one place the optimisers import CuPy's sparse module)."""
-    return _import_cupy()[2].csr_matrix(matrix)
-
-
 def _cupy_backend(problem: Problem) -> ArrayBackend:
-    xp, cupy, _ = _import_cupy()
+    xp, cupy, _ = import_cupy()
     matvec, rmatvec = _block_products(
         problem, xp, dense=_cupy_dense_products, sparse=_cupy_csr_products, index=cupy.asarray
     )

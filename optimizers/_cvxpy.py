@@ -1,9 +1,11 @@
-"""Translation of terms to CVXPY, built once with parameters (DPP), and the solve driver.
+"""The CVXPY formulation of a problem, built once with parameters (DPP), and its solve driver.
 
 The formulation has an auxiliary dose variable only for the voxels that terms touch (the
-union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once. Weights,
-dose levels and bounds are ``cvxpy.Parameter`` objects: changing them and solving again
-skips canonicalisation (the problem is DPP). CVXPY is imported inside these functions only.
+union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once. Each
+term's expression comes from the canonicaliser table (:mod:`optimizers._cvxpy_canon`);
+this module adds weights, bounds and constraint senses. Weights, dose levels and bounds are
+``cvxpy.Parameter`` objects: changing them and solving again skips canonicalisation (the
+problem is DPP). The solver adapters live in :mod:`optimizers._solvers`.
 """
 
 from __future__ import annotations
@@ -15,45 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ._backends import SolveData, get_backend
+from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
 from ._problem import Problem, require_problem
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
-from ._terms import (
-    _DVH,
-    GEUD,
-    MaxDose,
-    MaxDVH,
-    MeanDose,
-    MinDose,
-    Overdose,
-    Prescription,
-    Smoothness,
-    Term,
-    TotalMU,
-    Underdose,
-    _LevelBound,
-)
+from ._solvers import SolveData, get_solver
+from ._terms import Term, _LevelBound
 from .errors import InfeasibleError, InvalidProblemError, OptimizerWarning, SolverError
 
 __all__ = ["CvxpyFormulation", "solve_cvxpy"]
 
 logger = logging.getLogger("rtplan.optimizers")
-
-_INACTIVE_BOUND = 1e7
-
-#: Largest soft weight inside the CVXPY problem (and the largest weight of a level bound's
-#: terms inside its constraint). Interior-point and splitting solvers stop on absolute
-#: floors (``max(1, ...)`` in their residual tests); planner weights such as ``1 / Rx**2``
-#: make objectives of 1e-5 whose optimum those floors cannot resolve (Clarabel returned
-#: "optimal" levels 2-150 % high, OSQP 1.6 %). Reported values are always in the caller's
-#: units.
-_OBJECTIVE_SCALE = 100.0
-
-
-def _weight_scale(weights) -> float:
-    """Factor that brings the largest of ``weights`` to :data:`_OBJECTIVE_SCALE`."""
-    w_max = max((abs(float(w)) for w in weights), default=0.0)
-    return _OBJECTIVE_SCALE / w_max if w_max > 0 and np.isfinite(w_max) else 1.0
 
 
 class CvxpyFormulation:
@@ -93,8 +66,7 @@ class CvxpyFormulation:
 
     def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
         require_problem(problem)
-        import cvxpy as cp
-
+        cp = import_cvxpy()
         self.problem = problem
         self.elastic = elastic
         n = problem.n_beamlets
@@ -102,7 +74,7 @@ class CvxpyFormulation:
         self.d = (
             cp.Variable(problem.union_rows.size, name="dose") if problem.union_rows.size else None
         )
-        cons = []
+        cons: list[Any] = []
         if self.d is not None:
             cons.append(self.d == problem.a_union @ self.x)
         self.weight_params: dict[int, Any] = {}
@@ -111,7 +83,7 @@ class CvxpyFormulation:
         #: factor applied to each level bound's constraint (both sides), by term index
         self.bound_scales: dict[int, float] = {}
         self.objective_scale = (
-            1.0 if elastic else _weight_scale(t.weight for t in problem.soft_terms)
+            1.0 if elastic else weight_scale(t.weight for t in problem.soft_terms)
         )
         self.slacks: dict[int, Any] = {}
         #: CVXPY constraints of each hard term (by term index): their ``dual_value`` holds
@@ -122,8 +94,9 @@ class CvxpyFormulation:
             and bool(np.all(problem.local_index[n] == np.arange(problem.union_rows.size)))
             for n in problem.local_index
         }
-        objective = 0
-        self._aux: list = []
+        objective: Any = 0
+        #: auxiliary constraints added by the canonicalisers (:meth:`CvxpyContext.constrain`)
+        self.aux_constraints: list[Any] = []
         for k, t in enumerate(problem.terms):
             if t.hard:
                 self.constraints[k] = self._hard(k, t)
@@ -131,148 +104,35 @@ class CvxpyFormulation:
             elif not elastic:
                 w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
-                objective = objective + w * self._soft(k, t)
+                objective = objective + w * canonicalize(t, CvxpyContext(self, t, k))
         if elastic:
             objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
-        self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self._aux)
+        self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self.aux_constraints)
 
     # -- pieces ------------------------------------------------------------------------
-    def _ds(self, t: Term):
-        if self._full[t.structure]:
-            return self.d
-        return self.d[self.problem.local_index[t.structure]]
-
-    def _p(self, t: Term):
-        return self.problem.p[t.structure]
-
-    def _level(self, k: int, t: Term, store: dict | None = None):
-        import cvxpy as cp
-
-        store = self.level_params if store is None else store
-        if k not in store:
-            store[k] = cp.Parameter(value=float(t.dose_gy), name=f"level{k}")
-        return store[k]
-
-    def _mean_sq(self, t: Term, r):
-        """``sum_i p_i r_i**2`` written as a sum of squares (fast canonicalisation)."""
-        import cvxpy as cp
-
-        p = self._p(t)
-        if np.all(p == p[0]):
-            return float(p[0]) * cp.sum_squares(r)
-        return cp.sum_squares(cp.multiply(np.sqrt(p), r))
-
-    def _cvar(self, t: _DVH):
-        import cvxpy as cp
-
-        z = cp.Variable(name=f"zeta_{t.structure}")
-        p = self._p(t)
-        ds = self._ds(t)
-        if isinstance(t, MaxDVH):
-            v = t.volume_pct / 100.0
-            return z + (1.0 / v) * (p @ cp.pos(ds - z))
-        q = 1.0 - t.volume_pct / 100.0
-        return z - (1.0 / q) * (p @ cp.pos(z - ds))
-
-    def _geud(self, t: GEUD):
-        import cvxpy as cp
-
-        ds = self._ds(t)
-        p = self._p(t)
-        if t.a == 1:
-            return p @ ds
-        return cp.pnorm(cp.multiply(p ** (1.0 / t.a), ds), t.a)
-
-    def _soft(self, k: int, t: Term):
-        import cvxpy as cp
-
-        if not t.convex:
-            raise InvalidProblemError(
-                f"{t.label}: {type(t).__name__} is not convex and CVXPY needs convex terms; "
-                "use MinDVH/MaxDVH (CVaR) or method='first_order'."
-            )
-        if isinstance(t, Smoothness):
-            return (1.0 / t.operator.shape[0]) * cp.sum_squares(t.operator @ self.x)
-        if isinstance(t, TotalMU):
-            return cp.sum(self.x)
-        # Levels are parameters; to stay DPP (a weight parameter may only multiply a
-        # parameter-free expression) the parametrised residual goes into a constraint on an
-        # auxiliary variable and the objective squares that variable.
-        if isinstance(t, (Overdose, Underdose)):  # includes soft MaxDose / MinDose
-            r = cp.Variable(self.problem.local_index[t.structure].size, nonneg=True, name=f"r{k}")
-            if isinstance(t, Overdose):
-                self._aux.append(r >= self._ds(t) - self._level(k, t))
-            else:
-                self._aux.append(r >= self._level(k, t) - self._ds(t))
-            return self._mean_sq(t, r)
-        if isinstance(t, Prescription):
-            r = cp.Variable(self.problem.local_index[t.structure].size, name=f"r{k}")
-            self._aux.append(r == self._ds(t) - self._level(k, t))
-            return self._mean_sq(t, r)
-        if isinstance(t, MeanDose):
-            return self._p(t) @ self._ds(t)
-        if isinstance(t, GEUD):
-            g = self._geud(t)
-            return g if t.a >= 1 else -g
-        if isinstance(t, _DVH):
-            c = self._cvar(t)
-            u = cp.Variable(nonneg=True, name=f"u{k}")
-            self._aux.append(
-                u >= (c - self._level(k, t) if t.sense == "<=" else self._level(k, t) - c)
-            )
-            return cp.square(u)
-        raise InvalidProblemError(f"{t.label}: no CVXPY translation for {type(t).__name__}.")
-
-    def _quantity(self, t: Term):
-        if isinstance(t, MeanDose):
-            return self._p(t) @ self._ds(t)
-        if isinstance(t, GEUD):
-            return self._geud(t)
-        if isinstance(t, _DVH):
-            return self._cvar(t)
-        if isinstance(t, _LevelBound):
-            c = self._level_bound_scale(t)
-            return sum((c * s.weight) * self._soft_const(s) for s in t.terms)
-        raise InvalidProblemError(f"{t.label}: no CVXPY translation as a hard constraint.")
-
-    def _soft_const(self, s: Term):
-        """Soft expression of ``s`` with its level as a constant (inside level bounds)."""
-        import cvxpy as cp
-
-        if isinstance(s, Overdose):
-            return self._mean_sq(s, cp.pos(self._ds(s) - s.dose_gy))
-        if isinstance(s, Underdose):
-            return self._mean_sq(s, cp.pos(s.dose_gy - self._ds(s)))
-        if isinstance(s, Prescription):
-            return self._mean_sq(s, self._ds(s) - s.dose_gy)
-        if isinstance(s, _DVH):
-            c = self._cvar(s)
-            return cp.square(cp.pos(c - s.dose_gy if s.sense == "<=" else s.dose_gy - c))
-        return self._soft(-1, s)
+    def covers_union(self, structure: str) -> bool:
+        """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
+        return self._full[structure]
 
     @staticmethod
     def _level_bound_scale(t: Term) -> float:
         """Factor on both sides of a level bound (1 for every other hard term)."""
-        return _weight_scale(s.weight for s in t.terms) if isinstance(t, _LevelBound) else 1.0
+        return weight_scale(s.weight for s in t.terms) if isinstance(t, _LevelBound) else 1.0
 
-    def _hard(self, k: int, t: Term):
-        import cvxpy as cp
-
+    def _hard(self, k: int, t: Term) -> list[Any]:
+        cp = import_cvxpy()
         c = self._level_bound_scale(t)
         self.bound_scales[k] = c
-        b = cp.Parameter(value=c * float(t.dose_gy), name=f"bound{k}")
+        bound = t.threshold()
+        b = cp.Parameter(value=c * bound, name=f"bound{k}")
         self.bound_params[k] = b
+        b_eff: Any = b
         if self.elastic:
             s = cp.Variable(nonneg=True, name=f"slack{k}")
             self.slacks[k] = s
-            scale = max(abs(c * float(t.dose_gy)), 1.0)
+            scale = max(abs(c * bound), 1.0)
             b_eff = b + scale * s if t.sense == "<=" else b - scale * s
-        else:
-            b_eff = b
-        if isinstance(t, (MaxDose, MinDose)):
-            ds = self._ds(t)
-            return [ds <= b_eff] if t.sense == "<=" else [ds >= b_eff]
-        q = self._quantity(t)
+        q = canonicalize(t, CvxpyContext(self, t, k))
         return [q <= b_eff] if t.sense == "<=" else [q >= b_eff]
 
     # -- parameters --------------------------------------------------------------------
@@ -309,9 +169,9 @@ class CvxpyFormulation:
                     "levels and bounds can change in a built formulation; build a new one."
                 )
             if k in self.level_params:
-                self.level_params[k].value = float(t_new.dose_gy)
+                self.level_params[k].value = t_new.threshold()
             if k in self.bound_params:
-                self.bound_params[k].value = self.bound_scales[k] * float(t_new.dose_gy)
+                self.bound_params[k].value = self.bound_scales[k] * t_new.threshold()
         self.problem = problem
         self._set_weight_values({k: t.weight for k, t in enumerate(problem.terms)})
 
@@ -331,7 +191,7 @@ class CvxpyFormulation:
         weight parameter (parameter values only: the problem stays DPP)."""
         if not self.weight_params:
             return
-        self.objective_scale = _weight_scale(weights[k] for k in self.weight_params)
+        self.objective_scale = weight_scale(weights[k] for k in self.weight_params)
         for k, w in self.weight_params.items():
             w.value = self.objective_scale * float(weights[k])
 
@@ -360,13 +220,13 @@ def solve_cvxpy(
     problem : Problem
         The problem.
     solver : {"CLARABEL", "OSQP", "SCS", "MOSEK"}, optional
-        Back-end (default Clarabel).
+        Solver (default Clarabel; :func:`optimizers.available_solvers` lists those installed).
     formulation : CvxpyFormulation, optional
         A formulation built earlier for this problem, or for one that differs only in
         weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
         skips canonicalisation.
     solver_options : dict, optional
-        Options passed to the back-end (override the adapter's defaults).
+        Options passed to the solver (override the adapter's defaults).
     verbose : bool, optional
         Solver output.
     explain_infeasible : bool, optional
@@ -387,67 +247,66 @@ def solve_cvxpy(
         The hard constraints contradict each other (the message names them), or the
         objective is unbounded (the message names the maximised terms).
     SolverError
-        The back-end is missing or crashed.
+        The solver is missing or crashed.
 
     Warns
     -----
     OptimizerWarning
-        The back-end returned an inaccurate solution.
+        The solver returned an inaccurate solution.
     """
-    import cvxpy as cp
-
+    cp = import_cvxpy()
     t0 = time.perf_counter()
-    backend = get_backend(solver)
-    backend.import_backend()
+    adapter = get_solver(solver)
+    adapter.import_solver()
     if formulation is None:
         formulation = CvxpyFormulation(problem)
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
     try:
-        data, chain, inverse = prob.get_problem_data(backend.cvxpy_name)
+        data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)
     except cp.error.SolverError as exc:
         raise SolverError(
-            f"Solver back-end `{backend.name}` cannot handle this problem ({exc}); the terms need "
+            f"Solver `{adapter.name}` cannot handle this problem ({exc}); the terms need "
             "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
         ) from exc
     t_setup = time.perf_counter() - t0
-    out = backend.solve(SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose))
+    out = adapter.solve(SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose))
     t_solver = time.perf_counter() - t0 - t_setup
     status = out.status
     x = None
     if status in SOLUTION_PRESENT:
         try:
-            _unpack(prob, out.raw, chain, inverse)
+            unpack(prob, out.raw, chain, inverse)
             formulation._unscale_duals()
             x = formulation.x.value
         except Exception as exc:  # noqa: BLE001
-            logger.warning("could not unpack the %s solution: %s", backend.name, exc, exc_info=True)
+            logger.warning("could not unpack the %s solution: %s", adapter.name, exc, exc_info=True)
             x = None
         if x is None:
             status = Status.SOLVER_ERROR
     if status in (Status.INFEASIBLE, Status.UNBOUNDED):
-        raise _explain(problem, status, backend.name, solver_options, explain_infeasible)
+        raise _explain(problem, status, adapter.name, solver_options, explain_infeasible)
     if status == Status.SOLVER_ERROR or x is None:
         raise SolverError(
-            f"Solver back-end `{backend.name}` ended with native status {out.native_status!r} "
-            "and no solution; try another back-end or solve_first_order."
+            f"Solver `{adapter.name}` ended with native status {out.native_status!r} "
+            "and no solution; try another solver or solve_first_order."
         )
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
     if status == Status.OPTIMAL_INACCURATE:
         warnings.warn(
-            f"Solver `{backend.name}` returned an inaccurate solution (native status "
-            f"{out.native_status!r}); tighten its tolerances or try another back-end.",
+            f"Solver `{adapter.name}` returned an inaccurate solution (native status "
+            f"{out.native_status!r}); tighten its tolerances or try another solver.",
             OptimizerWarning,
             stacklevel=2,
         )
     viol, per = problem.max_violation(x)
     msg = {
-        Status.OPTIMAL: f"Optimal solution found by {backend.name}.",
-        Status.OPTIMAL_INACCURATE: f"Inaccurate solution returned by {backend.name}.",
-        Status.ITERATION_LIMIT: f"{backend.name} stopped at its iteration limit.",
-        Status.TIME_LIMIT: f"{backend.name} stopped at its time limit.",
-        Status.CALLBACK_STOP: f"{backend.name} stopped by a callback.",
+        Status.OPTIMAL: f"Optimal solution found by {adapter.name}.",
+        Status.OPTIMAL_INACCURATE: f"Inaccurate solution returned by {adapter.name}.",
+        Status.ITERATION_LIMIT: f"{adapter.name} stopped at its iteration limit.",
+        Status.TIME_LIMIT: f"{adapter.name} stopped at its time limit.",
+        Status.CALLBACK_STOP: f"{adapter.name} stopped by a callback.",
     }[status]
     return OptimizationResult(
         x=x,
@@ -459,7 +318,7 @@ def solve_cvxpy(
         solve_time_s=time.perf_counter() - t0,
         term_values=problem.evaluate(x),
         extras={
-            "solver": backend.name,
+            "solver": adapter.name,
             "native_status": out.native_status,
             "setup_time_s": t_setup,
             "solver_time_s": t_solver,
@@ -473,7 +332,7 @@ def solve_cvxpy(
 
 def _explain(problem, status, solver, options, explain) -> InfeasibleError:
     if status == Status.UNBOUNDED:
-        names = [t.label for t in problem.soft_terms if isinstance(t, GEUD) and t.a < 1]
+        names = [t.label for t in problem.soft_terms if t.maximises]
         return InfeasibleError(
             f"The objective is unbounded below (solver {solver}); the maximised terms "
             + (", ".join(f"`{n}`" for n in names) or "(none found)")
@@ -483,12 +342,12 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
     if not explain or not hard:
         return InfeasibleError(f"The hard constraints are infeasible (solver {solver}).")
     elastic = CvxpyFormulation(problem, elastic=True)
-    backend = get_backend(solver)
-    data, chain, inverse = elastic.cvx_problem.get_problem_data(backend.cvxpy_name)
-    out = backend.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))
+    adapter = get_solver(solver)
+    data, chain, inverse = elastic.cvx_problem.get_problem_data(adapter.cvxpy_name)
+    out = adapter.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))
     relaxed, binding = [], []
     if out.status in SOLUTION_PRESENT:
-        _unpack(elastic.cvx_problem, out.raw, chain, inverse)
+        unpack(elastic.cvx_problem, out.raw, chain, inverse)
         x = np.clip(np.asarray(elastic.x.value, dtype=np.float64), 0, None)
         d = problem.union_dose(x)
         for k, t in enumerate(problem.terms):
@@ -496,7 +355,7 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
                 continue
             sl = elastic.slacks[k].value
             c = elastic.bound_scales[k]  # slacks are in units of the scaled constraint
-            scale = max(abs(c * float(t.dose_gy)), 1.0) / c
+            scale = max(abs(c * t.threshold()), 1.0) / c
             if sl is not None and float(sl) > 1e-5:
                 relaxed.append(f"`{t.label}` (misses by {float(sl) * scale:.3g})")
                 continue
@@ -506,7 +365,7 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
                 q = float(dd.max()) if t.sense == "<=" else float(dd.min())
             else:
                 q = problem.term_quantity(t, d, x)
-            if abs(q - float(t.dose_gy)) <= 1e-3 * scale:
+            if abs(q - t.threshold()) <= 1e-3 * scale:
                 binding.append(f"`{t.label}`")
     if not relaxed:
         relaxed = [f"`{t.label}`" for t in hard]
@@ -520,7 +379,7 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
     )
 
 
-def _unpack(cvx_problem, raw, chain, inverse) -> None:
+def unpack(cvx_problem, raw, chain, inverse) -> None:
     """``Problem.unpack_results`` without CVXPY's own inaccuracy warning (rtplan warns with
     :class:`OptimizerWarning` instead)."""
     with warnings.catch_warnings():

@@ -33,8 +33,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._problem import Problem, constraint_scale, require_problem
-from ._terms import GEUD, MaxDose, MeanDose, MinDose, Term, _LevelBound
+from ._cvxpy import unpack
+from ._cvxpy_canon import import_cvxpy
+from ._problem import Problem, constraint_scale, require_problem, structure_of
+from ._result import SOLUTION_PRESENT, Status
+from ._solvers import SolveData, get_solver
+from ._terms import Term, _LevelBound
 
 __all__ = [
     "CERTIFICATE_MARGIN",
@@ -162,11 +166,9 @@ class FeasibilityCertificate:
 
 
 def _checkable(t: Term) -> bool:
-    if isinstance(t, (MaxDose, MinDose)):
-        return True
-    if isinstance(t, GEUD):
-        return t.a == 1.0  # the mean; other gEUD bounds are left out (a relaxation)
-    return isinstance(t, MeanDose)
+    """The LP can hold ``t``: it is linear in the dose (per voxel, or on the weighted mean,
+    e.g. a gEUD with ``a = 1``); other bounds are left out (a relaxation)."""
+    return t.linear
 
 
 def _pick_rows(viol: np.ndarray | None, n: int, keep: int) -> np.ndarray:
@@ -201,7 +203,7 @@ def certify_hard_constraints(
     x : (n_beamlets,) array, MU, optional
         A solver's iterate: the voxels it violates most are kept first.
     solver : str, optional
-        CVXPY back-end of the LP (default Clarabel).
+        CVXPY solver of the LP (default Clarabel).
     max_nonzeros : int, optional
         Budget of influence-matrix non-zeros in the LP (default
         :data:`CERTIFICATE_NONZEROS`).
@@ -217,18 +219,15 @@ def certify_hard_constraints(
     FeasibilityCertificate
     """
     require_problem(problem)
-    import cvxpy as cp
-
-    from ._backends import SolveData, get_backend
-    from ._cvxpy import _unpack
-    from ._result import SOLUTION_PRESENT, Status
-
+    cp = import_cvxpy()
     t0 = time.perf_counter()
     # lexicographic level bounds are not goals: the question is whether the goals agree
     hard = [t for t in problem.hard_terms if not isinstance(t, _LevelBound)]
     checked = [t for t in hard if _checkable(t)]
     not_checked = tuple(t.label for t in hard if not _checkable(t))
-    total_rows = sum(problem.structures[t.structure].size if t.per_voxel else 1 for t in checked)
+    total_rows = sum(
+        problem.structures[structure_of(t)].size if t.per_voxel else 1 for t in checked
+    )
     if not checked:
         return FeasibilityCertificate("not_disproved", 0.0, not_checked=not_checked)
     a_u = problem.a_union
@@ -239,8 +238,8 @@ def certify_hard_constraints(
     slacks = {t.label: cp.Variable(nonneg=True, name=f"s{k}") for k, t in enumerate(checked)}
     cons, kept, n_rows = [], {}, 0
     for t in checked:
-        loc = problem.local_index[t.structure]
-        b, s_k = float(t.dose_gy), constraint_scale(t) * slacks[t.label]
+        loc = problem.local_index[structure_of(t)]
+        b, s_k = t.threshold(), constraint_scale(t) * slacks[t.label]
         sgn = 1.0 if t.sense == "<=" else -1.0
         if t.per_voxel:
             viol = None if d is None else sgn * (d[loc] - b)
@@ -250,7 +249,7 @@ def certify_hard_constraints(
             n_rows += pos.size
         else:  # the mean over every voxel, exactly: one row p^T A_s
             w = np.zeros(a_u.shape[0])  # no copy of the structure's rows
-            w[loc] = problem.p[t.structure]
+            w[loc] = problem.p[structure_of(t)]
             mean_row = np.asarray(a_u.T @ w, dtype=np.float64)
             rows = sp.csr_matrix(mean_row.reshape(1, -1))
             n_rows += 1
@@ -258,16 +257,16 @@ def certify_hard_constraints(
         expr = rows @ xv
         cons.append(expr <= b + s_k if sgn > 0 else expr >= b - s_k)
     lp = cp.Problem(cp.Minimize(cp.sum(cp.hstack(list(slacks.values())))), cons)
-    backend = get_backend(solver)
-    backend.import_backend()
-    data, chain, inverse = lp.get_problem_data(backend.cvxpy_name)
-    out = backend.solve(SolveData(lp, chain, inverse, data, {}))
+    adapter = get_solver(solver)
+    adapter.import_solver()
+    data, chain, inverse = lp.get_problem_data(adapter.cvxpy_name)
+    out = adapter.solve(SolveData(lp, chain, inverse, data, {}))
 
-    common = dict(
+    common: dict[str, Any] = dict(
         not_checked=not_checked,
         n_rows=n_rows,
         n_rows_total=total_rows,
-        solver=backend.name,
+        solver=adapter.name,
     )
     unavailable = FeasibilityCertificate(
         "unavailable", float("nan"), solve_time_s=time.perf_counter() - t0, **common
@@ -275,7 +274,7 @@ def certify_hard_constraints(
     if out.status not in SOLUTION_PRESENT or out.status == Status.ITERATION_LIMIT:
         logger.warning("certificate LP ended with %s", out.native_status)
         return unavailable
-    _unpack(lp, out.raw, chain, inverse)
+    unpack(lp, out.raw, chain, inverse)
     x_lp = np.clip(np.asarray(xv.value, dtype=np.float64), 0.0, None)
     sl = {k: max(float(v.value), 0.0) for k, v in slacks.items()}
     total = float(sum(sl.values()))
@@ -291,7 +290,7 @@ def certify_hard_constraints(
                 continue
             q = kept[t.label] @ x_lp
             q = float(q.max() if t.sense == "<=" else q.min())
-            if abs(q - float(t.dose_gy)) <= 1e-3 * constraint_scale(t):
+            if abs(q - t.threshold()) <= 1e-3 * constraint_scale(t):
                 binding.append(t.label)
         return FeasibilityCertificate(
             "infeasible",

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ._problem import Problem
-from ._result import OptimizationResult
-from ._solve import solve
+from ._result import OptimizationResult, Status
+from ._solve import DEFAULT_METHOD, solve
 from ._terms import Term, _LevelBound
 from .errors import InvalidProblemError
 
@@ -63,6 +63,19 @@ class LexicographicResult:
         The last level's result (its ``term_values`` list every term of every level).
     solve_time_s : float
         Total wall time, s.
+    status : Status
+        ``optimal`` when every level is; ``optimal_inaccurate`` when every level succeeded
+        and one is inaccurate; otherwise the status of the most important level that did
+        not succeed (e.g. ``iteration_limit``).
+    success : bool
+        ``status`` is ``optimal`` or ``optimal_inaccurate`` (every level succeeded).
+    message : str
+        A readable sentence naming the level behind ``status``.
+
+    Notes
+    -----
+    .. versionadded:: 0.2.0
+       ``status`` and ``message``, in the vocabulary of :class:`OptimizationResult`.
     """
 
     x: np.ndarray
@@ -71,9 +84,30 @@ class LexicographicResult:
     solve_time_s: float
 
     @property
+    def status(self) -> Status:
+        """Outcome of the whole run (see the class attributes)."""
+        for lv in self.levels:
+            if not lv.result.success:
+                return lv.result.status
+        inaccurate = any(lv.result.status == Status.OPTIMAL_INACCURATE for lv in self.levels)
+        return Status.OPTIMAL_INACCURATE if inaccurate else Status.OPTIMAL
+
+    @property
     def success(self) -> bool:
         """Every level solved successfully."""
-        return all(lv.result.success for lv in self.levels)
+        return self.status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE)
+
+    @property
+    def message(self) -> str:
+        """One sentence: the outcome and, when a level did not succeed, which one."""
+        n = len(self.levels)
+        for lv in self.levels:
+            if not lv.result.success:
+                status, why = lv.result.status, lv.result.message
+                return f"Priority level {lv.level} of {n} ended {status}: {why}"
+        if self.status == Status.OPTIMAL_INACCURATE:
+            return f"All {n} priority levels solved, at least one inaccurately."
+        return f"All {n} priority levels solved to optimality."
 
     def __repr__(self) -> str:
         rows = "\n".join(
@@ -82,7 +116,8 @@ class LexicographicResult:
             for lv in self.levels
         )
         return (
-            f"LexicographicResult(success={self.success}, {len(self.levels)} levels, "
+            f"LexicographicResult(message={self.message!r}, success={self.success}, "
+            f"status={self.status.value}, {len(self.levels)} levels, "
             f"{self.solve_time_s:.3f} s\n{rows}\n)"
         )
 
@@ -105,7 +140,7 @@ def solve_lexicographic(
     *,
     constraints: Sequence[Term] = (),
     voxel_weights: Mapping[str, Any] | None = None,
-    method: str = "cvxpy",
+    method: str = DEFAULT_METHOD,
     slip_rel: float = 0.03,
     slip_abs: float = 0.0,
     matrix_dtype: Any = np.float64,
@@ -130,8 +165,12 @@ def solve_lexicographic(
         Hard constraints applied at every level.
     voxel_weights : dict of str to array, optional
         Per-voxel weights (see :class:`Problem`).
-    method : {"cvxpy", "first_order"}, optional
-        Solver for each level (default ``"cvxpy"``, which handles DVH goals).
+    method : {"first_order", "cvxpy"}, optional
+        Method of each level's solve (default ``"first_order"``, as in :func:`solve`);
+        ``"cvxpy"`` solves the exact convex terms (CVaR DVH goals without smoothing).
+
+        .. versionchanged:: 0.2.0
+           The default was ``"cvxpy"``; it is now the default of :func:`solve`.
     slip_rel : float, optional
         Relative slip allowed on earlier levels' objectives (default 0.03 = 3 %).
     slip_abs : float, optional
@@ -195,7 +234,7 @@ def solve_lexicographic(
     bounds: list[_LevelBound] = []
     done: list[LevelResult] = []
     x_prev = None
-    res = None
+    res: OptimizationResult | None = None
     for i, lv in enumerate(levels):
         hard += [t for t in lv if t.hard]
         soft = [t for t in lv if not t.hard]
@@ -215,6 +254,7 @@ def solve_lexicographic(
         bounds.append(_LevelBound(soft, bound, i))
         done.append(LevelResult(i, tuple(t.label for t in soft), achieved, bound, achieved, res))
         x_prev = res.x
+    assert res is not None  # `levels` is not empty
     # final value of each level at the last solution
     final_prob = base.with_terms(all_terms)
     d = final_prob.union_dose(res.x)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from array_api_compat import array_namespace
 
+from ._surrogates import first_order_surrogate
 from ._terms import Term, _LevelBound
 from .errors import InvalidProblemError
 
@@ -41,7 +43,7 @@ def constraint_scale(term: Term) -> float:
     if isinstance(term, _LevelBound):
         total_weight = sum(abs(t.weight) for t in term.terms)
         return max(abs(term.bound), LEVEL_SCALE_FLOOR * total_weight, 1e-300)
-    return max(abs(term.dose_gy), 1.0)
+    return max(abs(term.threshold()), 1.0)
 
 
 #: Rows of the union matrix with at least this fraction of non-zero entries are multiplied
@@ -122,6 +124,13 @@ class _MatrixCache:
         return self._blocks[names]
 
 
+def structure_of(term: Term) -> str:
+    """The structure name of a dose term (InvalidProblemError for a fluence term)."""
+    if term.structure is None:
+        raise InvalidProblemError(f"{term.label} acts on the fluence: it has no structure.")
+    return term.structure
+
+
 def require_problem(problem: Any, name: str = "problem") -> None:
     """Raise TypeError naming ``name`` unless ``problem`` is a :class:`Problem`."""
     if not isinstance(problem, Problem):
@@ -165,8 +174,6 @@ def _as_csr(matrix: Any) -> Any:
 def _isfinite(a: Any) -> Any:
     if isinstance(a, np.ndarray):
         return np.isfinite(a)
-    from array_api_compat import array_namespace
-
     return array_namespace(a).isfinite(a)
 
 
@@ -302,7 +309,7 @@ class Problem:
                 raise InvalidProblemError(
                     f"`terms` must hold optimizers terms (e.g. Overdose, MaxDose), got {t!r}."
                 )
-        for t in self._flatten(terms):
+        for t in self.flatten(terms):
             if t.acts_on == "dose":
                 if t.structure not in self.structures:
                     raise InvalidProblemError(
@@ -322,15 +329,16 @@ class Problem:
         return terms
 
     @staticmethod
-    def _flatten(terms):
+    def flatten(terms: Iterable[Term]) -> Iterator[Term]:
+        """``terms`` with each lexicographic level bound replaced by the terms it sums."""
         for t in terms:
             if isinstance(t, _LevelBound):
-                yield from Problem._flatten(t.terms)
+                yield from Problem.flatten(t.terms)
             else:
                 yield t
 
     def _all_dose_terms(self):
-        return [t for t in self._flatten(self.terms) if t.acts_on == "dose"]
+        return [t for t in self.flatten(self.terms) if t.acts_on == "dose"]
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -382,7 +390,8 @@ class Problem:
         return np.asarray(self.matrix @ x, dtype=np.float64)
 
     def term_dose(self, term: Term, d_union: np.ndarray) -> np.ndarray:
-        return d_union[self.local_index[term.structure]]
+        """Dose in ``term``'s structure, Gy, ``(n_s,)``, from the union dose ``d_union``."""
+        return d_union[self.local_index[structure_of(term)]]
 
     def term_objective(
         self, term: Term, d_union: np.ndarray, x: np.ndarray, *, smooth: bool = False
@@ -394,15 +403,17 @@ class Problem:
                 s.weight * self.term_objective(s, d_union, x, smooth=smooth) for s in term.terms
             )
         if term.acts_on == "fluence":
-            return term.value(x)
-        value = term.fo_value if smooth else term.value
-        return value(self.term_dose(term, d_union), self.p[term.structure])
+            return term.value(x, None)
+        d, p = self.term_dose(term, d_union), self.p[structure_of(term)]
+        if smooth:
+            return first_order_surrogate(term).value(term, d, p)
+        return term.value(d, p)
 
     def term_quantity(self, term: Term, d_union: np.ndarray, x: np.ndarray) -> float:
         """The quantity a hard term bounds (for level bounds: the level's objective)."""
         if isinstance(term, _LevelBound):
             return self.term_objective(term, d_union, x)
-        return term.quantity(self.term_dose(term, d_union), self.p[term.structure])
+        return term.quantity(self.term_dose(term, d_union), self.p[structure_of(term)])
 
     def objective(self, x: Any, *, d_union: np.ndarray | None = None) -> float:
         """Weighted objective ``sum_k weight_k * value_k(x)`` of the soft terms
@@ -421,9 +432,9 @@ class Problem:
             if isinstance(t, _LevelBound):
                 out[t.label] = self.term_objective(t, d, x)
             elif t.acts_on == "fluence":
-                out[t.label] = t.value(x)
+                out[t.label] = t.value(x, None)
             else:
-                out.update(t.reported(self.term_dose(t, d), self.p[t.structure]))
+                out.update(t.reported(self.term_dose(t, d), self.p[structure_of(t)]))
         return out
 
     def max_violation(
@@ -438,7 +449,7 @@ class Problem:
         d = self.union_dose(x) if d_union is None else d_union
         per = {}
         for t in self.hard_terms:
-            b = t.dose_gy
+            b = t.threshold()
             if t.per_voxel:
                 dd = self.term_dose(t, d)
                 q = float(dd.max()) if t.sense == "<=" else float(dd.min())

@@ -13,9 +13,9 @@ __all__ = ["SOLUTION_PRESENT", "OptimizationResult", "Status"]
 
 
 class Status(str, enum.Enum):
-    """Outcome of a solve, shared by every back-end.
+    """Outcome of a solve, shared by every method and solver.
 
-    The vocabulary follows CVXPY's ``settings.py``; each back-end adapter maps its native
+    The vocabulary follows CVXPY's ``settings.py``; each solver adapter maps its native
     codes onto it and any code it does not know becomes :attr:`SOLVER_ERROR`.
     """
 
@@ -65,7 +65,7 @@ def _summarise(value: Any) -> str:
 
 @dataclass(frozen=True, repr=False)
 class OptimizationResult:
-    """Solution of a fluence optimisation, identical in shape for every back-end.
+    """Solution of a fluence optimisation, identical in shape for every method and solver.
 
     Attributes
     ----------
@@ -74,7 +74,7 @@ class OptimizationResult:
         :data:`SOLUTION_PRESENT`.
     objective : float
         Weighted objective value (sum of the soft terms' ``weight * value``), evaluated by
-        rtplan on ``x`` (not the back-end's own figure, so back-ends are comparable).
+        rtplan on ``x`` (not the solver's own figure, so solvers are comparable).
     status : Status
         Outcome (see :class:`Status`).
     success : bool
@@ -85,7 +85,7 @@ class OptimizationResult:
         Iterations (first-order: total inner iterations; CVXPY: the solver's count).
     n_dose_evals : int
         Sparse matrix-vector products with the influence matrix (forward and transpose),
-        or 0 where a back-end does not expose it.
+        or 0 where a solver does not expose it.
     solve_time_s : float
         Wall time of the whole solve, s (formulation included).
     term_values : dict of str to float

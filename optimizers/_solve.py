@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._cvxpy import solve_cvxpy
+from ._first_order import solve_first_order
 from ._problem import Problem, require_problem
 from ._result import OptimizationResult
 from .errors import InvalidProblemError
 
-__all__ = ["METHODS", "solve"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "solve"]
 
 METHODS = ("first_order", "cvxpy")
 
+#: The method :func:`solve` and :func:`optimizers.solve_lexicographic` use unless told.
+DEFAULT_METHOD = "first_order"
 
-def solve(problem: Problem, *, method: str = "first_order", **options: Any) -> OptimizationResult:
+
+def solve(problem: Problem, *, method: str = DEFAULT_METHOD, **options: Any) -> OptimizationResult:
     """Solve ``problem`` with ``method``.
 
     Parameters
@@ -21,10 +26,13 @@ def solve(problem: Problem, *, method: str = "first_order", **options: Any) -> O
     problem : Problem
         The problem.
     method : {"first_order", "cvxpy"}, optional
-        ``"first_order"`` (default): :func:`solve_first_order` (smooth terms, fast, numpy or
-        CuPy). ``"cvxpy"``: :func:`solve_cvxpy` (every term, including DVH/CVaR goals).
+        ``"first_order"`` (default, as in :func:`solve_lexicographic`):
+        :func:`solve_first_order` (smooth surrogates, fast, numpy or CuPy). ``"cvxpy"``:
+        :func:`solve_cvxpy` (exact convex terms, including CVaR DVH goals, with the solver
+        named by ``solver=``).
     **options
-        Passed to the chosen solver (e.g. ``solver="OSQP"`` for CVXPY, ``x0=`` for first-order).
+        Passed to the chosen method (e.g. ``solver="OSQP"`` for CVXPY, ``x0=`` for
+        first-order).
 
     Returns
     -------
@@ -32,11 +40,7 @@ def solve(problem: Problem, *, method: str = "first_order", **options: Any) -> O
     """
     require_problem(problem)
     if method == "first_order":
-        from ._first_order import solve_first_order
-
         return solve_first_order(problem, **options)
     if method == "cvxpy":
-        from ._cvxpy import solve_cvxpy
-
         return solve_cvxpy(problem, **options)
     raise InvalidProblemError(f"Unknown `method` {method!r}; choose one of {', '.join(METHODS)}.")

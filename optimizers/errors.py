@@ -14,7 +14,7 @@ class InvalidProblemError(OptimizerError, ValueError):
 class InfeasibleError(OptimizerError):
     """Hard constraints contradict each other; the message names the conflicting goals.
 
-    Raised only with evidence: a solver's infeasibility status (CVXPY back-ends) or a
+    Raised only with evidence: a CVXPY solver's infeasibility status or a
     certificate of :func:`optimizers.certify_hard_constraints` (first-order solver), kept
     in ``certificate`` (``None`` for CVXPY).
     """
@@ -25,7 +25,8 @@ class InfeasibleError(OptimizerError):
 
 
 class SolverError(OptimizerError, RuntimeError):
-    """A solver back-end crashed or is not installed; the message names it and what to try."""
+    """A solver crashed or is not installed (or CuPy for ``backend="cupy"``); the message
+    names it and what to try."""
 
 
 class OptimizerWarning(UserWarning):

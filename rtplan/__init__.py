@@ -9,26 +9,31 @@ from typing import TYPE_CHECKING
 from dose_engine import Grid
 
 from . import errors
-from ._delivery import DeliverableBeam, DeliverablePlan, Segment, SegmentError
-from ._image import Image
-from ._influence import influence_matrix
-from ._machine import (
+from ._internal.deprecation import moved_names
+from ._internal.version import __version__
+from .delivery import (
+    DeliverableBeam,
+    DeliverablePlan,
+    DoseComparison,
     JawModel,
     Machine,
     MachineError,
     MLCModel,
-    available_machines,
-    load_machine,
-)
-from ._patient import Patient, Structure
-from ._recalc import PlanDose, compute_plan_dose
-from ._segment_weights import (
-    DoseComparison,
+    Segment,
+    SegmentError,
     SegmentWeightResult,
+    available_machines,
     compare_doses,
+    load_machine,
     reoptimize_segment_weights,
 )
-from ._ssd import ssd_mm
+from .dose import (
+    PlanDose,
+    aperture_dose,
+    compute_plan_dose,
+    influence_matrix,
+    plan_aperture_dose,
+)
 from .evaluation import (
     DVH,
     DVHCollection,
@@ -40,30 +45,28 @@ from .evaluation import (
     parse_metric,
 )
 from .io import (
-    load_patient,
-    load_structure_set,
+    read_patient,
     read_rtdose,
     read_rtplan,
+    read_structure_set,
     write_rtdose,
     write_rtplan,
 )
+from .patient import Image, Patient, ssd_mm
 from .report import plan_json, write_plan_json, write_report
 from .sequencing import (
     PlanSequencing,
     SequencingError,
     SequencingResult,
-    aperture_dose,
-    plan_aperture_dose,
     sequence_fluence,
     sequence_plan,
 )
+from .structures import Structure
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
     from . import phantoms, planning, protocols
     from .planning import PlanResult, plan_patient
     from .protocols import Protocol, load_protocol
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",
@@ -86,9 +89,9 @@ __all__ = [
     "influence_matrix",
     "JawModel",
     "load_machine",
-    "load_patient",
+    "read_patient",
     "load_protocol",
-    "load_structure_set",
+    "read_structure_set",
     "Machine",
     "MachineError",
     "MLCModel",
@@ -140,10 +143,20 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+#: Deprecated names (one release), resolved with a warning naming the new one.
+_moved = moved_names(
+    __name__,
+    {
+        "load_patient": "rtplan.io:read_patient",
+        "load_structure_set": "rtplan.io:read_structure_set",
+    },
+)
+
+
 def __getattr__(name: str):
     """Import the heavy parts (planning, protocols, phantoms) on first access."""
     if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _moved(name)
     import importlib
 
     module = _LAZY[name]

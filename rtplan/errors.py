@@ -12,7 +12,26 @@ from __future__ import annotations
 
 #: A job would exceed a documented memory or work limit (``dose_engine._limits``; the
 #: message gives the estimate and the environment variable that raises the limit).
-from dose_engine.errors import ResourceLimitError  # noqa: F401  (re-exported)
+from dose_engine.errors import ResourceLimitError
+
+__all__ = [
+    "ClusterError",
+    "DicomReadError",
+    "DicomWarning",
+    "InputError",
+    "MachineError",
+    "OutputError",
+    "OutputExistsError",
+    "ProtocolError",
+    "ReferenceMismatchError",
+    "ResourceLimitError",
+    "RtplanError",
+    "RtplanWarning",
+    "SegmentError",
+    "SequencingError",
+    "SeriesError",
+    "StructureError",
+]
 
 
 class RtplanError(Exception):
@@ -41,6 +60,18 @@ class StructureError(InputError):
 
 class ProtocolError(InputError):
     """A planning protocol is malformed or names something the patient lacks."""
+
+
+class MachineError(InputError):
+    """A machine model file is malformed, or a machine name is unknown."""
+
+
+class SegmentError(InputError):
+    """An MLC segment or deliverable beam breaks the machine's limits or is malformed."""
+
+
+class SequencingError(InputError):
+    """A fluence map cannot be sequenced for this machine (outside the MLC, too wide, ...)."""
 
 
 class OutputExistsError(InputError, FileExistsError):

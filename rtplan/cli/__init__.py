@@ -3,7 +3,7 @@
 Each sub-command lives in its own module ``rtplan/cli/_<name>.py`` exposing
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
 Every exception becomes one line on stderr and the exit status of
-:mod:`rtplan._exit_status` (2: bad input, 3: internal error, 4: I/O error, 5: a limit,
+:mod:`rtplan._internal.exit_status` (2: bad input, 3: internal error, 4: I/O error, 5: a limit,
 6: the Dask scheduler, 130: interrupted); status 1 is reserved for "written, but a goal
 failed".  ``--debug`` (or ``RTPLAN_DEBUG=1``) prints the traceback as well.
 """
@@ -17,8 +17,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__
-from .._exit_status import (
+from .._internal.exit_status import (
     EXIT_INPUT_ERROR,
     EXIT_OK,
     EXIT_STATUSES,
@@ -26,7 +25,8 @@ from .._exit_status import (
     exit_status_for,
     one_line_message,
 )
-from .._limits import limit_overrides, limits_help
+from .._internal.version import __version__
+from ._limits import limit_overrides, limits_help
 
 __all__ = ["main"]
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sys
 
+from ..planning import plan_batch, read_manifest
+from ._plan import add_planning_options, planning_kwargs
+
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from ._plan import add_planning_options
-
     p = subparsers.add_parser(
         "batch",
         help="plan many patients on a Dask cluster (needs rtplan[dask])",
@@ -50,9 +51,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..planning import plan_batch, read_manifest
-    from ._plan import planning_kwargs
-
     entries = read_manifest(args.manifest)
     outcomes = plan_batch(
         entries,

@@ -10,12 +10,13 @@ commissioned beam model instead of the shipped 6 MV one.
 
 from __future__ import annotations
 
+from ..planning import run_demo
+from ._plan import add_planning_options, planning_kwargs
+
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from ._plan import add_planning_options
-
     p = subparsers.add_parser(
         "demo",
         help="plan the TG-119 C-shape phantom end to end (start here)",
@@ -40,9 +41,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..planning import run_demo
-    from ._plan import planning_kwargs
-
     result = run_demo(
         args.out_dir,
         phantom=args.phantom,

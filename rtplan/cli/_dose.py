@@ -14,13 +14,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .._internal.atomic import check_output_path
+from ..delivery._machine import load_machine
+from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
+from ..errors import InputError
+from ..io import read_patient
+from ..io._rtdose import write_rtdose
+from ..io._rtplan_read import read_rtplan_beams
+from ._plan import add_beam_model_option
+
 log = logging.getLogger("rtplan.cli")
 
 
 def register(subparsers) -> None:
     """Add the ``dose`` sub-command."""
-    from ._plan import add_beam_model_option
-
     p = subparsers.add_parser(
         "dose",
         help="recompute the dose of an RT-PLAN on its CT and write an RT-DOSE",
@@ -60,20 +67,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, check, compute, write; print a one-line summary."""
-    from .._atomic import check_output_path
-    from .._machine import load_machine
-    from .._recalc import compute_plan_dose, require_ct_volume, resolve_beam_model
-    from ..errors import InputError
-    from ..io import load_patient
-    from ..io._rtdose import write_rtdose
-    from ..io._rtplan_read import read_rtplan_beams
-
     check_output_path(args.out, overwrite=args.force, kind="file", what="--out")  # before work
     if not (args.dose_grid_mm > 0):
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
     model = resolve_beam_model(args.beam_model)
     machine = load_machine(args.machine) if args.machine else None
-    patient = load_patient(args.ct_dir, args.rtstruct)
+    patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
     plan = read_rtplan_beams(
         args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group

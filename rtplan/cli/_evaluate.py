@@ -20,7 +20,7 @@ protocol's external structure, else in the whole dose grid).
 Exit status: 0 when every goal is met (or no goals were asked for), 1 when at least one
 goal fails (a goal meeting only its acceptable level counts as met), 2 on bad input
 (unreadable files, mismatched frames of reference, unknown structures, negative doses);
-other failures have the statuses of :mod:`rtplan._exit_status`.
+other failures have the statuses of :mod:`rtplan._internal.exit_status`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import InputError, ReferenceMismatchError, StructureError
+from ..evaluation import DVHCollection, dvh, evaluate_goals, quality_indices
+from ..io import read_patient, read_rtdose, read_structure_set
+from ..protocols import apply_derived, load_protocol, parse_mapping_overrides
 
 __all__ = ["register", "run"]
 
@@ -79,11 +82,9 @@ def register(subparsers) -> None:
 def _structures(args):
     """Structures (name → Structure), the RT-STRUCT frame of reference UID and its
     (0010,0020) PatientID ("" when absent)."""
-    from ..io import load_patient, load_structure_set
-
-    ss = load_structure_set(args.rtstruct)
+    ss = read_structure_set(args.rtstruct)
     if args.ct:
-        patient = load_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
+        patient = read_patient(args.ct, args.rtstruct)  # checks the RT-STRUCT against the CT
         return patient.structures, patient.frame_of_reference_uid, ss.patient_id
     return ss.structures, ss.frame_of_reference_uid, ss.patient_id
 
@@ -98,13 +99,8 @@ def _outside(structure, grid) -> bool:
 
 def evaluate_files(args) -> dict:
     """Do the work of ``rtplan evaluate``; returns the JSON-ready result."""
-    from ..evaluation import DVHCollection, dvh, evaluate_goals, quality_indices
-    from ..io import read_rtdose
-
     protocol = None
     if args.protocol:
-        from ..protocols import load_protocol
-
         protocol = load_protocol(args.protocol)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -115,8 +111,6 @@ def evaluate_files(args) -> dict:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     structures, struct_for, struct_patient = _structures(args)
     if protocol is not None:  # derived structures the RT-STRUCT lacks
-        from ..protocols import apply_derived, parse_mapping_overrides
-
         structures = apply_derived(
             structures,
             protocol,
@@ -183,8 +177,6 @@ def evaluate_files(args) -> dict:
         "goals": None,
     }
     if protocol is not None:
-        from ..protocols import parse_mapping_overrides
-
         overrides = parse_mapping_overrides(args.map) if args.map else {}
         mapping = protocol.resolve_structures(list(structures), overrides=overrides)
         goals = protocol.evaluation_goals(mapping)

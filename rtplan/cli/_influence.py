@@ -11,7 +11,8 @@ columns = beamlets in beam order), the dose grid, the beams, the beamlet table a
 model's provenance; read it with :func:`dose_engine.load_influence_matrix`.
 
 Exit status: 0 on success, 2 on bad input (unreadable DICOM, unknown target, existing
-output without ``--force``); other failures have the statuses of :mod:`rtplan._exit_status`.
+output without ``--force``); other failures have the statuses of
+:mod:`rtplan._internal.exit_status`.
 A failed run leaves no output file behind.
 """
 
@@ -21,7 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
+from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
+from ..dose._influence import influence_matrix
 from ..errors import InputError
+from ..io import read_patient
 from ._plan import add_beam_model_option
 
 __all__ = ["register", "run"]
@@ -91,10 +95,6 @@ def run(args) -> int:
     """Run ``rtplan influence``; return the exit status."""
     from dose_engine import save_influence_matrix
 
-    from .._atomic import atomic_file, check_cache_dir, check_output_path
-    from .._influence import influence_matrix
-    from ..io import load_patient
-
     out = Path(args.out)
     check_output_path(out, overwrite=args.force, kind="file", what="--out")  # before any work
     check_cache_dir(args.cache_dir)
@@ -103,7 +103,7 @@ def run(args) -> int:
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:
         raise InputError("--dose-grid-mm and --beamlet-mm must be > 0 and --margin-mm >= 0.")
     gantry = _angles(args.gantry) if args.gantry else None
-    patient = load_patient(args.ct_dir, args.rtstruct)
+    patient = read_patient(args.ct_dir, args.rtstruct)
     im = influence_matrix(
         patient,
         target=args.target,

@@ -8,6 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..errors import InputError
+from ..io import read_ct, read_structure_set
+from ..io._load import combine
+
 
 def register(subparsers) -> None:
     """Add the ``inspect`` sub-command."""
@@ -128,17 +132,13 @@ def _text(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Load and summarise; return 0."""
-    from ..errors import InputError
-    from ..io import load_ct, load_structure_set
-    from ..io._load import combine
-
     if len(args.paths) > 2:
         raise InputError(
             f"`inspect` takes CT_DIR and RTSTRUCT (or an RTSTRUCT alone); got "
             f"{len(args.paths)} paths."
         )
     if len(args.paths) == 1 and Path(args.paths[0]).is_file():
-        ss = load_structure_set(args.paths[0])
+        ss = read_structure_set(args.paths[0])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             grid = ss.contour_grid()
@@ -148,12 +148,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ct = load_ct(
+            ct = read_ct(
                 args.paths[0],
                 series_uid=args.series_uid,
                 recursive=getattr(args, "recursive", False),
             )
-            ss = load_structure_set(args.paths[1]) if len(args.paths) == 2 else None
+            ss = read_structure_set(args.paths[1]) if len(args.paths) == 2 else None
             patient = combine(ct, ss)
         for w in caught:
             print(f"rtplan inspect: warning: {w.message}", file=sys.stderr)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..phantoms import PHANTOM_NAMES, write_phantom
+
 
 def register(subparsers) -> None:
     """Add the ``phantom`` sub-command."""
-    from ..phantoms import PHANTOM_NAMES
-
     p = subparsers.add_parser(
         "phantom",
         help="write a test phantom (CT series + RT-STRUCT)",
@@ -57,8 +57,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the phantom; print the written paths."""
-    from ..phantoms import write_phantom
-
     written = write_phantom(
         args.name,
         args.out_dir,

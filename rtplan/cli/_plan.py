@@ -2,7 +2,7 @@
 
 Exit status: 0 when every goal of the protocol is met, 1 when the plan was written but
 some goal failed or the safety layer warned (capped normalisation, beam balance, a failed
-implicit goal); failures have their own statuses (:mod:`rtplan._exit_status`).
+implicit goal); failures have their own statuses (:mod:`rtplan._internal.exit_status`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from ..planning import plan_and_write
 
 __all__ = ["register"]
 
@@ -130,8 +132,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..planning import plan_and_write
-
     result = plan_and_write(
         args.ct_dir,
         args.rtstruct,

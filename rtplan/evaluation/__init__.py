@@ -11,6 +11,7 @@ from ._goals import (
     GoalTable,
     Metric,
     evaluate_goals,
+    goal_dose_level_gy,
     parse_goal,
     parse_metric,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Metric",
     "dvh",
     "evaluate_goals",
+    "goal_dose_level_gy",
     "gradient_index",
     "homogeneity_index",
     "paddick_conformity_index",

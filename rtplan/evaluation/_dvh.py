@@ -47,7 +47,7 @@ import numpy as np
 
 from dose_engine._limits import check_limit
 
-from .._arguments import ARRAY, NUMBER, check_arguments, optional
+from .._internal.arguments import ARRAY, NUMBER, check_arguments, optional
 from ..errors import InputError, StructureError
 
 __all__ = ["DVH", "DVHCollection", "check_dose_values", "dvh"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from dose_engine import Grid
 
-from .._arguments import TEXT, check_arguments, require_instance
+from .._internal.arguments import NUMBER, TEXT, check_arguments, require_instance
 from ..errors import InputError, ProtocolError
 from ._dvh import DMAX_VOLUME_CC, DVH, DVHCollection, check_dose_values, dvh
 from ._metrics import (
@@ -49,6 +49,7 @@ from ._metrics import (
 )
 
 __all__ = [
+    "goal_dose_level_gy",
     "Goal",
     "GoalResult",
     "GoalTable",
@@ -852,3 +853,28 @@ def evaluate_goals(
         dvhs=DVHCollection(cache),
         prescription_gy=None if prescription_gy is None else float(prescription_gy),
     )
+
+
+@check_arguments(goal="rtplan.evaluation._goals:Goal", prescription_gy=NUMBER)
+def goal_dose_level_gy(goal: Goal, prescription_gy: float) -> float:
+    """The dose (Gy) a goal is about: the level of a dose metric (``%`` of Rx converted),
+    the dose of a ``V_x`` metric.
+
+    Parameters
+    ----------
+    goal : Goal
+    prescription_gy : float, Gy
+        Total prescription dose, for goals in ``%`` of it.
+
+    Returns
+    -------
+    float, Gy
+    """
+    kind = goal.metric.kind
+    if kind == "volume_at_dose_gy":
+        return float(goal.metric.value)
+    if kind == "volume_at_dose_rx_percent":
+        return float(goal.metric.value) / 100.0 * prescription_gy
+    if goal.unit == "%":
+        return goal.level / 100.0 * prescription_gy
+    return float(goal.level)

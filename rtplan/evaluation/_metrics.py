@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from .._arguments import NUMBER, check_arguments
-from .._messages import quote
+from .._internal.arguments import NUMBER, check_arguments
+from .._internal.messages import quote
 from ..errors import InputError
 from ._dvh import DVH
 

@@ -17,11 +17,11 @@ from pydicom.filereader import read_file_meta_info
 from dose_engine import Grid
 from dose_engine._limits import check_limit
 
-from .._arguments import path_argument
-from .._image import Image
-from .._messages import quote
-from .._patient import PATIENT_POSITIONS
+from .._internal.arguments import path_argument
+from .._internal.messages import quote
 from ..errors import DicomReadError, DicomWarning, InputError, SeriesError
+from ..patient._image import Image
+from ..patient._patient import PATIENT_POSITIONS
 from ._dicom_common import (
     floats,
     int_or,
@@ -34,7 +34,7 @@ from ._dicom_common import (
     tag_str,
 )
 
-__all__ = ["HU_LIMITS", "HU_LIMIT_VARIABLES", "CtSeries", "current_hu_limits", "load_ct"]
+__all__ = ["HU_LIMITS", "HU_LIMIT_VARIABLES", "CtSeries", "current_hu_limits", "read_ct"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -255,7 +255,7 @@ def _not_axial_message(p: Path, iop: np.ndarray) -> str:
     )
 
 
-def load_ct(
+def read_ct(
     ct_dir: str | os.PathLike,
     *,
     series_uid: str | None = None,

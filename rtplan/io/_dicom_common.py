@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 
 from dose_engine._limits import check_limit
 
-from .._messages import quote
+from .._internal.messages import quote
 from ..errors import DicomReadError
 
 __all__ = [

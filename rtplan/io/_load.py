@@ -1,4 +1,4 @@
-"""``load_patient``: CT series + RT-STRUCT → :class:`rtplan.Patient`."""
+"""``read_patient``: CT series + RT-STRUCT → :class:`rtplan.Patient`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import warnings
 
 import numpy as np
 
-from .._arguments import path_argument
-from .._patient import Patient
+from .._internal.arguments import path_argument
 from ..errors import DicomWarning, ReferenceMismatchError
-from ._ct import CtSeries, load_ct
-from ._rtstruct import StructureSet, load_structure_set
+from ..patient._patient import Patient
+from ._ct import CtSeries, read_ct
+from ._rtstruct import StructureSet, read_structure_set
 
-__all__ = ["combine", "load_patient"]
+__all__ = ["combine", "read_patient"]
 
 
-def load_patient(
+def read_patient(
     ct_dir: str | os.PathLike,
     rtstruct_path: str | os.PathLike | None = None,
     *,
@@ -37,7 +37,7 @@ def load_patient(
     recursive : bool, optional
         Also search the subfolders of ``ct_dir`` for CT slices (default False).
     hu_limits : (2,) tuple of float, HU, optional
-        Physical CT-number range; see :func:`rtplan.io.load_ct` (default: -1100 .. 20000
+        Physical CT-number range; see :func:`rtplan.io.read_ct` (default: -1100 .. 20000
         HU or ``RTPLAN_LIMIT_HU_MIN`` / ``RTPLAN_LIMIT_HU_MAX``).
 
     Returns
@@ -47,7 +47,7 @@ def load_patient(
     Raises
     ------
     SeriesError, DicomReadError
-        See :func:`rtplan.io.load_ct` and :func:`rtplan.io.load_structure_set`.
+        See :func:`rtplan.io.read_ct` and :func:`rtplan.io.read_structure_set`.
     ReferenceMismatchError
         The RT-STRUCT's frame of reference ((3006,0024) *ReferencedFrameOfReferenceUID*)
         differs from the CT's (0020,0052) *FrameOfReferenceUID* (the file, the element and
@@ -67,20 +67,20 @@ def load_patient(
         between its slices (beyond 10 % of the slice spacing): the ROIs and z values are
         named.  The PatientIDs agree but (0010,0010) *PatientName* differs (compared
         without case, spaces and trailing ``^``; names are corrected and re-entered, so
-        this warns; values not shown).  Plus the warnings of :func:`~rtplan.io.load_ct` and
-        :func:`~rtplan.io.load_structure_set`.
+        this warns; values not shown).  Plus the warnings of :func:`~rtplan.io.read_ct` and
+        :func:`~rtplan.io.read_structure_set`.
     """
     if rtstruct_path is not None:
         path_argument(rtstruct_path, "rtstruct_path")
-    ct = load_ct(ct_dir, series_uid=series_uid, recursive=recursive, hu_limits=hu_limits)
-    ss = load_structure_set(rtstruct_path) if rtstruct_path is not None else None
+    ct = read_ct(ct_dir, series_uid=series_uid, recursive=recursive, hu_limits=hu_limits)
+    ss = read_structure_set(rtstruct_path) if rtstruct_path is not None else None
     return combine(ct, ss, stacklevel=3)
 
 
 def combine(ct: CtSeries, ss: StructureSet | None, *, stacklevel: int = 2) -> Patient:
     """A :class:`Patient` from a loaded CT and structure set, checking their references.
 
-    See :func:`load_patient` for the checks (raises/warns the same).
+    See :func:`read_patient` for the checks (raises/warns the same).
     """
     ct_dir = ct.files[0].parent if ct.files else "?"
     structures: dict = {}

@@ -28,10 +28,10 @@ import scipy.sparse as sp
 
 from dose_engine import Grid
 
-from .._arguments import PATH, TEXT, check_arguments
+from .._internal.arguments import PATH, TEXT, check_arguments
 from ..errors import InputError
 
-__all__ = ["PortPyBeam", "PortPyPatient", "load_portpy_patient"]
+__all__ = ["PortPyBeam", "PortPyPatient", "read_portpy_patient"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -182,7 +182,7 @@ class _Folder:
 
 
 @check_arguments(data_dir=PATH, patient_id=TEXT)
-def load_portpy_patient(
+def read_portpy_patient(
     data_dir: str | Path, patient_id: str, *, beam_ids: list[int] | None = None
 ) -> PortPyPatient:
     """Read a patient folder written in PortPy's format.
@@ -209,7 +209,7 @@ def load_portpy_patient(
 
     Examples
     --------
-    >>> p = load_portpy_patient("data", "Lung_Patient_1")        # doctest: +SKIP
+    >>> p = read_portpy_patient("data", "Lung_Patient_1")        # doctest: +SKIP
     >>> prob = optimizers.Problem(p.influence_matrix, p.structure_voxels, terms,
     ...                           voxel_weights=p.structure_fractions)  # doctest: +SKIP
     """

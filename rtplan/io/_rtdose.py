@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 
 from dose_engine import Grid
 
-from .._arguments import path_argument, require_instance
+from .._internal.arguments import path_argument, require_instance
 from ..errors import DicomReadError, DicomWarning, InputError
 from ._dicom_common import floats, int_or, read_dataset, require, stored_pixels
 from ._uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, base_dataset, write_dataset
@@ -138,7 +138,7 @@ def write_rtdose(
     require_instance(grid, "grid", Grid, "a dose_engine.Grid")
     if not hasattr(patient, "frame_of_reference_uid"):
         raise TypeError(
-            f"`patient` must be an rtplan.Patient (rtplan.load_patient); got "
+            f"`patient` must be an rtplan.Patient (rtplan.read_patient); got "
             f"{type(patient).__name__}."
         )
     dose = np.asarray(dose_gy, dtype=np.float64)

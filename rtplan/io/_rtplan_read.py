@@ -28,9 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._arguments import path_argument, require_instance
-from .._messages import quote
+from .._internal.arguments import path_argument, require_instance
+from .._internal.messages import quote
+from ..delivery._deliverable import DeliverableBeam, DeliverablePlan, Segment
+from ..delivery._machine import JawModel, Machine, MLCModel, available_machines, load_machine
 from ..errors import DicomReadError, InputError, ReferenceMismatchError
+from ..patient._patient import Patient
 from ._dicom_common import floats, read_dataset, tag_str
 from ._uids import RT_PLAN_STORAGE
 
@@ -432,8 +435,6 @@ def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBe
 
 
 def _generic_machine(pb: _ParsedBeam):
-    from .._machine import JawModel, Machine, MLCModel
-
     jaws = {}
     if pb.has_x_jaws:
         jaws["X"] = JawModel("X", (-200.0, 200.0), 200.0)
@@ -461,7 +462,6 @@ def _machine_for(pb: _ParsedBeam, machine, cache: dict):
     key = (pb.machine_name, tuple(pb.leaf_boundaries_mm.tolist()), pb.has_x_jaws, pb.has_y_jaws)
     if key in cache:
         return cache[key]
-    from .._machine import available_machines, load_machine
 
     found = None
     if pb.machine_name in available_machines():
@@ -571,8 +571,6 @@ def _prescription(ds, patient, ctx: _Ctx):
 def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBeams:
     from dose_engine._beam import Beam
 
-    from .._delivery import DeliverableBeam, Segment
-
     cache: dict = {}
     out = []
     for pb in parsed:
@@ -614,10 +612,8 @@ def read_rtplan_beams(
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
     ``total_dose_gy`` is None when the plan states no prescription.
     """
-    from .._patient import Patient
-
     path = path_argument(path, "path")
-    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
@@ -782,7 +778,6 @@ def read_rtplan(
         fraction_group_number=fraction_group_number,
         nominal_energy_mv=nominal_energy_mv,
     )
-    from .._delivery import DeliverablePlan
 
     rx = prescription_gy if prescription_gy is not None else pb.total_dose_gy
     if rx is None:

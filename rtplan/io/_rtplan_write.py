@@ -28,9 +28,11 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from .._arguments import path_argument, require_instance
-from .._ssd import ssd_mm
+from .._internal.arguments import path_argument, require_instance
+from ..delivery._deliverable import DeliverablePlan
 from ..errors import InputError
+from ..patient._patient import Patient
+from ..patient._ssd import ssd_mm
 from ._uids import (
     RT_PLAN_STORAGE,
     RT_STRUCTURE_SET_STORAGE,
@@ -140,12 +142,9 @@ def write_rtplan(
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
-    from .._delivery import DeliverablePlan
-    from .._patient import Patient
-
     path_argument(path, "path")
     require_instance(plan, "plan", DeliverablePlan, "an rtplan.DeliverablePlan")
-    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.load_patient)")
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     fmt = f"RT-PLAN '{path}'"
     beams = list(plan.beams)
     n_fx = int(plan.fractions)

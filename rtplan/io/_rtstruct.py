@@ -15,13 +15,13 @@ from pydicom.tag import Tag
 
 from dose_engine import Grid
 
-from .._arguments import path_argument
-from .._patient import Structure
-from .._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
+from .._internal.arguments import path_argument
 from ..errors import DicomReadError, DicomWarning, InputError, StructureError
+from ..structures._rasterize import PLANE_TOLERANCE_MM, group_planes, plane_spacing_mm
+from ..structures._structure import Structure
 from ._dicom_common import floats, read_dataset, tag_str
 
-__all__ = ["StructureSet", "load_structure_set"]
+__all__ = ["StructureSet", "read_structure_set"]
 
 logger = logging.getLogger("rtplan.io")
 
@@ -108,7 +108,7 @@ def _int(value, default: int | None = None) -> int | None:
         return default
 
 
-def load_structure_set(path: str | os.PathLike) -> StructureSet:
+def read_structure_set(path: str | os.PathLike) -> StructureSet:
     """Read an RT Structure Set.
 
     Parameters

@@ -18,9 +18,10 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .._atomic import atomic_file
+from .._internal.atomic import atomic_file
+from .._internal.version import __version__
 
-__all__ = ["new_uid"]
+__all__ = ["character_set", "new_uid"]
 
 log = logging.getLogger("rtplan.io")
 
@@ -50,6 +51,18 @@ def new_uid() -> str:
     return str(generate_uid())
 
 
+def character_set(patient) -> str:
+    """(0008,0005) *SpecificCharacterSet* of every object rtplan writes for ``patient``.
+
+    The CT's own character set when its Patient/Study elements declare one (they are copied
+    as they are), else ``"ISO_IR 192"`` (UTF-8: any ROI or patient name can be written).
+    """
+    src = getattr(patient, "dicom_patient", None)
+    if src is not None and "SpecificCharacterSet" in src and src.SpecificCharacterSet:
+        return src.SpecificCharacterSet
+    return "ISO_IR 192"
+
+
 def base_dataset(
     patient,
     *,
@@ -72,19 +85,15 @@ def base_dataset(
     series_description, series_number
         (0008,103E) *SeriesDescription* and (0020,0011) *SeriesNumber* of the new series.
     """
-    from .. import __version__
-
     now = _dt.datetime.now()
     ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = character_set(patient)
     src = getattr(patient, "dicom_patient", None)
     if src is not None:
         for elem in src:
             if elem.keyword in ("SpecificCharacterSet",):
                 continue
             ds.add(elem)
-        if "SpecificCharacterSet" in src and src.SpecificCharacterSet:
-            ds.SpecificCharacterSet = src.SpecificCharacterSet
     for kw in _TYPE2_PATIENT_STUDY:
         if kw not in ds:
             setattr(ds, kw, "")
@@ -117,8 +126,6 @@ def write_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool) -> P
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
-    from .. import __version__
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

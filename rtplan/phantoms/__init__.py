@@ -2,7 +2,8 @@
 
 - :func:`make_phantom` builds a :class:`rtplan.Patient` in memory;
 - :func:`write_phantom` writes it as a DICOM CT series + RT-STRUCT (``rtplan phantom``);
-- :func:`write_patient` writes any :class:`rtplan.Patient` the same way.
+- :func:`rtplan.io.write_patient` (formerly here) writes any :class:`rtplan.Patient` the
+  same way.
 
 Geometry (LPS mm, centred on the origin) is documented in :mod:`rtplan.phantoms._geometry`
 and, for the thorax (lungs, heart, bone, a couch, a GTV), :mod:`rtplan.phantoms._thorax`.
@@ -12,12 +13,20 @@ from __future__ import annotations
 
 import os
 
-from .._arguments import PATH, TEXT, check_arguments
-from ._dicom import WrittenPatient, write_patient
-from ._geometry import PHANTOM_NAMES
+from .. import io
+from .._internal.arguments import PATH, TEXT, check_arguments
+from .._internal.atomic import refuse_existing
+from .._internal.deprecation import moved_names
+from ._geometry import PHANTOM_NAMES, phantom_spec
 from ._make import make_phantom
 
-__all__ = ["PHANTOM_NAMES", "WrittenPatient", "make_phantom", "write_patient", "write_phantom"]
+__all__ = ["PHANTOM_NAMES", "make_phantom", "write_phantom"]
+
+#: Deprecated aliases (one release): the CT and RT-STRUCT writer is ``rtplan.io``'s.
+__getattr__ = moved_names(
+    __name__,
+    {"write_patient": "rtplan.io:write_patient", "WrittenPatient": "rtplan.io:WrittenPatient"},
+)
 
 
 @check_arguments(name=TEXT, out_dir=PATH)
@@ -27,7 +36,7 @@ def write_phantom(
     *,
     overwrite: bool = False,
     **geometry,
-) -> WrittenPatient:
+) -> io.WrittenPatient:
     """Build the phantom ``name`` and write it as DICOM (atomically).
 
     Parameters
@@ -48,10 +57,7 @@ def write_phantom(
     WrittenPatient
         Paths of the CT folder, slice files and RT-STRUCT.
     """
-    from .._atomic import refuse_existing
-    from ._geometry import phantom_spec
-
     refuse_existing(out_dir, overwrite=overwrite)  # fail before any work
     patient = make_phantom(name, **geometry)
     body_part = phantom_spec(name).body_part
-    return write_patient(patient, out_dir, overwrite=overwrite, body_part_examined=body_part)
+    return io.write_patient(patient, out_dir, overwrite=overwrite, body_part_examined=body_part)

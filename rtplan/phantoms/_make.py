@@ -11,11 +11,12 @@ from pydicom.uid import generate_uid
 
 from dose_engine import Grid
 
-from .._arguments import TEXT, check_arguments
-from .._image import Image
-from .._patient import PATIENT_POSITIONS, Patient, Structure
-from .._rasterize import polygon_occupancy
+from .._internal.arguments import TEXT, check_arguments
 from ..errors import InputError
+from ..patient._image import Image
+from ..patient._patient import PATIENT_POSITIONS, Patient
+from ..structures._rasterize import polygon_occupancy
+from ..structures._structure import Structure
 from ._geometry import PHANTOM_NAMES, phantom_spec
 
 __all__ = ["make_phantom"]

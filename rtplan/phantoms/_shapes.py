@@ -2,7 +2,7 @@
 
 Every phantom structure and material is a set of closed polygons per slice built from
 these, so it round-trips through RT-STRUCT unchanged and rasterises with fractional
-occupancy (:func:`rtplan._rasterize.polygon_occupancy`).
+occupancy (:func:`rtplan.structures._rasterize.polygon_occupancy`).
 """
 
 from __future__ import annotations

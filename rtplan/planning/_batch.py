@@ -8,25 +8,26 @@ default).  Dask is an optional extra: ``pip install "rtplan[dask]"``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dose_engine import BeamModel
 
-from .._arguments import PATH, check_arguments, require_instance, sequence_of
-from .._atomic import check_cache_dir, check_output_path
-from .._exit_status import EXIT_GOAL_FAILED, EXIT_OK, exit_status_for, one_line_message
-from .._messages import quote
-from .._recalc import resolve_beam_model
-from .._toml_files import parse_toml
-from ..errors import ClusterError, InputError, RtplanError
+from .._internal.arguments import PATH, check_arguments, require_instance, sequence_of
+from .._internal.atomic import check_cache_dir, check_output_path
+from .._internal.exit_status import EXIT_GOAL_FAILED, EXIT_OK, exit_status_for, one_line_message
+from .._internal.messages import quote
+from .._internal.toml_files import parse_toml
+from ..dose._plan_dose import resolve_beam_model
+from ..errors import InputError
+from ._dask import dask_client
+from ._workflow import plan_and_write
 
 __all__ = ["BatchEntry", "BatchOutcome", "plan_batch", "read_manifest"]
 
@@ -75,7 +76,7 @@ class BatchOutcome:
     status : int
         The patient's exit status as ``rtplan plan`` would give it (0 every goal met and
         no safety warning, 1 written but a goal failed or the safety layer warned, 2 bad
-        input, 3 internal error, 4 I/O error, 5 a limit; :mod:`rtplan._exit_status`).
+        input, 3 internal error, 4 I/O error, 5 a limit; :mod:`rtplan._internal.exit_status`).
     warnings : tuple of str
         The safety layer's warnings of the written plan (as in its plan.json).
     """
@@ -232,55 +233,7 @@ def _entry_beam_model(manifest: Path, i: int, value: Any) -> str | None:
     return model_path
 
 
-@contextlib.contextmanager
-def _client(
-    scheduler: str | None = None,
-    *,
-    n_workers: int = 2,
-    processes: bool = False,
-    threads_per_worker: int = 1,
-) -> Iterator[Any]:
-    """A Dask client on ``scheduler``, or on a fresh LocalCluster."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise RtplanError(
-            "rtplan batch needs Dask distributed; install it with "
-            'pip install "rtplan[dask]" (or pip install "dask[distributed]").'
-        ) from None
-    if scheduler is not None:
-        try:
-            client = Client(scheduler)
-        except (OSError, TimeoutError, ValueError, TypeError) as exc:
-            raise ClusterError(
-                f"Cannot reach the Dask scheduler at {quote(scheduler, 120)} "
-                f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); check the "
-                "address (tcp://host:8786) and that the scheduler runs."
-            ) from exc
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=processes,
-        # a free port: with None the scheduler still serves HTTP on 8787, and a second
-        # cluster on the same machine then warns that the port is taken
-        dashboard_address=":0",
-    )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
-    from ._workflow import plan_and_write
-
     t0 = time.perf_counter()
     if entry.beam_model is not None:
         options = {**options, "beam_model": entry.beam_model}
@@ -385,7 +338,7 @@ def plan_batch(
         "max_iterations": max_iterations,
         "overwrite": overwrite,
     }
-    with _client(scheduler, n_workers=n_workers, processes=processes) as client:
+    with dask_client(scheduler, n_workers=n_workers, processes=processes) as client:
         futures = [
             client.submit(_plan_one, e, options, pure=False, key=f"rtplan-plan-{i}")
             for i, e in enumerate(entries)

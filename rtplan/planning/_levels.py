@@ -36,7 +36,7 @@ normal tissue as overdose above their caps, weight ``HELPER_WEIGHT / Rx²``), fl
 total MU join the last level: a separate helper level would double the optimisation time
 for terms that only shape the low-dose region.
 
-The safety nets (:mod:`rtplan.planning._safety`, protocol table ``[safety]``) add, in the
+The safety nets (:mod:`rtplan.safety`, protocol table ``[safety]``) add, in the
 first level: each target's floor ``Underdose(T, floor·L_T)`` (weight
 ``HELPER_WEIGHT·target_weight/Rx²``) with the implicit
 ``D99% >= floor`` goal; the implicit upper limit ``D2% <= target_max·L_T`` of a target
@@ -45,7 +45,7 @@ part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and caps
 ``Overdose(z<T>_gradient_<L>Gy, target_max·L)`` on the bands of the gradient zone around
 higher levels, ``L`` the band's relaxed level (linear from the higher level at its
 surface to ``L_T`` at the transition margin,
-:func:`rtplan._helper_structures.gradient_level_gy`); the global hot-spot cap
+:func:`rtplan.planning._helper_structures.gradient_level_gy`); the global hot-spot cap
 ``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
 (weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
 goals leave free). The last level gets an "as low as reasonably
@@ -61,10 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from .._arguments import check_arguments
+from .._internal.arguments import check_arguments
 from ..errors import ProtocolError
+from ..evaluation import goal_dose_level_gy
+from ..safety import implicit_goals, target_helper_names
 
-__all__ = ["PlanningLevel", "build_levels", "goal_dose_level_gy", "smoothness_pairs"]
+__all__ = ["PlanningLevel", "build_levels", "smoothness_pairs"]
 
 logger = logging.getLogger("rtplan.planning")
 
@@ -99,19 +101,6 @@ class PlanningLevel:
     def name(self) -> str:
         """``"priority 1"``, ``"priority 2"``, ..."""
         return f"priority {self.priority}"
-
-
-def goal_dose_level_gy(goal, prescription_gy: float) -> float:
-    """The dose (Gy) a goal is about: the level of a dose metric (``%`` of Rx converted),
-    the dose of a ``V_x`` metric."""
-    kind = goal.metric.kind
-    if kind == "volume_at_dose_gy":
-        return float(goal.metric.value)
-    if kind == "volume_at_dose_rx_percent":
-        return float(goal.metric.value) / 100.0 * prescription_gy
-    if goal.unit == "%":
-        return goal.level / 100.0 * prescription_gy
-    return float(goal.level)
 
 
 def _volume_pct(goal, volume_cc: float) -> float | None:
@@ -369,8 +358,6 @@ def _safety_terms(
     bands (``gradient_levels``: band name → relaxed level, Gy), and the global hot-spot
     cap."""
     import optimizers as opt
-
-    from ._safety import implicit_goals, target_helper_names
 
     s = protocol.safety
     rx = protocol.prescription.total_dose_gy

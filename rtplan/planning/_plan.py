@@ -37,10 +37,34 @@ import numpy as np
 
 from dose_engine import BeamModel, Grid
 
-from .._arguments import require_instance
-from .._atomic import atomic_directory, check_cache_dir, refuse_existing
-from .._patient import Patient
+from .._internal.arguments import require_instance
+from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
+from ..delivery._deliverable import DeliverablePlan
+from ..delivery._machine import load_machine
+from ..delivery._segment_weights import reoptimize_segment_weights
+from ..dose._plan_dose import (
+    compute_plan_dose,
+    require_ct_volume,
+    require_model_sad,
+    resolve_beam_model,
+)
 from ..errors import InputError, ProtocolError, StructureError
+from ..evaluation import evaluate_goals
+from ..io import has_generated_structures, write_rtdose, write_rtplan, write_structure_set
+from ..patient._patient import Patient
+from ..protocols import Protocol, apply_derived, load_protocol
+from ..report import software_versions, write_plan_json, write_report
+from ..safety import (
+    IMPLICIT_LABEL,
+    convergence_warning,
+    implicit_goals,
+    normalization_warning,
+    plan_warnings,
+)
+from ..sequencing import sequence_plan
+from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
+from ._helper_structures import HelperStructure, build_helper_structures
+from ._levels import build_levels, smoothness_pairs
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -98,7 +122,7 @@ class PlanResult:
         Per beam: name, gantry/collimator/couch angles, MU per fraction, segments.
     beam_model : dose_engine.BeamModel or None
         The beam model every dose of the plan was computed with (recorded in plan.json).
-    warnings : tuple of rtplan.planning._safety.SafetyWarning
+    warnings : tuple of rtplan.safety.SafetyWarning
         The safety layer's warnings (capped normalisation, beam balance, failed implicit
         goals), in the words printed by the CLI and written to plan.json and the report.
     normalization_record : dict or None
@@ -263,7 +287,7 @@ class PlanResult:
 
         When the plan derived structures (protocol ``[[structures.derived]]``,
         :meth:`rtplan.Patient.derive`) or found the body outline in the CT, ``RS_derived.dcm``
-        is written too (:func:`rtplan.structures.write_structure_set`: the original ROIs
+        is written too (:func:`rtplan.io.write_structure_set`: the original ROIs
         unchanged plus the new ones, a new SOP instance on the same frame of reference).
 
         The folder is built beside ``out_dir`` and renamed into place only when all
@@ -274,10 +298,6 @@ class PlanResult:
         rtplan.errors.OutputExistsError
             ``out_dir`` exists and ``overwrite`` is false.
         """
-        from ..io import write_rtdose, write_rtplan
-        from ..report import write_plan_json, write_report
-        from ..structures import has_generated_structures, write_structure_set
-
         t0 = time.perf_counter()
         summary = self.plan_summary()
         patient = self.patient
@@ -336,8 +356,6 @@ class PlanResult:
 
 def _derived_records(patient) -> dict[str, str]:
     """Name → definition of the structures rtplan made (for plan.json)."""
-    from ..structures import BODY_OUTLINE_NAME, DerivedStructure
-
     out = {}
     for name, s in patient.structures.items():
         if isinstance(s, DerivedStructure):
@@ -378,8 +396,6 @@ DOSE_ALGORITHM = {
 
 def _dose_algorithm_record() -> dict[str, Any]:
     """:data:`DOSE_ALGORITHM` with the version of the installed engine (rtplan's)."""
-    from ..report import software_versions
-
     return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
 
 
@@ -479,8 +495,6 @@ def _with_body(patient):
     so written with the derived structures and usable by them)."""
     from dataclasses import replace
 
-    from ..structures import body_structure
-
     body = body_structure(patient)
     if any(s is body for s in patient.structures.values()):
         return patient, body
@@ -490,10 +504,6 @@ def _with_body(patient):
 
 def stage_structures(ctx: _Context) -> None:
     """Resolve names, build the dose grid, rasterise, derive helper structures."""
-    from .._helper_structures import build_helper_structures
-    from ..protocols import apply_derived
-    from ..structures import body_grid
-
     ctx.patient, body_struct = _with_body(ctx.patient)
     ctx.patient = apply_derived(ctx.patient, ctx.protocol, overrides=ctx.overrides)
     patient, protocol = ctx.patient, ctx.protocol
@@ -542,8 +552,6 @@ def stage_structures(ctx: _Context) -> None:
         ),
     )
     if protocol.safety.hotspot_pct > 0 and body_occ is not None:
-        from .._helper_structures import HelperStructure
-
         occ = np.asarray(body_occ, dtype=np.float32)
         helpers[BODY_HELPER] = HelperStructure(BODY_HELPER, "body", occ, ("body",))
     ctx.helpers = helpers
@@ -566,9 +574,6 @@ def stage_beams(ctx: _Context) -> None:
     protocol machine's.
     """
     from dose_engine import Beam, beamlets_for_target, isocenter_at_centroid
-
-    from .._machine import load_machine
-    from .._recalc import require_model_sad
 
     protocol, grid = ctx.protocol, ctx.dose_grid
     arr = protocol.beams
@@ -769,8 +774,6 @@ def stage_optimise(ctx: _Context) -> None:
     """Lexicographic optimisation of the levels built from the protocol goals."""
     import optimizers as opt
 
-    from ._levels import build_levels, smoothness_pairs
-
     protocol = ctx.protocol
     settings = protocol.optimization
     idx, weights = _problem_structures(ctx)
@@ -845,8 +848,6 @@ def _check_hard_constraints(ctx: _Context, hard: list) -> None:
     left is a solve that ran out of work: the plan is written with a
     ``solver_not_converged`` warning (exit status 1), never reported as bad input.
     """
-    from ._safety import convergence_warning
-
     ctx.solver_warning = convergence_warning(
         ctx.optimization.final, [t.label for t in hard], tol=HARD_VIOLATION_TOL
     )
@@ -854,9 +855,6 @@ def _check_hard_constraints(ctx: _Context, hard: list) -> None:
 
 def stage_sequence(ctx: _Context) -> None:
     """Step-and-shoot sequencing of each beam's fluence map (total MU)."""
-    from .._delivery import DeliverablePlan
-    from ..sequencing import sequence_plan
-
     protocol = ctx.protocol
     names = [f"G{b.gantry_angle_deg:03.0f}" for b in ctx.beams]
     seq = sequence_plan(
@@ -887,9 +885,6 @@ TARGET_UNDERDOSE_WEIGHT = 3.0
 def stage_segments(ctx: _Context) -> None:
     """Segment-weight re-optimisation and the final dose from the apertures."""
     from dataclasses import replace
-
-    from .._recalc import compute_plan_dose
-    from .._segment_weights import reoptimize_segment_weights
 
     idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
     fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
@@ -930,9 +925,6 @@ def stage_evaluate(ctx: _Context) -> None:
     """Normalise to the prescription target's first coverage goal (within the cap);
     evaluate the protocol's and the implicit goals; list the goals not evaluated."""
     from dataclasses import replace
-
-    from ..evaluation import evaluate_goals
-    from ._safety import implicit_goals
 
     protocol = ctx.protocol
     rx = protocol.prescription.total_dose_gy
@@ -992,7 +984,7 @@ def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
     :data:`NORMALIZATION_WINDOW` when that meets more goals, never beyond the cap.  A plan
     whose coverage needs more than the cap is scaled to the cap only (the optimised plan
     is not blown up or down past what its organ limits were optimised for) and gets a
-    ``normalization_cap`` :class:`~rtplan.planning._safety.SafetyWarning`.
+    ``normalization_cap`` :class:`~rtplan.safety.SafetyWarning`.
 
     Returns
     -------
@@ -1002,8 +994,6 @@ def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
         ``value_after`` (the goal's value before and after); None without a coverage goal.
     warning : SafetyWarning or None
     """
-    from ._safety import normalization_warning
-
     needed, goal, before = _normalization_factor(ctx, goals, structures, rx)
     if goal is None:
         return 1.0, None, None
@@ -1025,8 +1015,6 @@ def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
 
 def _goal_value(ctx, goal, structures, rx, factor: float) -> float:
     """Value of one goal on the dose scaled by ``factor``."""
-    from ..evaluation import evaluate_goals
-
     occ = {goal.structure: structures[goal.structure]}
     return evaluate_goals(ctx.dose * factor, occ, [goal], ctx.dose_grid, prescription_gy=rx)[
         0
@@ -1047,8 +1035,6 @@ def _normalization_factor(ctx, goals, structures, rx):
     value_before : float or None
         The goal's value before normalisation.
     """
-    from ._safety import IMPLICIT_LABEL
-
     target = ctx.mapping[ctx.protocol.prescription.target]
     cover = [
         g
@@ -1088,7 +1074,6 @@ def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
     minimum-dose goal would just pass (a dose metric scales with the dose, so that scale is
     ``level / value``; a step grid alone can miss a narrow window between a coverage goal
     reached and an upper limit broken)."""
-    from ..evaluation import evaluate_goals
 
     def table_at(factor: float):
         return evaluate_goals(
@@ -1139,14 +1124,11 @@ def _timed(timings: dict, name: str, bar):
 
 def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     """Wrong types and impossible inputs of :func:`plan_patient`, before any work."""
-    from .._recalc import require_ct_volume
-    from ..protocols import Protocol
-
     require_instance(
         patient,
         "patient",
         Patient,
-        "an rtplan.Patient (from rtplan.load_patient or rtplan.phantoms.make_phantom)",
+        "an rtplan.Patient (from rtplan.read_patient or rtplan.phantoms.make_phantom)",
     )
     require_instance(
         protocol,
@@ -1176,7 +1158,7 @@ def plan_patient(
     Parameters
     ----------
     patient : rtplan.Patient
-        CT and structures (``rtplan.load_patient`` or ``rtplan.phantoms.make_phantom``).
+        CT and structures (``rtplan.read_patient`` or ``rtplan.phantoms.make_phantom``).
     protocol : rtplan.protocols.Protocol or str or path-like
         A protocol, a shipped protocol name (``"tg119_cshape"``) or a TOML file.
     backend : {"numpy", "cupy"}
@@ -1204,7 +1186,7 @@ def plan_patient(
         The protocol names a structure the patient lacks, or is malformed.
     rtplan.errors.InputError
         The beam model's SAD differs from the protocol machine's (both named); the CT
-        has fewer than :data:`rtplan._recalc.MIN_CT_SLICES` (3) slices.
+        has fewer than :data:`rtplan.dose._plan_dose.MIN_CT_SLICES` (3) slices.
     rtplan.errors.OutputError
         ``cache_dir`` is a file or cannot be written (checked before any work).
     TypeError
@@ -1224,9 +1206,6 @@ def plan_patient(
     >>> result = plan_patient(patient, "tg119_cshape")        # doctest: +SKIP
     >>> result.goal_table                                     # doctest: +SKIP
     """
-    from .._recalc import resolve_beam_model
-    from ..protocols import Protocol, load_protocol
-
     _check_plan_arguments(patient, protocol, cache_dir, structure_map)
     model = resolve_beam_model(beam_model)
     if not isinstance(protocol, Protocol):
@@ -1277,7 +1256,6 @@ def plan_patient(
         }
         for b in ctx.plan.beams
     ]
-    from ._safety import plan_warnings
 
     warnings = plan_warnings(
         ctx.goal_table,

@@ -10,9 +10,15 @@ from typing import Any
 
 from dose_engine import BeamModel
 
-from .._arguments import PATH, check_arguments, either
-from .._atomic import atomic_directory, check_cache_dir, check_output_path
-from .._recalc import resolve_beam_model
+from .._internal.arguments import PATH, check_arguments, either
+from .._internal.atomic import atomic_directory, check_cache_dir, check_output_path
+from ..dose._plan_dose import resolve_beam_model
+from ..errors import InputError
+from ..io import read_patient
+from ..phantoms import write_phantom
+from ..protocols import Protocol, load_protocol, parse_mapping_overrides
+from ._dask import dask_client
+from ._plan import plan_patient
 
 __all__ = ["plan_and_write", "run_demo"]
 
@@ -28,8 +34,6 @@ PHANTOM_PROTOCOLS = {
 
 
 def _protocol(protocol, *, solver=None, dose_grid_mm=None, n_beams=None, max_iterations=None):
-    from ..protocols import Protocol, load_protocol
-
     p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     extra = {} if max_iterations is None else {"max_iterations": int(max_iterations)}
     return p.with_overrides(solver=solver, dose_grid_mm=dose_grid_mm, n_beams=n_beams, **extra)
@@ -117,8 +121,6 @@ def plan_and_write(
     optimizers.InfeasibleError
         The protocol's hard constraints contradict each other; nothing is written.
     """
-    from ..protocols import parse_mapping_overrides
-
     if structure_map is not None and not isinstance(structure_map, Mapping):
         structure_map = parse_mapping_overrides(structure_map)
     out = check_output_path(out_dir, overwrite=overwrite, what="--out")
@@ -132,9 +134,7 @@ def plan_and_write(
         max_iterations=max_iterations,
     )
     if scheduler is not None:
-        from ._batch import _client
-
-        with _client(scheduler) as client:
+        with dask_client(scheduler) as client:
             fut = client.submit(
                 plan_and_write,
                 ct_dir,
@@ -150,10 +150,8 @@ def plan_and_write(
                 pure=False,
             )
             return fut.result()
-    from ..io import load_patient
-    from ._plan import plan_patient
 
-    patient = load_patient(ct_dir, rtstruct)
+    patient = read_patient(ct_dir, rtstruct)
     result = plan_patient(
         patient,
         prot,
@@ -197,11 +195,6 @@ def run_demo(
     dict
         As :func:`plan_and_write`, plus ``input`` (the phantom folder).
     """
-    from ..errors import InputError
-    from ..io import load_patient
-    from ..phantoms import write_phantom
-    from ._plan import plan_patient
-
     if phantom not in PHANTOM_PROTOCOLS:
         raise InputError(
             f"Unknown demo phantom {phantom!r}; choose one of {sorted(PHANTOM_PROTOCOLS)}."
@@ -218,7 +211,7 @@ def run_demo(
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_phantom(phantom, tmp / "input")
-        patient = load_patient(written.ct_dir, written.rtstruct_path)
+        patient = read_patient(written.ct_dir, written.rtstruct_path)
         result = plan_patient(
             patient,
             prot,

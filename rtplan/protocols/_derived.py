@@ -25,8 +25,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._arguments import check_arguments, either
-from ..errors import ProtocolError
+from .._internal.arguments import check_arguments, either
+from ..errors import ProtocolError, StructureError
+from ..structures import (
+    Margin,
+    derive_structure,
+    difference,
+    expand,
+    intersection,
+    ring,
+    shrink,
+    union,
+)
+from ..structures._derived import roi_name_problem
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
 
@@ -90,7 +101,6 @@ class DerivedSpec:
     def expression(self, names: Mapping[str, str]):
         """The :class:`rtplan.structures.Expr` on patient names (``names``: protocol →
         patient name; names absent from it are used as they are)."""
-        from ..structures import difference, expand, intersection, ring, shrink, union
 
         def n(x: str) -> str:
             return names.get(x, x)
@@ -125,9 +135,6 @@ def _names(source: str, where: str, value: Any, *, single_ok: bool) -> tuple[str
 
 
 def _margin(source: str, where: str, value: Any) -> Any:
-    from ..errors import StructureError
-    from ..structures import Margin
-
     if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
         raise _err(
             source,
@@ -146,7 +153,6 @@ def _parse_entry(source: str, i: int, entry: Any, target: str) -> DerivedSpec:
     where = f"[[structures.derived]] entry {i}"
     if not isinstance(entry, Mapping):
         raise _err(source, where, f"expected a table, found {entry!r}.")
-    from ..structures._derived import roi_name_problem
 
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -277,7 +283,7 @@ def parse_derived(
 
 
 @check_arguments(
-    patient=either("rtplan._patient:Patient", "collections.abc:Mapping"),
+    patient=either("rtplan.patient._patient:Patient", "collections.abc:Mapping"),
     protocol="rtplan.protocols._protocol:Protocol",
 )
 def apply_derived(
@@ -313,9 +319,6 @@ def apply_derived(
         patient already has a structure with a derived name.
     """
     from dataclasses import replace
-
-    from ..errors import StructureError
-    from ..structures import derive_structure
 
     if existing not in ("refuse", "keep"):
         raise ValueError(f"`existing` must be 'refuse' or 'keep'; got {existing!r}.")
@@ -363,7 +366,7 @@ def _find_source(protocol, declared, name: str, structures, overrides) -> str:
     """
     from dataclasses import replace
 
-    from ._protocol import StructureSpec
+    from ._protocol import StructureSpec  # _protocol imports this module
 
     spec = replace(declared[name], required=True) if name in declared else StructureSpec(name)
     sub = replace(protocol, structures=(spec,))

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Literal
 
-from .._arguments import PATH, TEXT, check_arguments, optional, sequence_of
-from .._toml_files import read_named_toml
+from .._internal.arguments import PATH, TEXT, check_arguments, optional, sequence_of
+from .._internal.toml_files import read_named_toml
 from ..errors import ProtocolError
+from ..evaluation import Goal
+from ..safety import check_protocol_plausibility
 
 __all__ = [
     "BeamArrangement",
@@ -246,7 +248,7 @@ class OptimizationSettings:
 
 @dataclass(frozen=True)
 class HelperSettings:
-    """Automatic optimisation helper structures (see :mod:`rtplan._helper_structures`).
+    """Automatic optimisation helper structures (see :mod:`rtplan.planning._helper_structures`).
 
     Parameters
     ----------
@@ -280,7 +282,7 @@ class HelperSettings:
 
 @dataclass(frozen=True)
 class SafetySettings:
-    """Safety nets of a protocol (``[safety]``; see :mod:`rtplan.planning._safety`).
+    """Safety nets of a protocol (``[safety]``; see :mod:`rtplan.safety`).
 
     Parameters
     ----------
@@ -739,8 +741,6 @@ def _derived_structures(
 
 
 def _parse_goal(source: str, i: int, goal: Any, table: str = "goal") -> GoalSpec:
-    from ..evaluation import Goal
-
     where = f"{table} {i}"
     if not isinstance(goal, Mapping):
         raise _err(
@@ -1093,7 +1093,6 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         source=source,
         derived=derived,
     )
-    from ..planning._safety import check_protocol_plausibility
 
     check_protocol_plausibility(protocol)
     return protocol

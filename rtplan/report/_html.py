@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from .._arguments import ARRAY, PATH, check_arguments, optional
-from .._atomic import atomic_file
+from .._internal.arguments import ARRAY, PATH, check_arguments, optional
+from .._internal.atomic import atomic_file, refuse_existing
 from ..errors import InputError
+from ..evaluation import DVHCollection, dvh, quality_indices
+from ..safety import IMPLICIT_LABEL
 from ._colours import roi_colours
+from ._plots import dvh_figure, figure_to_png_base64
 from ._slices import legend_html, render_slices, slice_viewer_html
 from ._tables import (
     DEFAULT_ISODOSE_PCT,
@@ -101,7 +104,7 @@ _RECORD_ARGUMENTS = {
     "dvhs": optional("collections.abc:Mapping"),
     "timings": optional("collections.abc:Mapping"),
     "plan_summary": optional("collections.abc:Mapping"),
-    "patient": optional("rtplan._patient:Patient"),
+    "patient": optional("rtplan.patient._patient:Patient"),
 }
 
 
@@ -272,8 +275,6 @@ def _centroid_mm(occ: np.ndarray, grid) -> np.ndarray:
 
 
 def _dvh_of(dose: np.ndarray, structure, grid):
-    from ..evaluation import dvh
-
     return dvh(
         dose,
         structure.occupancy(grid),
@@ -285,8 +286,6 @@ def _dvh_of(dose: np.ndarray, structure, grid):
 
 def _indices(dose, grid, dvhs, target, structures, rx) -> dict[str, Any] | None:
     """HI / Paddick CI / GI of the target, isodoses in the EXTERNAL structure or the grid."""
-    from ..evaluation import dvh, quality_indices
-
     if rx is None or target not in dvhs:
         return None
     body = next(
@@ -429,10 +428,6 @@ def write_report(
     the machine it ran on.  Open it with ``#max`` (or ``#axial=K&coronal=J&sagittal=I``)
     to show those slices.
     """
-    from .._atomic import refuse_existing
-    from ..planning._safety import IMPLICIT_LABEL
-    from ._plots import dvh_figure, figure_to_png_base64
-
     dose = np.asarray(dose_gy, dtype=float)
     if dose.shape != tuple(dose_grid.shape):
         raise InputError(
@@ -611,8 +606,6 @@ def write_report(
             "reason in the Note column.</p>" + goal_table._repr_html_()
         )
     if dvhs:
-        from ..evaluation import DVHCollection
-
         parts.append(
             "<h2>Dose-volume metrics</h2>"
             + DVHCollection(dvhs)._repr_html_()

@@ -1,15 +1,11 @@
 """Leaf sequencing: fluence maps to deliverable step-and-shoot MLC segments.
 
-See :mod:`rtplan.sequencing._sweep` for the algorithm and its references.
+See :mod:`rtplan.sequencing._sweep` for the algorithm and its references.  The dose of
+the resulting apertures is :func:`rtplan.dose.aperture_dose`.
 """
 
-from ._plan import (
-    PlanSequencing,
-    aperture_dose,
-    beam_map_edges_mm,
-    plan_aperture_dose,
-    sequence_plan,
-)
+from .._internal.deprecation import moved_names
+from ._plan import PlanSequencing, beam_map_edges_mm, sequence_plan
 from ._sweep import (
     SequencingError,
     SequencingResult,
@@ -21,9 +17,7 @@ from ._sweep import (
 
 __all__ = [
     "PlanSequencing",
-    "aperture_dose",
     "beam_map_edges_mm",
-    "plan_aperture_dose",
     "sequence_plan",
     "SequencingError",
     "SequencingResult",
@@ -32,3 +26,12 @@ __all__ = [
     "sequence_fluence",
     "sweep_levels",
 ]
+
+#: Deprecated aliases (one release): dose from apertures is ``rtplan.dose``'s.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "aperture_dose": "rtplan.dose:aperture_dose",
+        "plan_aperture_dose": "rtplan.dose:plan_aperture_dose",
+    },
+)

@@ -1,11 +1,10 @@
-"""Sequencing a whole plan (one fluence map per beam) and dose from the apertures.
+"""Sequencing a whole plan (one fluence map per beam).
 
 The fluence vector ``x`` (MU per beamlet, total over all fractions) lives on the columns
 of the influence matrix; :class:`dose_engine.Beamlets` maps it to one 2-D map per beam
 (rows = leaf pairs along BLD +y, columns along +x).  :func:`sequence_plan` turns each map
-into step-and-shoot segments and :func:`aperture_dose` computes the dose of the resulting
-apertures with ``dose_engine.field_dose`` (each open leaf-pair gap clipped by the jaws is
-one rectangle, weighted by the segment's MU), independently of the beamlet matrix.
+into step-and-shoot segments; :func:`rtplan.dose.aperture_dose` computes the dose of the
+resulting apertures, independently of the beamlet matrix.
 """
 
 from __future__ import annotations
@@ -13,23 +12,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._arguments import ARRAY, INTEGER, check_arguments, sequence_of
-from .._delivery import DeliverableBeam
-from .._machine import Machine
+from .._internal.arguments import ARRAY, INTEGER, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam
+from ..delivery._machine import Machine
 from ._sweep import SequencingError, SequencingResult, sequence_fluence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dose_engine import Beam, Grid
+    from dose_engine import Beam
 
 __all__ = [
     "PlanSequencing",
-    "aperture_dose",
     "beam_map_edges_mm",
-    "plan_aperture_dose",
     "sequence_plan",
 ]
 
@@ -114,7 +111,7 @@ class PlanSequencing:
     fluence_mu=ARRAY,
     beamlets="dose_engine._beamlets:Beamlets",
     beams=sequence_of("dose_engine._beam:Beam"),
-    machine="rtplan._machine:Machine",
+    machine="rtplan.delivery._machine:Machine",
 )
 def sequence_plan(
     fluence_mu,
@@ -188,92 +185,3 @@ def sequence_plan(
     seq = PlanSequencing(tuple(out), tuple(results), tuple(idx))
     logger.info("sequenced plan: %s", seq)
     return seq
-
-
-@check_arguments(
-    dbeam="rtplan._delivery:DeliverableBeam",
-    density=ARRAY,
-    ct_grid="dose_engine._grid:Grid",
-    dose_grid="dose_engine._grid:Grid",
-)
-def aperture_dose(
-    dbeam: DeliverableBeam,
-    density,
-    ct_grid: Grid,
-    dose_grid: Grid,
-    model: Any = None,
-    *,
-    backend: str = "numpy",
-    voxel_mask=None,
-) -> np.ndarray:
-    """Dose of a sequenced beam computed from its apertures (not from the fluence map).
-
-    Sums ``dose_engine.field_dose`` over the segments: every open leaf-pair gap clipped by
-    the jaws (:meth:`DeliverableBeam.segment_rectangles_mm`) is a rectangle carrying its
-    segment's MU.  All rectangles go into one call (the pencil-beam dose is additive).
-
-    Parameters
-    ----------
-    dbeam : DeliverableBeam
-    density : (nz, ny, nx) ndarray on ``ct_grid``
-        Relative electron density.
-    ct_grid, dose_grid : dose_engine.Grid
-    model : dose_engine BeamModel, optional
-        Default: the dose engine's shipped 6 MV model.
-    backend : {"numpy", "cupy"}, keyword-only
-    voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, optional, keyword-only
-
-    Returns
-    -------
-    (nz, ny, nx) ndarray of float32, Gy
-        Total dose over all fractions (segment MU are totals).
-    """
-    rects, mus = [], []
-    for k, seg in enumerate(dbeam.segments):
-        r = dbeam.segment_rectangles_mm(k)
-        if r.size and seg.total_mu > 0:
-            rects.append(r)
-            mus.append(np.full(len(r), seg.total_mu))
-    if not rects:
-        return np.zeros(dose_grid.shape, dtype=np.float32)
-    from dose_engine import field_dose
-
-    return field_dose(
-        density,
-        ct_grid,
-        dose_grid,
-        dbeam.beam,
-        np.concatenate(rects),
-        np.concatenate(mus),
-        model,
-        backend=backend,
-        voxel_mask=voxel_mask,
-    )
-
-
-@check_arguments(
-    dbeams=sequence_of("rtplan._delivery:DeliverableBeam"),
-    density=ARRAY,
-    ct_grid="dose_engine._grid:Grid",
-    dose_grid="dose_engine._grid:Grid",
-)
-def plan_aperture_dose(
-    dbeams: Sequence[DeliverableBeam],
-    density,
-    ct_grid: Grid,
-    dose_grid: Grid,
-    model: Any = None,
-    *,
-    backend: str = "numpy",
-    voxel_mask=None,
-) -> np.ndarray:
-    """Sum of :func:`aperture_dose` over beams, Gy (total over all fractions)."""
-    total = None
-    for b in dbeams:
-        d = aperture_dose(
-            b, density, ct_grid, dose_grid, model, backend=backend, voxel_mask=voxel_mask
-        )
-        total = d if total is None else total + d
-    if total is None:
-        return np.zeros(dose_grid.shape, dtype=np.float32)
-    return total

@@ -63,10 +63,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._arguments import ARRAY, check_arguments, sequence_of
-from .._delivery import DeliverableBeam, Segment
-from .._machine import Machine
-from ..errors import InputError
+from .._internal.arguments import ARRAY, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam, Segment
+from ..delivery._machine import Machine
+from ..errors import InputError, SequencingError
 from ._engel import engel_decomposition
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,10 +86,6 @@ logger = logging.getLogger("rtplan.sequencing")
 _TOL = 1e-6
 JAW_FITTINGS = ("segment", "beam")
 METHODS = ("auto", "engel", "sweep")
-
-
-class SequencingError(InputError):
-    """A fluence map cannot be sequenced for this machine (outside the MLC, too wide, ...)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,7 +209,7 @@ def leaf_units(y_edges_mm, leaf_boundaries_mm) -> tuple[np.ndarray, np.ndarray]:
 
 
 @check_arguments(
-    segments=sequence_of("rtplan._delivery:Segment"), x_edges_mm=ARRAY, y_edges_mm=ARRAY
+    segments=sequence_of("rtplan.delivery._deliverable:Segment"), x_edges_mm=ARRAY, y_edges_mm=ARRAY
 )
 def fluence_from_segments(segments, x_edges_mm, y_edges_mm, *, closed_gap_mm: float = 0.0):
     """Rebuild a fluence map from segment geometry: Σ MU × open fraction of each cell.
@@ -342,7 +338,7 @@ def sweep_levels(
 
 
 @check_arguments(
-    fluence_mu=ARRAY, machine="rtplan._machine:Machine", x_edges_mm=ARRAY, y_edges_mm=ARRAY
+    fluence_mu=ARRAY, machine="rtplan.delivery._machine:Machine", x_edges_mm=ARRAY, y_edges_mm=ARRAY
 )
 def sequence_fluence(
     fluence_mu,

@@ -25,7 +25,7 @@ How a grid is evaluated (:func:`evaluate_block`, behind
    in-plane only: where the lattice is finer than the grid along z, a derived structure
    also has partial volume at its superior and inferior ends).
 
-Accuracy (``tests/rtplan/test_structures.py``): booleans keep the ROIs' volumes to the
+Accuracy (``tests/rtplan/structures/test_structures.py``): booleans keep the ROIs' volumes to the
 lattice noise (spheres and their lens within 0.5-1 % of the analytic volumes); margins
 carry the lattice bias of :mod:`rtplan.structures._margins` (growing low, shrinking high,
 about ``surface_area × resolution_mm / 8``: −0.9 … −2.6 % and +1 … +5 % on 15-30 mm
@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from dose_engine import Grid
 
-from .._arguments import NUMBER, TEXT, check_arguments, either
+from .._internal.arguments import NUMBER, TEXT, check_arguments, either
 from ..errors import StructureError
 from ._margins import Margin, dilate_mm, erode_mm
 

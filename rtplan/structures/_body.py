@@ -35,10 +35,10 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from .._arguments import ARRAY, check_arguments
-from .._patient import Structure
+from .._internal.arguments import ARRAY, check_arguments
 from ..errors import StructureError
 from ._contours import contours_from_occupancy
+from ._structure import Structure
 
 __all__ = [
     "BODY_OUTLINE_NAME",
@@ -181,7 +181,7 @@ def _fill(mask: np.ndarray) -> np.ndarray:
     return filled | _holes(filled, None, (0, 1, 2))
 
 
-@check_arguments(patient="rtplan._patient:Patient")
+@check_arguments(patient="rtplan.patient._patient:Patient")
 def body_outline(
     patient,
     *,
@@ -222,7 +222,7 @@ def body_outline(
     )
 
 
-@check_arguments(patient="rtplan._patient:Patient")
+@check_arguments(patient="rtplan.patient._patient:Patient")
 def body_structure(patient) -> Structure:
     """The patient's first non-empty EXTERNAL ROI, else :func:`body_outline` of its CT."""
     for s in patient.structures.values():
@@ -232,7 +232,9 @@ def body_structure(patient) -> Structure:
 
 
 @check_arguments(
-    ct_grid="dose_engine._grid:Grid", body="rtplan._patient:Structure", spacing_mm=ARRAY
+    ct_grid="dose_engine._grid:Grid",
+    body="rtplan.structures._structure:Structure",
+    spacing_mm=ARRAY,
 )
 def body_grid(ct_grid, body: Structure, spacing_mm):
     """The CT grid at ``spacing_mm`` cropped to the box of ``body`` plus one dose voxel.

@@ -13,7 +13,7 @@ import numpy as np
 
 from dose_engine import Grid
 
-from .._arguments import ARRAY, check_arguments
+from .._internal.arguments import ARRAY, check_arguments
 
 __all__ = ["contours_from_occupancy"]
 

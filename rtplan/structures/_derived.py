@@ -9,11 +9,11 @@ import numpy as np
 
 from dose_engine import Grid
 
-from .._arguments import TEXT, check_arguments, either
-from .._patient import Structure
+from .._internal.arguments import TEXT, check_arguments, either
 from ..errors import StructureError
 from ._algebra import DEFAULT_RESOLUTION_MM, Expr, _as_expr, evaluate_block, odd_factors
 from ._contours import contours_from_occupancy
+from ._structure import Structure
 
 __all__ = ["DerivedStructure", "derive_structure", "roi_name_problem"]
 

@@ -22,7 +22,7 @@ multiple of the spacing).  On curved surfaces the nearest inside centre lies a f
 a voxel inside the true surface, so growing is biased low and shrinking high by about
 ``surface_area × h / 8`` (``h`` the lattice spacing), more for margins of a few lattice
 steps that are not a whole number of them (measured on spheres, see
-``tests/rtplan/test_structures.py``); a finer lattice (``resolution_mm``) reduces it.
+``tests/rtplan/structures/test_structures.py``); a finer lattice (``resolution_mm``) reduces it.
 
 Two exact algorithms on that lattice:
 
@@ -35,7 +35,7 @@ Two exact algorithms on that lattice:
   ``h_i(t) = (t / m_i(sign t))²``, is minimised one axis at a time, which is exact because
   the cost is a sum of per-axis terms.  It costs ``Σ_i (m_i+ + m_i-) / s_i`` array passes.
 
-The two agree voxel for voxel on symmetric margins (``tests/rtplan/test_structures.py``).
+The two agree voxel for voxel on symmetric margins (``tests/rtplan/structures/test_structures.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .._arguments import ARRAY, check_arguments
+from .._internal.arguments import ARRAY, check_arguments
 from ..errors import StructureError
 
 __all__ = ["Margin", "dilate_mm", "erode_mm"]

@@ -58,14 +58,14 @@ def test_planner_weights_reach_the_unit_weight_optimum(backend, oar_gy, first_or
 
 
 def test_duals_are_in_objective_units_per_gray():
-    """Prescription 60 Gy (weight w) against a hard 50 Gy maximum on one voxel:
+    """Squared deviation from 60 Gy (weight w) against a hard 50 Gy maximum on one voxel:
     stationarity 2 w (d - 60) + lambda = 0 at d = 50 gives lambda = 20 w."""
     a = sp.csr_matrix(np.array([[0.01]], dtype=np.float32))
     for w in (W, 1.0, 1e3):
         prob = op.Problem(
             a,
             {"T": np.array([0])},
-            [op.Prescription("T", 60, weight=w), op.MaxDose("T", 50, hard=True)],
+            [op.SquaredDeviation("T", 60, weight=w), op.MaxDose("T", 50, hard=True)],
         )
         form = op.CvxpyFormulation(prob)
         r = op.solve_cvxpy(prob, formulation=form)

@@ -45,7 +45,7 @@ def test_gradient_matches_finite_differences(cls):
     p = np.full(50, 1 / 50)
     term = cls("S", 50.0, 30.0)
     g = term.gradient(dose, p)
-    value, g2 = term.fo_value_and_gradient(dose, p)
+    value, g2 = term.value_and_gradient(dose, p)
     assert value == pytest.approx(term.value(dose, p))
     np.testing.assert_allclose(g, g2)
     h = 1e-6  # distinct doses: the exempt set does not change over +-h

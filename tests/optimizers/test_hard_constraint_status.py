@@ -25,7 +25,7 @@ def _one_voxel_per_beamlet(n: int = 30):
 def test_target_inside_organ_with_lower_max_is_proven_infeasible(method):
     a, s = _one_voxel_per_beamlet()
     terms = [
-        op.Prescription("T", 50.0),
+        op.SquaredDeviation("T", 50.0),
         op.MinDose("T", 50.0, hard=True),
         op.MaxDose("O", 40.0, hard=True),
     ]
@@ -53,7 +53,7 @@ def test_certificate_on_a_subsample_is_a_relaxation():
         a,
         s,
         [
-            op.Prescription("PTV", 50.0),
+            op.SquaredDeviation("PTV", 50.0),
             op.MinDose("PTV", 50, hard=True),
             op.MaxDose("ORG", 40, hard=True),
         ],
@@ -66,9 +66,9 @@ def test_certificate_on_a_subsample_is_a_relaxation():
 
 
 def _active_cap_problem():
-    """Prescription to the slab target with a hard organ cap that binds (6 Gy)."""
+    """Squared deviation from 50 Gy in the slab target with a hard organ cap that binds (6 Gy)."""
     a, s = slab_problem(np.random.default_rng(0))
-    terms = [op.Prescription("PTV", 50.0), op.MaxDose("OAR", 6.0, hard=True)]
+    terms = [op.SquaredDeviation("PTV", 50.0), op.MaxDose("OAR", 6.0, hard=True)]
     return op.Problem(a, s, terms)
 
 
@@ -91,7 +91,7 @@ def test_iteration_capped_solve_reports_did_not_converge_with_its_residual():
 def test_feasible_hard_constraint_is_met_after_the_extra_rounds():
     prob = _active_cap_problem()
     ref = op.solve_cvxpy(prob)  # the independent check
-    free = op.solve_cvxpy(prob.with_terms([op.Prescription("PTV", 50.0)]))
+    free = op.solve_cvxpy(prob.with_terms([op.SquaredDeviation("PTV", 50.0)]))
     assert ref.objective > 5 * free.objective  # the cap binds
     r = op.solve_first_order(prob, max_iter=400)
     assert r.extras["extended"] and r.n_iter > 400

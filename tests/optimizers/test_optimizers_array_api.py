@@ -56,7 +56,9 @@ def test_strict_array_api_run_matches_numpy(inner, tol):
 def test_strict_array_api_objective_and_gradient_of_every_term():
     """Augmented objective and gradient of every dose term kind, soft and hard (gEUD, CVaR
     DVH goals, level bounds), equal on array-api-strict and numpy at the same point."""
-    from optimizers._first_order import _AL, _Compiled, _counted_products
+    from optimizers._augmented_lagrangian import AugmentedLagrangian
+    from optimizers._compiled import CompiledTerms
+    from optimizers._first_order import _counted_products
     from optimizers._terms import _LevelBound
 
     a, s = slab_problem(np.random.default_rng(5), n_side=12, n_beamlets=16)
@@ -78,8 +80,8 @@ def test_strict_array_api_objective_and_gradient_of_every_term():
     x = np.random.default_rng(0).random(prob.n_beamlets) * 3000
     values = []
     for backend in (array_backend(prob, "numpy"), _strict_backend(prob)):
-        comp = _Compiled(prob, backend)
-        al = _AL(comp, rho0=10.0)
+        comp = CompiledTerms(prob, backend)
+        al = AugmentedLagrangian(comp, rho0=10.0)
         al.lam = [lam + 0.5 for lam in al.lam]
         fwd, bwd = _counted_products(backend, {"dose": 0})
         xb = backend.asarray(x)

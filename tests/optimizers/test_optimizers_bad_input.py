@@ -77,7 +77,7 @@ def test_unknown_solver_and_method(data):
 def test_contradictory_hard_constraints_are_named(data, method):
     a, s = data
     terms = [
-        op.Prescription("PTV", 40),
+        op.SquaredDeviation("PTV", 40),
         op.MinDose("PTV", 30, hard=True),
         op.MaxDose("PTV", 20, hard=True),
         op.MaxDose("OAR", 50, hard=True),

@@ -26,7 +26,7 @@ def test_single_voxel_analytic(method):
     r = op.solve(op.Problem(a, s, [op.Underdose("T", 60), op.Overdose("T", 60)]), method=method)
     assert r.success and r.x[0] == pytest.approx(6000, rel=1e-4)
     # prescription 60 Gy with a hard 50 Gy maximum: the bound is active, x = 5000 MU
-    p = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 50, hard=True)])
+    p = op.Problem(a, s, [op.SquaredDeviation("T", 60), op.MaxDose("T", 50, hard=True)])
     r = op.solve(p, method=method)
     assert r.x[0] == pytest.approx(5000, rel=1e-3)
     assert r.term_values["MaxDose(T <= 50 Gy) [hard]"] == pytest.approx(50, rel=1e-3)
@@ -41,7 +41,7 @@ def test_single_voxel_analytic(method):
 def test_prescription_is_nnls(method):
     rng = np.random.default_rng(7)
     a, s = random_problem(rng, 300, 20, density=0.3)
-    prob = op.Problem(a, s, [op.Prescription("BODY", 30.0)])
+    prob = op.Problem(a, s, [op.SquaredDeviation("BODY", 30.0)])
     x_ref, rnorm = scipy.optimize.nnls(a.toarray().astype(float), np.full(300, 30.0))
     ref = rnorm**2 / 300
     r = op.solve(prob, method=method)
@@ -52,7 +52,7 @@ def test_prescription_is_nnls(method):
 def _tiny_constrained(rng):
     a, s = random_problem(rng, 60, 8, density=0.5)
     terms = [
-        op.Prescription("PTV", 40.0, weight=2.0),
+        op.SquaredDeviation("PTV", 40.0, weight=2.0),
         op.Overdose("OAR", 5.0),
         op.MaxDose("OAR", 18.0, hard=True),
         op.MeanDose("BODY", 22.0, hard=True),
@@ -88,7 +88,7 @@ def test_conformance_suite(backend):
     """Reference problems with known optima: objective, feasibility, term values."""
     pytest.importorskip(backend.lower())
     a, s = _one_voxel()
-    prob = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 50, hard=True)])
+    prob = op.Problem(a, s, [op.SquaredDeviation("T", 60), op.MaxDose("T", 50, hard=True)])
     form = op.CvxpyFormulation(prob)
     r = op.solve_cvxpy(prob, solver=backend, formulation=form)
     assert r.status == op.Status.OPTIMAL and r.x[0] == pytest.approx(5000, rel=1e-4)
@@ -98,7 +98,7 @@ def test_conformance_suite(backend):
     assert lam == pytest.approx(20.0, rel=1e-3) and lam > 0
     assert abs(lam * (50 - r.x[0] * 0.01)) <= 1e-3
     # an inactive constraint has a zero multiplier
-    prob2 = op.Problem(a, s, [op.Prescription("T", 60), op.MaxDose("T", 70, hard=True)])
+    prob2 = op.Problem(a, s, [op.SquaredDeviation("T", 60), op.MaxDose("T", 70, hard=True)])
     form2 = op.CvxpyFormulation(prob2)
     op.solve_cvxpy(prob2, solver=backend, formulation=form2)
     assert abs(float(np.ravel(form2.constraints[1][0].dual_value)[0])) <= 1e-4
@@ -111,7 +111,7 @@ def test_conformance_suite(backend):
     assert r.extras["max_violation"] <= 1e-5
     # infeasible pair is reported by name
     bad = [
-        op.Prescription("PTV", 40.0),
+        op.SquaredDeviation("PTV", 40.0),
         op.MinDose("PTV", 30.0, hard=True),
         op.MaxDose("PTV", 20.0, hard=True),
     ]
@@ -201,7 +201,7 @@ def test_cvar_hard_constraint_never_violates_exact_dvh(seed, method):
     vol = float(rng.uniform(5, 50))
     d95 = float(rng.uniform(50, 58))
     terms = [
-        op.Prescription("PTV", 60, weight=10),
+        op.SquaredDeviation("PTV", 60, weight=10),
         op.Overdose("OAR", 0, weight=1),
         op.MaxDVH("OAR", level, vol, hard=True),
         op.MinDVH("PTV", d95, 95, hard=True),
@@ -229,7 +229,7 @@ def test_first_order_dvh_goals_agree_with_cvxpy():
     0.5 % of the exact-CVaR CVXPY optimum."""
     a, s = slab_problem(np.random.default_rng(3), n_side=16, n_beamlets=24)
     terms = [
-        op.Prescription("PTV", 60, weight=10),
+        op.SquaredDeviation("PTV", 60, weight=10),
         op.Overdose("OAR", 0, weight=1),
         op.MaxDVH("OAR", 20, 30, hard=True),
         op.MinDVH("PTV", 57, 95, hard=True),

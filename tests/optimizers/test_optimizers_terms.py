@@ -26,7 +26,7 @@ def test_quadratic_terms_by_hand():
     p = np.full(3, 1 / 3)
     assert op.Underdose("T", 60).value(d, p) == pytest.approx(100 / 3)
     assert op.Overdose("T", 60).value(d, p) == pytest.approx(100 / 3)
-    assert op.Prescription("T", 60).value(d, p) == pytest.approx(200 / 3)
+    assert op.SquaredDeviation("T", 60).value(d, p) == pytest.approx(200 / 3)
     assert op.MeanDose("T").value(d, p) == pytest.approx(60)
     assert op.MaxDose("T", 65, hard=True).quantity(d, p) == 70
     assert op.MinDose("T", 55, hard=True).quantity(d, p) == 50
@@ -47,7 +47,7 @@ def test_geud_limits(dose):
     [
         op.Underdose("S", 45.0),
         op.Overdose("S", 40.0),
-        op.Prescription("S", 42.0),
+        op.SquaredDeviation("S", 42.0),
         op.MeanDose("S"),
         op.MaxDose("S", 40.0),
         op.MinDose("S", 45.0),

@@ -1,7 +1,7 @@
 """Builders for DICOM objects as other planning systems write them (test helpers).
 
 Everything here writes files with pydicom directly, from a phantom written by
-:func:`rtplan.phantoms.write_patient` or from an RT-DOSE written by
+:func:`rtplan.io.write_patient` or from an RT-DOSE written by
 :func:`rtplan.io.write_rtdose`; nothing calls rtplan's readers, so the tests compare the
 readers against geometry computed independently here.
 """

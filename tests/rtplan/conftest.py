@@ -4,7 +4,7 @@ Fixture names say what they hold:
 
 - ``cshape_patient``: ``make_phantom("cshape")`` in memory (2.5 mm voxels), session-wide.
 - ``cshape_dicom``: that patient written once per session with
-  :func:`rtplan.phantoms.write_patient` (a :class:`WrittenPatient`: ``ct_dir``,
+  :func:`rtplan.io.write_patient` (a :class:`WrittenPatient`: ``ct_dir``,
   ``ct_files``, ``rtstruct_path``).  Treat the folder as read-only; copy it to mutate.
 - ``small_phantom_dicom``: a small (40 x 40 x 12) multitarget phantom written as DICOM,
   cheap to copy for bad-input tests.
@@ -18,7 +18,8 @@ import warnings
 
 import pytest
 
-from rtplan.phantoms import make_phantom, write_patient
+from rtplan.io import write_patient
+from rtplan.phantoms import make_phantom
 
 
 @pytest.fixture(scope="session")

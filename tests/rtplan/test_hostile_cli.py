@@ -22,11 +22,11 @@ from _hostile import assert_names, edit, files_under, raw, two_beam_plan
 from _tiny_protocol import tiny_cshape_protocol
 
 import rtplan
-from rtplan._atomic import atomic_directory, backup_path, check_output_path
-from rtplan._exit_status import EXIT_STATUSES
+from rtplan._internal.atomic import atomic_directory, backup_path, check_output_path
+from rtplan._internal.exit_status import EXIT_STATUSES
 from rtplan.cli import COMMANDS, build_parser, main
 from rtplan.errors import InputError, OutputError, ResourceLimitError
-from rtplan.io import load_patient, read_rtplan, write_rtplan
+from rtplan.io import read_patient, read_rtplan, write_rtplan
 from rtplan.phantoms import make_phantom
 from rtplan.planning import plan_patient, read_manifest
 
@@ -45,13 +45,14 @@ def no_planning(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("computation started before the output paths were checked")
 
-    import rtplan._influence
-    import rtplan._recalc
-    import rtplan.planning._plan
+    import rtplan.cli._dose
+    import rtplan.cli._influence
+    import rtplan.planning._workflow
 
-    monkeypatch.setattr(rtplan.planning._plan, "plan_patient", boom)
-    monkeypatch.setattr(rtplan._recalc, "compute_plan_dose", boom)
-    monkeypatch.setattr(rtplan._influence, "influence_matrix", boom)
+    # where the commands look them up (module-level imports)
+    monkeypatch.setattr(rtplan.planning._workflow, "plan_patient", boom)
+    monkeypatch.setattr(rtplan.cli._dose, "compute_plan_dose", boom)
+    monkeypatch.setattr(rtplan.cli._influence, "influence_matrix", boom)
 
 
 def run_cli(capsys, argv):
@@ -184,12 +185,12 @@ def phantom_cmd(tmp_path):
 def test_every_exception_is_one_line_with_its_status(
     exc, status, pattern, monkeypatch, capsys, phantom_cmd, tmp_path
 ):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     got, out, err = run_cli(capsys, phantom_cmd)
     assert got == status and got != 1
     assert_names(err, r"^rtplan phantom: error: ", pattern)
@@ -198,12 +199,12 @@ def test_every_exception_is_one_line_with_its_status(
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, monkeypatch, capsys, phantom_cmd):
-    import rtplan.phantoms
+    import rtplan.cli._phantom
 
     def fail(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(rtplan.phantoms, "write_phantom", fail)
+    monkeypatch.setattr(rtplan.cli._phantom, "write_phantom", fail)
     argv = phantom_cmd
     if how == "flag":
         argv = ["--debug", *phantom_cmd]
@@ -276,7 +277,7 @@ def test_unreachable_scheduler_is_one_line(address, phantom, tmp_path, capsys, n
 
 @pytest.fixture(scope="module")
 def plan_files(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return small_phantom_dicom, rp
@@ -327,7 +328,7 @@ def test_one_slice_ct_is_refused_for_any_dose(command, tmp_path, capsys):
     from rtplan.phantoms import write_phantom
 
     ph = write_phantom("cshape", tmp_path / "one", pixel_spacing_mm=5.0, n_slices=1)
-    patient = load_patient(ph.ct_dir, ph.rtstruct_path)
+    patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     rp = tmp_path / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     argv = [command, ph.ct_dir, ph.rtstruct_path]
@@ -344,7 +345,7 @@ def test_one_slice_ct_is_refused_for_any_dose(command, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def api_patient(small_phantom_dicom):
-    return load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    return read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
 
 
 @pytest.mark.parametrize(
@@ -370,9 +371,9 @@ def api_patient(small_phantom_dicom):
         (lambda p, rp: read_rtplan(None, p), TypeError, "path"),
         (lambda p, rp: read_rtplan(rp, None), TypeError, "patient"),
         (lambda p, rp: read_rtplan(rp, "patient"), TypeError, "patient"),
-        (lambda p, rp: load_patient(None), TypeError, "ct_dir"),
-        (lambda p, rp: load_patient(42), TypeError, "ct_dir"),
-        (lambda p, rp: load_patient("", None), ValueError, "ct_dir"),
+        (lambda p, rp: read_patient(None), TypeError, "ct_dir"),
+        (lambda p, rp: read_patient(42), TypeError, "ct_dir"),
+        (lambda p, rp: read_patient("", None), ValueError, "ct_dir"),
     ],
 )
 def test_api_wrong_argument_types_name_the_argument(call, error, name, api_patient, plan_files):
@@ -400,7 +401,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     calls = []
     real = os.replace
@@ -461,7 +462,7 @@ def test_leftover_backup_after_a_completed_replace_is_dropped(tmp_path):
 
 
 def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     out = _old_plan(tmp_path)
     real, calls = os.replace, []
@@ -482,7 +483,7 @@ def test_failure_between_the_renames_restores_the_old_plan_at_once(tmp_path, mon
 
 
 def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
-    import rtplan._atomic as atomic
+    import rtplan._internal.atomic as atomic
 
     synced, real_sync, real_replace = [], atomic._fsync_path, os.replace
     renamed = []
@@ -601,7 +602,7 @@ def test_dose_engine_fit_cli_maps_failures_like_rtplan(exc, status, monkeypatch,
     ("call", "name"),
     [
         (lambda p, rp, tmp: rtplan.io.read_rtdose(None), "path"),
-        (lambda p, rp, tmp: rtplan.io.load_structure_set(3.5), "path"),
+        (lambda p, rp, tmp: rtplan.io.read_structure_set(3.5), "path"),
         (lambda p, rp, tmp: write_rtplan(None, two_beam_plan(p), p), "path"),
         (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", "plan", p), "plan"),
         (lambda p, rp, tmp: write_rtplan(tmp / "RP.dcm", two_beam_plan(p), None), "patient"),

@@ -36,7 +36,7 @@ from dose_engine import (
 )
 from dose_engine._cache import _arrays_sha256
 from dose_engine._validation import water_phantom
-from rtplan import evaluate_goals, load_patient, parse_goal, read_rtplan
+from rtplan import evaluate_goals, parse_goal, read_patient, read_rtplan
 from rtplan.errors import (
     DicomReadError,
     DicomWarning,
@@ -44,7 +44,7 @@ from rtplan.errors import (
     ReferenceMismatchError,
     SeriesError,
 )
-from rtplan.io import load_ct, read_rtdose, write_rtplan
+from rtplan.io import read_ct, read_rtdose, write_rtplan
 from rtplan.io._ct import HU_LIMITS
 
 # ---------------------------------------------------------------------------------------
@@ -136,24 +136,24 @@ def test_misdescribed_ct_pixels_are_refused(case, ct):
     for p in sorted(ct.glob("*.dcm")) if case in EVERY_SLICE else [path]:
         edit(p, change)
     with pytest.raises(DicomReadError) as exc:
-        load_ct(ct)
+        read_ct(ct)
     assert_names(str(exc.value), rf"'{path}'", element)
 
 
 def test_signed_flagged_unsigned_would_have_read_air_as_64536_hu(ct):
     """The refusal above is about real numbers: with the flag fixed the slice is right."""
     path = first_slice(ct)
-    expected = load_ct(ct).image.array[0].copy()
+    expected = read_ct(ct).image.array[0].copy()
     edit(path, _hu_as_signed_int16)
-    np.testing.assert_array_equal(load_ct(ct).image.array[0], expected)
+    np.testing.assert_array_equal(read_ct(ct).image.array[0], expected)
 
 
 def test_hu_limits_can_be_widened_on_purpose(ct):
     path = first_slice(ct)
     edit(path, _pixel(30000))  # stored 30000, intercept -1024 -> 28976 HU
     with pytest.raises(DicomReadError, match="28976 HU"):
-        load_ct(ct)
-    img = load_ct(ct, hu_limits=(-1100, 40000)).image
+        read_ct(ct)
+    img = read_ct(ct, hu_limits=(-1100, 40000)).image
     assert img.array[0, 3, 4] == 28976  # row 3, column 4 of the lowest slice (HFS: no flip)
 
 
@@ -163,7 +163,7 @@ def test_hu_limits_can_be_widened_on_purpose(ct):
 )
 def test_hu_limits_argument_is_checked(limits, error, ct):
     with pytest.raises(error, match="hu_limits"):
-        load_ct(ct, hu_limits=limits)
+        read_ct(ct, hu_limits=limits)
 
 
 def test_declared_padding_below_air_is_accepted(ct):
@@ -177,7 +177,7 @@ def test_declared_padding_below_air_is_accepted(ct):
         ds.add_new(0x00280120, "SS", -2000)  # (0028,0120) PixelPaddingValue
 
     edit(path, pad)
-    hu = load_ct(ct).image.array[0]
+    hu = read_ct(ct).image.array[0]
     assert np.count_nonzero(hu == -3024.0) == 40 and hu.min() == -3024.0
 
 
@@ -185,7 +185,7 @@ def test_undeclared_values_below_air_are_refused(ct):
     path = first_slice(ct)
     edit(path, _pixel(-2000))
     with pytest.raises(DicomReadError) as exc:
-        load_ct(ct)
+        read_ct(ct)
     assert_names(str(exc.value), rf"'{path}'", r"-3024 HU", rf"{HU_LIMITS[0]:g}")
 
 
@@ -194,7 +194,7 @@ def test_ct_slices_of_two_patients_are_refused_without_printing_ids(ct):
     for k, p in enumerate(paths):
         edit(p, lambda ds, k=k: setattr(ds, "PatientID", "SECRET-A" if k else "SECRET-B"))
     with pytest.raises(SeriesError) as exc:
-        load_ct(ct)
+        read_ct(ct)
     assert_names(str(exc.value), r"\(0010,0020\) PatientID", str(ct))
     assert "SECRET" not in str(exc.value)
 
@@ -202,13 +202,13 @@ def test_ct_slices_of_two_patients_are_refused_without_printing_ids(ct):
 def test_one_patient_id_in_every_slice_loads(ct, small_phantom_patient):
     for p in ct.glob("*.dcm"):
         edit(p, lambda ds: setattr(ds, "PatientID", "SAME"))
-    np.testing.assert_array_equal(load_ct(ct).image.array, small_phantom_patient.ct.array)
+    np.testing.assert_array_equal(read_ct(ct).image.array, small_phantom_patient.ct.array)
 
 
 @pytest.mark.parametrize("bad", [None, 5, b"CT", ""])
 def test_load_ct_path_argument_is_checked(bad):
     with pytest.raises((TypeError, ValueError), match="ct_dir"):
-        load_ct(bad)
+        read_ct(bad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_rtstruct_same_id_other_birth_date_is_refused(identified):
     ct, rs = identified
     edit(rs, lambda ds: setattr(ds, "PatientBirthDate", "19700202"))
     with pytest.raises(ReferenceMismatchError) as exc:
-        load_patient(ct, rs)
+        read_patient(ct, rs)
     assert_names(str(exc.value), rf"'{rs}'", r"\(0010,0030\) PatientBirthDate")
     assert "1970" not in str(exc.value) and "1960" not in str(exc.value)
 
@@ -243,7 +243,7 @@ def test_rtstruct_same_id_other_name_warns(identified):
     ct, rs = identified
     edit(rs, lambda ds: setattr(ds, "PatientName", "Roe^Richard"))
     with pytest.warns(DicomWarning, match=r"\(0010,0010\) PatientName differs") as rec:
-        patient = load_patient(ct, rs)
+        patient = read_patient(ct, rs)
     assert "Roe" not in str(rec[0].message) and "Doe" not in str(rec[0].message)
     assert "CentralTarget" in patient.structures
 
@@ -254,7 +254,7 @@ def test_rtstruct_name_spelled_differently_is_the_same_name(identified, spelling
     edit(rs, lambda ds: setattr(ds, "PatientName", spelling))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_patient(ct, rs)
+        read_patient(ct, rs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_rtstruct_name_spelled_differently_is_the_same_name(identified, spelling
 
 @pytest.fixture(scope="module")
 def plan_case(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return patient, rp

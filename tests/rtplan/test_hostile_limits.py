@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from _hostile import assert_names, copy_ct, edit, files_under, first_slice
 
-from rtplan._limits import LIMITS
 from rtplan.cli import main
+from rtplan.cli._limits import LIMITS
 from rtplan.errors import InputError, OutputError, OutputExistsError
-from rtplan.io import load_ct, load_patient, write_rtdose
+from rtplan.io import read_ct, read_patient, write_rtdose
 from rtplan.planning import BatchEntry, plan_batch
 
 
@@ -26,7 +26,7 @@ def run_cli(capsys, argv):
 
 @pytest.fixture(scope="module")
 def rtdose(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     path = tmp_path_factory.mktemp("rd") / "RD.dcm"
     dose = np.full(patient.ct.grid.shape, 50.0)
     write_rtdose(path, dose, patient.ct.grid, patient, plan_sop_instance_uid="1.2.3")
@@ -93,21 +93,21 @@ def test_hu_limit_raised_on_purpose_loads_the_pixel(
         ds.PixelData = arr.tobytes()
 
     edit(ds_path, high)
-    slope_intercept = load_ct(small_phantom_dicom.ct_dir).image.array[0, 3, 4]
+    slope_intercept = read_ct(small_phantom_dicom.ct_dir).image.array[0, 3, 4]
     with pytest.raises(Exception, match=r"RTPLAN_LIMIT_HU_MIN/MAX"):
-        load_ct(ct)
+        read_ct(ct)
     if how == "api":
-        img = load_ct(ct, hu_limits=(-1100, 40000)).image
+        img = read_ct(ct, hu_limits=(-1100, 40000)).image
     elif how == "env":
         monkeypatch.setenv("RTPLAN_LIMIT_HU_MAX", "40000")
-        img = load_ct(ct).image
+        img = read_ct(ct).image
     else:
         code, err = run_cli(
             capsys, ["inspect", ct, small_phantom_dicom.rtstruct_path, "--limit", "hu_max=40000"]
         )
         assert code == 0, err
         monkeypatch.setenv("RTPLAN_LIMIT_HU_MAX", "40000")  # read it the same way
-        img = load_ct(ct).image
+        img = read_ct(ct).image
     assert slope_intercept != img.array[0, 3, 4]
     assert img.array[0, 3, 4] == 30000 - 1024  # stored value with the phantom's intercept
 
@@ -138,7 +138,7 @@ def test_bad_limit_flag_is_exit_2(item, pattern, small_phantom_dicom, capsys):
 def test_bad_hu_limit_variable_is_named(var, text, small_phantom_dicom, monkeypatch):
     monkeypatch.setenv(var, text)
     with pytest.raises(InputError) as exc:
-        load_ct(small_phantom_dicom.ct_dir)
+        read_ct(small_phantom_dicom.ct_dir)
     assert_names(str(exc.value), var)
 
 
@@ -153,7 +153,7 @@ def no_cluster(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a Dask cluster was started before the outputs were checked")
 
-    monkeypatch.setattr(batch, "_client", boom)
+    monkeypatch.setattr(batch, "dask_client", boom)
 
 
 def _write_manifest(tmp_path, outs):

@@ -21,9 +21,9 @@ from dose_engine import (
 )
 from dose_engine._limits import DEFAULT_LIMITS, limit
 from dose_engine._validation import water_phantom
-from rtplan import evaluate_goals, load_patient, parse_goal
+from rtplan import evaluate_goals, parse_goal, read_patient
 from rtplan.cli import main
-from rtplan.io import load_ct, read_rtdose, write_rtplan
+from rtplan.io import read_ct, read_rtdose, write_rtplan
 
 
 def run_cli(capsys, argv):
@@ -42,7 +42,7 @@ def test_ct_header_claiming_65535_squared_is_refused_before_allocating(
     for p in ct.glob("*.dcm"):
         edit(p, _huge_matrix)
     with pytest.raises(ResourceLimitError) as exc:
-        load_ct(ct)
+        read_ct(ct)
     assert_names(str(exc.value), r"65535", r"GiB", r"RTPLAN_LIMIT_IMAGE_VOXELS", str(ct))
 
 
@@ -150,7 +150,7 @@ def test_defaults_are_the_documented_ones():
 
 @pytest.fixture(scope="module")
 def plan_files(small_phantom_dicom, tmp_path_factory):
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     rp = tmp_path_factory.mktemp("rp") / "RP.dcm"
     write_rtplan(rp, two_beam_plan(patient), patient)
     return small_phantom_dicom, rp
@@ -185,7 +185,7 @@ def test_cli_influence_bombs(extra, pattern, small_phantom_dicom, tmp_path, caps
 def test_cli_evaluate_bin_width_bomb(tmp_path, small_phantom_dicom, capsys):
     from rtplan.io import write_rtdose
 
-    patient = load_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
     path = tmp_path / "RD.dcm"
     dose = np.full(patient.ct.grid.shape, 50.0)
     write_rtdose(path, dose, patient.ct.grid, patient, plan_sop_instance_uid="1.2.3")

@@ -14,9 +14,9 @@ import pydicom
 import pytest
 from _hostile import MAX_MESSAGE_CHARS, assert_names, raw
 
-from rtplan._messages import QUOTE_LIMIT_CHARS, quote
+from rtplan._internal.messages import QUOTE_LIMIT_CHARS, quote
 from rtplan.errors import DicomReadError
-from rtplan.io import load_patient, load_structure_set
+from rtplan.io import read_patient, read_structure_set
 
 
 def _circle(n_points, radius_mm, z_mm):
@@ -49,11 +49,11 @@ def test_contour_stored_as_un_is_decoded(n_points, small_phantom_dicom, tmp_path
     name = _write_big_contour(small_phantom_dicom.rtstruct_path, rs, pts)
     raw = pydicom.dcmread(rs)
     assert raw.ROIContourSequence[1].ContourSequence[0]["ContourData"].VR == "UN"
-    ss = load_structure_set(rs)
+    ss = read_structure_set(rs)
     got = [c for c in ss.structures[name].contours if len(c) == n_points]
     assert len(got) == 1
     np.testing.assert_allclose(got[0], np.round(pts, 4), atol=1e-9)
-    patient = load_patient(small_phantom_dicom.ct_dir, rs)
+    patient = read_patient(small_phantom_dicom.ct_dir, rs)
     assert name in patient.structures
 
 
@@ -72,7 +72,7 @@ def test_bad_value_in_a_un_contour_is_named_briefly(small_phantom_dicom, tmp_pat
     rs = tmp_path / "RS.dcm"
     _un_contour(small_phantom_dicom.rtstruct_path, rs, 3000, "\\".join(values))
     with pytest.raises(DicomReadError) as exc:
-        load_structure_set(rs)
+        read_structure_set(rs)
     assert_names(str(exc.value), str(rs), r"\(3006,0050\) ContourData", r"non-numeric")
 
 
@@ -82,7 +82,7 @@ def test_message_quoting_a_200k_point_contour_stays_short(small_phantom_dicom, t
     rs = tmp_path / "RS.dcm"
     _un_contour(small_phantom_dicom.rtstruct_path, rs, 200_001, text)
     with pytest.raises(DicomReadError) as exc:
-        load_structure_set(rs)
+        read_structure_set(rs)
     assert len(str(exc.value)) < MAX_MESSAGE_CHARS
 
 

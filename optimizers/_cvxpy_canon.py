@@ -1,0 +1,303 @@
+"""Translation of terms to CVXPY: one table from term type to canonicaliser.
+
+A canonicaliser is a function ``canon(term, ctx) -> cvxpy expression``. For a soft term it
+returns the term's unweighted objective value; for a hard term the quantity the constraint
+bounds (a vector for per-voxel terms such as :class:`MaxDose`, one entry per voxel); the
+formulation (:class:`optimizers.CvxpyFormulation`) adds the weight, the bound and the
+constraint sense. :class:`CvxpyContext` gives it the variables, the term's dose expression,
+its level and the helpers that keep the problem DPP (weights, levels and bounds are
+``cvxpy.Parameter`` objects, so a re-solve with new values skips canonicalisation).
+CVXPY is imported on first use (:func:`import_cvxpy`), never by ``import optimizers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from ._problem import Problem, structure_of
+from ._terms import (
+    _DVH,
+    GEUD,
+    MeanDose,
+    Overdose,
+    Smoothness,
+    SquaredDeviation,
+    Term,
+    TotalMU,
+    Underdose,
+    _LevelBound,
+)
+from .errors import InvalidProblemError
+
+__all__ = [
+    "CVXPY_CANONICALIZERS",
+    "OBJECTIVE_SCALE",
+    "Canonicalizer",
+    "CvxpyContext",
+    "add_canonicalizer",
+    "cvxpy_canonicalizer",
+    "import_cvxpy",
+    "weight_scale",
+]
+
+#: Largest soft weight inside the CVXPY problem (and the largest weight of a level bound's
+#: terms inside its constraint). Interior-point and splitting solvers stop on absolute
+#: floors (``max(1, ...)`` in their residual tests); planner weights such as ``1 / Rx**2``
+#: make objectives of 1e-5 whose optimum those floors cannot resolve (Clarabel returned
+#: "optimal" levels 2-150 % high, OSQP 1.6 %). Reported values are always in the caller's
+#: units.
+OBJECTIVE_SCALE = 100.0
+
+
+class Formulation(Protocol):
+    """What :class:`CvxpyContext` reads of the formulation being built
+    (:class:`optimizers.CvxpyFormulation`)."""
+
+    problem: Problem
+    x: Any
+    d: Any
+    level_params: dict[int, Any]
+    aux_constraints: list[Any]
+
+    def covers_union(self, structure: str) -> bool: ...
+
+
+def import_cvxpy() -> ModuleType:
+    """The ``cvxpy`` module, imported on first use (it takes about a second; ``import
+    optimizers`` must stay light)."""
+    import cvxpy
+
+    return cvxpy
+
+
+def weight_scale(weights: Iterable[float]) -> float:
+    """Factor that brings the largest of ``weights`` to :data:`OBJECTIVE_SCALE`."""
+    w_max = max((abs(float(w)) for w in weights), default=0.0)
+    return OBJECTIVE_SCALE / w_max if w_max > 0 and np.isfinite(w_max) else 1.0
+
+
+class CvxpyContext:
+    """What a canonicaliser may use while it translates one term.
+
+    Parameters
+    ----------
+    formulation : CvxpyFormulation
+        The formulation being built (see :class:`Formulation`).
+    term : Term
+        The term being translated.
+    index : int
+        Position of ``term`` in the problem's terms (names its parameters and auxiliaries).
+    parametrised : bool, optional
+        ``True`` (default): the term's level is a ``cvxpy.Parameter`` and non-smooth parts go
+        through auxiliary variables (DPP). ``False``: levels are constants and the helpers
+        return plain expressions (terms inside a lexicographic level bound).
+
+    Attributes
+    ----------
+    cp : module
+        ``cvxpy``.
+    x : cvxpy.Variable, (n_beamlets,)
+        Fluence, MU (``x >= 0``).
+    term : Term
+    """
+
+    def __init__(
+        self,
+        formulation: Formulation,
+        term: Term,
+        index: int,
+        *,
+        parametrised: bool = True,
+    ) -> None:
+        self.cp = import_cvxpy()
+        self.x = formulation.x
+        self.term = term
+        self._form = formulation
+        self._index = index
+        self._parametrised = parametrised
+
+    @property
+    def p(self) -> np.ndarray:
+        """(n_s,) normalised voxel weights of the term's structure (sum 1)."""
+        return self._form.problem.p[structure_of(self.term)]
+
+    def dose(self) -> Any:
+        """(n_s,) dose expression in the term's structure, Gy."""
+        name = structure_of(self.term)
+        d = self._form.d
+        if d is None:  # no dose term in the problem
+            raise InvalidProblemError(f"{self.term.label}: the problem has no dose variable.")
+        return d if self._form.covers_union(name) else d[self._form.problem.local_index[name]]
+
+    def level(self) -> Any:
+        """The term's ``dose_gy`` (Gy): a parameter the formulation can update, or a
+        constant when not parametrised."""
+        level = self.term.threshold()
+        if not self._parametrised:
+            return level
+        store = self._form.level_params
+        if self._index not in store:
+            store[self._index] = self.cp.Parameter(value=level, name=f"level{self._index}")
+        return store[self._index]
+
+    def pos(self, expr: Any) -> Any:
+        """``max(expr, 0)``: an auxiliary variable ``r >= expr, r >= 0`` (parametrised; a
+        weight parameter may then multiply a parameter-free square, as DPP requires) or
+        ``cvxpy.pos(expr)``. Use it only where the result is minimised (convex, increasing)."""
+        if not self._parametrised:
+            return self.cp.pos(expr)
+        r = self.cp.Variable(expr.shape, nonneg=True, name=f"r{self._index}")
+        self.constrain(r >= expr)
+        return r
+
+    def affine(self, expr: Any) -> Any:
+        """``expr`` itself: an auxiliary variable ``r == expr`` (parametrised, see
+        :meth:`pos`) or the expression."""
+        if not self._parametrised:
+            return expr
+        r = self.cp.Variable(expr.shape, name=f"r{self._index}")
+        self.constrain(r == expr)
+        return r
+
+    def mean_square(self, r: Any) -> Any:
+        """``sum_i p_i r_i**2`` as a sum of squares (fast canonicalisation)."""
+        p = self.p
+        if np.all(p == p[0]):
+            return float(p[0]) * self.cp.sum_squares(r)
+        return self.cp.sum_squares(self.cp.multiply(np.sqrt(p), r))
+
+    def constrain(self, constraint: Any) -> None:
+        """Add an auxiliary constraint to the problem."""
+        self._form.aux_constraints.append(constraint)
+
+    def expression(self, term: Term) -> Any:
+        """Soft expression of another term with constant levels (composite terms)."""
+        sub = CvxpyContext(self._form, term, -1, parametrised=False)
+        return canonicalize(term, sub)
+
+
+#: ``canon(term, ctx) -> cvxpy expression``
+Canonicalizer = Callable[[Any, CvxpyContext], Any]
+
+
+def _one_sided_quadratic(t: Underdose | Overdose, ctx: CvxpyContext) -> Any:
+    if t.hard:  # MaxDose / MinDose: one inequality per voxel
+        return ctx.dose()
+    miss = ctx.level() - ctx.dose() if t._under else ctx.dose() - ctx.level()
+    return ctx.mean_square(ctx.pos(miss))
+
+
+def _squared_deviation(t: SquaredDeviation, ctx: CvxpyContext) -> Any:
+    return ctx.mean_square(ctx.affine(ctx.dose() - ctx.level()))
+
+
+def _mean_dose(t: MeanDose, ctx: CvxpyContext) -> Any:
+    return ctx.p @ ctx.dose()
+
+
+def _geud(t: GEUD, ctx: CvxpyContext) -> Any:
+    ds = ctx.dose()
+    p = ctx.p
+    g = p @ ds if t.a == 1 else ctx.cp.pnorm(ctx.cp.multiply(p ** (1.0 / t.a), ds), t.a)
+    return g if t.hard or t.a >= 1 else -g
+
+
+def _cvar(t: _DVH, ctx: CvxpyContext) -> Any:
+    """Exact CVaR of the dose (Romeijn et al. 2006): the mean of the hottest ``v`` (upper
+    goal) or coldest ``1 - v`` (lower goal) of the volume."""
+    cp = ctx.cp
+    z = cp.Variable(name=f"zeta_{t.structure}")
+    p = ctx.p
+    ds = ctx.dose()
+    if t.sense == "<=":
+        v = t.volume_pct / 100.0
+        return z + (1.0 / v) * (p @ cp.pos(ds - z))
+    q = 1.0 - t.volume_pct / 100.0
+    return z - (1.0 / q) * (p @ cp.pos(z - ds))
+
+
+def _dvh(t: _DVH, ctx: CvxpyContext) -> Any:
+    c = _cvar(t, ctx)
+    if t.hard:
+        return c
+    miss = c - ctx.level() if t.sense == "<=" else ctx.level() - c
+    return ctx.cp.square(ctx.pos(miss))
+
+
+def _smoothness(t: Smoothness, ctx: CvxpyContext) -> Any:
+    return (1.0 / t.operator.shape[0]) * ctx.cp.sum_squares(t.operator @ ctx.x)
+
+
+def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:
+    return ctx.cp.sum(ctx.x)
+
+
+def _level_bound(t: _LevelBound, ctx: CvxpyContext) -> Any:
+    """``sum_k c w_k f_k`` with ``c`` = :func:`weight_scale` of the ``w_k`` (the
+    formulation scales the bound by the same ``c``)."""
+    c = weight_scale(s.weight for s in t.terms)
+    return sum((c * s.weight) * ctx.expression(s) for s in t.terms)
+
+
+#: Term type -> canonicaliser. A subclass without its own entry uses its nearest
+#: registered base class (MaxDose is an Overdose, MinDose an Underdose).
+CVXPY_CANONICALIZERS: dict[type[Term], Canonicalizer] = {
+    Underdose: _one_sided_quadratic,
+    Overdose: _one_sided_quadratic,
+    SquaredDeviation: _squared_deviation,
+    MeanDose: _mean_dose,
+    GEUD: _geud,
+    _DVH: _dvh,
+    Smoothness: _smoothness,
+    TotalMU: _total_mu,
+    _LevelBound: _level_bound,
+}
+
+
+#: Lookups by concrete type (cleared by :func:`optimizers.register_term`).
+_BY_TYPE: dict[type, Canonicalizer | None] = {}
+
+
+def _canonicalizer_of_type(cls: type) -> Canonicalizer | None:
+    if cls not in _BY_TYPE:
+        found = (CVXPY_CANONICALIZERS.get(base) for base in cls.__mro__)
+        _BY_TYPE[cls] = next((c for c in found if c is not None), None)
+    return _BY_TYPE[cls]
+
+
+def add_canonicalizer(term_type: type[Term], canon: Canonicalizer) -> None:
+    """Set the table entry of ``term_type`` (see :func:`optimizers.register_term`)."""
+    CVXPY_CANONICALIZERS[term_type] = canon
+    _BY_TYPE.clear()
+
+
+def cvxpy_canonicalizer(term: Term) -> Canonicalizer:
+    """The entry of :data:`CVXPY_CANONICALIZERS` for ``term``'s type (or nearest base).
+
+    Raises
+    ------
+    InvalidProblemError
+        No entry: the message names the term and how to register one.
+    """
+    found = _canonicalizer_of_type(type(term))
+    if found is None:
+        raise InvalidProblemError(
+            f"{term.label}: no CVXPY translation for {type(term).__name__}; register one with "
+            "optimizers.register_term(..., cvxpy=...) or use method='first_order'."
+        )
+    return found
+
+
+def canonicalize(term: Term, ctx: CvxpyContext) -> Any:
+    """CVXPY expression of ``term`` (see the module docstring), refusing non-convex soft
+    terms with a message naming them."""
+    if not term.hard and not term.convex:
+        raise InvalidProblemError(
+            f"{term.label}: {type(term).__name__} is not convex and CVXPY needs convex terms; "
+            "use MinDVH/MaxDVH (CVaR) or method='first_order'."
+        )
+    return cvxpy_canonicalizer(term)(term, ctx)

@@ -1,0 +1,248 @@
+"""Solver adapters for the CVXPY formulation (Clarabel, OSQP, SCS, MOSEK).
+
+"Solver" names these; "backend" in :mod:`optimizers` means only the array library of the
+first-order solver (numpy or CuPy, :mod:`optimizers._array_backend`).
+
+Each adapter is a small class with ``name``, a lazy :meth:`import_solver`,
+:meth:`is_available` and :meth:`solve`, plus ``STATUS_MAP``, the table from the native status
+codes to :class:`~optimizers.Status`. A native code missing from the table maps to
+``solver_error`` (the pattern of CVXPY's ``reductions/solvers/solver.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ._result import Status
+from .errors import InvalidProblemError, SolverError
+
+__all__ = [
+    "SOLVERS",
+    "ClarabelSolver",
+    "MosekSolver",
+    "OSQPSolver",
+    "SCSSolver",
+    "SolverAdapter",
+    "available_solvers",
+    "get_solver",
+]
+
+
+@dataclass
+class SolveData:
+    """What an adapter needs: the CVXPY problem, its solving chain and the solver's data."""
+
+    problem: Any
+    chain: Any
+    inverse_data: Any
+    data: dict
+    options: dict
+    verbose: bool = False
+
+
+@dataclass
+class SolverOutput:
+    status: Status
+    native_status: str
+    n_iter: int
+    raw: Any
+
+
+class SolverAdapter:
+    """Base adapter of a CVXPY solver."""
+
+    name: ClassVar[str] = ""
+    module: ClassVar[str] = ""
+    cvxpy_name: ClassVar[str] = ""
+    STATUS_MAP: ClassVar[dict[Any, Status]] = {}
+    #: Default options passed to the solver (can be overridden by the caller).
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    def import_solver(self) -> Any:
+        """Import and return the solver's Python module (lazy)."""
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            raise SolverError(
+                f"Solver `{self.name}` is not installed ({exc}); install "
+                f"`{self.module}` or choose another of {', '.join(SOLVERS)}."
+            ) from exc
+
+    def is_available(self) -> bool:
+        """``True`` when the solver's package imports (and, for MOSEK, is licensed)."""
+        try:
+            self.import_solver()
+        except SolverError:
+            return False
+        return True
+
+    def native_status(self, raw: Any) -> Any:
+        raise NotImplementedError
+
+    def iterations(self, raw: Any) -> int:
+        return 0
+
+    def solve(self, data: SolveData) -> SolverOutput:
+        """Run the solver on the canonicalised data and map its status.
+
+        Raises
+        ------
+        SolverError
+            The solver crashed; the message names it and what to try.
+        """
+        self.import_solver()
+        opts = {**self.DEFAULT_OPTIONS, **data.options}
+        try:
+            raw = data.chain.solver.solve_via_data(data.data, False, data.verbose, opts, {})
+        except Exception as exc:  # noqa: BLE001 - a crashed solver must name itself
+            raise SolverError(
+                f"Solver `{self.name}` failed ({type(exc).__name__}: {exc}); try another "
+                f"solver ({', '.join(b for b in SOLVERS if b != self.name)}) or "
+                "solve_first_order."
+            ) from exc
+        inv = data.inverse_data[-1] if data.inverse_data else None
+        # CVXPY 1.9 wraps the inverse data in an object whose options solver.invert reads;
+        # CVXPY 1.7 (the newest on Python 3.10) keeps a plain dict and reads none
+        if (
+            inv is not None
+            and not isinstance(inv, dict)
+            and getattr(inv, "solver_options", None) is None
+        ):
+            inv.solver_options = opts
+        native = self.native_status(raw)
+        status = self.STATUS_MAP.get(native, Status.SOLVER_ERROR)
+        return SolverOutput(status, str(native), self.iterations(raw), raw)
+
+
+class ClarabelSolver(SolverAdapter):
+    """Clarabel interior-point conic solver (default)."""
+
+    name = "CLARABEL"
+    module = "clarabel"
+    cvxpy_name = "CLARABEL"
+    STATUS_MAP = {
+        "Solved": Status.OPTIMAL,
+        "AlmostSolved": Status.OPTIMAL_INACCURATE,
+        "PrimalInfeasible": Status.INFEASIBLE,
+        "AlmostPrimalInfeasible": Status.INFEASIBLE,
+        "DualInfeasible": Status.UNBOUNDED,
+        "AlmostDualInfeasible": Status.UNBOUNDED,
+        "MaxIterations": Status.ITERATION_LIMIT,
+        "MaxTime": Status.TIME_LIMIT,
+        "CallbackTerminated": Status.CALLBACK_STOP,
+        "NumericalError": Status.SOLVER_ERROR,
+        "InsufficientProgress": Status.OPTIMAL_INACCURATE,
+    }
+
+    def native_status(self, raw):
+        return str(raw.status)
+
+    def iterations(self, raw):
+        return int(getattr(raw, "iterations", 0))
+
+
+class OSQPSolver(SolverAdapter):
+    """OSQP operator-splitting QP solver (quadratic/linear terms only: no gEUD with a != 1)."""
+
+    name = "OSQP"
+    module = "osqp"
+    cvxpy_name = "OSQP"
+    DEFAULT_OPTIONS = {"max_iter": 200000, "eps_abs": 1e-7, "eps_rel": 1e-7, "polishing": True}
+    STATUS_MAP = {
+        1: Status.OPTIMAL,
+        2: Status.OPTIMAL_INACCURATE,
+        3: Status.INFEASIBLE,
+        4: Status.INFEASIBLE,
+        5: Status.UNBOUNDED,
+        6: Status.UNBOUNDED,
+        7: Status.ITERATION_LIMIT,
+        8: Status.TIME_LIMIT,
+    }
+
+    def native_status(self, raw):
+        return int(raw.info.status_val)
+
+    def iterations(self, raw):
+        return int(raw.info.iter)
+
+
+class SCSSolver(SolverAdapter):
+    """SCS first-order conic solver."""
+
+    name = "SCS"
+    module = "scs"
+    cvxpy_name = "SCS"
+    DEFAULT_OPTIONS = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 200000}
+    STATUS_MAP = {
+        1: Status.OPTIMAL,
+        2: Status.OPTIMAL_INACCURATE,
+        -1: Status.UNBOUNDED,
+        -6: Status.UNBOUNDED,
+        -2: Status.INFEASIBLE,
+        -7: Status.INFEASIBLE,
+    }
+
+    def native_status(self, raw):
+        return int(raw["info"]["status_val"])
+
+    def iterations(self, raw):
+        return int(raw["info"]["iter"])
+
+
+class MosekSolver(SolverAdapter):
+    """MOSEK interior-point solver (needs a licence)."""
+
+    name = "MOSEK"
+    module = "mosek"
+    cvxpy_name = "MOSEK"
+    STATUS_MAP = {
+        "optimal": Status.OPTIMAL,
+        "integer_optimal": Status.OPTIMAL,
+        "prim_infeas_cer": Status.INFEASIBLE,
+        "dual_infeas_cer": Status.UNBOUNDED,
+        "unknown": Status.OPTIMAL_INACCURATE,
+    }
+
+    def is_available(self) -> bool:
+        try:
+            mosek = self.import_solver()
+            with mosek.Env() as env:  # licence check
+                env.checkoutlicense(mosek.feature.pton)
+        except Exception:  # noqa: BLE001 - missing or unlicensed
+            return False
+        return True
+
+    def native_status(self, raw):
+        mosek = self.import_solver()
+        task = raw["task"]
+        for soltype in (mosek.soltype.itr, mosek.soltype.bas):
+            if task.solutiondef(soltype):
+                return str(task.getsolsta(soltype)).split(".")[-1]
+        return "undefined"
+
+
+SOLVERS: dict[str, SolverAdapter] = {
+    b.name: b for b in (ClarabelSolver(), OSQPSolver(), SCSSolver(), MosekSolver())
+}
+
+
+def get_solver(name: str) -> SolverAdapter:
+    """The adapter called ``name`` (case-insensitive: CLARABEL, OSQP, SCS, MOSEK)."""
+    key = str(name).upper()
+    if key not in SOLVERS:
+        raise InvalidProblemError(f"Unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+    return SOLVERS[key]
+
+
+def available_solvers() -> list[str]:
+    """Names of the CVXPY solvers that are installed (and licensed) here.
+
+    .. versionadded:: 0.2.0
+       Replaces ``available_backends`` (deprecated: "backend" names the array library).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [n for n, b in SOLVERS.items() if b.is_available()]

@@ -1,0 +1,42 @@
+"""What a linac delivers: machine models (MLC, jaws), MLC segments with monitor units,
+deliverable beams and plans, and segment-weight re-optimisation after sequencing.
+
+Leaf sequencing (fluence maps → segments) is :mod:`rtplan.sequencing`.
+"""
+
+from ._deliverable import DeliverableBeam, DeliverablePlan, Segment, SegmentError
+from ._machine import (
+    JawModel,
+    Machine,
+    MachineError,
+    MLCModel,
+    available_machines,
+    load_machine,
+    parse_machine,
+)
+from ._segment_weights import (
+    DoseComparison,
+    SegmentWeightResult,
+    compare_doses,
+    reoptimize_segment_weights,
+    segment_beamlet_matrix,
+)
+
+__all__ = [
+    "DeliverableBeam",
+    "DeliverablePlan",
+    "DoseComparison",
+    "JawModel",
+    "MLCModel",
+    "Machine",
+    "MachineError",
+    "Segment",
+    "SegmentError",
+    "SegmentWeightResult",
+    "available_machines",
+    "compare_doses",
+    "load_machine",
+    "parse_machine",
+    "reoptimize_segment_weights",
+    "segment_beamlet_matrix",
+]

@@ -1,0 +1,22 @@
+"""Dose for a :class:`~rtplan.Patient`: the rtplan side of :mod:`dose_engine`.
+
+- :func:`influence_matrix` — beamlet dose-influence matrices (voxels × beamlets, Gy/MU);
+- :func:`aperture_dose` — the dose of one beam's MLC apertures (the one segment →
+  rectangles → dose path); :func:`compute_plan_dose` — of a whole deliverable plan;
+- :func:`resolve_beam_model` — a beam model from a shipped name, a path or ``None``.
+"""
+
+from ._aperture import aperture_dose, beam_rectangles_mm, plan_aperture_dose
+from ._influence import body_mask, influence_matrix
+from ._plan_dose import PlanDose, compute_plan_dose, resolve_beam_model
+
+__all__ = [
+    "PlanDose",
+    "aperture_dose",
+    "beam_rectangles_mm",
+    "body_mask",
+    "compute_plan_dose",
+    "influence_matrix",
+    "plan_aperture_dose",
+    "resolve_beam_model",
+]

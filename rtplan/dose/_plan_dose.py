@@ -1,0 +1,237 @@
+"""Dose of a deliverable plan: every segment of every beam through the dose engine.
+
+This is the final-dose step of planning and the independent "second check" of any
+RT-PLAN read by :func:`rtplan.io.read_rtplan`: each beam's dose comes from its apertures
+(:func:`rtplan.dose.aperture_dose`, the one segment → rectangles → dose path).  Segment
+meterset is the total over all fractions, so the result is the total plan dose.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dose_engine import BeamModel, Grid, to_numpy
+
+from .._internal.arguments import require_instance
+from ..errors import InputError
+from ..patient._patient import Patient
+from ..structures import body_grid, body_structure
+from ._aperture import aperture_dose
+
+__all__ = [
+    "PlanDose",
+    "compute_plan_dose",
+    "require_model_sad",
+    "resolve_beam_model",
+]
+
+log = logging.getLogger("rtplan.recalc")
+
+
+@dataclass(frozen=True, eq=False)
+class PlanDose:
+    """Total dose of a plan on a dose grid.
+
+    Attributes
+    ----------
+    dose_gy : (Z, Y, X) ndarray of float64, Gy
+        Total over all fractions, at the voxel centres of ``grid``.
+    grid : dose_engine.Grid
+        Dose grid (LPS, mm), covering the CT.
+    beam_max_gy : dict of int to float
+        Maximum dose of each beam alone, keyed by beam number (a quick sanity figure).
+    """
+
+    dose_gy: np.ndarray
+    grid: Grid
+    beam_max_gy: dict
+
+    def __repr__(self) -> str:
+        return (
+            f"PlanDose(max={float(self.dose_gy.max()):.4g} Gy, grid={self.grid!r}, "
+            f"beams={sorted(self.beam_max_gy)})"
+        )
+
+
+def resolve_beam_model(beam_model: BeamModel | str | os.PathLike | None) -> BeamModel:
+    """The beam model to compute dose with.
+
+    Parameters
+    ----------
+    beam_model : dose_engine.BeamModel, path-like or None
+        A model, a model JSON file (``python -m dose_engine.fit``) or ``None`` for the
+        shipped 6 MV model.
+
+    Returns
+    -------
+    dose_engine.BeamModel
+
+    Raises
+    ------
+    dose_engine.BeamModelError
+        The file is missing, unreadable, not JSON or lacks keys; the message names it.
+    """
+    from dose_engine import load_beam_model
+
+    if isinstance(beam_model, BeamModel):
+        return beam_model
+    return load_beam_model(None if beam_model is None else os.fspath(beam_model))
+
+
+def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
+    """Refuse a beam model fitted for another source-axis distance.
+
+    Parameters
+    ----------
+    model : dose_engine.BeamModel
+    sad_mm : float, mm
+        Source-axis distance of the machine or beam the model is to be used for.
+    what : str
+        That machine or beam, for the message (``"machine 'VarianMLC120'"``).
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        The SADs differ by more than 1e-6 mm; the message names the model file and both SADs.
+    """
+    if abs(float(sad_mm) - model.sad_mm) > 1e-6:
+        raise InputError(
+            f"Beam model {model.path} ('{model.name}') was fitted for SAD {model.sad_mm:g} mm, "
+            f"but {what} has SAD {float(sad_mm):g} mm; use a model commissioned for this machine."
+        )
+
+
+#: Fewest CT slices a dose is computed on: the CT is the patient, so one or two slices
+#: model a slab a few mm thick (no scatter from beyond it) and every dose would be wrong.
+MIN_CT_SLICES = 3
+
+
+def require_ct_volume(patient, what: str) -> None:
+    """Refuse a CT of fewer than :data:`MIN_CT_SLICES` slices before ``what`` is computed."""
+    n_slices = patient.ct.grid.shape[0]
+    if n_slices < MIN_CT_SLICES:
+        raise InputError(
+            f"The CT has {n_slices} slice(s); {what} needs a volume of at least "
+            f"{MIN_CT_SLICES} slices covering the targets (dose, scatter and DVHs are 3-D). "
+            "Load the complete CT series."
+        )
+
+
+def compute_plan_dose(
+    plan,
+    patient,
+    *,
+    dose_grid_mm: float = 3.0,
+    dose_grid: Grid | None = None,
+    model: BeamModel | str | os.PathLike | None = None,
+    backend: str = "numpy",
+    voxel_mask: np.ndarray | None = None,
+) -> PlanDose:
+    """Total dose of ``plan`` on ``patient``'s CT, in the body.
+
+    Dose is computed on the voxels of the dose grid that the body touches (any overlap
+    with the patient's EXTERNAL ROI, else the body outline found in the CT, as for the
+    rows of :func:`rtplan.influence_matrix`); every other voxel holds 0 Gy. The work
+    therefore scales with the body, not with the box around it or the field of view.
+
+    Parameters
+    ----------
+    plan : rtplan.DeliverablePlan
+        Or any object with ``beams`` (DeliverableBeam, whose segments hold the MU summed
+        over all fractions).
+    patient : rtplan.Patient
+        CT in HU; converted to relative electron density by
+        :func:`dose_engine.hu_to_density`.
+    dose_grid_mm : float, keyword-only
+        Isotropic dose-grid spacing (mm) of a grid covering the body plus one dose voxel
+        (:func:`rtplan.structures.body_grid`: the patient's EXTERNAL ROI, else the body
+        outline found in the CT), as in planning; ignored when ``dose_grid`` is given.
+    dose_grid : dose_engine.Grid, optional
+        Explicit dose grid.
+    model : dose_engine.BeamModel or path-like, optional
+        Beam model, or its JSON file (see :func:`resolve_beam_model`). Default: the
+        shipped 6 MV model.
+    backend : {"numpy", "cupy"}
+    voxel_mask : (Z, Y, X) bool ndarray on the dose grid, optional
+        The voxels to compute (planning passes the body and every planning structure);
+        default: the body's voxels.
+
+    Returns
+    -------
+    PlanDose
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        For a CT of fewer than :data:`MIN_CT_SLICES` slices (the patient would be a slab),
+        a non-positive ``dose_grid_mm``, or a beam the dose engine refuses (isocentre
+        outside the CT), or a beam whose SAD differs from the model's (the message names
+        the model file, the beam and both SADs).
+    dose_engine.BeamModelError
+        ``model`` is a file that cannot be read as a beam model; the message names it.
+    """
+    from dose_engine._density import hu_to_density
+    from dose_engine.errors import InvalidGeometryError
+
+    require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
+    require_ct_volume(patient, "a dose")
+    if not hasattr(plan, "beams"):
+        raise TypeError(
+            f"`plan` must be a DeliverablePlan (or have `beams`); got {type(plan).__name__}."
+        )
+    body = None
+    if dose_grid is None:
+        if isinstance(dose_grid_mm, bool) or not isinstance(dose_grid_mm, int | float):
+            raise TypeError(f"`dose_grid_mm` must be a number (mm); got {dose_grid_mm!r}.")
+        if not (np.isfinite(dose_grid_mm) and dose_grid_mm > 0):
+            raise InputError(f"`dose_grid_mm` must be a positive spacing; got {dose_grid_mm!r}.")
+        body = body_structure(patient)
+        dose_grid = body_grid(patient.ct.grid, body, float(dose_grid_mm))
+    if voxel_mask is None:
+        body = body_structure(patient) if body is None else body
+        voxel_mask = body.occupancy(dose_grid) > 0
+    voxel_mask = np.asarray(voxel_mask, dtype=bool)
+    if voxel_mask.shape != tuple(dose_grid.shape):
+        raise InputError(
+            f"`voxel_mask` has shape {voxel_mask.shape} but the dose grid has {dose_grid.shape} "
+            "voxels (nz, ny, nx)."
+        )
+    if not voxel_mask.any():
+        raise InputError(
+            "The dose grid holds no voxel of the body (`voxel_mask` is empty); give a grid "
+            "that covers the patient."
+        )
+    model = resolve_beam_model(model)
+    for dbeam in plan.beams:
+        require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
+    density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32)))
+    total = np.zeros(dose_grid.shape, dtype=np.float64)
+    beam_max = {}
+    for dbeam in plan.beams:
+        try:
+            d = aperture_dose(
+                dbeam,
+                density,
+                patient.ct.grid,
+                dose_grid,
+                model,
+                backend=backend,
+                voxel_mask=voxel_mask,
+            )
+        except InvalidGeometryError as exc:
+            raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
+        d = np.asarray(to_numpy(d), dtype=np.float64)
+        beam_max[dbeam.number] = float(d.max())
+        total += d
+        log.info(
+            "beam %d: %d segments, %.1f MU, max %.3f Gy",
+            dbeam.number,
+            len(dbeam.segments),
+            dbeam.total_mu,
+            beam_max[dbeam.number],
+        )
+    return PlanDose(total, dose_grid, beam_max)

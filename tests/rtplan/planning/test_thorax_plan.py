@@ -1,0 +1,146 @@
+"""The thorax phantom planned with the shipped lung protocol: the clinical targets of
+issue 12, checked from the written files with tools independent of rtplan's evaluation
+(the RT-DOSE read with pydicom alone, DVHs of the written RT-STRUCT by dicompyler-core,
+the PTV from the phantom's analytic geometry).
+
+Coarse for the suite: 4 mm CT pixels, 5 mm slices over z in [-50, 50] mm (the CT covers
+the tumour's part of the thorax), 5 mm dose grid, 120 iterations per level (as
+tests/rtplan/planning/test_dose_levels.py); no body contour, as in issue 12.  The
+full-size case (512 x 512 x 131, 3 mm grid) is ``benches/bench_thorax.py``.
+
+Three targets of issue 12 are not met by the planner today (strict xfails, so the suite
+reports when they are): the optimiser's first level trades the coverage of the PTV's rim
+in lung (where a 5 mm beamlet's dose spreads sideways) against the D2 and hot-spot terms
+and has no normal-tissue term, so it covers the rim from a few heavy beams whose paths
+carry the hot spot (issue 12, "A dangerous plan written silently").
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+
+from rtplan.io import read_patient
+from rtplan.phantoms import write_phantom
+from rtplan.phantoms._thorax import THORAX as T
+from rtplan.planning import plan_patient
+from rtplan.protocols import load_protocol
+from rtplan.structures import BODY_OUTLINE_NAME
+
+RX_GY = 60.0
+PIXEL_MM, SLICE_MM, N_SLICES, GRID_MM = 4.0, 5.0, 21, 5.0
+PLANNER_GH12 = (
+    "issue 12: the first optimisation level trades the PTV rim in lung against the D2 and "
+    "hot-spot terms without a normal-tissue term "
+    "(tests/rtplan/planning/test_thorax_plan.py docstring)"
+)
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("thorax_plan")
+    written = write_phantom(
+        "thorax",
+        tmp / "in",
+        pixel_spacing_mm=PIXEL_MM,
+        slice_spacing_mm=SLICE_MM,
+        n_slices=N_SLICES,
+        body_contour=False,
+    )
+    protocol = load_protocol("lung_60gy_30fx").with_overrides(
+        dose_grid_mm=GRID_MM, max_iterations=120
+    )
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
+    result = plan_patient(patient, protocol, progress=False)
+    out = result.write(tmp / "plan")
+    return result, out
+
+
+def _dose(out):
+    """RT-DOSE (Gy, [z, y, x]) and its voxel centres (mm, LPS), by pydicom alone."""
+    ds = pydicom.dcmread(out / "RTDOSE.dcm")
+    dose = ds.pixel_array.astype(float) * float(ds.DoseGridScaling)
+    x0, y0, z0 = (float(v) for v in ds.ImagePositionPatient)
+    dy, dx = (float(v) for v in ds.PixelSpacing)
+    z = z0 + np.asarray(ds.GridFrameOffsetVector, float)
+    y = y0 + dy * np.arange(ds.Rows)
+    x = x0 + dx * np.arange(ds.Columns)
+    return dose, np.meshgrid(z, y, x, indexing="ij")
+
+
+def _dvh(out, dvhcalc, name):
+    rois = {
+        str(r.ROIName): int(r.ROINumber)
+        for r in pydicom.dcmread(out / "RS_derived.dcm").StructureSetROISequence
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dvhcalc.get_dvh(str(out / "RS_derived.dcm"), str(out / "RTDOSE.dcm"), rois[name])
+
+
+def test_body_outline_and_dose_grid_leave_the_couch_out_gh12(plan):
+    result, out = plan
+    assert result.mapping["Body"] == BODY_OUTLINE_NAME  # derived: the RT-STRUCT had none
+    rois = [str(r.ROIName) for r in pydicom.dcmread(out / "RS_derived.dcm").StructureSetROISequence]
+    assert {BODY_OUTLINE_NAME, "PTV", "CTV", "Lungs-PTV"} <= set(rois)
+    _, (_, yy, _) = _dose(out)
+    # The dose grid ends within one dose voxel of the back (y = +105 mm): the couch foam
+    # (y 107 ... 153 mm) is not in it (issue 12: 67 Gy in the couch foam).
+    shell_y = T["couch"][1] + T["couch_shell_mm"]
+    assert yy.max() <= shell_y + GRID_MM
+    assert yy.max() < T["couch"][3] - T["couch_shell_mm"]
+
+
+def test_cord_and_lungs_within_limits_by_an_independent_dvh(plan, dicompyler):
+    result, out = plan
+    table = {(r.goal.structure, r.goal.metric.text): r for r in result.goal_table}
+    cord = _dvh(out, dicompyler, "SpinalCord")
+    assert float(cord.max) <= 45.0
+    lungs = _dvh(out, dicompyler, "Lungs-PTV")
+    assert float(lungs.mean) <= 20.0
+    assert float(lungs.V20Gy.value) / float(lungs.volume) * 100 <= 35.0
+    # rtplan's goal table agrees with dicompyler-core on the lung (the cord, 10 mm wide,
+    # spans two 5 mm dose voxels: the two DVH algorithms sample it differently), and the
+    # cord's near-maximum is below the maximum over every dose voxel touching the analytic
+    # cord cylinder (RT-DOSE read with pydicom)
+    assert table[("Lungs-PTV", "Dmean")].value == pytest.approx(float(lungs.mean), rel=0.03)
+    dose, (_, yy, xx) = _dose(out)
+    near = np.hypot(xx - T["cord_c"][0], yy - T["cord_c"][1]) <= T["cord_r"] + GRID_MM / np.sqrt(2)
+    assert table[("SpinalCord", "D0.03cc")].value <= dose[near].max() + 1e-6
+    assert dose[near].max() <= 45.0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PLANNER_GH12)
+def test_normalisation_within_the_cap_gh12(plan):
+    _, out = plan
+    record = json.loads((out / "plan.json").read_text())
+    detail = record["plan"]["normalization_detail"]
+    assert abs(detail["needed"] - 1.0) <= detail["cap_pct"] / 100
+    assert not [w for w in record["warnings"] if w["code"] == "normalization_cap"]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PLANNER_GH12)
+def test_global_maximum_within_110_percent_gh12(plan):
+    _, out = plan
+    dose, _ = _dose(out)
+    assert dose.max() <= 1.10 * RX_GY
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PLANNER_GH12)
+def test_no_ptv_voxel_below_90_percent_beyond_the_partial_volume_rim_gh12(plan, dicompyler):
+    """Every dose voxel whose whole cube lies inside the analytic PTV (the sphere of
+    r 30 mm around the GTV's centre: centre at most 30 mm - half the voxel diagonal from
+    it) gets at least 90 % of Rx; the partial-volume rim is the voxels cut by the PTV
+    surface.  dicompyler-core's PTV D99 of the written RT-STRUCT says the same."""
+    _, out = plan
+    dose, (zz, yy, xx) = _dose(out)
+    cx, cy, cz = T["gtv_c"]
+    r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2 + (zz - cz) ** 2)
+    whole = r <= T["gtv_r"] + 10.0 - np.sqrt(3) * GRID_MM / 2
+    assert whole.sum() > 200
+    assert dose[whole].min() >= 0.90 * RX_GY
+    assert float(_dvh(out, dicompyler, "PTV").D99.value) >= 0.90 * RX_GY
