@@ -112,11 +112,15 @@ def influence_cache_key(
     voxel_mask=None,
     lateral_cutoff_mm: float,
     relative_threshold: float,
+    wide_mask=None,
+    wide_lateral_cutoff_mm: float | None = None,
+    wide_relative_threshold: float | None = None,
 ) -> str:
     """sha256 over everything the matrix depends on.
 
     The density (CT) bytes, both grids, every beam, the beamlet table, the model parameters,
-    the code version, the truncation settings and the voxel mask.  Structures enter through
+    the code version, the truncation settings and the voxel masks (with the wide rows'
+    settings).  Structures enter through
     the voxel mask and the beamlets (which cover the target).
     """
     h = hashlib.sha256()
@@ -145,9 +149,12 @@ def influence_cache_key(
     h.update(repr(beamlets.map_shapes).encode())
     h.update(model.fingerprint().encode())
     h.update(repr((CODE_VERSION, float(lateral_cutoff_mm), float(relative_threshold))).encode())
-    if voxel_mask is not None:
-        m = np.asarray(voxel_mask, dtype=bool)
-        h.update(b"mask" + str(m.shape).encode() + np.packbits(m.ravel()).tobytes())
+    for name, mask in ((b"mask", voxel_mask), (b"wide", wide_mask)):
+        if mask is not None:
+            m = np.asarray(mask, dtype=bool)
+            h.update(name + str(m.shape).encode() + np.packbits(m.ravel()).tobytes())
+    if wide_mask is not None:
+        h.update(repr((float(wide_lateral_cutoff_mm), float(wide_relative_threshold))).encode())
     return h.hexdigest()
 
 
@@ -309,6 +316,9 @@ def cached_influence_matrix(
     backend: str = "numpy",
     lateral_cutoff_mm: float = DEFAULT_LATERAL_CUTOFF_MM,
     relative_threshold: float = DEFAULT_RELATIVE_THRESHOLD,
+    wide_mask=None,
+    wide_lateral_cutoff_mm: float | None = None,
+    wide_relative_threshold: float | None = None,
     progress: bool = True,
 ) -> InfluenceMatrix:
     """:func:`compute_influence_matrix`, or its stored result when the inputs are unchanged.
@@ -327,6 +337,9 @@ def cached_influence_matrix(
         voxel_mask=voxel_mask,
         lateral_cutoff_mm=lateral_cutoff_mm,
         relative_threshold=relative_threshold,
+        wide_mask=wide_mask,
+        wide_lateral_cutoff_mm=wide_lateral_cutoff_mm,
+        wide_relative_threshold=wide_relative_threshold,
     )
     path = Path(cache_dir) / f"influence-{key[:40]}.h5"
     if path.is_file():
@@ -359,6 +372,9 @@ def cached_influence_matrix(
         voxel_mask=voxel_mask,
         lateral_cutoff_mm=lateral_cutoff_mm,
         relative_threshold=relative_threshold,
+        wide_mask=wide_mask,
+        wide_lateral_cutoff_mm=wide_lateral_cutoff_mm,
+        wide_relative_threshold=wide_relative_threshold,
         progress=progress,
     )
     save_influence_matrix(im, path, cache_key=key, overwrite=True)

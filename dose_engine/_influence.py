@@ -25,7 +25,7 @@ from ._arguments import ARRAY, check_arguments, sequence_of
 from ._backend import Backend, erf, get_backend, to_numpy
 from ._beam import Beam
 from ._beamlets import Beamlets
-from ._field_dose import check_inputs, prepare_beam_points
+from ._field_dose import BeamPoints, check_inputs, prepare_beam_points
 from ._grid import Grid
 from ._limits import check_limit
 from ._model import BeamModel, horn_axis_terms, load_beam_model
@@ -44,7 +44,7 @@ DEFAULT_RELATIVE_THRESHOLD = 1e-3
 CHUNK_PAIRS = 3_000_000
 
 #: Part of the influence-matrix cache key; bumped whenever computed values change.
-CODE_VERSION = "influence-2"
+CODE_VERSION = "influence-3"
 
 
 @dataclass(frozen=True)
@@ -103,45 +103,46 @@ class InfluenceMatrix:
         )
 
 
-def _beam_block(
-    pts,
-    beam_lat: dict,
-    model: BeamModel,
-    xp,
-    cutoff_mm: float,
-    rel_thr: float,
-    n_cols: int,
-    n_rows: int,
-    backend: Backend,
+def _beam_entries(
+    pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel_thr: float, backend: Backend
 ):
-    """CSR block (n_rows × n_cols) of one beam and the number of voxel-beamlet pairs evaluated.
+    """``(rows, cols, values, pairs)`` of one beam's entries at the points ``pts``: voxel
+    rows, beam-local beamlet columns, Gy/MU above the floor, and the number of
+    voxel-beamlet pairs evaluated.
 
     The points are taken in chunks of about :data:`CHUNK_PAIRS` voxel-beamlet pairs, run by
     ``backend.map`` (a thread per CPU on numpy)."""
-    sparse = backend.sparse
     x0, y0 = beam_lat["origin"]
     w, h = beam_lat["w"], beam_lat["h"]
     n_r, n_c = beam_lat["shape"]
     lut = beam_lat["lut"]  # (n_r, n_c) int, -1 = no beamlet
     u, v = pts.u_mm, pts.v_mm
     m = int(u.shape[0])
-    if m == 0:
-        return sparse.csr_matrix((n_rows, n_cols), dtype=np.float32), 0
     f32, i32 = xp.float32, xp.int32
+    if m == 0:
+        return xp.zeros((0,), dtype=i32), xp.zeros((0,), dtype=i32), xp.zeros((0,), dtype=f32), 0
+    # the cut-off's window: kx x ky lattice cells from the first one within the cut-off
     kx = int(math.floor(2 * cutoff_mm / w)) + 1
     ky = int(math.floor(2 * cutoff_mm / h)) + 1
+    # A window wider than the lattice (a 100 mm cut-off over a 60 mm target) is evaluated
+    # on the whole lattice instead, with the cells outside the cut-off masked: the same
+    # voxel-beamlet pairs at a fraction of the work.
+    whole_x, whole_y = kx > n_c, ky > n_r
+    wx, wy = min(kx, n_c), min(ky, n_r)
     lut_pad = -np.ones((n_r + 2 * ky + 2, n_c + 2 * kx + 2), dtype=np.int32)
     lut_pad[ky + 1 : ky + 1 + n_r, kx + 1 : kx + 1 + n_c] = lut
     lut_flat = xp.asarray(lut_pad.ravel())
     pad_c = n_c + 2 * kx + 2
-    ox = xp.asarray(np.arange(kx + 1, dtype=np.float32) * np.float32(w))
-    oy = xp.asarray(np.arange(ky + 1, dtype=np.float32) * np.float32(h))
+    ox = xp.asarray(np.arange(wx + 1, dtype=np.float32) * np.float32(w))
+    oy = xp.asarray(np.arange(wy + 1, dtype=np.float32) * np.float32(h))
+    jx = xp.asarray(np.arange(wx, dtype=np.int32))
+    jy = xp.asarray(np.arange(wy, dtype=np.int32))
     win = xp.asarray(
         (
-            np.arange(ky, dtype=np.int32)[:, None] * pad_c + np.arange(kx, dtype=np.int32)[None, :]
+            np.arange(wy, dtype=np.int32)[:, None] * pad_c + np.arange(wx, dtype=np.int32)[None, :]
         ).ravel()
     )
-    chunk = max(1, CHUNK_PAIRS // (kx * ky))
+    chunk = max(1, CHUNK_PAIRS // (wx * wy))
     inv_sqrt2 = float(1.0 / math.sqrt(2.0))
     horn_a, horn_s = model.horn
     # One absolute floor for every column: relative_threshold x the reference beamlet
@@ -159,11 +160,13 @@ def _beam_block(
         # first lattice column/row of the window: beamlet centres within the cut-off
         c_lo = xp.clip(xp.astype(xp.ceil((uu - cutoff_mm - x0) / w), i32), -kx - 1, n_c)
         r_lo = xp.clip(xp.astype(xp.ceil((vv - cutoff_mm - y0) / h), i32), -ky - 1, n_r)
+        c_0 = xp.zeros_like(c_lo) if whole_x else c_lo  # first cell of the evaluated window
+        r_0 = xp.zeros_like(r_lo) if whole_y else r_lo
         # lower edges of the window cells relative to the voxel's ray, iso plane
-        ex0 = (x0 - w / 2) + xp.astype(c_lo, f32) * w - uu
-        ey0 = (y0 - h / 2) + xp.astype(r_lo, f32) * h - vv
-        dx = ex0[:, None] + ox[None, :]  # (k, kx+1)
-        dy = ey0[:, None] + oy[None, :]  # (k, ky+1)
+        ex0 = (x0 - w / 2) + xp.astype(c_0, f32) * w - uu
+        ey0 = (y0 - h / 2) + xp.astype(r_0, f32) * h - vv
+        dx = ex0[:, None] + ox[None, :]  # (k, wx+1)
+        dy = ey0[:, None] + oy[None, :]  # (k, wy+1)
         weights, sig_x, sig_y = model.components(zz, dd, xp)
         pxs, pys = [], []
         for term, (wt, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
@@ -180,12 +183,17 @@ def _beam_block(
                 pxs.append((hx[:, 1:] - hx[:, :-1]) * kx_f[:, None])
                 pys.append((hy[:, 1:] - hy[:, :-1]) * (-0.25 * horn_a * wt * ky_f)[:, None])
         # sum over the Gaussian terms of outer products = batched (ky × K) @ (K × kx)
-        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))  # (k, ky, kx)
+        val = xp.matmul(xp.stack(pys, axis=2), xp.stack(pxs, axis=1))  # (k, wy, wx)
         val = xp.reshape(val, (-1,))
-        base = (r_lo + (ky + 1)) * pad_c + (c_lo + (kx + 1))
+        base = (r_0 + (ky + 1)) * pad_c + (c_0 + (kx + 1))
         cols = xp.take(lut_flat, xp.reshape(base[:, None] + win[None, :], (-1,)))
-        pos = xp.nonzero((cols >= 0) & (val > floor))[0]
-        voxel_rows = xp.take(rows, xp.astype(pos // (kx * ky), i32))
+        keep = (cols >= 0) & (val > floor)
+        if whole_x or whole_y:  # only the cells within the cut-off
+            in_x = (jx[None, :] >= c_lo[:, None]) & (jx[None, :] < c_lo[:, None] + kx)
+            in_y = (jy[None, :] >= r_lo[:, None]) & (jy[None, :] < r_lo[:, None] + ky)
+            keep = keep & xp.reshape(in_y[:, :, None] & in_x[:, None, :], (-1,))
+        pos = xp.nonzero(keep)[0]
+        voxel_rows = xp.take(rows, xp.astype(pos // (wx * wy), i32))
         return voxel_rows, xp.take(cols, pos), xp.take(val, pos)
 
     slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
@@ -193,7 +201,17 @@ def _beam_block(
     rows = xp.concat([e[0] for e in entries])
     cols = xp.concat([e[1] for e in entries])
     vals = xp.concat([e[2] for e in entries])
-    del entries
+    return rows, cols, vals, m * wx * wy
+
+
+def _beam_block(parts: list, n_cols: int, n_rows: int, xp, sparse):
+    """CSR block (n_rows × n_cols) of one beam from the ``(rows, cols, values, pairs)`` of
+    :func:`_beam_entries` for disjoint sets of voxels, and the pairs evaluated."""
+    rows = xp.concat([p[0] for p in parts])
+    cols = xp.concat([p[1] for p in parts])
+    vals = xp.concat([p[2] for p in parts])
+    pairs = sum(p[3] for p in parts)
+    parts.clear()
     block = sparse.coo_matrix((vals, (rows, cols)), shape=(n_rows, n_cols)).tocsr()
     del rows, cols, vals
     # Keep the blocks compact until the merge: int16 local column indices when they fit.
@@ -201,7 +219,26 @@ def _beam_block(
         block = _CompactBlock(
             block.data, block.indices.astype(np.int16), block.indptr.astype(np.int64), block.shape
         )
-    return block, m * kx * ky
+    return block, pairs
+
+
+def _reach_box(beam_lat: dict, cutoff_mm: float) -> tuple[float, float, float, float]:
+    """``(u_min, u_max, v_min, v_max)``, mm in the isocentre plane: the beam's beamlets
+    widened by the lateral cut-off (rays outside it meet no beamlet)."""
+    (x0, y0), w, h, (n_r, n_c) = beam_lat["origin"], beam_lat["w"], beam_lat["h"], beam_lat["shape"]
+    return (
+        x0 - w / 2 - cutoff_mm,
+        x0 + (n_c - 0.5) * w + cutoff_mm,
+        y0 - h / 2 - cutoff_mm,
+        y0 + (n_r - 0.5) * h + cutoff_mm,
+    )
+
+
+def _subset(pts: BeamPoints, keep) -> BeamPoints:
+    """The points where the boolean array ``keep`` is true."""
+    return BeamPoints(
+        *(a[keep] for a in (pts.flat_index, pts.u_mm, pts.v_mm, pts.z_mm, pts.depth_mm))
+    )
 
 
 class _CompactBlock:
@@ -335,6 +372,9 @@ def compute_influence_matrix(
     voxel_mask=None,
     lateral_cutoff_mm: float = DEFAULT_LATERAL_CUTOFF_MM,
     relative_threshold: float = DEFAULT_RELATIVE_THRESHOLD,
+    wide_mask=None,
+    wide_lateral_cutoff_mm: float | None = None,
+    wide_relative_threshold: float | None = None,
     progress: bool = True,
 ) -> InfluenceMatrix:
     """Dose per MU of every beamlet on every dose-grid voxel.
@@ -364,6 +404,13 @@ def compute_influence_matrix(
         size in water at source-surface distance = SAD (an a-priori column maximum; the
         actual maxima are within a few % of it in water, larger where the patient surface
         is nearer the source).  One absolute floor for all columns, applied on the fly.
+    wide_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, optional
+        Voxels whose rows are computed with ``wide_lateral_cutoff_mm`` and
+        ``wide_relative_threshold`` instead (e.g. targets and organs, where the scatter tails
+        matter); they get rows whether or not ``voxel_mask`` holds them.  Each beam's rays
+        are traced once for both sets of voxels.
+    wide_lateral_cutoff_mm, wide_relative_threshold : float, optional
+        Required with ``wide_mask``; the same meaning and ranges as the two above.
     progress : bool
         Show a tqdm progress bar over beams.
 
@@ -394,12 +441,27 @@ def compute_influence_matrix(
             f"`beamlets` covers {beamlets.n_beams} beams but {len(beams)} beams were given; "
             "build them together with `beamlets_for_target(beams, ...)`."
         )
-    if not (lateral_cutoff_mm > 0):
-        raise InvalidGeometryError(f"`lateral_cutoff_mm` must be > 0; got {lateral_cutoff_mm!r}.")
-    if not (0 <= relative_threshold < 1):
-        raise InvalidGeometryError(
-            f"`relative_threshold` must lie in [0, 1); got {relative_threshold!r}."
-        )
+    settings_by_rows = [("", lateral_cutoff_mm, relative_threshold)]
+    if wide_mask is not None:
+        settings_by_rows.append(("wide_", wide_lateral_cutoff_mm, wide_relative_threshold))
+    for prefix, cutoff, thr in settings_by_rows:
+        if cutoff is None or not (cutoff > 0):
+            raise InvalidGeometryError(f"`{prefix}lateral_cutoff_mm` must be > 0; got {cutoff!r}.")
+        if thr is None or not (0 <= thr < 1):
+            raise InvalidGeometryError(
+                f"`{prefix}relative_threshold` must lie in [0, 1); got {thr!r}."
+            )
+    masks = {"voxel_mask": voxel_mask, "wide_mask": wide_mask}
+    for name, mask in masks.items():
+        if mask is not None and np.shape(mask) != tuple(dose_grid.shape):
+            raise InvalidGeometryError(
+                f"`{name}` has shape {np.shape(mask)} but `dose_grid` describes "
+                f"{dose_grid.shape} voxels."
+            )
+    if wide_mask is not None:
+        wide_mask = np.asarray(wide_mask, dtype=bool)
+        if voxel_mask is not None:
+            voxel_mask = np.asarray(voxel_mask, dtype=bool) | wide_mask
     n_voxels = dose_grid.voxel_count if voxel_mask is None else int(np.count_nonzero(voxel_mask))
     check_limit(
         "influence_pairs",
@@ -418,6 +480,8 @@ def compute_influence_matrix(
     dens = xp.asarray(density, dtype=xp.float32)
     lats = _lattices(beamlets)
     n_rows = dose_grid.voxel_count
+    reach_mm = max(c for _, c, _ in settings_by_rows)
+    wide_flat = None if wide_mask is None else xp.asarray(wide_mask.ravel())
     blocks = []
     pairs = 0
     t0 = time.perf_counter()
@@ -428,13 +492,6 @@ def compute_influence_matrix(
         iterator = tqdm(iterator, desc="influence matrix", unit="beam")
     for b in iterator:
         lat = lats[b]
-        (x0, y0), w, h, (n_r, n_c) = lat["origin"], lat["w"], lat["h"], lat["shape"]
-        box = (
-            x0 - w / 2 - lateral_cutoff_mm,
-            x0 + (n_c - 0.5) * w + lateral_cutoff_mm,
-            y0 - h / 2 - lateral_cutoff_mm,
-            y0 + (n_r - 0.5) * h + lateral_cutoff_mm,
-        )
         pts = prepare_beam_points(
             dens,
             ct_grid,
@@ -442,23 +499,26 @@ def compute_influence_matrix(
             beams[b],
             voxel_mask=voxel_mask,
             xp=xp,
-            uv_box_mm=box,
+            uv_box_mm=_reach_box(lat, reach_mm),
             map_fn=be.map,
         )
-        block, n_pairs = _beam_block(
-            pts,
-            lat,
-            model,
-            xp,
-            float(lateral_cutoff_mm),
-            float(relative_threshold),
-            lat["n"],
-            n_rows,
-            be,
-        )
+        if wide_flat is None:
+            groups = [(pts, lateral_cutoff_mm, relative_threshold)]
+        else:  # one ray trace, two sets of rows
+            is_wide = xp.take(wide_flat, pts.flat_index)
+            u_lo, u_hi, v_lo, v_hi = _reach_box(lat, lateral_cutoff_mm)
+            near = (pts.u_mm >= u_lo) & (pts.u_mm <= u_hi) & (pts.v_mm >= v_lo) & (pts.v_mm <= v_hi)
+            groups = [
+                (_subset(pts, is_wide), wide_lateral_cutoff_mm, wide_relative_threshold),
+                (_subset(pts, ~is_wide & near), lateral_cutoff_mm, relative_threshold),
+            ]
+        del pts
+        parts = [_beam_entries(g, lat, model, xp, float(c), float(t), be) for g, c, t in groups]
+        del groups
+        block, n_pairs = _beam_block(parts, lat["n"], n_rows, xp, be.sparse)
         blocks.append(block)
         pairs += n_pairs
-        del pts, block
+        del block
         _trim_heap()
     matrix = _hstack_csr(blocks, n_rows, xp, be.sparse)
     del blocks
@@ -473,6 +533,10 @@ def compute_influence_matrix(
         "compute_time_s": elapsed,
         "pairs_evaluated": int(pairs),
     }
+    if wide_mask is not None:
+        settings["wide_lateral_cutoff_mm"] = float(wide_lateral_cutoff_mm)
+        settings["wide_relative_threshold"] = float(wide_relative_threshold)
+        settings["wide_rows"] = int(np.count_nonzero(wide_mask))
     logger.info(
         "influence matrix %s × %s, nnz %d, %.1f MiB, %.1f s",
         *matrix.shape,

@@ -177,19 +177,50 @@ def _voxel_weights(
     return rows, w[rows]
 
 
-def _nnls_normal_equations(M, w: np.ndarray, y: np.ndarray) -> np.ndarray:
+#: Fitted rows of the influence matrix multiplied by the segment matrix at a time: the
+#: copy of those rows stays small (4,096 rows of 5,000 entries: 160 MB).
+SEGMENT_DOSE_CHUNK_ROWS = 4096
+
+
+def _segment_dose_rows(D, S, rows: np.ndarray) -> np.ndarray:
+    """``(D S)[rows]``: the dose of every segment at 1 MU on the fitted voxels, Gy/MU.
+
+    Parameters
+    ----------
+    D : scipy.sparse.csr_matrix, shape (n_voxels, n_beamlets)
+    S : scipy.sparse matrix, shape (n_beamlets, n_segments)
+    rows : (n,) ndarray of int
+        Rows of ``D`` to fit.
+
+    Returns
+    -------
+    (n, n_segments) ndarray of float64
+        Dense: a segment reaches nearly every fitted voxel of its beam.
+
+    Only these rows are multiplied, in chunks of :data:`SEGMENT_DOSE_CHUNK_ROWS`, and ``S``
+    takes ``D``'s dtype (a float64 ``S`` would copy all of a float32 ``D``).
+    """
+    s = S.astype(D.dtype).tocsr()
+    out = np.empty((rows.size, S.shape[1]))
+    for lo in range(0, rows.size, SEGMENT_DOSE_CHUNK_ROWS):
+        sl = slice(lo, lo + SEGMENT_DOSE_CHUNK_ROWS)
+        out[sl] = (D[rows[sl]] @ s).toarray()
+    return out
+
+
+def _nnls_normal_equations(M: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``argmin_{m ≥ 0} Σ_v w_v (M m − y)_v²`` solved on the ``n × n`` normal equations.
 
     With ``G = Mᵀ W M = Q Λ Qᵀ`` and ``b = Mᵀ W y``, ``A = Λ^½ Qᵀ`` and ``c = Λ^-½ Qᵀ b``
     give ``‖A m − c‖² = mᵀ G m − 2 bᵀ m + const``: the same objective up to a constant, so
     Lawson–Hanson NNLS on the ``n × n`` system reaches the same optimum as on the
-    ``n_voxels × n`` one, at a cost independent of the voxel count after one product.
+    ``n_voxels × n`` one, at a cost independent of the voxel count after one product
+    (``M`` dense, (n_voxels, n) float64).
     """
-    import scipy.sparse as sp
     from scipy.optimize import nnls
 
-    gram = np.asarray((M.T @ (sp.diags(w) @ M)).toarray(), dtype=np.float64)
-    b = np.asarray(M.T @ (w * y), dtype=np.float64).ravel()
+    gram = M.T @ (w[:, None] * M)
+    b = M.T @ (w * y)
     lam, q = np.linalg.eigh(0.5 * (gram + gram.T))
     keep = lam > EIGEN_RTOL * max(float(lam.max()), 0.0)
     if not keep.any():  # no fitted voxel receives dose from any segment
@@ -283,8 +314,7 @@ def reoptimize_segment_weights(
         u[pos] = np.maximum(u[pos], wt)
     S = segment_beamlet_matrix(dbeams, beamlets, beam_indices=beam_indices)
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
-    # segment dose at 1 MU (Gy/MU); D @ S first: rows of D itself would copy the matrix
-    M = sp.csr_matrix(D @ S)[rows]
+    M = _segment_dose_rows(D, S, rows)  # segment dose at 1 MU (Gy/MU), fitted voxels
     y = ref[rows]
 
     def objective(m):

@@ -622,10 +622,9 @@ def stage_dose(ctx: _Context) -> None:
     are kept: ``ctx.matrix`` row ``k`` is dose-grid voxel ``ctx.matrix_rows[k]``
     (:func:`_matrix_rows` maps voxel indices), so the optimiser can use it without a copy
     of its rows.  The final dose is computed from the apertures on the body.  Target and
-    organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`.
+    organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`,
+    in the same pass as the helper rows (one ray trace per beam, one matrix).
     """
-    import scipy.sparse as sp
-
     from dose_engine import compute_influence_matrix, hu_to_density
 
     ct = ctx.patient.ct
@@ -645,30 +644,19 @@ def stage_dose(ctx: _Context) -> None:
 
         ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         compute_influence_matrix = partial(cached_influence_matrix, cache_dir=ctx.cache_dir)
-    accurate = compute_influence_matrix(
+    matrix = compute_influence_matrix(
         density,
         ct.grid,
         ctx.dose_grid,
         ctx.beams,
         ctx.beamlets,
-        voxel_mask=organ_rows.reshape(shape),
-        lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
-        relative_threshold=ACCURATE_THRESHOLD,
+        voxel_mask=helper_rows.reshape(shape),
+        wide_mask=organ_rows.reshape(shape),
+        wide_lateral_cutoff_mm=ACCURATE_CUTOFF_MM,
+        wide_relative_threshold=ACCURATE_THRESHOLD,
         **common,
     ).matrix
-    accurate = _nonempty_rows(accurate, ctx.matrix_rows)
-    if helper_rows.any():
-        rest = compute_influence_matrix(
-            density,
-            ct.grid,
-            ctx.dose_grid,
-            ctx.beams,
-            ctx.beamlets,
-            voxel_mask=helper_rows.reshape(shape),
-            **common,
-        ).matrix
-        accurate = sp.csr_matrix(accurate + _nonempty_rows(rest, ctx.matrix_rows))
-    ctx.matrix = accurate
+    ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
 
 
 def _nonempty_rows(matrix, rows: np.ndarray):
@@ -704,9 +692,50 @@ BODY_SAMPLE_MM = 9.0
 #: small (its terms are weighted means, so the sampling does not change their scale).
 NT_STRIDE = 2
 
+#: Organs at risk of more than this many dose-grid voxels are sampled on every
+#: ``LARGE_STRIDE``-th voxel along x (every row and slice), when every goal on the organ is
+#: a mean dose or a dose-volume point between :data:`LARGE_MIN_VOLUME_PCT` and 100 % minus
+#: it: their terms are weighted means and volume fractions, which half the voxels estimate
+#: closely, while the rows cost the dose stage, the optimiser and memory in proportion.  A
+#: thorax's lungs (243,000 voxels at 3 mm) held 97 % of the influence matrix's entries
+#: (155 M, 100 mm cut-off in lung).  Sampling y as well (a quarter of the voxels) moved the
+#: thorax bench plan's PTV D2 from 63.9 to 64.3 Gy, over its 64.2 Gy goal; along x alone its
+#: goals moved by at most 0.3 Gy.  Point goals (Dmax, Dmin, D0.03cc) keep every voxel, and
+#: so do the rings: sampled, the TG-119 C-shape's ring (24,876 voxels) let PTV D10 rise
+#: 55.43 -> 55.52 Gy and core D10 11.13 -> 11.20 Gy.  Plan evaluation always uses every
+#: voxel.
+LARGE_STRUCTURE_VOXELS = 20_000
+LARGE_STRIDE = 2
+LARGE_MIN_VOLUME_PCT = 2.0
+
+
+def _sampled_structures(ctx: _Context) -> set[str]:
+    """Names of the organs at risk (and their parts outside the targets) sampled on every
+    :data:`LARGE_STRIDE`-th voxel along x (see :data:`LARGE_STRUCTURE_VOXELS`)."""
+    from ._levels import _volume_pct
+
+    names = set()
+    for name, occ in ctx.occupancy.items():
+        if ctx.roles.get(name) != "oar" or np.count_nonzero(occ) <= LARGE_STRUCTURE_VOXELS:
+            continue
+        volume_cc = float(occ.sum()) * ctx.dose_grid.voxel_volume_cc
+        pcts = [
+            _volume_pct(spec.goal, volume_cc)
+            for spec in ctx.protocol.goals
+            if spec.structure == name and spec.goal.metric.kind != "mean"
+        ]
+        lo, hi = LARGE_MIN_VOLUME_PCT, 100.0 - LARGE_MIN_VOLUME_PCT
+        if all(v is not None and lo <= v <= hi for v in pcts):
+            names.add(name)
+    for h in ctx.helpers.values():
+        if h.kind == "oar_minus_target" and h.sources[0] in names:
+            names.add(h.name)
+    return names
+
 
 def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
     idx, weights = {}, {}
+    sampled = _sampled_structures(ctx)
     occs = dict(ctx.occupancy)
     occs.update({h.name: h.occupancy for h in ctx.helpers.values()})
     for name, occ in occs.items():
@@ -715,6 +744,8 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
         kind = ctx.helpers[name].kind if name in ctx.helpers else None
         if kind == "normal_tissue":
             strides = (NT_STRIDE,) * 3
+        elif name in sampled:
+            strides = (1, 1, LARGE_STRIDE)
         elif kind == "body":
             dx, dy, dz = ctx.dose_grid.spacing_mm
             strides = tuple(max(1, int(BODY_SAMPLE_MM // d)) for d in (dz, dy, dx))

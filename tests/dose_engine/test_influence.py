@@ -135,3 +135,80 @@ def test_chunks_on_threads_give_the_serial_result(setup, monkeypatch, workers):
     np.testing.assert_array_equal(
         field_dose(dens, ct, ct, beam, [[-15, 15, -5, 10]], 2.0), serial_dose
     )
+
+
+@pytest.mark.parametrize("cutoff_mm", [12.0, 40.0])
+def test_columns_are_beamlet_field_doses_within_the_cutoff(setup, cutoff_mm):
+    # Column b is the dose of beamlet b's rectangle at 1 MU (field_dose) on the voxels whose
+    # window of floor(2 cut-off / w) + 1 lattice cells, starting at the first beamlet centre
+    # within the cut-off of the voxel's ray, holds b; zero elsewhere.  A 12 mm cut-off gives
+    # a 5-cell window on the 6 x 6 lattice; 40 mm a 17-cell one, wider than the lattice
+    # (evaluated on the whole lattice with the cells outside the cut-off masked).
+    dens, ct, beam, bl, _ = setup
+    im = compute_influence_matrix(
+        dens,
+        ct,
+        ct,
+        [beam],
+        bl,
+        lateral_cutoff_mm=cutoff_mm,
+        relative_threshold=0.0,
+        progress=False,
+    )
+    u, v, _ = beam.to_fan_coordinates(ct.index_to_point(np.argwhere(np.ones(ct.shape, bool))))
+    (x0, y0), w, h = bl.map_origin_mm[0], bl.width_mm[0], bl.height_mm[0]
+    k_x, k_y = int(np.floor(2 * cutoff_mm / w)) + 1, int(np.floor(2 * cutoff_mm / h)) + 1
+    c_lo, r_lo = np.ceil((u - cutoff_mm - x0) / w), np.ceil((v - cutoff_mm - y0) / h)
+    n_r, n_c = bl.fluence_map_shape(0)
+    # and whose ray passes within the cut-off of the lattice (the beam's reach)
+    in_reach = (np.abs(u - (x0 + (n_c - 1) * w / 2)) <= n_c * w / 2 + cutoff_mm) & (
+        np.abs(v - (y0 + (n_r - 1) * h / 2)) <= n_r * h / 2 + cutoff_mm
+    )
+    dense = im.matrix.toarray()
+    for b in range(len(bl)):
+        rect = [[bl.x_mm[b] - w / 2, bl.x_mm[b] + w / 2, bl.y_mm[b] - h / 2, bl.y_mm[b] + h / 2]]
+        ref = np.asarray(field_dose(dens, ct, ct, beam, rect, 1.0)).ravel()
+        c, r = bl.col[b], bl.row[b]
+        inside = (c >= c_lo) & (c < c_lo + k_x) & (r >= r_lo) & (r < r_lo + k_y) & in_reach
+        np.testing.assert_allclose(dense[:, b], np.where(inside, ref, 0.0), rtol=1e-4, atol=1e-9)
+        assert np.any(~inside & (ref > 1e-3 * ref.max())) == (cutoff_mm < 30)
+
+
+def test_wide_rows_in_one_pass_equal_two_passes(setup):
+    # Rows in `wide_mask` with the wide cut-off and threshold, the others with the defaults:
+    # one ray trace per beam gives the two separately computed matrices, side by side.
+    dens, ct, beam, bl, _ = setup
+    near, wide = np.zeros(ct.shape, bool), np.zeros(ct.shape, bool)
+    near[:, :, :12] = True
+    wide[:, :, 10:] = True  # overlaps `near`: wide settings win there
+    kw = dict(progress=False)
+    one = compute_influence_matrix(
+        dens,
+        ct,
+        ct,
+        [beam],
+        bl,
+        voxel_mask=near,
+        wide_mask=wide,
+        wide_lateral_cutoff_mm=100.0,
+        wide_relative_threshold=1e-4,
+        **kw,
+    )
+    a = compute_influence_matrix(dens, ct, ct, [beam], bl, voxel_mask=near & ~wide, **kw)
+    b = compute_influence_matrix(
+        dens,
+        ct,
+        ct,
+        [beam],
+        bl,
+        voxel_mask=wide,
+        lateral_cutoff_mm=100.0,
+        relative_threshold=1e-4,
+        **kw,
+    )
+    two = (a.matrix + b.matrix).tocsr()
+    assert one.nnz == two.nnz and a.nnz > 0 and b.nnz > 0
+    assert abs(one.matrix - two).max() <= 1e-6 * two.max()
+    assert one.settings["wide_rows"] == wide.sum()
+    with pytest.raises(InvalidGeometryError, match="wide_lateral_cutoff_mm"):
+        compute_influence_matrix(dens, ct, ct, [beam], bl, wide_mask=wide, **kw)

@@ -104,7 +104,8 @@ def test_influence_matrix_of_the_plan_is_the_models(case):
     ship = sorted(by_model[load_beam_model().path], key=_matrix_key)
     mine = sorted(by_model[str(scaled)], key=_matrix_key)
     assert [_matrix_key(m) for m in mine] == [_matrix_key(m) for m in ship]
-    assert len(ship) == 2  # organ rows (100 mm cut-off) and helper rows
+    assert len(ship) == 1  # organ rows (100 mm cut-off) and helper rows, one pass
+    assert ship[0].settings["wide_lateral_cutoff_mm"] == 100.0
     for a, b in zip(ship, mine, strict=True):
         np.testing.assert_array_equal(b.matrix.indptr, a.matrix.indptr)  # same sparsity
         np.testing.assert_array_equal(b.matrix.indices, a.matrix.indices)
@@ -112,8 +113,12 @@ def test_influence_matrix_of_the_plan_is_the_models(case):
 
 
 def _matrix_key(im) -> tuple:
-    """The lateral cut-off tells the planner's organ and helper matrices apart."""
-    return (im.matrix.shape, im.settings["lateral_cutoff_mm"])
+    """Shape and cut-offs of a matrix the planner computed."""
+    return (
+        im.matrix.shape,
+        im.settings["lateral_cutoff_mm"],
+        im.settings.get("wide_lateral_cutoff_mm"),
+    )
 
 
 def test_final_dose_of_the_plan_is_the_models(case):

@@ -1,0 +1,92 @@
+"""Large organs at risk are sampled on every second voxel along x for the optimiser's
+rows (issue 12 item 6), unless a goal on them reads a point dose."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from rtplan import Grid
+from rtplan.planning._plan import LARGE_STRUCTURE_VOXELS, _problem_structures
+from rtplan.protocols import parse_protocol
+
+PROTOCOL = """\
+name = "sampling"
+[prescription]
+total_dose_gy = 60.0
+fractions = 30
+target = "PTV"
+[structures.Lung]
+role = "oar"
+[structures.Heart]
+role = "oar"
+[structures.Cord]
+role = "oar"
+[[goals]]
+structure = "PTV"
+metric = "D95%"
+min = 57.0
+[[goals]]
+structure = "Lung"
+metric = "V20Gy"
+max = 35.0
+[[goals]]
+structure = "Lung"
+metric = "Dmean"
+max = 20.0
+[[goals]]
+structure = "Heart"
+metric = "V30Gy"
+max = 40.0
+[[goals]]
+structure = "Heart"
+metric = "Dmax"
+max = 60.0
+[[goals]]
+structure = "Cord"
+metric = "V20Gy"
+max = 35.0
+"""
+
+
+def _ctx():
+    grid = Grid((40, 64, 64), (0.0, 0.0, 0.0), (3.0, 3.0, 3.0))
+    occ = {}
+    for name, (z, y, x) in {
+        "PTV": ((10, 14), (30, 34), (30, 34)),
+        "Lung": ((0, 40), (0, 60), (0, 61)),  # 146,400 voxels: sampled
+        "Heart": ((0, 40), (0, 30), (0, 30)),  # 36,000 voxels, a Dmax goal: every voxel
+        "Cord": ((0, 40), (0, 20), (0, 20)),  # 16,000 voxels: below the size
+    }.items():
+        a = np.zeros(grid.shape, dtype=np.float32)
+        a[slice(*z), slice(*y), slice(*x)] = 1.0
+        occ[name] = a
+    protocol = parse_protocol(tomllib.loads(PROTOCOL))
+    roles = {"PTV": "target", "Lung": "oar", "Heart": "oar", "Cord": "oar"}
+    return SimpleNamespace(
+        occupancy=occ, roles=roles, protocol=protocol, dose_grid=grid, helpers={}
+    )
+
+
+def test_large_organ_rows_every_second_voxel_along_x():
+    ctx = _ctx()
+    idx, weights = _problem_structures(ctx)
+    assert int(ctx.occupancy["Cord"].sum()) < LARGE_STRUCTURE_VOXELS
+    # Lung: 40 slices x 60 rows x ceil(61 / 2) columns, the even x indices
+    assert idx["Lung"].size == 40 * 60 * 31
+    _, iy, ix = np.unravel_index(idx["Lung"], ctx.dose_grid.shape)
+    assert np.all(ix % 2 == 0) and np.unique(iy).size == 60
+    for name, n in {"PTV": 4 * 4 * 4, "Heart": 40 * 30 * 30, "Cord": 40 * 20 * 20}.items():
+        assert idx[name].size == n, name
+        np.testing.assert_array_equal(idx[name], np.flatnonzero(ctx.occupancy[name].ravel() > 0))
+    # a volume fraction on the sample: the share of the lung in x < 30 (30 of 61 columns)
+    # is 15 of 31 sampled columns, 48.4 % against 49.2 % on every voxel
+    _, _, ix = np.unravel_index(idx["Lung"], ctx.dose_grid.shape)
+    share = float(weights["Lung"][ix < 30].sum() / weights["Lung"].sum())
+    assert abs(share - 30 / 61) < 0.01
