@@ -149,12 +149,13 @@ def influence_cache_key(
     h.update(repr(beamlets.map_shapes).encode())
     h.update(model.fingerprint().encode())
     h.update(repr((CODE_VERSION, float(lateral_cutoff_mm), float(relative_threshold))).encode())
-    for name, mask in ((b"mask", voxel_mask), (b"wide", wide_mask)):
+    for name, mask in (("mask", voxel_mask), ("wide", wide_mask)):
         if mask is not None:
             m = np.asarray(mask, dtype=bool)
-            h.update(name + str(m.shape).encode() + np.packbits(m.ravel()).tobytes())
+            h.update((name + str(m.shape)).encode() + np.packbits(m.ravel()).tobytes())
     if wide_mask is not None:
-        h.update(repr((float(wide_lateral_cutoff_mm), float(wide_relative_threshold))).encode())
+        wide = (wide_lateral_cutoff_mm or 0.0, wide_relative_threshold or 0.0)
+        h.update(repr(tuple(float(v) for v in wide)).encode())
     return h.hexdigest()
 
 

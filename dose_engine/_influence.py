@@ -353,6 +353,17 @@ def _lattices(beamlets: Beamlets) -> list[dict]:
     return out
 
 
+def _row_settings(prefix: str, cutoff_mm, threshold) -> tuple[float, float]:
+    """``(lateral cut-off mm, relative threshold)`` of one set of rows, checked."""
+    if cutoff_mm is None or not (cutoff_mm > 0):
+        raise InvalidGeometryError(f"`{prefix}lateral_cutoff_mm` must be > 0; got {cutoff_mm!r}.")
+    if threshold is None or not (0 <= threshold < 1):
+        raise InvalidGeometryError(
+            f"`{prefix}relative_threshold` must lie in [0, 1); got {threshold!r}."
+        )
+    return float(cutoff_mm), float(threshold)
+
+
 @check_arguments(
     density=ARRAY,
     ct_grid="dose_engine._grid:Grid",
@@ -441,16 +452,12 @@ def compute_influence_matrix(
             f"`beamlets` covers {beamlets.n_beams} beams but {len(beams)} beams were given; "
             "build them together with `beamlets_for_target(beams, ...)`."
         )
-    settings_by_rows = [("", lateral_cutoff_mm, relative_threshold)]
-    if wide_mask is not None:
-        settings_by_rows.append(("wide_", wide_lateral_cutoff_mm, wide_relative_threshold))
-    for prefix, cutoff, thr in settings_by_rows:
-        if cutoff is None or not (cutoff > 0):
-            raise InvalidGeometryError(f"`{prefix}lateral_cutoff_mm` must be > 0; got {cutoff!r}.")
-        if thr is None or not (0 <= thr < 1):
-            raise InvalidGeometryError(
-                f"`{prefix}relative_threshold` must lie in [0, 1); got {thr!r}."
-            )
+    cutoff_mm, threshold = _row_settings("", lateral_cutoff_mm, relative_threshold)
+    wide_settings = (
+        None
+        if wide_mask is None
+        else _row_settings("wide_", wide_lateral_cutoff_mm, wide_relative_threshold)
+    )
     masks = {"voxel_mask": voxel_mask, "wide_mask": wide_mask}
     for name, mask in masks.items():
         if mask is not None and np.shape(mask) != tuple(dose_grid.shape):
@@ -480,7 +487,7 @@ def compute_influence_matrix(
     dens = xp.asarray(density, dtype=xp.float32)
     lats = _lattices(beamlets)
     n_rows = dose_grid.voxel_count
-    reach_mm = max(c for _, c, _ in settings_by_rows)
+    reach_mm = cutoff_mm if wide_settings is None else max(cutoff_mm, wide_settings[0])
     wide_flat = None if wide_mask is None else xp.asarray(wide_mask.ravel())
     blocks = []
     pairs = 0
@@ -502,18 +509,18 @@ def compute_influence_matrix(
             uv_box_mm=_reach_box(lat, reach_mm),
             map_fn=be.map,
         )
-        if wide_flat is None:
-            groups = [(pts, lateral_cutoff_mm, relative_threshold)]
+        if wide_flat is None or wide_settings is None:
+            groups = [(pts, cutoff_mm, threshold)]
         else:  # one ray trace, two sets of rows
             is_wide = xp.take(wide_flat, pts.flat_index)
             u_lo, u_hi, v_lo, v_hi = _reach_box(lat, lateral_cutoff_mm)
             near = (pts.u_mm >= u_lo) & (pts.u_mm <= u_hi) & (pts.v_mm >= v_lo) & (pts.v_mm <= v_hi)
             groups = [
-                (_subset(pts, is_wide), wide_lateral_cutoff_mm, wide_relative_threshold),
-                (_subset(pts, ~is_wide & near), lateral_cutoff_mm, relative_threshold),
+                (_subset(pts, is_wide), *wide_settings),
+                (_subset(pts, ~is_wide & near), cutoff_mm, threshold),
             ]
         del pts
-        parts = [_beam_entries(g, lat, model, xp, float(c), float(t), be) for g, c, t in groups]
+        parts = [_beam_entries(g, lat, model, xp, c, t, be) for g, c, t in groups]
         del groups
         block, n_pairs = _beam_block(parts, lat["n"], n_rows, xp, be.sparse)
         blocks.append(block)
@@ -533,9 +540,8 @@ def compute_influence_matrix(
         "compute_time_s": elapsed,
         "pairs_evaluated": int(pairs),
     }
-    if wide_mask is not None:
-        settings["wide_lateral_cutoff_mm"] = float(wide_lateral_cutoff_mm)
-        settings["wide_relative_threshold"] = float(wide_relative_threshold)
+    if wide_settings is not None:
+        settings["wide_lateral_cutoff_mm"], settings["wide_relative_threshold"] = wide_settings
         settings["wide_rows"] = int(np.count_nonzero(wide_mask))
     logger.info(
         "influence matrix %s × %s, nnz %d, %.1f MiB, %.1f s",
