@@ -93,7 +93,7 @@ def _available_backends() -> list[str]:
     return available_solvers()
 
 
-#: Deprecated names (since 0.2.0, removed in 0.3.0): name -> (object, replacement).
+#: Deprecated names, kept for one release: name -> (object, replacement).
 _DEPRECATED: dict[str, tuple[Any, str]] = {
     "Prescription": (SquaredDeviation, "optimizers.SquaredDeviation"),
     "available_backends": (_available_backends, "optimizers.available_solvers"),
@@ -104,9 +104,8 @@ def __getattr__(name: str) -> Any:
     if name in _DEPRECATED:
         obj, new = _DEPRECATED[name]
         warnings.warn(
-            f"optimizers.{name} is deprecated since rtplan 0.2.0 and will be removed in 0.3.0; "
-            f"use {new}.",
-            FutureWarning,
+            f"optimizers.{name} is now {new}; the old name will be removed in the next release.",
+            DeprecationWarning,
             stacklevel=2,
         )
         return obj

@@ -74,7 +74,7 @@ class LexicographicResult:
 
     Notes
     -----
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
        ``status`` and ``message``, in the vocabulary of :class:`OptimizationResult`.
     """
 
@@ -169,7 +169,7 @@ def solve_lexicographic(
         Method of each level's solve (default ``"first_order"``, as in :func:`solve`);
         ``"cvxpy"`` solves the exact convex terms (CVaR DVH goals without smoothing).
 
-        .. versionchanged:: 0.2.0
+        .. versionchanged:: 0.1.0
            The default was ``"cvxpy"``; it is now the default of :func:`solve`.
     slip_rel : float, optional
         Relative slip allowed on earlier levels' objectives (default 0.03 = 3 %).

@@ -240,7 +240,7 @@ def get_solver(name: str) -> SolverAdapter:
 def available_solvers() -> list[str]:
     """Names of the CVXPY solvers that are installed (and licensed) here.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
        Replaces ``available_backends`` (deprecated: "backend" names the array library).
     """
     with warnings.catch_warnings():

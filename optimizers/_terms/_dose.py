@@ -111,7 +111,7 @@ class SquaredDeviation(_SoftLevelTerm):
 
     Notes
     -----
-    .. versionchanged:: 0.2.0
+    .. versionchanged:: 0.1.0
        Renamed from ``Prescription`` (the quadratic term, not the clinical prescription of
        :class:`rtplan.protocols.Prescription`); ``optimizers.Prescription`` remains a
        deprecated alias until 0.3.0.

@@ -22,7 +22,7 @@ def test_available_solvers_lists_what_imports():
     [("Prescription", "SquaredDeviation"), ("available_backends", "available_solvers")],
 )
 def test_deprecated_names_warn_and_name_their_replacement(old, new):
-    with pytest.warns(FutureWarning, match=rf"optimizers\.{old} .*0\.3\.0.*optimizers\.{new}"):
+    with pytest.warns(DeprecationWarning, match=rf"optimizers\.{old} is now optimizers\.{new}"):
         obj = getattr(op, old)
     assert old not in op.__all__ and new in op.__all__
     if old == "Prescription":
