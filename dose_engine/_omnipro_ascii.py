@@ -45,11 +45,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ._arguments import PATH, check_arguments
 from ._scan import MeasuredScan
-from ._scan_points import ScanHeader, point_row, read_scan_text, scan_from_points
+from ._scan_points import (
+    ScanBlock,
+    ScanHeader,
+    check_scan_count,
+    marker_count,
+    read_scan_text,
+)
 from .errors import BeamModelError
 
 __all__ = ["read_omnipro_ascii"]
@@ -92,7 +96,7 @@ def read_omnipro_ascii(path: str | Path) -> list[MeasuredScan]:
             continue
         word = line.split()[0].upper()
         if word == ":MSR":
-            declared = (_whole(line, path, lineno), lineno)
+            declared = (marker_count(line, path, lineno), lineno)
         elif word == ":SYS":
             continue
         elif word == ":EOM":
@@ -104,16 +108,14 @@ def read_omnipro_ascii(path: str | Path) -> list[MeasuredScan]:
             break
         elif line.startswith("%"):
             if block is None:
-                block = _Measurement(start=lineno, index=len(scans) + 1)
-            key, value = (line.split(None, 1) + [""])[:2]
-            block.header[key.upper()] = (value.split("#")[0].strip(), lineno)
+                block = _Measurement(start=lineno, index=len(scans) + 1, noun="measurement")
+            block.add_header(line, lineno)
         elif line.startswith("="):
             if block is None:
                 raise BeamModelError(
                     f"{path}, line {lineno}: data point before any %-header of a measurement."
                 )
-            block.points.append(point_row(line[1:].split("#")[0], path, lineno))
-            block.lines.append(lineno)
+            block.add_point(line[1:].split("#")[0], path, lineno)
         else:
             raise BeamModelError(
                 f"{path}, line {lineno}: {line[:40]!r} is not a :MSR/:SYS/:EOM/:EOF marker, a "
@@ -128,41 +130,15 @@ def read_omnipro_ascii(path: str | Path) -> list[MeasuredScan]:
             f"{path}: no measurement (%… header, = points, :EOM) found; is this an OmniPro "
             "RFA300 ASCII file?"
         )
-    if declared is not None and declared[0] != len(scans):
-        raise BeamModelError(
-            f"{path}, line {declared[1]}: :MSR gives {declared[0]} measurements but the file "
-            f"holds {len(scans)} (truncated file?)."
-        )
+    check_scan_count(path, scans, declared, ":MSR", "measurement")
     return scans
 
 
-def _whole(line: str, path: Path, lineno: int) -> int:
-    parts = line.split()
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
-        raise BeamModelError(
-            f"{path}, line {lineno}: {line!r} does not give a whole number after the marker."
-        ) from None
-
-
-class _Measurement:
+class _Measurement(ScanBlock):
     """The header lines and points of one measurement (``%VNR … :EOM``)."""
 
-    def __init__(self, start: int, index: int) -> None:
-        self.start = start
-        self.index = index
-        self.header: dict[str, tuple[str, int]] = {}
-        self.points: list[tuple[float, float, float, float]] = []
-        self.lines: list[int] = []
-
     def _fields(self, key: str, path: Path, count: int) -> tuple[list[str], int]:
-        if key not in self.header:
-            raise BeamModelError(
-                f"{path}, measurement {self.index} (line {self.start}): lacks the header line "
-                f"{key}."
-            )
-        value, lineno = self.header[key]
+        value, lineno = self.value(key, path)
         parts = value.split()
         if len(parts) < count:
             raise BeamModelError(
@@ -209,12 +185,7 @@ class _Measurement:
                 f"{path}, line {self.header['%WEG'][1]}: a wedged measurement (%WEG "
                 f"{self.header['%WEG'][0]}); only open fields are used for commissioning."
             )
-        if "%PTS" in self.header and int(self._numbers("%PTS", path, 1)[0]) != len(self.points):
-            raise BeamModelError(
-                f"{path}, line {self.header['%PTS'][1]}: %PTS gives "
-                f"{self.header['%PTS'][0]} points but the measurement holds {len(self.points)} "
-                "(truncated?)."
-            )
+        self.check_point_count("%PTS", path)
         fx, fy = self._numbers("%FSZ", path, 2)
         depth = None
         if kind != ("PDD",) and "%PRD" in self.header:
@@ -228,4 +199,4 @@ class _Measurement:
             energy_mv=energy,
             where=f"{path}, scan {self.index}",
         )
-        return scan_from_points(header, np.asarray(self.points, float), self.lines, str(path))
+        return self.to_scan(header, path)

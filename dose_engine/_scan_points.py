@@ -19,7 +19,15 @@ import numpy as np
 from ._scan import MeasuredScan, sorted_unique
 from .errors import BeamModelError
 
-__all__ = ["ScanHeader", "point_row", "read_scan_text", "scan_from_points"]
+__all__ = [
+    "ScanBlock",
+    "ScanHeader",
+    "check_scan_count",
+    "marker_count",
+    "point_row",
+    "read_scan_text",
+    "scan_from_points",
+]
 
 #: A coordinate that moves less than this along a scan is constant, mm.
 CONSTANT_MM = 1.0
@@ -235,3 +243,87 @@ def point_row(text: str, path, lineno: int) -> tuple[float, float, float, float]
             "(x y z reading, mm)."
         )
     return numbers  # type: ignore[return-value]
+
+
+def marker_count(line: str, path, lineno: int) -> int:
+    """The whole number after a file marker such as ``$NUMS 002`` or ``:MSR 2``."""
+    parts = line.split()
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        raise BeamModelError(
+            f"{path}, line {lineno}: {line!r} does not give a whole number after the marker."
+        ) from None
+
+
+def check_scan_count(
+    path, scans: list, declared: tuple[int, int] | None, marker: str, noun: str
+) -> None:
+    """Refuse a file whose ``marker`` line (``$NUMS``, ``:MSR``) declared another scan count."""
+    if declared is not None and declared[0] != len(scans):
+        raise BeamModelError(
+            f"{path}, line {declared[1]}: {marker} gives {declared[0]} {noun}s but the file "
+            f"holds {len(scans)} (truncated file?)."
+        )
+
+
+class ScanBlock:
+    """The header lines and points of one scan while a reader collects them.
+
+    Parameters
+    ----------
+    start : int
+        Line number of the scan's first line.
+    index : int
+        1-based number of the scan in its file.
+    noun : str
+        What the format calls a scan (``"scan"``, ``"measurement"``), for messages.
+    """
+
+    def __init__(self, start: int, index: int, noun: str = "scan") -> None:
+        self.start = start
+        self.index = index
+        self.noun = noun
+        self.header: dict[str, tuple[str, int]] = {}
+        self.points: list[tuple[float, float, float, float]] = []
+        self.lines: list[int] = []
+
+    def add_header(self, line: str, lineno: int) -> None:
+        """Record a ``%KEY value  # comment`` line (keys upper-cased)."""
+        key, value = (line.split(None, 1) + [""])[:2]
+        self.header[key.upper()] = (value.split("#")[0].strip(), lineno)
+
+    def add_point(self, text: str, path, lineno: int) -> None:
+        """Record a data point ``x y z reading`` (:func:`point_row`)."""
+        self.points.append(point_row(text, path, lineno))
+        self.lines.append(lineno)
+
+    def value(self, key: str, path) -> tuple[str, int]:
+        """``(text, line)`` of header ``key``; a missing key is refused, naming the scan."""
+        if key not in self.header:
+            raise BeamModelError(
+                f"{path}, {self.noun} {self.index} (line {self.start}): lacks the header line "
+                f"{key}."
+            )
+        return self.header[key]
+
+    def check_point_count(self, key: str, path) -> None:
+        """Refuse a scan whose header ``key`` (e.g. ``%PNTS``) gives another point count."""
+        if key not in self.header:
+            return
+        text, lineno = self.header[key]
+        try:
+            declared = int(float(text.split()[0]))
+        except (IndexError, ValueError):
+            raise BeamModelError(
+                f"{path}, line {lineno}: {key} {text!r} is not a whole number."
+            ) from None
+        if declared != len(self.points):
+            raise BeamModelError(
+                f"{path}, line {lineno}: {key} gives {declared} points but the {self.noun} "
+                f"holds {len(self.points)} (truncated {self.noun}?)."
+            )
+
+    def to_scan(self, header: ScanHeader, path) -> MeasuredScan:
+        """The scan from the collected points (:func:`scan_from_points`)."""
+        return scan_from_points(header, np.asarray(self.points, float), self.lines, str(path))

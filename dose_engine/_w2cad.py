@@ -39,11 +39,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ._arguments import PATH, check_arguments
 from ._scan import MeasuredScan
-from ._scan_points import ScanHeader, point_row, read_scan_text, scan_from_points
+from ._scan_points import (
+    ScanBlock,
+    ScanHeader,
+    check_scan_count,
+    marker_count,
+    read_scan_text,
+)
 from .errors import BeamModelError
 
 __all__ = ["read_w2cad"]
@@ -88,7 +92,7 @@ def read_w2cad(path: str | Path) -> list[MeasuredScan]:
             continue
         word = line.split()[0].upper()
         if word == "$NUMS":
-            declared_count = (_int(line, path, lineno), lineno)
+            declared_count = (marker_count(line, path, lineno), lineno)
         elif word == "$STOM":
             if block is not None:
                 raise BeamModelError(
@@ -111,8 +115,7 @@ def read_w2cad(path: str | Path) -> list[MeasuredScan]:
         elif line.startswith("<"):
             block.add_point(line.strip("<> \t").split("#")[0], path, lineno)
         elif line.startswith("%"):
-            key, value = (line.split(None, 1) + [""])[:2]
-            block.header[key.upper()] = (value.split("#")[0].strip(), lineno)
+            block.add_header(line, lineno)
         else:
             raise BeamModelError(
                 f"{path}, line {lineno}: {line[:40]!r} is not a %KEY header line, a "
@@ -124,47 +127,15 @@ def read_w2cad(path: str | Path) -> list[MeasuredScan]:
         )
     if not scans:
         raise BeamModelError(f"{path}: no $STOM … $ENOM block found; is this a W2CAD file?")
-    if declared_count is not None and declared_count[0] != len(scans):
-        raise BeamModelError(
-            f"{path}, line {declared_count[1]}: $NUMS gives {declared_count[0]} scans but the "
-            f"file holds {len(scans)} (truncated file?)."
-        )
+    check_scan_count(path, scans, declared_count, "$NUMS", "scan")
     return scans
 
 
-def _int(line: str, path: Path, lineno: int) -> int:
-    parts = line.split()
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
-        raise BeamModelError(
-            f"{path}, line {lineno}: {line!r} does not end in a whole number."
-        ) from None
-
-
-class _Block:
+class _Block(ScanBlock):
     """The header lines and points of one ``$STOM … $ENOM`` block."""
 
-    def __init__(self, start: int, index: int) -> None:
-        self.start = start
-        self.index = index
-        self.header: dict[str, tuple[str, int]] = {}
-        self.points: list[tuple[float, float, float, float]] = []
-        self.lines: list[int] = []
-
-    def add_point(self, text: str, path: Path, lineno: int) -> None:
-        self.points.append(point_row(text, path, lineno))
-        self.lines.append(lineno)
-
-    def _value(self, key: str, path: Path) -> tuple[str, int]:
-        if key not in self.header:
-            raise BeamModelError(
-                f"{path}, scan {self.index} (line {self.start}): lacks the header line {key}."
-            )
-        return self.header[key]
-
     def _number(self, key: str, path: Path) -> float:
-        value, lineno = self._value(key, path)
+        value, lineno = self.value(key, path)
         try:
             return float(value)
         except ValueError:
@@ -174,7 +145,7 @@ class _Block:
 
     def scan(self, path: Path) -> MeasuredScan:
         where = f"{path}, scan {self.index}"
-        kind_text, kind_line = self._value("%TYPE", path)
+        kind_text, kind_line = self.value("%TYPE", path)
         kind = W2CAD_TYPES.get(kind_text.upper())
         if kind is None:
             raise BeamModelError(
@@ -186,12 +157,7 @@ class _Block:
             raise BeamModelError(
                 f"{path}, line {axis_line}: %AXIS {axis_text!r}; expected X, Y, Z or D."
             )
-        if "%PNTS" in self.header and int(self._number("%PNTS", path)) != len(self.points):
-            raise BeamModelError(
-                f"{path}, line {self.header['%PNTS'][1]}: %PNTS gives "
-                f"{int(self._number('%PNTS', path))} points but the scan holds "
-                f"{len(self.points)} (truncated scan?)."
-            )
+        self.check_point_count("%PNTS", path)
         header = ScanHeader(
             kind=kind,
             axis=W2CAD_AXES.get(axis_text.upper()) if kind == ("PROFILE",) else None,
@@ -203,10 +169,10 @@ class _Block:
             energy_mv=None,
             where=where,
         )
-        return scan_from_points(header, np.asarray(self.points, float), self.lines, str(path))
+        return self.to_scan(header, path)
 
     def _field(self, path: Path) -> tuple[float, float]:
-        value, lineno = self._value("%FLSZ", path)
+        value, lineno = self.value("%FLSZ", path)
         parts = value.split("*")
         try:
             x, y = (float(p) for p in parts)
