@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._problem import Problem, structure_of
+from ._term_table import TermTable
 from ._terms import (
     _DVH,
     GEUD,
@@ -258,21 +259,18 @@ CVXPY_CANONICALIZERS: dict[type[Term], Canonicalizer] = {
 }
 
 
-#: Lookups by concrete type (cleared by :func:`optimizers.register_term`).
-_BY_TYPE: dict[type, Canonicalizer | None] = {}
-
-
-def _canonicalizer_of_type(cls: type) -> Canonicalizer | None:
-    if cls not in _BY_TYPE:
-        found = (CVXPY_CANONICALIZERS.get(base) for base in cls.__mro__)
-        _BY_TYPE[cls] = next((c for c in found if c is not None), None)
-    return _BY_TYPE[cls]
+_TABLE: TermTable[Canonicalizer] = TermTable(
+    CVXPY_CANONICALIZERS,
+    missing=lambda term: (
+        f"{term.label}: no CVXPY translation for {type(term).__name__}; register one with "
+        "optimizers.register_term(..., cvxpy=...) or use method='first_order'."
+    ),
+)
 
 
 def add_canonicalizer(term_type: type[Term], canon: Canonicalizer) -> None:
     """Set the table entry of ``term_type`` (see :func:`optimizers.register_term`)."""
-    CVXPY_CANONICALIZERS[term_type] = canon
-    _BY_TYPE.clear()
+    _TABLE.set(term_type, canon)
 
 
 def cvxpy_canonicalizer(term: Term) -> Canonicalizer:
@@ -283,13 +281,7 @@ def cvxpy_canonicalizer(term: Term) -> Canonicalizer:
     InvalidProblemError
         No entry: the message names the term and how to register one.
     """
-    found = _canonicalizer_of_type(type(term))
-    if found is None:
-        raise InvalidProblemError(
-            f"{term.label}: no CVXPY translation for {type(term).__name__}; register one with "
-            "optimizers.register_term(..., cvxpy=...) or use method='first_order'."
-        )
-    return found
+    return _TABLE.for_term(term)
 
 
 def canonicalize(term: Term, ctx: CvxpyContext) -> Any:

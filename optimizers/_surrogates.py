@@ -13,6 +13,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
+from ._term_table import TermTable
 from ._terms import (
     GEUD,
     DVHOverdose,
@@ -28,7 +29,6 @@ from ._terms import (
     Underdose,
     dose_at_volume,
 )
-from .errors import InvalidProblemError
 
 __all__ = [
     "EXACT",
@@ -161,21 +161,19 @@ FIRST_ORDER_SURROGATES: dict[type[Term], Surrogate] = {
 }
 
 
-#: Lookups by concrete type (cleared by :func:`optimizers.register_term`).
-_BY_TYPE: dict[type, Surrogate | None] = {}
-
-
-def _surrogate_of_type(cls: type) -> Surrogate | None:
-    if cls not in _BY_TYPE:
-        found = (FIRST_ORDER_SURROGATES.get(base) for base in cls.__mro__)
-        _BY_TYPE[cls] = next((s for s in found if s is not None), None)
-    return _BY_TYPE[cls]
+_TABLE: TermTable[Surrogate] = TermTable(
+    FIRST_ORDER_SURROGATES,
+    missing=lambda term: (
+        f"{term.label}: the first-order solver has no surrogate for {type(term).__name__}; "
+        "register one with optimizers.register_term(..., first_order=...) or use "
+        "method='cvxpy'."
+    ),
+)
 
 
 def add_surrogate(term_type: type[Term], surrogate: Surrogate) -> None:
     """Set the table entry of ``term_type`` (see :func:`optimizers.register_term`)."""
-    FIRST_ORDER_SURROGATES[term_type] = surrogate
-    _BY_TYPE.clear()
+    _TABLE.set(term_type, surrogate)
 
 
 def first_order_surrogate(term: Term) -> Surrogate:
@@ -186,11 +184,4 @@ def first_order_surrogate(term: Term) -> Surrogate:
     InvalidProblemError
         No entry: the message names the term and how to register one.
     """
-    found = _surrogate_of_type(type(term))
-    if found is None:
-        raise InvalidProblemError(
-            f"{term.label}: the first-order solver has no surrogate for {type(term).__name__}; "
-            "register one with optimizers.register_term(..., first_order=...) or use "
-            "method='cvxpy'."
-        )
-    return found
+    return _TABLE.for_term(term)

@@ -80,7 +80,7 @@ from ..errors import ProtocolError
 from ..evaluation import goal_dose_level_gy
 from ..safety import implicit_goals, nto_bands, target_helper_names
 
-__all__ = ["PlanningLevel", "build_levels", "smoothness_pairs"]
+__all__ = ["PlanningLevel", "build_levels", "smoothness_pairs", "volume_pct"]
 
 logger = logging.getLogger("rtplan.planning")
 
@@ -129,7 +129,7 @@ class PlanningLevel:
         return f"priority {self.priority}"
 
 
-def _volume_pct(goal, volume_cc: float) -> float | None:
+def volume_pct(goal, volume_cc: float) -> float | None:
     """The volume percentage ``v`` of a DVH goal, or None for max/min/mean goals."""
     kind = goal.metric.kind
     if kind == "dose_at_volume_percent":
@@ -290,7 +290,7 @@ def build_levels(
             logger.info("goal %s is evaluated but not optimised (index metric)", spec.label)
             continue
         is_target = roles[name] == "target"
-        vpct = _volume_pct(goal, volumes_cc.get(name, 0.0))
+        vpct = volume_pct(goal, volumes_cc.get(name, 0.0))
         if vpct is not None and not (0.0 < vpct < 100.0):
             vpct = None if vpct <= 0 else 99.9
         label = f"goal {spec.index}: {spec.label}"

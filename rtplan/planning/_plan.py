@@ -64,7 +64,7 @@ from ..safety import (
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
 from ._helper_structures import HelperStructure, build_helper_structures, nto_helpers
-from ._levels import build_levels, smoothness_pairs
+from ._levels import build_levels, smoothness_pairs, volume_pct
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -712,15 +712,13 @@ LARGE_MIN_VOLUME_PCT = 2.0
 def _sampled_structures(ctx: _Context) -> set[str]:
     """Names of the organs at risk (and their parts outside the targets) sampled on every
     :data:`LARGE_STRIDE`-th voxel along x (see :data:`LARGE_STRUCTURE_VOXELS`)."""
-    from ._levels import _volume_pct
-
     names = set()
     for name, occ in ctx.occupancy.items():
         if ctx.roles.get(name) != "oar" or np.count_nonzero(occ) <= LARGE_STRUCTURE_VOXELS:
             continue
         volume_cc = float(occ.sum()) * ctx.dose_grid.voxel_volume_cc
         pcts = [
-            _volume_pct(spec.goal, volume_cc)
+            volume_pct(spec.goal, volume_cc)
             for spec in ctx.protocol.goals
             if spec.structure == name and spec.goal.metric.kind != "mean"
         ]
