@@ -751,9 +751,9 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
             strides = (1, 1, 1)
         if max(strides) > 1:
             keep = tuple(slice(None, None, k) for k in strides)
-            sampled = np.zeros_like(occ)
-            sampled[keep] = occ[keep]
-            occ = sampled
+            kept = np.zeros_like(occ)
+            kept[keep] = occ[keep]
+            occ = kept
         flat = occ.ravel()
         rows = np.flatnonzero(flat > 0.0)
         if rows.size == 0:

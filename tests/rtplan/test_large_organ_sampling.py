@@ -90,3 +90,22 @@ def test_large_organ_rows_every_second_voxel_along_x():
     _, _, ix = np.unravel_index(idx["Lung"], ctx.dose_grid.shape)
     share = float(weights["Lung"][ix < 30].sum() / weights["Lung"].sum())
     assert abs(share - 30 / 61) < 0.01
+
+
+def test_every_large_organ_is_sampled_not_only_the_first():
+    """Two large organs, each sampled (the second was kept whole when the first one's sample
+    array replaced the set of sampled names: a 512 x 512 thorax's right lung held 131 M
+    matrix entries instead of 66 M)."""
+    ctx = _ctx()
+    liver = np.zeros(ctx.dose_grid.shape, dtype=np.float32)
+    liver[:, 30:60, 40:64] = 1.0  # 28,800 voxels, a mean goal only
+    ctx.occupancy["Liver"] = liver
+    ctx.roles["Liver"] = "oar"
+    extra = '[structures.Liver]\nrole = "oar"\n[[goals]]\nstructure = "Liver"\n'
+    extra += 'metric = "Dmean"\nmax = 30.0\n'
+    ctx.protocol = parse_protocol(tomllib.loads(PROTOCOL + extra))
+    idx, _ = _problem_structures(ctx)
+    assert idx["Lung"].size == 40 * 60 * 31
+    assert idx["Liver"].size == 40 * 30 * 12  # the even x of columns 40..63
+    _, _, ix = np.unravel_index(idx["Liver"], ctx.dose_grid.shape)
+    assert np.all(ix % 2 == 0)
