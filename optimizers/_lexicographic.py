@@ -254,6 +254,7 @@ def solve_lexicographic(
         bounds.append(_LevelBound(soft, bound, i))
         done.append(LevelResult(i, tuple(t.label for t in soft), achieved, bound, achieved, res))
         x_prev = res.x
+        del prob  # its row-sliced matrix is freed before the next level slices its own
     assert res is not None  # `levels` is not empty
     # final value of each level at the last solution
     final_prob = base.with_terms(all_terms)

@@ -37,3 +37,43 @@ def test_unsorted_matrix_is_sorted_in_a_copy_not_in_place():
     assert prob.a_union is not u and prob.a_union.has_sorted_indices
     np.testing.assert_array_equal(u.indices, stored)
     np.testing.assert_array_equal(prob.a_union.toarray(), a.toarray())
+
+
+def test_levels_keep_one_row_sliced_copy_at_a_time():
+    """Each lexicographic level's rows are a copy of most of a patient's matrix (a thorax's
+    lungs: 1 GB): a later level's copy replaces the earlier one in the shared cache, while a
+    problem still in use keeps its own rows and products."""
+    a, s = slab_problem(np.random.default_rng(2), n_side=12, n_beamlets=12)
+    x = np.linspace(1.0, 2.0, a.shape[1])
+    base = op.Problem(a, s, [op.Overdose("BODY", 1.0)], matrix_dtype=np.float32)
+    first = base.with_terms([op.Overdose("PTV", 1.0)])
+    first_blocks = first.row_blocks()
+    second = base.with_terms([op.Overdose("OAR", 1.0)])
+    cache = base._cache
+    copies = [a_u for _, a_u in cache._by_key.values() if a_u is not a]
+    assert len(copies) == 1 and copies[0] is second.a_union
+    # the first problem still computes its own rows' dose, and rebuilds its blocks
+    np.testing.assert_allclose(first.union_dose(x), a.toarray()[s["PTV"]] @ x, rtol=1e-6)
+    again = first.row_blocks()
+    assert again is not first_blocks
+    assert again.sparse.shape[0] + again.dense_pos.size == s["PTV"].size
+
+
+def test_rows_with_most_entries_use_the_matrix_itself():
+    """A level whose rows hold at least FULL_MATRIX_NNZ_FRACTION of the entries works on the
+    whole matrix (no copy); its structures' doses are the same rows of the full product."""
+    from optimizers._problem import FULL_MATRIX_NNZ_FRACTION
+
+    a, s = slab_problem(np.random.default_rng(3), n_side=12, n_beamlets=12)
+    counts = np.diff(a.indptr)
+    rest = np.setdiff1d(s["BODY"], s["PTV"])
+    share = counts[rest].sum() / a.nnz
+    assert share >= FULL_MATRIX_NNZ_FRACTION  # the slab's target is small
+    structures = dict(s, REST=rest)
+    x = np.linspace(1.0, 2.0, a.shape[1])
+    prob = op.Problem(a, structures, [op.Overdose("REST", 1.0)], matrix_dtype=np.float32)
+    assert prob.a_union is a
+    d = prob.union_dose(x)
+    np.testing.assert_allclose(prob.term_dose(prob.terms[0], d), a.toarray()[rest] @ x, rtol=1e-6)
+    small = op.Problem(a, structures, [op.Overdose("PTV", 1.0)], matrix_dtype=np.float32)
+    assert small.a_union is not a and small.a_union.shape[0] == s["PTV"].size
