@@ -1,18 +1,16 @@
 """Segment-weight re-optimisation, dose comparisons and dose from apertures.
 
-The plan case is a small synthetic TG-119-like C-shape (a C-shaped target around a core
-organ) in a water cylinder, with an analytic pencil-beam influence matrix (erf beamlet
-profiles, exponential attenuation, inverse square) built here, independent of the
-dose engine, so the test runs in seconds.
+The plan case is the small synthetic TG-119-like C-shape of ``tests/rtplan/_cshape_synth.py``
+(analytic pencil-beam influence matrix, independent of the dose engine), so the test runs
+in seconds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from _cshape_synth import WEIGHTS, optimal_fluence, synthetic_cshape
 from scipy.optimize import lsq_linear, nnls
-from scipy.special import erf
 
 from dose_engine import Beam, Grid, beamlets_for_target
 from optimizers import Status
@@ -25,62 +23,6 @@ from rtplan.delivery._segment_weights import (
 from rtplan.dose import aperture_dose
 from rtplan.errors import InputError
 from rtplan.sequencing import beam_map_edges_mm, sequence_plan
-
-WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}
-
-
-def synthetic_cshape(n_beams=5, spacing_mm=5.0, n_slices=3):
-    n = int(200 / spacing_mm)
-    grid = Grid(
-        shape=(n_slices, n, n),
-        origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2, -5.0 * (n_slices - 1) / 2),
-        spacing_mm=(spacing_mm, spacing_mm, 5.0),
-    )
-    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij")
-    x = grid.origin_mm[0] + xx * spacing_mm
-    y = grid.origin_mm[1] + yy * spacing_mm
-    z = grid.origin_mm[2] + zz * 5.0
-    r = np.hypot(x, y)
-    body = r <= 95
-    target = (r >= 22) & (r <= 45) & ~((y < 0) & (np.abs(x) < 12))  # C open anteriorly
-    core = r <= 15
-    pts = np.stack([x, y, z], -1).reshape(-1, 3)
-    beams = [Beam(g) for g in np.arange(n_beams) * 360.0 / n_beams]
-    bl = beamlets_for_target(beams, pts[target.ravel()], margin_mm=5.0)
-    cols = []
-    s2 = np.sqrt(2) * 4.0
-    for b, beam in enumerate(beams):
-        u, v, zf = beam.to_fan_coordinates(pts)
-        depth = np.clip(zf - (beam.sad_mm - 95.0), 0, None)
-        att = 0.01 * np.exp(-0.005 * depth) * (beam.sad_mm / zf) ** 2 * body.ravel()
-        for x1, x2, y1, y2 in bl.rectangles_mm(b):
-            c = (
-                att
-                * 0.25
-                * (erf((u - x1) / s2) - erf((u - x2) / s2))
-                * (erf((v - y1) / s2) - erf((v - y2) / s2))
-            )
-            c[c < 1e-4 * c.max()] = 0
-            cols.append(sp.csc_matrix(c[:, None]))
-    D = sp.hstack(cols).tocsr().astype(np.float32)
-    structs = {
-        "PTV": np.flatnonzero(target.ravel()),
-        "Core": np.flatnonzero(core.ravel()),
-        "Body": np.flatnonzero((body & ~target).ravel()),
-    }
-    return grid, beams, bl, D, structs
-
-
-def optimal_fluence(D, structs, rx_gy=50.0, reg=0.02):
-    """Weighted least-squares optimum with a small ridge term (smooth enough fluence)."""
-    Dd = D.toarray().astype(float)
-    n = D.shape[1]
-    parts = [np.sqrt(WEIGHTS[k]) * Dd[structs[k]] for k in ("PTV", "Core", "Body")]
-    A = np.vstack(parts + [np.sqrt(reg) * Dd.max() * np.eye(n)])
-    y = np.concatenate(
-        [np.full(structs["PTV"].size, rx_gy), np.zeros(A.shape[0] - structs["PTV"].size)]
-    )
-    return nnls(A, y, maxiter=50 * n)[0]
 
 
 @pytest.fixture(scope="module")
