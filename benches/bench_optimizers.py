@@ -4,7 +4,7 @@ Run: ``python -m pytest benches/bench_optimizers.py -p no:cacheprovider -s``
 (``--benchmark-json=out.json`` records the figures; ``-s`` shows the summary lines).
 
 Two matrices: a synthetic one of the size and sparsity the issue anticipated (400,000
-voxels x ~2,800 beamlets, ~9 M non-zeros; ``_opt_synth.py``), and the dose engine's own
+voxels x ~2,800 beamlets, ~9 M non-zeros; ``tests/rtplan/_opt_synth.py``), and the dose engine's own
 9-beam, 3 mm TG-119 C-shape matrix computed on ``rtplan.phantoms.make_phantom("cshape")``
 (620,160 voxels x 2,612 beamlets, 81 M non-zeros, 63 M of them in the BODY rows the terms
 touch: seven times denser than anticipated).
@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "rtplan"))
 from _opt_synth import tg119_cshape  # noqa: E402
 
 import optimizers as op  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "rtpla
 from _portpy_synth import synthetic_lung  # noqa: E402
 
 import optimizers as op  # noqa: E402
-from optimizers._terms import dose_at_volume  # noqa: E402
+from optimizers import dose_at_volume  # noqa: E402
 from rtplan.io import read_portpy_patient  # noqa: E402
 
 FIRST_ORDER_TOL = 2e-5  # stopping tolerance; the gap to CVXPY's optimum is checked below

@@ -7,21 +7,20 @@ lower bound, D95 change) are printed and stored in ``extra_info``.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
-from scipy.optimize import nnls
-from scipy.special import erf
 
-from dose_engine import Beam, Grid, beamlets_for_target
 from rtplan import compare_doses, load_machine, reoptimize_segment_weights, sequence_plan
 from rtplan.delivery._segment_weights import segment_beamlet_matrix
 from rtplan.sequencing import fluence_from_segments, sequence_fluence
 
-WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "rtplan"))
+from _cshape_synth import WEIGHTS, optimal_fluence, synthetic_cshape  # noqa: E402
 
 
 def smooth_map(rng, shape):
@@ -77,60 +76,10 @@ def test_bench_sequence_map(benchmark, machine_name, interdig, method, shape):
     print(f"\n{machine_name} {method} interdig={interdig} {shape}: {info}")
 
 
-def synthetic_cshape(n_beams=7, spacing_mm=5.0, n_slices=5):
-    n = int(200 / spacing_mm)
-    grid = Grid(
-        shape=(n_slices, n, n),
-        origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2, -5.0 * (n_slices - 1) / 2),
-        spacing_mm=(spacing_mm, spacing_mm, 5.0),
-    )
-    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij")
-    x = grid.origin_mm[0] + xx * spacing_mm
-    y = grid.origin_mm[1] + yy * spacing_mm
-    z = grid.origin_mm[2] + zz * 5.0
-    r = np.hypot(x, y)
-    body = r <= 95
-    target = (r >= 22) & (r <= 45) & ~((y < 0) & (np.abs(x) < 12))
-    core = r <= 15
-    pts = np.stack([x, y, z], -1).reshape(-1, 3)
-    beams = [Beam(g) for g in np.arange(n_beams) * 360.0 / n_beams]
-    bl = beamlets_for_target(beams, pts[target.ravel()], margin_mm=5.0)
-    cols = []
-    s2 = np.sqrt(2) * 4.0
-    for b, beam in enumerate(beams):
-        u, v, zf = beam.to_fan_coordinates(pts)
-        depth = np.clip(zf - (beam.sad_mm - 95.0), 0, None)
-        att = 0.01 * np.exp(-0.005 * depth) * (beam.sad_mm / zf) ** 2 * body.ravel()
-        for x1, x2, y1, y2 in bl.rectangles_mm(b):
-            c = (
-                att
-                * 0.25
-                * (erf((u - x1) / s2) - erf((u - x2) / s2))
-                * (erf((v - y1) / s2) - erf((v - y2) / s2))
-            )
-            c[c < 1e-4 * c.max()] = 0
-            cols.append(sp.csc_matrix(c[:, None]))
-    D = sp.hstack(cols).tocsr().astype(np.float32)
-    structs = {
-        "PTV": np.flatnonzero(target.ravel()),
-        "Core": np.flatnonzero(core.ravel()),
-        "Body": np.flatnonzero((body & ~target).ravel()),
-    }
-    return grid, beams, bl, D, structs
-
-
 @pytest.fixture(scope="module")
 def cshape():
-    grid, beams, bl, D, structs = synthetic_cshape()
-    Dd = D.toarray().astype(float)
-    n = D.shape[1]
-    parts = [np.sqrt(WEIGHTS[k]) * Dd[structs[k]] for k in ("PTV", "Core", "Body")]
-    A = np.vstack(parts + [np.sqrt(0.02) * Dd.max() * np.eye(n)])
-    y = np.concatenate(
-        [np.full(structs["PTV"].size, 50.0), np.zeros(A.shape[0] - structs["PTV"].size)]
-    )
-    x = nnls(A, y, maxiter=50 * n)[0]
-    return grid, beams, bl, D, structs, x
+    grid, beams, bl, D, structs = synthetic_cshape(n_beams=7, n_slices=5)
+    return grid, beams, bl, D, structs, optimal_fluence(D, structs)
 
 
 @pytest.mark.parametrize("n_levels", [5, 10, 20])

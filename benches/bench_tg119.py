@@ -17,7 +17,7 @@ import pytest
 
 from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
-from rtplan.planning import plan_patient
+from rtplan.planning import PlanOptions, plan_patient
 
 RESULTS = Path(__file__).parent / "results"
 CASES = [
@@ -88,7 +88,8 @@ def test_cshape_tradeoff_front(tmp_path):
     for n_beams, weight in FRONT:
         protocol = base.with_overrides(n_beams=n_beams, target_weight=weight)
         t0 = time.perf_counter()
-        result = plan_patient(patient, protocol, cache_dir=tmp_path / "cache", progress=False)
+        options = PlanOptions(cache_dir=tmp_path / "cache")
+        result = plan_patient(patient, protocol, options=options, progress=False)
         values = {f"{r.goal.structure} {r.goal.metric.text}": r.value for r in result.goal_table}
         rows.append(
             {

@@ -15,6 +15,7 @@ from typing import Any
 
 from ._cvxpy import CvxpyFormulation, solve_cvxpy
 from ._cvxpy_canon import CvxpyContext
+from ._dose_volume import dose_at_knots, dose_at_volume, dose_volume_knots
 from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
@@ -80,6 +81,9 @@ __all__ = [
     "Underdose",
     "available_solvers",
     "certify_hard_constraints",
+    "dose_at_knots",
+    "dose_at_volume",
+    "dose_volume_knots",
     "register_term",
     "solve",
     "solve_cvxpy",

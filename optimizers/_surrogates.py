@@ -13,6 +13,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
+from ._dose_volume import dose_at_volume_unchecked
 from ._term_table import TermTable
 from ._terms import (
     GEUD,
@@ -27,7 +28,6 @@ from ._terms import (
     Term,
     TotalMU,
     Underdose,
-    dose_at_volume,
 )
 
 __all__ = [
@@ -90,7 +90,7 @@ def smooth_cvar(dose_gy: Any, p: Any, fraction: float, tau_gy: float, *, upper: 
     u = sgn * dose_gy  # the lower CVaR of d is minus the upper CVaR of -d
     lo = float(xp.min(u)) - 40.0 * tau_gy
     hi = float(xp.max(u)) + 40.0 * tau_gy
-    z = sgn * dose_at_volume(dose_gy, p, 100.0 * (fraction if upper else 1.0 - fraction))
+    z = sgn * dose_at_volume_unchecked(dose_gy, p, 100.0 * (fraction if upper else 1.0 - fraction))
     for _ in range(60):
         t = xp.clip((u - z) / tau_gy, -500.0, 500.0)
         sig = 1.0 / (1.0 + xp.exp(-t))

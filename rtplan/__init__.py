@@ -1,10 +1,9 @@
 """rtplan: radiation therapy planning from CT + RT-STRUCT to a deliverable DICOM RT-PLAN.
 
 ``import rtplan`` stays light: CVXPY, CuPy, matplotlib and the report back-end are
-imported only by the code that needs them.
+imported only by the code that needs them.  IDEs and type checkers read the names,
+the lazy ones included, from ``__init__.pyi``.
 """
-
-from typing import TYPE_CHECKING
 
 from dose_engine import Grid
 
@@ -62,11 +61,6 @@ from .sequencing import (
     sequence_plan,
 )
 from .structures import Structure
-
-if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
-    from . import phantoms, planning, protocols
-    from .planning import PlanResult, plan_patient
-    from .protocols import Protocol, load_protocol
 
 __all__ = [
     "__version__",

@@ -93,13 +93,9 @@ def test_a_cycle_hidden_in_a_function_breaks_the_acyclic_contract(rtplan_copy):
     assert f"No cycles are allowed in {COPY}.io" in run.stdout
 
 
-#: rtplan -> rtplan imports inside a function still allowed, with the reason.
-KNOWN_LOCAL_IMPORTS = {
-    # _protocol parses [[structures.derived]] with _derived, which builds a StructureSpec
-    # (in _protocol): goes when protocols/_protocol.py is split (issue 14)
-    ("rtplan/protocols/_derived.py", "._protocol"),
-    ("rtplan/protocols/_protocol.py", "._derived"),
-}
+#: rtplan -> rtplan imports inside a function still allowed, with the reason (none left:
+#: the last, protocols._protocol <-> _derived, went with protocols/_structure_spec.py).
+KNOWN_LOCAL_IMPORTS: set[tuple[str, str]] = set()
 
 
 def test_no_rtplan_import_hides_inside_a_function():

@@ -1,6 +1,6 @@
-"""Dose-volume (DVH) goals: the exact CVaR and ``D_v`` helpers, the CVaR goals
-:class:`MaxDVH` / :class:`MinDVH` (convex) and Wu & Mohan's dose-volume quadratics
-:class:`DVHUnderdose` / :class:`DVHOverdose` (not convex)."""
+"""Dose-volume (DVH) goals: the exact CVaR helpers, the CVaR goals :class:`MaxDVH` /
+:class:`MinDVH` (convex) and Wu & Mohan's dose-volume quadratics :class:`DVHUnderdose` /
+:class:`DVHOverdose` (not convex). Their exact ``D_v`` is :mod:`optimizers._dose_volume`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from array_api_compat import array_namespace
 
+from .._dose_volume import dose_at_volume, dose_at_volume_unchecked, sorted_cumulative
 from ._base import Term, _check_dose, _check_volume_pct
 from ._dose import _SoftLevelTerm
 
@@ -22,17 +23,9 @@ __all__ = [
 ]
 
 
-def _sorted_cum(dose_gy, p, descending: bool):
-    xp = array_namespace(dose_gy)
-    order = xp.argsort(-dose_gy if descending else dose_gy, stable=True)
-    d = xp.take(dose_gy, order)
-    w = xp.take(p, order)
-    return d, w, xp.cumulative_sum(w)
-
-
 def _cvar(dose_gy: Any, p: Any, fraction: float, *, descending: bool) -> float:
     xp = array_namespace(dose_gy)
-    d, w, c = _sorted_cum(dose_gy, p, descending=descending)
+    d, w, c = sorted_cumulative(dose_gy, p, descending=descending)
     prev = c - w
     take = xp.clip(xp.minimum(c, fraction) - prev, 0.0, None)
     return float(xp.sum(take * d)) / fraction
@@ -46,19 +39,6 @@ def upper_cvar(dose_gy: Any, p: Any, fraction: float) -> float:
 def lower_cvar(dose_gy: Any, p: Any, fraction: float) -> float:
     """Mean dose of the coldest ``fraction`` of the volume (lower CVaR), Gy."""
     return _cvar(dose_gy, p, fraction, descending=False)
-
-
-def dose_at_volume(dose_gy: Any, p: Any, volume_pct: float) -> float:
-    """Exact ``D_v``: the highest dose received by at least ``volume_pct`` % of the volume, Gy.
-
-    Voxels are sorted by decreasing dose; ``D_v`` is the dose of the first voxel at which the
-    cumulative (weighted) volume reaches ``volume_pct`` %.
-    """
-    xp = array_namespace(dose_gy)
-    d, _, c = _sorted_cum(dose_gy, p, descending=True)
-    k = int(xp.sum(xp.astype(c < volume_pct / 100.0 - 1e-12, xp.int64)))
-    k = min(k, d.shape[0] - 1)
-    return float(d[k])
 
 
 class _DVH(Term):
@@ -81,8 +61,8 @@ class _DVH(Term):
         super().__init__(structure, _check_dose(dose_gy), weight=weight, hard=hard, label=label)
 
     def exact(self, dose_gy, p) -> float:
-        """Exact ``D_v`` (Gy) of the dose in the structure."""
-        return dose_at_volume(dose_gy, p, self.volume_pct)
+        """Exact ``D_v`` (Gy) of the dose in the structure (:func:`optimizers.dose_at_volume`)."""
+        return dose_at_volume_unchecked(dose_gy, p, self.volume_pct)
 
     def fraction(self) -> float:
         """Volume fraction the CVaR averages: ``v`` (upper goal) or ``1 - v`` (lower goal)."""
@@ -236,8 +216,8 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
         return float(xp.sum(pr * excess)), (-2.0 if self._under else 2.0) * pr
 
     def exact(self, dose_gy, p) -> float:
-        """Exact ``D_v`` (Gy) of the dose in the structure."""
-        return dose_at_volume(dose_gy, p, self.volume_pct)
+        """Exact ``D_v`` (Gy) of the dose in the structure (:func:`optimizers.dose_at_volume`)."""
+        return dose_at_volume_unchecked(dose_gy, p, self.volume_pct)
 
     def reported(self, dose_gy, p):
         out = super().reported(dose_gy, p)

@@ -48,8 +48,8 @@ def run(args) -> int:
         progress=not args.no_progress,
         **planning_kwargs(args),
     )
-    print(result["summary"])
-    print(f"input (DICOM):  {result['input']}")
-    print(f"plan written:   {result['out']}")
-    print(f"open the report: {result['out']}/report.html")
+    print(result.summary)
+    print(f"input (DICOM):  {result.input_dir}")
+    print(f"plan written:   {result.out}")
+    print(f"open the report: {result.out}/report.html")
     return 0

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from ..planning import plan_and_write
+from ..planning import PlanOptions, plan_and_write
 
 __all__ = ["register"]
 
@@ -80,18 +80,19 @@ def add_beam_model_option(p: argparse.ArgumentParser) -> None:
 
 def planning_kwargs(args: argparse.Namespace) -> dict:
     """The options of :func:`add_planning_options` as keyword arguments of
-    ``plan_and_write``, ``run_demo`` and ``plan_batch`` (``--no-progress`` aside: batch
-    jobs never show progress bars)."""
-    return {
-        "backend": args.backend,
-        "solver": args.solver,
-        "cache_dir": args.cache_dir,
-        "dose_grid_mm": args.dose_grid_mm,
-        "n_beams": args.beams,
-        "max_iterations": args.max_iterations,
-        "overwrite": args.force,
-        "beam_model": args.beam_model,
-    }
+    ``plan_and_write``, ``run_demo`` and ``plan_batch``: ``options`` (one
+    :class:`rtplan.planning.PlanOptions`) and ``overwrite`` (``--no-progress`` aside:
+    batch jobs never show progress bars)."""
+    options = PlanOptions(
+        backend=args.backend,
+        solver=args.solver,
+        cache_dir=args.cache_dir,
+        dose_grid_mm=args.dose_grid_mm,
+        n_beams=args.beams,
+        max_iterations=args.max_iterations,
+        beam_model=args.beam_model,
+    )
+    return {"options": options, "overwrite": args.force}
 
 
 def register(subparsers) -> None:
@@ -142,9 +143,9 @@ def run(args) -> int:
         scheduler=args.scheduler,
         **planning_kwargs(args),
     )
-    print(result["summary"])
-    print(f"written: {result['out']}")
-    return EXIT_GOALS_FAILED if result.get("needs_attention", True) else EXIT_ALL_MET
+    print(result.summary)
+    print(f"written: {result.out}")
+    return EXIT_GOALS_FAILED if result.needs_attention else EXIT_ALL_MET
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from optimizers import Status, dose_at_volume
+
 from .._internal.arguments import ARRAY, TEXT, check_arguments, sequence_of
 from ..errors import InputError
 from ._deliverable import DeliverableBeam
@@ -124,7 +126,16 @@ class SegmentWeightResult:
         Voxels in the fit.
     solver : str
     message : str
+    status : optimizers.Status
+        Outcome in the vocabulary of :class:`optimizers.OptimizationResult`: ``optimal``
+        (each NNLS solve is exact, and the cold-set iteration of ``underdose_weights``
+        settled), ``iteration_limit`` (that iteration did not settle within
+        ``max_underdose_iter``; the best iterate is kept) or ``optimal_inaccurate`` (the
+        solution was not better than the sequenced meterset, which is kept).
     solve_time_s : float
+    extras : dict
+        ``cold_set_iterations``: iterations of the cold-set loop (0 without
+        ``underdose_weights``).
     """
 
     beams: tuple[DeliverableBeam, ...]
@@ -135,12 +146,19 @@ class SegmentWeightResult:
     n_voxels: int
     solver: str
     message: str
+    status: Status
     solve_time_s: float
     extras: dict = field(default_factory=dict)
 
+    @property
+    def success(self) -> bool:
+        """``True`` when :attr:`status` is ``optimal`` or ``optimal_inaccurate``."""
+        return self.status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE)
+
     def __repr__(self) -> str:
         return (
-            f"SegmentWeightResult(message={self.message!r}, objective_before="
+            f"SegmentWeightResult(status={str(self.status)!r}, message={self.message!r}, "
+            f"objective_before="
             f"{self.objective_before:.6g}, objective_after={self.objective_after:.6g}, "
             f"total_mu {self.mu_before.sum():.5g} -> {self.mu_after.sum():.5g}, "
             f"n_segments {self.mu_before.size} -> {int(np.count_nonzero(self.mu_after))})"
@@ -324,11 +342,12 @@ def reoptimize_segment_weights(
     def solve(weights):
         # Lawson–Hanson active set on the normal equations: the exact optimum of this
         # convex problem, in time set by the segment count, not the voxel count.
-        return _nnls_normal_equations(M, weights, y), 0, "Lawson-Hanson NNLS"
+        return _nnls_normal_equations(M, weights, y), "Lawson-Hanson NNLS"
 
     solver = "scipy.optimize.nnls (normal equations)"
     obj0 = objective(m0)
-    m1, status, detail = solve(w)
+    m1, detail = solve(w)
+    status = Status.OPTIMAL
     n_cold_iter = 0
     if u.any():
         best, best_obj = m1, objective(m1)
@@ -338,10 +357,13 @@ def reoptimize_segment_weights(
             if np.array_equal(new_cold, cold):
                 break
             cold = new_cold
-            m1, status, detail = solve(w + u * cold)
+            m1, detail = solve(w + u * cold)
             obj = objective(m1)
             if obj < best_obj:
                 best, best_obj = m1, obj
+        else:
+            status = Status.ITERATION_LIMIT
+            detail += " (the cold set did not settle; the best iterate kept)"
         m1 = best
         detail += f", {n_cold_iter} cold-set iterations"
     m1 = np.clip(m1, 0.0, None)
@@ -352,6 +374,7 @@ def reoptimize_segment_weights(
     if not obj1 <= obj0:
         m1, obj1 = m0.copy(), obj0
         message = "solver result was not better; kept the sequenced meterset"
+        status = Status.OPTIMAL_INACCURATE
     new_beams = []
     k = 0
     for b in dbeams:
@@ -375,15 +398,17 @@ def reoptimize_segment_weights(
         n_voxels=int(rows.size),
         solver=solver,
         message=message,
+        status=status,
         solve_time_s=dt,
-        extras={"status": status, "cold_set_iterations": n_cold_iter},
+        extras={"cold_set_iterations": n_cold_iter},
     )
 
 
 # ----------------------------------------------------------------------- comparisons
 def _dxx(d: np.ndarray, volume_percent: float) -> float:
-    """Minimum dose to the hottest ``volume_percent`` % (equal-volume voxels), Gy."""
-    return float(np.percentile(d, 100.0 - volume_percent)) if d.size else float("nan")
+    """Minimum dose to the hottest ``volume_percent`` % (equal-volume voxels), Gy
+    (:func:`optimizers.dose_at_volume`, the DVH's curve)."""
+    return dose_at_volume(d, np.ones_like(d), volume_percent) if d.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -394,7 +419,8 @@ class DoseComparison:
     ----------
     target_name : str
     d95_reference_gy, d95_gy : float, Gy
-        Target D95 (5th percentile of the target voxel doses; voxels of equal volume).
+        Target D95 (voxels of equal volume; the DVH's voxel-midpoint curve, as
+        :meth:`rtplan.evaluation.DVH.dose_at_volume`).
     coverage_loss_percent : float
         ``100 (D95_ref − D95) / D95_ref``; negative when coverage improved.
     mean_gy, max_gy : dict of str to (float, float), Gy

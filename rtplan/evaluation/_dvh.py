@@ -10,6 +10,7 @@ with zero occupancy are ignored.  The structure volume is ``V = Σ w_k``.
 
 Interpolation convention (the "voxel-midpoint" rule)
 ---------------------------------------------------
+The curve is :func:`optimizers.dose_volume_knots`, the one ``D_v`` of the project.
 Pool the voxels of equal dose and sort the distinct doses in decreasing order,
 ``d_1 > d_2 > … > d_n``, with pooled volumes ``w_k`` and cumulative volume
 ``C_k = w_1 + … + w_k``.  Each voxel's volume is taken to be spread evenly around its
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dose_engine._limits import check_limit
+from optimizers import dose_at_knots, dose_volume_knots
 
 from .._internal.arguments import ARRAY, NUMBER, check_arguments, optional
 from ..errors import InputError, StructureError
@@ -200,7 +202,7 @@ class DVH:
         return 0.0 if j == 0 else float(self._knot_cum_cc[j - 1])
 
     def _dose_at(self, v: float) -> float:
-        return float(np.interp(v, self._knot_volume_cc, self._knot_dose_gy))
+        return dose_at_knots(self._knot_volume_cc, self._knot_dose_gy, v)
 
     @property
     def d98_gy(self) -> float:
@@ -355,13 +357,7 @@ def dvh(
     total = float(np.sum(w))
     mean = float(np.dot(w, d) / total)
     # one knot per distinct dose (voxels of equal dose pool their volume), hottest first
-    order = np.argsort(-d)
-    d, w = d[order], w[order]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(d)) + 1))
-    d = d[starts]
-    w = np.add.reduceat(w, starts)
-    cum = np.cumsum(w)
-    knot_v = cum - w / 2.0
+    knot_v, d, cum = dose_volume_knots(d, w)
 
     n_bins_estimate = d[0] / bw + 1 if d[0] > 0 else 1
     check_limit(

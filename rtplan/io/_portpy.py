@@ -209,9 +209,22 @@ def read_portpy_patient(
 
     Examples
     --------
-    >>> p = read_portpy_patient("data", "Lung_Patient_1")        # doctest: +SKIP
-    >>> prob = optimizers.Problem(p.influence_matrix, p.structure_voxels, terms,
-    ...                           voxel_weights=p.structure_fractions)  # doctest: +SKIP
+    A patient of PortPy's data set (``data/Lung_Patient_1``, downloaded with PortPy; not
+    shipped with rtplan, so this example is not run; ``tests/rtplan/_portpy_synth.py``
+    writes a synthetic folder of the same format, read in ``tests/rtplan/io``) becomes an
+    optimisation problem on its own influence matrix:
+
+    .. code-block:: python
+
+        import optimizers
+        from rtplan.io import read_portpy_patient
+
+        p = read_portpy_patient("data", "Lung_Patient_1")
+        terms = [optimizers.Underdose("PTV", 60.0), optimizers.MaxDose("CORD", 50.0, hard=True)]
+        prob = optimizers.Problem(
+            p.influence_matrix, p.structure_voxels, terms, voxel_weights=p.structure_fractions
+        )
+        fluence_mu = optimizers.solve(prob).x
     """
     root = Path(data_dir) / str(patient_id)
     if not root.is_dir():

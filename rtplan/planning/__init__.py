@@ -7,8 +7,10 @@ how protocol goals become prioritised optimisation levels.
 
 from ._batch import BatchEntry, BatchOutcome, plan_batch, read_manifest
 from ._levels import PlanningLevel, build_levels, smoothness_pairs
+from ._options import PlanOptions
 from ._plan import DERIVED_RTSTRUCT_FILE, PLAN_FILES, PlanResult, plan_patient
 from ._workflow import plan_and_write, run_demo
+from ._written import WrittenPlan
 
 __all__ = [
     "DERIVED_RTSTRUCT_FILE",
@@ -17,6 +19,7 @@ __all__ = [
     "BatchOutcome",
     "PlanResult",
     "PlanningLevel",
+    "PlanOptions",
     "build_levels",
     "plan_and_write",
     "plan_batch",
@@ -24,4 +27,5 @@ __all__ = [
     "read_manifest",
     "run_demo",
     "smoothness_pairs",
+    "WrittenPlan",
 ]

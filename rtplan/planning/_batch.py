@@ -27,6 +27,7 @@ from .._internal.toml_files import parse_toml
 from ..dose._plan_dose import resolve_beam_model
 from ..errors import InputError
 from ._dask import dask_client
+from ._options import PlanOptions, options_from_keywords
 from ._workflow import plan_and_write
 
 __all__ = ["BatchEntry", "BatchOutcome", "plan_batch", "read_manifest"]
@@ -233,10 +234,10 @@ def _entry_beam_model(manifest: Path, i: int, value: Any) -> str | None:
     return model_path
 
 
-def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
+def _plan_one(entry: BatchEntry, options: PlanOptions, overwrite: bool) -> BatchOutcome:
     t0 = time.perf_counter()
     if entry.beam_model is not None:
-        options = {**options, "beam_model": entry.beam_model}
+        options = options.with_changes(beam_model=entry.beam_model)
     try:
         rec = plan_and_write(
             entry.ct_dir,
@@ -244,8 +245,9 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
             entry.protocol,
             entry.out,
             structure_map=list(entry.structure_map),
+            options=options,
+            overwrite=overwrite,
             progress=False,
-            **options,
         )
     except Exception as exc:  # reported per patient, with its own exit status
         logger.debug("%s: %s", entry.out, exc, exc_info=True)
@@ -260,12 +262,12 @@ def _plan_one(entry: BatchEntry, options: dict[str, Any]) -> BatchOutcome:
         )
     return BatchOutcome(
         entry.out,
-        bool(rec["all_goals_met"]),
-        int(rec["n_failed"]),
-        rec["goals"],
+        rec.all_goals_met,
+        rec.n_failed,
+        rec.goals,
         time.perf_counter() - t0,
-        status=EXIT_GOAL_FAILED if rec["needs_attention"] else EXIT_OK,
-        warnings=tuple(rec["warnings"]),
+        status=EXIT_GOAL_FAILED if rec.needs_attention else EXIT_OK,
+        warnings=rec.warnings,
     )
 
 
@@ -276,7 +278,8 @@ def plan_batch(
     scheduler: str | None = None,
     n_workers: int = 2,
     processes: bool = False,
-    backend: str = "numpy",
+    options: PlanOptions | None = None,
+    backend: str | None = None,
     solver: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     dose_grid_mm: float | None = None,
@@ -296,11 +299,14 @@ def plan_batch(
         LocalCluster with ``n_workers`` workers (threads unless ``processes``).
     n_workers : int
     processes : bool
-    backend, solver, cache_dir, dose_grid_mm, n_beams, max_iterations, overwrite
-        As for :func:`rtplan.planning.plan_and_write`, applied to every patient.
-    beam_model : dose_engine.BeamModel or path-like, optional
-        Beam model (or its JSON file, read once before any task starts) of every patient
-        whose manifest entry names none; ``None``: the shipped 6 MV model.
+    options : PlanOptions, optional
+        As for :func:`rtplan.planning.plan_and_write`, applied to every patient; its beam
+        model (or JSON file, read once before any task starts) is that of every patient
+        whose manifest entry names none (default: the shipped 6 MV model).
+    overwrite : bool
+        Replace existing output folders.
+    backend, solver, cache_dir, dose_grid_mm, n_beams, max_iterations, beam_model : optional
+        Deprecated (one release, ``DeprecationWarning``): the fields of ``options``.
 
     Returns
     -------
@@ -323,24 +329,27 @@ def plan_batch(
     dose_engine.BeamModelError
         ``beam_model`` cannot be read as a beam model (the message names the file).
     """
+    opts = options_from_keywords(
+        "plan_batch",
+        options,
+        stacklevel=4,
+        backend=backend,
+        solver=solver,
+        cache_dir=cache_dir,
+        dose_grid_mm=dose_grid_mm,
+        n_beams=n_beams,
+        max_iterations=max_iterations,
+        beam_model=beam_model,
+    )
     for i, e in enumerate(entries):
         require_instance(e, f"entries[{i}]", BatchEntry, "a BatchEntry (from read_manifest)")
     # every output and the shared cache are checked before the cluster starts
     check_batch_outputs(entries, overwrite=overwrite)
-    check_cache_dir(cache_dir)
-    options = {
-        "beam_model": resolve_beam_model(beam_model),
-        "backend": backend,
-        "solver": solver,
-        "cache_dir": cache_dir,
-        "dose_grid_mm": dose_grid_mm,
-        "n_beams": n_beams,
-        "max_iterations": max_iterations,
-        "overwrite": overwrite,
-    }
+    check_cache_dir(opts.cache_dir)
+    opts = opts.with_beam_model_read()
     with dask_client(scheduler, n_workers=n_workers, processes=processes) as client:
         futures = [
-            client.submit(_plan_one, e, options, pure=False, key=f"rtplan-plan-{i}")
+            client.submit(_plan_one, e, opts, overwrite, pure=False, key=f"rtplan-plan-{i}")
             for i, e in enumerate(entries)
         ]
         outcomes = client.gather(futures)

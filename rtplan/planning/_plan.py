@@ -52,7 +52,7 @@ from ..errors import InputError, ProtocolError, StructureError
 from ..evaluation import evaluate_goals
 from ..io import has_generated_structures, write_rtdose, write_rtplan, write_structure_set
 from ..patient._patient import Patient
-from ..protocols import Protocol, apply_derived, load_protocol
+from ..protocols import Protocol, apply_derived
 from ..report import software_versions, write_plan_json, write_report
 from ..safety import (
     IMPLICIT_LABEL,
@@ -65,6 +65,7 @@ from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
 from ._helper_structures import HelperStructure, build_helper_structures, nto_helpers
 from ._levels import build_levels, smoothness_pairs, volume_pct
+from ._options import PlanOptions, options_from_keywords
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -1145,7 +1146,8 @@ def plan_patient(
     patient,
     protocol,
     *,
-    backend: str = "numpy",
+    options: PlanOptions | None = None,
+    backend: str | None = None,
     solver: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -1160,20 +1162,17 @@ def plan_patient(
         CT and structures (``rtplan.read_patient`` or ``rtplan.phantoms.make_phantom``).
     protocol : rtplan.protocols.Protocol or str or path-like
         A protocol, a shipped protocol name (``"tg119_cshape"``) or a TOML file.
-    backend : {"numpy", "cupy"}
-        Array back-end of the dose engine (and the first-order solver).
-    solver : {"first_order", "cvxpy"}, optional
-        Override the protocol's solver.
-    cache_dir : path-like, optional
-        Folder of the HDF5 influence-matrix cache; ``None`` disables caching.
+    options : PlanOptions, optional
+        Back-end, solver, cache, dose grid, beams, iterations and beam model
+        (:class:`rtplan.planning.PlanOptions`; default: the protocol's settings, numpy,
+        no cache, the shipped 6 MV model).  The beam model is recorded in plan.json
+        (name, file, SAD, fingerprint).
+    backend, solver, cache_dir, beam_model : optional
+        Deprecated (one release, ``DeprecationWarning``): the fields of ``options``.
     progress : bool
         Show a progress bar per stage (tqdm, on stderr).
     structure_map : mapping of str to str, optional
         Protocol structure name → patient structure name overrides (the CLI's ``--map``).
-    beam_model : dose_engine.BeamModel or path-like, optional
-        Beam model of every dose computed (influence matrix and final dose), or its JSON
-        file from ``python -m dose_engine.fit``; ``None``: the shipped 6 MV model.  Its
-        SAD must equal the machine's.  Recorded in plan.json (name, file, SAD, fingerprint).
 
     Returns
     -------
@@ -1215,19 +1214,22 @@ def plan_patient(
     >>> result.needs_attention  # so coarse a plan misses goals: result.summary() says which
     True
     """
-    _check_plan_arguments(patient, protocol, cache_dir, structure_map)
-    model = resolve_beam_model(beam_model)
-    if not isinstance(protocol, Protocol):
-        protocol = load_protocol(protocol)
-    if solver is not None:
-        protocol = protocol.with_overrides(solver=solver)
-    if backend not in ("numpy", "cupy"):
-        raise InputError(f"`backend` must be 'numpy' or 'cupy'; got {backend!r}.")
+    opts = options_from_keywords(
+        "plan_patient",
+        options,
+        backend=backend,
+        solver=solver,
+        cache_dir=cache_dir,
+        beam_model=beam_model,
+    )
+    _check_plan_arguments(patient, protocol, opts.cache_dir, structure_map)
+    model = resolve_beam_model(opts.beam_model)
+    protocol = opts.apply_to(protocol)
     ctx = _Context(
         patient=patient,
         protocol=protocol,
-        backend=backend,
-        cache_dir=None if cache_dir is None else Path(cache_dir),
+        backend=opts.backend,
+        cache_dir=None if opts.cache_dir is None else Path(opts.cache_dir),
         progress=progress,
         overrides=dict(structure_map or {}),
         beam_model=model,

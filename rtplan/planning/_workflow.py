@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from dose_engine import BeamModel
 
 from .._internal.arguments import PATH, check_arguments, either
 from .._internal.atomic import atomic_directory, check_cache_dir, check_output_path
-from ..dose._plan_dose import resolve_beam_model
 from ..errors import InputError
 from ..io import read_patient
 from ..phantoms import write_phantom
-from ..protocols import Protocol, load_protocol, parse_mapping_overrides
+from ..protocols import parse_mapping_overrides
 from ._dask import dask_client
+from ._options import PlanOptions, options_from_keywords
 from ._plan import plan_patient
+from ._written import WrittenPlan
 
 __all__ = ["plan_and_write", "run_demo"]
 
@@ -31,26 +31,6 @@ PHANTOM_PROTOCOLS = {
     "prostate": "tg119_prostate",
     "head_neck": "tg119_head_neck",
 }
-
-
-def _protocol(protocol, *, solver=None, dose_grid_mm=None, n_beams=None, max_iterations=None):
-    p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    extra = {} if max_iterations is None else {"max_iterations": int(max_iterations)}
-    return p.with_overrides(solver=solver, dose_grid_mm=dose_grid_mm, n_beams=n_beams, **extra)
-
-
-def _outcome(result, out: Path) -> dict[str, Any]:
-    return {
-        "out": str(out),
-        "all_goals_met": result.all_goals_met,
-        "needs_attention": result.needs_attention,
-        "warnings": [w.message for w in result.warnings],
-        "n_failed": int(result.goal_table.n_failed),
-        "summary": result.summary(),
-        "timings": dict(result.timings),
-        "goals": result.goal_table.as_records(),
-        "reported": result.goal_table.reported_records(),
-    }
 
 
 @check_arguments(
@@ -66,7 +46,8 @@ def plan_and_write(
     out_dir: str | os.PathLike,
     *,
     structure_map: Mapping[str, str] | Iterable[str] | None = None,
-    backend: str = "numpy",
+    options: PlanOptions | None = None,
+    backend: str | None = None,
     solver: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     dose_grid_mm: float | None = None,
@@ -76,7 +57,7 @@ def plan_and_write(
     progress: bool = True,
     scheduler: str | None = None,
     beam_model: BeamModel | str | os.PathLike | None = None,
-) -> dict[str, Any]:
+) -> WrittenPlan:
     """Load a patient, plan it with a protocol and write the four output files.
 
     Parameters
@@ -89,23 +70,25 @@ def plan_and_write(
         Output folder; must not exist unless ``overwrite``.
     structure_map : mapping or iterable of "A=B" strings, optional
         Protocol → patient structure overrides (``--map``).
-    backend, solver, cache_dir, progress
-        As for :func:`rtplan.planning.plan_patient`.
-    dose_grid_mm, n_beams, max_iterations : optional
-        Override the protocol's dose grid, beam count and solver iterations.
+    options : PlanOptions, optional
+        Back-end, solver, cache, dose grid, beams, iterations and beam model
+        (:class:`rtplan.planning.PlanOptions`); a beam-model file is read before anything
+        else is done.
+    backend, solver, cache_dir, dose_grid_mm, n_beams, max_iterations, beam_model : optional
+        Deprecated (one release, ``DeprecationWarning``): the fields of ``options``.
     overwrite : bool
+    progress : bool
+        Show a progress bar per stage.
     scheduler : str, optional
         Dask scheduler address: run the whole job on the cluster.
-    beam_model : dose_engine.BeamModel or path-like, optional
-        Beam model or its JSON file (``--beam-model``), read before anything else is
-        done; ``None``: the shipped 6 MV model.  See :func:`rtplan.planning.plan_patient`.
 
     Returns
     -------
-    dict
-        ``out``, ``all_goals_met``, ``needs_attention`` (a goal failed or the safety
-        layer warned), ``warnings`` (messages), ``n_failed``, ``summary`` (text, with the
-        warnings), ``timings``, ``goals``.
+    WrittenPlan
+        The folder and its files, the optimisation's ``status``, the goals met,
+        ``needs_attention`` (a goal failed or the safety layer warned), the warnings, the
+        summary text, and (``result``) the :class:`PlanResult` itself, or ``None`` when
+        the plan was made on a ``scheduler``.
 
     Raises
     ------
@@ -124,29 +107,32 @@ def plan_and_write(
     if structure_map is not None and not isinstance(structure_map, Mapping):
         structure_map = parse_mapping_overrides(structure_map)
     out = check_output_path(out_dir, overwrite=overwrite, what="--out")
-    check_cache_dir(cache_dir)
-    model = resolve_beam_model(beam_model)
-    prot = _protocol(
-        protocol,
+    opts = options_from_keywords(
+        "plan_and_write",
+        options,
+        stacklevel=4,
+        backend=backend,
         solver=solver,
+        cache_dir=cache_dir,
         dose_grid_mm=dose_grid_mm,
         n_beams=n_beams,
         max_iterations=max_iterations,
+        beam_model=beam_model,
     )
+    check_cache_dir(opts.cache_dir)
+    opts = opts.with_beam_model_read()
+    prot = opts.apply_to(protocol)
     if scheduler is not None:
         with dask_client(scheduler) as client:
             fut = client.submit(
-                plan_and_write,
+                _plan_and_write_on_worker,
                 ct_dir,
                 rtstruct,
                 prot,
                 out_dir,
                 structure_map=structure_map,
-                backend=backend,
-                cache_dir=cache_dir,
+                options=opts,
                 overwrite=overwrite,
-                progress=False,
-                beam_model=model,
                 pure=False,
             )
             return fut.result()
@@ -155,14 +141,18 @@ def plan_and_write(
     result = plan_patient(
         patient,
         prot,
-        backend=backend,
-        cache_dir=cache_dir,
+        options=opts,
         progress=progress,
         structure_map=structure_map,
-        beam_model=model,
     )
     result.write(out, overwrite=overwrite)
-    return _outcome(result, out)
+    return WrittenPlan.of(result, out)
+
+
+def _plan_and_write_on_worker(*args: Any, **kwargs: Any) -> WrittenPlan:
+    """:func:`plan_and_write` on a Dask worker: no progress bar, and the record without
+    its :class:`PlanResult` (the patient's CT, the dose, the optimiser's results)."""
+    return plan_and_write(*args, progress=False, **kwargs).without_result()
 
 
 @check_arguments(out_dir=PATH)
@@ -171,7 +161,8 @@ def run_demo(
     *,
     phantom: str = "cshape",
     protocol=None,
-    backend: str = "numpy",
+    options: PlanOptions | None = None,
+    backend: str | None = None,
     solver: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     dose_grid_mm: float | None = None,
@@ -180,47 +171,46 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     beam_model: BeamModel | str | os.PathLike | None = None,
-) -> dict[str, Any]:
+) -> WrittenPlan:
     """The embedded demo: write a TG-119 phantom as DICOM, load it back, plan it.
 
     ``out_dir/input`` receives the phantom (``CT/`` + ``RS.dcm``) and ``out_dir/plan``
     the plan (RTPLAN.dcm, RTDOSE.dcm, plan.json, report.html).  The whole ``out_dir`` is
     built atomically.  The protocol's own settings are used (for the C-shape: 9 beams, 3 mm
-    grid) unless ``dose_grid_mm``, ``n_beams`` or ``max_iterations`` override them, with
-    the shipped 6 MV beam model unless ``beam_model`` (a BeamModel or its JSON file) is
-    given.
+    grid) unless ``options`` (:class:`rtplan.planning.PlanOptions`) override them, with
+    the shipped 6 MV beam model unless ``options.beam_model`` (a BeamModel or its JSON
+    file) is given.  ``backend``, ``solver``, ``cache_dir``, ``dose_grid_mm``,
+    ``n_beams``, ``max_iterations`` and ``beam_model`` are deprecated keywords (one
+    release): the fields of ``options``.
 
     Returns
     -------
-    dict
-        As :func:`plan_and_write`, plus ``input`` (the phantom folder).
+    WrittenPlan
+        As :func:`plan_and_write`, with ``input_dir`` (the phantom folder).
     """
     if phantom not in PHANTOM_PROTOCOLS:
         raise InputError(
             f"Unknown demo phantom {phantom!r}; choose one of {sorted(PHANTOM_PROTOCOLS)}."
         )
     out = check_output_path(out_dir, overwrite=overwrite, what="OUT_DIR")
-    check_cache_dir(cache_dir)
-    model = resolve_beam_model(beam_model)
-    prot = _protocol(
-        protocol or PHANTOM_PROTOCOLS[phantom],
+    opts = options_from_keywords(
+        "run_demo",
+        options,
+        stacklevel=4,
+        backend=backend,
         solver=solver,
+        cache_dir=cache_dir,
         dose_grid_mm=dose_grid_mm,
         n_beams=n_beams,
         max_iterations=max_iterations,
+        beam_model=beam_model,
     )
+    check_cache_dir(opts.cache_dir)
+    opts = opts.with_beam_model_read()
+    prot = opts.apply_to(protocol or PHANTOM_PROTOCOLS[phantom])
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_phantom(phantom, tmp / "input")
         patient = read_patient(written.ct_dir, written.rtstruct_path)
-        result = plan_patient(
-            patient,
-            prot,
-            backend=backend,
-            cache_dir=cache_dir,
-            progress=progress,
-            beam_model=model,
-        )
+        result = plan_patient(patient, prot, options=opts, progress=progress)
         result.write(tmp / "plan")
-    outcome = _outcome(result, out / "plan")
-    outcome["input"] = str(out / "input")
-    return outcome
+    return WrittenPlan.of(result, out / "plan", input_dir=out / "input")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._internal.arguments import check_arguments, either
@@ -38,6 +38,7 @@ from ..structures import (
     union,
 )
 from ..structures._derived import roi_name_problem
+from ._structure_spec import StructureSpec
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
 
@@ -318,8 +319,6 @@ def apply_derived(
         missing structure and the patient's structures) or, with ``existing="refuse"``, the
         patient already has a structure with a derived name.
     """
-    from dataclasses import replace
-
     if existing not in ("refuse", "keep"):
         raise ValueError(f"`existing` must be 'refuse' or 'keep'; got {existing!r}.")
     if not protocol.derived:
@@ -364,10 +363,6 @@ def _find_source(protocol, declared, name: str, structures, overrides) -> str:
     whose ``[structures.NAME]`` has role "external" and matches nothing is the patient's
     EXTERNAL ROI (e.g. the body outline rtplan found in the CT).
     """
-    from dataclasses import replace
-
-    from ._protocol import StructureSpec  # _protocol imports this module
-
     spec = replace(declared[name], required=True) if name in declared else StructureSpec(name)
     sub = replace(protocol, structures=(spec,))
     try:

@@ -21,13 +21,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from .._internal.arguments import PATH, TEXT, check_arguments, optional, sequence_of
 from .._internal.toml_files import read_named_toml
 from ..errors import ProtocolError
 from ..evaluation import Goal
 from ..safety import check_protocol_plausibility
+from ._derived import parse_derived
+from ._structure_spec import StructureSpec
 
 __all__ = [
     "BeamArrangement",
@@ -46,8 +48,6 @@ __all__ = [
 
 logger = logging.getLogger("rtplan.protocols")
 
-#: Roles a protocol structure can play.
-StructureRole = Literal["target", "oar", "external"]
 _ROLES = ("target", "oar", "external")
 
 
@@ -83,40 +83,6 @@ class Prescription:
     def dose_per_fraction_gy(self) -> float:
         """Dose per fraction in Gy."""
         return self.total_dose_gy / self.fractions
-
-
-@dataclass(frozen=True)
-class StructureSpec:
-    """How a protocol structure name finds a patient structure.
-
-    Parameters
-    ----------
-    name : str
-        Protocol name, used by goals and helper structures.
-    role : {"target", "oar", "external"}
-        What the structure is for the planner.
-    aliases : tuple of str
-        Names accepted verbatim (case-insensitive); ``name`` itself is always tried first.
-    patterns : tuple of str
-        Regular expressions matched (``re.fullmatch``, case-insensitive) against the
-        patient's structure names when no alias matched.
-    required : bool
-        If false, a missing structure is skipped (with its goals) instead of an error.
-    """
-
-    name: str
-    role: StructureRole = "oar"
-    aliases: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-    required: bool = True
-
-    def candidates(self) -> tuple[str, ...]:
-        """The names tried in order: the protocol name, then the aliases."""
-        out: list[str] = []
-        for n in (self.name, *self.aliases):
-            if n.casefold() not in (o.casefold() for o in out):
-                out.append(n)
-        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -741,8 +707,6 @@ def _derived_structures(
     source: str, data: Mapping[str, Any], structures: dict[str, StructureSpec], target: str
 ) -> tuple:
     """Parse ``[[structures.derived]]`` and register each derived name as a structure."""
-    from ._derived import parse_derived
-
     table = _table(source, data, "structures", required=False)
     if "derived" not in table:
         return ()

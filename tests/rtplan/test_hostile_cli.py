@@ -28,7 +28,7 @@ from rtplan.cli import COMMANDS, build_parser, main
 from rtplan.errors import InputError, OutputError, ResourceLimitError
 from rtplan.io import read_patient, read_rtplan, write_rtplan
 from rtplan.phantoms import make_phantom
-from rtplan.planning import plan_patient, read_manifest
+from rtplan.planning import PlanOptions, plan_patient, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -390,7 +390,8 @@ def test_api_one_slice_patient_is_refused(tmp_path):
 def test_api_cache_dir_that_is_a_file(api_patient, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
-        plan_patient(api_patient, "tg119_multitarget", cache_dir=tmp_path / "f")
+        options = PlanOptions(cache_dir=tmp_path / "f")
+        plan_patient(api_patient, "tg119_multitarget", options=options)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,20 +1,19 @@
 """Segment-weight re-optimisation, dose comparisons and dose from apertures.
 
-The plan case is a small synthetic TG-119-like C-shape (a C-shaped target around a core
-organ) in a water cylinder, with an analytic pencil-beam influence matrix (erf beamlet
-profiles, exponential attenuation, inverse square) built here, independent of the
-dose engine, so the test runs in seconds.
+The plan case is the small synthetic TG-119-like C-shape of ``tests/rtplan/_cshape_synth.py``
+(analytic pencil-beam influence matrix, independent of the dose engine), so the test runs
+in seconds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from _cshape_synth import WEIGHTS, optimal_fluence, synthetic_cshape
 from scipy.optimize import lsq_linear, nnls
-from scipy.special import erf
 
 from dose_engine import Beam, Grid, beamlets_for_target
+from optimizers import Status
 from rtplan import load_machine
 from rtplan.delivery._segment_weights import (
     compare_doses,
@@ -24,62 +23,6 @@ from rtplan.delivery._segment_weights import (
 from rtplan.dose import aperture_dose
 from rtplan.errors import InputError
 from rtplan.sequencing import beam_map_edges_mm, sequence_plan
-
-WEIGHTS = {"PTV": 1.0, "Core": 0.3, "Body": 0.05}
-
-
-def synthetic_cshape(n_beams=5, spacing_mm=5.0, n_slices=3):
-    n = int(200 / spacing_mm)
-    grid = Grid(
-        shape=(n_slices, n, n),
-        origin_mm=(-100 + spacing_mm / 2, -100 + spacing_mm / 2, -5.0 * (n_slices - 1) / 2),
-        spacing_mm=(spacing_mm, spacing_mm, 5.0),
-    )
-    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij")
-    x = grid.origin_mm[0] + xx * spacing_mm
-    y = grid.origin_mm[1] + yy * spacing_mm
-    z = grid.origin_mm[2] + zz * 5.0
-    r = np.hypot(x, y)
-    body = r <= 95
-    target = (r >= 22) & (r <= 45) & ~((y < 0) & (np.abs(x) < 12))  # C open anteriorly
-    core = r <= 15
-    pts = np.stack([x, y, z], -1).reshape(-1, 3)
-    beams = [Beam(g) for g in np.arange(n_beams) * 360.0 / n_beams]
-    bl = beamlets_for_target(beams, pts[target.ravel()], margin_mm=5.0)
-    cols = []
-    s2 = np.sqrt(2) * 4.0
-    for b, beam in enumerate(beams):
-        u, v, zf = beam.to_fan_coordinates(pts)
-        depth = np.clip(zf - (beam.sad_mm - 95.0), 0, None)
-        att = 0.01 * np.exp(-0.005 * depth) * (beam.sad_mm / zf) ** 2 * body.ravel()
-        for x1, x2, y1, y2 in bl.rectangles_mm(b):
-            c = (
-                att
-                * 0.25
-                * (erf((u - x1) / s2) - erf((u - x2) / s2))
-                * (erf((v - y1) / s2) - erf((v - y2) / s2))
-            )
-            c[c < 1e-4 * c.max()] = 0
-            cols.append(sp.csc_matrix(c[:, None]))
-    D = sp.hstack(cols).tocsr().astype(np.float32)
-    structs = {
-        "PTV": np.flatnonzero(target.ravel()),
-        "Core": np.flatnonzero(core.ravel()),
-        "Body": np.flatnonzero((body & ~target).ravel()),
-    }
-    return grid, beams, bl, D, structs
-
-
-def optimal_fluence(D, structs, rx_gy=50.0, reg=0.02):
-    """Weighted least-squares optimum with a small ridge term (smooth enough fluence)."""
-    Dd = D.toarray().astype(float)
-    n = D.shape[1]
-    parts = [np.sqrt(WEIGHTS[k]) * Dd[structs[k]] for k in ("PTV", "Core", "Body")]
-    A = np.vstack(parts + [np.sqrt(reg) * Dd.max() * np.eye(n)])
-    y = np.concatenate(
-        [np.full(structs["PTV"].size, rx_gy), np.zeros(A.shape[0] - structs["PTV"].size)]
-    )
-    return nnls(A, y, maxiter=50 * n)[0]
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +130,7 @@ def test_compare_doses_numbers():
     ref = np.arange(100, dtype=float)  # target doses 0..99
     new = ref * 0.9
     c = compare_doses(ref, new, {"T": np.arange(100), "O": np.array([1, 2, 3])}, "T")
-    assert c.d95_reference_gy == pytest.approx(np.percentile(ref, 5))  # 4.95
+    assert c.d95_reference_gy == pytest.approx(4.5)  # equal voxels 0..99 Gy: D_v = 99.5 - v
     assert c.coverage_loss_percent == pytest.approx(10.0)
     assert c.mean_gy["O"] == pytest.approx((2.0, 1.8)) and c.max_gy["T"] == (99.0, 99 * 0.9)
     with pytest.raises(InputError, match="not among"):
@@ -280,3 +223,31 @@ def test_normal_equations_reach_the_full_nnls_optimum(case):
     assert res.n_voxels == rows.size and S.shape[1] > 10
     assert res.objective_after == pytest.approx(obj_full, rel=1e-7)
     np.testing.assert_allclose(res.mu_after, full, rtol=1e-5, atol=1e-6 * full.max())
+
+
+def test_status_is_in_the_optimization_result_vocabulary(case, monkeypatch):
+    grid, beams, bl, D, structs, x = case
+    seq = sequence_plan(x, bl, beams, load_machine("AgilityMLC160"), n_levels=3)
+    ref = D @ x
+    args = (D, bl, seq.beams, ref, structs)
+    plain = reoptimize_segment_weights(*args, structure_weights=WEIGHTS)
+    assert (plain.status, plain.success) == (Status.OPTIMAL, True)
+    assert repr(plain).startswith("SegmentWeightResult(status='optimal'")
+    cold = {"structure_weights": WEIGHTS, "underdose_weights": {"PTV": 10.0}}
+    settled = reoptimize_segment_weights(*args, **cold)
+    n_iter = settled.extras["cold_set_iterations"]
+    assert settled.status == Status.OPTIMAL and 2 <= n_iter < 20  # the cold set settled
+    # one cold-set iteration is not enough here: the best iterate, flagged
+    short = reoptimize_segment_weights(*args, **cold, max_underdose_iter=1)
+    assert (short.status, short.success) == (Status.ITERATION_LIMIT, False)
+    assert "did not settle" in short.message
+    assert settled.objective_after <= short.objective_after <= short.objective_before
+    # a solver answer worse than the sequenced meterset: the latter is kept, and said so
+    monkeypatch.setattr(
+        "rtplan.delivery._segment_weights._nnls_normal_equations",
+        lambda M, w, y: np.zeros(M.shape[1]),
+    )
+    kept = reoptimize_segment_weights(*args, structure_weights=WEIGHTS)
+    assert (kept.status, kept.success) == (Status.OPTIMAL_INACCURATE, True)
+    np.testing.assert_array_equal(kept.mu_after, kept.mu_before)
+    assert "kept the sequenced meterset" in kept.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from rtplan.cli import main
 from rtplan.errors import InputError
 from rtplan.io import read_rtdose
 from rtplan.phantoms import write_phantom
-from rtplan.planning import plan_and_write, read_manifest
+from rtplan.planning import PLAN_FILES, PlanResult, WrittenPlan, plan_and_write, read_manifest
 
 PROTOCOL = tiny_cshape_protocol(ring=False)
 
@@ -26,6 +27,66 @@ def setup(tmp_path_factory):
         ph.ct_dir, ph.rtstruct_path, root / "tiny.toml", root / "serial", progress=False
     )
     return root, ph, serial
+
+
+def test_plan_and_write_returns_the_written_plan_and_its_result(setup):
+    root, _, serial = setup
+    assert isinstance(serial, WrittenPlan) and isinstance(serial.result, PlanResult)
+    assert serial.out == root / "serial"
+    assert [p.name for p in serial.files] == sorted(PLAN_FILES)
+    assert [p.name for p in serial.files] == sorted(p.name for p in serial.out.iterdir())
+    record = json.loads((serial.out / "plan.json").read_text())  # what was written
+    assert serial.goals == record["goals"] and serial.reported == record["reported"]
+    assert serial.all_goals_met == all(g["passed"] for g in record["goals"])
+    assert serial.warnings == tuple(w["message"] for w in record["warnings"])
+    opt = serial.result.optimization
+    assert (serial.status, serial.success, serial.message) == (opt.status, opt.success, opt.message)
+    assert serial.summary == serial.result.summary()
+
+
+def test_written_plan_travels_without_its_plan_result(setup):
+    """What a Dask worker sends back: the record arrives without ``result`` (the CT, the
+    dose and the optimiser's results stay on the worker)."""
+    _, _, serial = setup
+    sent = pickle.dumps(serial)
+    assert len(sent) < len(pickle.dumps(serial.result)) / 20  # 3 kB and 2.5 MB here
+    back = pickle.loads(sent)
+    assert back.result is None and serial.result is not None
+    for name in ("out", "files", "status", "message", "goals", "warnings", "summary"):
+        assert getattr(back, name) == getattr(serial, name)
+    assert serial.without_result().result is None
+
+
+@pytest.mark.slow  # starts a Dask LocalCluster and plans one patient
+def test_plan_and_write_on_a_scheduler_returns_the_record_without_the_plan(setup, tmp_path):
+    root, ph, serial = setup
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        remote = plan_and_write(
+            ph.ct_dir,
+            ph.rtstruct_path,
+            root / "tiny.toml",
+            tmp_path / "remote",
+            scheduler=cluster.scheduler_address,
+        )
+    assert isinstance(remote, WrittenPlan) and remote.result is None
+    assert remote.out == tmp_path / "remote" and remote.status == serial.status
+    assert [g["value"] for g in remote.goals] == [g["value"] for g in serial.goals]
+
+
+def test_the_old_dict_keys_work_with_a_deprecation_warning(setup):
+    root, _, serial = setup
+    with pytest.warns(DeprecationWarning, match=r"use \.out instead of \['out'\]"):
+        assert serial["out"] == str(root / "serial")
+    with pytest.warns(DeprecationWarning, match=r"use \.warnings instead"):
+        assert serial.get("warnings") == list(serial.warnings)
+    for key in ("all_goals_met", "needs_attention", "n_failed", "summary", "goals"):
+        with pytest.warns(DeprecationWarning, match=f"use \\.{key} instead"):
+            assert serial[key] == getattr(serial, key)
+    with pytest.raises(KeyError, match="input"):
+        serial["input"]  # run_demo's key only
+    assert serial.get("nope", 3) == 3
 
 
 def _manifest(root, ph, kind: str):
@@ -51,7 +112,7 @@ def test_batch_on_local_cluster_matches_serial(setup, capsys):
     root, ph, serial = setup
     manifest = _manifest(root, ph, "toml")
     status = main(["batch", str(manifest), "--workers", "2", "--no-progress"])
-    expected_status = 0 if serial["all_goals_met"] else 1
+    expected_status = 0 if serial.all_goals_met else 1
     assert status == expected_status
     assert "2 plans written" in capsys.readouterr().out or status == 1
     ref = json.loads((root / "serial" / "plan.json").read_text())

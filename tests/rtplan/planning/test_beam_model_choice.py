@@ -33,7 +33,7 @@ from rtplan.cli import main
 from rtplan.errors import InputError
 from rtplan.io import read_patient, read_rtdose, read_rtplan_beams
 from rtplan.phantoms import write_phantom
-from rtplan.planning import PLAN_FILES, plan_patient
+from rtplan.planning import PLAN_FILES, PlanOptions, plan_patient
 
 # two plans and several dose computations: ~45 s on 2 cores
 pytestmark = pytest.mark.slow
@@ -145,7 +145,8 @@ def test_planning_is_equivariant_under_an_exact_model_scale(case):
     params["normalisation_gy_per_mu"] *= 2.0
     patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     ship = plan_patient(patient, protocol, progress=False)
-    double = plan_patient(patient, protocol, progress=False, beam_model=BeamModel(params))
+    options = PlanOptions(beam_model=BeamModel(params))
+    double = plan_patient(patient, protocol, options=options, progress=False)
     np.testing.assert_allclose(2.0 * double.fluence_mu, ship.fluence_mu, rtol=1e-6, atol=1e-9)
     assert 2.0 * double.plan.total_mu == pytest.approx(ship.plan.total_mu, rel=1e-6)
 
@@ -169,7 +170,7 @@ def test_model_of_another_sad_is_refused(case, tmp_path, capsys):
     other = _model_file(tmp_path / "sad800.json", sad_mm=800.0)
     patient = read_patient(ph.ct_dir, ph.rtstruct_path)
     with pytest.raises(InputError, match=r"sad800\.json.*SAD 800 mm.*SAD 1000 mm"):
-        plan_patient(patient, protocol, beam_model=other, progress=False)
+        plan_patient(patient, protocol, options=PlanOptions(beam_model=other), progress=False)
     out = tmp_path / "plan"
     assert main([*base, "--out", str(out), "--no-progress", "--beam-model", str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -21,7 +21,7 @@ import pytest
 
 from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
-from rtplan.planning import plan_patient
+from rtplan.planning import PlanOptions, plan_patient
 from rtplan.protocols import load_protocol
 
 RX_GY, LOW_GY, MARGIN_MM = 70.0, 56.0, 10.0
@@ -41,7 +41,8 @@ def _plan(tmp, written, *, safety_nets: bool):
         )
         protocol = replace(protocol, safety=off)
     patient = read_patient(written.ct_dir, written.rtstruct_path)
-    result = plan_patient(patient, protocol, progress=False, cache_dir=tmp / "cache")
+    options = PlanOptions(cache_dir=tmp / "cache")
+    result = plan_patient(patient, protocol, options=options, progress=False)
     out = result.write(tmp / ("plan" if safety_nets else "plan_off"))
     return result, out
 

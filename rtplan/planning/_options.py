@@ -1,0 +1,150 @@
+"""One record of planning options, shared by :func:`plan_patient`, :func:`plan_and_write`,
+:func:`run_demo`, :func:`plan_batch` and the CLI: :class:`PlanOptions`."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dose_engine import BeamModel
+
+from .._internal.arguments import INTEGER, NUMBER, PATH, TEXT, check_arguments, either, optional
+from ..dose._plan_dose import resolve_beam_model
+from ..errors import InputError
+from ..protocols import Protocol, load_protocol
+
+__all__ = ["PlanOptions"]
+
+BACKENDS = ("numpy", "cupy")
+SOLVERS = ("first_order", "cvxpy")
+
+
+@check_arguments(
+    backend=TEXT,
+    solver=optional(TEXT),
+    cache_dir=optional(PATH),
+    dose_grid_mm=optional(NUMBER),
+    n_beams=optional(INTEGER),
+    max_iterations=optional(INTEGER),
+    beam_model=optional(either(BeamModel, PATH)),
+)
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to plan, whatever the entry point (checked once, when made).
+
+    Parameters
+    ----------
+    backend : {"numpy", "cupy"}
+        Array back-end of the dose engine and the first-order solver.
+    solver : {"first_order", "cvxpy"}, optional
+        Fluence optimiser; ``None``: the protocol's.
+    cache_dir : path-like, optional
+        Folder of the HDF5 influence-matrix cache; ``None`` disables caching.
+    dose_grid_mm : float, mm, optional
+        Dose-grid spacing instead of the protocol's (> 0).
+    n_beams : int, optional
+        That many equispaced coplanar beams instead of the protocol's (>= 1).
+    max_iterations : int, optional
+        Iterations per level of the first-order solver instead of the protocol's (>= 1).
+    beam_model : dose_engine.BeamModel or path-like, optional
+        Beam model of every dose, or its JSON file (``python -m dose_engine.fit``);
+        ``None``: the shipped 6 MV model.  Its SAD must equal the machine's.
+
+    Raises
+    ------
+    TypeError
+        An option of the wrong type (named).
+    rtplan.errors.InputError
+        An option out of range (named, with the accepted values).
+
+    Examples
+    --------
+    >>> from rtplan.planning import PlanOptions
+    >>> options = PlanOptions(dose_grid_mm=5.0, n_beams=7)
+    >>> options.with_changes(solver="cvxpy").solver
+    'cvxpy'
+    >>> PlanOptions(n_beams=0)
+    Traceback (most recent call last):
+    ...
+    rtplan.errors.InputError: `n_beams` must be at least 1; got 0.
+    """
+
+    backend: str = "numpy"
+    solver: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    dose_grid_mm: float | None = None
+    n_beams: int | None = None
+    max_iterations: int | None = None
+    beam_model: BeamModel | str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"`backend` must be one of {BACKENDS}; got {self.backend!r}.")
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise InputError(f"`solver` must be one of {SOLVERS} or None; got {self.solver!r}.")
+        grid = self.dose_grid_mm
+        if grid is not None and not (math.isfinite(float(grid)) and float(grid) > 0):
+            raise InputError(f"`dose_grid_mm` must be a finite spacing > 0 mm; got {grid!r}.")
+        for name in ("n_beams", "max_iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"`{name}` must be at least 1; got {value!r}.")
+
+    def with_changes(self, **changes: Any) -> PlanOptions:
+        """A copy with some options replaced (checked like a new record)."""
+        return replace(self, **changes)
+
+    def with_beam_model_read(self) -> PlanOptions:
+        """A copy whose ``beam_model`` is a :class:`dose_engine.BeamModel` (the file read,
+        or the shipped model), so that a bad file is refused before any work.
+
+        Raises
+        ------
+        dose_engine.BeamModelError
+            ``beam_model`` cannot be read as a beam model (the message names the file).
+        """
+        return replace(self, beam_model=resolve_beam_model(self.beam_model))
+
+    def apply_to(self, protocol: Protocol | str | os.PathLike) -> Protocol:
+        """The protocol (loaded if a name or file) with this record's overrides:
+        ``solver``, ``dose_grid_mm``, ``n_beams`` and ``max_iterations``."""
+        p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+        extra = {} if self.max_iterations is None else {"max_iterations": self.max_iterations}
+        return p.with_overrides(
+            solver=self.solver, dose_grid_mm=self.dose_grid_mm, n_beams=self.n_beams, **extra
+        )
+
+
+def options_from_keywords(
+    where: str, options: PlanOptions | None, *, stacklevel: int = 3, **keywords: Any
+) -> PlanOptions:
+    """``options``, or a record made of the deprecated keywords of ``where``.
+
+    A keyword other than ``None`` warns (``DeprecationWarning`` naming the record; the
+    warning points ``stacklevel`` frames up); giving both ``options`` and such a keyword
+    is a ``TypeError`` (which would win is unclear).
+    """
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if options is not None and not isinstance(options, PlanOptions):
+        raise TypeError(
+            f"`options` must be an rtplan.planning.PlanOptions or None; "
+            f"got {type(options).__name__}."
+        )
+    if not given:
+        return PlanOptions() if options is None else options
+    if options is not None:
+        raise TypeError(
+            f"{where}() got `options` and the keyword(s) {', '.join(sorted(given))}; "
+            "put them into the PlanOptions."
+        )
+    names = ", ".join(f"{k}=..." for k in given)
+    warnings.warn(
+        f"{where}({names}) is deprecated and will be removed in the next release; "
+        f"pass options=rtplan.planning.PlanOptions({names}).",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return PlanOptions(**given)
