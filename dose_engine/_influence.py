@@ -106,9 +106,9 @@ class InfluenceMatrix:
 def _beam_entries(
     pts, beam_lat: dict, model: BeamModel, xp, cutoff_mm: float, rel_thr: float, backend: Backend
 ):
-    """``(rows, cols, values, pairs)`` of one beam's entries at the points ``pts``: voxel
-    rows, beam-local beamlet columns, Gy/MU above the floor, and the number of
-    voxel-beamlet pairs evaluated.
+    """``(rows, cols, values, pairs)`` of one beam's entries at the points ``pts``: lists
+    of arrays (one per chunk) of voxel rows, beam-local beamlet columns and Gy/MU above
+    the floor, and the number of voxel-beamlet pairs evaluated.
 
     The points are taken in chunks of about :data:`CHUNK_PAIRS` voxel-beamlet pairs, run by
     ``backend.map`` (a thread per CPU on numpy)."""
@@ -120,7 +120,7 @@ def _beam_entries(
     m = int(u.shape[0])
     f32, i32 = xp.float32, xp.int32
     if m == 0:
-        return xp.zeros((0,), dtype=i32), xp.zeros((0,), dtype=i32), xp.zeros((0,), dtype=f32), 0
+        return [], [], [], 0
     # the cut-off's window: kx x ky lattice cells from the first one within the cut-off
     kx = int(math.floor(2 * cutoff_mm / w)) + 1
     ky = int(math.floor(2 * cutoff_mm / h)) + 1
@@ -198,18 +198,16 @@ def _beam_entries(
 
     slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
     entries = backend.map(chunk_entries, slices)
-    rows = xp.concat([e[0] for e in entries])
-    cols = xp.concat([e[1] for e in entries])
-    vals = xp.concat([e[2] for e in entries])
-    return rows, cols, vals, m * wx * wy
+    # concatenated once, with the other group's, in :func:`_beam_block`
+    return [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries], m * wx * wy
 
 
 def _beam_block(parts: list, n_cols: int, n_rows: int, xp, sparse):
     """CSR block (n_rows × n_cols) of one beam from the ``(rows, cols, values, pairs)`` of
     :func:`_beam_entries` for disjoint sets of voxels, and the pairs evaluated."""
-    rows = xp.concat([p[0] for p in parts])
-    cols = xp.concat([p[1] for p in parts])
-    vals = xp.concat([p[2] for p in parts])
+    rows = _concat(xp, [a for p in parts for a in p[0]], xp.int32)
+    cols = _concat(xp, [a for p in parts for a in p[1]], xp.int32)
+    vals = _concat(xp, [a for p in parts for a in p[2]], xp.float32)
     pairs = sum(p[3] for p in parts)
     parts.clear()
     block = sparse.coo_matrix((vals, (rows, cols)), shape=(n_rows, n_cols)).tocsr()
@@ -220,6 +218,11 @@ def _beam_block(parts: list, n_cols: int, n_rows: int, xp, sparse):
             block.data, block.indices.astype(np.int16), block.indptr.astype(np.int64), block.shape
         )
     return block, pairs
+
+
+def _concat(xp, arrays: list, dtype):
+    """``arrays`` end to end (an empty array of ``dtype`` when there are none)."""
+    return xp.concat(arrays) if arrays else xp.zeros((0,), dtype=dtype)
 
 
 def _reach_box(beam_lat: dict, cutoff_mm: float) -> tuple[float, float, float, float]:

@@ -239,6 +239,37 @@ def test_threaded_csr_products_equal_the_serial_products(monkeypatch):
     assert np.shares_memory(chunk.data, csr.data)
     assert np.shares_memory(chunk.indices, csr.indices)
     np.testing.assert_array_equal(chunk.toarray(), csr[100:200].toarray())
+    # and so are their transposes (``chunk.T`` copied the pruned arrays)
+    chunk_t = _array_backend._transposed_view(chunk)
+    assert np.shares_memory(chunk_t.data, csr.data)
+    assert np.shares_memory(chunk_t.indices, csr.indices)
+    np.testing.assert_array_equal(chunk_t.toarray(), csr[100:200].toarray().T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_product_on_the_active_rows_is_bit_identical(monkeypatch, dtype):
+    """``A.T @ g`` read only on the rows where ``g != 0`` (one-sided terms below their
+    level have a zero gradient) equals the product over every row to the bit, and both
+    equal the dense product."""
+    import scipy.sparse as sp
+
+    from optimizers import _array_backend
+
+    monkeypatch.setattr(_array_backend, "THREADED_CSR_MIN_NNZ", 0)
+    csr = sp.random(3001, 47, density=0.3, format="csr", random_state=7, dtype=dtype)
+    rng = np.random.default_rng(7)
+    for zero_share in (0.0, 0.5, 0.95, 1.0):
+        g = rng.random(3001).astype(dtype)
+        g[rng.random(3001) < zero_share] = 0.0
+        monkeypatch.setattr(_array_backend, "ACTIVE_ROWS_MAX_SHARE", 0.0)  # every row
+        _, every_row = _array_backend._threaded_csr_products(csr, 5)
+        monkeypatch.setattr(_array_backend, "ACTIVE_ROWS_MAX_SHARE", 1.01)  # active rows
+        _, active_rows = _array_backend._threaded_csr_products(csr, 5)
+        out = active_rows(g)
+        assert out.dtype == dtype and out.shape == (47,)
+        np.testing.assert_array_equal(out, every_row(g))
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(out, csr.toarray().T @ g, rtol=rtol, atol=1e-30)
 
 
 DETERMINISM_SCRIPT = """
