@@ -19,13 +19,14 @@ from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
 from ._problem import Problem
-from ._registry import register_term
+from ._registry import register_term, supported_methods
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solve import solve
 from ._solvers import available_solvers
 from ._surrogates import Surrogate
 from ._terms import (
     GEUD,
+    CvxpyTerm,
     DVHOverdose,
     DVHUnderdose,
     MaxDose,
@@ -36,6 +37,7 @@ from ._terms import (
     Overdose,
     Smoothness,
     SquaredDeviation,
+    StructureDoses,
     Term,
     TotalMU,
     Underdose,
@@ -56,6 +58,7 @@ __all__ = [
     "SOLUTION_PRESENT",
     "CvxpyContext",
     "CvxpyFormulation",
+    "CvxpyTerm",
     "InfeasibleError",
     "InvalidProblemError",
     "LevelResult",
@@ -74,6 +77,7 @@ __all__ = [
     "SolverError",
     "SquaredDeviation",
     "Status",
+    "StructureDoses",
     "Surrogate",
     "Term",
     "TotalMU",
@@ -85,6 +89,7 @@ __all__ = [
     "solve_cvxpy",
     "solve_first_order",
     "solve_lexicographic",
+    "supported_methods",
 ]
 
 
