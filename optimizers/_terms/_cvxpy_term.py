@@ -189,7 +189,9 @@ class CvxpyTerm(Term):
         if self.hard:
             return self._constraints(out, cp)
         if isinstance(out, cp.constraints.constraint.Constraint) or (
-            isinstance(out, list | tuple) and out
+            isinstance(out, list | tuple)
+            and out
+            and all(isinstance(c, cp.constraints.constraint.Constraint) for c in out)
         ):
             raise InvalidProblemError(
                 f"{self.label} returned constraints but is an objective (hard=False); "

@@ -215,3 +215,14 @@ def test_solver_not_installed_is_named(slab):
     term = op.CvxpyTerm(geud_limit, "OAR", hard=True)
     with pytest.raises(op.SolverError, match=rf"^Solver `{missing[0]}` is not installed"):
         op.solve_cvxpy(op.Problem(a_mat, structures, [*_base_terms(), term]), solver=missing[0])
+
+
+def test_built_formulation_refuses_another_function(slab):
+    """A re-solve reuses the compiled expression only for the same function and structures."""
+    a_mat, structures = slab
+    term = op.CvxpyTerm(lambda d, x: geud_expr(d, "OAR", A), "OAR")
+    prob = op.Problem(a_mat, structures, [*_base_terms(), term])
+    form = op.CvxpyFormulation(prob)
+    other = prob.with_terms([*_base_terms(), op.CvxpyTerm(lambda d, x: cp.sum(d["OAR"]), "OAR")])
+    with pytest.raises(op.InvalidProblemError, match=r"^Term 2 changed from CvxpyTerm"):
+        form.update(other)
