@@ -3,7 +3,7 @@
 Usage: ``PYTHON_WITH_PORTPY benches/_portpy_pipeline.py DATA_DIR PATIENT_ID SOLVER``
 
 Runs in PortPy's interpreter (PortPy 1.2.0 imports on Python >= 3.12 only), so it imports
-PortPy, CVXPY and the standard library, never rtplan. It calls PortPy's public API the way
+PortPy, CVXPY, numpy and the standard library, never rtplan. It calls PortPy's public API the way
 its IMRT example does (protocol ``Lung_2Gy_30Fx``: optimisation structures, influence
 matrix, CVXPY problem, solve, PTV D95) and times each stage. PortPy's licence is Apache-2.0
 with the Commons Clause: this script runs it, it copies none of its code.
@@ -14,6 +14,7 @@ import resource
 import sys
 import time
 
+import numpy as np
 import portpy.photon as pp
 
 PROTOCOL = "Lung_2Gy_30Fx"
@@ -57,6 +58,12 @@ def main(data_dir: str, patient_id: str, solver: str) -> dict:
         "n_voxels": int(inf.A.shape[0]),
         "n_beamlets": int(inf.A.shape[1]),
         "nnz": int(inf.A.nnz),
+        # the beamlets PortPy optimises: positions in each beam's table (rtplan's reader
+        # must pick the same ones)
+        "opt_beamlets": {
+            str(b["beam_id"]): [int(i) for i in np.asarray(b["opt_beamlets_ids"]).ravel()]
+            for b in inf.beamlets_dict
+        },
         "iterations": stats.num_iters,
         "solver_time_s": stats.solve_time,
         "objective": float(prob.value),

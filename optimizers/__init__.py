@@ -20,13 +20,14 @@ from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
 from ._problem import Problem
-from ._registry import register_term
+from ._registry import register_term, supported_methods
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solve import solve
 from ._solvers import available_solvers
 from ._surrogates import Surrogate
 from ._terms import (
     GEUD,
+    CvxpyTerm,
     DVHOverdose,
     DVHUnderdose,
     MaxDose,
@@ -37,6 +38,7 @@ from ._terms import (
     Overdose,
     Smoothness,
     SquaredDeviation,
+    StructureDoses,
     Term,
     TotalMU,
     Underdose,
@@ -57,6 +59,7 @@ __all__ = [
     "SOLUTION_PRESENT",
     "CvxpyContext",
     "CvxpyFormulation",
+    "CvxpyTerm",
     "InfeasibleError",
     "InvalidProblemError",
     "LevelResult",
@@ -75,6 +78,7 @@ __all__ = [
     "SolverError",
     "SquaredDeviation",
     "Status",
+    "StructureDoses",
     "Surrogate",
     "Term",
     "TotalMU",
@@ -89,6 +93,7 @@ __all__ = [
     "solve_cvxpy",
     "solve_first_order",
     "solve_lexicographic",
+    "supported_methods",
 ]
 
 

@@ -162,6 +162,8 @@ class CvxpyFormulation:
                 and getattr(t_new, "a", None) == getattr(t_old, "a", None)
                 and getattr(t_new, "volume_pct", None) == getattr(t_old, "volume_pct", None)
                 and getattr(t_new, "operator", None) is getattr(t_old, "operator", None)
+                and getattr(t_new, "function", None) is getattr(t_old, "function", None)
+                and getattr(t_new, "structures", None) == getattr(t_old, "structures", None)
             )
             if not same:
                 raise InvalidProblemError(

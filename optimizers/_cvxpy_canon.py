@@ -23,6 +23,7 @@ from ._term_table import TermTable
 from ._terms import (
     _DVH,
     GEUD,
+    CvxpyTerm,
     MeanDose,
     Overdose,
     Smoothness,
@@ -126,9 +127,9 @@ class CvxpyContext:
         """(n_s,) normalised voxel weights of the term's structure (sum 1)."""
         return self._form.problem.p[structure_of(self.term)]
 
-    def dose(self) -> Any:
-        """(n_s,) dose expression in the term's structure, Gy."""
-        name = structure_of(self.term)
+    def dose(self, structure: str | None = None) -> Any:
+        """(n_s,) dose expression in the term's structure (or in ``structure``), Gy."""
+        name = structure_of(self.term) if structure is None else structure
         d = self._form.d
         if d is None:  # no dose term in the problem
             raise InvalidProblemError(f"{self.term.label}: the problem has no dose variable.")
@@ -237,6 +238,18 @@ def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:
     return ctx.cp.sum(ctx.x)
 
 
+def _cvxpy_term(t: CvxpyTerm, ctx: CvxpyContext) -> Any:
+    """The user's expression (objective), or the user's constraints added to the problem
+    and the constant 0 as the quantity (the term's bound is 0: ``0 <= 0`` holds)."""
+    p = ctx._form.problem.p
+    out = t.build({n: ctx.dose(n) for n in t.structures}, {n: p[n] for n in t.structures}, ctx.x)
+    if not t.hard:
+        return out
+    for c in out:
+        ctx.constrain(c)
+    return ctx.cp.Constant(0.0)
+
+
 def _level_bound(t: _LevelBound, ctx: CvxpyContext) -> Any:
     """``sum_k c w_k f_k`` with ``c`` = :func:`weight_scale` of the ``w_k`` (the
     formulation scales the bound by the same ``c``)."""
@@ -255,6 +268,7 @@ CVXPY_CANONICALIZERS: dict[type[Term], Canonicalizer] = {
     _DVH: _dvh,
     Smoothness: _smoothness,
     TotalMU: _total_mu,
+    CvxpyTerm: _cvxpy_term,
     _LevelBound: _level_bound,
 }
 

@@ -38,6 +38,7 @@ from ._line_search import (
 )
 from ._problem import Problem, require_problem
 from ._result import OptimizationResult, Status
+from ._surrogates import first_order_surrogate
 from .errors import InfeasibleError, InvalidProblemError
 
 __all__ = ["solve_first_order"]
@@ -137,7 +138,8 @@ def solve_first_order(
     Raises
     ------
     InvalidProblemError
-        A bad ``x0`` or option.
+        A bad ``x0`` or option; a term without a first-order surrogate (e.g. a
+        :class:`CvxpyTerm`), named.
     SolverError
         ``backend="cupy"`` without an importable CuPy.
     InfeasibleError
@@ -153,6 +155,8 @@ def solve_first_order(
     CVXPY formulation's (exact CVaR) by a fraction of ``tau_gy``.
     """
     require_problem(problem)
+    for term in Problem.flatten(problem.terms):  # refuse a term it cannot use, by name
+        first_order_surrogate(term)
     t_start = time.perf_counter()
     n = problem.n_beamlets
     if inner is None:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from array_api_compat import array_namespace
 
 from ._surrogates import first_order_surrogate
-from ._terms import Term, _LevelBound
+from ._terms import CvxpyTerm, Term, _LevelBound
 from .errors import InvalidProblemError
 
 __all__ = ["Problem"]
@@ -158,6 +158,13 @@ class _MatrixCache:
         return self._blocks[names]
 
 
+def structures_read(term: Term) -> tuple[str, ...]:
+    """Names of the structures whose doses ``term`` reads (none for a fluence term)."""
+    if isinstance(term, CvxpyTerm):  # several structures and the fluence
+        return term.structures
+    return () if term.acts_on == "fluence" else (structure_of(term),)
+
+
 def structure_of(term: Term) -> str:
     """The structure name of a dose term (InvalidProblemError for a fluence term)."""
     if term.structure is None:
@@ -292,7 +299,7 @@ class Problem:
         self.structures: dict[str, np.ndarray] = dict(structures)
         self.voxel_weights: dict[str, np.ndarray] = dict(voxel_weights or {})
         self.terms: tuple[Term, ...] = tuple(self._check_terms(terms, n_bl))
-        names = frozenset(t.structure for t in self._all_dose_terms())
+        names = frozenset(n for t in self._all_dose_terms() for n in structures_read(t))
         self._names = names
         rows, self.a_union = _cache.union(self.structures, names)
         self.union_rows = rows
@@ -366,18 +373,18 @@ class Problem:
                     f"`terms` must hold optimizers terms (e.g. Overdose, MaxDose), got {t!r}."
                 )
         for t in self.flatten(terms):
-            if t.acts_on == "dose":
-                if t.structure not in self.structures:
+            for name in structures_read(t):
+                if name not in self.structures:
                     raise InvalidProblemError(
-                        f"{t.label}: structure `{t.structure}` is not in `structures` "
+                        f"{t.label}: structure `{name}` is not in `structures` "
                         f"(available: {', '.join(sorted(self.structures)) or 'none'})."
                     )
-                if self.structures[t.structure].size == 0:
+                if self.structures[name].size == 0:
                     raise InvalidProblemError(
-                        f"{t.label}: structure `{t.structure}` has no voxels on the dose grid; "
+                        f"{t.label}: structure `{name}` has no voxels on the dose grid; "
                         "remove the goal or check the structure's contours and the grid."
                     )
-            elif getattr(t, "operator", None) is not None and t.operator.shape[1] != n_bl:
+            if getattr(t, "operator", None) is not None and t.operator.shape[1] != n_bl:
                 raise InvalidProblemError(
                     f"{t.label}: difference operator has {t.operator.shape[1]} columns but the "
                     f"matrix has {n_bl} beamlets."
@@ -394,7 +401,7 @@ class Problem:
                 yield t
 
     def _all_dose_terms(self):
-        return [t for t in self.flatten(self.terms) if t.acts_on == "dose"]
+        return [t for t in self.flatten(self.terms) if t.acts_on != "fluence"]
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -449,6 +456,12 @@ class Problem:
         """Dose in ``term``'s structure, Gy, ``(n_s,)``, from the union dose ``d_union``."""
         return d_union[self.local_index[structure_of(term)]]
 
+    def _structure_doses(self, term: Term, d_union: np.ndarray) -> tuple[dict, dict]:
+        """Doses (Gy) and normalised voxel weights of each structure a several-structure
+        term (:class:`~optimizers.CvxpyTerm`) reads."""
+        names = structures_read(term)
+        return {n: d_union[self.local_index[n]] for n in names}, {n: self.p[n] for n in names}
+
     def term_objective(
         self, term: Term, d_union: np.ndarray, x: np.ndarray, *, smooth: bool = False
     ) -> float:
@@ -460,6 +473,8 @@ class Problem:
             )
         if term.acts_on == "fluence":
             return term.value(x, None)
+        if isinstance(term, CvxpyTerm):
+            return term.structures_value(*self._structure_doses(term, d_union), x)
         d, p = self.term_dose(term, d_union), self.p[structure_of(term)]
         if smooth:
             return first_order_surrogate(term).value(term, d, p)
@@ -469,6 +484,8 @@ class Problem:
         """The quantity a hard term bounds (for level bounds: the level's objective)."""
         if isinstance(term, _LevelBound):
             return self.term_objective(term, d_union, x)
+        if isinstance(term, CvxpyTerm):
+            return term.structures_quantity(*self._structure_doses(term, d_union), x)
         return term.quantity(self.term_dose(term, d_union), self.p[structure_of(term)])
 
     def objective(self, x: Any, *, d_union: np.ndarray | None = None) -> float:
@@ -489,6 +506,9 @@ class Problem:
                 out[t.label] = self.term_objective(t, d, x)
             elif t.acts_on == "fluence":
                 out[t.label] = t.value(x, None)
+            elif isinstance(t, CvxpyTerm):
+                f = self.term_quantity if t.hard else self.term_objective
+                out[t.label] = f(t, d, x)
             else:
                 out.update(t.reported(self.term_dose(t, d), self.p[structure_of(t)]))
         return out

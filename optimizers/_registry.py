@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ._cvxpy_canon import Canonicalizer, add_canonicalizer
-from ._surrogates import Surrogate, add_surrogate
+from ._cvxpy_canon import Canonicalizer, add_canonicalizer, cvxpy_canonicalizer
+from ._surrogates import Surrogate, add_surrogate, first_order_surrogate
 from ._terms import Term
+from .errors import InvalidProblemError
 
-__all__ = ["register_term"]
+__all__ = ["register_term", "supported_methods"]
 
 
 def register_term(
@@ -73,6 +74,47 @@ def register_term(
         add_canonicalizer(term_type, cvxpy)
     if first_order is not None:
         add_surrogate(term_type, first_order)
+
+
+def supported_methods(term: Term) -> tuple[str, ...]:
+    """The methods whose tables translate ``term``: ``"first_order"``, ``"cvxpy"`` or both.
+
+    Parameters
+    ----------
+    term : Term
+        Any term.
+
+    Returns
+    -------
+    tuple of str
+        In the order ``("first_order", "cvxpy")``; empty when neither table has an entry
+        for the term's type or a base of it.
+
+    Raises
+    ------
+    TypeError
+        ``term`` is not a :class:`Term`.
+
+    Examples
+    --------
+    >>> import optimizers as op
+    >>> op.supported_methods(op.MaxDose("CORD", 45.0, hard=True))
+    ('first_order', 'cvxpy')
+    >>> op.supported_methods(op.DVHOverdose("LUNG", 20.0, 30.0))
+    ('first_order',)
+    """
+    if not isinstance(term, Term):
+        raise TypeError(f"`term` must be an optimizers.Term, got {_short(term)}.")
+    out = []
+    for method, lookup in (("first_order", first_order_surrogate), ("cvxpy", cvxpy_canonicalizer)):
+        try:
+            lookup(term)
+        except InvalidProblemError:
+            continue
+        if method == "cvxpy" and not (term.hard or term.convex):  # refused as non-convex
+            continue
+        out.append(method)
+    return tuple(out)
 
 
 def _short(value: Any) -> str:

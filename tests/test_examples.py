@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 import tempfile
@@ -52,6 +53,13 @@ def test_plan_cshape_notebook():
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "core D5 =" in text
+    # the custom CVXPY term (issue 18): the gEUD limit holds on the delivered dose, and the
+    # planner said it switched to CVXPY
+    geud = re.search(r"core gEUD: ([\d.]+) Gy in the first plan, ([\d.]+) Gy with the limit", text)
+    assert geud and float(geud[2]) == pytest.approx(18.0, rel=0.03)
+    assert float(geud[1]) > 20.0  # the first plan, without the limit
+    plain = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "SOLVER SWITCHED: the first-order solver cannot use the custom term(s)" in plain
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "rtplan-goals" in html  # the goal table rendered for Jupyter
     # the DVH figure is shown (inline backend, even with MPLBACKEND=Agg as in .ci/run)

@@ -16,6 +16,7 @@ Dose ``d`` is in Gy (total over all fractions), fluence ``x`` in MU per beamlet.
 """
 
 from ._base import Term
+from ._cvxpy_term import CvxpyTerm, StructureDoses
 from ._dose import (
     GEUD,
     MaxDose,
@@ -42,6 +43,7 @@ from ._fluence import Smoothness, TotalMU
 from ._level_bound import _LevelBound
 
 __all__ = [
+    "CvxpyTerm",
     "DVHOverdose",
     "DVHUnderdose",
     "GEUD",
@@ -53,6 +55,7 @@ __all__ = [
     "Overdose",
     "Smoothness",
     "SquaredDeviation",
+    "StructureDoses",
     "Term",
     "TotalMU",
     "Underdose",

@@ -66,7 +66,9 @@ class Term:
     Class attributes declare the maths, in the spirit of CVXPY's atom properties:
     ``convex`` (the soft value is convex in the dose, and the hard constraint set is
     convex), ``smooth`` (the soft value has a Lipschitz-continuous gradient in the dose),
-    ``acts_on`` (``"dose"`` or ``"fluence"``), ``sense`` for hard terms
+    ``acts_on`` (``"dose"``, ``"fluence"``, or ``"structures"`` for a
+    :class:`~optimizers.CvxpyTerm`, which reads several structures and the fluence),
+    ``sense`` for hard terms
     (``"<="``: ``quantity <= dose_gy``; ``">="``: ``quantity >= dose_gy``), ``per_voxel``
     (the hard constraint is one inequality per voxel, e.g. max dose), ``linear`` (the hard
     constraint is linear in the dose: per voxel, or on the weighted mean ``p @ d``),

@@ -30,6 +30,7 @@ from dose_engine import Grid
 
 from .._internal.arguments import PATH, TEXT, check_arguments
 from ..errors import InputError
+from ._portpy_beamlets import PORTPY_BEAMLET_MARGIN_MM, portpy_beamlet_selection
 
 __all__ = ["PortPyBeam", "PortPyPatient", "read_portpy_patient"]
 
@@ -51,8 +52,15 @@ class PortPyBeam:
     isocenter_mm : (3,) tuple of float
         Isocentre ``(x, y, z)``, mm, in the CT's patient coordinates.
     beamlets : dict of str to (n,) ndarray
-        Beamlet table: ``id``, ``width_mm``, ``height_mm``, ``position_x_mm``,
-        ``position_y_mm`` (centre in the isocentre plane, mm) and ``MLC_leaf_idx`` where present.
+        Beamlet table of the beamlets read: ``id``, ``width_mm``, ``height_mm``,
+        ``position_x_mm``, ``position_y_mm`` (centre in the isocentre plane, mm) and
+        ``MLC_leaf_idx`` where present.
+    beamlet_indices : (n,) ndarray of int64
+        Position of each beamlet read in the file's beamlet table (and column of the file's
+        influence matrix of this beam), ascending.
+    selection : str
+        ``"bev"`` (PortPy's selection around the target), ``"all"`` (asked for), or
+        ``"all (no beam's-eye-view outline of <target>)"``.
     columns : slice
         Columns of this beam's beamlets in :attr:`PortPyPatient.influence_matrix`.
     metadata : dict
@@ -67,6 +75,8 @@ class PortPyBeam:
     beamlets: dict[str, np.ndarray]
     columns: slice
     metadata: dict = field(repr=False)
+    beamlet_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    selection: str = "all"
 
     @property
     def n_beamlets(self) -> int:
@@ -154,6 +164,26 @@ class _Folder:
             raise InputError(f"PortPy folder: `{where}` lacks the key `{key}` (found: {have}).")
         return meta[key]
 
+    def outlines(self, ref: str, structure: str, where: str, base: Path) -> list[np.ndarray]:
+        """The ``(m, 2)`` outlines of ``structure`` in the group ``"FILE.h5/group"``
+        (PortPy's ``BEV_structure_contour_points``: one dataset per segment), or ``[]``
+        when the group has no entry for ``structure``."""
+        import h5py
+
+        if not isinstance(ref, str) or ".h5/" not in ref:
+            raise InputError(
+                f"PortPy folder: `{where}` refers to {ref!r}; expected 'FILE.h5/group'."
+            )
+        fname, inner = ref.split(".h5/", 1)
+        path = base / (fname + ".h5")
+        if not path.is_file():
+            raise InputError(f"PortPy folder: `{self.rel(path)}` (named in `{where}`) is missing.")
+        with h5py.File(path, "r") as f:
+            group = f.get(f"{inner}/{structure}")
+            if group is None:
+                return []
+            return [np.asarray(group[k][()], dtype=np.float64).reshape(-1, 2) for k in group]
+
     def dataset(self, ref: str, where: str, base: Path | None = None) -> np.ndarray:
         """Read ``"FILE.h5/path/in/file"`` relative to ``base`` (default: the folder)."""
         import h5py
@@ -181,11 +211,24 @@ class _Folder:
             ) from None
 
 
-@check_arguments(data_dir=PATH, patient_id=TEXT)
+@check_arguments(data_dir=PATH, patient_id=TEXT, target=TEXT)
 def read_portpy_patient(
-    data_dir: str | Path, patient_id: str, *, beam_ids: list[int] | None = None
+    data_dir: str | Path,
+    patient_id: str,
+    *,
+    beam_ids: list[int] | None = None,
+    all_beamlets: bool = False,
+    target: str = "PTV",
+    beamlet_margin_mm: float = PORTPY_BEAMLET_MARGIN_MM,
 ) -> PortPyPatient:
-    """Read a patient folder written in PortPy's format.
+    """Read a patient folder written in PortPy's format, as PortPy plans it.
+
+    The file holds every beamlet of each field; PortPy's pipeline optimises only those in
+    the beam's-eye view of the target plus a margin, and so does this reader by default
+    (the rule: :mod:`rtplan.io._portpy_beamlets`; a beam whose file has no beam's-eye-view
+    outline of ``target`` keeps all its beamlets, logged and recorded in
+    :attr:`PortPyBeam.selection`). The rows are PortPy's optimisation voxels
+    (``ct_to_dose_voxel_map``).
 
     Parameters
     ----------
@@ -195,6 +238,15 @@ def read_portpy_patient(
         Name of the patient's folder in ``data_dir``.
     beam_ids : list of int, optional
         Beams to load, in this order (default: ``PlannerBeams.json`` ``IDs``).
+    all_beamlets : bool, optional
+        Read every beamlet of the file instead of PortPy's selection (default False).
+
+        .. versionadded:: 0.1.0
+    target : str, optional
+        Structure whose beam's-eye-view outline selects the beamlets (default ``"PTV"``,
+        as PortPy).
+    beamlet_margin_mm : float, mm, optional
+        Margin around that outline (default 3 mm, PortPy's ``opt_beamlets_PTV_margin_mm``).
 
     Returns
     -------
@@ -226,6 +278,9 @@ def read_portpy_patient(
         )
         fluence_mu = optimizers.solve(prob).x
     """
+    margin = float(beamlet_margin_mm)
+    if not np.isfinite(margin) or margin < 0:
+        raise InputError(f"`beamlet_margin_mm` must be a finite margin >= 0 mm, got {margin!r}.")
     root = Path(data_dir) / str(patient_id)
     if not root.is_dir():
         raise InputError(
@@ -350,6 +405,12 @@ def read_portpy_patient(
                 f"PortPy folder: influence matrix of beam {bid} holds NaN or negative values."
             )
         blk = sp.csr_matrix((vals, (rows, cols)), shape=(n_dose, nb), dtype=np.float32)
+        keep, selection = _selected_beamlets(
+            fo, meta, mname, table, root / "Beams", all_beamlets, target, margin
+        )
+        if keep.size < nb:
+            blk = blk[:, keep]
+            table = {k: v[keep] for k, v in table.items()}
         blk.eliminate_zeros()
         blocks.append(blk)
         iso = fo.key(meta, "iso_center", mname)
@@ -363,11 +424,13 @@ def read_portpy_patient(
                     float(fo.key(iso, k, mname + ": iso_center")) for k in ("x_mm", "y_mm", "z_mm")
                 ),
                 beamlets=table,
-                columns=slice(col, col + nb),
+                columns=slice(col, col + keep.size),
                 metadata=meta,
+                beamlet_indices=keep,
+                selection=selection,
             )
         )
-        col += nb
+        col += keep.size
     matrix = (
         sp.hstack(blocks, format="csr", dtype=np.float32)
         if blocks
@@ -378,9 +441,10 @@ def read_portpy_patient(
         matrix.indices = matrix.indices.astype(np.int32, copy=False)
         matrix.indptr = matrix.indptr.astype(np.int32, copy=False)
     logger.info(
-        "read PortPy patient: %d dose voxels, %d beamlets, %d non-zeros",
+        "read PortPy patient: %d dose voxels, %d beamlets (%s), %d non-zeros",
         n_dose,
         matrix.shape[1],
+        "all" if all_beamlets else f"beam's-eye view of {target} + {margin:g} mm",
         matrix.nnz,
     )
     return PortPyPatient(
@@ -394,3 +458,23 @@ def read_portpy_patient(
         structure_voxels=voxels,
         structure_fractions=fractions,
     )
+
+
+def _selected_beamlets(fo, meta, mname, table, beams_dir, all_beamlets, target, margin):
+    """``(indices, selection)``: the beamlets of one beam PortPy's pipeline optimises
+    (ascending positions in the file's table) and how they were chosen."""
+    nb = table["id"].size
+    everything = np.arange(nb, dtype=np.int64)
+    if all_beamlets:
+        return everything, "all"
+    ref = meta.get("BEV_structure_contour_points_File")
+    outlines = [] if ref is None else fo.outlines(ref, target, mname, beams_dir)
+    if not outlines:
+        logger.warning(
+            "%s has no beam's-eye-view outline of %s: all %d beamlets read", mname, target, nb
+        )
+        return everything, f"all (no beam's-eye-view outline of {target})"
+    keep = portpy_beamlet_selection(
+        table["position_x_mm"], table["position_y_mm"], outlines, margin
+    )
+    return np.flatnonzero(keep).astype(np.int64), "bev"

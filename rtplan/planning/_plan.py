@@ -56,6 +56,7 @@ from ..protocols import Protocol, apply_derived
 from ..report import software_versions, write_plan_json, write_report
 from ..safety import (
     IMPLICIT_LABEL,
+    SafetyWarning,
     convergence_warning,
     implicit_goals,
     normalization_warning,
@@ -484,6 +485,7 @@ class _Context:
     solver_warning: Any = None
     beam_indices: list = field(default_factory=list)
     segment_weights: Any = None
+    custom_terms: dict = field(default_factory=dict)  # priority -> optimizers terms
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -714,8 +716,11 @@ def _sampled_structures(ctx: _Context) -> set[str]:
     """Names of the organs at risk (and their parts outside the targets) sampled on every
     :data:`LARGE_STRIDE`-th voxel along x (see :data:`LARGE_STRUCTURE_VOXELS`)."""
     names = set()
+    custom = {n for terms in ctx.custom_terms.values() for t in terms for n in _term_names(t)}
     for name, occ in ctx.occupancy.items():
         if ctx.roles.get(name) != "oar" or np.count_nonzero(occ) <= LARGE_STRUCTURE_VOXELS:
+            continue
+        if name in custom:  # a custom term's maths is unknown: every voxel
             continue
         volume_cc = float(occ.sum()) * ctx.dose_grid.voxel_volume_cc
         pcts = [
@@ -817,6 +822,7 @@ def stage_optimise(ctx: _Context) -> None:
         options["tol"] = FIRST_ORDER_TOL
         options["matrix_dtype"] = np.float32
         options["backend"] = ctx.backend  # the same array backend as the dose engine
+    ctx.levels = _with_custom_terms(ctx.levels, ctx.custom_terms)
     hard = [t for lv in ctx.levels for t in lv.terms if t.hard]
     soft_levels = [[t for t in lv.terms if not t.hard] for lv in ctx.levels]
     soft_levels = [lv for lv in soft_levels if lv]
@@ -833,6 +839,31 @@ def stage_optimise(ctx: _Context) -> None:
     )
     ctx.fluence = np.asarray(ctx.optimization.x, dtype=np.float64)
     _check_hard_constraints(ctx, hard)
+
+
+def _with_custom_terms(levels: list, custom: Mapping[int, Sequence[Any]]) -> list:
+    """``levels`` with each priority's custom terms appended to the level of that priority.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        A priority with custom terms has no optimisation level (its goals are on optional
+        structures the patient lacks); the message lists the levels.
+    """
+    from dataclasses import replace
+
+    by_priority = {lv.priority: i for i, lv in enumerate(levels)}
+    out = list(levels)
+    for priority, terms in custom.items():
+        if priority not in by_priority:
+            raise InputError(
+                f"`custom_terms`: priority {priority} ({', '.join(t.label for t in terms)}) has no "
+                "optimisation level in this plan (its goals are on structures the patient "
+                f"lacks); use one of the priorities {sorted(by_priority)}."
+            )
+        i = by_priority[priority]
+        out[i] = replace(out[i], terms=out[i].terms + tuple(terms))
+    return out
 
 
 #: Relative violation of a hard constraint (of its bound, at least 1 Gy) above which a
@@ -1155,6 +1186,7 @@ def plan_patient(
     progress: bool = True,
     structure_map: Mapping[str, str] | None = None,
     beam_model: BeamModel | str | os.PathLike | None = None,
+    custom_terms: Mapping[int, Sequence[Any]] | None = None,
 ) -> PlanResult:
     """Plan a patient automatically from a protocol.
 
@@ -1175,6 +1207,19 @@ def plan_patient(
         Show a progress bar per stage (tqdm, on stderr).
     structure_map : mapping of str to str, optional
         Protocol structure name → patient structure name overrides (the CLI's ``--map``).
+    custom_terms : mapping of int to sequence of optimizers.Term, optional
+        The physicist's own terms, by protocol priority: e.g. ``{2: [term]}`` adds ``term``
+        to the optimisation level of the priority-2 goals (a soft term joins that level's
+        objective with its own ``weight``, against goal weights of ``1 / Rx**2``; a hard
+        term constrains every level, like a ``hard = true`` goal). Typically
+        :class:`optimizers.CvxpyTerm`: a CVXPY expression of the doses of protocol
+        structures (targets, organs at risk) or helper structures (``zRing``, ...), read on
+        every voxel. A term the protocol's solver cannot use makes the plan use the other
+        solver, with a ``solver_switched`` warning in :attr:`PlanResult.warnings` (and so
+        in plan.json, the report and the CLI). See docs/protocols.md, "Your own CVXPY
+        terms".
+
+        .. versionadded:: 0.1.0
 
     Returns
     -------
@@ -1189,8 +1234,17 @@ def plan_patient(
         has fewer than :data:`rtplan.dose._plan_dose.MIN_CT_SLICES` (3) slices.
     rtplan.errors.OutputError
         ``cache_dir`` is a file or cannot be written (checked before any work).
+    rtplan.errors.InputError
+        ``custom_terms``: a priority the protocol has no goals for, a term on a structure
+        the plan does not have, or a term neither solver can use (each named); the
+        protocol's CVXPY solver is not installed (named). Refused before any dose is
+        computed.
+    optimizers.InvalidProblemError
+        A custom term that is not convex by CVXPY's DCP rules, returns the wrong type or
+        raises (named after the term, with CVXPY's explanation).
     TypeError
-        ``patient``, ``protocol`` or ``structure_map`` of the wrong type (named).
+        ``patient``, ``protocol``, ``structure_map`` or ``custom_terms`` of the wrong type
+        (named).
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model (named).
     optimizers.InfeasibleError
@@ -1225,8 +1279,11 @@ def plan_patient(
         beam_model=beam_model,
     )
     _check_plan_arguments(patient, protocol, opts.cache_dir, structure_map)
+    custom = _check_custom_terms(custom_terms)
     model = resolve_beam_model(opts.beam_model)
     protocol = opts.apply_to(protocol)
+    protocol, switch_warning = _solver_for_custom_terms(protocol, custom)
+    _require_cvxpy_solver(protocol)
     ctx = _Context(
         patient=patient,
         protocol=protocol,
@@ -1235,6 +1292,7 @@ def plan_patient(
         progress=progress,
         overrides=dict(structure_map or {}),
         beam_model=model,
+        custom_terms=custom,
     )
     timings: dict[str, float] = {}
     bar = None
@@ -1254,6 +1312,8 @@ def plan_patient(
         ):
             with _timed(timings, name, bar):
                 fn(ctx)
+            if name == "structures":  # before the dose: refuse names the plan lacks
+                _check_custom_structures(ctx)
     finally:
         if bar is not None:
             bar.close()
@@ -1277,6 +1337,8 @@ def plan_patient(
         normalization=ctx.normalization_warning,
         solver=ctx.solver_warning,
     )
+    if switch_warning is not None:
+        warnings.insert(0, switch_warning)
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(
@@ -1297,6 +1359,109 @@ def plan_patient(
         warnings=tuple(warnings),
         normalization_record=ctx.normalization_record,
     )
+
+
+def _term_names(term) -> tuple[str, ...]:
+    """Structures a term reads (a :class:`optimizers.CvxpyTerm` may read several)."""
+    names = getattr(term, "structures", None)
+    if names is not None:
+        return tuple(names)
+    return () if term.structure is None else (term.structure,)
+
+
+def _check_custom_terms(custom_terms) -> dict[int, tuple]:
+    """``custom_terms`` as ``{priority: (term, ...)}``, or TypeError / InputError naming it."""
+    import optimizers as opt
+
+    if custom_terms is None:
+        return {}
+    require_instance(custom_terms, "custom_terms", Mapping, "a mapping of priority -> terms")
+    out = {}
+    for priority, terms in custom_terms.items():
+        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 1:
+            raise InputError(
+                f"`custom_terms`: priority {priority!r} must be an integer >= 1 (a protocol "
+                "goal priority, 1 = most important)."
+            )
+        if isinstance(terms, opt.Term):
+            terms = (terms,)
+        if not isinstance(terms, Sequence) or not all(isinstance(t, opt.Term) for t in terms):
+            raise TypeError(
+                f"`custom_terms[{priority}]` must be a sequence of optimizers terms (e.g. "
+                f"optimizers.CvxpyTerm), got {repr(terms)[:80]}."
+            )
+        if terms:
+            out[priority] = tuple(terms)
+    return out
+
+
+def _solver_for_custom_terms(protocol, custom: Mapping[int, Sequence[Any]]):
+    """``(protocol, warning)``: the protocol with a solver every custom term can use (the
+    protocol's own when it can), and the ``solver_switched`` warning when it changed."""
+    import optimizers as opt
+
+    terms = [t for ts in custom.values() for t in ts]
+    solver = protocol.optimization.solver
+    refused = [t for t in terms if solver not in opt.supported_methods(t)]
+    if not refused:
+        return protocol, None
+    other = "cvxpy" if solver == "first_order" else "first_order"
+    unusable = [t for t in terms if other not in opt.supported_methods(t)]
+    if unusable:
+        both = ", ".join(f"`{t.label}`" for t in refused + unusable)
+        raise InputError(
+            f"`custom_terms`: no solver can use all of them: {both} (the first-order solver "
+            "needs a registered surrogate, CVXPY a convex term; see optimizers.register_term)."
+        )
+    names = ", ".join(f"`{t.label}`" for t in refused)
+    how = f"CVXPY ({protocol.optimization.cvxpy_solver})" if other == "cvxpy" else "first-order"
+    warning = SafetyWarning(
+        "solver_switched",
+        f"SOLVER SWITCHED: the {solver.replace('_', '-')} solver cannot use the custom "
+        f"term(s) {names}; this plan was optimised with the {how} solver.",
+    )
+    logger.warning("%s", warning.message)
+    return protocol.with_overrides(solver=other), warning
+
+
+def _require_cvxpy_solver(protocol) -> None:
+    """Refuse a CVXPY plan whose solver is not installed, before any work."""
+    import optimizers as opt
+
+    settings = protocol.optimization
+    if settings.solver != "cvxpy":
+        return
+    installed = opt.available_solvers()
+    if str(settings.cvxpy_solver).upper() not in installed:
+        raise InputError(
+            f"The CVXPY solver `{settings.cvxpy_solver}` (protocol {protocol.source}, "
+            f"[optimization] cvxpy_solver) is not installed here; installed: "
+            f"{', '.join(installed) or 'none'}. Install it or choose one of those."
+        )
+
+
+def _check_custom_structures(ctx: _Context) -> None:
+    """Refuse a custom term on a structure the optimisation does not have, or at a priority
+    without goals (named; :func:`_with_custom_terms` checks the levels built)."""
+    have = {n for n, r in ctx.roles.items() if r != "external" and n in ctx.occupancy}
+    have |= set(ctx.helpers)
+    present = [s for s in ctx.protocol.goals if s.structure in ctx.roles]
+    priorities = {s.priority for s in present} or {1}
+    for priority, terms in ctx.custom_terms.items():
+        if priority not in priorities:
+            raise InputError(
+                f"`custom_terms`: priority {priority} ({', '.join(t.label for t in terms)}) "
+                f"has no goals in protocol {ctx.protocol.name!r}; use one of the priorities "
+                f"{sorted(priorities)}."
+            )
+        for t in terms:
+            missing = [n for n in _term_names(t) if n not in have]
+            if missing:
+                raise StructureError(
+                    f"`custom_terms[{priority}]`: {t.label} reads structure "
+                    f"'{missing[0]}', which this plan does not have; use a protocol "
+                    f"structure name or a helper: {', '.join(sorted(have))}."
+                )
 
 
 def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:

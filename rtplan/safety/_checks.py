@@ -53,8 +53,9 @@ class SafetyWarning:
     Attributes
     ----------
     code : str
-        ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"`` or
-        ``"implicit_goal"``.
+        ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"``,
+        ``"implicit_goal"`` or ``"solver_switched"`` (a custom term made the planner use
+        the other solver, :func:`rtplan.planning.plan_patient`).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """

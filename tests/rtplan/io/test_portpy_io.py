@@ -139,7 +139,7 @@ def test_synthetic_lung_feeds_the_optimizer(tmp_path):
     import optimizers as op
 
     info = synthetic_lung(tmp_path / "Lung", shape_zyx=(8, 40, 60), ptv_radius_mm=10, n_beams=5)
-    p = read_portpy_patient(tmp_path, "Lung")
+    p = read_portpy_patient(tmp_path, "Lung", all_beamlets=True)
     assert p.influence_matrix.shape == (info["n_dose_voxels"], info["n_beamlets"])
     assert p.influence_matrix.nnz == info["nnz"]
     terms = [
@@ -153,3 +153,84 @@ def test_synthetic_lung_feeds_the_optimizer(tmp_path):
     r = op.solve_first_order(prob)
     dose = p.influence_matrix @ r.x.astype(np.float32)
     assert r.success and np.median(dose[p.structure_voxels["GTV"]]) == pytest.approx(61, abs=1.5)
+
+
+# --------------------------------------------------------- PortPy's beamlet selection (issue 18)
+def _portpy_rule_by_grid(table, outline, margin_mm):
+    """PortPy's selection computed another way: matplotlib's point-in-polygon, the distance
+    to the outline from points sampled every 0.005 mm along it, and the leaf-pair fill on
+    the 2-D beamlet lattice (rows = distinct y, columns = distinct x), as PortPy lays it out."""
+    from matplotlib.path import Path as MplPath
+
+    x, y = table["position_x_mm"], table["position_y_mm"]
+    closed = np.vstack([outline, outline[:1]])
+    pts = np.concatenate(
+        [
+            a
+            + np.linspace(0, 1, int(np.ceil(np.linalg.norm(b - a) / 0.005)) + 1)[:, None] * (b - a)
+            for a, b in zip(closed[:-1], closed[1:], strict=True)
+        ]
+    )
+    centres = np.stack([x, y], 1)
+    dist = np.min(np.linalg.norm(centres[:, None, :] - pts[None, :, :], axis=2), axis=1)
+    inside = MplPath(closed).contains_points(centres)
+    marked = (dist < margin_mm) & ~inside & (dist > 1e-6)
+    xs, ys = np.unique(x), np.unique(y)
+    grid = np.zeros((ys.size, xs.size), bool)
+    grid[np.searchsorted(ys, y[marked]), np.searchsorted(xs, x[marked])] = True
+    filled = np.zeros_like(grid)
+    for r, row in enumerate(grid):
+        on = np.flatnonzero(row)
+        if on.size:
+            filled[r, on[0] : on[-1] + 1] = True
+    return np.flatnonzero(filled[np.searchsorted(ys, y), np.searchsorted(xs, x)])
+
+
+def test_beamlet_selection_is_portpys(tmp_path):
+    info = synthetic_lung(tmp_path / "Lung", shape_zyx=(12, 50, 70), ptv_radius_mm=14, n_beams=5)
+    p = read_portpy_patient(tmp_path, "Lung")
+    full = read_portpy_patient(tmp_path, "Lung", all_beamlets=True)
+    assert full.influence_matrix.shape[1] == info["n_beamlets"]
+    n_kept = 0
+    for beam, whole in zip(p.beams, full.beams, strict=True):
+        with h5py.File(tmp_path / "Lung" / "Beams" / f"Beam_{beam.beam_id}_Data.h5") as f:
+            outline = f["BEV_structure_contour_points/PTV/Segment_0"][()]
+        expected = _portpy_rule_by_grid(whole.beamlets, outline, 3.0)
+        assert beam.selection == "bev"
+        np.testing.assert_array_equal(beam.beamlet_indices, expected)
+        assert 0 < expected.size < whole.n_beamlets
+        # the columns are the file's columns of those beamlets, in the same order
+        cols = whole.columns.start + expected
+        assert (p.influence_matrix[:, beam.columns] != full.influence_matrix[:, cols]).nnz == 0
+        np.testing.assert_array_equal(beam.beamlets["id"], whole.beamlets["id"][expected])
+        n_kept += expected.size
+    assert p.influence_matrix.shape == (info["n_dose_voxels"], n_kept)
+
+
+def test_beamlet_selection_on_a_square_by_hand():
+    from rtplan.io._portpy_beamlets import portpy_beamlet_selection
+
+    # centres every 2.5 mm in x, 5 mm in y; the outline a 10 mm square around the origin
+    x, y = np.meshgrid(np.arange(-10, 10.1, 2.5), np.arange(-10, 10.1, 5.0))
+    square = np.array([[-5, -5], [5, -5], [5, 5], [-5, 5]], float)
+    keep = portpy_beamlet_selection(x.ravel(), y.ravel(), [square], 3.0)
+    # rows y = -5, 0, 5: x = +-7.5 lie 2.5 mm outside the square (marked), the leaf pair is
+    # opened between them (x = -7.5 ... 7.5: 7 beamlets); rows y = +-10 are 5 mm away
+    kept = {(float(a), float(b)) for a, b in zip(x.ravel()[keep], y.ravel()[keep], strict=True)}
+    assert kept == {(float(a), float(b)) for b in (-5, 0, 5) for a in np.arange(-7.5, 7.6, 2.5)}
+    # a margin narrower than the beamlet pitch marks no centre in these rows (PortPy's rule)
+    assert not portpy_beamlet_selection(x.ravel(), y.ravel(), [square], 2.0).any()
+
+
+def test_beams_without_an_outline_keep_every_beamlet(tmp_path, caplog):
+    beams = _tiny(tmp_path)
+    p = read_portpy_patient(tmp_path, PID)
+    assert [b.selection for b in p.beams] == ["all (no beam's-eye-view outline of PTV)"] * 2
+    assert p.influence_matrix.shape[1] == sum(b["table"]["id"].size for b in beams)
+    assert "has no beam's-eye-view outline of PTV: all 4 beamlets read" in caplog.text
+
+
+def test_bad_margin_is_refused(tmp_path):
+    _tiny(tmp_path)
+    with pytest.raises(InputError, match=r"^`beamlet_margin_mm` must be a finite margin >= 0"):
+        read_portpy_patient(tmp_path, PID, beamlet_margin_mm=-1.0)
