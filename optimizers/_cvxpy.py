@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._compress import CompressedMatrix, Compression
 from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
 from ._problem import Problem, require_problem
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
@@ -39,6 +40,10 @@ class CvxpyFormulation:
     elastic : bool, optional
         Add a non-negative slack to every hard constraint and minimise their sum instead of
         the objective (used to name conflicting constraints of an infeasible problem).
+    compressed : CompressedMatrix, optional
+        The union rows of ``problem.a_union`` compressed to sparse plus low rank
+        (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
+        instead of ``d == A_u x``.
 
     Attributes
     ----------
@@ -64,11 +69,18 @@ class CvxpyFormulation:
     Scales follow the weights, so a re-solve with new weights stays DPP.
     """
 
-    def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        elastic: bool = False,
+        compressed: CompressedMatrix | None = None,
+    ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
         self.problem = problem
         self.elastic = elastic
+        self.compressed = compressed
         n = problem.n_beamlets
         self.x = cp.Variable(n, nonneg=True, name="x")
         self.d = (
@@ -76,7 +88,7 @@ class CvxpyFormulation:
         )
         cons: list[Any] = []
         if self.d is not None:
-            cons.append(self.d == problem.a_union @ self.x)
+            cons += self._dose_constraints(cp, compressed)
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
         self.bound_params: dict[int, Any] = {}
@@ -110,6 +122,23 @@ class CvxpyFormulation:
         self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self.aux_constraints)
 
     # -- pieces ------------------------------------------------------------------------
+    def _dose_constraints(self, cp: Any, compressed: CompressedMatrix | None) -> list[Any]:
+        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix."""
+        if compressed is None:
+            return [self.d == self.problem.a_union @ self.x]
+        if compressed.sparse.shape != self.problem.a_union.shape:
+            raise InvalidProblemError(
+                f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
+                f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
+            )
+        if not compressed.rank:
+            return [self.d == compressed.sparse @ self.x]
+        z = cp.Variable(compressed.rank, name="tail")
+        return [
+            z == compressed.right @ self.x,
+            self.d == compressed.sparse @ self.x + compressed.left @ z,
+        ]
+
     def covers_union(self, structure: str) -> bool:
         """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
         return self._full[structure]
@@ -212,6 +241,7 @@ def solve_cvxpy(
     solver_options: dict | None = None,
     verbose: bool = False,
     explain_infeasible: bool = True,
+    compression: Compression | None = None,
 ) -> OptimizationResult:
     """Solve ``problem`` through its CVXPY formulation.
 
@@ -232,6 +262,15 @@ def solve_cvxpy(
     explain_infeasible : bool, optional
         On an infeasible problem, re-solve with elastic slacks to name the conflicting hard
         constraints (default True).
+    compression : Compression, optional
+        Solve on the sparse-plus-low-rank compression of the union rows
+        (:func:`optimizers.compress_matrix`, computed once per matrix and settings and
+        shared by problems from :meth:`Problem.with_terms`); ``None`` (default): the exact
+        matrix. The result's objective, term values and violations are always those of the
+        exact matrix; ``extras["compression"]`` records the sizes, the a-priori bound of the
+        dose error at the solution and the measured error.
+
+        .. versionadded:: 0.2.0
 
     Returns
     -------
@@ -239,7 +278,9 @@ def solve_cvxpy(
         ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
         ``solver_time_s``, ``max_violation``, ``violations``, ``is_dpp`` and
         ``objective_scale`` (the factor on the objective inside CVXPY; ``objective`` and
-        ``term_values`` are in the problem's own units).
+        ``term_values`` are in the problem's own units), ``compression`` (``None``, or
+        :meth:`CompressedMatrix.record`: ``max_dose_error_bound_gy``,
+        ``max_dose_error_gy``, sizes and settings).
 
     Raises
     ------
@@ -259,7 +300,8 @@ def solve_cvxpy(
     adapter = get_solver(solver)
     adapter.import_solver()
     if formulation is None:
-        formulation = CvxpyFormulation(problem)
+        compressed = None if compression is None else problem.compressed(compression)
+        formulation = CvxpyFormulation(problem, compressed=compressed)
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
@@ -286,7 +328,14 @@ def solve_cvxpy(
         if x is None:
             status = Status.SOLVER_ERROR
     if status in (Status.INFEASIBLE, Status.UNBOUNDED):
-        raise _explain(problem, status, adapter.name, solver_options, explain_infeasible)
+        raise _explain(
+            problem,
+            status,
+            adapter.name,
+            solver_options,
+            explain_infeasible,
+            formulation.compressed,
+        )
     if status == Status.SOLVER_ERROR or x is None:
         raise SolverError(
             f"Solver `{adapter.name}` ended with native status {out.native_status!r} "
@@ -300,7 +349,8 @@ def solve_cvxpy(
             OptimizerWarning,
             stacklevel=2,
         )
-    viol, per = problem.max_violation(x)
+    d_exact = problem.union_dose(x)
+    viol, per = problem.max_violation(x, d_union=d_exact)
     msg = {
         Status.OPTIMAL: f"Optimal solution found by {adapter.name}.",
         Status.OPTIMAL_INACCURATE: f"Inaccurate solution returned by {adapter.name}.",
@@ -310,13 +360,13 @@ def solve_cvxpy(
     }[status]
     return OptimizationResult(
         x=x,
-        objective=problem.objective(x),
+        objective=problem.objective(x, d_union=d_exact),
         status=status,
         message=msg,
         n_iter=out.n_iter,
         n_dose_evals=0,
         solve_time_s=time.perf_counter() - t0,
-        term_values=problem.evaluate(x),
+        term_values=problem.evaluate(x, d_union=d_exact),
         extras={
             "solver": adapter.name,
             "native_status": out.native_status,
@@ -326,11 +376,16 @@ def solve_cvxpy(
             "violations": per,
             "is_dpp": prob.is_dpp(),
             "objective_scale": formulation.objective_scale,
+            "compression": (
+                None
+                if formulation.compressed is None
+                else formulation.compressed.record(x, d_exact)
+            ),
         },
     )
 
 
-def _explain(problem, status, solver, options, explain) -> InfeasibleError:
+def _explain(problem, status, solver, options, explain, compressed=None) -> InfeasibleError:
     if status == Status.UNBOUNDED:
         names = [t.label for t in problem.soft_terms if t.maximises]
         return InfeasibleError(
@@ -341,7 +396,7 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
     hard = problem.hard_terms
     if not explain or not hard:
         return InfeasibleError(f"The hard constraints are infeasible (solver {solver}).")
-    elastic = CvxpyFormulation(problem, elastic=True)
+    elastic = CvxpyFormulation(problem, elastic=True, compressed=compressed)
     adapter = get_solver(solver)
     data, chain, inverse = elastic.cvx_problem.get_problem_data(adapter.cvxpy_name)
     out = adapter.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from array_api_compat import array_namespace
 
+from ._compress import CompressedMatrix, Compression, compress_matrix
 from ._surrogates import first_order_surrogate
 from ._terms import Term, _LevelBound
 from .errors import InvalidProblemError
@@ -96,6 +97,7 @@ class _MatrixCache:
         self.dtype = np.dtype(dtype)
         self._by_key: dict[frozenset, tuple] = {}
         self._blocks: dict[frozenset, RowBlocks] = {}
+        self._compressed: dict[tuple, CompressedMatrix] = {}
 
     def union(self, structures: Mapping[str, np.ndarray], names: frozenset) -> tuple:
         if names not in self._by_key:
@@ -116,6 +118,14 @@ class _MatrixCache:
                 a_u.sort_indices()
             self._by_key[names] = (rows, a_u)
         return self._by_key[names]
+
+    def compressed(self, names: frozenset, settings: Compression) -> CompressedMatrix:
+        """The union matrix of ``names`` compressed with ``settings`` (built once, then
+        shared)."""
+        key = (names, settings)
+        if key not in self._compressed:
+            self._compressed[key] = compress_matrix(self._by_key[names][1], settings)
+        return self._compressed[key]
 
     def row_blocks(self, names: frozenset) -> RowBlocks:
         """The union matrix of ``names`` split by row density (built once, then shared)."""
@@ -387,6 +397,11 @@ class Problem:
         """The union matrix split into a dense block and a CSR rest (:class:`RowBlocks`),
         built on first use and shared by every problem on the same matrix and rows."""
         return self._cache.row_blocks(self._names)
+
+    def compressed(self, settings: Compression) -> CompressedMatrix:
+        """The union matrix compressed to sparse plus low rank (:func:`compress_matrix`),
+        built on first use and shared by every problem on the same matrix and rows."""
+        return self._cache.compressed(self._names, settings)
 
     def with_terms(self, terms: Sequence[Term]) -> Problem:
         """A new problem on the same matrix and structures with other terms (no re-validation
