@@ -783,10 +783,10 @@ FIRST_ORDER_TOL = 1e-6
 
 #: The CVXPY solve sees the influence matrix compressed to sparse plus low rank
 #: (:class:`optimizers.Compression` settings: entries below 1 % of their beamlet's maximum
-#: move to a rank-12 part); the result records the bound of the dose error this allows and
+#: move to a rank-32 part); the result records the bound of the dose error this allows and
 #: the error measured at the solution, and the plan is judged on the full matrix and the
 #: final aperture dose.
-CVXPY_COMPRESSION = {"rel_threshold": 0.01, "rank": 12}
+CVXPY_COMPRESSION = {"rel_threshold": 0.01, "rank": 32}
 
 
 def stage_optimise(ctx: _Context) -> None:
@@ -1162,6 +1162,22 @@ def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     check_cache_dir(cache_dir)
 
 
+def _require_cvxpy_solver(protocol) -> None:
+    """Refuse, before any work, a CVXPY solver that is not available here (unknown, not
+    installed or, for MOSEK, not licensed): one :class:`optimizers.SolverError` naming it."""
+    if protocol.optimization.solver != "cvxpy":
+        return
+    import optimizers as opt
+
+    name = protocol.optimization.cvxpy_solver
+    available = opt.available_solvers()
+    if str(name).upper() not in available:
+        raise opt.SolverError(
+            f"CVXPY solver `{name}` ([optimization] cvxpy_solver) is not available here (not "
+            f"installed, not licensed or unknown); installed: {', '.join(available) or 'none'}."
+        )
+
+
 def plan_patient(
     patient,
     protocol,
@@ -1213,6 +1229,9 @@ def plan_patient(
         ``patient``, ``protocol`` or ``structure_map`` of the wrong type (named).
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model (named).
+    optimizers.SolverError
+        ``solver="cvxpy"`` with a CVXPY solver that is not installed (named, before any
+        work).
     optimizers.InfeasibleError
         Hard constraints of the protocol are proven to contradict each other (a solver's
         infeasibility status or a certificate; an optimiser that only ran out of
@@ -1244,6 +1263,7 @@ def plan_patient(
         protocol = protocol.with_overrides(solver=solver)
     if backend not in ("numpy", "cupy"):
         raise InputError(f"`backend` must be 'numpy' or 'cupy'; got {backend!r}.")
+    _require_cvxpy_solver(protocol)
     ctx = _Context(
         patient=patient,
         protocol=protocol,
