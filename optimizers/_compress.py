@@ -128,10 +128,16 @@ class CompressedMatrix:
         two = float(np.linalg.norm(x))
         return np.minimum(self.residual_l1 * inf, self.residual_l2 * two)
 
-    def record(self, x: Any, exact_dose: np.ndarray) -> dict[str, Any]:
-        """What a result records: sizes, settings, the bound and the measured error at ``x``."""
-        err = np.abs(np.asarray(exact_dose, dtype=np.float64) - self.dose(x))
+    def record(
+        self, x: Any, exact_dose: np.ndarray, *, offset: Any = None, corrections: int = 0
+    ) -> dict[str, Any]:
+        """What a result records: sizes, settings, the bound and the measured error at ``x``
+        (of the dose the solver saw: ``S x + U V x + offset``, Gy; ``offset`` from
+        ``corrections`` dose corrections, whose error is no longer bounded a priori)."""
+        seen = self.dose(x) if offset is None else self.dose(x) + np.asarray(offset)
+        err = np.abs(np.asarray(exact_dose, dtype=np.float64) - seen)
         return {
+            "corrections": int(corrections),
             "rel_threshold": self.settings.rel_threshold,
             "rank": self.rank,
             "nnz_full": self.nnz_full,

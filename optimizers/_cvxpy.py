@@ -43,7 +43,8 @@ class CvxpyFormulation:
     compressed : CompressedMatrix, optional
         The union rows of ``problem.a_union`` compressed to sparse plus low rank
         (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
-        instead of ``d == A_u x``.
+        instead of ``d == A_u x`` (plus ``dose_offset``, a parameter, zero until a dose
+        correction sets it).
 
     Attributes
     ----------
@@ -81,6 +82,9 @@ class CvxpyFormulation:
         self.problem = problem
         self.elastic = elastic
         self.compressed = compressed
+        #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
+        #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
+        self.dose_offset: Any = None
         n = problem.n_beamlets
         self.x = cp.Variable(n, nonneg=True, name="x")
         self.d = (
@@ -131,12 +135,14 @@ class CvxpyFormulation:
                 f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
                 f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
             )
+        n_u = compressed.sparse.shape[0]
+        self.dose_offset = cp.Parameter(n_u, value=np.zeros(n_u), name="dose_offset")
         if not compressed.rank:
-            return [self.d == compressed.sparse @ self.x]
+            return [self.d == compressed.sparse @ self.x + self.dose_offset]
         z = cp.Variable(compressed.rank, name="tail")
         return [
             z == compressed.right @ self.x,
-            self.d == compressed.sparse @ self.x + compressed.left @ z,
+            self.d == compressed.sparse @ self.x + compressed.left @ z + self.dose_offset,
         ]
 
     def covers_union(self, structure: str) -> bool:
@@ -242,6 +248,7 @@ def solve_cvxpy(
     verbose: bool = False,
     explain_infeasible: bool = True,
     compression: Compression | None = None,
+    corrections: int = 0,
 ) -> OptimizationResult:
     """Solve ``problem`` through its CVXPY formulation.
 
@@ -269,6 +276,13 @@ def solve_cvxpy(
         matrix. The result's objective, term values and violations are always those of the
         exact matrix; ``extras["compression"]`` records the sizes, the a-priori bound of the
         dose error at the solution and the measured error.
+
+        .. versionadded:: 0.2.0
+    corrections : int, optional
+        With a compressed matrix: re-solves after the first, each seeing the compressed
+        dose plus the compression's dose error at the previous solution,
+        ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
+        At a fixed point the optimiser's dose is the exact dose (default 0).
 
         .. versionadded:: 0.2.0
 
@@ -305,28 +319,49 @@ def solve_cvxpy(
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
-    try:
-        data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)
-    except cp.error.SolverError as exc:
-        raise SolverError(
-            f"Solver `{adapter.name}` cannot handle this problem ({exc}); the terms need "
-            "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
-        ) from exc
-    t_setup = time.perf_counter() - t0
-    out = adapter.solve(SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose))
-    t_solver = time.perf_counter() - t0 - t_setup
-    status = out.status
-    x = None
-    if status in SOLUTION_PRESENT:
+    compressed = formulation.compressed
+    if compressed is not None:
+        formulation.dose_offset.value = np.zeros(compressed.sparse.shape[0])
+    t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
+    n_iter = 0
+    x: Any = None
+    for attempt in range(1 + (max(int(corrections), 0) if compressed is not None else 0)):
+        if attempt:  # the compression's dose error at the previous solution, Gy
+            assert compressed is not None
+            offset = problem.union_dose(x) - compressed.dose(x)
+            formulation.dose_offset.value = offset
+        t1 = time.perf_counter()
         try:
-            unpack(prob, out.raw, chain, inverse)
-            formulation._unscale_duals()
-            x = formulation.x.value
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("could not unpack the %s solution: %s", adapter.name, exc, exc_info=True)
-            x = None
+            data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)
+        except cp.error.SolverError as exc:
+            raise SolverError(
+                f"Solver `{adapter.name}` cannot handle this problem ({exc}); the terms need "
+                "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
+            ) from exc
+        t2 = time.perf_counter()
+        out = adapter.solve(
+            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose)
+        )
+        t_setup += t2 - t1
+        t_solver += time.perf_counter() - t2
+        n_iter += out.n_iter
+        status = out.status
+        x = None
+        if status in SOLUTION_PRESENT:
+            try:
+                unpack(prob, out.raw, chain, inverse)
+                formulation._unscale_duals()
+                x = formulation.x.value
+            except Exception as exc:  # noqa: BLE001
+                logger.warning(
+                    "could not unpack the %s solution: %s", adapter.name, exc, exc_info=True
+                )
+                x = None
+            if x is None:
+                status = Status.SOLVER_ERROR
         if x is None:
-            status = Status.SOLVER_ERROR
+            break
+        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
     if status in (Status.INFEASIBLE, Status.UNBOUNDED):
         raise _explain(
             problem,
@@ -341,7 +376,6 @@ def solve_cvxpy(
             f"Solver `{adapter.name}` ended with native status {out.native_status!r} "
             "and no solution; try another solver or solve_first_order."
         )
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
     if status == Status.OPTIMAL_INACCURATE:
         warnings.warn(
             f"Solver `{adapter.name}` returned an inaccurate solution (native status "
@@ -363,7 +397,7 @@ def solve_cvxpy(
         objective=problem.objective(x, d_union=d_exact),
         status=status,
         message=msg,
-        n_iter=out.n_iter,
+        n_iter=n_iter,
         n_dose_evals=0,
         solve_time_s=time.perf_counter() - t0,
         term_values=problem.evaluate(x, d_union=d_exact),
@@ -378,8 +412,10 @@ def solve_cvxpy(
             "objective_scale": formulation.objective_scale,
             "compression": (
                 None
-                if formulation.compressed is None
-                else formulation.compressed.record(x, d_exact)
+                if compressed is None
+                else compressed.record(
+                    x, d_exact, offset=formulation.dose_offset.value, corrections=corrections
+                )
             ),
         },
     )

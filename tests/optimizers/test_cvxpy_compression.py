@@ -126,3 +126,25 @@ def test_dpp_resolve_skips_compilation(monkeypatch):
     fresh = op.solve_cvxpy(prob2, compression=op.Compression(rank=3))
     assert r2.objective == pytest.approx(fresh.objective, rel=1e-5)
     assert r2.term_values["Overdose(OAR > 12 Gy)"] < r1.term_values["Overdose(OAR > 15 Gy)"]
+
+
+def test_dose_corrections_reuse_the_compiled_problem(monkeypatch):
+    from cvxpy.reductions.solvers.solving_chain import SolvingChain
+
+    calls = []
+    original = SolvingChain.apply
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SolvingChain, "apply", counting)
+    a, s = _slab(7)
+    prob = op.Problem(a, s, TERMS)
+    settings = op.Compression(rel_threshold=0.02, rank=4)
+    plain = op.solve_cvxpy(prob, compression=settings)
+    n_compiled = len(calls)
+    corrected = op.solve_cvxpy(prob, compression=settings, corrections=3)
+    assert len(calls) == 2 * n_compiled  # one compilation for the four solves
+    err = [r.extras["compression"]["max_dose_error_gy"] for r in (plain, corrected)]
+    assert err[1] < 0.2 * err[0]
