@@ -13,6 +13,7 @@ array library the first-order solver runs on (numpy or CuPy).
 import warnings
 from typing import Any
 
+from ._compress import CompressedMatrix, Compression, compress_matrix
 from ._cvxpy import CvxpyFormulation, solve_cvxpy
 from ._cvxpy_canon import CvxpyContext
 from ._dose_volume import dose_at_knots, dose_at_volume, dose_volume_knots
@@ -54,6 +55,8 @@ from .errors import (
 __all__ = [
     "DVHOverdose",
     "DVHUnderdose",
+    "CompressedMatrix",
+    "Compression",
     "FeasibilityCertificate",
     "GEUD",
     "SOLUTION_PRESENT",
@@ -85,6 +88,7 @@ __all__ = [
     "Underdose",
     "available_solvers",
     "certify_hard_constraints",
+    "compress_matrix",
     "dose_at_knots",
     "dose_at_volume",
     "dose_volume_knots",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._compress import CompressedMatrix, Compression
 from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
 from ._problem import Problem, require_problem
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
@@ -39,6 +40,11 @@ class CvxpyFormulation:
     elastic : bool, optional
         Add a non-negative slack to every hard constraint and minimise their sum instead of
         the objective (used to name conflicting constraints of an infeasible problem).
+    compressed : CompressedMatrix, optional
+        The union rows of ``problem.a_union`` compressed to sparse plus low rank
+        (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
+        instead of ``d == A_u x`` (plus ``dose_offset``, a parameter, zero until a dose
+        correction sets it).
 
     Attributes
     ----------
@@ -64,11 +70,21 @@ class CvxpyFormulation:
     Scales follow the weights, so a re-solve with new weights stays DPP.
     """
 
-    def __init__(self, problem: Problem, *, elastic: bool = False) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        elastic: bool = False,
+        compressed: CompressedMatrix | None = None,
+    ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
         self.problem = problem
         self.elastic = elastic
+        self.compressed = compressed
+        #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
+        #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
+        self.dose_offset: Any = None
         n = problem.n_beamlets
         self.x = cp.Variable(n, nonneg=True, name="x")
         self.d = (
@@ -76,7 +92,7 @@ class CvxpyFormulation:
         )
         cons: list[Any] = []
         if self.d is not None:
-            cons.append(self.d == problem.a_union @ self.x)
+            cons += self._dose_constraints(cp, compressed)
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
         self.bound_params: dict[int, Any] = {}
@@ -110,6 +126,25 @@ class CvxpyFormulation:
         self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self.aux_constraints)
 
     # -- pieces ------------------------------------------------------------------------
+    def _dose_constraints(self, cp: Any, compressed: CompressedMatrix | None) -> list[Any]:
+        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix."""
+        if compressed is None:
+            return [self.d == self.problem.a_union @ self.x]
+        if compressed.sparse.shape != self.problem.a_union.shape:
+            raise InvalidProblemError(
+                f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
+                f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
+            )
+        n_u = compressed.sparse.shape[0]
+        self.dose_offset = cp.Parameter(n_u, value=np.zeros(n_u), name="dose_offset")
+        if not compressed.rank:
+            return [self.d == compressed.sparse @ self.x + self.dose_offset]
+        z = cp.Variable(compressed.rank, name="tail")
+        return [
+            z == compressed.right @ self.x,
+            self.d == compressed.sparse @ self.x + compressed.left @ z + self.dose_offset,
+        ]
+
     def covers_union(self, structure: str) -> bool:
         """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
         return self._full[structure]
@@ -214,6 +249,8 @@ def solve_cvxpy(
     solver_options: dict | None = None,
     verbose: bool = False,
     explain_infeasible: bool = True,
+    compression: Compression | None = None,
+    corrections: int = 0,
 ) -> OptimizationResult:
     """Solve ``problem`` through its CVXPY formulation.
 
@@ -234,6 +271,22 @@ def solve_cvxpy(
     explain_infeasible : bool, optional
         On an infeasible problem, re-solve with elastic slacks to name the conflicting hard
         constraints (default True).
+    compression : Compression, optional
+        Solve on the sparse-plus-low-rank compression of the union rows
+        (:func:`optimizers.compress_matrix`, computed once per matrix and settings and
+        shared by problems from :meth:`Problem.with_terms`); ``None`` (default): the exact
+        matrix. The result's objective, term values and violations are always those of the
+        exact matrix; ``extras["compression"]`` records the sizes, the a-priori bound of the
+        dose error at the solution and the measured error.
+
+        .. versionadded:: 0.1.0
+    corrections : int, optional
+        With a compressed matrix: re-solves after the first, each seeing the compressed
+        dose plus the compression's dose error at the previous solution,
+        ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
+        At a fixed point the optimiser's dose is the exact dose (default 0).
+
+        .. versionadded:: 0.1.0
 
     Returns
     -------
@@ -241,7 +294,9 @@ def solve_cvxpy(
         ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
         ``solver_time_s``, ``max_violation``, ``violations``, ``is_dpp`` and
         ``objective_scale`` (the factor on the objective inside CVXPY; ``objective`` and
-        ``term_values`` are in the problem's own units).
+        ``term_values`` are in the problem's own units), ``compression`` (``None``, or
+        :meth:`CompressedMatrix.record`: ``max_dose_error_bound_gy``,
+        ``max_dose_error_gy``, sizes and settings).
 
     Raises
     ------
@@ -261,40 +316,68 @@ def solve_cvxpy(
     adapter = get_solver(solver)
     adapter.import_solver()
     if formulation is None:
-        formulation = CvxpyFormulation(problem)
+        compressed = None if compression is None else problem.compressed(compression)
+        formulation = CvxpyFormulation(problem, compressed=compressed)
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
-    try:
-        data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)
-    except cp.error.SolverError as exc:
-        raise SolverError(
-            f"Solver `{adapter.name}` cannot handle this problem ({exc}); the terms need "
-            "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
-        ) from exc
-    t_setup = time.perf_counter() - t0
-    out = adapter.solve(SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose))
-    t_solver = time.perf_counter() - t0 - t_setup
-    status = out.status
-    x = None
-    if status in SOLUTION_PRESENT:
+    compressed = formulation.compressed
+    if compressed is not None:
+        formulation.dose_offset.value = np.zeros(compressed.sparse.shape[0])
+    t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
+    n_iter = 0
+    x: Any = None
+    for attempt in range(1 + (max(int(corrections), 0) if compressed is not None else 0)):
+        if attempt:  # the compression's dose error at the previous solution, Gy
+            assert compressed is not None
+            offset = problem.union_dose(x) - compressed.dose(x)
+            formulation.dose_offset.value = offset
+        t1 = time.perf_counter()
         try:
-            unpack(prob, out.raw, chain, inverse)
-            formulation._unscale_duals()
-            x = formulation.x.value
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("could not unpack the %s solution: %s", adapter.name, exc, exc_info=True)
-            x = None
+            data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)
+        except cp.error.SolverError as exc:
+            raise SolverError(
+                f"Solver `{adapter.name}` cannot handle this problem ({exc}); the terms need "
+                "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
+            ) from exc
+        t2 = time.perf_counter()
+        out = adapter.solve(
+            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose)
+        )
+        t_setup += t2 - t1
+        t_solver += time.perf_counter() - t2
+        n_iter += out.n_iter
+        status = out.status
+        x = None
+        if status in SOLUTION_PRESENT:
+            try:
+                unpack(prob, out.raw, chain, inverse)
+                formulation._unscale_duals()
+                x = formulation.x.value
+            except Exception as exc:  # noqa: BLE001
+                logger.warning(
+                    "could not unpack the %s solution: %s", adapter.name, exc, exc_info=True
+                )
+                x = None
+            if x is None:
+                status = Status.SOLVER_ERROR
         if x is None:
-            status = Status.SOLVER_ERROR
+            break
+        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
     if status in (Status.INFEASIBLE, Status.UNBOUNDED):
-        raise _explain(problem, status, adapter.name, solver_options, explain_infeasible)
+        raise _explain(
+            problem,
+            status,
+            adapter.name,
+            solver_options,
+            explain_infeasible,
+            formulation.compressed,
+        )
     if status == Status.SOLVER_ERROR or x is None:
         raise SolverError(
             f"Solver `{adapter.name}` ended with native status {out.native_status!r} "
             "and no solution; try another solver or solve_first_order."
         )
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
     if status == Status.OPTIMAL_INACCURATE:
         warnings.warn(
             f"Solver `{adapter.name}` returned an inaccurate solution (native status "
@@ -302,7 +385,8 @@ def solve_cvxpy(
             OptimizerWarning,
             stacklevel=2,
         )
-    viol, per = problem.max_violation(x)
+    d_exact = problem.union_dose(x)
+    viol, per = problem.max_violation(x, d_union=d_exact)
     msg = {
         Status.OPTIMAL: f"Optimal solution found by {adapter.name}.",
         Status.OPTIMAL_INACCURATE: f"Inaccurate solution returned by {adapter.name}.",
@@ -312,13 +396,13 @@ def solve_cvxpy(
     }[status]
     return OptimizationResult(
         x=x,
-        objective=problem.objective(x),
+        objective=problem.objective(x, d_union=d_exact),
         status=status,
         message=msg,
-        n_iter=out.n_iter,
+        n_iter=n_iter,
         n_dose_evals=0,
         solve_time_s=time.perf_counter() - t0,
-        term_values=problem.evaluate(x),
+        term_values=problem.evaluate(x, d_union=d_exact),
         extras={
             "solver": adapter.name,
             "native_status": out.native_status,
@@ -328,11 +412,18 @@ def solve_cvxpy(
             "violations": per,
             "is_dpp": prob.is_dpp(),
             "objective_scale": formulation.objective_scale,
+            "compression": (
+                None
+                if compressed is None
+                else compressed.record(
+                    x, d_exact, offset=formulation.dose_offset.value, corrections=corrections
+                )
+            ),
         },
     )
 
 
-def _explain(problem, status, solver, options, explain) -> InfeasibleError:
+def _explain(problem, status, solver, options, explain, compressed=None) -> InfeasibleError:
     if status == Status.UNBOUNDED:
         names = [t.label for t in problem.soft_terms if t.maximises]
         return InfeasibleError(
@@ -343,7 +434,7 @@ def _explain(problem, status, solver, options, explain) -> InfeasibleError:
     hard = problem.hard_terms
     if not explain or not hard:
         return InfeasibleError(f"The hard constraints are infeasible (solver {solver}).")
-    elastic = CvxpyFormulation(problem, elastic=True)
+    elastic = CvxpyFormulation(problem, elastic=True, compressed=compressed)
     adapter = get_solver(solver)
     data, chain, inverse = elastic.cvx_problem.get_problem_data(adapter.cvxpy_name)
     out = adapter.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))

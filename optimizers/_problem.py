@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from array_api_compat import array_namespace
 
+from ._compress import CompressedMatrix, Compression, compress_matrix
 from ._surrogates import first_order_surrogate
 from ._terms import CvxpyTerm, Term, _LevelBound
 from .errors import InvalidProblemError
@@ -102,6 +103,7 @@ class _MatrixCache:
         self.dtype = np.dtype(dtype)
         self._by_key: dict[frozenset, tuple] = {}
         self._blocks: dict[frozenset, RowBlocks] = {}
+        self._compressed: dict[tuple, CompressedMatrix] = {}
 
     def union(self, structures: Mapping[str, np.ndarray], names: frozenset) -> tuple:
         if names not in self._by_key:
@@ -146,6 +148,19 @@ class _MatrixCache:
         for key in [k for k, (_, a_u) in self._by_key.items() if a_u is not self.matrix]:
             del self._by_key[key]
             self._blocks.pop(key, None)
+            for compressed_key in [c for c in self._compressed if c[0] == key]:
+                del self._compressed[compressed_key]
+
+    def compressed(self, names: frozenset, a_u: Any, settings: Compression) -> CompressedMatrix:
+        """The union matrix ``a_u`` of ``names`` compressed with ``settings`` (built once,
+        then shared while ``names`` is cached)."""
+        key = (names, settings)
+        if key not in self._compressed:
+            compressed = compress_matrix(a_u, settings)
+            if names not in self._by_key:  # dropped for a later level's rows: do not keep it
+                return compressed
+            self._compressed[key] = compressed
+        return self._compressed[key]
 
     def row_blocks(self, names: frozenset, a_u: Any) -> RowBlocks:
         """The union matrix ``a_u`` of ``names`` split by row density (built once, then
@@ -428,6 +443,11 @@ class Problem:
         """The union matrix split into a dense block and a CSR rest (:class:`RowBlocks`),
         built on first use and shared by every problem on the same matrix and rows."""
         return self._cache.row_blocks(self._names, self.a_union)
+
+    def compressed(self, settings: Compression) -> CompressedMatrix:
+        """The union matrix compressed to sparse plus low rank (:func:`compress_matrix`),
+        built on first use and shared by every problem on the same matrix and rows."""
+        return self._cache.compressed(self._names, self.a_union, settings)
 
     def with_terms(self, terms: Sequence[Term]) -> Problem:
         """A new problem on the same matrix and structures with other terms (no re-validation

@@ -737,9 +737,19 @@ def _sampled_structures(ctx: _Context) -> set[str]:
     return names
 
 
+#: With ``solver = "cvxpy"`` the helper structures that only shape the low-dose region
+#: (rings, normal-tissue shells) are sampled on every ``CVXPY_HELPER_STRIDE``-th voxel
+#: along y and x as well (a quarter of their rows): an interior-point solver's work grows
+#: with the rows, and their terms are weighted means over smooth doses. Targets, organs and
+#: point goals keep the first-order path's sampling; the plan is evaluated on every voxel.
+CVXPY_HELPER_STRIDE = 2
+CVXPY_SAMPLED_KINDS = ("ring", "nto")
+
+
 def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
     idx, weights = {}, {}
     sampled = _sampled_structures(ctx)
+    cvxpy = ctx.protocol.optimization.solver == "cvxpy"
     occs = dict(ctx.occupancy)
     occs.update({h.name: h.occupancy for h in ctx.helpers.values()})
     for name, occ in occs.items():
@@ -748,6 +758,8 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
         kind = ctx.helpers[name].kind if name in ctx.helpers else None
         if kind == "normal_tissue":
             strides = (NT_STRIDE,) * 3
+        elif cvxpy and kind in CVXPY_SAMPLED_KINDS:
+            strides = (1, CVXPY_HELPER_STRIDE, CVXPY_HELPER_STRIDE)
         elif name in sampled:
             strides = (1, 1, LARGE_STRIDE)
         elif kind == "body":
@@ -773,6 +785,17 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
 #: in a row). Measured on the TG-119 C-shape: the DVH no longer changes (±0.03 Gy) past this
 #: point, while the solver's default (1e-8) doubles the iterations.
 FIRST_ORDER_TOL = 1e-6
+
+
+#: The CVXPY solve sees the influence matrix compressed to sparse plus low rank
+#: (:class:`optimizers.Compression` settings: entries below 1 % of their beamlet's maximum
+#: move to a rank-32 part); the result records the bound of the dose error this allows and
+#: the error measured at the solution, and the plan is judged on the full matrix and the
+#: final aperture dose.  Matrices of fewer than ``CVXPY_COMPRESS_MIN_NONZEROS`` entries are
+#: solved exactly: small enough for the solver as they are, and a hard custom term then
+#: holds on the exact dose.
+CVXPY_COMPRESSION = {"rel_threshold": 0.01, "rank": 32}
+CVXPY_COMPRESS_MIN_NONZEROS = 5_000_000
 
 
 def stage_optimise(ctx: _Context) -> None:
@@ -814,13 +837,15 @@ def stage_optimise(ctx: _Context) -> None:
             h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"
         },
     )
-    options: dict[str, Any] = {}
+    # float32 rows: the solvers' copy of the matrix is shared with ctx.matrix, not doubled
+    options: dict[str, Any] = {"matrix_dtype": np.float32}
     if settings.solver == "cvxpy":
         options["solver"] = settings.cvxpy_solver
+        if ctx.matrix.nnz >= CVXPY_COMPRESS_MIN_NONZEROS:
+            options["compression"] = opt.Compression(**CVXPY_COMPRESSION)
     else:
         options["max_iter"] = settings.max_iterations
         options["tol"] = FIRST_ORDER_TOL
-        options["matrix_dtype"] = np.float32
         options["backend"] = ctx.backend  # the same array backend as the dose engine
     ctx.levels = _with_custom_terms(ctx.levels, ctx.custom_terms)
     hard = [t for lv in ctx.levels for t in lv.terms if t.hard]
@@ -1175,6 +1200,23 @@ def _check_plan_arguments(patient, protocol, cache_dir, structure_map) -> None:
     check_cache_dir(cache_dir)
 
 
+def _require_cvxpy_solver(protocol) -> None:
+    """Refuse, before any work, a CVXPY solver that is not available here (unknown, not
+    installed or, for MOSEK, not licensed): one :class:`optimizers.SolverError` naming it."""
+    if protocol.optimization.solver != "cvxpy":
+        return
+    import optimizers as opt
+
+    name = protocol.optimization.cvxpy_solver
+    available = opt.available_solvers()
+    if str(name).upper() not in available:
+        raise opt.SolverError(
+            f"CVXPY solver `{name}` (protocol {protocol.source}, [optimization] cvxpy_solver) "
+            f"is not available here (not "
+            f"installed, not licensed or unknown); installed: {', '.join(available) or 'none'}."
+        )
+
+
 def plan_patient(
     patient,
     protocol,
@@ -1247,6 +1289,9 @@ def plan_patient(
         (named).
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model (named).
+    optimizers.SolverError
+        ``solver="cvxpy"`` with a CVXPY solver that is not installed (named, before any
+        work).
     optimizers.InfeasibleError
         Hard constraints of the protocol are proven to contradict each other (a solver's
         infeasibility status or a certificate; an optimiser that only ran out of
@@ -1422,22 +1467,6 @@ def _solver_for_custom_terms(protocol, custom: Mapping[int, Sequence[Any]]):
     )
     logger.warning("%s", warning.message)
     return protocol.with_overrides(solver=other), warning
-
-
-def _require_cvxpy_solver(protocol) -> None:
-    """Refuse a CVXPY plan whose solver is not installed, before any work."""
-    import optimizers as opt
-
-    settings = protocol.optimization
-    if settings.solver != "cvxpy":
-        return
-    installed = opt.available_solvers()
-    if str(settings.cvxpy_solver).upper() not in installed:
-        raise InputError(
-            f"The CVXPY solver `{settings.cvxpy_solver}` (protocol {protocol.source}, "
-            f"[optimization] cvxpy_solver) is not installed here; installed: "
-            f"{', '.join(installed) or 'none'}. Install it or choose one of those."
-        )
 
 
 def _check_custom_structures(ctx: _Context) -> None:

@@ -6,10 +6,18 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def slab_problem(rng: np.random.Generator, *, n_side: int = 24, n_beamlets: int = 40):
+def slab_problem(
+    rng: np.random.Generator,
+    *,
+    n_side: int = 24,
+    n_beamlets: int = 40,
+    scatter_fraction: float = 0.0,
+):
     """A 2-D slab of ``n_side x n_side`` voxels irradiated by two opposed-ish fans of Gaussian
     beamlets: returns ``(matrix, structures)`` with a central square target ``PTV``, an organ
-    ``OAR`` beside it and ``BODY`` (all voxels). Doses of order 1 Gy/MU * 0.01."""
+    ``OAR`` beside it and ``BODY`` (all voxels). Doses of order 1 Gy/MU * 0.01.
+    ``scatter_fraction`` adds a broad Gaussian tail (sigma ``n_side / 3``) of that height
+    relative to the primary, like a pencil beam's scatter."""
     yy, xx = np.mgrid[0:n_side, 0:n_side]
     xx = xx.ravel().astype(float)
     yy = yy.ravel().astype(float)
@@ -20,6 +28,7 @@ def slab_problem(rng: np.random.Generator, *, n_side: int = 24, n_beamlets: int 
         lateral = xx if j < half else yy
         depth = yy if j < half else xx
         prof = np.exp(-0.5 * ((lateral - pos) / 1.2) ** 2) * np.exp(-0.03 * depth)
+        prof += scatter_fraction * np.exp(-0.5 * ((lateral - pos) / (n_side / 3)) ** 2)
         prof *= 0.01 * (1 + 0.05 * rng.random())
         prof[prof < 1e-4] = 0
         cols.append(prof)

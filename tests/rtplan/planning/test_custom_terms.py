@@ -132,7 +132,7 @@ def test_solver_not_installed_is_named_before_any_work(patient, protocol):
     p = protocol.with_overrides(cvxpy_solver=missing[0])
     term = op.CvxpyTerm(geud_limit, "Core", hard=True)
     with pytest.raises(
-        InputError, match=rf"^The CVXPY solver `{missing[0]}` \(protocol .*\) is not installed"
+        op.SolverError, match=rf"^CVXPY solver `{missing[0]}` \(protocol .*\) is not available"
     ):
         plan_patient(patient, p, progress=False, custom_terms={1: [term]})
 
