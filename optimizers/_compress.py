@@ -67,6 +67,12 @@ class Compression:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.rel_threshold, bool) or not isinstance(
+            self.rel_threshold, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"`rel_threshold` must be a number, got {type(self.rel_threshold).__name__}."
+            )
         if not (np.isfinite(self.rel_threshold) and 0.0 <= self.rel_threshold < 1.0):
             raise InvalidProblemError(
                 f"`rel_threshold` must be in [0, 1), got {self.rel_threshold!r}."
@@ -195,6 +201,15 @@ def compress_matrix(a: Any, settings: Compression | None = None) -> CompressedMa
     import time
 
     t0 = time.perf_counter()
+    if not sp.issparse(a) or a.ndim != 2 or a.dtype not in (np.float32, np.float64):
+        kind = type(a).__name__ + (f" of {a.dtype}" if hasattr(a, "dtype") else "")
+        raise InvalidProblemError(
+            f"`a` must be a 2-D scipy.sparse matrix of float32 or float64 (Gy per MU), got {kind}."
+        )
+    if settings is not None and not isinstance(settings, Compression):
+        raise TypeError(
+            f"`settings` must be an optimizers.Compression or None, got {type(settings).__name__}."
+        )
     settings = Compression() if settings is None else settings
     a = sp.csr_matrix(a)
     s = _column_threshold_split(a, settings.rel_threshold)
