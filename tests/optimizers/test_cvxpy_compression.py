@@ -101,7 +101,9 @@ def test_bad_compression_settings_are_refused(kwargs, match):
         op.Compression(**kwargs)
 
 
-def test_dpp_resolve_skips_compilation(monkeypatch):
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """One entry per CVXPY compilation (``SolvingChain.apply``) made during the test."""
     from cvxpy.reductions.solvers.solving_chain import SolvingChain
 
     calls = []
@@ -112,6 +114,11 @@ def test_dpp_resolve_skips_compilation(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SolvingChain, "apply", counting)
+    return calls
+
+
+def test_dpp_resolve_skips_compilation(compile_calls):
+    calls = compile_calls
     a, s = _slab(6)
     prob = op.Problem(a, s, TERMS)
     form = op.CvxpyFormulation(prob, compressed=prob.compressed(op.Compression(rank=3)))
@@ -128,17 +135,8 @@ def test_dpp_resolve_skips_compilation(monkeypatch):
     assert r2.term_values["Overdose(OAR > 12 Gy)"] < r1.term_values["Overdose(OAR > 15 Gy)"]
 
 
-def test_dose_corrections_reuse_the_compiled_problem(monkeypatch):
-    from cvxpy.reductions.solvers.solving_chain import SolvingChain
-
-    calls = []
-    original = SolvingChain.apply
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SolvingChain, "apply", counting)
+def test_dose_corrections_reuse_the_compiled_problem(compile_calls):
+    calls = compile_calls
     a, s = _slab(7)
     prob = op.Problem(a, s, TERMS)
     settings = op.Compression(rel_threshold=0.02, rank=4)
