@@ -70,7 +70,12 @@ def _ctx():
     protocol = parse_protocol(tomllib.loads(PROTOCOL))
     roles = {"PTV": "target", "Lung": "oar", "Heart": "oar", "Cord": "oar"}
     return SimpleNamespace(
-        occupancy=occ, roles=roles, protocol=protocol, dose_grid=grid, helpers={}
+        occupancy=occ,
+        roles=roles,
+        protocol=protocol,
+        dose_grid=grid,
+        helpers={},
+        custom_terms={},
     )
 
 
