@@ -44,6 +44,8 @@ _RESIDUAL_BLOCK_ROWS = 1000
 class Compression:
     """Settings of the matrix compression for :func:`optimizers.solve_cvxpy`.
 
+    .. versionadded:: 0.1.0
+
     Parameters
     ----------
     rel_threshold : float, optional
@@ -56,8 +58,6 @@ class Compression:
         Randomised SVD settings (Halko et al. 2011, defaults 8 and 2).
     seed : int, optional
         Seed of the random test matrix (the compression is reproducible).
-
-    .. versionadded:: 0.1.0
     """
 
     rel_threshold: float = 0.01
