@@ -164,20 +164,26 @@ class _Folder:
             raise InputError(f"PortPy folder: `{where}` lacks the key `{key}` (found: {have}).")
         return meta[key]
 
+    def h5_location(self, ref: str, where: str, base: Path, kind: str) -> tuple[Path, str]:
+        """The HDF5 file and the path inside it named by ``"FILE.h5/inner"`` (relative to
+        ``base``); ``kind`` ("group", "dataset") words the error of a malformed reference."""
+        if not isinstance(ref, str) or ".h5/" not in ref:
+            raise InputError(
+                f"PortPy folder: `{where}` refers to {ref!r}; expected 'FILE.h5/{kind}'."
+            )
+        fname, inner = ref.split(".h5/", 1)
+        path = base / (fname + ".h5")
+        if not path.is_file():
+            raise InputError(f"PortPy folder: `{self.rel(path)}` (named in `{where}`) is missing.")
+        return path, inner
+
     def outlines(self, ref: str, structure: str, where: str, base: Path) -> list[np.ndarray]:
         """The ``(m, 2)`` outlines of ``structure`` in the group ``"FILE.h5/group"``
         (PortPy's ``BEV_structure_contour_points``: one dataset per segment), or ``[]``
         when the group has no entry for ``structure``."""
         import h5py
 
-        if not isinstance(ref, str) or ".h5/" not in ref:
-            raise InputError(
-                f"PortPy folder: `{where}` refers to {ref!r}; expected 'FILE.h5/group'."
-            )
-        fname, inner = ref.split(".h5/", 1)
-        path = base / (fname + ".h5")
-        if not path.is_file():
-            raise InputError(f"PortPy folder: `{self.rel(path)}` (named in `{where}`) is missing.")
+        path, inner = self.h5_location(ref, where, base, "group")
         with h5py.File(path, "r") as f:
             group = f.get(f"{inner}/{structure}")
             if group is None:
@@ -188,15 +194,7 @@ class _Folder:
         """Read ``"FILE.h5/path/in/file"`` relative to ``base`` (default: the folder)."""
         import h5py
 
-        base = self.root if base is None else base
-        if not isinstance(ref, str) or ".h5/" not in ref:
-            raise InputError(
-                f"PortPy folder: `{where}` refers to {ref!r}; expected 'FILE.h5/dataset'."
-            )
-        fname, inner = ref.split(".h5/", 1)
-        path = base / (fname + ".h5")
-        if not path.is_file():
-            raise InputError(f"PortPy folder: `{self.rel(path)}` (named in `{where}`) is missing.")
+        path, inner = self.h5_location(ref, where, self.root if base is None else base, "dataset")
         try:
             with h5py.File(path, "r") as f:
                 if inner not in f:
