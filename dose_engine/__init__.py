@@ -14,6 +14,7 @@ from ._fit import fit_beam_model
 from ._grid import Grid
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
+from ._mlc_fluence import MLCParameters, aperture_fluence
 from ._model import BeamModel, load_beam_model, rectangle_dose
 from ._omnipro_ascii import read_omnipro_ascii
 from ._output_factor_table import read_output_factor_table
@@ -38,8 +39,10 @@ __all__ = [
     "BeamModel",
     "BeamModelError",
     "Beamlets",
+    "aperture_fluence",
     "HUTable",
     "InfluenceMatrix",
+    "MLCParameters",
     "MeasuredData",
     "MeasuredScan",
     "PATIENT_POSITIONS",

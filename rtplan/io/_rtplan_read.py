@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dose_engine import MLCParameters
+
 from .._internal.arguments import path_argument, require_instance
 from .._internal.messages import quote
 from ..delivery._deliverable import DeliverableBeam, DeliverablePlan, Segment
@@ -451,7 +453,28 @@ def _generic_machine(pb: _ParsedBeam):
         jaws=jaws,
         sad_mm=pb.sad_mm,
         nominal_energy_mv=pb.energy_mv if pb.energy_mv is not None else 6.0,
+        dosimetry=_shipped_dosimetry(pb),
     )
+
+
+def _shipped_dosimetry(pb: _ParsedBeam) -> MLCParameters:
+    """The MLC and jaw parameters of the shipped machine whose leaf boundaries the plan's
+    MLC has (a Millennium 120 under another machine name), else none (logged)."""
+    if pb.virtual_mlc:
+        return MLCParameters()
+    for name in available_machines():
+        shipped = load_machine(name)
+        b = shipped.mlc.leaf_boundaries_mm
+        if b.shape == pb.leaf_boundaries_mm.shape and np.allclose(
+            b, pb.leaf_boundaries_mm, atol=1e-3
+        ):
+            return shipped.dosimetry
+    log.warning(
+        "beam %d: no shipped machine has this MLC; its dose has no leaf transmission, leaf "
+        "gap or tongue-and-groove unless the beam model is commissioned with them ([mlc])",
+        pb.number,
+    )
+    return MLCParameters()
 
 
 def _machine_for(pb: _ParsedBeam, machine, cache: dict):

@@ -42,6 +42,7 @@ from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existin
 from ..delivery._deliverable import DeliverablePlan
 from ..delivery._machine import load_machine
 from ..delivery._segment_weights import reoptimize_segment_weights
+from ..dose._aperture import resolve_mlc_parameters
 from ..dose._plan_dose import (
     compute_plan_dose,
     require_ct_volume,
@@ -897,6 +898,7 @@ def stage_segments(ctx: _Context) -> None:
         fit,
         beam_indices=ctx.beam_indices,
         underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
+        mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
     )
     ctx.segment_weights = res
     beams = tuple(
