@@ -4,7 +4,8 @@ Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or stat
 photon MLC beams), checks that it belongs to the CT and structure set given, computes
 the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
 commissioned one with ``--beam-model FILE``) and writes it as an RT-DOSE that
-references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons, …),
+references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons,
+flattening-filter-free beams with a flattened model, …),
 mismatched references and a beam model that cannot be read or whose SAD differs from
 the plan's are refused: one line on stderr, exit status 2, no output.
 """
@@ -16,7 +17,12 @@ import logging
 
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
-from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
+from ..dose._plan_dose import (
+    beam_model_fluence_mode,
+    compute_plan_dose,
+    require_ct_volume,
+    resolve_beam_model,
+)
 from ..errors import InputError
 from ..io import read_patient
 from ..io._rtdose import write_rtdose
@@ -75,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
     plan = read_rtplan_beams(
-        args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group
+        args.rtplan,
+        patient,
+        machine=machine,
+        fraction_group_number=args.fraction_group,
+        fluence_mode=beam_model_fluence_mode(model),
     )
     try:
         result = compute_plan_dose(plan, patient, dose_grid_mm=args.dose_grid_mm, model=model)

@@ -14,11 +14,12 @@ from ._aperture import (
     resolve_mlc_parameters,
 )
 from ._influence import body_mask, influence_matrix
-from ._plan_dose import PlanDose, compute_plan_dose, resolve_beam_model
+from ._plan_dose import PlanDose, beam_model_fluence_mode, compute_plan_dose, resolve_beam_model
 
 __all__ = [
     "PlanDose",
     "aperture_dose",
+    "beam_model_fluence_mode",
     "beam_rectangles_mm",
     "body_mask",
     "compute_plan_dose",

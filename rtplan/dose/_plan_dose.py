@@ -24,6 +24,7 @@ from ._aperture import aperture_dose
 
 __all__ = [
     "PlanDose",
+    "beam_model_fluence_mode",
     "compute_plan_dose",
     "require_model_sad",
     "resolve_beam_model",
@@ -80,6 +81,23 @@ def resolve_beam_model(beam_model: BeamModel | str | os.PathLike | None) -> Beam
     if isinstance(beam_model, BeamModel):
         return beam_model
     return load_beam_model(None if beam_model is None else os.fspath(beam_model))
+
+
+def beam_model_fluence_mode(model: BeamModel) -> str:
+    """Fluence mode of a beam model: its file's ``"fluence_mode"``, else ``"STANDARD"``.
+
+    ``"STANDARD"`` is a flattened beam, ``"FFF"`` a flattening-filter-free one; the RT-PLAN
+    reader refuses beams of the other mode (:func:`rtplan.io.read_rtplan`).
+
+    Parameters
+    ----------
+    model : dose_engine.BeamModel
+
+    Returns
+    -------
+    str
+    """
+    return str(model.parameters.get("fluence_mode", "STANDARD")).upper()
 
 
 def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
