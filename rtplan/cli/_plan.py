@@ -78,6 +78,18 @@ def add_beam_model_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_density_table_option(p: argparse.ArgumentParser) -> None:
+    """``--density-table FILE``: the scanner's CT-to-density calibration."""
+    p.add_argument(
+        "--density-table",
+        default=None,
+        metavar="FILE",
+        help="the scanner's HU to relative electron (or mass) density table: CSV or TOML, "
+        "two columns, HU increasing (default: the protocol's [dose] density_table, else the "
+        "shipped generic table)",
+    )
+
+
 def planning_kwargs(args: argparse.Namespace) -> dict:
     """The options of :func:`add_planning_options` as keyword arguments of
     ``plan_and_write``, ``run_demo`` and ``plan_batch`` (``--no-progress`` aside: batch
@@ -128,6 +140,7 @@ def register(subparsers) -> None:
         help="run the planning job on this Dask scheduler (needs rtplan[dask])",
     )
     add_planning_options(p)
+    add_density_table_option(p)
     p.set_defaults(func=run)
 
 
@@ -140,6 +153,7 @@ def run(args) -> int:
         structure_map=args.map,
         progress=not args.no_progress,
         scheduler=args.scheduler,
+        density_table=args.density_table,
         **planning_kwargs(args),
     )
     print(result["summary"])

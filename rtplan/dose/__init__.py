@@ -14,7 +14,13 @@ from ._aperture import (
     resolve_mlc_parameters,
 )
 from ._influence import body_mask, influence_matrix
-from ._plan_dose import PlanDose, beam_model_fluence_mode, compute_plan_dose, resolve_beam_model
+from ._plan_dose import (
+    PlanDose,
+    beam_model_fluence_mode,
+    compute_plan_dose,
+    resolve_beam_model,
+    resolve_density_table,
+)
 
 __all__ = [
     "PlanDose",
@@ -26,5 +32,6 @@ __all__ = [
     "influence_matrix",
     "plan_aperture_dose",
     "resolve_beam_model",
+    "resolve_density_table",
     "resolve_mlc_parameters",
 ]

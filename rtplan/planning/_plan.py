@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from dose_engine import BeamModel, Grid
+from dose_engine import BeamModel, Grid, HUTable
 
 from .._internal.arguments import require_instance
 from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
@@ -48,6 +48,7 @@ from ..dose._plan_dose import (
     require_ct_volume,
     require_model_sad,
     resolve_beam_model,
+    resolve_density_table,
 )
 from ..errors import InputError, ProtocolError, StructureError
 from ..evaluation import evaluate_goals
@@ -129,6 +130,9 @@ class PlanResult:
     normalization_record : dict or None
         ``factor``, ``needed``, ``cap_pct``, ``goal`` and the goal's ``value_before`` and
         ``value_after`` normalisation.
+    density_table : dose_engine.HUTable or None
+        The CT-to-density table of every dose (recorded in plan.json and the report);
+        ``None``: the shipped one.
     """
 
     patient: Any
@@ -147,6 +151,7 @@ class PlanResult:
     beam_model: BeamModel | None = None
     warnings: tuple = ()
     normalization_record: dict | None = None
+    density_table: HUTable | None = None
 
     # ------------------------------------------------------------ summaries
     @property
@@ -253,7 +258,7 @@ class PlanResult:
             "machine": self.plan.beams[0].machine.name,
             "beam_model": _beam_model_record(self.beam_model),
             "dose_algorithm": _dose_algorithm_record(),
-            "hu_table": _hu_table_record(),
+            "hu_table": _hu_table_record(resolve_density_table(self.density_table)),
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
@@ -400,14 +405,13 @@ def _dose_algorithm_record() -> dict[str, Any]:
     return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
 
 
-def _hu_table_record() -> dict[str, Any]:
-    """The CT-to-density table every dose of a plan used (the engine's default)."""
-    from dose_engine import load_hu_table
-
-    table = load_hu_table()
+def _hu_table_record(table: HUTable) -> dict[str, Any]:
+    """The CT-to-density table every dose of a plan used (its file name: no folder of the
+    machine is written)."""
     return {
         "file": Path(table.path).name,
         "source": table.source,
+        "quantity": table.quantity,
         "hu": [float(v) for v in table.hu],
         "relative_electron_density": [float(v) for v in table.density],
     }
@@ -460,6 +464,7 @@ class _Context:
     progress: bool
     overrides: dict
     beam_model: BeamModel
+    density_table: HUTable
     mapping: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     dose_grid: Grid | None = None
@@ -629,7 +634,7 @@ def stage_dose(ctx: _Context) -> None:
     from dose_engine import compute_influence_matrix, hu_to_density
 
     ct = ctx.patient.ct
-    density = hu_to_density(ct.array)
+    density = hu_to_density(ct.array, ctx.density_table)
     n = ctx.dose_grid.voxel_count
     idx, _ = _problem_structures(ctx)
     helper_rows = np.zeros(n, dtype=bool)
@@ -917,6 +922,7 @@ def stage_segments(ctx: _Context) -> None:
             model=ctx.beam_model,
             backend=ctx.backend,
             voxel_mask=voxel_mask,
+            density_table=ctx.density_table,
         ).dose_gy,
         dtype=np.float32,
     )
@@ -1153,6 +1159,7 @@ def plan_patient(
     progress: bool = True,
     structure_map: Mapping[str, str] | None = None,
     beam_model: BeamModel | str | os.PathLike | None = None,
+    density_table: HUTable | str | os.PathLike | None = None,
 ) -> PlanResult:
     """Plan a patient automatically from a protocol.
 
@@ -1176,6 +1183,11 @@ def plan_patient(
         Beam model of every dose computed (influence matrix and final dose), or its JSON
         file from ``python -m dose_engine.fit``; ``None``: the shipped 6 MV model.  Its
         SAD must equal the machine's.  Recorded in plan.json (name, file, SAD, fingerprint).
+    density_table : dose_engine.HUTable or path-like, optional
+        The scanner's CT-to-density calibration (CSV, TOML or JSON, two columns; see
+        :func:`dose_engine.load_hu_table`) for every dose; default the protocol's
+        ``[dose] density_table``, else the shipped generic table.  Recorded in plan.json
+        and the report.
 
     Returns
     -------
@@ -1233,6 +1245,9 @@ def plan_patient(
         progress=progress,
         overrides=dict(structure_map or {}),
         beam_model=model,
+        density_table=resolve_density_table(
+            density_table if density_table is not None else protocol.density_table
+        ),
     )
     timings: dict[str, float] = {}
     bar = None
@@ -1294,6 +1309,7 @@ def plan_patient(
         beam_model=model,
         warnings=tuple(warnings),
         normalization_record=ctx.normalization_record,
+        density_table=ctx.density_table,
     )
 
 

@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dose_engine import BeamModel
+from dose_engine import BeamModel, HUTable
 
 from .._internal.arguments import PATH, check_arguments, either
 from .._internal.atomic import atomic_directory, check_cache_dir, check_output_path
-from ..dose._plan_dose import resolve_beam_model
+from ..dose._plan_dose import resolve_beam_model, resolve_density_table
 from ..errors import InputError
 from ..io import read_patient
 from ..phantoms import write_phantom
@@ -76,6 +76,7 @@ def plan_and_write(
     progress: bool = True,
     scheduler: str | None = None,
     beam_model: BeamModel | str | os.PathLike | None = None,
+    density_table: HUTable | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Load a patient, plan it with a protocol and write the four output files.
 
@@ -99,6 +100,9 @@ def plan_and_write(
     beam_model : dose_engine.BeamModel or path-like, optional
         Beam model or its JSON file (``--beam-model``), read before anything else is
         done; ``None``: the shipped 6 MV model.  See :func:`rtplan.planning.plan_patient`.
+    density_table : dose_engine.HUTable or path-like, optional
+        The scanner's CT-to-density table (``--density-table``), read before anything else
+        is done; default the protocol's, else the shipped one (as in ``plan_patient``).
 
     Returns
     -------
@@ -133,6 +137,7 @@ def plan_and_write(
         n_beams=n_beams,
         max_iterations=max_iterations,
     )
+    table = resolve_density_table(prot.density_table if density_table is None else density_table)
     if scheduler is not None:
         with dask_client(scheduler) as client:
             fut = client.submit(
@@ -147,6 +152,7 @@ def plan_and_write(
                 overwrite=overwrite,
                 progress=False,
                 beam_model=model,
+                density_table=table,
                 pure=False,
             )
             return fut.result()
@@ -160,6 +166,7 @@ def plan_and_write(
         progress=progress,
         structure_map=structure_map,
         beam_model=model,
+        density_table=table,
     )
     result.write(out, overwrite=overwrite)
     return _outcome(result, out)
