@@ -39,7 +39,8 @@ def test_csv_table_read_and_applied(tmp_path):
 def test_toml_table_with_mass_density(tmp_path):
     f = tmp_path / "ct.toml"
     f.write_text(
-        'source = "phantom"\nquantity = "mass_density"\ntable = [[-1000, 0.0012], [0, 1.0], [1000, 1.55]]\n'
+        'source = "phantom"\nquantity = "mass_density"\n'
+        "table = [[-1000, 0.0012], [0, 1.0], [1000, 1.55]]\n"
     )
     t = load_hu_table(f)
     assert (t.quantity, t.source) == ("mass_density", "phantom")
