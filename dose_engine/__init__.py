@@ -12,6 +12,7 @@ from ._density import HUTable, hu_to_density, load_hu_table
 from ._field_dose import field_dose
 from ._fit import fit_beam_model
 from ._grid import Grid
+from ._head_scatter import collimator_scatter_scale
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
 from ._mlc_fluence import MLCParameters, aperture_fluence
@@ -49,6 +50,7 @@ __all__ = [
     "ValidationReport",
     "beamlets_for_target",
     "cached_influence_matrix",
+    "collimator_scatter_scale",
     "compare_to_measured",
     "compute_influence_matrix",
     "equispaced_coplanar_beams",

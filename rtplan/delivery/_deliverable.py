@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dose_engine import MLCParameters, aperture_fluence
+from dose_engine import BeamModel, MLCParameters, aperture_fluence, collimator_scatter_scale
 
 from .._internal.arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
 from ..errors import SegmentError
@@ -392,7 +392,7 @@ class DeliverableBeam:
         return self.segments[k].open_rectangles_mm(closed_gap_mm=self.machine.mlc.min_leaf_gap_mm)
 
     def segment_fluence(
-        self, k: int, parameters: MLCParameters | None = None
+        self, k: int, parameters: MLCParameters | None = None, *, model: BeamModel | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fluence of segment ``k`` per MU as weighted rectangles, with the MLC physics.
 
@@ -402,6 +402,10 @@ class DeliverableBeam:
             Segment index.
         parameters : dose_engine.MLCParameters, optional
             Leaf and jaw parameters; default the machine's (:attr:`Machine.dosimetry`).
+        model : dose_engine.BeamModel, optional, keyword-only
+            With a model, the weights are scaled so that the head scatter follows the
+            jaws, not the MLC opening (:func:`dose_engine.collimator_scatter_scale`; along
+            an axis without jaws the leaves' opening collimates it).
 
         Returns
         -------
@@ -411,13 +415,20 @@ class DeliverableBeam:
             Fluence per MU of each (see :func:`dose_engine.aperture_fluence`).
         """
         seg = self.segments[k]
-        return aperture_fluence(
+        rects, weights = aperture_fluence(
             seg.leaf_positions_mm,
             seg.leaf_boundaries_mm,
             seg.jaws_mm,
             self.machine.dosimetry if parameters is None else parameters,
             reach_x_mm=self.machine.mlc.leaf_position_range_mm,
         )
+        opened = rects[weights >= 0.5]
+        if model is None or opened.size == 0:
+            return rects, weights
+        jx = seg.jaws_mm.get("X", (opened[:, 0].min(), opened[:, 1].max()))
+        jy = seg.jaws_mm.get("Y", (opened[:, 2].min(), opened[:, 3].max()))
+        scale = collimator_scatter_scale(model, rects, weights, (*jx, *jy))
+        return rects, weights * scale
 
     def validate(self, *, where: str = "") -> None:
         """Validate every segment against the machine (see :meth:`Segment.validate`)."""

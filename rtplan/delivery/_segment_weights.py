@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dose_engine import MLCParameters
+from dose_engine import BeamModel, MLCParameters
 
 from .._internal.arguments import ARRAY, TEXT, check_arguments, sequence_of
 from ..errors import InputError
@@ -59,6 +59,7 @@ def segment_beamlet_matrix(
     *,
     beam_indices: Sequence[int] | None = None,
     mlc_parameters: MLCParameters | None = None,
+    model: BeamModel | None = None,
 ):
     """Mean fluence of every segment over every beamlet, with the MLC physics.
 
@@ -73,6 +74,10 @@ def segment_beamlet_matrix(
     mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
         Leaf and jaw parameters (default each beam's machine's); the final aperture dose
         must use the same ones (:func:`rtplan.dose.resolve_mlc_parameters`).
+    model : dose_engine.BeamModel, optional, keyword-only
+        The beam model of the final dose: each segment's column is scaled so that its head
+        scatter follows its jaws (:meth:`DeliverableBeam.segment_fluence`), as in the
+        final aperture dose.
 
     Returns
     -------
@@ -93,7 +98,7 @@ def segment_beamlet_matrix(
         cells = beamlets.rectangles_mm(int(b))
         area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
         for s in range(len(dbeam.segments)):
-            r, weight = dbeam.segment_fluence(s, mlc_parameters)
+            r, weight = dbeam.segment_fluence(s, mlc_parameters, model=model)
             ox = np.clip(
                 np.minimum(cells[:, None, 1], r[None, :, 1])
                 - np.maximum(cells[:, None, 0], r[None, :, 0]),
@@ -263,6 +268,7 @@ def reoptimize_segment_weights(
     beam_indices: Sequence[int] | None = None,
     max_underdose_iter: int = 20,
     mlc_parameters: MLCParameters | None = None,
+    model: BeamModel | None = None,
 ) -> SegmentWeightResult:
     """Re-solve non-negative segment MU so the segments' dose matches a reference dose.
 
@@ -294,6 +300,9 @@ def reoptimize_segment_weights(
     mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
         Leaf and jaw parameters of the segment fluence (:func:`segment_beamlet_matrix`);
         default each beam's machine's.  Pass those of the final dose.
+    model : dose_engine.BeamModel, optional, keyword-only
+        The final dose's beam model (head scatter following the jaws, see
+        :func:`segment_beamlet_matrix`); default: no such scaling.
 
     Returns
     -------
@@ -330,7 +339,7 @@ def reoptimize_segment_weights(
         pos = np.searchsorted(rows, np.asarray(structures[name], dtype=np.int64).ravel())
         u[pos] = np.maximum(u[pos], wt)
     S = segment_beamlet_matrix(
-        dbeams, beamlets, beam_indices=beam_indices, mlc_parameters=mlc_parameters
+        dbeams, beamlets, beam_indices=beam_indices, mlc_parameters=mlc_parameters, model=model
     )
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
     M = _segment_dose_rows(D, S, rows)  # segment dose at 1 MU (Gy/MU), fitted voxels

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dose_engine import BeamModel, MLCParameters, field_dose
+from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
 
@@ -97,7 +97,10 @@ def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
 
 
 def beam_rectangles_mm(
-    dbeam: DeliverableBeam, parameters: MLCParameters | None = None
+    dbeam: DeliverableBeam,
+    parameters: MLCParameters | None = None,
+    *,
+    model: BeamModel | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fluence of every segment of ``dbeam`` as rectangles with their meterset, merged.
 
@@ -106,6 +109,9 @@ def beam_rectangles_mm(
     dbeam : DeliverableBeam
     parameters : dose_engine.MLCParameters, optional
         MLC and jaw parameters; default the machine's.
+    model : dose_engine.BeamModel, optional, keyword-only
+        With a model, each segment's head scatter follows its jaws
+        (:meth:`rtplan.DeliverableBeam.segment_fluence`).
 
     Returns
     -------
@@ -119,7 +125,7 @@ def beam_rectangles_mm(
     rects, mus = [], []
     for k, seg in enumerate(dbeam.segments):
         if seg.total_mu > 0:
-            r, w = dbeam.segment_fluence(k, parameters)
+            r, w = dbeam.segment_fluence(k, parameters, model=model)
             rects.append(r)
             mus.append(w * seg.total_mu)
     if not rects:
@@ -147,8 +153,9 @@ def aperture_dose(
     """Dose of a sequenced beam computed from its apertures (not from the fluence map).
 
     The fluence rectangles of :func:`beam_rectangles_mm` (with the MLC and jaw parameters
-    of :func:`resolve_mlc_parameters`; identical ones merged) go into one
-    ``dose_engine.field_dose`` call (the pencil-beam dose is additive).
+    of :func:`resolve_mlc_parameters`, each segment's head scatter following its jaws;
+    identical ones merged) go into one ``dose_engine.field_dose`` call (the pencil-beam
+    dose is additive).
 
     Parameters
     ----------
@@ -173,11 +180,10 @@ def aperture_dose(
     dose_engine.errors.InvalidGeometryError
         The dose engine refuses the beam (e.g. an isocentre outside the CT).
     """
+    model = model if isinstance(model, BeamModel) else load_beam_model(model)
     if mlc_parameters is None:
-        mlc_parameters = resolve_mlc_parameters(
-            dbeam.machine, model if isinstance(model, BeamModel) else None
-        )
-    rectangles_mm, mu = beam_rectangles_mm(dbeam, mlc_parameters)
+        mlc_parameters = resolve_mlc_parameters(dbeam.machine, model)
+    rectangles_mm, mu = beam_rectangles_mm(dbeam, mlc_parameters, model=model)
     if mu.size == 0:
         return np.zeros(dose_grid.shape, dtype=np.float32)
     return field_dose(

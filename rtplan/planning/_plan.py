@@ -904,6 +904,7 @@ def stage_segments(ctx: _Context) -> None:
         beam_indices=ctx.beam_indices,
         underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
         mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
+        model=ctx.beam_model,
     )
     ctx.segment_weights = res
     beams = tuple(

@@ -3,15 +3,17 @@
 Analytic expectations: a closed bank inside the jaws transmits the leaf transmission
 (raised by the interleaf leakage in the tongue-and-groove bands); a sliding gap's lateral
 dose integral grows by DLG / gap; beyond the jaws the dose is the jaw transmission times
-the dose of the leaves' opening; a commissioned beam model's [mlc] replaces the machine's.
+the dose of the leaves' opening; a commissioned beam model's [mlc] replaces the machine's;
+behind an MLC opening, wider jaws raise the output by the model's collimator-scatter ratio.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import erf
 
-from dose_engine import Beam, BeamModel, Grid, MLCParameters, load_beam_model
+from dose_engine import Beam, BeamModel, Grid, MLCParameters, field_dose, load_beam_model
 from rtplan import DeliverableBeam, Segment, load_machine
 from rtplan.dose import aperture_dose, resolve_mlc_parameters
 
@@ -52,8 +54,9 @@ def test_sliding_gap_integral_grows_by_dlg_over_gap():
     gap = beam_of(-5.0, 5.0, JAWS_10)
     ideal = dose(gap, LINE_X, MLCParameters())
     rounded = dose(gap, LINE_X, MLCParameters(dosimetric_leaf_gap_mm=1.6))
+    # (the head scatter of the jaws, the same for both gaps, changes the ratio by < 0.1 %)
     ratio = float(rounded.sum() / ideal.sum())
-    assert ratio == pytest.approx(1 + 1.6 / 10.0, rel=0.003)
+    assert ratio == pytest.approx(1 + 1.6 / 10.0, rel=0.002)
 
 
 def test_jaw_transmission_beyond_the_jaws():
@@ -86,3 +89,43 @@ def test_commissioned_model_overrides_the_machine():
     by_model = dose(closed, AXIS, model=model)  # resolved from the machine and the model
     np.testing.assert_array_equal(by_model, dose(closed, AXIS, p))
     assert float(by_model[0, 0, 0]) > 1.1 * float(dose(closed, AXIS)[0, 0, 0])
+
+
+def _sc_open(model, half_x_mm, half_y_mm):
+    """In-air output (collimator scatter) of an open field centred on the axis: the model's
+    focal and head-scatter Gaussians integrated over it (TG-74's S_c, up to a constant)."""
+    p = model.parameters
+    wh = p["head_scatter_weight"]
+    total = 0.0
+    for share, (sx, sy) in ((1 - wh, p["source_sigma_mm"]), (wh, p["head_scatter_sigma_mm"])):
+        total += share * erf(half_x_mm / (np.sqrt(2) * sx)) * erf(half_y_mm / (np.sqrt(2) * sy))
+    return total
+
+
+def test_head_scatter_follows_the_jaws_not_the_mlc():
+    """A 50 x 50 mm MLC opening behind 100 x 100 and 200 x 200 mm jaws: the wider jaws let
+    more head scatter through, by the model's S_c ratio of those open fields; the phantom
+    scatter (the MLC opening) is the same."""
+    model = load_beam_model()
+    ideal = MLCParameters()
+    centre = np.abs(MACHINE.mlc.leaf_centers_mm) < 25.0
+    a, b = np.where(centre, -25.0, 0.0), np.where(centre, 25.0, 0.0)
+
+    def segment(jaw_mm):
+        jaws = {"X": (-jaw_mm, jaw_mm), "Y": (-jaw_mm, jaw_mm)}
+        seg = Segment(np.stack([a, b]), jaws, 100.0, MACHINE.mlc.leaf_boundaries_mm)
+        return DeliverableBeam(1, "G0", Beam(0.0), MACHINE, (seg,))
+
+    d10 = dose(segment(50.0), AXIS, ideal, model)[0, 0, 0]
+    d20 = dose(segment(100.0), AXIS, ideal, model)[0, 0, 0]
+    # the focal source seen through the 50 mm opening is the same: equal to 1e-6
+    expected = _sc_open(model, 100.0, 100.0) / _sc_open(model, 50.0, 50.0)
+    assert expected > 1.02  # the shipped model's S_c(20 x 20) / S_c(10 x 10)
+    assert float(d20 / d10) == pytest.approx(expected, rel=1e-4)
+    # jaws on the MLC opening: the open 50 x 50 field, exactly the model's aperture dose
+    d5 = dose(segment(25.0), AXIS, ideal, model)[0, 0, 0]
+    open5 = field_dose(WATER, CT, AXIS, Beam(0.0), [-25.0, 25.0, -25.0, 25.0], 100.0, model)
+    assert float(d5) == pytest.approx(float(open5[0, 0, 0]), rel=1e-6)
+    assert float(d10 / d5) == pytest.approx(
+        _sc_open(model, 50.0, 50.0) / _sc_open(model, 25.0, 25.0), rel=1e-4
+    )
