@@ -259,6 +259,7 @@ class PlanResult:
             "beam_model": _beam_model_record(self.beam_model),
             "dose_algorithm": _dose_algorithm_record(),
             "hu_table": _hu_table_record(resolve_density_table(self.density_table)),
+            "mlc_parameters": _mlc_record(self.plan.beams[0].machine, self.beam_model),
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
@@ -405,6 +406,23 @@ def _dose_algorithm_record() -> dict[str, Any]:
     return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
 
 
+def _mlc_record(machine, model: BeamModel | None) -> dict[str, Any]:
+    """The MLC and jaw parameters of every aperture dose of the plan: the machine's
+    ``[dosimetry]`` and the keys the commissioned beam model replaced (no file paths)."""
+    p = resolve_mlc_parameters(machine, model)
+    commissioned = {} if model is None else dict(model.parameters.get("mlc") or {})
+    commissioned.pop("applied_to_dose", None)
+    return {
+        "transmission": p.transmission,
+        "dosimetric_leaf_gap_mm": p.dosimetric_leaf_gap_mm,
+        "interleaf_leakage": p.leakage,
+        "tongue_and_groove_mm": p.tongue_and_groove_mm,
+        "jaw_transmission": p.jaw_transmission,
+        "machine": machine.name,
+        "from_beam_model": sorted(commissioned),
+    }
+
+
 def _hu_table_record(table: HUTable) -> dict[str, Any]:
     """The CT-to-density table every dose of a plan used (its file name: no folder of the
     machine is written)."""
@@ -464,7 +482,7 @@ class _Context:
     progress: bool
     overrides: dict
     beam_model: BeamModel
-    density_table: HUTable
+    density_table: HUTable | None = None  # None: the shipped table
     mapping: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     dose_grid: Grid | None = None

@@ -413,7 +413,11 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     plan = DeliverablePlan([beam], 3, 1.0, "PTV")
     merged = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
     density = np.asarray(hu_to_density(patient.ct.array))
-    fluence = [beam.segment_fluence(k) for k in range(len(beam.segments))]  # MLC physics
+    from dose_engine import load_beam_model
+
+    # each segment's fluence with the MLC physics and its head scatter following its jaws
+    model = load_beam_model()
+    fluence = [beam.segment_fluence(k, model=model) for k in range(len(beam.segments))]
     plain = sum(
         np.asarray(
             field_dose(density, patient.ct.grid, grid, beam.beam, r, w * seg.total_mu),

@@ -260,8 +260,12 @@ def test_mlc_physics_moves_segment_mu(case, machine_name):
 def test_aperture_dose_equals_beamlet_superposition(machine_name):
     """Dose from leaf-gap rectangles == dose from the beamlet cells weighted by the
     quantised fluence (two independent rectangle sets through dose_engine.field_dose), for
-    an ideal MLC (no transmission, leaf gap or tongue-and-groove)."""
-    from dose_engine import MLCParameters, field_dose
+    an ideal MLC (no transmission, leaf gap or tongue-and-groove) and a beam model without
+    head scatter (whose following the jaws scales each segment, tested in
+    tests/rtplan/dose/test_mlc_aperture_dose.py)."""
+    from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
+
+    model = BeamModel({**load_beam_model().parameters, "head_scatter_weight": 0.0})
 
     grid = Grid(shape=(8, 24, 24), origin_mm=(-57.5, -57.5, -35.0), spacing_mm=(5, 5, 10))
     density = np.ones(grid.shape, np.float32)
@@ -274,10 +278,10 @@ def test_aperture_dose_equals_beamlet_superposition(machine_name):
     fl = rng.random(len(bl)) * 20
     machine = load_machine(machine_name)
     seq = sequence_plan(fl, bl, [beam], machine, n_levels=4)
-    d_ap = aperture_dose(seq.beams[0], density, grid, grid, mlc_parameters=MLCParameters())
+    d_ap = aperture_dose(seq.beams[0], density, grid, grid, model, mlc_parameters=MLCParameters())
     q = seq.quantized_fluence_mu(bl)
     keep = q > 0
-    d_bl = field_dose(density, grid, grid, beam, bl.rectangles_mm(0)[keep], q[keep])
+    d_bl = field_dose(density, grid, grid, beam, bl.rectangles_mm(0)[keep], q[keep], model)
     assert d_ap.shape == grid.shape and d_ap.max() > 0
     np.testing.assert_allclose(d_ap, d_bl, atol=2e-5 * float(d_bl.max()))
     xe, ye = beam_map_edges_mm(bl, 0)

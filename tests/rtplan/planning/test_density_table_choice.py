@@ -16,7 +16,7 @@ import pytest
 from _tiny_protocol import tiny_cshape_protocol
 
 from dose_engine import hu_to_density, load_hu_table
-from rtplan import compute_plan_dose
+from rtplan import compute_plan_dose, load_machine
 from rtplan.cli import main
 from rtplan.io import read_patient, read_rtdose, read_rtplan_beams
 from rtplan.phantoms import write_phantom
@@ -69,6 +69,14 @@ def test_plan_records_the_table(case):
     assert record["source"] == "denser soft tissue than the shipped table (test)"
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "file scanner.csv" in report and "0 HU → 1.1" in report
+    # the MLC and jaw parameters of its aperture doses: the machine's (shipped model)
+    plan = json.loads((out / "plan.json").read_text())["plan"]
+    mlc = plan["mlc_parameters"]
+    machine = load_machine(plan["machine"])
+    assert mlc["transmission"] == machine.dosimetry.transmission
+    assert mlc["dosimetric_leaf_gap_mm"] == machine.dosimetry.dosimetric_leaf_gap_mm
+    assert mlc["from_beam_model"] == []
+    assert f"dosimetric leaf gap {machine.dosimetry.dosimetric_leaf_gap_mm:g} mm" in report
 
 
 def test_denser_table_lowers_the_dose_at_depth(case, tmp_path):
