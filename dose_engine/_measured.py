@@ -40,7 +40,7 @@ A commissioning data set is a folder (or a list of files) holding
       transmission = 0.015        # closed-leaf transmission, fraction of open-field dose
       dosimetric_leaf_gap_mm = 1.6
       interleaf_leakage = 0.022   # fraction; at least the transmission
-      tongue_and_groove_mm = 1.0  # band about each leaf boundary shielded by either leaf
+      tongue_and_groove_mm = 0.5  # band about each leaf boundary shielded by either leaf
       jaw_transmission = 0.003    # fraction, outside the jaws
 
 The measured 6 MV data shipped in the pymedphys 0.41 wheel (Apache-2.0; PTW 60008 diode,

@@ -100,12 +100,8 @@ def test_two_levels_keep_every_target_at_its_level_gh19(plans, dicompyler):
 def test_without_the_safety_nets_the_lower_level_is_a_dose_dump_gh19(plans, dicompyler):
     written, _, (result, out) = plans
     dmax, d95, low_mean, _ = _independent(out, written.rtstruct_path, dicompyler)
-    # the protocol's own goals are all met (or missed by less than 1 %: with the MLC
-    # physics in the final dose this plan's PTV70 D20% reads 77.15 Gy against 77 Gy) ...
-    for r in result.goal_table:
-        assert r.passed or (r.goal.comparison == "<=" and r.value <= 1.01 * r.goal.level), (
-            f"{r.goal.text}: {r.value:.2f}"
-        )
+    # the protocol's own goals are all met ...
+    assert result.all_goals_met
     # ... while the global maximum or PTV56 beyond the margin breaks the limits
     assert dmax > 1.10 * RX_GY or abs(low_mean - LOW_GY) > 0.10 * LOW_GY
 
