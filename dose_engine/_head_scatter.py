@@ -32,6 +32,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from ._arguments import ARRAY, check_arguments
 from ._model import BeamModel
 
 __all__ = ["collimator_scatter_scale"]
@@ -40,6 +41,9 @@ __all__ = ["collimator_scatter_scale"]
 OPEN_WEIGHT = 0.5
 
 
+@check_arguments(
+    model="dose_engine._model:BeamModel", rectangles_mm=ARRAY, weights=ARRAY, jaws_mm=ARRAY
+)
 def collimator_scatter_scale(
     model: BeamModel, rectangles_mm, weights, jaws_mm: tuple[float, float, float, float]
 ) -> float:
