@@ -12,8 +12,10 @@ from ._density import HUTable, hu_to_density, load_hu_table
 from ._field_dose import field_dose
 from ._fit import fit_beam_model
 from ._grid import Grid
+from ._head_scatter import collimator_scatter_scale
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
+from ._mlc_fluence import MLCParameters, aperture_fluence
 from ._model import BeamModel, load_beam_model, rectangle_dose
 from ._omnipro_ascii import read_omnipro_ascii
 from ._output_factor_table import read_output_factor_table
@@ -38,14 +40,17 @@ __all__ = [
     "BeamModel",
     "BeamModelError",
     "Beamlets",
+    "aperture_fluence",
     "HUTable",
     "InfluenceMatrix",
+    "MLCParameters",
     "MeasuredData",
     "MeasuredScan",
     "PATIENT_POSITIONS",
     "ValidationReport",
     "beamlets_for_target",
     "cached_influence_matrix",
+    "collimator_scatter_scale",
     "compare_to_measured",
     "compute_influence_matrix",
     "equispaced_coplanar_beams",

@@ -114,8 +114,8 @@ def _commission(args) -> int:
     sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
     if "mlc" in params:
         sys.stdout.write(
-            "note: the MLC parameters of the table are recorded in the model file; the dose "
-            "calculation does not apply them yet.\n"
+            "note: the MLC parameters of the table are in the model file; every aperture dose "
+            "with this model applies them over the machine's defaults.\n"
         )
     return max(1 if report.failures() else 0, _warn_unless_converged(params, args.max_nfev))
 

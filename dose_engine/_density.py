@@ -10,6 +10,7 @@ from array_api_compat import array_namespace
 
 from ._arguments import ARRAY, PATH, check_arguments, optional
 from ._data_files import read_json_data
+from ._density_files import TEXT_SUFFIXES, read_density_text
 from .errors import BeamModelError
 
 __all__ = ["HUTable", "hu_to_density", "load_hu_table"]
@@ -32,12 +33,15 @@ class HUTable:
         Where the table comes from.
     path : str
         File it was read from (for messages).
+    quantity : {"relative_electron_density", "mass_density"}
+        What the density column holds (the engine scales path lengths by it either way).
     """
 
     hu: np.ndarray
     density: np.ndarray
     source: str = ""
     path: str = "<memory>"
+    quantity: str = "relative_electron_density"
 
     def __post_init__(self) -> None:
         hu = np.asarray(self.hu, float).ravel()
@@ -66,19 +70,26 @@ class HUTable:
 
 @check_arguments(path=optional(PATH))
 def load_hu_table(path: str | Path | None = None) -> HUTable:
-    """Read an HU → relative electron density table (JSON with a ``table`` of [hu, density]).
+    """Read an HU → density table: the shipped one, or a clinic's CSV, TOML or JSON file.
 
     Parameters
     ----------
     path : str or Path, optional
-        JSON file; default is the table shipped in ``dose_engine/data/hu_to_density.json``.
+        ``.csv`` / ``.txt`` (two columns, ``#`` comments, optional header ``hu,
+        relative_electron_density`` or ``hu, mass_density``), ``.toml`` (``table =
+        [[hu, density], ...]``, optional ``source`` and ``quantity``; see
+        :mod:`dose_engine._density_files`) or JSON with a ``table`` of [hu, density];
+        default: the table shipped in ``dose_engine/data/hu_to_density.json``.
 
     Raises
     ------
     BeamModelError
-        If the file is unreadable, lacks ``table`` or is not monotonic (the message names the
-        file and the row).
+        If the file is unreadable or malformed, not monotonic, or gives water (0 HU) a
+        density outside 0.85-1.15; the message names the file and the line or row.
     """
+    if path is not None and Path(path).suffix.lower() in TEXT_SUFFIXES:
+        hu, rho, source, quantity = read_density_text(Path(path))
+        return HUTable(hu, rho, source, str(path), quantity)
     data, name = read_json_data(path, _DEFAULT_NAME, what="HU table")
     try:
         rows = np.asarray(data["table"], dtype=float)

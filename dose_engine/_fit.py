@@ -127,8 +127,8 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
     """A :class:`BeamModel` from shape parameters and a tabulated depth function.
 
     ``meta`` holds ``name``, ``energy_mv``, ``sad_mm``, ``provenance`` and optionally
-    ``mlc`` (the commissioning table's MLC parameters, recorded as data: the dose
-    calculation does not apply them yet, so ``applied_to_dose`` is false).
+    ``mlc`` (the commissioning table's MLC and jaw parameters, which every aperture dose
+    applies over the machine's defaults: ``applied_to_dose`` is true).
     """
     ratio = np.interp(depth_mm, shape["scatter_ratio_depth_mm"], shape["scatter_ratio_nodes"])
     params = {
@@ -485,7 +485,7 @@ def fit_beam_model(
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
     residuals = _residual_summary(final, measured, targets)
     if measured.mlc:
-        meta["mlc"] = {**measured.mlc, "applied_to_dose": False}
+        meta["mlc"] = {**measured.mlc, "applied_to_dose": True}
     residuals.update(least_squares_cost=cost, least_squares_nfev=nfev, converged=converged)
     largest = max(max(s.field) for s in measured.scans)
     meta["provenance"] = {

@@ -36,10 +36,12 @@ A commissioning data set is a folder (or a list of files) holding
       depth_mm = 100.0
       dose_gy_per_mu = 0.00812
 
-      [mlc]                       # optional: recorded in the model file (see MLC_KEYS)
+      [mlc]                       # optional: applied to every aperture dose (MLC_KEYS)
       transmission = 0.015        # closed-leaf transmission, fraction of open-field dose
       dosimetric_leaf_gap_mm = 1.6
       interleaf_leakage = 0.022   # fraction; at least the transmission
+      tongue_and_groove_mm = 0.5  # band about each leaf boundary shielded by either leaf
+      jaw_transmission = 0.003    # fraction, outside the jaws
 
 The measured 6 MV data shipped in the pymedphys 0.41 wheel (Apache-2.0; PTW 60008 diode,
 SSD 900 mm, 5 × 5 and 10 × 10 cm², PDDs and profiles at 15, 50, 100 and 200 mm, in
@@ -63,6 +65,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
 
 from ._arguments import PATH, check_arguments, either, sequence_of
 from ._mcc import read_mcc
+from ._mlc_fluence import PARAMETER_RANGES
 from ._output_factor_table import read_output_factor_table
 from ._scan import MeasuredScan, field_label
 from ._scan_files import read_scan_file, scan_files_in
@@ -79,15 +82,12 @@ __all__ = [
 ]
 
 TABLE_NAME = "commissioning.toml"
-#: ``[mlc]`` entries of ``commissioning.toml``: (lowest, highest) plausible value.  The upper
-#: bounds catch per cent given for fractions and cm for mm; published values: transmission
-#: 0.01-0.02, DLG 0.3-2.2 mm, interleaf leakage 0.015-0.03 (AAPM TG-50, doi:10.1118/1.1434014;
-#: LoSasso et al. 1998, doi:10.1118/1.598381).
-MLC_KEYS = {
-    "transmission": (0.0, 0.1),
-    "dosimetric_leaf_gap_mm": (0.0, 5.0),
-    "interleaf_leakage": (0.0, 0.1),
-}
+#: ``[mlc]`` entries of ``commissioning.toml``: (lowest, highest) plausible value (the
+#: dose calculation's :class:`~dose_engine.MLCParameters`).  The upper bounds catch per cent
+#: given for fractions and cm for mm; published values: transmission 0.01-0.02, DLG
+#: 0.3-2.2 mm, interleaf leakage 0.015-0.03 (AAPM TG-50, doi:10.1118/1.1434014; LoSasso et
+#: al. 1998, doi:10.1118/1.598381).
+MLC_KEYS = PARAMETER_RANGES
 
 
 # ------------------------------------------------------------------ data set

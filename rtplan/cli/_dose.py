@@ -4,7 +4,8 @@ Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or stat
 photon MLC beams), checks that it belongs to the CT and structure set given, computes
 the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
 commissioned one with ``--beam-model FILE``) and writes it as an RT-DOSE that
-references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons, …),
+references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons,
+flattening-filter-free beams with a flattened model, …),
 mismatched references and a beam model that cannot be read or whose SAD differs from
 the plan's are refused: one line on stderr, exit status 2, no output.
 """
@@ -16,12 +17,18 @@ import logging
 
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
-from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
+from ..dose._plan_dose import (
+    beam_model_fluence_mode,
+    compute_plan_dose,
+    require_ct_volume,
+    resolve_beam_model,
+    resolve_density_table,
+)
 from ..errors import InputError
 from ..io import read_patient
 from ..io._rtdose import write_rtdose
 from ..io._rtplan_read import read_rtplan_beams
-from ._plan import add_beam_model_option
+from ._plan import add_beam_model_option, add_density_table_option
 
 log = logging.getLogger("rtplan.cli")
 
@@ -61,6 +68,7 @@ def register(subparsers) -> None:
         help="(300A,0071) FractionGroupNumber, when the plan has several",
     )
     add_beam_model_option(p)
+    add_density_table_option(p)
     p.add_argument("--force", action="store_true", help="replace RTDOSE.dcm if it exists")
     p.set_defaults(func=run)
 
@@ -71,14 +79,21 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dose_grid_mm > 0):
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
     model = resolve_beam_model(args.beam_model)
+    table = resolve_density_table(args.density_table)  # a bad table: refused before any work
     machine = load_machine(args.machine) if args.machine else None
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
     plan = read_rtplan_beams(
-        args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group
+        args.rtplan,
+        patient,
+        machine=machine,
+        fraction_group_number=args.fraction_group,
+        fluence_mode=beam_model_fluence_mode(model),
     )
     try:
-        result = compute_plan_dose(plan, patient, dose_grid_mm=args.dose_grid_mm, model=model)
+        result = compute_plan_dose(
+            plan, patient, dose_grid_mm=args.dose_grid_mm, model=model, density_table=table
+        )
     except InputError as exc:
         raise InputError(f"RT-PLAN '{args.rtplan}': {exc}") from exc
     write_rtdose(

@@ -5,6 +5,7 @@ Usage::
     rtplan influence CT_DIR RTSTRUCT --target PTV [--beams 9 | --gantry 0,40,80]
                      [--dose-grid-mm 3] [--beamlet-mm 5] [--margin-mm 5]
                      --out FILE.h5 [--force] [--backend numpy|cupy] [--cache-dir DIR]
+                     [--beam-model FILE] [--hu-table FILE]
 
 The file holds the float32 CSR matrix (Gy per MU; rows = every dose-grid voxel in C order,
 columns = beamlets in beam order), the dose grid, the beams, the beamlet table and the beam
@@ -26,7 +27,7 @@ from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
 from ..dose._influence import influence_matrix
 from ..errors import InputError
 from ..io import read_patient
-from ._plan import add_beam_model_option
+from ._plan import add_beam_model_option, add_density_table_option
 
 __all__ = ["register", "run"]
 
@@ -88,6 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="reuse/store matrices in this folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_beam_model_option(p)
+    add_density_table_option(p)
     p.set_defaults(func=run)
 
 
@@ -116,6 +118,7 @@ def run(args) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         beam_model=args.beam_model,
+        density_table=args.density_table,
     )
     with atomic_file(out, overwrite=args.force) as tmp:
         save_influence_matrix(

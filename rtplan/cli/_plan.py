@@ -63,6 +63,7 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
         help="override the first-order solver's iterations per level",
     )
     add_beam_model_option(p)
+    add_density_table_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -75,6 +76,19 @@ def add_beam_model_option(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="beam-model JSON file from `python -m dose_engine.fit` (default: the shipped "
         "6 MV model); its SAD must match the machine's",
+    )
+
+
+def add_density_table_option(p: argparse.ArgumentParser) -> None:
+    """``--hu-table FILE``: the scanner's CT-to-density calibration."""
+    p.add_argument(
+        "--hu-table",
+        dest="density_table",
+        default=None,
+        metavar="FILE",
+        help="the scanner's HU to relative electron (or mass) density table: CSV or TOML, "
+        "two columns, HU increasing (default: the protocol's [dose] density_table, else the "
+        "shipped generic table)",
     )
 
 
@@ -91,6 +105,7 @@ def planning_kwargs(args: argparse.Namespace) -> dict:
         n_beams=args.beams,
         max_iterations=args.max_iterations,
         beam_model=args.beam_model,
+        density_table=args.density_table,
     )
     return {"options": options, "overwrite": args.force}
 

@@ -32,9 +32,11 @@ per segment), (300A,010E) *FinalCumulativeMetersetWeight* 1, and (300A,0086)
 Closed leaf pairs
 -----------------
 A pair whose gap ``B − A`` is at most ``closed_gap_mm`` (the machine's
-``min_leaf_gap_mm``) transmits nothing in rtplan's dose model: leakage through a minimum
-gap and leaf transmission are not modelled.  The sequencer parks closed pairs under a jaw
-where the machine has X jaws.
+``min_leaf_gap_mm``) is closed for :meth:`Segment.open_rectangles_mm` (sequencing, the
+open area).  The dose sees every leaf: :meth:`DeliverableBeam.segment_fluence` applies the
+machine's leaf and jaw transmission, dosimetric leaf gap, interleaf leakage and
+tongue-and-groove (:func:`dose_engine.aperture_fluence`).  The sequencer parks closed
+pairs under a jaw where the machine has X jaws.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from dose_engine import BeamModel, MLCParameters, aperture_fluence, collimator_scatter_scale
 
 from .._internal.arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
 from ..errors import SegmentError
@@ -386,6 +390,45 @@ class DeliverableBeam:
         """Open rectangles ``(n, 4)`` [x1, x2, y1, y2] (mm, BLD) of segment ``k`` on this
         machine (pairs at the machine's minimum gap count as closed)."""
         return self.segments[k].open_rectangles_mm(closed_gap_mm=self.machine.mlc.min_leaf_gap_mm)
+
+    def segment_fluence(
+        self, k: int, parameters: MLCParameters | None = None, *, model: BeamModel | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fluence of segment ``k`` per MU as weighted rectangles, with the MLC physics.
+
+        Parameters
+        ----------
+        k : int
+            Segment index.
+        parameters : dose_engine.MLCParameters, optional
+            Leaf and jaw parameters; default the machine's (:attr:`Machine.dosimetry`).
+        model : dose_engine.BeamModel, optional, keyword-only
+            With a model, the weights are scaled so that the head scatter follows the
+            jaws, not the MLC opening (:func:`dose_engine.collimator_scatter_scale`; along
+            an axis without jaws the leaves' opening collimates it).
+
+        Returns
+        -------
+        rectangles_mm : (n, 4) ndarray of float, mm
+            ``[x1, x2, y1, y2]`` (BLD, isocentre plane).
+        weights : (n,) ndarray of float
+            Fluence per MU of each (see :func:`dose_engine.aperture_fluence`).
+        """
+        seg = self.segments[k]
+        rects, weights = aperture_fluence(
+            seg.leaf_positions_mm,
+            seg.leaf_boundaries_mm,
+            seg.jaws_mm,
+            self.machine.dosimetry if parameters is None else parameters,
+            reach_x_mm=self.machine.mlc.leaf_position_range_mm,
+        )
+        opened = rects[weights >= 0.5]
+        if model is None or opened.size == 0:
+            return rects, weights
+        jx = seg.jaws_mm.get("X", (opened[:, 0].min(), opened[:, 1].max()))
+        jy = seg.jaws_mm.get("Y", (opened[:, 2].min(), opened[:, 3].max()))
+        scale = collimator_scatter_scale(model, rects, weights, (*jx, *jy))
+        return rects, weights * scale
 
     def validate(self, *, where: str = "") -> None:
         """Validate every segment against the machine (see :meth:`Segment.validate`)."""

@@ -28,8 +28,8 @@ Constraints (checked by :meth:`rtplan.Segment.validate`)
     closed: the gap ``B − A`` is either 0 ("fully closed", as DICOM files commonly write
     closed pairs, ``A == B``) or ≥ ``min_leaf_gap_mm`` (both within :data:`GAP_TOLERANCE_MM`).
     ``A > B`` (colliding leaves) is always refused.  A pair whose gap is at most
-    ``min_leaf_gap_mm`` counts as *closed*: it transmits no primary fluence in rtplan's model
-    (leakage through the minimum gap and leaf transmission are not modelled).
+    ``min_leaf_gap_mm`` counts as *closed* for sequencing; the dose calculation sees its real
+    gap, widened by the dosimetric leaf gap (:mod:`dose_engine._mlc_fluence`).
 ``max_leaf_travel_mm``
     Varian's carriage limit (called "maximum leaf span" or "leaf extension" in vendor
     documents): within one segment, the most extended and the most retracted leaf of one bank
@@ -49,7 +49,11 @@ TOML, shipped in ``rtplan/data/machines/`` (``VarianMLC120``: Varian-style 120-l
 Millennium, X and Y jaws; ``AgilityMLC160``: Elekta Agility-style 160-leaf, Y diaphragms
 only) or any user file, loaded by :func:`load_machine`.  The leaf boundaries are given either
 as ``leaf_widths_mm`` (list) or ``leaf_width_mm`` + ``n_leaf_pairs``, plus
-``first_boundary_mm``; or directly as ``leaf_boundaries_mm``.
+``first_boundary_mm``; or directly as ``leaf_boundaries_mm``.  An optional ``[dosimetry]``
+table gives the dose calculation's MLC and jaw parameters (:class:`dose_engine.MLCParameters`:
+``transmission``, ``dosimetric_leaf_gap_mm``, ``interleaf_leakage``,
+``tongue_and_groove_mm``, ``jaw_transmission``; docs/commissioning.md lists the shipped
+values and their sources).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from dose_engine import BeamModelError, MLCParameters
 
 from .._internal.arguments import ARRAY, PATH, TEXT, check_arguments
 from .._internal.toml_files import parse_toml, read_named_toml
@@ -296,6 +302,11 @@ class Machine:
         (300A,00C6) *RadiationType* (default ``"PHOTON"``).
     manufacturer : str
         (0008,0070) *Manufacturer* of the model (free text).
+    dosimetry : dose_engine.MLCParameters
+        Leaf and jaw transmission, dosimetric leaf gap, interleaf leakage and
+        tongue-and-groove width: the machine file's ``[dosimetry]`` table (default: none
+        of these effects); a commissioned beam model's ``"mlc"`` entries override them
+        (:func:`rtplan.dose.resolve_mlc_parameters`).
     """
 
     name: str
@@ -305,8 +316,14 @@ class Machine:
     nominal_energy_mv: float = 6.0
     radiation_type: str = "PHOTON"
     manufacturer: str = ""
+    dosimetry: MLCParameters = field(default_factory=MLCParameters)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dosimetry, MLCParameters):
+            raise MachineError(
+                f"Machine {self.name!r}: `dosimetry` must be a dose_engine.MLCParameters; got "
+                f"{type(self.dosimetry).__name__}."
+            )
         jaws = dict(self.jaws)
         for key, jaw in jaws.items():
             if not isinstance(jaw, JawModel) or jaw.name != key:
@@ -334,6 +351,7 @@ class Machine:
                 self.nominal_energy_mv,
                 self.radiation_type,
                 self.manufacturer,
+                self.dosimetry,
             ),
         )
 
@@ -344,8 +362,8 @@ class Machine:
             self.name == other.name
             and self.mlc == other.mlc
             and dict(self.jaws) == dict(other.jaws)
-            and (self.sad_mm, self.nominal_energy_mv, self.radiation_type)
-            == (other.sad_mm, other.nominal_energy_mv, other.radiation_type)
+            and (self.sad_mm, self.nominal_energy_mv, self.radiation_type, self.dosimetry)
+            == (other.sad_mm, other.nominal_energy_mv, other.radiation_type, other.dosimetry)
         )
 
     @property
@@ -545,6 +563,11 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             )
         except MachineError as exc:
             raise MachineError(f"Machine file {source}: {exc}") from None
+    dosimetry_t = _get(data, "dosimetry", "", source, dict, default={})
+    try:
+        dosimetry = MLCParameters.from_mapping(dosimetry_t, source=f"machine file {source}")
+    except BeamModelError as exc:
+        raise MachineError(f"Machine file {source}: `[dosimetry]`: {exc}") from None
     try:
         return Machine(
             name=name,
@@ -554,6 +577,7 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             nominal_energy_mv=float(_get(data, "nominal_energy_mv", "", source, num, default=6.0)),
             radiation_type=str(_get(data, "radiation_type", "", source, str, default="PHOTON")),
             manufacturer=str(_get(data, "manufacturer", "", source, str, default="")),
+            dosimetry=dosimetry,
         )
     except MachineError as exc:
         raise MachineError(f"Machine file {source}: {exc}") from None

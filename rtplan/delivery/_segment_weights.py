@@ -2,9 +2,12 @@ r"""Segment-weight re-optimisation after leaf sequencing, and dose comparisons.
 
 Quantisation and sequencing change the optimal fluence a little.  With the apertures
 fixed, the dose is linear in the segment meterset ``m`` (MU): ``d = D_seg m`` where column
-``k`` of ``D_seg`` is the dose of segment ``k`` at 1 MU.  Because a segment opens whole
-beamlets, ``D_seg = D S`` exactly, with ``D`` the influence matrix (Gy/MU, voxels ×
-beamlets) and ``S[j, k]`` the open fraction of beamlet ``j`` in segment ``k`` (0 or 1).
+``k`` of ``D_seg`` is the dose of segment ``k`` at 1 MU: ``D_seg = D S`` with ``D`` the
+influence matrix (Gy/MU, voxels × beamlets) and ``S[j, k]`` the mean fluence of segment
+``k`` over beamlet ``j``: 1 where open, the leaf transmission under the leaves, a fraction
+where the dosimetric leaf gap or a tongue-and-groove band cuts the beamlet (the fluence of
+the final aperture dose, :meth:`~rtplan.DeliverableBeam.segment_fluence`; exact but for
+the fluence outside the beamlets, which the influence matrix does not cover).
 
 :func:`reoptimize_segment_weights` solves the non-negative weighted least-squares problem
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dose_engine import BeamModel, MLCParameters
 from optimizers import Status, dose_at_volume
 
 from .._internal.arguments import ARRAY, TEXT, check_arguments, sequence_of
@@ -51,9 +55,14 @@ EIGEN_RTOL = 1e-12
 
 
 def segment_beamlet_matrix(
-    dbeams: Sequence[DeliverableBeam], beamlets, *, beam_indices: Sequence[int] | None = None
+    dbeams: Sequence[DeliverableBeam],
+    beamlets,
+    *,
+    beam_indices: Sequence[int] | None = None,
+    mlc_parameters: MLCParameters | None = None,
+    model: BeamModel | None = None,
 ):
-    """Open fraction of every beamlet in every segment.
+    """Mean fluence of every segment over every beamlet, with the MLC physics.
 
     Parameters
     ----------
@@ -63,12 +72,21 @@ def segment_beamlet_matrix(
     beam_indices : sequence of int, optional, keyword-only
         Beam index in ``beamlets`` of each deliverable beam (default ``0, 1, ...``; use
         :attr:`rtplan.sequencing.PlanSequencing.beam_indices`).
+    mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
+        Leaf and jaw parameters (default each beam's machine's); the final aperture dose
+        must use the same ones (:func:`rtplan.dose.resolve_mlc_parameters`).
+    model : dose_engine.BeamModel, optional, keyword-only
+        The beam model of the final dose: each segment's column is scaled so that its head
+        scatter follows its jaws (:meth:`DeliverableBeam.segment_fluence`), as in the
+        final aperture dose.
 
     Returns
     -------
     S : scipy.sparse.csc_matrix, shape (n_beamlets, n_segments), float64
-        ``S[j, k]`` = fraction of beamlet ``j``'s rectangle inside segment ``k``'s open
-        rectangles (segments numbered beam by beam, in order).
+        ``S[j, k]`` = fluence of segment ``k`` per MU averaged over beamlet ``j``'s
+        rectangle (:meth:`DeliverableBeam.segment_fluence`: 1 where open, the leaf
+        transmission under the leaves, less in the tongue-and-groove bands, …; segments
+        numbered beam by beam, in order).  For an ideal MLC it is the open fraction.
     """
     import scipy.sparse as sp
 
@@ -81,25 +99,24 @@ def segment_beamlet_matrix(
         cells = beamlets.rectangles_mm(int(b))
         area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
         for s in range(len(dbeam.segments)):
-            r = dbeam.segment_rectangles_mm(s)
-            if r.size:
-                ox = np.clip(
-                    np.minimum(cells[:, None, 1], r[None, :, 1])
-                    - np.maximum(cells[:, None, 0], r[None, :, 0]),
-                    0,
-                    None,
-                )
-                oy = np.clip(
-                    np.minimum(cells[:, None, 3], r[None, :, 3])
-                    - np.maximum(cells[:, None, 2], r[None, :, 2]),
-                    0,
-                    None,
-                )
-                frac = (ox * oy).sum(axis=1) / area
-                nz = np.flatnonzero(frac > 1e-12)
-                rows.append(sl.start + nz)
-                cols.append(np.full(nz.size, k))
-                vals.append(frac[nz])
+            r, weight = dbeam.segment_fluence(s, mlc_parameters, model=model)
+            ox = np.clip(
+                np.minimum(cells[:, None, 1], r[None, :, 1])
+                - np.maximum(cells[:, None, 0], r[None, :, 0]),
+                0,
+                None,
+            )
+            oy = np.clip(
+                np.minimum(cells[:, None, 3], r[None, :, 3])
+                - np.maximum(cells[:, None, 2], r[None, :, 2]),
+                0,
+                None,
+            )
+            frac = (ox * oy) @ weight / area
+            nz = np.flatnonzero(frac > 1e-12)
+            rows.append(sl.start + nz)
+            cols.append(np.full(nz.size, k))
+            vals.append(frac[nz])
             k += 1
     if rows:
         rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
@@ -267,6 +284,8 @@ def reoptimize_segment_weights(
     underdose_weights: Mapping[str, float] | None = None,
     beam_indices: Sequence[int] | None = None,
     max_underdose_iter: int = 20,
+    mlc_parameters: MLCParameters | None = None,
+    model: BeamModel | None = None,
 ) -> SegmentWeightResult:
     """Re-solve non-negative segment MU so the segments' dose matches a reference dose.
 
@@ -295,6 +314,12 @@ def reoptimize_segment_weights(
         Beam index in ``beamlets`` of each deliverable beam (default ``0, 1, ...``).
     max_underdose_iter : int, keyword-only
         Bound on the cold-set iterations (default 20).
+    mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
+        Leaf and jaw parameters of the segment fluence (:func:`segment_beamlet_matrix`);
+        default each beam's machine's.  Pass those of the final dose.
+    model : dose_engine.BeamModel, optional, keyword-only
+        The final dose's beam model (head scatter following the jaws, see
+        :func:`segment_beamlet_matrix`); default: no such scaling.
 
     Returns
     -------
@@ -330,7 +355,9 @@ def reoptimize_segment_weights(
             raise InputError(f"`underdose_weights[{name!r}]` must be ≥ 0; got {wt!r}.")
         pos = np.searchsorted(rows, np.asarray(structures[name], dtype=np.int64).ravel())
         u[pos] = np.maximum(u[pos], wt)
-    S = segment_beamlet_matrix(dbeams, beamlets, beam_indices=beam_indices)
+    S = segment_beamlet_matrix(
+        dbeams, beamlets, beam_indices=beam_indices, mlc_parameters=mlc_parameters, model=model
+    )
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
     M = _segment_dose_rows(D, S, rows)  # segment dose at 1 MU (Gy/MU), fitted voxels
     y = ref[rows]

@@ -1,11 +1,14 @@
-"""Dose from MLC apertures: the one segment → rectangles → dose path of rtplan.
+"""Dose from MLC apertures: the one segment → fluence rectangles → dose path of rtplan.
 
-Every open leaf-pair gap of a segment, clipped by the jaws
-(:meth:`rtplan.DeliverableBeam.segment_rectangles_mm`), is a rectangle in the isocentre
-plane (IEC BLD coordinates, mm) delivering its segment's meterset; identical rectangles of
-a beam are merged (dose is linear in MU) and :func:`dose_engine.field_dose` sums them on
-the dose grid.  The final dose of planning, the second check of a read RT-PLAN
-(:func:`rtplan.compute_plan_dose`) and the sequencing benches all take this path.
+Every segment's fluence, with the MLC and jaw physics (leaf and jaw transmission, rounded
+leaf ends, interleaf leakage, tongue-and-groove: :meth:`rtplan.DeliverableBeam.segment_fluence`,
+:func:`dose_engine.aperture_fluence`), is a set of weighted rectangles in the isocentre
+plane (IEC BLD coordinates, mm) scaled by its segment's meterset; identical rectangles of a
+beam are merged (dose is linear in MU) and :func:`dose_engine.field_dose` sums them on the
+dose grid.  The final dose of planning, the second check of a read RT-PLAN
+(:func:`rtplan.compute_plan_dose`) and the sequencing benches all take this path.  The MLC
+parameters are the machine's, overridden by a commissioned beam model's
+(:func:`resolve_mlc_parameters`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dose_engine import field_dose
+from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
 
@@ -24,7 +27,45 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..delivery import DeliverableBeam
 
-__all__ = ["aperture_dose", "beam_rectangles_mm", "merge_rectangles", "plan_aperture_dose"]
+__all__ = [
+    "aperture_dose",
+    "beam_rectangles_mm",
+    "merge_rectangles",
+    "plan_aperture_dose",
+    "resolve_mlc_parameters",
+]
+
+
+def resolve_mlc_parameters(machine, model: BeamModel | None) -> MLCParameters:
+    """The MLC and jaw parameters a dose on ``machine`` with ``model`` uses.
+
+    The machine file's ``[dosimetry]`` values (:attr:`rtplan.Machine.dosimetry`), each
+    replaced by the commissioned one when the beam model carries an ``"mlc"`` table
+    (``commissioning.toml``'s ``[mlc]``, written by ``python -m dose_engine.fit``).
+
+    Parameters
+    ----------
+    machine : rtplan.Machine
+    model : dose_engine.BeamModel or None
+
+    Returns
+    -------
+    dose_engine.MLCParameters
+
+    Raises
+    ------
+    dose_engine.BeamModelError
+        The model's ``"mlc"`` entries are unknown or implausible (named with the file).
+    """
+    params = machine.dosimetry
+    commissioned = {} if model is None else dict(model.parameters.get("mlc") or {})
+    commissioned.pop("applied_to_dose", None)
+    if not commissioned:
+        return params
+    return params.updated(
+        commissioned,
+        source=f"beam model {model.path} over machine {machine.name!r}",  # type: ignore[union-attr]
+    )
 
 
 def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
@@ -55,23 +96,38 @@ def merge_rectangles(rectangles_mm, mu) -> tuple[np.ndarray, np.ndarray]:
     return unique, summed
 
 
-def beam_rectangles_mm(dbeam: DeliverableBeam) -> tuple[np.ndarray, np.ndarray]:
-    """The open rectangles of every segment of ``dbeam`` with their meterset, merged.
+def beam_rectangles_mm(
+    dbeam: DeliverableBeam,
+    parameters: MLCParameters | None = None,
+    *,
+    model: BeamModel | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fluence of every segment of ``dbeam`` as rectangles with their meterset, merged.
+
+    Parameters
+    ----------
+    dbeam : DeliverableBeam
+    parameters : dose_engine.MLCParameters, optional
+        MLC and jaw parameters; default the machine's.
+    model : dose_engine.BeamModel, optional, keyword-only
+        With a model, each segment's head scatter follows its jaws
+        (:meth:`rtplan.DeliverableBeam.segment_fluence`).
 
     Returns
     -------
     rectangles_mm : (n, 4) ndarray, mm
         ``[x1, x2, y1, y2]`` in IEC BLD coordinates at the isocentre plane; ``n = 0`` when
-        no segment with meterset opens anything.
+        no segment has meterset.
     mu : (n,) ndarray, MU
-        Meterset of each (summed over the segments that open it).
+        Meterset × fluence weight of each (summed over the segments; may be negative for
+        the correction rectangles of :func:`dose_engine.aperture_fluence`).
     """
     rects, mus = [], []
     for k, seg in enumerate(dbeam.segments):
-        r = dbeam.segment_rectangles_mm(k)
-        if r.size and seg.total_mu > 0:
+        if seg.total_mu > 0:
+            r, w = dbeam.segment_fluence(k, parameters, model=model)
             rects.append(r)
-            mus.append(np.full(len(r), seg.total_mu))
+            mus.append(w * seg.total_mu)
     if not rects:
         return np.zeros((0, 4)), np.zeros(0)
     return merge_rectangles(np.concatenate(rects), np.concatenate(mus))
@@ -92,12 +148,14 @@ def aperture_dose(
     *,
     backend: str = "numpy",
     voxel_mask=None,
+    mlc_parameters: MLCParameters | None = None,
 ) -> np.ndarray:
     """Dose of a sequenced beam computed from its apertures (not from the fluence map).
 
-    The rectangles of :func:`beam_rectangles_mm` (every open leaf-pair gap clipped by the
-    jaws, carrying its segment's MU; identical ones merged) go into one
-    ``dose_engine.field_dose`` call (the pencil-beam dose is additive).
+    The fluence rectangles of :func:`beam_rectangles_mm` (with the MLC and jaw parameters
+    of :func:`resolve_mlc_parameters`, each segment's head scatter following its jaws;
+    identical ones merged) go into one ``dose_engine.field_dose`` call (the pencil-beam
+    dose is additive).
 
     Parameters
     ----------
@@ -109,6 +167,8 @@ def aperture_dose(
         Default: the dose engine's shipped 6 MV model.
     backend : {"numpy", "cupy"}, keyword-only
     voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, optional, keyword-only
+    mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
+        Default: :func:`resolve_mlc_parameters` of the beam's machine and ``model``.
 
     Returns
     -------
@@ -120,7 +180,10 @@ def aperture_dose(
     dose_engine.errors.InvalidGeometryError
         The dose engine refuses the beam (e.g. an isocentre outside the CT).
     """
-    rectangles_mm, mu = beam_rectangles_mm(dbeam)
+    model = model if isinstance(model, BeamModel) else load_beam_model(model)
+    if mlc_parameters is None:
+        mlc_parameters = resolve_mlc_parameters(dbeam.machine, model)
+    rectangles_mm, mu = beam_rectangles_mm(dbeam, mlc_parameters, model=model)
     if mu.size == 0:
         return np.zeros(dose_grid.shape, dtype=np.float32)
     return field_dose(

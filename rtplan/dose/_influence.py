@@ -21,6 +21,7 @@ from dose_engine import (
     Beam,
     BeamModel,
     Grid,
+    HUTable,
     InfluenceMatrix,
     beamlets_for_target,
     cached_influence_matrix,
@@ -32,7 +33,12 @@ from dose_engine import (
 from .._internal.arguments import check_arguments
 from ..errors import InputError
 from ..structures import body_outline
-from ._plan_dose import require_ct_volume, require_model_sad, resolve_beam_model
+from ._plan_dose import (
+    require_ct_volume,
+    require_model_sad,
+    resolve_beam_model,
+    resolve_density_table,
+)
 
 __all__ = ["body_mask", "influence_matrix"]
 
@@ -56,8 +62,8 @@ def body_mask(patient, dose_grid: Grid):
     return mask
 
 
-def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progress, model=None):
-    density = hu_to_density(patient.ct.array)
+def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progress, model, table):
+    density = hu_to_density(patient.ct.array, table)
     mask = body_mask(patient, dose_grid)
     if cache_dir is not None:
         return cached_influence_matrix(
@@ -102,6 +108,7 @@ def influence_matrix(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     beam_model: BeamModel | str | os.PathLike | None = None,
+    density_table: HUTable | str | os.PathLike | None = None,
 ) -> InfluenceMatrix:
     """Influence matrix for a patient with sensible defaults.
 
@@ -124,6 +131,9 @@ def influence_matrix(
         HDF5 cache folder; unchanged inputs load instead of recomputing.
     beam_model : dose_engine.BeamModel or path-like, optional
         A commissioned beam model or its JSON file (default: the shipped 6 MV model).
+    density_table : dose_engine.HUTable or path-like, optional
+        The scanner's CT-to-density table or its file (default: the shipped generic table;
+        :func:`rtplan.dose.resolve_density_table`).
 
     Returns
     -------
@@ -137,10 +147,12 @@ def influence_matrix(
         If the target covers no voxel of the dose grid, the beam model was fitted for
         another SAD than ``sad_mm``, or the CT has fewer than 3 slices.
     dose_engine.BeamModelError
-        ``beam_model`` is a file that cannot be read as a beam model.
+        ``beam_model`` is a file that cannot be read as a beam model, or
+        ``density_table`` one that cannot be read as a CT-to-density table.
     """
     require_ct_volume(patient, "an influence matrix")
     model = resolve_beam_model(beam_model)
+    table = resolve_density_table(density_table)
     require_model_sad(model, sad_mm, what="the requested beams")
     structure = patient.structure(target)
     dose_grid = patient.ct.grid.with_spacing(float(dose_grid_mm))
@@ -182,4 +194,5 @@ def influence_matrix(
         cache_dir=cache_dir,
         progress=progress,
         model=model,
+        table=table,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dose_engine import BeamModel, Grid, to_numpy
+from dose_engine import BeamModel, Grid, HUTable, to_numpy
 
 from .._internal.arguments import require_instance
 from ..errors import InputError
@@ -24,9 +24,11 @@ from ._aperture import aperture_dose
 
 __all__ = [
     "PlanDose",
+    "beam_model_fluence_mode",
     "compute_plan_dose",
     "require_model_sad",
     "resolve_beam_model",
+    "resolve_density_table",
 ]
 
 log = logging.getLogger("rtplan.recalc")
@@ -82,6 +84,49 @@ def resolve_beam_model(beam_model: BeamModel | str | os.PathLike | None) -> Beam
     return load_beam_model(None if beam_model is None else os.fspath(beam_model))
 
 
+def resolve_density_table(density_table: HUTable | str | os.PathLike | None) -> HUTable:
+    """The CT-to-density table every dose is computed with.
+
+    Parameters
+    ----------
+    density_table : dose_engine.HUTable, path-like or None
+        A table, a clinic's calibration file (CSV, TOML or JSON: two columns, HU and
+        relative electron or mass density; :func:`dose_engine.load_hu_table`) or ``None``
+        for the shipped generic table.
+
+    Returns
+    -------
+    dose_engine.HUTable
+
+    Raises
+    ------
+    dose_engine.BeamModelError
+        The file is unreadable, malformed or implausible; the message names it and the line.
+    """
+    from dose_engine import load_hu_table
+
+    if isinstance(density_table, HUTable):
+        return density_table
+    return load_hu_table(None if density_table is None else os.fspath(density_table))
+
+
+def beam_model_fluence_mode(model: BeamModel) -> str:
+    """Fluence mode of a beam model: its file's ``"fluence_mode"``, else ``"STANDARD"``.
+
+    ``"STANDARD"`` is a flattened beam, ``"FFF"`` a flattening-filter-free one; the RT-PLAN
+    reader refuses beams of the other mode (:func:`rtplan.io.read_rtplan`).
+
+    Parameters
+    ----------
+    model : dose_engine.BeamModel
+
+    Returns
+    -------
+    str
+    """
+    return str(model.parameters.get("fluence_mode", "STANDARD")).upper()
+
+
 def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
     """Refuse a beam model fitted for another source-axis distance.
 
@@ -130,6 +175,7 @@ def compute_plan_dose(
     model: BeamModel | str | os.PathLike | None = None,
     backend: str = "numpy",
     voxel_mask: np.ndarray | None = None,
+    density_table: HUTable | str | os.PathLike | None = None,
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT, in the body.
 
@@ -145,7 +191,7 @@ def compute_plan_dose(
         over all fractions).
     patient : rtplan.Patient
         CT in HU; converted to relative electron density by
-        :func:`dose_engine.hu_to_density`.
+        :func:`dose_engine.hu_to_density` with ``density_table``.
     dose_grid_mm : float, keyword-only
         Isotropic dose-grid spacing (mm) of a grid covering the body plus one dose voxel
         (:func:`rtplan.structures.body_grid`: the patient's EXTERNAL ROI, else the body
@@ -159,6 +205,9 @@ def compute_plan_dose(
     voxel_mask : (Z, Y, X) bool ndarray on the dose grid, optional
         The voxels to compute (planning passes the body and every planning structure);
         default: the body's voxels.
+    density_table : dose_engine.HUTable or path-like, optional
+        The scanner's CT-to-density calibration (:func:`resolve_density_table`); default:
+        the shipped generic table.
 
     Returns
     -------
@@ -206,9 +255,10 @@ def compute_plan_dose(
             "that covers the patient."
         )
     model = resolve_beam_model(model)
+    table = resolve_density_table(density_table)
     for dbeam in plan.beams:
         require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
-    density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32)))
+    density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table))
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {}
     for dbeam in plan.beams:

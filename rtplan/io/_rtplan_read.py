@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dose_engine import MLCParameters
+
 from .._internal.arguments import path_argument, require_instance
 from .._internal.messages import quote
 from ..delivery._deliverable import DeliverableBeam, DeliverablePlan, Segment
@@ -235,7 +237,43 @@ def _device_map(bseq_item, ctx: _Ctx, bnum: int):
     return devices
 
 
-def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
+#: (3002,0052) *FluenceModeID* values of flattening-filter-free beams (Varian writes "SRS"
+#: for its 6 MV stereotactic FFF mode).
+FFF_MODE_IDS = ("FFF", "SRS")
+#: Fluence modes of beam models (``"fluence_mode"`` of the model file; default STANDARD).
+FLUENCE_MODES = ("STANDARD", "FFF")
+
+
+def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str) -> None:
+    """Refuse a beam whose (3002,0050) *PrimaryFluenceModeSequence* does not match the
+    beam model's fluence mode (``"STANDARD"`` flattened, or ``"FFF"``)."""
+    plan_mode, text = "STANDARD", "STANDARD"
+    for item in b.get("PrimaryFluenceModeSequence", None) or []:
+        mode = str(item.get("FluenceMode", "") or "").strip().upper()
+        mode_id = str(item.get("FluenceModeID", "") or "").strip().upper()
+        if mode == "NON_STANDARD" or mode_id in FFF_MODE_IDS:
+            text = f"{mode or '(empty)'}, (3002,0052) FluenceModeID {quote(mode_id, 40)}"
+            if mode_id not in FFF_MODE_IDS:
+                raise ctx.err(
+                    f"beam {bnum}: (3002,0051) FluenceMode is {text}; that fluence mode is not "
+                    "modelled by the dose engine (FFF needs an FFF beam model)."
+                )
+            plan_mode = "FFF"
+    if plan_mode == fluence_mode:
+        return
+    if plan_mode == "FFF":
+        raise ctx.err(
+            f"beam {bnum}: (3002,0051) FluenceMode is {text}, a flattening-filter-free beam, "
+            f"but the beam model is {fluence_mode} (flattened); its dose would be computed with "
+            "the wrong profile and output. Commission an FFF model and pass it (--beam-model)."
+        )
+    raise ctx.err(
+        f"beam {bnum}: (3002,0051) FluenceMode is STANDARD (flattened) but the beam model is "
+        f"{fluence_mode}; pass a flattened beam model (--beam-model)."
+    )
+
+
+def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float, fluence_mode: str) -> None:
     rtype = str(b.get("RadiationType", "")).upper()
     if rtype != "PHOTON":
         raise ctx.err(
@@ -261,14 +299,7 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
                 "beam-modifying accessory is not modelled by the dose engine, so the beam "
                 "cannot be computed (whatever its Number of ... element says)."
             )
-    for item in b.get("PrimaryFluenceModeSequence", None) or []:
-        mode = str(item.get("FluenceMode", "") or "").strip().upper()
-        if mode and mode != "STANDARD":
-            mode_id = str(item.get("FluenceModeID", "") or "").strip()
-            raise ctx.err(
-                f"beam {bnum}: (3002,0051) FluenceMode is {mode} ({quote(mode_id, 40)}); only the "
-                "STANDARD (flattened) fluence mode is modelled by the dose engine."
-            )
+    _check_fluence_mode(b, ctx, bnum, fluence_mode)
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
         raise ctx.err(
@@ -279,9 +310,11 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float) -> None:
         raise ctx.err(f"beam {bnum}: (300A,00B3) PrimaryDosimeterUnit is {unit!r}; expected MU.")
 
 
-def _parse_beam(b, meterset_mu: float, ctx: _Ctx, energy_mv: float) -> _ParsedBeam:
+def _parse_beam(
+    b, meterset_mu: float, ctx: _Ctx, energy_mv: float, fluence_mode: str
+) -> _ParsedBeam:
     bnum = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
-    _refuse_unsupported(b, ctx, bnum, energy_mv)
+    _refuse_unsupported(b, ctx, bnum, energy_mv, fluence_mode)
     devices = _device_map(b, ctx, bnum)
     # A jaws-only field (no MLC) gets a virtual MLC: one leaf pair spanning the whole
     # Y range, its leaves on the X jaws, so that the aperture is exactly the jaw opening.
@@ -451,7 +484,28 @@ def _generic_machine(pb: _ParsedBeam):
         jaws=jaws,
         sad_mm=pb.sad_mm,
         nominal_energy_mv=pb.energy_mv if pb.energy_mv is not None else 6.0,
+        dosimetry=_shipped_dosimetry(pb),
     )
+
+
+def _shipped_dosimetry(pb: _ParsedBeam) -> MLCParameters:
+    """The MLC and jaw parameters of the shipped machine whose leaf boundaries the plan's
+    MLC has (a Millennium 120 under another machine name), else none (logged)."""
+    if pb.virtual_mlc:
+        return MLCParameters()
+    for name in available_machines():
+        shipped = load_machine(name)
+        b = shipped.mlc.leaf_boundaries_mm
+        if b.shape == pb.leaf_boundaries_mm.shape and np.allclose(
+            b, pb.leaf_boundaries_mm, atol=1e-3
+        ):
+            return shipped.dosimetry
+    log.warning(
+        "beam %d: no shipped machine has this MLC; its dose has no leaf transmission, leaf "
+        "gap or tongue-and-groove unless the beam model is commissioned with them ([mlc])",
+        pb.number,
+    )
+    return MLCParameters()
 
 
 def _machine_for(pb: _ParsedBeam, machine, cache: dict):
@@ -606,6 +660,7 @@ def read_rtplan_beams(
     machine=None,
     fraction_group_number: int | None = None,
     nominal_energy_mv: float = 6.0,
+    fluence_mode: str = "STANDARD",
 ) -> RtPlanBeams:
     """Like :func:`read_rtplan`, without requiring a prescription (for dose recalculation).
 
@@ -614,6 +669,10 @@ def read_rtplan_beams(
     """
     path = path_argument(path, "path")
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
+    if fluence_mode not in FLUENCE_MODES:
+        raise InputError(
+            f"`fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {fluence_mode!r}."
+        )
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
@@ -621,14 +680,16 @@ def read_rtplan_beams(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = _read_plan_dataset(
-            ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv
+            ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
         )
     for w in caught:
         log.info("%s: pydicom: %s", path.name, w.message)
     return plan
 
 
-def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv):
+def _read_plan_dataset(
+    ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
+):
     if str(ds.get("SOPClassUID", "")) != RT_PLAN_STORAGE:
         raise ctx.err(
             f"(0008,0016) SOPClassUID is {ds.get('SOPClassUID', '(missing)')}; expected RT Plan "
@@ -711,7 +772,7 @@ def _read_plan_dataset(ds, path, ctx, patient, machine, fraction_group_number, n
         if mset == 0:
             log.info("beam %d has BeamMeterset 0; skipped", bnum)
             continue
-        pb = _parse_beam(b, mset, ctx, nominal_energy_mv)
+        pb = _parse_beam(b, mset, ctx, nominal_energy_mv, fluence_mode)
         parsed.append(pb)
     if not parsed:
         raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")
@@ -726,6 +787,7 @@ def read_rtplan(
     fraction_group_number: int | None = None,
     nominal_energy_mv: float = 6.0,
     prescription_gy: float | None = None,
+    fluence_mode: str = "STANDARD",
 ):
     """Read an RT-PLAN's photon MLC beams into a deliverable plan for ``patient``.
 
@@ -746,6 +808,11 @@ def read_rtplan(
     nominal_energy_mv : float
         Energy the dose engine's beam model is commissioned for; beams at another
         (300A,0114) *NominalBeamEnergy* are refused.
+    fluence_mode : {"STANDARD", "FFF"}
+        Fluence mode of that beam model (:func:`rtplan.dose.beam_model_fluence_mode`):
+        beams whose (3002,0050) *PrimaryFluenceModeSequence* says otherwise (FluenceMode
+        NON_STANDARD, FluenceModeID FFF or SRS, against a flattened model) are refused,
+        naming the file, the beam and the element.
     prescription_gy : float, optional
         Total prescribed dose (Gy) when the plan states none ((300A,0026)
         *TargetPrescriptionDose* of a TARGET dose reference wins otherwise).
@@ -777,6 +844,7 @@ def read_rtplan(
         machine=machine,
         fraction_group_number=fraction_group_number,
         nominal_energy_mv=nominal_energy_mv,
+        fluence_mode=fluence_mode,
     )
 
     rx = prescription_gy if prescription_gy is not None else pb.total_dose_gy

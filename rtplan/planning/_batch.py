@@ -346,7 +346,7 @@ def plan_batch(
     # every output and the shared cache are checked before the cluster starts
     check_batch_outputs(entries, overwrite=overwrite)
     check_cache_dir(opts.cache_dir)
-    opts = opts.with_beam_model_read()
+    opts = opts.with_files_read()
     with dask_client(scheduler, n_workers=n_workers, processes=processes) as client:
         futures = [
             client.submit(_plan_one, e, opts, overwrite, pure=False, key=f"rtplan-plan-{i}")

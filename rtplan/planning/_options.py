@@ -9,10 +9,10 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dose_engine import BeamModel
+from dose_engine import BeamModel, HUTable
 
 from .._internal.arguments import INTEGER, NUMBER, PATH, TEXT, check_arguments, either, optional
-from ..dose._plan_dose import resolve_beam_model
+from ..dose._plan_dose import resolve_beam_model, resolve_density_table
 from ..errors import InputError
 from ..protocols import Protocol, load_protocol
 
@@ -30,6 +30,7 @@ SOLVERS = ("first_order", "cvxpy")
     n_beams=optional(INTEGER),
     max_iterations=optional(INTEGER),
     beam_model=optional(either(BeamModel, PATH)),
+    density_table=optional(either(HUTable, PATH)),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -52,6 +53,10 @@ class PlanOptions:
     beam_model : dose_engine.BeamModel or path-like, optional
         Beam model of every dose, or its JSON file (``python -m dose_engine.fit``);
         ``None``: the shipped 6 MV model.  Its SAD must equal the machine's.
+    density_table : dose_engine.HUTable or path-like, optional
+        The scanner's CT-to-density calibration, or its file (CSV, TOML or JSON, two
+        columns; :func:`dose_engine.load_hu_table`); ``None``: the protocol's
+        ``[dose] density_table``, else the shipped generic table.
 
     Raises
     ------
@@ -79,6 +84,7 @@ class PlanOptions:
     n_beams: int | None = None
     max_iterations: int | None = None
     beam_model: BeamModel | str | os.PathLike | None = None
+    density_table: HUTable | str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -97,16 +103,25 @@ class PlanOptions:
         """A copy with some options replaced (checked like a new record)."""
         return replace(self, **changes)
 
-    def with_beam_model_read(self) -> PlanOptions:
+    def with_files_read(self) -> PlanOptions:
         """A copy whose ``beam_model`` is a :class:`dose_engine.BeamModel` (the file read,
-        or the shipped model), so that a bad file is refused before any work.
+        or the shipped model) and whose ``density_table``, if given, is a
+        :class:`dose_engine.HUTable`, so that a bad file is refused before any work.
 
         Raises
         ------
         dose_engine.BeamModelError
-            ``beam_model`` cannot be read as a beam model (the message names the file).
+            ``beam_model`` cannot be read as a beam model, or ``density_table`` as a
+            CT-to-density table (the message names the file, and the line).
         """
-        return replace(self, beam_model=resolve_beam_model(self.beam_model))
+        table = None if self.density_table is None else resolve_density_table(self.density_table)
+        return replace(self, beam_model=resolve_beam_model(self.beam_model), density_table=table)
+
+    def density_table_for(self, protocol: Protocol) -> HUTable:
+        """The CT-to-density table of a plan: this record's, else ``protocol``'s
+        ``[dose] density_table``, else the shipped generic table."""
+        chosen = self.density_table if self.density_table is not None else protocol.density_table
+        return resolve_density_table(chosen)
 
     def apply_to(self, protocol: Protocol | str | os.PathLike) -> Protocol:
         """The protocol (loaded if a name or file) with this record's overrides:

@@ -35,18 +35,20 @@ from typing import Any
 
 import numpy as np
 
-from dose_engine import BeamModel, Grid
+from dose_engine import BeamModel, Grid, HUTable
 
 from .._internal.arguments import require_instance
 from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
 from ..delivery._deliverable import DeliverablePlan
 from ..delivery._machine import load_machine
 from ..delivery._segment_weights import reoptimize_segment_weights
+from ..dose._aperture import resolve_mlc_parameters
 from ..dose._plan_dose import (
     compute_plan_dose,
     require_ct_volume,
     require_model_sad,
     resolve_beam_model,
+    resolve_density_table,
 )
 from ..errors import InputError, ProtocolError, StructureError
 from ..evaluation import evaluate_goals
@@ -130,6 +132,9 @@ class PlanResult:
     normalization_record : dict or None
         ``factor``, ``needed``, ``cap_pct``, ``goal`` and the goal's ``value_before`` and
         ``value_after`` normalisation.
+    density_table : dose_engine.HUTable or None
+        The CT-to-density table of every dose (recorded in plan.json and the report);
+        ``None``: the shipped one.
     """
 
     patient: Any
@@ -148,6 +153,7 @@ class PlanResult:
     beam_model: BeamModel | None = None
     warnings: tuple = ()
     normalization_record: dict | None = None
+    density_table: HUTable | None = None
 
     # ------------------------------------------------------------ summaries
     @property
@@ -254,7 +260,8 @@ class PlanResult:
             "machine": self.plan.beams[0].machine.name,
             "beam_model": _beam_model_record(self.beam_model),
             "dose_algorithm": _dose_algorithm_record(),
-            "hu_table": _hu_table_record(),
+            "hu_table": _hu_table_record(resolve_density_table(self.density_table)),
+            "mlc_parameters": _mlc_record(self.plan.beams[0].machine, self.beam_model),
             "beams": self.beam_summaries,
             "solver": self.protocol.optimization.solver,
             "normalization": self.normalization,
@@ -401,14 +408,30 @@ def _dose_algorithm_record() -> dict[str, Any]:
     return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
 
 
-def _hu_table_record() -> dict[str, Any]:
-    """The CT-to-density table every dose of a plan used (the engine's default)."""
-    from dose_engine import load_hu_table
+def _mlc_record(machine, model: BeamModel | None) -> dict[str, Any]:
+    """The MLC and jaw parameters of every aperture dose of the plan: the machine's
+    ``[dosimetry]`` and the keys the commissioned beam model replaced (no file paths)."""
+    p = resolve_mlc_parameters(machine, model)
+    commissioned = {} if model is None else dict(model.parameters.get("mlc") or {})
+    commissioned.pop("applied_to_dose", None)
+    return {
+        "transmission": p.transmission,
+        "dosimetric_leaf_gap_mm": p.dosimetric_leaf_gap_mm,
+        "interleaf_leakage": p.leakage,
+        "tongue_and_groove_mm": p.tongue_and_groove_mm,
+        "jaw_transmission": p.jaw_transmission,
+        "machine": machine.name,
+        "from_beam_model": sorted(commissioned),
+    }
 
-    table = load_hu_table()
+
+def _hu_table_record(table: HUTable) -> dict[str, Any]:
+    """The CT-to-density table every dose of a plan used (its file name: no folder of the
+    machine is written)."""
     return {
         "file": Path(table.path).name,
         "source": table.source,
+        "quantity": table.quantity,
         "hu": [float(v) for v in table.hu],
         "relative_electron_density": [float(v) for v in table.density],
     }
@@ -461,6 +484,7 @@ class _Context:
     progress: bool
     overrides: dict
     beam_model: BeamModel
+    density_table: HUTable | None = None  # None: the shipped table
     mapping: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     dose_grid: Grid | None = None
@@ -631,7 +655,7 @@ def stage_dose(ctx: _Context) -> None:
     from dose_engine import compute_influence_matrix, hu_to_density
 
     ct = ctx.patient.ct
-    density = hu_to_density(ct.array)
+    density = hu_to_density(ct.array, ctx.density_table)
     n = ctx.dose_grid.voxel_count
     idx, _ = _problem_structures(ctx)
     helper_rows = np.zeros(n, dtype=bool)
@@ -956,6 +980,8 @@ def stage_segments(ctx: _Context) -> None:
         fit,
         beam_indices=ctx.beam_indices,
         underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
+        mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
+        model=ctx.beam_model,
     )
     ctx.segment_weights = res
     beams = tuple(
@@ -974,6 +1000,7 @@ def stage_segments(ctx: _Context) -> None:
             model=ctx.beam_model,
             backend=ctx.backend,
             voxel_mask=voxel_mask,
+            density_table=ctx.density_table,
         ).dose_gy,
         dtype=np.float32,
     )
@@ -1338,6 +1365,7 @@ def plan_patient(
         overrides=dict(structure_map or {}),
         beam_model=model,
         custom_terms=custom,
+        density_table=opts.density_table_for(protocol),
     )
     timings: dict[str, float] = {}
     bar = None
@@ -1403,6 +1431,7 @@ def plan_patient(
         beam_model=model,
         warnings=tuple(warnings),
         normalization_record=ctx.normalization_record,
+        density_table=ctx.density_table,
     )
 
 

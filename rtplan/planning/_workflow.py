@@ -120,7 +120,7 @@ def plan_and_write(
         beam_model=beam_model,
     )
     check_cache_dir(opts.cache_dir)
-    opts = opts.with_beam_model_read()
+    opts = opts.with_files_read()
     prot = opts.apply_to(protocol)
     if scheduler is not None:
         with dask_client(scheduler) as client:
@@ -206,7 +206,7 @@ def run_demo(
         beam_model=beam_model,
     )
     check_cache_dir(opts.cache_dir)
-    opts = opts.with_beam_model_read()
+    opts = opts.with_files_read()
     prot = opts.apply_to(protocol or PHANTOM_PROTOCOLS[phantom])
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_phantom(phantom, tmp / "input")

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .._internal.arguments import PATH, TEXT, check_arguments, optional, sequence_of
@@ -342,6 +343,10 @@ class Protocol:
     reported : tuple of GoalSpec
         ``[[reported]]`` entries: values evaluated and shown beside their reference level,
         never optimised and never counted as a goal met or failed.
+    density_table : str or None
+        ``[dose] density_table``: the scanner's CT-to-density calibration file (CSV, TOML
+        or JSON; :func:`dose_engine.load_hu_table`), resolved against the protocol file's
+        folder by :func:`load_protocol`; ``None``: the shipped generic table.
     """
 
     name: str
@@ -358,6 +363,7 @@ class Protocol:
     source: str = "<dict>"
     derived: tuple = ()
     reported: tuple[GoalSpec, ...] = ()
+    density_table: str | None = None
 
     # ------------------------------------------------------------------ lookup
     def structure(self, name: str) -> StructureSpec:
@@ -883,6 +889,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         "reported",
         "beams",
         "grid",
+        "dose",
         "optimization",
         "helpers",
         "safety",
@@ -1001,6 +1008,13 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     grid_t = _table(source, data, "grid", required=False)
     _check_unknown(source, "[grid]", grid_t, ("dose_grid_mm",))
     dose_grid = _grid_triple(grid_t.get("dose_grid_mm", 3.0), source)
+    dose_t = _table(source, data, "dose", required=False)
+    _check_unknown(source, "[dose]", dose_t, ("density_table",))
+    density_table = dose_t.get("density_table")
+    if density_table is not None and (not isinstance(density_table, str) or not density_table):
+        raise _err(
+            source, "[dose] density_table", f"expected a file name, found {density_table!r}."
+        )
 
     opt_t = _table(source, data, "optimization", required=False)
     _check_unknown(source, "[optimization]", opt_t, OptimizationSettings.__dataclass_fields__)
@@ -1077,6 +1091,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         safety=_parse_safety(source, data),
         source=source,
         derived=derived,
+        density_table=density_table,
     )
 
     check_protocol_plausibility(protocol)
@@ -1123,7 +1138,11 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
         listed=available_protocols(),
         error=ProtocolError,
     )
-    return parse_protocol(data, source=source)
+    protocol = parse_protocol(data, source=source)
+    table = protocol.density_table
+    if table is not None and not Path(table).is_absolute() and Path(name_or_path).is_file():
+        protocol = replace(protocol, density_table=str(Path(name_or_path).parent / table))
+    return protocol
 
 
 @check_arguments(items=optional(sequence_of(TEXT)))

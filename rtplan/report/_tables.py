@@ -166,7 +166,7 @@ def _file_name(path: Any) -> str | None:
 
 def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Rows stating how the dose was computed, from plan.json's ``plan`` record:
-    ``dose_algorithm``, ``beam_model`` and ``hu_table``."""
+    ``dose_algorithm``, ``beam_model``, ``mlc_parameters`` and ``hu_table``."""
     rows = []
     alg = plan.get("dose_algorithm")
     if isinstance(alg, Mapping):
@@ -191,8 +191,24 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
                 ),
             )
         )
+    mlc = plan.get("mlc_parameters")
+    if isinstance(mlc, Mapping):
+        rows.append(
+            (
+                "MLC and jaws",
+                (
+                    f"leaf transmission {_num(mlc.get('transmission'), 'g')}, dosimetric leaf gap "
+                    f"{_num(mlc.get('dosimetric_leaf_gap_mm'), 'g')} mm, interleaf leakage "
+                    f"{_num(mlc.get('interleaf_leakage'), 'g')}, tongue-and-groove "
+                    f"{_num(mlc.get('tongue_and_groove_mm'), 'g')} mm, jaw transmission "
+                    f"{_num(mlc.get('jaw_transmission'), 'g')} (machine {mlc.get('machine')}; "
+                    f"from the beam model: {', '.join(mlc.get('from_beam_model') or []) or 'none'})"
+                ),
+            )
+        )
     hu = plan.get("hu_table")
     if isinstance(hu, Mapping):
+        quantity = str(hu.get("quantity", "relative_electron_density")).replace("_", " ")
         pairs = ", ".join(
             f"{h:g} HU → {r:g}"
             for h, r in zip(hu.get("hu", []), hu.get("relative_electron_density", []), strict=True)
@@ -201,8 +217,8 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
             (
                 "CT to density table",
                 (
-                    f"file {_file_name(hu.get('file'))} (relative electron density, piecewise "
-                    f"linear, clamped at the ends): {pairs}. Source: {hu.get('source')}"
+                    f"file {_file_name(hu.get('file'))} ({quantity}, piecewise linear, "
+                    f"clamped at the ends): {pairs}. Source: {hu.get('source')}"
                 ),
             )
         )

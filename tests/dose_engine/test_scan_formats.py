@@ -469,7 +469,7 @@ def test_commissioning_from_w2cad_files_end_to_end(w2cad_folder, tmp_path, capsy
     params = model.parameters
     assert params["mlc"] == {
         "transmission": 0.015, "dosimetric_leaf_gap_mm": 1.6, "interleaf_leakage": 0.022,
-        "applied_to_dose": False,
+        "applied_to_dose": True,
     }  # fmt: skip
     assert params["provenance"]["residuals"]["converged"] is True
     # generated with a 3.2 mm focal blur along x (shipped 2.16 mm): see test_commissioning

@@ -41,6 +41,7 @@ INPUT_CLASSES = {
     "rtplan.Machine",
     "rtplan.MLCModel",
     "rtplan.JawModel",
+    "dose_engine.MLCParameters",
     "rtplan.DVHCollection",
     "rtplan.structures.Margin",
     "rtplan.planning.BatchEntry",

@@ -397,7 +397,8 @@ def test_plan_from_another_system_jaws_only(water_open_field, tmp_path, capsys):
 
 def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     """compute_plan_dose merges leaf openings shared by several segments; the dose equals
-    the plain sum over segments of field_dose × segment MU (linearity, checked directly)."""
+    the plain sum over segments of field_dose of each segment's fluence × its MU (linearity,
+    checked directly)."""
     from dose_engine._density import hu_to_density
     from dose_engine._field_dose import field_dose
     from rtplan.dose._aperture import merge_rectangles
@@ -412,19 +413,17 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
     plan = DeliverablePlan([beam], 3, 1.0, "PTV")
     merged = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
     density = np.asarray(hu_to_density(patient.ct.array))
+    from dose_engine import load_beam_model
+
+    # each segment's fluence with the MLC physics and its head scatter following its jaws
+    model = load_beam_model()
+    fluence = [beam.segment_fluence(k, model=model) for k in range(len(beam.segments))]
     plain = sum(
         np.asarray(
-            field_dose(
-                density,
-                patient.ct.grid,
-                grid,
-                beam.beam,
-                beam.segment_rectangles_mm(k),
-                seg.total_mu,
-            ),
+            field_dose(density, patient.ct.grid, grid, beam.beam, r, w * seg.total_mu),
             dtype=float,
         )
-        for k, seg in enumerate(beam.segments)
+        for (r, w), seg in zip(fluence, beam.segments, strict=True)
     )
     # compute_plan_dose computes the body's voxels only (the test below pins that)
     body = body_structure(patient).occupancy(grid) > 0

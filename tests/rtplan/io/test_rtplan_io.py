@@ -581,3 +581,53 @@ def test_patient_positions_round_trip_with_their_ssd(tmp_path, position):
     )
     with pytest.raises(InputError, match=f"patient position {other} but the CT is {position}"):
         write_rtplan(tmp_path / "RP2.dcm", DeliverablePlan([wrong], 1, 2.0, "Body"), patient)
+
+
+def _fluence_mode(mode, mode_id=None, beams=(1,)):
+    def mutate(ds):
+        item = pydicom.Dataset()
+        item.FluenceMode = mode
+        if mode_id is not None:
+            item.FluenceModeID = mode_id
+        for i in beams:
+            ds.BeamSequence[i].PrimaryFluenceModeSequence = pydicom.Sequence([item])
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mode", "mode_id"), [("NON_STANDARD", "FFF"), ("NON_STANDARD", "SRS"), ("STANDARD", "FFF")]
+)
+def test_fff_plan_refused_with_a_flattened_model(case, tmp_path, mode, mode_id):
+    path = _mutated(case, tmp_path, _fluence_mode(mode, mode_id))
+    with pytest.raises(InputError, match=r"beam 2: \(3002,0051\) FluenceMode is .*flattening") as e:
+        read_rtplan(path, case.patient)
+    assert str(path) in str(e.value) and f"FluenceModeID '{mode_id}'" in str(e.value)
+    # with an FFF model an all-FFF plan is read; a flattened plan is then refused
+    fff = _mutated(case, tmp_path, _fluence_mode(mode, mode_id, (0, 1, 2)), name="fff.dcm")
+    assert len(read_rtplan(fff, case.patient, fluence_mode="FFF").beams) == 3
+    with pytest.raises(
+        InputError, match=r"beam 1: .*STANDARD \(flattened\) but the beam model is FFF"
+    ):
+        read_rtplan(case.path, case.patient, fluence_mode="FFF")
+
+
+def test_unknown_fluence_mode_refused(case, tmp_path):
+    path = _mutated(case, tmp_path, _fluence_mode("NON_STANDARD", "HDR"))
+    with pytest.raises(InputError, match=r"beam 2: .*FluenceModeID 'HDR'; that fluence mode"):
+        read_rtplan(path, case.patient)
+    with pytest.raises(InputError, match=r"`fluence_mode` must be one of STANDARD, FFF"):
+        read_rtplan(case.path, case.patient, fluence_mode="fff ")
+
+
+def test_foreign_machine_with_shipped_leaves_gets_their_dosimetry(case, tmp_path):
+    """A plan from another system names its own linac; a Millennium 120 MLC is recognised by
+    its leaf boundaries, so its dose has the Millennium's leaf and jaw parameters."""
+
+    def rename(ds):
+        for b in ds.BeamSequence:
+            b.TreatmentMachineName = "TrueBeam_3"
+
+    plan = read_rtplan(_mutated(case, tmp_path, rename), case.patient)
+    machine = plan.beams[0].machine
+    assert machine.name == "TrueBeam_3" and machine.dosimetry == VARIAN.dosimetry

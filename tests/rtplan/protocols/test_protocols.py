@@ -236,6 +236,8 @@ def test_optional_structure_may_be_absent_and_ambiguous_pattern_refused():
         ({"beams": {"count": 5, "gantry_deg": [0, 90]}}, r"either `count`"),
         ({"optimization": {"solver": "magic"}}, r"solver.*first_order"),
         ({"grid": {"dose_grid_mm": 0}}, r"dose_grid_mm.*positive"),
+        ({"dose": {"density_table": 3}}, r"\[dose\] density_table.*expected a file name"),
+        ({"dose": {"hu_table": "ct.csv"}}, r"\[dose\].*unknown key\(s\) \['hu_table'\]"),
         ({"helpers": {"ring_inner_mm": 30, "ring_outer_mm": 20}}, r"ring_outer_mm"),
         ({"bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
         ({"structures": {"PTV": {"role": "tumour"}}}, r"\[structures.PTV\] role"),
