@@ -10,8 +10,10 @@ Procedure (variable projection: the depth function ``A(d)`` cancels from every q
 compared in step 1, because they are ratios of doses at the same depth):
 
 1. Shape parameters — focal-source blur ``σ_src`` (BLD x and y), primary and scatter kernel
-   widths ``σ_p(d) = p0 + p1 d``, ``σ_s(d) = s0 + s1 d``, head-scatter weight ``w_h`` and
-   widths ``σ_h`` (x and y), the off-axis horn (dip ``a`` and width ``s``) and the
+   widths ``σ_p(d) = p0 + p1 d``, ``σ_s(d) = s0 + s1 d``, the long-range scatter share
+   ``λ`` and width ``σ_l(d) = l0 + l1 d``, head-scatter weight ``w_h`` and
+   widths ``σ_h`` (x and y), the off-axis horn (dip ``a``, negative for a peaked
+   flattening-filter-free beam, and width ``s``) and the
    scatter-to-primary ratio ``r(d)`` at depth nodes (:data:`R_NODES_MM` up to the deepest
    reference-PDD point) — by nonlinear least squares (:func:`scipy.optimize.least_squares`)
    on (a) every profile, normalised to its value at position 0, (b) the ratio of every other
