@@ -550,7 +550,7 @@ def fit_beam_model(
         "residuals": residuals,
         "not_modelled": "off-axis beam softening (depth dependence of the horns), MLC and "
         f"jaw transmission, tongue-and-groove, fields beyond {largest:g} mm (no measurements: "
-        "the horn and head-scatter are extrapolated)",
+        "the horn, head scatter and long-range scatter are extrapolated)",
     }
     logger.info("fit residuals: %s", residuals)
     return _model_from(shape, depth_mm, prim, norm, calib, meta).parameters
