@@ -67,9 +67,9 @@ LONG_RANGE_SLICE = slice(11, 14)
 SIX_MV_NAME = "rtplan generic 6 MV pencil beam"
 #: ``ftol``, ``xtol`` and ``gtol`` of the shape fit: it stops on convergence, not on a budget.
 FIT_TOLERANCE = 1e-12
-#: Default evaluation budget of the shape fit (the pymedphys data converge in about 520
-#: from the generic start: the long-range scatter and head-scatter widths are only weakly
-#: separated by fields up to 10 x 10 cm^2).
+#: Default evaluation budget of the shape fit (the pymedphys data converge in 743 from the
+#: generic start: the long-range scatter and head-scatter widths are only weakly separated
+#: by fields up to 10 x 10 cm^2).
 MAX_NFEV = 2000
 #: Calibration entry of the intermediate (unnormalised) models of steps 1-2.
 _NO_CALIB = {"dose_gy_per_mu": 1.0, "field_size_mm": 100.0, "ssd_mm": 1000.0, "depth_mm": 0.0}
