@@ -142,3 +142,49 @@ def test_cli_beam_model_scales_the_matrix_and_a_bad_one_writes_nothing(
     assert main([*base, "--out", str(tmp_path / "c.h5"), "--beam-model", str(missing)]) == 2
     assert "nope.json" in capsys.readouterr().err
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_cli_hu_table_sets_the_density_of_the_matrix(tmp_path, small_phantom_dicom, capsys):
+    # a scanner table giving soft tissue 1.12: beam 0's matrix is field_dose on that density
+    from dose_engine import load_hu_table
+
+    table = tmp_path / "scanner.csv"
+    table.write_text("-1000, 0.001\n0, 1.12\n1000, 1.8\n")
+    out = tmp_path / "m.h5"
+    argv = [
+        "influence",
+        str(small_phantom_dicom.ct_dir),
+        str(small_phantom_dicom.rtstruct_path),
+        "--target",
+        "CentralTarget",
+        "--gantry",
+        "0",
+        "--dose-grid-mm",
+        "10",
+        "--hu-table",
+        str(table),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    im = load_influence_matrix(out)
+    patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
+    grid = im.dose_grid
+    body = patient.structures["Body"].occupancy(grid) > 0
+    total = np.asarray(im.matrix.sum(axis=1)).reshape(grid.shape)
+    args = (patient.ct.grid, grid, im.beams[0], im.beamlets.rectangles_mm(0), 1.0)
+    denser = field_dose(
+        hu_to_density(patient.ct.array, load_hu_table(table)), *args, voxel_mask=body
+    )
+    shipped = field_dose(hu_to_density(patient.ct.array), *args, voxel_mask=body)
+    off_denser = np.max(np.abs(total - denser))
+    assert off_denser <= 0.03 * denser.max()
+    assert off_denser < 0.5 * np.max(np.abs(total - shipped))  # the table, not the shipped one
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0, 1.0\n")
+    argv[argv.index("--hu-table") + 1] = str(bad)
+    argv[argv.index("--out") + 1] = str(tmp_path / "n.h5")
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "bad.csv" in capsys.readouterr().err and not (tmp_path / "n.h5").exists()

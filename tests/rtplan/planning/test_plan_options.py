@@ -4,9 +4,14 @@ still work for one release, with a warning naming it."""
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from dose_engine import hu_to_density
+from rtplan.dose import resolve_density_table
 from rtplan.errors import InputError
 from rtplan.planning import PlanOptions, plan_and_write, plan_batch, plan_patient, run_demo
 from rtplan.protocols import load_protocol
@@ -38,6 +43,7 @@ def test_out_of_range_options_are_refused_by_name(changes, message):
         ({"cache_dir": 5}, "cache_dir"),
         ({"dose_grid_mm": "3"}, "dose_grid_mm"),
         ({"beam_model": 6.0}, "beam_model"),
+        ({"density_table": 1.0}, "density_table"),
     ],
 )
 def test_options_of_the_wrong_type_are_a_type_error_naming_them(changes, name):
@@ -54,6 +60,29 @@ def test_apply_to_gives_the_protocols_own_overrides():
     assert protocol.optimization.max_iterations == 30
     shipped = load_protocol("tg119_cshape")
     assert PlanOptions().apply_to(shipped) == shipped  # no override: the protocol unchanged
+
+
+def test_density_table_option_wins_over_the_protocols(tmp_path):
+    """The record's table, else the protocol's ``[dose] density_table``, else the shipped
+    one; a file is read (and a bad one refused, naming file and line) by ``with_files_read``."""
+    scanner = tmp_path / "scanner.csv"
+    scanner.write_text("-1000, 0.001\n0, 1.05\n1000, 1.6\n")
+    other = tmp_path / "other.csv"
+    other.write_text("-1000, 0.001\n0, 0.95\n1000, 1.5\n")
+    shipped = load_protocol("tg119_cshape")
+    with_table = replace(shipped, density_table=str(scanner))
+
+    def water(table) -> float:  # relative density the table gives 0 HU
+        return float(hu_to_density(np.zeros(1, np.float32), table)[0])
+
+    assert water(PlanOptions().density_table_for(shipped)) == water(resolve_density_table(None))
+    assert water(PlanOptions().density_table_for(with_table)) == pytest.approx(1.05)
+    read = PlanOptions(density_table=other).with_files_read()
+    assert water(read.density_table_for(with_table)) == pytest.approx(0.95)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("-1000, 0.001\n0, 1.0\n-100, 0.9\n")
+    with pytest.raises(ValueError, match=f"HU table {re.escape(str(bad))}, line 3"):
+        PlanOptions(density_table=bad).with_files_read()
 
 
 def test_deprecated_keywords_warn_and_reach_the_record(tmp_path):
