@@ -3,10 +3,12 @@
 Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or static
 photon MLC beams), checks that it belongs to the CT and structure set given, computes
 the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
-commissioned one with ``--beam-model FILE``) and writes it as an RT-DOSE that
-references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons, …),
-mismatched references and a beam model that cannot be read or whose SAD differs from
-the plan's are refused: one line on stderr, exit status 2, no output.
+commissioned one with ``--beam-model FILE``; ``--algorithm ccc`` for the collapsed-cone
+engine, which a model needs a commissioning for) and writes it as an RT-DOSE that
+references the plan, naming the algorithm in its SeriesDescription and DoseComment.
+Unsupported beams (arcs, sliding window, wedges, electrons, …), mismatched references and a
+beam model that cannot be read or whose SAD differs from the plan's are refused: one line
+on stderr, exit status 2, no output.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import logging
 
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
-from ..dose._plan_dose import compute_plan_dose, require_ct_volume, resolve_beam_model
+from ..dose._plan_dose import (
+    DOSE_ALGORITHMS,
+    compute_plan_dose,
+    require_ct_volume,
+    resolve_beam_model,
+)
 from ..errors import InputError
 from ..io import read_patient
 from ..io._rtdose import write_rtdose
@@ -24,6 +31,9 @@ from ..io._rtplan_read import read_rtplan_beams
 from ._plan import add_beam_model_option
 
 log = logging.getLogger("rtplan.cli")
+
+#: How each dose algorithm is named in the RT-DOSE's SeriesDescription and DoseComment.
+ALGORITHM_LABELS = {"pencil_beam": "pencil beam", "ccc": "collapsed cone"}
 
 
 def register(subparsers) -> None:
@@ -33,7 +43,8 @@ def register(subparsers) -> None:
         help="recompute the dose of an RT-PLAN on its CT and write an RT-DOSE",
         description=(
             "Recompute the total dose (all fractions) of a DICOM RT-PLAN with rtplan's "
-            "pencil-beam engine on the CT it was planned on, and write a DICOM RT-DOSE "
+            "pencil-beam (default) or collapsed-cone engine on the CT it was planned on, and "
+            "write a DICOM RT-DOSE "
             "referencing the plan: a round-trip check of rtplan's own plans and an "
             "independent second check of plans from other systems."
         ),
@@ -61,6 +72,13 @@ def register(subparsers) -> None:
         help="(300A,0071) FractionGroupNumber, when the plan has several",
     )
     add_beam_model_option(p)
+    p.add_argument(
+        "--algorithm",
+        choices=DOSE_ALGORITHMS,
+        default="pencil_beam",
+        help="dose algorithm: pencil_beam (default, the planning engine) or ccc "
+        "(collapsed-cone convolution/superposition: lung and bone)",
+    )
     p.add_argument("--force", action="store_true", help="replace RTDOSE.dcm if it exists")
     p.set_defaults(func=run)
 
@@ -71,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dose_grid_mm > 0):
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
     model = resolve_beam_model(args.beam_model)
+    if args.algorithm == "ccc":  # refuse an uncommissioned model before reading anything
+        from dose_engine._ccc_commission import load_ccc_commissioning
+
+        load_ccc_commissioning(model)
     machine = load_machine(args.machine) if args.machine else None
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
@@ -78,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         args.rtplan, patient, machine=machine, fraction_group_number=args.fraction_group
     )
     try:
-        result = compute_plan_dose(plan, patient, dose_grid_mm=args.dose_grid_mm, model=model)
+        result = compute_plan_dose(
+            plan, patient, dose_grid_mm=args.dose_grid_mm, model=model, algorithm=args.algorithm
+        )
     except InputError as exc:
         raise InputError(f"RT-PLAN '{args.rtplan}': {exc}") from exc
     write_rtdose(
@@ -87,11 +111,12 @@ def run(args: argparse.Namespace) -> int:
         result.grid,
         patient,
         plan_sop_instance_uid=plan.sop_instance_uid,
-        comment="rtplan dose recalculation of the referenced RT-PLAN",
+        series_description=f"rtplan dose ({ALGORITHM_LABELS[result.algorithm]})",
+        comment=f"rtplan recalculation, {ALGORITHM_LABELS[result.algorithm]}, dose to water",
         overwrite=args.force,
     )
     print(
         f"RT-DOSE: {args.out} ({len(plan.beams)} beams, {plan.fractions} fractions, "
-        f"max {float(result.dose_gy.max()):.3f} Gy)"
+        f"max {float(result.dose_gy.max()):.3f} Gy, algorithm {result.algorithm})"
     )
     return 0
