@@ -66,8 +66,8 @@ def _transport_grid(dose_grid: Grid, voxel_mask) -> tuple[Grid, tuple[slice, ...
     lo, hi = idx.min(axis=0), idx.max(axis=0)
     sl = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi, strict=True))
     origin = dose_grid.index_to_point(lo)
-    shape = tuple(int(b - a + 1) for a, b in zip(lo, hi, strict=True))
-    return Grid(shape, tuple(origin), dose_grid.spacing_mm), sl
+    nz, ny, nx = (int(b - a + 1) for a, b in zip(lo, hi, strict=True))
+    return Grid((nz, ny, nx), tuple(origin), dose_grid.spacing_mm), sl
 
 
 @check_arguments(

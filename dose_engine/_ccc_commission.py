@@ -16,7 +16,7 @@ was made from and is refused for any other model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class CCCCommissioning:
     model_fingerprint : str
         SHA-256 of the beam model's parameters (:meth:`BeamModel.fingerprint`).
     provenance : dict
+    kernel_share : (ne,) ndarray, optional
+        See :meth:`released_share`.
     """
 
     energies_mev: np.ndarray
@@ -66,9 +68,16 @@ class CCCCommissioning:
     beam_model: str
     model_fingerprint: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    kernel_share: np.ndarray | None = None
 
     def released_share(self) -> np.ndarray:
-        """Share of the released energy (TERMA at the surface) from each energy bin."""
+        """Share of the released energy (TERMA at the surface) from each energy bin.
+
+        The kernel is mixed with these shares; ``kernel_share``, when given, overrides them
+        (the commissioning fit's one-bin TERMA with the kernel of the whole spectrum).
+        """
+        if self.kernel_share is not None:
+            return self.kernel_share
         r = self.weights * mu_water_per_mm(self.energies_mev)
         return r / r.sum()
 
@@ -158,8 +167,8 @@ def commission_ccc(model: BeamModel | None = None, iterations: int = 3) -> CCCCo
     model = load_beam_model() if model is None else model
     table = load_kernel_table()
     density, grid, beam, depth, axis = water_phantom()
-    field = [-50.0, 50.0, -50.0, 50.0]
-    target = np.asarray(field_dose(density, grid, grid, beam, field, 1.0, model))[axis]
+    square = [-50.0, 50.0, -50.0, 50.0]
+    target = np.asarray(field_dose(density, grid, grid, beam, square, 1.0, model))[axis]
     fit = (depth >= FIT_FROM_MM) & (depth <= FIT_TO_MM)
     ne = table.energies_mev.size
     weights = np.ones(ne) / ne
@@ -174,7 +183,7 @@ def commission_ccc(model: BeamModel | None = None, iterations: int = 3) -> CCCCo
                         grid,
                         grid,
                         [beam],
-                        [field],
+                        [square],
                         [1.0],
                         model,
                         commissioning=_single_bin(mixed, k),
@@ -218,20 +227,7 @@ def _single_bin(comm: CCCCommissioning, k: int) -> CCCCommissioning:
     """``comm`` with all the fluence in energy bin ``k`` but the kernel mixture of ``comm``."""
     w = np.zeros_like(comm.weights)
     w[k] = 1.0
-    return _FixedKernelMix(w, comm)
-
-
-class _FixedKernelMix(CCCCommissioning):
-    """A commissioning whose TERMA spectrum differs from the spectrum mixing the kernel."""
-
-    def __init__(self, weights, mix_from: CCCCommissioning) -> None:
-        super().__init__(
-            mix_from.energies_mev, weights, 1.0, mix_from.kernel, mix_from.beam_model, ""
-        )
-        object.__setattr__(self, "_share", mix_from.released_share())
-
-    def released_share(self) -> np.ndarray:
-        return self._share
+    return replace(comm, weights=w, kernel_share=comm.released_share())
 
 
 def main() -> None:

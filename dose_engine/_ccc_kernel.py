@@ -262,18 +262,24 @@ def load_kernel_table(path: str | Path | None = None) -> KernelTable:
         If the file cannot be read or lacks a key (named in the message).
     """
     data, name = read_json_data(path, DEFAULT_KERNEL_FILE, what="Collapsed-cone kernel")
-    keys = ("energies_mev", "polar_edges_deg", "primary_fraction", "scatter_fraction")
-    keys += ("primary_mean_mm", "scatter_mean_mm")
+    keys = (
+        "energies_mev",
+        "polar_edges_deg",
+        "primary_fraction",
+        "scatter_fraction",
+        "primary_mean_mm",
+        "scatter_mean_mm",
+    )
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
         raise BeamModelError(f"Collapsed-cone kernel {name} lacks {', '.join(missing)}.")
-    arrays = [np.asarray(data[k], float) for k in keys]
-    ne, nb = arrays[0].size, arrays[1].size - 1
-    if any(a.shape != (ne, nb) for a in arrays[2:]):
+    energies, edges, pf, sf, pm, sm = (np.asarray(data[k], float) for k in keys)
+    ne, nb = energies.size, edges.size - 1
+    if any(a.shape != (ne, nb) for a in (pf, sf, pm, sm)):
         raise BeamModelError(
             f"Collapsed-cone kernel {name}: the per-bin arrays must have shape ({ne}, {nb})."
         )
-    return KernelTable(*arrays, source=str(data.get("source", name)))
+    return KernelTable(energies, edges, pf, sf, pm, sm, source=str(data.get("source", name)))
 
 
 def main() -> None:
