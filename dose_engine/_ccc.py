@@ -153,7 +153,7 @@ def collapsed_cone_dose(
     be = get_backend(backend)
     xp = array_namespace(be.xp.zeros(1))
     grid, sl = _transport_grid(dose_grid, voxel_mask)
-    dens = be.asarray(np.asarray(density, dtype=np.float32))
+    dens = be.asarray(density, dtype=np.float32)
     rho = resample(dens, ct_grid, grid, order=1, fill_value=0.0)
     terma = xp.stack(
         [
