@@ -53,8 +53,14 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
     direction_t : (3,) float, unit vector in the same axis order (|component 0| largest
         after scaling by the spacing)
     frac, coeff : (2, nb) ndarray
+        Energy fraction and coefficient (1/mm) of the primary and scatter part per beam.
     reverse : bool
         Walk the slices from the last to the first (the direction points to lower index).
+
+    Returns
+    -------
+    (nb, n0, n1, n2) array
+        Each beam's dose from this direction, in the unit of ``terma_t``.
     """
     nb, n0, n1, n2 = terma_t.shape
     step_mm = spacing_t[0] / abs(direction_t[0])
@@ -64,8 +70,14 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
     c = offs.max(axis=0)
     size = (n1 + c[0] - offs[:, 0].min(), n2 + c[1] - offs[:, 1].min())
     dt = terma_t.dtype
-    parts = [(i, xp.asarray(frac[i], dtype=dt), xp.asarray(coeff[i], dtype=dt)) for i in (0, 1)]
-    parts = [(i, f[:, None, None], a[:, None, None]) for i, f, a in parts if float(frac[i].sum())]
+    parts = [
+        (
+            xp.asarray(frac[i], dtype=dt)[:, None, None],
+            xp.asarray(coeff[i], dtype=dt)[:, None, None],
+        )
+        for i in (0, 1)
+        if float(frac[i].sum()) > 0.0
+    ]
     energy = [xp.zeros((nb, *size), dtype=dt) for _ in parts]
     dose = xp.zeros((nb, n0, n1, n2), dtype=dt)
     for k, s in enumerate(order):
@@ -74,7 +86,7 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
         tau = xp.maximum(rho_t[s] * step_mm, MIN_TAU_MM)[None]
         t = terma_t[:, s]
         acc = xp.zeros((nb, n1, n2), dtype=dt)
-        for p, (_, f, a) in zip(energy, parts, strict=True):
+        for p, (f, a) in zip(energy, parts, strict=True):
             one_minus_e = -xp.expm1(-a * tau)
             g = one_minus_e / a
             tf = t * f
