@@ -1,5 +1,6 @@
-"""Photon dose engine: grids, IEC 61217 beams, ray tracing, pencil-beam kernels and
-sparse dose-influence matrices on numpy (CPU) or CuPy (GPU).
+"""Photon dose engine: grids, IEC 61217 beams, ray tracing, pencil-beam kernels, a
+collapsed-cone convolution/superposition engine and sparse dose-influence matrices on numpy
+(CPU) or CuPy (GPU).
 
 Physics only: this package never imports :mod:`rtplan` or pydicom.
 """
@@ -8,6 +9,7 @@ from ._backend import BACKEND_NAMES, Backend, backend_of, get_backend, to_numpy
 from ._beam import PATIENT_POSITIONS, Beam, equispaced_coplanar_beams, isocenter_at_centroid
 from ._beamlets import Beamlets, beamlets_for_target
 from ._cache import cached_influence_matrix, load_influence_matrix, save_influence_matrix
+from ._ccc import collapsed_cone_dose
 from ._density import HUTable, hu_to_density, load_hu_table
 from ._field_dose import field_dose
 from ._fit import fit_beam_model
@@ -50,6 +52,7 @@ __all__ = [
     "ValidationReport",
     "beamlets_for_target",
     "cached_influence_matrix",
+    "collapsed_cone_dose",
     "collimator_scatter_scale",
     "compare_to_measured",
     "compute_influence_matrix",

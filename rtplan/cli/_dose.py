@@ -3,11 +3,13 @@
 Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or static
 photon MLC beams), checks that it belongs to the CT and structure set given, computes
 the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
-commissioned one with ``--beam-model FILE``) and writes it as an RT-DOSE that
-references the plan.  Unsupported beams (arcs, sliding window, wedges, electrons,
-flattening-filter-free beams with a flattened model, …),
-mismatched references and a beam model that cannot be read or whose SAD differs from
-the plan's are refused: one line on stderr, exit status 2, no output.
+commissioned one with ``--beam-model FILE``; ``--algorithm ccc`` for the collapsed-cone
+engine, which a model needs a commissioning for) and writes it as an RT-DOSE that
+references the plan, naming the algorithm in its SeriesDescription and DoseComment.
+Unsupported beams (arcs, sliding window, wedges, electrons, flattening-filter-free beams
+with a flattened model, …), mismatched references and a beam model that cannot be read
+or whose SAD differs from the plan's are refused: one line on stderr, exit status 2, no
+output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
 from ..dose._plan_dose import (
+    DOSE_ALGORITHMS,
     beam_model_fluence_mode,
     compute_plan_dose,
     require_ct_volume,
@@ -32,6 +35,9 @@ from ._plan import add_beam_model_option, add_density_table_option
 
 log = logging.getLogger("rtplan.cli")
 
+#: How each dose algorithm is named in the RT-DOSE's SeriesDescription and DoseComment.
+ALGORITHM_LABELS = {"pencil_beam": "pencil beam", "ccc": "collapsed cone"}
+
 
 def register(subparsers) -> None:
     """Add the ``dose`` sub-command."""
@@ -40,7 +46,8 @@ def register(subparsers) -> None:
         help="recompute the dose of an RT-PLAN on its CT and write an RT-DOSE",
         description=(
             "Recompute the total dose (all fractions) of a DICOM RT-PLAN with rtplan's "
-            "pencil-beam engine on the CT it was planned on, and write a DICOM RT-DOSE "
+            "pencil-beam (default) or collapsed-cone engine on the CT it was planned on, and "
+            "write a DICOM RT-DOSE "
             "referencing the plan: a round-trip check of rtplan's own plans and an "
             "independent second check of plans from other systems."
         ),
@@ -69,6 +76,13 @@ def register(subparsers) -> None:
     )
     add_beam_model_option(p)
     add_density_table_option(p)
+    p.add_argument(
+        "--algorithm",
+        choices=DOSE_ALGORITHMS,
+        default="pencil_beam",
+        help="dose algorithm: pencil_beam (default, the planning engine) or ccc "
+        "(collapsed-cone convolution/superposition: lung and bone)",
+    )
     p.add_argument("--force", action="store_true", help="replace RTDOSE.dcm if it exists")
     p.set_defaults(func=run)
 
@@ -80,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"`--dose-grid-mm` must be positive; got {args.dose_grid_mm!r}.")
     model = resolve_beam_model(args.beam_model)
     table = resolve_density_table(args.density_table)  # a bad table: refused before any work
+    if args.algorithm == "ccc":  # refuse an uncommissioned model before reading anything
+        from dose_engine._ccc_commission import load_ccc_commissioning
+
+        load_ccc_commissioning(model)
     machine = load_machine(args.machine) if args.machine else None
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
@@ -92,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = compute_plan_dose(
-            plan, patient, dose_grid_mm=args.dose_grid_mm, model=model, density_table=table
+            plan,
+            patient,
+            dose_grid_mm=args.dose_grid_mm,
+            model=model,
+            density_table=table,
+            algorithm=args.algorithm,
         )
     except InputError as exc:
         raise InputError(f"RT-PLAN '{args.rtplan}': {exc}") from exc
@@ -102,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
         result.grid,
         patient,
         plan_sop_instance_uid=plan.sop_instance_uid,
-        comment="rtplan dose recalculation of the referenced RT-PLAN",
+        series_description=f"rtplan dose ({ALGORITHM_LABELS[result.algorithm]})",
+        comment=f"rtplan recalculation, {ALGORITHM_LABELS[result.algorithm]}, dose to water",
         overwrite=args.force,
     )
     print(
         f"RT-DOSE: {args.out} ({len(plan.beams)} beams, {plan.fractions} fractions, "
-        f"max {float(result.dose_gy.max()):.3f} Gy)"
+        f"max {float(result.dose_gy.max()):.3f} Gy, algorithm {result.algorithm})"
     )
     return 0

@@ -20,9 +20,10 @@ from .._internal.arguments import require_instance
 from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
-from ._aperture import aperture_dose
+from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters
 
 __all__ = [
+    "DOSE_ALGORITHMS",
     "PlanDose",
     "beam_model_fluence_mode",
     "compute_plan_dose",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("rtplan.recalc")
+
+#: Dose algorithms of :func:`compute_plan_dose`: the pencil beam (the planning engine) and
+#: the collapsed-cone convolution/superposition (``dose_engine.collapsed_cone_dose``).
+DOSE_ALGORITHMS: tuple[str, ...] = ("pencil_beam", "ccc")
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,16 +51,19 @@ class PlanDose:
         Dose grid (LPS, mm), covering the CT.
     beam_max_gy : dict of int to float
         Maximum dose of each beam alone, keyed by beam number (a quick sanity figure).
+    algorithm : {"pencil_beam", "ccc"}
+        The dose algorithm that computed it (see :data:`DOSE_ALGORITHMS`).
     """
 
     dose_gy: np.ndarray
     grid: Grid
     beam_max_gy: dict
+    algorithm: str = "pencil_beam"
 
     def __repr__(self) -> str:
         return (
             f"PlanDose(max={float(self.dose_gy.max()):.4g} Gy, grid={self.grid!r}, "
-            f"beams={sorted(self.beam_max_gy)})"
+            f"beams={sorted(self.beam_max_gy)}, algorithm={self.algorithm!r})"
         )
 
 
@@ -176,6 +184,7 @@ def compute_plan_dose(
     backend: str = "numpy",
     voxel_mask: np.ndarray | None = None,
     density_table: HUTable | str | os.PathLike | None = None,
+    algorithm: str = "pencil_beam",
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT, in the body.
 
@@ -208,6 +217,9 @@ def compute_plan_dose(
     density_table : dose_engine.HUTable or path-like, optional
         The scanner's CT-to-density calibration (:func:`resolve_density_table`); default:
         the shipped generic table.
+    algorithm : {"pencil_beam", "ccc"}, keyword-only
+        ``"ccc"``: collapsed-cone convolution/superposition (lung, bone; all beams in one
+        transport, 72 cones), commissioned from the same beam model.
 
     Returns
     -------
@@ -226,6 +238,10 @@ def compute_plan_dose(
     from dose_engine._density import hu_to_density
     from dose_engine.errors import InvalidGeometryError
 
+    if algorithm not in DOSE_ALGORITHMS:
+        raise InputError(
+            f"`algorithm` must be one of {', '.join(DOSE_ALGORITHMS)}; got {algorithm!r}."
+        )
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     require_ct_volume(patient, "a dose")
     if not hasattr(plan, "beams"):
@@ -259,6 +275,10 @@ def compute_plan_dose(
     for dbeam in plan.beams:
         require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
     density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table))
+    if algorithm == "ccc":
+        return _collapsed_cone_plan_dose(
+            plan, density, patient.ct.grid, dose_grid, model, backend, voxel_mask
+        )
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {}
     for dbeam in plan.beams:
@@ -285,3 +305,42 @@ def compute_plan_dose(
             beam_max[dbeam.number],
         )
     return PlanDose(total, dose_grid, beam_max)
+
+
+def _collapsed_cone_plan_dose(plan, density, ct_grid, dose_grid, model, backend, voxel_mask):
+    """:func:`compute_plan_dose` with ``algorithm="ccc"``: every beam in one transport."""
+    from dose_engine import collapsed_cone_dose
+    from dose_engine.errors import InvalidGeometryError
+
+    used, rects, mus = [], [], []
+    for dbeam in plan.beams:
+        r, m = beam_rectangles_mm(dbeam, resolve_mlc_parameters(dbeam.machine, model), model=model)
+        if m.size:
+            used.append(dbeam)
+            rects.append(r)
+            mus.append(m)
+    total = np.zeros(dose_grid.shape, dtype=np.float64)
+    beam_max = {dbeam.number: 0.0 for dbeam in plan.beams}
+    if not used:
+        return PlanDose(total, dose_grid, beam_max, "ccc")
+    try:
+        per_beam = collapsed_cone_dose(
+            density,
+            ct_grid,
+            dose_grid,
+            [dbeam.beam for dbeam in used],
+            rects,
+            mus,
+            model,
+            backend=backend,
+            voxel_mask=voxel_mask,
+            per_beam=True,
+        )
+    except InvalidGeometryError as exc:
+        raise InputError(f"collapsed-cone dose: {exc}") from exc
+    per_beam = np.asarray(to_numpy(per_beam), dtype=np.float64)
+    for dbeam, d in zip(used, per_beam, strict=True):
+        beam_max[dbeam.number] = float(d.max())
+        total += d
+    log.info("collapsed cone: %d beams, max %.3f Gy", len(used), float(total.max()))
+    return PlanDose(total, dose_grid, beam_max, "ccc")
