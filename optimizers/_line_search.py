@@ -94,7 +94,7 @@ def squared_transpose_product(a, h: np.ndarray) -> np.ndarray:
 
     A CSR matrix is squared one block of rows (about :data:`SQUARED_BLOCK_NNZ` entries)
     at a time, and only where ``h`` is non-zero: squaring it whole made a temporary copy as
-    large as the matrix (1 GB for a thorax's rows), the peak memory of a plan.
+    large as the matrix (1 GB for a thorax's rows).
     """
     if not sp.issparse(a):
         return np.asarray((np.asarray(a, dtype=np.float64) ** 2).T @ h)
