@@ -802,6 +802,7 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
             strides = (1, CVXPY_HELPER_STRIDE, CVXPY_HELPER_STRIDE)
         elif name in sampled:
             occ = occ * sample  # weights: occupancy x the voxels each sample stands for
+            strides = (1, 1, 1)
         elif kind == "body":
             dx, dy, dz = ctx.dose_grid.spacing_mm
             strides = tuple(max(1, int(BODY_SAMPLE_MM // d)) for d in (dz, dy, dx))

@@ -152,3 +152,12 @@ def test_every_large_organ_is_sampled_not_only_the_first():
     for name in ("Lung", "Liver"):
         expected = _expected_sample(ctx.occupancy[name]).ravel()
         np.testing.assert_array_equal(idx[name], np.flatnonzero(expected))
+
+
+def test_sampled_organ_in_any_order_of_the_structures():
+    """A sampled organ first among the structures gets the same sample (its branch once
+    set no strides of its own and read those of the structure before it)."""
+    ctx = _ctx()
+    expected = np.flatnonzero(_expected_sample(ctx.occupancy["Lung"]).ravel())
+    ctx.occupancy = {"Lung": ctx.occupancy.pop("Lung"), **ctx.occupancy}
+    np.testing.assert_array_equal(_problem_structures(ctx)[0]["Lung"], expected)
