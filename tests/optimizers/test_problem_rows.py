@@ -77,3 +77,21 @@ def test_rows_with_most_entries_use_the_matrix_itself():
     np.testing.assert_allclose(prob.term_dose(prob.terms[0], d), a.toarray()[rest] @ x, rtol=1e-6)
     small = op.Problem(a, structures, [op.Overdose("PTV", 1.0)], matrix_dtype=np.float32)
     assert small.a_union is not a and small.a_union.shape[0] == s["PTV"].size
+
+
+def test_preconditioner_squares_blocks_of_rows_as_the_whole_matrix(monkeypatch):
+    """``(A ** 2).T @ h`` one block of rows at a time (no squared copy of the matrix), with
+    blocks of ~50 entries, a zero stretch of ``h`` skipped and empty rows, against scipy
+    squaring the whole matrix."""
+    from optimizers import _line_search
+
+    rng = np.random.default_rng(3)
+    a = sp.random(600, 40, density=0.1, format="csr", dtype=np.float32, random_state=rng)
+    a = sp.vstack([sp.csr_matrix((5, 40), dtype=np.float32), a]).tocsr()  # empty first rows
+    h = rng.random(a.shape[0])
+    h[100:300] = 0.0
+    exact = np.asarray(a.power(2).T @ h)
+    monkeypatch.setattr(_line_search, "SQUARED_BLOCK_NNZ", 50)
+    np.testing.assert_allclose(_line_search.squared_transpose_product(a, h), exact, rtol=1e-12)
+    dense = _line_search.squared_transpose_product(a.toarray(), h)
+    np.testing.assert_allclose(dense, exact, rtol=1e-6)
