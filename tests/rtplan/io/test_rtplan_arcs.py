@@ -207,3 +207,12 @@ def test_rotations_other_than_the_gantrys_are_refused(case, tmp_path, mutate, ma
     ds.save_as(path)
     with pytest.raises(InputError, match=match):
         read_rtplan(path, case.patient)
+
+
+def test_a_beam_needing_too_many_apertures_is_refused(case, monkeypatch):
+    import rtplan.io._rtplan_read as reader
+
+    path = _variant(case, "long_arc", gantry=(10.0, 350.0, "CW"))  # 170 apertures
+    monkeypatch.setattr(reader, "MAX_SAMPLES_PER_BEAM", 100)
+    with pytest.raises(InputError, match=r"beam 1: more than 100 apertures after sampling"):
+        read_rtplan(path, case.patient)
