@@ -1,15 +1,16 @@
 """``rtplan dose CT_DIR RTSTRUCT RTPLAN --out RTDOSE.dcm``: recompute a plan's dose.
 
-Reads an RT-PLAN (from rtplan or another planning system; step-and-shoot or static
-photon MLC beams), checks that it belongs to the CT and structure set given, computes
-the total plan dose with rtplan's dose engine (the shipped 6 MV beam model, or a
-commissioned one with ``--beam-model FILE``; ``--algorithm ccc`` for the collapsed-cone
-engine, which a model needs a commissioning for) and writes it as an RT-DOSE that
-references the plan, naming the algorithm in its SeriesDescription and DoseComment.
-Unsupported beams (arcs, sliding window, wedges, electrons, flattening-filter-free beams
-with a flattened model, …), mismatched references and a beam model that cannot be read
-or whose SAD differs from the plan's are refused: one line on stderr, exit status 2, no
-output.
+Reads an RT-PLAN (from rtplan or another planning system; static, step-and-shoot,
+sliding-window or arc photon MLC beams), checks that it belongs to the CT and structure
+set given, computes the total plan dose with rtplan's dose engine (the shipped 6 MV beam
+model, or a commissioned one with ``--beam-model FILE``; ``--algorithm ccc`` for the
+collapsed-cone engine, which a model needs a commissioning for) and writes it as an
+RT-DOSE that references the plan, naming the algorithm in its SeriesDescription and
+DoseComment.  Arcs/VMAT and sliding-window beams are computed as static apertures every
+2 degrees and 2 mm (:mod:`rtplan.io._rtplan_read`).  Unsupported beams (collimator or
+couch rotation, wedges, electrons, flattening-filter-free beams with a flattened model,
+…), mismatched references and a beam model that cannot be read or whose SAD differs from
+the plan's are refused: one line on stderr, exit status 2, no output.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ All positions are mm at the isocentre plane in IEC 61217 beam-limiting-device (B
 coordinates: ``x`` along leaf travel, ``y`` along leaf stacking (see
 :mod:`rtplan.delivery._machine`).
 
-:class:`Segment` — one static MLC aperture (step-and-shoot).
+:class:`Segment` — one static MLC aperture (step-and-shoot), or one sample of an arc or a
+sliding-window beam read from another system (then ``gantry_angle_deg`` may differ from the
+beam's; the writer refuses such beams: rtplan does not export arcs yet).
 
 * ``leaf_positions_mm``: ``(2, n_pairs)`` float; row 0 = bank A (X1, −x side) tip positions,
   row 1 = bank B (X2, +x side) tip positions; column ``i`` = leaf pair ``i`` ordered along
@@ -88,18 +90,23 @@ class Segment:
         Meterset of this segment summed over all fractions (≥ 0).
     leaf_boundaries_mm : (n_pairs + 1,) array of float, mm
         Leaf pair boundaries along BLD +y ((300A,00BE) *LeafPositionBoundaries*).
+    gantry_angle_deg : float, degrees, optional
+        IEC 61217 gantry angle of this aperture when it is one sample of an arc (read from
+        another system's arc or VMAT beam, :func:`rtplan.io.read_rtplan`), in [0, 360);
+        ``None``: the beam's own angle (a static, step-and-shoot aperture).
 
     Raises
     ------
     SegmentError
-        Shapes disagree, values are not finite, ``total_mu`` < 0 or an unknown jaw name.
-        Machine limits are checked by :meth:`validate`.
+        Shapes disagree, values are not finite, ``total_mu`` < 0, an unknown jaw name or a
+        gantry angle outside [0, 360).  Machine limits are checked by :meth:`validate`.
     """
 
     leaf_positions_mm: np.ndarray
     jaws_mm: Mapping[str, tuple[float, float]]
     total_mu: float
     leaf_boundaries_mm: np.ndarray
+    gantry_angle_deg: float | None = None
 
     def __post_init__(self) -> None:
         b = np.array(self.leaf_boundaries_mm, dtype=float).ravel()
@@ -138,6 +145,14 @@ class Segment:
         object.__setattr__(self, "leaf_positions_mm", leaves)
         object.__setattr__(self, "jaws_mm", MappingProxyType(jaws))
         object.__setattr__(self, "total_mu", mu)
+        if self.gantry_angle_deg is not None:
+            g = float(self.gantry_angle_deg)
+            if not (math.isfinite(g) and 0.0 <= g < 360.0):
+                raise SegmentError(
+                    f"`gantry_angle_deg` must be in [0, 360) degrees or None; got "
+                    f"{self.gantry_angle_deg!r}."
+                )
+            object.__setattr__(self, "gantry_angle_deg", g)
 
     def __repr__(self) -> str:
         return (
@@ -154,6 +169,7 @@ class Segment:
                 dict(self.jaws_mm),
                 self.total_mu,
                 np.array(self.leaf_boundaries_mm),
+                self.gantry_angle_deg,
             ),
         )
 
@@ -164,7 +180,13 @@ class Segment:
 
     def with_mu(self, total_mu: float) -> Segment:
         """A copy of this aperture with another meterset (total over all fractions, MU)."""
-        return Segment(self.leaf_positions_mm, self.jaws_mm, total_mu, self.leaf_boundaries_mm)
+        return Segment(
+            self.leaf_positions_mm,
+            self.jaws_mm,
+            total_mu,
+            self.leaf_boundaries_mm,
+            self.gantry_angle_deg,
+        )
 
     def open_rectangles_mm(self, *, closed_gap_mm: float = 0.0) -> np.ndarray:
         """The open part of each leaf pair, clipped by the jaws, as rectangles.
@@ -348,6 +370,13 @@ class DeliverableBeam:
                 f"Beam {self.number} ({self.name!r}): total meterset is {self.total_mu} MU; a "
                 "beam needs > 0 MU."
             )
+
+    @property
+    def is_arc(self) -> bool:
+        """Whether some segment has a gantry angle other than the beam's (an arc read from
+        another system)."""
+        g = self.beam.gantry_angle_deg
+        return any(s.gantry_angle_deg not in (None, g) for s in self.segments)
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,7 @@ parameters are the machine's, overridden by a commissioned beam model's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
+from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Grid
@@ -121,7 +123,17 @@ def beam_rectangles_mm(
     mu : (n,) ndarray, MU
         Meterset × fluence weight of each (summed over the segments; may be negative for
         the correction rectangles of :func:`dose_engine.aperture_fluence`).
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        ``dbeam`` is an arc (:attr:`rtplan.DeliverableBeam.is_arc`).
     """
+    if dbeam.is_arc:
+        raise InputError(
+            f"beam {dbeam.number} ({dbeam.name!r}) is an arc: its segments have several gantry "
+            "angles, so its fluence is not one map (aperture_dose computes it per angle)."
+        )
     rects, mus = [], []
     for k, seg in enumerate(dbeam.segments):
         if seg.total_mu > 0:
@@ -155,7 +167,8 @@ def aperture_dose(
     The fluence rectangles of :func:`beam_rectangles_mm` (with the MLC and jaw parameters
     of :func:`resolve_mlc_parameters`, each segment's head scatter following its jaws;
     identical ones merged) go into one ``dose_engine.field_dose`` call (the pencil-beam
-    dose is additive).
+    dose is additive); an arc read from another system gets one call per gantry angle of
+    its segments (its control points, sub-sampled by the reader).
 
     Parameters
     ----------
@@ -183,20 +196,42 @@ def aperture_dose(
     model = model if isinstance(model, BeamModel) else load_beam_model(model)
     if mlc_parameters is None:
         mlc_parameters = resolve_mlc_parameters(dbeam.machine, model)
-    rectangles_mm, mu = beam_rectangles_mm(dbeam, mlc_parameters, model=model)
-    if mu.size == 0:
-        return np.zeros(dose_grid.shape, dtype=np.float32)
-    return field_dose(
-        density,
-        ct_grid,
-        dose_grid,
-        dbeam.beam,
-        rectangles_mm,
-        mu,
-        model,
-        backend=backend,
-        voxel_mask=voxel_mask,
-    )
+    total = None
+    for part in static_parts(dbeam):
+        rectangles_mm, mu = beam_rectangles_mm(part, mlc_parameters, model=model)
+        if mu.size == 0:
+            continue
+        dose = field_dose(
+            density,
+            ct_grid,
+            dose_grid,
+            part.beam,
+            rectangles_mm,
+            mu,
+            model,
+            backend=backend,
+            voxel_mask=voxel_mask,
+        )
+        total = dose if total is None else total + dose
+    return np.zeros(dose_grid.shape, dtype=np.float32) if total is None else total
+
+
+def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
+    """``dbeam`` as static beams: itself, or for an arc one beam per gantry angle of its
+    segments (the pencil-beam dose of each angle is one convolution; the dose is additive)."""
+    if not dbeam.is_arc:
+        return [dbeam]
+    by_angle: dict[float, list] = {}
+    for seg in dbeam.segments:
+        angle = (
+            dbeam.beam.gantry_angle_deg if seg.gantry_angle_deg is None else seg.gantry_angle_deg
+        )
+        by_angle.setdefault(angle, []).append(seg)
+    return [
+        replace(dbeam, beam=replace(dbeam.beam, gantry_angle_deg=angle), segments=tuple(segs))
+        for angle, segs in by_angle.items()
+        if sum(s.total_mu for s in segs) > 0
+    ]
 
 
 @check_arguments(

@@ -20,7 +20,7 @@ from .._internal.arguments import require_instance
 from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
-from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters
+from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters, static_parts
 
 __all__ = [
     "DOSE_ALGORITHMS",
@@ -314,11 +314,14 @@ def _collapsed_cone_plan_dose(plan, density, ct_grid, dose_grid, model, backend,
 
     used, rects, mus = [], [], []
     for dbeam in plan.beams:
-        r, m = beam_rectangles_mm(dbeam, resolve_mlc_parameters(dbeam.machine, model), model=model)
-        if m.size:
-            used.append(dbeam)
-            rects.append(r)
-            mus.append(m)
+        for part in static_parts(dbeam):  # an arc: one part per gantry angle
+            r, m = beam_rectangles_mm(
+                part, resolve_mlc_parameters(part.machine, model), model=model
+            )
+            if m.size:
+                used.append(part)
+                rects.append(r)
+                mus.append(m)
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {dbeam.number: 0.0 for dbeam in plan.beams}
     if not used:
@@ -339,8 +342,11 @@ def _collapsed_cone_plan_dose(plan, density, ct_grid, dose_grid, model, backend,
     except InvalidGeometryError as exc:
         raise InputError(f"collapsed-cone dose: {exc}") from exc
     per_beam = np.asarray(to_numpy(per_beam), dtype=np.float64)
-    for dbeam, d in zip(used, per_beam, strict=True):
-        beam_max[dbeam.number] = float(d.max())
+    by_number: dict[int, np.ndarray] = {}
+    for part, d in zip(used, per_beam, strict=True):
+        by_number[part.number] = by_number.get(part.number, 0.0) + d
         total += d
+    for number, d in by_number.items():
+        beam_max[number] = float(np.max(d))
     log.info("collapsed cone: %d beams, max %.3f Gy", len(used), float(total.max()))
     return PlanDose(total, dose_grid, beam_max, "ccc")

@@ -1,26 +1,34 @@
 """Read a DICOM RT-PLAN from any system into a :class:`rtplan.DeliverablePlan`.
 
-Supported: photon beams shaped by an MLCX and/or jaws — BeamType STATIC, or DYNAMIC
-step-and-shoot where the beam-limiting devices move only between control points of
-equal cumulative meterset weight (PS3.3 C.8.8.14.1).  Device types ASYMX/X, ASYMY/Y
-and MLCX (Varian and Elekta exports); leaf boundaries are taken from the plan; a
-control point that omits a device, angle or position keeps the previous value, as
-DICOM specifies.  A jaws-only field (no MLCX) is read with a virtual one-pair MLC
-whose leaves sit on the X jaws, so its aperture is exactly the jaw opening.
+Supported: photon beams shaped by an MLCX and/or jaws — BeamType STATIC or DYNAMIC:
+step-and-shoot (devices moving between control points of equal cumulative meterset
+weight, PS3.3 C.8.8.14.1), sliding-window dynamic MLC and jaw tracking (devices moving
+while meterset accrues) and arcs/VMAT (the gantry rotating as (300A,011F)
+*GantryRotationDirection* CW or CC says, through 0 degrees where it must).  Between two
+control points the delivery is computed as static apertures at most
+:data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw travel
+apart, each at the middle of its interval with positions and angle interpolated linearly
+and an equal share of the meterset (an arc's apertures carry their own
+:attr:`rtplan.Segment.gantry_angle_deg`).  Device types ASYMX/X, ASYMY/Y and MLCX (Varian
+and Elekta exports); leaf boundaries are taken from the plan; a control point that omits a
+device, angle or position keeps the previous value, as DICOM specifies.  A jaws-only field
+(no MLCX) is read with a virtual one-pair MLC whose leaves sit on the X jaws, so its
+aperture is exactly the jaw opening.
 
-Refused with a clear :class:`~rtplan.errors.InputError` (never computed wrongly):
-arcs and VMAT (a gantry that rotates or changes angle), sliding-window dynamic MLC
-(devices moving while meterset accrues), wedges, compensators, blocks, boli,
-electron/proton/ion beams, an MLCY, a beam energy the dose engine is not modelled for,
-a patient position different from the CT's, leaf positions outside the MLC's limits,
-overlapping leaves and a missing (300A,0086) *BeamMeterset*.  A plan whose
-FrameOfReferenceUID or referenced RT-STRUCT differs from the loaded patient's raises
-:class:`~rtplan.errors.ReferenceMismatchError` naming both UIDs.
+Refused with a clear :class:`~rtplan.errors.InputError` (never computed wrongly): a
+gantry angle that changes while the rotation direction is NONE, a collimator or couch that
+rotates within the beam, wedges, compensators, blocks, boli, electron/proton/ion beams, an
+MLCY, a beam energy the dose engine is not modelled for, a patient position different from
+the CT's, leaf positions outside the MLC's limits, overlapping leaves, a beam that would
+need more than :data:`MAX_SAMPLES_PER_BEAM` apertures and a missing (300A,0086)
+*BeamMeterset*.  A plan whose FrameOfReferenceUID or referenced RT-STRUCT differs from the
+loaded patient's raises :class:`~rtplan.errors.ReferenceMismatchError` naming both UIDs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -45,6 +53,13 @@ log = logging.getLogger("rtplan.io")
 
 #: Leaf or jaw positions equal within this tolerance are "not moving", mm.
 POSITION_TOL_MM = 0.01
+#: Arcs are computed as static apertures at most this far apart in gantry angle, degrees.
+ARC_SAMPLE_DEG = 2.0
+#: Leaves and jaws that move while meterset is delivered (sliding window, VMAT) are
+#: computed as static apertures at most this far apart along their travel, mm.
+LEAF_SAMPLE_MM = 2.0
+#: Refuse beams that would need more static apertures than this (hostile or corrupt plans).
+MAX_SAMPLES_PER_BEAM = 20_000
 #: Leaves may touch (A == B); A > B + this is an overlap, mm.
 OVERLAP_TOL_MM = 0.01
 _JAW_TYPES = {"ASYMX": "X", "X": "X", "ASYMY": "Y", "Y": "Y"}
@@ -67,6 +82,28 @@ class _ParsedSegment:
     leaf_positions_mm: np.ndarray  # (2, n_pairs)
     jaws_mm: dict  # {"X": (x1, x2) or None, "Y": (y1, y2) or None}
     mu: float
+    gantry_deg: float | None  # an arc's sample angle; None: the beam's
+
+
+def _gantry_sweep_deg(gantries: list[float], rotations: list[str], k: int) -> float:
+    """Signed gantry rotation from control point ``k`` to ``k + 1``, degrees: positive
+    clockwise (IEC 61217 gantry angles increase clockwise), following control point ``k``'s
+    (300A,011F) *GantryRotationDirection* (an arc through 0 degrees wraps)."""
+    step = (gantries[k + 1] - gantries[k]) % 360.0
+    if rotations[k] == "CW":
+        return step
+    if rotations[k] == "CC":
+        return -((gantries[k] - gantries[k + 1]) % 360.0)
+    return 0.0
+
+
+def _n_samples(sweep_deg: float, travel_mm: float) -> int:
+    """Static apertures that stand for the delivery between two control points: at most
+    :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw
+    travel each (one when nothing moves)."""
+    by_angle = math.ceil(abs(sweep_deg) / ARC_SAMPLE_DEG - 1e-9)
+    by_travel = math.ceil(travel_mm / LEAF_SAMPLE_MM - 1e-9) if travel_mm > POSITION_TOL_MM else 0
+    return max(1, by_angle, by_travel)
 
 
 @dataclass(frozen=True)
@@ -334,11 +371,28 @@ def _parse_beam(
             f"beam {bnum}: (300A,010E) FinalCumulativeMetersetWeight is {final_w}; expected > 0."
         )
 
-    state: dict = {}
+    state: dict = {"rotation": "NONE"}
     positions: list[dict] = []
     weights: list[float] = []
+    gantries: list[float] = []
+    rotations: list[str] = []
     for k, cp in enumerate(cps):
         where = f"beam {bnum} control point {k}"
+        for kw in ("BeamLimitingDeviceRotationDirection", "PatientSupportRotationDirection"):
+            direction = str(cp.get(kw, "") or "").upper()
+            if direction in ("CW", "CC"):
+                raise ctx.err(
+                    f"{where}: {kw} is {direction} (a collimator or couch rotating during "
+                    "delivery); only the gantry may rotate."
+                )
+        direction = str(cp.get("GantryRotationDirection", "") or "").upper()
+        if direction in ("CW", "CC", "NONE"):
+            state["rotation"] = direction
+        elif direction:
+            raise ctx.err(
+                f"{where}: (300A,011F) GantryRotationDirection is {direction!r}; expected CW, "
+                "CC or NONE."
+            )
         for kw, key in (
             ("GantryAngle", "gantry"),
             ("BeamLimitingDeviceAngle", "collimator"),
@@ -346,24 +400,22 @@ def _parse_beam(
         ):
             if kw in cp and cp[kw].value not in (None, ""):
                 v = _angle_deg(cp[kw].value, ctx, f"{where}: {tag_str(kw)}")
-                if key in state and abs((v - state[key] + 180.0) % 360.0 - 180.0) > 1e-3:
-                    what = "arc/VMAT" if key == "gantry" else f"{key} rotation"
+                moving = key == "gantry" and rotations and rotations[-1] != "NONE"
+                if (
+                    key in state
+                    and not moving
+                    and abs((v - state[key] + 180.0) % 360.0 - 180.0) > 1e-3
+                ):
+                    why = (
+                        "but the previous control point's (300A,011F) GantryRotationDirection "
+                        "is NONE"
+                        if key == "gantry"
+                        else f"within the beam ({key} rotation); only the gantry may rotate"
+                    )
                     raise ctx.err(
-                        f"{where}: {kw} changes from {state[key]:g} to {v:g} degrees within the "
-                        f"beam ({what}); only fixed-angle beams are supported."
+                        f"{where}: {kw} changes from {state[key]:g} to {v:g} degrees {why}."
                     )
                 state[key] = v
-        for kw in (
-            "GantryRotationDirection",
-            "BeamLimitingDeviceRotationDirection",
-            "PatientSupportRotationDirection",
-        ):
-            direction = str(cp.get(kw, "") or "").upper()
-            if direction in ("CW", "CC"):
-                raise ctx.err(
-                    f"{where}: {kw} is {direction} (arc/VMAT or rotating delivery); only "
-                    "fixed-angle beams (NONE) are supported."
-                )
         if "IsocenterPosition" in cp and cp.IsocenterPosition not in (None, ""):
             iso = tuple(
                 _float(v, ctx, f"{where}: (300A,012C) IsocenterPosition")
@@ -403,7 +455,9 @@ def _parse_beam(
             )
         weights.append(_float(w, ctx, f"{where}: CumulativeMetersetWeight"))
         positions.append({d: state[d].copy() for d in devices})
-    if "gantry" not in state or "iso" not in state:
+        gantries.append(state.get("gantry", math.nan))
+        rotations.append(state["rotation"])
+    if math.isnan(gantries[0]) or "iso" not in state:
         raise ctx.err(
             f"beam {bnum}: control point 0 lacks (300A,011E) GantryAngle or (300A,012C) "
             "IsocenterPosition."
@@ -423,29 +477,35 @@ def _parse_beam(
             f"beam {bnum}: the last CumulativeMetersetWeight is {w[-1]:g} but (300A,010E) "
             f"FinalCumulativeMetersetWeight is {final_w:g}."
         )
+    arc = any(abs(_gantry_sweep_deg(gantries, rotations, k)) > 0 for k in range(len(cps) - 1))
     segments = []
     for k in range(len(cps) - 1):
         dw = w[k + 1] - w[k]
         if dw <= 1e-12 * final_w:
             continue  # devices may move freely between equal-weight control points
-        for d in devices:
-            moved = np.max(np.abs(positions[k + 1][d] - positions[k][d]))
-            if moved > POSITION_TOL_MM:
-                raise ctx.err(
-                    f"beam {bnum} control points {k}-{k + 1}: {d} moves by {moved:.2f} mm while "
-                    f"meterset is delivered (sliding-window dynamic MLC); only step-and-shoot "
-                    "(devices moving between equal-weight control points) is supported."
-                )
-        pos = positions[k]
-        if virtual_mlc:
-            leaves = np.asarray(pos[jaw_dirs["X"]], dtype=float).reshape(2, 1)
-        else:
-            leaves = pos["MLCX"].reshape(2, n_pairs)
-        jaws = {
-            axis: (tuple(float(v) for v in pos[dev]) if dev else None)
-            for axis, dev in (("X", jaw_dirs.get("X")), ("Y", jaw_dirs.get("Y")))
-        }
-        segments.append(_ParsedSegment(leaves, jaws, float(meterset_mu * dw / final_w)))
+        sweep = _gantry_sweep_deg(gantries, rotations, k)
+        travel = max(np.max(np.abs(positions[k + 1][d] - positions[k][d])) for d in devices)
+        n_sub = _n_samples(sweep, travel)
+        if len(segments) + n_sub > MAX_SAMPLES_PER_BEAM:
+            raise ctx.err(
+                f"beam {bnum}: more than {MAX_SAMPLES_PER_BEAM} apertures after sampling its "
+                f"arc every {ARC_SAMPLE_DEG:g} degrees and its leaf motion every "
+                f"{LEAF_SAMPLE_MM:g} mm; too large a beam to compute."
+            )
+        for j in range(n_sub):
+            t = (j + 0.5) / n_sub  # the middle of each sub-interval
+            pos = {d: (1 - t) * positions[k][d] + t * positions[k + 1][d] for d in devices}
+            if virtual_mlc:
+                leaves = np.asarray(pos[jaw_dirs["X"]], dtype=float).reshape(2, 1)
+            else:
+                leaves = pos["MLCX"].reshape(2, n_pairs)
+            jaws = {
+                axis: (tuple(float(v) for v in pos[dev]) if dev else None)
+                for axis, dev in (("X", jaw_dirs.get("X")), ("Y", jaw_dirs.get("Y")))
+            }
+            gantry = float((gantries[k] + t * sweep) % 360.0) if arc else None
+            mu = float(meterset_mu * dw / final_w / n_sub)
+            segments.append(_ParsedSegment(leaves, jaws, mu, gantry))
     return _ParsedBeam(
         number=bnum,
         name=str(b.get("BeamName", "") or f"beam {bnum}"),
@@ -634,7 +694,13 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
         for seg in pb.segments:
             jaws = {k: v for k, v in seg.jaws_mm.items() if v is not None}
             segments.append(
-                Segment(seg.leaf_positions_mm, jaws, seg.mu * n_fx, pb.leaf_boundaries_mm)
+                Segment(
+                    seg.leaf_positions_mm,
+                    jaws,
+                    seg.mu * n_fx,
+                    pb.leaf_boundaries_mm,
+                    seg.gantry_deg,
+                )
             )
         geom = Beam(
             pb.gantry_deg,
@@ -832,7 +898,7 @@ def read_rtplan(
     rtplan.errors.ReferenceMismatchError
         If the plan's frame of reference or structure set is not the patient's.
     rtplan.errors.InputError
-        For an unsupported beam (arc/VMAT, sliding window, wedge, compensator, block,
+        For an unsupported beam (collimator or couch rotation, wedge, compensator, block,
         bolus, non-photon, MLCY, other energy), leaves outside the MLC's limits or
         overlapping (or any other machine limit, :meth:`rtplan.DeliverableBeam.validate`),
         a missing BeamMeterset, or no prescription.

@@ -138,7 +138,9 @@ def write_rtplan(
     rtplan.errors.InputError
         If a segment breaks the machine's limits (:meth:`rtplan.DeliverablePlan.validate`:
         leaf range, overlapping leaves, minimum gap, jaws), a beam's patient position is
-        not the CT's, the patient has no RT-STRUCT, or the target structure is unknown.
+        not the CT's, the patient has no RT-STRUCT, the target structure is unknown, or a
+        beam is an arc read from another system (:attr:`rtplan.DeliverableBeam.is_arc`;
+        rtplan writes static step-and-shoot beams only).
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
@@ -147,6 +149,12 @@ def write_rtplan(
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     fmt = f"RT-PLAN '{path}'"
     beams = list(plan.beams)
+    arcs = [f"{b.number} ({b.name!r})" for b in beams if b.is_arc]
+    if arcs:
+        raise InputError(
+            f"{fmt}: beam(s) {', '.join(arcs)} are arcs (segments at several gantry angles); "
+            "rtplan writes static step-and-shoot beams only."
+        )
     n_fx = int(plan.fractions)
     rx_gy = float(plan.total_dose_gy)
     target = plan.target_name

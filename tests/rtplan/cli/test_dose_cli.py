@@ -156,10 +156,9 @@ def _no_meterset(ds):
     del ds.FractionGroupSequence[0].ReferencedBeamSequence[2].BeamMeterset
 
 
-def _vmat(ds):
-    for k, cp in enumerate(ds.BeamSequence[0].ControlPointSequence):
-        cp.GantryAngle = 2.0 * k
-        cp.GantryRotationDirection = "CW"
+def _collimator_rotation(ds):
+    for cp in ds.BeamSequence[0].ControlPointSequence:
+        cp.BeamLimitingDeviceRotationDirection = "CW"
 
 
 CLI_BAD = {
@@ -175,7 +174,7 @@ CLI_BAD = {
     ),
     "leaf_range": (_leaf_out_of_range, "leaf B32 at 250.00 mm is outside the MLC's limits"),
     "meterset": (_no_meterset, "beam 3 has no BeamMeterset (300A,0086)"),
-    "vmat": (_vmat, "GantryRotationDirection is CW"),
+    "collimator_rotation": (_collimator_rotation, "BeamLimitingDeviceRotationDirection is CW"),
     "wedge": (lambda ds: setattr(ds.BeamSequence[1], "NumberOfWedges", 1), "NumberOfWedges is 1"),
     "electron": (
         lambda ds: setattr(ds.BeamSequence[2], "RadiationType", "ELECTRON"),

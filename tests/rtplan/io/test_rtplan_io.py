@@ -318,13 +318,6 @@ def _drop_meterset(ds):
     del ds.FractionGroupSequence[0].ReferencedBeamSequence[1].BeamMeterset
 
 
-def _vmat(ds):
-    b = ds.BeamSequence[1]
-    b.ControlPointSequence[0].GantryRotationDirection = "CW"
-    for k, cp in enumerate(b.ControlPointSequence[1:], start=1):
-        cp.GantryAngle = 90.0 + 10.0 * k
-
-
 def _arc_angles_only(ds):
     ds.BeamSequence[0].ControlPointSequence[3].GantryAngle = 40.0
 
@@ -366,7 +359,11 @@ BAD_PLANS = {
             r"\(300A,0086\)"
         ),
     ),
-    "vmat": (_vmat, InputError, r"beam 2 control point 0: GantryRotationDirection is CW"),
+    "couch_rotation": (
+        _set_cp(1, 0, PatientSupportRotationDirection="CC"),
+        InputError,
+        r"beam 2 control point 0: PatientSupportRotationDirection is CC .*only the gantry",
+    ),
     "gantry_changes": (
         _arc_angles_only,
         InputError,
@@ -388,14 +385,6 @@ BAD_PLANS = {
         _set_beam(1, RadiationType="ELECTRON"),
         InputError,
         r"beam 2: \(300A,00C6\) RadiationType is ELECTRON; only PHOTON",
-    ),
-    "sliding_window": (
-        _leaf(0, (1,), 30, -35.0),
-        InputError,
-        (
-            r"beam 1 control points 0-1: MLCX moves by 5\.00 mm while meterset is "
-            r"delivered \(sliding-window"
-        ),
     ),
     "energy": (
         _set_cp(0, 0, NominalBeamEnergy=10),
