@@ -146,6 +146,12 @@ def test_short_arc_is_two_static_beams_at_its_sample_angles(case):
     )
     two = compute_plan_dose(static, case.patient, dose_grid_mm=GRID_MM)
     np.testing.assert_allclose(arc.dose_gy, two.dose_gy, rtol=1e-5, atol=1e-7)
+    # the collapsed cone too: the arc's two angles are its two beams
+    kw = {"dose_grid_mm": GRID_MM, "algorithm": "ccc"}
+    ccc_arc = compute_plan_dose(plan, case.patient, **kw)
+    ccc_two = compute_plan_dose(static, case.patient, **kw)
+    assert ccc_arc.beam_max_gy[1] == pytest.approx(float(ccc_arc.dose_gy.max()), rel=1e-6)
+    np.testing.assert_allclose(ccc_arc.dose_gy, ccc_two.dose_gy, rtol=1e-5, atol=1e-6)
 
 
 def test_arc_through_zero_follows_its_rotation_direction(case):
