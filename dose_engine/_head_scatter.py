@@ -63,7 +63,8 @@ def collimator_scatter_scale(
     Returns
     -------
     float
-        ``s`` of the module docstring; 1 for a segment with no open rectangle.
+        ``s`` of the module docstring; 1 for a segment with no open rectangle, or whose
+        open area's centroid is out of reach of the source and head-scatter Gaussians.
     """
     rects = np.asarray(rectangles_mm, dtype=float).reshape(-1, 4)
     w = np.asarray(weights, dtype=float).ravel()
@@ -80,6 +81,11 @@ def collimator_scatter_scale(
     jaws = np.asarray(jaws_mm, dtype=float).reshape(1, 4)
     head_jaws = wh * _gaussian_integral(jaws, np.ones(1), cx, cy, sigma_h)
     head_aperture = wh * _gaussian_integral(rects, w, cx, cy, sigma_h)
+    if not focal + head_aperture > 0:
+        # the open area's centroid lies in a closed region farther from every opening than
+        # the model's source and head-scatter widths reach (e.g. two narrow openings far
+        # apart): the in-air output there is not defined, so the meterset is not scaled
+        return 1.0
     return (focal + head_jaws) / (focal + head_aperture)
 
 
