@@ -93,6 +93,9 @@ class CvxpyFormulation:
         #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
         #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
         self.dose_offset: Any = None
+        #: the solver's own last solution by solver name (primal and dual): a re-solve of
+        #: this formulation with a solver that warm starts (SCS) starts there
+        self.last_solution: dict[str, Any] = {}
         n = problem.n_beamlets
         cons: list[Any] = []
         self.columns, self.fixed = _split_columns(columns, n)
@@ -330,7 +333,9 @@ def solve_cvxpy(
     formulation : CvxpyFormulation, optional
         A formulation built earlier for this problem, or for one that differs only in
         weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
-        skips canonicalisation.
+        skips canonicalisation. With SCS (``SCSSolver.WARM_START``) a re-solve also
+        starts at the formulation's last SCS solution, primal and dual (CVXPY's warm
+        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP here.
     solver_options : dict, optional
         Options passed to the solver (override the adapter's defaults).
     verbose : bool, optional
@@ -433,9 +438,12 @@ def solve_cvxpy(
                 "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
             ) from exc
         t2 = time.perf_counter()
+        warm = formulation.last_solution.get(adapter.name) if adapter.WARM_START else None
         out = adapter.solve(
-            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose)
+            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose, warm)
         )
+        if out.status in SOLUTION_PRESENT and adapter.WARM_START:
+            formulation.last_solution[adapter.name] = out.raw
         t_setup += t2 - t1
         t_solver += time.perf_counter() - t2
         n_iter += out.n_iter

@@ -61,6 +61,8 @@ class SolveData:
     data: dict
     options: dict
     verbose: bool = False
+    #: the solver's own earlier solution of this compiled problem (a warm start), or None
+    warm: Any = None
 
 
 @dataclass
@@ -99,6 +101,14 @@ class SolverAdapter:
             return False
         return True
 
+    #: The solver starts from a given point (:meth:`warm_cache`).
+    WARM_START: ClassVar[bool] = False
+
+    def warm_cache(self, raw: Any) -> dict:
+        """CVXPY's ``solver_cache`` that makes ``solve_via_data`` start at the solver's
+        earlier solution ``raw`` of the same compiled problem (empty: no warm start)."""
+        return {}
+
     def native_status(self, raw: Any) -> Any:
         raise NotImplementedError
 
@@ -115,8 +125,11 @@ class SolverAdapter:
         """
         self.import_solver()
         opts = {**self.DEFAULT_OPTIONS, **data.options}
+        cache = {} if data.warm is None else self.warm_cache(data.warm)
         try:
-            raw = data.chain.solver.solve_via_data(data.data, False, data.verbose, opts, {})
+            raw = data.chain.solver.solve_via_data(
+                data.data, bool(cache), data.verbose, opts, cache
+            )
         except Exception as exc:  # noqa: BLE001 - a crashed solver must name itself
             raise SolverError(
                 f"Solver `{self.name}` failed ({type(exc).__name__}: {exc}); try another "
@@ -191,11 +204,12 @@ class OSQPSolver(SolverAdapter):
 
 
 class SCSSolver(SolverAdapter):
-    """SCS first-order conic solver."""
+    """SCS first-order conic solver (warm starts from its own earlier solution)."""
 
     name = "SCS"
     module = "scs"
     cvxpy_name = "SCS"
+    WARM_START = True
     DEFAULT_OPTIONS = SOLVER_SETTINGS["SCS"]
     STATUS_MAP = {
         1: Status.OPTIMAL,
@@ -205,6 +219,9 @@ class SCSSolver(SolverAdapter):
         -2: Status.INFEASIBLE,
         -7: Status.INFEASIBLE,
     }
+
+    def warm_cache(self, raw):
+        return {self.cvxpy_name: {k: raw[k] for k in ("x", "y", "s")}}
 
     def native_status(self, raw):
         return int(raw["info"]["status_val"])
