@@ -150,6 +150,7 @@ def run() -> dict:
             "failed_goals": [r.goal.text for r in result.goal_table.results if not r.passed],
             "status": str(final.status),
             "compression": final.extras.get("compression"),
+            "active_set": final.extras.get("active_set"),
             "setup_time_s": final.extras.get("setup_time_s"),
             "solver_time_s": final.extras.get("solver_time_s"),
             "n_iter": final.n_iter,
@@ -191,6 +192,7 @@ def _print(rec: dict) -> None:
             f"(normalisation x {r['normalisation']:.4f}); failed goals {r['failed_goals']}"
         )
     print(f"CVXPY compression: {rec['cvxpy']['compression']}")
+    print(f"CVXPY active set (beamlet column generation): {rec['cvxpy']['active_set']}")
     print(
         f"CVXPY setup (canonicalisation) {rec['cvxpy']['setup_time_s']:.1f} s, solver "
         f"{rec['cvxpy']['solver_time_s']:.1f} s, {rec['cvxpy']['n_iter']} iterations"

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cvxpy import CvxpyFormulation, solve_cvxpy
 from ._problem import Problem
 from ._result import OptimizationResult
 from .errors import InfeasibleError, InvalidProblemError
@@ -84,8 +85,6 @@ def solve_cvxpy_active_set(
         (the most negative reduced cost times the mean active fluence, over the CVXPY
         objective) and ``certified`` (no beamlet left that would lower the objective).
     """
-    from ._cvxpy import CvxpyFormulation, solve_cvxpy
-
     t0 = time.perf_counter()
     n = problem.n_beamlets
     if x0 is None:

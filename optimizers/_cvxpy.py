@@ -319,8 +319,6 @@ def solve_cvxpy(
     explain_infeasible: bool = True,
     compression: Compression | None = None,
     corrections: int = 0,
-    active_set: bool = False,
-    x0: Any = None,
 ) -> OptimizationResult:
     """Solve ``problem`` through its CVXPY formulation.
 
@@ -359,18 +357,6 @@ def solve_cvxpy(
         At a fixed point the optimiser's dose is the exact dose (default 0).
 
         .. versionadded:: 0.1.0
-    active_set : bool, optional
-        Solve on the beamlets ``x0`` uses and let in, round by round, every other beamlet
-        whose reduced cost says it would lower the objective
-        (:func:`optimizers._active_set.solve_cvxpy_active_set`; ``extras["active_set"]``
-        records the rounds and whether the result is certified optimal for every
-        beamlet). Default False.
-
-        .. versionadded:: 0.1.0
-    x0 : (n_beamlets,) array, MU, optional
-        The seed of ``active_set`` (default: the first-order solver's fluence).
-
-        .. versionadded:: 0.1.0
 
     Returns
     -------
@@ -395,19 +381,6 @@ def solve_cvxpy(
     OptimizerWarning
         The solver returned an inaccurate solution.
     """
-    if active_set and formulation is None:
-        from ._active_set import solve_cvxpy_active_set
-
-        return solve_cvxpy_active_set(
-            problem,
-            x0,
-            compression=compression,
-            solver=solver,
-            solver_options=solver_options,
-            verbose=verbose,
-            explain_infeasible=explain_infeasible,
-            corrections=corrections,
-        )
     cp = import_cvxpy()
     t0 = time.perf_counter()
     adapter = get_solver(solver)

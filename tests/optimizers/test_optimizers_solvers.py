@@ -484,7 +484,7 @@ def test_active_set_reaches_the_whole_problems_optimum():
     seed[::5] = 1.0
     for compression in (None, op.Compression(rel_threshold=0.02, rank=4)):
         whole = op.solve_cvxpy(prob, compression=compression)
-        part = op.solve_cvxpy(prob, compression=compression, active_set=True, x0=seed)
+        part = op.solve(prob, method="cvxpy", compression=compression, active_set=True, x0=seed)
         rec = part.extras["active_set"]
         assert rec["certified"] and rec["seed_columns"] == 6
         assert rec["rounds"][0]["entered"] > 0
@@ -492,7 +492,7 @@ def test_active_set_reaches_the_whole_problems_optimum():
         assert part.objective == pytest.approx(whole.objective, rel=1e-5)
         assert part.objective == pytest.approx(prob.objective(part.x), rel=1e-12)
     # the first-order seed (default) reaches the exact optimum too
-    seeded = op.solve_cvxpy(prob, active_set=True)
+    seeded = op.solve(prob, method="cvxpy", active_set=True)
     assert seeded.extras["active_set"]["certified"]
     assert seeded.objective == pytest.approx(op.solve_cvxpy(prob).objective, rel=1e-5)
 
@@ -503,7 +503,7 @@ def test_active_set_with_columns_the_hard_constraints_cannot_do_without():
     a, s = _one_voxel()
     a = sp.csr_matrix(np.array([[0.01, 0.0]], dtype=np.float32))
     prob = op.Problem(a, s, [op.Overdose("T", 10.0), op.MinDose("T", 20.0, hard=True)])
-    r = op.solve_cvxpy(prob, active_set=True, x0=np.array([0.0, 1.0]))
+    r = op.solve(prob, method="cvxpy", active_set=True, x0=np.array([0.0, 1.0]))
     assert r.x[0] == pytest.approx(2000.0, rel=1e-4)
     assert r.extras["active_set"]["rounds"][0] == {"columns": 1, "entered": 1}
 
