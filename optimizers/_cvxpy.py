@@ -45,6 +45,13 @@ class CvxpyFormulation:
         (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
         instead of ``d == A_u x`` (plus ``dose_offset``, a parameter, zero until a dose
         correction sets it).
+    columns : (n_active,) array of int, optional
+        Beamlets the dose may use (sorted, unique); the others are held at zero by an
+        equality ``x_fixed == 0`` whose multipliers price them
+        (:meth:`reduced_costs`). The solver's dense beamlet block is then
+        ``n_active`` wide instead of ``n_beamlets``. ``None`` (default): every beamlet.
+
+        .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -76,6 +83,7 @@ class CvxpyFormulation:
         *,
         elastic: bool = False,
         compressed: CompressedMatrix | None = None,
+        columns: Any = None,
     ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
@@ -85,14 +93,31 @@ class CvxpyFormulation:
         #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
         #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
         self.dose_offset: Any = None
+        #: the solver's own last solution by solver name (primal and dual): a re-solve of
+        #: this formulation with a solver that warm starts (SCS) starts there
+        self.last_solution: dict[str, Any] = {}
         n = problem.n_beamlets
-        self.x = cp.Variable(n, nonneg=True, name="x")
+        cons: list[Any] = []
+        self.columns, self.fixed = _split_columns(columns, n)
+        #: ``x_fixed == 0`` (the beamlets outside ``columns``), or ``None``
+        self.fixed_constraint: Any = None
+        if self.fixed.size:
+            x_active = cp.Variable(self.columns.size, nonneg=True, name="x")
+            x_fixed = cp.Variable(self.fixed.size, name="x_fixed")
+            self.fixed_constraint = x_fixed == 0
+            cons.append(self.fixed_constraint)
+            self.x_active = x_active
+            self.x = _scatter(self.columns, n) @ x_active + _scatter(self.fixed, n) @ x_fixed
+        else:
+            self.x = self.x_active = cp.Variable(n, nonneg=True, name="x")
         self.d = (
             cp.Variable(problem.union_rows.size, name="dose") if problem.union_rows.size else None
         )
-        cons: list[Any] = []
+        #: the dose constraints (``d == A x``, or ``z == V x`` and ``d == S x + U z``)
+        self.dose_constraints: list[Any] = []
         if self.d is not None:
-            cons += self._dose_constraints(cp, compressed)
+            self.dose_constraints = self._dose_constraints(cp, compressed)
+            cons += self.dose_constraints
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
         self.bound_params: dict[int, Any] = {}
@@ -127,9 +152,13 @@ class CvxpyFormulation:
 
     # -- pieces ------------------------------------------------------------------------
     def _dose_constraints(self, cp: Any, compressed: CompressedMatrix | None) -> list[Any]:
-        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix."""
+        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix (the
+        columns of ``columns`` only)."""
+        cols = None if not self.fixed.size else self.columns
+        x = self.x_active
         if compressed is None:
-            return [self.d == self.problem.a_union @ self.x]
+            a = self.problem.a_union
+            return [self.d == (a if cols is None else a[:, cols]) @ x]
         if compressed.sparse.shape != self.problem.a_union.shape:
             raise InvalidProblemError(
                 f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
@@ -137,13 +166,52 @@ class CvxpyFormulation:
             )
         n_u = compressed.sparse.shape[0]
         self.dose_offset = cp.Parameter(n_u, value=np.zeros(n_u), name="dose_offset")
+        sparse = compressed.sparse if cols is None else compressed.sparse[:, cols]
         if not compressed.rank:
-            return [self.d == compressed.sparse @ self.x + self.dose_offset]
+            return [self.d == sparse @ x + self.dose_offset]
+        right = compressed.right if cols is None else compressed.right[:, cols]
         z = cp.Variable(compressed.rank, name="tail")
         return [
-            z == compressed.right @ self.x,
-            self.d == compressed.sparse @ self.x + compressed.left @ z + self.dose_offset,
+            z == right @ x,
+            self.d == sparse @ x + compressed.left @ z + self.dose_offset,
         ]
+
+    def fluence(self) -> np.ndarray | None:
+        """(n_beamlets,) float64 MU after a solve: the solver's fluence, exactly zero
+        outside ``columns`` and clipped at 0 (``None`` before a solve)."""
+        v = self.x_active.value
+        if v is None:
+            return None
+        x = np.zeros(self.problem.n_beamlets)
+        x[self.columns] = np.clip(np.asarray(v, dtype=np.float64), 0.0, None)
+        return x
+
+    def reduced_costs(self) -> np.ndarray:
+        """(n_fixed,) derivative of the Lagrangian along each beamlet outside ``columns``
+        (CVXPY's objective units per MU), after a solve.
+
+        A negative entry means that letting that beamlet deliver would lower the
+        objective: the restricted solution is optimal for every beamlet only when none
+        is negative (linear-programming pricing, e.g. Romeijn et al. 2005). With
+        ``L = f + nu^T (d - A x) + eta^T (z - V x) + pi^T x_fixed`` (CVXPY's sign of an
+        equality's multiplier), stationarity in ``x_fixed`` gives ``df/dx_j = -pi_j``,
+        so the reduced cost is ``-pi_j - (A^T nu)_j`` (``- (S^T nu + V^T eta)_j``
+        compressed).
+        """
+        if not self.fixed.size:
+            return np.zeros(0)
+        direct = -np.asarray(self.fixed_constraint.dual_value, dtype=np.float64)
+        if not self.dose_constraints:
+            return direct
+        nu = np.asarray(self.dose_constraints[-1].dual_value, dtype=np.float64)
+        if self.compressed is None:
+            price = np.asarray(self.problem.a_union.T @ nu.astype(self.problem.a_union.dtype))
+        else:
+            price = np.asarray(self.compressed.sparse.T @ nu)
+            if self.compressed.rank:
+                eta = np.asarray(self.dose_constraints[0].dual_value, dtype=np.float64)
+                price = price + self.compressed.right.T @ eta
+        return direct - np.asarray(price, dtype=np.float64)[self.fixed]
 
     def covers_union(self, structure: str) -> bool:
         """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
@@ -263,7 +331,9 @@ def solve_cvxpy(
     formulation : CvxpyFormulation, optional
         A formulation built earlier for this problem, or for one that differs only in
         weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
-        skips canonicalisation.
+        skips canonicalisation. With SCS (``SCSSolver.WARM_START``) a re-solve also
+        starts at the formulation's last SCS solution, primal and dual (CVXPY's warm
+        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP here.
     solver_options : dict, optional
         Options passed to the solver (override the adapter's defaults).
     verbose : bool, optional
@@ -341,9 +411,12 @@ def solve_cvxpy(
                 "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
             ) from exc
         t2 = time.perf_counter()
+        warm = formulation.last_solution.get(adapter.name) if adapter.WARM_START else None
         out = adapter.solve(
-            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose)
+            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose, warm)
         )
+        if out.status in SOLUTION_PRESENT and adapter.WARM_START:
+            formulation.last_solution[adapter.name] = out.raw
         t_setup += t2 - t1
         t_solver += time.perf_counter() - t2
         n_iter += out.n_iter
@@ -353,7 +426,7 @@ def solve_cvxpy(
             try:
                 unpack(prob, out.raw, chain, inverse)
                 formulation._unscale_duals()
-                x = formulation.x.value
+                x = formulation.fluence()
             except Exception as exc:  # noqa: BLE001
                 logger.warning(
                     "could not unpack the %s solution: %s", adapter.name, exc, exc_info=True
@@ -478,3 +551,30 @@ def unpack(cvx_problem, raw, chain, inverse) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         cvx_problem.unpack_results(raw, chain, inverse)
+
+
+def _split_columns(columns: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(columns, the others)`` as sorted int64 arrays; every beamlet when ``None``."""
+    if columns is None:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    cols = np.asarray(columns)
+    if cols.ndim != 1 or (cols.size and cols.dtype.kind not in "iu"):
+        raise InvalidProblemError(
+            f"`columns` must be a 1-D array of beamlet indices, got shape {cols.shape} of "
+            f"{cols.dtype}."
+        )
+    cols = np.unique(cols.astype(np.int64))
+    if cols.size and (cols[0] < 0 or cols[-1] >= n):
+        raise InvalidProblemError(
+            f"`columns` holds beamlet indices outside [0, {n}): {cols[0]}..{cols[-1]}."
+        )
+    return cols, np.setdiff1d(np.arange(n), cols)
+
+
+def _scatter(index: np.ndarray, n: int) -> Any:
+    """(n, index.size) 0/1 CSC matrix placing a short vector at ``index``."""
+    import scipy.sparse as sp
+
+    return sp.csc_matrix(
+        (np.ones(index.size), (index, np.arange(index.size))), shape=(n, index.size)
+    )

@@ -240,8 +240,8 @@ def solve_lexicographic(
         soft = [t for t in lv if not t.hard]
         prob = base.with_terms(hard + bounds + soft)
         opts = dict(options)
-        if method == "first_order" and x_prev is not None:
-            opts.setdefault("x0", x_prev)
+        if x_prev is not None and (method == "first_order" or opts.get("active_set")):
+            opts.setdefault("x0", x_prev)  # a start, or the seed of the CVXPY active set
         res = solve(prob, method=method, **opts)
         d_lv = prob.union_dose(res.x)
         achieved = float(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._active_set import solve_cvxpy_active_set
 from ._cvxpy import solve_cvxpy
 from ._first_order import solve_first_order
 from ._problem import Problem, require_problem
@@ -32,7 +33,12 @@ def solve(problem: Problem, *, method: str = DEFAULT_METHOD, **options: Any) -> 
         named by ``solver=``).
     **options
         Passed to the chosen method (e.g. ``solver="OSQP"`` for CVXPY, ``x0=`` for
-        first-order).
+        first-order). With ``"cvxpy"``, ``active_set=True`` solves by beamlet column
+        generation seeded by ``x0`` (default: the first-order fluence):
+        :func:`optimizers._active_set.solve_cvxpy_active_set`.
+
+        .. versionadded:: 0.1.0
+           ``active_set``.
 
     Returns
     -------
@@ -42,5 +48,7 @@ def solve(problem: Problem, *, method: str = DEFAULT_METHOD, **options: Any) -> 
     if method == "first_order":
         return solve_first_order(problem, **options)
     if method == "cvxpy":
+        if options.pop("active_set", False):
+            return solve_cvxpy_active_set(problem, options.pop("x0", None), **options)
         return solve_cvxpy(problem, **options)
     raise InvalidProblemError(f"Unknown `method` {method!r}; choose one of {', '.join(METHODS)}.")

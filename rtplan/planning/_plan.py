@@ -801,11 +801,11 @@ def _large_organ_sample(ctx: _Context) -> np.ndarray:
 
 
 #: With ``solver = "cvxpy"`` the helper structures that only shape the low-dose region
-#: (rings, normal-tissue shells) are sampled on every ``CVXPY_HELPER_STRIDE``-th voxel
-#: along y and x as well (a quarter of their rows): an interior-point solver's work grows
-#: with the rows, and their terms are weighted means over smooth doses. Targets, organs and
-#: point goals keep the first-order path's sampling; the plan is evaluated on every voxel.
-CVXPY_HELPER_STRIDE = 2
+#: (rings, normal-tissue shells) are sampled on every ``k``-th voxel along y and x as well
+#: (``[optimization] cvxpy_helper_stride``, default 2: a quarter of their rows): an
+#: interior-point solver's work grows with the rows, and their terms are weighted means over
+#: smooth doses. Targets, organs and point goals keep the first-order path's sampling; the
+#: plan is evaluated on every voxel.
 CVXPY_SAMPLED_KINDS = ("ring", "nto")
 
 
@@ -823,7 +823,8 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
         if kind == "normal_tissue":
             strides = (NT_STRIDE,) * 3
         elif cvxpy and kind in CVXPY_SAMPLED_KINDS:
-            strides = (1, CVXPY_HELPER_STRIDE, CVXPY_HELPER_STRIDE)
+            k = ctx.protocol.optimization.cvxpy_helper_stride
+            strides = (1, k, k)
         elif name in sampled:
             occ = occ * sample  # weights: occupancy x the voxels each sample stands for
             strides = (1, 1, 1)
@@ -853,13 +854,13 @@ FIRST_ORDER_TOL = 1e-6
 
 
 #: The CVXPY solve sees the influence matrix compressed to sparse plus low rank
-#: (:class:`optimizers.Compression` settings: entries below 1 % of their beamlet's maximum
-#: move to a rank-32 part); the result records the bound of the dose error this allows and
-#: the error measured at the solution, and the plan is judged on the full matrix and the
-#: final aperture dose.  Matrices of fewer than ``CVXPY_COMPRESS_MIN_NONZEROS`` entries are
+#: (:class:`optimizers.Compression`; ``[optimization] cvxpy_compression_threshold`` and
+#: ``cvxpy_compression_rank``, default: entries below 1 % of their beamlet's maximum move
+#: to a rank-32 part); the result records the bound of the dose error this allows and the
+#: error measured at the solution, and the plan is judged on the full matrix and the final
+#: aperture dose.  Matrices of fewer than ``CVXPY_COMPRESS_MIN_NONZEROS`` entries are
 #: solved exactly: small enough for the solver as they are, and a hard custom term then
 #: holds on the exact dose.
-CVXPY_COMPRESSION = {"rel_threshold": 0.01, "rank": 32}
 CVXPY_COMPRESS_MIN_NONZEROS = 5_000_000
 
 
@@ -906,8 +907,12 @@ def stage_optimise(ctx: _Context) -> None:
     options: dict[str, Any] = {"matrix_dtype": np.float32}
     if settings.solver == "cvxpy":
         options["solver"] = settings.cvxpy_solver
+        options["active_set"] = settings.cvxpy_active_set
         if ctx.matrix.nnz >= CVXPY_COMPRESS_MIN_NONZEROS:
-            options["compression"] = opt.Compression(**CVXPY_COMPRESSION)
+            options["compression"] = opt.Compression(
+                rel_threshold=settings.cvxpy_compression_threshold,
+                rank=settings.cvxpy_compression_rank,
+            )
     else:
         options["max_iter"] = settings.max_iterations
         options["tol"] = FIRST_ORDER_TOL

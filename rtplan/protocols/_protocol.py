@@ -197,6 +197,28 @@ class OptimizationSettings:
     target_weight : float
         Weight of target goals relative to organ-at-risk goals of the same priority
         (2 = a target's dose deviation counts twice an organ's; both in units of Rx).
+    cvxpy_compression_threshold : float
+        With ``solver = "cvxpy"`` on a large matrix: entries below this fraction of their
+        beamlet's largest entry leave the sparse part of the compressed matrix
+        (:class:`optimizers.Compression` ``rel_threshold``; ``0 <= t < 1``, 0 keeps every
+        entry).
+    cvxpy_compression_rank : int
+        Rank of the low-rank part that carries those dropped entries (``0 <= k <= 512``;
+        0 drops them).
+    cvxpy_helper_stride : int
+        With ``solver = "cvxpy"``: rings and normal-tissue shells are sampled on every
+        ``k``-th voxel along y and x (``1 <= k <= 8``; 1 keeps every voxel).
+    cvxpy_active_set : bool
+        With ``solver = "cvxpy"``: solve on the beamlets the first-order solver's fluence
+        uses and let in every other beamlet whose reduced cost would lower the objective,
+        until none would (``optimizers.solve_cvxpy(..., active_set=True)``); ``false``:
+        every beamlet in one solve.
+
+    Notes
+    -----
+    .. versionadded:: 0.1.0
+       ``cvxpy_compression_threshold``, ``cvxpy_compression_rank``, ``cvxpy_helper_stride``,
+       ``cvxpy_active_set``.
     """
 
     solver: str = "first_order"
@@ -211,6 +233,17 @@ class OptimizationSettings:
     target_aim: float = 0.02
     oar_aim: float = 0.10
     target_weight: float = 2.0
+    cvxpy_compression_threshold: float = 0.01
+    cvxpy_compression_rank: int = 32
+    cvxpy_helper_stride: int = 2
+    cvxpy_active_set: bool = True
+
+
+#: Largest ``[optimization] cvxpy_compression_rank``: the low-rank factors are dense
+#: (rows x rank and rank x beamlets, float64) and the solver's beamlet block grows with it.
+MAX_CVXPY_COMPRESSION_RANK = 512
+#: Largest ``[optimization] cvxpy_helper_stride`` (a ring 15 mm wide keeps a few rows).
+MAX_CVXPY_HELPER_STRIDE = 8
 
 
 @dataclass(frozen=True)
@@ -654,6 +687,14 @@ def _equispaced(n: int, start: float, source: str) -> tuple[float, ...]:
     return tuple(round((start + 360.0 * i / n) % 360.0, 6) for i in range(n))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_optimization(opt: OptimizationSettings, source: str) -> None:
     if opt.solver not in _SOLVERS:
         raise _err(
@@ -672,6 +713,33 @@ def _check_optimization(opt: OptimizationSettings, source: str) -> None:
     if opt.max_iterations < 1:
         raise _err(
             source, "[optimization] max_iterations", f"expected >= 1, found {opt.max_iterations!r}."
+        )
+    if not _is_number(opt.cvxpy_compression_threshold) or not (
+        0 <= opt.cvxpy_compression_threshold < 1
+    ):
+        raise _err(
+            source,
+            "[optimization] cvxpy_compression_threshold",
+            f"expected 0 <= threshold < 1 (a fraction of each beamlet's largest entry), found "
+            f"{opt.cvxpy_compression_threshold!r}.",
+        )
+    if not _is_int(opt.cvxpy_compression_rank) or not (
+        0 <= opt.cvxpy_compression_rank <= MAX_CVXPY_COMPRESSION_RANK
+    ):
+        raise _err(
+            source,
+            "[optimization] cvxpy_compression_rank",
+            f"expected an integer from 0 to {MAX_CVXPY_COMPRESSION_RANK}, found "
+            f"{opt.cvxpy_compression_rank!r}.",
+        )
+    if not _is_int(opt.cvxpy_helper_stride) or not (
+        1 <= opt.cvxpy_helper_stride <= MAX_CVXPY_HELPER_STRIDE
+    ):
+        raise _err(
+            source,
+            "[optimization] cvxpy_helper_stride",
+            f"expected an integer from 1 to {MAX_CVXPY_HELPER_STRIDE}, found "
+            f"{opt.cvxpy_helper_stride!r}.",
         )
 
 

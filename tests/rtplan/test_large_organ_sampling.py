@@ -161,3 +161,25 @@ def test_sampled_organ_in_any_order_of_the_structures():
     expected = np.flatnonzero(_expected_sample(ctx.occupancy["Lung"]).ravel())
     ctx.occupancy = {"Lung": ctx.occupancy.pop("Lung"), **ctx.occupancy}
     np.testing.assert_array_equal(_problem_structures(ctx)[0]["Lung"], expected)
+
+
+def test_cvxpy_rings_sampled_at_the_protocols_stride():
+    """``[optimization] cvxpy_helper_stride``: a ring's rows on every k-th voxel along y
+    and x with ``solver = "cvxpy"`` (analytic counts), every voxel with first-order."""
+    ctx = _ctx()
+    ring = np.zeros(ctx.dose_grid.shape, dtype=np.float32)
+    ring[5:15, 10:40, 10:40] = 1.0  # 10 x 30 x 30 voxels
+    ctx.helpers = {"zRing": SimpleNamespace(name="zRing", kind="ring", occupancy=ring)}
+    base = ctx.protocol
+    for solver, stride, n in [
+        ("first_order", 3, 10 * 30 * 30),
+        ("cvxpy", 1, 10 * 30 * 30),
+        ("cvxpy", 2, 10 * 15 * 15),
+        ("cvxpy", 3, 10 * 10 * 10),
+    ]:
+        ctx.protocol = base.with_overrides(solver=solver, cvxpy_helper_stride=stride)
+        idx, _ = _problem_structures(ctx)
+        assert idx["zRing"].size == n, (solver, stride)
+        _, iy, ix = np.unravel_index(idx["zRing"], ctx.dose_grid.shape)
+        if solver == "cvxpy":
+            assert np.all(iy % stride == 0) and np.all(ix % stride == 0)

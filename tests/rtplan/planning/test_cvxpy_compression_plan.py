@@ -12,7 +12,7 @@ import optimizers as op
 from optimizers._solvers import MosekSolver
 from rtplan.phantoms import make_phantom
 from rtplan.planning import _plan, plan_patient
-from rtplan.protocols import load_protocol
+from rtplan.protocols import OptimizationSettings, load_protocol
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,10 @@ def test_compressed_plan_solve_against_exact(cshape_matrix):
     a, s = cshape_matrix
     prob = op.Problem(a, s, TERMS, matrix_dtype=np.float32)
     exact = op.solve_cvxpy(prob)
-    settings = op.Compression(**_plan.CVXPY_COMPRESSION)
+    defaults = OptimizationSettings()  # the planner's compression settings
+    settings = op.Compression(
+        rel_threshold=defaults.cvxpy_compression_threshold, rank=defaults.cvxpy_compression_rank
+    )
     plain = op.solve_cvxpy(prob, compression=settings)
     rec = plain.extras["compression"]
     assert rec["nnz_sparse"] < 0.5 * rec["nnz_full"]

@@ -235,6 +235,22 @@ def test_optional_structure_may_be_absent_and_ambiguous_pattern_refused():
         ),
         ({"beams": {"count": 5, "gantry_deg": [0, 90]}}, r"either `count`"),
         ({"optimization": {"solver": "magic"}}, r"solver.*first_order"),
+        (
+            {"optimization": {"cvxpy_compression_rank": 1000}},
+            r"cvxpy_compression_rank: expected an integer from 0 to 512, found 1000",
+        ),
+        (
+            {"optimization": {"cvxpy_compression_rank": 4.5}},
+            r"\[optimization\] cvxpy_compression_rank: expected an integer",
+        ),
+        (
+            {"optimization": {"cvxpy_compression_threshold": 1.0}},
+            r"\[optimization\] cvxpy_compression_threshold: expected 0 <= threshold < 1",
+        ),
+        (
+            {"optimization": {"cvxpy_helper_stride": 0}},
+            r"\[optimization\] cvxpy_helper_stride: expected an integer from 1 to 8, found 0",
+        ),
         ({"grid": {"dose_grid_mm": 0}}, r"dose_grid_mm.*positive"),
         ({"dose": {"density_table": 3}}, r"\[dose\] density_table.*expected a file name"),
         ({"dose": {"hu_table": "ct.csv"}}, r"\[dose\].*unknown key\(s\) \['hu_table'\]"),
@@ -270,6 +286,12 @@ def test_with_overrides():
     assert p.optimization.solver == "first_order"  # original untouched
     with pytest.raises(ProtocolError, match="Unknown optimisation option"):
         p.with_overrides(speed=3)
+    r = p.with_overrides(cvxpy_compression_rank=8, cvxpy_helper_stride=1)
+    assert (r.optimization.cvxpy_compression_rank, r.optimization.cvxpy_helper_stride) == (8, 1)
+    with pytest.raises(ProtocolError, match="cvxpy_compression_rank: expected an integer"):
+        p.with_overrides(cvxpy_compression_rank=2.5)
+    with pytest.raises(ProtocolError, match="cvxpy_compression_threshold: expected 0 <="):
+        p.with_overrides(cvxpy_compression_threshold=-0.1)
     assert isinstance(p.goals[0].goal, Goal)
 
 
