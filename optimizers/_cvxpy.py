@@ -43,8 +43,12 @@ class CvxpyFormulation:
     compressed : CompressedMatrix, optional
         The union rows of ``problem.a_union`` compressed to sparse plus low rank
         (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
-        instead of ``d == A_u x`` (plus ``dose_offset``, a parameter, zero until a dose
-        correction sets it).
+        instead of ``d == A_u x``.
+
+    The dose adds :attr:`dose_offset`, a parameter holding the problem's
+    ``union_offset`` (zero without one) when the problem has a ``dose_offset`` or the
+    matrix is compressed (then the compression's dose corrections of :func:`solve_cvxpy`
+    add to it).
 
     Attributes
     ----------
@@ -82,8 +86,9 @@ class CvxpyFormulation:
         self.problem = problem
         self.elastic = elastic
         self.compressed = compressed
-        #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
-        #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
+        #: (n_union,) Gy: a constant added to the dose (a ``cvxpy.Parameter``): the
+        #: problem's ``union_offset`` plus the dose correction of :func:`solve_cvxpy`'s
+        #: ``corrections``; None when the problem has no offset and no compression
         self.dose_offset: Any = None
         n = problem.n_beamlets
         self.x = cp.Variable(n, nonneg=True, name="x")
@@ -127,16 +132,21 @@ class CvxpyFormulation:
 
     # -- pieces ------------------------------------------------------------------------
     def _dose_constraints(self, cp: Any, compressed: CompressedMatrix | None) -> list[Any]:
-        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix."""
+        """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix (each
+        ``+ dose_offset`` when there is one)."""
+        n_u = self.problem.union_rows.size
+        if compressed is not None or self.problem.union_offset is not None:
+            self.dose_offset = cp.Parameter(n_u, name="dose_offset")
+            self.reset_dose_offset()
         if compressed is None:
-            return [self.d == self.problem.a_union @ self.x]
+            if self.dose_offset is None:
+                return [self.d == self.problem.a_union @ self.x]
+            return [self.d == self.problem.a_union @ self.x + self.dose_offset]
         if compressed.sparse.shape != self.problem.a_union.shape:
             raise InvalidProblemError(
                 f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
                 f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
             )
-        n_u = compressed.sparse.shape[0]
-        self.dose_offset = cp.Parameter(n_u, value=np.zeros(n_u), name="dose_offset")
         if not compressed.rank:
             return [self.d == compressed.sparse @ self.x + self.dose_offset]
         z = cp.Variable(compressed.rank, name="tail")
@@ -144,6 +154,11 @@ class CvxpyFormulation:
             z == compressed.right @ self.x,
             self.d == compressed.sparse @ self.x + compressed.left @ z + self.dose_offset,
         ]
+
+    def reset_dose_offset(self) -> None:
+        """Set :attr:`dose_offset` to the problem's ``union_offset`` (zero without one)."""
+        off = self.problem.union_offset
+        self.dose_offset.value = np.zeros(self.problem.union_rows.size) if off is None else off
 
     def covers_union(self, structure: str) -> bool:
         """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
@@ -189,6 +204,11 @@ class CvxpyFormulation:
                 "`formulation` was built for another matrix or another number of terms; build a "
                 "new CvxpyFormulation (only weights, dose levels and bounds can change)."
             )
+        if problem.union_offset is not None and self.dose_offset is None:
+            raise InvalidProblemError(
+                "`formulation` was built for a problem without `dose_offset`; build a new "
+                "CvxpyFormulation for a problem with one."
+            )
         for k, (t_new, t_old) in enumerate(zip(problem.terms, old.terms, strict=True)):
             same = (
                 type(t_new) is type(t_old)
@@ -210,6 +230,8 @@ class CvxpyFormulation:
             if k in self.bound_params:
                 self.bound_params[k].value = self.bound_scales[k] * t_new.threshold()
         self.problem = problem
+        if self.dose_offset is not None:
+            self.reset_dose_offset()
         self._set_weight_values({k: t.weight for k, t in enumerate(problem.terms)})
 
     def set_weights(self, weights: dict[int, float]) -> None:
@@ -322,14 +344,14 @@ def solve_cvxpy(
         formulation.update(problem)
     prob = formulation.cvx_problem
     compressed = formulation.compressed
-    if compressed is not None:
-        formulation.dose_offset.value = np.zeros(compressed.sparse.shape[0])
+    if formulation.dose_offset is not None:
+        formulation.reset_dose_offset()
     t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
     n_iter = 0
     x: Any = None
     for attempt in range(1 + (max(int(corrections), 0) if compressed is not None else 0)):
         if attempt:  # the compression's dose error at the previous solution, Gy
-            assert compressed is not None
+            assert compressed is not None  # (with the problem's own dose_offset)
             offset = problem.union_dose(x) - compressed.dose(x)
             formulation.dose_offset.value = offset
         t1 = time.perf_counter()
