@@ -197,6 +197,16 @@ class OptimizationSettings:
     target_weight : float
         Weight of target goals relative to organ-at-risk goals of the same priority
         (2 = a target's dose deviation counts twice an organ's; both in units of Rx).
+    final_dose_corrections : int
+        Re-optimisations on the final dose (0 to :data:`MAX_FINAL_DOSE_CORRECTIONS`; 0:
+        none): each re-optimises with ``d = D x + (d_final(x0) - D x0)`` from the last
+        plan's fluence ``x0`` and its final aperture dose, then sequences again.
+    final_dose_tolerance_pct : float
+        The corrections stop early when no goal's value (on the final dose, before
+        normalisation) moved by more than this percentage of its level.
+
+        .. versionadded:: 0.1.0
+           ``final_dose_corrections`` and ``final_dose_tolerance_pct``.
     """
 
     solver: str = "first_order"
@@ -211,6 +221,13 @@ class OptimizationSettings:
     target_aim: float = 0.02
     oar_aim: float = 0.10
     target_weight: float = 2.0
+    final_dose_corrections: int = 1
+    final_dose_tolerance_pct: float = 0.5
+
+
+#: Largest ``[optimization] final_dose_corrections``: each loop re-runs the optimisation,
+#: the sequencing and the final dose.
+MAX_FINAL_DOSE_CORRECTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -672,6 +689,20 @@ def _check_optimization(opt: OptimizationSettings, source: str) -> None:
     if opt.max_iterations < 1:
         raise _err(
             source, "[optimization] max_iterations", f"expected >= 1, found {opt.max_iterations!r}."
+        )
+    n = opt.final_dose_corrections
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_FINAL_DOSE_CORRECTIONS:
+        raise _err(
+            source,
+            "[optimization] final_dose_corrections",
+            f"expected an integer from 0 (off) to {MAX_FINAL_DOSE_CORRECTIONS}, found {n!r}.",
+        )
+    tol = opt.final_dose_tolerance_pct
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 100:
+        raise _err(
+            source,
+            "[optimization] final_dose_tolerance_pct",
+            f"expected a percentage >= 0 and < 100, found {tol!r}.",
         )
 
 
