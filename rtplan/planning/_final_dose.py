@@ -61,6 +61,7 @@ def correction_record(
     previous_dose_gy: np.ndarray | None = None,
     offset_gy: np.ndarray | None = None,
     offset_rows_in_targets: np.ndarray | None = None,
+    model_error_gy: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One entry of ``PlanResult.corrections`` (and plan.json's ``"corrections"``).
 
@@ -78,14 +79,19 @@ def correction_record(
         The correction this loop optimised with.
     offset_rows_in_targets : (n_rows,) bool ndarray, optional
         Which of its rows lie in the targets.
+    model_error_gy : (n_rows,) ndarray, Gy, optional
+        The corrected model's error at this loop's plan: its final dose minus
+        ``D x + offset_gy`` at the fluence its segments deliver.
 
     Returns
     -------
     dict
         ``loop``; ``goals`` (goal text -> value) and ``goals_met``; for loops >= 1
         ``target_max_abs_change_gy`` / ``target_mean_abs_change_gy`` (the final dose's
-        change in the targets from the loop before) and ``target_max_abs_correction_gy`` /
-        ``target_mean_abs_correction_gy`` (the offset ``c`` in the targets).
+        change in the targets from the loop before), ``target_max_abs_correction_gy`` /
+        ``target_mean_abs_correction_gy`` (the offset ``c`` in the targets: the
+        uncorrected model's error at the plan before) and ``target_max_abs_model_error_gy``
+        / ``target_mean_abs_model_error_gy`` (the corrected model's error at this plan).
     """
     record: dict[str, Any] = {
         "loop": int(loop),
@@ -99,10 +105,12 @@ def correction_record(
         )[target_mask]
         record["target_max_abs_change_gy"] = float(change.max(initial=0.0))
         record["target_mean_abs_change_gy"] = float(change.mean()) if change.size else 0.0
-    if offset_gy is not None and offset_rows_in_targets is not None:
-        c = np.abs(offset_gy[offset_rows_in_targets])
-        record["target_max_abs_correction_gy"] = float(c.max(initial=0.0))
-        record["target_mean_abs_correction_gy"] = float(c.mean()) if c.size else 0.0
+    if offset_rows_in_targets is not None:
+        for key, value in (("correction", offset_gy), ("model_error", model_error_gy)):
+            if value is not None:
+                v = np.abs(value[offset_rows_in_targets])
+                record[f"target_max_abs_{key}_gy"] = float(v.max(initial=0.0))
+                record[f"target_mean_abs_{key}_gy"] = float(v.mean()) if v.size else 0.0
     return record
 
 

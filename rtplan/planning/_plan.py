@@ -1096,13 +1096,19 @@ def stage_correct(ctx: _Context) -> None:
     ctx.corrections = [correction_record(0, before, target_mask=targets, dose_gy=ctx.dose)]
     passes = [_plan_state(ctx)]
     scores = [_goals_met_normalised(ctx, goals, structures, body, rx)]
+
+    def correction():  # c at the last plan's delivered fluence and final dose
+        delivered = ctx.segment_weights.beamlet_fluence_mu
+        return dose_correction(ctx.matrix, ctx.matrix_rows, delivered, ctx.dose)
+
+    offset = correction()
     for loop in range(1, settings.final_dose_corrections + 1):
         previous = ctx.dose
-        delivered = ctx.segment_weights.beamlet_fluence_mu
-        ctx.dose_offset = dose_correction(ctx.matrix, ctx.matrix_rows, delivered, previous)
+        ctx.dose_offset = offset
         stage_optimise(ctx)
         stage_sequence(ctx)
         stage_segments(ctx)
+        offset = correction()
         after = goal_results(ctx.dose)
         ctx.corrections.append(
             correction_record(
@@ -1113,6 +1119,7 @@ def stage_correct(ctx: _Context) -> None:
                 previous_dose_gy=previous,
                 offset_gy=ctx.dose_offset,
                 offset_rows_in_targets=rows_in_targets,
+                model_error_gy=offset - ctx.dose_offset,
             )
         )
         passes.append(_plan_state(ctx))
