@@ -1072,6 +1072,7 @@ def stage_correct(ctx: _Context) -> None:
 
     The plan kept is the pass (the uncorrected one or a corrected one) whose final dose,
     normalised as :func:`stage_evaluate` normalises it, meets the most goals; on a tie the
+    one whose failed goals miss by least (summed relative to their levels), then the
     later pass, whose optimiser saw the more accurate dose.  A re-optimisation moves the
     plan by more than its correction (another sequencing of another fluence), so a loop
     can lose a goal the pass before met; its record says so (``kept``).
@@ -1130,15 +1131,15 @@ def stage_correct(ctx: _Context) -> None:
             loop,
             ctx.corrections[-1]["goals_met"],
             len(after),
-            scores[-1],
+            scores[-1][0],
             ctx.corrections[-1]["target_max_abs_change_gy"],
         )
         if goals_settled(before, after, tolerance_pct=settings.final_dose_tolerance_pct):
             break
         before = after
-    best = max(range(len(passes)), key=lambda k: (scores[k], k))
+    best = max(range(len(passes)), key=lambda k: (scores[k][0], -scores[k][1], k))
     for k, record in enumerate(ctx.corrections):
-        record["goals_met_normalized"] = scores[k]
+        record["goals_met_normalized"], record["shortfall_normalized"] = scores[k]
         record["kept"] = k == best
     for name, value in passes[best].items():
         setattr(ctx, name, value)
@@ -1152,8 +1153,9 @@ def _plan_state(ctx: _Context) -> dict[str, Any]:
     return {name: getattr(ctx, name) for name in _PASS_FIELDS}
 
 
-def _goals_met_normalised(ctx: _Context, goals, structures, body, rx: float) -> int:
-    """Goals met by ``ctx.dose`` normalised as :func:`stage_evaluate` would."""
+def _goals_met_normalised(ctx: _Context, goals, structures, body, rx: float) -> tuple[int, float]:
+    """Goals met by ``ctx.dose`` normalised as :func:`stage_evaluate` would, and the sum
+    of the failed goals' shortfalls relative to their levels."""
     factor = 1.0
     if ctx.protocol.optimization.normalize:
         cap = ctx.protocol.safety.normalization_cap_pct
@@ -1161,7 +1163,10 @@ def _goals_met_normalised(ctx: _Context, goals, structures, body, rx: float) -> 
     table = evaluate_goals(
         ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body
     )
-    return len(table) - table.n_failed
+    shortfall = sum(
+        abs(r.value - r.goal.level) / (abs(r.goal.level) or 1.0) for r in table if not r.passed
+    )
+    return len(table) - table.n_failed, float(shortfall)
 
 
 def stage_evaluate(ctx: _Context) -> None:
