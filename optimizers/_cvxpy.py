@@ -43,8 +43,7 @@ class CvxpyFormulation:
     compressed : CompressedMatrix, optional
         The union rows of ``problem.a_union`` compressed to sparse plus low rank
         (:func:`optimizers.compress_matrix`): the dose is ``d == S x + U z, z == V x``
-        instead of ``d == A_u x`` (plus ``dose_offset``, a parameter, zero until a dose
-        correction sets it).
+        instead of ``d == A_u x``.
     columns : (n_active,) array of int, optional
         Beamlets the dose may use (sorted, unique); the others are held at zero by an
         equality ``x_fixed == 0`` whose multipliers price them
@@ -52,6 +51,11 @@ class CvxpyFormulation:
         ``n_active`` wide instead of ``n_beamlets``. ``None`` (default): every beamlet.
 
         .. versionadded:: 0.1.0
+
+    The dose adds :attr:`dose_offset`, a parameter holding the problem's
+    ``union_offset`` (zero without one) when the problem has a ``dose_offset`` or the
+    matrix is compressed (then the compression's dose corrections of :func:`solve_cvxpy`
+    add to it).
 
     Attributes
     ----------
@@ -90,8 +94,9 @@ class CvxpyFormulation:
         self.problem = problem
         self.elastic = elastic
         self.compressed = compressed
-        #: (n_union,) Gy: a constant added to the compressed dose (a ``cvxpy.Parameter``),
-        #: the dose correction of :func:`solve_cvxpy`'s ``corrections``
+        #: (n_union,) Gy: a constant added to the dose (a ``cvxpy.Parameter``): the
+        #: problem's ``union_offset`` plus the dose correction of :func:`solve_cvxpy`'s
+        #: ``corrections``; None when the problem has no offset and no compression
         self.dose_offset: Any = None
         #: the solver's own last solution by solver name (primal and dual): a re-solve of
         #: this formulation with a solver that warm starts (SCS) starts there
@@ -153,19 +158,24 @@ class CvxpyFormulation:
     # -- pieces ------------------------------------------------------------------------
     def _dose_constraints(self, cp: Any, compressed: CompressedMatrix | None) -> list[Any]:
         """``d == A_u x``, or ``d == S x + U z, z == V x`` for a compressed matrix (the
-        columns of ``columns`` only)."""
+        columns of ``columns`` only; each ``+ dose_offset`` when there is one)."""
         cols = None if not self.fixed.size else self.columns
         x = self.x_active
+        n_u = self.problem.union_rows.size
+        if compressed is not None or self.problem.union_offset is not None:
+            self.dose_offset = cp.Parameter(n_u, name="dose_offset")
+            self.reset_dose_offset()
         if compressed is None:
             a = self.problem.a_union
-            return [self.d == (a if cols is None else a[:, cols]) @ x]
+            a = a if cols is None else a[:, cols]
+            if self.dose_offset is None:
+                return [self.d == a @ x]
+            return [self.d == a @ x + self.dose_offset]
         if compressed.sparse.shape != self.problem.a_union.shape:
             raise InvalidProblemError(
                 f"`compressed` has shape {compressed.sparse.shape} but the problem's union "
                 f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
             )
-        n_u = compressed.sparse.shape[0]
-        self.dose_offset = cp.Parameter(n_u, value=np.zeros(n_u), name="dose_offset")
         sparse = compressed.sparse if cols is None else compressed.sparse[:, cols]
         if not compressed.rank:
             return [self.d == sparse @ x + self.dose_offset]
@@ -213,6 +223,11 @@ class CvxpyFormulation:
                 price = price + self.compressed.right.T @ eta
         return direct - np.asarray(price, dtype=np.float64)[self.fixed]
 
+    def reset_dose_offset(self) -> None:
+        """Set :attr:`dose_offset` to the problem's ``union_offset`` (zero without one)."""
+        off = self.problem.union_offset
+        self.dose_offset.value = np.zeros(self.problem.union_rows.size) if off is None else off
+
     def covers_union(self, structure: str) -> bool:
         """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
         return self._full[structure]
@@ -257,6 +272,11 @@ class CvxpyFormulation:
                 "`formulation` was built for another matrix or another number of terms; build a "
                 "new CvxpyFormulation (only weights, dose levels and bounds can change)."
             )
+        if problem.union_offset is not None and self.dose_offset is None:
+            raise InvalidProblemError(
+                "`formulation` was built for a problem without `dose_offset`; build a new "
+                "CvxpyFormulation for a problem with one."
+            )
         for k, (t_new, t_old) in enumerate(zip(problem.terms, old.terms, strict=True)):
             same = (
                 type(t_new) is type(t_old)
@@ -278,6 +298,8 @@ class CvxpyFormulation:
             if k in self.bound_params:
                 self.bound_params[k].value = self.bound_scales[k] * t_new.threshold()
         self.problem = problem
+        if self.dose_offset is not None:
+            self.reset_dose_offset()
         self._set_weight_values({k: t.weight for k, t in enumerate(problem.terms)})
 
     def set_weights(self, weights: dict[int, float]) -> None:
@@ -392,14 +414,14 @@ def solve_cvxpy(
         formulation.update(problem)
     prob = formulation.cvx_problem
     compressed = formulation.compressed
-    if compressed is not None:
-        formulation.dose_offset.value = np.zeros(compressed.sparse.shape[0])
+    if formulation.dose_offset is not None:
+        formulation.reset_dose_offset()
     t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
     n_iter = 0
     x: Any = None
     for attempt in range(1 + (max(int(corrections), 0) if compressed is not None else 0)):
         if attempt:  # the compression's dose error at the previous solution, Gy
-            assert compressed is not None
+            assert compressed is not None  # (with the problem's own dose_offset)
             offset = problem.union_dose(x) - compressed.dose(x)
             formulation.dose_offset.value = offset
         t1 = time.perf_counter()

@@ -231,6 +231,7 @@ def certify_hard_constraints(
     if not checked:
         return FeasibilityCertificate("not_disproved", 0.0, not_checked=not_checked)
     a_u = problem.a_union
+    off = np.zeros(a_u.shape[0]) if problem.union_offset is None else problem.union_offset
     d = None if x is None else problem.union_dose(np.asarray(x, dtype=np.float64))
     per_voxel = [t for t in checked if t.per_voxel]
     share = max_nonzeros / max(len(per_voxel), 1)
@@ -246,15 +247,17 @@ def certify_hard_constraints(
             nnz_row = max(float(np.diff(a_u.indptr)[loc].mean()), 1.0)
             pos = _pick_rows(viol, loc.size, max(int(share // nnz_row), 1))
             rows = sp.csr_matrix(a_u[loc[pos]], dtype=np.float64)
+            const = off[loc[pos]]
             n_rows += pos.size
         else:  # the mean over every voxel, exactly: one row p^T A_s
             w = np.zeros(a_u.shape[0])  # no copy of the structure's rows
             w[loc] = problem.p[structure_of(t)]
             mean_row = np.asarray(a_u.T @ w, dtype=np.float64)
             rows = sp.csr_matrix(mean_row.reshape(1, -1))
+            const = np.array([w @ off])
             n_rows += 1
-        kept[t.label] = rows
-        expr = rows @ xv
+        kept[t.label] = (rows, const)
+        expr = rows @ xv + const  # the dose with the problem's dose_offset
         cons.append(expr <= b + s_k if sgn > 0 else expr >= b - s_k)
     lp = cp.Problem(cp.Minimize(cp.sum(cp.hstack(list(slacks.values())))), cons)
     adapter = get_solver(solver)
@@ -288,7 +291,8 @@ def certify_hard_constraints(
         for t in checked:
             if t.label in relaxed:
                 continue
-            q = kept[t.label] @ x_lp
+            rows, const = kept[t.label]
+            q = rows @ x_lp + const
             q = float(q.max() if t.sense == "<=" else q.min())
             if abs(q - t.threshold()) <= 1e-3 * constraint_scale(t):
                 binding.append(t.label)

@@ -184,8 +184,15 @@ def solve_first_order(
     fwd, bwd = _counted_products(backend, counts)
     soft_w = sum(t.weight for t in comp.soft) or 1.0
     al = AugmentedLagrangian(comp, rho0=10.0 * soft_w) if comp.hard else None
+    # the iterations carry d = A_u x (linear: directions and extrapolations stay exact);
+    # the terms read A_u x + dose_offset
+    offset = None if problem.union_offset is None else backend.asarray(problem.union_offset)
+
+    def term_dose(d):
+        return d if offset is None else d + offset
 
     def phi(d, v, want_grad=True):
+        d = term_dose(d)
         f, g_u, g_x = comp.soft_value_grad(d, v, want_grad)
         if al is not None:
             fa, g_u, g_x = al.value_grad(d, v, g_u, g_x, want_grad)
@@ -254,8 +261,8 @@ def solve_first_order(
                 status = inner_status
                 break
             outer += 1
-            viol = al.update(d, x, constraint_tol)
-            f_now = comp.soft_value_grad(d, x, want_grad=False)[0]
+            viol = al.update(term_dose(d), x, constraint_tol)
+            f_now = comp.soft_value_grad(term_dose(d), x, want_grad=False)[0]
             history.append(
                 {
                     "outer": outer,
@@ -414,14 +421,21 @@ def _counted_products(backend: ArrayBackend, counts: dict) -> tuple[Callable, Ca
 def _default_start(problem: Problem) -> np.ndarray:
     """Uniform fluence scaled so the mean dose of the targets (the structures of the terms
     that declare ``target_goal``: underdose, min-dose, squared deviation, DVH minimum)
-    matches their level; 1 MU otherwise."""
+    matches their level (with the problem's ``dose_offset``: the matrix's share is the
+    level minus the offset's mean); 1 MU otherwise."""
     x = np.ones(problem.n_beamlets)
     d = problem.union_dose(x)
+    offset = problem.union_offset
+    if offset is not None:
+        d = d - offset
     levels, means = [], []
     for t in Problem.flatten(problem.terms):
         if t.target_goal and t.dose_gy:
-            levels.append(t.dose_gy)
+            off = 0.0 if offset is None else float(problem.term_dose(t, offset).mean())
+            levels.append((t.dose_gy, off))
             means.append(float(problem.term_dose(t, d).mean()))
     if levels and max(means) > 0:
-        x *= float(np.mean(levels)) / max(float(np.mean(means)), 1e-12)
+        level = float(np.mean([lv for lv, _ in levels]))
+        aim = max(level - float(np.mean([off for _, off in levels])), 1e-3 * level)
+        x *= aim / max(float(np.mean(means)), 1e-12)
     return x

@@ -144,6 +144,7 @@ def solve_lexicographic(
     slip_rel: float = 0.03,
     slip_abs: float = 0.0,
     matrix_dtype: Any = np.float64,
+    dose_offset: Any = None,
     **options: Any,
 ) -> LexicographicResult:
     """Optimise priority levels one after another without hand-tuned weights across levels.
@@ -178,8 +179,15 @@ def solve_lexicographic(
     matrix_dtype : {numpy.float64, numpy.float32}, optional
         Precision of the solver's copy of the touched matrix rows (see :class:`Problem`);
         float32 halves the memory traffic of the first-order solver's products.
+    dose_offset : (n_voxels,) array of float, Gy, optional
+        A constant dose per voxel added to ``matrix @ x`` in every term of every level
+        (see :class:`Problem`), e.g. the correction ``d_final(x0) - matrix @ x0`` that
+        makes the optimiser's dose equal an accurate final dose at ``x0``.
+
+        .. versionadded:: 0.1.0
     **options
-        Passed to the solver.
+        Passed to the solver. A first-order ``x0`` starts the first level; each later
+        level starts from the level before it.
 
     Returns
     -------
@@ -228,7 +236,12 @@ def solve_lexicographic(
             )
     all_terms = [t for lv in levels for t in lv] + list(constraints)
     base = Problem(
-        matrix, structures, all_terms, voxel_weights=voxel_weights, matrix_dtype=matrix_dtype
+        matrix,
+        structures,
+        all_terms,
+        voxel_weights=voxel_weights,
+        matrix_dtype=matrix_dtype,
+        dose_offset=dose_offset,
     )
     hard = list(constraints)
     bounds: list[_LevelBound] = []
@@ -241,7 +254,9 @@ def solve_lexicographic(
         prob = base.with_terms(hard + bounds + soft)
         opts = dict(options)
         if x_prev is not None and (method == "first_order" or opts.get("active_set")):
-            opts.setdefault("x0", x_prev)  # a start, or the seed of the CVXPY active set
+            # the caller's x0 started the first level; later levels start from (or seed
+            # the CVXPY active set with) the level before
+            opts["x0"] = x_prev
         res = solve(prob, method=method, **opts)
         d_lv = prob.union_dose(res.x)
         achieved = float(

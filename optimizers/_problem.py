@@ -227,6 +227,25 @@ def _as_csr(matrix: Any) -> Any:
     return csr
 
 
+def _check_dose_offset(dose_offset: Any, n_vox: int) -> np.ndarray | None:
+    """``dose_offset`` as a read-only (n_vox,) float64 array, or InvalidProblemError."""
+    if dose_offset is None:
+        return None
+    a = np.array(dose_offset, dtype=np.float64)  # a copy: the caller's array may change
+    if a.shape != (n_vox,):
+        raise InvalidProblemError(
+            f"`dose_offset` has shape {a.shape}, expected ({n_vox},): one dose (Gy) per "
+            "row of `matrix`."
+        )
+    if not np.all(np.isfinite(a)):
+        raise InvalidProblemError(
+            f"`dose_offset` holds {int((~np.isfinite(a)).sum())} NaN or infinite values; "
+            "it must be a finite dose per voxel (Gy)."
+        )
+    a.flags.writeable = False
+    return a
+
+
 def _isfinite(a: Any) -> Any:
     if isinstance(a, np.ndarray):
         return np.isfinite(a)
@@ -253,12 +272,20 @@ class Problem:
         Precision of the row-sliced copy the solvers multiply with (default float64).
         float32 halves the memory traffic of the first-order solver's products, which are
         bandwidth-bound on large matrices (dose and gradients stay float64).
+    dose_offset : (n_voxels,) array of float, Gy, optional
+        A constant dose per voxel (row of ``matrix``) added to the matrix's dose: every
+        term of both solvers (objectives, hard constraints, level bounds, custom terms,
+        compressed matrices) reads ``d = matrix @ x + dose_offset``. A dose correction
+        ``d_accurate(x0) - matrix @ x0`` makes the optimiser's dose equal a more accurate
+        dose at ``x0``. Default: none.
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
     InvalidProblemError
         NaN/negative matrix entries, indices out of range, a term on an unknown or empty
-        structure, mismatched weights.
+        structure, mismatched weights, a ``dose_offset`` of the wrong shape or not finite.
 
     Notes
     -----
@@ -296,6 +323,7 @@ class Problem:
         *,
         voxel_weights: Mapping[str, Any] | None = None,
         matrix_dtype: Any = np.float64,
+        dose_offset: Any = None,
         _cache: _MatrixCache | None = None,
         _checked: bool = False,
     ) -> None:
@@ -314,10 +342,17 @@ class Problem:
         self.structures: dict[str, np.ndarray] = dict(structures)
         self.voxel_weights: dict[str, np.ndarray] = dict(voxel_weights or {})
         self.terms: tuple[Term, ...] = tuple(self._check_terms(terms, n_bl))
+        self.dose_offset: np.ndarray | None = (
+            dose_offset if _checked else _check_dose_offset(dose_offset, n_vox)
+        )
         names = frozenset(n for t in self._all_dose_terms() for n in structures_read(t))
         self._names = names
         rows, self.a_union = _cache.union(self.structures, names)
         self.union_rows = rows
+        #: (n_union,) float64, Gy: ``dose_offset`` on the union rows (None without one)
+        self.union_offset: np.ndarray | None = (
+            None if self.dose_offset is None else self.dose_offset[rows]
+        )
         self.local_index: dict[str, np.ndarray] = {
             n: np.searchsorted(rows, self.structures[n]) for n in names
         }
@@ -457,20 +492,24 @@ class Problem:
             self.structures,
             terms,
             voxel_weights=self.voxel_weights,
+            dose_offset=self.dose_offset,
             _cache=self._cache,
             _checked=True,
         )
 
     # -- evaluation --------------------------------------------------------------------
     def union_dose(self, x: Any) -> np.ndarray:
-        """Dose in the union of the terms' structures, Gy, ``(n_union,)`` float64."""
+        """Dose in the union of the terms' structures, Gy, ``(n_union,)`` float64 (with
+        ``dose_offset``)."""
         x = np.asarray(x, dtype=self.a_union.dtype)
-        return np.asarray(self.a_union @ x, dtype=np.float64)
+        d = np.asarray(self.a_union @ x, dtype=np.float64)
+        return d if self.union_offset is None else d + self.union_offset
 
     def dose(self, x: Any) -> np.ndarray:
-        """Dose on the whole grid, Gy, ``(n_voxels,)`` float64."""
+        """Dose on the whole grid, Gy, ``(n_voxels,)`` float64 (with ``dose_offset``)."""
         x = np.asarray(x, dtype=self.matrix.dtype)
-        return np.asarray(self.matrix @ x, dtype=np.float64)
+        d = np.asarray(self.matrix @ x, dtype=np.float64)
+        return d if self.dose_offset is None else d + self.dose_offset
 
     def term_dose(self, term: Term, d_union: np.ndarray) -> np.ndarray:
         """Dose in ``term``'s structure, Gy, ``(n_s,)``, from the union dose ``d_union``."""

@@ -153,6 +153,12 @@ class SegmentWeightResult:
     extras : dict
         ``cold_set_iterations``: iterations of the cold-set loop (0 without
         ``underdose_weights``).
+    beamlet_fluence_mu : (n_beamlets,) ndarray of float64, MU, or None
+        The delivered fluence of the re-optimised segments averaged over each beamlet
+        (``S m``, :func:`segment_beamlet_matrix`): ``influence @ beamlet_fluence_mu`` is
+        the segments' dose as the influence matrix models it.
+
+        .. versionadded:: 0.1.0
     """
 
     beams: tuple[DeliverableBeam, ...]
@@ -166,6 +172,7 @@ class SegmentWeightResult:
     status: Status
     solve_time_s: float
     extras: dict = field(default_factory=dict)
+    beamlet_fluence_mu: np.ndarray | None = None
 
     @property
     def success(self) -> bool:
@@ -428,6 +435,7 @@ def reoptimize_segment_weights(
         status=status,
         solve_time_s=dt,
         extras={"cold_set_iterations": n_cold_iter},
+        beamlet_fluence_mu=np.asarray(S @ m1, dtype=np.float64),
     )
 
 

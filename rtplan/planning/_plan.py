@@ -14,7 +14,10 @@ wall time of each:
    (:func:`rtplan.planning.build_levels`);
 5. ``sequence`` – step-and-shoot leaf sequencing of each beam's fluence map;
 6. ``segments`` – segment-weight re-optimisation and the final dose from the apertures;
-7. ``evaluate`` – normalisation (optional) and the goal table.
+7. ``correct`` – optimisation that ends on the final dose: re-optimise with
+   ``d = D x + (d_final(x0) - D x0)``, sequence and re-compute the final dose, up to the
+   protocol's ``final_dose_corrections`` times (:mod:`rtplan.planning._final_dose`);
+8. ``evaluate`` – normalisation (optional) and the goal table.
 
 :meth:`PlanResult.write` then writes ``RTPLAN.dcm``, ``RTDOSE.dcm``, ``plan.json`` and
 ``report.html`` into a folder atomically.
@@ -66,6 +69,7 @@ from ..safety import (
 )
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
+from ._final_dose import correction_record, dose_correction, goals_settled
 from ._helper_structures import (
     HelperStructure,
     build_helper_structures,
@@ -97,7 +101,16 @@ MACHINE_ALIASES = {
 #: the global hot-spot term reads it, and the hot-spot goal without an external contour.
 BODY_HELPER = "zBody"
 
-STAGES = ("structures", "beams", "dose", "optimise", "sequence", "segments", "evaluate")
+STAGES = (
+    "structures",
+    "beams",
+    "dose",
+    "optimise",
+    "sequence",
+    "segments",
+    "correct",
+    "evaluate",
+)
 
 
 # --------------------------------------------------------------------------- result
@@ -140,6 +153,16 @@ class PlanResult:
     density_table : dose_engine.HUTable or None
         The CT-to-density table of every dose (recorded in plan.json and the report);
         ``None``: the shipped one.
+    corrections : tuple of dict
+        The final-dose correction loops (protocol ``final_dose_corrections``): loop 0 is
+        the uncorrected plan, then one entry per re-optimisation, each with the goals'
+        values on the final dose before normalisation (``goals``, ``goals_met``), the
+        final dose's change in the targets (``target_max_abs_change_gy``,
+        ``target_mean_abs_change_gy``) and the correction there
+        (``target_max_abs_correction_gy``, ``target_mean_abs_correction_gy``); empty
+        when the corrections are off.
+
+        .. versionadded:: 0.1.0
     """
 
     patient: Any
@@ -159,6 +182,7 @@ class PlanResult:
     warnings: tuple = ()
     normalization_record: dict | None = None
     density_table: HUTable | None = None
+    corrections: tuple = ()
 
     # ------------------------------------------------------------ summaries
     @property
@@ -279,6 +303,7 @@ class PlanResult:
             "helper_structures_cc": dict(self.helper_volumes_cc),
             "optimization_levels": _level_records(opt),
             "optimization_status": _status_record(opt),
+            "corrections": list(self.corrections),
             "dose_grid": {
                 "shape_zyx": list(self.dose_grid.shape),
                 "origin_mm": list(self.dose_grid.origin_mm),
@@ -515,6 +540,10 @@ class _Context:
     beam_indices: list = field(default_factory=list)
     segment_weights: Any = None
     custom_terms: dict = field(default_factory=dict)  # priority -> optimizers terms
+    # the plan's final dose (Gy, on the dose grid) from ctx.plan: see aperture_dose
+    final_dose: Callable[[_Context], np.ndarray] | None = None
+    dose_offset: np.ndarray | None = None  # Gy per row of ``matrix``: the correction c
+    corrections: list = field(default_factory=list)  # records of the correction loops
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -921,6 +950,10 @@ def stage_optimise(ctx: _Context) -> None:
     hard = [t for lv in ctx.levels for t in lv.terms if t.hard]
     soft_levels = [[t for t in lv.terms if not t.hard] for lv in ctx.levels]
     soft_levels = [lv for lv in soft_levels if lv]
+    if ctx.dose_offset is not None:  # a final-dose correction: d = D x + c
+        options["dose_offset"] = ctx.dose_offset
+        if settings.solver == "first_order":  # warm start (CVXPY's solvers have none)
+            options["x0"] = ctx.fluence
     ctx.optimization = opt.solve_lexicographic(
         ctx.matrix,
         idx,
@@ -1034,22 +1067,152 @@ def stage_segments(ctx: _Context) -> None:
         replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
     )
     ctx.plan = replace(ctx.plan, beams=beams)
-    # the body and every planning structure: each voxel a goal reads has its dose
+    final_dose = aperture_dose if ctx.final_dose is None else ctx.final_dose
+    ctx.dose = np.asarray(final_dose(ctx), dtype=np.float32)
+
+
+def final_dose_mask(ctx: _Context) -> np.ndarray:
+    """The voxels a final dose must cover, (nz, ny, nx) bool: the body, every planning
+    structure (each voxel a goal reads) and the optimiser's rows (the correction loop
+    reads the final dose there)."""
     voxel_mask = np.asarray(ctx.body_occupancy) > 0
     for occ in ctx.occupancy.values():
         voxel_mask |= occ > 0
-    ctx.dose = np.asarray(
-        compute_plan_dose(
-            ctx.plan,
-            ctx.patient,
-            dose_grid=ctx.dose_grid,
-            model=ctx.beam_model,
-            backend=ctx.backend,
-            voxel_mask=voxel_mask,
-            density_table=ctx.density_table,
-        ).dose_gy,
-        dtype=np.float32,
+    voxel_mask.ravel()[ctx.matrix_rows] = True
+    return voxel_mask
+
+
+def aperture_dose(ctx: _Context) -> np.ndarray:
+    """The final dose of ``ctx.plan`` from its apertures (the beam model's pencil beam,
+    MLC and jaw model; :func:`rtplan.dose.compute_plan_dose`) on :func:`final_dose_mask`,
+    Gy, (nz, ny, nx).  The default final-dose function of the plan and of the correction
+    loop (``_Context.final_dose``: another engine's dose plugs in there)."""
+    return compute_plan_dose(
+        ctx.plan,
+        ctx.patient,
+        dose_grid=ctx.dose_grid,
+        model=ctx.beam_model,
+        backend=ctx.backend,
+        voxel_mask=final_dose_mask(ctx),
+        density_table=ctx.density_table,
+    ).dose_gy
+
+
+def stage_correct(ctx: _Context) -> None:
+    """Optimisation that ends on the final dose (protocol ``final_dose_corrections``).
+
+    Each loop takes the last plan's segments and final dose and re-optimises with
+    ``d = D x + c``, ``c = d_final(x0) - D x0`` on every row of the optimiser (sampled
+    structures read ``c`` of their own voxels), where ``x0`` is the fluence the segments
+    deliver over each beamlet (:attr:`SegmentWeightResult.beamlet_fluence_mu`), so that
+    ``c`` holds what the matrix misses of the apertures' dose (leaf and jaw transmission
+    outside the beamlets, scatter beyond the matrix's cut-off, the final engine's
+    physics) and not the sequencing residual of those particular segments, which the
+    next segments do not repeat.  The solve is warm-started from the last optimised
+    fluence (first-order solver); then the plan is sequenced, its segment weights re-fitted
+    to ``D x`` (the segments' model dose ``D S m`` plus the same ``c`` is then their final
+    dose) and the final dose re-computed with the same final-dose function
+    (``ctx.final_dose``).  Stops early when no goal moved by more than
+    ``final_dose_tolerance_pct`` % of its level.  Each loop's record goes to
+    ``ctx.corrections``.
+
+    The plan kept is the pass (the uncorrected one or a corrected one) whose final dose,
+    normalised as :func:`stage_evaluate` normalises it, meets the most goals; on a tie the
+    one whose failed goals miss by least (summed relative to their levels), then the
+    later pass, whose optimiser saw the more accurate dose.  A re-optimisation moves the
+    plan by more than its correction (another sequencing of another fluence), so a loop
+    can lose a goal the pass before met; its record says so (``kept``).
+    """
+    settings = ctx.protocol.optimization
+    if settings.final_dose_corrections == 0:
+        return
+    goals, structures, body = _evaluation_goals(ctx)
+    rx = ctx.protocol.prescription.total_dose_gy
+
+    def goal_results(dose):
+        return evaluate_goals(
+            dose, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body
+        ).results
+
+    targets = np.zeros(ctx.dose_grid.shape, dtype=bool)
+    for t in ctx.protocol.targets:
+        if t in ctx.occupancy:
+            targets |= ctx.occupancy[t] > 0
+    rows_in_targets = targets.ravel()[ctx.matrix_rows]
+    before = goal_results(ctx.dose)
+    ctx.corrections = [correction_record(0, before, target_mask=targets, dose_gy=ctx.dose)]
+    passes = [_plan_state(ctx)]
+    scores = [_goals_met_normalised(ctx, goals, structures, body, rx)]
+
+    def correction():  # c at the last plan's delivered fluence and final dose
+        delivered = ctx.segment_weights.beamlet_fluence_mu
+        return dose_correction(ctx.matrix, ctx.matrix_rows, delivered, ctx.dose)
+
+    offset = correction()
+    for loop in range(1, settings.final_dose_corrections + 1):
+        previous = ctx.dose
+        ctx.dose_offset = offset
+        stage_optimise(ctx)
+        stage_sequence(ctx)
+        stage_segments(ctx)
+        offset = correction()
+        after = goal_results(ctx.dose)
+        ctx.corrections.append(
+            correction_record(
+                loop,
+                after,
+                target_mask=targets,
+                dose_gy=ctx.dose,
+                previous_dose_gy=previous,
+                offset_gy=ctx.dose_offset,
+                offset_rows_in_targets=rows_in_targets,
+                model_error_gy=offset - ctx.dose_offset,
+            )
+        )
+        passes.append(_plan_state(ctx))
+        scores.append(_goals_met_normalised(ctx, goals, structures, body, rx))
+        logger.info(
+            "final-dose correction %d: %d/%d goals met before normalisation, %d after; "
+            "target dose moved by up to %.3g Gy",
+            loop,
+            ctx.corrections[-1]["goals_met"],
+            len(after),
+            scores[-1][0],
+            ctx.corrections[-1]["target_max_abs_change_gy"],
+        )
+        if goals_settled(before, after, tolerance_pct=settings.final_dose_tolerance_pct):
+            break
+        before = after
+    best = max(range(len(passes)), key=lambda k: (scores[k][0], -scores[k][1], k))
+    for k, record in enumerate(ctx.corrections):
+        record["goals_met_normalized"], record["shortfall_normalized"] = scores[k]
+        record["kept"] = k == best
+    for name, value in passes[best].items():
+        setattr(ctx, name, value)
+
+
+#: What a pass of the correction loop changes in the context (restored for the pass kept).
+_PASS_FIELDS = ("fluence", "optimization", "plan", "beam_indices", "segment_weights", "dose")
+
+
+def _plan_state(ctx: _Context) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in _PASS_FIELDS}
+
+
+def _goals_met_normalised(ctx: _Context, goals, structures, body, rx: float) -> tuple[int, float]:
+    """Goals met by ``ctx.dose`` normalised as :func:`stage_evaluate` would, and the sum
+    of the failed goals' shortfalls relative to their levels."""
+    factor = 1.0
+    if ctx.protocol.optimization.normalize:
+        cap = ctx.protocol.safety.normalization_cap_pct
+        factor = capped_normalization(ctx, goals, structures, rx, cap)[0]
+    table = evaluate_goals(
+        ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body
     )
+    shortfall = sum(
+        abs(r.value - r.goal.level) / (abs(r.goal.level) or 1.0) for r in table if not r.passed
+    )
+    return len(table) - table.n_failed, float(shortfall)
 
 
 def stage_evaluate(ctx: _Context) -> None:
@@ -1059,27 +1222,7 @@ def stage_evaluate(ctx: _Context) -> None:
 
     protocol = ctx.protocol
     rx = protocol.prescription.total_dose_gy
-    structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
-    ext = protocol.external
-    body = ctx.mapping.get(ext) if ext else None
-    if body is None and BODY_HELPER in ctx.helpers:
-        body = BODY_HELPER
-        structures[body] = ctx.helpers[body].occupancy
-    for h in ctx.helpers.values():
-        if h.kind in ("target_low", "target_gradient"):
-            structures[h.name] = h.occupancy
-    bands = {h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"}
-    implicit = [
-        replace(g, structure=ctx.mapping.get(g.structure, g.structure))
-        for g in implicit_goals(
-            protocol,
-            list(ctx.mapping),
-            helpers=tuple(ctx.helpers),
-            body=body,
-            gradient_levels_gy=bands,
-        )
-    ]
-    goals = protocol.evaluation_goals(ctx.mapping) + implicit
+    goals, structures, body = _evaluation_goals(ctx)
     ctx.normalization = 1.0
     if protocol.optimization.normalize:
         ctx.normalization, ctx.normalization_record, ctx.normalization_warning = (
@@ -1106,6 +1249,36 @@ def stage_evaluate(ctx: _Context) -> None:
         not_evaluated=tuple(protocol.goals_not_evaluated(ctx.mapping)),
         reported=reported.results,
     )
+
+
+def _evaluation_goals(ctx: _Context) -> tuple[list, dict, str | None]:
+    """``(goals, structures, body)``: the protocol's and the implicit goals on patient
+    structure names, the occupancies they read and the body's name."""
+    from dataclasses import replace
+
+    protocol = ctx.protocol
+    structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
+    ext = protocol.external
+    body = ctx.mapping.get(ext) if ext else None
+    if body is None and BODY_HELPER in ctx.helpers:
+        body = BODY_HELPER
+        structures[body] = ctx.helpers[body].occupancy
+    for h in ctx.helpers.values():
+        if h.kind in ("target_low", "target_gradient"):
+            structures[h.name] = h.occupancy
+    bands = {h.name: h.level_gy for h in ctx.helpers.values() if h.kind == "target_gradient_band"}
+    implicit = [
+        replace(g, structure=ctx.mapping.get(g.structure, g.structure))
+        for g in implicit_goals(
+            protocol,
+            list(ctx.mapping),
+            helpers=tuple(ctx.helpers),
+            body=body,
+            gradient_levels_gy=bands,
+        )
+    ]
+    goals = protocol.evaluation_goals(ctx.mapping) + implicit
+    return goals, structures, body
 
 
 def capped_normalization(ctx, goals, structures, rx: float, cap_pct: float):
@@ -1427,6 +1600,7 @@ def plan_patient(
             ("optimise", stage_optimise),
             ("sequence", stage_sequence),
             ("segments", stage_segments),
+            ("correct", stage_correct),
             ("evaluate", stage_evaluate),
         ):
             with _timed(timings, name, bar):
@@ -1478,6 +1652,7 @@ def plan_patient(
         warnings=tuple(warnings),
         normalization_record=ctx.normalization_record,
         density_table=ctx.density_table,
+        corrections=tuple(ctx.corrections),
     )
 
 

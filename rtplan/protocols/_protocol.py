@@ -214,11 +214,20 @@ class OptimizationSettings:
         until none would (``optimizers.solve_cvxpy(..., active_set=True)``); ``false``:
         every beamlet in one solve.
 
+    final_dose_corrections : int
+        Re-optimisations on the final dose (0 to :data:`MAX_FINAL_DOSE_CORRECTIONS`; 0:
+        none): each re-optimises with ``d = D x + (d_final(x0) - D x0)`` from the last
+        plan's fluence ``x0`` and its final aperture dose, then sequences again.
+    final_dose_tolerance_pct : float
+        The corrections stop early when no goal's value (on the final dose, before
+        normalisation) moved by more than this percentage of its level.
+
+
     Notes
     -----
     .. versionadded:: 0.1.0
        ``cvxpy_compression_threshold``, ``cvxpy_compression_rank``, ``cvxpy_helper_stride``,
-       ``cvxpy_active_set``.
+       ``cvxpy_active_set``, ``final_dose_corrections`` and ``final_dose_tolerance_pct``.
     """
 
     solver: str = "first_order"
@@ -237,6 +246,8 @@ class OptimizationSettings:
     cvxpy_compression_rank: int = 32
     cvxpy_helper_stride: int = 2
     cvxpy_active_set: bool = True
+    final_dose_corrections: int = 1
+    final_dose_tolerance_pct: float = 0.5
 
 
 #: Largest ``[optimization] cvxpy_compression_rank``: the low-rank factors are dense
@@ -244,6 +255,9 @@ class OptimizationSettings:
 MAX_CVXPY_COMPRESSION_RANK = 512
 #: Largest ``[optimization] cvxpy_helper_stride`` (a ring 15 mm wide keeps a few rows).
 MAX_CVXPY_HELPER_STRIDE = 8
+#: Largest ``[optimization] final_dose_corrections``: each loop re-runs the optimisation,
+#: the sequencing and the final dose.
+MAX_FINAL_DOSE_CORRECTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -740,6 +754,20 @@ def _check_optimization(opt: OptimizationSettings, source: str) -> None:
             "[optimization] cvxpy_helper_stride",
             f"expected an integer from 1 to {MAX_CVXPY_HELPER_STRIDE}, found "
             f"{opt.cvxpy_helper_stride!r}.",
+        )
+    n = opt.final_dose_corrections
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_FINAL_DOSE_CORRECTIONS:
+        raise _err(
+            source,
+            "[optimization] final_dose_corrections",
+            f"expected an integer from 0 (off) to {MAX_FINAL_DOSE_CORRECTIONS}, found {n!r}.",
+        )
+    tol = opt.final_dose_tolerance_pct
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 100:
+        raise _err(
+            source,
+            "[optimization] final_dose_tolerance_pct",
+            f"expected a percentage >= 0 and < 100, found {tol!r}.",
         )
 
 

@@ -206,6 +206,9 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
                 ),
             )
         )
+    corrections = plan.get("corrections")
+    if isinstance(corrections, list) and corrections:
+        rows.append(("Final-dose correction", final_dose_correction_text(corrections)))
     hu = plan.get("hu_table")
     if isinstance(hu, Mapping):
         quantity = str(hu.get("quantity", "relative_electron_density")).replace("_", " ")
@@ -223,6 +226,31 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def final_dose_correction_text(corrections: Sequence[Mapping[str, Any]]) -> str:
+    """One line on plan.json's ``corrections``: goals met per pass (before and after
+    normalisation), how far each loop moved the target dose and which pass was kept."""
+    passes = []
+    for c in corrections:
+        text = (
+            f"pass {c.get('loop')}: {c.get('goals_met')}/{c.get('n_goals')} goals "
+            f"({c.get('goals_met_normalized')} normalised)"
+        )
+        if "target_max_abs_change_gy" in c:
+            text += (
+                f", target dose moved max {_num(c.get('target_max_abs_change_gy'), '.2f')} "
+                f"mean {_num(c.get('target_mean_abs_change_gy'), '.2f')} Gy "
+                f"(correction max {_num(c.get('target_max_abs_correction_gy'), '.2f')} Gy)"
+            )
+        if c.get("kept"):
+            text += " [kept]"
+        passes.append(text)
+    return (
+        "re-optimised on the final dose, d = D x + (d_final - D x0); "
+        + "; ".join(passes)
+        + " (goals on the final dose before normalisation)"
+    )
 
 
 def voxel_max(dose: np.ndarray) -> tuple[float, tuple[int, int, int]]:
