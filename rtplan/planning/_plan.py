@@ -69,6 +69,7 @@ from ..safety import (
 )
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
+from ._custom_check import custom_term_warnings
 from ._final_dose import correction_record, dose_correction, goals_settled
 from ._helper_structures import (
     HelperStructure,
@@ -1632,6 +1633,16 @@ def plan_patient(
     )
     if switch_warning is not None:
         warnings.insert(0, switch_warning)
+    if ctx.custom_terms:
+        rows, weights = _problem_structures(ctx)
+        warnings += custom_term_warnings(
+            ctx.custom_terms,
+            ctx.dose,
+            rows,
+            weights,
+            ctx.fluence * ctx.normalization,
+            protocol.prescription.total_dose_gy,
+        )
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(

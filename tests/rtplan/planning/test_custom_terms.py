@@ -10,6 +10,7 @@ term, the structure, the priority or the solver, before any dose is computed whe
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import cvxpy as cp
@@ -73,8 +74,18 @@ def test_geud_limit_holds_on_the_final_dose(plans):
     assert geud_by_hand(base) > 1.2 * LIMIT_GY  # without the term the core is hotter
     # the optimiser met it (largest violation, Gy) ...
     assert custom.optimization.final.term_values[LABEL] <= 1e-3
-    # ... and the delivered dose (sequenced, from the apertures) keeps it within 3 %
-    assert geud_by_hand(custom) == pytest.approx(LIMIT_GY, rel=0.03)
+    # ... and on the delivered dose (sequenced apertures with the MLC's transmission, leaf
+    # gap and tongue-and-groove, which the optimiser's beamlets do not see; normalised) it
+    # holds within 1 % of Rx, or the plan says by how much it is exceeded
+    delivered = geud_by_hand(custom) * custom.normalization
+    excess = delivered - LIMIT_GY
+    flagged = [w for w in custom.warnings if w.code == "custom_term_final_dose"]
+    tol_gy = 0.01 * custom.protocol.prescription.total_dose_gy
+    assert len(flagged) == (excess > tol_gy)
+    if flagged:
+        assert f"`{LABEL}`" in flagged[0].message
+        quoted = re.search(r"violated by ([0-9.]+) ", flagged[0].message)
+        assert quoted and float(quoted.group(1)) == pytest.approx(excess, rel=0.01)
     assert custom.optimization.levels[0].labels == base.optimization.levels[0].labels
 
 
