@@ -202,7 +202,7 @@ def field_dose(
     >>> round(float(dose_gy.max()), 3), float(depth_mm[dose_gy[0, :, 0].argmax()])
     (1.0, 14.5)
     >>> round(float(dose_gy[0, 99, 0]), 3)  # 99.5 mm deep
-    0.677
+    0.675
     """
     model = load_beam_model() if model is None else model
     rects = check_rectangles(rectangles_mm)

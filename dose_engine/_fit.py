@@ -10,10 +10,8 @@ Procedure (variable projection: the depth function ``A(d)`` cancels from every q
 compared in step 1, because they are ratios of doses at the same depth):
 
 1. Shape parameters — focal-source blur ``σ_src`` (BLD x and y), primary and scatter kernel
-   widths ``σ_p(d) = p0 + p1 d``, ``σ_s(d) = s0 + s1 d``, the long-range scatter share
-   ``λ`` and width ``σ_l(d) = l0 + l1 d``, head-scatter weight ``w_h`` and
-   widths ``σ_h`` (x and y), the off-axis horn (dip ``a``, negative for a peaked
-   flattening-filter-free beam, and width ``s``) and the
+   widths ``σ_p(d) = p0 + p1 d``, ``σ_s(d) = s0 + s1 d``, head-scatter weight ``w_h`` and
+   widths ``σ_h`` (x and y), the off-axis horn (dip ``a`` and width ``s``) and the
    scatter-to-primary ratio ``r(d)`` at depth nodes (:data:`R_NODES_MM` up to the deepest
    reference-PDD point) — by nonlinear least squares (:func:`scipy.optimize.least_squares`)
    on (a) every profile, normalised to its value at position 0, (b) the ratio of every other
@@ -54,23 +52,15 @@ MAX_DEPTH_MM = 600.0
 #: Residual weights of the PDD ratios and output factors against profile points.
 PDD_RATIO_WEIGHT = 4.0
 OUTPUT_FACTOR_WEIGHT = 20.0
-#: Start, lower and upper bounds of the 14 scalar shape parameters (see :func:`_shape_params`).
-#: The horn dip may be negative: a peaked (flattening-filter-free) fluence.
-THETA0 = np.array([1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0, 0.2, 60.0, 0.1])
-THETA_LO = np.array([0.1, 0.1, 0.0, 2.0, 0.0, 0.0, 5.0, 0.1, 5.0, -0.5, 20.0, 0.0, 20.0, 0.0])
-THETA_HI = np.array(
-    [5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 400.0, 0.9, 300.0, 1.0]
-)
-N_SCALARS = THETA0.size
-#: Entries of the long-range scatter (share, width at 0 mm, width per mm depth) in the vector.
-LONG_RANGE_SLICE = slice(11, 14)
+#: Start, lower and upper bounds of the 11 scalar shape parameters (see :func:`_shape_params`).
+THETA0 = np.array([1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0])
+THETA_LO = np.array([0.1, 0.1, 0.0, 2.0, 0.0, 0.0, 5.0, 0.1, 5.0, 0.0, 20.0])
+THETA_HI = np.array([5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 200.0])
 SIX_MV_NAME = "rtplan generic 6 MV pencil beam"
 #: ``ftol``, ``xtol`` and ``gtol`` of the shape fit: it stops on convergence, not on a budget.
 FIT_TOLERANCE = 1e-12
-#: Default evaluation budget of the shape fit (the pymedphys data converge in 743 from the
-#: generic start: the long-range scatter and head-scatter widths are only weakly separated
-#: by fields up to 10 x 10 cm^2).
-MAX_NFEV = 2000
+#: Default evaluation budget of the shape fit (the pymedphys data converge in 55-115).
+MAX_NFEV = 500
 #: Calibration entry of the intermediate (unnormalised) models of steps 1-2.
 _NO_CALIB = {"dose_gy_per_mu": 1.0, "field_size_mm": 100.0, "ssd_mm": 1000.0, "depth_mm": 0.0}
 
@@ -103,8 +93,7 @@ def water_point_geometry(ssd_mm, depth_mm, offaxis_x_mm, offaxis_y_mm=0.0, sad_m
 
 
 def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray) -> dict:
-    """Shape parameters from the fit vector (:data:`N_SCALARS` scalars, then ``r`` at each
-    node)."""
+    """Shape parameters from the fit vector (11 scalars, then ``r`` at each node)."""
     return {
         "source_sigma_mm": [float(theta[0]), float(theta[7])],
         "sigma_primary_mm": [float(theta[1]), float(theta[2])],
@@ -112,23 +101,14 @@ def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray) -> dict:
         "head_scatter_weight": float(theta[5]),
         "head_scatter_sigma_mm": [float(theta[6]), float(theta[8])],
         "horn": {"dip": float(theta[9]), "sigma_mm": float(theta[10])},
-        "long_range_scatter": {
-            "fraction": float(theta[11]),
-            "sigma_mm": [float(theta[12]), float(theta[13])],
-        },
         "scatter_ratio_depth_mm": [float(v) for v in nodes_mm],
-        "scatter_ratio_nodes": [float(v) for v in theta[N_SCALARS : N_SCALARS + nodes_mm.size]],
+        "scatter_ratio_nodes": [float(v) for v in theta[11 : 11 + nodes_mm.size]],
     }
 
 
 def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
-    """The step-1 (shape) parameters of an existing model file's content (a file without
-    ``long_range_scatter`` gets the fit's start values with a zero share)."""
+    """The step-1 (shape) parameters of an existing model file's content."""
     nodes = np.asarray(nodes_mm, float)
-    long_range = params.get("long_range_scatter") or {
-        "fraction": 0.0,
-        "sigma_mm": [float(THETA0[12]), float(THETA0[13])],
-    }
     return {
         "source_sigma_mm": list(params["source_sigma_mm"]),
         "sigma_primary_mm": list(params["sigma_primary_mm"]),
@@ -136,10 +116,6 @@ def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
         "head_scatter_weight": float(params["head_scatter_weight"]),
         "head_scatter_sigma_mm": list(params["head_scatter_sigma_mm"]),
         "horn": dict(params["horn"]),
-        "long_range_scatter": {
-            "fraction": float(long_range["fraction"]),
-            "sigma_mm": [float(v) for v in long_range["sigma_mm"]],
-        },
         "scatter_ratio_depth_mm": [float(v) for v in nodes],
         "scatter_ratio_nodes": [
             float(v) for v in np.interp(nodes, params["depth_mm"], params["scatter_ratio"])
@@ -170,7 +146,6 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
         "head_scatter_weight": shape["head_scatter_weight"],
         "head_scatter_sigma_mm": shape["head_scatter_sigma_mm"],
         "horn": shape["horn"],
-        "long_range_scatter": shape["long_range_scatter"],
         "provenance": meta.get("provenance", {}),
     }
     if "mlc" in meta:
@@ -279,40 +254,22 @@ def _scatter_nodes(measured: MeasuredData) -> np.ndarray:
     return nodes if nodes[-1] >= deepest else np.append(nodes, deepest)
 
 
-def _fit_shape(
-    measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start, long_range: bool
-):
-    """Step 1. Returns ``(shape, cost, nfev, converged)``.
-
-    ``long_range=False`` holds the long-range scatter share at 0 (the single-Gaussian
-    scatter kernel of earlier versions).
-    """
+def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start):
+    """Step 1. Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
 
     nodes = _scatter_nodes(measured)
+
+    def residuals(theta):
+        return _shape_residuals(_unit_model(_shape_params(theta, nodes), meta), measured, targets)
+
     n = nodes.size
     lo = np.concatenate([THETA_LO, np.zeros(n)])
     hi = np.concatenate([THETA_HI, np.full(n, 5.0)])
     theta0 = np.concatenate([THETA0, np.full(n, 0.15)]) if start is None else _theta(start, nodes)
-    theta0 = np.clip(theta0, lo, hi)
-    free = np.ones(theta0.size, bool)
-    if not long_range:
-        theta0[LONG_RANGE_SLICE] = [0.0, THETA0[12], THETA0[13]]
-        free[LONG_RANGE_SLICE] = False
-
-    def full(x):
-        theta = theta0.copy()
-        theta[free] = x
-        return theta
-
-    def residuals(x):
-        shape = _shape_params(full(x), nodes)
-        return _shape_residuals(_unit_model(shape, meta), measured, targets)
-
-    lo, hi = lo[free], hi[free]
     fit = least_squares(
         residuals,
-        theta0[free],
+        np.clip(theta0, lo, hi),
         bounds=(lo, hi),
         max_nfev=max_nfev,
         x_scale="jac",
@@ -328,7 +285,7 @@ def _fit_shape(
         fit.nfev,
         "converged" if converged else "stopped at the evaluation budget before converging",
     )
-    return _shape_params(full(fit.x), nodes), float(fit.cost), int(fit.nfev), converged
+    return _shape_params(fit.x, nodes), float(fit.cost), int(fit.nfev), converged
 
 
 def _theta(shape: dict, nodes_mm: np.ndarray) -> np.ndarray:
@@ -346,8 +303,6 @@ def _theta(shape: dict, nodes_mm: np.ndarray) -> np.ndarray:
         shape["head_scatter_sigma_mm"][1],
         shape["horn"]["dip"],
         shape["horn"]["sigma_mm"],
-        shape["long_range_scatter"]["fraction"],
-        *shape["long_range_scatter"]["sigma_mm"],
     ]
     return np.concatenate([np.asarray(scalars, float), ratio])
 
@@ -474,7 +429,6 @@ def fit_beam_model(
     start: dict | None = None,
     name: str | None = None,
     fitted_by: str = "dose_engine.fit_beam_model",
-    long_range_scatter: bool = True,
 ) -> dict:
     """Fit the pencil-beam model to a commissioning data set.
 
@@ -497,10 +451,6 @@ def fit_beam_model(
         Model name; default ``"rtplan <E> MV pencil beam (<folder>)"``.
     fitted_by : str
         Recorded in the provenance.
-    long_range_scatter : bool
-        Fit the long-range scatter component (default).  False holds its share at 0: the
-        single-Gaussian scatter kernel of earlier versions, whose phantom scatter stops
-        growing beyond about 10 × 10 cm² (kept for comparisons).
 
     Returns
     -------
@@ -529,9 +479,7 @@ def fit_beam_model(
     targets = _targets(measured)
     cost, nfev, converged = float("nan"), 0, True
     if shape is None:
-        shape, cost, nfev, converged = _fit_shape(
-            measured, targets, max_nfev, meta, start, long_range_scatter
-        )
+        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start)
     depth_mm, prim = _depth_function(shape, measured, meta)
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
@@ -550,7 +498,7 @@ def fit_beam_model(
         "residuals": residuals,
         "not_modelled": "off-axis beam softening (depth dependence of the horns), MLC and "
         f"jaw transmission, tongue-and-groove, fields beyond {largest:g} mm (no measurements: "
-        "the horn, head scatter and long-range scatter are extrapolated)",
+        "the horn and head-scatter are extrapolated)",
     }
     logger.info("fit residuals: %s", residuals)
     return _model_from(shape, depth_mm, prim, norm, calib, meta).parameters

@@ -145,7 +145,6 @@ def _beam_entries(
     chunk = max(1, CHUNK_PAIRS // (wx * wy))
     inv_sqrt2 = float(1.0 / math.sqrt(2.0))
     horn_a, horn_s = model.horn
-    focal = model.focal_term_count
     # One absolute floor for every column: relative_threshold x the reference beamlet
     # maximum (central-axis dmax dose of a w x h beamlet in water, source-surface distance =
     # SAD).  Applied on the fly, so the dropped entries never take memory.
@@ -175,7 +174,7 @@ def _beam_entries(
             fy = erf(dy * (inv_sqrt2 / sy)[:, None])
             pxs.append(fx[:, 1:] - fx[:, :-1])  # (k, kx)
             pys.append((fy[:, 1:] - fy[:, :-1]) * (0.25 * wt)[:, None])
-            if horn_a != 0.0 and term < focal:
+            if horn_a > 0.0 and term < 2:
                 # off-axis horn of the focal fluence: minus a * (Gaussian-product integrals)
                 cx, ix, kx_f = horn_axis_terms(uu, sx, horn_s, xp)
                 cy, iy, ky_f = horn_axis_terms(vv, sy, horn_s, xp)

@@ -12,18 +12,15 @@ water-equivalent path along the ray from the source, from exact ray tracing) rec
 .. math::
 
    D = N \left(\frac{SAD}{z}\right)^2 A(d) \sum_{f \in \{src, h\}} w_f
-       \left[P(σ_f ⊕ σ_p(d)) + r(d) \big((1 - λ) P(σ_f ⊕ σ_s(d))
-       + λ P(σ_f ⊕ σ_l(d))\big)\right]
+       \left[P(σ_f ⊕ σ_p(d)) + r(d) P(σ_f ⊕ σ_s(d))\right]
 
 with ``w_src = 1 - w_h`` (the focal part carries the off-axis horn factor
 ``1 - a exp(-(x²+y²)/2s²)``, integrated exactly as a product of Gaussians, see
-:func:`horn_axis_terms`; ``a > 0`` is the central dip of a flattened beam, ``a < 0`` the
-peak of a flattening-filter-free one),
+:func:`horn_axis_terms`),
 ``a ⊕ b = sqrt(a² + b²)`` (Gaussians convolve; the focal blur
 ``σ_src`` and the head-scatter width ``σ_h`` each have one value along BLD x (MLC
 direction) and one along y (jaw direction)), the lateral kernel
-widths ``σ_p(d), σ_s(d), σ_l(d)`` (each ``c0 + c1 d``; mm at the point, scaled to the
-isocentre plane by ``SAD / z``),
+widths ``σ_p(d), σ_s(d)`` (mm at the point, scaled to the isocentre plane by ``SAD / z``),
 the depth functions ``A(d)`` (primary) and ``r(d)`` (scatter-to-primary weight), and ``P(σ)``
 the integral of a unit 2-D Gaussian over ``R`` projected to the point's fan coordinates
 ``(u, v)``:
@@ -34,16 +31,9 @@ the integral of a unit 2-D Gaussian over ``R`` projected to the point's fan coor
           - \mathrm{erf}(\tfrac{x_1-u}{\sqrt2σ})]
           [\mathrm{erf}(\tfrac{y_2-v}{\sqrt2σ}) - \mathrm{erf}(\tfrac{y_1-v}{\sqrt2σ})].
 
-This is the analytically integrated form of a pencil-beam kernel built of Gaussians (cf.
-Bortfeld T, Schlegel W, Rhein B 1993, Med Phys 20:311, doi:10.1118/1.597070).  The phantom
-scatter has a short-range (``σ_s``) and a long-range (``σ_l``, share ``λ``) component: a
-sum of Gaussians standing in for the exponential scatter kernel ``B e^{-b r} / r`` of
-Ahnesjö A, Saxner M, Trepp A 1992 (Med Phys 19:263, doi:10.1118/1.596856; parameterised
-for clinical beams by Nyholm T et al. 2006, Radiother Oncol 78:347,
-doi:10.1016/j.radonc.2006.02.002), whose tail makes the central-axis dose keep growing with
-field size up to 40 × 40 cm².  One Gaussian (``λ = 0``, the model of earlier versions and
-of files without ``long_range_scatter``) captures the scatter of a 10 × 10 cm² field almost
-completely, so its depth doses stop changing beyond that.  The dose of any aperture is the sum
+This is the analytically integrated form of a two-Gaussian pencil-beam kernel (cf. Bortfeld
+T, Schlegel W, Rhein B 1993, Med Phys 20:311, doi:10.1118/1.597070; Ahnesjö A, Saxner M,
+Trepp A 1992, Med Phys 19:263, doi:10.1118/1.596856).  The dose of any aperture is the sum
 of the doses of its rectangles, so beamlet columns add up exactly to the open-field dose.
 
 ``N`` is set so that a 10 × 10 cm² field at SSD 1000 mm gives the calibration dose (default
@@ -163,9 +153,8 @@ class BeamModel:
         """``(a, s)`` of the off-axis fluence ``1 - a exp(-(x² + y²) / (2 s²))`` (iso plane).
 
         A shallow central dip (``a`` ≈ a few %, ``s`` ≈ 50-100 mm) that reproduces the
-        flattening-filter "horns" of the profiles and saturates far off axis, or, with
-        ``a < 0``, the central peak of a flattening-filter-free beam; ``a = 0`` (or no
-        ``horn`` entry in the file) switches it off.
+        flattening-filter "horns" of the profiles and saturates far off axis; ``a = 0``
+        (or no ``horn`` entry in the file) switches it off.
         """
         h = self.parameters.get("horn")
         if not h:
@@ -183,26 +172,9 @@ class BeamModel:
         blob = json.dumps(self.parameters, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    @property
-    def long_range_scatter(self) -> tuple[float, tuple[float, float]]:
-        """``(f, (l0, l1))``: share ``f`` of the phantom scatter in the long-range Gaussian of
-        width ``σ_l(d) = l0 + l1 d`` (mm); ``f = 0`` (or no entry in the file) gives the
-        single-Gaussian scatter kernel of earlier model files."""
-        lr = self.parameters.get("long_range_scatter")
-        if not lr:
-            return 0.0, (0.0, 0.0)
-        l0, l1 = lr["sigma_mm"]
-        return float(lr["fraction"]), (float(l0), float(l1))
-
-    @property
-    def focal_term_count(self) -> int:
-        """How many leading terms of :meth:`components` belong to the focal fluence (they
-        carry the off-axis horn); the rest are extra-focal (head scatter)."""
-        return 3 if self.long_range_scatter[0] > 0.0 else 2
-
     # ----------------------------------------------------------- kernels
     def components(self, z_mm, depth_mm, xp):
-        """Weights and iso-plane widths of the Gaussian terms at each point.
+        """Weights and iso-plane widths of the four Gaussian terms at each point.
 
         Parameters
         ----------
@@ -214,10 +186,8 @@ class BeamModel:
 
         Returns
         -------
-        weights : list of k (m,) arrays, Gy/MU per unit ``P``
-            ``k = 2 n`` terms, ``n =`` :attr:`focal_term_count`: primary, scatter (and
-            long-range scatter) of the focal fluence, then the same of the head scatter.
-        sig_x, sig_y : lists of k (m,) arrays, mm in the isocentre plane
+        weights : list of 4 (m,) arrays, Gy/MU per unit ``P``
+        sig_x, sig_y : lists of 4 (m,) arrays, mm in the isocentre plane
             Widths along BLD x and y (the focal-source blur differs between the MLC and
             jaw directions: ``source_sigma_mm = [σ_x, σ_y]``).
         """
@@ -240,21 +210,16 @@ class BeamModel:
         scale = sad / z_mm
         p0, p1 = p["sigma_primary_mm"]
         s0, s1 = p["sigma_scatter_mm"]
-        long_f, (l0, l1) = self.long_range_scatter
-        # lateral kernel terms at the point: (weight relative to A(d), width in the iso plane)
-        kernel = [(1.0, (p0 + p1 * d) * scale), ((1.0 - long_f) * ratio, (s0 + s1 * d) * scale)]
-        if long_f > 0.0:
-            kernel.append((long_f * ratio, (l0 + l1 * d) * scale))
+        sp = (p0 + p1 * d) * scale
+        ss = (s0 + s1 * d) * scale
         srcx2, srcy2 = (float(v) ** 2 for v in _pair(p["source_sigma_mm"]))
         hx2, hy2 = (float(v) ** 2 for v in _pair(p["head_scatter_sigma_mm"]))
         wh = float(p["head_scatter_weight"])
         amp = float(p["normalisation_gy_per_mu"]) * scale * scale * prim
-        weights, sig_x, sig_y = [], [], []
-        for share, fx2, fy2 in ((1.0 - wh, srcx2, srcy2), (wh, hx2, hy2)):
-            for w, sk in kernel:
-                weights.append(amp * (share * w))
-                sig_x.append(xp.sqrt(sk * sk + fx2))
-                sig_y.append(xp.sqrt(sk * sk + fy2))
+        weights = [amp * (1.0 - wh), amp * (1.0 - wh) * ratio, amp * wh, amp * wh * ratio]
+        sp2, ss2 = sp * sp, ss * ss
+        sig_x = [xp.sqrt(sp2 + srcx2), xp.sqrt(ss2 + srcx2), xp.sqrt(sp2 + hx2), xp.sqrt(ss2 + hx2)]
+        sig_y = [xp.sqrt(sp2 + srcy2), xp.sqrt(ss2 + srcy2), xp.sqrt(sp2 + hy2), xp.sqrt(ss2 + hy2)]
         return weights, sig_x, sig_y
 
 
@@ -353,15 +318,14 @@ def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamMod
     mus = np.asarray(mu, dtype=float)
     weights, sig_x, sig_y = model.components(z_mm, depth_mm, xp)
     horn_a, horn_s = model.horn
-    focal = model.focal_term_count
     kw = _device_kw(u_mm, xp)
     layout = _ApertureLayout(rects, mus)
     dose = xp.zeros(u_mm.shape, dtype=dt, **kw)
     inv_sqrt2 = 1.0 / math.sqrt(2.0)
     for term, (w, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
         acc = layout.integrate(u_mm, inv_sqrt2 / sx, v_mm, inv_sqrt2 / sy, xp, kw)
-        # The horn dip shapes the focal fluence only, not the extra-focal one.
-        if horn_a != 0.0 and term < focal:
+        # The horn dip shapes the focal fluence only (terms 0, 1), not the extra-focal one.
+        if horn_a > 0.0 and term < 2:
             cx, ix, fx = horn_axis_terms(u_mm, sx, horn_s, xp)
             cy, iy, fy = horn_axis_terms(v_mm, sy, horn_s, xp)
             acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, xp, kw)

@@ -29,7 +29,6 @@ from dose_engine import (
 )
 from dose_engine._commission_cli import main
 from dose_engine._fit import (
-    N_SCALARS,
     R_NODES_MM,
     _dose,
     _profile_dose,
@@ -354,7 +353,7 @@ def test_fit_does_not_depend_on_start_or_scan_order_gh11(pymedphys_data, generic
 
 def test_start_vector_is_the_inverse_of_the_shape_parameters():
     # ``_theta`` (a start from a model) and ``_shape_params`` (the fit vector read back) list
-    # the scalars in one order each; a start read in another order would still converge,
+    # the 11 scalars in one order each; a start read in another order would still converge,
     # so only this round trip shows a mismatch.
-    theta = np.arange(1.0, 1.0 + N_SCALARS + R_NODES_MM.size)
+    theta = np.arange(1.0, 12.0 + R_NODES_MM.size)
     assert np.array_equal(_theta(_shape_params(theta, R_NODES_MM), R_NODES_MM), theta)
