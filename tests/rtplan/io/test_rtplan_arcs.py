@@ -95,7 +95,7 @@ def _dose(case, path, model=None):
 #: reader's sampling and the MLC's leaf gap and transmission. With it, each narrow slit's
 #: meterset is scaled by the jaws' head scatter over the slit's (``collimator_scatter_scale``),
 #: which ignores the MLC's own shielding of the extra-focal source: the series then reads
-#: a leaf gap of about 1.8 mm (a known limitation, docs/commissioning.md).
+#: a leaf gap too wide (a known limitation, docs/commissioning.md).
 NO_HEAD_SCATTER = BeamModel({**load_beam_model().parameters, "head_scatter_weight": 0.0})
 
 
