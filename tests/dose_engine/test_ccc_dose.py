@@ -18,6 +18,7 @@ import io
 
 import numpy as np
 import pytest
+from _lung_slab import slab_correction_factors
 
 from dose_engine import Beam, BeamModel, collapsed_cone_dose, field_dose, load_beam_model
 from dose_engine._backend import get_backend
@@ -85,26 +86,7 @@ def test_water_agrees_with_the_pencil_beam(water, model, side_mm):
 
 @pytest.fixture(scope="module")
 def slab_cf(model):
-    density, grid, _, depth, axis = water_phantom(2.5, half_width_mm=100.0)
-    beam = Beam(0.0, isocenter_mm=(0.0, 100.0, 0.0))  # SSD 900 mm
-    lung = density.copy()
-    lung[:, (depth > 50.0) & (depth < 150.0), :] = 0.25
-    out = {}
-    for side in MC_CF:
-        f = [-side / 2, side / 2, -side / 2, side / 2]
-        d = {}
-        for name, rho in (("water", density), ("slab", lung)):
-            d["ccc", name] = np.asarray(
-                collapsed_cone_dose(rho, grid, grid, [beam], [f], [1.0], model)
-            )[axis]
-            d["pb", name] = np.asarray(field_dose(rho, grid, grid, beam, f, 1.0, model))[axis]
-        for (a, b), _mc in MC_CF[side].items():
-            sel = (depth >= a) & (depth <= b)
-            for algo in ("ccc", "pb"):
-                out[side, a, algo] = float(
-                    d[algo, "slab"][sel].mean() / d[algo, "water"][sel].mean()
-                )
-    return out
+    return slab_correction_factors(model, MC_CF)
 
 
 @pytest.mark.parametrize("side", sorted(MC_CF))
