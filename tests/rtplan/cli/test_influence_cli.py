@@ -8,22 +8,26 @@ from rtplan.cli import main
 from rtplan.io import read_patient
 
 
-def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
-    out = tmp_path / "m.h5"
-    argv = [
+def _argv(dicom, gantry: str, *options: str) -> list[str]:
+    """``rtplan influence`` of the small phantom's CentralTarget on a 10 mm grid."""
+    return [
         "influence",
-        str(small_phantom_dicom.ct_dir),
-        str(small_phantom_dicom.rtstruct_path),
+        str(dicom.ct_dir),
+        str(dicom.rtstruct_path),
         "--target",
         "CentralTarget",
         "--gantry",
-        "0,120,240",
+        gantry,
         "--dose-grid-mm",
         "10",
-        "--out",
-        str(out),
         "--no-progress",
+        *options,
     ]
+
+
+def test_cli_writes_matrix(tmp_path, small_phantom_dicom, capsys):
+    out = tmp_path / "m.h5"
+    argv = _argv(small_phantom_dicom, "0,120,240", "--out", str(out))
     assert main(argv) == 0
     assert "Gy/MU" in capsys.readouterr().out
     im = load_influence_matrix(out)
@@ -151,22 +155,7 @@ def test_cli_hu_table_sets_the_density_of_the_matrix(tmp_path, small_phantom_dic
     table = tmp_path / "scanner.csv"
     table.write_text("-1000, 0.001\n0, 1.12\n1000, 1.8\n")
     out = tmp_path / "m.h5"
-    argv = [
-        "influence",
-        str(small_phantom_dicom.ct_dir),
-        str(small_phantom_dicom.rtstruct_path),
-        "--target",
-        "CentralTarget",
-        "--gantry",
-        "0",
-        "--dose-grid-mm",
-        "10",
-        "--hu-table",
-        str(table),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    argv = _argv(small_phantom_dicom, "0", "--hu-table", str(table), "--out", str(out))
     assert main(argv) == 0
     im = load_influence_matrix(out)
     patient = read_patient(small_phantom_dicom.ct_dir, small_phantom_dicom.rtstruct_path)
