@@ -60,6 +60,7 @@ from ..safety import (
     IMPLICIT_LABEL,
     SafetyWarning,
     convergence_warning,
+    ct_calibration_warnings,
     implicit_goals,
     normalization_warning,
     plan_warnings,
@@ -510,6 +511,7 @@ class _Context:
     beam_indices: list = field(default_factory=list)
     segment_weights: Any = None
     custom_terms: dict = field(default_factory=dict)  # priority -> optimizers terms
+    calibration_warnings: list = field(default_factory=list)  # CT vs the HU table
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -656,6 +658,14 @@ def stage_dose(ctx: _Context) -> None:
 
     ct = ctx.patient.ct
     density = hu_to_density(ct.array, ctx.density_table)
+    ctx.calibration_warnings = ct_calibration_warnings(
+        ct.array,
+        ct.grid,
+        resolve_density_table(ctx.density_table),
+        ctx.dose_grid,
+        ctx.body_occupancy,
+        {n: o for n, o in ctx.occupancy.items() if ctx.roles.get(n) != "external"},
+    )
     n = ctx.dose_grid.voxel_count
     idx, _ = _problem_structures(ctx)
     helper_rows = np.zeros(n, dtype=bool)
@@ -1412,6 +1422,7 @@ def plan_patient(
     )
     if switch_warning is not None:
         warnings.insert(0, switch_warning)
+    warnings.extend(ctx.calibration_warnings)
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(

@@ -54,8 +54,9 @@ class SafetyWarning:
     ----------
     code : str
         ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"``,
-        ``"implicit_goal"`` or ``"solver_switched"`` (a custom term made the planner use
-        the other solver, :func:`rtplan.planning.plan_patient`).
+        ``"implicit_goal"``, ``"solver_switched"`` (a custom term made the planner use
+        the other solver, :func:`rtplan.planning.plan_patient`), ``"hu_clamped"`` or
+        ``"metal"`` (:func:`rtplan.safety.ct_calibration_warnings`).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """
