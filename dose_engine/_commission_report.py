@@ -47,6 +47,7 @@ th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.fail td { background: #fdd; } tr.heldout td:first-child { font-style: italic; }
 .pass { color: #060; font-weight: bold; } .fail { color: #a00; font-weight: bold; }
+#provenance td { text-align: left; }
 img { max-width: 100%; } .sign { margin-top: 3em; }
 """
 
@@ -202,7 +203,7 @@ def commissioning_report_html(
     when = when or _dt.datetime.now(_dt.timezone.utc)
     prov = params.get("provenance", {})
     residuals = prov.get("residuals", {})
-    files = sorted({s.source for s in measured.scans})
+    files = sorted({s.source.split(", scan ")[0] for s in measured.scans})  # one per file
     verdict = (
         f"<p class='fail' id='verdict'>{len(failed)} of {len(rows)} comparisons outside the "
         "targets: " + html.escape(", ".join(r["label"] for r in failed)) + "</p>"

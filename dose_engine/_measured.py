@@ -242,7 +242,7 @@ def hold_out(measured: MeasuredData, fields_mm) -> MeasuredData:
     BeamModelError
         A field that is the reference field or that no scan or output factor holds.
     """
-    fields = {tuple(map(float, f)) for f in fields_mm}
+    fields = {(float(x), float(y)) for x, y in fields_mm}
     present = {s.field for s in measured.scans} | set(measured.output_factors)
     for f in sorted(fields):
         if f == measured.reference_field_mm:
