@@ -393,6 +393,21 @@ def test_cli_refuses_malformed_input(clinic, tmp_path, capsys, case, message):
     assert not list(tmp_path.glob("*.html"))
 
 
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("60x60", r"--hold-out 60x60: the reference field sets the depth function"),
+        ("70x70", r"--hold-out 70x70: .* holds no scan or output factor of that field \(fields: "),
+    ],
+)
+def test_cli_refuses_a_bad_hold_out(clinic, tmp_path, capsys, field, message):
+    out = tmp_path / "model.json"
+    assert main(["--measurements", str(clinic), "--out", str(out), "--hold-out", field]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- pymedphys 6 MV
 @pytest.fixture(scope="module")
 def pymedphys_data():
