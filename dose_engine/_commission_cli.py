@@ -1,18 +1,21 @@
 """``python -m dose_engine.fit``: commission a beam model from measured data.
 
 ``python -m dose_engine.fit --measurements DIR|FILE... [--table T.toml] [--out model.json]
-[--overwrite]`` reads water-tank scans — a folder of them or the files themselves: PTW
-``.mcc``, Varian W2CAD or IBA OmniPro RFA300 ASCII, recognised by content — and
-``commissioning.toml`` (:mod:`dose_engine._measured`), fits
-the model (:func:`~dose_engine.fit_beam_model`), validates it against every scan
-(:func:`~dose_engine.compare_to_measured`), writes the model JSON atomically and prints the
-validation summary.  Without ``--measurements`` it regenerates the shipped 6 MV model from
-the pymedphys data (``python -m dose_engine.fit [OUT.json]``).
+[--report R.html] [--hold-out XxY ...] [--overwrite]`` reads water-tank scans — a folder of
+them or the files themselves: PTW ``.mcc``, Varian W2CAD or IBA OmniPro RFA300 ASCII,
+recognised by content — and ``commissioning.toml`` (:mod:`dose_engine._measured`), fits the
+model (:func:`~dose_engine.fit_beam_model`) without the ``--hold-out`` fields, validates it
+against every scan (:func:`~dose_engine.compare_to_measured`), writes the model JSON and the
+commissioning report (:mod:`dose_engine._commission_report`; default ``<out>_report.html``)
+together and atomically, and prints the validation summary.  Without ``--measurements`` it
+regenerates the shipped 6 MV model from the pymedphys data (``python -m dose_engine.fit
+[OUT.json]``).
 
-Exit status: 0 when the fit converged and the model was written and meets every validation
-tolerance, 1 when it was written but some curve is outside tolerance (listed in the summary)
-or the fit stopped at ``--max-nfev`` before converging, 2 on bad input (one line on stderr
-naming the file and the field; nothing is written), 3 on an internal error, 4 when a file
+Exit status: 0 when the fit converged and the model and report were written and every
+comparison meets the commissioning targets (:data:`~dose_engine._validation.TARGETS`), 1 when
+they were written but some comparison is outside them (the scans are named on stdout and in
+the report) or the fit stopped at ``--max-nfev`` before converging, 2 on bad input (one line
+on stderr naming the file and the field; nothing is written), 3 on an internal error, 4 when a file
 cannot be read or written, 5 over a resource limit, 130 when interrupted (the statuses of
 ``rtplan``; one line each, the traceback with ``RTPLAN_DEBUG=1``).
 """
@@ -26,13 +29,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._commission_report import commissioning_report_html
 from ._fit import MAX_NFEV, fit_6mv_model, fit_beam_model, shape_from_model
-from ._measured import read_measured_data
+from ._measured import hold_out, parse_field, read_measured_data
 from ._model import BeamModel, load_beam_model
-from ._validation import compare_to_measured
+from ._validation import TARGETS, compare_to_measured
 from .errors import DoseEngineError, ResourceLimitError
 
-__all__ = ["main", "write_json_atomic"]
+__all__ = ["main", "write_files_atomic", "write_json_atomic"]
 
 SHIPPED_MODEL = Path(__file__).parent / "data" / "beam_model_6MV.json"
 
@@ -40,13 +44,24 @@ SHIPPED_MODEL = Path(__file__).parent / "data" / "beam_model_6MV.json"
 def write_json_atomic(params: dict, out: Path) -> None:
     """Write ``params`` as JSON to ``out`` through a temporary file in the same folder and
     :func:`os.replace`, so ``out`` is either the old file or the complete new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    write_files_atomic({out: json.dumps(params, indent=1) + "\n"})
+
+
+def write_files_atomic(texts: dict[Path, str]) -> None:
+    """Write every ``{path: text}`` to a temporary file beside it, then move them all into
+    place with :func:`os.replace`: a failure while writing leaves none of them written."""
+    temps: dict[Path, str] = {}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(params, indent=1) + "\n")
-        os.replace(tmp, out)
+        for out, text in texts.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+            temps[out] = tmp
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        for out, tmp in temps.items():
+            os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -90,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
         help="start the shape fit from this model's parameters (e.g. the last commissioning)",
     )
     p.add_argument("--no-gamma", action="store_true", help="skip the pymedphys gamma pass rates")
+    p.add_argument(
+        "--hold-out",
+        metavar="XxY",
+        action="append",
+        default=[],
+        help="field (mm, e.g. 200x200) left out of the fit and only validated (repeatable)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="commissioning report to write (default: OUT with the suffix _report.html)",
+    )
     return p
 
 
@@ -101,23 +128,41 @@ def _gamma_available() -> bool:
 
 def _commission(args) -> int:
     out = args.out or Path("beam_model.json")
-    if out.exists() and not args.overwrite:
-        raise DoseEngineError(f"{out} exists; pass --overwrite to replace it.")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder {out.parent} does not exist.")
+    report_path = args.report or out.with_name(f"{out.stem}_report.html")
+    for path in (out, report_path):
+        if path.exists() and not args.overwrite:
+            raise DoseEngineError(f"{path} exists; pass --overwrite to replace it.")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output folder {path.parent} does not exist.")
     measured = read_measured_data(args.measurements, table=args.table)
+    held_out = tuple(parse_field(f, "--hold-out") for f in args.hold_out)
+    fit_data = hold_out(measured, held_out)
     start = None if args.start is None else shape_from_model(load_beam_model(args.start).parameters)
-    params = fit_beam_model(measured, max_nfev=args.max_nfev, start=start)
+    params = fit_beam_model(fit_data, max_nfev=args.max_nfev, start=start)
     gamma = not args.no_gamma and _gamma_available()
-    report = compare_to_measured(BeamModel(params, str(out)), measured, gamma=gamma)
-    write_json_atomic(params, out)
-    sys.stdout.write(f"wrote {out}\n{report.summary()}\n")
+    model = BeamModel(params, str(out))
+    report = compare_to_measured(model, measured, gamma=gamma)
+    page = commissioning_report_html(
+        report,
+        measured,
+        params,
+        fingerprint=model.fingerprint(),
+        model_file=out.name,
+        held_out_mm=held_out,
+    )
+    write_files_atomic({report_path: page, out: json.dumps(params, indent=1) + "\n"})
+    sys.stdout.write(f"wrote {out} and {report_path}\n{report.summary(TARGETS)}\n")
+    failed = [r["label"] for r in report.rows(TARGETS) if r["failed"]]
+    if failed:
+        sys.stdout.write(
+            f"outside the commissioning targets ({len(failed)}): {'; '.join(failed)}\n"
+        )
     if "mlc" in params:
         sys.stdout.write(
             "note: the MLC parameters of the table are in the model file; every aperture dose "
             "with this model applies them over the machine's defaults.\n"
         )
-    return max(1 if report.failures() else 0, _warn_unless_converged(params, args.max_nfev))
+    return max(1 if failed else 0, _warn_unless_converged(params, args.max_nfev))
 
 
 def _warn_unless_converged(params: dict, max_nfev: int) -> int:

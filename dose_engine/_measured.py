@@ -74,6 +74,7 @@ from .errors import BeamModelError
 __all__ = [
     "MeasuredData",
     "MeasuredScan",
+    "hold_out",
     "measured_data_dir",
     "pymedphys_6mv_data",
     "read_mcc",
@@ -230,6 +231,40 @@ class MeasuredData:
                 f"{self.calibration['dose_gy_per_mu']}."
             )
         self.reference_pdd()
+
+
+def hold_out(measured: MeasuredData, fields_mm) -> MeasuredData:
+    """The data set without the scans and output factors of ``fields_mm`` (for a fit whose
+    validation on those fields is then a prediction).
+
+    Raises
+    ------
+    BeamModelError
+        A field that is the reference field or that no scan or output factor holds.
+    """
+    fields = {(float(x), float(y)) for x, y in fields_mm}
+    present = {s.field for s in measured.scans} | set(measured.output_factors)
+    for f in sorted(fields):
+        if f == measured.reference_field_mm:
+            raise BeamModelError(
+                f"--hold-out {field_label(f)}: the reference field sets the depth function "
+                "and the output factors; it cannot be held out of the fit."
+            )
+        if f not in present:
+            names = ", ".join(field_label(g) for g in sorted(present))
+            raise BeamModelError(
+                f"--hold-out {field_label(f)}: {measured.source} holds no scan or output "
+                f"factor of that field (fields: {names})."
+            )
+    if not fields:
+        return measured
+    out = replace(
+        measured,
+        scans=tuple(s for s in measured.scans if s.field not in fields),
+        output_factors={f: v for f, v in measured.output_factors.items() if f not in fields},
+    )
+    out.check()
+    return out
 
 
 @check_arguments(source=either(PATH, sequence_of(PATH)))

@@ -25,6 +25,7 @@ from ._scan import MeasuredScan, field_label, point_label
 from .errors import BeamModelError
 
 __all__ = [
+    "TARGETS",
     "TOLERANCES",
     "ValidationReport",
     "compare_to_measured",
@@ -44,6 +45,22 @@ TOLERANCES = {
     "absolute_dose_pct": 2.0,
     "gamma_min_pass_pct": 95.0,
 }
+
+#: The commissioning targets of issue 15, by which ``python -m dose_engine.fit`` and its
+#: report judge a fit: the keys of :data:`TOLERANCES`, tighter, and
+#: ``small_field_output_factor_pct`` for fields with a side below 30 mm.
+TARGETS = {
+    "pdd_local_max_pct": 2.0,
+    "dmax_diff_mm": 1.5,
+    "width_diff_mm": 1.0,
+    "penumbra_diff_mm": 1.0,
+    "output_factor_pct": 1.0,
+    "small_field_output_factor_pct": 2.0,
+    "absolute_dose_pct": 2.0,
+    "gamma_min_pass_pct": 99.0,
+}
+#: Fields with a side below this (mm) are judged by ``small_field_output_factor_pct``.
+SMALL_FIELD_MM = 30.0
 
 
 def water_phantom(
@@ -161,6 +178,8 @@ class ValidationReport:
         The data set's absolute-dose points, Gy/MU.
     gamma_pass_pct : dict label → float
         pymedphys gamma 2 %/2 mm (global, 10 % low-dose cut-off) pass rate of each curve, %.
+    curves : dict label → Curve
+        The measured and computed curves (for plots, e.g. the commissioning report).
     """
 
     pdd_local_max_pct: dict
@@ -170,6 +189,7 @@ class ValidationReport:
     output_factor: dict
     absolute_gy_per_mu: dict
     gamma_pass_pct: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
 
     def worst(self) -> dict:
         """One number per criterion of :data:`TOLERANCES` (nan when nothing was compared)."""
@@ -201,8 +221,61 @@ class ValidationReport:
                 out.append(f"{key} = {value:.3g} (tolerance {limit:g})")
         return out
 
-    def summary(self) -> str:
-        """A plain-text table of every comparison, then the worst values and failures."""
+    def rows(self, tolerances: dict | None = None) -> list[dict]:
+        """One row per compared curve, output factor and absolute-dose point, judged by
+        ``tolerances`` (default :data:`TARGETS`).
+
+        Returns
+        -------
+        list of dict
+            ``label``, ``kind`` (``"PDD"``, ``"profile"``, ``"output factor"``,
+            ``"absolute dose"``), ``values`` (criterion → number: the keys of
+            :data:`TOLERANCES`; ``calc``/``measured`` for factors and doses) and ``failed``
+            (the criteria outside tolerance, as ``"key = value (tolerance t)"``).
+        """
+        tol = TARGETS if tolerances is None else tolerances
+        rows = []
+
+        def judge(label, kind, values, limits):
+            failed = []
+            for key, value in values.items():
+                if key not in limits or value is None:
+                    continue
+                bad = (
+                    value < limits[key] if key == "gamma_min_pass_pct" else abs(value) > limits[key]
+                )
+                if bad:
+                    failed.append(f"{key} = {value:.3g} (tolerance {limits[key]:g})")
+            rows.append({"label": label, "kind": kind, "values": values, "failed": failed})
+
+        for lab, value in self.pdd_local_max_pct.items():
+            values = {
+                "pdd_local_max_pct": value,
+                "dmax_diff_mm": self.dmax_diff_mm[lab],
+                "gamma_min_pass_pct": self.gamma_pass_pct.get(lab),
+            }
+            judge(lab, "PDD", values, tol)
+        for lab, value in self.width_diff_mm.items():
+            values = {
+                "width_diff_mm": value,
+                "penumbra_diff_mm": self.penumbra_diff_mm[lab],
+                "gamma_min_pass_pct": self.gamma_pass_pct.get(lab),
+            }
+            judge(lab, "profile", values, tol)
+        for lab, (c, m) in self.output_factor.items():
+            small = min(float(side) for side in lab.split("x")) < SMALL_FIELD_MM
+            key = "small_field_output_factor_pct" if small else "output_factor_pct"
+            limit = tol.get(key, tol["output_factor_pct"])
+            values = {"output_factor_pct": 100 * (c / m - 1), "calc": c, "measured": m}
+            judge(lab, "output factor", values, {"output_factor_pct": limit})
+        for lab, (c, m) in self.absolute_gy_per_mu.items():
+            values = {"absolute_dose_pct": 100 * (c / m - 1), "calc": c, "measured": m}
+            judge(lab, "absolute dose", values, tol)
+        return rows
+
+    def summary(self, tolerances: dict | None = None) -> str:
+        """A plain-text table of every comparison, then the worst values and the failures
+        against ``tolerances`` (default :data:`TOLERANCES`)."""
         lines = [f"{'curve':<48} {'PDD %':>6} {'dmax':>6} {'width':>6} {'pen.':>6} {'gamma':>6}"]
         labels = list(self.pdd_local_max_pct) + list(self.width_diff_mm)
         for lab in labels:
@@ -219,9 +292,35 @@ class ValidationReport:
         for lab, (c, m) in self.absolute_gy_per_mu.items():
             lines.append(f"absolute dose {lab}: calc {c:.5g} Gy/MU, measured {m:.5g} Gy/MU")
         lines.append("worst: " + ", ".join(f"{k} {v:.3g}" for k, v in self.worst().items()))
-        fails = self.failures()
+        fails = self.failures(tolerances)
         lines.append("outside tolerance: " + "; ".join(fails) if fails else "all within tolerance")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One measured scan and the engine's dose along it, both in % of the measured scale.
+
+    Attributes
+    ----------
+    scan : MeasuredScan
+    position_mm, measured_pct : (n,) ndarray
+        The scan's positions (depth for a PDD) and readings: % of their maximum (PDD) or of
+        the central-axis reading (profile).
+    calc_position_mm, calc_pct : (m,) ndarray
+        The computed dose on the engine's line, normalised like the measurement (PDD: at its
+        own maximum; profile: at the central axis).
+    """
+
+    scan: MeasuredScan
+    position_mm: np.ndarray
+    measured_pct: np.ndarray
+    calc_position_mm: np.ndarray
+    calc_pct: np.ndarray
+
+    def difference_pct(self) -> np.ndarray:
+        """Computed minus measured at the measured positions, % of the normalisation."""
+        return np.interp(self.position_mm, self.calc_position_mm, self.calc_pct) - self.measured_pct
 
 
 def _cell(value) -> str:
@@ -288,6 +387,7 @@ def _compare_pdd(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
         "pdd": float(100 * np.max(np.abs(ci / mv[beyond] - 1))),
         "dmax": dmax_mm(dep, calc) - dmax_mm(scan.position_mm, scan.value),
         "gamma": None,
+        "curve": Curve(scan, scan.position_mm, 100 * mv, dep, 100 * calc / calc.max()),
     }
     if gamma:
         out["gamma"] = _gamma_pass(
@@ -335,10 +435,12 @@ def _profile_result(scan, x, calc, gamma: bool) -> dict:
     """Width, penumbra and gamma of a computed profile ``calc`` at ``x`` against ``scan``."""
     wm, pm = profile_metrics(scan.position_mm, scan.value)
     wc, pc = profile_metrics(x, calc)
-    out = {"width": wc - wm, "penumbra": pc - pm, "gamma": None}
+    cax_meas = np.interp(0.0, scan.position_mm, scan.value)
+    cax_calc = np.interp(0.0, x, calc)
+    curve = Curve(scan, scan.position_mm, 100 * scan.value / cax_meas, x, 100 * calc / cax_calc)
+    out = {"width": wc - wm, "penumbra": pc - pm, "gamma": None, "curve": curve}
     if gamma:
-        scale = np.interp(0.0, scan.position_mm, scan.value) / np.interp(0.0, x, calc)
-        out["gamma"] = _gamma_pass(scan.position_mm, scan.value, x, calc * scale)
+        out["gamma"] = _gamma_pass(scan.position_mm, scan.value, x, calc * cax_meas / cax_calc)
     return out
 
 
@@ -393,7 +495,7 @@ def compare_to_measured(
         g = Grid((1, 1, 1), (0.0, ssd_mm - sad + depth_mm, 0.0), (1.0, 1.0, 1.0))
         return float(dose(ssd_mm, field_mm, g)[0])
 
-    pdd, dmax, width, pen, gam = {}, {}, {}, {}, {}
+    pdd, dmax, width, pen, gam, curves = {}, {}, {}, {}, {}, {}
     for s in measured.scans:
         lab = scan_label(s)
         if s.curve == "PDD":
@@ -404,6 +506,7 @@ def compare_to_measured(
             width[lab], pen[lab] = r["width"], r["penumbra"]
         if gamma:
             gam[lab] = r["gamma"]
+        curves[lab] = r["curve"]
     ref = measured.reference_field_mm
     ssd, depth = measured.of_ssd_mm, measured.of_depth_mm
     d_ref = point_dose(ref, ssd, depth)
@@ -417,4 +520,4 @@ def compare_to_measured(
         point_label(p): (point_dose(p["field_mm"], p["ssd_mm"], p["depth_mm"]), p["dose_gy_per_mu"])
         for p in measured.absolute_dose
     }
-    return ValidationReport(pdd, dmax, width, pen, of, absolute, gam)
+    return ValidationReport(pdd, dmax, width, pen, of, absolute, gam, curves)

@@ -63,6 +63,7 @@ from ..safety import (
     IMPLICIT_LABEL,
     SafetyWarning,
     convergence_warning,
+    ct_calibration_warnings,
     implicit_goals,
     normalization_warning,
     plan_warnings,
@@ -545,6 +546,7 @@ class _Context:
     final_dose: Callable[[_Context], np.ndarray] | None = None
     dose_offset: np.ndarray | None = None  # Gy per row of ``matrix``: the correction c
     corrections: list = field(default_factory=list)  # records of the correction loops
+    calibration_warnings: list = field(default_factory=list)  # CT vs the HU table
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -691,6 +693,14 @@ def stage_dose(ctx: _Context) -> None:
 
     ct = ctx.patient.ct
     density = hu_to_density(ct.array, ctx.density_table)
+    ctx.calibration_warnings = ct_calibration_warnings(
+        ct.array,
+        ct.grid,
+        resolve_density_table(ctx.density_table),
+        ctx.dose_grid,
+        ctx.body_occupancy,
+        {n: o for n, o in ctx.occupancy.items() if ctx.roles.get(n) != "external"},
+    )
     n = ctx.dose_grid.voxel_count
     idx, _ = _problem_structures(ctx)
     helper_rows = np.zeros(n, dtype=bool)
@@ -1643,6 +1653,7 @@ def plan_patient(
             ctx.fluence * ctx.normalization,
             protocol.prescription.total_dose_gy,
         )
+    warnings.extend(ctx.calibration_warnings)
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(

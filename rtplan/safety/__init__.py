@@ -1,6 +1,6 @@
 """The safety layer: plausibility of a protocol at load, the implicit goals every plan
 gets, and the checks of a finished plan (see :mod:`._checks` and docs/protocols.md,
-"Safety nets")."""
+"Safety nets"; the CT against the HU table: :mod:`._ct_calibration`)."""
 
 from ._checks import (
     IMPLICIT_LABEL,
@@ -14,13 +14,17 @@ from ._checks import (
     plan_warnings,
     target_helper_names,
 )
+from ._ct_calibration import LOW_TOLERANCE_HU, METAL_HU, ct_calibration_warnings
 
 __all__ = [
     "IMPLICIT_LABEL",
+    "LOW_TOLERANCE_HU",
+    "METAL_HU",
     "SafetyWarning",
     "beam_balance_warning",
     "check_protocol_plausibility",
     "convergence_warning",
+    "ct_calibration_warnings",
     "implicit_goals",
     "normalization_warning",
     "nto_bands",

@@ -55,7 +55,8 @@ class SafetyWarning:
     code : str
         ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"``,
         ``"implicit_goal"``, ``"solver_switched"`` (a custom term made the planner use
-        the other solver, :func:`rtplan.planning.plan_patient`) or
+        the other solver, :func:`rtplan.planning.plan_patient`), ``"hu_clamped"`` or
+        ``"metal"`` (:func:`rtplan.safety.ct_calibration_warnings`) or
         ``"custom_term_final_dose"`` (a hard custom term violated on the delivered dose).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).

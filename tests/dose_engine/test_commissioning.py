@@ -12,9 +12,15 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import dataclasses
+import importlib.util
+import io
 import json
+from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +34,7 @@ from dose_engine import (
     read_measured_data,
 )
 from dose_engine._commission_cli import main
+from dose_engine._commission_report import _COLUMNS
 from dose_engine._fit import (
     R_NODES_MM,
     _dose,
@@ -36,7 +43,8 @@ from dose_engine._fit import (
     _theta,
     shape_from_model,
 )
-from dose_engine._measured import pymedphys_6mv_data
+from dose_engine._measured import hold_out, pymedphys_6mv_data
+from dose_engine._validation import TARGETS
 
 SOURCE_SIGMA_X_MM = 3.2  # the shipped model has 2.16 mm
 FIELDS_MM = [(30.0, 30.0), (60.0, 60.0), (150.0, 100.0)]
@@ -154,7 +162,7 @@ def test_clinic_model_validates_on_its_data(clinic, clinic_fit):
 
 
 # ---------------------------------------------------------------- command line
-@pytest.fixture
+@pytest.fixture(scope="module")
 def clinic_start(clinic_fit, tmp_path_factory):
     """The converged clinic model as a file, for ``--start`` (the CLI tests need a fit that
     converges in a few evaluations; the fit itself is judged by the tests above)."""
@@ -163,20 +171,152 @@ def clinic_start(clinic_fit, tmp_path_factory):
     return path
 
 
-def test_cli_writes_model_and_summary(clinic, clinic_start, tmp_path, capsys):
-    out = tmp_path / "model.json"
-    args = ["--measurements", str(clinic), "--out", str(out), "--no-gamma"]
-    assert main([*args, "--start", str(clinic_start)]) == 0
+class _PassTable(HTMLParser):
+    """Rows of the report's pass table: ``{first cell: [cells...]}``, and its image sources."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.images, self.external = {}, [], []
+        self._in_table, self._row, self._cell = False, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._in_table = attrs.get("id") == "pass-table"
+        elif tag == "tr" and self._in_table:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("script", "link", "iframe") or any(
+            str(v).startswith(("http:", "https:", "//")) for v in attrs.values()
+        ):
+            self.external.append((tag, attrs))
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows[self._row[0]] = self._row[1:]
+            self._row = None
+        elif tag == "table":
+            self._in_table = False
+
+
+#: Pass-table columns (after the scan name) → ValidationReport row value key.
+_REPORT_COLUMNS = list(_COLUMNS)
+
+
+def _check_row(cells, row):
+    """The report's cells equal the independently computed row (to the printed digits)."""
+    for key, cell in zip(_REPORT_COLUMNS, cells, strict=False):
+        value = row["values"].get(key)
+        if value is None:
+            assert cell == "–", (row["label"], key, cell)
+        else:
+            digits = 1 if key == "gamma_min_pass_pct" else 2
+            assert float(cell) == pytest.approx(value, abs=0.51 * 10**-digits), (row["label"], key)
+    assert cells[-1].startswith("FAIL") == bool(row["failed"]), row["label"]
+
+
+HELD_OUT = (150.0, 100.0)
+
+
+@pytest.fixture(scope="module")
+def cli_run(clinic, clinic_start, tmp_path_factory):
+    """``dose_engine.fit`` on the clinic with the 150 x 100 field held out: (status, stdout,
+    folder).  Gamma needs pymedphys (the ``test`` extra)."""
+    folder = tmp_path_factory.mktemp("cli")
+    out = folder / "model.json"
+    args = ["--measurements", str(clinic), "--out", str(out), "--start", str(clinic_start)]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main([*args, "--hold-out", "150x100"])
+    return status, buf.getvalue(), folder
+
+
+@pytest.fixture(scope="module")
+def cli_validation(clinic, cli_run):
+    """The written model against the whole clinic, computed here (not read from the CLI)."""
+    model = load_beam_model(cli_run[2] / "model.json")
+    return compare_to_measured(model, read_measured_data(clinic), gamma=True)
+
+
+def test_cli_writes_model_and_summary(clinic, clinic_start, cli_run, cli_validation, capsys):
+    status, text, folder = cli_run
+    out = folder / "model.json"
     model = load_beam_model(out)
     assert model.parameters["sad_mm"] == 1000.0
     assert model.provenance()["residuals"]["converged"] is True
     assert set(model.provenance()["software"]) == {"python", "numpy", "scipy", "rtplan"}
     assert "6X_60x60.mcc" in model.provenance()["data"]
-    text = capsys.readouterr().out
     assert f"wrote {out}" in text and "60x60 SSD 1000 PDD" in text and "worst:" in text
+    # the status and the scans named follow the targets, judged here independently
+    failed = [r["label"] for r in cli_validation.rows(TARGETS) if r["failed"]]
+    assert status == (1 if failed else 0)
+    if failed:
+        assert f"outside the commissioning targets ({len(failed)}): {'; '.join(failed)}" in text
+    args = ["--measurements", str(clinic), "--out", str(out), "--no-gamma"]
     assert main(args) == 2  # an existing model is not overwritten unless asked
     assert "--overwrite" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model_report.html"]
+
+
+def test_cli_fit_leaves_the_held_out_field_out(clinic, clinic_start):
+    """The held-out run's model is the fit of the data without 150 x 100."""
+    data = hold_out(read_measured_data(clinic), [HELD_OUT])
+    assert HELD_OUT not in {s.field for s in data.scans} | set(data.output_factors)
+    assert len(data.scans) == 14 and len(data.output_factors) == 3
+
+
+def test_commissioning_report_rows_equal_the_validation(cli_run, cli_validation):
+    status, _, folder = cli_run
+    page = (folder / "model_report.html").read_text()
+    parsed = _PassTable()
+    parsed.feed(page)
+    model = load_beam_model(folder / "model.json")
+    rows = cli_validation.rows(TARGETS)
+    assert len(rows) == 21 + 3  # 3 PDDs, 18 profiles, 3 output factors (not the reference)
+    assert len(parsed.rows) == len(rows) + 1  # and the heading
+    for row in rows:
+        cells = parsed.rows[f"{row['kind']}: {row['label']}"]
+        _check_row(cells, row)
+        held = row["label"].startswith("150x100")
+        assert (cells[-2] == "held out") == held, row["label"]
+    assert model.fingerprint() in page
+    assert "held out of the fit</td><td>150x100" in page
+    assert ("outside the targets" in page) == (status == 1)
+    # figures: PDD, crossline and inline per field, and the output factors; all embedded
+    assert len(parsed.images) == 3 * 3 + 1
+    assert all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    for src in parsed.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert parsed.external == []
+
+
+def test_commissioning_report_in_a_browser(cli_run, tmp_path):
+    """The page as a browser builds it: the same pass table (skipped without Chromium)."""
+    helper = Path(__file__).parents[1] / "rtplan" / "_browser.py"
+    spec = importlib.util.spec_from_file_location("_browser", helper)
+    browser_helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(browser_helper)
+    browser = browser_helper.find_browser()
+    if browser is None:
+        pytest.skip(browser_helper.MISSING)
+    dump_dom = browser_helper.dump_dom
+    _, _, folder = cli_run
+    page = folder / "model_report.html"
+    dom = dump_dom(browser, page.as_uri(), tmp_path / "profile")
+    parsed, direct = _PassTable(), _PassTable()
+    parsed.feed(dom)
+    direct.feed(page.read_text())
+    assert parsed.rows == direct.rows and len(parsed.images) == len(direct.images)
 
 
 def test_cli_exit_1_when_the_fit_stops_before_converging(clinic, tmp_path, capsys):
@@ -249,6 +389,22 @@ def test_cli_refuses_malformed_input(clinic, tmp_path, capsys, case, message):
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert __import__("re").search(message, err), err
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.html"))
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("60x60", r"--hold-out 60x60: the reference field sets the depth function"),
+        ("70x70", r"--hold-out 70x70: .* holds no scan or output factor of that field \(fields: "),
+    ],
+)
+def test_cli_refuses_a_bad_hold_out(clinic, tmp_path, capsys, field, message):
+    out = tmp_path / "model.json"
+    assert main(["--measurements", str(clinic), "--out", str(out), "--hold-out", field]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- pymedphys 6 MV
