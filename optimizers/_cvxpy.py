@@ -33,6 +33,10 @@ logger = logging.getLogger("rtplan.optimizers")
 class CvxpyFormulation:
     """A problem translated to CVXPY once; weights, levels and bounds are parameters.
 
+    The dose adds :attr:`dose_offset`, a parameter holding the problem's ``union_offset``
+    (zero without one) when the problem has a ``dose_offset`` or the matrix is compressed
+    (then the compression's dose corrections of :func:`solve_cvxpy` add to it).
+
     Parameters
     ----------
     problem : Problem
@@ -51,11 +55,6 @@ class CvxpyFormulation:
         ``n_active`` wide instead of ``n_beamlets``. ``None`` (default): every beamlet.
 
         .. versionadded:: 0.1.0
-
-    The dose adds :attr:`dose_offset`, a parameter holding the problem's
-    ``union_offset`` (zero without one) when the problem has a ``dose_offset`` or the
-    matrix is compressed (then the compression's dose corrections of :func:`solve_cvxpy`
-    add to it).
 
     Attributes
     ----------

@@ -213,7 +213,6 @@ class OptimizationSettings:
         uses and let in every other beamlet whose reduced cost would lower the objective,
         until none would (``optimizers.solve_cvxpy(..., active_set=True)``); ``false``:
         every beamlet in one solve.
-
     final_dose_corrections : int
         Re-optimisations on the final dose (0 to :data:`MAX_FINAL_DOSE_CORRECTIONS`; 0:
         none): each re-optimises with ``d = D x + (d_final(x0) - D x0)`` from the last
@@ -221,7 +220,6 @@ class OptimizationSettings:
     final_dose_tolerance_pct : float
         The corrections stop early when no goal's value (on the final dose, before
         normalisation) moved by more than this percentage of its level.
-
 
     Notes
     -----
