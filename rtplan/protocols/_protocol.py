@@ -754,14 +754,14 @@ def _check_optimization(opt: OptimizationSettings, source: str) -> None:
             f"{opt.cvxpy_helper_stride!r}.",
         )
     n = opt.final_dose_corrections
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_FINAL_DOSE_CORRECTIONS:
+    if not _is_int(n) or not 0 <= n <= MAX_FINAL_DOSE_CORRECTIONS:
         raise _err(
             source,
             "[optimization] final_dose_corrections",
             f"expected an integer from 0 (off) to {MAX_FINAL_DOSE_CORRECTIONS}, found {n!r}.",
         )
     tol = opt.final_dose_tolerance_pct
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 100:
+    if not _is_number(tol) or not 0 <= tol < 100:
         raise _err(
             source,
             "[optimization] final_dose_tolerance_pct",
