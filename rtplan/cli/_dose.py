@@ -10,7 +10,9 @@ DoseComment.  Arcs/VMAT and sliding-window beams are computed as static aperture
 2 degrees and 2 mm (:mod:`rtplan.io._rtplan_read`).  Unsupported beams (collimator or
 couch rotation, wedges, electrons, flattening-filter-free beams with a flattened model,
 …), mismatched references and a beam model that cannot be read or whose SAD differs from
-the plan's are refused: one line on stderr, exit status 2, no output.
+the plan's are refused: one line on stderr, exit status 2, no output.  CT voxels inside the
+body outside the density table's range, or metal (:func:`rtplan.safety.ct_calibration_warnings`),
+are printed as ``WARNING:`` lines after the dose is written, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..errors import InputError
 from ..io import read_patient
 from ..io._rtdose import write_rtdose
 from ..io._rtplan_read import read_rtplan_beams
+from ..safety import ct_calibration_warnings
+from ..structures import body_structure
 from ._plan import add_beam_model_option, add_density_table_option
 
 log = logging.getLogger("rtplan.cli")
@@ -134,4 +138,20 @@ def run(args: argparse.Namespace) -> int:
         f"RT-DOSE: {args.out} ({len(plan.beams)} beams, {plan.fractions} fractions, "
         f"max {float(result.dose_gy.max()):.3f} Gy, algorithm {result.algorithm})"
     )
-    return 0
+    warnings = _calibration_warnings(patient, table, result.grid)
+    for w in warnings:
+        print(f"WARNING: {w.message}")
+    return 1 if warnings else 0
+
+
+def _calibration_warnings(patient, table, dose_grid) -> list:
+    """The CT against ``table`` inside the body, named by the RT-STRUCT's other ROIs."""
+    body = body_structure(patient)
+    structures = {
+        name: s.occupancy(dose_grid)
+        for name, s in patient.structures.items()
+        if s is not body and not s.is_empty and str(s.roi_type).upper() != "EXTERNAL"
+    }
+    return ct_calibration_warnings(
+        patient.ct.array, patient.ct.grid, table, dose_grid, body.occupancy(dose_grid), structures
+    )

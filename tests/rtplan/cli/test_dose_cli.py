@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import types
@@ -133,6 +134,45 @@ def test_existing_output_needs_force(cshape, tmp_path, capsys):
     assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
     assert out.read_bytes() == b"keep me"
     assert main(_args(cshape, out, "--dose-grid-mm", "8", "--force")) == 0
+    assert pydicom.dcmread(out).Modality == "RTDOSE"
+
+
+def test_metal_in_the_ct_is_warned_and_exits_1_with_the_dose_written(cshape, tmp_path, capsys):
+    """A 2 x 2 voxel insert at 4000 HU in the Core of one CT slice: the dose is written,
+    one WARNING names the 4 voxels and the Core, exit status 1 (the plan's convention)."""
+    ct_dir = tmp_path / "ct"
+    shutil.copytree(cshape.written.ct_dir, ct_dir)
+    grid = cshape.patient.ct.grid
+    core = np.argwhere(cshape.patient.structure("Core").mask(grid))
+    z, y, x = core[len(core) // 2]
+    assert cshape.patient.structure("Core").mask(grid)[z, y : y + 2, x : x + 2].all()
+    slice_z_mm = float(grid.index_to_point(np.array([[z, y, x]]))[0, 2])
+    (path,) = [
+        f
+        for f in ct_dir.iterdir()
+        if abs(
+            float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) - slice_z_mm
+        )
+        < 1e-3
+    ]
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array.copy()
+    pixels[y : y + 2, x : x + 2] = round(
+        (4000.0 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope)
+    )
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path)
+    out = tmp_path / "RD.dcm"
+    args = _args(cshape, out, "--dose-grid-mm", "8")
+    args[1] = str(ct_dir)
+    assert main(args) == 1
+    lines = capsys.readouterr().out.splitlines()
+    metal = [line for line in lines if line.startswith("WARNING: ") and "metal" in line]
+    assert len(metal) == 1, lines
+    assert (
+        "4 CT voxels inside the body are above 3000 HU (metal, highest 4000 HU), in Core 4"
+        in (metal[0])
+    )
     assert pydicom.dcmread(out).Modality == "RTDOSE"
 
 
