@@ -42,6 +42,7 @@ A commissioning data set is a folder (or a list of files) holding
       interleaf_leakage = 0.022   # fraction; at least the transmission
       tongue_and_groove_mm = 0.5  # band about each leaf boundary shielded by either leaf
       jaw_transmission = 0.003    # fraction, outside the jaws
+      source_to_mlc_mm = 509.0    # target to the middle of the leaves, mm (head scatter)
 
 The measured 6 MV data shipped in the pymedphys 0.41 wheel (Apache-2.0; PTW 60008 diode,
 SSD 900 mm, 5 × 5 and 10 × 10 cm², PDDs and profiles at 15, 50, 100 and 200 mm, in

@@ -64,6 +64,9 @@ PARAMETER_RANGES: dict[str, tuple[float, float]] = {
     "interleaf_leakage": (0.0, 0.1),
     "tongue_and_groove_mm": (0.0, 3.0),
     "jaw_transmission": (0.0, 0.05),
+    "source_to_mlc_mm": (100.0, 900.0),
+    "source_to_x_jaws_mm": (100.0, 900.0),
+    "source_to_y_jaws_mm": (100.0, 900.0),
 }
 
 
@@ -84,6 +87,11 @@ class MLCParameters:
         Width of the band about each leaf-pair boundary shielded by either leaf.
     jaw_transmission : float
         Transmission of the jaws (fraction), outside the jaw opening.
+    source_to_mlc_mm, source_to_x_jaws_mm, source_to_y_jaws_mm : float or None, mm
+        Distance from the (focal) source to the middle of the leaves and of the X and Y
+        jaws: how each collimator shields the extra-focal source
+        (:func:`dose_engine.collimator_scatter_scale`); ``None``: unknown (all at one
+        height).
     source : str
         Where the values come from (machine file, commissioned beam model).
     """
@@ -93,6 +101,9 @@ class MLCParameters:
     interleaf_leakage: float | None = None
     tongue_and_groove_mm: float = 0.0
     jaw_transmission: float = 0.0
+    source_to_mlc_mm: float | None = None
+    source_to_x_jaws_mm: float | None = None
+    source_to_y_jaws_mm: float | None = None
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

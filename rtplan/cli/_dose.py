@@ -8,17 +8,21 @@ collapsed-cone engine, which a model needs a commissioning for) and writes it as
 RT-DOSE that references the plan, naming the algorithm in its SeriesDescription and
 DoseComment.  Arcs/VMAT and sliding-window beams are computed as static apertures every
 2 degrees and 2 mm (:mod:`rtplan.io._rtplan_read`).  Unsupported beams (collimator or
-couch rotation, wedges, electrons, flattening-filter-free beams with a flattened model,
-…), mismatched references and a beam model that cannot be read or whose SAD differs from
-the plan's are refused: one line on stderr, exit status 2, no output.  CT voxels inside the
-body outside the density table's range, or metal (:func:`rtplan.safety.ct_calibration_warnings`),
-are printed as ``WARNING:`` lines after the dose is written, and the exit status is 1.
+couch rotation, wedges, electrons, a NominalBeamEnergy or fluence mode (FFF) the beam model
+is not for, …), mismatched references and a beam model that cannot be read or whose SAD
+differs from the plan's are refused: one line on stderr (for energy and fluence mode, with
+the beam models available), exit status 2, no output.  CT voxels inside the body outside
+the density table's range, or metal (:func:`rtplan.safety.ct_calibration_warnings`), are
+printed as ``WARNING:`` lines after the dose is written, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from importlib import resources
+
+from dose_engine import BeamModel, load_beam_model
 
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
@@ -111,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         patient,
         machine=machine,
         fraction_group_number=args.fraction_group,
+        nominal_energy_mv=_model_energy_mv(model),
         fluence_mode=beam_model_fluence_mode(model),
+        beam_models=beam_models_available(model),
     )
     try:
         result = compute_plan_dose(
@@ -154,4 +160,33 @@ def _calibration_warnings(patient, table, dose_grid) -> list:
     }
     return ct_calibration_warnings(
         patient.ct.array, patient.ct.grid, table, dose_grid, body.occupancy(dose_grid), structures
+    )
+
+
+#: Energy assumed for a beam model file that does not state its ``energy_mv``, MV.
+DEFAULT_ENERGY_MV = 6.0
+
+
+def _model_energy_mv(model: BeamModel) -> float:
+    """The model file's ``energy_mv`` (:data:`DEFAULT_ENERGY_MV` when it states none)."""
+    energy = model.parameters.get("energy_mv")
+    return DEFAULT_ENERGY_MV if energy is None else float(energy)
+
+
+def _describe(model: BeamModel) -> str:
+    return f"{model.name!r} ({_model_energy_mv(model):g} MV, {beam_model_fluence_mode(model)})"
+
+
+def beam_models_available(model: BeamModel) -> str:
+    """The beam models ``rtplan dose`` can compute with, for a refusal's message: the one
+    given (``--beam-model``, else the shipped default) and every shipped model file."""
+    shipped = sorted(
+        (f for f in resources.files("dose_engine").joinpath("data").iterdir()
+         if f.name.startswith("beam_model_") and f.name.endswith(".json")),
+        key=lambda f: f.name,
+    )  # fmt: skip
+    listed = ", ".join(f"{f.name} {_describe(load_beam_model(str(f)))}" for f in shipped)
+    return (
+        f"the one in use, {model.path} {_describe(model)}; shipped: {listed}; commission "
+        "another (python -m dose_engine.fit) and pass it with --beam-model"
     )

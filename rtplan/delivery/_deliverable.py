@@ -432,9 +432,9 @@ class DeliverableBeam:
         parameters : dose_engine.MLCParameters, optional
             Leaf and jaw parameters; default the machine's (:attr:`Machine.dosimetry`).
         model : dose_engine.BeamModel, optional, keyword-only
-            With a model, the weights are scaled so that the head scatter follows the
-            jaws, not the MLC opening (:func:`dose_engine.collimator_scatter_scale`; along
-            an axis without jaws the leaves' opening collimates it).
+            With a model, the weights are scaled so that the head scatter is what the
+            jaws and the leaves, each from its own height, let through
+            (:func:`dose_engine.collimator_scatter_scale`).
 
         Returns
         -------
@@ -444,19 +444,13 @@ class DeliverableBeam:
             Fluence per MU of each (see :func:`dose_engine.aperture_fluence`).
         """
         seg = self.segments[k]
-        rects, weights = aperture_fluence(
-            seg.leaf_positions_mm,
-            seg.leaf_boundaries_mm,
-            seg.jaws_mm,
-            self.machine.dosimetry if parameters is None else parameters,
-            reach_x_mm=self.machine.mlc.leaf_position_range_mm,
-        )
-        opened = rects[weights >= 0.5]
-        if model is None or opened.size == 0:
+        p = self.machine.dosimetry if parameters is None else parameters
+        reach = self.machine.mlc.leaf_position_range_mm
+        geometry = (seg.leaf_positions_mm, seg.leaf_boundaries_mm, seg.jaws_mm, p)
+        rects, weights = aperture_fluence(*geometry, reach_x_mm=reach)
+        if model is None:
             return rects, weights
-        jx = seg.jaws_mm.get("X", (opened[:, 0].min(), opened[:, 1].max()))
-        jy = seg.jaws_mm.get("Y", (opened[:, 2].min(), opened[:, 3].max()))
-        scale = collimator_scatter_scale(model, rects, weights, (*jx, *jy))
+        scale = collimator_scatter_scale(model, rects, weights, *geometry, reach_x_mm=reach)
         return rects, weights * scale
 
     def validate(self, *, where: str = "") -> None:

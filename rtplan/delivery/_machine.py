@@ -52,8 +52,9 @@ as ``leaf_widths_mm`` (list) or ``leaf_width_mm`` + ``n_leaf_pairs``, plus
 ``first_boundary_mm``; or directly as ``leaf_boundaries_mm``.  An optional ``[dosimetry]``
 table gives the dose calculation's MLC and jaw parameters (:class:`dose_engine.MLCParameters`:
 ``transmission``, ``dosimetric_leaf_gap_mm``, ``interleaf_leakage``,
-``tongue_and_groove_mm``, ``jaw_transmission``; docs/commissioning.md lists the shipped
-values and their sources).
+``tongue_and_groove_mm``, ``jaw_transmission``, and the devices' distances from the source
+``source_to_mlc_mm``, ``source_to_x_jaws_mm``, ``source_to_y_jaws_mm`` for the head scatter;
+docs/commissioning.md lists the shipped values and their sources).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def segment_beamlet_matrix(
         must use the same ones (:func:`rtplan.dose.resolve_mlc_parameters`).
     model : dose_engine.BeamModel, optional, keyword-only
         The beam model of the final dose: each segment's column is scaled so that its head
-        scatter follows its jaws (:meth:`DeliverableBeam.segment_fluence`), as in the
-        final aperture dose.
+        scatter is what its jaws and leaves let through
+        (:meth:`DeliverableBeam.segment_fluence`), as in the final aperture dose.
 
     Returns
     -------
@@ -325,7 +325,7 @@ def reoptimize_segment_weights(
         Leaf and jaw parameters of the segment fluence (:func:`segment_beamlet_matrix`);
         default each beam's machine's.  Pass those of the final dose.
     model : dose_engine.BeamModel, optional, keyword-only
-        The final dose's beam model (head scatter following the jaws, see
+        The final dose's beam model (head scatter through the jaws and leaves, see
         :func:`segment_beamlet_matrix`); default: no such scaling.
 
     Returns

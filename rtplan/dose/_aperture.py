@@ -112,8 +112,8 @@ def beam_rectangles_mm(
     parameters : dose_engine.MLCParameters, optional
         MLC and jaw parameters; default the machine's.
     model : dose_engine.BeamModel, optional, keyword-only
-        With a model, each segment's head scatter follows its jaws
-        (:meth:`rtplan.DeliverableBeam.segment_fluence`).
+        With a model, each segment's head scatter is what its jaws and leaves let
+        through (:meth:`rtplan.DeliverableBeam.segment_fluence`).
 
     Returns
     -------
@@ -165,7 +165,7 @@ def aperture_dose(
     """Dose of a sequenced beam computed from its apertures (not from the fluence map).
 
     The fluence rectangles of :func:`beam_rectangles_mm` (with the MLC and jaw parameters
-    of :func:`resolve_mlc_parameters`, each segment's head scatter following its jaws;
+    of :func:`resolve_mlc_parameters`, each segment's head scatter through its jaws and leaves;
     identical ones merged) go into one ``dose_engine.field_dose`` call (the pencil-beam
     dose is additive); an arc read from another system gets one call per gantry angle of
     its segments (its control points, sub-sampled by the reader).

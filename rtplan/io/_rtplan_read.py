@@ -281,9 +281,10 @@ FFF_MODE_IDS = ("FFF", "SRS")
 FLUENCE_MODES = ("STANDARD", "FFF")
 
 
-def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str) -> None:
+def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str) -> None:
     """Refuse a beam whose (3002,0050) *PrimaryFluenceModeSequence* does not match the
-    beam model's fluence mode (``"STANDARD"`` flattened, or ``"FFF"``)."""
+    beam model's fluence mode (``"STANDARD"`` flattened, or ``"FFF"``); ``models`` (the
+    beam models available, or empty) ends the message."""
     plan_mode, text = "STANDARD", "STANDARD"
     for item in b.get("PrimaryFluenceModeSequence", None) or []:
         mode = str(item.get("FluenceMode", "") or "").strip().upper()
@@ -302,15 +303,20 @@ def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str) -> None:
         raise ctx.err(
             f"beam {bnum}: (3002,0051) FluenceMode is {text}, a flattening-filter-free beam, "
             f"but the beam model is {fluence_mode} (flattened); its dose would be computed with "
-            "the wrong profile and output. Commission an FFF model and pass it (--beam-model)."
+            "the wrong profile and output. Commission an FFF model and pass it (--beam-model)"
+            f"{_models_note(models)}."
         )
     raise ctx.err(
         f"beam {bnum}: (3002,0051) FluenceMode is STANDARD (flattened) but the beam model is "
-        f"{fluence_mode}; pass a flattened beam model (--beam-model)."
+        f"{fluence_mode}; pass a flattened beam model (--beam-model){_models_note(models)}."
     )
 
 
-def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float, fluence_mode: str) -> None:
+def _models_note(models: str) -> str:
+    return f"; beam models available: {models}" if models else ""
+
+
+def _refuse_unsupported(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str) -> None:
     rtype = str(b.get("RadiationType", "")).upper()
     if rtype != "PHOTON":
         raise ctx.err(
@@ -336,7 +342,7 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float, fluence_mode:
                 "beam-modifying accessory is not modelled by the dose engine, so the beam "
                 "cannot be computed (whatever its Number of ... element says)."
             )
-    _check_fluence_mode(b, ctx, bnum, fluence_mode)
+    _check_fluence_mode(b, ctx, bnum, fluence_mode, models)
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
         raise ctx.err(
@@ -348,10 +354,10 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float, fluence_mode:
 
 
 def _parse_beam(
-    b, meterset_mu: float, ctx: _Ctx, energy_mv: float, fluence_mode: str
+    b, meterset_mu: float, ctx: _Ctx, energy_mv: float, fluence_mode: str, models: str
 ) -> _ParsedBeam:
     bnum = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
-    _refuse_unsupported(b, ctx, bnum, energy_mv, fluence_mode)
+    _refuse_unsupported(b, ctx, bnum, fluence_mode, models)
     devices = _device_map(b, ctx, bnum)
     # A jaws-only field (no MLC) gets a virtual MLC: one leaf pair spanning the whole
     # Y range, its leaves on the X jaws, so that the aperture is exactly the jaw opening.
@@ -466,7 +472,7 @@ def _parse_beam(
     if energy is not None and abs(energy - energy_mv) > 1e-6:
         raise ctx.err(
             f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but the dose engine's "
-            f"beam model is {energy_mv:g} MV; this beam cannot be computed."
+            f"beam model is {energy_mv:g} MV; this beam cannot be computed{_models_note(models)}."
         )
 
     w = np.asarray(weights)
@@ -727,11 +733,15 @@ def read_rtplan_beams(
     fraction_group_number: int | None = None,
     nominal_energy_mv: float = 6.0,
     fluence_mode: str = "STANDARD",
+    beam_models: str = "",
 ) -> RtPlanBeams:
     """Like :func:`read_rtplan`, without requiring a prescription (for dose recalculation).
 
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
-    ``total_dose_gy`` is None when the plan states no prescription.
+    ``total_dose_gy`` is None when the plan states no prescription.  ``beam_models``
+    describes the beam models the caller can compute with: a beam whose (300A,0114)
+    *NominalBeamEnergy* or fluence mode matches neither ``nominal_energy_mv`` nor
+    ``fluence_mode`` is refused with it (``rtplan dose``).
     """
     path = path_argument(path, "path")
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
@@ -746,7 +756,15 @@ def read_rtplan_beams(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = _read_plan_dataset(
-            ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
+            ds,
+            path,
+            ctx,
+            patient,
+            machine,
+            fraction_group_number,
+            nominal_energy_mv,
+            fluence_mode,
+            beam_models,
         )
     for w in caught:
         log.info("%s: pydicom: %s", path.name, w.message)
@@ -754,7 +772,15 @@ def read_rtplan_beams(
 
 
 def _read_plan_dataset(
-    ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
+    ds,
+    path,
+    ctx,
+    patient,
+    machine,
+    fraction_group_number,
+    nominal_energy_mv,
+    fluence_mode,
+    beam_models,
 ):
     if str(ds.get("SOPClassUID", "")) != RT_PLAN_STORAGE:
         raise ctx.err(
@@ -838,7 +864,7 @@ def _read_plan_dataset(
         if mset == 0:
             log.info("beam %d has BeamMeterset 0; skipped", bnum)
             continue
-        pb = _parse_beam(b, mset, ctx, nominal_energy_mv, fluence_mode)
+        pb = _parse_beam(b, mset, ctx, nominal_energy_mv, fluence_mode, beam_models)
         parsed.append(pb)
     if not parsed:
         raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")

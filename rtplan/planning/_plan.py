@@ -452,6 +452,9 @@ def _mlc_record(machine, model: BeamModel | None) -> dict[str, Any]:
         "interleaf_leakage": p.leakage,
         "tongue_and_groove_mm": p.tongue_and_groove_mm,
         "jaw_transmission": p.jaw_transmission,
+        "source_to_mlc_mm": p.source_to_mlc_mm,
+        "source_to_x_jaws_mm": p.source_to_x_jaws_mm,
+        "source_to_y_jaws_mm": p.source_to_y_jaws_mm,
         "machine": machine.name,
         "from_beam_model": sorted(commissioned),
     }

@@ -201,7 +201,11 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
                     f"{_num(mlc.get('dosimetric_leaf_gap_mm'), 'g')} mm, interleaf leakage "
                     f"{_num(mlc.get('interleaf_leakage'), 'g')}, tongue-and-groove "
                     f"{_num(mlc.get('tongue_and_groove_mm'), 'g')} mm, jaw transmission "
-                    f"{_num(mlc.get('jaw_transmission'), 'g')} (machine {mlc.get('machine')}; "
+                    f"{_num(mlc.get('jaw_transmission'), 'g')}, head-scatter heights (source "
+                    f"to leaves / X / Y jaws) {_num(mlc.get('source_to_mlc_mm'), 'g')} / "
+                    f"{_num(mlc.get('source_to_x_jaws_mm'), 'g')} / "
+                    f"{_num(mlc.get('source_to_y_jaws_mm'), 'g')} mm "
+                    f"(machine {mlc.get('machine')}; "
                     f"from the beam model: {', '.join(mlc.get('from_beam_model') or []) or 'none'})"
                 ),
             )

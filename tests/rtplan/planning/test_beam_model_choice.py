@@ -22,6 +22,7 @@ written: exit status 2, one stderr line naming the file.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -239,3 +240,26 @@ def test_batch_uses_the_batch_model_unless_an_entry_names_its_own(case, tmp_path
     for rec, ref in ((a, "scaled"), (b, "shipped")):
         mu = _plan_json(root, ref)["plan"]["total_mu_per_fraction"]
         assert rec["plan"]["total_mu_per_fraction"] == pytest.approx(mu, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "element"),
+    [
+        ({"energy_mv": 10.0}, r"\(300A,0114\) NominalBeamEnergy is 6 MV but .* is 10 MV"),
+        ({"fluence_mode": "FFF"}, r"\(3002,0051\) FluenceMode is STANDARD .* beam model is FFF"),
+    ],
+)
+def test_dose_of_a_plan_no_model_is_for_is_refused(case, tmp_path, capsys, change, element):
+    """A 6 MV flattened plan against a 10 MV or an FFF model: refused, naming the beam, the
+    element and the beam models available (the one given and the shipped ones)."""
+    root, ph, _, _, _, _ = case
+    model = _model_file(tmp_path / "other.json", **change)
+    rd = tmp_path / "RD.dcm"
+    plan = str(root / "shipped" / "RTPLAN.dcm")
+    argv = ["dose", str(ph.ct_dir), str(ph.rtstruct_path), plan, "--out", str(rd)]
+    assert main([*argv, "--beam-model", str(model)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"beam \d+: " + element, err[0]), err
+    assert "beam models available: the one in use, " in err[0] and "other.json" in err[0]
+    assert "shipped: beam_model_6MV.json" in err[0] and "(6 MV, STANDARD)" in err[0]
+    assert not rd.exists()

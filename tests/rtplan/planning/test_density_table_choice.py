@@ -77,6 +77,12 @@ def test_plan_records_the_table(case):
     assert mlc["dosimetric_leaf_gap_mm"] == machine.dosimetry.dosimetric_leaf_gap_mm
     assert mlc["from_beam_model"] == []
     assert f"dosimetric leaf gap {machine.dosimetry.dosimetric_leaf_gap_mm:g} mm" in report
+    # the collimator heights the head scatter was computed with
+    assert mlc["source_to_mlc_mm"] == machine.dosimetry.source_to_mlc_mm
+    assert mlc["source_to_y_jaws_mm"] == machine.dosimetry.source_to_y_jaws_mm
+    heights = (machine.dosimetry.source_to_mlc_mm, machine.dosimetry.source_to_y_jaws_mm)
+    assert all(h is not None for h in heights)
+    assert f"{heights[0]:g} / " in report
 
 
 def test_denser_table_lowers_the_dose_at_depth(case, tmp_path):
