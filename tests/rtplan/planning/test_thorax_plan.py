@@ -14,6 +14,10 @@ The three clinical targets of issue 12 (normalisation within the cap, global max
 traded the PTV rim in lung (19 Gy) against a lung mean of 5.6 Gy, far below its limit,
 and a few heavy beams carried the dose (x 1.35 normalisation needed, 124 % maximum). A
 mean goal now pushes only above its aim (rtplan/planning/_levels.py).
+
+These targets are the optimisation's (issue 12), judged on the pencil-beam final dose
+(``final_dose="pencil_beam"``: the thorax's default final dose is the collapsed cone,
+tested in tests/rtplan/planning/test_final_algorithm.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pytest
 from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
 from rtplan.phantoms._thorax import THORAX as T
-from rtplan.planning import plan_patient
+from rtplan.planning import PlanOptions, plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.structures import BODY_OUTLINE_NAME
 
@@ -51,7 +55,8 @@ def plan(tmp_path_factory):
         dose_grid_mm=GRID_MM, max_iterations=120
     )
     patient = read_patient(written.ct_dir, written.rtstruct_path)
-    result = plan_patient(patient, protocol, progress=False)
+    options = PlanOptions(final_dose="pencil_beam")
+    result = plan_patient(patient, protocol, progress=False, options=options)
     out = result.write(tmp / "plan")
     return result, out
 
