@@ -22,6 +22,7 @@ tested in tests/rtplan/planning/test_final_algorithm.py).
 
 from __future__ import annotations
 
+import html
 import json
 import warnings
 
@@ -152,3 +153,21 @@ def test_no_ptv_voxel_below_90_percent_beyond_the_partial_volume_rim_gh12(plan, 
     assert whole.sum() > 200
     assert dose[whole].min() >= 0.90 * RX_GY
     assert float(_dvh(out, dicompyler, "PTV").D99.value) >= 0.90 * RX_GY
+
+
+def test_pencil_beam_dose_of_a_body_with_lung_is_flagged_gh16(plan):
+    """Issue 16: the plan's dose is the pencil beam's (asked for) in a body with lung: the
+    ``pencil_beam_lung`` warning in PlanResult, plan.json and the report, in the same
+    words; plan.json and the RT-DOSE name the pencil beam."""
+    result, out = plan
+    found = {w.code: w.message for w in result.warnings}
+    assert "DOSE ALGORITHM: the dose shown is a pencil-beam dose" in found["pencil_beam_lung"]
+    record = json.loads((out / "plan.json").read_text())
+    assert {"code": "pencil_beam_lung", "message": found["pencil_beam_lung"]} in record["warnings"]
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert html.escape(found["pencil_beam_lung"]) in text
+    assert record["plan"]["dose_algorithm"]["algorithm"] == "pencil_beam"
+    assert record["plan"]["dose_algorithm"]["selection"]["requested"] == "pencil_beam"
+    ds = pydicom.dcmread(out / "RTDOSE.dcm")
+    assert ds.DoseComment.startswith("pencil beam, dose to water")
+    assert ds.TissueHeterogeneityCorrection == "IMAGE"
