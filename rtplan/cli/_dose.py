@@ -27,7 +27,9 @@ from dose_engine import BeamModel, load_beam_model
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
 from ..dose._plan_dose import (
+    ALGORITHM_LABELS,
     DOSE_ALGORITHMS,
+    DOSE_QUANTITY,
     beam_model_fluence_mode,
     compute_plan_dose,
     require_ct_volume,
@@ -43,9 +45,6 @@ from ..structures import body_structure
 from ._plan import add_beam_model_option, add_density_table_option
 
 log = logging.getLogger("rtplan.cli")
-
-#: How each dose algorithm is named in the RT-DOSE's SeriesDescription and DoseComment.
-ALGORITHM_LABELS = {"pencil_beam": "pencil beam", "ccc": "collapsed cone"}
 
 
 def register(subparsers) -> None:
@@ -137,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         patient,
         plan_sop_instance_uid=plan.sop_instance_uid,
         series_description=f"rtplan dose ({ALGORITHM_LABELS[result.algorithm]})",
-        comment=f"rtplan recalculation, {ALGORITHM_LABELS[result.algorithm]}, dose to water",
+        comment=f"rtplan recalculation, {ALGORITHM_LABELS[result.algorithm]}, {DOSE_QUANTITY}",
+        tissue_heterogeneity_correction="IMAGE",
         overwrite=args.force,
     )
     print(

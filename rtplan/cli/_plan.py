@@ -12,6 +12,7 @@ import logging
 import sys
 
 from ..planning import PlanOptions, plan_and_write
+from ..protocols._protocol import FINAL_ALGORITHMS
 
 __all__ = ["register"]
 
@@ -64,6 +65,14 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
     )
     add_beam_model_option(p)
     add_density_table_option(p)
+    p.add_argument(
+        "--final-dose",
+        choices=FINAL_ALGORITHMS,
+        default=None,
+        help="engine of the final dose and the RT-DOSE: ccc (collapsed cone), pencil_beam, "
+        "or auto (collapsed cone when the body holds lung or bone; docs/dose_algorithms.md); "
+        "default: the protocol's [dose] final_algorithm, else auto",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -106,6 +115,7 @@ def planning_kwargs(args: argparse.Namespace) -> dict:
         max_iterations=args.max_iterations,
         beam_model=args.beam_model,
         density_table=args.density_table,
+        final_dose=args.final_dose,
     )
     return {"options": options, "overwrite": args.force}
 

@@ -23,7 +23,9 @@ from ..structures import body_grid, body_structure
 from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters, static_parts
 
 __all__ = [
+    "ALGORITHM_LABELS",
     "DOSE_ALGORITHMS",
+    "DOSE_QUANTITY",
     "PlanDose",
     "beam_model_fluence_mode",
     "compute_plan_dose",
@@ -37,6 +39,12 @@ log = logging.getLogger("rtplan.recalc")
 #: Dose algorithms of :func:`compute_plan_dose`: the pencil beam (the planning engine) and
 #: the collapsed-cone convolution/superposition (``dose_engine.collapsed_cone_dose``).
 DOSE_ALGORITHMS: tuple[str, ...] = ("pencil_beam", "ccc")
+#: How each dose algorithm is named in what rtplan writes (RT-DOSE SeriesDescription and
+#: DoseComment, plan.json, report.html).
+ALGORITHM_LABELS = {"pencil_beam": "pencil beam", "ccc": "collapsed cone"}
+#: What both engines compute: water kernels (pencil beam: water depth doses) scaled by the
+#: CT's density, i.e. dose to water (not dose to medium).
+DOSE_QUANTITY = "dose to water"
 
 
 @dataclass(frozen=True, eq=False)

@@ -69,6 +69,10 @@ class RtDoseReferences:
     patient_id: str = field(default="", repr=False)
 
 
+#: (3004,0014) *TissueHeterogeneityCorrection* enumerated values (PS3.3 C.8.8.3).
+TISSUE_HETEROGENEITY_CORRECTIONS = ("IMAGE", "ROI_OVERRIDE", "WATER")
+
+
 def _ds_str(value: float) -> str:
     """A DS string (at most 16 characters) for ``value``."""
     text = f"{value:.10g}"
@@ -87,6 +91,7 @@ def write_rtdose(
     dose_summation_type: str = "PLAN",
     series_description: str = "rtplan dose",
     comment: str = "",
+    tissue_heterogeneity_correction: str | None = None,
     overwrite: bool = False,
 ) -> Dataset:
     """Write ``dose_gy`` on ``grid`` as a DICOM RT-DOSE file.
@@ -113,6 +118,12 @@ def write_rtdose(
         (0008,103E).
     comment : str
         (3004,0006) *DoseComment* (LO: cut to 64 characters).
+    tissue_heterogeneity_correction : {"IMAGE", "ROI_OVERRIDE", "WATER"}, optional
+        (3004,0014) *TissueHeterogeneityCorrection* (PS3.3 C.8.8.3, type 3): ``"IMAGE"``
+        when the dose was computed on the CT's densities (both of rtplan's engines),
+        ``"WATER"`` for an all-water calculation; ``None`` leaves it out.
+
+        .. versionadded:: 0.1.0
     overwrite : bool
         Replace an existing ``path`` (the CLI's ``--force``).
 
@@ -166,6 +177,13 @@ def write_rtdose(
             "ReferencedRTPlanSequence; pass the RT-PLAN's SOPInstanceUID."
         )
 
+    if tissue_heterogeneity_correction not in (None, *TISSUE_HETEROGENEITY_CORRECTIONS):
+        raise InputError(
+            "`tissue_heterogeneity_correction` must be one of "
+            f"{', '.join(TISSUE_HETEROGENEITY_CORRECTIONS)} or None; got "
+            f"{tissue_heterogeneity_correction!r}."
+        )
+
     max_gy = float(dose.max())
     # The scaling is stored as a DS string: quantise with the value that is stored,
     # rounded up so that the maximum still fits in 32 bits.
@@ -205,6 +223,8 @@ def write_rtdose(
     ds.DoseGridScaling = scaling_text
     if comment:
         ds.DoseComment = comment[:64]  # LO: at most 64 characters
+    if tissue_heterogeneity_correction is not None:
+        ds.TissueHeterogeneityCorrection = tissue_heterogeneity_correction
     if plan_sop_instance_uid:
         ref = Dataset()
         ref.ReferencedSOPClassUID = RT_PLAN_STORAGE

@@ -6,6 +6,7 @@ how protocol goals become prioritised optimisation levels.
 """
 
 from ._batch import BatchEntry, BatchOutcome, plan_batch, read_manifest
+from ._final_algorithm import FinalAlgorithmChoice
 from ._levels import PlanningLevel, build_levels, smoothness_pairs
 from ._options import PlanOptions
 from ._plan import DERIVED_RTSTRUCT_FILE, PLAN_FILES, PlanResult, plan_patient
@@ -17,6 +18,7 @@ __all__ = [
     "PLAN_FILES",
     "BatchEntry",
     "BatchOutcome",
+    "FinalAlgorithmChoice",
     "PlanResult",
     "PlanningLevel",
     "PlanOptions",

@@ -15,6 +15,7 @@ from .._internal.arguments import INTEGER, NUMBER, PATH, TEXT, check_arguments, 
 from ..dose._plan_dose import resolve_beam_model, resolve_density_table
 from ..errors import InputError
 from ..protocols import Protocol, load_protocol
+from ..protocols._protocol import FINAL_ALGORITHMS
 
 __all__ = ["PlanOptions"]
 
@@ -31,6 +32,7 @@ SOLVERS = ("first_order", "cvxpy")
     max_iterations=optional(INTEGER),
     beam_model=optional(either(BeamModel, PATH)),
     density_table=optional(either(HUTable, PATH)),
+    final_dose=optional(TEXT),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -57,6 +59,12 @@ class PlanOptions:
         The scanner's CT-to-density calibration, or its file (CSV, TOML or JSON, two
         columns; :func:`dose_engine.load_hu_table`); ``None``: the protocol's
         ``[dose] density_table``, else the shipped generic table.
+    final_dose : {"auto", "ccc", "pencil_beam"}, optional
+        Engine of the final dose and the RT-DOSE written (the CLI's ``--final-dose``);
+        ``None``: the protocol's ``[dose] final_algorithm`` (default ``"auto"``: the
+        collapsed cone when the body holds lung or bone; docs/dose_algorithms.md).
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
@@ -85,12 +93,17 @@ class PlanOptions:
     max_iterations: int | None = None
     beam_model: BeamModel | str | os.PathLike | None = None
     density_table: HUTable | str | os.PathLike | None = None
+    final_dose: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InputError(f"`backend` must be one of {BACKENDS}; got {self.backend!r}.")
         if self.solver is not None and self.solver not in SOLVERS:
             raise InputError(f"`solver` must be one of {SOLVERS} or None; got {self.solver!r}.")
+        if self.final_dose is not None and self.final_dose not in FINAL_ALGORITHMS:
+            raise InputError(
+                f"`final_dose` must be one of {FINAL_ALGORITHMS} or None; got {self.final_dose!r}."
+            )
         grid = self.dose_grid_mm
         if grid is not None and not (math.isfinite(float(grid)) and float(grid) > 0):
             raise InputError(f"`dose_grid_mm` must be a finite spacing > 0 mm; got {grid!r}.")
@@ -125,11 +138,16 @@ class PlanOptions:
 
     def apply_to(self, protocol: Protocol | str | os.PathLike) -> Protocol:
         """The protocol (loaded if a name or file) with this record's overrides:
-        ``solver``, ``dose_grid_mm``, ``n_beams`` and ``max_iterations``."""
+        ``solver``, ``dose_grid_mm``, ``n_beams``, ``max_iterations`` and ``final_dose``
+        (its ``final_algorithm``)."""
         p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
         extra = {} if self.max_iterations is None else {"max_iterations": self.max_iterations}
         return p.with_overrides(
-            solver=self.solver, dose_grid_mm=self.dose_grid_mm, n_beams=self.n_beams, **extra
+            solver=self.solver,
+            dose_grid_mm=self.dose_grid_mm,
+            n_beams=self.n_beams,
+            final_algorithm=self.final_dose,
+            **extra,
         )
 
 

@@ -47,6 +47,8 @@ from ..delivery._machine import load_machine
 from ..delivery._segment_weights import reoptimize_segment_weights
 from ..dose._aperture import resolve_mlc_parameters
 from ..dose._plan_dose import (
+    ALGORITHM_LABELS,
+    DOSE_QUANTITY,
     compute_plan_dose,
     require_ct_volume,
     require_model_sad,
@@ -71,6 +73,12 @@ from ..safety import (
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
 from ._custom_check import custom_term_warnings
+from ._final_algorithm import (
+    FinalAlgorithmChoice,
+    choose_final_algorithm,
+    heterogeneity_volumes_cc,
+    require_ccc_commissioning,
+)
 from ._final_dose import correction_record, dose_correction, goals_settled
 from ._helper_structures import (
     HelperStructure,
@@ -165,6 +173,12 @@ class PlanResult:
         when the corrections are off.
 
         .. versionadded:: 0.1.0
+    final_algorithm : rtplan.planning.FinalAlgorithmChoice or None
+        The engine of :attr:`dose_gy` (``"ccc"`` or ``"pencil_beam"``), what was asked for
+        (protocol ``[dose] final_algorithm``, ``PlanOptions.final_dose``) and why
+        (recorded in plan.json, the report and the RT-DOSE).
+
+        .. versionadded:: 0.1.0
     """
 
     patient: Any
@@ -185,6 +199,12 @@ class PlanResult:
     normalization_record: dict | None = None
     density_table: HUTable | None = None
     corrections: tuple = ()
+    final_algorithm: FinalAlgorithmChoice | None = None
+
+    @property
+    def dose_algorithm(self) -> str:
+        """``"ccc"`` or ``"pencil_beam"``: the engine of :attr:`dose_gy`."""
+        return "pencil_beam" if self.final_algorithm is None else self.final_algorithm.algorithm
 
     # ------------------------------------------------------------ summaries
     @property
@@ -290,7 +310,7 @@ class PlanResult:
             "target": self.mapping.get(rx.target, rx.target),
             "machine": self.plan.beams[0].machine.name,
             "beam_model": _beam_model_record(self.beam_model),
-            "dose_algorithm": _dose_algorithm_record(),
+            "dose_algorithm": _dose_algorithm_record(self.final_algorithm),
             "hu_table": _hu_table_record(resolve_density_table(self.density_table)),
             "mlc_parameters": _mlc_record(self.plan.beams[0].machine, self.beam_model),
             "beams": self.beam_summaries,
@@ -360,13 +380,17 @@ class PlanResult:
                 label=summary["label"],
                 plan_name=self.protocol.name[:64],
             )
+            label = ALGORITHM_LABELS[self.dose_algorithm]
             write_rtdose(
                 tmp / "RTDOSE.dcm",
                 self.dose_gy,
                 self.dose_grid,
                 patient,
                 plan_sop_instance_uid=str(ds.SOPInstanceUID),
-                comment=f"rtplan {self.protocol.name}",
+                series_description=f"rtplan plan dose ({label})",
+                # the algorithm first: LO holds 64 characters, a long protocol name is cut
+                comment=f"{label}, {DOSE_QUANTITY}; rtplan {self.protocol.name}",
+                tissue_heterogeneity_correction="IMAGE",  # both engines use the CT densities
             )
             summary["uids"] = {"rt_plan_sop_instance_uid": str(ds.SOPInstanceUID)}
             if rs_uid is not None:
@@ -423,21 +447,39 @@ def _beam_model_record(model: BeamModel | None) -> dict[str, Any] | None:
     }
 
 
-#: What computes every dose of a plan (influence matrix and final aperture dose).
-DOSE_ALGORITHM = {
-    "name": "pencil beam",
-    "engine": "dose_engine",
-    "description": (
+#: What computes the final dose of a plan, by algorithm (the influence matrix of the
+#: optimisation is always the pencil beam's).
+DOSE_ALGORITHM_DESCRIPTIONS = {
+    "pencil_beam": (
         "analytically integrated two-Gaussian photon pencil-beam kernel on ray-traced "
         "radiological depth (Bortfeld et al. 1993, doi:10.1118/1.597070; Ahnesjo et al. "
         "1992, doi:10.1118/1.596856); final dose from the MLC and jaw apertures"
     ),
+    "ccc": (
+        "collapsed-cone convolution/superposition (Ahnesjo 1989, doi:10.1118/1.596360): "
+        "polyenergetic TERMA of the MLC and jaw apertures, density-scaled point kernels "
+        "along 72 cones (docs/dose_algorithms.md); optimised on pencil-beam influence "
+        "matrices corrected to this dose"
+    ),
 }
 
 
-def _dose_algorithm_record() -> dict[str, Any]:
-    """:data:`DOSE_ALGORITHM` with the version of the installed engine (rtplan's)."""
-    return {**DOSE_ALGORITHM, "version": software_versions()["rtplan"]}
+def _dose_algorithm_record(choice: FinalAlgorithmChoice | None) -> dict[str, Any]:
+    """The final dose's algorithm for plan.json: ``name``, ``algorithm`` (``"ccc"`` or
+    ``"pencil_beam"``), ``engine``, ``version``, ``description``, ``dose_quantity`` (dose
+    to water), ``tissue_heterogeneity_correction`` (as in the RT-DOSE) and ``selection``
+    (:meth:`FinalAlgorithmChoice.as_dict`)."""
+    algorithm = "pencil_beam" if choice is None else choice.algorithm
+    return {
+        "name": ALGORITHM_LABELS[algorithm],
+        "algorithm": algorithm,
+        "engine": "dose_engine",
+        "version": software_versions()["rtplan"],
+        "description": DOSE_ALGORITHM_DESCRIPTIONS[algorithm],
+        "dose_quantity": DOSE_QUANTITY,
+        "tissue_heterogeneity_correction": "IMAGE",
+        "selection": None if choice is None else choice.as_dict(),
+    }
 
 
 def _mlc_record(machine, model: BeamModel | None) -> dict[str, Any]:
@@ -550,6 +592,9 @@ class _Context:
     dose_offset: np.ndarray | None = None  # Gy per row of ``matrix``: the correction c
     corrections: list = field(default_factory=list)  # records of the correction loops
     calibration_warnings: list = field(default_factory=list)  # CT vs the HU table
+    final_algorithm: str = "pencil_beam"  # engine of aperture_dose: "ccc" or "pencil_beam"
+    algorithm_choice: FinalAlgorithmChoice | None = None
+    algorithm_warnings: list = field(default_factory=list)  # ccc fallback, pencil beam in lung
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -704,6 +749,7 @@ def stage_dose(ctx: _Context) -> None:
         ctx.body_occupancy,
         {n: o for n, o in ctx.occupancy.items() if ctx.roles.get(n) != "external"},
     )
+    _choose_final_algorithm(ctx, density)
     n = ctx.dose_grid.voxel_count
     idx, _ = _problem_structures(ctx)
     helper_rows = np.zeros(n, dtype=bool)
@@ -732,6 +778,19 @@ def stage_dose(ctx: _Context) -> None:
         **common,
     ).matrix
     ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
+
+
+def _choose_final_algorithm(ctx: _Context, density) -> None:
+    """The final dose's engine from the protocol's ``final_algorithm`` and the body's lung
+    and bone (:mod:`rtplan.planning._final_algorithm`), into ``ctx``."""
+    low_cc, high_cc = heterogeneity_volumes_cc(
+        density, ctx.patient.ct.grid, ctx.dose_grid, ctx.body_occupancy
+    )
+    ctx.algorithm_choice, ctx.algorithm_warnings = choose_final_algorithm(
+        ctx.protocol.final_algorithm, low_cc, high_cc, ctx.beam_model
+    )
+    ctx.final_algorithm = ctx.algorithm_choice.algorithm
+    logger.info("final dose: %s (%s)", ctx.final_algorithm, ctx.algorithm_choice.reason)
 
 
 def _nonempty_rows(matrix, rows: np.ndarray):
@@ -1097,10 +1156,12 @@ def final_dose_mask(ctx: _Context) -> np.ndarray:
 
 
 def aperture_dose(ctx: _Context) -> np.ndarray:
-    """The final dose of ``ctx.plan`` from its apertures (the beam model's pencil beam,
-    MLC and jaw model; :func:`rtplan.dose.compute_plan_dose`) on :func:`final_dose_mask`,
-    Gy, (nz, ny, nx).  The default final-dose function of the plan and of the correction
-    loop (``_Context.final_dose``: another engine's dose plugs in there)."""
+    """The final dose of ``ctx.plan`` from its apertures (the beam model's MLC and jaw
+    model; :func:`rtplan.dose.compute_plan_dose`) with the plan's final-dose engine
+    (``ctx.final_algorithm``: the pencil beam or the collapsed cone) on
+    :func:`final_dose_mask`, Gy, (nz, ny, nx).  The default final-dose function of the plan
+    and of the correction loop (``_Context.final_dose``: another engine's dose plugs in
+    there)."""
     return compute_plan_dose(
         ctx.plan,
         ctx.patient,
@@ -1109,6 +1170,7 @@ def aperture_dose(ctx: _Context) -> np.ndarray:
         backend=ctx.backend,
         voxel_mask=final_dose_mask(ctx),
         density_table=ctx.density_table,
+        algorithm=ctx.final_algorithm,
     ).dose_gy
 
 
@@ -1548,7 +1610,10 @@ def plan_patient(
         ``patient``, ``protocol``, ``structure_map`` or ``custom_terms`` of the wrong type
         (named).
     dose_engine.BeamModelError
-        ``beam_model`` is a file that cannot be read as a beam model (named).
+        ``beam_model`` is a file that cannot be read as a beam model (named); the
+        protocol's ``final_algorithm`` (or ``options.final_dose``) is ``"ccc"`` and the
+        beam model has no collapsed-cone commissioning (before any work; ``"auto"``
+        falls back to the pencil beam with a ``ccc_not_commissioned`` warning).
     optimizers.SolverError
         ``solver="cvxpy"`` with a CVXPY solver that is not installed (named, before any
         work).
@@ -1589,6 +1654,8 @@ def plan_patient(
     protocol = opts.apply_to(protocol)
     protocol, switch_warning = _solver_for_custom_terms(protocol, custom)
     _require_cvxpy_solver(protocol)
+    if protocol.final_algorithm == "ccc":  # refused before any work
+        require_ccc_commissioning(model)
     ctx = _Context(
         patient=patient,
         protocol=protocol,
@@ -1657,6 +1724,7 @@ def plan_patient(
             protocol.prescription.total_dose_gy,
         )
     warnings.extend(ctx.calibration_warnings)
+    warnings.extend(ctx.algorithm_warnings)
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(
@@ -1678,6 +1746,7 @@ def plan_patient(
         normalization_record=ctx.normalization_record,
         density_table=ctx.density_table,
         corrections=tuple(ctx.corrections),
+        final_algorithm=ctx.algorithm_choice,
     )
 
 

@@ -392,6 +392,12 @@ class Protocol:
         ``[dose] density_table``: the scanner's CT-to-density calibration file (CSV, TOML
         or JSON; :func:`dose_engine.load_hu_table`), resolved against the protocol file's
         folder by :func:`load_protocol`; ``None``: the shipped generic table.
+    final_algorithm : {"auto", "ccc", "pencil_beam"}
+        ``[dose] final_algorithm``: the dose engine of the plan's final dose and RT-DOSE
+        (:data:`FINAL_ALGORITHMS`); ``"auto"`` (default): the collapsed cone when the body
+        holds lung or bone, else the pencil beam (docs/dose_algorithms.md).
+
+        .. versionadded:: 0.1.0
     """
 
     name: str
@@ -409,6 +415,7 @@ class Protocol:
     derived: tuple = ()
     reported: tuple[GoalSpec, ...] = ()
     density_table: str | None = None
+    final_algorithm: str = "auto"
 
     # ------------------------------------------------------------------ lookup
     def structure(self, name: str) -> StructureSpec:
@@ -449,6 +456,7 @@ class Protocol:
         gantry_angles_deg: Iterable[float] | None = None,
         n_beams: int | None = None,
         solver: str | None = None,
+        final_algorithm: str | None = None,
         **optimization: Any,
     ) -> Protocol:
         """A copy with some settings replaced (grid, beams, solver, optimisation options).
@@ -460,12 +468,19 @@ class Protocol:
         n_beams : int, optional
             Equispaced coplanar beams starting at gantry 0.
         solver : {"first_order", "cvxpy"}, optional
+        final_algorithm : {"auto", "ccc", "pencil_beam"}, optional
+            The final dose's engine (``[dose] final_algorithm``).
         **optimization
             Any field of :class:`OptimizationSettings`.
         """
         new = self
         if dose_grid_mm is not None:
             new = replace(new, dose_grid_mm=_grid_triple(dose_grid_mm, self.source))
+        if final_algorithm is not None:
+            new = replace(
+                new,
+                final_algorithm=_final_algorithm(self.source, "`final_algorithm`", final_algorithm),
+            )
         if n_beams is not None:
             gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
         if gantry_angles_deg is not None:
@@ -637,6 +652,21 @@ def _on_patient(specs: Iterable[GoalSpec], mapping: Mapping[str, str] | None) ->
 
 
 # --------------------------------------------------------------------------- parsing
+#: Accepted ``[dose] final_algorithm`` values: ``"auto"`` (the collapsed cone when the
+#: body holds lung or bone, :mod:`rtplan.planning._final_algorithm`), ``"ccc"``
+#: (collapsed-cone convolution/superposition) and ``"pencil_beam"``.
+FINAL_ALGORITHMS: tuple[str, ...] = ("auto", "ccc", "pencil_beam")
+
+
+def _final_algorithm(source: str, where: str, value: Any) -> str:
+    """``value`` if it is one of :data:`FINAL_ALGORITHMS`, else a ProtocolError naming it."""
+    if not isinstance(value, str) or value not in FINAL_ALGORITHMS:
+        raise _err(
+            source, where, f"expected one of {', '.join(FINAL_ALGORITHMS)}, found {value!r}."
+        )
+    return value
+
+
 def _err(source: str, where: str, msg: str) -> ProtocolError:
     return ProtocolError(f"Protocol {source}: {where}: {msg}")
 
@@ -1103,7 +1133,10 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     _check_unknown(source, "[grid]", grid_t, ("dose_grid_mm",))
     dose_grid = _grid_triple(grid_t.get("dose_grid_mm", 3.0), source)
     dose_t = _table(source, data, "dose", required=False)
-    _check_unknown(source, "[dose]", dose_t, ("density_table",))
+    _check_unknown(source, "[dose]", dose_t, ("density_table", "final_algorithm"))
+    final_algorithm = _final_algorithm(
+        source, "[dose] final_algorithm", dose_t.get("final_algorithm", "auto")
+    )
     density_table = dose_t.get("density_table")
     if density_table is not None and (not isinstance(density_table, str) or not density_table):
         raise _err(
@@ -1186,6 +1219,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         source=source,
         derived=derived,
         density_table=density_table,
+        final_algorithm=final_algorithm,
     )
 
     check_protocol_plausibility(protocol)

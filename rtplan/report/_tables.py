@@ -170,12 +170,17 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     alg = plan.get("dose_algorithm")
     if isinstance(alg, Mapping):
+        quantity = alg.get("dose_quantity")
+        selection = alg.get("selection")
+        reason = selection.get("reason") if isinstance(selection, Mapping) else None
         rows.append(
             (
                 "Dose algorithm",
                 (
-                    f"{alg.get('name')} ({alg.get('engine')} {alg.get('version')}): "
-                    f"{alg.get('description')}"
+                    f"{alg.get('name')} ({alg.get('engine')} {alg.get('version')})"
+                    + (f", {quantity}" if quantity else "")
+                    + f": {alg.get('description')}"
+                    + (f". Chosen: {reason}" if reason else "")
                 ),
             )
         )

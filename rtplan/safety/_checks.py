@@ -57,7 +57,10 @@ class SafetyWarning:
         ``"implicit_goal"``, ``"solver_switched"`` (a custom term made the planner use
         the other solver, :func:`rtplan.planning.plan_patient`), ``"hu_clamped"`` or
         ``"metal"`` (:func:`rtplan.safety.ct_calibration_warnings`) or
-        ``"custom_term_final_dose"`` (a hard custom term violated on the delivered dose).
+        ``"custom_term_final_dose"`` (a hard custom term violated on the delivered dose),
+        ``"pencil_beam_lung"`` (a pencil-beam final dose of a body with lung) or
+        ``"ccc_not_commissioned"`` (``final_algorithm = "auto"`` fell back to the pencil
+        beam; :mod:`rtplan.planning._final_algorithm`).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """

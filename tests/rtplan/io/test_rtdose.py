@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pydicom
 import pytest
+from _dciodvfy import to_16bit_copy
 from pydicom.dataset import Dataset
 
 from dose_engine import Grid
@@ -157,22 +158,31 @@ def test_reader_refuses_non_dose_and_oblique(dose_case, tmp_path):
         read_rtdose(tmp_path / "junk.dcm")
 
 
-def to_16bit_copy(path, out):
-    """A 16-bit copy of an RT-DOSE for dciodvfy.
-
-    dciodvfy (dicom3tools) aborts with an assertion in attrothr.cc
-    (``bitsallocated <= bytesinword*8u``) on 32-bit native pixel data, a known bug of
-    the tool, so the header is validated on a copy whose pixels are the top 16 bits and
-    whose DoseGridScaling is multiplied by 65536: every other element is unchanged.
-    """
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelData = (arr >> 16).astype("<u2").tobytes()
-    ds.DoseGridScaling = f"{float(ds.DoseGridScaling) * 65536:.10g}"
-    ds.save_as(out)
-    return out
+def test_tissue_heterogeneity_correction_written_or_refused(dose_case, tmp_path):
+    """(3004,0014) TissueHeterogeneityCorrection: an enumerated value (PS3.3 C.8.8.3) is
+    written; anything else is refused and nothing is written."""
+    path = tmp_path / "RD_image.dcm"
+    write_rtdose(
+        path,
+        dose_case.dose,
+        dose_case.grid,
+        dose_case.patient,
+        plan_sop_instance_uid=dose_case.plan_uid,
+        tissue_heterogeneity_correction="IMAGE",
+    )
+    assert pydicom.dcmread(path).TissueHeterogeneityCorrection == "IMAGE"
+    assert "TissueHeterogeneityCorrection" not in pydicom.dcmread(dose_case.path)
+    bad = tmp_path / "RD_bad.dcm"
+    with pytest.raises(InputError, match="`tissue_heterogeneity_correction` must be one of"):
+        write_rtdose(
+            bad,
+            dose_case.dose,
+            dose_case.grid,
+            dose_case.patient,
+            plan_sop_instance_uid=dose_case.plan_uid,
+            tissue_heterogeneity_correction="image",
+        )
+    assert not bad.exists()
 
 
 def test_dciodvfy_finds_no_error(dose_case, tmp_path):

@@ -14,10 +14,15 @@ The three clinical targets of issue 12 (normalisation within the cap, global max
 traded the PTV rim in lung (19 Gy) against a lung mean of 5.6 Gy, far below its limit,
 and a few heavy beams carried the dose (x 1.35 normalisation needed, 124 % maximum). A
 mean goal now pushes only above its aim (rtplan/planning/_levels.py).
+
+These targets are the optimisation's (issue 12), judged on the pencil-beam final dose
+(``final_dose="pencil_beam"``: the thorax's default final dose is the collapsed cone,
+tested in tests/rtplan/planning/test_final_algorithm.py).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import warnings
 
@@ -28,7 +33,7 @@ import pytest
 from rtplan.io import read_patient
 from rtplan.phantoms import write_phantom
 from rtplan.phantoms._thorax import THORAX as T
-from rtplan.planning import plan_patient
+from rtplan.planning import PlanOptions, plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.structures import BODY_OUTLINE_NAME
 
@@ -51,7 +56,8 @@ def plan(tmp_path_factory):
         dose_grid_mm=GRID_MM, max_iterations=120
     )
     patient = read_patient(written.ct_dir, written.rtstruct_path)
-    result = plan_patient(patient, protocol, progress=False)
+    options = PlanOptions(final_dose="pencil_beam")
+    result = plan_patient(patient, protocol, progress=False, options=options)
     out = result.write(tmp / "plan")
     return result, out
 
@@ -147,3 +153,21 @@ def test_no_ptv_voxel_below_90_percent_beyond_the_partial_volume_rim_gh12(plan, 
     assert whole.sum() > 200
     assert dose[whole].min() >= 0.90 * RX_GY
     assert float(_dvh(out, dicompyler, "PTV").D99.value) >= 0.90 * RX_GY
+
+
+def test_pencil_beam_dose_of_a_body_with_lung_is_flagged_gh16(plan):
+    """Issue 16: the plan's dose is the pencil beam's (asked for) in a body with lung: the
+    ``pencil_beam_lung`` warning in PlanResult, plan.json and the report, in the same
+    words; plan.json and the RT-DOSE name the pencil beam."""
+    result, out = plan
+    found = {w.code: w.message for w in result.warnings}
+    assert "DOSE ALGORITHM: the dose shown is a pencil-beam dose" in found["pencil_beam_lung"]
+    record = json.loads((out / "plan.json").read_text())
+    assert {"code": "pencil_beam_lung", "message": found["pencil_beam_lung"]} in record["warnings"]
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert html.escape(found["pencil_beam_lung"]) in text
+    assert record["plan"]["dose_algorithm"]["algorithm"] == "pencil_beam"
+    assert record["plan"]["dose_algorithm"]["selection"]["requested"] == "pencil_beam"
+    ds = pydicom.dcmread(out / "RTDOSE.dcm")
+    assert ds.DoseComment.startswith("pencil beam, dose to water")
+    assert ds.TissueHeterogeneityCorrection == "IMAGE"

@@ -136,6 +136,12 @@ def test_warnings_and_dose_calculation_are_stated(planned):
     implicit = [r for r in result.goal_table if r.goal.label.startswith("implicit")]
     assert f"{len(implicit)} implicit goal(s)" in text and implicit
     assert record["plan"]["dose_algorithm"]["name"] == "pencil beam"
+    # issue 16: auto keeps the pencil beam for the water phantom, which holds no lung/bone
+    selection = record["plan"]["dose_algorithm"]["selection"]
+    assert selection["requested"] == "auto" and selection["algorithm"] == "pencil_beam"
+    assert selection["low_density_cc"] == 0.0 and selection["high_density_cc"] == 0.0
+    assert "Chosen: auto: no lung or bone" in text
+    assert not [w for w in record["warnings"] if w["code"].startswith(("pencil", "ccc"))]
     assert record["plan"]["hu_table"]["hu"] == [float(v) for v in table.hu]
 
 
