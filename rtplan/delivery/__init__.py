@@ -4,6 +4,7 @@ deliverable beams and plans, and segment-weight re-optimisation after sequencing
 Leaf sequencing (fluence maps → segments) is :mod:`rtplan.sequencing`.
 """
 
+from ._arc_limits import ArcLimits
 from ._deliverable import DeliverableBeam, DeliverablePlan, Segment, SegmentError
 from ._machine import (
     JawModel,
@@ -23,6 +24,7 @@ from ._segment_weights import (
 )
 
 __all__ = [
+    "ArcLimits",
     "DeliverableBeam",
     "DeliverablePlan",
     "DoseComparison",
