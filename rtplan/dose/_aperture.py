@@ -219,6 +219,8 @@ def aperture_dose(
 def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
     """``dbeam`` as static beams: itself, or for an arc one beam per gantry angle of its
     segments (the pencil-beam dose of each angle is one convolution; the dose is additive)."""
+    from ..delivery._deliverable import DeliverableBeam
+
     if not dbeam.is_arc:
         return [dbeam]
     by_angle: dict[float, list] = {}
@@ -228,7 +230,13 @@ def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
         )
         by_angle.setdefault(angle, []).append(seg)
     return [
-        replace(dbeam, beam=replace(dbeam.beam, gantry_angle_deg=angle), segments=tuple(segs))
+        DeliverableBeam(
+            dbeam.number,
+            dbeam.name,
+            replace(dbeam.beam, gantry_angle_deg=angle),
+            dbeam.machine,
+            tuple(segs),
+        )
         for angle, segs in by_angle.items()
         if sum(s.total_mu for s in segs) > 0
     ]

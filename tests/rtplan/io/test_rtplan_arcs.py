@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 
-import rtplan.io._rtplan_read as reader
+import rtplan.delivery._arc as arc_module
 from dose_engine import BeamModel, load_beam_model
 from dose_engine._beam import Beam
 from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine, read_patient
@@ -173,7 +173,7 @@ def test_arc_through_zero_follows_its_rotation_direction(case, monkeypatch):
     cw_plan, cw = _dose(case, _variant(case, "cw", gantry=(350.0, 10.0, "CW")))
     cc_plan, cc = _dose(case, _variant(case, "cc", gantry=(10.0, 350.0, "CC")))
     with monkeypatch.context() as m:  # 10-degree samples keep the 340-degree arc quick
-        m.setattr(reader, "ARC_SAMPLE_DEG", 10.0)
+        m.setattr(arc_module, "ARC_SAMPLE_DEG", 10.0)
         long_plan, long_way = _dose(case, _variant(case, "long", gantry=(10.0, 350.0, "CW")))
     angles = sorted(s.gantry_angle_deg for s in cw_plan.beams[0].segments)
     assert (
@@ -233,6 +233,6 @@ def test_rotations_other_than_the_gantrys_are_refused(case, tmp_path, mutate, ma
 
 def test_a_beam_needing_too_many_apertures_is_refused(case, monkeypatch):
     path = _variant(case, "long_arc", gantry=(10.0, 350.0, "CW"))  # 170 apertures
-    monkeypatch.setattr(reader, "MAX_SAMPLES_PER_BEAM", 100)
+    monkeypatch.setattr(arc_module, "MAX_SAMPLES_PER_BEAM", 100)
     with pytest.raises(InputError, match=r"beam 1: more than 100 apertures after sampling"):
         read_rtplan(path, case.patient)
