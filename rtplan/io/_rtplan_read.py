@@ -56,7 +56,7 @@ from ..patient._patient import Patient
 from ._dicom_common import floats, read_dataset, tag_str
 from ._uids import RT_PLAN_STORAGE
 
-__all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams"]
+__all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams", "read_rtplan_delivery"]
 
 log = logging.getLogger("rtplan.io")
 
@@ -317,7 +317,8 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, energy_mv: float, fluence_mode:
                 "beam-modifying accessory is not modelled by the dose engine, so the beam "
                 "cannot be computed (whatever its Number of ... element says)."
             )
-    _check_fluence_mode(b, ctx, bnum, fluence_mode)
+    if fluence_mode is not None:  # None: any (rtplan check reads plans without a model)
+        _check_fluence_mode(b, ctx, bnum, fluence_mode)
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
         raise ctx.err(
@@ -476,7 +477,7 @@ def _parse_beam(
             "IsocenterPosition."
         )
     energy = state.get("energy")
-    if energy is not None and abs(energy - energy_mv) > 1e-6:
+    if energy is not None and energy_mv is not None and abs(energy - energy_mv) > 1e-6:
         raise ctx.err(
             f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but the dose engine's "
             f"beam model is {energy_mv:g} MV; this beam cannot be computed."
@@ -692,7 +693,8 @@ class RtPlanBeams:
 
 def _prescription(ds, patient, ctx: _Ctx):
     """(total dose Gy or None, target name or "") from the first TARGET dose reference."""
-    by_number = {int(s.number): name for name, s in patient.structures.items()}
+    structures = {} if patient is None else patient.structures
+    by_number = {int(s.number): name for name, s in structures.items()}
     for dref in ds.get("DoseReferenceSequence", []):
         if str(dref.get("DoseReferenceType", "")).upper() != "TARGET":
             continue
@@ -716,7 +718,9 @@ def _prescription(ds, patient, ctx: _Ctx):
     return None, ""
 
 
-def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBeams:
+def _build_beams(
+    parsed, n_fx: int, patient, machine, ctx: _Ctx, ds, setup_positions
+) -> RtPlanBeams:
     from dose_engine._beam import Beam
 
     cache: dict = {}
@@ -730,7 +734,7 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
             couch_angle_deg=pb.couch_deg,
             isocenter_mm=pb.isocenter_mm,
             sad_mm=pb.sad_mm,
-            patient_position=patient.position,
+            patient_position=(setup_positions[pb.number] if patient is None else patient.position),
         )
         if pb.rotation is None:
             segments = tuple(
@@ -785,15 +789,20 @@ def read_rtplan_beams(
         raise InputError(
             f"`fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {fluence_mode!r}."
         )
+    return _read_file(
+        path, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
+    )
+
+
+def _read_file(path: Path, *args) -> RtPlanBeams:
+    """:func:`_read_plan_dataset` of the file at ``path``."""
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
     # 16 characters): log those, as on import, instead of letting them escape.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = _read_plan_dataset(
-            ds, path, ctx, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode
-        )
+        plan = _read_plan_dataset(ds, path, ctx, *args)
     for w in caught:
         log.info("%s: pydicom: %s", path.name, w.message)
     return plan
@@ -808,7 +817,8 @@ def _read_plan_dataset(
             f"Storage {RT_PLAN_STORAGE}.",
             DicomReadError,
         )
-    _check_references(ds, patient, ctx)
+    if patient is not None:
+        _check_references(ds, patient, ctx)
     positions = {
         _int(s.get("PatientSetupNumber", 0), ctx, "(300A,0182) PatientSetupNumber"): str(
             s.get("PatientPosition", "") or ""
@@ -858,6 +868,7 @@ def _read_plan_dataset(
             raise ctx.err(f"(300A,00B0) BeamSequence holds two beams numbered {num}.")
         by_number[num] = b
     parsed = []
+    setup_positions: dict[int, str] = {}  # without a patient: each beam's own
     for bnum, mset in metersets.items():
         if bnum not in by_number:
             raise ctx.err(
@@ -875,7 +886,9 @@ def _read_plan_dataset(
             f"beam {bnum}: (300C,006A) ReferencedPatientSetupNumber",
         )
         pos = positions.get(setup_no, "")
-        if pos and pos != patient.position:
+        if patient is None:
+            setup_positions[bnum] = pos or "HFS"
+        elif pos and pos != patient.position:
             raise ctx.err(
                 f"beam {bnum}: (0018,5100) PatientPosition is {pos} in its patient setup but the "
                 f"CT is {patient.position}.",
@@ -888,7 +901,33 @@ def _read_plan_dataset(
         parsed.append(pb)
     if not parsed:
         raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")
-    return _build_beams(parsed, int(n_fx), patient, machine, ctx, ds)
+    return _build_beams(parsed, int(n_fx), patient, machine, ctx, ds, setup_positions)
+
+
+def read_rtplan_delivery(
+    path: str | os.PathLike, *, machine=None, fraction_group_number: int | None = None
+) -> RtPlanBeams:
+    """Read an RT-PLAN on its own, without its CT: what each beam delivers.
+
+    For deliverability checks (``rtplan check``) of plans from any system: the same beams
+    and refusals as :func:`read_rtplan_beams` except that nothing is compared with a CT or
+    structure set (frame of reference, patient position: each beam keeps its setup's)
+    and beams of any energy and fluence mode are read.
+
+    Parameters
+    ----------
+    path : path-like
+    machine : rtplan.Machine, optional
+        As in :func:`read_rtplan`.
+    fraction_group_number : int, optional
+        As in :func:`read_rtplan`.
+
+    Returns
+    -------
+    RtPlanBeams
+    """
+    path = path_argument(path, "path")
+    return _read_file(path, None, machine, fraction_group_number, None, None)
 
 
 def read_rtplan(
