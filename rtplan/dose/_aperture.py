@@ -22,12 +22,11 @@ import numpy as np
 from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Grid
-
-    from ..delivery import DeliverableBeam
 
 __all__ = [
     "aperture_dose",
@@ -219,8 +218,6 @@ def aperture_dose(
 def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
     """``dbeam`` as static beams: itself, or for an arc one beam per gantry angle of its
     segments (the pencil-beam dose of each angle is one convolution; the dose is additive)."""
-    from ..delivery._deliverable import DeliverableBeam
-
     if not dbeam.is_arc:
         return [dbeam]
     by_angle: dict[float, list] = {}

@@ -217,7 +217,8 @@ def test_an_arc_without_control_points_is_not_written(case, tmp_path):
     samples = DeliverableBeam(1, "samples", arc.beam, arc.machine, arc.segments)
     out = tmp_path / "samples.dcm"
     with pytest.raises(
-        InputError, match=r"beam\(s\) 1 \('samples'\) are arcs given as segments .*delivery\.ArcBeam"
+        InputError,
+        match=r"beam\(s\) 1 \('samples'\) are arcs given as segments .*delivery\.ArcBeam",
     ):
         write_rtplan(out, DeliverablePlan([samples], FRACTIONS, 4.0, "PTV"), case.patient)
     assert not out.exists()
