@@ -146,3 +146,25 @@ def test_an_arc_on_a_machine_without_arc_limits_exits_2(case, capsys):
     assert "has no `[arc]` table" in capsys.readouterr().err
     # with the limits of a shipped machine whose MLC it has
     assert main(["check", str(path), "--machine", "VarianMLC120"]) == 1
+
+
+def test_a_sliding_window_from_a_file_is_timed_by_its_leaves(case, capsys):
+    def sweep(beam):
+        # segment 1 (control points 0 -> 1) becomes a 100 mm sliding window
+        for cp, shift in zip(beam.ControlPointSequence[:2], (-50.0, 50.0), strict=True):
+            for item in cp.BeamLimitingDevicePositionSequence:
+                if item.RTBeamLimitingDeviceType == "MLCX":
+                    pos = np.array([float(v) for v in item.LeafJawPositions]).reshape(2, -1)
+                    inside = np.abs(VARIAN.mlc.leaf_centers_mm) < 50
+                    pos[0, inside], pos[1, inside] = shift - 10.0, shift + 10.0
+                    item.LeafJawPositions = [float(v) for v in pos.ravel()]
+
+    path = _mutated(case, "window", sweep)
+    assert main(["check", str(path), "--json"]) == 0
+    (beam,) = json.loads(capsys.readouterr().out)["beams"]
+    assert not beam["is_arc"]
+    # 100 mm at 25 mm/s (4 s) against 60 MU at 600 MU/min (6 s): 6 s at 100/6 mm/s; then the
+    # beam-off move to segment 2 (bank A from 40 to -20 mm: 2.4 s at 25 mm/s) and its 20 MU
+    # (2 s)
+    assert beam["delivery_time_s"] == pytest.approx(6.0 + 2.4 + 2.0, rel=1e-6)
+    assert beam["max_leaf_speed_mm_per_s"] == pytest.approx(25.0, rel=1e-6)
