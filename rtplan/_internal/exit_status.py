@@ -48,7 +48,7 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
         EXIT_GOAL_FAILED,
         (
             "output written (plan/batch) or dose evaluated, but a goal failed or a safety "
-            "warning (e.g. the optimiser did not converge)"
+            "warning (e.g. the optimiser did not converge); check: a machine limit is violated"
         ),
     ),
     (EXIT_INPUT_ERROR, "bad input or option (or hard goals proven contradictory); nothing written"),

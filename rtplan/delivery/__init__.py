@@ -4,6 +4,15 @@ deliverable beams and plans, and segment-weight re-optimisation after sequencing
 Leaf sequencing (fluence maps → segments) is :mod:`rtplan.sequencing`.
 """
 
+from ._arc import ArcBeam, ControlPoint
+from ._arc_limits import ArcLimits
+from ._deliverability import (
+    BeamDeliverability,
+    Deliverability,
+    Violation,
+    check_deliverability,
+    modulation_complexity,
+)
 from ._deliverable import DeliverableBeam, DeliverablePlan, Segment, SegmentError
 from ._machine import (
     JawModel,
@@ -23,6 +32,11 @@ from ._segment_weights import (
 )
 
 __all__ = [
+    "ArcBeam",
+    "ArcLimits",
+    "BeamDeliverability",
+    "ControlPoint",
+    "Deliverability",
     "DeliverableBeam",
     "DeliverablePlan",
     "DoseComparison",
@@ -33,9 +47,12 @@ __all__ = [
     "Segment",
     "SegmentError",
     "SegmentWeightResult",
+    "Violation",
     "available_machines",
+    "check_deliverability",
     "compare_doses",
     "load_machine",
+    "modulation_complexity",
     "parse_machine",
     "reoptimize_segment_weights",
     "segment_beamlet_matrix",

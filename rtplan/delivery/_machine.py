@@ -54,7 +54,10 @@ table gives the dose calculation's MLC and jaw parameters (:class:`dose_engine.M
 ``transmission``, ``dosimetric_leaf_gap_mm``, ``interleaf_leakage``,
 ``tongue_and_groove_mm``, ``jaw_transmission``, and the devices' distances from the source
 ``source_to_mlc_mm``, ``source_to_x_jaws_mm``, ``source_to_y_jaws_mm`` for the head scatter;
-docs/commissioning.md lists the shipped values and their sources).
+docs/commissioning.md lists the shipped values and their sources).  An optional ``[arc]``
+table gives the delivery limits of arcs (:mod:`rtplan.delivery._arc_limits`: gantry speed,
+dose rates, leaf speed, minimum MU per control point, control-point spacing, arc collimator
+angle); without it the machine serves static beams only.
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ from dose_engine import BeamModelError, MLCParameters
 from .._internal.arguments import ARRAY, PATH, TEXT, check_arguments
 from .._internal.toml_files import parse_toml, read_named_toml
 from ..errors import MachineError
+from ._arc_limits import ArcLimits, parse_arc_limits
 
 __all__ = [
     "GAP_TOLERANCE_MM",
+    "ArcLimits",
     "JawModel",
     "MLCModel",
     "Machine",
@@ -308,6 +313,12 @@ class Machine:
         tongue-and-groove width: the machine file's ``[dosimetry]`` table (default: none
         of these effects); a commissioned beam model's ``"mlc"`` entries override them
         (:func:`rtplan.dose.resolve_mlc_parameters`).
+    arc : ArcLimits, optional
+        Gantry speed, dose rates, leaf speed, minimum MU per control point, control-point
+        spacing and arc collimator angle: the machine file's ``[arc]`` table.  ``None``: the
+        machine is for static beams only (:meth:`require_arc_limits`).
+    source : str
+        How messages name the machine file (``'file.toml' (shipped)``); not compared.
     """
 
     name: str
@@ -318,8 +329,15 @@ class Machine:
     radiation_type: str = "PHOTON"
     manufacturer: str = ""
     dosimetry: MLCParameters = field(default_factory=MLCParameters)
+    arc: ArcLimits | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
+        if self.arc is not None and not isinstance(self.arc, ArcLimits):
+            raise MachineError(
+                f"Machine {self.name!r}: `arc` must be an rtplan.delivery ArcLimits or None; got "
+                f"{type(self.arc).__name__}."
+            )
         if not isinstance(self.dosimetry, MLCParameters):
             raise MachineError(
                 f"Machine {self.name!r}: `dosimetry` must be a dose_engine.MLCParameters; got "
@@ -353,6 +371,8 @@ class Machine:
                 self.radiation_type,
                 self.manufacturer,
                 self.dosimetry,
+                self.arc,
+                self.source,
             ),
         )
 
@@ -365,7 +385,30 @@ class Machine:
             and dict(self.jaws) == dict(other.jaws)
             and (self.sad_mm, self.nominal_energy_mv, self.radiation_type, self.dosimetry)
             == (other.sad_mm, other.nominal_energy_mv, other.radiation_type, other.dosimetry)
+            and self.arc == other.arc
         )
+
+    def require_arc_limits(self, what: str = "an arc") -> ArcLimits:
+        """The machine's :class:`ArcLimits`, or an error naming the machine file.
+
+        Parameters
+        ----------
+        what : str
+            What needs the limits, for the message (``"beam 1 (an arc)"``).
+
+        Raises
+        ------
+        MachineError
+            The machine has no ``[arc]`` table.
+        """
+        if self.arc is None:
+            where = f"machine file {self.source}" if self.source else f"machine {self.name!r}"
+            raise MachineError(
+                f"{what} needs the arc limits of the machine, but {where} has no `[arc]` table "
+                "(missing key `arc.gantry_speed_deg_per_s`); add it (docs/vmat.md lists the "
+                "keys) or use a shipped machine."
+            )
+        return self.arc
 
     @property
     def has_x_jaws(self) -> bool:
@@ -569,6 +612,8 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
         dosimetry = MLCParameters.from_mapping(dosimetry_t, source=f"machine file {source}")
     except BeamModelError as exc:
         raise MachineError(f"Machine file {source}: `[dosimetry]`: {exc}") from None
+    arc_t = _get(data, "arc", "", source, dict, default=None)
+    arc = None if arc_t is None else parse_arc_limits(arc_t, source=source)
     try:
         return Machine(
             name=name,
@@ -579,6 +624,8 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             radiation_type=str(_get(data, "radiation_type", "", source, str, default="PHOTON")),
             manufacturer=str(_get(data, "manufacturer", "", source, str, default="")),
             dosimetry=dosimetry,
+            arc=arc,
+            source=source,
         )
     except MachineError as exc:
         raise MachineError(f"Machine file {source}: {exc}") from None

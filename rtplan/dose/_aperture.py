@@ -22,12 +22,11 @@ import numpy as np
 from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
+from ..delivery._deliverable import DeliverableBeam
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Grid
-
-    from ..delivery import DeliverableBeam
 
 __all__ = [
     "aperture_dose",
@@ -228,7 +227,13 @@ def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
         )
         by_angle.setdefault(angle, []).append(seg)
     return [
-        replace(dbeam, beam=replace(dbeam.beam, gantry_angle_deg=angle), segments=tuple(segs))
+        DeliverableBeam(
+            dbeam.number,
+            dbeam.name,
+            replace(dbeam.beam, gantry_angle_deg=angle),
+            dbeam.machine,
+            tuple(segs),
+        )
         for angle, segs in by_angle.items()
         if sum(s.total_mu for s in segs) > 0
     ]

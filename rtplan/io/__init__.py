@@ -7,7 +7,7 @@ from ._load import read_patient
 from ._patient_write import WrittenPatient, write_patient
 from ._portpy import PortPyBeam, PortPyPatient, read_portpy_patient
 from ._rtdose import RtDoseReferences, read_rtdose, write_rtdose
-from ._rtplan_read import RtPlanBeams, read_rtplan, read_rtplan_beams
+from ._rtplan_read import RtPlanBeams, read_rtplan, read_rtplan_beams, read_rtplan_delivery
 from ._rtplan_write import write_rtplan
 from ._rtstruct import StructureSet, read_structure_set
 from ._rtstruct_write import has_generated_structures, write_structure_set
@@ -28,6 +28,7 @@ __all__ = [
     "read_rtdose",
     "read_rtplan",
     "read_rtplan_beams",
+    "read_rtplan_delivery",
     "write_patient",
     "write_rtdose",
     "write_rtplan",

@@ -4,12 +4,11 @@ Supported: photon beams shaped by an MLCX and/or jaws — BeamType STATIC or DYN
 step-and-shoot (devices moving between control points of equal cumulative meterset
 weight, PS3.3 C.8.8.14.1), sliding-window dynamic MLC and jaw tracking (devices moving
 while meterset accrues) and arcs/VMAT (the gantry rotating as (300A,011F)
-*GantryRotationDirection* CW or CC says, through 0 degrees where it must).  Between two
-control points the delivery is computed as static apertures at most
-:data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw travel
-apart, each at the middle of its interval with positions and angle interpolated linearly
-and an equal share of the meterset (an arc's apertures carry their own
-:attr:`rtplan.Segment.gantry_angle_deg`).  Device types ASYMX/X, ASYMY/Y and MLCX (Varian
+*GantryRotationDirection* CW or CC says, through 0 degrees where it must).  A beam where
+something moves while meterset is delivered (an arc, a sliding window) is read as an
+:class:`rtplan.delivery.ArcBeam` that keeps its control points; its dose is that of static
+apertures at most ``ARC_SAMPLE_DEG`` of gantry rotation and ``LEAF_SAMPLE_MM`` of leaf or
+jaw travel apart (:mod:`rtplan.delivery._arc`).  Device types ASYMX/X, ASYMY/Y and MLCX (Varian
 and Elekta exports); leaf boundaries are taken from the plan; a control point that omits a
 device, angle or position keeps the previous value, as DICOM specifies.  A jaws-only field
 (no MLCX) is read with a virtual one-pair MLC whose leaves sit on the X jaws, so its
@@ -20,9 +19,12 @@ gantry angle that changes while the rotation direction is NONE, a collimator or 
 rotates within the beam, wedges, compensators, blocks, boli, electron/proton/ion beams, an
 MLCY, a beam energy the dose engine is not modelled for, a patient position different from
 the CT's, leaf positions outside the MLC's limits, overlapping leaves, a beam that would
-need more than :data:`MAX_SAMPLES_PER_BEAM` apertures and a missing (300A,0086)
-*BeamMeterset*.  A plan whose FrameOfReferenceUID or referenced RT-STRUCT differs from the
-loaded patient's raises :class:`~rtplan.errors.ReferenceMismatchError` naming both UIDs.
+need more than ``MAX_SAMPLES_PER_BEAM`` apertures, a missing (300A,0086) *BeamMeterset*,
+a (300A,0110) *NumberOfControlPoints* that is not the number of control points, a
+(300A,0134) *CumulativeMetersetWeight* that decreases (the control point named), an arc
+control point without its (300A,011E) *GantryAngle* and an arc that changes direction.
+A plan whose FrameOfReferenceUID or referenced RT-STRUCT differs from the loaded
+patient's raises :class:`~rtplan.errors.ReferenceMismatchError` naming both UIDs.
 """
 
 from __future__ import annotations
@@ -40,26 +42,24 @@ from dose_engine import MLCParameters
 
 from .._internal.arguments import path_argument, require_instance
 from .._internal.messages import quote
+from ..delivery._arc import (
+    POSITION_TOL_MM,
+    ArcBeam,
+    ControlPoint,
+    gantry_sweeps_deg,
+    sample_control_points,
+)
 from ..delivery._deliverable import DeliverableBeam, DeliverablePlan, Segment
 from ..delivery._machine import JawModel, Machine, MLCModel, available_machines, load_machine
-from ..errors import DicomReadError, InputError, ReferenceMismatchError
+from ..errors import DicomReadError, InputError, ReferenceMismatchError, SegmentError
 from ..patient._patient import Patient
 from ._dicom_common import floats, read_dataset, tag_str
 from ._uids import RT_PLAN_STORAGE
 
-__all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams"]
+__all__ = ["RtPlanBeams", "read_rtplan", "read_rtplan_beams", "read_rtplan_delivery"]
 
 log = logging.getLogger("rtplan.io")
 
-#: Leaf or jaw positions equal within this tolerance are "not moving", mm.
-POSITION_TOL_MM = 0.01
-#: Arcs are computed as static apertures at most this far apart in gantry angle, degrees.
-ARC_SAMPLE_DEG = 2.0
-#: Leaves and jaws that move while meterset is delivered (sliding window, VMAT) are
-#: computed as static apertures at most this far apart along their travel, mm.
-LEAF_SAMPLE_MM = 2.0
-#: Refuse beams that would need more static apertures than this (hostile or corrupt plans).
-MAX_SAMPLES_PER_BEAM = 20_000
 #: Leaves may touch (A == B); A > B + this is an overlap, mm.
 OVERLAP_TOL_MM = 0.01
 _JAW_TYPES = {"ASYMX": "X", "X": "X", "ASYMY": "Y", "Y": "Y"}
@@ -85,27 +85,6 @@ class _ParsedSegment:
     gantry_deg: float | None  # an arc's sample angle; None: the beam's
 
 
-def _gantry_sweep_deg(gantries: list[float], rotations: list[str], k: int) -> float:
-    """Signed gantry rotation from control point ``k`` to ``k + 1``, degrees: positive
-    clockwise (IEC 61217 gantry angles increase clockwise), following control point ``k``'s
-    (300A,011F) *GantryRotationDirection* (an arc through 0 degrees wraps)."""
-    step = (gantries[k + 1] - gantries[k]) % 360.0
-    if rotations[k] == "CW":
-        return step
-    if rotations[k] == "CC":
-        return -((gantries[k] - gantries[k + 1]) % 360.0)
-    return 0.0
-
-
-def _n_samples(sweep_deg: float, travel_mm: float) -> int:
-    """Static apertures that stand for the delivery between two control points: at most
-    :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw
-    travel each (one when nothing moves)."""
-    by_angle = math.ceil(abs(sweep_deg) / ARC_SAMPLE_DEG - 1e-9)
-    by_travel = math.ceil(travel_mm / LEAF_SAMPLE_MM - 1e-9) if travel_mm > POSITION_TOL_MM else 0
-    return max(1, by_angle, by_travel)
-
-
 @dataclass(frozen=True)
 class _ParsedBeam:
     number: int
@@ -123,6 +102,8 @@ class _ParsedBeam:
     segments: tuple
     meterset_mu: float
     energy_mv: float | None
+    control_points: tuple  # of ControlPoint, weights normalised to end at 1
+    rotation: str | None  # the beam's GantryRotationDirection if it is dynamic, else None
 
 
 class _Ctx:
@@ -342,7 +323,8 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str)
                 "beam-modifying accessory is not modelled by the dose engine, so the beam "
                 "cannot be computed (whatever its Number of ... element says)."
             )
-    _check_fluence_mode(b, ctx, bnum, fluence_mode, models)
+    if fluence_mode is not None:  # None: any (rtplan check reads plans without a model)
+        _check_fluence_mode(b, ctx, bnum, fluence_mode, models)
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
         raise ctx.err(
@@ -370,6 +352,14 @@ def _parse_beam(
             f"beam {bnum}: (300A,0111) ControlPointSequence has {len(cps)} control points; "
             "expected at least 2."
         )
+    declared = b.get("NumberOfControlPoints", None)
+    if declared not in (None, "") and _int(
+        declared, ctx, f"beam {bnum}: (300A,0110) NumberOfControlPoints"
+    ) != len(cps):
+        raise ctx.err(
+            f"beam {bnum}: (300A,0110) NumberOfControlPoints is {declared} but (300A,0111) "
+            f"ControlPointSequence has {len(cps)} items; the plan is inconsistent."
+        )
     final = b.get("FinalCumulativeMetersetWeight", None)
     final_w = 1.0 if final in (None, "") else _float(final, ctx, f"beam {bnum}: (300A,010E)")
     if final_w <= 0:
@@ -382,6 +372,7 @@ def _parse_beam(
     weights: list[float] = []
     gantries: list[float] = []
     rotations: list[str] = []
+    dose_rates: list[float | None] = []
     for k, cp in enumerate(cps):
         where = f"beam {bnum} control point {k}"
         for kw in ("BeamLimitingDeviceRotationDirection", "PatientSupportRotationDirection"):
@@ -398,6 +389,16 @@ def _parse_beam(
             raise ctx.err(
                 f"{where}: (300A,011F) GantryRotationDirection is {direction!r}; expected CW, "
                 "CC or NONE."
+            )
+        if (
+            k
+            and rotations[-1] != "NONE"
+            and ("GantryAngle" not in cp or cp.GantryAngle in (None, ""))
+        ):
+            raise ctx.err(
+                f"{where}: (300A,011E) GantryAngle is missing, but the gantry rotates "
+                f"({rotations[-1]}) from the previous control point; every control point of an "
+                "arc needs its angle."
             )
         for kw, key in (
             ("GantryAngle", "gantry"),
@@ -430,6 +431,12 @@ def _parse_beam(
             if "iso" in state and np.max(np.abs(np.subtract(iso, state["iso"]))) > 1e-3:
                 raise ctx.err(f"{where}: (300A,012C) IsocenterPosition changes within the beam.")
             state["iso"] = iso
+        if "DoseRateSet" in cp and cp.DoseRateSet not in (None, ""):
+            state["dose_rate"] = _float(cp.DoseRateSet, ctx, f"{where}: (300A,0115) DoseRateSet")
+            if state["dose_rate"] <= 0:
+                raise ctx.err(
+                    f"{where}: (300A,0115) DoseRateSet is {state['dose_rate']:g}; expected > 0."
+                )
         if "NominalBeamEnergy" in cp and cp.NominalBeamEnergy not in (None, ""):
             state["energy"] = _float(cp.NominalBeamEnergy, ctx, f"{where}: NominalBeamEnergy")
         for item in cp.get("BeamLimitingDevicePositionSequence", []):
@@ -460,6 +467,13 @@ def _parse_beam(
                 "without meterset weights."
             )
         weights.append(_float(w, ctx, f"{where}: CumulativeMetersetWeight"))
+        if weights[-1] < 0 or (k and weights[-1] < weights[-2] - 1e-9):
+            raise ctx.err(
+                f"{where}: (300A,0134) CumulativeMetersetWeight is {weights[-1]:g}"
+                + (f", below control point {k - 1}'s {weights[-2]:g}" if k else "")
+                + "; weights must start ≥ 0 and never decrease."
+            )
+        dose_rates.append(state.get("dose_rate"))
         positions.append({d: state[d].copy() for d in devices})
         gantries.append(state.get("gantry", math.nan))
         rotations.append(state["rotation"])
@@ -469,54 +483,46 @@ def _parse_beam(
             "IsocenterPosition."
         )
     energy = state.get("energy")
-    if energy is not None and abs(energy - energy_mv) > 1e-6:
+    if energy is not None and energy_mv is not None and abs(energy - energy_mv) > 1e-6:
         raise ctx.err(
             f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but the dose engine's "
             f"beam model is {energy_mv:g} MV; this beam cannot be computed{_models_note(models)}."
         )
 
     w = np.asarray(weights)
-    if np.any(np.diff(w) < -1e-9):
-        raise ctx.err(f"beam {bnum}: (300A,0134) CumulativeMetersetWeight decreases.")
     if abs(w[-1] - final_w) > 1e-6 * max(final_w, 1.0):
         raise ctx.err(
             f"beam {bnum}: the last CumulativeMetersetWeight is {w[-1]:g} but (300A,010E) "
             f"FinalCumulativeMetersetWeight is {final_w:g}."
         )
-    arc = any(abs(_gantry_sweep_deg(gantries, rotations, k)) > 0 for k in range(len(cps) - 1))
-    segments = []
-    for k in range(len(cps) - 1):
-        dw = w[k + 1] - w[k]
-        if dw <= 1e-12 * final_w:
-            continue  # devices may move freely between equal-weight control points
-        sweep = _gantry_sweep_deg(gantries, rotations, k)
-        travel = max(np.max(np.abs(positions[k + 1][d] - positions[k][d])) for d in devices)
-        n_sub = _n_samples(sweep, travel)
-        if len(segments) + n_sub > MAX_SAMPLES_PER_BEAM:
-            raise ctx.err(
-                f"beam {bnum}: more than {MAX_SAMPLES_PER_BEAM} apertures after sampling its "
-                f"arc every {ARC_SAMPLE_DEG:g} degrees and its leaf motion every "
-                f"{LEAF_SAMPLE_MM:g} mm; too large a beam to compute."
-            )
-        for j in range(n_sub):
-            t = (j + 0.5) / n_sub  # the middle of each sub-interval
-            pos = {d: (1 - t) * positions[k][d] + t * positions[k + 1][d] for d in devices}
-            if virtual_mlc:
-                leaves = np.asarray(pos[jaw_dirs["X"]], dtype=float).reshape(2, 1)
-            else:
-                leaves = pos["MLCX"].reshape(2, n_pairs)
-            jaws = {
-                axis: (tuple(float(v) for v in pos[dev]) if dev else None)
-                for axis, dev in (("X", jaw_dirs.get("X")), ("Y", jaw_dirs.get("Y")))
-            }
-            gantry = float((gantries[k] + t * sweep) % 360.0) if arc else None
-            mu = float(meterset_mu * dw / final_w / n_sub)
-            segments.append(_ParsedSegment(leaves, jaws, mu, gantry))
+    sweeps = [
+        float(gantry_sweeps_deg(gantries[k : k + 2], rotations[k])[0]) for k in range(len(cps) - 1)
+    ]
+    control_points = []
+    for k, pos in enumerate(positions):
+        if virtual_mlc:
+            leaves = np.asarray(pos[jaw_dirs["X"]], dtype=float).reshape(2, 1)
+        else:
+            leaves = pos["MLCX"].reshape(2, n_pairs)
+        jaws = {axis: tuple(pos[dev]) for axis, dev in jaw_dirs.items()}
+        weight = min(w[k] / final_w, 1.0)
+        control_points.append(ControlPoint(gantries[k], leaves, jaws, weight, dose_rates[k]))
+    samples = sample_control_points(control_points, sweeps, where=f"{ctx.path}: beam {bnum}: ")
+    segments = [
+        _ParsedSegment(
+            leaves,
+            {axis: jaws.get(axis) for axis in ("X", "Y")},
+            float(meterset_mu * weight),
+            gantry,
+        )
+        for leaves, jaws, weight, gantry in samples
+    ]
+    rotation = _dynamic_rotation(control_points, sweeps, rotations, ctx, bnum)
     return _ParsedBeam(
         number=bnum,
         name=str(b.get("BeamName", "") or f"beam {bnum}"),
         machine_name=str(b.get("TreatmentMachineName", "") or ""),
-        gantry_deg=state["gantry"],
+        gantry_deg=gantries[0],
         collimator_deg=state.get("collimator", 0.0),
         couch_deg=state.get("couch", 0.0),
         isocenter_mm=state["iso"],
@@ -530,7 +536,36 @@ def _parse_beam(
         segments=tuple(segments),
         meterset_mu=meterset_mu,
         energy_mv=energy,
+        control_points=tuple(control_points),
+        rotation=rotation,
     )
+
+
+def _dynamic_rotation(control_points, sweeps, rotations, ctx: _Ctx, bnum: int) -> str | None:
+    """The beam's rotation direction if something moves while meterset is delivered
+    (an arc: CW or CC; a dynamic MLC beam: NONE), else None (static or step-and-shoot)."""
+    directions = {rotations[k] for k, s in enumerate(sweeps) if s != 0}
+    if len(directions) > 1:
+        moving = [k for k, s in enumerate(sweeps) if s != 0]
+        k = next(k for k in moving if rotations[k] != rotations[moving[0]])
+        raise ctx.err(
+            f"beam {bnum} control point {k}: (300A,011F) GantryRotationDirection changes within "
+            "the arc (CW and CC in one beam); split it into one beam per direction."
+        )
+    if directions:
+        return directions.pop()
+    for c0, c1 in zip(control_points, control_points[1:], strict=False):
+        if c1.cumulative_meterset_weight <= c0.cumulative_meterset_weight + 1e-12:
+            continue
+        moves = np.max(np.abs(c1.leaf_positions_mm - c0.leaf_positions_mm)) > POSITION_TOL_MM
+        moves = moves or any(
+            max(abs(a - b) for a, b in zip(c0.jaws_mm[j], c1.jaws_mm[j], strict=True))
+            > POSITION_TOL_MM
+            for j in c0.jaws_mm
+        )
+        if moves:
+            return "NONE"
+    return None
 
 
 def _generic_machine(pb: _ParsedBeam):
@@ -664,7 +699,8 @@ class RtPlanBeams:
 
 def _prescription(ds, patient, ctx: _Ctx):
     """(total dose Gy or None, target name or "") from the first TARGET dose reference."""
-    by_number = {int(s.number): name for name, s in patient.structures.items()}
+    structures = {} if patient is None else patient.structures
+    by_number = {int(s.number): name for name, s in structures.items()}
     for dref in ds.get("DoseReferenceSequence", []):
         if str(dref.get("DoseReferenceType", "")).upper() != "TARGET":
             continue
@@ -688,7 +724,9 @@ def _prescription(ds, patient, ctx: _Ctx):
     return None, ""
 
 
-def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBeams:
+def _build_beams(
+    parsed, n_fx: int, patient, machine, ctx: _Ctx, ds, setup_positions
+) -> RtPlanBeams:
     from dose_engine._beam import Beam
 
     cache: dict = {}
@@ -696,27 +734,39 @@ def _build_beams(parsed, n_fx: int, patient, machine, ctx: _Ctx, ds) -> RtPlanBe
     for pb in parsed:
         m = _machine_for(pb, machine, cache)
         _check_leaf_range(pb, m, ctx)
-        segments = []
-        for seg in pb.segments:
-            jaws = {k: v for k, v in seg.jaws_mm.items() if v is not None}
-            segments.append(
-                Segment(
-                    seg.leaf_positions_mm,
-                    jaws,
-                    seg.mu * n_fx,
-                    pb.leaf_boundaries_mm,
-                    seg.gantry_deg,
-                )
-            )
         geom = Beam(
             pb.gantry_deg,
             collimator_angle_deg=pb.collimator_deg,
             couch_angle_deg=pb.couch_deg,
             isocenter_mm=pb.isocenter_mm,
             sad_mm=pb.sad_mm,
-            patient_position=patient.position,
+            patient_position=(setup_positions[pb.number] if patient is None else patient.position),
         )
-        dbeam = DeliverableBeam(pb.number, pb.name, geom, m, tuple(segments))
+        if pb.rotation is None:
+            segments = tuple(
+                Segment(
+                    seg.leaf_positions_mm,
+                    {k: v for k, v in seg.jaws_mm.items() if v is not None},
+                    seg.mu * n_fx,
+                    pb.leaf_boundaries_mm,
+                    seg.gantry_deg,
+                )
+                for seg in pb.segments
+            )
+            dbeam = DeliverableBeam(pb.number, pb.name, geom, m, segments)
+        else:
+            try:
+                dbeam = ArcBeam(
+                    pb.number,
+                    pb.name,
+                    geom,
+                    m,
+                    control_points=pb.control_points,
+                    meterset_mu=pb.meterset_mu * n_fx,
+                    rotation_direction=pb.rotation,
+                )
+            except SegmentError as exc:
+                raise ctx.err(f"beam {pb.number}: {exc}") from None
         dbeam.validate(where=f"{ctx.path}: (300A,011C) LeafJawPositions,")
         out.append(dbeam)
     rx, target = _prescription(ds, patient, ctx)
@@ -749,23 +799,20 @@ def read_rtplan_beams(
         raise InputError(
             f"`fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {fluence_mode!r}."
         )
+    return _read_file(
+        path, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode, beam_models
+    )
+
+
+def _read_file(path: Path, *args) -> RtPlanBeams:
+    """:func:`_read_plan_dataset` of the file at ``path``."""
     ctx = _Ctx(path)
     ds = read_dataset(path, what="RT-PLAN")
     # pydicom converts values lazily and warns about malformed ones (e.g. a DS longer than
     # 16 characters): log those, as on import, instead of letting them escape.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = _read_plan_dataset(
-            ds,
-            path,
-            ctx,
-            patient,
-            machine,
-            fraction_group_number,
-            nominal_energy_mv,
-            fluence_mode,
-            beam_models,
-        )
+        plan = _read_plan_dataset(ds, path, ctx, *args)
     for w in caught:
         log.info("%s: pydicom: %s", path.name, w.message)
     return plan
@@ -788,7 +835,8 @@ def _read_plan_dataset(
             f"Storage {RT_PLAN_STORAGE}.",
             DicomReadError,
         )
-    _check_references(ds, patient, ctx)
+    if patient is not None:
+        _check_references(ds, patient, ctx)
     positions = {
         _int(s.get("PatientSetupNumber", 0), ctx, "(300A,0182) PatientSetupNumber"): str(
             s.get("PatientPosition", "") or ""
@@ -838,6 +886,7 @@ def _read_plan_dataset(
             raise ctx.err(f"(300A,00B0) BeamSequence holds two beams numbered {num}.")
         by_number[num] = b
     parsed = []
+    setup_positions: dict[int, str] = {}  # without a patient: each beam's own
     for bnum, mset in metersets.items():
         if bnum not in by_number:
             raise ctx.err(
@@ -855,7 +904,9 @@ def _read_plan_dataset(
             f"beam {bnum}: (300C,006A) ReferencedPatientSetupNumber",
         )
         pos = positions.get(setup_no, "")
-        if pos and pos != patient.position:
+        if patient is None:
+            setup_positions[bnum] = pos or "HFS"
+        elif pos and pos != patient.position:
             raise ctx.err(
                 f"beam {bnum}: (0018,5100) PatientPosition is {pos} in its patient setup but the "
                 f"CT is {patient.position}.",
@@ -868,7 +919,33 @@ def _read_plan_dataset(
         parsed.append(pb)
     if not parsed:
         raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")
-    return _build_beams(parsed, int(n_fx), patient, machine, ctx, ds)
+    return _build_beams(parsed, int(n_fx), patient, machine, ctx, ds, setup_positions)
+
+
+def read_rtplan_delivery(
+    path: str | os.PathLike, *, machine=None, fraction_group_number: int | None = None
+) -> RtPlanBeams:
+    """Read an RT-PLAN on its own, without its CT: what each beam delivers.
+
+    For deliverability checks (``rtplan check``) of plans from any system: the same beams
+    and refusals as :func:`read_rtplan_beams` except that nothing is compared with a CT or
+    structure set (frame of reference, patient position: each beam keeps its setup's)
+    and beams of any energy and fluence mode are read.
+
+    Parameters
+    ----------
+    path : path-like
+    machine : rtplan.Machine, optional
+        As in :func:`read_rtplan`.
+    fraction_group_number : int, optional
+        As in :func:`read_rtplan`.
+
+    Returns
+    -------
+    RtPlanBeams
+    """
+    path = path_argument(path, "path")
+    return _read_file(path, None, machine, fraction_group_number, None, None, "")
 
 
 def read_rtplan(

@@ -1,4 +1,4 @@
-"""Write a deliverable step-and-shoot plan as a DICOM RT-PLAN (RT Plan IOD, PS3.3 A.20).
+"""Write a deliverable plan (static, step-and-shoot, arcs) as a DICOM RT-PLAN (PS3.3 A.20).
 
 Modules written: Patient and General Study (copied from the CT), RT Series (a new
 RTPLAN series), Frame of Reference (the CT's), General Equipment, RT General Plan
@@ -12,7 +12,13 @@ points; several segments → BeamType DYNAMIC (step-and-shoot, C.8.8.14.1: the
 beam-limiting devices move only between a pair of control points with equal
 cumulative meterset weight).  Segment ``k`` is control points ``2k`` and ``2k+1``:
 same jaw and leaf positions, cumulative meterset weight rising by the segment's share
-of the beam meterset.  Every control point carries all jaw and MLC positions.
+of the beam meterset.  An :class:`rtplan.delivery.ArcBeam` (an arc, or a dynamic MLC beam)
+is BeamType DYNAMIC with its own control points: (300A,011E) *GantryAngle* at each,
+(300A,011F) *GantryRotationDirection* CW/CC (NONE for a dynamic MLC beam) at the first,
+(300A,0115) *DoseRateSet* at the first (the machine's maximum dose rate unless the control
+point sets one) and wherever a control point sets one.  Arcs that break the machine's arc
+limits (:func:`rtplan.delivery.check_deliverability`) are refused.  Every control point
+carries all jaw and MLC positions.
 
 https://dicom.nema.org/medical/dicom/current/output/chtml/part03/sect_C.8.8.14.html
 """
@@ -29,6 +35,8 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from .._internal.arguments import path_argument, require_instance
+from ..delivery._arc import ArcBeam
+from ..delivery._deliverability import check_deliverability
 from ..delivery._deliverable import DeliverablePlan
 from ..errors import InputError
 from ..patient._patient import Patient
@@ -65,6 +73,8 @@ def _jaw_device_types(machine) -> list[str]:
 
 
 def _bld_positions(seg, device_types: list[str]) -> list[Dataset]:
+    """Jaw and MLC positions of ``seg``: a :class:`rtplan.Segment` or an arc's
+    :class:`rtplan.delivery.ControlPoint` (both have ``jaws_mm`` and ``leaf_positions_mm``)."""
     items = []
     for dev in device_types:
         key = "X" if dev == "ASYMX" else "Y"
@@ -92,6 +102,20 @@ def _raw_ds(texts: list[str]) -> RawDataElement:
     if len(raw) % 2:
         raw += b" "
     return RawDataElement(_LEAF_JAW_POSITIONS, "DS", len(raw), raw, 0, False, True, True, False)
+
+
+def _refuse_undeliverable_arcs(plan: DeliverablePlan, fmt: str) -> None:
+    """Raise if an ArcBeam breaks its machine's arc limits (every violation counted, the
+    first named)."""
+    dynamic = {b.number for b in plan.beams if isinstance(b, ArcBeam)}
+    if not dynamic:
+        return
+    found = [v for v in check_deliverability(plan).violations if v.beam_number in dynamic]
+    if found:
+        raise InputError(
+            f"{fmt}: {found[0]} [{found[0].limit}] ({len(found)} violation(s) of the machine's "
+            "limits in all; `rtplan check` lists them); nothing written."
+        )
 
 
 def write_rtplan(
@@ -137,10 +161,14 @@ def write_rtplan(
     ------
     rtplan.errors.InputError
         If a segment breaks the machine's limits (:meth:`rtplan.DeliverablePlan.validate`:
-        leaf range, overlapping leaves, minimum gap, jaws), a beam's patient position is
-        not the CT's, the patient has no RT-STRUCT, the target structure is unknown, or a
-        beam is an arc read from another system (:attr:`rtplan.DeliverableBeam.is_arc`;
-        rtplan writes static step-and-shoot beams only).
+        leaf range, overlapping leaves, minimum gap, jaws), an arc or dynamic beam breaks
+        the machine's arc limits (:func:`rtplan.delivery.check_deliverability`: control-point
+        spacing, MU per control point, dose rates and the speeds they imply), a beam's
+        patient position is not the CT's, the patient has no RT-STRUCT, the target
+        structure is unknown, or a beam has segments at several gantry angles without
+        control points (build arcs as :class:`rtplan.delivery.ArcBeam`).
+    rtplan.errors.MachineError
+        An arc on a machine without arc limits.
     rtplan.errors.OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
@@ -149,11 +177,11 @@ def write_rtplan(
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
     fmt = f"RT-PLAN '{path}'"
     beams = list(plan.beams)
-    arcs = [f"{b.number} ({b.name!r})" for b in beams if b.is_arc]
+    arcs = [f"{b.number} ({b.name!r})" for b in beams if b.is_arc and not isinstance(b, ArcBeam)]
     if arcs:
         raise InputError(
-            f"{fmt}: beam(s) {', '.join(arcs)} are arcs (segments at several gantry angles); "
-            "rtplan writes static step-and-shoot beams only."
+            f"{fmt}: beam(s) {', '.join(arcs)} are arcs given as segments at several gantry "
+            "angles, without control points; build them as rtplan.delivery.ArcBeam."
         )
     n_fx = int(plan.fractions)
     rx_gy = float(plan.total_dose_gy)
@@ -174,6 +202,7 @@ def write_rtplan(
             )
     # Machine limits (leaf range, overlaps, gaps, jaws): raise on export.
     plan.validate(where=fmt)
+    _refuse_undeliverable_arcs(plan, fmt)
 
     ds = base_dataset(
         patient,
@@ -227,15 +256,21 @@ def write_rtplan(
         boundaries = np.asarray(machine.mlc.leaf_boundaries_mm, dtype=float)
         n_pairs = boundaries.size - 1
         weights = [_ds(w, _WEIGHT_DECIMALS) for w in dbeam.cumulative_meterset_weights()]
+        weights[-1] = "1"  # exactly FinalCumulativeMetersetWeight
         geom = dbeam.beam
         devices = _jaw_device_types(machine)
 
         b = Dataset()
         b.BeamNumber = int(dbeam.number)
         b.BeamName = str(dbeam.name)[:64]
+        arc = isinstance(dbeam, ArcBeam)
         n_seg = len(dbeam.segments)
-        b.BeamDescription = f"step-and-shoot, {n_seg} segment{'s' if n_seg > 1 else ''}"
-        b.BeamType = "DYNAMIC" if len(dbeam.segments) > 1 else "STATIC"
+        if arc:
+            kind = "dynamic MLC" if dbeam.rotation_direction == "NONE" else "arc"
+            b.BeamDescription = f"{kind}, {len(weights)} control points"
+        else:
+            b.BeamDescription = f"step-and-shoot, {n_seg} segment{'s' if n_seg > 1 else ''}"
+        b.BeamType = "DYNAMIC" if arc or n_seg > 1 else "STATIC"
         b.RadiationType = str(machine.radiation_type or "PHOTON")
         if machine.manufacturer:
             b.Manufacturer = str(machine.manufacturer)[:64]
@@ -270,16 +305,26 @@ def write_rtplan(
                 log.warning("beam %d: no SourceToSurfaceDistance written: %s", dbeam.number, exc)
         cps = []
         for k, w in enumerate(weights):
-            seg = dbeam.segments[k // 2]
+            seg = dbeam.control_points[k] if arc else dbeam.segments[k // 2]
             cp = Dataset()
             cp.ControlPointIndex = k
             cp.CumulativeMetersetWeight = w
             if k == 0:
                 cp.NominalBeamEnergy = _ds(machine.nominal_energy_mv, 2)
+            if arc:
+                rate = seg.dose_rate_mu_per_min
+                if k == 0 and rate is None:
+                    rate = machine.require_arc_limits(
+                        f"beam {dbeam.number}"
+                    ).max_dose_rate_mu_per_min
+                if rate is not None and k < len(weights) - 1:
+                    cp.DoseRateSet = _ds(rate, 3)
             cp.BeamLimitingDevicePositionSequence = _bld_positions(seg, devices)
+            if arc and k > 0:
+                cp.GantryAngle = _ds(seg.gantry_angle_deg)
             if k == 0:
                 cp.GantryAngle = _ds(geom.gantry_angle_deg)
-                cp.GantryRotationDirection = "NONE"
+                cp.GantryRotationDirection = dbeam.rotation_direction if arc else "NONE"
                 cp.BeamLimitingDeviceAngle = _ds(geom.collimator_angle_deg)
                 cp.BeamLimitingDeviceRotationDirection = "NONE"
                 cp.PatientSupportAngle = _ds(geom.couch_angle_deg)

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 
-import rtplan.io._rtplan_read as reader
+import rtplan.delivery._arc as arc_module
 from dose_engine._beam import Beam
 from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine, read_patient
 from rtplan.cli import main
@@ -163,7 +163,7 @@ def test_arc_through_zero_follows_its_rotation_direction(case, monkeypatch):
     cw_plan, cw = _dose(case, _variant(case, "cw", gantry=(350.0, 10.0, "CW")))
     cc_plan, cc = _dose(case, _variant(case, "cc", gantry=(10.0, 350.0, "CC")))
     with monkeypatch.context() as m:  # 10-degree samples keep the 340-degree arc quick
-        m.setattr(reader, "ARC_SAMPLE_DEG", 10.0)
+        m.setattr(arc_module, "ARC_SAMPLE_DEG", 10.0)
         long_plan, long_way = _dose(case, _variant(case, "long", gantry=(10.0, 350.0, "CW")))
     angles = sorted(s.gantry_angle_deg for s in cw_plan.beams[0].segments)
     assert (
@@ -178,7 +178,9 @@ def test_arc_through_zero_follows_its_rotation_direction(case, monkeypatch):
     assert long_way.dose_gy.max() < 0.7 * cw.dose_gy.max()
 
 
-def test_rtplan_dose_computes_a_vmat_plan_and_the_writer_refuses_arcs(case, tmp_path, capsys):
+def test_rtplan_dose_computes_a_vmat_plan_and_the_writer_refuses_its_spacing(
+    case, tmp_path, capsys
+):
     # leaves and gantry both moving: samples by whichever needs more, MU kept
     path = _variant(case, "vmat", gantry=(180.0, 200.0, "CW"), leaves=((-30, 10), (10, 50)))
     plan = read_rtplan(path, case.patient)
@@ -194,7 +196,11 @@ def test_rtplan_dose_computes_a_vmat_plan_and_the_writer_refuses_arcs(case, tmp_
     assert float(np.max(dose)) == pytest.approx(
         float(compute_plan_dose(plan, case.patient, dose_grid_mm=GRID_MM).dose_gy.max()), rel=1e-3
     )
-    with pytest.raises(InputError, match=r"beam\(s\) 1 \('A1'\) are arcs"):
+    # read back as an arc with its control points; 20 degrees between them breaks the
+    # machine's control-point spacing, so it is not written again
+    with pytest.raises(
+        InputError, match=r"beam 1 control point 0: 20 degrees .*\[arc\.control_point_spacing_deg\]"
+    ):
         write_rtplan(tmp_path / "again.dcm", plan, case.patient)
     assert not (tmp_path / "again.dcm").exists()
 
@@ -223,6 +229,6 @@ def test_rotations_other_than_the_gantrys_are_refused(case, tmp_path, mutate, ma
 
 def test_a_beam_needing_too_many_apertures_is_refused(case, monkeypatch):
     path = _variant(case, "long_arc", gantry=(10.0, 350.0, "CW"))  # 170 apertures
-    monkeypatch.setattr(reader, "MAX_SAMPLES_PER_BEAM", 100)
+    monkeypatch.setattr(arc_module, "MAX_SAMPLES_PER_BEAM", 100)
     with pytest.raises(InputError, match=r"beam 1: more than 100 apertures after sampling"):
         read_rtplan(path, case.patient)
