@@ -1192,10 +1192,13 @@ def stage_correct(ctx: _Context) -> None:
     ``final_dose_tolerance_pct`` % of its level.  Each loop's record goes to
     ``ctx.corrections``.
 
-    The plan kept is the pass (the uncorrected one or a corrected one) whose final dose,
-    normalised as :func:`stage_evaluate` normalises it, meets the most goals; on a tie the
-    one whose failed goals miss by least (summed relative to their levels), then the
-    later pass, whose optimiser saw the more accurate dose.  A re-optimisation moves the
+    The plan kept is the pass (the uncorrected one or a corrected one) whose final dose
+    reaches the prescription target's coverage within the normalisation cap, then, normalised
+    as :func:`stage_evaluate` normalises it, meets the most goals; on a tie the one whose
+    failed goals miss by least (summed relative to their levels), then the later pass, whose
+    optimiser saw the more accurate dose.  (A pass that needs more than the cap is under- or
+    overdosed as delivered: counting goals alone would prefer an underdosed pass, whose organ
+    goals are easier.)  A re-optimisation moves the
     plan by more than its correction (another sequencing of another fluence), so a loop
     can lose a goal the pass before met; its record says so (``kept``).
     """
@@ -1253,15 +1256,19 @@ def stage_correct(ctx: _Context) -> None:
             loop,
             ctx.corrections[-1]["goals_met"],
             len(after),
-            scores[-1][0],
+            scores[-1][1],
             ctx.corrections[-1]["target_max_abs_change_gy"],
         )
         if goals_settled(before, after, tolerance_pct=settings.final_dose_tolerance_pct):
             break
         before = after
-    best = max(range(len(passes)), key=lambda k: (scores[k][0], -scores[k][1], k))
+    best = max(range(len(passes)), key=lambda k: (*scores[k][:2], -scores[k][2], k))
     for k, record in enumerate(ctx.corrections):
-        record["goals_met_normalized"], record["shortfall_normalized"] = scores[k]
+        (
+            record["normalization_within_cap"],
+            record["goals_met_normalized"],
+            record["shortfall_normalized"],
+        ) = scores[k]
         record["kept"] = k == best
     for name, value in passes[best].items():
         setattr(ctx, name, value)
@@ -1275,20 +1282,25 @@ def _plan_state(ctx: _Context) -> dict[str, Any]:
     return {name: getattr(ctx, name) for name in _PASS_FIELDS}
 
 
-def _goals_met_normalised(ctx: _Context, goals, structures, body, rx: float) -> tuple[int, float]:
-    """Goals met by ``ctx.dose`` normalised as :func:`stage_evaluate` would, and the sum
-    of the failed goals' shortfalls relative to their levels."""
-    factor = 1.0
+def _goals_met_normalised(
+    ctx: _Context, goals, structures, body, rx: float
+) -> tuple[bool, int, float]:
+    """Whether ``ctx.dose`` reaches coverage within the normalisation cap (True without
+    normalisation or a coverage goal), the goals it meets normalised as
+    :func:`stage_evaluate` would, and the sum of the failed goals' shortfalls relative to
+    their levels."""
+    factor, within_cap = 1.0, True
     if ctx.protocol.optimization.normalize:
         cap = ctx.protocol.safety.normalization_cap_pct
-        factor = capped_normalization(ctx, goals, structures, rx, cap)[0]
+        factor, record, _ = capped_normalization(ctx, goals, structures, rx, cap)
+        within_cap = record is None or abs(record["needed"] - 1.0) <= cap / 100.0 + 1e-9
     table = evaluate_goals(
         ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body
     )
     shortfall = sum(
         abs(r.value - r.goal.level) / (abs(r.goal.level) or 1.0) for r in table if not r.passed
     )
-    return len(table) - table.n_failed, float(shortfall)
+    return within_cap, len(table) - table.n_failed, float(shortfall)
 
 
 def stage_evaluate(ctx: _Context) -> None:
