@@ -39,6 +39,7 @@ COMMANDS: tuple[str, ...] = (
     "inspect",
     "influence",
     "dose",
+    "check_mc",
     "evaluate",
 )
 
