@@ -40,6 +40,7 @@ COMMANDS: tuple[str, ...] = (
     "influence",
     "dose",
     "check",
+    "check_mc",
     "evaluate",
 )
 
