@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,7 @@ def field_dose(
     *,
     backend: str = "numpy",
     voxel_mask=None,
+    points_cache: MutableMapping | None = None,
 ):
     """Dose of one beam's aperture, given as rectangles in the isocentre plane.
 
@@ -174,6 +176,12 @@ def field_dose(
     backend : {"numpy", "cupy"}
     voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, optional
         Compute only these voxels (others are 0).
+    points_cache : dict, optional, keyword-only
+        Keeps each beam's voxels in fan coordinates with their radiological depths
+        (:class:`BeamPoints`, float32, keyed by ``(beam, backend)``): filled on the first
+        call and reused by later ones, which skip the ray tracing.  Only for doses on the
+        same ``density``, grids and ``voxel_mask`` (planning's final-dose correction
+        loop computes each beam's dose twice).
 
     Returns
     -------
@@ -223,22 +231,24 @@ def field_dose(
     check_inputs(density, ct_grid, dose_grid, beam)
     be = get_backend(backend)
     xp = array_namespace(be.xp.zeros(1))  # array-API view of the backend (numpy / CuPy)
-    pts = prepare_beam_points(
-        density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp, map_fn=be.map
-    )
+    key = (beam, backend)
+    pts = None if points_cache is None else points_cache.get(key)
+    if pts is None:
+        pts = _float32_points(
+            prepare_beam_points(
+                density, ct_grid, dose_grid, beam, voxel_mask=voxel_mask, xp=xp, map_fn=be.map
+            ),
+            xp,
+        )
+        if points_cache is not None:
+            points_cache[key] = pts
     out = xp.zeros((dose_grid.voxel_count,), dtype=xp.float32)
     m = int(pts.u_mm.shape[0])
     chunk = max(1, min(CHUNK_POINTS, -(-m // worker_count())))
 
     def chunk_dose(sl: slice):
         return rectangle_dose(
-            xp.astype(pts.u_mm[sl], xp.float32),
-            xp.astype(pts.v_mm[sl], xp.float32),
-            xp.astype(pts.z_mm[sl], xp.float32),
-            xp.astype(pts.depth_mm[sl], xp.float32),
-            rects,
-            mus,
-            model,
+            pts.u_mm[sl], pts.v_mm[sl], pts.z_mm[sl], pts.depth_mm[sl], rects, mus, model
         )
 
     slices = [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
@@ -248,3 +258,11 @@ def field_dose(
         "field_dose: %d voxels, %d rectangles, %.1f MU", m, rects.shape[0], float(mus.sum())
     )
     return xp.reshape(out, dose_grid.shape)
+
+
+def _float32_points(pts: BeamPoints, xp) -> BeamPoints:
+    """``pts`` with float32 coordinates and depths (the precision of the dose kernel)."""
+    return BeamPoints(
+        pts.flat_index,
+        *(xp.astype(a, xp.float32) for a in (pts.u_mm, pts.v_mm, pts.z_mm, pts.depth_mm)),
+    )

@@ -359,11 +359,17 @@ class _ApertureLayout:
         x_idx = x_idx.reshape(-1, 2)
         rows, row_idx = np.unique(rects[:, 2:], axis=0, return_inverse=True)
         self.y_edges, y_idx = np.unique(rows, return_inverse=True)
-        self.y_idx = y_idx.reshape(-1, 2)
+        y_idx = y_idx.reshape(-1, 2)
         coeff = np.zeros((self.x_edges.size, rows.shape[0]))
         np.add.at(coeff, (x_idx[:, 1], row_idx.ravel()), mus)
         np.add.at(coeff, (x_idx[:, 0], row_idx.ravel()), -mus)
         self.coeff = coeff
+        # Y_p = E_y @ y_diff: +1 at each row's y2, -1 at its y1 (a matrix product is
+        # faster than gathering the columns, and exact: one rounding of E(y2) - E(y1))
+        y_diff = np.zeros((self.y_edges.size, rows.shape[0]))
+        y_diff[y_idx[:, 1], np.arange(rows.shape[0])] = 1.0
+        y_diff[y_idx[:, 0], np.arange(rows.shape[0])] = -1.0
+        self.y_diff = y_diff
 
     def integrate(self, cx, inv_x, cy, inv_y, xp, kw):
         """``sum_r mu_r ΔE_x ΔE_y`` at every point, for error functions
@@ -400,11 +406,9 @@ class _ApertureLayout:
         dt = cx.dtype
         ex = erf((xp.asarray(self.x_edges, dtype=dt, **kw)[None, :] - cx[:, None]) * inv_x[:, None])
         ey = erf((xp.asarray(self.y_edges, dtype=dt, **kw)[None, :] - cy[:, None]) * inv_y[:, None])
-        y_rows = xp.take(ey, xp.asarray(self.y_idx[:, 1], **kw), axis=1) - xp.take(
-            ey, xp.asarray(self.y_idx[:, 0], **kw), axis=1
-        )
         x_rows = ex @ xp.asarray(self.coeff, dtype=dt, **kw)
-        return xp.sum(x_rows * y_rows, axis=1)
+        x_rows *= ey @ xp.asarray(self.y_diff, dtype=dt, **kw)
+        return xp.sum(x_rows, axis=1)
 
 
 def horn_axis_terms(coord, sigma, horn_sigma_mm: float, xp):

@@ -160,6 +160,7 @@ def aperture_dose(
     backend: str = "numpy",
     voxel_mask=None,
     mlc_parameters: MLCParameters | None = None,
+    points_cache: dict | None = None,
 ) -> np.ndarray:
     """Dose of a sequenced beam computed from its apertures (not from the fluence map).
 
@@ -181,6 +182,9 @@ def aperture_dose(
     voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, optional, keyword-only
     mlc_parameters : dose_engine.MLCParameters, optional, keyword-only
         Default: :func:`resolve_mlc_parameters` of the beam's machine and ``model``.
+    points_cache : dict, optional, keyword-only
+        Each static beam's ray-traced voxels, kept for later doses on the same
+        ``density``, grids and ``voxel_mask`` (``dose_engine.field_dose``).
 
     Returns
     -------
@@ -210,6 +214,7 @@ def aperture_dose(
             model,
             backend=backend,
             voxel_mask=voxel_mask,
+            points_cache=points_cache,
         )
         total = dose if total is None else total + dose
     return np.zeros(dose_grid.shape, dtype=np.float32) if total is None else total

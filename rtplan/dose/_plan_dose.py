@@ -193,6 +193,7 @@ def compute_plan_dose(
     voxel_mask: np.ndarray | None = None,
     density_table: HUTable | str | os.PathLike | None = None,
     algorithm: str = "pencil_beam",
+    points_cache: dict | None = None,
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT, in the body.
 
@@ -228,6 +229,11 @@ def compute_plan_dose(
     algorithm : {"pencil_beam", "ccc"}, keyword-only
         ``"ccc"``: collapsed-cone convolution/superposition (lung, bone; all beams in one
         transport, 72 cones), commissioned from the same beam model.
+    points_cache : dict, optional, keyword-only
+        Pencil beam: each beam's ray-traced voxels, filled by the first dose and reused by
+        later ones (``dose_engine.field_dose``); pass the same dict only to doses on the
+        same patient, ``dose_grid``, ``voxel_mask`` and ``density_table`` (planning keeps
+        one across its final-dose correction loop).
 
     Returns
     -------
@@ -299,6 +305,7 @@ def compute_plan_dose(
                 model,
                 backend=backend,
                 voxel_mask=voxel_mask,
+                points_cache=points_cache,
             )
         except InvalidGeometryError as exc:
             raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc

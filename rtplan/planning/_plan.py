@@ -590,6 +590,8 @@ class _Context:
     # the plan's final dose (Gy, on the dose grid) from ctx.plan: see aperture_dose
     final_dose: Callable[[_Context], np.ndarray] | None = None
     dose_offset: np.ndarray | None = None  # Gy per row of ``matrix``: the correction c
+    # each beam's ray-traced final-dose voxels, shared by the passes of the correction loop
+    points_cache: dict = field(default_factory=dict)
     corrections: list = field(default_factory=list)  # records of the correction loops
     calibration_warnings: list = field(default_factory=list)  # CT vs the HU table
     final_algorithm: str = "pencil_beam"  # engine of aperture_dose: "ccc" or "pencil_beam"
@@ -1171,6 +1173,8 @@ def aperture_dose(ctx: _Context) -> np.ndarray:
         voxel_mask=final_dose_mask(ctx),
         density_table=ctx.density_table,
         algorithm=ctx.final_algorithm,
+        # kept only while a correction loop will compute the same beams' doses again
+        points_cache=ctx.points_cache if ctx.protocol.optimization.final_dose_corrections else None,
     ).dose_gy
 
 
@@ -1272,6 +1276,7 @@ def stage_correct(ctx: _Context) -> None:
         record["kept"] = k == best
     for name, value in passes[best].items():
         setattr(ctx, name, value)
+    ctx.points_cache.clear()
 
 
 #: What a pass of the correction loop changes in the context (restored for the pass kept).

@@ -174,3 +174,51 @@ def test_points_beyond_the_edges_skipped_bit_for_bit(model, monkeypatch):
     assert sum(n_every) == 6 * ct.voxel_count  # 4 Gaussian terms and 2 horn terms
     assert min(n_skipping) < 0.3 * max(n_every)  # the primary term: mostly skipped
     assert sum(n_skipping) < 0.8 * sum(n_every)
+
+
+def test_points_cache_reuses_the_ray_trace_bit_for_bit(model, monkeypatch):
+    # A second dose of the same beam through `points_cache` skips the ray tracing and is
+    # bit-identical to a dose computed from scratch; another beam is traced anew.
+    from dose_engine import _field_dose
+    from dose_engine._validation import water_phantom
+
+    dens, ct = water_phantom(900.0, spacing_mm=4.0, half_width_mm=100, depth_mm=150)
+    mask = np.zeros(ct.shape, dtype=bool)
+    mask[:, ::2, :] = True
+    traced = []
+    prepare = _field_dose.prepare_beam_points
+
+    def counting(*args, **kwargs):
+        traced.append(args[3])
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(_field_dose, "prepare_beam_points", counting)
+    cache: dict = {}
+    rects, mus = [[-10, 10, -10, 10], [10, 20, -5, 5]], [1.0, 2.0]
+    fresh = field_dose(dens, ct, ct, Beam(0.0), rects, mus, model, voxel_mask=mask)
+    first = field_dose(
+        dens, ct, ct, Beam(0.0), rects, mus, model, voxel_mask=mask, points_cache=cache
+    )
+    again = field_dose(
+        dens,
+        ct,
+        ct,
+        Beam(0.0),
+        [[-5, 5, -5, 5]],
+        [3.0],
+        model,
+        voxel_mask=mask,
+        points_cache=cache,
+    )
+    other = field_dose(
+        dens, ct, ct, Beam(90.0), rects, mus, model, voxel_mask=mask, points_cache=cache
+    )
+    assert traced == [Beam(0.0), Beam(0.0), Beam(90.0)]  # `again` was not traced
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(
+        again, field_dose(dens, ct, ct, Beam(0.0), [[-5, 5, -5, 5]], [3.0], model, voxel_mask=mask)
+    )
+    np.testing.assert_array_equal(
+        other, field_dose(dens, ct, ct, Beam(90.0), rects, mus, model, voxel_mask=mask)
+    )
+    assert float(again.max()) > 0 and np.all(again[~mask] == 0)
