@@ -1197,12 +1197,12 @@ def stage_correct(ctx: _Context) -> None:
     ``ctx.corrections``.
 
     The plan kept is the pass (the uncorrected one or a corrected one) whose final dose
-    reaches the prescription target's coverage within the normalisation cap, then, normalised
-    as :func:`stage_evaluate` normalises it, meets the most goals; on a tie the one whose
-    failed goals miss by least (summed relative to their levels), then the later pass, whose
-    optimiser saw the more accurate dose.  (A pass that needs more than the cap is under- or
-    overdosed as delivered: counting goals alone would prefer an underdosed pass, whose organ
-    goals are easier.)  A re-optimisation moves the
+    needs the least normalisation beyond the cap to reach the prescription target's coverage
+    (none, within the cap), then, normalised as :func:`stage_evaluate` normalises it, meets
+    the most goals; on a tie the one whose failed goals miss by least (summed relative to
+    their levels), then the later pass, whose optimiser saw the more accurate dose.  (A pass
+    that needs more than the cap is under- or overdosed as delivered: counting goals alone
+    would prefer an underdosed pass, whose organ goals are easier.)  A re-optimisation moves the
     plan by more than its correction (another sequencing of another fluence), so a loop
     can lose a goal the pass before met; its record says so (``kept``).
     """
@@ -1266,10 +1266,10 @@ def stage_correct(ctx: _Context) -> None:
         if goals_settled(before, after, tolerance_pct=settings.final_dose_tolerance_pct):
             break
         before = after
-    best = max(range(len(passes)), key=lambda k: (*scores[k][:2], -scores[k][2], k))
+    best = max(range(len(passes)), key=lambda k: (-scores[k][0], scores[k][1], -scores[k][2], k))
     for k, record in enumerate(ctx.corrections):
         (
-            record["normalization_within_cap"],
+            record["normalization_beyond_cap"],
             record["goals_met_normalized"],
             record["shortfall_normalized"],
         ) = scores[k]
@@ -1289,23 +1289,24 @@ def _plan_state(ctx: _Context) -> dict[str, Any]:
 
 def _goals_met_normalised(
     ctx: _Context, goals, structures, body, rx: float
-) -> tuple[bool, int, float]:
-    """Whether ``ctx.dose`` reaches coverage within the normalisation cap (True without
-    normalisation or a coverage goal), the goals it meets normalised as
-    :func:`stage_evaluate` would, and the sum of the failed goals' shortfalls relative to
-    their levels."""
-    factor, within_cap = 1.0, True
+) -> tuple[float, int, float]:
+    """How far the normalisation ``ctx.dose`` needs for coverage lies beyond the cap (0
+    within it, without normalisation or without a coverage goal; a fraction: 0.03 for a
+    factor 1.08 under a 5 % cap), the goals it meets normalised as :func:`stage_evaluate`
+    would, and the sum of the failed goals' shortfalls relative to their levels."""
+    factor, beyond_cap = 1.0, 0.0
     if ctx.protocol.optimization.normalize:
         cap = ctx.protocol.safety.normalization_cap_pct
         factor, record, _ = capped_normalization(ctx, goals, structures, rx, cap)
-        within_cap = record is None or abs(record["needed"] - 1.0) <= cap / 100.0 + 1e-9
+        if record is not None:
+            beyond_cap = max(0.0, abs(record["needed"] - 1.0) - cap / 100.0)
     table = evaluate_goals(
         ctx.dose * factor, structures, goals, ctx.dose_grid, prescription_gy=rx, body=body
     )
     shortfall = sum(
         abs(r.value - r.goal.level) / (abs(r.goal.level) or 1.0) for r in table if not r.passed
     )
-    return within_cap, len(table) - table.n_failed, float(shortfall)
+    return beyond_cap, len(table) - table.n_failed, float(shortfall)
 
 
 def stage_evaluate(ctx: _Context) -> None:
