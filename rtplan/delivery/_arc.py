@@ -29,7 +29,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ..errors import SegmentError
-from ._deliverable import DeliverableBeam, Segment
+from ._deliverable import DeliverableBeam, Segment, checked_jaws
 
 __all__ = [
     "ARC_SAMPLE_DEG",
@@ -101,18 +101,7 @@ class ControlPoint:
                 f"row); got shape {leaves.shape}."
             )
         leaves.setflags(write=False)
-        unknown = set(self.jaws_mm) - {"X", "Y"}
-        if unknown:
-            raise SegmentError(f"`jaws_mm` keys must be 'X' and/or 'Y'; got {sorted(unknown)}.")
-        jaws = {}
-        for key in ("X", "Y"):
-            if key in self.jaws_mm:
-                pos = tuple(float(v) for v in self.jaws_mm[key])
-                if len(pos) != 2 or not all(math.isfinite(v) for v in pos):
-                    raise SegmentError(
-                        f"`jaws_mm[{key!r}]` must be 2 finite positions; got {self.jaws_mm[key]!r}."
-                    )
-                jaws[key] = pos
+        jaws = checked_jaws(self.jaws_mm)
         w = float(self.cumulative_meterset_weight)
         if not (0.0 <= w <= 1.0):
             raise SegmentError(

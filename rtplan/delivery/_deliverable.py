@@ -70,6 +70,30 @@ def _where(where: str) -> str:
     return f"{where}: " if where else ""
 
 
+def checked_jaws(jaws_mm: Mapping[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """``jaws_mm`` as ``{"X": (x1, x2), "Y": (y1, y2)}`` of floats (mm), only the keys given.
+
+    Raises
+    ------
+    rtplan.errors.SegmentError
+        A key other than ``"X"``/``"Y"``, or a jaw that is not 2 finite positions.
+    """
+    unknown = set(jaws_mm) - {"X", "Y"}
+    if unknown:
+        raise SegmentError(f"`jaws_mm` keys must be 'X' and/or 'Y'; got {sorted(unknown)}.")
+    jaws = {}
+    for key in ("X", "Y"):
+        if key in jaws_mm:
+            pos = tuple(float(v) for v in jaws_mm[key])
+            if len(pos) != 2 or not all(math.isfinite(v) for v in pos):
+                raise SegmentError(
+                    f"`jaws_mm[{key!r}]` must be 2 finite positions (jaw1, jaw2); got "
+                    f"{jaws_mm[key]!r}."
+                )
+            jaws[key] = pos
+    return jaws
+
+
 @check_arguments(
     leaf_positions_mm=ARRAY,
     jaws_mm="collections.abc:Mapping",
@@ -125,19 +149,7 @@ class Segment:
             raise SegmentError("`leaf_positions_mm` contains non-finite values.")
         b.setflags(write=False)
         leaves.setflags(write=False)
-        jaws = {}
-        for key in ("X", "Y"):
-            if key in self.jaws_mm:
-                pos = tuple(float(v) for v in self.jaws_mm[key])
-                if len(pos) != 2 or not all(math.isfinite(v) for v in pos):
-                    raise SegmentError(
-                        f"`jaws_mm[{key!r}]` must be 2 finite positions (jaw1, jaw2); got "
-                        f"{self.jaws_mm[key]!r}."
-                    )
-                jaws[key] = pos
-        unknown = set(self.jaws_mm) - {"X", "Y"}
-        if unknown:
-            raise SegmentError(f"`jaws_mm` keys must be 'X' and/or 'Y'; got {sorted(unknown)}.")
+        jaws = checked_jaws(self.jaws_mm)
         mu = float(self.total_mu)
         if not (math.isfinite(mu) and mu >= 0):
             raise SegmentError(f"`total_mu` must be finite and ≥ 0; got {self.total_mu!r}.")

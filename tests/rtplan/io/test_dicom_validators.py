@@ -2,7 +2,7 @@
 
 - ``dciodvfy`` (IOD conformance): no error and no warning on the RT-PLAN of a Varian-style
   (ASYMX + ASYMY + MLCX) and an Agility-style (ASYMY + MLCX) machine, nor on the RT-DOSE
-  header (validated on a 16-bit copy, see :func:`dose_16bit_copy`).
+  header (validated on a 16-bit copy, see :func:`_dciodvfy.to_16bit_copy`).
 - ``dcentvfy`` (consistency of Patient, Study, Series and Frame of Reference entities and of
   references across files): CT slices, RT-STRUCT, RT-PLAN and RT-DOSE agree.
 """
@@ -15,6 +15,7 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+from _dciodvfy import to_16bit_copy
 
 from dose_engine._beam import Beam
 from rtplan import (
@@ -35,24 +36,6 @@ def rect_segment(machine, x1, x2, y1, y2, total_mu):
     leaves = np.stack([np.where(inside, x1, 0.0), np.where(inside, x2, 0.0)])
     jaws = {k: v for k, v in (("X", (x1, x2)), ("Y", (y1, y2))) if k in machine.jaws}
     return Segment(leaves, jaws, total_mu, machine.mlc.leaf_boundaries_mm)
-
-
-def dose_16bit_copy(path, out):
-    """A 16-bit copy of an RT-DOSE, for dciodvfy and dcentvfy.
-
-    dciodvfy aborts on 32-bit native pixel data (assertion ``bitsallocated <=
-    bytesinword*8u`` in attrothr.cc, a known bug of dicom3tools), so the header is
-    validated on a copy whose pixels are the top 16 bits of the 32-bit values and whose
-    DoseGridScaling is multiplied by 65536; every other element is unchanged.
-    """
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelData = (arr >> 16).astype("<u2").tobytes()
-    ds.DoseGridScaling = f"{float(ds.DoseGridScaling) * 65536:.10g}"
-    ds.save_as(out)
-    return out
 
 
 def run_tool(*args) -> list[str]:
@@ -103,7 +86,7 @@ def objects(tmp_path_factory):
                 rd, dose.dose_gy, dose.grid, patient, plan_sop_instance_uid=ds.SOPInstanceUID
             )
             out["RD"] = rd
-            out["RD16"] = dose_16bit_copy(rd, root / "RD16.dcm")
+            out["RD16"] = to_16bit_copy(rd, root / "RD16.dcm")
     return out
 
 
