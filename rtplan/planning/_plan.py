@@ -267,7 +267,7 @@ class PlanResult:
         )
         lines = [f"WARNING: {w.message}" for w in self.warnings]
         if self.deliverability is not None:
-            lines.append(deliverability_line(self.deliverability))
+            lines.append(_deliverability_line(self.deliverability))
         rec = self.normalization_record
         if rec is not None:
             lines.append(
@@ -435,7 +435,7 @@ class PlanResult:
         return Path(out_dir)
 
 
-def deliverability_line(d: Deliverability) -> str:
+def _deliverability_line(d: Deliverability) -> str:
     """One line of :meth:`PlanResult.summary`: MU, delivery time, MCS, limits."""
     time_s = "not estimated" if d.delivery_time_s is None else f"~{d.delivery_time_s:.0f} s"
     limits = (
