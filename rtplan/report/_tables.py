@@ -190,8 +190,9 @@ def deliverability_html(record: Mapping[str, Any]) -> str:
     return (
         "<table class='beams deliverability'><caption>Deliverability per fraction "
         "(delivery time: beam on at the machine's dose rate plus leaf travel between "
-        "control points, beam changes excluded; MCS: modulation complexity score, McNiven "
-        "et al. 2010, 1 = open fields, MU-weighted over the plan in the total)</caption>"
+        "control points, beam changes excluded; a fixed beam's leaves move with the beam "
+        "off, at the machine's leaf speed; MCS: modulation complexity score, McNiven et al. "
+        "2010, 1 = open fields, MU-weighted over the plan in the total)</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<p class='{'muted' if record['ok'] else 'bad'}'>{limits}</p>"
     )
