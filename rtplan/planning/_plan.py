@@ -17,7 +17,9 @@ wall time of each:
 7. ``correct`` – optimisation that ends on the final dose: re-optimise with
    ``d = D x + (d_final(x0) - D x0)``, sequence and re-compute the final dose, up to the
    protocol's ``final_dose_corrections`` times (:mod:`rtplan.planning._final_dose`);
-8. ``evaluate`` – normalisation (optional) and the goal table.
+8. ``evaluate`` – normalisation (optional), the goal table and the plan's
+   deliverability (:func:`rtplan.delivery.check_deliverability`: delivery time, MU,
+   complexity and machine limits of the beams as written).
 
 :meth:`PlanResult.write` then writes ``RTPLAN.dcm``, ``RTDOSE.dcm``, ``plan.json`` and
 ``report.html`` into a folder atomically.
@@ -42,6 +44,7 @@ from dose_engine import BeamModel, Grid, HUTable
 
 from .._internal.arguments import require_instance
 from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
+from ..delivery._deliverability import Deliverability, check_deliverability
 from ..delivery._deliverable import DeliverablePlan
 from ..delivery._machine import load_machine
 from ..delivery._segment_weights import reoptimize_segment_weights
@@ -179,6 +182,13 @@ class PlanResult:
         (recorded in plan.json, the report and the RT-DOSE).
 
         .. versionadded:: 0.1.0
+    deliverability : rtplan.delivery.Deliverability or None
+        :func:`rtplan.delivery.check_deliverability` of :attr:`plan` (per fraction: MU,
+        delivery-time estimate, maximum leaf speed, modulation complexity score, mean
+        aperture area per beam, and the machine limits it breaks, each also a
+        ``deliverability`` warning); written to plan.json and the report.
+
+        .. versionadded:: 0.1.0
     """
 
     patient: Any
@@ -200,6 +210,7 @@ class PlanResult:
     density_table: HUTable | None = None
     corrections: tuple = ()
     final_algorithm: FinalAlgorithmChoice | None = None
+    deliverability: Deliverability | None = None
 
     @property
     def dose_algorithm(self) -> str:
@@ -255,6 +266,8 @@ class PlanResult:
             f"planned in {self.total_time_s:.1f} s"
         )
         lines = [f"WARNING: {w.message}" for w in self.warnings]
+        if self.deliverability is not None:
+            lines.append(_deliverability_line(self.deliverability))
         rec = self.normalization_record
         if rec is not None:
             lines.append(
@@ -318,6 +331,9 @@ class PlanResult:
             "normalization": self.normalization,
             "normalization_detail": self.normalization_record,
             "warnings": [w.as_dict() for w in self.warnings],
+            "deliverability": (
+                None if self.deliverability is None else self.deliverability.to_dict()
+            ),
             "target_levels_gy": {
                 self.mapping.get(t, t): lv for t, lv in self.protocol.target_levels_gy.items()
             },
@@ -417,6 +433,18 @@ class PlanResult:
             )
         logger.info("plan written to %s", out_dir)
         return Path(out_dir)
+
+
+def _deliverability_line(d: Deliverability) -> str:
+    """One line of :meth:`PlanResult.summary`: MU, delivery time, MCS, limits."""
+    time_s = "not estimated" if d.delivery_time_s is None else f"~{d.delivery_time_s:.0f} s"
+    limits = (
+        "every machine limit holds" if d.ok else f"{len(d.violations)} machine-limit violation(s)"
+    )
+    return (
+        f"deliverability: {d.total_mu:.1f} MU per fraction, delivery {time_s} (beam on "
+        f"and leaf travel, beam changes excluded), MCS {d.mcs:.3f}; {limits}"
+    )
 
 
 def _derived_records(patient) -> dict[str, str]:
@@ -597,6 +625,7 @@ class _Context:
     final_algorithm: str = "pencil_beam"  # engine of aperture_dose: "ccc" or "pencil_beam"
     algorithm_choice: FinalAlgorithmChoice | None = None
     algorithm_warnings: list = field(default_factory=list)  # ccc fallback, pencil beam in lung
+    deliverability: Deliverability | None = None  # of ctx.plan as written (stage_evaluate)
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -1311,7 +1340,8 @@ def _goals_met_normalised(
 
 def stage_evaluate(ctx: _Context) -> None:
     """Normalise to the prescription target's first coverage goal (within the cap);
-    evaluate the protocol's and the implicit goals; list the goals not evaluated."""
+    evaluate the protocol's and the implicit goals; list the goals not evaluated; check
+    the deliverability of the normalised plan."""
     from dataclasses import replace
 
     protocol = ctx.protocol
@@ -1343,6 +1373,7 @@ def stage_evaluate(ctx: _Context) -> None:
         not_evaluated=tuple(protocol.goals_not_evaluated(ctx.mapping)),
         reported=reported.results,
     )
+    ctx.deliverability = check_deliverability(ctx.plan)
 
 
 def _evaluation_goals(ctx: _Context) -> tuple[list, dict, str | None]:
@@ -1728,6 +1759,7 @@ def plan_patient(
         settings=protocol.safety,
         normalization=ctx.normalization_warning,
         solver=ctx.solver_warning,
+        deliverability=ctx.deliverability,
     )
     if switch_warning is not None:
         warnings.insert(0, switch_warning)
@@ -1765,6 +1797,7 @@ def plan_patient(
         density_table=ctx.density_table,
         corrections=tuple(ctx.corrections),
         final_algorithm=ctx.algorithm_choice,
+        deliverability=ctx.deliverability,
     )
 
 

@@ -32,6 +32,7 @@ from ._slices import legend_html, render_slices, slice_viewer_html
 from ._tables import (
     DEFAULT_ISODOSE_PCT,
     beam_table_html,
+    deliverability_html,
     dose_calculation_rows,
     isodose_lines,
     max_dose_html,
@@ -137,7 +138,9 @@ def plan_json(
         "couch_angle_deg", "mu"}`` with ``mu`` per fraction), ``uids`` (mapping of output
         UIDs, e.g. ``{"rt_plan_sop_instance_uid": ...}``), ``solver``, ``notes``,
         ``warnings`` (list of ``{"code", "message"}`` from the safety layer, written at
-        the top level).  Other keys are copied under ``"plan"`` as they are.
+        the top level), ``deliverability``
+        (:meth:`rtplan.delivery.Deliverability.to_dict`, written at the top level).
+        Other keys are copied under ``"plan"`` as they are.
     patient : rtplan.Patient, optional
         Source of the input UIDs.  Names and IDs are never read.
 
@@ -169,6 +172,16 @@ def plan_json(
               "reported": [{... as a goal, "status": "reported", "passed": null,
                             "within_reference": bool}],
               "warnings": [{"code": str, "message": str}],
+              "deliverability": null | {"fractions": int,
+                  "total_mu_per_fraction": float, "delivery_time_s": float | null,
+                  "mcs": float, "ok": bool,
+                  "beams": [{"number": int, "name": str, "is_arc": bool,
+                             "n_control_points": int, "mu_per_fraction": float,
+                             "delivery_time_s": float | null,
+                             "max_leaf_speed_mm_per_s": float | null, "mcs": float,
+                             "mean_aperture_area_cm2": float}],
+                  "violations": [{"beam": int, "control_point": int, "limit": str,
+                                  "message": str}]},
               "dvh_metrics": [{"structure": str, "volume_cc": float, "mean_gy": float,
                                "min_gy": float, "max_gy": float (D0.03cc),
                                "d98_gy": float, "d95_gy": float, "d50_gy": float,
@@ -187,7 +200,8 @@ def plan_json(
     beams = _beams(plan_summary)
     mus = [b.get("mu") for b in beams]
     total_mu = float(sum(mus)) if beams and all(m is not None for m in mus) else None
-    plan = {k: v for k, v in plan_summary.items() if k not in ("uids", "beams", "warnings")}
+    top_level = ("uids", "beams", "warnings", "deliverability")
+    plan = {k: v for k, v in plan_summary.items() if k not in top_level}
     plan["beams"] = beams
     plan["total_mu_per_fraction"] = total_mu
     goals = goal_table.as_records() if goal_table is not None else []
@@ -212,6 +226,7 @@ def plan_json(
         },
         "reported": goal_table.reported_records() if goal_table is not None else [],
         "warnings": [dict(w) for w in plan_summary.get("warnings", []) or []],
+        "deliverability": plan_summary.get("deliverability"),
         "dvh_metrics": dvh_rows,
         "timings_s": timings,
     }
@@ -372,15 +387,17 @@ def write_report(
 ) -> Path:
     """Write the self-contained plan report ``report.html``.
 
-    Sections: title (the protocol's full name; the RT Plan Label, at most 16 characters,
-    is a row below), goal summary, every safety warning, normalisation, the global
-    maximum (value, LPS position, the structures it lies in), plan facts, the dose
-    calculation (algorithm, beam model file name, CT-to-density table), beams with MU
-    per fraction, the goal table (implicit goals and goals not evaluated included), DVH
-    metrics, the DVH plot, a slice viewer with every axial, coronal and sagittal slice of
-    the dose grid (isodose lines, structure contours, the maximum marked), timings,
-    software versions and input UIDs.  Structures get distinct colours
-    (:func:`rtplan.report._colours.roi_colours`), the same in the DVH plot and the slices.
+    Sections: title (the protocol's full name; the RT Plan Label, at most 16 characters, is
+    a row below), goal summary, every safety warning, normalisation, the global maximum
+    (value, LPS position, the structures it lies in), plan facts, the dose calculation
+    (algorithm, beam model file name, CT-to-density table), beams with MU per fraction,
+    deliverability (per beam: MU, delivery-time estimate, maximum leaf speed, MCS, mean
+    aperture area; the totals; the machine limits), the goal table (implicit goals and goals
+    not evaluated included), DVH metrics, the DVH plot, a slice viewer with every axial,
+    coronal and sagittal slice of the dose grid (isodose lines, structure contours, the
+    maximum marked), timings, software versions and input UIDs. Structures get distinct
+    colours (:func:`rtplan.report._colours.roi_colours`), the same in the DVH plot and the
+    slices.
 
     Parameters
     ----------
@@ -401,7 +418,7 @@ def write_report(
         As for :func:`plan_json`; additionally ``protocol`` (the full name, the title),
         ``target`` (the structure whose centroid the slices show first; default: first
         PTV/CTV/GTV, else the dose maximum), ``target_levels_gy`` (target → level, Gy),
-        ``dose_algorithm``, ``hu_table``.
+        ``dose_algorithm``, ``hu_table``, ``deliverability``.
     overwrite : bool, default False
         Replace an existing file.
     isodose_pct : sequence of float, default (50, 80, 95, 100, 107)
@@ -596,6 +613,8 @@ def write_report(
     beams = plan.get("beams") or []
     if beams:
         parts.append("<h2>Beams</h2>" + beam_table_html(beams))
+    if record["deliverability"]:
+        parts.append("<h2>Deliverability</h2>" + deliverability_html(record["deliverability"]))
     if goal_table is not None:
         n_not = len(goal_table.not_evaluated)
         n_implicit = sum(r.goal.label.startswith(IMPLICIT_LABEL) for r in goal_table)

@@ -1,5 +1,6 @@
-"""HTML tables and statements of the report: beams (MU per fraction), the global maximum,
-the dose calculation (algorithm, beam model, CT-to-density table) and isodose levels."""
+"""HTML tables and statements of the report: beams (MU per fraction), deliverability, the
+global maximum, the dose calculation (algorithm, beam model, CT-to-density table) and
+isodose levels."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ._colours import ISODOSE_COLOURS
 __all__ = [
     "DEFAULT_ISODOSE_PCT",
     "beam_table_html",
+    "deliverability_html",
     "dose_calculation_rows",
     "isodose_lines",
     "max_dose_html",
@@ -126,6 +128,73 @@ def beam_table_html(beams: Sequence[Mapping[str, Any]]) -> str:
         "<table class='beams'><caption>Beams (IEC 61217 angles; MU per fraction, the "
         "RT-PLAN's BeamMeterset)</caption>"
         f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def deliverability_html(record: Mapping[str, Any]) -> str:
+    """Per beam: MU per fraction, delivery-time estimate, maximum leaf speed, modulation
+    complexity score and mean aperture area; the plan's totals; the machine limits.
+
+    Parameters
+    ----------
+    record : mapping
+        :meth:`rtplan.delivery.Deliverability.to_dict` (plan.json ``deliverability``).
+    """
+    rows = []
+    for b in record["beams"]:
+        cells = [
+            _e(b["name"]),
+            _e(b["number"]),
+            "arc" if b["is_arc"] else "fixed",
+            _e(b["n_control_points"]),
+            _num(b["mu_per_fraction"], ".2f"),
+            _num(b["delivery_time_s"], ".1f"),
+            _num(b["max_leaf_speed_mm_per_s"], ".1f"),
+            _num(b["mcs"], ".3f"),
+            _num(b["mean_aperture_area_cm2"], ".1f"),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    total = [
+        "<b>Total</b>",
+        "",
+        "",
+        "",
+        f"<b>{_num(record['total_mu_per_fraction'], '.2f')}</b>",
+        f"<b>{_num(record['delivery_time_s'], '.1f')}</b>",
+        "",
+        f"<b>{_num(record['mcs'], '.3f')}</b>",
+        "",
+    ]
+    rows.append("<tr class='total'>" + "".join(f"<td>{c}</td>" for c in total) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "Beam",
+            "Number",
+            "Type",
+            "Control points",
+            "MU per fraction",
+            "Delivery time (s)",
+            "Max leaf speed (mm/s)",
+            "MCS",
+            "Mean aperture (cm²)",
+        )
+    )
+    n_bad = len(record["violations"])
+    limits = (
+        "Every limit of the machine holds."
+        if record["ok"]
+        else f"{n_bad} violation(s) of the machine's limits: see the warning above; "
+        "plan.json ('deliverability') lists every one."
+    )
+    return (
+        "<table class='beams deliverability'><caption>Deliverability per fraction "
+        "(delivery time: beam on at the machine's dose rate plus leaf travel between "
+        "control points, beam changes excluded; a fixed beam's leaves move with the beam "
+        "off, at the machine's leaf speed; MCS: modulation complexity score, McNiven et al. "
+        "2010, 1 = open fields, MU-weighted over the plan in the total)</caption>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='{'muted' if record['ok'] else 'bad'}'>{limits}</p>"
     )
 
 

@@ -14,7 +14,8 @@ One place decides what is plausible and what is dangerous (``docs/protocols.md``
 - :func:`nto_bands` lists the shells of the normal-tissue objective (dose fall-off from the
   targets' surface) and their caps (planning builds the shells as helper structures);
 - after planning, :func:`plan_warnings` turns an optimiser that stopped with a hard goal
-  violated, a capped normalisation, an unbalanced beam set and failed implicit goals into
+  violated, a capped normalisation, an unbalanced beam set, a machine limit the plan
+  breaks (:func:`deliverability_warning`) and failed implicit goals into
   :class:`SafetyWarning` records, whose ``message`` is printed by the CLI and written
   verbatim to plan.json and report.html.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "beam_balance_warning",
     "check_protocol_plausibility",
     "convergence_warning",
+    "deliverability_warning",
     "implicit_goals",
     "normalization_warning",
     "nto_bands",
@@ -60,7 +62,8 @@ class SafetyWarning:
         ``"custom_term_final_dose"`` (a hard custom term violated on the delivered dose),
         ``"pencil_beam_lung"`` (a pencil-beam final dose of a body with lung) or
         ``"ccc_not_commissioned"`` (``final_algorithm = "auto"`` fell back to the pencil
-        beam; :mod:`rtplan.planning._final_algorithm`).
+        beam; :mod:`rtplan.planning._final_algorithm`) or ``"deliverability"`` (the
+        plan breaks a limit of its machine, :func:`deliverability_warning`).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """
@@ -344,12 +347,52 @@ def beam_balance_warning(beam_mu: Mapping[str, float], settings) -> SafetyWarnin
     )
 
 
+#: Violations named one by one in the ``deliverability`` warning (plan.json lists all).
+_VIOLATIONS_NAMED = 5
+
+
+def deliverability_warning(deliverability) -> SafetyWarning | None:
+    """A warning when the plan breaks a limit of its machine.
+
+    Parameters
+    ----------
+    deliverability : rtplan.delivery.Deliverability
+        :func:`rtplan.delivery.check_deliverability` of the plan as written.
+
+    Returns
+    -------
+    SafetyWarning or None
+        Code ``"deliverability"``, naming the first violations (beam, control point,
+        value, machine-file key) and how many there are; ``None`` when every limit holds.
+    """
+    found = deliverability.violations
+    if not found:
+        return None
+    named = "; ".join(f"{v} [{v.limit}]" for v in found[:_VIOLATIONS_NAMED])
+    more = len(found) - _VIOLATIONS_NAMED
+    rest = f"; and {more} more (plan.json 'deliverability' lists every one)" if more > 0 else ""
+    return SafetyWarning(
+        "deliverability",
+        f"MACHINE LIMIT VIOLATED: {len(found)} violation(s) of the machine's limits: "
+        f"{named}{rest}. The machine may refuse or mis-deliver this plan; it is written "
+        "for review only.",
+    )
+
+
 def plan_warnings(
-    goal_table, *, beam_mu: Mapping[str, float], settings, normalization=None, solver=None
+    goal_table,
+    *,
+    beam_mu: Mapping[str, float],
+    settings,
+    normalization=None,
+    solver=None,
+    deliverability=None,
 ) -> list[SafetyWarning]:
     """Every warning of a finished plan, in a fixed order: optimiser not converged,
-    normalisation, beam balance, failed implicit goals."""
-    first = (solver, normalization, beam_balance_warning(beam_mu, settings))
+    normalisation, beam balance, machine limits (``deliverability``: a
+    :class:`rtplan.delivery.Deliverability`, optional), failed implicit goals."""
+    limits = None if deliverability is None else deliverability_warning(deliverability)
+    first = (solver, normalization, beam_balance_warning(beam_mu, settings), limits)
     out = [w for w in first if w is not None]
     for r in goal_table:
         if r.passed or not r.goal.label.startswith(IMPLICIT_LABEL):

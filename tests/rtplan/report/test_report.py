@@ -363,3 +363,33 @@ def test_display_resampling_equals_the_engine_resample(case):
         assert np.all(np.abs(ref[differ] - 0.5) < 1e-5), s.name  # float32 ties only
         inside[s.name] = int((ref >= 0.5).sum())
     assert inside["PTV"] > 1000 and inside["Body"] > 1000  # not a vacuous comparison
+
+
+def test_deliverability_table_of_a_machine_without_arc_limits():
+    """Two open 40 x 40 mm segments (30 and 10 MU per fraction) on a machine file without
+    ``[arc]``: no delivery time and no leaf speed ("–"), MU, MCS (open fields: 1) and
+    area (16 cm²) as computed by hand."""
+    from importlib import resources
+
+    from dose_engine import Beam
+    from rtplan import DeliverableBeam, DeliverablePlan, Segment
+    from rtplan._internal.toml_files import parse_toml
+    from rtplan.delivery import check_deliverability, parse_machine
+    from rtplan.report._tables import deliverability_html
+
+    f = resources.files("rtplan").joinpath("data", "machines", "elekta_agility160.toml")
+    data = parse_toml(f.read_bytes(), source="agility", what="Machine file", error=ValueError)
+    data.pop("arc")
+    m = parse_machine(data, source="no arc")
+    assert m.arc is None
+    leaves = np.tile([[-20.0], [20.0]], m.mlc.n_pairs)
+    segs = [Segment(leaves, {"Y": (-20.0, 20.0)}, mu, m.mlc.leaf_boundaries_mm) for mu in (60, 20)]
+    plan = DeliverablePlan([DeliverableBeam(1, "G0", Beam(0.0), m, segs)], 2, 4.0, "PTV")
+    text = deliverability_html(check_deliverability(plan).to_dict())
+    rows = re.findall(r"<tr(?: class='total')?>(.*?)</tr>", text)
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows[1:]]
+    assert cells == [
+        ["G0", "1", "fixed", "4", "40.00", "–", "–", "1.000", "16.0"],
+        ["<b>Total</b>", "", "", "", "<b>40.00</b>", "<b>–</b>", "", "<b>1.000</b>", ""],
+    ]
+    assert "Every limit of the machine holds." in text

@@ -410,3 +410,39 @@ def test_goals_on_absent_structures_are_listed_not_dropped():
     assert [g["status"] for g in rec["goals"]] == ["pass", "not_evaluated"]
     assert rec["goals"][1]["value"] is None and "not found" in rec["goals"][1]["reason"]
     assert rec["goals_summary"]["n_goals"] == 1 and rec["goals_summary"]["n_not_evaluated"] == 1
+
+
+# ------------------------------------------------------------------ deliverability
+def test_deliverability_warning_names_the_first_violations_and_counts_the_rest():
+    """Agility: at least 0.1 MU per control point with the beam on. Seven 0.05 MU segments
+    in one fraction break it seven times; the warning names five (beam, control point,
+    key) and counts two more; 0.1 MU segments are within the limit: no warning."""
+    import re
+
+    import numpy as np
+
+    from dose_engine import Beam
+    from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine
+    from rtplan.delivery import check_deliverability
+    from rtplan.safety import deliverability_warning, plan_warnings
+
+    m = load_machine("AgilityMLC160")
+    leaves = np.tile([[-20.0], [20.0]], m.mlc.n_pairs)
+
+    def plan(mu):
+        segs = [Segment(leaves, {"Y": (-20.0, 20.0)}, mu, m.mlc.leaf_boundaries_mm)] * 7
+        return DeliverablePlan([DeliverableBeam(1, "G0", Beam(0.0), m, segs)], 1, 4.0, "PTV")
+
+    d = check_deliverability(plan(0.05))
+    w = deliverability_warning(d)
+    assert w.code == "deliverability"
+    assert w.message.startswith("MACHINE LIMIT VIOLATED: 7 violation(s) of the machine's limits: ")
+    # control points 0, 2, ..., 12: the first of each segment's beam-on interval
+    named = re.findall(
+        r"beam 1 control point (\d+): [^;]*\[arc\.min_mu_per_control_point\]", w.message
+    )
+    assert named == ["0", "2", "4", "6", "8"]
+    assert "and 2 more (plan.json 'deliverability' lists every one)" in w.message
+    settings = parse_protocol(BASE).safety
+    assert plan_warnings([], beam_mu={}, settings=settings, deliverability=d) == [w]
+    assert deliverability_warning(check_deliverability(plan(0.1))) is None
