@@ -8,7 +8,7 @@ the resulting apertures is :func:`rtplan.dose.aperture_dose`.
 
 from .._internal.deprecation import moved_names
 from ._arc_fluence import control_point_fluence
-from ._arc_sequencing import ArcSequencingResult, sequence_arc
+from ._arc_sequencing import ArcSequencingResult, arc_sectors, sequence_arc
 from ._plan import PlanSequencing, beam_map_edges_mm, sequence_plan
 from ._sweep import (
     SequencingError,
@@ -21,6 +21,7 @@ from ._sweep import (
 
 __all__ = [
     "ArcSequencingResult",
+    "arc_sectors",
     "control_point_fluence",
     "sequence_arc",
     "PlanSequencing",

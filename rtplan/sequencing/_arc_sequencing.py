@@ -74,7 +74,7 @@ from ._sweep import _edges, leaf_units
 if TYPE_CHECKING:  # pragma: no cover
     from dose_engine import Beam
 
-__all__ = ["ArcSequencingResult", "sequence_arc"]
+__all__ = ["ArcSequencingResult", "arc_sectors", "sequence_arc"]
 
 _TOL = 1e-9
 
@@ -123,6 +123,63 @@ class ArcSequencingResult:
             f"{len(self.arc.control_points)}, mu_per_fraction={self.sector_mu.sum():.4g}, "
             f"delivery_time_s={self.delivery_time_s:.3g})"
         )
+
+
+def arc_sectors(
+    start_deg: float, stop_deg: float, rotation_direction: str, *, sector_deg: float
+) -> tuple[np.ndarray, float]:
+    """Gantry angles of the sector centres of an arc: the static beams whose fluence maps
+    :func:`sequence_arc` turns into the arc.
+
+    Parameters
+    ----------
+    start_deg, stop_deg : float, degrees
+        IEC 61217 gantry angles of the arc's first and last control point, in [0, 360).
+    rotation_direction : {"CW", "CC"}
+    sector_deg : float, degrees, keyword-only
+        Wanted sector width; the arc is split into ``max(1, round(length / sector_deg))``
+        equal sectors.
+
+    Returns
+    -------
+    centres_deg : (n_sectors,) ndarray of float, degrees
+        In delivery order, in [0, 360).
+    width_deg : float, degrees
+        The width of each sector (pass it as ``sector_deg`` to :func:`sequence_arc`).
+
+    Raises
+    ------
+    SequencingError
+        Angles outside [0, 360), equal start and stop (a full arc is e.g. 181 to 179 CW), a
+        direction other than CW/CC, a width that is not positive.
+
+    Examples
+    --------
+    >>> centres, width = arc_sectors(181.0, 179.0, "CW", sector_deg=20.0)
+    >>> width, centres[:3].tolist(), centres.size
+    (19.88888888888889, [190.94444444444446, 210.83333333333334, 230.72222222222223], 18)
+    """
+    start, stop, width = float(start_deg), float(stop_deg), float(sector_deg)
+    for label, v in (("start_deg", start), ("stop_deg", stop)):
+        if not (math.isfinite(v) and 0.0 <= v < 360.0):
+            raise SequencingError(f"`{label}` must be in [0, 360) degrees; got {v!r}.")
+    if rotation_direction not in ("CW", "CC"):
+        raise SequencingError(
+            f"`rotation_direction` must be 'CW' or 'CC'; got {rotation_direction!r}."
+        )
+    if not (math.isfinite(width) and width > 0):
+        raise SequencingError(f"`sector_deg` must be > 0 degrees; got {sector_deg!r}.")
+    sign = 1.0 if rotation_direction == "CW" else -1.0
+    length = (sign * (stop - start)) % 360.0
+    if length == 0.0:
+        raise SequencingError(
+            f"The arc starts and stops at {start:g} degrees; give distinct angles (a full arc "
+            "is e.g. 181 to 179 degrees CW)."
+        )
+    n = max(1, round(length / width))
+    width = length / n
+    centres = (start + sign * width * (np.arange(n) + 0.5)) % 360.0
+    return centres, width
 
 
 def _unit_maps(maps: np.ndarray, ye: np.ndarray, lb: np.ndarray):

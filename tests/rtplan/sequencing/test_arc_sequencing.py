@@ -21,6 +21,7 @@ from rtplan.delivery import ControlPoint, check_deliverability
 from rtplan.errors import MachineError
 from rtplan.sequencing import (
     SequencingError,
+    arc_sectors,
     control_point_fluence,
     fluence_from_segments,
     sequence_arc,
@@ -229,3 +230,46 @@ def test_a_machine_without_arc_limits_is_refused():
         r"static_only\.toml' has no `\[arc\]` table",
     ):
         _sequence(static_only)
+
+
+# ------------------------------------------------------------------------ arc sectors
+@pytest.mark.parametrize(
+    "start, stop, direction, width, centres",
+    [
+        (0.0, 60.0, "CW", 20.0, [10.0, 30.0, 50.0]),
+        (350.0, 30.0, "CW", 20.0, [0.0, 20.0]),  # through 0 degrees
+        (30.0, 350.0, "CC", 20.0, [20.0, 0.0]),
+        (181.0, 179.0, "CW", 358.0 / 18, None),  # a full arc: 18 sectors
+    ],
+)
+def test_arc_sectors_by_hand(start, stop, direction, width, centres):
+    got, got_width = arc_sectors(start, stop, direction, sector_deg=20.0)
+    assert got_width == pytest.approx(width)
+    if centres is not None:
+        np.testing.assert_allclose(got, centres, atol=1e-12)
+    else:
+        assert got.size == 18
+        np.testing.assert_allclose(got[0], 181.0 + 358.0 / 36)
+        np.testing.assert_allclose(got[-1], 179.0 - 358.0 / 36)
+
+
+def test_sector_centres_are_the_middle_control_points_of_the_sequenced_arc():
+    centres, width = arc_sectors(350.0, 50.0, "CW", sector_deg=20.0)
+    r = _sequence(AGILITY, start=350.0, sector_deg=width)
+    angles = [c.gantry_angle_deg for c in r.arc.control_points]
+    mids = [angles[(i + j) // 2] for i, j in r.sector_control_points]
+    np.testing.assert_allclose(mids, centres, atol=1e-9)
+    assert angles[-1] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((10.0, 10.0, "CW"), "starts and stops"),
+        ((360.0, 10.0, "CW"), "`start_deg` must be in"),
+        ((0.0, 10.0, "NONE"), "'CW' or 'CC'"),
+    ],
+)
+def test_arc_sectors_refuses(args, match):
+    with pytest.raises(SequencingError, match=match):
+        arc_sectors(*args, sector_deg=20.0)
