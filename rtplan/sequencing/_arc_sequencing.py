@@ -30,8 +30,8 @@ With ``B = max_u Σ max(Δf, 0)`` and the dose rate ``r`` (MU/s) of the sector:
   machine with binned dose rates, rounded down to an allowed step (the lowest step if
   below it);
 * ``τ = max(w r / v', (r Δθ / ω − B) / n, (N m_min − B) / n)``: leaves no faster than
-  ``v' = v − g ω / δ`` (``g`` the minimum leaf gap, ``δ`` the control-point spacing: room
-  for the gap rounding below), the gantry no faster than ``ω`` over the sector's ``Δθ``,
+  ``v' = v − g ω / (2 δ)`` (``g`` the minimum leaf gap, ``δ`` the control-point spacing:
+  room for the gap rounding below), the gantry no faster than ``ω`` over the sector's ``Δθ``,
   and at least ``m_min`` (``arc.min_mu_per_control_point``) per interval;
 * the sector lasts ``T = M / r ≥ Δθ / ω``; the gantry turns at ``Δθ / T`` and the dose rate
   is constant over the sector.
@@ -219,7 +219,14 @@ def _sector_rate(bound, n, w, spacing_deg, n_intervals, arc, min_gap_mm):
     sweep_deg = spacing_deg * n_intervals
     t_gantry = sweep_deg / arc.gantry_speed_deg_per_s
     v = arc.leaf_speed_mm_per_s
-    v_design = v - min_gap_mm * arc.gantry_speed_deg_per_s / spacing_deg
+    # gap rounding moves each leaf end of an interval by at most g / 4: keep room for it
+    v_design = v - 0.5 * min_gap_mm * arc.gantry_speed_deg_per_s / spacing_deg
+    if v_design < 0.5 * v:
+        raise SequencingError(
+            f"Control points {spacing_deg:g} degrees apart leave too little time to round leaf "
+            f"gaps to the minimum gap {min_gap_mm:g} mm at leaf speeds up to {v:g} mm/s; "
+            "space them further apart."
+        )
     if bound <= _TOL:
         return 0.0, 0.0, max(t_gantry, n * w / v)
     rate = min(arc.max_dose_rate_mu_per_min / 60.0, bound * v / (n * w))

@@ -126,6 +126,27 @@ def test_each_sector_delivers_its_map(machine):
 
 
 @pytest.mark.parametrize("machine", [AGILITY, VARIAN], ids=["agility", "varian"])
+def test_a_modulated_map_converges_to_the_map_as_control_points_densify(machine):
+    # The sweep itself is exact (each cell open for its fluence); only the linear leaf
+    # motion between control points departs from it, by an error that falls about as the
+    # square of their spacing.  A spiky map (zeros, random levels) on a machine allowing
+    # control points 0.25 degree apart is delivered within 2 % of its maximum (measured
+    # 0.9-1.0 %), at the shipped 2 degrees it is not (measured 43-48 %).
+    rng = np.random.default_rng(7)
+    spiky = rng.uniform(0.0, 30.0, (N_ROWS, N_COLS)) * (rng.uniform(size=(N_ROWS, N_COLS)) > 0.3)
+    maps = [spiky, spiky[:, ::-1], spiky[::-1]]
+    errors = []
+    for spacing_deg in (2.0, 0.25):
+        arc = dataclasses.replace(machine.arc, control_point_spacing_deg=(spacing_deg, 4.0))
+        fine = dataclasses.replace(machine, arc=arc)
+        r = _sequence(fine, maps)
+        got = _delivered_by_sector(r, fine)
+        errors.append(max(np.abs(g - m).max() / m.max() for g, m in zip(got, maps, strict=True)))
+    assert errors[1] <= 0.02
+    assert errors[0] > 10 * errors[1]
+
+
+@pytest.mark.parametrize("machine", [AGILITY, VARIAN], ids=["agility", "varian"])
 def test_every_machine_limit_holds(machine):
     r = _sequence(machine, start=350.0)  # clockwise through 0 degrees
     d = check_deliverability(DeliverablePlan([r.arc], FRACTIONS, 4.0, "PTV"))
