@@ -117,7 +117,7 @@ def test_control_point_fluence_agrees_with_the_arc_beams_own_sampling(machine):
 def test_each_sector_delivers_its_map(machine):
     r = _sequence(machine)
     for s, (got, want) in enumerate(zip(_delivered_by_sector(r, machine), _maps(), strict=True)):
-        # measured: max error 4.2-7.4 % of the map's maximum, mean 0.5-4.5 % of its mean
+        # measured: max error 2.3-7.3 % of the map's maximum, mean 0.3-4.5 % of its mean
         # (linear leaf motion between control points smooths the sweep's corners)
         assert np.abs(got - want).max() <= 0.08 * want.max(), s
         assert np.abs(got - want).mean() <= 0.05 * want.mean(), s
