@@ -18,8 +18,10 @@ schedule (Spirou & Chui 1994, Stein et al. 1994) is
 ``s_L,j+1 = s_L,j + τ + max(f_j − f_j+1, 0)``, which takes
 ``M_u = Σ_j max(f_j − f_j−1, 0) + n τ`` MU for the unit (``f_−1 = 0``): the sum of the
 positive increments of the row plus the transit of ``n`` cells.  Every unit sweeps the
-whole map (closed where its fluence is zero) and waits, closed at the start edge, for the
-sector meterset ``M = max_u Σ max(Δf, 0) + n τ``.
+whole map (closed where its fluence is zero) over the sector meterset
+``M = max_u Σ max(Δf, 0) + n τ``: a unit with less modulation crosses each cell more
+slowly, ``τ_u = (M − Σ max(Δf_u, 0)) / n ≥ τ``, rather than waiting (a smoother
+trajectory, which the control points below follow more closely).
 
 Dose rate, gantry and leaf speed (per fraction, by construction)
 ----------------------------------------------------------------
@@ -195,14 +197,15 @@ def _unit_maps(maps: np.ndarray, ye: np.ndarray, lb: np.ndarray):
     return out, pair_unit
 
 
-def _sweep_positions(f: np.ndarray, tau: float, total: float, at_mu: np.ndarray):
-    """Leading and trailing leaf positions (cells from the start edge) of one unit's sweep at
-    cumulative meterset ``at_mu`` (module docstring); ``f`` in sweep order."""
+def _sweep_positions(f: np.ndarray, total: float, at_mu: np.ndarray):
+    """Leading and trailing leaf positions (cells from the start edge) of one unit's sweep
+    over ``total`` MU at cumulative meterset ``at_mu`` (module docstring); ``f`` in sweep
+    order."""
     n = f.size
+    bound = float(np.sum(np.maximum(np.diff(f, prepend=0.0), 0.0)))
+    tau = (total - bound) / n  # this unit's slack slows its crossings (no wait)
     rises = np.maximum(f[:-1] - f[1:], 0.0)
     s_lead = np.concatenate([[0.0], np.cumsum(tau + rises)])
-    bound = float(np.sum(np.maximum(np.diff(f, prepend=0.0), 0.0)))
-    s_lead += total - (bound + n * tau)  # wait, closed at the start edge
     s_trail = s_lead + f
     cells = np.arange(n, dtype=float)
 
@@ -384,7 +387,7 @@ def sequence_arc(
         trail = np.empty((n_units, n_int + 1))
         for u in range(n_units):
             if total > 0:
-                lead[u], trail[u] = _sweep_positions(f[u], tau, total, at_mu)
+                lead[u], trail[u] = _sweep_positions(f[u], total, at_mu)
             else:  # nothing to deliver: closed leaves cross with the beam off
                 lead[u] = trail[u] = n * np.arange(n_int + 1) / n_int
         if direction > 0:
