@@ -305,11 +305,12 @@ def sequence_arc(
     Raises
     ------
     SequencingError
-        Maps of different shapes or not matching the edges, negative or non-finite
-        fluence, unequal column widths, all maps zero, a map wider than the MLC's
-        carriage (``max_leaf_travel_mm``), a sector that cannot be split within the
-        machine's control-point spacing, an arc over 360 degrees, a rotation direction
-        other than CW/CC, or a control point outside the MLC or jaw limits.
+        No map, maps of different shapes or not matching the edges, negative or
+        non-finite fluence, ``fractions`` < 1, unequal column widths, all maps zero, a
+        map wider than the MLC's carriage (``max_leaf_travel_mm``), a sector that cannot
+        be split within the machine's control-point spacing, an arc over 360 degrees, a
+        rotation direction other than CW/CC, or a control point outside the MLC or jaw
+        limits.
     rtplan.errors.MachineError
         The machine has no ``[arc]`` limits.
     """
@@ -318,13 +319,16 @@ def sequence_arc(
         raise SequencingError(
             f"`rotation_direction` must be 'CW' or 'CC'; got {rotation_direction!r}."
         )
+    if isinstance(fractions, bool) or int(fractions) != fractions or fractions < 1:
+        raise SequencingError(f"`fractions` must be an integer ≥ 1; got {fractions!r}.")
     xe, ye = _edges("x_edges_mm", x_edges_mm), _edges("y_edges_mm", y_edges_mm)
-    maps = np.stack([np.asarray(m, dtype=float) for m in fluence_maps_mu]) / int(fractions)
-    if maps.shape[1:] != (ye.size - 1, xe.size - 1):
+    shapes = {np.shape(m) for m in fluence_maps_mu}
+    if shapes != {(ye.size - 1, xe.size - 1)}:
         raise SequencingError(
-            f"`fluence_maps_mu` have shape {maps.shape[1:]} but the edges give "
-            f"({ye.size - 1}, {xe.size - 1}) cells."
+            f"`fluence_maps_mu` must be one or more maps of shape ({ye.size - 1}, "
+            f"{xe.size - 1}) (the cells of the edges); got shapes {sorted(shapes)}."
         )
+    maps = np.stack([np.asarray(m, dtype=float) for m in fluence_maps_mu]) / int(fractions)
     if not np.all(np.isfinite(maps)) or np.any(maps < 0):
         raise SequencingError("`fluence_maps_mu` must be finite and ≥ 0 MU.")
     w = float(np.diff(xe)[0])

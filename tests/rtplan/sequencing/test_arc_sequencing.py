@@ -213,7 +213,9 @@ def test_an_empty_sector_moves_the_closed_leaves_with_the_beam_off():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"maps": [np.ones((N_ROWS, N_COLS - 1))]}, "shape"),
+        ({"maps": [np.ones((N_ROWS, N_COLS - 1))]}, r"shape \(8, 16\).*\[\(8, 15\)\]"),
+        ({"maps": []}, "one or more maps"),
+        ({"fractions": 0}, "`fractions` must be an integer ≥ 1"),
         ({"maps": [-np.ones((N_ROWS, N_COLS))]}, "finite and ≥ 0"),
         ({"maps": [np.zeros((N_ROWS, N_COLS))]}, "zero"),
         ({"sector_deg": 1.0}, "control-point spacing"),
