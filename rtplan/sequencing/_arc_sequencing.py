@@ -31,10 +31,12 @@ With ``B = max_u Σ max(Δf, 0)`` and the dose rate ``r`` (MU/s) of the sector:
   speed ``v`` (a choice: a higher rate shortens the sector but adds transit MU); on a
   machine with binned dose rates, rounded down to an allowed step (the lowest step if
   below it);
-* ``τ = max(w r / v', (r Δθ / ω − B) / n, (N m_min − B) / n)``: leaves no faster than
-  ``v' = v − g ω / (2 δ)`` (``g`` the minimum leaf gap, ``δ`` the control-point spacing:
-  room for the gap rounding below), the gantry no faster than ``ω`` over the sector's ``Δθ``,
-  and at least ``m_min`` (``arc.min_mu_per_control_point``) per interval;
+* ``τ = max(w r / v', (r Δθ / (c ω) − B) / n, (N m_min / c − B) / n)`` with ``c = 0.99``:
+  leaves no faster than ``v' = c v − g ω / (2 δ)`` (``g`` the minimum leaf gap, ``δ`` the
+  control-point spacing: room for the gap rounding below), the gantry no faster than
+  ``c ω`` over the sector's ``Δθ``, and at least ``m_min / c``
+  (``arc.min_mu_per_control_point``) per interval (the 1 % margins keep the exported,
+  rounded, control points within the limits and on the planned dose-rate step);
 * the sector lasts ``T = M / r ≥ Δθ / ω``; the gantry turns at ``Δθ / T`` and the dose rate
   is constant over the sector.
 
@@ -79,6 +81,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ArcSequencingResult", "arc_sectors", "sequence_arc"]
 
 _TOL = 1e-9
+#: Leaves and gantry are planned this much below their speed limits (and the meterset per
+#: interval this much above its minimum) so that the rounding of exported leaf positions
+#: and weights (DICOM DS) cannot put an interval beyond a limit or below a dose-rate step.
+_MARGIN = 0.99
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,7 +229,7 @@ def _sector_rate(bound, n, w, spacing_deg, n_intervals, arc, min_gap_mm):
     t_gantry = sweep_deg / arc.gantry_speed_deg_per_s
     v = arc.leaf_speed_mm_per_s
     # gap rounding moves each leaf end of an interval by at most g / 4: keep room for it
-    v_design = v - 0.5 * min_gap_mm * arc.gantry_speed_deg_per_s / spacing_deg
+    v_design = _MARGIN * v - 0.5 * min_gap_mm * arc.gantry_speed_deg_per_s / spacing_deg
     if v_design < 0.5 * v:
         raise SequencingError(
             f"Control points {spacing_deg:g} degrees apart leave too little time to round leaf "
@@ -238,8 +244,8 @@ def _sector_rate(bound, n, w, spacing_deg, n_intervals, arc, min_gap_mm):
         rate = max([s for s in steps if s <= rate * (1 + 1e-12)] or [steps[0]])
     tau = max(
         w * rate / v_design,
-        (rate * t_gantry - bound) / n,
-        (n_intervals * arc.min_mu_per_control_point - bound) / n,
+        (rate * t_gantry / _MARGIN - bound) / n,
+        (n_intervals * arc.min_mu_per_control_point / _MARGIN - bound) / n,
     )
     return rate, tau, (bound + n * tau) / rate
 
