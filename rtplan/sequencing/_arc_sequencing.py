@@ -18,10 +18,18 @@ schedule (Spirou & Chui 1994, Stein et al. 1994) is
 ``s_L,j+1 = s_L,j + τ + max(f_j − f_j+1, 0)``, which takes
 ``M_u = Σ_j max(f_j − f_j−1, 0) + n τ`` MU for the unit (``f_−1 = 0``): the sum of the
 positive increments of the row plus the transit of ``n`` cells.  Every unit sweeps the
-whole map (closed where its fluence is zero) over the sector meterset
+sector's sweep range (below; closed where its fluence is zero) over the sector meterset
 ``M = max_u Σ max(Δf, 0) + n τ``: a unit with less modulation crosses each cell more
 slowly, ``τ_u = (M − Σ max(Δf_u, 0)) / n ≥ τ``, rather than waiting (a smoother
 trajectory, which the control points below follow more closely).
+
+Sweep range
+-----------
+A sweep towards +x starts where the previous one ended (the first at the first column any
+unit uses) and ends beyond the last column used by its own sector and by the next one,
+which sweeps back towards −x from there to before the first column used by itself and the
+next sector; and so on.  The leaves thus cross only the columns the maps need, and each
+sector's ``n`` is the number of columns between its start and end edges.
 
 Dose rate, gantry and leaf speed (per fraction, by construction)
 ----------------------------------------------------------------
@@ -203,6 +211,24 @@ def _unit_maps(maps: np.ndarray, ye: np.ndarray, lb: np.ndarray):
     return out, pair_unit
 
 
+def _sweep_edges(units: np.ndarray) -> list[int]:
+    """Map edge indices where each sector's sweep starts and ends: ``edges[s]`` to
+    ``edges[s + 1]`` (module docstring, "Sweep range")."""
+    n_sectors, _, n_cols = units.shape
+    used = units.max(axis=1) > 0  # (n_sectors, n_cols)
+    lo = [int(np.argmax(u)) if u.any() else None for u in used]
+    hi = [n_cols - int(np.argmax(u[::-1])) if u.any() else None for u in used]
+    edges = [lo[0] if lo[0] is not None else next((v for v in lo if v is not None), 0)]
+    for s in range(n_sectors):
+        if s % 2 == 0:  # towards +x: beyond this sector's and the next one's last column
+            cand = [edges[-1], hi[s]] + ([hi[s + 1]] if s + 1 < n_sectors else [])
+            edges.append(max(v for v in cand if v is not None))
+        else:
+            cand = [edges[-1], lo[s]] + ([lo[s + 1]] if s + 1 < n_sectors else [])
+            edges.append(min(v for v in cand if v is not None))
+    return edges
+
+
 def _sweep_positions(f: np.ndarray, total: float, at_mu: np.ndarray):
     """Leading and trailing leaf positions (cells from the start edge) of one unit's sweep
     over ``total`` MU at cumulative meterset ``at_mu`` (module docstring); ``f`` in sweep
@@ -348,7 +374,7 @@ def sequence_arc(
             f"The maps span {xe[-1] - xe[0]:g} mm along x, more than the maximum leaf travel "
             f"{mlc.max_leaf_travel_mm:g} mm of MLC {mlc.name!r}; split the arc's field."
         )
-    n_sectors, n = maps.shape[0], xe.size - 1
+    n_sectors = maps.shape[0]
     lo, hi = arc.control_point_spacing_deg
     spacing = lo if control_point_spacing_deg is None else float(control_point_spacing_deg)
     n_int = max(1, math.floor(float(sector_deg) / spacing + 1e-9))
@@ -383,11 +409,14 @@ def sequence_arc(
     sector_cps, directions = [], []
     stats = np.zeros((5, n_sectors))  # mu, modulation, tau, rate (MU/min), time
     done_mu = 0.0
+    edges = _sweep_edges(units)
     for s in range(n_sectors):
         direction = 1 if s % 2 == 0 else -1
-        f = units[s] if direction > 0 else units[s, :, ::-1]
+        c0, c1 = edges[s], edges[s + 1]  # map edge indices the sweep starts and ends at
+        n = abs(c1 - c0)
+        f = units[s, :, c0:c1] if direction > 0 else units[s, :, c1:c0][:, ::-1]
         bounds = np.sum(np.maximum(np.diff(f, axis=1, prepend=0.0), 0.0), axis=1)
-        bound = float(bounds.max())
+        bound = float(bounds.max(initial=0.0))
         rate, tau, time_s = _sector_rate(bound, n, w, spacing, n_int, arc, g)
         total = bound + n * tau if rate > 0 else 0.0
         stats[:, s] = total, bound, tau, rate * 60.0, time_s
@@ -401,9 +430,9 @@ def sequence_arc(
             else:  # nothing to deliver: closed leaves cross with the beam off
                 lead[u] = trail[u] = n * np.arange(n_int + 1) / n_int
         if direction > 0:
-            a_units, b_units = xe[0] + w * trail, xe[0] + w * lead
+            a_units, b_units = xe[c0] + w * trail, xe[c0] + w * lead
         else:
-            a_units, b_units = xe[-1] - w * lead, xe[-1] - w * trail
+            a_units, b_units = xe[c0] - w * lead, xe[c0] - w * trail
         first = 0 if s == 0 else 1  # a sector's first control point is the previous' last
         sector_cps.append((len(angles) - first, len(angles) - first + n_int))
         directions.append(direction)

@@ -201,6 +201,29 @@ def test_sweep_direction_alternates(machine):
         assert np.all(direction * steps >= -1e-9)
 
 
+@pytest.mark.parametrize("machine", [AGILITY, VARIAN], ids=["agility", "varian"])
+def test_each_sweep_spans_only_the_columns_its_sector_and_the_next_need(machine):
+    # sector 0 uses columns 4-9, sector 1 columns 2-5, sector 2 columns 8-12: the sweeps
+    # run from edge 4 to 10 (covering sector 1's columns up to 6 as well), back to 2 (which
+    # is below sector 2's first column 8), then to 13
+    maps = [np.zeros((N_ROWS, N_COLS)) for _ in range(3)]
+    maps[0][:, 4:10] = 30.0
+    maps[1][:, 2:6] = 20.0
+    maps[2][:, 8:13] = 10.0
+    r = _sequence(machine, maps)
+    cells = np.array([6, 8, 11])
+    np.testing.assert_allclose(r.modulation_mu, np.array([30.0, 20.0, 10.0]) / FRACTIONS)
+    np.testing.assert_allclose(r.sector_mu, r.modulation_mu + cells * r.transit_mu_per_cell)
+    in_map = (machine.mlc.leaf_centers_mm > YE[0]) & (machine.mlc.leaf_centers_mm < YE[-1])
+    cps = r.arc.control_points
+    boundaries = [r.sector_control_points[0][0]] + [j for _, j in r.sector_control_points]
+    for k, edge in zip(boundaries, (4, 10, 2, 13), strict=True):
+        np.testing.assert_allclose(cps[k].leaf_positions_mm[:, in_map], XE[edge], atol=1e-9)
+    for got, want in zip(_delivered_by_sector(r, machine), maps, strict=True):
+        assert np.abs(got - want).max() <= 0.08 * want.max()
+    assert check_deliverability(DeliverablePlan([r.arc], FRACTIONS, 4.0, "PTV")).ok
+
+
 def test_an_empty_sector_moves_the_closed_leaves_with_the_beam_off():
     maps = _maps()
     maps[1][:] = 0.0
