@@ -112,11 +112,15 @@ class ArcSequencingResult:
     modulation_mu : (n_sectors,) ndarray of float, MU per fraction
         ``max_u Σ max(Δf, 0)`` of each sector's map in its sweep direction.
     transit_mu_per_cell : (n_sectors,) ndarray of float, MU per fraction
-        ``τ``: the meterset while a leaf crosses one cell; ``sector_mu = modulation_mu +
-        n_cols τ``.
+        ``τ``: the meterset while the most modulated unit's leaves cross one cell;
+        ``sector_mu = modulation_mu + n τ`` with ``n`` the cells between the sector's
+        sweep edges.
     dose_rate_mu_per_min : (n_sectors,) ndarray of float, MU/min
         0 for a sector with nothing to deliver.
     sector_time_s : (n_sectors,) ndarray of float, s
+    sweep_edges_mm : (n_sectors + 1,) ndarray of float, mm
+        BLD x where the sweeps start and end: sector ``s`` sweeps from
+        ``sweep_edges_mm[s]`` to ``sweep_edges_mm[s + 1]``.
     """
 
     arc: ArcBeam
@@ -127,6 +131,7 @@ class ArcSequencingResult:
     transit_mu_per_cell: np.ndarray
     dose_rate_mu_per_min: np.ndarray
     sector_time_s: np.ndarray
+    sweep_edges_mm: np.ndarray
 
     @property
     def delivery_time_s(self) -> float:
@@ -489,4 +494,5 @@ def sequence_arc(
         transit_mu_per_cell=stats[2],
         dose_rate_mu_per_min=stats[3],
         sector_time_s=stats[4],
+        sweep_edges_mm=xe[edges],
     )

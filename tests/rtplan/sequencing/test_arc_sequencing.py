@@ -175,6 +175,7 @@ def test_total_mu_is_the_sliding_window_meterset(machine):
     r = _sequence(machine)
     np.testing.assert_allclose(r.modulation_mu, MODULATION_MU)
     # Spirou & Chui: the worst row's positive increments plus the transit of the leaves
+    np.testing.assert_allclose(r.sweep_edges_mm, [XE[0], XE[-1], XE[0], XE[-1]])
     np.testing.assert_allclose(r.sector_mu, MODULATION_MU + N_COLS * r.transit_mu_per_cell)
     assert r.arc.meterset_mu == pytest.approx(r.sector_mu.sum() * FRACTIONS)
     # the transit is at least the leaves crossing a 5 mm cell at full speed at the dose rate
@@ -212,6 +213,7 @@ def test_each_sweep_spans_only_the_columns_its_sector_and_the_next_need(machine)
     maps[2][:, 8:13] = 10.0
     r = _sequence(machine, maps)
     cells = np.array([6, 8, 11])
+    np.testing.assert_allclose(r.sweep_edges_mm, XE[[4, 10, 2, 13]])
     np.testing.assert_allclose(r.modulation_mu, np.array([30.0, 20.0, 10.0]) / FRACTIONS)
     np.testing.assert_allclose(r.sector_mu, r.modulation_mu + cells * r.transit_mu_per_cell)
     in_map = (machine.mlc.leaf_centers_mm > YE[0]) & (machine.mlc.leaf_centers_mm < YE[-1])
