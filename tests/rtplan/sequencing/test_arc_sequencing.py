@@ -19,6 +19,7 @@ import pytest
 
 from dose_engine import Beam
 from rtplan import DeliverablePlan, load_machine, read_patient
+from rtplan.cli import main
 from rtplan.delivery import ControlPoint, check_deliverability
 from rtplan.errors import MachineError
 from rtplan.io import read_rtplan, write_rtplan
@@ -365,3 +366,4 @@ def test_a_sequenced_arc_is_exported_dciodvfy_clean_and_read_back(machine, tmp_p
     theirs = check_deliverability(DeliverablePlan([back], FRACTIONS, 4.0, "PTV"))
     assert theirs.ok
     assert theirs.delivery_time_s == pytest.approx(ours.delivery_time_s, rel=1e-5)
+    assert main(["check", str(path)]) == 0  # `rtplan check` passes the file
