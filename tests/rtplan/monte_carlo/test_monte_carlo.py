@@ -24,6 +24,9 @@ from rtplan.io import write_rtplan
 from rtplan.monte_carlo import monte_carlo_dose
 from rtplan.phantoms import write_phantom
 
+#: Each Monte Carlo run takes minutes of CPU: the whole module is slow (CI's fast legs skip it).
+pytestmark = pytest.mark.slow
+
 VARIAN = load_machine("VarianMLC120")
 #: Histories of the test runs: about 1.5 % (1 sigma) on a 3 x 3 x 2 voxel average.
 HISTORIES = 300_000
