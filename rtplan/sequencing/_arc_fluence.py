@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._internal.arguments import ARRAY, NUMBER, check_arguments, sequence_of
 from ..delivery._arc import ControlPoint
 from ..errors import SequencingError
 
@@ -53,6 +54,13 @@ def _mean_overlap(a0, a1, b0, b1, xl, xr) -> np.ndarray:
     return np.sum(0.5 * (ov[..., 1:] + ov[..., :-1]) * np.diff(s, axis=-1), axis=-1)
 
 
+@check_arguments(
+    control_points=sequence_of("rtplan.delivery._arc:ControlPoint"),
+    meterset_mu=NUMBER,
+    leaf_boundaries_mm=ARRAY,
+    x_edges_mm=ARRAY,
+    y_edges_mm=ARRAY,
+)
 def control_point_fluence(
     control_points: Sequence[ControlPoint],
     meterset_mu: float,

@@ -77,6 +77,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._internal.arguments import (
+    ARRAY,
+    INTEGER,
+    NUMBER,
+    TEXT,
+    check_arguments,
+    optional,
+    sequence_of,
+)
 from ..delivery._arc import ArcBeam, ControlPoint
 from ..delivery._deliverable import Segment
 from ..delivery._machine import Machine
@@ -146,6 +155,7 @@ class ArcSequencingResult:
         )
 
 
+@check_arguments(start_deg=NUMBER, stop_deg=NUMBER, rotation_direction=TEXT, sector_deg=NUMBER)
 def arc_sectors(
     start_deg: float, stop_deg: float, rotation_direction: str, *, sector_deg: float
 ) -> tuple[np.ndarray, float]:
@@ -295,6 +305,19 @@ def _snap_gaps(a: np.ndarray, b: np.ndarray, g: float) -> tuple[np.ndarray, np.n
     return a, b
 
 
+@check_arguments(
+    fluence_maps_mu=sequence_of(ARRAY),
+    machine="rtplan.delivery._machine:Machine",
+    beam="dose_engine._beam:Beam",
+    x_edges_mm=ARRAY,
+    y_edges_mm=ARRAY,
+    sector_deg=NUMBER,
+    rotation_direction=TEXT,
+    fractions=INTEGER,
+    number=INTEGER,
+    name=TEXT,
+    control_point_spacing_deg=optional(NUMBER),
+)
 def sequence_arc(
     fluence_maps_mu: Sequence[np.ndarray],
     machine: Machine,

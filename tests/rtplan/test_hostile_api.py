@@ -93,6 +93,8 @@ RECORD_CLASSES = {
     "rtplan.io.PortPyPatient",
     "rtplan.io.WrittenPatient",
     "rtplan.planning.BatchOutcome",
+    "rtplan.planning.FinalAlgorithmChoice",
+    "rtplan.sequencing.ArcSequencingResult",
     "rtplan.planning.PlanningLevel",
     "rtplan.planning.WrittenPlan",
     "rtplan.protocols.BeamArrangement",
