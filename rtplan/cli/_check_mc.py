@@ -18,18 +18,17 @@ import numpy as np
 from .._internal.atomic import atomic_file, check_output_path
 from ..dose._plan_dose import (
     DOSE_ALGORITHMS,
-    beam_model_fluence_mode,
     compute_plan_dose,
     require_ct_volume,
     resolve_beam_model,
     resolve_density_table,
 )
-from ..errors import InputError
+from ..errors import InputError, ReferenceMismatchError
 from ..io import read_patient, read_rtdose
-from ..io._rtplan_read import read_rtplan_beams
 from ..monte_carlo import compare_with_monte_carlo, monte_carlo_dose
 from ..monte_carlo._run import DEFAULT_HISTORIES
 from ..structures import body_grid, body_structure
+from ._dose import read_rtplan_for_model
 from ._plan import add_beam_model_option, add_density_table_option
 
 #: Default lowest gamma pass rate of a passing check.
@@ -86,19 +85,20 @@ def run(args: argparse.Namespace) -> int:
     table = resolve_density_table(args.density_table)
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")
-    plan = read_rtplan_beams(args.rtplan, patient, fluence_mode=beam_model_fluence_mode(model))
+    plan = read_rtplan_for_model(args.rtplan, patient, model)
     body = body_structure(patient)
     grid = body_grid(patient.ct.grid, body, float(args.dose_grid_mm))
+    if args.rtdose:  # read and checked before minutes of Monte Carlo
+        from dose_engine._resample import resample
+
+        dose, dose_grid, refs = read_rtdose(args.rtdose)
+        _require_plan_dose_of(refs, args.rtdose, patient, plan)
+        ours = np.asarray(resample(dose, dose_grid, grid, order=1), dtype=np.float64)
+        label = f"RT-DOSE {args.rtdose}"
     mc = monte_carlo_dose(
         plan, patient, dose_grid=grid, model=model, density_table=table, histories=args.histories
     )
-    if args.rtdose:
-        from dose_engine._resample import resample
-
-        dose, dose_grid, _ = read_rtdose(args.rtdose)
-        ours = np.asarray(resample(dose, dose_grid, grid, order=1), dtype=np.float64)
-        label = f"RT-DOSE {args.rtdose}"
-    else:
+    if not args.rtdose:
         ours = compute_plan_dose(
             plan,
             patient,
@@ -128,3 +128,25 @@ def run(args: argparse.Namespace) -> int:
         with atomic_file(args.json, overwrite=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return 0 if result.gamma_pass_rate >= args.min_pass else 1
+
+
+def _require_plan_dose_of(refs, path, patient, plan) -> None:
+    """Refuse an RT-DOSE that is not the total dose of this plan on this CT: another frame
+    of reference, another plan (when it names one), or not a PLAN summation (the Monte
+    Carlo dose is the whole plan's)."""
+    if refs.frame_of_reference_uid != patient.frame_of_reference_uid:
+        raise ReferenceMismatchError(
+            f"RT-DOSE '{path}' belongs to frame of reference "
+            f"{refs.frame_of_reference_uid or '(none)'} but the CT to "
+            f"{patient.frame_of_reference_uid}; the doses would be compared in the wrong place."
+        )
+    if refs.referenced_plan_uid and refs.referenced_plan_uid != plan.sop_instance_uid:
+        raise ReferenceMismatchError(
+            f"RT-DOSE '{path}' (300C,0002) ReferencedRTPlanSequence names plan "
+            f"{refs.referenced_plan_uid}, not the RT-PLAN given ({plan.sop_instance_uid})."
+        )
+    if str(refs.dose_summation_type).upper() != "PLAN":
+        raise InputError(
+            f"RT-DOSE '{path}' (3004,000A) DoseSummationType is {refs.dose_summation_type!r}; "
+            "the Monte Carlo dose is the whole plan's, so compare a PLAN dose."
+        )

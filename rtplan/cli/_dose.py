@@ -109,14 +109,8 @@ def run(args: argparse.Namespace) -> int:
     machine = load_machine(args.machine) if args.machine else None
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
-    plan = read_rtplan_beams(
-        args.rtplan,
-        patient,
-        machine=machine,
-        fraction_group_number=args.fraction_group,
-        nominal_energy_mv=_model_energy_mv(model),
-        fluence_mode=beam_model_fluence_mode(model),
-        beam_models=beam_models_available(model),
+    plan = read_rtplan_for_model(
+        args.rtplan, patient, model, machine=machine, fraction_group_number=args.fraction_group
     )
     try:
         result = compute_plan_dose(
@@ -148,6 +142,22 @@ def run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"WARNING: {w.message}")
     return 1 if warnings else 0
+
+
+def read_rtplan_for_model(
+    path, patient, model: BeamModel, *, machine=None, fraction_group_number=None
+):
+    """The RT-PLAN's beams, each refused unless ``model`` is for its NominalBeamEnergy and
+    fluence mode (the refusal lists the beam models available)."""
+    return read_rtplan_beams(
+        path,
+        patient,
+        machine=machine,
+        fraction_group_number=fraction_group_number,
+        nominal_energy_mv=_model_energy_mv(model),
+        fluence_mode=beam_model_fluence_mode(model),
+        beam_models=beam_models_available(model),
+    )
 
 
 def _calibration_warnings(patient, table, dose_grid) -> list:

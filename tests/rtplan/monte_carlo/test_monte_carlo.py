@@ -20,7 +20,7 @@ from dose_engine._beam import Beam
 from dose_engine._measured import read_measured_6mv
 from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine, read_patient
 from rtplan.cli import main
-from rtplan.io import write_rtplan
+from rtplan.io import write_rtdose, write_rtplan
 from rtplan.monte_carlo import monte_carlo_dose
 from rtplan.phantoms import write_phantom
 
@@ -130,4 +130,29 @@ def test_check_mc_cli_refuses_a_bad_pass_rate_before_any_work(water_field, tmp_p
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--min-pass" in err[0]
+    assert not out.exists()
+
+
+def test_check_mc_refuses_an_rtdose_of_another_plan_before_the_monte_carlo(
+    water_field, tmp_path, capsys
+):
+    written, rp, _ = water_field
+    patient = read_patient(written.ct_dir, written.rtstruct_path)
+    rd = tmp_path / "RD.dcm"
+    grid = patient.ct.grid
+    write_rtdose(rd, np.zeros(grid.shape), grid, patient, plan_sop_instance_uid="1.2.3.4")
+    out = tmp_path / "mc.json"
+    args = [
+        "check-mc",
+        str(written.ct_dir),
+        str(written.rtstruct_path),
+        str(rp),
+        "--rtdose",
+        str(rd),
+        "--json",
+        str(out),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names plan 1.2.3.4, not the RT-PLAN given" in err[0]
     assert not out.exists()
