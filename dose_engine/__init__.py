@@ -10,6 +10,7 @@ from ._beam import PATIENT_POSITIONS, Beam, equispaced_coplanar_beams, isocenter
 from ._beamlets import Beamlets, beamlets_for_target
 from ._cache import cached_influence_matrix, load_influence_matrix, save_influence_matrix
 from ._ccc import collapsed_cone_dose
+from ._ccc_influence import compute_ccc_influence_matrix
 from ._density import HUTable, hu_to_density, load_hu_table
 from ._field_dose import field_dose
 from ._fit import fit_beam_model
@@ -55,6 +56,7 @@ __all__ = [
     "collapsed_cone_dose",
     "collimator_scatter_scale",
     "compare_to_measured",
+    "compute_ccc_influence_matrix",
     "compute_influence_matrix",
     "equispaced_coplanar_beams",
     "field_dose",

@@ -26,7 +26,7 @@ from ._ccc_kernel import mu_water_per_mm
 from ._field_dose import prepare_beam_points
 from ._model import BeamModel, _ApertureLayout, _device_kw, _pair, horn_axis_terms
 
-__all__ = ["aperture_fluence", "beam_terma"]
+__all__ = ["aperture_fluence", "beam_terma", "released_per_fluence"]
 
 
 def aperture_fluence(u_mm, v_mm, rectangles_mm, mu, model: BeamModel, xp):
@@ -104,11 +104,32 @@ def beam_terma(
     """
     pts = prepare_beam_points(density, ct_grid, grid, beam, xp=xp, map_fn=map_fn)
     flu = aperture_fluence(pts.u_mm, pts.v_mm, rectangles_mm, mu, model, xp)
+    released = released_per_fluence(pts, beam, energies_mev, weights, xp)
+    out = xp.zeros((grid.voxel_count,), dtype=xp.float32)
+    out[pts.flat_index] = xp.astype(flu * released, xp.float32)
+    return xp.reshape(out, grid.shape)
+
+
+def released_per_fluence(pts, beam, energies_mev, weights, xp):
+    """TERMA per unit isocentre-plane energy fluence at the traced points ``pts``.
+
+    The factor ``(SAD/z)² Σ_E w_E μ_E exp(-μ_E d)`` of the module's formula.
+
+    Parameters
+    ----------
+    pts : BeamPoints
+        From :func:`dose_engine._field_dose.prepare_beam_points`.
+    beam : Beam
+    energies_mev, weights : (ne,) ndarray
+    xp : namespace
+
+    Returns
+    -------
+    (m,) array like ``pts.depth_mm``
+    """
     released = xp.zeros(pts.depth_mm.shape, dtype=pts.depth_mm.dtype)
     mus = mu_water_per_mm(energies_mev)
     for w, m in zip(np.asarray(weights, float), mus, strict=True):
         released = released + (w * m) * xp.exp(-m * pts.depth_mm)
     scale = beam.sad_mm / pts.z_mm
-    out = xp.zeros((grid.voxel_count,), dtype=xp.float32)
-    out[pts.flat_index] = xp.astype(flu * scale * scale * released, xp.float32)
-    return xp.reshape(out, grid.shape)
+    return released * scale * scale
