@@ -18,7 +18,7 @@ from ..structures import body_grid, body_structure
 from ._job import monte_carlo_job
 from ._runner import NO_OMPMC
 
-__all__ = ["MonteCarloDose", "monte_carlo_dose"]
+__all__ = ["MonteCarloDose", "monte_carlo_dose", "run_monte_carlo_job"]
 
 #: Default number of histories of a plan run (the calibration run takes a quarter).
 DEFAULT_HISTORIES = 1_000_000
@@ -108,6 +108,31 @@ def monte_carlo_dose(
     density = hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table)
     on_grid = np.asarray(resample(density, patient.ct.grid, dose_grid, order=1), dtype=np.float64)
     job = monte_carlo_job(plan, np.clip(on_grid, 0.0, None), dose_grid, model)
+    dose, unc = run_monte_carlo_job(job, histories=histories, seed=seed)
+    return MonteCarloDose(dose, unc, dose_grid, histories)
+
+
+def run_monte_carlo_job(job: dict, *, histories: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run a Monte Carlo job (:func:`rtplan.monte_carlo._job.monte_carlo_job`'s arrays) in a
+    separate process (:mod:`rtplan.monte_carlo._runner`; ompMC is never imported here).
+
+    Parameters
+    ----------
+    job : dict of str to ndarray
+        Without the ``cal_*`` entries no calibration run is made and the dose is in the
+        Monte Carlo code's unit (per unit aperture weight): enough for dose ratios.
+    histories, seed : int, keyword-only
+
+    Returns
+    -------
+    dose, uncertainty : (nz, ny, nx) ndarray of float64
+        Dose (Gy with calibration) and its relative 1 σ, on the job's grid, [z, y, x].
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        ompMC is not installed, or the run failed (its last output lines).
+    """
     with tempfile.TemporaryDirectory(prefix="rtplan-mc-") as tmp:
         job_path, out_path = Path(tmp) / "job.npz", Path(tmp) / "dose.npz"
         np.savez(job_path, **job)
@@ -118,7 +143,7 @@ def monte_carlo_dose(
                 "rtplan.monte_carlo._runner",
                 str(job_path),
                 str(out_path),
-                str(histories),
+                str(int(histories)),
                 str(int(seed)),
             ],
             capture_output=True,
@@ -135,4 +160,4 @@ def monte_carlo_dose(
         with np.load(out_path) as out:
             dose = np.ascontiguousarray(out["dose_gy"].T)  # (x, y, z) -> (z, y, x)
             unc = np.ascontiguousarray(out["uncertainty"].T)
-    return MonteCarloDose(dose, unc, dose_grid, histories)
+    return dose, unc

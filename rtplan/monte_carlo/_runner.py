@@ -6,7 +6,8 @@ ompMC (EGSnrc physics re-implemented in C; Doerner and Caprile, Med Phys 44:6672
 is GPL-3 licensed. rtplan (BSD-3) never imports it: :func:`rtplan.monte_carlo.monte_carlo_dose`
 starts this module as a separate Python process, which reads the job's arrays
 (:func:`rtplan.monte_carlo._job.monte_carlo_job`), runs the calibration and the plan, and
-writes ``dose_gy`` (total, Gy) and ``uncertainty`` (relative, 1 σ) in the job's
+writes ``dose_gy`` (total, Gy; without the job's ``cal_*`` entries no calibration run is
+made and the dose is per unit aperture weight) and ``uncertainty`` (relative, 1 σ) in the job's
 (x, y, z) voxel order. Exit status 3: ompMC is not installed.
 """
 
@@ -71,14 +72,17 @@ def _calibration_dose_per_mu(ompmc, job, histories: int, physics) -> float:
 
 
 def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
-    """Calibration run, plan run, write ``OUT.npz``; the process's exit status."""
+    """Calibration run (when the job has one), plan run, write ``OUT.npz``; the exit status."""
     try:
         import ompmc
     except ImportError:
         return NO_OMPMC
     job = np.load(job_path)
     physics = ompmc.Physics(seeds=(97, int(seed)))
-    per_mu = _calibration_dose_per_mu(ompmc, job, max(histories // 2, 100_000), physics)
+    scale = 1.0  # without calibration entries: the dose per unit aperture weight
+    if "cal_gy_per_mu" in job.files:
+        per_mu = _calibration_dose_per_mu(ompmc, job, max(histories // 2, 100_000), physics)
+        scale = float(job["cal_gy_per_mu"]) / per_mu
     geometry = ompmc.Geometry(
         job["x_bounds"],
         job["y_bounds"],
@@ -99,7 +103,6 @@ def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
         n_histories=histories,
         n_batches=BATCHES,
     )
-    scale = float(job["cal_gy_per_mu"]) / per_mu
     np.savez(out_path, dose_gy=np.asarray(dose) * scale, uncertainty=np.asarray(uncertainty))
     return 0
 
