@@ -5,6 +5,7 @@ Usage::
     rtplan influence CT_DIR RTSTRUCT --target PTV [--beams 9 | --gantry 0,40,80]
                      [--dose-grid-mm 3] [--beamlet-mm 5] [--margin-mm 5]
                      --out FILE.h5 [--force] [--backend numpy|cupy] [--cache-dir DIR]
+                     [--algorithm pencil_beam|ccc] [--cones 48]
                      [--beam-model FILE] [--hu-table FILE]
 
 The file holds the float32 CSR matrix (Gy per MU; rows = every dose-grid voxel in C order,
@@ -24,7 +25,11 @@ import sys
 from pathlib import Path
 
 from .._internal.atomic import atomic_file, check_cache_dir, check_output_path
-from ..dose._influence import influence_matrix
+from ..dose._influence import (
+    INFLUENCE_ALGORITHMS,
+    check_influence_algorithm,
+    influence_matrix,
+)
 from ..errors import InputError
 from ..io import read_patient
 from ._plan import add_beam_model_option, add_density_table_option
@@ -86,7 +91,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output HDF5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--cache-dir", metavar="DIR", help="reuse/store matrices in this folder")
+    p.add_argument(
+        "--algorithm",
+        choices=INFLUENCE_ALGORITHMS,
+        default="pencil_beam",
+        help="engine of each beamlet's dose: pencil_beam (default) or ccc, the collapsed cone "
+        "(one transport per beamlet: minutes; not cached)",
+    )
+    p.add_argument(
+        "--cones",
+        type=int,
+        default=48,
+        metavar="N",
+        help="collapsed-cone transport directions (even, >= 48; default 48)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="reuse/store pencil-beam matrices in this folder"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_beam_model_option(p)
     add_density_table_option(p)
@@ -100,6 +121,7 @@ def run(args) -> int:
     out = Path(args.out)
     check_output_path(out, overwrite=args.force, kind="file", what="--out")  # before any work
     check_cache_dir(args.cache_dir)
+    check_influence_algorithm(args.algorithm, args.cones, args.cache_dir)
     if args.beams is not None and args.beams < 1:
         raise InputError(f"--beams must be at least 1; got {args.beams}.")
     if not args.dose_grid_mm > 0 or not args.beamlet_mm > 0 or args.margin_mm < 0:
@@ -119,6 +141,8 @@ def run(args) -> int:
         progress=not args.no_progress,
         beam_model=args.beam_model,
         density_table=args.density_table,
+        algorithm=args.algorithm,
+        cones=args.cones,
     )
     with atomic_file(out, overwrite=args.force) as tmp:
         save_influence_matrix(
@@ -126,6 +150,6 @@ def run(args) -> int:
         )
     sys.stdout.write(
         f"{out}: {im.shape[0]} voxels x {im.shape[1]} beamlets ({len(im.beams)} beams), "
-        f"nnz {im.nnz}, {im.nbytes / 2**20:.1f} MiB, Gy/MU\n"
+        f"nnz {im.nnz}, {im.nbytes / 2**20:.1f} MiB, Gy/MU, algorithm {args.algorithm}\n"
     )
     return 0

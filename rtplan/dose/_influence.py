@@ -25,6 +25,7 @@ from dose_engine import (
     InfluenceMatrix,
     beamlets_for_target,
     cached_influence_matrix,
+    compute_ccc_influence_matrix,
     compute_influence_matrix,
     hu_to_density,
     isocenter_at_centroid,
@@ -40,9 +41,13 @@ from ._plan_dose import (
     resolve_density_table,
 )
 
-__all__ = ["body_mask", "influence_matrix"]
+__all__ = ["INFLUENCE_ALGORITHMS", "body_mask", "influence_matrix"]
 
 logger = logging.getLogger("rtplan.influence")
+
+#: Engines an influence matrix can come from: the pencil beam (fast; cached) and the
+#: collapsed cone (one transport per beamlet; docs/dose_algorithms.md).
+INFLUENCE_ALGORITHMS = ("pencil_beam", "ccc")
 
 
 def body_mask(patient, dose_grid: Grid):
@@ -62,9 +67,27 @@ def body_mask(patient, dose_grid: Grid):
     return mask
 
 
-def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progress, model, table):
+def _compute(
+    patient,
+    dose_grid,
+    beams,
+    beamlets,
+    *,
+    backend,
+    cache_dir,
+    progress,
+    model,
+    table,
+    algorithm,
+    cones,
+):
     density = hu_to_density(patient.ct.array, table)
     mask = body_mask(patient, dose_grid)
+    common = dict(voxel_mask=mask, backend=backend, progress=progress)
+    if algorithm == "ccc":
+        return compute_ccc_influence_matrix(
+            density, patient.ct.grid, dose_grid, beams, beamlets, model, cones=cones, **common
+        )
     if cache_dir is not None:
         return cached_influence_matrix(
             density,
@@ -74,21 +97,30 @@ def _compute(patient, dose_grid, beams, beamlets, *, backend, cache_dir, progres
             beamlets,
             model,
             cache_dir=cache_dir,
-            voxel_mask=mask,
-            backend=backend,
-            progress=progress,
+            **common,
         )
     return compute_influence_matrix(
-        density,
-        patient.ct.grid,
-        dose_grid,
-        beams,
-        beamlets,
-        model,
-        backend=backend,
-        voxel_mask=mask,
-        progress=progress,
+        density, patient.ct.grid, dose_grid, beams, beamlets, model, **common
     )
+
+
+def check_influence_algorithm(algorithm, cones, cache_dir) -> None:
+    """Refuse an unknown ``algorithm``, ``cones`` other than an even integer ≥ 48, or a
+    ``cache_dir`` with the collapsed cone (the HDF5 cache holds pencil-beam matrices)."""
+    if algorithm not in INFLUENCE_ALGORITHMS:
+        raise InputError(
+            f"`algorithm` must be one of {', '.join(INFLUENCE_ALGORITHMS)}; got {algorithm!r}."
+        )
+    if isinstance(cones, bool) or not isinstance(cones, int) or cones < 48 or cones % 2:
+        raise InputError(
+            f"`cones` must be an even integer ≥ 48 (the fewest meant for optimisation); "
+            f"got {cones!r}."
+        )
+    if algorithm == "ccc" and cache_dir is not None:
+        raise InputError(
+            "`cache_dir` caches pencil-beam influence matrices only; compute the "
+            "collapsed-cone matrix without it and save it with dose_engine.save_influence_matrix."
+        )
 
 
 @check_arguments(patient="rtplan.patient._patient:Patient")
@@ -109,6 +141,8 @@ def influence_matrix(
     progress: bool = True,
     beam_model: BeamModel | str | os.PathLike | None = None,
     density_table: HUTable | str | os.PathLike | None = None,
+    algorithm: str = "pencil_beam",
+    cones: int = 48,
 ) -> InfluenceMatrix:
     """Influence matrix for a patient with sensible defaults.
 
@@ -134,6 +168,15 @@ def influence_matrix(
     density_table : dose_engine.HUTable or path-like, optional
         The scanner's CT-to-density table or its file (default: the shipped generic table;
         :func:`rtplan.dose.resolve_density_table`).
+    algorithm : {"pencil_beam", "ccc"}
+        The engine of every beamlet's dose: the pencil beam (default) or the collapsed cone
+        (:func:`dose_engine.compute_ccc_influence_matrix`: one transport per beamlet, a few
+        hundred times a field's dose; the matrix's ``settings["algorithm"]`` says which).
+    cones : int
+        Transport directions of the collapsed cone (even, ≥ 48; default 48).
+
+        .. versionadded:: 0.1.0
+           ``algorithm`` and ``cones``.
 
     Returns
     -------
@@ -145,13 +188,21 @@ def influence_matrix(
         If ``target`` is not a structure of the patient (the message lists the names).
     InputError
         If the target covers no voxel of the dose grid, the beam model was fitted for
-        another SAD than ``sad_mm``, or the CT has fewer than 3 slices.
+        another SAD than ``sad_mm``, the CT has fewer than 3 slices, ``algorithm`` is
+        unknown, ``cones`` is not an even integer ≥ 48, or ``cache_dir`` is given with
+        the collapsed cone.
     dose_engine.BeamModelError
         ``beam_model`` is a file that cannot be read as a beam model, or
-        ``density_table`` one that cannot be read as a CT-to-density table.
+        ``density_table`` one that cannot be read as a CT-to-density table, or
+        ``algorithm="ccc"`` with a model that has no collapsed-cone commissioning.
     """
+    check_influence_algorithm(algorithm, cones, cache_dir)
     require_ct_volume(patient, "an influence matrix")
     model = resolve_beam_model(beam_model)
+    if algorithm == "ccc":
+        from dose_engine._ccc_commission import load_ccc_commissioning
+
+        load_ccc_commissioning(model)  # refused before any work
     table = resolve_density_table(density_table)
     require_model_sad(model, sad_mm, what="the requested beams")
     structure = patient.structure(target)
@@ -195,4 +246,6 @@ def influence_matrix(
         progress=progress,
         model=model,
         table=table,
+        algorithm=algorithm,
+        cones=cones,
     )

@@ -148,6 +148,26 @@ def test_influence_paths_are_checked_first(flag, phantom, tmp_path, capsys, no_p
     assert_names(err, flag)
 
 
+@pytest.mark.parametrize(
+    ("extra", "status", "pattern"),
+    [
+        (["--algorithm", "ccc", "--cones", "47"], 2, r"`cones` must be an even integer"),
+        (["--algorithm", "ccc", "--cache-dir", "CACHE"], 2, r"caches pencil-beam"),
+    ],
+)
+def test_influence_algorithm_options_are_checked_first(
+    extra, status, pattern, phantom, tmp_path, capsys, no_planning
+):
+    written, _ = phantom
+    out = tmp_path / "m.h5"
+    argv = ["influence", written.ct_dir, written.rtstruct_path, "--target", "CentralTarget"]
+    argv += ["--out", out, *[tmp_path / "cache" if a == "CACHE" else a for a in extra]]
+    got, _, err = run_cli(capsys, argv)
+    assert got == status
+    assert_names(err, r"^rtplan influence: error: ", pattern)
+    assert not out.exists()
+
+
 def test_demo_out_under_a_file_is_refused(tmp_path, capsys, no_planning):
     (tmp_path / "afile").write_text("x")
     status, _, err = run_cli(capsys, ["demo", tmp_path / "afile" / "demo"])
