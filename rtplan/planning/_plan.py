@@ -324,6 +324,7 @@ class PlanResult:
             "machine": self.plan.beams[0].machine.name,
             "beam_model": _beam_model_record(self.beam_model),
             "dose_algorithm": _dose_algorithm_record(self.final_algorithm),
+            "influence_algorithm": self.protocol.influence_algorithm,
             "hu_table": _hu_table_record(resolve_density_table(self.density_table)),
             "mlc_parameters": _mlc_record(self.plan.beams[0].machine, self.beam_model),
             "beams": self.beam_summaries,
@@ -766,7 +767,10 @@ def stage_dose(ctx: _Context) -> None:
     (:func:`_matrix_rows` maps voxel indices), so the optimiser can use it without a copy
     of its rows.  The final dose is computed from the apertures on the body.  Target and
     organ rows are computed with :data:`ACCURATE_CUTOFF_MM` / :data:`ACCURATE_THRESHOLD`,
-    in the same pass as the helper rows (one ray trace per beam, one matrix).
+    in the same pass as the helper rows (one ray trace per beam, one matrix).  With the
+    protocol's ``[dose] influence_algorithm = "ccc"`` every beamlet's column is its
+    collapsed-cone dose instead (:func:`dose_engine.compute_ccc_influence_matrix`, not
+    cached).
     """
     from dose_engine import compute_influence_matrix, hu_to_density
 
@@ -791,6 +795,20 @@ def stage_dose(ctx: _Context) -> None:
     ctx.matrix_rows = np.flatnonzero(organ_rows | helper_rows)
     shape = ctx.dose_grid.shape
     common = dict(model=ctx.beam_model, backend=ctx.backend, progress=ctx.progress)
+    if ctx.protocol.influence_algorithm == "ccc":  # per-beamlet collapsed cone, not cached
+        from dose_engine import compute_ccc_influence_matrix
+
+        matrix = compute_ccc_influence_matrix(
+            density,
+            ct.grid,
+            ctx.dose_grid,
+            ctx.beams,
+            ctx.beamlets,
+            voxel_mask=(organ_rows | helper_rows).reshape(shape),
+            **common,
+        ).matrix
+        ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
+        return
     if ctx.cache_dir is not None:  # HDF5 cache keyed by a content hash (dose_engine)
         from dose_engine import cached_influence_matrix
 
@@ -1703,7 +1721,7 @@ def plan_patient(
     protocol = opts.apply_to(protocol)
     protocol, switch_warning = _solver_for_custom_terms(protocol, custom)
     _require_cvxpy_solver(protocol)
-    if protocol.final_algorithm == "ccc":  # refused before any work
+    if "ccc" in (protocol.final_algorithm, protocol.influence_algorithm):  # before any work
         require_ccc_commissioning(model)
     ctx = _Context(
         patient=patient,

@@ -398,6 +398,14 @@ class Protocol:
         holds lung or bone, else the pencil beam (docs/dose_algorithms.md).
 
         .. versionadded:: 0.1.0
+    influence_algorithm : {"pencil_beam", "ccc"}
+        ``[dose] influence_algorithm``: the engine of the beamlet influence matrices the
+        optimisation runs on (:data:`INFLUENCE_ALGORITHMS`); ``"pencil_beam"`` (default,
+        fast and cached) or ``"ccc"``, per-beamlet collapsed-cone doses
+        (:func:`dose_engine.compute_ccc_influence_matrix`: one transport per beamlet,
+        minutes, never cached).
+
+        .. versionadded:: 0.1.0
     """
 
     name: str
@@ -416,6 +424,7 @@ class Protocol:
     reported: tuple[GoalSpec, ...] = ()
     density_table: str | None = None
     final_algorithm: str = "auto"
+    influence_algorithm: str = "pencil_beam"
 
     # ------------------------------------------------------------------ lookup
     def structure(self, name: str) -> StructureSpec:
@@ -457,6 +466,7 @@ class Protocol:
         n_beams: int | None = None,
         solver: str | None = None,
         final_algorithm: str | None = None,
+        influence_algorithm: str | None = None,
         **optimization: Any,
     ) -> Protocol:
         """A copy with some settings replaced (grid, beams, solver, optimisation options).
@@ -470,6 +480,8 @@ class Protocol:
         solver : {"first_order", "cvxpy"}, optional
         final_algorithm : {"auto", "ccc", "pencil_beam"}, optional
             The final dose's engine (``[dose] final_algorithm``).
+        influence_algorithm : {"pencil_beam", "ccc"}, optional
+            The influence matrices' engine (``[dose] influence_algorithm``).
         **optimization
             Any field of :class:`OptimizationSettings`.
         """
@@ -480,6 +492,16 @@ class Protocol:
             new = replace(
                 new,
                 final_algorithm=_final_algorithm(self.source, "`final_algorithm`", final_algorithm),
+            )
+        if influence_algorithm is not None:
+            new = replace(
+                new,
+                influence_algorithm=_choice(
+                    self.source,
+                    "`influence_algorithm`",
+                    influence_algorithm,
+                    INFLUENCE_ALGORITHMS,
+                ),
             )
         if n_beams is not None:
             gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
@@ -658,12 +680,20 @@ def _on_patient(specs: Iterable[GoalSpec], mapping: Mapping[str, str] | None) ->
 FINAL_ALGORITHMS: tuple[str, ...] = ("auto", "ccc", "pencil_beam")
 
 
+#: Accepted ``[dose] influence_algorithm`` values: the engine of the beamlet influence
+#: matrices of the optimisation.
+INFLUENCE_ALGORITHMS: tuple[str, ...] = ("pencil_beam", "ccc")
+
+
 def _final_algorithm(source: str, where: str, value: Any) -> str:
     """``value`` if it is one of :data:`FINAL_ALGORITHMS`, else a ProtocolError naming it."""
-    if not isinstance(value, str) or value not in FINAL_ALGORITHMS:
-        raise _err(
-            source, where, f"expected one of {', '.join(FINAL_ALGORITHMS)}, found {value!r}."
-        )
+    return _choice(source, where, value, FINAL_ALGORITHMS)
+
+
+def _choice(source: str, where: str, value: Any, accepted: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``accepted``, else a ProtocolError naming it."""
+    if not isinstance(value, str) or value not in accepted:
+        raise _err(source, where, f"expected one of {', '.join(accepted)}, found {value!r}.")
     return value
 
 
@@ -1133,9 +1163,17 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
     _check_unknown(source, "[grid]", grid_t, ("dose_grid_mm",))
     dose_grid = _grid_triple(grid_t.get("dose_grid_mm", 3.0), source)
     dose_t = _table(source, data, "dose", required=False)
-    _check_unknown(source, "[dose]", dose_t, ("density_table", "final_algorithm"))
+    _check_unknown(
+        source, "[dose]", dose_t, ("density_table", "final_algorithm", "influence_algorithm")
+    )
     final_algorithm = _final_algorithm(
         source, "[dose] final_algorithm", dose_t.get("final_algorithm", "auto")
+    )
+    influence_algorithm = _choice(
+        source,
+        "[dose] influence_algorithm",
+        dose_t.get("influence_algorithm", "pencil_beam"),
+        INFLUENCE_ALGORITHMS,
     )
     density_table = dose_t.get("density_table")
     if density_table is not None and (not isinstance(density_table, str) or not density_table):
@@ -1220,6 +1258,7 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
         derived=derived,
         density_table=density_table,
         final_algorithm=final_algorithm,
+        influence_algorithm=influence_algorithm,
     )
 
     check_protocol_plausibility(protocol)
