@@ -5,7 +5,9 @@ like any patient, plans it with the shipped ``tg119_cshape`` protocol and writes
 into ``OUT_DIR/plan``.  Exit status 0 when the plan was produced (goal failures are shown,
 not fatal), 2 on bad input.  The protocol's own settings apply (9 beams, 3 mm grid) unless
 ``--dose-grid-mm`` / ``--max-iterations`` say otherwise; ``--beam-model FILE`` plans with a
-commissioned beam model instead of the shipped 6 MV one.
+commissioned beam model instead of the shipped 6 MV one.  ``--phantom thorax`` plans the
+thorax phantom (lungs, bone, a tumour in lung) with ``lung_60gy_30fx``; its final dose is
+the collapsed cone (``--final-dose auto``: the body holds lung and bone).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--phantom",
         default="cshape",
-        help="phantom to plan (cshape, multitarget, prostate, head_neck)",
+        help="phantom to plan (cshape, multitarget, prostate, head_neck, or thorax: "
+        "lungs and bone, planned with lung_60gy_30fx on the collapsed-cone final dose)",
     )
     p.add_argument(
         "--protocol",

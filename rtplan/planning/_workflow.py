@@ -30,6 +30,8 @@ PHANTOM_PROTOCOLS = {
     "multitarget": "tg119_multitarget",
     "prostate": "tg119_prostate",
     "head_neck": "tg119_head_neck",
+    # lungs, bone and a tumour in lung: the final dose is the collapsed cone ("auto")
+    "thorax": "lung_60gy_30fx",
 }
 
 
@@ -172,7 +174,7 @@ def run_demo(
     progress: bool = True,
     beam_model: BeamModel | str | os.PathLike | None = None,
 ) -> WrittenPlan:
-    """The embedded demo: write a TG-119 phantom as DICOM, load it back, plan it.
+    """The embedded demo: write a TG-119 phantom (or the thorax) as DICOM, load it back, plan it.
 
     ``out_dir/input`` receives the phantom (``CT/`` + ``RS.dcm``) and ``out_dir/plan``
     the plan (RTPLAN.dcm, RTDOSE.dcm, plan.json, report.html).  The whole ``out_dir`` is
