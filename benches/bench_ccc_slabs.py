@@ -1,0 +1,324 @@
+"""Slab benches of issue 16: collapsed cone and pencil beam against Monte Carlo (ompMC).
+
+Water / lung (0.25 g/cm³) / water and water / bone (1.8 g/cm³) / water slabs (the slab from
+50 to 150 mm depth), one square field of 3 × 3, 5 × 5, 10 × 10 and 20 × 20 cm² (at the
+isocentre, 100 mm deep: SSD 900 mm), gantry 0.  For each engine the central-axis
+heterogeneity correction factor CF = D(slab) / D(water) (same engine, same field, same
+depths) is compared with the Monte Carlo's, computed here by ompMC in its own process
+(:func:`rtplan.monte_carlo._run.run_monte_carlo_job`, the runner of ``rtplan check-mc``;
+EGSnrc physics, ompMC's Varian 6 MV spectrum, no calibration run: CF is a ratio).
+
+- Monte Carlo on a 5 mm grid; depth bins are its voxels, laterally the central 3 × 3
+  voxels (15 × 15 mm², fields 3 × 3 and 5 × 5 cm²), 5 × 5 voxels (10 × 10) or 9 × 9
+  voxels (45 × 45 mm², 20 × 20): "central axis" means that region.
+- Collapsed cone (72 cones) and pencil beam on a 2.5 mm grid whose voxel faces include
+  the Monte Carlo grid's, averaged over the same region.
+- Monte Carlo media by density (``rtplan.monte_carlo._job``): LUNG700ICRU, H2O700ICRU,
+  ICRPBONE700ICRU.  The Monte Carlo scores dose to medium, our engines dose to water: in
+  the bone slab they differ by the stopping-power ratio (water to bone about 1.1), so only
+  the rows outside the bone compare like with like, and the bone rows are printed only.
+
+The table prints CF over depth ranges more than 5 mm from an interface (the issue's bar is
+stated there), the Monte Carlo's 1 σ of each CF (bins taken as independent: the run's
+primary-fluence fluctuation, common to all depths, is not in it; the 20-45 mm row, water
+above the slab where CF is 1 within 0.5 % for both our engines, shows its size) and the
+largest deviation over all bins more than 5 mm from an interface and beyond 20 mm depth.
+Asserted, for the lung slab (lung's composition is tissue-like, so dose to medium and to
+water agree within about 1 %, and a "type b" engine should meet it): inside the lung from 90 to
+145 mm, the collapsed cone within the issue's 2 % bar (+ 2 σ) and closer to the Monte
+Carlo than the pencil beam.  Everything else is printed with ``ok`` / ``MISSED``.
+
+The Monte Carlo references are cached in ``benches/data/ccc_slab_monte_carlo_<F>mm.json``
+(one file per field), made by this script: ``python benches/bench_ccc_slabs.py
+[FIELD_MM ...]`` computes the missing ones (``RTPLAN_SLAB_HISTORIES``, default 200,000
+histories per run, about 65 CPU s each: each case under 2 CPU minutes; three runs per
+field); delete an entry to recompute it.
+Run the bench with ``python -m pytest benches/bench_ccc_slabs.py -s -p no:cacheprovider``
+(it computes missing references first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dose_engine import Beam, Grid, collapsed_cone_dose, field_dose, load_beam_model
+from rtplan.monte_carlo._job import MEDIA, _bounds_cm, _media
+from rtplan.monte_carlo._run import run_monte_carlo_job
+
+FIELDS_MM = (30.0, 50.0, 100.0, 200.0)
+SLABS = {"lung": 0.25, "bone": 1.8}
+SLAB_MM = (50.0, 150.0)
+SSD_MM = 900.0
+MC_MM, FINE_MM = 5.0, 2.5
+DEPTH_MM = 300.0
+HISTORIES = int(os.environ.get("RTPLAN_SLAB_HISTORIES", "200000"))
+#: Depth ranges of the table, mm: before, in and after the slab, all > 5 mm from an interface.
+RANGES_MM = (
+    (20.0, 45.0),
+    (60.0, 80.0),
+    (90.0, 110.0),
+    (125.0, 145.0),
+    (155.0, 175.0),
+    (200.0, 250.0),
+)
+#: Ranges where the collapsed cone is held to the 2 % bar: inside the lung, more than 10 mm
+#: past its entry, where a "type b" engine's density-scaled kernels should carry the
+#: lateral electron disequilibrium the pencil beam misses.
+ASSERTED = ((90.0, 110.0), (125.0, 145.0))
+BAR = 0.02
+#: Folder of the Monte Carlo references, one file per field, computed by this script
+#: (``python benches/bench_ccc_slabs.py``).
+MC_DIR = Path(__file__).parent / "data"
+
+
+def _mc_file(side_mm: float) -> Path:
+    return MC_DIR / f"ccc_slab_monte_carlo_{side_mm:g}mm.json"
+
+
+#: Half-width, in 5 mm voxels beside the central one, of the averaged region, per field (mm).
+LATERAL_VOXELS = {30.0: 1, 50.0: 1, 100.0: 2, 200.0: 4}
+
+
+def _half_width_mm(side_mm: float) -> float:
+    """Lateral half-width of the phantom: the field diverged to 300 mm depth plus 50 mm."""
+    return float(np.ceil((side_mm / 2.0 * (SSD_MM + DEPTH_MM) / 1000.0 + 50.0) / MC_MM) * MC_MM)
+
+
+def _grid(spacing_mm: float, half_mm: float) -> Grid:
+    """Water box, surface at y = 0, depth along +y; voxel faces at multiples of
+    ``spacing_mm`` in depth and at ±(k + 1/2) × 5 mm laterally."""
+    n_lat = int(round(2 * half_mm / spacing_mm)) | 1
+    n_dep = int(round(DEPTH_MM / spacing_mm))
+    o = -(n_lat // 2) * spacing_mm
+    return Grid((n_lat, n_dep, n_lat), (o, spacing_mm / 2.0, o), (spacing_mm,) * 3)
+
+
+def _density(grid: Grid, slab_density: float) -> np.ndarray:
+    depth = grid.zyx_axes_mm()[1]
+    rho = np.ones(grid.shape, np.float32)
+    rho[:, (depth > SLAB_MM[0]) & (depth < SLAB_MM[1]), :] = slab_density
+    return rho
+
+
+def _lateral_weights(grid: Grid, k: int) -> np.ndarray:
+    """(nx,) weights of the fine voxels over the Monte Carlo's central (2k+1) voxels."""
+    x = grid.zyx_axes_mm()[2]
+    edge = (k + 0.5) * MC_MM
+    return np.clip((edge + grid.spacing_mm[0] / 2.0 - np.abs(x)) / grid.spacing_mm[0], 0.0, 1.0)
+
+
+def _axis_profile(dose: np.ndarray, grid: Grid, k: int) -> np.ndarray:
+    """Depth dose averaged over the central region, in 5 mm depth bins."""
+    w = _lateral_weights(grid, k)
+    lat = np.einsum("zyx,z,x->y", dose, w, w) / (w.sum() ** 2)
+    step = int(round(MC_MM / grid.spacing_mm[1]))
+    return lat.reshape(-1, step).mean(axis=1)
+
+
+def _mc_profile(side_mm: float, slab_density: float | None, k: int, seed: int):
+    """Monte Carlo depth dose (central (2k+1)² voxels) and its relative 1 σ, per 5 mm bin."""
+    grid = _grid(MC_MM, _half_width_mm(side_mm))
+    rho = _density(grid, 1.0 if slab_density is None else slab_density)
+    beam = Beam(0.0, isocenter_mm=(0.0, 1000.0 - SSD_MM, 0.0))
+    h = side_mm / 2.0
+    corner = np.asarray(beam.isocenter_mm) - h * beam.bld_x_axis - h * beam.bld_y_axis
+    x_b, y_b, z_b = _bounds_cm(grid)
+    job = {
+        "x_bounds": x_b,
+        "y_bounds": y_b,
+        "z_bounds": z_b,
+        "density": rho.astype(np.float64).T,
+        "material": _media(rho).T,
+        "media": np.array(MEDIA),
+        "i_beam": np.array([0]),
+        "source": np.asarray(beam.source_position_mm, float)[None] / 10.0,
+        "corner": corner[None] / 10.0,
+        "side1": (side_mm * beam.bld_x_axis)[None] / 10.0,
+        "side2": (side_mm * beam.bld_y_axis)[None] / 10.0,
+        "weight": np.array([(side_mm / 10.0) ** 2]),
+    }
+    dose, unc = run_monte_carlo_job(job, histories=HISTORIES, seed=seed)
+    c = grid.shape[0] // 2
+    sl = (slice(c - k, c + k + 1), slice(None), slice(c - k, c + k + 1))
+    d = dose[sl]
+    var = (d * unc[sl]) ** 2
+    n = d.shape[0] * d.shape[2]
+    mean = d.mean(axis=(0, 2))
+    return mean, np.sqrt(var.sum(axis=(0, 2))) / n / np.maximum(mean, 1e-30)
+
+
+def _mc_key(side_mm: float, slab: str) -> str:
+    return f"{side_mm:g}mm-{slab}"
+
+
+def mc_references(fields_mm=FIELDS_MM, *, save: bool = True) -> dict:
+    """The Monte Carlo depth doses of every field and phantom (water, lung, bone), from
+    the field's file (:func:`_mc_file`); missing ones are computed (ompMC) and, with
+    ``save``, added to it.
+
+    Each entry: ``mean`` and ``sigma`` (relative 1 σ) per 5 mm depth bin, ``histories``,
+    ``seed``, ``cpu_s`` (user + system of the Monte Carlo process) and the ompMC version.
+    """
+    refs = {}
+    for side in fields_mm:
+        path = _mc_file(side)
+        mine = json.loads(path.read_text()) if path.is_file() else {}
+        for j, (slab, rho) in enumerate((("water", None), *SLABS.items())):
+            key = _mc_key(side, slab)
+            if key in mine:
+                continue
+            c0 = _children_cpu()
+            seed = 100 + 10 * FIELDS_MM.index(side) + j
+            mean, sigma = _mc_profile(side, rho, LATERAL_VOXELS[side], seed=seed)
+            mine[key] = {
+                "mean": mean.tolist(),
+                "sigma": sigma.tolist(),
+                "histories": HISTORIES,
+                "seed": seed,
+                "cpu_s": round(_children_cpu() - c0, 1),
+                "ompmc": version("ompmc"),
+            }
+            print(f"{key}: {mine[key]['cpu_s']} CPU s", flush=True)
+            if save:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(mine, indent=1))
+                tmp.replace(path)
+        refs.update(mine)
+    return refs
+
+
+def _engine_profiles(side_mm: float, slab_density: float | None, k: int, model) -> dict:
+    grid = _grid(FINE_MM, _half_width_mm(side_mm))
+    rho = _density(grid, 1.0 if slab_density is None else slab_density)
+    beam = Beam(0.0, isocenter_mm=(0.0, 1000.0 - SSD_MM, 0.0))
+    h = side_mm / 2.0
+    f = [-h, h, -h, h]
+    ccc = np.asarray(collapsed_cone_dose(rho, grid, grid, [beam], [f], [1.0], model))
+    pb = np.asarray(field_dose(rho, grid, grid, beam, f, 1.0, model))
+    return {"ccc": _axis_profile(ccc, grid, k), "pb": _axis_profile(pb, grid, k)}
+
+
+def _bins() -> np.ndarray:
+    return MC_MM / 2.0 + MC_MM * np.arange(int(round(DEPTH_MM / MC_MM)))
+
+
+def _range_cf(num, den, a, b):
+    sel = (_bins() >= a) & (_bins() <= b)
+    return float(num[sel].mean() / den[sel].mean())
+
+
+@pytest.fixture(scope="module")
+def slab_results():
+    refs = mc_references()
+    model = load_beam_model()
+    out = {}
+    for side in FIELDS_MM:
+        k = LATERAL_VOXELS[side]
+        c0 = time.process_time()
+        phantoms = (("water", None), *SLABS.items())
+        ours = {name: _engine_profiles(side, rho, k, model) for name, rho in phantoms}
+        mc = {
+            n: tuple(np.asarray(refs[_mc_key(side, n)][f]) for f in ("mean", "sigma"))
+            for n, _ in phantoms
+        }
+        cpu = {n: refs[_mc_key(side, n)]["cpu_s"] for n, _ in phantoms}
+        out[side] = {"ours": ours, "mc": mc, "cpu_mc": cpu, "cpu_ours": time.process_time() - c0}
+    return out
+
+
+def _children_cpu() -> float:
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+def _cf_table(res) -> list[dict]:
+    rows = []
+    depth = _bins()
+    usable = (
+        (depth >= 20.0) & (np.abs(depth - SLAB_MM[0]) > 5.0) & (np.abs(depth - SLAB_MM[1]) > 5.0)
+    )
+    for side, r in res.items():
+        w_mc, w_sig = r["mc"]["water"]
+        for slab in SLABS:
+            s_mc, s_sig = r["mc"][slab]
+            for a, b in RANGES_MM:
+                sel = (depth >= a) & (depth <= b)
+                mc_cf = _range_cf(s_mc, w_mc, a, b)
+                sigma = float(
+                    np.sqrt(np.sum(s_sig[sel] ** 2) + np.sum(w_sig[sel] ** 2)) / sel.sum()
+                )
+                row = {"side": side, "slab": slab, "range": (a, b), "mc": mc_cf, "sigma": sigma}
+                for algo in ("ccc", "pb"):
+                    row[algo] = _range_cf(r["ours"][slab][algo], r["ours"]["water"][algo], a, b)
+                rows.append(row)
+            for algo in ("ccc", "pb"):
+                cf = r["ours"][slab][algo] / r["ours"]["water"][algo]
+                dev = np.abs(cf / (s_mc / w_mc) - 1.0)[usable]
+                rows.append(
+                    {
+                        "side": side,
+                        "slab": slab,
+                        "range": "max",
+                        "algo": algo,
+                        "dev": float(dev.max()),
+                    }
+                )
+    return rows
+
+
+def print_table(slab_results) -> list[str]:
+    """Print the table; return the asserted rows that miss the bar (beyond 2 σ)."""
+    rows = _cf_table(slab_results)
+    print(
+        f"\nCF = D(slab)/D(water) on the central axis, SSD {SSD_MM:g} mm, "
+        f"{HISTORIES:,} histories per MC run"
+    )
+    print(
+        f"{'field':<6} {'slab':<5} {'depth mm':<9} {'MC':>6} {'1σ':>5} {'ccc':>6} "
+        f"{'ccc/MC':>7} {'pb':>6} {'pb/MC':>7}  2 % bar (ccc)"
+    )
+    failures = []
+    for row in rows:
+        name = f"{row['side'] / 10:.0f}x{row['side'] / 10:.0f}"
+        if row["range"] == "max":
+            print(
+                f"{name:<6} {row['slab']:<5} max |{row['algo']}/MC-1| over bins >5 mm from "
+                f"interfaces: {row['dev']:.3f}"
+            )
+            continue
+        a, b = row["range"]
+        dc, dp = row["ccc"] / row["mc"] - 1, row["pb"] / row["mc"] - 1
+        verdict = "ok" if abs(dc) <= BAR else "MISSED"
+        print(
+            f"{name:<6} {row['slab']:<5} {a:.0f}-{b:<5.0f} {row['mc']:6.3f} {row['sigma']:5.3f} "
+            f"{row['ccc']:6.3f} {dc:+7.3f} {row['pb']:6.3f} {dp:+7.3f}  {verdict}"
+        )
+        if row["slab"] == "lung" and (a, b) in ASSERTED:
+            if abs(dc) > BAR + 2 * row["sigma"]:
+                failures.append(f"{name} lung {a:.0f}-{b:.0f} mm: ccc/MC-1 = {dc:+.3f}")
+            if abs(dc) > abs(dp):
+                failures.append(f"{name} lung {a:.0f}-{b:.0f} mm: ccc {dc:+.3f}, pb {dp:+.3f}")
+    for side, r in slab_results.items():
+        print(
+            f"{side / 10:.0f}x{side / 10:.0f}: MC CPU s (water, lung, bone) "
+            + ", ".join(f"{v:.0f}" for v in r["cpu_mc"].values())
+            + f"; ccc + pencil beam, 3 phantoms: {r['cpu_ours']:.0f} CPU s"
+        )
+    return failures
+
+
+def test_slab_correction_factors_against_monte_carlo(slab_results):
+    failures = print_table(slab_results)
+    assert not failures, failures
+
+
+if __name__ == "__main__":  # compute the missing Monte Carlo references (minutes each)
+    mc_references([float(a) for a in sys.argv[1:]] or FIELDS_MM)
