@@ -70,14 +70,17 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
     c = offs.max(axis=0)
     size = (n1 + c[0] - offs[:, 0].min(), n2 + c[1] - offs[:, 1].min())
     dt = terma_t.dtype
+    # per kernel part: its fraction, minus its coefficient and one over it, (nb, 1, 1)
     parts = [
         (
             xp.asarray(frac[i], dtype=dt)[:, None, None],
-            xp.asarray(coeff[i], dtype=dt)[:, None, None],
+            xp.asarray(-coeff[i], dtype=dt)[:, None, None],
+            xp.asarray(1.0 / coeff[i], dtype=dt)[:, None, None],
         )
         for i in (0, 1)
         if float(frac[i].sum()) > 0.0
     ]
+    f_total = sum(f for f, _, _ in parts)
     energy = [xp.zeros((nb, *size), dtype=dt) for _ in parts]
     dose = xp.zeros((nb, n0, n1, n2), dtype=dt)
     for k, s in enumerate(order):
@@ -85,14 +88,15 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
         win = (slice(None), slice(y0, y0 + n1), slice(x0, x0 + n2))
         tau = xp.maximum(rho_t[s] * step_mm, MIN_TAU_MM)[None]
         t = terma_t[:, s]
-        acc = xp.zeros((nb, n1, n2), dtype=dt)
-        for p, (f, a) in zip(energy, parts, strict=True):
-            one_minus_e = -xp.expm1(-a * tau)
-            g = one_minus_e / a
-            tf = t * f
-            pw = p[win]
-            acc = acc + (pw * g + tf * (tau - g))
-            p[win] = pw - pw * one_minus_e + tf * one_minus_e
+        # the module's update with e = expm1(-a τ) = -(1 - exp(-a τ)) and q = P - T F:
+        # D τ = Σ_parts (T F τ - q e / a) and P' = P + q e, in place
+        acc = t * (f_total * tau)
+        for p, (f, minus_a, inv_a) in zip(energy, parts, strict=True):
+            e = xp.expm1(minus_a * tau)
+            q = p[win] - t * f
+            acc -= (e * inv_a) * q
+            e *= q
+            p[win] += e
         dose[:, s] = acc / tau
     return dose
 
