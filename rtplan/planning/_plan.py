@@ -1003,6 +1003,14 @@ def _problem_structures(ctx: _Context) -> tuple[dict, dict]:
 #: point, while the solver's default (1e-8) doubles the iterations.
 FIRST_ORDER_TOL = 1e-6
 
+#: The same for the re-optimisations of the final-dose correction loop, which start from
+#: the last pass's fluence. Their corrected dose model is itself off by 0.2 Gy on average
+#: (1 Gy at most) in the targets at the new plan, while stopping here instead of at
+#: :data:`FIRST_ORDER_TOL` moved no DVH point of the TG-119 C-shape by more than 0.01 Gy and
+#: its objective by 0.02 %, and needed 58 instead of 108 L-BFGS iterations (a cold start at
+#: :data:`FIRST_ORDER_TOL` stopped 0.6 % higher after 84).
+CORRECTION_TOL = 1e-5
+
 
 #: The CVXPY solve sees the influence matrix compressed to sparse plus low rank
 #: (:class:`optimizers.Compression`; ``[optimization] cvxpy_compression_threshold`` and
@@ -1076,6 +1084,7 @@ def stage_optimise(ctx: _Context) -> None:
         options["dose_offset"] = ctx.dose_offset
         if settings.solver == "first_order":  # warm start (CVXPY's solvers have none)
             options["x0"] = ctx.fluence
+            options["tol"] = CORRECTION_TOL
     ctx.optimization = opt.solve_lexicographic(
         ctx.matrix,
         idx,

@@ -94,3 +94,35 @@ def test_zero_corrections_leave_the_plan_uncorrected():
 def test_bad_correction_settings_are_refused(key, value, match):
     with pytest.raises(ProtocolError, match=rf"\[optimization\] {key}.*{match}"):
         load_protocol("tg119_cshape").with_overrides(**{key: value})
+
+
+def test_correction_tolerance_reaches_the_tight_solves_objective(monkeypatch):
+    """The correction loop's re-optimisation starts from the last fluence and stops at
+    ``CORRECTION_TOL``: from the same start it must reach the objective of a solve run
+    to a 100 times tighter tolerance (within 0.1 %) with fewer matrix products.
+
+    (A cold start can end elsewhere: the dose-volume terms are not convex. On this coarse
+    C-shape the cold solve ends 3 % lower, on the 3 mm C-shape 0.6 % higher; that choice
+    of start is the loop's, unchanged here.)"""
+    from rtplan.planning import _plan
+
+    patient = rtplan.phantoms.make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    protocol = load_protocol("tg119_cshape").with_overrides(dose_grid_mm=8.0, n_beams=5)
+    ctx = _plan._Context(
+        patient, protocol, "numpy", None, False, {}, _plan.resolve_beam_model(None)
+    )
+    for stage in ("structures", "beams", "dose", "optimise", "sequence", "segments"):
+        getattr(_plan, f"stage_{stage}")(ctx)
+    first = ctx.fluence
+    ctx.dose_offset = _plan.dose_correction(
+        ctx.matrix, ctx.matrix_rows, ctx.segment_weights.beamlet_fluence_mu, ctx.dose
+    )
+    _plan.stage_optimise(ctx)  # as stage_correct runs it: warm start, CORRECTION_TOL
+    loose = ctx.optimization.final
+    ctx.fluence = first
+    monkeypatch.setattr(_plan, "CORRECTION_TOL", _plan.CORRECTION_TOL / 100.0)
+    _plan.stage_optimise(ctx)
+    tight = ctx.optimization.final
+    assert loose.success and tight.success
+    assert tight.objective <= loose.objective <= 1.001 * tight.objective
+    assert loose.n_dose_evals < 0.7 * tight.n_dose_evals
