@@ -10,7 +10,6 @@ with an error naming the file, beam and DICOM element.
 from __future__ import annotations
 
 import copy
-
 import types
 
 import numpy as np
