@@ -818,6 +818,13 @@ def _read_file(path: Path, *args) -> RtPlanBeams:
     return plan
 
 
+def _delivery_type(beam) -> str:
+    """(300A,00CE) TreatmentDeliveryType of a BeamSequence item (TREATMENT if absent)."""
+    if beam is None:
+        return "TREATMENT"
+    return str(beam.get("TreatmentDeliveryType", "TREATMENT") or "TREATMENT").upper()
+
+
 def _read_plan_dataset(
     ds,
     path,
@@ -852,6 +859,12 @@ def _read_plan_dataset(
             f"(300A,0078) NumberOfFractionsPlanned is {n_fx!r} in fraction group "
             f"{fg.get('FractionGroupNumber', 1)}; expected a positive number."
         )
+    by_number = {}
+    for b in ds.get("BeamSequence", []):
+        num = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
+        if num in by_number:
+            raise ctx.err(f"(300A,00B0) BeamSequence holds two beams numbered {num}.")
+        by_number[num] = b
     metersets = {}
     for rb in fg.get("ReferencedBeamSequence", []):
         bnum = _beam_number(
@@ -863,6 +876,11 @@ def _read_plan_dataset(
                 "would be ambiguous."
             )
         mset = rb.get("BeamMeterset", None)
+        if mset in (None, "") and _delivery_type(by_number.get(bnum)) == "SETUP":
+            # A setup beam (imaging, RayStation's SB*) delivers no dose: (300A,0086) is
+            # optional for it.
+            log.info("setup beam %d has no BeamMeterset; skipped", bnum)
+            mset = 0.0
         if mset in (None, ""):
             raise ctx.err(
                 f"(300C,0004) ReferencedBeamSequence: beam {bnum} has no BeamMeterset (300A,0086); "
@@ -879,12 +897,6 @@ def _read_plan_dataset(
         raise ctx.err(
             "(300C,0004) ReferencedBeamSequence is empty; the plan has no treatment beams."
         )
-    by_number = {}
-    for b in ds.get("BeamSequence", []):
-        num = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
-        if num in by_number:
-            raise ctx.err(f"(300A,00B0) BeamSequence holds two beams numbered {num}.")
-        by_number[num] = b
     parsed = []
     setup_positions: dict[int, str] = {}  # without a patient: each beam's own
     for bnum, mset in metersets.items():
@@ -894,7 +906,7 @@ def _read_plan_dataset(
                 "BeamSequence does not contain."
             )
         b = by_number[bnum]
-        delivery = str(b.get("TreatmentDeliveryType", "TREATMENT") or "TREATMENT").upper()
+        delivery = _delivery_type(b)
         if delivery != "TREATMENT" and mset > 0:
             # A port film, continuation or setup beam with meterset delivers dose too.
             log.info("beam %d is %s with %.2f MU; its dose is included", bnum, delivery, mset)

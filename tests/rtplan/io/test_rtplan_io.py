@@ -9,6 +9,7 @@ with an error naming the file, beam and DICOM element.
 
 from __future__ import annotations
 
+import copy
 import types
 
 import numpy as np
@@ -446,6 +447,27 @@ def test_reader_carries_positions_forward_like_other_systems(case, tmp_path):
             np.testing.assert_allclose(sg.leaf_positions_mm, sw.leaf_positions_mm, atol=1e-4)
             assert dict(sg.jaws_mm) == dict(sw.jaws_mm)
             assert sg.total_mu == pytest.approx(sw.total_mu, rel=1e-6)
+
+
+def test_reader_skips_setup_beams_without_meterset(case, tmp_path):
+    """RayStation exports setup beams (TreatmentDeliveryType SETUP, e.g. "SB1_1") listed in
+    the fraction group without a BeamMeterset: they deliver no dose and are skipped, even
+    at another energy; the treatment beams read back unchanged."""
+
+    def add_setup_beam(ds):
+        setup = copy.deepcopy(ds.BeamSequence[0])
+        setup.BeamNumber, setup.BeamName, setup.TreatmentDeliveryType = 101, "SB1_1", "SETUP"
+        setup.ControlPointSequence[0].NominalBeamEnergy = 10  # not the model's 6 MV
+        ds.BeamSequence.append(setup)
+        ref = pydicom.Dataset()
+        ref.ReferencedBeamNumber = 101  # no BeamMeterset, as RayStation writes it
+        ds.FractionGroupSequence[0].ReferencedBeamSequence.append(ref)
+        ds.FractionGroupSequence[0].NumberOfBeams = 4
+
+    path = _mutated(case, tmp_path, add_setup_beam)
+    back = read_rtplan(path, case.patient)
+    assert [b.number for b in back.beams] == [b.number for b in case.plan.beams]
+    assert back.total_mu == pytest.approx(case.plan.total_mu, rel=1e-6)
 
 
 def test_reader_needs_a_prescription_or_an_argument(case, tmp_path):

@@ -1,0 +1,167 @@
+"""Another planning system's DICOM-RT (issue 12): RayStation's Alderson pelvis set.
+
+Data (fetched by ``_real_data``, never committed): pydosert 1.5.0's ``mr_alderson`` set,
+an Alderson anthropomorphic pelvis **phantom** (not a patient): 160 CT slices (512²,
+0.742 mm, 2 mm), a RayStation RT-STRUCT (Body, PTV, Bladder, Rectum, FemoralHead_L/R),
+a RayStation **10 MV** VMAT RT-PLAN (Versa_E, 1 arc of 76 control points, 390 MU,
+20 fractions, plus three SETUP beams) and its RT-DOSE (PLAN sum, 3 mm).
+
+Measured and printed (not asserted: this bench reports):
+
+1. ``rtplan.read_patient`` on the CT + RT-STRUCT: ROI volumes, CPU time.
+2. ``rtplan dose`` (CLI) on the RT-PLAN: rtplan's only shipped beam model is a generic
+   6 MV, so the 10 MV arc is refused (exit status 2, message recorded).
+3. What can still be compared: the RT-PLAN read with the energy check set to the plan's
+   10 MV, its MU and control points, and the dose of that arc computed with the *6 MV*
+   model on RayStation's own dose grid, against RayStation's RT-DOSE: gamma (pymedphys,
+   global, 10 % cut-off) at 3 %/2 mm and 2 %/2 mm, absolute and after scaling ours to
+   RayStation's PTV mean dose (shape only), and D95 / Dmean / D2 of PTV, bladder, rectum.
+   Energy and machine differ: this is an interoperability check, not a dose validation.
+
+Run with ``python -m pytest benches/bench_other_tps.py -s -p no:randomly``
+(``RTPLAN_REAL_DATA=DIR`` to choose the download folder).  Writes
+``benches/results/bench_other_tps.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from _real_data import DataUnavailable, alderson, cache_dir
+
+import rtplan
+from rtplan.dose import compute_plan_dose
+from rtplan.evaluation import dvh
+from rtplan.io import read_rtdose, read_rtplan_beams
+
+RESULTS = Path(__file__).parent / "results"
+GAMMA_CRITERIA = ((3.0, 2.0), (2.0, 2.0))  # (% global, mm)
+GAMMA_CUTOFF_PERCENT = 10.0
+DVH_ROIS = ("PTV", "Bladder", "Rectum")
+
+
+@pytest.fixture(scope="module")
+def data(request) -> Path:
+    try:
+        return alderson(cache_dir(request.config.cache.mkdir("rtplan-real-data")))
+    except DataUnavailable as exc:
+        pytest.skip(f"real data not reachable: {exc}")
+
+
+def _files(root: Path) -> dict:
+    return {
+        "ct": root / "CT",
+        "rs": next((root / "RS").glob("*.dcm")),
+        "rp": next((root / "RP").glob("*.dcm")),
+        "rd": {
+            str(pydicom.dcmread(p, stop_before_pixels=True).DoseSummationType): p
+            for p in (root / "RD").glob("*.dcm")
+        },
+    }
+
+
+def _gamma(axes, ref, ev, percent, mm) -> float:
+    import pymedphys
+
+    g = pymedphys.gamma(
+        axes,
+        ref,
+        axes,
+        ev,
+        dose_percent_threshold=percent,
+        distance_mm_threshold=mm,
+        lower_percent_dose_cutoff=GAMMA_CUTOFF_PERCENT,
+        max_gamma=1.1,
+        interp_algo="scipy",
+    )
+    valid = np.isfinite(g)
+    return float(np.mean(g[valid] <= 1.0))
+
+
+def _table(title: str, header: tuple, rows: list) -> None:
+    print(f"\n{title}")
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+
+
+def test_raystation_alderson(data, tmp_path):
+    pytest.importorskip("pymedphys")
+    f = _files(data)
+    out: dict = {}
+    t0 = time.process_time()
+    patient = rtplan.read_patient(f["ct"], f["rs"])
+    out["read_patient_cpu_s"] = time.process_time() - t0
+    out["ct_shape"] = list(patient.ct.array.shape)
+    out["roi_volumes_cc"] = {n: s.volume_cc(patient.ct.grid) for n, s in patient.structures.items()}
+    _table(
+        f"read_patient: CT {out['ct_shape']}, {out['read_patient_cpu_s']:.1f} CPU s",
+        ("ROI", "type", "volume cc"),
+        [(n, s.roi_type, out["roi_volumes_cc"][n]) for n, s in patient.structures.items()],
+    )
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "rtplan.cli", "dose", str(f["ct"]), str(f["rs"]), str(f["rp"])]
+        + ["--out", str(tmp_path / "RD.dcm")],
+        capture_output=True,
+        text=True,
+    )
+    out["cli_dose"] = {"exit_status": cli.returncode, "message": cli.stderr.strip()[-400:]}
+    print(f"\nrtplan dose: exit {cli.returncode}: {cli.stderr.strip()[:300]}")
+
+    plan = read_rtplan_beams(f["rp"], patient, nominal_energy_mv=10.0)
+    beams = [(b.number, b.name, len(b.segments), b.total_mu / plan.fractions) for b in plan.beams]
+    out["plan"] = {"fractions": plan.fractions, "beams": beams}
+    _table(
+        f"RT-PLAN read ({plan.fractions} fractions)",
+        ("beam", "name", "segments", "MU/fx"),
+        beams,
+    )
+
+    rs_dose, grid, _ = read_rtdose(f["rd"]["PLAN"])
+    t0 = time.process_time()
+    ours = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
+    out["dose_cpu_s"] = time.process_time() - t0
+    occ = {n: patient.structure(n).occupancy(grid) for n in DVH_ROIS}
+    ptv = dvh(rs_dose, occ["PTV"], voxel_volume_cc=grid.voxel_volume_cc).mean_gy
+    scale = ptv / dvh(ours, occ["PTV"], voxel_volume_cc=grid.voxel_volume_cc).mean_gy
+    axes = grid.zyx_axes_mm()
+    gamma = {}
+    for label, ev in (("absolute", ours), (f"scaled x{scale:.3f}", ours * scale)):
+        gamma[label] = {
+            f"{p:g}%/{d:g}mm": _gamma(axes, rs_dose, ev, p, d) for p, d in GAMMA_CRITERIA
+        }
+    out["gamma_pass"] = gamma
+    out["ptv_mean_scale"] = scale
+    _table(
+        f"gamma vs RayStation RT-DOSE (global, cut-off {GAMMA_CUTOFF_PERCENT:g} %), "
+        f"max ours {ours.max():.2f} Gy / RayStation {rs_dose.max():.2f} Gy, "
+        f"dose {out['dose_cpu_s']:.0f} CPU s",
+        ("our dose", *gamma["absolute"]),
+        [(k, *(100 * x for x in v.values())) for k, v in gamma.items()],
+    )
+    rows, out["dvh_gy"] = [], {}
+    for name in DVH_ROIS:
+        a = dvh(ours, occ[name], voxel_volume_cc=grid.voxel_volume_cc)
+        b = dvh(rs_dose, occ[name], voxel_volume_cc=grid.voxel_volume_cc)
+        out["dvh_gy"][name] = {
+            "D95": (a.d95_gy, b.d95_gy),
+            "Dmean": (a.mean_gy, b.mean_gy),
+            "D2": (a.d2_gy, b.d2_gy),
+        }
+        for metric, (x, y) in out["dvh_gy"][name].items():
+            rows.append((name, metric, x, y, x - y))
+    _table(
+        "DVH (Gy, 20 fractions, ours unscaled)",
+        ("ROI", "metric", "ours", "RayStation", "diff"),
+        rows,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_other_tps.json").write_text(json.dumps(out, indent=2, default=str))
