@@ -146,7 +146,7 @@ def solve_lexicographic(
     slip_abs: float = 0.0,
     matrix_dtype: Any = np.float64,
     dose_offset: Any = None,
-    one_formulation: bool = True,
+    one_formulation: bool = False,
     **options: Any,
 ) -> LexicographicResult:
     """Optimise priority levels one after another without hand-tuned weights across levels.
@@ -191,8 +191,9 @@ def solve_lexicographic(
         With ``method="cvxpy"``: every level solves one compiled CVXPY problem whose
         weights and level bounds are parameters (:mod:`optimizers._cvxpy_levels`; compiled
         again only when the beamlet active set grows), when hard terms sit only in
-        ``constraints`` or the first level (default True). ``False``: each level builds
-        and compiles its own problem.
+        ``constraints`` or the first level. Default False (each level builds and compiles
+        its own problem): on the TG-119 C-shape at 3 mm (compressed matrix, active set)
+        CVXPY's compilation of the one problem asked for 43.4 GiB and failed.
 
         .. versionadded:: 0.1.0
     **options

@@ -31,7 +31,7 @@ def _slab():
 def test_one_formulation_matches_rebuilt_levels_with_one_compilation(compile_calls, active_set):
     a, s = _slab()
     kw = {"constraints": CONSTRAINTS, "method": "cvxpy", "active_set": active_set}
-    shared = op.solve_lexicographic(a, s, LEVELS, **kw)
+    shared = op.solve_lexicographic(a, s, LEVELS, one_formulation=True, **kw)
     n_shared = len(compile_calls)
     rebuilt = op.solve_lexicographic(a, s, LEVELS, one_formulation=False, **kw)
     n_rebuilt = len(compile_calls) - n_shared
@@ -58,7 +58,7 @@ def test_one_formulation_agrees_with_first_order():
         [op.MeanDose("BODY", weight=0.01)],
     ]
     kw = {"constraints": CONSTRAINTS, "slip_rel": 0.02}
-    cv = op.solve_lexicographic(a, s, levels, method="cvxpy", **kw)
+    cv = op.solve_lexicographic(a, s, levels, method="cvxpy", one_formulation=True, **kw)
     fo = op.solve_lexicographic(a, s, levels, method="first_order", tol=1e-10, **kw)
     assert cv.final.extras["shared_levels"]["builds"] == 1
     for lc, lf in zip(cv.levels, fo.levels, strict=True):
@@ -72,7 +72,7 @@ def test_guard_of_a_later_level_is_loosened_until_inactive():
     a, s = _slab()
     kw = {"constraints": CONSTRAINTS, "method": "cvxpy"}
     ref = op.solve_lexicographic(a, s, LEVELS, one_formulation=False, **kw)
-    zero = op.solve_lexicographic(a, s, LEVELS, x0=np.zeros(a.shape[1]), **kw)
+    zero = op.solve_lexicographic(a, s, LEVELS, x0=np.zeros(a.shape[1]), one_formulation=True, **kw)
     assert zero.levels[0].result.extras["shared_levels"]["guard_loosenings"] >= 1
     for lz, lr in zip(zero.levels, ref.levels, strict=True):
         assert lz.achieved == pytest.approx(lr.achieved, rel=1e-3), (lz, lr)
@@ -83,7 +83,7 @@ def test_hard_terms_in_later_levels_build_each_level(compile_calls):
     level builds its own problem, and the hard term holds from its level on."""
     a, s = _slab()
     levels = [LEVELS[0], [*LEVELS[1], op.MaxDose("OAR", 45.0, hard=True)]]
-    res = op.solve_lexicographic(a, s, levels, method="cvxpy")
+    res = op.solve_lexicographic(a, s, levels, method="cvxpy", one_formulation=True)
     assert len(compile_calls) == 2
     assert "shared_levels" not in res.final.extras
     assert np.max(a[s["OAR"]] @ res.x) <= 45.0 * (1 + 1e-6)
