@@ -26,7 +26,13 @@ from ._problem import Problem
 from ._result import OptimizationResult
 from .errors import InfeasibleError, InvalidProblemError
 
-__all__ = ["ACTIVE_SET_REL_TOL", "ACTIVE_SET_SEED_REL", "solve_cvxpy_active_set"]
+__all__ = [
+    "ACTIVE_SET_REL_TOL",
+    "ACTIVE_SET_SEED_REL",
+    "entering_beamlets",
+    "seed_columns",
+    "solve_cvxpy_active_set",
+]
 
 #: A beamlet enters when giving it the mean fluence of the active beamlets would lower the
 #: CVXPY objective, to first order, by more than this fraction of it.
@@ -46,6 +52,42 @@ def seed_fluence(problem: Problem, **options: Any) -> np.ndarray | None:
         return np.asarray(solve_first_order(problem, **{**SEED_OPTIONS, **options}).x)
     except InvalidProblemError:
         return None
+
+
+def seed_columns(x0: np.ndarray, seed_rel: float = ACTIVE_SET_SEED_REL) -> np.ndarray:
+    """Beamlets whose seed fluence ``x0`` exceeds ``seed_rel`` of its maximum (every
+    beamlet when ``x0`` is zero)."""
+    top = float(x0.max(initial=0.0))
+    return np.flatnonzero(x0 > seed_rel * top) if top > 0 else np.arange(x0.size)
+
+
+def entering_beamlets(
+    form: CvxpyFormulation, x: np.ndarray, rel_tol: float = ACTIVE_SET_REL_TOL
+) -> tuple[np.ndarray, float]:
+    """Beamlets outside ``form.columns`` that would lower the solved objective, and the
+    most negative relative reduced cost (0 when none is negative).
+
+    Parameters
+    ----------
+    form : CvxpyFormulation
+        Solved, restricted to ``form.columns``.
+    x : (n_beamlets,) array, MU
+        Its solution.
+    rel_tol : float, optional
+        A beamlet enters when giving it the mean active fluence would lower the CVXPY
+        objective, to first order, by more than this fraction of it.
+
+    Returns
+    -------
+    enter : (n_enter,) ndarray of int64
+    worst : float
+    """
+    rc = form.reduced_costs()
+    active = x[form.columns]
+    x_mean = float(active[active > 0].mean()) if np.any(active > 0) else 1.0
+    scale = max(abs(float(form.cvx_problem.value)), 1e-300)
+    rel = rc * x_mean / scale
+    return form.fixed[rel < -rel_tol], float(rel.min(initial=0.0))
 
 
 def solve_cvxpy_active_set(
@@ -75,7 +117,9 @@ def solve_cvxpy_active_set(
     compression : Compression, optional
         As in :func:`optimizers.solve_cvxpy` (computed once, on every beamlet).
     **options
-        Passed to :func:`optimizers.solve_cvxpy` (``solver``, ``solver_options``...).
+        Passed to :func:`optimizers.solve_cvxpy` (``solver``, ``solver_options``...). The
+        first round starts from ``x0``, later rounds from the round before, where the
+        solver can (SCS; ``x0`` of :func:`optimizers.solve_cvxpy`).
 
     Returns
     -------
@@ -92,11 +136,11 @@ def solve_cvxpy_active_set(
     x0 = np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64)
     if x0.shape != (n,):
         raise InvalidProblemError(f"`x0` has shape {x0.shape}; expected ({n},).")
-    top = float(x0.max(initial=0.0))
-    cols = np.flatnonzero(x0 > seed_rel * top) if top > 0 else np.arange(n)
+    cols = seed_columns(x0, seed_rel)
+    x_start = x0
     compressed = None if compression is None else problem.compressed(compression)
     rounds: list[dict[str, Any]] = []
-    seed_columns = int(cols.size)
+    n_seed = int(cols.size)
     setup = solver = 0.0
     n_iter = 0
     certified = False
@@ -107,7 +151,7 @@ def solve_cvxpy_active_set(
         # a restricted round's infeasibility is not the problem's: no elastic re-solve
         opts = {**options, "explain_infeasible": False} if form.fixed.size else options
         try:
-            res = solve_cvxpy(problem, formulation=form, **opts)
+            res = solve_cvxpy(problem, formulation=form, x0=x_start, **opts)
         except InfeasibleError:
             if not form.fixed.size:
                 raise
@@ -115,16 +159,11 @@ def solve_cvxpy_active_set(
             rounds.append({"columns": int(form.columns.size), "entered": n - cols.size})
             cols = np.arange(n)
             continue
+        x_start = res.x  # the next round (a new formulation) starts here (SCS)
         setup += res.extras["setup_time_s"]
         solver += res.extras["solver_time_s"]
         n_iter += res.n_iter
-        rc = form.reduced_costs()
-        active = res.x[form.columns]
-        x_mean = float(active[active > 0].mean()) if np.any(active > 0) else 1.0
-        scale = max(abs(float(form.cvx_problem.value)), 1e-300)
-        rel = rc * x_mean / scale
-        worst = float(rel.min(initial=0.0))
-        enter = form.fixed[rel < -rel_tol]
+        enter, worst = entering_beamlets(form, res.x, rel_tol)
         rounds.append({"columns": int(form.columns.size), "entered": int(enter.size)})
         if enter.size == 0:
             certified = True
@@ -135,7 +174,7 @@ def solve_cvxpy_active_set(
         setup_time_s=setup,
         solver_time_s=solver,
         active_set={
-            "seed_columns": seed_columns,
+            "seed_columns": n_seed,
             "rounds": rounds,
             "min_reduced_cost_rel": worst,
             "rel_tol": rel_tol,

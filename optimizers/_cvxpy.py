@@ -55,6 +55,15 @@ class CvxpyFormulation:
         ``n_active`` wide instead of ``n_beamlets``. ``None`` (default): every beamlet.
 
         .. versionadded:: 0.1.0
+    levels : sequence of sequences of int, optional
+        Indices (into ``problem.terms``) of the soft terms of each lexicographic priority
+        level. Each level ``j`` gets the constraint ``s_j sum_k w_k f_k <= b_j`` on the
+        same expressions ``f_k`` as the objective (``s_j`` and ``b_j`` parameters, set to
+        ``c_j`` = :func:`weight_scale` of its weights and ``c_j`` times its bound when the
+        level is held), so every level solves the one compiled problem
+        (:mod:`optimizers._cvxpy_levels`). ``None`` (default): no such constraints.
+
+        .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -87,6 +96,7 @@ class CvxpyFormulation:
         elastic: bool = False,
         compressed: CompressedMatrix | None = None,
         columns: Any = None,
+        levels: Any = None,
     ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
@@ -142,6 +152,8 @@ class CvxpyFormulation:
         objective: Any = 0
         #: auxiliary constraints added by the canonicalisers (:meth:`CvxpyContext.constrain`)
         self.aux_constraints: list[Any] = []
+        #: each soft term's unweighted CVXPY expression, by term index
+        self.soft_expressions: dict[int, Any] = {}
         for k, t in enumerate(problem.terms):
             if t.hard:
                 self.constraints[k] = self._hard(k, t)
@@ -149,9 +161,18 @@ class CvxpyFormulation:
             elif not elastic:
                 w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
-                objective = objective + w * canonicalize(t, CvxpyContext(self, t, k))
+                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k))
+                objective = objective + w * self.soft_expressions[k]
         if elastic:
             objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
+        #: per priority level (``levels``): its objective ``sum_k w_k f_k``, the parameters
+        #: ``s_j`` and ``b_j`` of its constraint ``s_j sum_k w_k f_k <= b_j``, and ``c_j``
+        self.group_values: list[Any] = []
+        self.group_scale_params: list[Any] = []
+        self.group_bound_params: list[Any] = []
+        self.group_scales: list[float] = []
+        for j, group in enumerate(levels or ()):
+            cons.append(self._group_bound(cp, j, [int(k) for k in group]))
         self.cvx_problem = cp.Problem(cp.Minimize(objective), cons + self.aux_constraints)
 
     # -- pieces ------------------------------------------------------------------------
@@ -222,6 +243,39 @@ class CvxpyFormulation:
                 price = price + self.compressed.right.T @ eta
         return direct - np.asarray(price, dtype=np.float64)[self.fixed]
 
+    def primal_start(self, inverse_data: list, n: int, x0: Any) -> np.ndarray:
+        """(n,) primal vector of the compiled problem holding the fluence ``x0`` (its
+        ``columns``), its dose ``d`` and, compressed, the tail ``z = V x0``; every other
+        variable (the canonicalisers' auxiliaries) at zero.
+
+        ``inverse_data`` is CVXPY's from ``get_problem_data``: variables renamed by a
+        reduction (``CvxAttr2Constr`` replaces ``x >= 0``) are followed to the offsets of
+        the last stuffing."""
+        x0 = np.asarray(x0, dtype=np.float64)
+        values: dict[int, np.ndarray] = {self.x_active.id: x0[self.columns]}
+        if self.d is not None:
+            if self.compressed is None:
+                d = np.asarray(self.problem.a_union @ x0, dtype=np.float64)
+            else:
+                d = self.compressed.dose(x0)
+                if self.compressed.rank:
+                    tail = self.dose_constraints[0].args[0]
+                    values[tail.id] = self.compressed.right @ x0
+            if self.dose_offset is not None:
+                d = d + np.asarray(self.dose_offset.value)
+            values[self.d.id] = d
+        offsets: dict[int, int] = {}
+        for inv in inverse_data:
+            renamed = inv[0] if isinstance(inv, tuple) and inv and isinstance(inv[0], dict) else {}
+            if renamed:
+                values = {getattr(renamed.get(k), "id", k): v for k, v in values.items()}
+            offsets = getattr(inv, "var_offsets", None) or offsets
+        out = np.zeros(n)
+        for k, v in values.items():
+            if k in offsets:
+                out[offsets[k] : offsets[k] + v.size] = v
+        return out
+
     def reset_dose_offset(self) -> None:
         """Set :attr:`dose_offset` to the problem's ``union_offset`` (zero without one)."""
         off = self.problem.union_offset
@@ -251,6 +305,26 @@ class CvxpyFormulation:
             b_eff = b + scale * s if t.sense == "<=" else b - scale * s
         q = canonicalize(t, CvxpyContext(self, t, k))
         return [q <= b_eff] if t.sense == "<=" else [q >= b_eff]
+
+    def _group_bound(self, cp: Any, j: int, group: list[int]) -> Any:
+        """``c_j sum_k w_k f_k <= b_j`` for priority level ``j`` (see ``levels``)."""
+        if self.elastic or not group or any(k not in self.soft_expressions for k in group):
+            raise InvalidProblemError(
+                f"Priority level {j} of `levels` must list soft terms of the problem by index "
+                f"(got {group}); levels need a formulation that is not elastic."
+            )
+        weights = [self.problem.terms[k].weight for k in group]
+        c = weight_scale(weights)
+        value = sum(
+            float(w) * self.soft_expressions[k] for k, w in zip(group, weights, strict=True)
+        )
+        scale = cp.Parameter(nonneg=True, name=f"level_scale{j}", value=c)
+        b = cp.Parameter(name=f"level_bound{j}", value=0.0)
+        self.group_values.append(value)
+        self.group_scale_params.append(scale)
+        self.group_bound_params.append(b)
+        self.group_scales.append(c)
+        return scale * value <= b
 
     # -- parameters --------------------------------------------------------------------
     def update(self, problem: Problem) -> None:
@@ -340,6 +414,7 @@ def solve_cvxpy(
     explain_infeasible: bool = True,
     compression: Compression | None = None,
     corrections: int = 0,
+    x0: Any = None,
 ) -> OptimizationResult:
     """Solve ``problem`` through its CVXPY formulation.
 
@@ -376,6 +451,13 @@ def solve_cvxpy(
         dose plus the compression's dose error at the previous solution,
         ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
         At a fixed point the optimiser's dose is the exact dose (default 0).
+
+        .. versionadded:: 0.1.0
+    x0 : (n_beamlets,) array, MU, optional
+        A fluence to start from, e.g. the first-order solver's, where the solver can
+        start from a given point (SCS: the fluence, its dose and the slacks; duals at
+        zero) and the formulation holds no earlier solution of that solver. Clarabel and
+        MOSEK (interior point) start from their own point; OSQP is not started here.
 
         .. versionadded:: 0.1.0
 
@@ -433,8 +515,11 @@ def solve_cvxpy(
             ) from exc
         t2 = time.perf_counter()
         warm = formulation.last_solution.get(adapter.name) if adapter.WARM_START else None
+        start = None
+        if warm is None and x0 is not None and adapter.WARM_START:
+            start = formulation.primal_start(inverse, data["A"].shape[1], x0)
         out = adapter.solve(
-            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose, warm)
+            SolveData(prob, chain, inverse, data, dict(solver_options or {}), verbose, warm, start)
         )
         if out.status in SOLUTION_PRESENT and adapter.WARM_START:
             formulation.last_solution[adapter.name] = out.raw

@@ -63,6 +63,8 @@ class SolveData:
     verbose: bool = False
     #: the solver's own earlier solution of this compiled problem (a warm start), or None
     warm: Any = None
+    #: a primal point of the compiled problem to start from when ``warm`` is None
+    start: Any = None
 
 
 @dataclass
@@ -109,6 +111,11 @@ class SolverAdapter:
         earlier solution ``raw`` of the same compiled problem (empty: no warm start)."""
         return {}
 
+    def start_cache(self, data: dict, x: Any) -> dict:
+        """CVXPY's ``solver_cache`` that makes ``solve_via_data`` start at the primal
+        point ``x`` of the compiled problem (empty: the solver cannot start there)."""
+        return {}
+
     def native_status(self, raw: Any) -> Any:
         raise NotImplementedError
 
@@ -125,7 +132,12 @@ class SolverAdapter:
         """
         self.import_solver()
         opts = {**self.DEFAULT_OPTIONS, **data.options}
-        cache = {} if data.warm is None else self.warm_cache(data.warm)
+        if data.warm is not None:
+            cache = self.warm_cache(data.warm)
+        elif data.start is not None:
+            cache = self.start_cache(data.data, data.start)
+        else:
+            cache = {}
         try:
             raw = data.chain.solver.solve_via_data(
                 data.data, bool(cache), data.verbose, opts, cache
@@ -204,7 +216,8 @@ class OSQPSolver(SolverAdapter):
 
 
 class SCSSolver(SolverAdapter):
-    """SCS first-order conic solver (warm starts from its own earlier solution)."""
+    """SCS first-order conic solver (warm starts from its own earlier solution, or from a
+    given fluence)."""
 
     name = "SCS"
     module = "scs"
@@ -222,6 +235,18 @@ class SCSSolver(SolverAdapter):
 
     def warm_cache(self, raw):
         return {self.cvxpy_name: {k: raw[k] for k in ("x", "y", "s")}}
+
+    def start_cache(self, data, x):
+        """Primal ``x``, duals zero, slacks ``b - A x`` on the zero and non-negative cones
+        (zero and clipped at zero; the rest as they are: SCS projects them)."""
+        import numpy as np
+
+        slack = np.asarray(data["b"] - data["A"] @ x, dtype=np.float64)
+        n_zero, n_nonneg = int(data["dims"].zero), int(data["dims"].nonneg)
+        slack[:n_zero] = 0.0
+        slack[n_zero : n_zero + n_nonneg] = np.clip(slack[n_zero : n_zero + n_nonneg], 0, None)
+        y = np.zeros(data["A"].shape[0])
+        return {self.cvxpy_name: {"x": np.asarray(x, dtype=np.float64), "y": y, "s": slack}}
 
     def native_status(self, raw):
         return int(raw["info"]["status_val"])

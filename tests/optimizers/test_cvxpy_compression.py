@@ -101,22 +101,6 @@ def test_bad_compression_settings_are_refused(kwargs, match):
         op.Compression(**kwargs)
 
 
-@pytest.fixture
-def compile_calls(monkeypatch):
-    """One entry per CVXPY compilation (``SolvingChain.apply``) made during the test."""
-    from cvxpy.reductions.solvers.solving_chain import SolvingChain
-
-    calls = []
-    original = SolvingChain.apply
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SolvingChain, "apply", counting)
-    return calls
-
-
 def test_dpp_resolve_skips_compilation(compile_calls):
     calls = compile_calls
     a, s = _slab(6)

@@ -1,0 +1,57 @@
+"""SCS started from the first-order solver's fluence (``solve_cvxpy(..., x0=...)``) against
+a cold start; Clarabel (interior point) ignores the start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _optimizers_synth import slab_problem
+
+import optimizers as op
+
+TERMS = [  # the planner's soft term families
+    op.MinDVH("PTV", 60.0, 95.0, weight=10),
+    op.MaxDVH("PTV", 64.0, 10.0, weight=10),
+    op.Overdose("OAR", 15.0, weight=1),
+    op.MaxDVH("OAR", 25.0, 30.0, weight=1),
+    op.Underdose("PTV", 55.0, weight=1),
+    op.MeanDose("BODY", weight=0.01),
+]
+
+
+def test_scs_from_the_first_order_fluence_needs_fewer_iterations():
+    """Measured: 900 iterations against 1,200 (on the compressed matrix of the same slab,
+    rank 4: 675 both ways, so the start is not claimed to help there)."""
+    a, s = slab_problem(np.random.default_rng(12), n_side=16, n_beamlets=24, scatter_fraction=0.05)
+    prob = op.Problem(a, s, TERMS)
+    x_fo = op.solve_first_order(prob, tol=1e-8).x
+    cold = op.solve_cvxpy(prob, solver="SCS")
+    warm = op.solve_cvxpy(prob, solver="SCS", x0=x_fo)
+    assert cold.success and warm.success
+    assert warm.objective == pytest.approx(cold.objective, rel=1e-4)
+    assert warm.n_iter < cold.n_iter
+    assert warm.objective == pytest.approx(op.solve_cvxpy(prob).objective, rel=1e-4)
+
+
+def test_primal_start_holds_the_fluence_and_its_dose():
+    """The start vector read back through CVXPY's own variable offsets."""
+    a, s = slab_problem(np.random.default_rng(3), n_side=10, n_beamlets=8)
+    prob = op.Problem(a, s, TERMS[2:])
+    form = op.CvxpyFormulation(prob)
+    data, chain, inverse = form.cvx_problem.get_problem_data("SCS")
+    x0 = np.linspace(1.0, 8.0, a.shape[1])
+    start = form.primal_start(inverse, data["A"].shape[1], x0)
+    offsets = inverse[-2].var_offsets  # ConeMatrixStuffing's, before the solver's own
+    renamed = next(i[0] for i in inverse if isinstance(i, tuple))
+    xs = renamed[form.x_active.id].id
+    np.testing.assert_array_equal(start[offsets[xs] : offsets[xs] + x0.size], x0)
+    d = start[offsets[form.d.id] : offsets[form.d.id] + prob.union_rows.size]
+    np.testing.assert_allclose(d, prob.union_dose(x0), rtol=1e-6)
+    assert np.count_nonzero(start) == np.count_nonzero(x0) + np.count_nonzero(d)
+
+
+def test_clarabel_ignores_the_start():
+    a, s = slab_problem(np.random.default_rng(12), n_side=12, n_beamlets=16)
+    prob = op.Problem(a, s, TERMS[2:])
+    x0 = np.full(a.shape[1], 10.0)
+    assert op.solve_cvxpy(prob, x0=x0).n_iter == op.solve_cvxpy(prob).n_iter
