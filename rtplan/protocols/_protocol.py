@@ -540,6 +540,12 @@ class Protocol:
                     new.beams, technique=_technique(self.source, "`technique`", technique)
                 ),
             )
+        if new.beams.technique == "vmat" and (n_beams is not None or gantry_angles_deg):
+            raise ProtocolError(
+                f"Protocol {self.source}: `n_beams` / `gantry_angles_deg` set static beams but "
+                "the plan is VMAT ([beams] technique = 'vmat' or technique='vmat'); give the "
+                "arcs in [[beams.arcs]] or plan with technique 'imrt'."
+            )
         if n_beams is not None:
             gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
         if gantry_angles_deg is not None:

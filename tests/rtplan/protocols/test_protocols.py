@@ -577,3 +577,11 @@ def test_technique_override_is_checked():
     p = parse_protocol(MINIMAL, source="v.toml")
     with pytest.raises(ProtocolError, match=r"`technique`: expected one of \['imrt', 'vmat'\]"):
         p.with_overrides(technique="tomo")
+
+
+def test_static_beam_overrides_are_refused_for_vmat():
+    p = parse_protocol({**MINIMAL, "beams": {"technique": "vmat"}}, source="v.toml")
+    with pytest.raises(ProtocolError, match=r"v\.toml: `n_beams` / `gantry_angles_deg` set static"):
+        p.with_overrides(n_beams=5)
+    with pytest.raises(ProtocolError, match=r"the plan is VMAT"):
+        parse_protocol(MINIMAL, source="v.toml").with_overrides(technique="vmat", n_beams=5)
