@@ -16,8 +16,9 @@ static apertures that stand for that delivery (:func:`sample_control_points`): a
 :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw travel
 apart, each at the middle of its interval with an equal share of the interval's meterset
 and the centre angle of its angular bin (the apertures of one bin share one dose
-computation); an arc's apertures carry their own :attr:`rtplan.Segment.gantry_angle_deg`.  The dose of
-the beam is the dose of these apertures, the same path as for static beams.
+computation); an arc's apertures carry their own
+:attr:`rtplan.Segment.gantry_angle_deg`.  The dose of the beam is the dose of these
+apertures, the same path as for static beams.
 """
 
 from __future__ import annotations
