@@ -31,10 +31,12 @@ interval ``k``:
   meterset that the lowest rate does not finish before the mechanics (the 1 % margin
   covers the rounding of exported weights, ``cap`` the normalisation's
   ``normalization_cap_pct``, which may lower the MU afterwards);
-* ``m_k ≤ r_max T_k``: no more than the maximum dose rate delivers in the time ``T_k``
-  the sequenced interval took (:func:`rtplan.delivery.check_deliverability`), so the
-  refined arc is not slower than the sequenced one on a continuous-dose-rate machine (on
-  a binned one, the rate rounded down to a step may lengthen an interval);
+* ``m_k ≤ s r_max T_k`` with ``s =`` :data:`MAX_SLOWDOWN`: no more than the maximum
+  dose rate delivers in ``s`` times the time ``T_k`` the sequenced interval took
+  (:func:`rtplan.delivery.check_deliverability`); a dose rate never exceeds the maximum
+  (the gantry slows instead), and no interval takes more than ``s`` times its sequenced
+  time on a continuous-dose-rate machine (on a binned one, the rate rounded down to a
+  step may lengthen an interval);
 * intervals the sequencing left without meterset (leaves crossing with the beam off)
   stay at 0.
 
@@ -68,6 +70,10 @@ logger = logging.getLogger("rtplan.planning.vmat")
 
 #: Planned margin on the minimum meterset per interval (exported weights are rounded).
 _MARGIN = 0.99
+#: The MU refinement may slow an interval's gantry to this many times its sequenced time
+#: (more meterset at the maximum dose rate); the sequencing already runs most sectors at
+#: the maximum rate, so without it no interval could receive more meterset.
+MAX_SLOWDOWN = 2.0
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ def _mu_bounds(arc: ArcBeam, fractions: int, cap_pct: float):
     if not limits.continuous_dose_rate:
         floor = np.maximum(floor, limits.dose_rate_steps_mu_per_min[0] / 60.0 * t_fast)
     lower = floor / (_MARGIN * (1.0 - cap_pct / 100.0))
-    upper = np.maximum(limits.max_dose_rate_mu_per_min / 60.0 * times, lower)
+    upper = np.maximum(MAX_SLOWDOWN * limits.max_dose_rate_mu_per_min / 60.0 * times, lower)
     off = mu <= 1e-9
     lower[off] = upper[off] = 0.0
     return mu * fractions, lower * fractions, upper * fractions
