@@ -9,7 +9,7 @@ through the CLI; then, independently of the planner:
   meterset that the lowest dose-rate step, 37.5 MU/min, does not outrun the gantry at
   6 deg/s and the leaves at 35 mm/s), and ``rtplan check`` finds no violation;
 - ``rtplan dose`` of the written RT-PLAN gives the planner's RT-DOSE within 1 % of its
-  maximum;
+  maximum (both pencil-beam doses: the C-shape is water);
 - the MU refinement lowered its objective and plan.json records it.
 """
 
@@ -128,7 +128,9 @@ def test_rtplan_check_passes_on_the_written_plan(vmat_plan):
 
 
 def test_rtplan_dose_of_the_written_plan_is_the_planners_within_1_percent(vmat_plan, tmp_path):
-    phantom, out, _, _ = vmat_plan
+    phantom, out, record, _ = vmat_plan
+    # the C-shape is water: auto keeps the pencil beam, rtplan dose's default engine
+    assert record["plan"]["dose_algorithm"]["algorithm"] == "pencil_beam"
     rd = tmp_path / "RD.dcm"
     argv = ["dose", phantom.ct_dir, phantom.rtstruct_path, out / "RTPLAN.dcm", "--out", rd]
     status, stdout = _run([*argv, "--dose-grid-mm", "10"])
