@@ -12,7 +12,7 @@ import logging
 import sys
 
 from ..planning import PlanOptions, plan_and_write
-from ..protocols._protocol import FINAL_ALGORITHMS
+from ..protocols._protocol import FINAL_ALGORITHMS, TECHNIQUES
 
 __all__ = ["register"]
 
@@ -73,6 +73,13 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
         "or auto (collapsed cone when the body holds lung or bone; docs/dose_algorithms.md); "
         "default: the protocol's [dose] final_algorithm, else auto",
     )
+    p.add_argument(
+        "--technique",
+        choices=TECHNIQUES,
+        default=None,
+        help="imrt (static step-and-shoot beams) or vmat (the protocol's arcs, default two "
+        "full arcs; docs/vmat.md); default: the protocol's [beams] technique, else imrt",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -116,6 +123,7 @@ def planning_kwargs(args: argparse.Namespace) -> dict:
         beam_model=args.beam_model,
         density_table=args.density_table,
         final_dose=args.final_dose,
+        technique=args.technique,
     )
     return {"options": options, "overwrite": args.force}
 

@@ -14,9 +14,11 @@ the gantry rotates (``rotation_direction`` ``"CW"`` or ``"CC"``, (300A,011F)
 from one control point to the next.  Its :attr:`~rtplan.DeliverableBeam.segments` are
 static apertures that stand for that delivery (:func:`sample_control_points`): at most
 :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or jaw travel
-apart, each at the middle of its interval with an equal share of the interval's meterset;
-an arc's apertures carry their own :attr:`rtplan.Segment.gantry_angle_deg`.  The dose of
-the beam is the dose of these apertures, the same path as for static beams.
+apart, each at the middle of its interval with an equal share of the interval's meterset
+and the centre angle of its angular bin (the apertures of one bin share one dose
+computation); an arc's apertures carry their own
+:attr:`rtplan.Segment.gantry_angle_deg`.  The dose of the beam is the dose of these
+apertures, the same path as for static beams.
 """
 
 from __future__ import annotations
@@ -156,11 +158,12 @@ def gantry_sweeps_deg(gantry_angles_deg: Sequence[float], rotation_direction: st
     return np.zeros(max(g.size - 1, 0))
 
 
-def _n_samples(sweep_deg: float, travel_mm: float) -> int:
-    """Static apertures that stand for the delivery between two control points."""
+def _n_samples(sweep_deg: float, travel_mm: float) -> tuple[int, int]:
+    """Static apertures that stand for the delivery between two control points, and the
+    gantry angles they share."""
     by_angle = math.ceil(abs(sweep_deg) / ARC_SAMPLE_DEG - 1e-9)
     by_travel = math.ceil(travel_mm / LEAF_SAMPLE_MM - 1e-9) if travel_mm > POSITION_TOL_MM else 0
-    return max(1, by_angle, by_travel)
+    return max(1, by_angle, by_travel), max(1, by_angle)
 
 
 def sample_control_points(
@@ -169,11 +172,18 @@ def sample_control_points(
     """Static apertures that stand for the delivery between control points.
 
     Between control points ``k`` and ``k + 1`` whose weights differ, ``n`` apertures at
-    the middle of ``n`` equal sub-intervals, positions and angle interpolated linearly,
-    each with ``1 / n`` of the interval's weight; ``n`` is the smallest number keeping
-    samples at most :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of
-    leaf or jaw travel apart.  Intervals of equal weight deliver nothing (devices move with
-    the beam off) and give no aperture.
+    the middle of ``n`` equal sub-intervals, positions interpolated linearly, each with
+    ``1 / n`` of the interval's weight; ``n`` is the smallest number keeping samples at
+    most :data:`ARC_SAMPLE_DEG` of gantry rotation and :data:`LEAF_SAMPLE_MM` of leaf or
+    jaw travel apart.  The rotation is cut into ``ceil(|Δθ| / ARC_SAMPLE_DEG)`` equal
+    angular bins and each aperture takes the centre angle of the bin its sub-interval's
+    middle falls in, so apertures sampled for leaf travel share a gantry angle (one dose
+    computation per angle) and angles stay at most :data:`ARC_SAMPLE_DEG` apart.
+    Intervals of equal weight deliver nothing (devices move with the beam off) and give no
+    aperture.
+
+    .. versionchanged:: 0.1.0
+       Apertures of one angular bin share its centre angle (they had each their own).
 
     Parameters
     ----------
@@ -207,7 +217,7 @@ def sample_control_points(
         travel = float(np.max(np.abs(c1.leaf_positions_mm - c0.leaf_positions_mm)))
         for key in jaw0:
             travel = max(travel, float(np.max(np.abs(jaw1[key] - jaw0[key]))))
-        n_sub = _n_samples(float(sweeps_deg[k]), travel)
+        n_sub, n_angles = _n_samples(float(sweeps_deg[k]), travel)
         if len(out) + n_sub > MAX_SAMPLES_PER_BEAM:
             raise SegmentError(
                 f"{where}more than {MAX_SAMPLES_PER_BEAM} apertures after sampling its arc every "
@@ -220,7 +230,9 @@ def sample_control_points(
             jaws = {
                 key: tuple(float(v) for v in (1 - t) * jaw0[key] + t * jaw1[key]) for key in jaw0
             }
-            gantry = float((c0.gantry_angle_deg + t * sweeps_deg[k]) % 360.0) if arc else None
+            # the samples of one angular bin share its centre angle (one dose per angle)
+            t_angle = (math.floor(j * n_angles / n_sub) + 0.5) / n_angles
+            gantry = float((c0.gantry_angle_deg + t_angle * sweeps_deg[k]) % 360.0) if arc else None
             out.append((leaves, jaws, float(dw / n_sub), gantry))
     return out
 

@@ -219,6 +219,30 @@ def _voxel_weights(
     return rows, w[rows]
 
 
+def fit_voxels(
+    structures: Mapping[str, np.ndarray],
+    n_voxels: int,
+    structure_weights: Mapping[str, float] | None = None,
+    underdose_weights: Mapping[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fitted voxels of :func:`reoptimize_segment_weights`: ``(rows, w, u)``, their
+    indices (ascending), weights and extra weights when cold (``underdose_weights``)."""
+    rows, w = _voxel_weights(structures, n_voxels, structure_weights)
+    u = np.zeros(rows.size)
+    for name, wt in dict(underdose_weights or {}).items():
+        if name not in structures:
+            raise InputError(
+                f"`underdose_weights` names {name!r}, which is not in `structures` "
+                f"{sorted(structures)}."
+            )
+        wt = float(wt)
+        if not (wt >= 0 and math.isfinite(wt)):
+            raise InputError(f"`underdose_weights[{name!r}]` must be ≥ 0; got {wt!r}.")
+        pos = np.searchsorted(rows, np.asarray(structures[name], dtype=np.int64).ravel())
+        u[pos] = np.maximum(u[pos], wt)
+    return rows, w, u
+
+
 #: Fitted rows of the influence matrix multiplied by the segment matrix at a time: the
 #: copy of those rows stays small (4,096 rows of 5,000 entries: 160 MB).
 SEGMENT_DOSE_CHUNK_ROWS = 4096
@@ -250,27 +274,148 @@ def _segment_dose_rows(D, S, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nnls_normal_equations(M: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``argmin_{m ≥ 0} Σ_v w_v (M m − y)_v²`` solved on the ``n × n`` normal equations.
+def _nnls_normal_equations(
+    M: np.ndarray,
+    w: np.ndarray,
+    y: np.ndarray,
+    *,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+) -> np.ndarray:
+    """``argmin_{lower ≤ m ≤ upper} Σ_v w_v (M m − y)_v²`` solved on the ``n × n`` normal
+    equations (default bounds ``0 ≤ m``).
 
     With ``G = Mᵀ W M = Q Λ Qᵀ`` and ``b = Mᵀ W y``, ``A = Λ^½ Qᵀ`` and ``c = Λ^-½ Qᵀ b``
     give ``‖A m − c‖² = mᵀ G m − 2 bᵀ m + const``: the same objective up to a constant, so
-    Lawson–Hanson NNLS on the ``n × n`` system reaches the same optimum as on the
-    ``n_voxels × n`` one, at a cost independent of the voxel count after one product
+    Lawson–Hanson NNLS (or, with bounds, bounded-variable least squares, Stark & Parker
+    1995) on the ``n × n`` system reaches the same optimum as on the ``n_voxels × n``
+    one, at a cost independent of the voxel count after one product
     (``M`` dense, (n_voxels, n) float64).
     """
-    from scipy.optimize import nnls
+    from scipy.optimize import lsq_linear, nnls
 
+    bounded = lower is not None or upper is not None
+    lo = np.zeros(M.shape[1]) if lower is None else np.asarray(lower, dtype=float)
+    hi = np.full(M.shape[1], np.inf) if upper is None else np.asarray(upper, dtype=float)
     gram = M.T @ (w[:, None] * M)
     b = M.T @ (w * y)
     lam, q = np.linalg.eigh(0.5 * (gram + gram.T))
     keep = lam > EIGEN_RTOL * max(float(lam.max()), 0.0)
     if not keep.any():  # no fitted voxel receives dose from any segment
-        return np.zeros(M.shape[1])
+        return lo.copy()
     root = np.sqrt(lam[keep])
     a = root[:, None] * q[:, keep].T
     c = (q[:, keep].T @ b) / root
-    return nnls(a, c, maxiter=50 * M.shape[1])[0]
+    if not bounded:
+        return nnls(a, c, maxiter=50 * M.shape[1])[0]
+    fixed = hi <= lo  # bvls needs lo < hi: variables pinned by their bounds stay there
+    x = lo.copy()
+    free = ~fixed
+    if free.any():
+        res = lsq_linear(
+            a[:, free], c - a[:, fixed] @ lo[fixed], bounds=(lo[free], hi[free]), method="bvls"
+        )
+        x[free] = np.clip(res.x, lo[free], hi[free])
+    return x
+
+
+@dataclass(frozen=True)
+class _WeightFit:
+    """Outcome of :func:`fit_weights` (internal)."""
+
+    mu: np.ndarray
+    objective_before: float
+    objective_after: float
+    status: Status
+    message: str
+    cold_set_iterations: int
+
+
+def fit_weights(
+    M: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    u: np.ndarray,
+    m0: np.ndarray,
+    *,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+    max_underdose_iter: int = 20,
+) -> _WeightFit:
+    """The weight fit of :func:`reoptimize_segment_weights` on given dose columns.
+
+    Minimises ``Σ w_v r_v² + Σ u_v min(r_v, 0)²`` with ``r = M m − y`` over
+    ``lower ≤ m ≤ upper`` (default ``m ≥ 0``) by repeated bounded least squares on the
+    current set of cold voxels, keeping the best iterate, and keeps ``m0`` (clipped to
+    the bounds) if nothing better was found.
+
+    Parameters
+    ----------
+    M : (n_voxels, n) ndarray of float, Gy/MU
+        Dose of each column (segment, arc interval) at 1 MU on the fitted voxels.
+    y : (n_voxels,) ndarray, Gy
+        Reference dose there.
+    w, u : (n_voxels,) ndarray
+        Voxel weights and extra weights on cold voxels (underdose).
+    m0 : (n,) ndarray, MU
+        The starting (sequenced) meterset.
+    lower, upper : (n,) ndarray, MU, optional, keyword-only
+        Bounds on each column's meterset (e.g. machine limits); default ``0`` and none.
+    max_underdose_iter : int, keyword-only
+
+    Returns
+    -------
+    _WeightFit
+    """
+    bounded = lower is not None or upper is not None
+
+    def objective(m):
+        r = M @ m - y
+        return float(np.sum(w * r * r) + np.sum(u * np.minimum(r, 0.0) ** 2))
+
+    def solve(weights):
+        # the exact optimum of this convex problem, in time set by the column count
+        if not bounded:
+            return _nnls_normal_equations(M, weights, y)
+        return _nnls_normal_equations(M, weights, y, lower=lower, upper=upper)
+
+    detail = "bounded least squares (BVLS)" if bounded else "Lawson-Hanson NNLS"
+    if bounded:
+        lo = np.zeros(m0.size) if lower is None else lower
+        hi = np.full(m0.size, np.inf) if upper is None else upper
+        m0 = np.minimum(np.maximum(m0, lo), hi)
+    obj0 = objective(m0)
+    m1 = solve(w)
+    status = Status.OPTIMAL
+    n_cold_iter = 0
+    if u.any():
+        best, best_obj = m1, objective(m1)
+        cold = np.zeros(y.size, dtype=bool)
+        for n_cold_iter in range(1, max_underdose_iter + 1):  # noqa: B007
+            new_cold = (u > 0) & (M @ m1 - y < 0)
+            if np.array_equal(new_cold, cold):
+                break
+            cold = new_cold
+            m1 = solve(w + u * cold)
+            obj = objective(m1)
+            if obj < best_obj:
+                best, best_obj = m1, obj
+        else:
+            status = Status.ITERATION_LIMIT
+            detail += " (the cold set did not settle; the best iterate kept)"
+        m1 = best
+        detail += f", {n_cold_iter} cold-set iterations"
+    if not bounded:
+        m1 = np.clip(m1, 0.0, None)
+        # Segments with a negligible share are dropped (below 1e-6 of the total).
+        m1[m1 < 1e-6 * max(m1.sum(), 1e-300)] = 0.0
+    obj1 = objective(m1)
+    message = f"re-optimised {m0.size} weights ({detail})"
+    if not obj1 <= obj0:
+        m1, obj1 = m0.copy(), obj0
+        message = "solver result was not better; kept the sequenced meterset"
+        status = Status.OPTIMAL_INACCURATE
+    return _WeightFit(m1, obj0, obj1, status, message, n_cold_iter)
 
 
 @check_arguments(
@@ -349,66 +494,17 @@ def reoptimize_segment_weights(
             f"`reference_dose_gy` has {ref.size} values; expected one per influence-matrix row "
             f"({n_vox})."
         )
-    rows, w = _voxel_weights(structures, n_vox, structure_weights)
-    u = np.zeros(rows.size)
-    for name, wt in dict(underdose_weights or {}).items():
-        if name not in structures:
-            raise InputError(
-                f"`underdose_weights` names {name!r}, which is not in `structures` "
-                f"{sorted(structures)}."
-            )
-        wt = float(wt)
-        if not (wt >= 0 and math.isfinite(wt)):
-            raise InputError(f"`underdose_weights[{name!r}]` must be ≥ 0; got {wt!r}.")
-        pos = np.searchsorted(rows, np.asarray(structures[name], dtype=np.int64).ravel())
-        u[pos] = np.maximum(u[pos], wt)
+    rows, w, u = fit_voxels(structures, n_vox, structure_weights, underdose_weights)
     S = segment_beamlet_matrix(
         dbeams, beamlets, beam_indices=beam_indices, mlc_parameters=mlc_parameters, model=model
     )
     m0 = np.array([s.total_mu for b in dbeams for s in b.segments])
     M = _segment_dose_rows(D, S, rows)  # segment dose at 1 MU (Gy/MU), fitted voxels
-    y = ref[rows]
-
-    def objective(m):
-        r = M @ m - y
-        return float(np.sum(w * r * r) + np.sum(u * np.minimum(r, 0.0) ** 2))
-
-    def solve(weights):
-        # Lawson–Hanson active set on the normal equations: the exact optimum of this
-        # convex problem, in time set by the segment count, not the voxel count.
-        return _nnls_normal_equations(M, weights, y), "Lawson-Hanson NNLS"
-
+    fit = fit_weights(M, ref[rows], w, u, m0, max_underdose_iter=max_underdose_iter)
+    m1, obj0, obj1, status = fit.mu, fit.objective_before, fit.objective_after, fit.status
+    n_cold_iter = fit.cold_set_iterations
     solver = "scipy.optimize.nnls (normal equations)"
-    obj0 = objective(m0)
-    m1, detail = solve(w)
-    status = Status.OPTIMAL
-    n_cold_iter = 0
-    if u.any():
-        best, best_obj = m1, objective(m1)
-        cold = np.zeros(rows.size, dtype=bool)
-        for n_cold_iter in range(1, max_underdose_iter + 1):  # noqa: B007
-            new_cold = (u > 0) & (M @ m1 - y < 0)
-            if np.array_equal(new_cold, cold):
-                break
-            cold = new_cold
-            m1, detail = solve(w + u * cold)
-            obj = objective(m1)
-            if obj < best_obj:
-                best, best_obj = m1, obj
-        else:
-            status = Status.ITERATION_LIMIT
-            detail += " (the cold set did not settle; the best iterate kept)"
-        m1 = best
-        detail += f", {n_cold_iter} cold-set iterations"
-    m1 = np.clip(m1, 0.0, None)
-    # Segments with a negligible share are dropped (below 1e-6 of the total).
-    m1[m1 < 1e-6 * max(m1.sum(), 1e-300)] = 0.0
-    obj1 = objective(m1)
-    message = f"re-optimised {m0.size} segment weights ({detail})"
-    if not obj1 <= obj0:
-        m1, obj1 = m0.copy(), obj0
-        message = "solver result was not better; kept the sequenced meterset"
-        status = Status.OPTIMAL_INACCURATE
+    message = fit.message.replace(" weights ", " segment weights ", 1)
     new_beams = []
     k = 0
     for b in dbeams:

@@ -6,7 +6,8 @@ asked; ``"auto"`` takes the collapsed cone when the body holds lung or bone:
 - the CT's density (the plan's CT-to-density table) is interpolated at the dose-grid
   voxel centres that lie inside the body (occupancy >= 0.5) at least :data:`SKIN_MM`
   from its surface and from the dose grid's faces (the partial-volume voxels of the skin
-  are not tissue);
+  are not tissue); the surface is taken half a voxel (the largest spacing) short of the
+  nearest outside voxel's centre, so on any grid the outermost body voxels are skin;
 - their volume below :data:`LOW_DENSITY` (lung, air cavities) and above
   :data:`HIGH_DENSITY` (bone) is summed; :data:`MIN_VOLUME_CC` or more of either
   selects the collapsed cone.
@@ -126,7 +127,10 @@ def heterogeneity_volumes_cc(
     # the grid's faces count as outside: a body cut by the grid (or the CT) is not eroded
     # from there otherwise, and its partial-volume voxels there would be counted
     outside = np.pad(~body, 1, constant_values=True)
-    inside = distance_outside_mm(outside, dose_grid.spacing_mm)[1:-1, 1:-1, 1:-1] >= SKIN_MM
+    centres_mm = distance_outside_mm(outside, dose_grid.spacing_mm)[1:-1, 1:-1, 1:-1]
+    # the surface lies half a voxel short of the nearest outside voxel's centre: without
+    # that half voxel, the body's outermost voxels of a 10 mm grid were "10 mm" deep
+    inside = centres_mm - 0.5 * max(dose_grid.spacing_mm) >= SKIN_MM
     rho = np.asarray(to_numpy(resample(density, ct_grid, dose_grid, order=1, fill_value=1.0)))
     voxel_cc = dose_grid.voxel_volume_cc
     low = float(np.count_nonzero(inside & (rho < LOW_DENSITY))) * voxel_cc

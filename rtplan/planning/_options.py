@@ -15,7 +15,7 @@ from .._internal.arguments import INTEGER, NUMBER, PATH, TEXT, check_arguments, 
 from ..dose._plan_dose import resolve_beam_model, resolve_density_table
 from ..errors import InputError
 from ..protocols import Protocol, load_protocol
-from ..protocols._protocol import FINAL_ALGORITHMS
+from ..protocols._protocol import FINAL_ALGORITHMS, TECHNIQUES
 
 __all__ = ["PlanOptions"]
 
@@ -33,6 +33,7 @@ SOLVERS = ("first_order", "cvxpy")
     beam_model=optional(either(BeamModel, PATH)),
     density_table=optional(either(HUTable, PATH)),
     final_dose=optional(TEXT),
+    technique=optional(TEXT),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -65,6 +66,12 @@ class PlanOptions:
         collapsed cone when the body holds lung or bone; docs/dose_algorithms.md).
 
         .. versionadded:: 0.1.0
+    technique : {"imrt", "vmat"}, optional
+        Static beams or arcs instead of the protocol's ``[beams] technique`` (the CLI's
+        ``--technique``); ``"vmat"`` plans the protocol's arcs (default two full arcs;
+        docs/vmat.md).
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
@@ -94,6 +101,7 @@ class PlanOptions:
     beam_model: BeamModel | str | os.PathLike | None = None
     density_table: HUTable | str | os.PathLike | None = None
     final_dose: str | None = None
+    technique: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -103,6 +111,10 @@ class PlanOptions:
         if self.final_dose is not None and self.final_dose not in FINAL_ALGORITHMS:
             raise InputError(
                 f"`final_dose` must be one of {FINAL_ALGORITHMS} or None; got {self.final_dose!r}."
+            )
+        if self.technique is not None and self.technique not in TECHNIQUES:
+            raise InputError(
+                f"`technique` must be one of {TECHNIQUES} or None; got {self.technique!r}."
             )
         grid = self.dose_grid_mm
         if grid is not None and not (math.isfinite(float(grid)) and float(grid) > 0):
@@ -138,8 +150,8 @@ class PlanOptions:
 
     def apply_to(self, protocol: Protocol | str | os.PathLike) -> Protocol:
         """The protocol (loaded if a name or file) with this record's overrides:
-        ``solver``, ``dose_grid_mm``, ``n_beams``, ``max_iterations`` and ``final_dose``
-        (its ``final_algorithm``)."""
+        ``solver``, ``dose_grid_mm``, ``n_beams``, ``max_iterations``, ``final_dose``
+        (its ``final_algorithm``) and ``technique``."""
         p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
         extra = {} if self.max_iterations is None else {"max_iterations": self.max_iterations}
         return p.with_overrides(
@@ -147,6 +159,7 @@ class PlanOptions:
             dose_grid_mm=self.dose_grid_mm,
             n_beams=self.n_beams,
             final_algorithm=self.final_dose,
+            technique=self.technique,
             **extra,
         )
 

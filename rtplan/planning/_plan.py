@@ -44,10 +44,11 @@ from dose_engine import BeamModel, Grid, HUTable
 
 from .._internal.arguments import require_instance
 from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existing
+from ..delivery._arc import ArcBeam
 from ..delivery._deliverability import Deliverability, check_deliverability
 from ..delivery._deliverable import DeliverablePlan
 from ..delivery._machine import load_machine
-from ..delivery._segment_weights import reoptimize_segment_weights
+from ..delivery._segment_weights import fit_voxels, reoptimize_segment_weights
 from ..dose._aperture import resolve_mlc_parameters
 from ..dose._plan_dose import (
     ALGORITHM_LABELS,
@@ -91,6 +92,7 @@ from ._helper_structures import (
 )
 from ._levels import build_levels, smoothness_pairs, volume_pct
 from ._options import PlanOptions, options_from_keywords
+from ._vmat import arc_layouts, refine_arc_mu, scale_arc, sequence_arcs
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -189,6 +191,12 @@ class PlanResult:
         ``deliverability`` warning); written to plan.json and the report.
 
         .. versionadded:: 0.1.0
+    arc_refinement : dict or None
+        VMAT plans: the record of the arcs' MU refinement (``mu_before`` and ``mu_after``
+        per fraction, ``objective_before`` and ``objective_after`` of the fit, Gy², the
+        intervals fitted and those on a bound; docs/vmat.md); ``None`` for static beams.
+
+        .. versionadded:: 0.1.0
     """
 
     patient: Any
@@ -211,6 +219,7 @@ class PlanResult:
     corrections: tuple = ()
     final_algorithm: FinalAlgorithmChoice | None = None
     deliverability: Deliverability | None = None
+    arc_refinement: dict | None = None
 
     @property
     def dose_algorithm(self) -> str:
@@ -261,8 +270,7 @@ class PlanResult:
         """A few lines: goals met, total MU, time, then the goal table."""
         head = (
             f"{self.protocol.name}: {self.goal_table.summary_line()}; "
-            f"{self.mu_per_fraction:.0f} MU per fraction in "
-            f"{sum(len(b.segments) for b in self.plan.beams)} segments, "
+            f"{self.mu_per_fraction:.0f} MU per fraction in {_delivery_units(self.plan)}, "
             f"planned in {self.total_time_s:.1f} s"
         )
         lines = [f"WARNING: {w.message}" for w in self.warnings]
@@ -335,6 +343,8 @@ class PlanResult:
             "deliverability": (
                 None if self.deliverability is None else self.deliverability.to_dict()
             ),
+            "technique": self.protocol.beams.technique,
+            "arc_refinement": self.arc_refinement,
             "target_levels_gy": {
                 self.mapping.get(t, t): lv for t, lv in self.protocol.target_levels_gy.items()
             },
@@ -434,6 +444,34 @@ class PlanResult:
             )
         logger.info("plan written to %s", out_dir)
         return Path(out_dir)
+
+
+def _delivery_units(plan) -> str:
+    """``"27 segments"`` (static beams) or ``"2 arcs (362 control points)"``."""
+    arcs = [b for b in plan.beams if isinstance(b, ArcBeam)]
+    if arcs:
+        n_cp = sum(len(b.control_points) for b in arcs)
+        return f"{len(arcs)} arc(s) ({n_cp} control points)"
+    return f"{sum(len(b.segments) for b in plan.beams)} segments"
+
+
+def _beam_summary(b, fractions: int) -> dict[str, Any]:
+    """One beam of :attr:`PlanResult.beam_summaries` (arcs: also their direction, last
+    gantry angle and control points)."""
+    out = {
+        "name": b.name,
+        "number": b.number,
+        "gantry_angle_deg": float(b.beam.gantry_angle_deg),
+        "collimator_angle_deg": float(b.beam.collimator_angle_deg),
+        "couch_angle_deg": float(b.beam.couch_angle_deg),
+        "mu": b.total_mu / fractions,
+        "segments": len(b.segments),
+    }
+    if isinstance(b, ArcBeam):
+        out["rotation_direction"] = b.rotation_direction
+        out["stop_gantry_angle_deg"] = float(b.control_points[-1].gantry_angle_deg)
+        out["control_points"] = len(b.control_points)
+    return out
 
 
 def _deliverability_line(d: Deliverability) -> str:
@@ -627,6 +665,8 @@ class _Context:
     algorithm_choice: FinalAlgorithmChoice | None = None
     algorithm_warnings: list = field(default_factory=list)  # ccc fallback, pencil beam in lung
     deliverability: Deliverability | None = None  # of ctx.plan as written (stage_evaluate)
+    arcs: list = field(default_factory=list)  # VMAT: ArcLayout of each arc (_vmat.py)
+    arc_record: dict | None = None  # VMAT: the MU refinement's record
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -713,7 +753,8 @@ def stage_structures(ctx: _Context) -> None:
 
 
 def stage_beams(ctx: _Context) -> None:
-    """Isocentre at the prescription target's centroid; beams and beamlets.
+    """Isocentre at the prescription target's centroid; beams and beamlets (for VMAT: a
+    static beam at the centre of each sector of each arc, :func:`arc_layouts`).
 
     Refuses (:class:`rtplan.errors.InputError`) a beam model whose SAD differs from the
     protocol machine's.
@@ -726,17 +767,20 @@ def stage_beams(ctx: _Context) -> None:
     iso = isocenter_at_centroid(target_occ, grid)
     ctx.machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
     require_model_sad(ctx.beam_model, ctx.machine.sad_mm, what=f"machine {ctx.machine.name!r}")
-    ctx.beams = [
-        Beam(
-            g,
-            collimator_angle_deg=arr.collimator_angle_deg,
-            couch_angle_deg=arr.couch_angle_deg,
-            isocenter_mm=iso,
-            sad_mm=ctx.machine.sad_mm,
-            patient_position=ctx.patient.position,
-        )
-        for g in arr.gantry_angles_deg
-    ]
+    if arr.technique == "vmat":  # static beams at the arcs' sector centres
+        ctx.beams, ctx.arcs = arc_layouts(arr, ctx.machine, iso, ctx.patient.position)
+    else:
+        ctx.beams = [
+            Beam(
+                g,
+                collimator_angle_deg=arr.collimator_angle_deg,
+                couch_angle_deg=arr.couch_angle_deg,
+                isocenter_mm=iso,
+                sad_mm=ctx.machine.sad_mm,
+                patient_position=ctx.patient.position,
+            )
+            for g in arr.gantry_angles_deg
+        ]
     union = np.zeros(grid.shape, dtype=bool)
     for t in protocol.targets:
         if t in ctx.occupancy:
@@ -1146,8 +1190,22 @@ def _check_hard_constraints(ctx: _Context, hard: list) -> None:
 
 
 def stage_sequence(ctx: _Context) -> None:
-    """Step-and-shoot sequencing of each beam's fluence map (total MU)."""
+    """Step-and-shoot sequencing of each beam's fluence map (total MU); for VMAT, arc
+    sequencing of each arc's sector maps (:func:`sequence_arcs`)."""
     protocol = ctx.protocol
+    rx = protocol.prescription
+    if ctx.arcs:
+        arcs = sequence_arcs(ctx.fluence, ctx.beamlets, ctx.arcs, ctx.machine, rx.fractions)
+        if not arcs:
+            raise InputError("The optimised plan has no fluence in any arc; nothing to deliver.")
+        ctx.plan = DeliverablePlan(
+            tuple(arcs),
+            rx.fractions,
+            rx.total_dose_gy,
+            ctx.mapping[rx.target],
+            label=_plan_label(protocol),
+        )
+        return
     names = [f"G{b.gantry_angle_deg:03.0f}" for b in ctx.beams]
     seq = sequence_plan(
         ctx.fluence,
@@ -1160,7 +1218,6 @@ def stage_sequence(ctx: _Context) -> None:
     if not seq.beams:
         raise InputError("The optimised plan has no fluence in any beam; nothing to deliver.")
     ctx.beam_indices = list(seq.beam_indices)
-    rx = protocol.prescription
     ctx.plan = DeliverablePlan(
         tuple(seq.beams),
         rx.fractions,
@@ -1175,13 +1232,14 @@ TARGET_UNDERDOSE_WEIGHT = 3.0
 
 
 def stage_segments(ctx: _Context) -> None:
-    """Segment-weight re-optimisation and the final dose from the apertures."""
+    """Segment-weight re-optimisation and the final dose from the apertures (for VMAT:
+    the arcs' interval meterset, :func:`stage_arc_mu`)."""
     from dataclasses import replace
 
-    idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
-    fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
-    reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
-    targets = [t for t in ctx.protocol.targets if t in fit]
+    if ctx.arcs:
+        stage_arc_mu(ctx)
+        return
+    fit, reference, targets = _segment_fit(ctx)
     res = reoptimize_segment_weights(
         ctx.matrix,
         ctx.beamlets,
@@ -1198,6 +1256,52 @@ def stage_segments(ctx: _Context) -> None:
         replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
     )
     ctx.plan = replace(ctx.plan, beams=beams)
+    final_dose = aperture_dose if ctx.final_dose is None else ctx.final_dose
+    ctx.dose = np.asarray(final_dose(ctx), dtype=np.float32)
+
+
+def _segment_fit(ctx: _Context):
+    """``(structures, reference, targets)`` of the segment-weight fit: matrix rows of the
+    protocol's structures, the optimal fluence's dose on the matrix rows, the targets."""
+    idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
+    fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
+    reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
+    targets = [t for t in ctx.protocol.targets if t in fit]
+    return fit, reference, targets
+
+
+def stage_arc_mu(ctx: _Context) -> None:
+    """VMAT: the meterset of every interval of every arc re-fitted on the intervals'
+    aperture doses with the segment-weight stage's objective, within the machine limits
+    (:func:`refine_arc_mu`); then the final dose of the arcs."""
+    from dataclasses import replace
+
+    from dose_engine import hu_to_density
+
+    fit, reference, targets = _segment_fit(ctx)
+    rows, w, u = fit_voxels(
+        fit,
+        ctx.matrix.shape[0],
+        underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
+    )
+    arcs, ctx.arc_record = refine_arc_mu(
+        ctx.plan.beams,
+        reference[rows],
+        ctx.matrix_rows[rows],
+        w,
+        u,
+        density=hu_to_density(ctx.patient.ct.array, ctx.density_table),
+        ct_grid=ctx.patient.ct.grid,
+        dose_grid=ctx.dose_grid,
+        model=ctx.beam_model,
+        backend=ctx.backend,
+        mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
+        fractions=ctx.plan.fractions,
+        cap_pct=ctx.protocol.safety.normalization_cap_pct
+        if ctx.protocol.optimization.normalize
+        else 0.0,
+    )
+    ctx.plan = replace(ctx.plan, beams=tuple(arcs))
     final_dose = aperture_dose if ctx.final_dose is None else ctx.final_dose
     ctx.dose = np.asarray(final_dose(ctx), dtype=np.float32)
 
@@ -1264,6 +1368,9 @@ def stage_correct(ctx: _Context) -> None:
     """
     settings = ctx.protocol.optimization
     if settings.final_dose_corrections == 0:
+        return
+    if ctx.arcs:  # not built for arcs yet (docs/vmat.md)
+        logger.info("final-dose corrections are not applied to arcs (VMAT)")
         return
     goals, structures, body = _evaluation_goals(ctx)
     rx = ctx.protocol.prescription.total_dose_gy
@@ -1558,7 +1665,9 @@ def _scale_plan(plan, factor: float):
     from dataclasses import replace
 
     beams = tuple(
-        replace(b, segments=tuple(s.with_mu(s.total_mu * factor) for s in b.segments))
+        scale_arc(b, factor)
+        if isinstance(b, ArcBeam)
+        else replace(b, segments=tuple(s.with_mu(s.total_mu * factor) for s in b.segments))
         for b in plan.beams
     )
     return replace(plan, beams=beams)
@@ -1767,18 +1876,7 @@ def plan_patient(
     finally:
         if bar is not None:
             bar.close()
-    beam_summaries = [
-        {
-            "name": b.name,
-            "number": b.number,
-            "gantry_angle_deg": float(b.beam.gantry_angle_deg),
-            "collimator_angle_deg": float(b.beam.collimator_angle_deg),
-            "couch_angle_deg": float(b.beam.couch_angle_deg),
-            "mu": b.total_mu / ctx.plan.fractions,
-            "segments": len(b.segments),
-        }
-        for b in ctx.plan.beams
-    ]
+    beam_summaries = [_beam_summary(b, ctx.plan.fractions) for b in ctx.plan.beams]
 
     warnings = plan_warnings(
         ctx.goal_table,
@@ -1825,6 +1923,7 @@ def plan_patient(
         corrections=tuple(ctx.corrections),
         final_algorithm=ctx.algorithm_choice,
         deliverability=ctx.deliverability,
+        arc_refinement=ctx.arc_record,
     )
 
 

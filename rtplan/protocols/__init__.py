@@ -11,6 +11,7 @@ whole left breast (40 Gy / 15 fx).
 
 from ._derived import DerivedSpec, apply_derived
 from ._protocol import (
+    ArcSpec,
     BeamArrangement,
     GoalSpec,
     HelperSettings,
@@ -25,6 +26,7 @@ from ._protocol import (
 )
 
 __all__ = [
+    "ArcSpec",
     "BeamArrangement",
     "DerivedSpec",
     "apply_derived",

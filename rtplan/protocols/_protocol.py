@@ -33,6 +33,7 @@ from ._derived import parse_derived
 from ._structure_spec import StructureSpec
 
 __all__ = [
+    "ArcSpec",
     "BeamArrangement",
     "GoalSpec",
     "HelperSettings",
@@ -131,6 +132,40 @@ class GoalSpec:
         return self.goal.text
 
 
+#: ``[beams] technique`` values: static step-and-shoot beams, or arcs (VMAT).
+TECHNIQUES = ("imrt", "vmat")
+#: Default width of the arc sectors whose static beams the VMAT fluence is optimised on.
+DEFAULT_ARC_SECTOR_DEG = 30.0
+
+
+@dataclass(frozen=True)
+class ArcSpec:
+    """One arc of a VMAT protocol (``[[beams.arcs]]``).
+
+    Parameters
+    ----------
+    start_deg, stop_deg : float, degrees
+        IEC 61217 gantry angles of the arc's first and last control point, in [0, 360),
+        distinct (a full arc is e.g. 181 to 179 CW).
+    direction : {"CW", "CC"}
+        (300A,011F) *GantryRotationDirection*.
+    collimator_deg : float or None, degrees
+        ``None``: the machine's ``arc.collimator_angle_deg`` (the second arc of the default
+        pair: 360 minus it).
+    couch_deg : float, degrees
+    """
+
+    start_deg: float
+    stop_deg: float
+    direction: str
+    collimator_deg: float | None = None
+    couch_deg: float = 0.0
+
+
+#: Two full arcs, clockwise then counter-clockwise (collimators from the machine).
+DEFAULT_ARCS = (ArcSpec(181.0, 179.0, "CW"), ArcSpec(179.0, 181.0, "CC"))
+
+
 @dataclass(frozen=True)
 class BeamArrangement:
     """Beam arrangement of a protocol.
@@ -149,6 +184,16 @@ class BeamArrangement:
         Beamlet size in the isocentre plane (height = MLC leaf width).
     margin_mm : float, mm
         Beamlets cover the target's projection plus this margin.
+    technique : {"imrt", "vmat"}
+        ``"imrt"``: static beams at :attr:`gantry_angles_deg`; ``"vmat"``: the arcs of
+        :attr:`arcs` (the static angles are then not used).
+
+        .. versionadded:: 0.1.0
+    arcs : tuple of ArcSpec
+        The arcs of a VMAT plan (default: two full arcs, CW 181 to 179 and CC 179 to 181).
+    arc_sector_deg : float, degrees
+        Width of the sectors each arc is optimised on (one static beam at each sector's
+        centre; docs/vmat.md).
     """
 
     gantry_angles_deg: tuple[float, ...]
@@ -158,6 +203,9 @@ class BeamArrangement:
     beamlet_width_mm: float = 5.0
     beamlet_height_mm: float = 5.0
     margin_mm: float = 5.0
+    technique: str = "imrt"
+    arcs: tuple[ArcSpec, ...] = DEFAULT_ARCS
+    arc_sector_deg: float = DEFAULT_ARC_SECTOR_DEG
 
     @property
     def n_beams(self) -> int:
@@ -467,6 +515,7 @@ class Protocol:
         solver: str | None = None,
         final_algorithm: str | None = None,
         influence_algorithm: str | None = None,
+        technique: str | None = None,
         **optimization: Any,
     ) -> Protocol:
         """A copy with some settings replaced (grid, beams, solver, optimisation options).
@@ -482,6 +531,9 @@ class Protocol:
             The final dose's engine (``[dose] final_algorithm``).
         influence_algorithm : {"pencil_beam", "ccc"}, optional
             The influence matrices' engine (``[dose] influence_algorithm``).
+        technique : {"imrt", "vmat"}, optional
+            ``[beams] technique``: static beams or the protocol's arcs (default two full
+            arcs).
         **optimization
             Any field of :class:`OptimizationSettings`.
         """
@@ -502,6 +554,19 @@ class Protocol:
                     influence_algorithm,
                     INFLUENCE_ALGORITHMS,
                 ),
+            )
+        if technique is not None:
+            new = replace(
+                new,
+                beams=replace(
+                    new.beams, technique=_technique(self.source, "`technique`", technique)
+                ),
+            )
+        if new.beams.technique == "vmat" and (n_beams is not None or gantry_angles_deg):
+            raise ProtocolError(
+                f"Protocol {self.source}: `n_beams` / `gantry_angles_deg` set static beams but "
+                "the plan is VMAT ([beams] technique = 'vmat' or technique='vmat'); give the "
+                "arcs in [[beams.arcs]] or plan with technique 'imrt'."
             )
         if n_beams is not None:
             gantry_angles_deg = _equispaced(int(n_beams), 0.0, self.source)
@@ -757,6 +822,58 @@ def _equispaced(n: int, start: float, source: str) -> tuple[float, ...]:
     if n < 1:
         raise _err(source, "[beams] count", f"expected at least 1 beam, found {n}.")
     return tuple(round((start + 360.0 * i / n) % 360.0, 6) for i in range(n))
+
+
+def _technique(source: str, where: str, value: Any) -> str:
+    if value not in TECHNIQUES:
+        raise _err(source, where, f"expected one of {list(TECHNIQUES)}, found {value!r}.")
+    return str(value)
+
+
+_ARC_KEYS = ("start_deg", "stop_deg", "direction", "collimator_deg", "couch_deg")
+
+
+def _parse_arcs(source: str, beams_t: Mapping[str, Any]) -> tuple[ArcSpec, ...]:
+    """``[[beams.arcs]]``: each arc's start, stop, direction, collimator and couch."""
+    raw = beams_t.get("arcs")
+    if raw is None:
+        return DEFAULT_ARCS
+    if not isinstance(raw, list) or not raw or not all(isinstance(a, Mapping) for a in raw):
+        raise _err(
+            source,
+            "[[beams.arcs]]",
+            f"expected a non-empty array of tables ([[beams.arcs]]), found {raw!r}.",
+        )
+    arcs = []
+    for i, arc in enumerate(raw):
+        where = f"[[beams.arcs]] #{i + 1}"
+        _check_unknown(source, where, arc, _ARC_KEYS)
+        for key in ("start_deg", "stop_deg", "direction"):
+            if key not in arc:
+                raise _err(source, f"{where} {key}", "this key is required but missing.")
+        start = _angle(source, f"{where} start_deg", arc["start_deg"])
+        stop = _angle(source, f"{where} stop_deg", arc["stop_deg"])
+        if start == stop:
+            raise _err(
+                source,
+                f"{where} stop_deg",
+                f"the arc starts and stops at {start:g} degrees; give distinct angles (a full "
+                "arc is e.g. 181 to 179 CW).",
+            )
+        direction = arc["direction"]
+        if direction not in ("CW", "CC"):
+            raise _err(source, f"{where} direction", f"expected 'CW' or 'CC', found {direction!r}.")
+        coll = arc.get("collimator_deg")
+        arcs.append(
+            ArcSpec(
+                start,
+                stop,
+                direction,
+                None if coll is None else _angle(source, f"{where} collimator_deg", coll),
+                _angle(source, f"{where} couch_deg", arc.get("couch_deg", 0.0)),
+            )
+        )
+    return tuple(arcs)
 
 
 def _is_int(value: Any) -> bool:
@@ -1112,6 +1229,9 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
             "beamlet_width_mm",
             "beamlet_height_mm",
             "margin_mm",
+            "technique",
+            "arcs",
+            "arc_sector_deg",
         ),
     )
     if "gantry_deg" in beams_t and "count" in beams_t:
@@ -1157,7 +1277,21 @@ def parse_protocol(data: Mapping[str, Any], *, source: str = "<dict>") -> Protoc
             positive=True,
         ),
         margin_mm=_number(source, "[beams] margin_mm", beams_t.get("margin_mm", 5.0), nonneg=True),
+        technique=_technique(source, "[beams] technique", beams_t.get("technique", "imrt")),
+        arcs=_parse_arcs(source, beams_t),
+        arc_sector_deg=_number(
+            source,
+            "[beams] arc_sector_deg",
+            beams_t.get("arc_sector_deg", DEFAULT_ARC_SECTOR_DEG),
+            positive=True,
+        ),
     )
+    if beams.technique != "vmat" and "arcs" in beams_t:
+        raise _err(
+            source,
+            "[[beams.arcs]]",
+            f'arcs need `technique = "vmat"` in [beams] (found technique {beams.technique!r}).',
+        )
 
     grid_t = _table(source, data, "grid", required=False)
     _check_unknown(source, "[grid]", grid_t, ("dose_grid_mm",))

@@ -97,6 +97,7 @@ RECORD_CLASSES = {
     "rtplan.sequencing.ArcSequencingResult",
     "rtplan.planning.PlanningLevel",
     "rtplan.planning.WrittenPlan",
+    "rtplan.protocols.ArcSpec",
     "rtplan.protocols.BeamArrangement",
     "rtplan.protocols.DerivedSpec",
     "rtplan.protocols.GoalSpec",

@@ -677,3 +677,47 @@ def test_plan_with_implausible_goal_is_exit_2_before_planning(
     assert status == 2
     assert_names(err, r"^rtplan plan: error: Protocol .*cgy\.toml", pattern)
     assert not out.exists()
+
+
+def test_plan_unknown_technique_is_a_usage_error(phantom, tmp_path, capsys, no_planning):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:  # argparse: usage error, status 2
+        main([str(a) for a in [*_plan_argv(phantom, out), "--technique", "tomo"]])
+    assert exc.value.code == 2
+    assert "argument --technique: invalid choice: 'tomo'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "beams", "pattern"),
+    [
+        (
+            ["--technique", "vmat"],
+            'arcs = [{start_deg = 10, stop_deg = 10, direction = "CW"}]\n',
+            r"\[\[beams\.arcs\]\] #1 stop_deg: the arc starts and stops at 10 degrees",
+        ),
+        (
+            [],
+            'technique = "vmat"\narc_sector_deg = -5\n',
+            r"\[beams\] arc_sector_deg: expected a positive number, found -5",
+        ),
+        (
+            [],
+            'technique = "vmat"\narcs = [{start_deg = 1, stop_deg = 90, direction = "XX"}]\n',
+            r"\[\[beams\.arcs\]\] #1 direction: expected 'CW' or 'CC', found 'XX'",
+        ),
+    ],
+    ids=["arc-stops-where-it-starts", "negative-sector", "bad-direction"],
+)
+def test_plan_bad_arcs_are_exit_2_before_planning(
+    args, beams, pattern, phantom, tmp_path, capsys, no_planning
+):
+    written, _ = phantom
+    protocol = tmp_path / "arcs.toml"
+    protocol.write_text(tiny_cshape_protocol(ring=False).replace("[beams]\n", "[beams]\n" + beams))
+    out = tmp_path / "out"
+    argv = ["plan", written.ct_dir, written.rtstruct_path, "--protocol", protocol, "--out", out]
+    status, _, err = run_cli(capsys, [*argv, *args])
+    assert status == 2
+    assert_names(err, r"^rtplan plan: error: Protocol .*arcs\.toml'?: ", pattern)
+    assert not out.exists()

@@ -187,7 +187,8 @@ def test_rtplan_dose_computes_a_vmat_plan_and_the_writer_refuses_its_spacing(
     segs = plan.beams[0].segments
     assert len(segs) == 20  # 40 mm of leaf travel in 2 mm steps beats 20 degrees in 2
     assert sum(s.total_mu for s in segs) == pytest.approx(100.0)
-    assert segs[0].gantry_angle_deg == pytest.approx(180.5)
+    # ten 2-degree bins: the two samples of each share its centre angle
+    assert [s.gantry_angle_deg for s in segs[:3]] == pytest.approx([181.0, 181.0, 183.0])
     np.testing.assert_allclose(segs[0].leaf_positions_mm[0, 30], -29.0)
     rd = tmp_path / "RD.dcm"
     argv = ["dose", str(case.written.ct_dir), str(case.written.rtstruct_path), str(path)]

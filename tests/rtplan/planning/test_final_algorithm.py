@@ -40,6 +40,7 @@ from rtplan.planning._final_algorithm import (
     heterogeneity_volumes_cc,
 )
 from rtplan.protocols import load_protocol
+from rtplan.structures import body_grid, body_structure
 
 # ------------------------------------------------------------------ the criterion
 
@@ -79,6 +80,20 @@ def test_lung_and_bone_boxes_are_measured_and_the_skin_is_not():
 def test_tg119_phantoms_hold_no_lung_or_bone(name):
     patient = make_phantom(name, pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
     assert _volumes(patient) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("grid_mm", [8.0, 10.0, 12.0, 15.0])
+def test_water_phantom_on_planning_dose_grids_holds_no_lung(grid_mm):
+    """On a dose grid as planning builds it, the body's outermost voxels (their density
+    interpolated across the water's edge) are skin, whatever the spacing: at 10 mm they
+    lie 10 mm from the nearest outside voxel's centre but 5 mm from the surface, and
+    252 cm³ of the C-shape's rim used to count as lung (auto took the collapsed cone)."""
+    patient = make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    body = body_structure(patient)
+    grid = body_grid(patient.ct.grid, body, grid_mm)
+    density = hu_to_density(patient.ct.array.astype(np.float32))
+    occupancy = body.occupancy(grid)
+    assert heterogeneity_volumes_cc(density, patient.ct.grid, grid, occupancy) == (0.0, 0.0)
 
 
 def test_thorax_holds_lung_and_bone():

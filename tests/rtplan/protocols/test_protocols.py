@@ -504,3 +504,84 @@ def test_reported_values_are_parsed_like_goals_but_never_planned_or_counted():
     entry = {"structure": "Cord", "metric": "D2cc", "max": 45.0, "priority": 1}
     with pytest.raises(ProtocolError, match=r"reported 0 field 'priority'.*never optimised"):
         parse_protocol({**MINIMAL, "reported": [entry]})
+
+
+# ------------------------------------------------------------------------------ VMAT
+def test_vmat_arcs_are_read_and_default_to_two_full_arcs():
+    from rtplan.protocols import ArcSpec
+
+    default = parse_protocol({**MINIMAL, "beams": {"technique": "vmat"}}, source="v.toml")
+    assert default.beams.technique == "vmat"
+    assert default.beams.arcs == (
+        ArcSpec(181.0, 179.0, "CW", None, 0.0),
+        ArcSpec(179.0, 181.0, "CC", None, 0.0),
+    )
+    arcs = [
+        {"start_deg": 200, "stop_deg": 160, "direction": "CW", "collimator_deg": 30},
+        {"start_deg": 160, "stop_deg": 200, "direction": "CC", "couch_deg": 10},
+    ]
+    p = parse_protocol(
+        {**MINIMAL, "beams": {"technique": "vmat", "arcs": arcs, "arc_sector_deg": 40}},
+        source="v.toml",
+    )
+    assert p.beams.arcs == (
+        ArcSpec(200.0, 160.0, "CW", 30.0, 0.0),
+        ArcSpec(160.0, 200.0, "CC", None, 10.0),
+    )
+    assert p.beams.arc_sector_deg == 40.0
+    assert parse_protocol(MINIMAL, source="v.toml").beams.technique == "imrt"
+    assert p.with_overrides(technique="imrt").beams.technique == "imrt"
+
+
+@pytest.mark.parametrize(
+    ("beams", "match"),
+    [
+        ({"technique": "arc"}, r"Protocol v\.toml: \[beams\] technique: expected one of"),
+        (
+            {"arcs": [{"start_deg": 181, "stop_deg": 179, "direction": "CW"}]},
+            r"\[\[beams\.arcs\]\]: arcs need `technique = \"vmat\"`",
+        ),
+        ({"technique": "vmat", "arcs": []}, r"\[\[beams\.arcs\]\]: expected a non-empty array"),
+        (
+            {"technique": "vmat", "arcs": [{"start_deg": 181, "direction": "CW"}]},
+            r"\[\[beams\.arcs\]\] #1 stop_deg: this key is required",
+        ),
+        (
+            {"technique": "vmat", "arcs": [{"start_deg": 400, "stop_deg": 1, "direction": "CW"}]},
+            r"\[\[beams\.arcs\]\] #1 start_deg: expected an angle in \[0, 360\)",
+        ),
+        (
+            {"technique": "vmat", "arcs": [{"start_deg": 10, "stop_deg": 10, "direction": "CW"}]},
+            r"#1 stop_deg: the arc starts and stops at 10 degrees",
+        ),
+        (
+            {"technique": "vmat", "arcs": [{"start_deg": 1, "stop_deg": 9, "direction": "cw"}]},
+            r"#1 direction: expected 'CW' or 'CC', found 'cw'",
+        ),
+        (
+            {
+                "technique": "vmat",
+                "arcs": [{"start_deg": 1, "stop_deg": 9, "direction": "CW", "speed": 2}],
+            },
+            r"\[\[beams\.arcs\]\] #1: unknown key\(s\) \['speed'\]",
+        ),
+        ({"technique": "vmat", "arc_sector_deg": 0}, r"\[beams\] arc_sector_deg: expected a posi"),
+    ],
+)
+def test_malformed_arcs_name_the_file_and_key(beams, match):
+    with pytest.raises(ProtocolError, match=match):
+        parse_protocol({**MINIMAL, "beams": beams}, source="v.toml")
+
+
+def test_technique_override_is_checked():
+    p = parse_protocol(MINIMAL, source="v.toml")
+    with pytest.raises(ProtocolError, match=r"`technique`: expected one of \['imrt', 'vmat'\]"):
+        p.with_overrides(technique="tomo")
+
+
+def test_static_beam_overrides_are_refused_for_vmat():
+    p = parse_protocol({**MINIMAL, "beams": {"technique": "vmat"}}, source="v.toml")
+    with pytest.raises(ProtocolError, match=r"v\.toml: `n_beams` / `gantry_angles_deg` set static"):
+        p.with_overrides(n_beams=5)
+    with pytest.raises(ProtocolError, match=r"the plan is VMAT"):
+        parse_protocol(MINIMAL, source="v.toml").with_overrides(technique="vmat", n_beams=5)
