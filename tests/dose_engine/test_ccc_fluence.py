@@ -11,10 +11,14 @@ import math
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 
 from dose_engine import _ccc_terma as terma
 from dose_engine import load_beam_model
 from dose_engine._model import _ApertureLayout, _pair, horn_axis_terms
+
+#: numpy as the engine sees it (array-API names such as ``astype`` on numpy < 2 too)
+XP = array_namespace(np.zeros(1))
 
 
 def _direct(u, v, rects, mus, model):
@@ -30,11 +34,11 @@ def _direct(u, v, rects, mus, model):
         (wh, _pair(p["head_scatter_sigma_mm"]), False),
     ):
         sx, sy = np.full_like(u, sigmas[0]), np.full_like(u, sigmas[1])
-        acc = layout.integrate(u, inv / sx, v, inv / sy, np, {})
+        acc = layout.integrate(u, inv / sx, v, inv / sy, XP, {})
         if focal:
-            cx, ix, fx = horn_axis_terms(u, sx, horn_s, np)
-            cy, iy, fy = horn_axis_terms(v, sy, horn_s, np)
-            acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, np, {})
+            cx, ix, fx = horn_axis_terms(u, sx, horn_s, XP)
+            cy, iy, fy = horn_axis_terms(v, sy, horn_s, XP)
+            acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, XP, {})
         out += weight * 0.25 * acc
     return out
 
@@ -58,7 +62,7 @@ def aperture():
 def test_lattice_fluence_matches_the_direct_evaluation(aperture):
     model = load_beam_model()
     u, v, rects, mus = aperture
-    got = terma.aperture_fluence(u, v, rects, mus, model, np)
+    got = terma.aperture_fluence(u, v, rects, mus, model, XP)
     ref = _direct(u, v, rects, mus, model)
     # the lattice's bound: 3e-5 of the MU per edge pair times the head-scatter weight;
     # against the fluence's maximum (sum of overlapping segments) it is below 1e-5
@@ -70,7 +74,7 @@ def test_lattice_fluence_matches_the_direct_evaluation(aperture):
 def test_chunks_do_not_change_the_fluence(aperture, monkeypatch):
     model = load_beam_model()
     u, v, rects, mus = aperture
-    whole = terma.aperture_fluence(u, v, rects, mus, model, np)
+    whole = terma.aperture_fluence(u, v, rects, mus, model, XP)
     monkeypatch.setattr(terma, "FLUENCE_CHUNK_POINTS", 7_001)
-    chunked = terma.aperture_fluence(u, v, rects, mus, model, np)
+    chunked = terma.aperture_fluence(u, v, rects, mus, model, XP)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-15 * whole.max())

@@ -47,6 +47,11 @@ def test_one_formulation_matches_rebuilt_levels_with_one_compilation(compile_cal
         assert shared.final.extras["active_set"]["certified"]
 
 
+# Clarabel 0.9 (the declared floor) ends a level "AlmostSolved" here and the solver warns;
+# whether the values are right is what the test checks, against the first-order solver.
+@pytest.mark.filterwarnings(
+    "ignore:Solver `CLARABEL` returned an inaccurate solution:optimizers.errors.OptimizerWarning"
+)
 def test_one_formulation_agrees_with_first_order():
     """Without dose-volume terms the two solvers pose the same problem: each level's
     optimum within 0.5 % (a level 0 that cannot reach zero: the first-order solver meets a
