@@ -383,6 +383,19 @@ class ArcBeam(DeliverableBeam):
             ),
         )
 
+    def scaled(self, factor: float) -> ArcBeam:
+        """A copy delivering ``factor`` times the meterset (control points unchanged; the
+        segments follow from them)."""
+        return _rebuild_arc(
+            self.number,
+            self.name,
+            self.beam,
+            self.machine,
+            self.control_points,
+            self.meterset_mu * factor,
+            self.rotation_direction,
+        )
+
     @property
     def gantry_sweeps_deg(self) -> np.ndarray:
         """``(n_control_points - 1,)`` signed rotation of each interval, degrees."""

@@ -401,6 +401,12 @@ class DeliverableBeam:
         """Meterset of the beam summed over all fractions, MU."""
         return float(sum(s.total_mu for s in self.segments))
 
+    def scaled(self, factor: float) -> DeliverableBeam:
+        """A copy delivering ``factor`` times the meterset (apertures unchanged)."""
+        from dataclasses import replace
+
+        return replace(self, segments=tuple(s.with_mu(s.total_mu * factor) for s in self.segments))
+
     def per_fraction_mu(self, fractions: int) -> float:
         """(300A,0086) *BeamMeterset*: ``total_mu / fractions``, MU."""
         if int(fractions) < 1:

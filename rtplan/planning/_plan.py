@@ -92,7 +92,7 @@ from ._helper_structures import (
 )
 from ._levels import build_levels, smoothness_pairs, volume_pct
 from ._options import PlanOptions, options_from_keywords
-from ._vmat import arc_layouts, refine_arc_mu, scale_arc, sequence_arcs
+from ._vmat import arc_layouts, refine_arc_mu, sequence_arcs
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
 
@@ -1664,13 +1664,7 @@ def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
 def _scale_plan(plan, factor: float):
     from dataclasses import replace
 
-    beams = tuple(
-        scale_arc(b, factor)
-        if isinstance(b, ArcBeam)
-        else replace(b, segments=tuple(s.with_mu(s.total_mu * factor) for s in b.segments))
-        for b in plan.beams
-    )
-    return replace(plan, beams=beams)
+    return replace(plan, beams=tuple(b.scaled(factor) for b in plan.beams))
 
 
 # ----------------------------------------------------------------------- driver

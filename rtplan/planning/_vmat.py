@@ -56,7 +56,7 @@ import numpy as np
 
 from dose_engine import Beam, to_numpy
 
-from ..delivery._arc import ArcBeam, ControlPoint, sample_control_points
+from ..delivery._arc import ArcBeam, ControlPoint, _rebuild_arc, sample_control_points
 from ..delivery._deliverability import _control_points, _interval_times
 from ..delivery._deliverable import DeliverableBeam, Segment
 from ..delivery._segment_weights import fit_weights
@@ -64,7 +64,7 @@ from ..dose._aperture import aperture_dose
 from ..protocols._protocol import ArcSpec
 from ..sequencing import arc_sectors, beam_map_edges_mm, sequence_arc
 
-__all__ = ["ArcLayout", "arc_layouts", "refine_arc_mu", "scale_arc", "sequence_arcs"]
+__all__ = ["ArcLayout", "arc_layouts", "refine_arc_mu", "sequence_arcs"]
 
 logger = logging.getLogger("rtplan.planning.vmat")
 
@@ -261,23 +261,6 @@ def _mu_bounds(arc: ArcBeam, fractions: int, cap_pct: float):
     return mu * fractions, lower * fractions, upper * fractions
 
 
-def scale_arc(arc: ArcBeam, factor: float) -> ArcBeam:
-    """``arc`` with its meterset multiplied by ``factor`` (control points unchanged)."""
-    return _rebuilt(arc, arc.control_points, arc.meterset_mu * factor)
-
-
-def _rebuilt(arc: ArcBeam, control_points, meterset_mu: float, number: int | None = None):
-    return ArcBeam(
-        arc.number if number is None else number,
-        arc.name,
-        arc.beam,
-        arc.machine,
-        control_points=tuple(control_points),
-        meterset_mu=float(meterset_mu),
-        rotation_direction=arc.rotation_direction,
-    )
-
-
 def refine_arc_mu(
     arcs,
     reference_gy: np.ndarray,
@@ -360,7 +343,11 @@ def refine_arc_mu(
         cps[-1] = ControlPoint(
             cps[-1].gantry_angle_deg, cps[-1].leaf_positions_mm, dict(cps[-1].jaws_mm), 1.0
         )
-        out.append(_rebuilt(arc, cps, total, number=len(out) + 1))
+        out.append(
+            _rebuild_arc(
+                len(out) + 1, arc.name, arc.beam, arc.machine, cps, total, arc.rotation_direction
+            )
+        )
     record = {
         "method": "interval meterset re-fitted on the aperture dose of each interval",
         "mu_before": float(np.sum(m0)) / fractions,
