@@ -14,9 +14,12 @@ EGSnrc physics, ompMC's Varian 6 MV spectrum, no calibration run: CF is a ratio)
 - Collapsed cone (72 cones) and pencil beam on a 2.5 mm grid whose voxel faces include
   the Monte Carlo grid's, averaged over the same region.
 - Monte Carlo media by density (``rtplan.monte_carlo._job``): LUNG700ICRU, H2O700ICRU,
-  ICRPBONE700ICRU.  The Monte Carlo scores dose to medium, our engines dose to water: in
-  the bone slab they differ by the stopping-power ratio (water to bone about 1.1), so only
-  the rows outside the bone compare like with like, and the bone rows are printed only.
+  ICRPBONE700ICRU, the slab densities (0.25, 1.8) taken as mass densities; our engines get
+  the electron density relative to water of the same medium (``ELECTRONS_PER_MASS``: lung
+  0.248, bone 1.690), as they would from a CT.  The Monte Carlo scores dose to medium,
+  our engines dose to water: in the bone slab they differ by the stopping-power ratio
+  (water to bone about 1.1), so only the rows outside the bone compare like with like,
+  and the bone rows are printed only.
 
 The table prints CF over depth ranges more than 5 mm from an interface (the issue's bar is
 stated there), the Monte Carlo's 1 σ of each CF (bins taken as independent: the run's
@@ -50,7 +53,7 @@ import numpy as np
 import pytest
 
 from dose_engine import Beam, Grid, collapsed_cone_dose, field_dose, load_beam_model
-from rtplan.monte_carlo._job import MEDIA, _bounds_cm, _media
+from rtplan.monte_carlo._job import ELECTRONS_PER_MASS, MEDIA, _bounds_cm, _media
 from rtplan.monte_carlo._run import run_monte_carlo_job
 
 FIELDS_MM = (30.0, 50.0, 100.0, 200.0)
@@ -106,6 +109,12 @@ def _density(grid: Grid, slab_density: float) -> np.ndarray:
     rho = np.ones(grid.shape, np.float32)
     rho[:, (depth > SLAB_MM[0]) & (depth < SLAB_MM[1]), :] = slab_density
     return rho
+
+
+def _electron_density(mass_density: np.ndarray) -> np.ndarray:
+    """Electron density relative to water (our engines' input) of the Monte Carlo's media
+    at these mass densities (g/cm³): lung 0.25 → 0.248, bone 1.8 → 1.690."""
+    return mass_density * np.asarray(ELECTRONS_PER_MASS, np.float32)[_media(mass_density) - 1]
 
 
 def _lateral_weights(grid: Grid, k: int) -> np.ndarray:
@@ -197,7 +206,7 @@ def mc_references(fields_mm=FIELDS_MM, *, save: bool = True) -> dict:
 
 def _engine_profiles(side_mm: float, slab_density: float | None, k: int, model) -> dict:
     grid = _grid(FINE_MM, _half_width_mm(side_mm))
-    rho = _density(grid, 1.0 if slab_density is None else slab_density)
+    rho = _electron_density(_density(grid, 1.0 if slab_density is None else slab_density))
     beam = Beam(0.0, isocenter_mm=(0.0, 1000.0 - SSD_MM, 0.0))
     h = side_mm / 2.0
     f = [-h, h, -h, h]

@@ -4,10 +4,12 @@ The job is plain numpy arrays (written to an ``.npz`` file and run in a separate
 :mod:`rtplan.monte_carlo._runner`), in the Monte Carlo code's units and frame: cm, patient
 LPS, voxel boundaries along x, y and z.
 
-* **Phantom.** The dose grid's voxels; each CT voxel's density from the clinic's
-  CT-to-density table (:func:`dose_engine.hu_to_density`, averaged onto the dose grid),
-  used as mass density, and a medium by density: air below 0.05 g/cm³, lung below 0.6,
-  water below 1.2, ICRP bone above (the PEGS4 media of the 700ICRU data set).
+* **Phantom.** The dose grid's voxels; each CT voxel's electron density relative to water
+  from the clinic's CT-to-density table (:func:`dose_engine.hu_to_density`, averaged onto
+  the dose grid), a medium by that density: air below 0.05, lung below 0.6, water below
+  1.2, ICRP bone above (the PEGS4 media of the 700ICRU data set), and the medium's mass
+  density that has this electron density (:func:`mass_density`: the Monte Carlo takes mass
+  density, and ICRP bone carries 6 % fewer electrons per gram than water).
 * **Sources.** One point source per beam (per gantry angle for an arc) at the beam's
   source position.
 * **Apertures.** Every open leaf pair of every segment, clipped by the jaws, is one
@@ -32,12 +34,24 @@ import numpy as np
 from ..dose._aperture import resolve_mlc_parameters, static_parts
 from ..errors import InputError
 
-__all__ = ["MEDIA", "MEDIUM_UPPER_DENSITY", "monte_carlo_job", "reference_gy_per_mu"]
+__all__ = [
+    "ELECTRONS_PER_MASS",
+    "MEDIA",
+    "MEDIUM_UPPER_DENSITY",
+    "mass_density",
+    "monte_carlo_job",
+    "reference_gy_per_mu",
+]
 
 #: PEGS4 media (ompmc's 700ICRU data), index 1.. in the job's ``material`` array.
 MEDIA = ("AIR700ICRU", "LUNG700ICRU", "H2O700ICRU", "ICRPBONE700ICRU")
-#: Upper density (g/cm³) of each medium but the last.
+#: Upper electron density (relative to water) of each medium but the last.
 MEDIUM_UPPER_DENSITY = (0.05, 0.6, 1.2)
+#: Electrons per gram of each medium of :data:`MEDIA` relative to water: ``(Z/A) / (Z/A)_water``
+#: with ``Z/A = Σ Z·PZ / Σ A·PZ`` over the element composition of the medium in ompMC 0.4.0's
+#: ``pegs4/700icru.pegs4dat`` (water 0.55509, air 0.49918, lung 0.55049, ICRP cortical
+#: bone 0.52130; NIST ESTAR lists the same compositions).
+ELECTRONS_PER_MASS = (0.89929, 0.99171, 1.0, 0.93913)
 #: Half-size (mm) of the water box of the calibration run, laterally and in depth.
 CALIBRATION_BOX_MM = 150.0
 #: Calibration field: side (mm) at the isocentre, SSD (mm) and depth (mm).
@@ -69,6 +83,25 @@ def _media(density: np.ndarray) -> np.ndarray:
     return (np.searchsorted(np.asarray(MEDIUM_UPPER_DENSITY), density, side="right") + 1).astype(
         np.int32
     )
+
+
+def mass_density(electron_density: np.ndarray, material: np.ndarray) -> np.ndarray:
+    """Mass density (g/cm³) of each voxel's medium at its electron density.
+
+    Parameters
+    ----------
+    electron_density : ndarray
+        Electron density relative to water (what rtplan's engines and CT table use).
+    material : ndarray of int, same shape
+        Medium index, 1-based into :data:`MEDIA` (:func:`_media`).
+
+    Returns
+    -------
+    ndarray of float64
+        ``electron_density / ELECTRONS_PER_MASS[medium]`` (water: unchanged).
+    """
+    per_mass = np.asarray(ELECTRONS_PER_MASS)[np.asarray(material) - 1]
+    return np.asarray(electron_density, dtype=np.float64) / per_mass
 
 
 def _beam_apertures(part, model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,8 +143,8 @@ def monte_carlo_job(plan, density_on_dose_grid: np.ndarray, dose_grid, model) ->
     plan : rtplan.DeliverablePlan
         Segments hold the meterset summed over all fractions (MU); arcs are taken per
         gantry angle (:func:`rtplan.dose._aperture.static_parts`).
-    density_on_dose_grid : (nz, ny, nx) ndarray, g/cm³
-        Density of each dose-grid voxel (the phantom).
+    density_on_dose_grid : (nz, ny, nx) ndarray
+        Electron density relative to water of each dose-grid voxel (the phantom).
     dose_grid : dose_engine.Grid
         Axis-aligned dose grid (LPS, mm).
     model : dose_engine.BeamModel
@@ -147,12 +180,13 @@ def monte_carlo_job(plan, density_on_dose_grid: np.ndarray, dose_grid, model) ->
     if not sources:
         raise InputError("The plan has no segment with meterset: nothing to compute.")
     x_b, y_b, z_b = _bounds_cm(dose_grid)
+    material = _media(density)
     return {
         "x_bounds": x_b,
         "y_bounds": y_b,
         "z_bounds": z_b,
-        "density": density.T,  # (nx, ny, nz), Fortran order: the same memory
-        "material": _media(density).T,
+        "density": mass_density(density, material).T,  # (nx, ny, nz), Fortran order
+        "material": material.T,
         "media": np.array(MEDIA),
         "i_beam": np.concatenate(i_beam),
         "source": np.array(sources),
