@@ -69,6 +69,15 @@ def cache_dir(default: Path) -> Path:
     return folder
 
 
+def pytest_folder(request, tmp_path_factory) -> Path:
+    """The download folder of a bench: ``$RTPLAN_REAL_DATA``, else pytest's cache, else
+    (``-p no:cacheprovider``) a temporary folder of the session."""
+    cache = getattr(request.config, "cache", None)
+    if os.environ.get("RTPLAN_REAL_DATA") or cache is None:
+        return cache_dir(tmp_path_factory.mktemp("rtplan-real-data"))
+    return cache_dir(cache.mkdir("rtplan-real-data"))
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -95,14 +95,17 @@ def _dvhcalc():
         return importlib.import_module("dicompylercore.dvhcalc")
 
 
-def dicompyler_goal_values(out: Path, goals: list[dict]) -> list[dict]:
+def dicompyler_goal_values(
+    out: Path, goals: list[dict], rtstruct: Path | None = None, rx_gy: float = RX_GY
+) -> list[dict]:
     """Each evaluated goal of plan.json with dicompyler-core's value of the same metric
-    from ``out``'s RTDOSE.dcm and RS_derived.dcm (in the goal's unit), and whether the two
-    agree within :data:`AGREEMENT`."""
+    from ``out``'s RTDOSE.dcm and ``rtstruct`` (default ``out``'s RS_derived.dcm), in the
+    goal's unit (``rx_gy``: the prescription, for % goals), and whether the two agree
+    within :data:`AGREEMENT` (its dose slack scaled to ``rx_gy``)."""
     import pydicom
 
     dvhcalc = _dvhcalc()
-    rs = out / "RS_derived.dcm"
+    rs = rtstruct or out / "RS_derived.dcm"
     rois = {str(r.ROIName): int(r.ROINumber) for r in pydicom.dcmread(rs).StructureSetROISequence}
     cache: dict = {}
     rows = []
@@ -129,11 +132,12 @@ def dicompyler_goal_values(out: Path, goals: list[dict]) -> list[dict]:
             theirs, kind = 100.0 * vol / float(dvh.volume), "volume"
         else:
             continue
+        dose_slack_gy = AGREEMENT["dose_gy"] * rx_gy / RX_GY
         if kind == "dose" and unit == "%":
-            theirs = 100.0 * theirs / RX_GY
-            slack = 100.0 * AGREEMENT["dose_gy"] / RX_GY
+            theirs = 100.0 * theirs / rx_gy
+            slack = 100.0 * dose_slack_gy / rx_gy
         else:
-            slack = AGREEMENT["dose_gy"] if kind == "dose" else AGREEMENT["volume_pct"]
+            slack = dose_slack_gy if kind == "dose" else AGREEMENT["volume_pct"]
         slack = max(slack, AGREEMENT["relative"] * abs(float(g["level"])))
         rows.append(
             {
