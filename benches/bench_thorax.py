@@ -71,6 +71,7 @@ def _run(args: list[str]) -> dict:
     with proc.stdout:
         output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return {
         "exit_status": os.waitstatus_to_exitcode(status),
         "wall_s": time.perf_counter() - t0,
