@@ -237,7 +237,7 @@ def test_plan_alderson_with_prostate_protocol(data, tmp_path):
         + "\n".join(stage_table(measure))
         + f"\nbody {checks['body_name']!r} {checks['body_volume_cc']:.0f} cc; CT above -500 HU "
         f"outside it {checks['ct_cc_above_minus500_outside_body']:.1f} cc\n"
-        f"normalisation x{norm.get('applied', float('nan')):.3f} (needed "
+        f"normalisation x{norm.get('factor', float('nan')):.3f} (needed "
         f"x{norm.get('needed', float('nan')):.3f}, cap {norm.get('cap_pct')} %)\n"
         f"global maximum {checks['global_max_pct']:.1f} % of Rx at "
         f"{[round(v, 1) for v in checks['global_max_at_mm']]} mm, "

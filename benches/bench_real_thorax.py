@@ -282,7 +282,7 @@ def test_rtplan_plan_on_real_chest_ct(data, tmp_path):
         f"{checks['outside_body_dense_rows_y_mm']} mm, body ends at y "
         f"{checks['body_posterior_y_mm']:.1f} mm); dose outside body max "
         f"{checks['dose_outside_body_max_gy']:.2f} Gy\n"
-        f"normalisation x{norm.get('applied', float('nan')):.3f} (needed "
+        f"normalisation x{norm.get('factor', float('nan')):.3f} (needed "
         f"x{norm.get('needed', float('nan')):.3f}, cap {norm.get('cap_pct')} %)\n"
         f"global maximum {checks['global_max_pct']:.1f} % of Rx at "
         f"{[round(v, 1) for v in checks['global_max_at_mm']]} mm, "

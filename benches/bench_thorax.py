@@ -278,7 +278,7 @@ def test_rtplan_plan_and_dose_thorax_512(tmp_path, benchmark):
         f"rtplan dose (collapsed cone): {dose['wall_s']:.1f} s wall, {dose['cpu_s']:.1f} s CPU "
         f"(target {TARGETS['dose_s']:.0f} s), peak {dose['peak_gib']:.2f} GiB\n"
         + "\n".join(stage_table(measure))
-        + f"\nnormalisation x{norm.get('applied', float('nan')):.3f} (needed "
+        + f"\nnormalisation x{norm.get('factor', float('nan')):.3f} (needed "
         f"x{norm.get('needed', float('nan')):.3f}, cap {norm.get('cap_pct')} %)\n"
         f"global maximum {checks['global_max_pct']:.1f} % of Rx at "
         f"{[round(v, 1) for v in checks['global_max_at_mm']]} mm, "
