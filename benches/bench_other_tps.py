@@ -26,6 +26,7 @@ Run with ``python -m pytest benches/bench_other_tps.py -s -p no:randomly``
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _real_data import DataUnavailable, alderson, cache_dir
+from _real_data import DataUnavailable, alderson, pytest_folder
 
 import rtplan
 from rtplan.dose import compute_plan_dose
@@ -48,9 +49,9 @@ DVH_ROIS = ("PTV", "Bladder", "Rectum")
 
 
 @pytest.fixture(scope="module")
-def data(request) -> Path:
+def data(request, tmp_path_factory) -> Path:
     try:
-        return alderson(cache_dir(request.config.cache.mkdir("rtplan-real-data")))
+        return alderson(pytest_folder(request, tmp_path_factory))
     except DataUnavailable as exc:
         pytest.skip(f"real data not reachable: {exc}")
 
@@ -165,3 +166,92 @@ def test_raystation_alderson(data, tmp_path):
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_other_tps.json").write_text(json.dumps(out, indent=2, default=str))
+
+
+def test_plan_alderson_with_prostate_protocol(data, tmp_path):
+    """``rtplan plan`` on RayStation's CT + RT-STRUCT with the shipped
+    ``prostate_78gy_39fx`` (its ROI names Body, PTV, Bladder, Rectum, FemoralHead_L/R are
+    the protocol's names or aliases: no ``--map``), measured in a fresh process like
+    ``bench_real_thorax``; then ``rtplan dose`` on the written plan against the planner's
+    RT-DOSE.  Our plan is not compared with RayStation's dose: a different plan (10 MV arc,
+    20 fractions) for a different prescription."""
+    from bench_real_thorax import (
+        RECOMPUTE_TOL_PCT,
+        axial_pngs,
+        body_and_maximum,
+        recompute_agreement,
+        unaccounted_goals,
+    )
+    from bench_thorax import MEASURE, _run, dicompyler_goal_values, stage_table
+
+    protocol, rx_gy = "prostate_78gy_39fx", 78.0
+    f = _files(data)
+    out = tmp_path / "plan"
+    plan = _run([str(MEASURE), "plan", str(f["ct"]), str(f["rs"]), protocol, str(out)])
+    assert plan["exit_status"] == 0, plan["output"][-3000:]
+    measure = json.loads(plan["output"].rsplit("MEASURE ", 1)[1])
+    record = json.loads((out / "plan.json").read_text())
+    algorithm = record["plan"]["dose_algorithm"]["algorithm"]
+    rs = out / "RS_derived.dcm" if (out / "RS_derived.dcm").exists() else f["rs"]
+    recomputed = tmp_path / "RTDOSE_recomputed.dcm"
+    dose = _run(
+        [str(MEASURE), "dose", str(f["ct"]), str(rs), str(out / "RTPLAN.dcm")]
+        + [str(recomputed), algorithm]
+    )
+    assert dose["exit_status"] == 0, dose["output"][-3000:]
+    goals = record["goals"]
+    assert not unaccounted_goals(record, rtplan.protocols.load_protocol(protocol))
+    rd = out / "RTDOSE.dcm"
+    RESULTS.mkdir(exist_ok=True)
+    crosscheck = dicompyler_goal_values(out, goals, rtstruct=rs, rx_gy=rx_gy)
+    agreement = recompute_agreement(rd, recomputed, rx_gy)
+    checks = body_and_maximum(f["ct"], rs, rd, rx_gy, centre="PTV")
+    pngs = axial_pngs(
+        "bench_alderson_plan",
+        f["ct"],
+        rs,
+        rd,
+        rx_gy,
+        {"ptv": checks["centre_mm"][2], "global_max": checks["global_max_at_mm"][2]},
+    )
+    norm = record["plan"].get("normalization_detail") or {}
+    result = {
+        "case": f"RayStation Alderson pelvis CT + RT-STRUCT, {protocol}",
+        "plan": {k: v for k, v in plan.items() if k != "output"},
+        "plan_measure": measure,
+        "dose": {k: v for k, v in dose.items() if k != "output"},
+        "dose_algorithm": record["plan"]["dose_algorithm"],
+        "goals": goals,
+        "dicompyler_crosscheck": crosscheck,
+        "recompute_agreement": agreement,
+        "checks": checks,
+        "pngs": pngs,
+        "warnings": record.get("warnings", []),
+        "normalization": norm,
+    }
+    (RESULTS / "bench_alderson_plan.json").write_text(json.dumps(result, indent=2, default=str))
+    print(
+        f"\nAlderson plan ({protocol}, final dose {algorithm}): {plan['cpu_s']:.1f} CPU s, peak "
+        f"{plan['peak_gib']:.2f} GiB; rtplan dose: {dose['cpu_s']:.1f} CPU s, peak "
+        f"{dose['peak_gib']:.2f} GiB\n"
+        + "\n".join(stage_table(measure))
+        + f"\nbody {checks['body_name']!r} {checks['body_volume_cc']:.0f} cc; CT above -500 HU "
+        f"outside it {checks['ct_cc_above_minus500_outside_body']:.1f} cc\n"
+        f"normalisation x{norm.get('factor', float('nan')):.3f} (needed "
+        f"x{norm.get('needed', float('nan')):.3f}, cap {norm.get('cap_pct')} %)\n"
+        f"global maximum {checks['global_max_pct']:.1f} % of Rx at "
+        f"{[round(v, 1) for v in checks['global_max_at_mm']]} mm, "
+        f"{checks['global_max_from_centre_mm']:.1f} mm from the PTV centre, in "
+        f"{checks['global_max_occupancy']}\n"
+        f"PTV whole voxels {checks['ptv_whole_voxels']}, below 90 %: "
+        f"{checks['ptv_whole_voxels_below_90pct']}; recompute max |diff| "
+        f"{agreement['max_abs_diff_pct_rx']:.3f} % Rx\nwarnings: {result['warnings']}\n"
+        + "\n".join(
+            f"| {c['goal']} | {c['rtplan']:.2f} | {c['dicompyler']:.2f} | {c['status']} | "
+            f"{c['agree']} |"
+            for c in crosscheck
+        )
+    )
+    checked = [c for c in crosscheck if not re.search(r" D(9[89]|100)(\.\d+)?% ", c["goal"])]
+    assert checked and all(c["agree"] for c in checked), crosscheck
+    assert agreement["max_abs_diff_pct_rx"] <= RECOMPUTE_TOL_PCT, agreement

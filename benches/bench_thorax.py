@@ -71,6 +71,7 @@ def _run(args: list[str]) -> dict:
     with proc.stdout:
         output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return {
         "exit_status": os.waitstatus_to_exitcode(status),
         "wall_s": time.perf_counter() - t0,
@@ -95,14 +96,17 @@ def _dvhcalc():
         return importlib.import_module("dicompylercore.dvhcalc")
 
 
-def dicompyler_goal_values(out: Path, goals: list[dict]) -> list[dict]:
+def dicompyler_goal_values(
+    out: Path, goals: list[dict], rtstruct: Path | None = None, rx_gy: float = RX_GY
+) -> list[dict]:
     """Each evaluated goal of plan.json with dicompyler-core's value of the same metric
-    from ``out``'s RTDOSE.dcm and RS_derived.dcm (in the goal's unit), and whether the two
-    agree within :data:`AGREEMENT`."""
+    from ``out``'s RTDOSE.dcm and ``rtstruct`` (default ``out``'s RS_derived.dcm), in the
+    goal's unit (``rx_gy``: the prescription, for % goals), and whether the two agree
+    within :data:`AGREEMENT` (its dose slack scaled to ``rx_gy``)."""
     import pydicom
 
     dvhcalc = _dvhcalc()
-    rs = out / "RS_derived.dcm"
+    rs = rtstruct or out / "RS_derived.dcm"
     rois = {str(r.ROIName): int(r.ROINumber) for r in pydicom.dcmread(rs).StructureSetROISequence}
     cache: dict = {}
     rows = []
@@ -129,11 +133,12 @@ def dicompyler_goal_values(out: Path, goals: list[dict]) -> list[dict]:
             theirs, kind = 100.0 * vol / float(dvh.volume), "volume"
         else:
             continue
+        dose_slack_gy = AGREEMENT["dose_gy"] * rx_gy / RX_GY
         if kind == "dose" and unit == "%":
-            theirs = 100.0 * theirs / RX_GY
-            slack = 100.0 * AGREEMENT["dose_gy"] / RX_GY
+            theirs = 100.0 * theirs / rx_gy
+            slack = 100.0 * dose_slack_gy / rx_gy
         else:
-            slack = AGREEMENT["dose_gy"] if kind == "dose" else AGREEMENT["volume_pct"]
+            slack = dose_slack_gy if kind == "dose" else AGREEMENT["volume_pct"]
         slack = max(slack, AGREEMENT["relative"] * abs(float(g["level"])))
         rows.append(
             {
@@ -273,7 +278,7 @@ def test_rtplan_plan_and_dose_thorax_512(tmp_path, benchmark):
         f"rtplan dose (collapsed cone): {dose['wall_s']:.1f} s wall, {dose['cpu_s']:.1f} s CPU "
         f"(target {TARGETS['dose_s']:.0f} s), peak {dose['peak_gib']:.2f} GiB\n"
         + "\n".join(stage_table(measure))
-        + f"\nnormalisation x{norm.get('applied', float('nan')):.3f} (needed "
+        + f"\nnormalisation x{norm.get('factor', float('nan')):.3f} (needed "
         f"x{norm.get('needed', float('nan')):.3f}, cap {norm.get('cap_pct')} %)\n"
         f"global maximum {checks['global_max_pct']:.1f} % of Rx at "
         f"{[round(v, 1) for v in checks['global_max_at_mm']]} mm, "

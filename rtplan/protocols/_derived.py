@@ -20,6 +20,7 @@ order; a cycle is refused).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -41,6 +42,8 @@ from ..structures._derived import roi_name_problem
 from ._structure_spec import StructureSpec
 
 __all__ = ["DerivedSpec", "apply_derived", "parse_derived"]
+
+logger = logging.getLogger("rtplan.protocols")
 
 _KEYS = (
     "name",
@@ -312,10 +315,17 @@ def apply_derived(
     rtplan.Patient or dict
         Unchanged when the protocol derives nothing.
 
+    Notes
+    -----
+    A source declared ``required = false`` that the patient lacks leaves out an entry
+    whose ``from`` / ``union`` / ``intersect`` names it (and every entry built on that
+    one; their goals are "not evaluated"), and subtracts nothing as a ``minus`` operand.
+
     Raises
     ------
     ProtocolError
-        A source structure is missing (the message names the protocol file, the entry, the
+        A required source structure is missing, or the prescription target would be built
+        from an absent optional one (the message names the protocol file, the entry, the
         missing structure and the patient's structures) or, with ``existing="refuse"``, the
         patient already has a structure with a derived name.
     """
@@ -341,13 +351,30 @@ def apply_derived(
                 f"map it to the patient's with --map {d.name}={clash[0]}.",
             )
         try:
-            names = {
-                n: _find_source(protocol, declared, n, structures, overrides)
-                for n in d.sources
-                if n not in derived_names
-            }
+            names, absent = {}, []
+            for n in d.sources:
+                if n in derived_names:
+                    if n not in structures and not protocol.structure(n).required:
+                        absent.append(n)  # an optional derived structure left out
+                    continue
+                try:
+                    names[n] = _find_source(protocol, declared, n, structures, overrides)
+                except ProtocolError:
+                    if n in declared and not declared[n].required:
+                        absent.append(n)
+                        continue
+                    raise
+            if any(n in absent for n in (*d.union, *d.intersect)):
+                if protocol.structure(d.name).required:  # the prescription target
+                    raise ProtocolError(
+                        f"it is built from {', '.join(repr(n) for n in absent)}, which the "
+                        f"patient lacks; the patient's structures are {list(structures)}."
+                    )
+                logger.info("derived structure %s not built: %s absent", d.name, absent)
+                continue
+            spec = replace(d, minus=tuple(n for n in d.minus if n not in absent))
             structures[d.name] = derive_structure(
-                structures, d.name, d.expression(names), roi_type=d.roi_type
+                structures, d.name, spec.expression(names), roi_type=d.roi_type
             )
         except (ProtocolError, StructureError) as exc:
             raise _err(protocol.source, where, str(exc)) from None

@@ -720,13 +720,22 @@ class Protocol:
             Goals (on protocol names) whose structure is absent from ``mapping``.
         """
         return [
-            (
-                g.goal,
-                f"structure '{g.structure}' not found in the patient (optional in the protocol)",
-            )
+            (g.goal, self._absence(g.structure, mapping))
             for g in self.goals
             if g.structure not in mapping
         ]
+
+    def _absence(self, name: str, mapping: Mapping[str, str]) -> str:
+        """Why the optional structure ``name`` is absent (a derived one names the absent
+        structures it is built from)."""
+        derived = next((d for d in self.derived if d.name == name), None)
+        if derived is None:
+            return f"structure '{name}' not found in the patient (optional in the protocol)"
+        missing = [n for n in (*derived.union, *derived.intersect) if n not in mapping]
+        return (
+            f"derived structure '{name}' not built: {', '.join(repr(n) for n in missing)} "
+            "not found in the patient (optional in the protocol)"
+        )
 
 
 def _on_patient(specs: Iterable[GoalSpec], mapping: Mapping[str, str] | None) -> list[Any]:
@@ -989,7 +998,14 @@ def _derived_structures(
         return ()
     derived = parse_derived(source, table["derived"], declared=structures, target=target)
     for d in derived:
-        structures[d.name] = StructureSpec(d.name, d.role)
+        # optional when its base (from / union / intersect) reads an optional structure:
+        # absent with it (its goals "not evaluated"); an optional `minus` operand that is
+        # absent subtracts nothing.  The prescription target is never optional.
+        base = (*d.union, *d.intersect)
+        optional = any(n in structures and not structures[n].required for n in base)
+        structures[d.name] = StructureSpec(
+            d.name, d.role, required=d.name == target or not optional
+        )
     return derived
 
 

@@ -58,7 +58,7 @@ class SafetyWarning:
         ``"solver_not_converged"``, ``"normalization_cap"``, ``"beam_balance"``,
         ``"implicit_goal"``, ``"solver_switched"`` (a custom term made the planner use
         the other solver, :func:`rtplan.planning.plan_patient`), ``"hu_clamped"`` or
-        ``"metal"`` (:func:`rtplan.safety.ct_calibration_warnings`) or
+        ``"metal"`` or ``"ct_truncated"`` (:func:`rtplan.safety.ct_calibration_warnings`) or
         ``"custom_term_final_dose"`` (a hard custom term violated on the delivered dose),
         ``"pencil_beam_lung"`` (a pencil-beam final dose of a body with lung) or
         ``"ccc_not_commissioned"`` (``final_algorithm = "auto"`` fell back to the pencil

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -308,8 +310,9 @@ def water_open_field(tmp_path_factory):
         ds.BeamSequence[0].ControlPointSequence[0].SourceToSurfaceDistance
     ) == pytest.approx(900.0, abs=0.05)
     out = root / "RD.dcm"
-    assert (
-        main(
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(
             [
                 "dose",
                 str(written.ct_dir),
@@ -321,8 +324,11 @@ def water_open_field(tmp_path_factory):
                 "2.5",
             ]
         )
-        == 0
-    )
+    # the CT is cropped laterally through the water: the one warning (exit status 1) is
+    # the field of view cutting the "patient"
+    warnings = [line for line in printed.getvalue().splitlines() if line.startswith("WARNING")]
+    assert status == 1 and len(warnings) == 1, printed.getvalue()
+    assert warnings[0].startswith("WARNING: CT FIELD OF VIEW: the body reaches the right, left")
     dose, grid, _ = read_rtdose(out)
     return types.SimpleNamespace(dose=dose, grid=grid, written=written, patient=patient, root=root)
 
@@ -424,9 +430,10 @@ def test_plan_from_another_system_jaws_only(water_open_field, tmp_path, capsys):
                 "5",
             ]
         )
-        == 0
+        == 1  # the water box's CT is cropped laterally: the one warning, ct_truncated
     )
-    capsys.readouterr()
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("WARNING")]
+    assert len(printed) == 1 and "CT FIELD OF VIEW" in printed[0], printed
     dose, grid, refs = read_rtdose(out)
     assert refs.referenced_plan_uid == ds.SOPInstanceUID
     d_iso = float(sample(dose, grid, [[0.0, -50.0, 0.0]])[0])

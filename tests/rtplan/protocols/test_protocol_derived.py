@@ -207,3 +207,78 @@ def test_derived_from_the_external_uses_the_body_outline_when_there_is_no_body()
     assert tiles == pytest.approx(lattice_body, rel=1e-6)
     body = s[BODY_OUTLINE_NAME].volume_cc(g)
     assert body == pytest.approx(full.structure("Body").volume_cc(g), rel=0.01)
+
+
+OPTIONAL_LUNGS = """
+[structures.Lung_L]
+required = false
+
+[structures.Lung_R]
+required = false
+
+[structures.Heart]
+required = false
+
+[[structures.derived]]
+name = "Lungs-PTV"
+union = ["Lung_L", "Lung_R"]
+minus = ["PTV"]
+
+[[structures.derived]]
+name = "Core-Heart"
+from = "Core"
+minus = ["Heart"]
+
+[[goals]]
+structure = "Lungs-PTV"
+metric = "V20Gy"
+max = 35.0
+
+[[goals]]
+structure = "Core-Heart"
+metric = "Dmean"
+max = 30.0
+"""
+
+
+def test_derived_from_absent_optional_structures_is_not_evaluated_with_the_reason():
+    # a real CT contoured with a GTV only (issue 12): the total lung built from optional
+    # lungs the patient lacks is left out (its goals "not evaluated", naming the missing
+    # sources); an absent optional `minus` operand subtracts nothing
+    p = load(protocol_text(OPTIONAL_LUNGS, target="PTV"))
+    assert not p.structure("Lungs-PTV").required and p.structure("Core-Heart").required
+    patient = make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    got = apply_derived(patient, p)
+    assert "Lungs-PTV" not in got.structures
+    g = patient.grid
+    ref = patient.derive("Core-Heart", roi("Core"))  # Core minus nothing
+    np.testing.assert_array_equal(
+        got.structure("Core-Heart").occupancy(g), ref.structure("Core-Heart").occupancy(g)
+    )
+    mapping = p.resolve_structures(list(got.structures))
+    assert "Lungs-PTV" not in mapping and mapping["Core-Heart"] == "Core-Heart"
+    ((goal, reason),) = p.goals_not_evaluated(mapping)
+    assert goal.structure == "Lungs-PTV"
+    assert reason == (
+        "derived structure 'Lungs-PTV' not built: 'Lung_L', 'Lung_R' not found in the "
+        "patient (optional in the protocol)"
+    )
+    # with one lung present the total lung is still not built from half of it
+    lung = replace(patient.structure("Core"), name="Lung_R")
+    half = replace(patient, structures={**patient.structures, "Lung_R": lung})
+    assert "Lungs-PTV" not in apply_derived(half, p).structures
+
+
+def test_a_derived_prescription_target_from_an_absent_optional_structure_is_refused():
+    text = protocol_text(
+        '[[structures.derived]]\nname = "PTV2"\nfrom = "GTV"\nmargin_mm = 5\n'
+        '[structures.GTV]\nrole = "target"\nrequired = false\n',
+        target="PTV2",
+    )
+    p = load(text)
+    assert p.structure("PTV2").required
+    patient = make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    with pytest.raises(
+        ProtocolError, match=r"entry 0 \('PTV2'\): it is built from 'GTV', which the patient lacks"
+    ):
+        apply_derived(patient, p)

@@ -20,7 +20,9 @@ from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.safety import LOW_TOLERANCE_HU, METAL_HU, ct_calibration_warnings
 
-TABLE = HUTable([-1000.0, 0.0, 2000.0], [0.001, 1.0, 1.9], path="clinic.csv")
+#: In a folder: the warnings name the file only (they go into plan.json and the report,
+#: which carry no folder of the machine; the Alderson phantom's 3069 HU showed the path).
+TABLE = HUTable([-1000.0, 0.0, 2000.0], [0.001, 1.0, 1.9], path="/site/physics/clinic.csv")
 
 
 def _case():
@@ -35,6 +37,11 @@ def _case():
     hu[8, 1, :5] = -1000 - LOW_TOLERANCE_HU - 150  # 5 well below the table's air row
     hu[7, 2, :4] = -1000 - LOW_TOLERANCE_HU + 26  # 4 within the noise band: not counted
     hu[3, 3, 8:] = METAL_HU + 900  # metal outside the body: not counted
+    # a ring of air around each slice: the body does not reach the image's edge
+    ring = ((0, 0), (1, 1), (1, 1))
+    grid = Grid((10, 12, 12), (-2.0, -2.0, 0.0), (2.0, 2.0, 2.0))
+    hu = np.pad(hu, ring, constant_values=-1000.0)
+    body, organ = np.pad(body, ring), np.pad(organ, ring)
     return hu, grid, body, {"Organ": organ, "Other": body - organ}
 
 
@@ -47,6 +54,7 @@ def test_counts_clamped_and_metal_voxels_in_the_body():
     clamped = warnings["hu_clamped"]
     assert clamped.startswith("CT calibration: 15 CT voxels inside the body")  # 7 + 3 + 5
     assert "table clinic.csv (-1000 to 2000 HU; found -1200 to 3500 HU)" in clamped
+    assert "/site" not in clamped
     assert "in Other 8, Organ 7;" in clamped  # most affected first
     metal = warnings["metal"]
     assert metal.startswith(f"CT calibration: 7 CT voxels inside the body are above {METAL_HU:g}")
@@ -57,6 +65,29 @@ def test_no_warning_when_the_ct_is_within_the_table():
     hu, grid, body, structures = _case()
     hu = np.clip(hu, -1000.0 - LOW_TOLERANCE_HU + 1, 2000.0)
     assert ct_calibration_warnings(hu, grid, TABLE, grid, body, structures) == []
+
+
+def test_a_body_cut_by_the_field_of_view_is_flagged_with_its_edges_and_slices():
+    # a real chest CT (pyradiomics lung2, 321 mm field of view) cuts the patient's sides:
+    # tissue inside the body on the image's first and last columns
+    hu, grid, body, structures = _case()
+    hu = np.clip(hu, -1000.0, 2000.0)
+    body[2:5, 1:11, 0:3] = 1.0  # the body reaches the right edge (column 0) on slices 2-4
+    hu[2:5, 3:6, 0] = 40.0  # soft tissue on it: 3 slices x 3 rows
+    hu[6, 1:11, 0] = -1000.0  # air on the edge inside the body: not tissue, not counted
+    body[6, 1:11, 0] = 1.0
+    hu[8, 11, 4:6] = 40.0  # tissue on the posterior edge but outside the body: not counted
+    (w,) = ct_calibration_warnings(hu, grid, TABLE, grid, body, structures)
+    assert w.code == "ct_truncated"
+    z = grid.zyx_axes_mm()[0]
+    assert w.message.startswith(
+        f"CT FIELD OF VIEW: the body reaches the right edge of the CT image on 3 of 10 slices "
+        f"(z {z[2]:g} to {z[4]:g} mm; 9 CT voxels above -350 HU on the edge)"
+    )
+    hu[3, 4, 11] = 40.0  # and the left edge
+    body[3, 4, 11] = 1.0
+    (w,) = ct_calibration_warnings(hu, grid, TABLE, grid, body, structures)
+    assert "reaches the right, left edge" in w.message and "10 CT voxels" in w.message
 
 
 @pytest.mark.slow
