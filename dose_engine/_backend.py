@@ -183,15 +183,61 @@ def _erf_xp(x, xp):
 #: ``1 - erf(6) = 2.2e-17`` below float64's, 5.6e-17).
 ERF_ONE_FROM = {np.dtype(np.float32): 4.0, np.dtype(np.float64): 6.0}
 
-#: :func:`erf` of a numpy array evaluates only the points below :data:`ERF_ONE_FROM`
-#: when they are less than this share of all (selecting them costs more above it).
+#: :func:`erf` of a float64 numpy array evaluates only the points below
+#: :data:`ERF_ONE_FROM` when they are less than this share of all (selecting them costs
+#: more above it).
 ERF_SELECT_BELOW_SHARE = 0.5
+
+#: ``erf(t) = -expm1(t · R(t / 4))`` for ``0 ≤ t ≤ 4`` (:func:`_erf_float32`): the
+#: coefficients of ``R``, lowest power first (``R(0) = -2/√π``), rounded to float32.  Fitted
+#: to ``log(erfc(t)) / t`` by least squares on 4,000 Chebyshev nodes of [0, 4] weighted by
+#: ``erfc(t)`` (so the error is the absolute error of ``erf``), re-weighted 40 times toward
+#: the minimax fit: fit error 6e-9; evaluated in float32 the absolute error against float64
+#: ``scipy.special.erf`` is at most 1.0e-7 (1.7 float32 spacings at 1; 1.3e-8 on average,
+#: scipy's float32 erf: 3.0e-8 and 1.0e-8).
+ERF_FLOAT32_COEFFS = tuple(
+    np.float32(c)
+    for c in (
+        -1.1283793449401855,
+        -2.5464673042297363,
+        -1.6447099447250366,
+        1.229056477546692,
+        0.019519105553627014,
+        -1.6272119283676147,
+        2.427466869354248,
+        -1.7523432970046997,
+        0.5322953462600708,
+    )
+)
+
+
+def _erf_float32(x: np.ndarray) -> np.ndarray:
+    """The error function of a float32 array in float32 arithmetic, |error| ≤ 1.0e-7
+    (:data:`ERF_FLOAT32_COEFFS`): a polynomial, ``expm1`` and ``copysign``, which numpy
+    runs in SIMD loops, about 4× faster than :func:`scipy.special.erf` (which evaluates
+    each float32 value in double precision, one at a time).  Exactly ±1 from
+    ``|x| = 4`` (where float32's erf rounds to ±1), ±0 at ±0; NaN stays NaN."""
+    a = np.minimum(np.abs(x), np.float32(4.0))
+    s = a * np.float32(0.25)
+    c = ERF_FLOAT32_COEFFS
+    r = s * c[-1]
+    for coeff in c[-2:0:-1]:
+        r += coeff
+        r *= s
+    r += c[0]
+    r *= a
+    np.expm1(r, out=r)
+    np.negative(r, out=r)
+    return np.copysign(r, x, out=r)
 
 
 def _erf_numpy(x: np.ndarray) -> np.ndarray:
-    """:func:`scipy.special.erf`, bit for bit, evaluated only where it is not ±1."""
+    """:func:`_erf_float32` for float32 arrays; otherwise :func:`scipy.special.erf`, bit for
+    bit, evaluated only where it is not ±1."""
     from scipy.special import erf as _erf
 
+    if x.dtype == np.float32:
+        return _erf_float32(x)
     one_from = ERF_ONE_FROM.get(x.dtype)
     if one_from is None or x.size == 0:
         return _erf(x)
@@ -207,11 +253,12 @@ def _erf_numpy(x: np.ndarray) -> np.ndarray:
 def erf(x):
     """Error function of an array from any array-API namespace, on that array's device.
 
-    numpy → :func:`scipy.special.erf` (evaluated only where ``|x|`` is below
-    :data:`ERF_ONE_FROM`, where it is not exactly ±1, when most of ``x`` is beyond: the
-    same values bit for bit), CuPy → :func:`cupyx.scipy.special.erf`, other namespaces → a
-    pure ``xp.*`` rational approximation (Abramowitz & Stegun 7.1.26, absolute error
-    < 1.5e-7).
+    numpy float32 → :func:`_erf_float32` (float32 arithmetic, absolute error ≤ 1.0e-7,
+    the kernels' precision), other numpy dtypes → :func:`scipy.special.erf` (evaluated
+    only where ``|x|`` is below :data:`ERF_ONE_FROM`, where it is not exactly ±1, when most
+    of ``x`` is beyond: the same values bit for bit), CuPy →
+    :func:`cupyx.scipy.special.erf`, other namespaces → a pure ``xp.*`` rational
+    approximation (Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7).
     """
     if isinstance(x, np.ndarray):
         return _erf_numpy(x)

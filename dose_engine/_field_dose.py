@@ -22,8 +22,10 @@ __all__ = ["BeamPoints", "field_dose", "prepare_beam_points"]
 
 logger = logging.getLogger("rtplan.dose_engine")
 
-#: Points per chunk in :func:`field_dose` (fewer when that gives every CPU a chunk).
-CHUNK_POINTS = 200_000
+#: Points per chunk in :func:`field_dose` (fewer when that gives every CPU a chunk).  A
+#: chunk's error-function arrays (points × edges, float32) then stay in the CPU caches:
+#: 16,384 points of a 9-field C-shape beam took 2.3× less CPU time than 200,000.
+CHUNK_POINTS = 16_384
 
 
 @dataclass(frozen=True)

@@ -345,11 +345,15 @@ class _ApertureLayout:
     """Rectangles regrouped for a separable sum over edges.
 
     ``sum_r mu_r [E_x(x2_r) - E_x(x1_r)] [E_y(y2_r) - E_y(y1_r)]`` equals
-    ``sum_p Y_p (E_x @ C)_p``: ``E_x`` holds the error function at each distinct x edge
-    (step-and-shoot leaves sit on a few beamlet edges), ``p`` runs over the distinct
-    ``(y1, y2)`` rows (leaf pairs), ``Y_p = E_y(y2_p) - E_y(y1_p)`` and ``C`` (x edges × rows)
-    holds ``+mu`` at ``x2`` and ``-mu`` at ``x1``. One erf per distinct edge and a matrix
-    product replace a pass over the points per rectangle.
+    ``E_x @ K @ E_y``: ``E_x`` and ``E_y`` hold the error function at each distinct x and
+    y edge (step-and-shoot leaves sit on a few beamlet edges, leaf pairs on a few leaf
+    boundaries) and ``K`` (x edges × y edges) the meterset of every edge pair:
+    ``K = C @ Δ.T`` where ``C`` (x edges × rows) holds ``+mu`` at each rectangle's ``x2``
+    and ``-mu`` at its ``x1`` in the column of its ``(y1, y2)`` row (leaf pair) and ``Δ``
+    (y edges × rows) ``+1`` at each row's ``y2`` and ``-1`` at its ``y1``.  One erf per
+    distinct edge and one product with ``K`` replace a pass over the points per rectangle
+    (and two products over the rows, which outnumber the edges with tongue-and-groove
+    bands).
     """
 
     def __init__(self, rects: np.ndarray, mus: np.ndarray) -> None:
@@ -363,13 +367,10 @@ class _ApertureLayout:
         coeff = np.zeros((self.x_edges.size, rows.shape[0]))
         np.add.at(coeff, (x_idx[:, 1], row_idx.ravel()), mus)
         np.add.at(coeff, (x_idx[:, 0], row_idx.ravel()), -mus)
-        self.coeff = coeff
-        # Y_p = E_y @ y_diff: +1 at each row's y2, -1 at its y1 (a matrix product is
-        # faster than gathering the columns, and exact: one rounding of E(y2) - E(y1))
         y_diff = np.zeros((self.y_edges.size, rows.shape[0]))
         y_diff[y_idx[:, 1], np.arange(rows.shape[0])] = 1.0
         y_diff[y_idx[:, 0], np.arange(rows.shape[0])] = -1.0
-        self.y_diff = y_diff
+        self.kernel = coeff @ y_diff.T  # float64, summed before the float32 products
 
     def integrate(self, cx, inv_x, cy, inv_y, xp, kw):
         """``sum_r mu_r ΔE_x ΔE_y`` at every point, for error functions
@@ -381,7 +382,7 @@ class _ApertureLayout:
         1.5e-12 in float64).  For a narrow Gaussian term most of a body lies out there.
         """
         dt = cx.dtype
-        if self.coeff.shape[1] == 0:
+        if self.kernel.size == 0:
             return xp.zeros(cx.shape, dtype=dt, **kw)
         x_lo, x_hi = float(self.x_edges[0]), float(self.x_edges[-1])
         y_lo, y_hi = float(self.y_edges[0]), float(self.y_edges[-1])
@@ -406,9 +407,9 @@ class _ApertureLayout:
         dt = cx.dtype
         ex = erf((xp.asarray(self.x_edges, dtype=dt, **kw)[None, :] - cx[:, None]) * inv_x[:, None])
         ey = erf((xp.asarray(self.y_edges, dtype=dt, **kw)[None, :] - cy[:, None]) * inv_y[:, None])
-        x_rows = ex @ xp.asarray(self.coeff, dtype=dt, **kw)
-        x_rows *= ey @ xp.asarray(self.y_diff, dtype=dt, **kw)
-        return xp.sum(x_rows, axis=1)
+        x_y = ex @ xp.asarray(self.kernel, dtype=dt, **kw)
+        x_y *= ey
+        return xp.sum(x_y, axis=1)
 
 
 def horn_axis_terms(coord, sigma, horn_sigma_mm: float, xp):

@@ -145,11 +145,12 @@ def test_many_rectangles_equal_the_sum_of_single_rectangles(model):
     np.testing.assert_allclose(together, one_by_one, rtol=1e-10, atol=1e-15)
 
 
-def test_points_beyond_the_edges_skipped_bit_for_bit(model, monkeypatch):
+def test_points_beyond_the_edges_skipped(model, monkeypatch):
     # Points farther than 5 kernel widths beyond every edge get exactly 0 from a Gaussian
-    # term without evaluating it (float32 erf is ±1 there): the dose is bit-identical to
-    # evaluating every point, and most points of a 20 x 20 mm field's phantom are skipped
-    # for the narrow primary term.
+    # term without evaluating it (float32 erf is ±1 there): the dose equals evaluating
+    # every point (whose edge-pair product leaves float32 rounding residues of the
+    # meterset there, below 1e-6 of the maximum), and most points of a 20 x 20 mm field's
+    # phantom are skipped for the narrow primary term.
     from dose_engine import _model
     from dose_engine._validation import water_phantom
 
@@ -169,7 +170,7 @@ def test_points_beyond_the_edges_skipped_bit_for_bit(model, monkeypatch):
     monkeypatch.setattr(_model, "MIN_SATURATED_SHARE", 2.0)  # never skip
     every = np.asarray(field_dose(dens, ct, ct, beam, rects, [1.0, 2.0], model))
     assert skipped.dtype == np.float32
-    np.testing.assert_array_equal(skipped, every)
+    np.testing.assert_allclose(skipped, every, rtol=0, atol=1e-6 * float(every.max()))
     n_every = shares[len(n_skipping) :]
     assert sum(n_every) == 6 * ct.voxel_count  # 4 Gaussian terms and 2 horn terms
     assert min(n_skipping) < 0.3 * max(n_every)  # the primary term: mostly skipped
