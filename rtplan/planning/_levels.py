@@ -59,11 +59,12 @@ surface to ``L_T`` at the transition margin,
 :func:`rtplan.planning._helper_structures.gradient_level_gy`); the global hot-spot cap
 ``Overdose(S, hotspot·Rx·(1−a_t))`` (:func:`hotspot_cap_gy`) on every structure ``S`` the
 optimiser reads, the correction loop's ``zHotSpot`` included (weight ``1/Rx²``, a limit
-like an organ goal; the floor is gentle, it shapes what the goals leave free). The last level gets an "as low as reasonably
-achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk, and
-the normal-tissue objective: ``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight
-``nto_weight/Rx²`` on shells around the targets, ``cap`` falling exponentially from
-``nto_start_pct`` at their surface (:func:`rtplan.safety.nto_bands`).
+like an organ goal; the floor is gentle, it shapes what the goals leave free). The last
+level gets an "as low as reasonably achievable" ``MeanDose(O)`` of weight
+``alara_weight/Rx`` for every organ at risk, and the normal-tissue objective:
+``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight ``nto_weight/Rx²`` on shells around the
+targets, ``cap`` falling exponentially from ``nto_start_pct`` at their surface
+(:func:`rtplan.safety.nto_bands`).
 """
 
 from __future__ import annotations
