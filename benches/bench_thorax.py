@@ -71,9 +71,11 @@ def _run(args: list[str]) -> dict:
     with proc.stdout:
         output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    # reaped here, not by Popen.wait: tell the Popen, else its __del__ warns that the
+    # child "is still running" (a ResourceWarning pytest raises as an error)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     return {
-        "exit_status": os.waitstatus_to_exitcode(status),
+        "exit_status": proc.returncode,
         "wall_s": time.perf_counter() - t0,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_gib": usage.ru_maxrss / 2**20,  # KiB on Linux

@@ -70,7 +70,7 @@ class HelperStructure:
     name : str
         E.g. ``"zRing_PTV"``, ``"zPTV-Core"``, ``"zCore-PTV"``, ``"zNormalTissue"``.
     kind : {"ring", "target_minus_oar", "oar_minus_target", "normal_tissue", "target_low", \
-            "target_gradient", "target_gradient_band"}
+            "target_gradient", "target_gradient_band", "nto", "body", "hotspot"}
     occupancy : (nz, ny, nx) ndarray of float32
         Fractional occupancy in [0, 1] on the dose grid.
     sources : tuple of str

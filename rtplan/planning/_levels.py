@@ -57,13 +57,14 @@ part towards its level, ``Overdose(z<T>_low, L_T·(1+a_t))``, and caps
 higher levels, ``L`` the band's relaxed level (linear from the higher level at its
 surface to ``L_T`` at the transition margin,
 :func:`rtplan.planning._helper_structures.gradient_level_gy`); the global hot-spot cap
-``Overdose(S, hotspot·Rx·(1−a_t))`` on every structure ``S`` the optimiser reads
-(weight ``1/Rx²``, a limit like an organ goal; the floor is gentle, it shapes what the
-goals leave free). The last level gets an "as low as reasonably
-achievable" ``MeanDose(O)`` of weight ``alara_weight/Rx`` for every organ at risk, and
-the normal-tissue objective: ``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight
-``nto_weight/Rx²`` on shells around the targets, ``cap`` falling exponentially from
-``nto_start_pct`` at their surface (:func:`rtplan.safety.nto_bands`).
+``Overdose(S, hotspot·Rx·(1−a_t))`` (:func:`hotspot_cap_gy`) on every structure ``S`` the
+optimiser reads, the correction loop's ``zHotSpot`` included (weight ``1/Rx²``, a limit
+like an organ goal; the floor is gentle, it shapes what the goals leave free). The last
+level gets an "as low as reasonably achievable" ``MeanDose(O)`` of weight
+``alara_weight/Rx`` for every organ at risk, and the normal-tissue objective:
+``Overdose(zNTO_<a>-<b>mm, cap(a)·Rx)`` of weight ``nto_weight/Rx²`` on shells around the
+targets, ``cap`` falling exponentially from ``nto_start_pct`` at their surface
+(:func:`rtplan.safety.nto_bands`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ from ..errors import ProtocolError
 from ..evaluation import goal_dose_level_gy
 from ..safety import implicit_goals, nto_bands, target_helper_names
 
-__all__ = ["PlanningLevel", "build_levels", "smoothness_pairs", "volume_pct"]
+__all__ = ["PlanningLevel", "build_levels", "hotspot_cap_gy", "smoothness_pairs", "volume_pct"]
 
 logger = logging.getLogger("rtplan.planning")
 
@@ -445,12 +446,14 @@ def _safety_terms(
                         )
                     )
     if s.hotspot_pct > 0:
-        cap = s.hotspot_pct / 100.0 * rx * (1.0 - aim)
+        cap = hotspot_cap_gy(protocol)
         seen = []
         for name, role in roles.items():
             if role in ("target", "oar"):
                 seen.append(effective.get(name, name))
-        seen += [h for h in helpers if h.startswith(("zRing", "zNormalTissue", "zBody"))]
+        seen += [
+            h for h in helpers if h.startswith(("zRing", "zNormalTissue", "zBody", "zHotSpot"))
+        ]
         for name in dict.fromkeys(seen):
             terms.append(
                 opt.Overdose(
@@ -461,6 +464,18 @@ def _safety_terms(
                 )
             )
     return terms
+
+
+def hotspot_cap_gy(protocol) -> float:
+    """The optimiser's level of the implicit global hot-spot limit, Gy: ``[safety]
+    hotspot_pct`` % of the prescription × (1 − ``target_aim``), aimed inside the goal
+    ``Dmax <= hotspot_pct %`` (:func:`rtplan.safety.implicit_goals`) like the protocol's
+    goals; 0 when the limit is off."""
+    s = protocol.safety
+    if s.hotspot_pct <= 0:
+        return 0.0
+    rx = protocol.prescription.total_dose_gy
+    return s.hotspot_pct / 100.0 * rx * (1.0 - protocol.optimization.target_aim)
 
 
 #: Label prefix of the terms that pull a lower-level target towards its level.

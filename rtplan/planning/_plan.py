@@ -90,7 +90,7 @@ from ._helper_structures import (
     distance_outside_mm,
     nto_helpers,
 )
-from ._levels import build_levels, smoothness_pairs, volume_pct
+from ._levels import build_levels, hotspot_cap_gy, smoothness_pairs, volume_pct
 from ._options import PlanOptions, options_from_keywords
 from ._vmat import arc_layouts, refine_arc_mu, sequence_arcs
 
@@ -115,6 +115,17 @@ MACHINE_ALIASES = {
 #: Helper structure of the body (the external contour, else the voxels above -500 HU):
 #: the global hot-spot term reads it, and the hot-spot goal without an external contour.
 BODY_HELPER = "zBody"
+
+#: Helper structure of the correction loop (:func:`stage_correct`): the voxels outside the
+#: targets whose final dose exceeded the optimiser's global hot-spot level
+#: (:func:`rtplan.planning._levels.hotspot_cap_gy`) in a pass, each an optimiser row with
+#: that overdose term, so the next loop sees and pushes down hot spots the sampled rows
+#: miss (a chest wall 122 mm from a lung tumour, under the collapsed cone).
+HOTSPOT_HELPER = "zHotSpot"
+
+#: At most this many voxels join :data:`HOTSPOT_HELPER` over all loops, the hottest first
+#: (a bound on the rows added: 10,000 rows of a few hundred entries each, tens of MB).
+HOTSPOT_MAX_VOXELS = 10_000
 
 STAGES = (
     "structures",
@@ -174,8 +185,9 @@ class PlanResult:
         values on the final dose before normalisation (``goals``, ``goals_met``), the
         final dose's change in the targets (``target_max_abs_change_gy``,
         ``target_mean_abs_change_gy``) and the correction there
-        (``target_max_abs_correction_gy``, ``target_mean_abs_correction_gy``); empty
-        when the corrections are off.
+        (``target_max_abs_correction_gy``, ``target_mean_abs_correction_gy``) and, for
+        the loops, the hot-spot voxels optimised as rows of their own
+        (``hotspot_voxels``, :data:`HOTSPOT_HELPER`); empty when the corrections are off.
 
         .. versionadded:: 0.1.0
     final_algorithm : rtplan.planning.FinalAlgorithmChoice or None
@@ -639,7 +651,8 @@ class _Context:
     machine: Any = None
     beamlets: Any = None
     matrix: Any = None  # influence rows of the problem's voxels only (``matrix_rows``)
-    matrix_rows: np.ndarray | None = None  # their flat dose-grid indices, ascending
+    # their flat dose-grid indices: ascending, then the correction loop's hot-spot rows
+    matrix_rows: np.ndarray | None = None
     levels: list = field(default_factory=list)
     optimization: Any = None
     fluence: np.ndarray | None = None
@@ -816,7 +829,7 @@ def stage_dose(ctx: _Context) -> None:
     collapsed-cone dose instead (:func:`dose_engine.compute_ccc_influence_matrix`, not
     cached).
     """
-    from dose_engine import compute_influence_matrix, hu_to_density
+    from dose_engine import hu_to_density
 
     ct = ctx.patient.ct
     density = hu_to_density(ct.array, ctx.density_table)
@@ -837,12 +850,26 @@ def stage_dose(ctx: _Context) -> None:
         (helper_rows if name in ctx.helpers else organ_rows)[rows] = True
     helper_rows &= ~organ_rows
     ctx.matrix_rows = np.flatnonzero(organ_rows | helper_rows)
+    ctx.matrix = _nonempty_rows(
+        _influence_matrix(ctx, density, helper_rows, organ_rows), ctx.matrix_rows
+    )
+
+
+def _influence_matrix(ctx: _Context, density, helper_rows: np.ndarray, organ_rows: np.ndarray):
+    """The influence matrix (Gy per MU, CSR, one row per dose-grid voxel, rows outside the
+    two sets empty) of ``ctx``'s beamlets: ``organ_rows`` with :data:`ACCURATE_CUTOFF_MM` /
+    :data:`ACCURATE_THRESHOLD`, ``helper_rows`` with the dose engine's defaults (flat
+    ``(n_voxels,)`` bool); the protocol's ``influence_algorithm`` and the HDF5 cache as
+    :func:`stage_dose` describes."""
+    from dose_engine import compute_influence_matrix
+
+    ct = ctx.patient.ct
     shape = ctx.dose_grid.shape
     common = dict(model=ctx.beam_model, backend=ctx.backend, progress=ctx.progress)
     if ctx.protocol.influence_algorithm == "ccc":  # per-beamlet collapsed cone, not cached
         from dose_engine import compute_ccc_influence_matrix
 
-        matrix = compute_ccc_influence_matrix(
+        return compute_ccc_influence_matrix(
             density,
             ct.grid,
             ctx.dose_grid,
@@ -851,14 +878,12 @@ def stage_dose(ctx: _Context) -> None:
             voxel_mask=(organ_rows | helper_rows).reshape(shape),
             **common,
         ).matrix
-        ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
-        return
     if ctx.cache_dir is not None:  # HDF5 cache keyed by a content hash (dose_engine)
         from dose_engine import cached_influence_matrix
 
         ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         compute_influence_matrix = partial(cached_influence_matrix, cache_dir=ctx.cache_dir)
-    matrix = compute_influence_matrix(
+    return compute_influence_matrix(
         density,
         ct.grid,
         ctx.dose_grid,
@@ -870,7 +895,6 @@ def stage_dose(ctx: _Context) -> None:
         wide_relative_threshold=ACCURATE_THRESHOLD,
         **common,
     ).matrix
-    ctx.matrix = _nonempty_rows(matrix, ctx.matrix_rows)
 
 
 def _choose_final_algorithm(ctx: _Context, density) -> None:
@@ -905,8 +929,14 @@ def _nonempty_rows(matrix, rows: np.ndarray):
 
 
 def _matrix_rows(ctx: _Context, idx: dict) -> dict:
-    """Flat dose-grid voxel indices per structure -> rows of ``ctx.matrix``."""
-    return {name: np.searchsorted(ctx.matrix_rows, rows) for name, rows in idx.items()}
+    """Flat dose-grid voxel indices per structure -> rows of ``ctx.matrix`` (ascending
+    voxel indices, then the hot-spot rows the correction loop appended)."""
+    rows_all = ctx.matrix_rows
+    if rows_all.size > 1 and not bool(np.all(rows_all[1:] > rows_all[:-1])):
+        order = np.argsort(rows_all, kind="stable")
+        ordered = rows_all[order]
+        return {name: order[np.searchsorted(ordered, rows)] for name, rows in idx.items()}
+    return {name: np.searchsorted(rows_all, rows) for name, rows in idx.items()}
 
 
 #: The body helper of the global hot-spot term is sampled on voxels at most
@@ -1262,9 +1292,10 @@ def stage_segments(ctx: _Context) -> None:
 
 def _segment_fit(ctx: _Context):
     """``(structures, reference, targets)`` of the segment-weight fit: matrix rows of the
-    protocol's structures, the optimal fluence's dose on the matrix rows, the targets."""
+    protocol's structures (and of the correction loop's hot spots, :data:`HOTSPOT_HELPER`),
+    the optimal fluence's dose on the matrix rows, the targets."""
     idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
-    fit = {n: i for n, i in idx.items() if n in ctx.occupancy}
+    fit = {n: i for n, i in idx.items() if n in ctx.occupancy or n == HOTSPOT_HELPER}
     reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
     targets = [t for t in ctx.protocol.targets if t in fit]
     return fit, reference, targets
@@ -1352,7 +1383,10 @@ def stage_correct(ctx: _Context) -> None:
     fluence (first-order solver); then the plan is sequenced, its segment weights re-fitted
     to ``D x`` (the segments' model dose ``D S m`` plus the same ``c`` is then their final
     dose) and the final dose re-computed with the same final-dose function
-    (``ctx.final_dose``).  Stops early when no goal moved by more than
+    (``ctx.final_dose``).  Before each re-optimisation, the voxels outside the targets
+    whose last final dose exceeds the global hot-spot level join the helper
+    :data:`HOTSPOT_HELPER` (:func:`_with_hotspot_rows`): rows with that overdose term and
+    their own ``c``, kept for the later loops.  Stops early when no goal moved by more than
     ``final_dose_tolerance_pct`` % of its level.  Each loop's record goes to
     ``ctx.corrections``.
 
@@ -1384,7 +1418,6 @@ def stage_correct(ctx: _Context) -> None:
     for t in ctx.protocol.targets:
         if t in ctx.occupancy:
             targets |= ctx.occupancy[t] > 0
-    rows_in_targets = targets.ravel()[ctx.matrix_rows]
     before = goal_results(ctx.dose)
     ctx.corrections = [correction_record(0, before, target_mask=targets, dose_gy=ctx.dose)]
     passes = [_plan_state(ctx)]
@@ -1397,7 +1430,7 @@ def stage_correct(ctx: _Context) -> None:
     offset = correction()
     for loop in range(1, settings.final_dose_corrections + 1):
         previous = ctx.dose
-        ctx.dose_offset = offset
+        ctx.dose_offset = _with_hotspot_rows(ctx, offset, targets)
         stage_optimise(ctx)
         stage_sequence(ctx)
         stage_segments(ctx)
@@ -1411,9 +1444,13 @@ def stage_correct(ctx: _Context) -> None:
                 dose_gy=ctx.dose,
                 previous_dose_gy=previous,
                 offset_gy=ctx.dose_offset,
-                offset_rows_in_targets=rows_in_targets,
+                offset_rows_in_targets=targets.ravel()[ctx.matrix_rows],
                 model_error_gy=offset - ctx.dose_offset,
             )
+        )
+        hot = ctx.helpers.get(HOTSPOT_HELPER)
+        ctx.corrections[-1]["hotspot_voxels"] = (
+            0 if hot is None else int(np.count_nonzero(hot.occupancy))
         )
         passes.append(_plan_state(ctx))
         scores.append(_goals_met_normalised(ctx, goals, structures, body, rx))
@@ -1440,6 +1477,73 @@ def stage_correct(ctx: _Context) -> None:
     for name, value in passes[best].items():
         setattr(ctx, name, value)
     ctx.points_cache.clear()
+
+
+def _with_hotspot_rows(ctx: _Context, offset: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Make the hot spots of the last final dose optimiser rows; the offset on all rows.
+
+    The voxels of the body outside every target whose final dose ``ctx.dose`` exceeds
+    :func:`~rtplan.planning._levels.hotspot_cap_gy` join :data:`HOTSPOT_HELPER` (those of
+    earlier loops stay; at most :data:`HOTSPOT_MAX_VOXELS` in all, the hottest first),
+    which :func:`~rtplan.planning._levels.build_levels` gives the global hot-spot
+    overdose at full organ weight (the body's sampled rows dilute a hot spot among the
+    whole body's).  Voxels without a row get one, computed like an organ's
+    (:func:`_influence_matrix`) and appended to ``ctx.matrix`` and ``ctx.matrix_rows``,
+    with their correction ``c`` at the delivered fluence (:func:`dose_correction`).
+
+    Parameters
+    ----------
+    offset : (n_rows,) ndarray of float64, Gy
+        The correction ``c`` on the rows of ``ctx.matrix``.
+    targets : (nz, ny, nx) bool ndarray
+        Voxels of any target.
+
+    Returns
+    -------
+    (n_rows',) ndarray of float64, Gy
+        ``offset`` followed by ``c`` on the rows appended.
+    """
+    import scipy.sparse as sp
+
+    from dose_engine import hu_to_density
+
+    cap = hotspot_cap_gy(ctx.protocol)
+    if cap <= 0 or ctx.body_occupancy is None:
+        return offset
+    dose = np.asarray(ctx.dose).ravel()
+    outside = (np.asarray(ctx.body_occupancy) > 0).ravel() & ~targets.ravel()
+    hot = np.flatnonzero(outside & (dose > cap))
+    previous = ctx.helpers.get(HOTSPOT_HELPER)
+    kept = np.empty(0, np.int64) if previous is None else np.flatnonzero(previous.occupancy)
+    new = np.setdiff1d(hot, kept)
+    room = max(0, HOTSPOT_MAX_VOXELS - kept.size)
+    if new.size > room:
+        new = np.sort(new[np.argsort(dose[new])[::-1][:room]])
+    if new.size == 0:
+        return offset
+    occupancy = np.zeros(ctx.dose_grid.shape, dtype=np.float32)
+    occupancy.ravel()[np.concatenate([kept, new])] = 1.0
+    ctx.helpers[HOTSPOT_HELPER] = HelperStructure(HOTSPOT_HELPER, "hotspot", occupancy, ("body",))
+    missing = np.setdiff1d(new, ctx.matrix_rows)
+    logger.info(
+        "final-dose correction: %d voxels outside the targets above %.4g Gy join %s (%d new rows)",
+        new.size,
+        cap,
+        HOTSPOT_HELPER,
+        missing.size,
+    )
+    if missing.size == 0:
+        return offset
+    rows = np.zeros(dose.size, dtype=bool)
+    rows[missing] = True
+    density = hu_to_density(ctx.patient.ct.array, ctx.density_table)
+    extra = _nonempty_rows(
+        _influence_matrix(ctx, density, np.zeros_like(rows), rows), missing
+    ).astype(ctx.matrix.dtype, copy=False)
+    ctx.matrix = sp.vstack([ctx.matrix, extra], format="csr")
+    ctx.matrix_rows = np.concatenate([ctx.matrix_rows, missing])
+    delivered = ctx.segment_weights.beamlet_fluence_mu
+    return np.concatenate([offset, dose_correction(extra, missing, delivered, ctx.dose)])
 
 
 #: What a pass of the correction loop changes in the context (restored for the pass kept).

@@ -308,7 +308,8 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def final_dose_correction_text(corrections: Sequence[Mapping[str, Any]]) -> str:
     """One line on plan.json's ``corrections``: goals met per pass (before and after
-    normalisation), how far each loop moved the target dose and which pass was kept."""
+    normalisation), how far each loop moved the target dose, how many hot-spot voxels
+    it optimised as rows of their own and which pass was kept."""
     passes = []
     for c in corrections:
         text = (
@@ -321,6 +322,8 @@ def final_dose_correction_text(corrections: Sequence[Mapping[str, Any]]) -> str:
                 f"mean {_num(c.get('target_mean_abs_change_gy'), '.2f')} Gy "
                 f"(correction max {_num(c.get('target_max_abs_correction_gy'), '.2f')} Gy)"
             )
+        if c.get("hotspot_voxels"):
+            text += f", {c['hotspot_voxels']} hot-spot voxels as rows"
         if c.get("kept"):
             text += " [kept]"
         passes.append(text)
