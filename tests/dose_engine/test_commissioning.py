@@ -136,6 +136,7 @@ def clinic_fit(clinic):
     return fit_beam_model(read_measured_data(clinic))
 
 
+@pytest.mark.slow
 def test_fit_recovers_perturbed_source_size(clinic_fit):
     params = clinic_fit
     generated = _clinic_model().parameters
@@ -155,6 +156,7 @@ def test_fit_recovers_perturbed_source_size(clinic_fit):
     assert params["provenance"]["residuals"]["converged"] is True
 
 
+@pytest.mark.slow
 def test_clinic_model_validates_on_its_data(clinic, clinic_fit):
     report = compare_to_measured(BeamModel(clinic_fit), read_measured_data(clinic), gamma=False)
     assert report.failures() == []
@@ -248,6 +250,7 @@ def cli_validation(clinic, cli_run):
     return compare_to_measured(model, read_measured_data(clinic), gamma=True)
 
 
+@pytest.mark.slow
 def test_cli_writes_model_and_summary(clinic, clinic_start, cli_run, cli_validation, capsys):
     status, text, folder = cli_run
     out = folder / "model.json"
@@ -268,6 +271,7 @@ def test_cli_writes_model_and_summary(clinic, clinic_start, cli_run, cli_validat
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model_report.html"]
 
 
+@pytest.mark.slow
 def test_cli_fit_leaves_the_held_out_field_out(clinic, clinic_start):
     """The held-out run's model is the fit of the data without 150 x 100."""
     data = hold_out(read_measured_data(clinic), [HELD_OUT])
@@ -275,6 +279,7 @@ def test_cli_fit_leaves_the_held_out_field_out(clinic, clinic_start):
     assert len(data.scans) == 14 and len(data.output_factors) == 3
 
 
+@pytest.mark.slow
 def test_commissioning_report_rows_equal_the_validation(cli_run, cli_validation):
     status, _, folder = cli_run
     page = (folder / "model_report.html").read_text()
@@ -300,6 +305,7 @@ def test_commissioning_report_rows_equal_the_validation(cli_run, cli_validation)
     assert parsed.external == []
 
 
+@pytest.mark.slow
 def test_commissioning_report_in_a_browser(cli_run, tmp_path):
     """The page as a browser builds it: the same pass table (skipped without Chromium)."""
     helper = Path(__file__).parents[1] / "rtplan" / "_browser.py"
@@ -319,6 +325,7 @@ def test_commissioning_report_in_a_browser(cli_run, tmp_path):
     assert parsed.rows == direct.rows and len(parsed.images) == len(direct.images)
 
 
+@pytest.mark.slow
 def test_cli_exit_1_when_the_fit_stops_before_converging(clinic, tmp_path, capsys):
     out = tmp_path / "model.json"
     args = ["--measurements", str(clinic), "--out", str(out), "--max-nfev", "2", "--no-gamma"]
@@ -327,6 +334,7 @@ def test_cli_exit_1_when_the_fit_stops_before_converging(clinic, tmp_path, capsy
     assert load_beam_model(out).provenance()["residuals"]["converged"] is False
 
 
+@pytest.mark.slow
 def test_cli_exit_1_when_the_written_model_misses_a_tolerance(clinic, clinic_start, tmp_path):
     # a validation-only absolute-dose point 10 % above the dose of the generating model
     true_gy_per_mu = float(_dose(_clinic_model(), SSD_MM, (60.0, 60.0), 50.0, 0.0))
@@ -417,6 +425,7 @@ def _five(scan) -> bool:
     return scan.field == (50.0, 50.0)
 
 
+@pytest.mark.slow
 def test_holdout_5x5_profiles(pymedphys_data):
     # Fit on the PDDs, the 10 x 10 profiles and the output factors; predict the eight
     # 5 x 5 profiles (never seen by the fit) with the acceptance criteria.

@@ -304,6 +304,7 @@ def test_safety_warning_in_the_same_words_everywhere(phantom, tmp_path, capsys):
     assert record["plan"]["normalization"] == pytest.approx(norm["factor"])
 
 
+@pytest.mark.slow
 def test_contradictory_hard_goals_exit_2_with_a_certificate_gh12(phantom, tmp_path, capsys):
     """Every PTV voxel >= 50 Gy inside an organ (the PTV grown by 8 mm) whose every voxel
     must stay <= 40 Gy: no static check sees it (two structures); the optimiser proves it

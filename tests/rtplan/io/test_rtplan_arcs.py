@@ -158,6 +158,7 @@ def test_short_arc_is_two_static_beams_at_its_sample_angles(case):
     np.testing.assert_allclose(ccc_arc.dose_gy, ccc_two.dose_gy, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_arc_through_zero_follows_its_rotation_direction(case, monkeypatch):
     _, static = _dose(case, case.path)
     cw_plan, cw = _dose(case, _variant(case, "cw", gantry=(350.0, 10.0, "CW")))

@@ -132,6 +132,7 @@ def test_the_reader_gives_back_the_arcs_control_points(case, machine):
     assert main(["check", str(case.paths[machine])]) == 0
 
 
+@pytest.mark.slow
 def test_the_reread_arcs_give_the_same_dose(case):
     """The Agility-style plan (both arcs): the dose of the re-read plan within 1 % of the
     in-memory plan's (one machine only: each arc angle is one dose calculation)."""

@@ -176,6 +176,7 @@ def _inside_breast(x, y, z, inset_mm=0.0):
     return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 < 1.0
 
 
+@pytest.mark.slow
 def test_breast_variant_against_the_analytic_solids():
     """thorax_breast: the CTV is the breast ellipsoid 5 mm under the skin, in front of the
     chest (outside its ellipse); the body is the chest joined with the breast.  Checked

@@ -212,6 +212,7 @@ def thorax_plan(tmp_path_factory):
     return out, patient
 
 
+@pytest.mark.slow
 def test_auto_picks_the_collapsed_cone_and_the_rtdose_is_its_dose(thorax_plan):
     """The written RT-DOSE against the collapsed cone recomputed from the written RT-PLAN
     (which holds the normalised MU), on the RT-DOSE's grid, on every voxel above 20 % of
@@ -235,6 +236,7 @@ def test_auto_picks_the_collapsed_cone_and_the_rtdose_is_its_dose(thorax_plan):
     assert not [w for w in record["warnings"] if w["code"] == "pencil_beam_lung"]
 
 
+@pytest.mark.slow
 def test_rtdose_report_and_dciodvfy_name_the_algorithm(thorax_plan, tmp_path):
     out, _ = thorax_plan
     ds = pydicom.dcmread(out / "RTDOSE.dcm")

@@ -37,6 +37,9 @@ from rtplan.planning import PlanOptions, plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.structures import BODY_OUTLINE_NAME
 
+#: One plan of a coarse thorax shared by every test here: minutes of CPU.
+pytestmark = pytest.mark.slow
+
 RX_GY = 60.0
 PIXEL_MM, SLICE_MM, N_SLICES, GRID_MM = 4.0, 5.0, 21, 5.0
 

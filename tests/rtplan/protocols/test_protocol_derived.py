@@ -137,6 +137,7 @@ def test_applied_structures_equal_the_python_api():
         )
 
 
+@pytest.mark.slow
 def test_plan_with_derived_target_and_body_outline_writes_rs_derived(tmp_path, capsys):
     full = make_phantom("cshape", pixel_spacing_mm=4.0, slice_spacing_mm=4.0)
     patient = replace(full, structures={n: s for n, s in full.structures.items() if n != "Body"})
