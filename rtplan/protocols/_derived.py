@@ -315,12 +315,6 @@ def apply_derived(
     rtplan.Patient or dict
         Unchanged when the protocol derives nothing.
 
-    Notes
-    -----
-    A source declared ``required = false`` that the patient lacks leaves out an entry
-    whose ``from`` / ``union`` / ``intersect`` names it (and every entry built on that
-    one; their goals are "not evaluated"), and subtracts nothing as a ``minus`` operand.
-
     Raises
     ------
     ProtocolError
@@ -328,6 +322,12 @@ def apply_derived(
         from an absent optional one (the message names the protocol file, the entry, the
         missing structure and the patient's structures) or, with ``existing="refuse"``, the
         patient already has a structure with a derived name.
+
+    Notes
+    -----
+    A source declared ``required = false`` that the patient lacks leaves out an entry
+    whose ``from`` / ``union`` / ``intersect`` names it (and every entry built on that
+    one; their goals are "not evaluated"), and subtracts nothing as a ``minus`` operand.
     """
     if existing not in ("refuse", "keep"):
         raise ValueError(f"`existing` must be 'refuse' or 'keep'; got {existing!r}.")
