@@ -479,7 +479,10 @@ def solve_cvxpy(
         With a compressed matrix: re-solves after the first, each seeing the compressed
         dose plus the compression's dose error at the previous solution,
         ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
-        At a fixed point the optimiser's dose is the exact dose (default 0).
+        At a fixed point the optimiser's dose is the exact dose (default 0). That
+        parameter has one entry per union voxel, which CVXPY's compilation pays for with
+        memory growing with rows times parameter entries (``offset_parameter`` of
+        :class:`CvxpyFormulation`); without corrections the offset is a constant.
 
         .. versionadded:: 0.1.0
     x0 : (n_beamlets,) array, MU, optional

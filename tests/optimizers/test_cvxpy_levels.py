@@ -94,23 +94,6 @@ def test_hard_terms_in_later_levels_build_each_level(compile_calls):
     assert np.max(a[s["OAR"]] @ res.x) <= 45.0 * (1 + 1e-6)
 
 
-@pytest.fixture
-def compiled_tensors(monkeypatch):
-    """Shape of each compiled parameter tensor that CVXPY re-orders for the conic solver
-    (``ConicSolver.format_constraints``: its index arrays grow with rows x columns)."""
-    from cvxpy.reductions.solvers.conic_solvers.conic_solver import ConicSolver
-
-    shapes = []
-    original = ConicSolver.format_constraints.__func__  # a classmethod
-
-    def recording(cls, problem, exp_cone_order):
-        shapes.append((int(problem.x.size), int(problem.total_param_size)))
-        return original(cls, problem, exp_cone_order)
-
-    monkeypatch.setattr(ConicSolver, "format_constraints", classmethod(recording))
-    return shapes
-
-
 @pytest.mark.filterwarnings(
     "ignore:Solver `CLARABEL` returned an inaccurate solution:optimizers.errors.OptimizerWarning"
 )
