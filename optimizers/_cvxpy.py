@@ -74,7 +74,9 @@ class CvxpyFormulation:
         (variable entry + 1) x (parameter entry + 1), whose index arrays take about
         48 bytes per such pair when the problem has second-order cones (a quadratic term
         in a constraint): 0.9 GB at 3,600 dose rows and 5,300 variable entries, growing
-        with the square of the rows (see ``docs/interfaces.md``).
+        with the square of the rows; and it densifies a quadratic objective's
+        coefficients against every parameter entry (8.38 GiB asked at 33,540 rows). See
+        ``docs/interfaces.md``.
 
         .. versionadded:: 0.1.0
 

@@ -134,6 +134,15 @@ def test_compressed_solve_has_no_parameter_per_dose_row(compiled_tensors):
     assert compiled_tensors[-1][1] == n_par + a.shape[0]
 
 
+def test_dose_corrections_refused_on_a_constant_offset():
+    a, s = _slab(7)
+    prob = op.Problem(a, s, TERMS)
+    compressed = prob.compressed(op.Compression(rel_threshold=0.02, rank=4))
+    form = op.CvxpyFormulation(prob, compressed=compressed, offset_parameter=False)
+    with pytest.raises(op.InvalidProblemError, match="offset_parameter=True"):
+        op.solve_cvxpy(prob, formulation=form, corrections=1)
+
+
 def test_dose_corrections_reuse_the_compiled_problem(compile_calls):
     calls = compile_calls
     a, s = _slab(7)
