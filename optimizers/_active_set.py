@@ -147,7 +147,12 @@ def solve_cvxpy_active_set(
     worst = 0.0
     for r in range(max(int(max_rounds), 1)):
         last = r == max(int(max_rounds), 1) - 1
-        form = CvxpyFormulation(problem, compressed=compressed, columns=None if last else cols)
+        form = CvxpyFormulation(
+            problem,
+            compressed=compressed,
+            columns=None if last else cols,
+            offset_parameter=int(options.get("corrections", 0)) > 0,
+        )
         # a restricted round's infeasibility is not the problem's: no elastic re-solve
         opts = {**options, "explain_infeasible": False} if form.fixed.size else options
         try:

@@ -35,7 +35,8 @@ class CvxpyFormulation:
 
     The dose adds :attr:`dose_offset`, a parameter holding the problem's ``union_offset``
     (zero without one) when the problem has a ``dose_offset`` or the matrix is compressed
-    (then the compression's dose corrections of :func:`solve_cvxpy` add to it).
+    (then the compression's dose corrections of :func:`solve_cvxpy` add to it), or with
+    ``offset_parameter=False`` a constant (none when the problem has no offset).
 
     Parameters
     ----------
@@ -62,6 +63,20 @@ class CvxpyFormulation:
         ``c_j`` = :func:`weight_scale` of its weights and ``c_j`` times its bound when the
         level is held), so every level solves the one compiled problem
         (:mod:`optimizers._cvxpy_levels`). ``None`` (default): no such constraints.
+
+        .. versionadded:: 0.1.0
+    offset_parameter : bool, optional
+        Hold the dose offset in a ``cvxpy.Parameter`` of ``n_union`` entries (default
+        True), which :func:`solve_cvxpy`'s ``corrections`` need; False: a constant, so the
+        offset cannot change without a new formulation. A vector parameter is costly:
+        CVXPY 1.9 re-orders the rows of the compiled parameter tensor for the conic solver
+        (``ConicSolver.format_constraints``) through sparse matrices with one column per
+        (variable entry + 1) x (parameter entry + 1), whose index arrays take about
+        48 bytes per such pair when the problem has second-order cones (a quadratic term
+        in a constraint): 0.9 GB at 3,600 dose rows and 5,300 variable entries, growing
+        with the square of the rows; and it densifies a quadratic objective's
+        coefficients against every parameter entry (8.38 GiB asked at 33,540 rows). See
+        ``docs/interfaces.md``.
 
         .. versionadded:: 0.1.0
 
@@ -97,6 +112,7 @@ class CvxpyFormulation:
         compressed: CompressedMatrix | None = None,
         columns: Any = None,
         levels: Any = None,
+        offset_parameter: bool = True,
     ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
@@ -105,8 +121,10 @@ class CvxpyFormulation:
         self.compressed = compressed
         #: (n_union,) Gy: a constant added to the dose (a ``cvxpy.Parameter``): the
         #: problem's ``union_offset`` plus the dose correction of :func:`solve_cvxpy`'s
-        #: ``corrections``; None when the problem has no offset and no compression
+        #: ``corrections``; None when the problem has no offset and no compression. With
+        #: ``offset_parameter=False`` a ``cvxpy.Constant`` (None without an offset)
         self.dose_offset: Any = None
+        self.offset_parameter = bool(offset_parameter)
         #: the solver's own last solution by solver name (primal and dual): a re-solve of
         #: this formulation with a solver that warm starts (SCS) starts there
         self.last_solution: dict[str, Any] = {}
@@ -182,7 +200,10 @@ class CvxpyFormulation:
         cols = None if not self.fixed.size else self.columns
         x = self.x_active
         n_u = self.problem.union_rows.size
-        if compressed is not None or self.problem.union_offset is not None:
+        off = self.problem.union_offset
+        if not self.offset_parameter:
+            self.dose_offset = None if off is None else cp.Constant(off)
+        elif compressed is not None or off is not None:
             self.dose_offset = cp.Parameter(n_u, name="dose_offset")
             self.reset_dose_offset()
         if compressed is None:
@@ -197,14 +218,16 @@ class CvxpyFormulation:
                 f"rows are {self.problem.a_union.shape}; compress `problem.a_union`."
             )
         sparse = compressed.sparse if cols is None else compressed.sparse[:, cols]
+        dose = sparse @ x
+        if compressed.rank:
+            right = compressed.right if cols is None else compressed.right[:, cols]
+            z = cp.Variable(compressed.rank, name="tail")
+            dose = dose + compressed.left @ z
+        if self.dose_offset is not None:
+            dose = dose + self.dose_offset
         if not compressed.rank:
-            return [self.d == sparse @ x + self.dose_offset]
-        right = compressed.right if cols is None else compressed.right[:, cols]
-        z = cp.Variable(compressed.rank, name="tail")
-        return [
-            z == right @ x,
-            self.d == sparse @ x + compressed.left @ z + self.dose_offset,
-        ]
+            return [self.d == dose]
+        return [z == right @ x, self.d == dose]
 
     def fluence(self) -> np.ndarray | None:
         """(n_beamlets,) float64 MU after a solve: the solver's fluence, exactly zero
@@ -277,7 +300,10 @@ class CvxpyFormulation:
         return out
 
     def reset_dose_offset(self) -> None:
-        """Set :attr:`dose_offset` to the problem's ``union_offset`` (zero without one)."""
+        """Set :attr:`dose_offset` to the problem's ``union_offset`` (zero without one);
+        nothing for a constant offset (:meth:`update` checks that it is the problem's)."""
+        if not self.offset_parameter:
+            return
         off = self.problem.union_offset
         self.dose_offset.value = np.zeros(self.problem.union_rows.size) if off is None else off
 
@@ -349,6 +375,11 @@ class CvxpyFormulation:
             raise InvalidProblemError(
                 "`formulation` was built for a problem without `dose_offset`; build a new "
                 "CvxpyFormulation for a problem with one."
+            )
+        if not self.offset_parameter and not _same_offset(problem.union_offset, old.union_offset):
+            raise InvalidProblemError(
+                "`formulation` holds its dose offset as a constant (`offset_parameter=False`) "
+                "and the problem's `dose_offset` differs; build a new CvxpyFormulation."
             )
         for k, (t_new, t_old) in enumerate(zip(problem.terms, old.terms, strict=True)):
             same = (
@@ -450,7 +481,10 @@ def solve_cvxpy(
         With a compressed matrix: re-solves after the first, each seeing the compressed
         dose plus the compression's dose error at the previous solution,
         ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
-        At a fixed point the optimiser's dose is the exact dose (default 0).
+        At a fixed point the optimiser's dose is the exact dose (default 0). That
+        parameter has one entry per union voxel, which CVXPY's compilation pays for with
+        memory growing with rows times parameter entries (``offset_parameter`` of
+        :class:`CvxpyFormulation`); without corrections the offset is a constant.
 
         .. versionadded:: 0.1.0
     x0 : (n_beamlets,) array, MU, optional
@@ -488,13 +522,21 @@ def solve_cvxpy(
     t0 = time.perf_counter()
     adapter = get_solver(solver)
     adapter.import_solver()
+    correcting = int(corrections) > 0
     if formulation is None:
         compressed = None if compression is None else problem.compressed(compression)
-        formulation = CvxpyFormulation(problem, compressed=compressed)
+        formulation = CvxpyFormulation(
+            problem, compressed=compressed, offset_parameter=correcting and compressed is not None
+        )
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
     compressed = formulation.compressed
+    if correcting and compressed is not None and not formulation.offset_parameter:
+        raise InvalidProblemError(
+            "`corrections` change the dose offset, which `formulation` holds as a constant; "
+            "build it with `offset_parameter=True`."
+        )
     if formulation.dose_offset is not None:
         formulation.reset_dose_offset()
     t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
@@ -565,6 +607,8 @@ def solve_cvxpy(
             stacklevel=2,
         )
     d_exact = problem.union_dose(x)
+    # the offset the solver saw (the dose corrections included; None without one)
+    seen_offset = None if formulation.dose_offset is None else formulation.dose_offset.value
     viol, per = problem.max_violation(x, d_union=d_exact)
     msg = {
         Status.OPTIMAL: f"Optimal solution found by {adapter.name}.",
@@ -594,9 +638,7 @@ def solve_cvxpy(
             "compression": (
                 None
                 if compressed is None
-                else compressed.record(
-                    x, d_exact, offset=formulation.dose_offset.value, corrections=corrections
-                )
+                else compressed.record(x, d_exact, offset=seen_offset, corrections=corrections)
             ),
         },
     )
@@ -613,7 +655,7 @@ def _explain(problem, status, solver, options, explain, compressed=None) -> Infe
     hard = problem.hard_terms
     if not explain or not hard:
         return InfeasibleError(f"The hard constraints are infeasible (solver {solver}).")
-    elastic = CvxpyFormulation(problem, elastic=True, compressed=compressed)
+    elastic = CvxpyFormulation(problem, elastic=True, compressed=compressed, offset_parameter=False)
     adapter = get_solver(solver)
     data, chain, inverse = elastic.cvx_problem.get_problem_data(adapter.cvxpy_name)
     out = adapter.solve(SolveData(elastic.cvx_problem, chain, inverse, data, dict(options or {})))
@@ -657,6 +699,11 @@ def unpack(cvx_problem, raw, chain, inverse) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         cvx_problem.unpack_results(raw, chain, inverse)
+
+
+def _same_offset(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two union offsets (or their absence) are the same."""
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def _split_columns(columns: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

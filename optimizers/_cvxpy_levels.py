@@ -113,7 +113,11 @@ class SharedLevels:
     def _build(self) -> CvxpyFormulation:
         self.builds += 1
         return CvxpyFormulation(
-            self.problem, compressed=self.compressed, columns=self.columns, levels=self.groups
+            self.problem,
+            compressed=self.compressed,
+            columns=self.columns,
+            levels=self.groups,
+            offset_parameter=int(self.options.get("corrections", 0)) > 0,
         )
 
     def _level_value(self, j: int, x: np.ndarray) -> float:

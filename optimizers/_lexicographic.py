@@ -192,8 +192,9 @@ def solve_lexicographic(
         weights and level bounds are parameters (:mod:`optimizers._cvxpy_levels`; compiled
         again only when the beamlet active set grows), when hard terms sit only in
         ``constraints`` or the first level. Default False (each level builds and compiles
-        its own problem): on the TG-119 C-shape at 3 mm (compressed matrix, active set)
-        CVXPY's compilation of the one problem asked for 43.4 GiB and failed.
+        its own problem). Its dose offset is a constant unless ``corrections`` are asked
+        for (a vector parameter made CVXPY's compilation grow with rows squared: 43.4 GiB
+        asked on the TG-119 C-shape at 3 mm; see :class:`optimizers.CvxpyFormulation`).
 
         .. versionadded:: 0.1.0
     **options

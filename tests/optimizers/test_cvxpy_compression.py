@@ -119,6 +119,30 @@ def test_dpp_resolve_skips_compilation(compile_calls):
     assert r2.term_values["Overdose(OAR > 12 Gy)"] < r1.term_values["Overdose(OAR > 15 Gy)"]
 
 
+def test_compressed_solve_has_no_parameter_per_dose_row(compiled_tensors):
+    """Issue 18: without dose corrections the compressed solve holds its dose offset as a
+    constant. A parameter of one entry per dose row made CVXPY densify the quadratic
+    objective's coefficients against every parameter entry (8.38 GiB asked on an 8 mm
+    C-shape of 33,540 rows, tests/rtplan/planning); with corrections the parameter stays."""
+    a, s = _slab(7)
+    prob = op.Problem(a, s, TERMS, dose_offset=np.full(a.shape[0], 0.5))
+    settings = op.Compression(rel_threshold=0.02, rank=4)
+    op.solve_cvxpy(prob, compression=settings)
+    ((_, n_par),) = compiled_tensors  # the weights and dose levels only
+    assert n_par <= 2 * len(TERMS) < a.shape[0] // 10
+    op.solve_cvxpy(prob, compression=settings, corrections=1)
+    assert compiled_tensors[-1][1] == n_par + a.shape[0]
+
+
+def test_dose_corrections_refused_on_a_constant_offset():
+    a, s = _slab(7)
+    prob = op.Problem(a, s, TERMS)
+    compressed = prob.compressed(op.Compression(rel_threshold=0.02, rank=4))
+    form = op.CvxpyFormulation(prob, compressed=compressed, offset_parameter=False)
+    with pytest.raises(op.InvalidProblemError, match="offset_parameter=True"):
+        op.solve_cvxpy(prob, formulation=form, corrections=1)
+
+
 def test_dose_corrections_reuse_the_compiled_problem(compile_calls):
     calls = compile_calls
     a, s = _slab(7)

@@ -92,3 +92,41 @@ def test_hard_terms_in_later_levels_build_each_level(compile_calls):
     assert len(compile_calls) == 2
     assert "shared_levels" not in res.final.extras
     assert np.max(a[s["OAR"]] @ res.x) <= 45.0 * (1 + 1e-6)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Solver `CLARABEL` returned an inaccurate solution:optimizers.errors.OptimizerWarning"
+)
+def test_dose_offset_is_no_parameter_of_the_one_formulation(compiled_tensors):
+    """Issue 18: a ``dose_offset`` held in a parameter of one entry per dose row made
+    CVXPY's re-ordering of the compiled tensor (variable entries x parameter entries index
+    arrays, with the level constraints' second-order cones) grow with the square of the
+    rows: 0.9 GB at 3,600 rows, 43 GiB asked at the C-shape. The offset is a constant: the
+    parameters are the scalar weights, levels and bounds, whatever the rows, and the levels
+    reach the optima of the problems built level by level."""
+    a, s = slab_problem(np.random.default_rng(1), n_side=40, n_beamlets=40)
+    offset = 0.5 + np.random.default_rng(2).random(a.shape[0])
+    kw = {"constraints": CONSTRAINTS, "method": "cvxpy", "dose_offset": offset}
+    shared = op.solve_lexicographic(a, s, LEVELS, one_formulation=True, **kw)
+    assert shared.final.extras["shared_levels"]["builds"] == 1
+    (n_var, n_par), *_ = compiled_tensors
+    n_terms = sum(len(lv) for lv in LEVELS) + len(CONSTRAINTS)
+    assert n_par <= 2 * n_terms + 2 * len(LEVELS) < a.shape[0] // 50, compiled_tensors
+    rebuilt = op.solve_lexicographic(a, s, LEVELS, one_formulation=False, **kw)
+    assert all(p <= 2 * n_terms for _, p in compiled_tensors[1:]), compiled_tensors
+    for ls, lr in zip(shared.levels, rebuilt.levels, strict=True):
+        assert ls.achieved == pytest.approx(lr.achieved, rel=1e-3), (ls, lr)
+    d = a @ shared.x + offset  # the offset is in the dose the constraints hold
+    assert d[s["BODY"]].max() <= 70.0 * (1 + 1e-6)
+
+
+def test_constant_offset_formulation_refuses_another_offset():
+    """A formulation whose offset is a constant cannot take a problem on the same matrix
+    cache with another offset (only parameters change in a built formulation)."""
+    a, s = _slab()
+    terms = [*LEVELS[0], *CONSTRAINTS]
+    prob = op.Problem(a, s, terms, dose_offset=np.ones(a.shape[0]))
+    form = op.CvxpyFormulation(prob, offset_parameter=False)
+    other = op.Problem(a, s, terms, dose_offset=np.zeros(a.shape[0]), _cache=prob._cache)
+    with pytest.raises(op.InvalidProblemError, match="offset_parameter=False"):
+        form.update(other)
