@@ -163,7 +163,12 @@ def run() -> dict:
             "solver_time_s": final.extras.get("solver_time_s"),
             "n_iter": final.n_iter,
         }
-    terms = plans["cvxpy"][1]["levels"]  # the CVXPY level's exact dose terms
+    # the CVXPY level's exact dose terms, but not those on the correction loop's hot-spot
+    # helper: its voxels are each plan's own hot spots (absent from the other plan), and
+    # the global hot-spot term on the body's sample stays
+    from rtplan.planning._plan import HOTSPOT_HELPER
+
+    terms = [t for t in plans["cvxpy"][1]["levels"] if t.structure != HOTSPOT_HELPER]
     for solver, (result, _) in plans.items():
         out[solver]["final_dose_objective"] = final_dose_objective(result, terms)
         out[solver]["final_dose_objective_before_normalisation"] = final_dose_objective(
