@@ -347,7 +347,7 @@ th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right}
 th{background:#eee} td:first-child{text-align:left}
 caption{text-align:left;font-weight:bold;padding:0.3em 0}
 .summary{font-size:1.05em;font-weight:bold;padding:0.4em 0.8em;display:inline-block}
-.ok{background:#c8e6c9} .bad{background:#ffcdd2}
+.ok{background:#c8e6c9} .bad{background:#ffcdd2} .partial{background:#ffe0b2}
 .muted{color:#666;font-size:0.85em} .maxdose{font-size:1.05em}
 .viewer{display:flex;flex-wrap:wrap;gap:1em} .slice-view{margin:0}
 .slice-view img{display:block;background:#000;image-rendering:pixelated}
@@ -546,7 +546,8 @@ def write_report(
     )
     if goal_table is not None:
         nf = goal_table.n_failed
-        cls = "ok" if nf == 0 else "bad"
+        # amber, not green, when goals could not be evaluated: "all met" is then partial
+        cls = "bad" if nf else ("partial" if goal_table.not_evaluated else "ok")
         parts.append(
             f"<div class='summary {cls}'>{_e(goal_table.summary_line())}"
             f"{'' if nf == 0 else f' — {nf} failed'}</div>"

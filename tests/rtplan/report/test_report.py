@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -138,6 +139,24 @@ def test_report_is_self_contained_with_every_goal(case, tmp_path):
     # every structure (Body too) is in the DVH metrics table
     for n in patient.structures:
         assert f"</span>{n}</td>" in text
+
+
+def test_summary_banner_is_green_only_when_every_goal_was_evaluated_and_met(case, tmp_path):
+    """Failed goals: red; all met but some not evaluated (an absent optional organ): amber,
+    never the green of a complete pass."""
+    table = case[3]
+    met = replace(table, results=tuple(r for r in table if r.passed))
+    cord = (Goal("Cord", "D0.03cc", "<=", 45.0), "structure 'Cord' not found")
+    banners = {}
+    for name, t in {
+        "met": met,
+        "partial": replace(met, not_evaluated=(cord,)),
+        "failed": replace(table, results=table.results + (replace(met[0], status="fail"),)),
+    }.items():
+        text = _write(case, tmp_path / f"{name}.html", goal_table=t).read_text()
+        (banners[name],) = re.findall(r"<div class='summary (\w+)'>", text)
+    assert len(met) >= 1
+    assert banners == {"met": "ok", "partial": "partial", "failed": "bad"}
 
 
 def test_report_refuses_to_overwrite_and_leaves_nothing_on_failure(case, tmp_path):
