@@ -268,8 +268,10 @@ class CvxpyFormulation:
 
     def primal_start(self, inverse_data: list, n: int, x0: Any) -> np.ndarray:
         """(n,) primal vector of the compiled problem holding the fluence ``x0`` (its
-        ``columns``), its dose ``d`` and, compressed, the tail ``z = V x0``; every other
-        variable (the canonicalisers' auxiliaries) at zero.
+        ``columns``), its dose ``d``, compressed the tail ``z = V x0``, and the
+        canonicalisers' auxiliaries that :meth:`CvxpyContext.pos` and
+        :meth:`CvxpyContext.affine` define (``r = max(expr, 0)``, ``r = expr`` at ``x0``);
+        every other variable at zero.
 
         ``inverse_data`` is CVXPY's from ``get_problem_data``: variables renamed by a
         reduction (``CvxAttr2Constr`` replaces ``x >= 0``) are followed to the offsets of
@@ -287,6 +289,7 @@ class CvxpyFormulation:
             if self.dose_offset is not None:
                 d = d + np.asarray(self.dose_offset.value)
             values[self.d.id] = d
+        values.update(self._auxiliary_values(values))
         offsets: dict[int, int] = {}
         for inv in inverse_data:
             renamed = inv[0] if isinstance(inv, tuple) and inv and isinstance(inv[0], dict) else {}
@@ -297,6 +300,34 @@ class CvxpyFormulation:
         for k, v in values.items():
             if k in offsets:
                 out[offsets[k] : offsets[k] + v.size] = v
+        return out
+
+    def _auxiliary_values(self, values: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Values of the auxiliaries ``r >= expr, r >= 0`` and ``r == expr`` of
+        :attr:`aux_constraints` whose ``expr`` reads only the variables in ``values`` (by
+        id): ``max(expr, 0)`` and ``expr``. The variables' values are restored to None."""
+        cp = import_cvxpy()
+        known = {v.id: v for v in self.cvx_problem.variables() if v.id in values}
+        out: dict[int, np.ndarray] = {}
+        try:
+            for var in known.values():
+                var.value = values[var.id]
+            for c in self.aux_constraints:
+                if isinstance(c, cp.constraints.Equality) and isinstance(c.args[0], cp.Variable):
+                    r, expr, floor = c.args[0], c.args[1], False
+                elif isinstance(c, cp.constraints.Inequality) and isinstance(
+                    c.args[1], cp.Variable
+                ):
+                    r, expr, floor = c.args[1], c.args[0], bool(c.args[1].is_nonneg())
+                else:
+                    continue
+                if not {v.id for v in expr.variables()} <= known.keys():
+                    continue
+                v = np.asarray(expr.value, dtype=np.float64).reshape(r.shape)
+                out[r.id] = np.maximum(v, 0.0) if floor else v
+        finally:
+            for var in known.values():
+                var.value = None
         return out
 
     def reset_dose_offset(self) -> None:
