@@ -116,7 +116,7 @@ def final_dose_objective(result, terms, *, normalised: bool = True) -> float:
 
 def _plan(patient, solver: str):
     from rtplan.planning import _plan as plan_module
-    from rtplan.planning import plan_patient
+    from rtplan.planning import PlanOptions, plan_patient
 
     cpu: dict = {}
     original = _optimise_cpu_recorder(cpu)
@@ -131,7 +131,9 @@ def _plan(patient, solver: str):
     plan_module.stage_structures = keep_occupancy
     try:
         with PeakRss() as mem:
-            result = plan_patient(patient, "tg119_cshape", solver=solver, progress=False)
+            result = plan_patient(
+                patient, "tg119_cshape", options=PlanOptions(solver=solver), progress=False
+            )
     finally:
         plan_module.stage_optimise = original
         plan_module.stage_structures = orig_structures

@@ -36,7 +36,8 @@ class CvxpyFormulation:
     The dose adds :attr:`dose_offset`, a parameter holding the problem's ``union_offset``
     (zero without one) when the problem has a ``dose_offset`` or the matrix is compressed
     (then the compression's dose corrections of :func:`solve_cvxpy` add to it), or with
-    ``offset_parameter=False`` a constant (none when the problem has no offset).
+    ``offset_parameter=False`` a constant (``constant_offset``, else the problem's; none
+    when the problem has no offset).
 
     Parameters
     ----------
@@ -67,16 +68,24 @@ class CvxpyFormulation:
         .. versionadded:: 0.1.0
     offset_parameter : bool, optional
         Hold the dose offset in a ``cvxpy.Parameter`` of ``n_union`` entries (default
-        True), which :func:`solve_cvxpy`'s ``corrections`` need; False: a constant, so the
-        offset cannot change without a new formulation. A vector parameter is costly:
-        CVXPY 1.9 re-orders the rows of the compiled parameter tensor for the conic solver
-        (``ConicSolver.format_constraints``) through sparse matrices with one column per
+        True), so that :func:`solve_cvxpy`'s ``corrections`` re-solve it without a new
+        compilation; False: a constant (``constant_offset``, else the problem's), so the
+        offset cannot change without a new formulation (what :func:`solve_cvxpy` builds).
+        A vector parameter is costly: CVXPY 1.9 re-orders the rows of the compiled
+        parameter tensor for the conic solver (``ConicSolver.format_constraints``)
+        through sparse matrices with one column per
         (variable entry + 1) x (parameter entry + 1), whose index arrays take about
         48 bytes per such pair when the problem has second-order cones (a quadratic term
         in a constraint): 0.9 GB at 3,600 dose rows and 5,300 variable entries, growing
         with the square of the rows; and it densifies a quadratic objective's
         coefficients against every parameter entry (8.38 GiB asked at 33,540 rows). See
         ``docs/interfaces.md``.
+
+        .. versionadded:: 0.1.0
+    constant_offset : (n_union,) array of float, Gy, optional
+        With ``offset_parameter=False``: the constant dose offset to hold instead of the
+        problem's ``union_offset`` (the problem's offset plus a compression's dose
+        correction, as :func:`solve_cvxpy`'s ``corrections`` build it).
 
         .. versionadded:: 0.1.0
 
@@ -113,6 +122,7 @@ class CvxpyFormulation:
         columns: Any = None,
         levels: Any = None,
         offset_parameter: bool = True,
+        constant_offset: Any = None,
     ) -> None:
         require_problem(problem)
         cp = import_cvxpy()
@@ -125,6 +135,14 @@ class CvxpyFormulation:
         #: ``offset_parameter=False`` a ``cvxpy.Constant`` (None without an offset)
         self.dose_offset: Any = None
         self.offset_parameter = bool(offset_parameter)
+        if constant_offset is not None:
+            constant_offset = np.asarray(constant_offset, dtype=np.float64)
+            if self.offset_parameter or constant_offset.shape != problem.union_rows.shape:
+                raise InvalidProblemError(
+                    "`constant_offset` needs `offset_parameter=False` and one value per union "
+                    f"row ({problem.union_rows.size}), got shape {constant_offset.shape}."
+                )
+        self._constant_offset = constant_offset
         #: the solver's own last solution by solver name (primal and dual): a re-solve of
         #: this formulation with a solver that warm starts (SCS) starts there
         self.last_solution: dict[str, Any] = {}
@@ -201,6 +219,8 @@ class CvxpyFormulation:
         x = self.x_active
         n_u = self.problem.union_rows.size
         off = self.problem.union_offset
+        if self._constant_offset is not None:
+            off = self._constant_offset
         if not self.offset_parameter:
             self.dose_offset = None if off is None else cp.Constant(off)
         elif compressed is not None or off is not None:
@@ -268,8 +288,10 @@ class CvxpyFormulation:
 
     def primal_start(self, inverse_data: list, n: int, x0: Any) -> np.ndarray:
         """(n,) primal vector of the compiled problem holding the fluence ``x0`` (its
-        ``columns``), its dose ``d`` and, compressed, the tail ``z = V x0``; every other
-        variable (the canonicalisers' auxiliaries) at zero.
+        ``columns``), its dose ``d``, compressed the tail ``z = V x0``, and the
+        canonicalisers' auxiliaries that :meth:`CvxpyContext.pos` and
+        :meth:`CvxpyContext.affine` define (``r = max(expr, 0)``, ``r = expr`` at ``x0``);
+        every other variable at zero.
 
         ``inverse_data`` is CVXPY's from ``get_problem_data``: variables renamed by a
         reduction (``CvxAttr2Constr`` replaces ``x >= 0``) are followed to the offsets of
@@ -287,6 +309,7 @@ class CvxpyFormulation:
             if self.dose_offset is not None:
                 d = d + np.asarray(self.dose_offset.value)
             values[self.d.id] = d
+        values.update(self._auxiliary_values(values))
         offsets: dict[int, int] = {}
         for inv in inverse_data:
             renamed = inv[0] if isinstance(inv, tuple) and inv and isinstance(inv[0], dict) else {}
@@ -297,6 +320,34 @@ class CvxpyFormulation:
         for k, v in values.items():
             if k in offsets:
                 out[offsets[k] : offsets[k] + v.size] = v
+        return out
+
+    def _auxiliary_values(self, values: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Values of the auxiliaries ``r >= expr, r >= 0`` and ``r == expr`` of
+        :attr:`aux_constraints` whose ``expr`` reads only the variables in ``values`` (by
+        id): ``max(expr, 0)`` and ``expr``. The variables' values are restored to None."""
+        cp = import_cvxpy()
+        known = {v.id: v for v in self.cvx_problem.variables() if v.id in values}
+        out: dict[int, np.ndarray] = {}
+        try:
+            for var in known.values():
+                var.value = values[var.id]
+            for c in self.aux_constraints:
+                if isinstance(c, cp.constraints.Equality) and isinstance(c.args[0], cp.Variable):
+                    r, expr, floor = c.args[0], c.args[1], False
+                elif isinstance(c, cp.constraints.Inequality) and isinstance(
+                    c.args[1], cp.Variable
+                ):
+                    r, expr, floor = c.args[1], c.args[0], bool(c.args[1].is_nonneg())
+                else:
+                    continue
+                if not {v.id for v in expr.variables()} <= known.keys():
+                    continue
+                v = np.asarray(expr.value, dtype=np.float64).reshape(r.shape)
+                out[r.id] = np.maximum(v, 0.0) if floor else v
+        finally:
+            for var in known.values():
+                var.value = None
         return out
 
     def reset_dose_offset(self) -> None:
@@ -376,7 +427,10 @@ class CvxpyFormulation:
                 "`formulation` was built for a problem without `dose_offset`; build a new "
                 "CvxpyFormulation for a problem with one."
             )
-        if not self.offset_parameter and not _same_offset(problem.union_offset, old.union_offset):
+        if not self.offset_parameter and (
+            self._constant_offset is not None
+            or not _same_offset(problem.union_offset, old.union_offset)
+        ):
             raise InvalidProblemError(
                 "`formulation` holds its dose offset as a constant (`offset_parameter=False`) "
                 "and the problem's `dose_offset` differs; build a new CvxpyFormulation."
@@ -480,11 +534,13 @@ def solve_cvxpy(
     corrections : int, optional
         With a compressed matrix: re-solves after the first, each seeing the compressed
         dose plus the compression's dose error at the previous solution,
-        ``d = S x + U V x + (A - S - U V) x_prev`` (a DPP parameter: no recompilation).
-        At a fixed point the optimiser's dose is the exact dose (default 0). That
-        parameter has one entry per union voxel, which CVXPY's compilation pays for with
-        memory growing with rows times parameter entries (``offset_parameter`` of
-        :class:`CvxpyFormulation`); without corrections the offset is a constant.
+        ``d = S x + U V x + (A - S - U V) x_prev``. At a fixed point the optimiser's dose is
+        the exact dose (default 0). Each re-solve compiles a formulation holding the new
+        offset as a constant (started at the previous solution where the solver can
+        start), because a ``cvxpy.Parameter`` of one entry per union voxel costs CVXPY's
+        compilation memory growing with rows times parameter entries (``offset_parameter``
+        of :class:`CvxpyFormulation`); a ``formulation`` built with
+        ``offset_parameter=True`` is re-solved through its parameter instead.
 
         .. versionadded:: 0.1.0
     x0 : (n_beamlets,) array, MU, optional
@@ -522,21 +578,13 @@ def solve_cvxpy(
     t0 = time.perf_counter()
     adapter = get_solver(solver)
     adapter.import_solver()
-    correcting = int(corrections) > 0
     if formulation is None:
         compressed = None if compression is None else problem.compressed(compression)
-        formulation = CvxpyFormulation(
-            problem, compressed=compressed, offset_parameter=correcting and compressed is not None
-        )
+        formulation = CvxpyFormulation(problem, compressed=compressed, offset_parameter=False)
     elif formulation.problem is not problem:
         formulation.update(problem)
     prob = formulation.cvx_problem
     compressed = formulation.compressed
-    if correcting and compressed is not None and not formulation.offset_parameter:
-        raise InvalidProblemError(
-            "`corrections` change the dose offset, which `formulation` holds as a constant; "
-            "build it with `offset_parameter=True`."
-        )
     if formulation.dose_offset is not None:
         formulation.reset_dose_offset()
     t_setup, t_solver = time.perf_counter() - t0, 0.0  # building the formulation counts
@@ -546,7 +594,15 @@ def solve_cvxpy(
         if attempt:  # the compression's dose error at the previous solution, Gy
             assert compressed is not None  # (with the problem's own dose_offset)
             offset = problem.union_dose(x) - compressed.dose(x)
-            formulation.dose_offset.value = offset
+            if formulation.offset_parameter:
+                formulation.dose_offset.value = offset
+            else:  # a constant offset: a formulation holding the corrected one, started at x
+                t1 = time.perf_counter()
+                formulation = CvxpyFormulation(
+                    problem, compressed=compressed, offset_parameter=False, constant_offset=offset
+                )
+                prob, x0 = formulation.cvx_problem, x
+                t_setup += time.perf_counter() - t1
         t1 = time.perf_counter()
         try:
             data, chain, inverse = prob.get_problem_data(adapter.cvxpy_name)

@@ -120,30 +120,46 @@ def test_dpp_resolve_skips_compilation(compile_calls):
 
 
 def test_compressed_solve_has_no_parameter_per_dose_row(compiled_tensors):
-    """Issue 18: without dose corrections the compressed solve holds its dose offset as a
-    constant. A parameter of one entry per dose row made CVXPY densify the quadratic
-    objective's coefficients against every parameter entry (8.38 GiB asked on an 8 mm
-    C-shape of 33,540 rows, tests/rtplan/planning); with corrections the parameter stays."""
+    """Issue 18: the compressed solve holds its dose offset as a constant, with dose
+    corrections too. A parameter of one entry per dose row made CVXPY densify the
+    quadratic objective's coefficients against every parameter entry (8.38 GiB asked on an
+    8 mm C-shape of 33,540 rows, tests/rtplan/planning)."""
     a, s = _slab(7)
     prob = op.Problem(a, s, TERMS, dose_offset=np.full(a.shape[0], 0.5))
     settings = op.Compression(rel_threshold=0.02, rank=4)
     op.solve_cvxpy(prob, compression=settings)
     ((_, n_par),) = compiled_tensors  # the weights and dose levels only
     assert n_par <= 2 * len(TERMS) < a.shape[0] // 10
-    op.solve_cvxpy(prob, compression=settings, corrections=1)
-    assert compiled_tensors[-1][1] == n_par + a.shape[0]
+    op.solve_cvxpy(prob, compression=settings, corrections=2)
+    assert [n for _, n in compiled_tensors[1:]] == [n_par] * 3  # one problem per solve
 
 
-def test_dose_corrections_refused_on_a_constant_offset():
+def test_dose_corrections_through_a_parameter_or_constants_agree():
+    """A formulation built with ``offset_parameter=True`` re-solves through its parameter;
+    without one, each correction compiles a formulation holding the corrected offset:
+    the same corrected solution."""
     a, s = _slab(7)
     prob = op.Problem(a, s, TERMS)
     compressed = prob.compressed(op.Compression(rel_threshold=0.02, rank=4))
-    form = op.CvxpyFormulation(prob, compressed=compressed, offset_parameter=False)
-    with pytest.raises(op.InvalidProblemError, match="offset_parameter=True"):
-        op.solve_cvxpy(prob, formulation=form, corrections=1)
+    form = op.CvxpyFormulation(prob, compressed=compressed, offset_parameter=True)
+    by_parameter = op.solve_cvxpy(prob, formulation=form, corrections=2)
+    by_constant = op.solve_cvxpy(
+        prob, compression=op.Compression(rel_threshold=0.02, rank=4), corrections=2
+    )
+    assert by_constant.objective == pytest.approx(by_parameter.objective, rel=1e-6)
+    np.testing.assert_allclose(by_constant.x, by_parameter.x, rtol=1e-4, atol=1e-6)
 
 
-def test_dose_corrections_reuse_the_compiled_problem(compile_calls):
+def test_constant_offset_checked():
+    a, s = _slab(7)
+    prob = op.Problem(a, s, TERMS)
+    with pytest.raises(op.InvalidProblemError, match="constant_offset"):
+        op.CvxpyFormulation(prob, constant_offset=np.zeros(3), offset_parameter=False)
+    with pytest.raises(op.InvalidProblemError, match="constant_offset"):
+        op.CvxpyFormulation(prob, constant_offset=np.zeros(prob.union_rows.size))
+
+
+def test_dose_corrections_compile_one_problem_each(compile_calls):
     calls = compile_calls
     a, s = _slab(7)
     prob = op.Problem(a, s, TERMS)
@@ -151,6 +167,6 @@ def test_dose_corrections_reuse_the_compiled_problem(compile_calls):
     plain = op.solve_cvxpy(prob, compression=settings)
     n_compiled = len(calls)
     corrected = op.solve_cvxpy(prob, compression=settings, corrections=3)
-    assert len(calls) == 2 * n_compiled  # one compilation for the four solves
+    assert len(calls) == 5 * n_compiled  # a constant offset per solve: four compilations
     err = [r.extras["compression"]["max_dose_error_gy"] for r in (plain, corrected)]
     assert err[1] < 0.2 * err[0]

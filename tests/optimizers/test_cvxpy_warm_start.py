@@ -20,7 +20,8 @@ TERMS = [  # the planner's soft term families
 
 
 def test_scs_from_the_first_order_fluence_needs_fewer_iterations():
-    """Measured: 900 iterations against 1,200 (on the compressed matrix of the same slab,
+    """Measured: 675 iterations against 1,200 (900 before the auxiliaries of ``pos`` and
+    ``affine`` were started at their values; on the compressed matrix of the same slab,
     rank 4: 675 both ways, so the start is not claimed to help there)."""
     a, s = slab_problem(np.random.default_rng(12), n_side=16, n_beamlets=24, scatter_fraction=0.05)
     prob = op.Problem(a, s, TERMS)
@@ -40,6 +41,7 @@ def test_primal_start_holds_the_fluence_and_its_dose():
     form = op.CvxpyFormulation(prob)
     data, chain, inverse = form.cvx_problem.get_problem_data("SCS")
     x0 = np.linspace(1.0, 8.0, a.shape[1])
+    x0 *= 15.0 / np.median(prob.union_dose(x0)[prob.local_index["OAR"]])  # half above 15 Gy
     start = form.primal_start(inverse, data["A"].shape[1], x0)
     offsets = inverse[-2].var_offsets  # ConeMatrixStuffing's, before the solver's own
     renamed = next(i[0] for i in inverse if isinstance(i, tuple))
@@ -47,7 +49,17 @@ def test_primal_start_holds_the_fluence_and_its_dose():
     np.testing.assert_array_equal(start[offsets[xs] : offsets[xs] + x0.size], x0)
     d = start[offsets[form.d.id] : offsets[form.d.id] + prob.union_rows.size]
     np.testing.assert_allclose(d, prob.union_dose(x0), rtol=1e-6)
-    assert np.count_nonzero(start) == np.count_nonzero(x0) + np.count_nonzero(d)
+    # the overdose's auxiliary r >= d_OAR - 15 Gy, r >= 0 starts at max(d_OAR - 15, 0)
+    over = next(
+        c.args[1] for c in form.aux_constraints if c.args[1].name() == "r0"
+    )  # Overdose("OAR", 15) is term 0 of TERMS[2:]
+    ro = renamed[over.id].id  # nonneg, renamed like x
+    r = start[offsets[ro] : offsets[ro] + over.size]
+    d_oar = prob.union_dose(x0)[prob.local_index["OAR"]]
+    np.testing.assert_allclose(r, np.maximum(d_oar - 15.0, 0.0), rtol=1e-6, atol=1e-9)
+    assert np.any(r > 0) and np.any(r == 0)
+    aux = np.count_nonzero(r)
+    assert np.count_nonzero(start) >= np.count_nonzero(x0) + np.count_nonzero(d) + aux
 
 
 def test_clarabel_ignores_the_start():
