@@ -157,15 +157,18 @@ def water_phantom(spacing_mm: float = PHANTOM_SPACING_MM, half_width_mm: float =
     return density, ct_grid, beam, depth, (n_lat // 2, slice(None), n_lat // 2)
 
 
-def commission_ccc(model: BeamModel | None = None, iterations: int = 3) -> CCCCommissioning:
-    """Fit the spectrum and scale of the collapsed-cone engine to ``model`` (module docstring)."""
+def commission_ccc(
+    model: BeamModel | None = None, iterations: int = 3, kernel: KernelTable | None = None
+) -> CCCCommissioning:
+    """Fit the spectrum and scale of the collapsed-cone engine to ``model`` (module docstring)
+    with ``kernel`` (default: the shipped kernel table)."""
     from scipy.optimize import nnls
 
     from ._ccc import collapsed_cone_dose
     from ._field_dose import field_dose
 
     model = load_beam_model() if model is None else model
-    table = load_kernel_table()
+    table = load_kernel_table() if kernel is None else kernel
     density, grid, beam, depth, axis = water_phantom()
     square = [-50.0, 50.0, -50.0, 50.0]
     target = np.asarray(field_dose(density, grid, grid, beam, square, 1.0, model))[axis]
