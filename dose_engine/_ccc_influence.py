@@ -200,7 +200,7 @@ def compute_ccc_influence_matrix(
         terma = xp.zeros((n, grid.voxel_count), dtype=xp.float32)
         for i, rect in enumerate(rects):
             flu = aperture_fluence(pts.u_mm, pts.v_mm, rect[None, :], np.ones(1), model, xp, be.map)
-            terma[i, pts.flat_index] = xp.astype(flu, xp.float32) * pts.released
+            terma[i, pts.flat_index] = xp.astype(flu * pts.released, xp.float32)
         kernels = ConeKernels(
             np.repeat(kern.fraction, n, axis=1), np.repeat(kern.coeff_per_mm, n, axis=1)
         )

@@ -80,17 +80,6 @@ def test_chunks_do_not_change_the_fluence(aperture, monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-15 * whole.max())
 
 
-def test_float32_fluence_matches_float64(aperture):
-    """The collapsed cone's TERMA points are float32 (:class:`TermaPoints`): the fluence
-    evaluated in float32 (float32 error function) against the same in float64."""
-    model = load_beam_model()
-    u, v, rects, mus = aperture
-    f64 = terma.aperture_fluence(u, v, rects, mus, model, XP)
-    f32 = terma.aperture_fluence(u.astype(np.float32), v.astype(np.float32), rects, mus, model, XP)
-    assert f32.dtype == np.float32
-    assert np.abs(f32 - f64).max() <= 2e-6 * f64.max()
-
-
 def test_threaded_chunks_equal_serial(aperture, monkeypatch):
     """The focal part's chunks on the backend's thread pool give the serial result bit for
     bit (each chunk's points are independent)."""
@@ -98,7 +87,6 @@ def test_threaded_chunks_equal_serial(aperture, monkeypatch):
 
     model = load_beam_model()
     u, v, rects, mus = aperture
-    u, v = u.astype(np.float32), v.astype(np.float32)
     monkeypatch.setattr(terma, "FLUENCE_CHUNK_POINTS", 7_001)
     serial = terma.aperture_fluence(u, v, rects, mus, model, XP)
     threaded = terma.aperture_fluence(u, v, rects, mus, model, XP, get_backend("numpy").map)
