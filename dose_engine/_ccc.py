@@ -10,7 +10,7 @@ model's measured data: same Gy/MU in water).  See ``docs/dose_algorithms.md``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -20,7 +20,7 @@ from ._backend import get_backend
 from ._beam import Beam
 from ._ccc_commission import CCCCommissioning, load_ccc_commissioning
 from ._ccc_cones import cone_directions, cone_kernels
-from ._ccc_terma import beam_terma
+from ._ccc_terma import TermaPoints, beam_terma, terma_points
 from ._ccc_transport import collapsed_cone_transport
 from ._field_dose import check_inputs
 from ._grid import Grid
@@ -70,6 +70,22 @@ def _transport_grid(dose_grid: Grid, voxel_mask) -> tuple[Grid, tuple[slice, ...
     return Grid((nz, ny, nx), tuple(origin), dose_grid.spacing_mm), sl
 
 
+def _terma_points(
+    cache: MutableMapping | None, dens, ct_grid: Grid, grid: Grid, beam: Beam, comm, be, xp
+) -> TermaPoints:
+    """``beam``'s :class:`TermaPoints` on the transport grid, from ``cache`` when it holds
+    them (else traced, and kept there)."""
+    key = ("ccc", beam, be.name, grid)
+    points = None if cache is None else cache.get(key)
+    if points is None:
+        points = terma_points(
+            dens, ct_grid, grid, beam, comm.energies_mev, comm.weights, xp=xp, map_fn=be.map
+        )
+        if cache is not None:
+            cache[key] = points
+    return points
+
+
 @check_arguments(
     density=ARRAY,
     ct_grid="dose_engine._grid:Grid",
@@ -89,6 +105,7 @@ def collapsed_cone_dose(
     backend: str = "numpy",
     voxel_mask=None,
     per_beam: bool = False,
+    points_cache: MutableMapping | None = None,
 ):
     """Collapsed-cone dose of several beams' apertures (the counterpart of :func:`field_dose`).
 
@@ -116,6 +133,12 @@ def collapsed_cone_dose(
         Voxels to return (others 0); the transport covers their bounding box.
     per_beam : bool, keyword-only
         Return each beam's dose instead of their sum.
+    points_cache : dict, optional, keyword-only
+        Keeps each beam's rays through the transport grid (:class:`TermaPoints`, keyed by
+        ``("ccc", beam, backend, transport grid)``): filled on the first call and reused by
+        later ones, which skip the ray tracing (the largest part of a dose after the
+        fluence).  Only for doses on the same ``density``, ``ct_grid`` and commissioning
+        (planning's final-dose correction loop computes the same beams' doses again).
 
     Returns
     -------
@@ -158,15 +181,11 @@ def collapsed_cone_dose(
     terma = xp.stack(
         [
             beam_terma(
-                dens,
-                ct_grid,
+                _terma_points(points_cache, dens, ct_grid, grid, beam, comm, be, xp),
                 grid,
-                beam,
                 r,
                 m,
                 model,
-                comm.energies_mev,
-                comm.weights,
                 xp=xp,
                 map_fn=be.map,
             )

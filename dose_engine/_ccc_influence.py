@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -31,9 +30,9 @@ from ._beamlets import Beamlets
 from ._ccc import OPTIMISATION_CONES, _transport_grid
 from ._ccc_commission import CCCCommissioning, load_ccc_commissioning
 from ._ccc_cones import ConeKernels, cone_directions, cone_kernels
-from ._ccc_terma import aperture_fluence, released_per_fluence
+from ._ccc_terma import TermaPoints, aperture_fluence, terma_points
 from ._ccc_transport import collapsed_cone_transport
-from ._field_dose import BeamPoints, check_inputs, prepare_beam_points
+from ._field_dose import check_inputs
 from ._grid import Grid
 from ._influence import DEFAULT_RELATIVE_THRESHOLD, InfluenceMatrix, _column_max_estimate
 from ._limits import check_limit
@@ -184,23 +183,24 @@ def compute_ccc_influence_matrix(
         from tqdm.auto import tqdm
 
         iterator = tqdm(jobs, desc="ccc influence matrix", unit="batch")
-    traced: tuple[int, BeamPoints, Any, ConeKernels] | None = None
+    traced: tuple[int, TermaPoints, ConeKernels] | None = None
     for b, first_col, rects in iterator:
         if traced is None or traced[0] != b:
-            pts = prepare_beam_points(dens, ct_grid, grid, beams[b], xp=xp, map_fn=be.map)
-            per_fluence = released_per_fluence(pts, beams[b], comm.energies_mev, comm.weights, xp)
+            pts = terma_points(
+                dens, ct_grid, grid, beams[b], comm.energies_mev, comm.weights, xp=xp, map_fn=be.map
+            )
             kern = cone_kernels(
                 comm.kernel, comm.released_share(), [beams[b].beam_axis], directions
             )
-            traced = (b, pts, per_fluence, kern)
+            traced = (b, pts, kern)
             w, h = beamlets.width_mm[first_col], beamlets.height_mm[first_col]
             floor = relative_threshold * _column_max_estimate(model, float(w), float(h))
-        _, pts, per_fluence, kern = traced
+        _, pts, kern = traced
         n = len(rects)
         terma = xp.zeros((n, grid.voxel_count), dtype=xp.float32)
         for i, rect in enumerate(rects):
-            flu = aperture_fluence(pts.u_mm, pts.v_mm, rect[None, :], np.ones(1), model, xp)
-            terma[i, pts.flat_index] = xp.astype(flu * per_fluence, xp.float32)
+            flu = aperture_fluence(pts.u_mm, pts.v_mm, rect[None, :], np.ones(1), model, xp, be.map)
+            terma[i, pts.flat_index] = xp.astype(flu * pts.released, xp.float32)
         kernels = ConeKernels(
             np.repeat(kern.fraction, n, axis=1), np.repeat(kern.coeff_per_mm, n, axis=1)
         )

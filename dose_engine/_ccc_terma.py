@@ -19,6 +19,9 @@ field (no off-axis softening).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,21 +29,75 @@ from ._ccc_kernel import mu_water_per_mm
 from ._field_dose import prepare_beam_points
 from ._model import BeamModel, _ApertureLayout, _device_kw, _pair, horn_axis_terms
 
-__all__ = ["aperture_fluence", "beam_terma", "released_per_fluence"]
+__all__ = ["TermaPoints", "aperture_fluence", "beam_terma", "released_per_fluence", "terma_points"]
 
 
-def aperture_fluence(u_mm, v_mm, rectangles_mm, mu, model: BeamModel, xp):
+@dataclass(frozen=True)
+class TermaPoints:
+    """What one beam's TERMA needs of the transport grid, whatever its aperture.
+
+    Attributes
+    ----------
+    flat_index : (m,) array of int64
+        C-order indices of the voxels in the transport grid (every voxel in front of the
+        source).
+    u_mm, v_mm : (m,) array of float64, mm
+        BLD x / y of the ray through each voxel centre, in the isocentre plane.
+    released : (m,) array of float64
+        TERMA per unit isocentre-plane energy fluence (:func:`released_per_fluence`).
+    """
+
+    flat_index: Any
+    u_mm: Any
+    v_mm: Any
+    released: Any
+
+
+def terma_points(
+    density, ct_grid, grid, beam, energies_mev, weights, *, xp, map_fn=None
+) -> TermaPoints:
+    """Trace one beam's rays to every voxel of ``grid`` (the costly part of its TERMA).
+
+    Parameters
+    ----------
+    density : (nz, ny, nx) array on ``ct_grid``
+    grid : Grid
+        The transport grid.
+    beam : Beam
+    energies_mev, weights : (ne,) ndarray
+        Spectrum bins, MeV, and their energy-fluence weights (sum 1).
+    xp : namespace
+    map_fn : callable, optional
+        Runs the ray-tracing chunks.
+
+    Returns
+    -------
+    TermaPoints
+        In float64: the fluence and TERMA of a plan's doses are the same to the last bit
+        whether the rays are traced afresh or reused (float32 points moved the thorax's
+        dose by 2e-7 of its maximum, enough to move the correction loop's plan).
+    """
+    pts = prepare_beam_points(density, ct_grid, grid, beam, xp=xp, map_fn=map_fn)
+    released = released_per_fluence(pts, beam, energies_mev, weights, xp)
+    return TermaPoints(pts.flat_index, pts.u_mm, pts.v_mm, released)
+
+
+def aperture_fluence(
+    u_mm, v_mm, rectangles_mm, mu, model: BeamModel, xp, map_fn: Callable | None = None
+):
     """Energy fluence per MU-weighted aperture at the fan coordinates ``(u, v)``.
 
     Parameters
     ----------
     u_mm, v_mm : (m,) array, mm
-        BLD x / y in the isocentre plane.
+        BLD x / y in the isocentre plane (evaluated in their dtype).
     rectangles_mm : (n, 4) ndarray, mm
     mu : (n,) ndarray, MU
     model : BeamModel
         Its ``source_sigma_mm``, ``head_scatter_weight``/``_sigma_mm`` and ``horn``.
     xp : namespace
+    map_fn : callable, optional
+        Runs the chunks of the focal part (e.g. :meth:`Backend.map`: on the CPU's cores).
 
     Returns
     -------
@@ -63,15 +120,22 @@ def aperture_fluence(u_mm, v_mm, rectangles_mm, mu, model: BeamModel, xp):
     out = wh * 0.25 * _wide_integral(layout, u_mm, v_mm, wide, xp, kw)
     focal = _pair(p["source_sigma_mm"])
     m = int(u_mm.shape[0])
-    for start in range(0, m, FLUENCE_CHUNK_POINTS):
-        sl = slice(start, min(start + FLUENCE_CHUNK_POINTS, m))
-        part = _focal_integral(layout, u_mm[sl], v_mm[sl], focal, model.horn, xp, kw)
+    slices = [
+        slice(start, min(start + FLUENCE_CHUNK_POINTS, m))
+        for start in range(0, m, FLUENCE_CHUNK_POINTS)
+    ]
+
+    def chunk(sl: slice):
+        return _focal_integral(layout, u_mm[sl], v_mm[sl], focal, model.horn, xp, kw)
+
+    parts = (map_fn or (lambda fn, items: [fn(i) for i in items]))(chunk, slices)
+    for sl, part in zip(slices, parts, strict=True):
         out[sl] = out[sl] + (1.0 - wh) * 0.25 * part
     return out
 
 
 #: Points whose focal fluence is evaluated at once (the error functions of every
-#: aperture edge at every point: this many × the edges, float64, are held).
+#: aperture edge at every point: this many × the edges are held, per worker).
 FLUENCE_CHUNK_POINTS = 32_768
 
 #: Lattice cells per standard deviation of the extra-focal (head-scatter) Gaussian on which
@@ -132,44 +196,37 @@ def _wide_integral(layout, u_mm, v_mm, sigmas_mm, xp, kw):
 
 
 def beam_terma(
-    density,
-    ct_grid,
+    points: TermaPoints,
     grid,
-    beam,
     rectangles_mm,
     mu,
     model: BeamModel,
-    energies_mev,
-    weights,
     *,
     xp,
     map_fn=None,
 ):
-    """TERMA of one beam at every voxel of ``grid`` (energy per mass per unit fluence).
+    """TERMA of one beam's aperture at every voxel of ``grid`` (energy per mass per unit
+    fluence).
 
     Parameters
     ----------
-    density : (nz, ny, nx) array on ``ct_grid``
+    points : TermaPoints
+        The beam's rays through ``grid`` (:func:`terma_points`).
     grid : Grid
-        Where to compute it (the transport grid).
-    beam : Beam
+        The transport grid.
     rectangles_mm, mu : aperture (see :func:`aperture_fluence`)
     model : BeamModel
-    energies_mev, weights : (ne,) ndarray
-        Spectrum bins, MeV, and their energy-fluence weights (sum 1).
     xp : namespace
     map_fn : callable, optional
-        Runs the ray-tracing chunks.
+        Runs the fluence's chunks.
 
     Returns
     -------
     (nz, ny, nx) array of float32 on ``grid``
     """
-    pts = prepare_beam_points(density, ct_grid, grid, beam, xp=xp, map_fn=map_fn)
-    flu = aperture_fluence(pts.u_mm, pts.v_mm, rectangles_mm, mu, model, xp)
-    released = released_per_fluence(pts, beam, energies_mev, weights, xp)
+    flu = aperture_fluence(points.u_mm, points.v_mm, rectangles_mm, mu, model, xp, map_fn)
     out = xp.zeros((grid.voxel_count,), dtype=xp.float32)
-    out[pts.flat_index] = xp.astype(flu * released, xp.float32)
+    out[points.flat_index] = xp.astype(flu * points.released, xp.float32)
     return xp.reshape(out, grid.shape)
 
 

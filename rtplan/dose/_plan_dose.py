@@ -234,10 +234,11 @@ def compute_plan_dose(
         ``"ccc"``: collapsed-cone convolution/superposition (lung, bone; all beams in one
         transport, 72 cones), commissioned from the same beam model.
     points_cache : dict, optional, keyword-only
-        Pencil beam: each beam's ray-traced voxels, filled by the first dose and reused by
-        later ones (``dose_engine.field_dose``); pass the same dict only to doses on the
-        same patient, ``dose_grid``, ``voxel_mask`` and ``density_table`` (planning keeps
-        one across its final-dose correction loop).
+        Each beam's ray-traced voxels (pencil beam: ``dose_engine.field_dose``; collapsed
+        cone: its TERMA's rays through the transport grid, ``dose_engine.collapsed_cone_dose``),
+        filled by the first dose and reused by later ones; pass the same dict only to doses
+        on the same patient, ``dose_grid``, ``voxel_mask`` and ``density_table`` (planning
+        keeps one across its final-dose correction loop).
     client : distributed.Client, optional, keyword-only
         Pencil beam: compute each static beam and each gantry angle of an arc as a task on
         this Dask cluster (:func:`~rtplan.dose._distributed.distributed_beam_doses`; the
@@ -299,7 +300,7 @@ def compute_plan_dose(
     density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table))
     if algorithm == "ccc":
         return _collapsed_cone_plan_dose(
-            plan, density, patient.ct.grid, dose_grid, model, backend, voxel_mask
+            plan, density, patient.ct.grid, dose_grid, model, backend, voxel_mask, points_cache
         )
     if client is not None:
         doses: Iterable = distributed_beam_doses(
@@ -354,7 +355,9 @@ def _beam_dose(dbeam, density, ct_grid, dose_grid, model, backend, voxel_mask, p
         raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
 
 
-def _collapsed_cone_plan_dose(plan, density, ct_grid, dose_grid, model, backend, voxel_mask):
+def _collapsed_cone_plan_dose(
+    plan, density, ct_grid, dose_grid, model, backend, voxel_mask, points_cache
+):
     """:func:`compute_plan_dose` with ``algorithm="ccc"``: every beam in one transport."""
     from dose_engine import collapsed_cone_dose
     from dose_engine.errors import InvalidGeometryError
@@ -385,6 +388,7 @@ def _collapsed_cone_plan_dose(plan, density, ct_grid, dose_grid, model, backend,
             backend=backend,
             voxel_mask=voxel_mask,
             per_beam=True,
+            points_cache=points_cache,
         )
     except InvalidGeometryError as exc:
         raise InputError(f"collapsed-cone dose: {exc}") from exc

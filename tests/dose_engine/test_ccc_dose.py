@@ -24,7 +24,7 @@ from array_api_compat import array_namespace
 from dose_engine import Beam, BeamModel, collapsed_cone_dose, field_dose, load_beam_model
 from dose_engine._backend import get_backend
 from dose_engine._ccc_commission import load_ccc_commissioning, water_phantom
-from dose_engine._ccc_terma import beam_terma
+from dose_engine._ccc_terma import beam_terma, terma_points
 from dose_engine.errors import BeamModelError, InvalidGeometryError
 
 # Issue 16, Monte Carlo correction factors (central axis, SSD 90, lung 5-15 cm), by field
@@ -49,9 +49,8 @@ def test_terma_inverse_square_and_attenuation(water, model):
     density, grid, beam, depth, axis = water
     xp = array_namespace(get_backend("numpy").xp.zeros(1))  # as collapsed_cone_dose
     field = np.array([[-100.0, 100.0, -100.0, 100.0]])
-    t = np.asarray(
-        beam_terma(density, grid, grid, beam, field, np.ones(1), model, [2.0], [1.0], xp=xp)
-    )[axis]
+    points = terma_points(density, grid, grid, beam, [2.0], [1.0], xp=xp)
+    t = np.asarray(beam_terma(points, grid, field, np.ones(1), model, xp=xp))[axis]
     mu = 0.0494 / 10.0  # NIST XCOM, water, 2 MeV, 1/mm
     z = beam.sad_mm + depth  # the surface is at the isocentre (SSD 1000 mm)
     expected = (beam.sad_mm / z) ** 2 * np.exp(-mu * depth)
@@ -119,6 +118,38 @@ def test_beams_add_up_and_mu_scale(water, model):
         collapsed_cone_dose(density, grid, sub, [beam], rects[:1], [100.0], model, cones=48)
     )
     np.testing.assert_allclose(double, 2.0 * per[0], rtol=1e-5, atol=1e-7)
+
+
+def test_points_cache_gives_the_same_dose(water, model):
+    """A dose from cached rays (planning's correction loop) equals one traced afresh, bit
+    for bit, for another aperture and MU; a grid of another voxel mask traces anew."""
+    density, grid, beam, _, _ = water
+    other = Beam(90.0, isocenter_mm=(0.0, 60.0, 0.0))
+    sub = grid.with_spacing(6.0)
+    args = (density, grid, sub, [beam, other])
+    cache: dict = {}
+    first = [[[-30.0, 30.0, -20.0, 20.0]], [[-20.0, 0.0, -20.0, 20.0]]]
+    collapsed_cone_dose(*args, first, [50.0, 30.0], model, cones=48, points_cache=cache)
+    assert len(cache) == 2
+    rects = [[[-10.0, 25.0, -15.0, 20.0]], [[-20.0, 10.0, -5.0, 20.0]]]
+    cached = np.asarray(
+        collapsed_cone_dose(*args, rects, [70.0, 20.0], model, cones=48, points_cache=cache)
+    )
+    fresh = np.asarray(collapsed_cone_dose(*args, rects, [70.0, 20.0], model, cones=48))
+    np.testing.assert_array_equal(cached, fresh)
+    assert len(cache) == 2
+    mask = np.zeros(sub.shape, bool)
+    mask[5:-5, 3:-3, 5:-5] = True  # a smaller transport box: its own rays
+    masked = np.asarray(
+        collapsed_cone_dose(
+            *args, rects, [70.0, 20.0], model, cones=48, voxel_mask=mask, points_cache=cache
+        )
+    )
+    assert len(cache) == 4
+    fresh = np.asarray(
+        collapsed_cone_dose(*args, rects, [70.0, 20.0], model, cones=48, voxel_mask=mask)
+    )
+    np.testing.assert_array_equal(masked, fresh)
 
 
 def test_uncommissioned_model_is_refused(model, water):

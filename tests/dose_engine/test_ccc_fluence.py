@@ -78,3 +78,16 @@ def test_chunks_do_not_change_the_fluence(aperture, monkeypatch):
     monkeypatch.setattr(terma, "FLUENCE_CHUNK_POINTS", 7_001)
     chunked = terma.aperture_fluence(u, v, rects, mus, model, XP)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-15 * whole.max())
+
+
+def test_threaded_chunks_equal_serial(aperture, monkeypatch):
+    """The focal part's chunks on the backend's thread pool give the serial result bit for
+    bit (each chunk's points are independent)."""
+    from dose_engine._backend import get_backend
+
+    model = load_beam_model()
+    u, v, rects, mus = aperture
+    monkeypatch.setattr(terma, "FLUENCE_CHUNK_POINTS", 7_001)
+    serial = terma.aperture_fluence(u, v, rects, mus, model, XP)
+    threaded = terma.aperture_fluence(u, v, rects, mus, model, XP, get_backend("numpy").map)
+    np.testing.assert_array_equal(threaded, serial)

@@ -251,3 +251,32 @@ def test_rtdose_report_and_dciodvfy_name_the_algorithm(thorax_plan, tmp_path):
     report = run.stdout + run.stderr
     assert "RTDose" in report
     assert "Error" not in report and "Warning" not in report, report
+
+
+@pytest.mark.slow
+def test_correction_loop_traces_each_beam_once(tmp_path, monkeypatch):
+    """The collapsed cone's rays are traced once per beam for the whole plan: the first
+    final dose and every correction loop's reuse them (``points_cache``), which skips the
+    largest part of a dose after the fluence."""
+    import dose_engine._ccc as ccc
+
+    traced, doses = [], []
+    trace, dose = ccc.terma_points, ccc.collapsed_cone_dose
+    monkeypatch.setattr(  # its fourth argument is the beam
+        ccc, "terma_points", lambda *a, **k: traced.append(a[3]) or trace(*a, **k)
+    )
+    monkeypatch.setattr(
+        "dose_engine.collapsed_cone_dose", lambda *a, **k: doses.append(1) or dose(*a, **k)
+    )
+    written = write_phantom(
+        "thorax", tmp_path / "in", pixel_spacing_mm=8.0, slice_spacing_mm=8.0, n_slices=13
+    )
+    argv = ["plan", str(written.ct_dir), str(written.rtstruct_path), "--protocol"]
+    argv += ["lung_60gy_30fx", "--out", str(tmp_path / "plan"), "--no-progress"]
+    argv += ["--dose-grid-mm", "8", "--beams", "5", "--max-iterations", "40"]
+    argv += ["--final-dose", "ccc"]
+    assert main(argv) in (0, 1)
+    record = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert len(record["plan"]["corrections"]) >= 2  # loop 0 and at least one loop
+    assert len(doses) == len(record["plan"]["corrections"])
+    assert len(traced) == 5 and len(set(traced)) == 5
