@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import types
 from dataclasses import replace
+from importlib.resources import files as resources_files
 
 import numpy as np
 import pydicom
@@ -206,6 +207,13 @@ def test_hostile_model_sets_and_machines(tmp_path):
         BeamModels([six, load_beam_model(copy)])
     with pytest.raises(MachineError, match=r"`fluence_mode` must be one of STANDARD, FFF"):
         replace(VARIAN, fluence_mode="SRS")
+    shipped = resources_files("rtplan") / "data" / "machines" / "varian_millennium120.toml"
+    toml = tmp_path / "my_linac.toml"
+    toml.write_text(
+        shipped.read_text().replace('fluence_mode = "STANDARD"', 'fluence_mode = "flat"')
+    )
+    with pytest.raises(MachineError, match=r"my_linac\.toml.*`fluence_mode` must be one of"):
+        load_machine(str(toml))
     bad = dict(six.parameters, fluence_mode="flat")
     with pytest.raises(ValueError, match=r"fluence_mode must be one of STANDARD, FFF"):
         BeamModel(bad)

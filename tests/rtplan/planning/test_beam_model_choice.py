@@ -264,6 +264,7 @@ def test_dose_of_a_plan_no_model_is_for_is_refused(case, tmp_path, capsys, chang
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(r"beam \d+: " + element, err[0]), err
     assert "beam models available: " in err[0] and "(other.json) (given)" in err[0]
-    assert "shipped: 6X 'rtplan generic 6 MV pencil beam' (beam_model_6MV.json)" in err[0]
+    assert "shipped: 6FFF 'rtplan generic 6 MV FFF pencil beam' (beam_model_6FFF.json)" in err[0]
+    assert "6X 'rtplan generic 6 MV pencil beam' (beam_model_6MV.json)" in err[0]
     assert "10X 'rtplan generic 10 MV pencil beam' (beam_model_10MV.json)" in err[0]
     assert not rd.exists()
