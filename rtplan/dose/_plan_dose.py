@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
 from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters, static_parts
+from ._distributed import distributed_beam_doses
 from ._models import BeamModels, beam_model_key, key_label, resolve_beam_models
 
 __all__ = [
@@ -198,6 +201,7 @@ def compute_plan_dose(
     density_table: HUTable | str | os.PathLike | None = None,
     algorithm: str = "pencil_beam",
     points_cache: dict | None = None,
+    client: Any = None,
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT, in the body.
 
@@ -239,6 +243,11 @@ def compute_plan_dose(
         later ones (``dose_engine.field_dose``); pass the same dict only to doses on the
         same patient, ``dose_grid``, ``voxel_mask`` and ``density_table`` (planning keeps
         one across its final-dose correction loop).
+    client : distributed.Client, optional, keyword-only
+        Pencil beam: compute each static beam and each gantry angle of an arc as a task on
+        this Dask cluster (:func:`~rtplan.dose._distributed.distributed_beam_doses`; the
+        same dose to the last bit). The collapsed cone transports all beams at once in this
+        process and does not use it.
 
     Returns
     -------
@@ -256,7 +265,6 @@ def compute_plan_dose(
         ``model`` is a file that cannot be read as a beam model; the message names it.
     """
     from dose_engine._density import hu_to_density
-    from dose_engine.errors import InvalidGeometryError
 
     if algorithm not in DOSE_ALGORITHMS:
         raise InputError(
@@ -301,22 +309,34 @@ def compute_plan_dose(
         return _collapsed_cone_plan_dose(
             plan, density, patient.ct.grid, dose_grid, beam_models, backend, voxel_mask
         )
-    total = np.zeros(dose_grid.shape, dtype=np.float64)
-    beam_max = {}
-    for dbeam in plan.beams:
-        try:
-            d = aperture_dose(
+    if client is not None:
+        doses: Iterable = distributed_beam_doses(
+            plan.beams,
+            density,
+            patient.ct.grid,
+            dose_grid,
+            [beam_models[dbeam.number] for dbeam in plan.beams],
+            client=client,
+            backend=backend,
+            voxel_mask=voxel_mask,
+        )
+    else:  # one beam at a time, so that only the running total is kept
+        doses = (
+            _beam_dose(
                 dbeam,
                 density,
                 patient.ct.grid,
                 dose_grid,
                 beam_models[dbeam.number],
-                backend=backend,
-                voxel_mask=voxel_mask,
-                points_cache=points_cache,
+                backend,
+                voxel_mask,
+                points_cache,
             )
-        except InvalidGeometryError as exc:
-            raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
+            for dbeam in plan.beams
+        )
+    total = np.zeros(dose_grid.shape, dtype=np.float64)
+    beam_max = {}
+    for dbeam, d in zip(plan.beams, doses, strict=True):
         d = np.asarray(to_numpy(d), dtype=np.float64)
         beam_max[dbeam.number] = float(d.max())
         total += d
@@ -329,6 +349,25 @@ def compute_plan_dose(
             beam_models[dbeam.number].name,
         )
     return PlanDose(total, dose_grid, beam_max, beam_models=_model_names(beam_models))
+
+
+def _beam_dose(dbeam, density, ct_grid, dose_grid, model, backend, voxel_mask, points_cache):
+    """:func:`aperture_dose` of one beam; a beam the engine refuses is named."""
+    from dose_engine.errors import InvalidGeometryError
+
+    try:
+        return aperture_dose(
+            dbeam,
+            density,
+            ct_grid,
+            dose_grid,
+            model,
+            backend=backend,
+            voxel_mask=voxel_mask,
+            points_cache=points_cache,
+        )
+    except InvalidGeometryError as exc:
+        raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
 
 
 def _model_names(beam_models: dict) -> dict[int, str]:

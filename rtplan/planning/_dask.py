@@ -1,4 +1,5 @@
-"""The Dask client of ``rtplan batch`` and ``rtplan plan --scheduler`` (Dask is optional)."""
+"""The Dask client of ``rtplan batch``, ``rtplan plan --scheduler`` and ``rtplan dose --scheduler``
+(Dask is optional)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def dask_client(
         from distributed import Client, LocalCluster
     except ImportError:
         raise RtplanError(
-            "rtplan batch needs Dask distributed; install it with "
+            "A Dask cluster needs Dask distributed; install it with "
             'pip install "rtplan[dask]" (or pip install "dask[distributed]").'
         ) from None
     if scheduler is not None:
