@@ -19,7 +19,7 @@ from ._head_scatter import collimator_scatter_scale
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
 from ._mlc_fluence import MLCParameters, aperture_fluence
-from ._model import BeamModel, load_beam_model, rectangle_dose
+from ._model import FLUENCE_MODES, BeamModel, load_beam_model, rectangle_dose
 from ._omnipro_ascii import read_omnipro_ascii
 from ._output_factor_table import read_output_factor_table
 from ._raytrace import radiological_depth_at_points, trace_rays
@@ -37,6 +37,7 @@ from .errors import (
 
 __all__ = [
     "BACKEND_NAMES",
+    "FLUENCE_MODES",
     "Backend",
     "BackendError",
     "Beam",

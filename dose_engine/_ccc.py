@@ -75,7 +75,9 @@ def _terma_points(
 ) -> TermaPoints:
     """``beam``'s :class:`TermaPoints` on the transport grid, from ``cache`` when it holds
     them (else traced, and kept there)."""
-    key = ("ccc", beam, be.name, grid)
+    # the rays carry the spectrum's attenuation: a beam of another model traces anew
+    spectrum = (np.asarray(comm.energies_mev).tobytes(), np.asarray(comm.weights).tobytes())
+    key = ("ccc", beam, be.name, grid, spectrum)
     points = None if cache is None else cache.get(key)
     if points is None:
         points = terma_points(

@@ -153,7 +153,7 @@ def _focal_integral(layout, u_mm, v_mm, sigmas_mm, horn, xp, kw):
     sy = xp.full(u_mm.shape, sigmas_mm[1], dtype=u_mm.dtype, **kw)
     acc = layout.integrate(u_mm, inv / sx, v_mm, inv / sy, xp, kw)
     horn_a, horn_s = horn
-    if horn_a > 0.0:
+    if horn_a != 0.0:  # a dip (flattened) or a peak (FFF)
         cx, ix, fx = horn_axis_terms(u_mm, sx, horn_s, xp)
         cy, iy, fy = horn_axis_terms(v_mm, sy, horn_s, xp)
         acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, xp, kw)

@@ -56,6 +56,18 @@ OUTPUT_FACTOR_WEIGHT = 20.0
 THETA0 = np.array([1.0, 1.0, 0.01, 15.0, 0.1, 0.05, 30.0, 1.0, 30.0, 0.03, 60.0])
 THETA_LO = np.array([0.1, 0.1, 0.0, 2.0, 0.0, 0.0, 5.0, 0.1, 5.0, 0.0, 20.0])
 THETA_HI = np.array([5.0, 10.0, 0.2, 100.0, 1.0, 0.5, 150.0, 5.0, 150.0, 0.15, 200.0])
+#: Start, lower and upper bound of the horn's dip ``a`` and width ``s`` (mm) by fluence mode
+#: (the last two entries of the scalar vector).  The off-axis focal fluence is
+#: ``1 - a exp(-r²/2s²)``.  Physical bounds: a flattening filter over-compensates near the
+#: axis, so a flattened beam has a shallow dip, ``0 ≤ a ≤ 0.15`` (the "horns"); without the
+#: filter the fluence falls monotonically off axis, ``a ≤ 0`` (a peak), by at most a factor
+#: 2.5 (``a ≥ -1.5``; 6-10 MV FFF beams fall to 0.5-0.7 of their central value at 15-20 cm
+#: off axis: Georg et al. 2011, Med Phys 38:1280, doi:10.1118/1.3554643), over widths up to
+#: 400 mm.  The fluence stays positive for every ``a`` in either range.
+HORN_BOUNDS = {
+    "STANDARD": {"start": (0.03, 60.0), "lo": (0.0, 20.0), "hi": (0.15, 200.0)},
+    "FFF": {"start": (-0.3, 120.0), "lo": (-1.5, 30.0), "hi": (0.0, 400.0)},
+}
 SIX_MV_NAME = "rtplan generic 6 MV pencil beam"
 #: ``ftol``, ``xtol`` and ``gtol`` of the shape fit: it stops on convergence, not on a budget.
 FIT_TOLERANCE = 1e-12
@@ -148,6 +160,8 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
         "horn": shape["horn"],
         "provenance": meta.get("provenance", {}),
     }
+    if meta.get("fluence_mode", "STANDARD") != "STANDARD":  # absent: STANDARD (the
+        params["fluence_mode"] = meta["fluence_mode"]  # shipped 6 MV file's fingerprint)
     if "mlc" in meta:
         params["mlc"] = meta["mlc"]
     return BeamModel(params)
@@ -254,6 +268,15 @@ def _scatter_nodes(measured: MeasuredData) -> np.ndarray:
     return nodes if nodes[-1] >= deepest else np.append(nodes, deepest)
 
 
+def _theta_bounds(fluence_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start, lower and upper bounds of the scalar shape parameters for a fluence mode."""
+    horn = HORN_BOUNDS[fluence_mode]
+    return tuple(  # type: ignore[return-value]
+        np.concatenate([base[:9], horn[key]])
+        for base, key in ((THETA0, "start"), (THETA_LO, "lo"), (THETA_HI, "hi"))
+    )
+
+
 def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start):
     """Step 1. Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
@@ -264,9 +287,10 @@ def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict,
         return _shape_residuals(_unit_model(_shape_params(theta, nodes), meta), measured, targets)
 
     n = nodes.size
-    lo = np.concatenate([THETA_LO, np.zeros(n)])
-    hi = np.concatenate([THETA_HI, np.full(n, 5.0)])
-    theta0 = np.concatenate([THETA0, np.full(n, 0.15)]) if start is None else _theta(start, nodes)
+    start0, theta_lo, theta_hi = _theta_bounds(measured.fluence_mode)
+    lo = np.concatenate([theta_lo, np.zeros(n)])
+    hi = np.concatenate([theta_hi, np.full(n, 5.0)])
+    theta0 = np.concatenate([start0, np.full(n, 0.15)]) if start is None else _theta(start, nodes)
     fit = least_squares(
         residuals,
         np.clip(theta0, lo, hi),
@@ -471,9 +495,11 @@ def fit_beam_model(
     energy = measured.energy_mv
     first_source = Path(measured.source.split(", ")[0]).name
     energy_text = "" if energy is None else f"{energy:g} MV "
+    fff_text = "FFF " if measured.fluence_mode == "FFF" else ""
     meta: dict[str, Any] = {
-        "name": name or f"rtplan {energy_text}pencil beam ({first_source})",
+        "name": name or f"rtplan {energy_text}{fff_text}pencil beam ({first_source})",
         "energy_mv": energy,
+        "fluence_mode": measured.fluence_mode,
         "sad_mm": measured.sad_mm,
     }
     targets = _targets(measured)

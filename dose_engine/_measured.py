@@ -14,6 +14,7 @@ A commissioning data set is a folder (or a list of files) holding
 
       energy_mv = 6.0             # optional (W2CAD files carry no energy); must match
                                   # the scans that state one
+      fluence_mode = "STANDARD"   # optional: "FFF" for a flattening-filter-free beam
       [output_factors]            # central-axis dose ratios at one geometry
       ssd_mm = 900.0
       depth_mm = 100.0
@@ -67,6 +68,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
 from ._arguments import PATH, check_arguments, either, sequence_of
 from ._mcc import read_mcc
 from ._mlc_fluence import PARAMETER_RANGES
+from ._model import FLUENCE_MODES
 from ._output_factor_table import read_output_factor_table
 from ._scan import MeasuredScan, field_label
 from ._scan_files import read_scan_file, scan_files_in
@@ -120,6 +122,10 @@ class MeasuredData:
         The ``[mlc]`` entries (:data:`MLC_KEYS`), when the table has them.
     nominal_energy_mv : float or None
         The table's ``energy_mv`` (see :attr:`energy_mv`).
+    fluence_mode : {"STANDARD", "FFF"}
+        The table's ``fluence_mode``: a flattened beam (default) or a flattening-filter-free
+        one, whose peaked profiles the fit follows with a central peak instead of a dip
+        (:data:`dose_engine._fit.HORN_BOUNDS`).
     """
 
     scans: tuple[MeasuredScan, ...]
@@ -133,6 +139,7 @@ class MeasuredData:
     table: str = ""
     mlc: dict | None = None
     nominal_energy_mv: float | None = None
+    fluence_mode: str = "STANDARD"
 
     @property
     def sad_mm(self) -> float:
@@ -442,6 +449,16 @@ def _energy(content: dict, name: str) -> float | None:
     return energy
 
 
+def _fluence_mode(content: dict, name: str) -> str:
+    """The optional top-level ``fluence_mode`` (``"STANDARD"``, the default, or ``"FFF"``)."""
+    mode = content.get("fluence_mode", "STANDARD")
+    if not isinstance(mode, str) or mode.strip().upper() not in FLUENCE_MODES:
+        raise BeamModelError(
+            f"{name}: `fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {mode!r}."
+        )
+    return mode.strip().upper()
+
+
 def _data_from_table(content: dict, name: str, scans: tuple, table_dir: Path) -> MeasuredData:
     of = _output_factors(content, name, table_dir)
     depth = _entry(content, "calibration.depth_mm", name)
@@ -477,6 +494,7 @@ def _data_from_table(content: dict, name: str, scans: tuple, table_dir: Path) ->
         table=name,
         mlc=_mlc(content, name),
         nominal_energy_mv=_energy(content, name),
+        fluence_mode=_fluence_mode(content, name),
     )
 
 

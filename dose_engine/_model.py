@@ -55,9 +55,13 @@ from ._backend import erf
 from ._data_files import read_json_data
 from .errors import BeamModelError, InvalidGeometryError
 
-__all__ = ["BeamModel", "load_beam_model", "rectangle_dose"]
+__all__ = ["FLUENCE_MODES", "BeamModel", "load_beam_model", "rectangle_dose"]
 
 DEFAULT_MODEL = "beam_model_6MV.json"
+#: Fluence modes of a beam model (its file's ``"fluence_mode"``, default ``"STANDARD"``):
+#: a flattened beam, or a flattening-filter-free one (DICOM (3002,0051) *FluenceMode*
+#: NON_STANDARD with (3002,0052) *FluenceModeID* FFF).
+FLUENCE_MODES: tuple[str, ...] = ("STANDARD", "FFF")
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "name",
@@ -124,6 +128,28 @@ class BeamModel:
             raise BeamModelError(
                 f"Beam model {self.path}: depth_mm must start at 0 and increase strictly."
             )
+        mode = p.get("fluence_mode", "STANDARD")
+        if not isinstance(mode, str) or mode.upper() not in FLUENCE_MODES:
+            raise BeamModelError(
+                f"Beam model {self.path}: fluence_mode must be one of "
+                f"{', '.join(FLUENCE_MODES)}; got {mode!r}."
+            )
+        energy = p.get("energy_mv")
+        if energy is not None and (
+            isinstance(energy, bool)
+            or not isinstance(energy, int | float)
+            or not (0 < energy < 100)
+        ):
+            raise BeamModelError(
+                f"Beam model {self.path}: energy_mv must be a nominal energy in MV (0-100) "
+                f"or null; got {energy!r}."
+            )
+        dip = float((p.get("horn") or {}).get("dip", 0.0))
+        if not dip < 1.0:
+            raise BeamModelError(
+                f"Beam model {self.path}: horn.dip is {dip:g}; the off-axis fluence "
+                "1 - dip exp(-r^2/2s^2) must stay positive (dip < 1)."
+            )
         n = int(math.ceil(depth[-1] / TABLE_STEP_MM)) + 1
         grid = np.arange(n) * TABLE_STEP_MM
         # float64: a float32 table rounds a change of 1e-8 in a scatter-ratio node away, which
@@ -144,6 +170,18 @@ class BeamModel:
         return str(self.parameters["name"])
 
     @property
+    def energy_mv(self) -> float | None:
+        """Nominal energy the model is for, MV (the file's ``energy_mv``; None if unstated)."""
+        energy = self.parameters.get("energy_mv")
+        return None if energy is None else float(energy)
+
+    @property
+    def fluence_mode(self) -> str:
+        """``"STANDARD"`` (flattened) or ``"FFF"`` (flattening-filter free): the file's
+        ``fluence_mode``, default STANDARD."""
+        return str(self.parameters.get("fluence_mode", "STANDARD")).upper()
+
+    @property
     def max_depth_mm(self) -> float:
         """Deepest tabulated radiological depth, mm (deeper points use the last value)."""
         return float(self.parameters["depth_mm"][-1])
@@ -154,7 +192,8 @@ class BeamModel:
 
         A shallow central dip (``a`` ≈ a few %, ``s`` ≈ 50-100 mm) that reproduces the
         flattening-filter "horns" of the profiles and saturates far off axis; ``a = 0``
-        (or no ``horn`` entry in the file) switches it off.
+        (or no ``horn`` entry in the file) switches it off.  A flattening-filter-free beam
+        has ``a < 0``: a central peak ``1 + |a|`` times the fluence far off axis.
         """
         h = self.parameters.get("horn")
         if not h:
@@ -324,8 +363,9 @@ def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamMod
     inv_sqrt2 = 1.0 / math.sqrt(2.0)
     for term, (w, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
         acc = layout.integrate(u_mm, inv_sqrt2 / sx, v_mm, inv_sqrt2 / sy, xp, kw)
-        # The horn dip shapes the focal fluence only (terms 0, 1), not the extra-focal one.
-        if horn_a > 0.0 and term < 2:
+        # The horn dip (or FFF peak) shapes the focal fluence only (terms 0, 1), not the
+        # extra-focal one.
+        if horn_a != 0.0 and term < 2:
             cx, ix, fx = horn_axis_terms(u_mm, sx, horn_s, xp)
             cy, iy, fy = horn_axis_terms(v_mm, sy, horn_s, xp)
             acc = acc - (horn_a * fx * fy) * layout.integrate(cx, ix, cy, iy, xp, kw)

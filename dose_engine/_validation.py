@@ -117,22 +117,51 @@ def line_grid(
     return Grid((1, n, 1), (0.0, y_surface + start_mm, 0.0), (1.0, step_mm, 1.0))
 
 
-def profile_metrics(x_mm, dose) -> tuple[float, float]:
-    """50 % field width and mean 80–20 % penumbra of a profile normalised at ``x = 0``."""
+def profile_metrics(x_mm, dose, *, fff: bool = False) -> tuple[float, float]:
+    """50 % field width and mean 80–20 % penumbra of a profile normalised at ``x = 0``.
+
+    ``fff``: a flattening-filter-free profile, first renormalised so that the dose at its
+    inflection points (steepest gradient on each side) is 50 % (Fogliata A et al. 2012,
+    Med Phys 39:6455, doi:10.1118/1.4754799): the peaked profile's 50 % of the axis dose
+    lies on the low shoulder of a large field, where a tiny dose difference moves it by mm.
+    """
     x = np.asarray(x_mm, float)
     y = np.asarray(dose, float) / np.interp(0.0, x, dose)
+    if fff:
+        y = y * (0.5 / np.mean(_inflection_doses(x, y)))
     res = {}
     for lev in (0.2, 0.5, 0.8):
         sides = []
         for sgn in (1.0, -1.0):
-            sel = (sgn * x) >= 0
-            xs, ys = sgn * x[sel], y[sel]
-            order = np.argsort(xs)
-            xs, ys = xs[order], ys[order]
+            xs, ys = _half(x, y, sgn)
             i = int(np.argmax(ys < lev))
             sides.append(float(np.interp(lev, [ys[i], ys[i - 1]], [xs[i], xs[i - 1]])))
         res[lev] = np.array(sides)
     return float(res[0.5].sum()), float(np.mean(res[0.2] - res[0.8]))
+
+
+def _half(x: np.ndarray, y: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points at ``sign * x >= 0``, by increasing distance from the axis."""
+    sel = (sign * x) >= 0
+    xs, ys = sign * x[sel], y[sel]
+    order = np.argsort(xs)
+    return xs[order], ys[order]
+
+
+def _inflection_doses(x: np.ndarray, y: np.ndarray) -> list[float]:
+    """The profile's value at the steepest descent on each side (parabola through the
+    three samples of the gradient about its extreme)."""
+    out = []
+    for sgn in (1.0, -1.0):
+        xs, ys = _half(x, y, sgn)
+        grad = np.gradient(ys, xs)
+        i = int(np.clip(np.argmin(grad), 1, grad.size - 2))
+        g0, g1, g2 = grad[i - 1 : i + 2]
+        den = g0 - 2 * g1 + g2
+        shift = 0.5 * (g0 - g2) / den if den > 0 else 0.0
+        xi = xs[i] + float(np.clip(shift, -1.0, 1.0)) * (xs[i + 1] - xs[i])
+        out.append(float(np.interp(xi, xs, ys)))
+    return out
 
 
 def dmax_mm(depth_mm, dose) -> float:
@@ -409,12 +438,13 @@ def _diagonal_dose(scan, calc_fn, lim_mm, step_mm, sad_mm) -> tuple[np.ndarray, 
     return pos, map_coordinates(plane.reshape(n, n), index, order=1)
 
 
-def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
-    """``{"width": mm, "penumbra": mm, "gamma": % or None}`` of one profile."""
+def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool, fff: bool = False) -> dict:
+    """``{"width": mm, "penumbra": mm, "gamma": % or None}`` of one profile (``fff``: see
+    :func:`profile_metrics`)."""
     lim = float(np.max(np.abs(scan.position_mm)))
     if scan.curve == "DIAGONAL_PROFILE":
         x, calc = _diagonal_dose(scan, calc_fn, lim, step_mm, sad_mm)
-        return _profile_result(scan, x, calc, gamma)
+        return _profile_result(scan, x, calc, gamma, fff)
     axis = "x" if scan.curve == "CROSSPLANE_PROFILE" else "z"
     g = line_grid(
         axis,
@@ -428,13 +458,13 @@ def _compare_profile(scan, calc_fn, step_mm, sad_mm, gamma: bool) -> dict:
     )
     calc = calc_fn(scan, g)
     x = g.zyx_axes_mm()[2] if axis == "x" else g.zyx_axes_mm()[0]
-    return _profile_result(scan, x, calc, gamma)
+    return _profile_result(scan, x, calc, gamma, fff)
 
 
-def _profile_result(scan, x, calc, gamma: bool) -> dict:
+def _profile_result(scan, x, calc, gamma: bool, fff: bool = False) -> dict:
     """Width, penumbra and gamma of a computed profile ``calc`` at ``x`` against ``scan``."""
-    wm, pm = profile_metrics(scan.position_mm, scan.value)
-    wc, pc = profile_metrics(x, calc)
+    wm, pm = profile_metrics(scan.position_mm, scan.value, fff=fff)
+    wc, pc = profile_metrics(x, calc, fff=fff)
     cax_meas = np.interp(0.0, scan.position_mm, scan.value)
     cax_calc = np.interp(0.0, x, calc)
     curve = Curve(scan, scan.position_mm, 100 * scan.value / cax_meas, x, 100 * calc / cax_calc)
@@ -502,7 +532,7 @@ def compare_to_measured(
             r = _compare_pdd(s, calc_fn, step_mm, sad, gamma)
             pdd[lab], dmax[lab] = r["pdd"], r["dmax"]
         else:
-            r = _compare_profile(s, calc_fn, step_mm, sad, gamma)
+            r = _compare_profile(s, calc_fn, step_mm, sad, gamma, measured.fluence_mode == "FFF")
             width[lab], pen[lab] = r["width"], r["penumbra"]
         if gamma:
             gam[lab] = r["gamma"]

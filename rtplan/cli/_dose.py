@@ -2,9 +2,11 @@
 
 Reads an RT-PLAN (from rtplan or another planning system; static, step-and-shoot,
 sliding-window or arc photon MLC beams), checks that it belongs to the CT and structure
-set given, computes the total plan dose with rtplan's dose engine (the shipped 6 MV beam
-model, or a commissioned one with ``--beam-model FILE``; ``--algorithm ccc`` for the
-collapsed-cone engine, which a model needs a commissioning for) and writes it as an
+set given, computes the total plan dose with rtplan's dose engine (each beam with the
+beam model for its NominalBeamEnergy and fluence mode: the shipped 6X, 10X and 6FFF
+models, or the commissioned ones given with ``--beam-model FILE``, repeatable;
+``--algorithm ccc`` for the collapsed-cone engine, which a model needs a commissioning
+for) and writes it as an
 RT-DOSE that references the plan, naming the algorithm in its SeriesDescription and
 DoseComment.  Arcs/VMAT and sliding-window beams are computed as static apertures every
 2 degrees and 2 mm (:mod:`rtplan.io._rtplan_read`).  Unsupported beams (collimator or
@@ -21,20 +23,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from importlib import resources
+from collections.abc import Iterable
 
-from dose_engine import BeamModel, load_beam_model
+from dose_engine import BeamModel
 
 from .._internal.atomic import check_output_path
 from ..delivery._machine import load_machine
+from ..dose._models import BeamModels, resolve_beam_models, shipped_beam_models
 from ..dose._plan_dose import (
     ALGORITHM_LABELS,
     DOSE_ALGORITHMS,
     DOSE_QUANTITY,
-    beam_model_fluence_mode,
     compute_plan_dose,
     require_ct_volume,
-    resolve_beam_model,
     resolve_density_table,
 )
 from ..errors import InputError
@@ -84,7 +85,7 @@ def register(subparsers) -> None:
         default=None,
         help="(300A,0071) FractionGroupNumber, when the plan has several",
     )
-    add_beam_model_option(p)
+    add_beam_model_option(p, repeatable=True)
     add_density_table_option(p)
     p.add_argument(
         "--algorithm",
@@ -116,25 +117,25 @@ def run(args: argparse.Namespace) -> int:
             "cone (`--algorithm ccc`) transports all beams at once in one process: drop "
             "`--scheduler`."
         )
-    model = resolve_beam_model(args.beam_model)
+    models = resolve_beam_models(args.beam_model)  # None: the shipped ones
     table = resolve_density_table(args.density_table)  # a bad table: refused before any work
-    if args.algorithm == "ccc":  # refuse an uncommissioned model before reading anything
-        from dose_engine._ccc_commission import load_ccc_commissioning
-
-        load_ccc_commissioning(model)
+    if args.algorithm == "ccc" and args.beam_model:  # a given model: before reading anything
+        _require_ccc(models)
     machine = load_machine(args.machine) if args.machine else None
     patient = read_patient(args.ct_dir, args.rtstruct)
     require_ct_volume(patient, "a dose")  # the CT's fault, not the RT-PLAN's
-    plan = read_rtplan_for_model(
-        args.rtplan, patient, model, machine=machine, fraction_group_number=args.fraction_group
+    plan = read_rtplan_for_models(
+        args.rtplan, patient, models, machine=machine, fraction_group_number=args.fraction_group
     )
+    if args.algorithm == "ccc":  # the models the plan's beams use, before any dose
+        _require_ccc([models.for_beam(b) for b in plan.beams])
     with _cluster(args.scheduler) as client:
         try:
             result = compute_plan_dose(
                 plan,
                 patient,
                 dose_grid_mm=args.dose_grid_mm,
-                model=model,
+                model=models,
                 density_table=table,
                 algorithm=args.algorithm,
                 client=client,
@@ -152,9 +153,11 @@ def run(args: argparse.Namespace) -> int:
         tissue_heterogeneity_correction="IMAGE",
         overwrite=args.force,
     )
+    used = sorted(set(result.beam_models.values()))
     print(
         f"RT-DOSE: {args.out} ({len(plan.beams)} beams, {plan.fractions} fractions, "
-        f"max {float(result.dose_gy.max()):.3f} Gy, algorithm {result.algorithm})"
+        f"max {float(result.dose_gy.max()):.3f} Gy, algorithm {result.algorithm}, "
+        f"beam model{'s' if len(used) > 1 else ''} {'; '.join(used)})"
     )
     warnings = _calibration_warnings(patient, table, result.grid)
     for w in warnings:
@@ -169,19 +172,40 @@ def _cluster(scheduler: str | None) -> contextlib.AbstractContextManager:
     return dask_client(None if scheduler == "local" else scheduler)
 
 
-def read_rtplan_for_model(
-    path, patient, model: BeamModel, *, machine=None, fraction_group_number=None
+def _require_ccc(models: Iterable[BeamModel]) -> None:
+    """Refuse a beam model without a collapsed-cone commissioning (names it): only the
+    shipped 6X model has one; 10X and 6FFF compute with the pencil beam only."""
+    from dose_engine._ccc_commission import load_ccc_commissioning
+
+    for model in models:
+        load_ccc_commissioning(model)
+
+
+def read_rtplan_for_models(
+    path, patient, models: BeamModels, *, machine=None, fraction_group_number=None
 ):
-    """The RT-PLAN's beams, each refused unless ``model`` is for its NominalBeamEnergy and
-    fluence mode (the refusal lists the beam models available)."""
+    """The RT-PLAN's beams, each refused unless one of ``models`` is for its
+    NominalBeamEnergy and fluence mode (the refusal lists the beam models available)."""
     return read_rtplan_beams(
         path,
         patient,
         machine=machine,
         fraction_group_number=fraction_group_number,
-        nominal_energy_mv=_model_energy_mv(model),
-        fluence_mode=beam_model_fluence_mode(model),
-        beam_models=beam_models_available(model),
+        beam_keys=models.keys,
+        beam_models=beam_models_available(models),
+    )
+
+
+def read_rtplan_for_model(
+    path, patient, model: BeamModel, *, machine=None, fraction_group_number=None
+):
+    """:func:`read_rtplan_for_models` with one beam model (``rtplan check-mc``)."""
+    return read_rtplan_for_models(
+        path,
+        patient,
+        BeamModels([model]),
+        machine=machine,
+        fraction_group_number=fraction_group_number,
     )
 
 
@@ -198,30 +222,14 @@ def _calibration_warnings(patient, table, dose_grid) -> list:
     )
 
 
-#: Energy assumed for a beam model file that does not state its ``energy_mv``, MV.
-DEFAULT_ENERGY_MV = 6.0
-
-
-def _model_energy_mv(model: BeamModel) -> float:
-    """The model file's ``energy_mv`` (:data:`DEFAULT_ENERGY_MV` when it states none)."""
-    energy = model.parameters.get("energy_mv")
-    return DEFAULT_ENERGY_MV if energy is None else float(energy)
-
-
-def _describe(model: BeamModel) -> str:
-    return f"{model.name!r} ({_model_energy_mv(model):g} MV, {beam_model_fluence_mode(model)})"
-
-
-def beam_models_available(model: BeamModel) -> str:
-    """The beam models ``rtplan dose`` can compute with, for a refusal's message: the one
-    given (``--beam-model``, else the shipped default) and every shipped model file."""
-    shipped = sorted(
-        (f for f in resources.files("dose_engine").joinpath("data").iterdir()
-         if f.name.startswith("beam_model_") and f.name.endswith(".json")),
-        key=lambda f: f.name,
-    )  # fmt: skip
-    listed = ", ".join(f"{f.name} {_describe(load_beam_model(str(f)))}" for f in shipped)
+def beam_models_available(models: BeamModels) -> str:
+    """The beam models ``rtplan dose`` can compute with, for a refusal's message: those in
+    use (``--beam-model``, else the shipped ones) and, when models were given, the shipped
+    ones too."""
+    text = f"{models.describe()}"
+    if models.source != "shipped":
+        text = f"{text} (given); shipped: {shipped_beam_models().describe()}"
     return (
-        f"the one in use, {model.path} {_describe(model)}; shipped: {listed}; commission "
-        "another (python -m dose_engine.fit) and pass it with --beam-model"
+        f"{text}; commission another (python -m dose_engine.fit) and pass it with "
+        "--beam-model (repeatable: one per energy and fluence mode)"
     )

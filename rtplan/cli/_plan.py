@@ -84,14 +84,28 @@ def add_planning_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def add_beam_model_option(p: argparse.ArgumentParser) -> None:
-    """``--beam-model FILE``: a commissioned beam model instead of the shipped 6 MV one."""
+def add_beam_model_option(p: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    """``--beam-model FILE``: a commissioned beam model instead of the shipped ones
+    (``repeatable``: one per energy and fluence mode, for ``rtplan dose``)."""
+    if repeatable:
+        p.add_argument(
+            "--beam-model",
+            action="append",
+            default=None,
+            metavar="FILE",
+            help="beam-model JSON file from `python -m dose_engine.fit`; repeat it for each "
+            "energy and fluence mode (default: the shipped 6X, 10X and 6FFF models); each "
+            "beam is computed with the model for its NominalBeamEnergy and fluence mode",
+        )
+        return
     p.add_argument(
         "--beam-model",
         default=None,
         metavar="FILE",
         help="beam-model JSON file from `python -m dose_engine.fit` (default: the shipped "
-        "6 MV model); its SAD must match the machine's",
+        "model for the machine's nominal energy and fluence mode, 6X on the shipped "
+        "machines); its SAD must match the machine's, and the plan's beams take its energy "
+        "and fluence mode",
     )
 
 

@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from dose_engine import BeamModelError, MLCParameters
+from dose_engine import FLUENCE_MODES, BeamModelError, MLCParameters
 
 from .._internal.arguments import ARRAY, PATH, TEXT, check_arguments
 from .._internal.toml_files import parse_toml, read_named_toml
@@ -319,6 +319,11 @@ class Machine:
         machine is for static beams only (:meth:`require_arc_limits`).
     source : str
         How messages name the machine file (``'file.toml' (shipped)``); not compared.
+    fluence_mode : {"STANDARD", "FFF"}
+        (3002,0051) *FluenceMode* of its beams: flattened (STANDARD, default) or
+        flattening-filter free (NON_STANDARD, (3002,0052) *FluenceModeID* FFF).  With
+        ``nominal_energy_mv`` it picks each beam's dose model
+        (:func:`rtplan.dose.resolve_beam_models`).
     """
 
     name: str
@@ -331,8 +336,19 @@ class Machine:
     dosimetry: MLCParameters = field(default_factory=MLCParameters)
     arc: ArcLimits | None = None
     source: str = ""
+    fluence_mode: str = "STANDARD"
 
     def __post_init__(self) -> None:
+        if self.fluence_mode not in FLUENCE_MODES:
+            raise MachineError(
+                f"Machine {self.name!r}: `fluence_mode` must be one of "
+                f"{', '.join(FLUENCE_MODES)}; got {self.fluence_mode!r}."
+            )
+        if not (self.nominal_energy_mv > 0 and math.isfinite(self.nominal_energy_mv)):
+            raise MachineError(
+                f"Machine {self.name!r}: `nominal_energy_mv` must be > 0 (MV); got "
+                f"{self.nominal_energy_mv!r}."
+            )
         if self.arc is not None and not isinstance(self.arc, ArcLimits):
             raise MachineError(
                 f"Machine {self.name!r}: `arc` must be an rtplan.delivery ArcLimits or None; got "
@@ -373,6 +389,7 @@ class Machine:
                 self.dosimetry,
                 self.arc,
                 self.source,
+                self.fluence_mode,
             ),
         )
 
@@ -385,6 +402,7 @@ class Machine:
             and dict(self.jaws) == dict(other.jaws)
             and (self.sad_mm, self.nominal_energy_mv, self.radiation_type, self.dosimetry)
             == (other.sad_mm, other.nominal_energy_mv, other.radiation_type, other.dosimetry)
+            and self.fluence_mode == other.fluence_mode
             and self.arc == other.arc
         )
 
@@ -621,6 +639,7 @@ def parse_machine(data: Mapping[str, Any], *, source: str = "<dict>") -> Machine
             jaws=jaws,
             sad_mm=float(_get(data, "sad_mm", "", source, num, default=1000.0)),
             nominal_energy_mv=float(_get(data, "nominal_energy_mv", "", source, num, default=6.0)),
+            fluence_mode=str(_get(data, "fluence_mode", "", source, str, default="STANDARD")),
             radiation_type=str(_get(data, "radiation_type", "", source, str, default="PHOTON")),
             manufacturer=str(_get(data, "manufacturer", "", source, str, default="")),
             dosimetry=dosimetry,

@@ -27,10 +27,10 @@ __all__ = ["distributed_beam_doses"]
 
 def _angle_dose(
     part: DeliverableBeam,
+    model: BeamModel,
     density: np.ndarray,
     ct_grid: Grid,
     dose_grid: Grid,
-    model: BeamModel,
     backend: str,
     voxel_mask: np.ndarray,
 ) -> np.ndarray:
@@ -54,7 +54,7 @@ def distributed_beam_doses(
     density: np.ndarray,
     ct_grid: Grid,
     dose_grid: Grid,
-    model: BeamModel,
+    models: Sequence[BeamModel],
     *,
     client: Any,
     backend: str = "numpy",
@@ -69,7 +69,9 @@ def distributed_beam_doses(
     density : (nz, ny, nx) ndarray on ``ct_grid``
         Relative electron density.
     ct_grid, dose_grid : dose_engine.Grid
-    model : dose_engine.BeamModel
+    models : sequence of dose_engine.BeamModel
+        The beam model of each beam, in the order of ``dbeams``
+        (:meth:`rtplan.dose.BeamModels.for_beam`).
     client : distributed.Client, keyword-only
         A client of the cluster that runs the tasks (:func:`rtplan.planning._dask.dask_client`).
     backend : {"numpy", "cupy"}, keyword-only
@@ -94,10 +96,10 @@ def distributed_beam_doses(
     futures = client.map(
         _angle_dose,
         [part for _, part in parts],
+        [models[index] for index, _ in parts],  # mapped with the parts (keywords are not)
         density=density_future,
         ct_grid=ct_grid,
         dose_grid=dose_grid,
-        model=model,
         backend=backend,
         voxel_mask=mask_future,
         pure=False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
 from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters, static_parts
 from ._distributed import distributed_beam_doses
+from ._models import BeamModels, beam_model_key, key_label, resolve_beam_models
 
 __all__ = [
     "ALGORITHM_LABELS",
@@ -64,12 +65,15 @@ class PlanDose:
         Maximum dose of each beam alone, keyed by beam number (a quick sanity figure).
     algorithm : {"pencil_beam", "ccc"}
         The dose algorithm that computed it (see :data:`DOSE_ALGORITHMS`).
+    beam_models : dict of int to str
+        The beam model of each beam, keyed by beam number (``"10X 'name'"``).
     """
 
     dose_gy: np.ndarray
     grid: Grid
     beam_max_gy: dict
     algorithm: str = "pencil_beam"
+    beam_models: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (
@@ -143,7 +147,7 @@ def beam_model_fluence_mode(model: BeamModel) -> str:
     -------
     str
     """
-    return str(model.parameters.get("fluence_mode", "STANDARD")).upper()
+    return model.fluence_mode
 
 
 def require_model_sad(model: BeamModel, sad_mm: float, *, what: str) -> None:
@@ -191,7 +195,7 @@ def compute_plan_dose(
     *,
     dose_grid_mm: float = 3.0,
     dose_grid: Grid | None = None,
-    model: BeamModel | str | os.PathLike | None = None,
+    model: BeamModel | BeamModels | str | os.PathLike | None = None,
     backend: str = "numpy",
     voxel_mask: np.ndarray | None = None,
     density_table: HUTable | str | os.PathLike | None = None,
@@ -220,9 +224,10 @@ def compute_plan_dose(
         outline found in the CT), as in planning; ignored when ``dose_grid`` is given.
     dose_grid : dose_engine.Grid, optional
         Explicit dose grid.
-    model : dose_engine.BeamModel or path-like, optional
-        Beam model, or its JSON file (see :func:`resolve_beam_model`). Default: the
-        shipped 6 MV model.
+    model : dose_engine.BeamModel, path-like, BeamModels or a list of models, optional
+        The beam models (:func:`rtplan.dose.resolve_beam_models`): each beam is computed
+        with the one for its machine's nominal energy and fluence mode; a beam none is for
+        is refused.  Default: the shipped models (6X, 10X, 6FFF).
     backend : {"numpy", "cupy"}
     voxel_mask : (Z, Y, X) bool ndarray on the dose grid, optional
         The voxels to compute (planning passes the body and every planning structure);
@@ -254,8 +259,9 @@ def compute_plan_dose(
     rtplan.errors.InputError
         For a CT of fewer than :data:`MIN_CT_SLICES` slices (the patient would be a slab),
         a non-positive ``dose_grid_mm``, or a beam the dose engine refuses (isocentre
-        outside the CT), or a beam whose SAD differs from the model's (the message names
-        the model file, the beam and both SADs).
+        outside the CT), a beam whose energy and fluence mode no model is for (the message
+        names the beam and lists the models), or a beam whose SAD differs from the model's
+        (the message names the model file, the beam and both SADs).
     dose_engine.BeamModelError
         ``model`` is a file that cannot be read as a beam model; the message names it.
     """
@@ -293,14 +299,23 @@ def compute_plan_dose(
             "The dose grid holds no voxel of the body (`voxel_mask` is empty); give a grid "
             "that covers the patient."
         )
-    model = resolve_beam_model(model)
-    table = resolve_density_table(density_table)
+    models = resolve_beam_models(model)
+    beam_models = {}
     for dbeam in plan.beams:
-        require_model_sad(model, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
+        beam_models[dbeam.number] = m = models.for_beam(dbeam)
+        require_model_sad(m, dbeam.beam.sad_mm, what=f"beam {dbeam.number} ({dbeam.name!r})")
+    table = resolve_density_table(density_table)
     density = np.asarray(hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table))
     if algorithm == "ccc":
         return _collapsed_cone_plan_dose(
-            plan, density, patient.ct.grid, dose_grid, model, backend, voxel_mask, points_cache
+            plan,
+            density,
+            patient.ct.grid,
+            dose_grid,
+            beam_models,
+            backend,
+            voxel_mask,
+            points_cache,
         )
     if client is not None:
         doses: Iterable = distributed_beam_doses(
@@ -308,7 +323,7 @@ def compute_plan_dose(
             density,
             patient.ct.grid,
             dose_grid,
-            model,
+            [beam_models[dbeam.number] for dbeam in plan.beams],
             client=client,
             backend=backend,
             voxel_mask=voxel_mask,
@@ -316,7 +331,14 @@ def compute_plan_dose(
     else:  # one beam at a time, so that only the running total is kept
         doses = (
             _beam_dose(
-                dbeam, density, patient.ct.grid, dose_grid, model, backend, voxel_mask, points_cache
+                dbeam,
+                density,
+                patient.ct.grid,
+                dose_grid,
+                beam_models[dbeam.number],
+                backend,
+                voxel_mask,
+                points_cache,
             )
             for dbeam in plan.beams
         )
@@ -327,13 +349,14 @@ def compute_plan_dose(
         beam_max[dbeam.number] = float(d.max())
         total += d
         log.info(
-            "beam %d: %d segments, %.1f MU, max %.3f Gy",
+            "beam %d: %d segments, %.1f MU, max %.3f Gy, beam model %s",
             dbeam.number,
             len(dbeam.segments),
             dbeam.total_mu,
             beam_max[dbeam.number],
+            beam_models[dbeam.number].name,
         )
-    return PlanDose(total, dose_grid, beam_max)
+    return PlanDose(total, dose_grid, beam_max, beam_models=_model_names(beam_models))
 
 
 def _beam_dose(dbeam, density, ct_grid, dose_grid, model, backend, voxel_mask, points_cache):
@@ -355,49 +378,63 @@ def _beam_dose(dbeam, density, ct_grid, dose_grid, model, backend, voxel_mask, p
         raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
 
 
+def _model_names(beam_models: dict) -> dict[int, str]:
+    """``{beam number: "6X 'model name'"}`` for :attr:`PlanDose.beam_models`."""
+    return {n: f"{key_label(beam_model_key(m))} {m.name!r}" for n, m in beam_models.items()}
+
+
 def _collapsed_cone_plan_dose(
-    plan, density, ct_grid, dose_grid, model, backend, voxel_mask, points_cache
+    plan, density, ct_grid, dose_grid, beam_models: dict, backend, voxel_mask, points_cache
 ):
-    """:func:`compute_plan_dose` with ``algorithm="ccc"``: every beam in one transport."""
+    """:func:`compute_plan_dose` with ``algorithm="ccc"``: the beams of each beam model in
+    one transport (each model needs its collapsed-cone commissioning)."""
     from dose_engine import collapsed_cone_dose
+    from dose_engine._ccc_commission import load_ccc_commissioning
     from dose_engine.errors import InvalidGeometryError
 
-    used, rects, mus = [], [], []
+    groups: dict[str, tuple[BeamModel, list]] = {}
     for dbeam in plan.beams:
-        for part in static_parts(dbeam):  # an arc: one part per gantry angle
-            r, m = beam_rectangles_mm(
-                part, resolve_mlc_parameters(part.machine, model), model=model
-            )
-            if m.size:
-                used.append(part)
-                rects.append(r)
-                mus.append(m)
+        model = beam_models[dbeam.number]
+        groups.setdefault(model.fingerprint(), (model, []))[1].append(dbeam)
+    for model, _ in groups.values():  # every model before any transport
+        load_ccc_commissioning(model)
     total = np.zeros(dose_grid.shape, dtype=np.float64)
     beam_max = {dbeam.number: 0.0 for dbeam in plan.beams}
-    if not used:
-        return PlanDose(total, dose_grid, beam_max, "ccc")
-    try:
-        per_beam = collapsed_cone_dose(
-            density,
-            ct_grid,
-            dose_grid,
-            [dbeam.beam for dbeam in used],
-            rects,
-            mus,
-            model,
-            backend=backend,
-            voxel_mask=voxel_mask,
-            per_beam=True,
-            points_cache=points_cache,
-        )
-    except InvalidGeometryError as exc:
-        raise InputError(f"collapsed-cone dose: {exc}") from exc
-    per_beam = np.asarray(to_numpy(per_beam), dtype=np.float64)
-    by_number: dict[int, np.ndarray] = {}
-    for part, d in zip(used, per_beam, strict=True):
-        by_number[part.number] = by_number.get(part.number, 0.0) + d
-        total += d
-    for number, d in by_number.items():
-        beam_max[number] = float(np.max(d))
-    log.info("collapsed cone: %d beams, max %.3f Gy", len(used), float(total.max()))
-    return PlanDose(total, dose_grid, beam_max, "ccc")
+    for model, beams in groups.values():
+        used, rects, mus = [], [], []
+        for dbeam in beams:
+            for part in static_parts(dbeam):  # an arc: one part per gantry angle
+                r, m = beam_rectangles_mm(
+                    part, resolve_mlc_parameters(part.machine, model), model=model
+                )
+                if m.size:
+                    used.append(part)
+                    rects.append(r)
+                    mus.append(m)
+        if not used:
+            continue
+        try:
+            per_beam = collapsed_cone_dose(
+                density,
+                ct_grid,
+                dose_grid,
+                [dbeam.beam for dbeam in used],
+                rects,
+                mus,
+                model,
+                backend=backend,
+                voxel_mask=voxel_mask,
+                per_beam=True,
+                points_cache=points_cache,
+            )
+        except InvalidGeometryError as exc:
+            raise InputError(f"collapsed-cone dose: {exc}") from exc
+        per_beam = np.asarray(to_numpy(per_beam), dtype=np.float64)
+        by_number: dict[int, np.ndarray] = {}
+        for part, d in zip(used, per_beam, strict=True):
+            by_number[part.number] = by_number.get(part.number, 0.0) + d
+            total += d
+        for number, d in by_number.items():
+            beam_max[number] = float(np.max(d))
+        log.info("collapsed cone: %d beams, %s, max %.3f Gy", len(used), model.name, total.max())
+    return PlanDose(total, dose_grid, beam_max, "ccc", _model_names(beam_models))

@@ -33,12 +33,12 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from dose_engine import MLCParameters
+from dose_engine import FLUENCE_MODES, MLCParameters
 
 from .._internal.arguments import path_argument, require_instance
 from .._internal.messages import quote
@@ -102,6 +102,7 @@ class _ParsedBeam:
     segments: tuple
     meterset_mu: float
     energy_mv: float | None
+    fluence_mode: str  # "STANDARD" or "FFF"
     control_points: tuple  # of ControlPoint, weights normalised to end at 1
     rotation: str | None  # the beam's GantryRotationDirection if it is dynamic, else None
 
@@ -258,14 +259,12 @@ def _device_map(bseq_item, ctx: _Ctx, bnum: int):
 #: (3002,0052) *FluenceModeID* values of flattening-filter-free beams (Varian writes "SRS"
 #: for its 6 MV stereotactic FFF mode).
 FFF_MODE_IDS = ("FFF", "SRS")
-#: Fluence modes of beam models (``"fluence_mode"`` of the model file; default STANDARD).
-FLUENCE_MODES = ("STANDARD", "FFF")
 
 
-def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str) -> None:
-    """Refuse a beam whose (3002,0050) *PrimaryFluenceModeSequence* does not match the
-    beam model's fluence mode (``"STANDARD"`` flattened, or ``"FFF"``); ``models`` (the
-    beam models available, or empty) ends the message."""
+def _plan_fluence_mode(b, ctx: _Ctx, bnum: int, strict: bool) -> tuple[str, str]:
+    """``(mode, text)`` of a beam's (3002,0050) *PrimaryFluenceModeSequence*: ``"FFF"`` for
+    FluenceModeID FFF or SRS, else ``"STANDARD"``; ``text`` quotes the elements.  ``strict``:
+    refuse another NON_STANDARD mode (no beam model is for it)."""
     plan_mode, text = "STANDARD", "STANDARD"
     for item in b.get("PrimaryFluenceModeSequence", None) or []:
         mode = str(item.get("FluenceMode", "") or "").strip().upper()
@@ -273,23 +272,61 @@ def _check_fluence_mode(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str)
         if mode == "NON_STANDARD" or mode_id in FFF_MODE_IDS:
             text = f"{mode or '(empty)'}, (3002,0052) FluenceModeID {quote(mode_id, 40)}"
             if mode_id not in FFF_MODE_IDS:
-                raise ctx.err(
-                    f"beam {bnum}: (3002,0051) FluenceMode is {text}; that fluence mode is not "
-                    "modelled by the dose engine (FFF needs an FFF beam model)."
-                )
+                if strict:
+                    raise ctx.err(
+                        f"beam {bnum}: (3002,0051) FluenceMode is {text}; that fluence mode is "
+                        "not modelled by the dose engine (FFF needs an FFF beam model)."
+                    )
+                continue
             plan_mode = "FFF"
-    if plan_mode == fluence_mode:
-        return
-    if plan_mode == "FFF":
+    return plan_mode, text
+
+
+def _check_beam_model(
+    ctx: _Ctx, bnum: int, energy: float | None, mode: str, text: str, allowed, models: str
+) -> float | None:
+    """Refuse a beam whose energy and fluence mode no beam model is for; return its energy.
+
+    ``allowed`` holds the ``(energy MV, fluence mode)`` of the models (None: no check).  A
+    beam that states no (300A,0114) *NominalBeamEnergy* takes the one energy the models
+    have for its mode (refused when there are several).
+    """
+    if allowed is None:
+        return energy
+    note = _models_note(models)
+    energies = sorted({e for e, m in allowed})
+    if energy is None:
+        same_mode = sorted({e for e, m in allowed if m == mode})
+        if len(same_mode) == 1:
+            return same_mode[0]
+        raise ctx.err(
+            f"beam {bnum}: (300A,0114) NominalBeamEnergy is not stated and the beam models are "
+            f"for {', '.join(f'{e:g}' for e in same_mode) or 'no'} MV ({mode}); this beam "
+            f"cannot be computed{note}."
+        )
+    if any(abs(energy - e) <= 1e-6 and m == mode for e, m in allowed):
+        return energy
+    if not any(abs(energy - e) <= 1e-6 for e in energies):
+        model_text = (
+            f"the dose engine's beam model is {energies[0]:g} MV"
+            if len(allowed) == 1
+            else f"no beam model is for {energy:g} MV (the models are for "
+            f"{', '.join(f'{e:g}' for e in energies)} MV)"
+        )
+        raise ctx.err(
+            f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but {model_text}; "
+            f"this beam cannot be computed{note}."
+        )
+    which = "the beam model" if len(allowed) == 1 else f"the beam model for {energy:g} MV"
+    if mode == "FFF":
         raise ctx.err(
             f"beam {bnum}: (3002,0051) FluenceMode is {text}, a flattening-filter-free beam, "
-            f"but the beam model is {fluence_mode} (flattened); its dose would be computed with "
-            "the wrong profile and output. Commission an FFF model and pass it (--beam-model)"
-            f"{_models_note(models)}."
+            f"but {which} is STANDARD (flattened); its dose would be computed with the wrong "
+            f"profile and output. Commission an FFF model and pass it (--beam-model){note}."
         )
     raise ctx.err(
-        f"beam {bnum}: (3002,0051) FluenceMode is STANDARD (flattened) but the beam model is "
-        f"{fluence_mode}; pass a flattened beam model (--beam-model){_models_note(models)}."
+        f"beam {bnum}: (3002,0051) FluenceMode is STANDARD (flattened) but {which} is FFF; "
+        f"pass a flattened beam model (--beam-model){note}."
     )
 
 
@@ -297,7 +334,7 @@ def _models_note(models: str) -> str:
     return f"; beam models available: {models}" if models else ""
 
 
-def _refuse_unsupported(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str) -> None:
+def _refuse_unsupported(b, ctx: _Ctx, bnum: int) -> None:
     rtype = str(b.get("RadiationType", "")).upper()
     if rtype != "PHOTON":
         raise ctx.err(
@@ -323,8 +360,6 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str)
                 "beam-modifying accessory is not modelled by the dose engine, so the beam "
                 "cannot be computed (whatever its Number of ... element says)."
             )
-    if fluence_mode is not None:  # None: any (rtplan check reads plans without a model)
-        _check_fluence_mode(b, ctx, bnum, fluence_mode, models)
     btype = str(b.get("BeamType", "")).upper()
     if btype not in ("STATIC", "DYNAMIC"):
         raise ctx.err(
@@ -335,11 +370,12 @@ def _refuse_unsupported(b, ctx: _Ctx, bnum: int, fluence_mode: str, models: str)
         raise ctx.err(f"beam {bnum}: (300A,00B3) PrimaryDosimeterUnit is {unit!r}; expected MU.")
 
 
-def _parse_beam(
-    b, meterset_mu: float, ctx: _Ctx, energy_mv: float, fluence_mode: str, models: str
-) -> _ParsedBeam:
+def _parse_beam(b, meterset_mu: float, ctx: _Ctx, allowed, models: str) -> _ParsedBeam:
+    """One beam; ``allowed``: the (energy MV, fluence mode) of the beam models (None: any,
+    for ``rtplan check``), ``models`` describes them for a refusal."""
     bnum = _beam_number(b, ctx, "BeamNumber", "(300A,00B0) BeamSequence item")
-    _refuse_unsupported(b, ctx, bnum, fluence_mode, models)
+    _refuse_unsupported(b, ctx, bnum)
+    fluence_mode, mode_text = _plan_fluence_mode(b, ctx, bnum, strict=allowed is not None)
     devices = _device_map(b, ctx, bnum)
     # A jaws-only field (no MLC) gets a virtual MLC: one leaf pair spanning the whole
     # Y range, its leaves on the X jaws, so that the aperture is exactly the jaw opening.
@@ -482,12 +518,9 @@ def _parse_beam(
             f"beam {bnum}: control point 0 lacks (300A,011E) GantryAngle or (300A,012C) "
             "IsocenterPosition."
         )
-    energy = state.get("energy")
-    if energy is not None and energy_mv is not None and abs(energy - energy_mv) > 1e-6:
-        raise ctx.err(
-            f"beam {bnum}: (300A,0114) NominalBeamEnergy is {energy:g} MV but the dose engine's "
-            f"beam model is {energy_mv:g} MV; this beam cannot be computed{_models_note(models)}."
-        )
+    energy = _check_beam_model(
+        ctx, bnum, state.get("energy"), fluence_mode, mode_text, allowed, models
+    )
 
     w = np.asarray(weights)
     if abs(w[-1] - final_w) > 1e-6 * max(final_w, 1.0):
@@ -536,6 +569,7 @@ def _parse_beam(
         segments=tuple(segments),
         meterset_mu=meterset_mu,
         energy_mv=energy,
+        fluence_mode=fluence_mode,
         control_points=tuple(control_points),
         rotation=rotation,
     )
@@ -585,6 +619,7 @@ def _generic_machine(pb: _ParsedBeam):
         jaws=jaws,
         sad_mm=pb.sad_mm,
         nominal_energy_mv=pb.energy_mv if pb.energy_mv is not None else 6.0,
+        fluence_mode=pb.fluence_mode,
         dosimetry=_shipped_dosimetry(pb),
     )
 
@@ -639,6 +674,15 @@ def _machine_for(pb: _ParsedBeam, machine, cache: dict):
         )
     cache[key] = found
     return found
+
+
+def _beam_machine(machine, pb: _ParsedBeam):
+    """``machine`` delivering the beam's energy (if stated) and fluence mode: they choose
+    its dose model (:func:`rtplan.dose.resolve_beam_models`)."""
+    energy = machine.nominal_energy_mv if pb.energy_mv is None else pb.energy_mv
+    if (energy, pb.fluence_mode) == (machine.nominal_energy_mv, machine.fluence_mode):
+        return machine
+    return replace(machine, nominal_energy_mv=energy, fluence_mode=pb.fluence_mode)
 
 
 def _check_leaf_range(pb: _ParsedBeam, machine, ctx: _Ctx) -> None:
@@ -732,7 +776,7 @@ def _build_beams(
     cache: dict = {}
     out = []
     for pb in parsed:
-        m = _machine_for(pb, machine, cache)
+        m = _beam_machine(_machine_for(pb, machine, cache), pb)
         _check_leaf_range(pb, m, ctx)
         geom = Beam(
             pb.gantry_deg,
@@ -784,24 +828,35 @@ def read_rtplan_beams(
     nominal_energy_mv: float = 6.0,
     fluence_mode: str = "STANDARD",
     beam_models: str = "",
+    beam_keys=None,
 ) -> RtPlanBeams:
     """Like :func:`read_rtplan`, without requiring a prescription (for dose recalculation).
 
     Same checks and errors as :func:`read_rtplan`; returns an :class:`RtPlanBeams` whose
-    ``total_dose_gy`` is None when the plan states no prescription.  ``beam_models``
-    describes the beam models the caller can compute with: a beam whose (300A,0114)
-    *NominalBeamEnergy* or fluence mode matches neither ``nominal_energy_mv`` nor
-    ``fluence_mode`` is refused with it (``rtplan dose``).
+    ``total_dose_gy`` is None when the plan states no prescription.  Each beam's machine
+    carries the beam's (300A,0114) *NominalBeamEnergy* and fluence mode (which pick its
+    dose model).
+
+    Parameters
+    ----------
+    beam_keys : collection of (float, str), optional
+        ``(energy MV, fluence mode)`` of every beam model the caller can compute with
+        (:attr:`rtplan.dose.BeamModels.keys`); a beam none is for is refused.  Default:
+        the one model given by ``nominal_energy_mv`` and ``fluence_mode``.
+    beam_models : str
+        Describes those models, for the refusal's message (``rtplan dose``).
     """
     path = path_argument(path, "path")
     require_instance(patient, "patient", Patient, "an rtplan.Patient (rtplan.read_patient)")
-    if fluence_mode not in FLUENCE_MODES:
-        raise InputError(
-            f"`fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {fluence_mode!r}."
-        )
-    return _read_file(
-        path, patient, machine, fraction_group_number, nominal_energy_mv, fluence_mode, beam_models
-    )
+    if beam_keys is None:
+        beam_keys = [(nominal_energy_mv, fluence_mode)]
+    allowed = frozenset((float(e), str(m)) for e, m in beam_keys)
+    for _, mode in allowed:
+        if mode not in FLUENCE_MODES:
+            raise InputError(
+                f"`fluence_mode` must be one of {', '.join(FLUENCE_MODES)}; got {mode!r}."
+            )
+    return _read_file(path, patient, machine, fraction_group_number, allowed, beam_models)
 
 
 def _read_file(path: Path, *args) -> RtPlanBeams:
@@ -832,8 +887,7 @@ def _read_plan_dataset(
     patient,
     machine,
     fraction_group_number,
-    nominal_energy_mv,
-    fluence_mode,
+    allowed,
     beam_models,
 ):
     if str(ds.get("SOPClassUID", "")) != RT_PLAN_STORAGE:
@@ -927,7 +981,7 @@ def _read_plan_dataset(
         if mset == 0:
             log.info("beam %d has BeamMeterset 0; skipped", bnum)
             continue
-        pb = _parse_beam(b, mset, ctx, nominal_energy_mv, fluence_mode, beam_models)
+        pb = _parse_beam(b, mset, ctx, allowed, beam_models)
         parsed.append(pb)
     if not parsed:
         raise ctx.err("no treatment beam with a positive BeamMeterset; nothing to compute.")
@@ -957,7 +1011,7 @@ def read_rtplan_delivery(
     RtPlanBeams
     """
     path = path_argument(path, "path")
-    return _read_file(path, None, machine, fraction_group_number, None, None, "")
+    return _read_file(path, None, machine, fraction_group_number, None, "")
 
 
 def read_rtplan(

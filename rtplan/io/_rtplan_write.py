@@ -276,6 +276,11 @@ def write_rtplan(
             b.Manufacturer = str(machine.manufacturer)[:64]
         b.TreatmentMachineName = str(machine.name)[:16]
         b.PrimaryDosimeterUnit = "MU"
+        if machine.fluence_mode == "FFF":  # (3002,0050); absent: a flattened (STANDARD) beam
+            mode = Dataset()
+            mode.FluenceMode = "NON_STANDARD"
+            mode.FluenceModeID = "FFF"
+            b.PrimaryFluenceModeSequence = [mode]
         b.SourceAxisDistance = _ds(geom.sad_mm, 2)
         bld = []
         for dev in devices:

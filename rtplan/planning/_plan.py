@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from ..delivery._deliverable import DeliverablePlan
 from ..delivery._machine import load_machine
 from ..delivery._segment_weights import fit_voxels, reoptimize_segment_weights
 from ..dose._aperture import resolve_mlc_parameters
+from ..dose._models import beam_model_key, key_label, shipped_beam_models
 from ..dose._plan_dose import (
     ALGORITHM_LABELS,
     DOSE_QUANTITY,
@@ -515,14 +516,19 @@ def _plan_label(protocol) -> str:
 
 
 def _beam_model_record(model: BeamModel | None) -> dict[str, Any] | None:
-    """Name, file, SAD (mm) and fingerprint (sha256 of its parameters) of the beam model."""
+    """Name, file, SAD (mm), fingerprint (sha256 of its parameters) and the beam it is for
+    (``"6X"``, nominal energy in MV and fluence mode) of the beam model every beam used."""
     if model is None:
         return None
+    energy, mode = beam_model_key(model)
     return {
         "name": model.name,
         "file": Path(model.path).name,  # the name only: no folder of the machine it ran on
         "sad_mm": model.sad_mm,
         "fingerprint": model.fingerprint(),
+        "beam": key_label((energy, mode)),
+        "energy_mv": energy,
+        "fluence_mode": mode,
     }
 
 
@@ -765,6 +771,31 @@ def stage_structures(ctx: _Context) -> None:
                 ctx.effective[src] = h.name
 
 
+def machine_and_beam_model(protocol, beam_model) -> tuple[Any, BeamModel]:
+    """The protocol's machine and the beam model of its beams.
+
+    Without ``beam_model`` the shipped model for the machine's nominal energy and fluence
+    mode (:func:`rtplan.dose.shipped_beam_models`; a machine file with an energy no shipped
+    model is for is refused).  With one, the beams take the model's energy and fluence mode
+    (so the RT-PLAN states what the dose was computed for).
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        The machine is unknown, or no shipped model is for its energy and fluence mode.
+    """
+    arr = protocol.beams
+    machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
+    if beam_model is None:
+        what = f"machine {machine.name!r} ({machine.source or 'protocol'})"
+        return machine, shipped_beam_models().select(
+            machine.nominal_energy_mv, machine.fluence_mode, what=what
+        )
+    model = resolve_beam_model(beam_model)
+    energy, mode = beam_model_key(model)
+    return replace(machine, nominal_energy_mv=energy, fluence_mode=mode), model
+
+
 def stage_beams(ctx: _Context) -> None:
     """Isocentre at the prescription target's centroid; beams and beamlets (for VMAT: a
     static beam at the centre of each sector of each arc, :func:`arc_layouts`).
@@ -778,7 +809,8 @@ def stage_beams(ctx: _Context) -> None:
     arr = protocol.beams
     target_occ = ctx.occupancy[protocol.prescription.target]
     iso = isocenter_at_centroid(target_occ, grid)
-    ctx.machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
+    if ctx.machine is None:  # plan_patient chose it with the beam model
+        ctx.machine = load_machine(MACHINE_ALIASES.get(arr.machine.lower(), arr.machine))
     require_model_sad(ctx.beam_model, ctx.machine.sad_mm, what=f"machine {ctx.machine.name!r}")
     if arr.technique == "vmat":  # static beams at the arcs' sector centres
         ctx.beams, ctx.arcs = arc_layouts(arr, ctx.machine, iso, ctx.patient.position)
@@ -1933,8 +1965,8 @@ def plan_patient(
     )
     _check_plan_arguments(patient, protocol, opts.cache_dir, structure_map)
     custom = _check_custom_terms(custom_terms)
-    model = resolve_beam_model(opts.beam_model)
     protocol = opts.apply_to(protocol)
+    machine, model = machine_and_beam_model(protocol, opts.beam_model)
     protocol, switch_warning = _solver_for_custom_terms(protocol, custom)
     _require_cvxpy_solver(protocol)
     if "ccc" in (protocol.final_algorithm, protocol.influence_algorithm):  # before any work
@@ -1949,6 +1981,7 @@ def plan_patient(
         beam_model=model,
         custom_terms=custom,
         density_table=opts.density_table_for(protocol),
+        machine=machine,
     )
     timings: dict[str, float] = {}
     bar = None

@@ -256,11 +256,13 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     model = plan.get("beam_model")
     if isinstance(model, Mapping):
         fp = str(model.get("fingerprint") or "")[:12]
+        beam = f"{model['beam']}, " if model.get("beam") else ""
         rows.append(
             (
                 "Beam model",
                 (
-                    f"{model.get('name')} (file {_file_name(model.get('file'))}, SAD "
+                    f"{model.get('name')} ({beam}every beam; file "
+                    f"{_file_name(model.get('file'))}, SAD "
                     f"{_num(model.get('sad_mm'), 'g')} mm, fingerprint {fp}…)"
                 ),
             )

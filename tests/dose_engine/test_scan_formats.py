@@ -418,6 +418,20 @@ def test_energy_from_the_table_must_match_the_scans(w2cad_folder, clinic_files, 
         read_measured_data(mixed, table=toml)
 
 
+def test_fluence_mode_of_the_table(w2cad_folder, tmp_path):
+    """``fluence_mode``: STANDARD by default, FFF (any case), anything else refused."""
+    assert read_measured_data(w2cad_folder).fluence_mode == "STANDARD"
+    toml = tmp_path / "commissioning.toml"
+    table = _table(of_csv=str(w2cad_folder / "output_factors.csv"))
+    toml.write_text('fluence_mode = "fff"\n' + table)
+    assert read_measured_data(w2cad_folder, table=toml).fluence_mode == "FFF"
+    toml.write_text('fluence_mode = "SRS"\n' + table)
+    with pytest.raises(
+        BeamModelError, match=r"commissioning\.toml: `fluence_mode` must be one of STANDARD, FFF"
+    ):
+        read_measured_data(w2cad_folder, table=toml)
+
+
 def test_table_and_mlc_are_read(w2cad_folder):
     data = read_measured_data(w2cad_folder)
     assert len(data.output_factors) == len(OF_SIDES_MM) ** 2

@@ -84,6 +84,9 @@ def test_plan_json_records_the_model(case):
         "file": "beam_model_6MV.json",  # the file name, no folder of the machine
         "sad_mm": 1000.0,
         "fingerprint": shipped_model.fingerprint(),
+        "beam": "6X",  # the shipped machine's nominal energy and fluence mode
+        "energy_mv": 6.0,
+        "fluence_mode": "STANDARD",
     }
     record = _plan_json(root, "scaled")["plan"]["beam_model"]
     assert record["file"] == scaled.name
@@ -260,6 +263,8 @@ def test_dose_of_a_plan_no_model_is_for_is_refused(case, tmp_path, capsys, chang
     assert main([*argv, "--beam-model", str(model)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(r"beam \d+: " + element, err[0]), err
-    assert "beam models available: the one in use, " in err[0] and "other.json" in err[0]
-    assert "shipped: beam_model_6MV.json" in err[0] and "(6 MV, STANDARD)" in err[0]
+    assert "beam models available: " in err[0] and "(other.json) (given)" in err[0]
+    assert "shipped: 6FFF 'rtplan generic 6 MV FFF pencil beam' (beam_model_6FFF.json)" in err[0]
+    assert "6X 'rtplan generic 6 MV pencil beam' (beam_model_6MV.json)" in err[0]
+    assert "10X 'rtplan generic 10 MV pencil beam' (beam_model_10MV.json)" in err[0]
     assert not rd.exists()
