@@ -115,8 +115,8 @@ def final_dose_objective(result, terms, *, normalised: bool = True) -> float:
 
 
 def _plan(patient, solver: str):
-    from rtplan.planning import _plan as plan_module
     from rtplan.planning import PlanOptions, plan_patient
+    from rtplan.planning import _plan as plan_module
 
     cpu: dict = {}
     original = _optimise_cpu_recorder(cpu)
