@@ -43,7 +43,7 @@ from ..io import read_patient
 from ..io._rtdose import write_rtdose
 from ..io._rtplan_read import read_rtplan_beams
 from ..planning._dask import dask_client
-from ..safety import ct_calibration_warnings
+from ..safety import ct_calibration_warnings, synthetic_model_warnings
 from ..structures import body_structure
 from ._plan import add_beam_model_option, add_density_table_option
 
@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         f"beam model{'s' if len(used) > 1 else ''} {'; '.join(used)})"
     )
     warnings = _calibration_warnings(patient, table, result.grid)
+    warnings += synthetic_model_warnings({b.number: models.for_beam(b) for b in plan.beams})
     for w in warnings:
         print(f"WARNING: {w.message}")
     return 1 if warnings else 0

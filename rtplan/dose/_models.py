@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_ENERGY_MV",
     "BeamModels",
     "beam_model_key",
+    "fitted_to_synthetic_data",
     "resolve_beam_models",
     "shipped_beam_models",
 ]
@@ -37,6 +38,13 @@ def beam_model_key(model: BeamModel) -> tuple[float, str]:
     its file states no energy)."""
     energy = model.energy_mv
     return (DEFAULT_ENERGY_MV if energy is None else energy, model.fluence_mode)
+
+
+def fitted_to_synthetic_data(model: BeamModel) -> bool:
+    """Whether ``model`` was fitted to a synthetic clinic rather than to measurements of a
+    linac: the shipped 10X and 6FFF models (``dose_engine._energy_models`` writes their
+    provenance ``data`` as ``"synthetic ... clinic ..."``; docs/commissioning.md)."""
+    return str(model.parameters.get("provenance", {}).get("data", "")).startswith("synthetic")
 
 
 def key_label(key: tuple[float, str]) -> str:

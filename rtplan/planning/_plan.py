@@ -74,6 +74,7 @@ from ..safety import (
     implicit_goals,
     normalization_warning,
     plan_warnings,
+    synthetic_model_warnings,
 )
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
@@ -2031,6 +2032,7 @@ def plan_patient(
         )
     warnings.extend(ctx.calibration_warnings)
     warnings.extend(ctx.algorithm_warnings)
+    warnings.extend(synthetic_model_warnings({b.number: model for b in ctx.plan.beams}))
     for w in warnings:
         logger.info("safety: %s", w.message)
     return PlanResult(

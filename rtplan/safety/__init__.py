@@ -2,6 +2,7 @@
 gets, and the checks of a finished plan (see :mod:`._checks` and docs/protocols.md,
 "Safety nets"; the CT against the HU table: :mod:`._ct_calibration`)."""
 
+from ._beam_models import synthetic_model_warnings
 from ._checks import (
     IMPLICIT_LABEL,
     SafetyWarning,
@@ -31,5 +32,6 @@ __all__ = [
     "normalization_warning",
     "nto_bands",
     "plan_warnings",
+    "synthetic_model_warnings",
     "target_helper_names",
 ]

@@ -63,7 +63,9 @@ class SafetyWarning:
         ``"pencil_beam_lung"`` (a pencil-beam final dose of a body with lung) or
         ``"ccc_not_commissioned"`` (``final_algorithm = "auto"`` fell back to the pencil
         beam; :mod:`rtplan.planning._final_algorithm`) or ``"deliverability"`` (the
-        plan breaks a limit of its machine, :func:`deliverability_warning`).
+        plan breaks a limit of its machine, :func:`deliverability_warning`) or
+        ``"beam_model_synthetic"`` (a beam computed with a model fitted to synthetic data,
+        the shipped 10X and 6FFF; :func:`rtplan.safety.synthetic_model_warnings`).
     message : str
         The sentence shown everywhere (CLI, plan.json, report.html).
     """

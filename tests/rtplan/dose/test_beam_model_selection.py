@@ -34,9 +34,11 @@ from dose_engine._energy_models import TRUTHS
 from rtplan import DeliverableBeam, DeliverablePlan, Segment, load_machine
 from rtplan.cli import main
 from rtplan.dose import BeamModels, compute_plan_dose, shipped_beam_models
+from rtplan.dose._models import fitted_to_synthetic_data
 from rtplan.errors import InputError, MachineError
 from rtplan.io import read_patient, read_rtdose, read_rtplan_beams, write_rtplan
 from rtplan.planning._plan import machine_and_beam_model
+from rtplan.safety import synthetic_model_warnings
 
 VARIAN = load_machine("VarianMLC120")
 BEAMS = {1: (6.0, "STANDARD"), 2: (10.0, "STANDARD"), 3: (6.0, "FFF")}
@@ -143,8 +145,30 @@ def test_dose_cli_computes_a_plan_of_three_energies(case, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "WARNING: CT FIELD OF VIEW" in printed
     assert "beam models 10X 'rtplan generic 10 MV pencil beam'; 6FFF" in printed
+    # the 10X and 6FFF models were fitted to synthetic clinics: said for their beams only
+    assert (
+        "WARNING: BEAM MODEL: beam 2 computed with 'rtplan generic 10 MV pencil beam', a "
+        "representative 10X model fitted to a synthetic clinic" in printed
+    )
+    assert "WARNING: BEAM MODEL: beam 3 computed with 'rtplan generic 6 MV FFF" in printed
+    assert "beam 1 computed" not in printed
     dose, _, _ = read_rtdose(out)
     assert dose.max() > 0.5
+
+
+def test_models_fitted_to_synthetic_clinics_are_told_apart_from_measured_ones():
+    """The shipped 6X was fitted to pymedphys' measured 6 MV scans; 10X and 6FFF to
+    synthetic clinics (their provenance, written by dose_engine._energy_models)."""
+    by_label = {m.name: m for m in shipped_beam_models()}
+    six = by_label["rtplan generic 6 MV pencil beam"]
+    ten = by_label["rtplan generic 10 MV pencil beam"]
+    assert not fitted_to_synthetic_data(six)
+    assert fitted_to_synthetic_data(ten)
+    assert fitted_to_synthetic_data(by_label["rtplan generic 6 MV FFF pencil beam"])
+    warnings = synthetic_model_warnings({1: six, 3: ten, 2: ten})
+    assert [w.code for w in warnings] == ["beam_model_synthetic"]
+    assert "beams 2, 3 computed with 'rtplan generic 10 MV pencil beam'" in warnings[0].message
+    assert synthetic_model_warnings({1: six}) == []
 
 
 def test_a_beam_no_model_is_for_is_refused(case, tmp_path, capsys):
