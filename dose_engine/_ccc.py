@@ -137,10 +137,11 @@ def collapsed_cone_dose(
         Return each beam's dose instead of their sum.
     points_cache : dict, optional, keyword-only
         Keeps each beam's rays through the transport grid (:class:`TermaPoints`, keyed by
-        ``("ccc", beam, backend, transport grid)``): filled on the first call and reused by
-        later ones, which skip the ray tracing (the largest part of a dose after the
-        fluence).  Only for doses on the same ``density``, ``ct_grid`` and commissioning
-        (planning's final-dose correction loop computes the same beams' doses again).
+        beam, backend, transport grid and the commissioning's spectrum, whose attenuation
+        they carry): filled on the first call and reused by later ones, which skip the ray
+        tracing (the largest part of a dose after the fluence).  Only for doses on the
+        same ``density`` and ``ct_grid`` (planning's final-dose correction loop computes
+        the same beams' doses again).
 
     Returns
     -------

@@ -43,6 +43,7 @@ from ..io import read_patient
 from ..io._rtdose import write_rtdose
 from ..io._rtplan_read import read_rtplan_beams
 from ..planning._dask import dask_client
+from ..planning._final_algorithm import require_ccc_commissioning
 from ..safety import ct_calibration_warnings, synthetic_model_warnings
 from ..structures import body_structure
 from ._plan import add_beam_model_option, add_density_table_option
@@ -176,10 +177,8 @@ def _cluster(scheduler: str | None) -> contextlib.AbstractContextManager:
 def _require_ccc(models: Iterable[BeamModel]) -> None:
     """Refuse a beam model without a collapsed-cone commissioning (names it): only the
     shipped 6X model has one; 10X and 6FFF compute with the pencil beam only."""
-    from dose_engine._ccc_commission import load_ccc_commissioning
-
     for model in models:
-        load_ccc_commissioning(model)
+        require_ccc_commissioning(model)
 
 
 def read_rtplan_for_models(
@@ -227,7 +226,7 @@ def beam_models_available(models: BeamModels) -> str:
     """The beam models ``rtplan dose`` can compute with, for a refusal's message: those in
     use (``--beam-model``, else the shipped ones) and, when models were given, the shipped
     ones too."""
-    text = f"{models.describe()}"
+    text = models.describe()
     if models.source != "shipped":
         text = f"{text} (given); shipped: {shipped_beam_models().describe()}"
     return (

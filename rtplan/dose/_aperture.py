@@ -32,6 +32,7 @@ __all__ = [
     "aperture_dose",
     "beam_rectangles_mm",
     "merge_rectangles",
+    "named_aperture_dose",
     "plan_aperture_dose",
     "resolve_mlc_parameters",
 ]
@@ -218,6 +219,38 @@ def aperture_dose(
         )
         total = dose if total is None else total + dose
     return np.zeros(dose_grid.shape, dtype=np.float32) if total is None else total
+
+
+def named_aperture_dose(
+    dbeam: DeliverableBeam,
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    model: BeamModel,
+    *,
+    what: str,
+    backend: str = "numpy",
+    voxel_mask=None,
+    points_cache: dict | None = None,
+):
+    """:func:`aperture_dose`, a beam the dose engine refuses reported as an
+    :class:`~rtplan.errors.InputError` that starts with ``what`` (the beam, e.g.
+    ``"beam 2 ('A2')"``, and for one gantry angle of an arc that angle)."""
+    from dose_engine.errors import InvalidGeometryError
+
+    try:
+        return aperture_dose(
+            dbeam,
+            density,
+            ct_grid,
+            dose_grid,
+            model,
+            backend=backend,
+            voxel_mask=voxel_mask,
+            points_cache=points_cache,
+        )
+    except InvalidGeometryError as exc:
+        raise InputError(f"{what}: {exc}") from exc
 
 
 def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:

@@ -19,8 +19,7 @@ import numpy as np
 from dose_engine import BeamModel, Grid, to_numpy
 
 from ..delivery._deliverable import DeliverableBeam
-from ..errors import InputError
-from ._aperture import aperture_dose, static_parts
+from ._aperture import named_aperture_dose, static_parts
 
 __all__ = ["distributed_beam_doses"]
 
@@ -35,17 +34,16 @@ def _angle_dose(
     voxel_mask: np.ndarray,
 ) -> np.ndarray:
     """One task: the dose of one static part (one gantry angle), float32 Gy on the host."""
-    from dose_engine.errors import InvalidGeometryError
-
-    try:
-        dose = aperture_dose(
-            part, density, ct_grid, dose_grid, model, backend=backend, voxel_mask=voxel_mask
-        )
-    except InvalidGeometryError as exc:
-        raise InputError(
-            f"beam {part.number} ({part.name!r}) at gantry "
-            f"{part.beam.gantry_angle_deg:g} deg: {exc}"
-        ) from exc
+    dose = named_aperture_dose(
+        part,
+        density,
+        ct_grid,
+        dose_grid,
+        model,
+        what=f"beam {part.number} ({part.name!r}) at gantry {part.beam.gantry_angle_deg:g} deg",
+        backend=backend,
+        voxel_mask=voxel_mask,
+    )
     return np.asarray(to_numpy(dose), dtype=np.float32)
 
 

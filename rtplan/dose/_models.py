@@ -44,7 +44,7 @@ def fitted_to_synthetic_data(model: BeamModel) -> bool:
     """Whether ``model`` was fitted to a synthetic clinic rather than to measurements of a
     linac: the shipped 10X and 6FFF models (``dose_engine._energy_models`` writes their
     provenance ``data`` as ``"synthetic ... clinic ..."``; docs/commissioning.md)."""
-    return str(model.parameters.get("provenance", {}).get("data", "")).startswith("synthetic")
+    return str(model.provenance().get("data", "")).startswith("synthetic")
 
 
 def key_label(key: tuple[float, str]) -> str:

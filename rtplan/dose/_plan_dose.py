@@ -22,7 +22,12 @@ from .._internal.arguments import require_instance
 from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
-from ._aperture import aperture_dose, beam_rectangles_mm, resolve_mlc_parameters, static_parts
+from ._aperture import (
+    beam_rectangles_mm,
+    named_aperture_dose,
+    resolve_mlc_parameters,
+    static_parts,
+)
 from ._distributed import distributed_beam_doses
 from ._models import BeamModels, beam_model_key, key_label, resolve_beam_models
 
@@ -330,15 +335,16 @@ def compute_plan_dose(
         )
     else:  # one beam at a time, so that only the running total is kept
         doses = (
-            _beam_dose(
+            named_aperture_dose(
                 dbeam,
                 density,
                 patient.ct.grid,
                 dose_grid,
                 beam_models[dbeam.number],
-                backend,
-                voxel_mask,
-                points_cache,
+                what=f"beam {dbeam.number} ({dbeam.name!r})",
+                backend=backend,
+                voxel_mask=voxel_mask,
+                points_cache=points_cache,
             )
             for dbeam in plan.beams
         )
@@ -357,25 +363,6 @@ def compute_plan_dose(
             beam_models[dbeam.number].name,
         )
     return PlanDose(total, dose_grid, beam_max, beam_models=_model_names(beam_models))
-
-
-def _beam_dose(dbeam, density, ct_grid, dose_grid, model, backend, voxel_mask, points_cache):
-    """:func:`aperture_dose` of one beam; a beam the engine refuses is named."""
-    from dose_engine.errors import InvalidGeometryError
-
-    try:
-        return aperture_dose(
-            dbeam,
-            density,
-            ct_grid,
-            dose_grid,
-            model,
-            backend=backend,
-            voxel_mask=voxel_mask,
-            points_cache=points_cache,
-        )
-    except InvalidGeometryError as exc:
-        raise InputError(f"beam {dbeam.number} ({dbeam.name!r}): {exc}") from exc
 
 
 def _model_names(beam_models: dict) -> dict[int, str]:
