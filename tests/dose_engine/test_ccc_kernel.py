@@ -4,7 +4,8 @@
   energy-absorption fraction ``μ_en/μ`` (NIST, Hubbell & Seltzer) at 0.5-4 MeV, where
   Compton dominates and bremsstrahlung is small.
 - Conservation: every energy's kernel fractions add up to 1, and collapsing a beam's
-  kernel onto 48 or 72 cones keeps each part's total.
+  kernel onto 48 or 72 cones plus its own axis keeps each part's total; the forward cone
+  travels along the beam's axis.
 - The shipped file is what the generator makes.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dose_engine._ccc_cones import cone_directions, cone_kernels
+from dose_engine._ccc_cones import cone_directions, cone_kernels, with_beam_axes
 from dose_engine._ccc_kernel import load_kernel_table, make_kernel_table
 from dose_engine.errors import InvalidGeometryError
 
@@ -45,15 +46,25 @@ def test_kernel_fractions_add_up_to_one(table):
 @pytest.mark.parametrize("n", [48, 72])
 def test_cones_keep_the_kernel_energy(table, n):
     share = np.full(table.energies_mev.size, 1.0 / table.energies_mev.size)
-    axes = [[0.0, 1.0, 0.0], [np.sqrt(0.5), np.sqrt(0.5), 0.0], [0.3, -0.2, 0.93]]
-    k = cone_kernels(table, share, axes, cone_directions(n))
-    expected = [share @ table.primary_fraction.sum(1), share @ table.scatter_fraction.sum(1)]
-    np.testing.assert_allclose(k.fraction.sum(axis=2), np.array([expected] * 3).T, rtol=1e-9)
-    # the forward cone of each beam carries more primary energy than the backward one
-    d = cone_directions(n)
+    axes = np.array([[0.0, 1.0, 0.0], [np.sqrt(0.5), np.sqrt(0.5), 0.0], [0.3, -0.2, 0.93]])
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    lattice = cone_directions(n)
+    d = with_beam_axes(lattice, axes)
+    assert d.shape == (n + 6, 3)
+    k = cone_kernels(table, share, axes, d, shared=n)
+    # each part transports its own TERMA: its fractions add up to 1 for every beam
+    np.testing.assert_allclose(k.fraction.sum(axis=2), 1.0, rtol=1e-9)
     for b, ax in enumerate(axes):
-        fwd, back = np.argmax(d @ ax), np.argmin(d @ ax)
-        assert k.fraction[0, b, fwd] > 10 * k.fraction[0, b, back]
+        own = n + 2 * b
+        np.testing.assert_allclose(d[own], ax)
+        # the beam's own axis carries its forward cone (the kernel's forward bins), another
+        # beam's axis nothing of it
+        assert k.fraction[0, b, own] > 10 * k.fraction[0, b, own + 1]
+        assert k.fraction[0, b, own] > k.fraction[0, b, :n].max()
+        others = [n + 2 * c + i for c in range(3) if c != b for i in (0, 1)]
+        assert np.all(k.fraction[:, b, others] == 0.0)
+    # opposed beams share one axis
+    assert with_beam_axes(lattice, [[0.0, 1.0, 0.0], [0.0, -1.0, 0.0]]).shape == (n + 2, 3)
 
 
 def test_shipped_kernel_is_the_generated_one(table):
