@@ -7,6 +7,8 @@
   kernel onto 48 or 72 cones plus its own axis keeps each part's total; the forward cone
   travels along the beam's axis.
 - The shipped file is what the generator makes.
+- The reference spectrum's rebinning keeps its energy and mean energy; the TERMA's two
+  parts add up to the spectrum, and the electron part's share rises with depth.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dose_engine import load_beam_model
+from dose_engine._ccc_commission import (
+    REFERENCE_SPECTRUM_EDGES_MEV,
+    REFERENCE_SPECTRUM_FLUENCE,
+    load_ccc_commissioning,
+    reference_spectrum,
+)
 from dose_engine._ccc_cones import cone_directions, cone_kernels, with_beam_axes
-from dose_engine._ccc_kernel import load_kernel_table, make_kernel_table
+from dose_engine._ccc_kernel import load_kernel_table, make_kernel_table, mu_water_per_mm
 from dose_engine.errors import InvalidGeometryError
 
 # NIST water, cm^2/g (Hubbell & Seltzer NISTIR 5632): mu_en / mu at these energies.
@@ -77,3 +86,28 @@ def test_shipped_kernel_is_the_generated_one(table):
 def test_bad_cone_count_is_refused(n):
     with pytest.raises(InvalidGeometryError, match="cones"):
         cone_directions(n)
+
+
+def test_reference_spectrum_keeps_energy_and_mean_energy(table):
+    # Sheikh-Bagheri & Rogers 2002 (Varian 6 MV): each 0.25 MeV bin's energy fluence shared
+    # between the kernel's energies keeps the total and the mean energy of the spectrum
+    mid = REFERENCE_SPECTRUM_EDGES_MEV - 0.125
+    psi = REFERENCE_SPECTRUM_FLUENCE * mid
+    w = reference_spectrum(table.energies_mev)
+    assert w.sum() == pytest.approx(1.0)
+    inside = mid >= table.energies_mev[0]  # bins below 0.5 MeV all go to 0.5 MeV
+    mean = (psi * np.where(inside, mid, table.energies_mev[0])).sum() / psi.sum()
+    assert w @ table.energies_mev == pytest.approx(mean, rel=1e-12)
+
+
+def test_terma_parts_follow_the_spectrum(table):
+    comm = load_ccc_commissioning(load_beam_model())
+    parts = comm.part_weights()
+    np.testing.assert_allclose(parts.sum(axis=0), comm.weights, rtol=1e-12)
+    # the electron share of the TERMA rises with depth as the beam hardens
+    mu = mu_water_per_mm(comm.energies_mev)
+    share = [(parts[0] * mu * np.exp(-mu * d)).sum() / (comm.weights * mu * np.exp(-mu * d)).sum()
+             for d in (0.0, 100.0, 300.0)]  # fmt: skip
+    assert share[0] < share[1] < share[2]
+    # the commissioned spectrum stays near the published one (the fit's prior)
+    assert abs(comm.provenance["tilt_per_mev"]) < 0.3
