@@ -19,7 +19,7 @@ from ._arguments import ARRAY, check_arguments
 from ._backend import get_backend
 from ._beam import Beam
 from ._ccc_commission import CCCCommissioning, load_ccc_commissioning
-from ._ccc_cones import cone_directions, cone_kernels
+from ._ccc_cones import cone_directions, cone_kernels, with_beam_axes
 from ._ccc_terma import TermaPoints, beam_terma, terma_points
 from ._ccc_transport import collapsed_cone_transport
 from ._field_dose import check_inputs
@@ -76,12 +76,12 @@ def _terma_points(
     """``beam``'s :class:`TermaPoints` on the transport grid, from ``cache`` when it holds
     them (else traced, and kept there)."""
     # the rays carry the spectrum's attenuation: a beam of another model traces anew
-    spectrum = (np.asarray(comm.energies_mev).tobytes(), np.asarray(comm.weights).tobytes())
+    spectrum = (np.asarray(comm.energies_mev).tobytes(), comm.part_weights().tobytes())
     key = ("ccc", beam, be.name, grid, spectrum)
     points = None if cache is None else cache.get(key)
     if points is None:
         points = terma_points(
-            dens, ct_grid, grid, beam, comm.energies_mev, comm.weights, xp=xp, map_fn=be.map
+            dens, ct_grid, grid, beam, comm.energies_mev, comm.part_weights(), xp=xp, map_fn=be.map
         )
         if cache is not None:
             cache[key] = points
@@ -126,8 +126,9 @@ def collapsed_cone_dose(
         Pencil-beam model whose fluence (source, head scatter, horn) and calibration are
         used (default: the shipped 6 MV model).
     cones : int, keyword-only
-        Transport directions (even, ≥ 24; 48 for optimisation, 72 (default) to 96 for a
-        final dose).
+        Transport directions shared by the beams (even, ≥ 24; 48 for optimisation, 72
+        (default) to 96 for a final dose); each beam adds both senses of its own axis
+        (:func:`~dose_engine._ccc_cones.with_beam_axes`).
     commissioning : CCCCommissioning, optional, keyword-only
         Default: the shipped file for ``model`` (:func:`load_ccc_commissioning`).
     backend : {"numpy", "cupy"}, keyword-only
@@ -175,7 +176,8 @@ def collapsed_cone_dose(
         check_inputs(density, ct_grid, dose_grid, beam)
         r = check_rectangles(rects)
         apertures.append((r, _beam_mu(m, r.shape[0], b)))
-    directions = cone_directions(cones)
+    lattice = cone_directions(cones)
+    directions = with_beam_axes(lattice, [b.beam_axis for b in beams])
     be = get_backend(backend)
     xp = array_namespace(be.xp.zeros(1))
     grid, sl = _transport_grid(dose_grid, voxel_mask)
@@ -193,10 +195,15 @@ def collapsed_cone_dose(
                 map_fn=be.map,
             )
             for beam, (r, m) in zip(beams, apertures, strict=True)
-        ]
+        ],
+        axis=1,
     )
     kernels = cone_kernels(
-        comm.kernel, comm.released_share(), [b.beam_axis for b in beams], directions
+        comm.kernel,
+        comm.released_share(),
+        [b.beam_axis for b in beams],
+        directions,
+        shared=len(lattice),
     )
     part = collapsed_cone_transport(terma, rho, grid.spacing_mm, directions, kernels, be)
     if not per_beam:

@@ -29,7 +29,7 @@ from ._beam import Beam
 from ._beamlets import Beamlets
 from ._ccc import OPTIMISATION_CONES, _transport_grid
 from ._ccc_commission import CCCCommissioning, load_ccc_commissioning
-from ._ccc_cones import ConeKernels, cone_directions, cone_kernels
+from ._ccc_cones import ConeKernels, cone_directions, cone_kernels, with_beam_axes
 from ._ccc_terma import TermaPoints, aperture_fluence, terma_points
 from ._ccc_transport import collapsed_cone_transport
 from ._field_dose import check_inputs
@@ -149,7 +149,7 @@ def compute_ccc_influence_matrix(
             raise InvalidGeometryError(
                 f"Beam SAD {beam.sad_mm:g} mm differs from the beam model's {model.sad_mm:g} mm."
             )
-    directions = cone_directions(cones)
+    lattice = cone_directions(cones)
     grid, sl = _transport_grid(dose_grid, voxel_mask)
     n_rows = dose_grid.voxel_count
     check_limit(
@@ -183,29 +183,37 @@ def compute_ccc_influence_matrix(
         from tqdm.auto import tqdm
 
         iterator = tqdm(jobs, desc="ccc influence matrix", unit="batch")
-    traced: tuple[int, TermaPoints, ConeKernels] | None = None
+    traced: tuple[int, TermaPoints, ConeKernels, np.ndarray] | None = None
     for b, first_col, rects in iterator:
         if traced is None or traced[0] != b:
             pts = terma_points(
-                dens, ct_grid, grid, beams[b], comm.energies_mev, comm.weights, xp=xp, map_fn=be.map
+                dens,
+                ct_grid,
+                grid,
+                beams[b],
+                comm.energies_mev,
+                comm.part_weights(),
+                xp=xp,
+                map_fn=be.map,
             )
+            directions = with_beam_axes(lattice, [beams[b].beam_axis])
             kern = cone_kernels(
                 comm.kernel, comm.released_share(), [beams[b].beam_axis], directions
             )
-            traced = (b, pts, kern)
+            traced = (b, pts, kern, directions)
             w, h = beamlets.width_mm[first_col], beamlets.height_mm[first_col]
             floor = relative_threshold * _column_max_estimate(model, float(w), float(h))
-        _, pts, kern = traced
+        _, pts, kern, directions = traced
         n = len(rects)
-        terma = xp.zeros((n, grid.voxel_count), dtype=xp.float32)
+        terma = xp.zeros((2, n, grid.voxel_count), dtype=xp.float32)
         for i, rect in enumerate(rects):
             flu = aperture_fluence(pts.u_mm, pts.v_mm, rect[None, :], np.ones(1), model, xp, be.map)
-            terma[i, pts.flat_index] = xp.astype(flu * pts.released, xp.float32)
+            terma[:, i, pts.flat_index] = xp.astype(flu * pts.released, xp.float32)
         kernels = ConeKernels(
             np.repeat(kern.fraction, n, axis=1), np.repeat(kern.coeff_per_mm, n, axis=1)
         )
         dose = collapsed_cone_transport(
-            xp.reshape(terma, (n, *grid.shape)), rho, grid.spacing_mm, directions, kernels, be
+            xp.reshape(terma, (2, n, *grid.shape)), rho, grid.spacing_mm, directions, kernels, be
         )
         del terma
         dose = to_numpy(xp.reshape(dose, (n, -1)))[:, keep_idx] * np.float32(comm.gy_per_unit)

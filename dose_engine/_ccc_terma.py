@@ -7,6 +7,10 @@ The total energy released per unit mass at a point of fan coordinates ``(u, v)``
 
    T = Ψ(u, v) \left(\frac{SAD}{z}\right)^2 \sum_E w_E\, μ_E \, e^{-μ_E d},
 
+split into the part each energy gives its electrons (the kernel's primary share
+``s_E = σ_tr / σ``) and the rest (the scattered photons'), ``w_E s_E`` and
+``w_E (1 - s_E)``: :meth:`~dose_engine._ccc_commission.CCCCommissioning.part_weights`.
+
 with ``Ψ`` the pencil-beam model's energy fluence per MU in the isocentre plane (the
 aperture's rectangles blurred by the focal source, with the off-axis horn, plus the
 extra-focal head scatter: :func:`aperture_fluence`), ``w_E`` the commissioned
@@ -43,8 +47,9 @@ class TermaPoints:
         source).
     u_mm, v_mm : (m,) array of float64, mm
         BLD x / y of the ray through each voxel centre, in the isocentre plane.
-    released : (m,) array of float64
-        TERMA per unit isocentre-plane energy fluence (:func:`released_per_fluence`).
+    released : (k, m) array of float64
+        TERMA per unit isocentre-plane energy fluence of each set of spectrum weights (the
+        primary and the scatter kernel part: ``k = 2``; :func:`released_per_fluence`).
     """
 
     flat_index: Any
@@ -64,8 +69,11 @@ def terma_points(
     grid : Grid
         The transport grid.
     beam : Beam
-    energies_mev, weights : (ne,) ndarray
-        Spectrum bins, MeV, and their energy-fluence weights (sum 1).
+    energies_mev : (ne,) ndarray
+        Spectrum bins, MeV.
+    weights : (k, ne) ndarray
+        Their energy-fluence weights per kernel part (``k = 2``)
+        (:meth:`~dose_engine._ccc_commission.CCCCommissioning.part_weights`).
     xp : namespace
     map_fn : callable, optional
         Runs the ray-tracing chunks.
@@ -222,34 +230,42 @@ def beam_terma(
 
     Returns
     -------
-    (nz, ny, nx) array of float32 on ``grid``
+    (k, nz, ny, nx) array of float32 on ``grid``
+        TERMA of each set of weights the points were traced with (the primary and the
+        scatter kernel part).
     """
     flu = aperture_fluence(points.u_mm, points.v_mm, rectangles_mm, mu, model, xp, map_fn)
-    out = xp.zeros((grid.voxel_count,), dtype=xp.float32)
-    out[points.flat_index] = xp.astype(flu * points.released, xp.float32)
-    return xp.reshape(out, grid.shape)
+    k = points.released.shape[0]
+    out = xp.zeros((k, grid.voxel_count), dtype=xp.float32)
+    out[:, points.flat_index] = xp.astype(flu * points.released, xp.float32)
+    return xp.reshape(out, (k, *grid.shape))
 
 
 def released_per_fluence(pts, beam, energies_mev, weights, xp):
     """TERMA per unit isocentre-plane energy fluence at the traced points ``pts``.
 
-    The factor ``(SAD/z)² Σ_E w_E μ_E exp(-μ_E d)`` of the module's formula.
+    The factor ``(SAD/z)² Σ_E w_E μ_E exp(-μ_E d)`` of the module's formula, for each set
+    of weights.
 
     Parameters
     ----------
     pts : BeamPoints
         From :func:`dose_engine._field_dose.prepare_beam_points`.
     beam : Beam
-    energies_mev, weights : (ne,) ndarray
+    energies_mev : (ne,) ndarray
+    weights : (k, ne) ndarray
+        ``k`` sets of energy-fluence weights (the kernel parts').
     xp : namespace
 
     Returns
     -------
-    (m,) array like ``pts.depth_mm``
+    (k, m) array like ``pts.depth_mm``
     """
-    released = xp.zeros(pts.depth_mm.shape, dtype=pts.depth_mm.dtype)
-    mus = mu_water_per_mm(energies_mev)
-    for w, m in zip(np.asarray(weights, float), mus, strict=True):
-        released = released + (w * m) * xp.exp(-m * pts.depth_mm)
+    w = np.asarray(weights, float)
+    released = [xp.zeros(pts.depth_mm.shape, dtype=pts.depth_mm.dtype) for _ in w]
+    for e, m in enumerate(mu_water_per_mm(energies_mev)):
+        att = m * xp.exp(-m * pts.depth_mm)
+        for i, ws in enumerate(w):
+            released[i] = released[i] + float(ws[e]) * att
     scale = beam.sad_mm / pts.z_mm
-    return released * scale * scale
+    return xp.stack(released) * (scale * scale)

@@ -6,7 +6,7 @@ doi:10.1118/1.596360; Lu W et al 2005, Phys Med Biol 50:655): for one cone with 
 fraction ``F`` and a kernel ``F a exp(-a x)`` per unit radiological distance ``x``, the
 energy deposited per unit radiological length at the entry of segment ``i`` of a line
 (density ``ρ_i``, geometric length ``Δ``, radiological length ``τ_i = ρ_i Δ``, TERMA
-``T_i``) obeys
+``T_i`` of the kernel part) obeys
 
 .. math::
 
@@ -17,6 +17,12 @@ energy deposited per unit radiological length at the entry of segment ``i`` of a
 per unit area ``τ_i``).  In a homogeneous medium ``P → T F`` and the cones' doses add up
 to ``T`` (charged-particle equilibrium).  Density scales the distance only: in lung the
 electrons' energy spreads four times further, which is what a pencil beam misses.
+
+Each kernel part (the electrons', "primary", and the scattered photons', "scatter") carries
+its own TERMA: the energy the local spectrum gives that part
+(:meth:`~dose_engine._ccc_commission.CCCCommissioning.part_weights`), so the electron
+share rises as the beam hardens with depth (Ahnesjö and Aspradakis 1999, Phys Med Biol
+44:R99).  Both parts run in the same pass along each line.
 
 Lines: for each direction the axis it advances fastest along is the "step" axis; a line
 moves one voxel along it per step and ``round(s · slope)`` voxels along the other two, so
@@ -47,7 +53,8 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
 
     Parameters
     ----------
-    terma_t : (nb, n0, n1, n2) array
+    terma_t : (2, nb, n0, n1, n2) array
+        TERMA of the primary and of the scatter part.
     rho_t : (n0, n1, n2) array
     spacing_t : (3,) float, mm, in the same axis order
     direction_t : (3,) float, unit vector in the same axis order (|component 0| largest
@@ -62,7 +69,7 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
     (nb, n0, n1, n2) array
         Each beam's dose from this direction, in the unit of ``terma_t``.
     """
-    nb, n0, n1, n2 = terma_t.shape
+    _, nb, n0, n1, n2 = terma_t.shape
     step_mm = spacing_t[0] / abs(direction_t[0])
     slopes = [direction_t[j] * step_mm / spacing_t[j] for j in (1, 2)]
     order = range(n0 - 1, -1, -1) if reverse else range(n0)
@@ -70,9 +77,10 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
     c = offs.max(axis=0)
     size = (n1 + c[0] - offs[:, 0].min(), n2 + c[1] - offs[:, 1].min())
     dt = terma_t.dtype
-    # per kernel part: its fraction, minus its coefficient and one over it, (nb, 1, 1)
+    # per kernel part: its index, fraction, minus its coefficient and one over it, (nb, 1, 1)
     parts = [
         (
+            i,
             xp.asarray(frac[i], dtype=dt)[:, None, None],
             xp.asarray(-coeff[i], dtype=dt)[:, None, None],
             xp.asarray(1.0 / coeff[i], dtype=dt)[:, None, None],
@@ -80,21 +88,20 @@ def _one_direction(xp, terma_t, rho_t, spacing_t, direction_t, frac, coeff, reve
         for i in (0, 1)
         if float(frac[i].sum()) > 0.0
     ]
-    f_total = sum(f for f, _, _ in parts)
     energy = [xp.zeros((nb, *size), dtype=dt) for _ in parts]
     dose = xp.zeros((nb, n0, n1, n2), dtype=dt)
     for k, s in enumerate(order):
         y0, x0 = int(c[0] - offs[k, 0]), int(c[1] - offs[k, 1])
         win = (slice(None), slice(y0, y0 + n1), slice(x0, x0 + n2))
         tau = xp.maximum(rho_t[s] * step_mm, MIN_TAU_MM)[None]
-        t = terma_t[:, s]
         # the module's update with e = expm1(-a τ) = -(1 - exp(-a τ)) and q = P - T F:
         # D τ = Σ_parts (T F τ - q e / a) and P' = P + q e, in place
-        acc = t * (f_total * tau)
-        for p, (f, minus_a, inv_a) in zip(energy, parts, strict=True):
+        acc = xp.zeros((nb, n1, n2), dtype=dt)
+        for p, (i, f, minus_a, inv_a) in zip(energy, parts, strict=True):
+            tf = terma_t[i, :, s] * f
             e = xp.expm1(minus_a * tau)
-            q = p[win] - t * f
-            acc -= (e * inv_a) * q
+            q = p[win] - tf
+            acc += tf * tau - (e * inv_a) * q
             e *= q
             p[win] += e
         dose[:, s] = acc / tau
@@ -108,8 +115,8 @@ def collapsed_cone_transport(
 
     Parameters
     ----------
-    terma : (nb, nz, ny, nx) array (backend), energy per mass (any consistent unit)
-        TERMA of each beam.
+    terma : (2, nb, nz, ny, nx) array (backend), energy per mass (any consistent unit)
+        TERMA of each beam's primary and scatter kernel part (module docstring).
     density : (nz, ny, nx) array (backend)
         Density relative to water on the same grid.
     spacing_mm : (3,) float
@@ -136,24 +143,36 @@ def collapsed_cone_transport(
         perm = (axis, *[j for j in range(3) if j != axis])
         if axis not in views:
             views[axis] = (
-                xp.ascontiguousarray(xp.transpose(terma, (0, *[p + 1 for p in perm]))),
+                xp.ascontiguousarray(xp.transpose(terma, (0, 1, *[p + 2 for p in perm]))),
                 xp.ascontiguousarray(xp.transpose(rho, perm)),
                 perm,
             )
         jobs.append((m, axis, d_zyx[list(perm)], sp_zyx[list(perm)]))
 
-    def run(job):
+    nb = terma.shape[1]
+
+    def run(job, total):
         m, axis, d_t, sp_t = job
         t_t, r_t, perm = views[axis]
-        frac = kernels.fraction[:, :, m]
-        coeff = kernels.coeff_per_mm[:, :, m]
+        # the beams that send energy along this direction (a beam's own axis: that beam)
+        active = np.flatnonzero(kernels.fraction[:, :, m].sum(axis=0) > 0)
+        if active.size == 0:
+            return
+        if active.size < nb:
+            t_t = t_t[:, xp.asarray(active)]
+        frac = kernels.fraction[:, active, m]
+        coeff = kernels.coeff_per_mm[:, active, m]
         d = _one_direction(xp, t_t, r_t, sp_t, d_t, frac, coeff, reverse=bool(d_t[0] < 0))
-        return xp.transpose(d, (0, *[int(i) + 1 for i in np.argsort(perm)]))
+        d = xp.transpose(d, (0, *[int(i) + 1 for i in np.argsort(perm)]))
+        if active.size < nb:
+            total[xp.asarray(active)] += d
+        else:
+            total += d
 
     def run_group(group):
-        total = run(group[0])
-        for job in group[1:]:
-            total = total + run(job)
+        total = xp.zeros(terma.shape[1:], dtype=terma.dtype)
+        for job in group:
+            run(job, total)
         return total
 
     groups = [jobs[i : i + DIRECTIONS_PER_TASK] for i in range(0, len(jobs), DIRECTIONS_PER_TASK)]
