@@ -1344,16 +1344,20 @@ def _refine_leaves(ctx: _Context, res, fit: dict, reference: np.ndarray, targets
     ``ctx.leaf_refinement`` (MU per fraction)."""
     from dataclasses import replace
 
+    settings = ctx.protocol.optimization
     rows, w, u = fit_voxels(
         fit, ctx.matrix.shape[0], None, {t: TARGET_UNDERDOSE_WEIGHT for t in targets}
     )
+    objective = dose_fit_objective(reference[rows], w, u, rows)
+    if settings.leaf_refinement_goal_weight > 0:
+        objective = _with_goal_terms(ctx, objective, settings.leaf_refinement_goal_weight)
     # beams the weight fit dropped (every segment at 0 MU) leave the beamlet table's order
     index_of = {b.name: i for b, i in zip(ctx.plan.beams, ctx.beam_indices, strict=True)}
     refined = refine_leaf_positions(
         ctx.matrix,
         ctx.beamlets,
         res.beams,
-        dose_fit_objective(reference[rows], w, u, rows),
+        objective,
         beam_indices=[index_of[b.name] for b in res.beams],
         mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
         model=ctx.beam_model,
@@ -1371,6 +1375,44 @@ def _refine_leaves(ctx: _Context, res, fit: dict, reference: np.ndarray, targets
         message=f"{res.message}; leaves refined ({refined.message})",
         beamlet_fluence_mu=refined.beamlet_fluence_mu,
     )
+
+
+def _with_goal_terms(ctx: _Context, fit_objective, weight: float):
+    """``fit / fit₀ + weight · G / G₀``: the dose fit beside the protocol's levels' soft
+    dose terms ``G`` (:func:`optimizers.soft_dose_objective`, on the dose plus the
+    correction ``ctx.dose_offset`` when a final-dose correction is running), each divided
+    by its value at the first dose it is given (the sequenced segments')."""
+    import scipy.sparse as sp
+
+    import optimizers as opt
+
+    idx, voxel_weights = _problem_structures(ctx)
+    idx = _matrix_rows(ctx, idx)
+    terms = [
+        t
+        for lv in ctx.levels
+        for t in lv.terms
+        if not t.hard and t.acts_on != "fluence" and not isinstance(t, opt.CvxpyTerm)
+    ]
+    names = {t.structure for t in terms}
+    n_rows = ctx.matrix.shape[0]
+    problem = opt.Problem(
+        sp.csr_matrix((n_rows, 1), dtype=np.float32),  # the terms read a given dose only
+        {n: idx[n] for n in names},
+        terms,
+        voxel_weights={n: voxel_weights[n] for n in names},
+    )
+    offset = 0.0 if ctx.dose_offset is None else np.asarray(ctx.dose_offset, dtype=np.float64)
+    scale: list[float] = []
+
+    def objective(dose: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = fit_objective(dose)
+        v, gv = opt.soft_dose_objective(problem, dose + offset)
+        if not scale:
+            scale.extend([max(f, 1e-300), max(v, 1e-300)])
+        return f / scale[0] + weight * v / scale[1], g / scale[0] + (weight / scale[1]) * gv
+
+    return objective
 
 
 def _segment_fit(ctx: _Context):

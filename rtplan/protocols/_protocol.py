@@ -276,6 +276,10 @@ class OptimizationSettings:
     leaf_refinement_iterations : int
         Projected-gradient steps of the leaf refinement at most (1 to
         :data:`MAX_LEAF_REFINEMENT_ITERATIONS`).
+    leaf_refinement_goal_weight : float
+        Weight of the protocol's own optimisation terms (every level's soft dose terms,
+        as the first-order solver sees them) beside the dose fit in the refinement's
+        objective, each divided by its value at the sequenced segments (0: the fit alone).
 
     Notes
     -----
@@ -283,7 +287,8 @@ class OptimizationSettings:
        ``cvxpy_compression_threshold``, ``cvxpy_compression_rank``, ``cvxpy_helper_stride``,
        ``cvxpy_active_set``, ``final_dose_corrections`` and ``final_dose_tolerance_pct``.
     .. versionadded:: 0.1.0
-       ``leaf_refinement`` and ``leaf_refinement_iterations``.
+       ``leaf_refinement``, ``leaf_refinement_iterations`` and
+       ``leaf_refinement_goal_weight``.
     """
 
     solver: str = "first_order"
@@ -306,6 +311,7 @@ class OptimizationSettings:
     final_dose_tolerance_pct: float = 0.5
     leaf_refinement: bool = False
     leaf_refinement_iterations: int = 40
+    leaf_refinement_goal_weight: float = 0.0
 
 
 #: Largest ``[optimization] cvxpy_compression_rank``: the low-rank factors are dense
