@@ -1,12 +1,13 @@
 """Leaf-position refinement on the four TG-119 phantoms: before and after, same conditions.
 
-``python benches/bench_leaf_refinement.py PHANTOM on|off`` plans one TG-119 phantom with
-its shipped protocol (the protocol's beams and grid, as ``rtplan demo`` and
+``python benches/bench_leaf_refinement.py PHANTOM on|off [GOAL_WEIGHT]`` plans one TG-119
+phantom with its shipped protocol (the protocol's beams and grid, as ``rtplan demo`` and
 ``benches/bench_tg119.py`` do) with the leaf refinement on or off, in this process, and
 prints one JSON line: every goal (value, pass), the prescription target's D95/D10/D99,
 the C-shape core's D10 and D5, the body maximum in % of the prescription, MU per
 fraction, the refinement's record, CPU seconds (user + system, all threads) and the peak
-resident memory.  ``python benches/bench_leaf_refinement.py all`` runs the eight plans one
+resident memory (GOAL_WEIGHT: the protocol's ``leaf_refinement_goal_weight``
+instead of its own).  ``python benches/bench_leaf_refinement.py all`` runs the eight plans one
 after another, each in a fresh process (one heavy process at a time), and writes
 ``benches/results/bench_leaf_refinement.json``.
 """
@@ -30,16 +31,21 @@ PHANTOMS = {
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(phantom: str, refine: bool) -> dict:
-    """Plan ``phantom`` with the refinement ``refine``; the figures of the module docstring."""
+def measure(phantom: str, refine: bool, goal_weight: float | None = None) -> dict:
+    """Plan ``phantom`` with the refinement ``refine`` (and, if given, its
+    ``leaf_refinement_goal_weight``); the figures of the module docstring."""
     import numpy as np
 
     from rtplan.evaluation import dvh
     from rtplan.io import read_patient
     from rtplan.phantoms import write_phantom
     from rtplan.planning import PlanOptions, plan_patient
+    from rtplan.protocols import load_protocol
 
-    protocol, target, core = PHANTOMS[phantom]
+    name, target, core = PHANTOMS[phantom]
+    protocol = load_protocol(name)
+    if goal_weight is not None:
+        protocol = protocol.with_overrides(leaf_refinement_goal_weight=goal_weight)
     with tempfile.TemporaryDirectory() as tmp:
         written = write_phantom(phantom, Path(tmp) / "input")
         patient = read_patient(written.ct_dir, written.rtstruct_path)
@@ -63,6 +69,7 @@ def measure(phantom: str, refine: bool) -> dict:
     out = {
         "phantom": phantom,
         "leaf_refinement": refine,
+        "goal_weight": protocol.optimization.leaf_refinement_goal_weight,
         "goals_met": f"{len(table) - table.n_failed}/{len(table)}",
         "goals": [
             {
@@ -77,7 +84,7 @@ def measure(phantom: str, refine: bool) -> dict:
         "body_max_pct": round(100.0 * float(np.max(result.dose_gy)) / rx, 2),
         "mu_per_fraction": round(result.mu_per_fraction, 1),
         "normalization": round(result.normalization, 4),
-        "leaf_refinement_record": record.get("leaf_refinement"),
+        "leaf_refinement_record": record["plan"].get("leaf_refinement"),
         "cpu_s": round(cpu, 1),
         "wall_s": round(wall, 1),
         "stages_wall_s": {k: round(v, 1) for k, v in result.timings.items()},
@@ -104,8 +111,8 @@ def main(argv: list[str]) -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "bench_leaf_refinement.json").write_text(json.dumps(rows, indent=1))
         return
-    phantom, flag = argv
-    print(json.dumps(measure(phantom, flag == "on")))
+    phantom, flag, *weight = argv
+    print(json.dumps(measure(phantom, flag == "on", float(weight[0]) if weight else None)))
 
 
 if __name__ == "__main__":

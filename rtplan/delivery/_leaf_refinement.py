@@ -57,7 +57,6 @@ from .._internal.arguments import ARRAY, check_arguments, sequence_of
 from ..errors import InputError
 from ._deliverable import DeliverableBeam, Segment, SegmentError
 from ._machine import GAP_TOLERANCE_MM
-from ._segment_weights import cell_overlaps
 
 __all__ = ["LeafRefinementResult", "dose_fit_objective", "refine_leaf_positions"]
 
@@ -236,6 +235,49 @@ def _project(leaves: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarra
     return out
 
 
+class _Lattice:
+    """One beam's beamlet cells as a sub-grid of a lattice of columns (x) and rows (y).
+
+    A segment's mean fluence over every cell is then ``M[row, col] / area`` with
+    ``M = (o_y w)ᵀ o_x`` (rectangles' overlaps with the rows and with the columns): one
+    product of (rows × rectangles) by (rectangles × columns), where the cell-by-rectangle
+    overlaps of :func:`~rtplan.delivery._segment_weights.cell_overlaps` cost cells × rectangles.
+    """
+
+    def __init__(self, cells: np.ndarray) -> None:
+        self.col_lo, col = np.unique(cells[:, 0], return_inverse=True)
+        self.row_lo, row = np.unique(cells[:, 2], return_inverse=True)
+        self.col_hi = np.zeros(self.col_lo.size)
+        self.col_hi[col] = cells[:, 1]
+        self.row_hi = np.zeros(self.row_lo.size)
+        self.row_hi[row] = cells[:, 3]
+        if not (
+            np.array_equal(self.col_hi[col], cells[:, 1])
+            and np.array_equal(self.row_hi[row], cells[:, 3])
+            and np.all(self.col_hi[:-1] <= self.col_lo[1:])
+            and np.all(self.row_hi[:-1] <= self.row_lo[1:])
+        ):
+            raise InputError(
+                "The beamlets of a beam do not lie on one lattice of columns and rows; leaf "
+                "refinement needs the beamlet grid of `dose_engine.beamlets_for_target`."
+            )
+        self.cell_col, self.cell_row = col, row
+        self.area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
+
+    def overlaps(self, rects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(o_x, o_y)``: (rects × columns) and (rects × rows) overlaps, mm."""
+        ox = np.minimum(self.col_hi, rects[:, 1:2]) - np.maximum(self.col_lo, rects[:, 0:1])
+        oy = np.minimum(self.row_hi, rects[:, 3:4]) - np.maximum(self.row_lo, rects[:, 2:3])
+        return np.clip(ox, 0.0, None), np.clip(oy, 0.0, None)
+
+    def column_of(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Column holding each ``x`` (``col_lo ≤ x < col_hi``) and whether there is one."""
+        c = np.searchsorted(self.col_lo, x, side="right") - 1
+        inside = c >= 0
+        c = np.clip(c, 0, None)
+        return c, inside & (x < self.col_hi[c])
+
+
 class _Model:
     """``d = D S(L) m`` and its gradient for a set of segments."""
 
@@ -244,11 +286,10 @@ class _Model:
         self.DT = influence.T.tocsr()
         self.beamlets = beamlets
         self.segs = segs
-        self.beam_indices = list(beam_indices)
         self.params = params
         self.model = model
-        self.cells = [beamlets.rectangles_mm(int(b)) for b in self.beam_indices]
-        self.slices = [beamlets.beam_slice(int(b)) for b in self.beam_indices]
+        self.lattices = [_Lattice(beamlets.rectangles_mm(int(b))) for b in beam_indices]
+        self.slices = [beamlets.beam_slice(int(b)) for b in beam_indices]
         self.n_evaluations = 0
 
     def fluence(self, leaves: list[np.ndarray], mu: np.ndarray) -> tuple[np.ndarray, list]:
@@ -261,14 +302,12 @@ class _Model:
             rects, w, edges = dbeam.segment_fluence_edges(
                 int(self.segs.seg_of[k]), self.params, model=self.model
             )
-            cells = self.cells[i]
-            near = (rects[:, 3] > cells[:, 2].min()) & (rects[:, 2] < cells[:, 3].max())
-            rects, w, edges = rects[near], w[near], edges[near]
-            ox, oy = cell_overlaps(cells, rects)
-            area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
-            column = (ox * oy) @ w / area
+            lat = self.lattices[i]
+            ox, oy = lat.overlaps(rects)
+            grid = (oy * w[:, None]).T @ ox  # (rows, columns): fluence x area per cell
+            column = grid[lat.cell_row, lat.cell_col] / lat.area
             x[self.slices[i]] += column * mu[k]
-            parts.append((rects, w, edges, column))
+            parts.append((rects, w, edges, oy, column))
         return x, parts
 
     def _beam_with(self, i: int, k: int, leaves: np.ndarray) -> DeliverableBeam:
@@ -288,27 +327,32 @@ class _Model:
         return f, g, x, parts
 
     def gradient(self, g_dose: np.ndarray, mu: np.ndarray, parts: list):
-        """``(∂F/∂leaves per segment, ∂F/∂m)`` from ``∂F/∂d`` (one transposed product)."""
+        """``(∂F/∂leaves per segment, ∂F/∂m)`` from ``∂F/∂d`` (one transposed product).
+
+        An edge at ``e`` in column ``c`` moves the overlap with that column only (at rate
+        +1 for a right edge, -1 for a left one: the derivative from the right where ``e``
+        lies on a column boundary)."""
         h = np.asarray(self.DT @ g_dose.astype(self.DT.dtype), dtype=np.float64)
         g_leaves, g_mu = [], np.zeros(mu.size)
-        for k, (rects, w, edges, column) in enumerate(parts):
-            i = int(self.segs.beam_of[k])
-            cells = self.cells[i]
+        grids = []
+        for i, lat in enumerate(self.lattices):
             hb = h[self.slices[i]]
+            grid = np.zeros((lat.row_lo.size, lat.col_lo.size))
+            grid[lat.cell_row, lat.cell_col] = hb / lat.area
+            grids.append((hb, grid))
+        for k, (rects, w, edges, oy, column) in enumerate(parts):
+            i = int(self.segs.beam_of[k])
+            lat = self.lattices[i]
+            hb, grid = grids[i]
             g_mu[k] = float(column @ hb)
-            area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
-            ox, oy = cell_overlaps(cells, rects)
-            live = ox > 0
-            hy = (hb / area)[:, None] * oy
-            # an edge moves the overlap where it lies inside the cell (right edge: +, left: -)
-            t2 = np.sum(hy * (live & (rects[None, :, 1] < cells[:, 1:2])), axis=0) * w
-            t1 = -np.sum(hy * (live & (rects[None, :, 0] > cells[:, 0:1])), axis=0) * w
             n_pairs = self.segs.free[k].shape[1]
             gl = np.zeros(2 * n_pairs)
-            for col, t in ((0, t1), (1, t2)):
+            for col, sign in ((0, -1.0), (1, 1.0)):
                 e = edges[:, col]
                 sel = e >= 0
-                np.add.at(gl, e[sel], t[sel])
+                c, inside = lat.column_of(rects[sel, col])
+                t = sign * w[sel] * np.einsum("rn,nr->r", oy[sel], grid[:, c]) * inside
+                np.add.at(gl, e[sel], t)
             g_leaves.append(gl.reshape(2, n_pairs) * mu[k])
         return g_leaves, g_mu
 
