@@ -406,7 +406,8 @@ def refine_leaf_positions(
     Raises
     ------
     rtplan.errors.InputError
-        Mismatched shapes, ``max_iter < 0``, an objective gradient of the wrong shape.
+        Mismatched shapes, ``max_iter < 0``, an objective gradient of the wrong shape,
+        beamlets of a beam that do not lie on one lattice.
     """
     import scipy.sparse as sp
 
