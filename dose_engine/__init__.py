@@ -18,7 +18,7 @@ from ._grid import Grid
 from ._head_scatter import collimator_scatter_scale
 from ._influence import InfluenceMatrix, compute_influence_matrix
 from ._measured import MeasuredData, MeasuredScan, read_mcc, read_measured_data
-from ._mlc_fluence import MLCParameters, aperture_fluence
+from ._mlc_fluence import MLCParameters, aperture_fluence, aperture_fluence_edges
 from ._model import FLUENCE_MODES, BeamModel, load_beam_model, rectangle_dose
 from ._omnipro_ascii import read_omnipro_ascii
 from ._output_factor_table import read_output_factor_table
@@ -45,6 +45,7 @@ __all__ = [
     "BeamModelError",
     "Beamlets",
     "aperture_fluence",
+    "aperture_fluence_edges",
     "HUTable",
     "InfluenceMatrix",
     "MLCParameters",

@@ -54,7 +54,7 @@ import numpy as np
 from ._arguments import ARRAY, check_arguments
 from .errors import BeamModelError, InvalidGeometryError
 
-__all__ = ["MLCParameters", "aperture_fluence"]
+__all__ = ["MLCParameters", "aperture_fluence", "aperture_fluence_edges"]
 
 #: Parameter name → (lowest, highest) plausible value.  The upper bounds catch per cent
 #: given for a fraction and cm for mm (published ranges in docs/commissioning.md).
@@ -203,7 +203,80 @@ def aperture_fluence(
     ------
     InvalidGeometryError
         Shapes disagree, or the tongue-and-groove band is wider than the narrowest leaf.
+
+    See Also
+    --------
+    aperture_fluence_edges : the same rectangles with the leaf each x edge follows.
     """
+    rects, weights, _ = _aperture_rectangles(
+        leaf_positions_mm, leaf_boundaries_mm, jaws_mm, parameters, reach_x_mm
+    )
+    return rects, weights
+
+
+@check_arguments(leaf_positions_mm=ARRAY, leaf_boundaries_mm=ARRAY, jaws_mm=Mapping)
+def aperture_fluence_edges(
+    leaf_positions_mm,
+    leaf_boundaries_mm,
+    jaws_mm: Mapping,
+    parameters: MLCParameters,
+    *,
+    reach_x_mm: tuple[float, float] = (-200.0, 200.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`aperture_fluence` with the leaf that each rectangle's x edges follow.
+
+    The rectangles' x edges are piecewise-linear functions of the leaf tips (a tip moved
+    by the dosimetric leaf gap, the larger or smaller of two adjacent tips in a
+    tongue-and-groove band, a jaw or the MLC's reach where they clip): where they are
+    differentiable, each edge moves with exactly one leaf at unit rate, or with none.
+    This is the Jacobian of the fluence's geometry that direct aperture optimisation needs
+    (Shepard DM et al. 2002, Med Phys 29:1007, doi:10.1118/1.1477415).
+
+    Parameters
+    ----------
+    leaf_positions_mm, leaf_boundaries_mm, jaws_mm, parameters, reach_x_mm
+        As :func:`aperture_fluence`.
+
+    Returns
+    -------
+    rectangles_mm : (n, 4) ndarray of float, mm
+    weights : (n,) ndarray of float
+        Exactly those of :func:`aperture_fluence`.
+    edge_leaf : (n, 2) ndarray of int64
+        For the ``x1`` and ``x2`` edge of each rectangle, the flat index of the leaf it
+        follows (``pair`` for bank A, ``n_pairs + pair`` for bank B), or ``-1`` for an
+        edge that no leaf moves (a jaw, the reach).  The fluence through the jaws (weight
+        ``± jaw_transmission``) merges adjacent pairs with equal tips into one rectangle;
+        there the tips are tied and its edges are ``-1`` (a share of the derivative of at
+        most ``jaw_transmission`` of the open fluence's, where leaves lie beyond a jaw).
+
+    Raises
+    ------
+    InvalidGeometryError
+        As :func:`aperture_fluence`.
+
+    Examples
+    --------
+    One open pair of an ideal MLC between two closed ones: its rectangle follows leaf A
+    of pair 1 (index 1) and leaf B of pair 1 (index 3 + 1).
+
+    >>> import numpy as np
+    >>> from dose_engine import MLCParameters, aperture_fluence_edges
+    >>> leaves = np.array([[0.0, -10.0, 0.0], [0.0, 10.0, 0.0]])
+    >>> rects, w, edge = aperture_fluence_edges(leaves, [-15.0, -5.0, 5.0, 15.0], {},
+    ...                                         MLCParameters())
+    >>> rects.tolist(), w.tolist(), edge.tolist()
+    ([[-10.0, 10.0, -5.0, 5.0]], [1.0], [[1, 4]])
+    """
+    return _aperture_rectangles(
+        leaf_positions_mm, leaf_boundaries_mm, jaws_mm, parameters, reach_x_mm
+    )
+
+
+def _aperture_rectangles(
+    leaf_positions_mm, leaf_boundaries_mm, jaws_mm: Mapping, parameters: MLCParameters, reach_x_mm
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rectangles, weights and edge leaves of :func:`aperture_fluence_edges`."""
     leaves = np.asarray(leaf_positions_mm, dtype=float)
     bounds = np.asarray(leaf_boundaries_mm, dtype=float).ravel()
     n = bounds.size - 1
@@ -220,11 +293,17 @@ def aperture_fluence(
             f"narrowest leaf ({float(np.min(np.diff(bounds))):g} mm)."
         )
     rx0, rx1 = (float(v) for v in reach_x_mm)
-    a = np.clip(leaves[0] - 0.5 * p.dosimetric_leaf_gap_mm, rx0, rx1)
-    b = np.clip(leaves[1] + 0.5 * p.dosimetric_leaf_gap_mm, rx0, rx1)
+    a_tip = leaves[0] - 0.5 * p.dosimetric_leaf_gap_mm
+    b_tip = leaves[1] + 0.5 * p.dosimetric_leaf_gap_mm
+    a, b = np.clip(a_tip, rx0, rx1), np.clip(b_tip, rx0, rx1)
+    # the leaf each tip follows (-1 where the reach clips it)
+    ia = np.where(a == a_tip, np.arange(n), -1)
+    ib = np.where(b == b_tip, n + np.arange(n), -1)
     jx = jaws_mm.get("X", (rx0, rx1))
     jy = jaws_mm.get("Y", (bounds[0], bounds[-1]))
-    rects, weights = _mlc_fluence(a, b, bounds, p.transmission, p.leakage, half_band, rx0, rx1)
+    rects, weights, edges = _mlc_fluence(
+        (a, ia), (b, ib), bounds, p.transmission, p.leakage, half_band, rx0, rx1
+    )
     tj = p.jaw_transmission
     if tj > 0.0:
         # Through the jaws: the MLC fluence with the interleaf leakage spread evenly (its
@@ -233,46 +312,81 @@ def aperture_fluence(
         t_avg = p.transmission + (p.leakage - p.transmission) * 2 * half_band * n / np.ptp(bounds)
         run = np.concatenate([[0], np.flatnonzero((np.diff(a) != 0) | (np.diff(b) != 0)) + 1])
         merged = np.concatenate([bounds[run], [bounds[-1]]])
-        out, w_out = _mlc_fluence(a[run], b[run], merged, t_avg, t_avg, 0.0, rx0, rx1)
+        # a run of one pair follows its leaves; in a longer run the tips are tied (moving
+        # one leaf splits the run), and the edge is left to no leaf
+        single = np.diff(np.concatenate([run, [n]])) == 1
+        out, w_out, e_out = _mlc_fluence(
+            (a[run], np.where(single, ia[run], -1)),
+            (b[run], np.where(single, ib[run], -1)),
+            merged,
+            t_avg,
+            t_avg,
+            0.0,
+            rx0,
+            rx1,
+        )
         # M 1_jaws + tj M' (1 - 1_jaws): the second term is M' less M' clipped to the jaws
         rects = np.concatenate([rects, out, out])
         weights = np.concatenate([weights, -tj * w_out, tj * w_out])
+        edges = np.concatenate([edges, e_out, e_out])
         inside = slice(0, rects.shape[0] - out.shape[0])
     else:
         inside = slice(0, rects.shape[0])
-    rects[inside, 0] = np.maximum(rects[inside, 0], float(jx[0]))
-    rects[inside, 1] = np.minimum(rects[inside, 1], float(jx[1]))
-    rects[inside, 2] = np.maximum(rects[inside, 2], float(jy[0]))
-    rects[inside, 3] = np.minimum(rects[inside, 3], float(jy[1]))
+    r_in, e_in = rects[inside], edges[inside]
+    for col, jaw, pick in ((0, float(jx[0]), np.maximum), (1, float(jx[1]), np.minimum)):
+        clipped = pick(r_in[:, col], jaw)
+        e_in[clipped != r_in[:, col], col] = -1
+        r_in[:, col] = clipped
+    r_in[:, 2] = np.maximum(r_in[:, 2], float(jy[0]))
+    r_in[:, 3] = np.minimum(r_in[:, 3], float(jy[1]))
     keep = (rects[:, 1] - rects[:, 0] > 1e-9) & (rects[:, 3] - rects[:, 2] > 1e-9) & (weights != 0)
-    return rects[keep], weights[keep]
+    return rects[keep], weights[keep], edges[keep]
 
 
-def _mlc_fluence(a, b, bounds, t: float, leak: float, half_band: float, rx0: float, rx1: float):
-    """``M`` of the module docstring: rectangles ``(k, 4)`` and weights ``(k,)`` for leaf
-    openings ``[a_i, b_i]`` (tips already moved by DLG/2) of the pairs between ``bounds``."""
+def _mlc_fluence(a_tips, b_tips, bounds, t: float, leak: float, half_band: float, rx0, rx1):
+    """``M`` of the module docstring: rectangles ``(k, 4)``, weights ``(k,)`` and edge leaves
+    ``(k, 2)`` for leaf openings ``[a_i, b_i]`` (tips already moved by DLG/2) of the pairs
+    between ``bounds``; ``a_tips = (a, ia)`` with ``ia`` the leaf each tip follows."""
+    (a, ia), (b, ib) = a_tips, b_tips
     n = bounds.size - 1
     inner = np.arange(n)
     core_lo = bounds[:-1] + half_band * (inner > 0)
     core_hi = bounds[1:] - half_band * (inner < n - 1)
     parts = [
         _rows(rx0, rx1, bounds[0], bounds[-1], t),  # everything under the MLC
-        _rows(a, b, core_lo, core_hi, 1.0 - t),  # open cores
+        _rows(a, b, core_lo, core_hi, 1.0 - t, ia, ib),  # open cores
     ]
     if n > 1 and half_band > 0.0:
         yb = bounds[1:-1]
         lo, hi = yb - half_band, yb + half_band
+        # the larger A tip and the smaller B tip of two adjacent pairs (ties: the lower pair)
+        ia_max = np.where(a[:-1] >= a[1:], ia[:-1], ia[1:])
+        ib_min = np.where(b[:-1] <= b[1:], ib[:-1], ib[1:])
         parts += [
-            _rows(np.maximum(a[:-1], a[1:]), np.minimum(b[:-1], b[1:]), lo, hi, 1.0 + leak - 2 * t),
+            _rows(
+                np.maximum(a[:-1], a[1:]),
+                np.minimum(b[:-1], b[1:]),
+                lo,
+                hi,
+                1.0 + leak - 2 * t,
+                ia_max,
+                ib_min,
+            ),
             _rows(rx0, rx1, lo, hi, leak - t),
-            _rows(a[:-1], b[:-1], lo, hi, t - leak),
-            _rows(a[1:], b[1:], lo, hi, t - leak),
+            _rows(a[:-1], b[:-1], lo, hi, t - leak, ia[:-1], ib[:-1]),
+            _rows(a[1:], b[1:], lo, hi, t - leak, ia[1:], ib[1:]),
         ]
-    return np.concatenate([r for r, _ in parts]), np.concatenate([w for _, w in parts])
+    return (
+        np.concatenate([r for r, _, _ in parts]),
+        np.concatenate([w for _, w, _ in parts]),
+        np.concatenate([e for _, _, e in parts]),
+    )
 
 
-def _rows(x1, x2, y1, y2, weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rectangles ``[x1, x2, y1, y2]`` (broadcast) with one weight."""
-    r = np.stack(np.broadcast_arrays(*(np.asarray(v, float) for v in (x1, x2, y1, y2))), axis=-1)
-    r = r.reshape(-1, 4)
-    return r, np.full(r.shape[0], float(weight))
+def _rows(x1, x2, y1, y2, weight: float, i1=-1, i2=-1):
+    """Rectangles ``[x1, x2, y1, y2]`` (broadcast) with one weight, and the leaves ``i1``,
+    ``i2`` their x edges follow (``-1``: none)."""
+    arrays = np.broadcast_arrays(*(np.asarray(v, float) for v in (x1, x2, y1, y2)), i1, i2)
+    r = np.stack(arrays[:4], axis=-1).reshape(-1, 4)
+    e = np.stack(arrays[4:], axis=-1).reshape(-1, 2).astype(np.int64)
+    return r, np.full(r.shape[0], float(weight)), e

@@ -13,6 +13,7 @@ array library the first-order solver runs on (numpy or CuPy).
 import warnings
 from typing import Any
 
+from ._compiled import soft_dose_objective
 from ._compress import CompressedMatrix, Compression, compress_matrix
 from ._cvxpy import CvxpyFormulation, solve_cvxpy
 from ._cvxpy_canon import CvxpyContext
@@ -93,6 +94,7 @@ __all__ = [
     "dose_at_volume",
     "dose_volume_knots",
     "register_term",
+    "soft_dose_objective",
     "solve",
     "solve_cvxpy",
     "solve_first_order",

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
-from ._array_backend import ArrayBackend
+from ._array_backend import ArrayBackend, np_xp
 from ._problem import Problem
 from ._surrogates import first_order_surrogate
 from ._terms import _LevelBound
+from .errors import InvalidProblemError
 
-__all__ = ["CompiledTerms"]
+__all__ = ["CompiledTerms", "soft_dose_objective"]
 
 
 class CompiledTerms:
@@ -111,3 +112,64 @@ class CompiledTerms:
         else:
             f += w * sur.value(t, ds, p)
         return f, g_u, g_x
+
+
+def soft_dose_objective(problem: Problem, dose_gy: Any) -> tuple[float, np.ndarray]:
+    """The weighted soft objective of a dose, as the first-order solver sees it, and its
+    gradient with respect to that dose.
+
+    For a dose that does not come from ``problem``'s matrix (e.g. a delivered dose of
+    apertures, whose dependence on its own variables the caller differentiates): the sum
+    of ``weight × value`` of every soft term through its first-order surrogate
+    (:func:`~optimizers._surrogates.first_order_surrogate`, the smooth CVaR of
+    dose-volume goals), exactly the objective :func:`solve_first_order` minimises.
+
+    Parameters
+    ----------
+    problem : Problem
+        Its soft terms must all act on the dose (no fluence terms).
+    dose_gy : (n_voxels,) array of float, Gy
+        Dose on every row of ``problem``'s matrix (``problem.dose_offset`` is not added).
+
+    Returns
+    -------
+    value : float
+    gradient : (n_voxels,) ndarray of float64
+        ``∂ value / ∂ dose_gy`` (zero on rows no term reads).
+
+    Raises
+    ------
+    InvalidProblemError
+        A soft term acts on the fluence, or ``dose_gy`` has the wrong shape.
+
+    Examples
+    --------
+    An underdose term of 60 Gy on two voxels at 50 and 70 Gy: the mean of the squared
+    shortfall is 50 Gy², its gradient -10 Gy at the cold voxel.
+
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> import optimizers as op
+    >>> problem = op.Problem(sp.eye(2, format="csr"), {"PTV": np.array([0, 1])},
+    ...                      [op.Underdose("PTV", 60.0)])
+    >>> value, gradient = op.soft_dose_objective(problem, np.array([50.0, 70.0]))
+    >>> float(value), gradient.tolist()
+    (50.0, [-10.0, 0.0])
+    """
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    if dose.shape != (problem.n_voxels,):
+        raise InvalidProblemError(
+            f"`dose_gy` has shape {dose.shape}; expected ({problem.n_voxels},), one value per "
+            "row of the problem's matrix."
+        )
+    backend = ArrayBackend("numpy", np_xp, problem.a_union.__matmul__, problem.a_union.T.__matmul__)
+    comp = CompiledTerms(problem, backend)
+    fluence = [t.label for t in comp.soft if t.acts_on == "fluence"]
+    if fluence:
+        raise InvalidProblemError(
+            f"`soft_dose_objective` reads a dose only; the problem has fluence terms {fluence}."
+        )
+    value, g_union, _ = comp.soft_value_grad(dose[problem.union_rows], None)
+    gradient = np.zeros(dose.shape)
+    gradient[problem.union_rows] = np.asarray(g_union)
+    return float(value), gradient

@@ -1,5 +1,6 @@
 """What a linac delivers: machine models (MLC, jaws), MLC segments with monitor units,
-deliverable beams and plans, and segment-weight re-optimisation after sequencing.
+deliverable beams and plans, segment-weight re-optimisation and leaf-position refinement
+after sequencing.
 
 Leaf sequencing (fluence maps → segments) is :mod:`rtplan.sequencing`.
 """
@@ -14,6 +15,7 @@ from ._deliverability import (
     modulation_complexity,
 )
 from ._deliverable import DeliverableBeam, DeliverablePlan, Segment, SegmentError
+from ._leaf_refinement import LeafRefinementResult, dose_fit_objective, refine_leaf_positions
 from ._machine import (
     JawModel,
     Machine,
@@ -41,6 +43,7 @@ __all__ = [
     "DeliverablePlan",
     "DoseComparison",
     "JawModel",
+    "LeafRefinementResult",
     "MLCModel",
     "Machine",
     "MachineError",
@@ -51,9 +54,11 @@ __all__ = [
     "available_machines",
     "check_deliverability",
     "compare_doses",
+    "dose_fit_objective",
     "load_machine",
     "modulation_complexity",
     "parse_machine",
+    "refine_leaf_positions",
     "reoptimize_segment_weights",
     "segment_beamlet_matrix",
 ]

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dose_engine import BeamModel, MLCParameters, aperture_fluence, collimator_scatter_scale
+from dose_engine import BeamModel, MLCParameters, aperture_fluence_edges, collimator_scatter_scale
 
 from .._internal.arguments import ARRAY, INTEGER, NUMBER, TEXT, check_arguments, sequence_of
 from ..errors import SegmentError
@@ -461,15 +461,34 @@ class DeliverableBeam:
         weights : (n,) ndarray of float
             Fluence per MU of each (see :func:`dose_engine.aperture_fluence`).
         """
+        rects, weights, _ = self.segment_fluence_edges(k, parameters, model=model)
+        return rects, weights
+
+    def segment_fluence_edges(
+        self, k: int, parameters: MLCParameters | None = None, *, model: BeamModel | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`segment_fluence` with the leaf each rectangle's x edges follow.
+
+        Returns
+        -------
+        rectangles_mm : (n, 4) ndarray of float, mm
+        weights : (n,) ndarray of float
+            As :meth:`segment_fluence`.
+        edge_leaf : (n, 2) ndarray of int64
+            Flat leaf index (``pair``: bank A, ``n_pairs + pair``: bank B) that each
+            rectangle's ``x1`` and ``x2`` follow, ``-1`` for none
+            (:func:`dose_engine.aperture_fluence_edges`).  The head-scatter scale of
+            ``model`` depends on the whole aperture, not on one edge: it is in the weights.
+        """
         seg = self.segments[k]
         p = self.machine.dosimetry if parameters is None else parameters
         reach = self.machine.mlc.leaf_position_range_mm
         geometry = (seg.leaf_positions_mm, seg.leaf_boundaries_mm, seg.jaws_mm, p)
-        rects, weights = aperture_fluence(*geometry, reach_x_mm=reach)
+        rects, weights, edges = aperture_fluence_edges(*geometry, reach_x_mm=reach)
         if model is None:
-            return rects, weights
+            return rects, weights, edges
         scale = collimator_scatter_scale(model, rects, weights, *geometry, reach_x_mm=reach)
-        return rects, weights * scale
+        return rects, weights * scale, edges
 
     def validate(self, *, where: str = "") -> None:
         """Validate every segment against the machine (see :meth:`Segment.validate`)."""

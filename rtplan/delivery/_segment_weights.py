@@ -100,18 +100,7 @@ def segment_beamlet_matrix(
         area = (cells[:, 1] - cells[:, 0]) * (cells[:, 3] - cells[:, 2])
         for s in range(len(dbeam.segments)):
             r, weight = dbeam.segment_fluence(s, mlc_parameters, model=model)
-            ox = np.clip(
-                np.minimum(cells[:, None, 1], r[None, :, 1])
-                - np.maximum(cells[:, None, 0], r[None, :, 0]),
-                0,
-                None,
-            )
-            oy = np.clip(
-                np.minimum(cells[:, None, 3], r[None, :, 3])
-                - np.maximum(cells[:, None, 2], r[None, :, 2]),
-                0,
-                None,
-            )
+            ox, oy = cell_overlaps(cells, r)
             frac = (ox * oy) @ weight / area
             nz = np.flatnonzero(frac > 1e-12)
             rows.append(sl.start + nz)
@@ -124,6 +113,34 @@ def segment_beamlet_matrix(
         rows_a = cols_a = np.zeros(0, int)
         vals_a = np.zeros(0)
     return sp.csc_matrix((vals_a, (rows_a, cols_a)), shape=(len(beamlets), k))
+
+
+def cell_overlaps(cells_mm: np.ndarray, rects_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap of every beamlet cell with every fluence rectangle along x and along y.
+
+    Parameters
+    ----------
+    cells_mm, rects_mm : (n_cells, 4) and (n_rects, 4) ndarray of float, mm
+        ``[x1, x2, y1, y2]`` (isocentre plane).
+
+    Returns
+    -------
+    ox, oy : (n_cells, n_rects) ndarray of float, mm
+        Length of the intersection of the x (y) intervals, 0 where they do not meet.
+    """
+    ox = np.clip(
+        np.minimum(cells_mm[:, None, 1], rects_mm[None, :, 1])
+        - np.maximum(cells_mm[:, None, 0], rects_mm[None, :, 0]),
+        0,
+        None,
+    )
+    oy = np.clip(
+        np.minimum(cells_mm[:, None, 3], rects_mm[None, :, 3])
+        - np.maximum(cells_mm[:, None, 2], rects_mm[None, :, 2]),
+        0,
+        None,
+    )
+    return ox, oy
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,6 +34,7 @@ SOLVERS = ("first_order", "cvxpy")
     density_table=optional(either(HUTable, PATH)),
     final_dose=optional(TEXT),
     technique=optional(TEXT),
+    leaf_refinement=optional(bool),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -64,6 +65,12 @@ class PlanOptions:
         Engine of the final dose and the RT-DOSE written (the CLI's ``--final-dose``);
         ``None``: the protocol's ``[dose] final_algorithm`` (default ``"auto"``: the
         collapsed cone when the body holds lung or bone; docs/dose_algorithms.md).
+
+        .. versionadded:: 0.1.0
+    leaf_refinement : bool, optional
+        Refine the leaf positions and segment meterset after sequencing (direct aperture
+        optimisation, :func:`rtplan.delivery.refine_leaf_positions`) or not, instead of
+        the protocol's ``[optimization] leaf_refinement``.
 
         .. versionadded:: 0.1.0
     technique : {"imrt", "vmat"}, optional
@@ -102,6 +109,7 @@ class PlanOptions:
     density_table: HUTable | str | os.PathLike | None = None
     final_dose: str | None = None
     technique: str | None = None
+    leaf_refinement: bool | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -151,9 +159,13 @@ class PlanOptions:
     def apply_to(self, protocol: Protocol | str | os.PathLike) -> Protocol:
         """The protocol (loaded if a name or file) with this record's overrides:
         ``solver``, ``dose_grid_mm``, ``n_beams``, ``max_iterations``, ``final_dose``
-        (its ``final_algorithm``) and ``technique``."""
+        (its ``final_algorithm``), ``technique`` and ``leaf_refinement``."""
         p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-        extra = {} if self.max_iterations is None else {"max_iterations": self.max_iterations}
+        extra: dict[str, Any] = {}
+        if self.max_iterations is not None:
+            extra["max_iterations"] = self.max_iterations
+        if self.leaf_refinement is not None:
+            extra["leaf_refinement"] = self.leaf_refinement
         return p.with_overrides(
             solver=self.solver,
             dose_grid_mm=self.dose_grid_mm,

@@ -47,6 +47,7 @@ from .._internal.atomic import atomic_directory, check_cache_dir, refuse_existin
 from ..delivery._arc import ArcBeam
 from ..delivery._deliverability import Deliverability, check_deliverability
 from ..delivery._deliverable import DeliverablePlan
+from ..delivery._leaf_refinement import dose_fit_objective, refine_leaf_positions
 from ..delivery._machine import load_machine
 from ..delivery._segment_weights import fit_voxels, reoptimize_segment_weights
 from ..dose._aperture import resolve_mlc_parameters
@@ -211,6 +212,14 @@ class PlanResult:
         intervals fitted and those on a bound; docs/vmat.md); ``None`` for static beams.
 
         .. versionadded:: 0.1.0
+    leaf_refinement : dict or None
+        Static beams with ``[optimization] leaf_refinement``: the record of the kept
+        pass's leaf-position refinement (:meth:`rtplan.delivery.LeafRefinementResult.as_record`:
+        ``objective_before`` / ``objective_after`` of the segment stage's dose fit, Gy²,
+        ``mu_before`` / ``mu_after`` per fraction, ``leaf_travel_mm`` mean and max,
+        iterations); ``None`` when it is off.
+
+        .. versionadded:: 0.1.0
     """
 
     patient: Any
@@ -234,6 +243,7 @@ class PlanResult:
     final_algorithm: FinalAlgorithmChoice | None = None
     deliverability: Deliverability | None = None
     arc_refinement: dict | None = None
+    leaf_refinement: dict | None = None
 
     @property
     def dose_algorithm(self) -> str:
@@ -359,6 +369,7 @@ class PlanResult:
             ),
             "technique": self.protocol.beams.technique,
             "arc_refinement": self.arc_refinement,
+            "leaf_refinement": self.leaf_refinement,
             "target_levels_gy": {
                 self.mapping.get(t, t): lv for t, lv in self.protocol.target_levels_gy.items()
             },
@@ -687,6 +698,7 @@ class _Context:
     deliverability: Deliverability | None = None  # of ctx.plan as written (stage_evaluate)
     arcs: list = field(default_factory=list)  # VMAT: ArcLayout of each arc (_vmat.py)
     arc_record: dict | None = None  # VMAT: the MU refinement's record
+    leaf_refinement: dict | None = None  # static beams: the leaf refinement's record
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -1314,6 +1326,8 @@ def stage_segments(ctx: _Context) -> None:
         mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
         model=ctx.beam_model,
     )
+    if ctx.protocol.optimization.leaf_refinement:
+        res = _refine_leaves(ctx, res, fit, reference, targets)
     ctx.segment_weights = res
     beams = tuple(
         replace(b, number=i + 1) if b.number != i + 1 else b for i, b in enumerate(res.beams)
@@ -1321,6 +1335,84 @@ def stage_segments(ctx: _Context) -> None:
     ctx.plan = replace(ctx.plan, beams=beams)
     final_dose = aperture_dose if ctx.final_dose is None else ctx.final_dose
     ctx.dose = np.asarray(final_dose(ctx), dtype=np.float32)
+
+
+def _refine_leaves(ctx: _Context, res, fit: dict, reference: np.ndarray, targets: list):
+    """The segment-weight result ``res`` with its leaves and meterset refined
+    (:func:`refine_leaf_positions`) against the same objective as the weight fit (its
+    voxels, ``reference`` and the targets' underdose weight); the record goes to
+    ``ctx.leaf_refinement`` (MU per fraction)."""
+    from dataclasses import replace
+
+    settings = ctx.protocol.optimization
+    rows, w, u = fit_voxels(
+        fit, ctx.matrix.shape[0], None, {t: TARGET_UNDERDOSE_WEIGHT for t in targets}
+    )
+    objective = dose_fit_objective(reference[rows], w, u, rows)
+    if settings.leaf_refinement_goal_weight > 0:
+        objective = _with_goal_terms(ctx, objective, settings.leaf_refinement_goal_weight)
+    # beams the weight fit dropped (every segment at 0 MU) leave the beamlet table's order
+    index_of = {b.name: i for b, i in zip(ctx.plan.beams, ctx.beam_indices, strict=True)}
+    refined = refine_leaf_positions(
+        ctx.matrix,
+        ctx.beamlets,
+        res.beams,
+        objective,
+        beam_indices=[index_of[b.name] for b in res.beams],
+        mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
+        model=ctx.beam_model,
+        max_iter=ctx.protocol.optimization.leaf_refinement_iterations,
+    )
+    record = refined.as_record()
+    fractions = ctx.protocol.prescription.fractions
+    record["mu_before"] /= fractions
+    record["mu_after"] /= fractions
+    record["mu_unit"] = "MU per fraction"
+    ctx.leaf_refinement = record
+    return replace(
+        res,
+        beams=refined.beams,
+        message=f"{res.message}; leaves refined ({refined.message})",
+        beamlet_fluence_mu=refined.beamlet_fluence_mu,
+    )
+
+
+def _with_goal_terms(ctx: _Context, fit_objective, weight: float):
+    """``fit / fit₀ + weight · G / G₀``: the dose fit beside the protocol's levels' soft
+    dose terms ``G`` (:func:`optimizers.soft_dose_objective`, on the dose plus the
+    correction ``ctx.dose_offset`` when a final-dose correction is running), each divided
+    by its value at the first dose it is given (the sequenced segments')."""
+    import scipy.sparse as sp
+
+    import optimizers as opt
+
+    idx, voxel_weights = _problem_structures(ctx)
+    idx = _matrix_rows(ctx, idx)
+    terms = [
+        t
+        for lv in ctx.levels
+        for t in lv.terms
+        if not t.hard and t.acts_on != "fluence" and not isinstance(t, opt.CvxpyTerm)
+    ]
+    names = {t.structure for t in terms}
+    n_rows = ctx.matrix.shape[0]
+    problem = opt.Problem(
+        sp.csr_matrix((n_rows, 1), dtype=np.float32),  # the terms read a given dose only
+        {n: idx[n] for n in names},
+        terms,
+        voxel_weights={n: voxel_weights[n] for n in names},
+    )
+    offset = 0.0 if ctx.dose_offset is None else np.asarray(ctx.dose_offset, dtype=np.float64)
+    scale: list[float] = []
+
+    def objective(dose: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = fit_objective(dose)
+        v, gv = opt.soft_dose_objective(problem, dose + offset)
+        if not scale:
+            scale.extend([max(f, 1e-300), max(v, 1e-300)])
+        return f / scale[0] + weight * v / scale[1], g / scale[0] + (weight / scale[1]) * gv
+
+    return objective
 
 
 def _segment_fit(ctx: _Context):
@@ -1580,7 +1672,15 @@ def _with_hotspot_rows(ctx: _Context, offset: np.ndarray, targets: np.ndarray) -
 
 
 #: What a pass of the correction loop changes in the context (restored for the pass kept).
-_PASS_FIELDS = ("fluence", "optimization", "plan", "beam_indices", "segment_weights", "dose")
+_PASS_FIELDS = (
+    "fluence",
+    "optimization",
+    "plan",
+    "beam_indices",
+    "segment_weights",
+    "dose",
+    "leaf_refinement",
+)
 
 
 def _plan_state(ctx: _Context) -> dict[str, Any]:
@@ -2057,6 +2157,7 @@ def plan_patient(
         final_algorithm=ctx.algorithm_choice,
         deliverability=ctx.deliverability,
         arc_refinement=ctx.arc_record,
+        leaf_refinement=ctx.leaf_refinement,
     )
 
 

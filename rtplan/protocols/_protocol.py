@@ -268,12 +268,27 @@ class OptimizationSettings:
     final_dose_tolerance_pct : float
         The corrections stop early when no goal's value (on the final dose, before
         normalisation) moved by more than this percentage of its level.
+    leaf_refinement : bool
+        After the segment weights, move the leaves of every open pair and the segment
+        meterset together against the segment stage's dose fit
+        (:func:`rtplan.delivery.refine_leaf_positions`, direct aperture optimisation;
+        docs/protocols.md, "Leaf-position refinement").
+    leaf_refinement_iterations : int
+        Projected-gradient steps of the leaf refinement at most (1 to
+        :data:`MAX_LEAF_REFINEMENT_ITERATIONS`).
+    leaf_refinement_goal_weight : float
+        Weight of the protocol's own optimisation terms (every level's soft dose terms,
+        as the first-order solver sees them) beside the dose fit in the refinement's
+        objective, each divided by its value at the sequenced segments (0: the fit alone).
 
     Notes
     -----
     .. versionadded:: 0.1.0
        ``cvxpy_compression_threshold``, ``cvxpy_compression_rank``, ``cvxpy_helper_stride``,
        ``cvxpy_active_set``, ``final_dose_corrections`` and ``final_dose_tolerance_pct``.
+    .. versionadded:: 0.1.0
+       ``leaf_refinement``, ``leaf_refinement_iterations`` and
+       ``leaf_refinement_goal_weight``.
     """
 
     solver: str = "first_order"
@@ -294,6 +309,9 @@ class OptimizationSettings:
     cvxpy_active_set: bool = True
     final_dose_corrections: int = 1
     final_dose_tolerance_pct: float = 0.5
+    leaf_refinement: bool = False
+    leaf_refinement_iterations: int = 40
+    leaf_refinement_goal_weight: float = 0.0
 
 
 #: Largest ``[optimization] cvxpy_compression_rank``: the low-rank factors are dense
@@ -304,6 +322,9 @@ MAX_CVXPY_HELPER_STRIDE = 8
 #: Largest ``[optimization] final_dose_corrections``: each loop re-runs the optimisation,
 #: the sequencing and the final dose.
 MAX_FINAL_DOSE_CORRECTIONS = 5
+#: Largest ``[optimization] leaf_refinement_iterations`` (each step is two products with
+#: the influence matrix and a pass over every segment's fluence).
+MAX_LEAF_REFINEMENT_ITERATIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -945,6 +966,13 @@ def _check_optimization(opt: OptimizationSettings, source: str) -> None:
             source,
             "[optimization] final_dose_corrections",
             f"expected an integer from 0 (off) to {MAX_FINAL_DOSE_CORRECTIONS}, found {n!r}.",
+        )
+    n = opt.leaf_refinement_iterations
+    if not _is_int(n) or not 1 <= n <= MAX_LEAF_REFINEMENT_ITERATIONS:
+        raise _err(
+            source,
+            "[optimization] leaf_refinement_iterations",
+            f"expected an integer from 1 to {MAX_LEAF_REFINEMENT_ITERATIONS}, found {n!r}.",
         )
     tol = opt.final_dose_tolerance_pct
     if not _is_number(tol) or not 0 <= tol < 100:
