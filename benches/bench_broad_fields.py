@@ -8,7 +8,10 @@ times the ompMC field-size ratio.  Printed per field: PDD(100 mm) and PDD(200 mm
 normalised at 100 mm (the field-size dependence beyond dmax), the output factor at 100 mm
 depth (measured only for 5 × 5), and the 80-20 % penumbra of the 10 × 10 profile at 100 mm.
 The "before" model is ``git show <rev>:dose_engine/data/beam_model_6MV.json``
-(``RTPLAN_BEFORE_REV``, default ``b85d3f9``, the model without the tail).
+(``RTPLAN_BEFORE_REV``, default ``b85d3f9``, the model without the tail), the "after" one
+the shipped model or the file ``RTPLAN_AFTER_MODEL`` (e.g. ``python -m dose_engine.fit
+/tmp/6mv_tail.json`` run on this branch: the refit with the tail).  A report: nothing is
+asserted (``tests/dose_engine/test_broad_fields.py`` checks the references).
 
 Data: ``python benches/bench_broad_fields.py --write`` computes the missing ompMC water
 run of 40 × 40 cm² (``benches/data/broad_field_monte_carlo_400mm.json``,
@@ -174,7 +177,8 @@ def penumbra_10x10(model: BeamModel) -> float:
 
 
 def test_broad_fields_table():
-    models = {"before": _before_model(), "after": load_beam_model()}
+    after = os.environ.get("RTPLAN_AFTER_MODEL")
+    models = {"before": _before_model(), "after": load_beam_model(after)}
     tables = {k: field_table(m) for k, m in models.items()}
     print(f"\nSSD {SSD_MM:g} mm; dev = largest local deviation 20-280 mm, normalised at 100 mm")
     print(
@@ -191,7 +195,6 @@ def test_broad_fields_table():
         "80-20 % penumbra 10x10 at 100 mm: "
         + ", ".join(f"{k} {penumbra_10x10(m):.2f} mm" for k, m in models.items())
     )
-    assert all(r["dev_pct"] is None or r["dev_pct"] <= 2.0 for r in tables["after"])
 
 
 if __name__ == "__main__":

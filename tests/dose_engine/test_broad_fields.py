@@ -23,7 +23,9 @@ from dose_engine._broad_fields import (
     RATIO_DEPTHS_MM,
     broad_field_pdds,
     field_size_ratio,
+    with_broad_fields,
 )
+from dose_engine._fit import has_broad_fields
 from dose_engine._measured import pymedphys_6mv_data
 from dose_engine.errors import BeamModelError
 
@@ -72,3 +74,9 @@ def test_bad_scatter_tail_refused(tail, message):
     params = dict(load_beam_model().parameters, scatter_tail=tail)
     with pytest.raises(BeamModelError, match=message):
         BeamModel(params, "model.json")
+
+
+def test_the_tail_is_fitted_only_with_broad_fields(data):
+    # the pymedphys scans alone (5 x 5, 10 x 10 cm2) cannot show the long-range scatter
+    assert not has_broad_fields(data)
+    assert has_broad_fields(with_broad_fields(data))
