@@ -316,12 +316,12 @@ def has_broad_fields(measured: MeasuredData) -> bool:
     return any(min(s.field) >= BROAD_FIELD_MM for s in measured.pdds())
 
 
-def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start):
-    """Step 1. Returns ``(shape, cost, nfev, converged)``."""
+def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start, tail: bool):
+    """Step 1 (with the long-range scatter tail if ``tail``).
+    Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
 
     nodes = _scatter_nodes(measured)
-    tail = has_broad_fields(measured)
 
     def residuals(theta):
         shape = _shape_params(theta, nodes, tail)
@@ -510,6 +510,7 @@ def fit_beam_model(
     start: dict | None = None,
     name: str | None = None,
     fitted_by: str = "dose_engine.fit_beam_model",
+    scatter_tail: bool | None = None,
 ) -> dict:
     """Fit the pencil-beam model to a commissioning data set.
 
@@ -532,6 +533,9 @@ def fit_beam_model(
         Model name; default ``"rtplan <E> MV pencil beam (<folder>)"``.
     fitted_by : str
         Recorded in the provenance.
+    scatter_tail : bool, optional
+        Fit the long-range scatter tail; default: when the data hold broad fields
+        (:func:`has_broad_fields`).
 
     Returns
     -------
@@ -562,7 +566,8 @@ def fit_beam_model(
     targets = _targets(measured)
     cost, nfev, converged = float("nan"), 0, True
     if shape is None:
-        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start)
+        tail = has_broad_fields(measured) if scatter_tail is None else scatter_tail
+        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start, tail)
     depth_mm, prim = _depth_function(shape, measured, meta)
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
