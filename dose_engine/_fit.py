@@ -13,14 +13,17 @@ compared in step 1, because they are ratios of doses at the same depth):
    widths ``σ_p(d) = p0 + p1 d``, ``σ_s(d) = s0 + s1 d``, head-scatter weight ``w_h`` and
    widths ``σ_h`` (x and y), the off-axis horn (dip ``a`` and width ``s``) and the
    scatter-to-primary ratio ``r(d)`` at depth nodes (:data:`R_NODES_MM` up to the deepest
-   reference-PDD point) — by nonlinear least squares (:func:`scipy.optimize.least_squares`)
-   on (a) every profile, normalised to its value at position 0, (b) the ratio of every other
-   PDD to the reference field's PDD at the same depths, normalised at the output-factor
-   depth, (c) every output factor relative to the reference field.  The fit runs to
-   convergence (relative cost change below :data:`FIT_TOLERANCE`), not to an evaluation
-   budget, so its result does not depend on the path the solver took: from the generic
-   start, from a perturbed one and with the scans in another order it lands on the same
-   model (doses within 0.01 % on every scan point; ``tests/dose_engine/test_commissioning``).
+   reference-PDD point) and, when the data hold broad fields (a PDD of a field at least
+   :data:`BROAD_FIELD_MM` wide), the long-range scatter tail (width ``σ_t(d) = t0 + t1 d``
+   and weight ``r_t(d)`` at :data:`TAIL_NODES_MM`) — by nonlinear least squares
+   (:func:`scipy.optimize.least_squares`) on (a) every profile, normalised to its value
+   at position 0, (b) the ratio of every other PDD to the reference field's PDD at the
+   same depths, normalised at the output-factor depth, (c) every output factor relative
+   to the reference field.  The fit runs to convergence (relative cost change below
+   :data:`FIT_TOLERANCE`), not to an evaluation budget, so its result does not depend on
+   the path the solver took: from the generic start, from a perturbed one and with the
+   scans in another order it lands on the same model (doses within 0.01 % on every scan
+   point; ``tests/dose_engine/test_commissioning``).
 2. Primary depth function ``A(d) = PDD_ref(d) / G_ref(d)`` from the reference PDD, where
    ``G_ref`` (inverse square and lateral integral) comes from step 1; extended to
    :data:`MAX_DEPTH_MM` with an exponential fitted to the deepest 100 mm.
@@ -42,12 +45,28 @@ from ._model import BeamModel, rectangle_dose
 from ._scan import MeasuredScan, field_label, point_label
 from .errors import BeamModelError
 
-__all__ = ["fit_6mv_model", "fit_beam_model", "shape_from_model", "water_point_geometry"]
+__all__ = [
+    "fit_6mv_model",
+    "fit_beam_model",
+    "has_broad_fields",
+    "shape_from_model",
+    "water_point_geometry",
+]
 
 logger = logging.getLogger("rtplan.dose_engine")
 
 SAD_MM = 1000.0
 R_NODES_MM = np.array([0, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 250, 300, 350], float)
+#: The long-range scatter tail is fitted only when the data hold a PDD of a field at least
+#: this wide (mm, the shorter side): below, the narrow scatter Gaussian holds all the
+#: scatter the data show, and the tail's share and width would be undetermined.
+BROAD_FIELD_MM = 150.0
+#: Depth nodes of the tail's weight ``r_t(d)`` (mm; constant beyond the last).
+TAIL_NODES_MM = np.array([0.0, 50.0, 100.0, 200.0, 300.0])
+#: Start, lower and upper bounds of the tail's width ``t0`` (mm), ``t1`` and node weights.
+TAIL_START = (60.0, 0.05, 0.05)
+TAIL_LO = (20.0, 0.0, 0.0)
+TAIL_HI = (200.0, 0.5, 2.0)
 MAX_DEPTH_MM = 600.0
 #: Residual weights of the PDD ratios and output factors against profile points.
 PDD_RATIO_WEIGHT = 4.0
@@ -104,9 +123,10 @@ def water_point_geometry(ssd_mm, depth_mm, offaxis_x_mm, offaxis_y_mm=0.0, sad_m
     return u, v, z, d * slant
 
 
-def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray) -> dict:
-    """Shape parameters from the fit vector (11 scalars, then ``r`` at each node)."""
-    return {
+def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray, tail: bool = False) -> dict:
+    """Shape parameters from the fit vector (11 scalars, then ``r`` at each node, then with
+    ``tail`` the tail's ``t0``, ``t1`` and ``r_t`` at each of :data:`TAIL_NODES_MM`)."""
+    shape = {
         "source_sigma_mm": [float(theta[0]), float(theta[7])],
         "sigma_primary_mm": [float(theta[1]), float(theta[2])],
         "sigma_scatter_mm": [float(theta[3]), float(theta[4])],
@@ -116,12 +136,20 @@ def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray) -> dict:
         "scatter_ratio_depth_mm": [float(v) for v in nodes_mm],
         "scatter_ratio_nodes": [float(v) for v in theta[11 : 11 + nodes_mm.size]],
     }
+    if tail:
+        rest = theta[11 + nodes_mm.size :]
+        shape["scatter_tail"] = {
+            "sigma_mm": [float(rest[0]), float(rest[1])],
+            "depth_mm": [float(v) for v in TAIL_NODES_MM],
+            "ratio": [float(v) for v in rest[2 : 2 + TAIL_NODES_MM.size]],
+        }
+    return shape
 
 
 def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
     """The step-1 (shape) parameters of an existing model file's content."""
     nodes = np.asarray(nodes_mm, float)
-    return {
+    shape = {
         "source_sigma_mm": list(params["source_sigma_mm"]),
         "sigma_primary_mm": list(params["sigma_primary_mm"]),
         "sigma_scatter_mm": list(params["sigma_scatter_mm"]),
@@ -133,6 +161,9 @@ def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
             float(v) for v in np.interp(nodes, params["depth_mm"], params["scatter_ratio"])
         ],
     }
+    if "scatter_tail" in params:
+        shape["scatter_tail"] = dict(params["scatter_tail"])
+    return shape
 
 
 def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: dict) -> BeamModel:
@@ -160,6 +191,8 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
         "horn": shape["horn"],
         "provenance": meta.get("provenance", {}),
     }
+    if "scatter_tail" in shape:
+        params["scatter_tail"] = shape["scatter_tail"]
     if meta.get("fluence_mode", "STANDARD") != "STANDARD":  # absent: STANDARD (the
         params["fluence_mode"] = meta["fluence_mode"]  # shipped 6 MV file's fingerprint)
     if "mlc" in meta:
@@ -277,20 +310,35 @@ def _theta_bounds(fluence_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     )
 
 
-def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start):
-    """Step 1. Returns ``(shape, cost, nfev, converged)``."""
+def has_broad_fields(measured: MeasuredData) -> bool:
+    """Whether the data hold a PDD of a field at least :data:`BROAD_FIELD_MM` wide (the
+    fit then fits the long-range scatter tail)."""
+    return any(min(s.field) >= BROAD_FIELD_MM for s in measured.pdds())
+
+
+def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start, tail: bool):
+    """Step 1 (with the long-range scatter tail if ``tail``).
+    Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
 
     nodes = _scatter_nodes(measured)
 
     def residuals(theta):
-        return _shape_residuals(_unit_model(_shape_params(theta, nodes), meta), measured, targets)
+        shape = _shape_params(theta, nodes, tail)
+        return _shape_residuals(_unit_model(shape, meta), measured, targets)
 
     n = nodes.size
     start0, theta_lo, theta_hi = _theta_bounds(measured.fluence_mode)
     lo = np.concatenate([theta_lo, np.zeros(n)])
     hi = np.concatenate([theta_hi, np.full(n, 5.0)])
-    theta0 = np.concatenate([start0, np.full(n, 0.15)]) if start is None else _theta(start, nodes)
+    theta0 = np.concatenate([start0, np.full(n, 0.15)])
+    if tail:
+        k = TAIL_NODES_MM.size
+        lo = np.concatenate([lo, TAIL_LO[:2], np.full(k, TAIL_LO[2])])
+        hi = np.concatenate([hi, TAIL_HI[:2], np.full(k, TAIL_HI[2])])
+        theta0 = np.concatenate([theta0, TAIL_START[:2], np.full(k, TAIL_START[2])])
+    if start is not None:
+        theta0 = _theta(start, nodes, tail)
     fit = least_squares(
         residuals,
         np.clip(theta0, lo, hi),
@@ -309,11 +357,12 @@ def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict,
         fit.nfev,
         "converged" if converged else "stopped at the evaluation budget before converging",
     )
-    return _shape_params(fit.x, nodes), float(fit.cost), int(fit.nfev), converged
+    return _shape_params(fit.x, nodes, tail), float(fit.cost), int(fit.nfev), converged
 
 
-def _theta(shape: dict, nodes_mm: np.ndarray) -> np.ndarray:
-    """The fit vector of shape parameters (inverse of :func:`_shape_params`)."""
+def _theta(shape: dict, nodes_mm: np.ndarray, tail: bool = False) -> np.ndarray:
+    """The fit vector of shape parameters (inverse of :func:`_shape_params`); with ``tail``
+    and a start without one, the tail starts at :data:`TAIL_START`."""
     ratio = np.interp(nodes_mm, shape["scatter_ratio_depth_mm"], shape["scatter_ratio_nodes"])
     scalars = [
         shape["source_sigma_mm"][0],
@@ -328,7 +377,15 @@ def _theta(shape: dict, nodes_mm: np.ndarray) -> np.ndarray:
         shape["horn"]["dip"],
         shape["horn"]["sigma_mm"],
     ]
-    return np.concatenate([np.asarray(scalars, float), ratio])
+    theta = np.concatenate([np.asarray(scalars, float), ratio])
+    if not tail:
+        return theta
+    t = shape.get("scatter_tail")
+    if t is None:
+        extra = [*TAIL_START[:2], *np.full(TAIL_NODES_MM.size, TAIL_START[2])]
+    else:
+        extra = [*t["sigma_mm"], *np.interp(TAIL_NODES_MM, t["depth_mm"], t["ratio"])]
+    return np.concatenate([theta, np.asarray(extra, float)])
 
 
 def software_versions() -> dict[str, str]:
@@ -453,6 +510,7 @@ def fit_beam_model(
     start: dict | None = None,
     name: str | None = None,
     fitted_by: str = "dose_engine.fit_beam_model",
+    scatter_tail: bool | None = None,
 ) -> dict:
     """Fit the pencil-beam model to a commissioning data set.
 
@@ -475,6 +533,9 @@ def fit_beam_model(
         Model name; default ``"rtplan <E> MV pencil beam (<folder>)"``.
     fitted_by : str
         Recorded in the provenance.
+    scatter_tail : bool, optional
+        Fit the long-range scatter tail; default: when the data hold broad fields
+        (:func:`has_broad_fields`).
 
     Returns
     -------
@@ -505,7 +566,8 @@ def fit_beam_model(
     targets = _targets(measured)
     cost, nfev, converged = float("nan"), 0, True
     if shape is None:
-        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start)
+        tail = has_broad_fields(measured) if scatter_tail is None else scatter_tail
+        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start, tail)
     depth_mm, prim = _depth_function(shape, measured, meta)
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
@@ -530,25 +592,38 @@ def fit_beam_model(
     return _model_from(shape, depth_mm, prim, norm, calib, meta).parameters
 
 
-def fit_6mv_model(*, max_nfev: int = MAX_NFEV, shape: dict | None = None) -> dict:
+def fit_6mv_model(
+    *,
+    max_nfev: int = MAX_NFEV,
+    shape: dict | None = None,
+    start: dict | None = None,
+    broad_fields: bool = False,
+) -> dict:
     """:func:`fit_beam_model` on the pymedphys 6 MV data (the shipped model's recipe).
 
+    With ``broad_fields`` the 20 × 20 and 40 × 40 cm² PDDs of
+    :func:`dose_engine._broad_fields.with_broad_fields` are added, and the long-range
+    scatter tail is fitted (not yet the shipped recipe: docs/commissioning.md).
     The provenance names the data by the pymedphys release and the folder inside its wheel,
     not by the path of the machine where the fit ran.
     """
     from importlib import metadata
 
-    data = pymedphys_6mv_data()
+    from ._broad_fields import with_broad_fields
+
+    measured = pymedphys_6mv_data()
+    data = with_broad_fields(measured) if broad_fields else measured
     params = fit_beam_model(
         data,
         max_nfev=max_nfev,
         shape=shape,
+        start=start,
         name=SIX_MV_NAME,
         fitted_by="dose_engine._fit.fit_6mv_model (python -m dose_engine.fit)",
     )
     wheel = f"pymedphys {metadata.version('pymedphys')} wheel: " + "/".join(
-        Path(data.source).parts[-6:]
+        Path(measured.source).parts[-6:]
     )
     provenance = params["provenance"]
-    provenance["data"] = provenance["data"].replace(data.source, wheel)
+    provenance["data"] = provenance["data"].replace(measured.source, wheel)
     return params

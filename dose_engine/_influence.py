@@ -5,7 +5,8 @@ within reach of the beamlets is visited once, the beamlets whose centres lie wit
 lateral cut-off of the voxel's fan coordinates form a small window of the beam's fluence
 lattice, and the kernel is evaluated for that window only — as outer products of erf
 differences along BLD x and y (the rectangle integral of :func:`rectangle_dose` is
-separable), so one voxel costs ``4 × 2 × (window + 1)`` erf evaluations however many
+separable), so one voxel costs ``K × 2 × (window + 1)`` erf evaluations (``K`` Gaussian terms: 4, 5
+with the model's long-range scatter tail, and the horn's) however many
 beamlets it meets.  Each beam is assembled as CSR and the beams are stacked column-wise.
 """
 
@@ -174,7 +175,7 @@ def _beam_entries(
             fy = erf(dy * (inv_sqrt2 / sy)[:, None])
             pxs.append(fx[:, 1:] - fx[:, :-1])  # (k, kx)
             pys.append((fy[:, 1:] - fy[:, :-1]) * (0.25 * wt)[:, None])
-            if horn_a > 0.0 and term < 2:
+            if horn_a != 0.0 and term < 2:
                 # off-axis horn of the focal fluence: minus a * (Gaussian-product integrals)
                 cx, ix, kx_f = horn_axis_terms(uu, sx, horn_s, xp)
                 cy, iy, ky_f = horn_axis_terms(vv, sy, horn_s, xp)

@@ -14,7 +14,18 @@ water-equivalent path along the ray from the source, from exact ray tracing) rec
    D = N \left(\frac{SAD}{z}\right)^2 A(d) \sum_{f \in \{src, h\}} w_f
        \left[P(σ_f ⊕ σ_p(d)) + r(d) P(σ_f ⊕ σ_s(d))\right]
 
-with ``w_src = 1 - w_h`` (the focal part carries the off-axis horn factor
+plus, when the model has a ``scatter_tail``, the long-range phantom scatter
+
+.. math::
+
+   D_{tail} = N \left(\frac{SAD}{z}\right)^2 A(d)\, r_t(d)\, P(σ_{src} ⊕ σ_t(d))
+
+(one broad Gaussian of width ``σ_t(d) = t0 + t1 d`` weighted by its own depth function
+``r_t(d)``; it carries the scatter of the whole fluence, focal and extra-focal, whose
+shapes differ only near the field edges on its scale, and leaves the horn out: the
+flattened beam's dip is narrower than the tail, which blurs it below 0.1 % of the dose,
+and an FFF beam's fitted tail absorbs its peak), with ``w_src = 1 - w_h`` (the focal part
+carries the off-axis horn factor
 ``1 - a exp(-(x²+y²)/2s²)``, integrated exactly as a product of Gaussians, see
 :func:`horn_axis_terms`),
 ``a ⊕ b = sqrt(a² + b²)`` (Gaussians convolve; the focal blur
@@ -31,10 +42,15 @@ the integral of a unit 2-D Gaussian over ``R`` projected to the point's fan coor
           - \mathrm{erf}(\tfrac{x_1-u}{\sqrt2σ})]
           [\mathrm{erf}(\tfrac{y_2-v}{\sqrt2σ}) - \mathrm{erf}(\tfrac{y_1-v}{\sqrt2σ})].
 
-This is the analytically integrated form of a two-Gaussian pencil-beam kernel (cf. Bortfeld
-T, Schlegel W, Rhein B 1993, Med Phys 20:311, doi:10.1118/1.597070; Ahnesjö A, Saxner M,
-Trepp A 1992, Med Phys 19:263, doi:10.1118/1.596856).  The dose of any aperture is the sum
-of the doses of its rectangles, so beamlet columns add up exactly to the open-field dose.
+This is the analytically integrated form of a pencil-beam kernel that is a sum of Gaussians
+(cf. Bortfeld T, Schlegel W, Rhein B 1993, Med Phys 20:311, doi:10.1118/1.597070; Ahnesjö A,
+Saxner M, Trepp A 1992, Med Phys 19:263, doi:10.1118/1.596856; Nyholm T, Olofsson J,
+Ahnesjö A, Karlsson M 2006, Phys Med Biol 51:6245, doi:10.1088/0031-9155/51/23/019, who
+parametrise the scatter part of the pencil kernel with several radial terms): the
+narrow scatter Gaussian holds the scatter within a few cm, which saturates by 10 × 10 cm²;
+the tail makes the phantom scatter, and so the depth dose, keep growing with the field
+size.  The dose of any aperture is the sum of the doses of its rectangles, so beamlet
+columns add up exactly to the open-field dose.
 
 ``N`` is set so that a 10 × 10 cm² field at SSD 1000 mm gives the calibration dose (default
 0.01 Gy/MU) at ``dmax``.  Parameters are fitted by :mod:`dose_engine._fit` to measured data.
@@ -150,6 +166,7 @@ class BeamModel:
                 f"Beam model {self.path}: horn.dip is {dip:g}; the off-axis fluence "
                 "1 - dip exp(-r^2/2s^2) must stay positive (dip < 1)."
             )
+        tail = _check_tail(p.get("scatter_tail"), self.path)
         n = int(math.ceil(depth[-1] / TABLE_STEP_MM)) + 1
         grid = np.arange(n) * TABLE_STEP_MM
         # float64: a float32 table rounds a change of 1e-8 in a scatter-ratio node away, which
@@ -157,6 +174,8 @@ class BeamModel:
         # fit then stopped wherever the rounding of one numpy build took it).  Kernels cast
         # the interpolated values to the dtype of the points.
         tables = {"primary": np.interp(grid, depth, prim), "ratio": np.interp(grid, depth, ratio)}
+        if tail is not None:
+            tables["tail"] = np.interp(grid, tail[0], tail[1])
         object.__setattr__(self, "_tables", tables)
 
     # ----------------------------------------------------------- accessors
@@ -225,8 +244,10 @@ class BeamModel:
 
         Returns
         -------
-        weights : list of 4 (m,) arrays, Gy/MU per unit ``P``
-        sig_x, sig_y : lists of 4 (m,) arrays, mm in the isocentre plane
+        weights : list of 4 (5 with a ``scatter_tail``) (m,) arrays, Gy/MU per unit ``P``
+            Focal primary, focal scatter, extra-focal primary, extra-focal scatter and the
+            long-range scatter tail; the horn applies to the first two.
+        sig_x, sig_y : lists of 4 (5) (m,) arrays, mm in the isocentre plane
             Widths along BLD x and y (the focal-source blur differs between the MLC and
             jaw directions: ``source_sigma_mm = [σ_x, σ_y]``).
         """
@@ -240,12 +261,12 @@ class BeamModel:
         i0 = xp.clip(i0, 0, n - 2)
         frac = fidx - xp.astype(i0, dt)
         out = []
-        for key in ("primary", "ratio"):
+        for key in self._tables:  # primary, ratio[, tail]
             tab = xp.asarray(self._tables[key], dtype=dt, **_device_kw(depth_mm, xp))
             a = xp.take(tab, i0)
             b = xp.take(tab, i0 + 1)
             out.append(a + (b - a) * frac)
-        prim, ratio = out
+        prim, ratio = out[:2]
         scale = sad / z_mm
         p0, p1 = p["sigma_primary_mm"]
         s0, s1 = p["sigma_scatter_mm"]
@@ -259,7 +280,50 @@ class BeamModel:
         sp2, ss2 = sp * sp, ss * ss
         sig_x = [xp.sqrt(sp2 + srcx2), xp.sqrt(ss2 + srcx2), xp.sqrt(sp2 + hx2), xp.sqrt(ss2 + hx2)]
         sig_y = [xp.sqrt(sp2 + srcy2), xp.sqrt(ss2 + srcy2), xp.sqrt(sp2 + hy2), xp.sqrt(ss2 + hy2)]
+        if len(out) == 3:  # the long-range scatter tail
+            t0, t1 = p["scatter_tail"]["sigma_mm"]
+            st = (t0 + t1 * d) * scale
+            st2 = st * st
+            weights.append(amp * out[2])
+            sig_x.append(xp.sqrt(st2 + srcx2))
+            sig_y.append(xp.sqrt(st2 + srcy2))
         return weights, sig_x, sig_y
+
+
+def _check_tail(tail, path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(depth_mm, ratio)`` of a model file's ``scatter_tail`` entry (None without one).
+
+    ``{"sigma_mm": [t0, t1], "depth_mm": [...], "ratio": [...]}``: width ``t0 + t1 d``
+    (mm, positive at every depth up to 600 mm) and the tail's weight relative to the primary
+    at depth nodes (increasing from 0, ratio ≥ 0; constant beyond the last node).
+    """
+    if tail is None:
+        return None
+    try:
+        t0, t1 = (float(v) for v in tail["sigma_mm"])
+        depth = np.asarray(tail["depth_mm"], float)
+        ratio = np.asarray(tail["ratio"], float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BeamModelError(
+            f"Beam model {path}: scatter_tail must be {{'sigma_mm': [t0, t1], 'depth_mm': "
+            f"[...], 'ratio': [...]}}; got {tail!r} ({exc})."
+        ) from None
+    if (
+        depth.ndim != 1
+        or depth.size < 1
+        or ratio.shape != depth.shape
+        or depth[0] != 0.0
+        or np.any(np.diff(depth) <= 0)
+        or not np.all(np.isfinite(ratio))
+        or np.any(ratio < 0)
+        or not (t0 > 0 and t0 + 600.0 * t1 > 0)
+    ):
+        raise BeamModelError(
+            f"Beam model {path}: scatter_tail needs depth_mm increasing from 0, as many "
+            f"non-negative ratios and a positive width; got sigma_mm [{t0:g}, {t1:g}], "
+            f"depth_mm {depth.tolist()}, ratio {ratio.tolist()}."
+        )
+    return depth, ratio
 
 
 def _pair(value) -> tuple[float, float]:
@@ -364,7 +428,7 @@ def rectangle_dose(u_mm, v_mm, z_mm, depth_mm, rectangles_mm, mu, model: BeamMod
     for term, (w, sx, sy) in enumerate(zip(weights, sig_x, sig_y, strict=True)):
         acc = layout.integrate(u_mm, inv_sqrt2 / sx, v_mm, inv_sqrt2 / sy, xp, kw)
         # The horn dip (or FFF peak) shapes the focal fluence only (terms 0, 1), not the
-        # extra-focal one.
+        # extra-focal one nor the long-range tail (term 4, see the module docstring).
         if horn_a != 0.0 and term < 2:
             cx, ix, fx = horn_axis_terms(u_mm, sx, horn_s, xp)
             cy, iy, fy = horn_axis_terms(v_mm, sy, horn_s, xp)

@@ -37,6 +37,7 @@ from dose_engine._commission_cli import main
 from dose_engine._commission_report import _COLUMNS
 from dose_engine._fit import (
     R_NODES_MM,
+    TAIL_NODES_MM,
     _dose,
     _profile_dose,
     _shape_params,
@@ -522,3 +523,12 @@ def test_start_vector_is_the_inverse_of_the_shape_parameters():
     # so only this round trip shows a mismatch.
     theta = np.arange(1.0, 12.0 + R_NODES_MM.size)
     assert np.array_equal(_theta(_shape_params(theta, R_NODES_MM), R_NODES_MM), theta)
+
+
+def test_start_vector_with_the_scatter_tail_round_trips():
+    # with broad fields the vector goes on with the tail's t0, t1 and its node weights
+    n = 11 + R_NODES_MM.size + 2 + TAIL_NODES_MM.size
+    theta = np.arange(1.0, 1.0 + n)
+    shape = _shape_params(theta, R_NODES_MM, True)
+    assert shape["scatter_tail"]["sigma_mm"] == [theta[-7], theta[-6]]
+    assert np.array_equal(_theta(shape, R_NODES_MM, True), theta)

@@ -51,6 +51,23 @@ def test_sum_of_beamlets_equals_open_field(setup):
     np.testing.assert_allclose(total[inner], open_dose[inner], rtol=1e-4)
 
 
+def test_fff_columns_carry_the_central_peak(setup):
+    # An FFF model's peaked fluence (horn dip < 0) is in the beamlet columns as in its field
+    # dose (before, the columns left the peak out: the horn was applied for a dip > 0 only).
+    dens, ct, beam, bl, _ = setup
+    fff = load_beam_model(
+        str(__import__("importlib").resources.files("dose_engine") / "data/beam_model_6FFF.json")
+    )
+    assert fff.horn[0] < 0
+    open_dose = field_dose(dens, ct, ct, beam, [[-15, 15, -15, 15]], 1.0, fff)
+    im = compute_influence_matrix(
+        dens, ct, ct, [beam], bl, fff, lateral_cutoff_mm=150.0, relative_threshold=0.0,
+        progress=False,
+    )  # fmt: skip
+    inner = open_dose > 0.2 * open_dose.max()
+    np.testing.assert_allclose(im.dose(np.ones(len(bl)))[inner], open_dose[inner], rtol=1e-4)
+
+
 def test_truncation_error_bound_documented(setup):
     # Documented bound (compute_influence_matrix Notes): for a 3 x 3 cm^2 field in water the
     # defaults keep the summed open field within 2 % of its maximum, of which the relative
