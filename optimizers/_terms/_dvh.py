@@ -8,7 +8,13 @@ from typing import Any, ClassVar
 
 from array_api_compat import array_namespace
 
-from .._dose_volume import dose_at_volume, dose_at_volume_unchecked, sorted_cumulative
+from .._dose_volume import (
+    dose_at_volume,
+    dose_at_volume_unchecked,
+    sorted_cumulative,
+    stable_order,
+    unsort,
+)
 from ._base import Term, _check_dose, _check_volume_pct
 from ._dose import _SoftLevelTerm
 
@@ -194,11 +200,11 @@ class _DoseVolumeQuadratic(_SoftLevelTerm):
         xp = array_namespace(dose_gy)
         exempt = 1.0 - self.volume_pct / 100.0 if self._under else self.volume_pct / 100.0
         # coldest first for a lower goal, hottest first for an upper one
-        order = xp.argsort(dose_gy if self._under else -dose_gy, stable=True)
-        before = xp.cumulative_sum(xp.take(p, order)) - xp.take(p, order)
+        order = stable_order(dose_gy if self._under else -dose_gy)
+        p_sorted = xp.take(p, order)
+        before = xp.cumulative_sum(p_sorted) - p_sorted
         counted_sorted = xp.astype(before >= exempt * xp.sum(p), dose_gy.dtype)
-        # back to voxel order through the inverse permutation (the array API has no scatter)
-        counted = xp.take(counted_sorted, xp.argsort(order, stable=True))
+        counted = unsort(counted_sorted, order)  # back to voxel order
         excess = self.dose_gy - dose_gy if self._under else dose_gy - self.dose_gy
         return p * counted * xp.clip(excess, 0.0, None), excess
 
