@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,12 @@ class CvxpyFormulation:
             cons += self.dose_constraints
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
+        #: the square of a level parameter (Gy**2), kept equal to it, by term index
+        self.level_square_params: dict[int, Any] = {}
+        #: by soft term index, where its objective expression is one CVXPY accepts only in
+        #: the objective (:meth:`CvxpyContext.mean_square_deviation`): a function building
+        #: the same value's expression for a constraint (a level bound), with auxiliaries
+        self.constraint_forms: dict[int, Callable[[], Any]] = {}
         self.bound_params: dict[int, Any] = {}
         #: factor applied to each level bound's constraint (both sides), by term index
         self.bound_scales: dict[int, float] = {}
@@ -197,7 +204,7 @@ class CvxpyFormulation:
             elif not elastic:
                 w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
-                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k))
+                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k, objective=True))
                 objective = objective + w * self.soft_expressions[k]
         if elastic:
             objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
@@ -393,7 +400,13 @@ class CvxpyFormulation:
         weights = [self.problem.terms[k].weight for k in group]
         c = weight_scale(weights)
         value = sum(
-            float(w) * self.soft_expressions[k] for k, w in zip(group, weights, strict=True)
+            float(w)
+            * (
+                self.constraint_forms[k]()
+                if k in self.constraint_forms
+                else self.soft_expressions[k]
+            )
+            for k, w in zip(group, weights, strict=True)
         )
         scale = cp.Parameter(nonneg=True, name=f"level_scale{j}", value=c)
         b = cp.Parameter(name=f"level_bound{j}", value=0.0)
@@ -453,6 +466,8 @@ class CvxpyFormulation:
                 )
             if k in self.level_params:
                 self.level_params[k].value = t_new.threshold()
+            if k in self.level_square_params:
+                self.level_square_params[k].value = t_new.threshold() ** 2
             if k in self.bound_params:
                 self.bound_params[k].value = self.bound_scales[k] * t_new.threshold()
         self.problem = problem
@@ -557,7 +572,9 @@ def solve_cvxpy(
         ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
         ``solver_time_s``, ``max_violation``, ``violations``, ``is_dpp`` and
         ``objective_scale`` (the factor on the objective inside CVXPY; ``objective`` and
-        ``term_values`` are in the problem's own units), ``compression`` (``None``, or
+        ``term_values`` are in the problem's own units), ``problem_size`` (the last
+        solve's :func:`problem_data_size`: rows, variables and non-zeros the solver got),
+        ``compression`` (``None``, or
         :meth:`CompressedMatrix.record`: ``max_dose_error_bound_gy``,
         ``max_dose_error_gy``, sizes and settings).
 
@@ -612,6 +629,7 @@ def solve_cvxpy(
                 "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
             ) from exc
         t2 = time.perf_counter()
+        size = problem_data_size(data)
         warm = formulation.last_solution.get(adapter.name) if adapter.WARM_START else None
         start = None
         if warm is None and x0 is not None and adapter.WARM_START:
@@ -690,6 +708,7 @@ def solve_cvxpy(
             "max_violation": viol,
             "violations": per,
             "is_dpp": prob.is_dpp(),
+            "problem_size": size,
             "objective_scale": formulation.objective_scale,
             "compression": (
                 None
@@ -698,6 +717,25 @@ def solve_cvxpy(
             ),
         },
     )
+
+
+def problem_data_size(data: dict) -> dict[str, int]:
+    """Sizes of the problem CVXPY hands the solver (``data`` of
+    ``cvxpy.Problem.get_problem_data``): ``rows`` and ``variables`` of the constraint
+    matrix (OSQP's equality and inequality blocks together), its non-zeros ``nnz_a``, the
+    quadratic objective's ``nnz_p`` (0 without one), and the ``equality_rows`` and
+    ``inequality_rows`` (the zero and non-negative cones; the rest are other cones' rows)."""
+    blocks = [data["A"]] + ([data["F"]] if data.get("F") is not None else [])  # OSQP: A, F
+    p = data.get("P")
+    dims = data.get("dims")
+    return {
+        "rows": sum(int(m.shape[0]) for m in blocks),
+        "variables": int(blocks[0].shape[1]),
+        "nnz_a": sum(int(m.nnz) for m in blocks),
+        "nnz_p": 0 if p is None else int(p.nnz),
+        "equality_rows": int(getattr(dims, "zero", 0)),
+        "inequality_rows": int(getattr(dims, "nonneg", 0)),
+    }
 
 
 def _explain(problem, status, solver, options, explain, compressed=None) -> InfeasibleError:
