@@ -529,7 +529,9 @@ def solve_cvxpy(
         weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
         skips canonicalisation. With SCS (``SCSSolver.WARM_START``) a re-solve also
         starts at the formulation's last SCS solution, primal and dual (CVXPY's warm
-        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP here.
+        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP (from its
+        own earlier solution it took more iterations than cold once a weight changed:
+        :class:`optimizers._solvers.OSQPSolver`).
     solver_options : dict, optional
         Options passed to the solver (override the adapter's defaults).
     verbose : bool, optional
@@ -560,9 +562,10 @@ def solve_cvxpy(
         .. versionadded:: 0.1.0
     x0 : (n_beamlets,) array, MU, optional
         A fluence to start from, e.g. the first-order solver's, where the solver can
-        start from a given point (SCS: the fluence, its dose and the slacks; duals at
-        zero) and the formulation holds no earlier solution of that solver. Clarabel and
-        MOSEK (interior point) start from their own point; OSQP is not started here.
+        start from a given point (SCS and OSQP: the fluence, its dose and the
+        auxiliaries; SCS also the slacks; duals at zero) and the formulation holds no
+        earlier solution of that solver. Clarabel and MOSEK (interior point) start from
+        their own point.
 
         .. versionadded:: 0.1.0
 
