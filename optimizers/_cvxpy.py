@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -173,10 +172,10 @@ class CvxpyFormulation:
         self.level_params: dict[int, Any] = {}
         #: the square of a level parameter (Gy**2), kept equal to it, by term index
         self.level_square_params: dict[int, Any] = {}
-        #: by soft term index, where its objective expression is one CVXPY accepts only in
-        #: the objective (:meth:`CvxpyContext.mean_square_deviation`): a function building
-        #: the same value's expression for a constraint (a level bound), with auxiliaries
-        self.constraint_forms: dict[int, Callable[[], Any]] = {}
+        #: soft terms (by index) whose objective expression CVXPY accepts only in the
+        #: objective (:meth:`CvxpyContext.mean_square_deviation`, ``fluence_square``): a
+        #: level bound canonicalises them again for its constraint
+        self.objective_only: set[int] = set()
         self.bound_params: dict[int, Any] = {}
         #: factor applied to each level bound's constraint (both sides), by term index
         self.bound_scales: dict[int, float] = {}
@@ -400,13 +399,7 @@ class CvxpyFormulation:
         weights = [self.problem.terms[k].weight for k in group]
         c = weight_scale(weights)
         value = sum(
-            float(w)
-            * (
-                self.constraint_forms[k]()
-                if k in self.constraint_forms
-                else self.soft_expressions[k]
-            )
-            for k, w in zip(group, weights, strict=True)
+            float(w) * self._constraint_expression(k) for k, w in zip(group, weights, strict=True)
         )
         scale = cp.Parameter(nonneg=True, name=f"level_scale{j}", value=c)
         b = cp.Parameter(name=f"level_bound{j}", value=0.0)
@@ -415,6 +408,15 @@ class CvxpyFormulation:
         self.group_bound_params.append(b)
         self.group_scales.append(c)
         return scale * value <= b
+
+    def _constraint_expression(self, k: int) -> Any:
+        """Soft term ``k``'s expression for a constraint: its objective expression, or a
+        second canonicalisation for a constraint when that one is for the objective only
+        (``objective_only``)."""
+        if k not in self.objective_only:
+            return self.soft_expressions[k]
+        t = self.problem.terms[k]
+        return canonicalize(t, CvxpyContext(self, t, k))
 
     # -- parameters --------------------------------------------------------------------
     def update(self, problem: Problem) -> None:

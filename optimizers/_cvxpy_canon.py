@@ -64,7 +64,9 @@ class Formulation(Protocol):
     d: Any
     level_params: dict[int, Any]
     level_square_params: dict[int, Any]
-    constraint_forms: dict[int, Callable[[], Any]]
+    x_active: Any
+    columns: np.ndarray
+    objective_only: set[int]
     aux_constraints: list[Any]
 
     def covers_union(self, structure: str) -> bool: ...
@@ -102,8 +104,9 @@ class CvxpyContext:
     objective : bool, optional
         The expression goes into the objective (a soft term; default False: into a
         constraint). Helpers may then return a form that only the objective accepts
-        (:meth:`mean_square_deviation`) and record in the formulation's
-        ``constraint_forms`` how to build the same value for a constraint.
+        (:meth:`mean_square_deviation`, :meth:`fluence_square`) and add the term's index
+        to the formulation's ``objective_only``: a constraint on the term (a level bound)
+        canonicalises it again with ``objective=False``.
 
     Attributes
     ----------
@@ -180,8 +183,8 @@ class CvxpyContext:
         in PortPy's lung problem, two thirds of what SCS factorised).
 
         In a constraint (hard terms; a level bound of
-        :class:`optimizers.CvxpyFormulation` reads the formulation's ``constraint_forms``,
-        built only when a level bound needs it): ``mean_square(r)`` with
+        :class:`optimizers.CvxpyFormulation`, which canonicalises the term again for it):
+        ``mean_square(r)`` with
         ``r == d_S - L``, a second-order cone. ``quad_form`` there would be factored by
         CVXPY as a dense matrix of the union's size, and ``Q + u`` ended Clarabel in a
         numerical error (two terms of thousands of Gy**2 cancelling in a cone). Not
@@ -192,8 +195,7 @@ class CvxpyContext:
         cp = self.cp
         u = cp.Variable(name=f"u{self._index}")
         self.constrain(u == (-2.0 * self.level()) * (self.p @ self.dose()) + self.level_square())
-        conic = CvxpyContext(self._form, self.term, self._index)
-        self._form.constraint_forms[self._index] = conic.mean_square_deviation
+        self._form.objective_only.add(self._index)
         return self._quad_form_on_union() + u
 
     def _quad_form_on_union(self) -> Any:
@@ -207,6 +209,24 @@ class CvxpyContext:
         diag = np.zeros(n_u)
         np.add.at(diag, idx, self.p)
         return self.cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
+
+    def fluence_square(self, operator: Any) -> Any:
+        """``||operator @ x||**2`` (``operator`` a sparse matrix with one column per beamlet).
+
+        In the objective (parametrised): ``quad_form(x_active, H)`` with ``H`` the sparse
+        ``operator[:, columns].T @ operator[:, columns]`` (the beamlets outside ``columns``
+        are held at zero), a quadratic form of the fluence variable itself: a sum of
+        squares of ``operator @ x`` made CVXPY add a copy of it, one variable and one
+        equality row per operator row (2,693 of each on PortPy's lung problem). Elsewhere
+        the sum of squares (in a constraint its second-order cone takes the rows as they
+        are)."""
+        if not self._parametrised or not self._objective:
+            return self.cp.sum_squares(operator @ self.x)
+        import scipy.sparse as sp
+
+        cols = sp.csc_matrix(operator)[:, self._form.columns]
+        self._form.objective_only.add(self._index)
+        return self.cp.quad_form(self._form.x_active, (cols.T @ cols).tocsc(), assume_PSD=True)
 
     def pos(self, expr: Any) -> Any:
         """``max(expr, 0)``: an auxiliary variable ``r >= expr, r >= 0`` (parametrised; a
@@ -306,7 +326,7 @@ def _dvh(t: _DVH, ctx: CvxpyContext) -> Any:
 
 
 def _smoothness(t: Smoothness, ctx: CvxpyContext) -> Any:
-    return (1.0 / t.operator.shape[0]) * ctx.cp.sum_squares(t.operator @ ctx.x)
+    return (1.0 / t.operator.shape[0]) * ctx.fluence_square(t.operator)
 
 
 def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:

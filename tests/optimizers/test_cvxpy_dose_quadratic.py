@@ -1,5 +1,6 @@
-"""Squared deviations in the CVXPY formulation as one quadratic form of the dose variable:
-no per-voxel copy of the dose reaches the solver (sizes from ``get_problem_data``), the
+"""Squared deviations in the CVXPY formulation as quadratic forms of the dose variable, and
+fluence smoothness as one of the fluence: no copy of the dose or of the smoothness
+operator's rows reaches the solver (sizes from ``get_problem_data``), the
 optimum is a non-negative least-squares one (SciPy's NNLS, another solver), a new level or
 weight re-solves without a new compilation, and lexicographic levels holding such terms in
 their bounds stay on one compiled problem."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from _optimizers_synth import slab_problem
 from scipy.optimize import nnls
 
@@ -17,11 +19,19 @@ import optimizers as op
 WEIGHTS = {"OAR": np.linspace(0.5, 2.0, 25)}
 
 
+#: first differences of neighbouring beamlets (30 of them), one term object (a built
+#: formulation accepts another problem's terms when the operator is the same object)
+SMOOTHNESS = op.Smoothness(
+    sp.diags_array([-np.ones(29), np.ones(29)], offsets=[0, 1], shape=(29, 30)), weight=50.0
+)
+
+
 def _terms(ptv_gy=60.0, oar_gy=0.0, body_gy=5.0, oar_weight=1.0):
     return [
         op.SquaredDeviation("PTV", ptv_gy, weight=10),
         op.SquaredDeviation("OAR", oar_gy, weight=oar_weight),
         op.SquaredDeviation("BODY", body_gy, weight=0.1),
+        SMOOTHNESS,
     ]
 
 
@@ -32,11 +42,17 @@ def _problem(terms):
 
 
 def _nnls_objective(problem: op.Problem) -> float:
-    """min_x>=0 sum_k w_k sum_i p_ki (A_i x - L_k)**2 by SciPy's NNLS on the stacked rows
-    ``sqrt(w_k p_ki) A_i`` (the problem's own objective evaluates its solution)."""
+    """min_x>=0 sum_k w_k sum_i p_ki (A_i x - L_k)**2 + sum_j w_j / m_j ||Q_j x||**2 by
+    SciPy's NNLS on the stacked rows ``sqrt(w_k p_ki) A_i`` and ``sqrt(w_j / m_j) Q_j``
+    (the problem's own objective evaluates its solution)."""
     a = problem.matrix.toarray().astype(np.float64)
     rows, rhs = [], []
     for t in problem.terms:
+        if isinstance(t, op.Smoothness):
+            q = t.operator.toarray()
+            rows.append(np.sqrt(t.weight / q.shape[0]) * q)
+            rhs.append(np.zeros(q.shape[0]))
+            continue
         idx = problem.structures[t.structure]
         s = np.sqrt(t.weight * problem.p[t.structure])
         rows.append(s[:, None] * a[idx])
@@ -55,11 +71,12 @@ def test_squared_deviations_add_no_dose_copy_and_reach_the_nnls_optimum(solver):
         problem, solver=solver, solver_options={"SCS": tight, "OSQP": tight}.get(solver)
     )
     size = res.extras["problem_size"]
-    n_union, n_terms = problem.union_rows.size, len(problem.terms)
-    # d == A x, one scalar row per term (its level's linear part): no row per structure voxel
-    assert size["equality_rows"] == n_union + n_terms
-    # the dose, the fluence and one scalar per term: no copy of any structure's dose
-    assert size["variables"] == n_union + problem.n_beamlets + n_terms
+    n_union, n_dose_terms = problem.union_rows.size, len(problem.terms) - 1
+    # d == A x, one scalar row per dose term (its level's linear part): no row per
+    # structure voxel and none per smoothness row
+    assert size["equality_rows"] == n_union + n_dose_terms
+    # the dose, the fluence and one scalar per dose term: no copy of any structure's dose
+    assert size["variables"] == n_union + problem.n_beamlets + n_dose_terms
     assert res.extras["is_dpp"]
     assert res.objective == pytest.approx(_nnls_objective(problem), rel=1e-5)
 
