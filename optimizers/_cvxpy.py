@@ -1,9 +1,12 @@
 """The CVXPY formulation of a problem, built once with parameters (DPP), and its solve driver.
 
 The formulation has an auxiliary dose variable only for the voxels that terms touch (the
-union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once. Each
-term's expression comes from the canonicaliser table (:mod:`optimizers._cvxpy_canon`);
-this module adds weights, bounds and constraint senses. Weights, dose levels and bounds are
+union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once, and
+no term adds a copy of it: squared deviations and fluence smoothness enter the objective
+as quadratic forms of ``d`` and ``x`` themselves (``extras["problem_size"]`` of
+:func:`solve_cvxpy` counts what the solver gets). Each term's expression comes from the
+canonicaliser table (:mod:`optimizers._cvxpy_canon`); this module adds weights, bounds and
+constraint senses. Weights, dose levels and bounds are
 ``cvxpy.Parameter`` objects: changing them and solving again skips canonicalisation (the
 problem is DPP). The solver adapters live in :mod:`optimizers._solvers`.
 """
