@@ -184,11 +184,10 @@ class CvxpyContext:
 
         In a constraint (hard terms; a level bound of
         :class:`optimizers.CvxpyFormulation`, which canonicalises the term again for it):
-        ``mean_square(r)`` with
-        ``r == d_S - L``, a second-order cone. ``quad_form`` there would be factored by
-        CVXPY as a dense matrix of the union's size, and ``Q + u`` ended Clarabel in a
-        numerical error (two terms of thousands of Gy**2 cancelling in a cone). Not
-        parametrised: :meth:`mean_square` of ``d_S - L``.
+        ``mean_square(r)`` with ``r == d_S - L``, a second-order cone. ``quad_form`` there
+        would be factored by CVXPY as a dense matrix of the union's size, and ``Q + u``
+        ended Clarabel in a numerical error (two terms of thousands of Gy**2 cancelling in
+        a cone). Not parametrised: :meth:`mean_square` of ``d_S - L``.
         """
         if not self._parametrised or not self._objective:
             return self.mean_square(self.affine(self.dose() - self.level()))

@@ -104,7 +104,8 @@ class SolverAdapter:
             return False
         return True
 
-    #: The solver starts from a given point (:meth:`warm_cache`).
+    #: The solver can start from a given point (:meth:`start_cache`); the formulation keeps
+    #: its last solution for :meth:`warm_cache` (which may decline it).
     WARM_START: ClassVar[bool] = False
 
     def warm_cache(self, raw: Any, data: dict, options: dict) -> dict:
@@ -223,10 +224,13 @@ class OSQPSolver(SolverAdapter):
         on ``data`` as CVXPY's ``solve_via_data`` sets it up (equalities ``A``, then
         inequalities ``F``) and a stand-in for an optimal earlier result at ``x`` with
         zero duals, so that CVXPY calls ``warm_start(x, y)`` and solves without a second
-        set-up. Polishing stays as ``options`` ask (CVXPY's own warm start turns it off)."""
+        set-up. Polishing stays as ``options`` ask (CVXPY's own warm start turns it off).
+        Empty (a cold start) for a problem without a quadratic objective."""
         import numpy as np
         import scipy.sparse as sp
 
+        if data.get("P") is None:
+            return {}
         osqp = self.import_solver()
         a = sp.vstack([data["A"], data["F"]]).tocsc()
         # rebuilt from its arrays as CVXPY does: 32-bit indices where they fit (OSQP's)
