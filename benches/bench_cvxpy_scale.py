@@ -162,6 +162,7 @@ def run() -> dict:
             "compression": final.extras.get("compression"),
             "active_set": final.extras.get("active_set"),
             "setup_time_s": final.extras.get("setup_time_s"),
+            "problem_size": final.extras.get("problem_size"),
             "solver_time_s": final.extras.get("solver_time_s"),
             "n_iter": final.n_iter,
         }
@@ -208,6 +209,7 @@ def _print(rec: dict) -> None:
         )
     print(f"CVXPY compression: {rec['cvxpy']['compression']}")
     print(f"CVXPY active set (beamlet column generation): {rec['cvxpy']['active_set']}")
+    print(f"CVXPY problem the solver got (last level): {rec['cvxpy']['problem_size']}")
     print(
         f"CVXPY setup (canonicalisation) {rec['cvxpy']['setup_time_s']:.1f} s, solver "
         f"{rec['cvxpy']['solver_time_s']:.1f} s, {rec['cvxpy']['n_iter']} iterations"

@@ -249,6 +249,8 @@ def test_portpy_lung(tmp_path, benchmark):
             "cpu_ratio": peer["end_to_end_cpu_s"] / (c_read + cpu),
             "wall_ratio": peer["end_to_end_s"] / (t_read + wall),
             "success": bool(res.success),
+            # rows, variables and non-zeros CVXPY handed the solver (None: first-order)
+            "problem_size": res.extras.get("problem_size"),
         }
     rows = [
         [
@@ -289,6 +291,7 @@ def test_portpy_lung(tmp_path, benchmark):
     )  # fmt: skip
     brief = {k: v for k, v in peer.items() if k != "opt_beamlets"}
     print(f"PortPy: {brief}\nrtplan: {ours} {runs}")
+    print(f"rtplan CVXPY problem the solver got: {runs['cvxpy']['problem_size']}")
     record = {"synthetic": synth, "portpy": peer, "rtplan": ours, "rtplan_runs": runs}
     _save("bench_peers_portpy.json", record)
     benchmark.extra_info.update(record)

@@ -1,9 +1,12 @@
 """The CVXPY formulation of a problem, built once with parameters (DPP), and its solve driver.
 
 The formulation has an auxiliary dose variable only for the voxels that terms touch (the
-union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once. Each
-term's expression comes from the canonicaliser table (:mod:`optimizers._cvxpy_canon`);
-this module adds weights, bounds and constraint senses. Weights, dose levels and bounds are
+union of their structures): ``d == A_u @ x``, so the big sparse matrix appears once, and
+no term adds a copy of it: squared deviations and fluence smoothness enter the objective
+as quadratic forms of ``d`` and ``x`` themselves (``extras["problem_size"]`` of
+:func:`solve_cvxpy` counts what the solver gets). Each term's expression comes from the
+canonicaliser table (:mod:`optimizers._cvxpy_canon`); this module adds weights, bounds and
+constraint senses. Weights, dose levels and bounds are
 ``cvxpy.Parameter`` objects: changing them and solving again skips canonicalisation (the
 problem is DPP). The solver adapters live in :mod:`optimizers._solvers`.
 """
@@ -170,6 +173,12 @@ class CvxpyFormulation:
             cons += self.dose_constraints
         self.weight_params: dict[int, Any] = {}
         self.level_params: dict[int, Any] = {}
+        #: the square of a level parameter (Gy**2), kept equal to it, by term index
+        self.level_square_params: dict[int, Any] = {}
+        #: soft terms (by index) whose objective expression CVXPY accepts only in the
+        #: objective (:meth:`CvxpyContext.mean_square_deviation`, ``fluence_square``): a
+        #: level bound canonicalises them again for its constraint
+        self.objective_only: set[int] = set()
         self.bound_params: dict[int, Any] = {}
         #: factor applied to each level bound's constraint (both sides), by term index
         self.bound_scales: dict[int, float] = {}
@@ -197,7 +206,7 @@ class CvxpyFormulation:
             elif not elastic:
                 w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
-                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k))
+                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k, objective=True))
                 objective = objective + w * self.soft_expressions[k]
         if elastic:
             objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
@@ -393,7 +402,7 @@ class CvxpyFormulation:
         weights = [self.problem.terms[k].weight for k in group]
         c = weight_scale(weights)
         value = sum(
-            float(w) * self.soft_expressions[k] for k, w in zip(group, weights, strict=True)
+            float(w) * self._constraint_expression(k) for k, w in zip(group, weights, strict=True)
         )
         scale = cp.Parameter(nonneg=True, name=f"level_scale{j}", value=c)
         b = cp.Parameter(name=f"level_bound{j}", value=0.0)
@@ -402,6 +411,15 @@ class CvxpyFormulation:
         self.group_bound_params.append(b)
         self.group_scales.append(c)
         return scale * value <= b
+
+    def _constraint_expression(self, k: int) -> Any:
+        """Soft term ``k``'s expression for a constraint: its objective expression, or a
+        second canonicalisation for a constraint when that one is for the objective only
+        (``objective_only``)."""
+        if k not in self.objective_only:
+            return self.soft_expressions[k]
+        t = self.problem.terms[k]
+        return canonicalize(t, CvxpyContext(self, t, k))
 
     # -- parameters --------------------------------------------------------------------
     def update(self, problem: Problem) -> None:
@@ -453,6 +471,8 @@ class CvxpyFormulation:
                 )
             if k in self.level_params:
                 self.level_params[k].value = t_new.threshold()
+            if k in self.level_square_params:
+                self.level_square_params[k].value = t_new.threshold() ** 2
             if k in self.bound_params:
                 self.bound_params[k].value = self.bound_scales[k] * t_new.threshold()
         self.problem = problem
@@ -514,7 +534,9 @@ def solve_cvxpy(
         weights, dose levels and bounds (see :meth:`CvxpyFormulation.update`); the re-solve
         skips canonicalisation. With SCS (``SCSSolver.WARM_START``) a re-solve also
         starts at the formulation's last SCS solution, primal and dual (CVXPY's warm
-        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP here.
+        start); Clarabel and MOSEK (interior point) start cold, and so does OSQP (from its
+        own earlier solution it took more iterations than cold once a weight changed:
+        :class:`optimizers._solvers.OSQPSolver`).
     solver_options : dict, optional
         Options passed to the solver (override the adapter's defaults).
     verbose : bool, optional
@@ -545,9 +567,10 @@ def solve_cvxpy(
         .. versionadded:: 0.1.0
     x0 : (n_beamlets,) array, MU, optional
         A fluence to start from, e.g. the first-order solver's, where the solver can
-        start from a given point (SCS: the fluence, its dose and the slacks; duals at
-        zero) and the formulation holds no earlier solution of that solver. Clarabel and
-        MOSEK (interior point) start from their own point; OSQP is not started here.
+        start from a given point (SCS and OSQP: the fluence, its dose and the
+        auxiliaries; SCS also the slacks; duals at zero) and the formulation holds no
+        earlier solution of that solver. Clarabel and MOSEK (interior point) start from
+        their own point.
 
         .. versionadded:: 0.1.0
 
@@ -557,7 +580,9 @@ def solve_cvxpy(
         ``extras`` holds ``solver``, ``native_status``, ``setup_time_s`` (canonicalisation),
         ``solver_time_s``, ``max_violation``, ``violations``, ``is_dpp`` and
         ``objective_scale`` (the factor on the objective inside CVXPY; ``objective`` and
-        ``term_values`` are in the problem's own units), ``compression`` (``None``, or
+        ``term_values`` are in the problem's own units), ``problem_size`` (the last
+        solve's :func:`problem_data_size`: rows, variables and non-zeros the solver got),
+        ``compression`` (``None``, or
         :meth:`CompressedMatrix.record`: ``max_dose_error_bound_gy``,
         ``max_dose_error_gy``, sizes and settings).
 
@@ -612,6 +637,7 @@ def solve_cvxpy(
                 "cones it lacks (e.g. gEUD or DVH terms with OSQP). Use CLARABEL, SCS or MOSEK."
             ) from exc
         t2 = time.perf_counter()
+        size = problem_data_size(data)
         warm = formulation.last_solution.get(adapter.name) if adapter.WARM_START else None
         start = None
         if warm is None and x0 is not None and adapter.WARM_START:
@@ -690,6 +716,7 @@ def solve_cvxpy(
             "max_violation": viol,
             "violations": per,
             "is_dpp": prob.is_dpp(),
+            "problem_size": size,
             "objective_scale": formulation.objective_scale,
             "compression": (
                 None
@@ -698,6 +725,25 @@ def solve_cvxpy(
             ),
         },
     )
+
+
+def problem_data_size(data: dict) -> dict[str, int]:
+    """Sizes of the problem CVXPY hands the solver (``data`` of
+    ``cvxpy.Problem.get_problem_data``): ``rows`` and ``variables`` of the constraint
+    matrix (OSQP's equality and inequality blocks together), its non-zeros ``nnz_a``, the
+    quadratic objective's ``nnz_p`` (0 without one), and the ``equality_rows`` and
+    ``inequality_rows`` (the zero and non-negative cones; the rest are other cones' rows)."""
+    blocks = [data["A"]] + ([data["F"]] if data.get("F") is not None else [])  # OSQP: A, F
+    p = data.get("P")
+    dims = data.get("dims")
+    return {
+        "rows": sum(int(m.shape[0]) for m in blocks),
+        "variables": int(blocks[0].shape[1]),
+        "nnz_a": sum(int(m.nnz) for m in blocks),
+        "nnz_p": 0 if p is None else int(p.nnz),
+        "equality_rows": int(getattr(dims, "zero", 0)),
+        "inequality_rows": int(getattr(dims, "nonneg", 0)),
+    }
 
 
 def _explain(problem, status, solver, options, explain, compressed=None) -> InfeasibleError:

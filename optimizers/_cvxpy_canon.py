@@ -63,6 +63,10 @@ class Formulation(Protocol):
     x: Any
     d: Any
     level_params: dict[int, Any]
+    level_square_params: dict[int, Any]
+    x_active: Any
+    columns: np.ndarray
+    objective_only: set[int]
     aux_constraints: list[Any]
 
     def covers_union(self, structure: str) -> bool: ...
@@ -97,6 +101,12 @@ class CvxpyContext:
         ``True`` (default): the term's level is a ``cvxpy.Parameter`` and non-smooth parts go
         through auxiliary variables (DPP). ``False``: levels are constants and the helpers
         return plain expressions (terms inside a lexicographic level bound).
+    objective : bool, optional
+        The expression goes into the objective (a soft term; default False: into a
+        constraint). Helpers may then return a form that only the objective accepts
+        (:meth:`mean_square_deviation`, :meth:`fluence_square`) and add the term's index
+        to the formulation's ``objective_only``: a constraint on the term (a level bound)
+        canonicalises it again with ``objective=False``.
 
     Attributes
     ----------
@@ -114,6 +124,7 @@ class CvxpyContext:
         index: int,
         *,
         parametrised: bool = True,
+        objective: bool = False,
     ) -> None:
         self.cp = import_cvxpy()
         self.x = formulation.x
@@ -121,6 +132,7 @@ class CvxpyContext:
         self._form = formulation
         self._index = index
         self._parametrised = parametrised
+        self._objective = objective
 
     @property
     def p(self) -> np.ndarray:
@@ -145,6 +157,75 @@ class CvxpyContext:
         if self._index not in store:
             store[self._index] = self.cp.Parameter(value=level, name=f"level{self._index}")
         return store[self._index]
+
+    def level_square(self) -> Any:
+        """The square of :meth:`level` (Gy**2): a parameter the formulation keeps equal to
+        it (a product of two parameters is not DPP), or a constant when not parametrised."""
+        level = self.term.threshold()
+        if not self._parametrised:
+            return level**2
+        store = self._form.level_square_params
+        if self._index not in store:
+            store[self._index] = self.cp.Parameter(value=level**2, name=f"level_sq{self._index}")
+        return store[self._index]
+
+    def mean_square_deviation(self) -> Any:
+        """``sum_i p_i (d_i - L)**2`` over the term's structure, ``L`` its :meth:`level`;
+        in the objective without a copy of the dose.
+
+        In the objective: ``Q(d) + u`` with ``Q(d) = sum_i p_i d_i**2`` a quadratic form of
+        the dose variable itself (``quad_form(d, P)``, ``P`` the diagonal of the weights on
+        the union), for which CVXPY adds no variable and no row, and
+        ``u == -2 L (p @ d_S) + L**2`` (one scalar variable and one equality row). A sum
+        of squares of ``d_S - L`` needs ``r == d_S - L`` (a parameter inside a square is
+        not DPP), and CVXPY's sum of squares of any expression but a variable adds such a
+        copy too: one variable and one equality row per structure voxel (318,000 of each
+        in PortPy's lung problem, two thirds of what SCS factorised).
+
+        In a constraint (hard terms; a level bound of
+        :class:`optimizers.CvxpyFormulation`, which canonicalises the term again for it):
+        ``mean_square(r)`` with ``r == d_S - L``, a second-order cone. ``quad_form`` there
+        would be factored by CVXPY as a dense matrix of the union's size, and ``Q + u``
+        ended Clarabel in a numerical error (two terms of thousands of Gy**2 cancelling in
+        a cone). Not parametrised: :meth:`mean_square` of ``d_S - L``.
+        """
+        if not self._parametrised or not self._objective:
+            return self.mean_square(self.affine(self.dose() - self.level()))
+        cp = self.cp
+        u = cp.Variable(name=f"u{self._index}")
+        self.constrain(u == (-2.0 * self.level()) * (self.p @ self.dose()) + self.level_square())
+        self._form.objective_only.add(self._index)
+        return self._quad_form_on_union() + u
+
+    def _quad_form_on_union(self) -> Any:
+        """``sum_i p_i d_i**2`` over the term's structure as ``quad_form(d, P)`` on the
+        whole dose variable (``P`` sparse diagonal, ``p`` at the structure's union rows)."""
+        import scipy.sparse as sp
+
+        form = self._form
+        n_u = form.problem.union_rows.size
+        idx = form.problem.local_index[structure_of(self.term)]
+        diag = np.zeros(n_u)
+        np.add.at(diag, idx, self.p)
+        return self.cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
+
+    def fluence_square(self, operator: Any) -> Any:
+        """``||operator @ x||**2`` (``operator`` a sparse matrix with one column per beamlet).
+
+        In the objective (parametrised): ``quad_form(x_active, H)`` with ``H`` the sparse
+        ``operator[:, columns].T @ operator[:, columns]`` (the beamlets outside ``columns``
+        are held at zero), a quadratic form of the fluence variable itself: a sum of
+        squares of ``operator @ x`` made CVXPY add a copy of it, one variable and one
+        equality row per operator row (2,693 of each on PortPy's lung problem). Elsewhere
+        the sum of squares (in a constraint its second-order cone takes the rows as they
+        are)."""
+        if not self._parametrised or not self._objective:
+            return self.cp.sum_squares(operator @ self.x)
+        import scipy.sparse as sp
+
+        cols = sp.csc_matrix(operator)[:, self._form.columns]
+        self._form.objective_only.add(self._index)
+        return self.cp.quad_form(self._form.x_active, (cols.T @ cols).tocsc(), assume_PSD=True)
 
     def pos(self, expr: Any) -> Any:
         """``max(expr, 0)``: an auxiliary variable ``r >= expr, r >= 0`` (parametrised; a
@@ -207,7 +288,7 @@ def _one_sided_quadratic(t: Underdose | Overdose, ctx: CvxpyContext) -> Any:
 
 
 def _squared_deviation(t: SquaredDeviation, ctx: CvxpyContext) -> Any:
-    return ctx.mean_square(ctx.affine(ctx.dose() - ctx.level()))
+    return ctx.mean_square_deviation()
 
 
 def _mean_dose(t: MeanDose, ctx: CvxpyContext) -> Any:
@@ -244,7 +325,7 @@ def _dvh(t: _DVH, ctx: CvxpyContext) -> Any:
 
 
 def _smoothness(t: Smoothness, ctx: CvxpyContext) -> Any:
-    return (1.0 / t.operator.shape[0]) * ctx.cp.sum_squares(t.operator @ ctx.x)
+    return (1.0 / t.operator.shape[0]) * ctx.fluence_square(t.operator)
 
 
 def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:

@@ -16,7 +16,8 @@ that ends below it is inactive, so by convexity the solution is that of the prob
 it. Only parameter values change:
 canonicalisation happens once, and again only when the beamlet active set grows. SCS
 re-solves start from its last solution of the same compiled problem (the level before); a
-new formulation's first SCS solve starts from the reference fluence.
+new formulation's first SCS or OSQP solve starts from the reference fluence (OSQP's
+re-solves start cold).
 """
 
 from __future__ import annotations

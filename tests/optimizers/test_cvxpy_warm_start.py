@@ -1,5 +1,5 @@
-"""SCS started from the first-order solver's fluence (``solve_cvxpy(..., x0=...)``) against
-a cold start; Clarabel (interior point) ignores the start."""
+"""SCS and OSQP started from the first-order solver's fluence (``solve_cvxpy(..., x0=...)``)
+against a cold start; Clarabel (interior point) ignores the start."""
 
 from __future__ import annotations
 
@@ -67,3 +67,24 @@ def test_clarabel_ignores_the_start():
     prob = op.Problem(a, s, TERMS[2:])
     x0 = np.full(a.shape[1], 10.0)
     assert op.solve_cvxpy(prob, x0=x0).n_iter == op.solve_cvxpy(prob).n_iter
+
+
+def test_osqp_starts_from_the_first_order_fluence():
+    """OSQP (quadratic and linear terms) started at the first-order fluence (duals zero):
+    fewer iterations than cold (measured 16,100 against 19,600), Clarabel's optimum."""
+    a, s = slab_problem(np.random.default_rng(0), n_side=20, n_beamlets=30)
+    terms = [
+        op.Underdose("PTV", 60.0, weight=10),
+        op.Overdose("PTV", 61.0, weight=10),
+        op.SquaredDeviation("OAR", 0.0, weight=1),
+        op.Overdose("OAR", 20.0, weight=1),
+        op.MaxDose("BODY", 66.0, hard=True),
+    ]
+    prob = op.Problem(a, s, terms)
+    cold = op.solve_cvxpy(prob, solver="OSQP")
+    started = op.solve_cvxpy(prob, solver="OSQP", x0=op.solve_first_order(prob, tol=1e-8).x)
+    reference = op.solve_cvxpy(prob).objective
+    assert cold.success and started.success
+    assert started.n_iter < cold.n_iter
+    assert started.objective == pytest.approx(reference, rel=1e-5)
+    assert cold.objective == pytest.approx(reference, rel=1e-5)
