@@ -34,6 +34,7 @@ SOLVERS = ("first_order", "cvxpy")
     density_table=optional(either(HUTable, PATH)),
     final_dose=optional(TEXT),
     technique=optional(TEXT),
+    scheduler=optional(TEXT),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -72,6 +73,13 @@ class PlanOptions:
         docs/vmat.md).
 
         .. versionadded:: 0.1.0
+    scheduler : str, optional
+        Arcs (VMAT): compute the aperture dose of every interval of the MU refinement as a
+        task on this Dask scheduler (``tcp://host:8786``), or ``"local"`` for a
+        LocalCluster of two workers (the CLI's ``--arc-scheduler``; needs
+        ``rtplan[dask]``); ``None``: in this process.  The same plan either way.
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
@@ -102,6 +110,7 @@ class PlanOptions:
     density_table: HUTable | str | os.PathLike | None = None
     final_dose: str | None = None
     technique: str | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
