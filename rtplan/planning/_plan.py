@@ -1411,8 +1411,11 @@ def aperture_dose(ctx: _Context, *, client: Any = None) -> np.ndarray:
         voxel_mask=final_dose_mask(ctx),
         density_table=ctx.density_table,
         algorithm=ctx.final_algorithm,
-        # kept only while a correction loop will compute the same beams' doses again
-        points_cache=ctx.points_cache if ctx.protocol.optimization.final_dose_corrections else None,
+        # kept only while a correction loop will compute the same beams' doses again (not
+        # for arcs, which it skips: their ~340 angles' points would take GBs for nothing)
+        points_cache=ctx.points_cache
+        if ctx.protocol.optimization.final_dose_corrections and not ctx.arcs
+        else None,
         client=client,
     ).dose_gy
 

@@ -14,6 +14,8 @@ Independent checks:
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -92,11 +94,26 @@ def case():
         np.zeros(ptv.size),
     )
     arcs, record = refine_arc_mu(*fit_args, **kwargs)
-    return fit_args, kwargs, arcs, record
+    context = dict(  # what the planner's final dose reads
+        plan=DeliverablePlan(arcs, FRACTIONS, 4.0, "PTV"),
+        patient=patient,
+        dose_grid=grid,
+        beam_model=model,
+        backend="numpy",
+        body_occupancy=mask.astype(np.float32),
+        occupancy={},
+        matrix_rows=ptv,
+        density_table=None,
+        final_algorithm="pencil_beam",
+        protocol=types.SimpleNamespace(
+            optimization=types.SimpleNamespace(final_dose_corrections=1)
+        ),
+    )
+    return fit_args, kwargs, arcs, record, context
 
 
 def test_fit_recovers_the_reference_scale(case):
-    *_, arcs, record = case
+    _, _, arcs, record, _ = case
     assert record["n_columns"] == record["n_intervals"] == N_CP - 1
     assert record["objective_after"] < 1e-3 * record["objective_before"]
     assert record["mu_after"] == pytest.approx(1.2 * record["mu_before"], rel=1e-3)
@@ -105,7 +122,7 @@ def test_fit_recovers_the_reference_scale(case):
 
 def test_columns_on_a_dask_cluster_give_the_same_plan(case):
     distributed = pytest.importorskip("distributed")
-    fit_args, kwargs, arcs, record = case
+    fit_args, kwargs, arcs, record, _ = case
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
@@ -118,3 +135,16 @@ def test_columns_on_a_dask_cluster_give_the_same_plan(case):
     w = [cp.cumulative_meterset_weight for cp in arcs[0].control_points]
     w_d = [cp.cumulative_meterset_weight for cp in arcs_d[0].control_points]
     assert w_d == w
+
+
+@pytest.mark.parametrize("arcs", [True, False])
+def test_final_dose_keeps_no_ray_traced_points_for_arcs(case, arcs):
+    """The correction loop skips arcs, so their final dose must not keep each angle's
+    ray-traced points (24 bytes per voxel and angle: about 3 GB for two full arcs on the
+    C-shape's 3 mm grid); a static plan's are kept for the loop."""
+    from rtplan.planning._plan import aperture_dose
+
+    ctx = types.SimpleNamespace(**case[-1], arcs=["arc"] if arcs else [], points_cache={})
+    dose = aperture_dose(ctx)
+    assert float(np.max(dose)) > 0.1
+    assert (len(ctx.points_cache) == 0) is arcs
