@@ -175,11 +175,22 @@ def register(subparsers) -> None:
         metavar="ADDRESS",
         help="run the planning job on this Dask scheduler (needs rtplan[dask])",
     )
+    p.add_argument(
+        "--arc-scheduler",
+        default=None,
+        metavar="ADDRESS|local",
+        help="arcs (VMAT): compute each interval's aperture dose of the MU refinement as a "
+        "task on this Dask scheduler (tcp://host:8786), or 'local' for a LocalCluster of two "
+        "workers (needs rtplan[dask]); the same plan as without",
+    )
     add_planning_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    kwargs = planning_kwargs(args)
+    if args.arc_scheduler is not None:
+        kwargs["options"] = kwargs["options"].with_changes(scheduler=args.arc_scheduler)
     result = plan_and_write(
         args.ct_dir,
         args.rtstruct,
@@ -188,7 +199,7 @@ def run(args) -> int:
         structure_map=args.map,
         progress=not args.no_progress,
         scheduler=args.scheduler,
-        **planning_kwargs(args),
+        **kwargs,
     )
     print(result.summary)
     print(f"written: {result.out}")

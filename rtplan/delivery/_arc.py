@@ -383,6 +383,23 @@ class ArcBeam(DeliverableBeam):
             ),
         )
 
+    def validate(self, *, where: str = "") -> None:
+        """Validate every control point's aperture against the machine
+        (:meth:`Segment.validate`).
+
+        The apertures sampled between control points (:attr:`segments`) are not checked:
+        the leaves move linearly from one control point to the next, so every limit that
+        holds at both ends holds in between (ranges, overlap, travel, interdigitation and
+        jaws are convex), except the minimum leaf gap, through which a pair opening from
+        closed passes as the machine moves it.
+        """
+        prefix = f"{where} " if where else ""
+        bounds = self.machine.mlc.leaf_boundaries_mm
+        for k, cp in enumerate(self.control_points):
+            Segment(cp.leaf_positions_mm, dict(cp.jaws_mm), 0.0, bounds).validate(
+                self.machine, where=f"{prefix}beam {self.number} control point {k}"
+            )
+
     def scaled(self, factor: float) -> ArcBeam:
         """A copy delivering ``factor`` times the meterset (control points unchanged; the
         segments follow from them)."""

@@ -35,6 +35,7 @@ SOLVERS = ("first_order", "cvxpy")
     final_dose=optional(TEXT),
     technique=optional(TEXT),
     leaf_refinement=optional(bool),
+    scheduler=optional(TEXT),
 )
 @dataclass(frozen=True)
 class PlanOptions:
@@ -79,6 +80,13 @@ class PlanOptions:
         docs/vmat.md).
 
         .. versionadded:: 0.1.0
+    scheduler : str, optional
+        Arcs (VMAT): compute the aperture dose of every interval of the MU refinement as a
+        task on this Dask scheduler (``tcp://host:8786``), or ``"local"`` for a
+        LocalCluster of two workers (the CLI's ``--arc-scheduler``; needs
+        ``rtplan[dask]``); ``None``: in this process.  The same plan either way.
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
@@ -110,6 +118,7 @@ class PlanOptions:
     final_dose: str | None = None
     technique: str | None = None
     leaf_refinement: bool | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

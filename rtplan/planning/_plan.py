@@ -27,6 +27,7 @@ wall time of each:
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -80,6 +81,7 @@ from ..safety import (
 from ..sequencing import sequence_plan
 from ..structures import BODY_OUTLINE_NAME, DerivedStructure, body_grid, body_structure
 from ._custom_check import custom_term_warnings
+from ._dask import dask_client
 from ._final_algorithm import (
     FinalAlgorithmChoice,
     choose_final_algorithm,
@@ -699,6 +701,7 @@ class _Context:
     arcs: list = field(default_factory=list)  # VMAT: ArcLayout of each arc (_vmat.py)
     arc_record: dict | None = None  # VMAT: the MU refinement's record
     leaf_refinement: dict | None = None  # static beams: the leaf refinement's record
+    scheduler: str | None = None  # VMAT: Dask scheduler of the per-angle work (PlanOptions)
 
 
 def _occupancy_fn(structure) -> Callable[[Grid], np.ndarray]:
@@ -1440,26 +1443,36 @@ def stage_arc_mu(ctx: _Context) -> None:
         ctx.matrix.shape[0],
         underdose_weights={t: TARGET_UNDERDOSE_WEIGHT for t in targets},
     )
-    arcs, ctx.arc_record = refine_arc_mu(
-        ctx.plan.beams,
-        reference[rows],
-        ctx.matrix_rows[rows],
-        w,
-        u,
-        density=hu_to_density(ctx.patient.ct.array, ctx.density_table),
-        ct_grid=ctx.patient.ct.grid,
-        dose_grid=ctx.dose_grid,
-        model=ctx.beam_model,
-        backend=ctx.backend,
-        mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
-        fractions=ctx.plan.fractions,
-        cap_pct=ctx.protocol.safety.normalization_cap_pct
-        if ctx.protocol.optimization.normalize
-        else 0.0,
-    )
-    ctx.plan = replace(ctx.plan, beams=tuple(arcs))
-    final_dose = aperture_dose if ctx.final_dose is None else ctx.final_dose
-    ctx.dose = np.asarray(final_dose(ctx), dtype=np.float32)
+    with _arc_client(ctx.scheduler) as client:
+        arcs, ctx.arc_record = refine_arc_mu(
+            ctx.plan.beams,
+            reference[rows],
+            ctx.matrix_rows[rows],
+            w,
+            u,
+            density=hu_to_density(ctx.patient.ct.array, ctx.density_table),
+            ct_grid=ctx.patient.ct.grid,
+            dose_grid=ctx.dose_grid,
+            model=ctx.beam_model,
+            backend=ctx.backend,
+            mlc_parameters=resolve_mlc_parameters(ctx.machine, ctx.beam_model),
+            fractions=ctx.plan.fractions,
+            cap_pct=ctx.protocol.safety.normalization_cap_pct
+            if ctx.protocol.optimization.normalize
+            else 0.0,
+            client=client,
+        )
+        ctx.plan = replace(ctx.plan, beams=tuple(arcs))
+        # the pencil beam's angles on the same cluster (the collapsed cone ignores it)
+        dose = aperture_dose(ctx, client=client) if ctx.final_dose is None else ctx.final_dose(ctx)
+    ctx.dose = np.asarray(dose, dtype=np.float32)
+
+
+def _arc_client(scheduler: str | None) -> contextlib.AbstractContextManager:
+    """The Dask client of ``PlanOptions.scheduler`` (none without it)."""
+    if scheduler is None:
+        return contextlib.nullcontext()
+    return dask_client(None if scheduler == "local" else scheduler)
 
 
 def final_dose_mask(ctx: _Context) -> np.ndarray:
@@ -1473,13 +1486,14 @@ def final_dose_mask(ctx: _Context) -> np.ndarray:
     return voxel_mask
 
 
-def aperture_dose(ctx: _Context) -> np.ndarray:
+def aperture_dose(ctx: _Context, *, client: Any = None) -> np.ndarray:
     """The final dose of ``ctx.plan`` from its apertures (the beam model's MLC and jaw
     model; :func:`rtplan.dose.compute_plan_dose`) with the plan's final-dose engine
     (``ctx.final_algorithm``: the pencil beam or the collapsed cone) on
     :func:`final_dose_mask`, Gy, (nz, ny, nx).  The default final-dose function of the plan
     and of the correction loop (``_Context.final_dose``: another engine's dose plugs in
-    there)."""
+    there).  ``client``: the pencil beam's beams and arc angles as tasks on this Dask
+    cluster (:func:`rtplan.dose.compute_plan_dose`; the same dose)."""
     return compute_plan_dose(
         ctx.plan,
         ctx.patient,
@@ -1489,8 +1503,12 @@ def aperture_dose(ctx: _Context) -> np.ndarray:
         voxel_mask=final_dose_mask(ctx),
         density_table=ctx.density_table,
         algorithm=ctx.final_algorithm,
-        # kept only while a correction loop will compute the same beams' doses again
-        points_cache=ctx.points_cache if ctx.protocol.optimization.final_dose_corrections else None,
+        # kept only while a correction loop will compute the same beams' doses again (not
+        # for arcs, which it skips: their ~340 angles' points would take GBs for nothing)
+        points_cache=ctx.points_cache
+        if ctx.protocol.optimization.final_dose_corrections and not ctx.arcs
+        else None,
+        client=client,
     ).dose_gy
 
 
@@ -2083,6 +2101,7 @@ def plan_patient(
         custom_terms=custom,
         density_table=opts.density_table_for(protocol),
         machine=machine,
+        scheduler=opts.scheduler,
     )
     timings: dict[str, float] = {}
     bar = None

@@ -64,7 +64,7 @@ from ..dose._aperture import aperture_dose
 from ..protocols._protocol import ArcSpec
 from ..sequencing import arc_sectors, beam_map_edges_mm, sequence_arc
 
-__all__ = ["ArcLayout", "arc_layouts", "refine_arc_mu", "sequence_arcs"]
+__all__ = ["ArcLayout", "arc_layouts", "interval_columns", "refine_arc_mu", "sequence_arcs"]
 
 logger = logging.getLogger("rtplan.planning.vmat")
 
@@ -261,6 +261,88 @@ def _mu_bounds(arc: ArcBeam, fractions: int, cap_pct: float):
     return mu * fractions, lower * fractions, upper * fractions
 
 
+def _interval_column(
+    part: DeliverableBeam,
+    density: np.ndarray,
+    ct_grid,
+    dose_grid,
+    model,
+    backend: str,
+    mlc_parameters,
+    voxel_mask: np.ndarray,
+    flat: np.ndarray,
+) -> np.ndarray:
+    """One interval's column: the dose of its apertures at 1 MU on the voxels ``flat``
+    (float32, Gy per MU over all fractions); a Dask task of :func:`interval_columns`."""
+    dose = aperture_dose(
+        part,
+        density,
+        ct_grid,
+        dose_grid,
+        model,
+        backend=backend,
+        voxel_mask=voxel_mask,
+        mlc_parameters=mlc_parameters,
+    )
+    return np.asarray(to_numpy(dose), dtype=np.float32).ravel()[flat]
+
+
+def interval_columns(
+    parts: list[DeliverableBeam],
+    *,
+    density: np.ndarray,
+    ct_grid,
+    dose_grid,
+    model,
+    backend: str,
+    mlc_parameters,
+    voxel_mask: np.ndarray,
+    client: Any = None,
+) -> np.ndarray:
+    """The dose of each interval's apertures at 1 MU on the voxels of ``voxel_mask``.
+
+    Parameters
+    ----------
+    parts : list of DeliverableBeam
+        One per interval (:func:`_interval_beam`: its apertures at one gantry angle).
+    density, ct_grid, dose_grid, model, backend, mlc_parameters : keyword-only
+        As :func:`rtplan.dose.aperture_dose`.
+    voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, keyword-only
+    client : distributed.Client, optional, keyword-only
+        Compute each interval as a task on this Dask cluster (the density and the mask
+        are sent to every worker once); ``None``: one after the other, here.  The same
+        columns either way (each task is the serial computation of its interval).
+
+    Returns
+    -------
+    (len(parts), n_voxels) ndarray of float32, Gy per MU
+        Row ``k``: interval ``k`` on ``flatnonzero(voxel_mask)``.
+    """
+    flat = np.flatnonzero(voxel_mask.ravel())
+    if client is not None:
+        density_f, mask_f, flat_f = client.scatter([density, voxel_mask, flat], broadcast=True)
+        futures = client.map(
+            _interval_column,
+            parts,
+            density=density_f,
+            ct_grid=ct_grid,
+            dose_grid=dose_grid,
+            model=model,
+            backend=backend,
+            mlc_parameters=mlc_parameters,
+            voxel_mask=mask_f,
+            flat=flat_f,
+            pure=False,
+        )
+        return np.stack(client.gather(futures)) if parts else np.zeros((0, flat.size), np.float32)
+    out = np.empty((len(parts), flat.size), dtype=np.float32)
+    for k, part in enumerate(parts):
+        out[k] = _interval_column(
+            part, density, ct_grid, dose_grid, model, backend, mlc_parameters, voxel_mask, flat
+        )
+    return out
+
+
 def refine_arc_mu(
     arcs,
     reference_gy: np.ndarray,
@@ -276,6 +358,7 @@ def refine_arc_mu(
     mlc_parameters,
     fractions: int,
     cap_pct: float,
+    client: Any = None,
 ) -> tuple[list[ArcBeam], dict[str, Any]]:
     """Re-fit the meterset of every interval of every arc (module docstring, 3).
 
@@ -294,6 +377,8 @@ def refine_arc_mu(
     fractions : int, keyword-only
     cap_pct : float, keyword-only
         The normalisation cap, %: the lower bounds leave room for it.
+    client : distributed.Client, optional, keyword-only
+        Compute the intervals' columns as Dask tasks (:func:`interval_columns`).
 
     Returns
     -------
@@ -305,7 +390,8 @@ def refine_arc_mu(
     """
     mask = np.zeros(dose_grid.shape, dtype=bool)
     mask.ravel()[voxels] = True
-    columns, m0, lo, hi, where = [], [], [], [], []
+    flat = np.flatnonzero(mask.ravel())
+    parts, m0, lo, hi, where = [], [], [], [], []
     for a, arc in enumerate(arcs):
         mu, lower, upper = _mu_bounds(arc, fractions, cap_pct)
         for k in range(mu.size):
@@ -313,21 +399,22 @@ def refine_arc_mu(
             m0.append(mu[k])
             lo.append(lower[k])
             hi.append(upper[k])
-            if upper[k] <= 0:
-                columns.append(None)
-                continue
-            dose = aperture_dose(
-                _interval_beam(arc, k),
-                density,
-                ct_grid,
-                dose_grid,
-                model,
-                backend=backend,
-                voxel_mask=mask,
-                mlc_parameters=mlc_parameters,
-            )
-            columns.append(np.asarray(to_numpy(dose), dtype=np.float64).ravel()[voxels])
-    M = np.column_stack([np.zeros(voxels.size) if c is None else c for c in columns])
+            if upper[k] > 0:
+                parts.append((len(where) - 1, _interval_beam(arc, k)))
+    computed = interval_columns(
+        [part for _, part in parts],
+        density=density,
+        ct_grid=ct_grid,
+        dose_grid=dose_grid,
+        model=model,
+        backend=backend,
+        mlc_parameters=mlc_parameters,
+        voxel_mask=mask,
+        client=client,
+    )
+    column_of = [i for i, _ in parts]
+    M = np.zeros((voxels.size, len(where)))
+    M[:, column_of] = computed[:, np.searchsorted(flat, voxels)].T
     lo_a, hi_a = np.asarray(lo), np.asarray(hi)
     fit = fit_weights(M, reference_gy, weights, underdose, np.asarray(m0), lower=lo_a, upper=hi_a)
     m = np.clip(fit.mu, lo_a, hi_a)
@@ -335,17 +422,17 @@ def refine_arc_mu(
     for a, arc in enumerate(arcs):
         mk = np.array([m[i] for i, (aa, _) in enumerate(where) if aa == a])
         cum = np.concatenate([[0.0], np.cumsum(mk)])
-        total = float(cum[-1])
+        total_mu = float(cum[-1])
         cps = [
             ControlPoint(c.gantry_angle_deg, c.leaf_positions_mm, dict(c.jaws_mm), float(w))
-            for c, w in zip(arc.control_points, cum / total, strict=True)
+            for c, w in zip(arc.control_points, cum / total_mu, strict=True)
         ]
         cps[-1] = ControlPoint(
             cps[-1].gantry_angle_deg, cps[-1].leaf_positions_mm, dict(cps[-1].jaws_mm), 1.0
         )
         out.append(
             _rebuild_arc(
-                len(out) + 1, arc.name, arc.beam, arc.machine, cps, total, arc.rotation_direction
+                len(out) + 1, arc.name, arc.beam, arc.machine, cps, total_mu, arc.rotation_direction
             )
         )
     record = {
@@ -355,7 +442,7 @@ def refine_arc_mu(
         "objective_before": fit.objective_before,
         "objective_after": fit.objective_after,
         "n_intervals": len(where),
-        "n_columns": int(sum(c is not None for c in columns)),
+        "n_columns": len(parts),
         "n_voxels": int(voxels.size),
         "intervals_at_lower_bound": int(np.sum((m <= lo_a * (1 + 1e-9)) & (hi_a > 0))),
         "intervals_at_upper_bound": int(np.sum((m >= hi_a * (1 - 1e-9)) & (hi_a > 0))),

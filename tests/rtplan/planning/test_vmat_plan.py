@@ -141,3 +141,29 @@ def test_rtplan_dose_of_the_written_plan_is_the_planners_within_1_percent(vmat_p
     np.testing.assert_allclose(grid_again.origin_mm, grid.origin_mm, atol=1e-3)
     assert float(planned.max()) > 40.0  # a real plan: the prescription is 50 Gy
     assert float(np.max(np.abs(again - planned))) <= 0.01 * float(planned.max())
+
+
+def test_arc_scheduler_local_gives_the_same_plan(vmat_plan, tmp_path):
+    """``--arc-scheduler local``: the intervals' columns and the final dose's gantry angles
+    as tasks on a LocalCluster; the same control points and RT-DOSE as the serial plan."""
+    pytest.importorskip("distributed")
+    phantom, out, _, _ = vmat_plan
+    protocol = out.parent / "vmat.toml"
+    argv = ["plan", phantom.ct_dir, phantom.rtstruct_path, "--protocol", protocol]
+    status, stdout = _run(
+        [*argv, "--out", tmp_path / "p", "--no-progress", "--arc-scheduler", "local"]
+    )
+    assert status in (0, 1), stdout
+    serial, grid, _ = read_rtdose(out / "RTDOSE.dcm")
+    dask, grid_dask, _ = read_rtdose(tmp_path / "p" / "RTDOSE.dcm")
+    assert grid_dask.shape == grid.shape
+    np.testing.assert_array_equal(dask, serial)
+    weights = [
+        [float(cp.CumulativeMetersetWeight) for cp in b.ControlPointSequence]
+        for b in pydicom.dcmread(out / "RTPLAN.dcm").BeamSequence
+    ]
+    weights_dask = [
+        [float(cp.CumulativeMetersetWeight) for cp in b.ControlPointSequence]
+        for b in pydicom.dcmread(tmp_path / "p" / "RTPLAN.dcm").BeamSequence
+    ]
+    assert weights_dask == weights
