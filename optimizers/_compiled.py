@@ -14,7 +14,7 @@ import numpy as np
 from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ._array_backend import ArrayBackend, np_xp
-from ._problem import Problem
+from ._problem import Problem, require_problem
 from ._surrogates import first_order_surrogate
 from ._terms import _LevelBound
 from .errors import InvalidProblemError
@@ -139,6 +139,8 @@ def soft_dose_objective(problem: Problem, dose_gy: Any) -> tuple[float, np.ndarr
 
     Raises
     ------
+    TypeError
+        ``problem`` is not a :class:`Problem`, or ``dose_gy`` is not an array of numbers.
     InvalidProblemError
         A soft term acts on the fluence, or ``dose_gy`` has the wrong shape.
 
@@ -156,7 +158,14 @@ def soft_dose_objective(problem: Problem, dose_gy: Any) -> tuple[float, np.ndarr
     >>> float(value), gradient.tolist()
     (50.0, [-10.0, 0.0])
     """
-    dose = np.asarray(dose_gy, dtype=np.float64)
+    require_problem(problem)
+    try:
+        dose = np.asarray(dose_gy, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`dose_gy` must be an array of doses (Gy), one per row of the problem's matrix; "
+            f"got {type(dose_gy).__name__}: {exc}"
+        ) from None
     if dose.shape != (problem.n_voxels,):
         raise InvalidProblemError(
             f"`dose_gy` has shape {dose.shape}; expected ({problem.n_voxels},), one value per "
