@@ -206,7 +206,7 @@ def aperture_fluence(
 
     See Also
     --------
-    aperture_fluence_edges : the same rectangles with the leaf each x edge follows.
+    aperture_fluence_edges : The same rectangles with the leaf each x edge follows.
     """
     rects, weights, _ = _aperture_rectangles(
         leaf_positions_mm, leaf_boundaries_mm, jaws_mm, parameters, reach_x_mm
