@@ -57,6 +57,7 @@ from .._internal.arguments import ARRAY, check_arguments, sequence_of
 from ..errors import InputError
 from ._deliverable import DeliverableBeam, Segment, SegmentError
 from ._machine import GAP_TOLERANCE_MM
+from ._segment_weights import fit_objective_value
 
 __all__ = ["LeafRefinementResult", "dose_fit_objective", "refine_leaf_positions"]
 
@@ -161,10 +162,9 @@ def dose_fit_objective(
 
     def objective(dose: np.ndarray) -> tuple[float, np.ndarray]:
         r = np.asarray(dose, dtype=np.float64)[idx] - ref
-        cold = np.minimum(r, 0.0)
         grad = np.zeros(np.shape(dose))
-        grad[idx] = 2.0 * (w * r + u * cold)
-        return float(np.sum(w * r * r) + np.sum(u * cold * cold)), grad
+        grad[idx] = 2.0 * (w * r + u * np.minimum(r, 0.0))
+        return fit_objective_value(r, w, u), grad
 
     return objective
 

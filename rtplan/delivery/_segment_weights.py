@@ -260,6 +260,18 @@ def fit_voxels(
     return rows, w, u
 
 
+def fit_objective_value(
+    residual_gy: np.ndarray, weights: np.ndarray, underdose_weights: np.ndarray
+) -> float:
+    """``Σ w_v r_v² + Σ u_v min(r_v, 0)²``, Gy²: the weight fit's objective of the residual
+    ``r = dose − reference`` on the fitted voxels (:func:`fit_voxels`' ``w`` and ``u``);
+    the leaf refinement lowers the same number."""
+    cold = np.minimum(residual_gy, 0.0)
+    return float(
+        np.sum(weights * residual_gy * residual_gy) + np.sum(underdose_weights * cold * cold)
+    )
+
+
 #: Fitted rows of the influence matrix multiplied by the segment matrix at a time: the
 #: copy of those rows stays small (4,096 rows of 5,000 entries: 160 MB).
 SEGMENT_DOSE_CHUNK_ROWS = 4096
@@ -387,8 +399,7 @@ def fit_weights(
     bounded = lower is not None or upper is not None
 
     def objective(m):
-        r = M @ m - y
-        return float(np.sum(w * r * r) + np.sum(u * np.minimum(r, 0.0) ** 2))
+        return fit_objective_value(M @ m - y, w, u)
 
     def solve(weights):
         # the exact optimum of this convex problem, in time set by the column count
