@@ -418,8 +418,6 @@ class PlanResult:
         patient = self.patient
         rs_uid = None
         if has_generated_structures(patient):  # the plan refers to the new structure set
-            from dataclasses import replace
-
             from pydicom.uid import generate_uid
 
             rs_uid = generate_uid()
@@ -712,8 +710,6 @@ def _with_body(patient):
     """``(patient, body)``: the patient's EXTERNAL ROI, else the body outline found in the
     CT (:func:`rtplan.structures.body_outline`), which is then added to the patient (and
     so written with the derived structures and usable by them)."""
-    from dataclasses import replace
-
     body = body_structure(patient)
     if any(s is body for s in patient.structures.values()):
         return patient, body
@@ -1231,8 +1227,6 @@ def _with_custom_terms(levels: list, custom: Mapping[int, Sequence[Any]]) -> lis
         A priority with custom terms has no optimisation level (its goals are on optional
         structures the patient lacks); the message lists the levels.
     """
-    from dataclasses import replace
-
     by_priority = {lv.priority: i for i, lv in enumerate(levels)}
     out = list(levels)
     for priority, terms in custom.items():
@@ -1312,8 +1306,6 @@ TARGET_UNDERDOSE_WEIGHT = 3.0
 def stage_segments(ctx: _Context) -> None:
     """Segment-weight re-optimisation and the final dose from the apertures (for VMAT:
     the arcs' interval meterset, :func:`stage_arc_mu`)."""
-    from dataclasses import replace
-
     if ctx.arcs:
         stage_arc_mu(ctx)
         return
@@ -1345,8 +1337,6 @@ def _refine_leaves(ctx: _Context, res, fit: dict, reference: np.ndarray, targets
     (:func:`refine_leaf_positions`) against the same objective as the weight fit (its
     voxels, ``reference`` and the targets' underdose weight); the record goes to
     ``ctx.leaf_refinement`` (MU per fraction)."""
-    from dataclasses import replace
-
     settings = ctx.protocol.optimization
     rows, w, u = fit_voxels(
         fit, ctx.matrix.shape[0], None, {t: TARGET_UNDERDOSE_WEIGHT for t in targets}
@@ -1433,8 +1423,6 @@ def stage_arc_mu(ctx: _Context) -> None:
     """VMAT: the meterset of every interval of every arc re-fitted on the intervals'
     aperture doses with the segment-weight stage's objective, within the machine limits
     (:func:`refine_arc_mu`); then the final dose of the arcs."""
-    from dataclasses import replace
-
     from dose_engine import hu_to_density
 
     fit, reference, targets = _segment_fit(ctx)
@@ -1731,8 +1719,6 @@ def stage_evaluate(ctx: _Context) -> None:
     """Normalise to the prescription target's first coverage goal (within the cap);
     evaluate the protocol's and the implicit goals; list the goals not evaluated; check
     the deliverability of the normalised plan."""
-    from dataclasses import replace
-
     protocol = ctx.protocol
     rx = protocol.prescription.total_dose_gy
     goals, structures, body = _evaluation_goals(ctx)
@@ -1768,8 +1754,6 @@ def stage_evaluate(ctx: _Context) -> None:
 def _evaluation_goals(ctx: _Context) -> tuple[list, dict, str | None]:
     """``(goals, structures, body)``: the protocol's and the implicit goals on patient
     structure names, the occupancies they read and the body's name."""
-    from dataclasses import replace
-
     protocol = ctx.protocol
     structures = {ctx.mapping[n]: occ for n, occ in ctx.occupancy.items()}
     ext = protocol.external
@@ -1917,8 +1901,6 @@ def _most_goals_met(ctx, goals, structures, rx, coverage: float) -> float:
 
 
 def _scale_plan(plan, factor: float):
-    from dataclasses import replace
-
     return replace(plan, beams=tuple(b.scaled(factor) for b in plan.beams))
 
 
