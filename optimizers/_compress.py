@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._blas import one_blas_thread
 from .errors import InvalidProblemError
 
 __all__ = ["CompressedMatrix", "Compression", "compress_matrix"]
@@ -216,8 +217,6 @@ def compress_matrix(a: Any, settings: Compression | None = None) -> CompressedMa
     # two OpenBLAS threads took 5x the CPU seconds on them on the shared machine (1.86
     # against 0.36 s for five QRs of 39,809 x 40), and the factors no longer depend on
     # the thread count
-    from ._array_backend import one_blas_thread  # (it imports this module's users)
-
     with one_blas_thread():
         return _compress(sp.csr_matrix(a), settings, t0)
 
