@@ -18,30 +18,26 @@ function.
 Targets (issue 18): CVXPY <= 120 s optimisation and <= 4 GB peak on 2 cores, final-dose
 objective within 1 % of the first-order plan's, same TG-119 goals met.
 
-Measured 2026-12-06 on the shared 2-core machine (load average 6.6: wall times are ~2x the
-CPU times), planner compression 1 %, rank 32, no dose corrections, beamlet active set:
+Measured 2026-12-06 on the shared 2-core machine (load average 13-17: wall times are
+3-4x the CPU times), planner compression 1 %, rank 32, no dose corrections, beamlet
+active set:
 
 =============  ==============  ===============  ============  ====================  =========
 solver         optimise CPU s  optimise wall s  peak RSS GiB  final-dose objective  goals met
 =============  ==============  ===============  ============  ====================  =========
-first_order    17.9            37               1.91          0.0777                1/5
-cvxpy          115.6           267              1.92          0.0387 (-50 %)        2/5
+first_order    6.4             56               1.92          0.0828                1/5
+cvxpy          131.2           508              2.33          0.0820 (-0.88 %)      2/5
 =============  ==============  ===============  ============  ====================  =========
 
-CVXPY: 39,809 rows x 5,352 beamlets, 66.0 M non-zeros compressed to 2.59 M plus rank 32;
-the first-order seed left 2,344 beamlets active, pricing let none in (certified in one
-round); Clarabel 39 iterations on them; dose error at the solution 1.48 Gy measured (bound
-16.3 Gy). Where the CPU seconds go (the same problem solved alone, ``optimizers`` level):
-seed 14.7, compression 13.4-16.6, canonicalisation 2-3, Clarabel 87 (2.2 s per
-iteration; on all 5,352 beamlets with the older formulation: 177 s, 36 iterations, 4.9 s
-each). The session before (every beamlet): 205.9 CPU s, 2.33 GiB; with the active set and
-the older formulation (a copy and an equality row per voxel of each one-sided quadratic):
-136.5 CPU s. Met: time (115.6 CPU s against 120), peak memory (1.92 GiB against 4 GB),
-objective and goals (CVXPY meets every goal the first-order plan meets, plus PTV D99;
-first-order fails PTV D10, core D10, PTV D99, body Dmax). The objective is the CVXPY
-level's own (CVaR) terms, which the first-order plan does not optimise, so its -50 % is
-not a like-for-like gap: CVXPY is not worse than first-order by this measure, and the 1 %
-target is read as "not more than 1 % above".
+CVXPY: 40,934 rows x 5,352 beamlets, 71.5 M non-zeros compressed to 2.68 M plus rank 32;
+the first-order seed left 2,334 beamlets active, pricing let none in (certified in one
+round); Clarabel (its faer factorisation) 38 iterations on 230,630 rows x 138,477
+variables. Where the CPU seconds go (the same problem solved alone, ``optimizers``
+level, load ~12): seed 15.4, compression 11.4 (19.8 before the change of this session),
+formulation, compilation and Clarabel 80. Targets: peak memory, objective and goals met
+(the objective is the CVXPY level's own CVaR terms, which the first-order plan does not
+optimise; the 1 % target is read as "not more than 1 % above"); the 120 s is missed.
+Earlier runs (115.6-131.2 CPU s at loads 6.6-23): CHANGELOG.md.
 """
 
 from __future__ import annotations

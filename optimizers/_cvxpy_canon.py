@@ -54,6 +54,16 @@ __all__ = [
 #: units.
 OBJECTIVE_SCALE = 100.0
 
+#: A squared deviation's Gram matrix ``A_S' diag(p) A_S`` (a quadratic form of the fluence
+#: that replaces a copy of the structure's dose, one variable and one equality row per
+#: voxel) is used only when its ``n_beamlets**2`` entries are at most this many (a dense
+#: block of 2,048 beamlets) and at most :data:`GRAM_MAX_RATIO` times the copy's size
+#: (the rows' non-zeros plus the voxels). PortPy's lung problem: 1,470 beamlets, every
+#: structure above 100 voxels.
+GRAM_MAX_ENTRIES = 2048**2
+#: See :data:`GRAM_MAX_ENTRIES`.
+GRAM_MAX_RATIO = 16.0
+
 
 class Formulation(Protocol):
     """What :class:`CvxpyContext` reads of the formulation being built
@@ -62,6 +72,9 @@ class Formulation(Protocol):
     problem: Problem
     x: Any
     d: Any
+    compressed: Any
+    dose_offset: Any
+    fixed: np.ndarray
     level_params: dict[int, Any]
     level_square_params: dict[int, Any]
     x_active: Any
@@ -70,6 +83,8 @@ class Formulation(Protocol):
     aux_constraints: list[Any]
 
     def covers_union(self, structure: str) -> bool: ...
+
+    def dose(self, structure: str) -> Any: ...
 
 
 def import_cvxpy() -> ModuleType:
@@ -142,10 +157,9 @@ class CvxpyContext:
     def dose(self, structure: str | None = None) -> Any:
         """(n_s,) dose expression in the term's structure (or in ``structure``), Gy."""
         name = structure_of(self.term) if structure is None else structure
-        d = self._form.d
-        if d is None:  # no dose term in the problem
-            raise InvalidProblemError(f"{self.term.label}: the problem has no dose variable.")
-        return d if self._form.covers_union(name) else d[self._form.problem.local_index[name]]
+        if name not in self._form.problem.local_index:  # no dose term in the problem
+            raise InvalidProblemError(f"{self.term.label}: the problem has no dose of `{name}`.")
+        return self._form.dose(name)
 
     def level(self) -> Any:
         """The term's ``dose_gy`` (Gy): a parameter the formulation can update, or a
@@ -171,16 +185,16 @@ class CvxpyContext:
 
     def mean_square_deviation(self) -> Any:
         """``sum_i p_i (d_i - L)**2`` over the term's structure, ``L`` its :meth:`level`;
-        in the objective without a copy of the dose.
+        in the objective without a copy of the dose where it can.
 
-        In the objective: ``Q(d) + u`` with ``Q(d) = sum_i p_i d_i**2`` a quadratic form of
-        the dose variable itself (``quad_form(d, P)``, ``P`` the diagonal of the weights on
-        the union), for which CVXPY adds no variable and no row, and
+        In the objective: ``Q + u`` with ``Q = sum_i p_i d_i**2`` a quadratic form
+        (:meth:`_mean_square_of_dose`) for which CVXPY adds no variable and no row, and
         ``u == -2 L (p @ d_S) + L**2`` (one scalar variable and one equality row). A sum
         of squares of ``d_S - L`` needs ``r == d_S - L`` (a parameter inside a square is
         not DPP), and CVXPY's sum of squares of any expression but a variable adds such a
         copy too: one variable and one equality row per structure voxel (318,000 of each
-        in PortPy's lung problem, two thirds of what SCS factorised).
+        in PortPy's lung problem, two thirds of what SCS factorised). Where no quadratic
+        form fits (:meth:`_mean_square_of_dose` returns None) the copy is made.
 
         In a constraint (hard terms; a level bound of
         :class:`optimizers.CvxpyFormulation`, which canonicalises the term again for it):
@@ -189,25 +203,51 @@ class CvxpyContext:
         ended Clarabel in a numerical error (two terms of thousands of Gy**2 cancelling in
         a cone). Not parametrised: :meth:`mean_square` of ``d_S - L``.
         """
-        if not self._parametrised or not self._objective:
+        quad = self._mean_square_of_dose() if self._parametrised and self._objective else None
+        if quad is None:
             return self.mean_square(self.affine(self.dose() - self.level()))
         cp = self.cp
         u = cp.Variable(name=f"u{self._index}")
         self.constrain(u == (-2.0 * self.level()) * (self.p @ self.dose()) + self.level_square())
         self._form.objective_only.add(self._index)
-        return self._quad_form_on_union() + u
+        return quad + u
 
-    def _quad_form_on_union(self) -> Any:
-        """``sum_i p_i d_i**2`` over the term's structure as ``quad_form(d, P)`` on the
-        whole dose variable (``P`` sparse diagonal, ``p`` at the structure's union rows)."""
+    def _mean_square_of_dose(self) -> Any:
+        """``sum_i p_i d_i**2`` over the term's structure as a quadratic form, or None.
+
+        With a dose variable: ``quad_form(d, P)`` on the whole variable (``P`` sparse
+        diagonal, ``p`` at the structure's union rows). Without one (the dose is
+        ``A_S x + c``, ``c`` a constant offset): ``x' G x + 2 (A_S' (p c)) @ x + p @ c**2``
+        with the Gram matrix ``G = A_S' diag(p) A_S`` of the structure's rows (the
+        beamlets of ``columns``), when ``G`` is small beside the copy it saves
+        (:data:`GRAM_MAX_ENTRIES`, :data:`GRAM_MAX_RATIO`); None for a compressed matrix
+        (its quadratic is not a form of ``x`` alone)."""
         import scipy.sparse as sp
 
         form = self._form
-        n_u = form.problem.union_rows.size
+        cp = self.cp
         idx = form.problem.local_index[structure_of(self.term)]
-        diag = np.zeros(n_u)
-        np.add.at(diag, idx, self.p)
-        return self.cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
+        if form.d is not None:
+            diag = np.zeros(form.problem.union_rows.size)
+            np.add.at(diag, idx, self.p)
+            return cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
+        offset = form.dose_offset  # a constant here (a parameter needs the dose variable)
+        if form.compressed is not None:
+            return None
+        m = form.problem.a_union[idx]
+        if form.fixed.size:
+            m = m[:, form.columns]
+        n = m.shape[1]
+        if n * n > min(GRAM_MAX_ENTRIES, GRAM_MAX_RATIO * (m.nnz + idx.size)):
+            return None
+        m = sp.csr_matrix(m, dtype=np.float64)
+        gram = (m.T @ sp.diags_array(self.p) @ m).tocsc()
+        quad = cp.quad_form(form.x_active, gram, assume_PSD=True)
+        if offset is None:
+            return quad
+        c = np.asarray(offset.value, dtype=np.float64)[idx]
+        pc = self.p * c
+        return quad + (2.0 * (m.T @ pc)) @ form.x_active + float(pc @ c)
 
     def fluence_square(self, operator: Any) -> Any:
         """``||operator @ x||**2`` (``operator`` a sparse matrix with one column per beamlet).

@@ -14,6 +14,7 @@ from _optimizers_synth import slab_problem
 from scipy.optimize import nnls
 
 import optimizers as op
+from optimizers import _cvxpy as op_cvxpy
 
 #: a voxel-weighted structure, a zero level on part of the union, a level on all of it
 WEIGHTS = {"OAR": np.linspace(0.5, 2.0, 25)}
@@ -72,11 +73,14 @@ def test_squared_deviations_add_no_dose_copy_and_reach_the_nnls_optimum(solver):
     )
     size = res.extras["problem_size"]
     n_union, n_dose_terms = problem.union_rows.size, len(problem.terms) - 1
-    # d == A x, one scalar row per dose term (its level's linear part): no row per
-    # structure voxel and none per smoothness row
-    assert size["equality_rows"] == n_union + n_dose_terms
-    # the dose, the fluence and one scalar per dose term: no copy of any structure's dose
-    assert size["variables"] == n_union + problem.n_beamlets + n_dose_terms
+    # SCS's formulation has no dose variable (each squared deviation a Gram matrix of
+    # the fluence), the others d == A x
+    n_dose = 0 if solver in op_cvxpy.DOSE_FREE_SOLVERS else n_union
+    # one scalar row per dose term (its level's linear part): no row per structure voxel
+    # and none per smoothness row
+    assert size["equality_rows"] == n_dose + n_dose_terms
+    # the fluence and one scalar per dose term: no copy of any structure's dose
+    assert size["variables"] == n_dose + problem.n_beamlets + n_dose_terms
     assert res.extras["is_dpp"]
     assert res.objective == pytest.approx(_nnls_objective(problem), rel=1e-5)
 

@@ -1,0 +1,107 @@
+"""The CVXPY formulation without a dose variable, and the screening of per-voxel hard
+constraints (constraint generation) in ``solve_cvxpy(..., x0=...)`` (issue 18).
+
+Without the variable every term reads its structure's rows of the matrix times the
+fluence: the optimum must be the one of the formulation with the variable (two different
+compiled problems, one solver). A screened solve constrains only the voxels near their
+bound at the start, checks the others on the exact dose and adds those it violates: its
+optimum must be the unscreened problem's, also from a start that leaves every constraint
+out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from _optimizers_synth import slab_problem
+
+import optimizers as op
+from optimizers import _cvxpy as op_cvxpy
+
+SMOOTH = op.Smoothness(
+    sp.diags_array([-np.ones(29), np.ones(29)], offsets=[0, 1], shape=(29, 30)), weight=5.0
+)
+
+
+def _terms(max_gy: float = 40.0) -> list[op.Term]:
+    return [
+        op.Underdose("PTV", 60.0, weight=10),
+        op.Overdose("PTV", 62.0, weight=10),
+        op.SquaredDeviation("OAR", 0.0, weight=1),
+        op.MaxDVH("OAR", 20.0, 30.0, weight=1),
+        op.GEUD("OAR", 4.0, weight=0.5),
+        op.MeanDose("BODY", weight=0.01),
+        SMOOTH,
+        op.MaxDose("BODY", max_gy, hard=True),
+        op.MeanDose("OAR", 30.0, hard=True),
+    ]
+
+
+def _problem(terms: list[op.Term], **kw) -> op.Problem:
+    a, s = slab_problem(np.random.default_rng(0), n_side=20, n_beamlets=30)
+    return op.Problem(a, s, terms, **kw)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_formulation_without_dose_variable_reaches_the_same_optimum(offset):
+    kw = {"dose_offset": np.full(400, 0.7)} if offset else {}
+    problem = _problem(_terms(), **kw)
+    results = {}
+    for dose_variable in (True, False):
+        form = op.CvxpyFormulation(problem, offset_parameter=False, dose_variable=dose_variable)
+        results[dose_variable] = op.solve_cvxpy(problem, formulation=form, screen=False)
+    with_d, without = results[True], results[False]
+    n_union = problem.union_rows.size
+    # no dose variable: none of the union's 400 rows is a variable or an equality row
+    assert (
+        without.extras["problem_size"]["variables"]
+        < with_d.extras["problem_size"]["variables"] - n_union + 1
+    )
+    assert without.extras["problem_size"]["equality_rows"] < n_union
+    assert without.extras["is_dpp"]
+    assert without.objective == pytest.approx(with_d.objective, rel=1e-6)
+    assert without.extras["max_violation"] <= 1e-7
+
+
+def test_screened_solve_keeps_only_voxels_near_their_bound_and_is_the_whole_optimum():
+    problem = _problem(_terms())
+    x0 = op.solve_first_order(problem).x
+    full = op.solve_cvxpy(problem, x0=x0, screen=False)
+    screened = op.solve_cvxpy(problem, x0=x0)
+    record = screened.extras["screening"]
+    assert record["rows"] == 400
+    assert record["rounds"][0]["kept_rows"] < 400
+    assert record["certified"]
+    assert screened.objective == pytest.approx(full.objective, rel=1e-6)
+    assert screened.extras["max_violation"] <= 1e-7
+    # the rows kept are those within the margin of 40 Gy at the start, by the exact dose
+    body = problem.union_dose(x0)[problem.local_index["BODY"]]
+    near = int(np.sum(body >= 40.0 - op_cvxpy.SCREEN_MARGIN * 40.0))
+    assert near > 0
+    assert record["rounds"][0]["kept_rows"] == near
+
+
+def test_screening_adds_the_left_out_voxels_the_solution_violates():
+    problem = _problem(_terms())
+    x0 = np.full(problem.n_beamlets, 1e-3)  # every dose far below 40 Gy: no row kept
+    rows = op_cvxpy.screened_rows(problem, x0)
+    assert {k: v.size for k, v in rows.items()} == {7: 0}
+    full = op.solve_cvxpy(problem, x0=x0, screen=False)
+    screened = op.solve_cvxpy(problem, x0=x0)
+    rounds = screened.extras["screening"]["rounds"]
+    assert rounds[0]["kept_rows"] == 0 and rounds[0]["violated_left_out"] > 0
+    assert len(rounds) >= 2 and screened.extras["screening"]["certified"]
+    assert screened.objective == pytest.approx(full.objective, rel=1e-6)
+    assert screened.extras["max_violation"] <= 1e-7
+    d = problem.union_dose(screened.x)[problem.local_index["BODY"]]
+    assert d.max() <= 40.0 * (1 + 1e-6)
+
+
+def test_bad_screening_and_dose_variable_arguments_are_refused():
+    problem = _problem(_terms())
+    with pytest.raises(op.InvalidProblemError, match="per-voxel hard term"):
+        op.CvxpyFormulation(problem, hard_rows={0: [1, 2]})
+    with pytest.raises(op.InvalidProblemError, match="outside"):
+        op.CvxpyFormulation(problem, hard_rows={7: [400]})
+    with pytest.raises(op.InvalidProblemError, match="dose_variable=False"):
+        op.CvxpyFormulation(problem, columns=[0, 1, 2], dose_variable=False)
