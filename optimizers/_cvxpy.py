@@ -22,6 +22,7 @@ import numpy as np
 
 from ._compress import CompressedMatrix, Compression
 from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
+from ._meterset import refuse_meterset_dose
 from ._problem import Problem, require_problem
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solvers import SolveData, get_solver
@@ -128,6 +129,7 @@ class CvxpyFormulation:
         constant_offset: Any = None,
     ) -> None:
         require_problem(problem)
+        refuse_meterset_dose(problem, "The CVXPY formulation")
         cp = import_cvxpy()
         self.problem = problem
         self.elastic = elastic
@@ -599,6 +601,7 @@ def solve_cvxpy(
     OptimizerWarning
         The solver returned an inaccurate solution.
     """
+    refuse_meterset_dose(problem, "The CVXPY solver")
     cp = import_cvxpy()
     t0 = time.perf_counter()
     adapter = get_solver(solver)
