@@ -113,6 +113,22 @@ def test_analytic_optimum_counts_the_transmission():
     np.testing.assert_allclose(plain.x, [60.0, 60.0], atol=0.02)
 
 
+def test_lexicographic_levels_see_it():
+    """The analytic case above as two levels (the targets' underdose, then their
+    overdose under the first level's slip): the same 40 MU."""
+    a = sp.csr_array(np.eye(2))
+    md = op.MetersetDose(
+        [np.array([[0, 1]])], np.full((2, 1), 0.5), 2, epsilon_mu=1e-4, temperature_mu=1e-4
+    )
+    res = op.solve_lexicographic(
+        a,
+        {"T": np.arange(2)},
+        [[op.Underdose("T", 60.0)], [op.Overdose("T", 60.0)]],
+        meterset_dose=md,
+    )
+    np.testing.assert_allclose(res.x, [40.0, 40.0], atol=0.05)
+
+
 def test_first_order_agrees_with_scipy_lbfgsb():
     """A random target/organ problem: the first-order solver's objective with the
     meterset dose equals what scipy's L-BFGS-B reaches on the same objective (values from
