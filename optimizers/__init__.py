@@ -21,6 +21,7 @@ from ._dose_volume import dose_at_knots, dose_at_volume, dose_volume_knots
 from ._feasibility import FeasibilityCertificate, certify_hard_constraints
 from ._first_order import solve_first_order
 from ._lexicographic import LevelResult, LexicographicResult, solve_lexicographic
+from ._meterset import MetersetDose, smooth_meterset
 from ._problem import Problem
 from ._registry import register_term, supported_methods
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
@@ -71,6 +72,7 @@ __all__ = [
     "MaxDVH",
     "MaxDose",
     "MeanDose",
+    "MetersetDose",
     "MinDVH",
     "MinDose",
     "OptimizationResult",
@@ -94,6 +96,7 @@ __all__ = [
     "dose_at_volume",
     "dose_volume_knots",
     "register_term",
+    "smooth_meterset",
     "soft_dose_objective",
     "solve",
     "solve_cvxpy",

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._compress import CompressedMatrix, Compression
 from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
+from ._meterset import refuse_meterset_dose
 from ._problem import Problem, constraint_scale, require_problem, structure_of
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solvers import SolveData, get_solver
@@ -172,6 +173,7 @@ class CvxpyFormulation:
         hard_rows: Any = None,
     ) -> None:
         require_problem(problem)
+        refuse_meterset_dose(problem, "The CVXPY formulation")
         cp = import_cvxpy()
         self.problem = problem
         #: the rows each screened per-voxel hard term constrains, by term index
@@ -703,6 +705,7 @@ def solve_cvxpy(
     OptimizerWarning
         The solver returned an inaccurate solution.
     """
+    refuse_meterset_dose(problem, "The CVXPY solver")
     cp = import_cvxpy()
     t0 = time.perf_counter()
     adapter = get_solver(solver)

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 
 from ._cvxpy import unpack
 from ._cvxpy_canon import import_cvxpy
+from ._meterset import refuse_meterset_dose
 from ._problem import Problem, constraint_scale, require_problem, structure_of
 from ._result import SOLUTION_PRESENT, Status
 from ._solvers import SolveData, get_solver
@@ -219,6 +220,7 @@ def certify_hard_constraints(
     FeasibilityCertificate
     """
     require_problem(problem)
+    refuse_meterset_dose(problem, "The feasibility certificate")
     cp = import_cvxpy()
     t0 = time.perf_counter()
     # lexicographic level bounds are not goals: the question is whether the goals agree

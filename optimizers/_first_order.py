@@ -95,7 +95,8 @@ def solve_first_order(
         When hard constraints are still violated at the end (and the time limit was not
         what stopped the solve), decide with
         :func:`certify_hard_constraints` (a reduced linear programme solved by CVXPY +
-        Clarabel) whether they contradict each other (default True). Only a certificate
+        Clarabel) whether they contradict each other (default True; off for a problem
+        with a ``meterset_dose``, which that programme cannot take). Only a certificate
         makes the solve raise :class:`InfeasibleError`; otherwise the result has status
         ``iteration_limit`` (did not converge) and says so, with the residual. The
         certificate is also sought before the extra work budget is granted (more rounds
@@ -185,18 +186,30 @@ def solve_first_order(
     soft_w = sum(t.weight for t in comp.soft) or 1.0
     al = AugmentedLagrangian(comp, rho0=10.0 * soft_w) if comp.hard else None
     # the iterations carry d = A_u x (linear: directions and extrapolations stay exact);
-    # the terms read A_u x + dose_offset
+    # the terms read A_u x + dose_offset (+ the meterset dose U κ∘M̃(x), from x itself)
     offset = None if problem.union_offset is None else backend.asarray(problem.union_offset)
+    meterset = problem.meterset_dose
+    if meterset is not None:
+        certify = False  # the certificate's linear programme cannot take it
+        u_mu = backend.asarray(problem.union_meterset_columns)
 
-    def term_dose(d):
-        return d if offset is None else d + offset
+    def term_dose(d, v):
+        if offset is not None:
+            d = d + offset
+        if meterset is not None:
+            d = d + u_mu @ backend.asarray(meterset.meterset(backend.to_host(v)))
+        return d
 
     def phi(d, v, want_grad=True):
-        d = term_dose(d)
+        d = term_dose(d, v)
         f, g_u, g_x = comp.soft_value_grad(d, v, want_grad)
         if al is not None:
             fa, g_u, g_x = al.value_grad(d, v, g_u, g_x, want_grad)
             f += fa
+        if meterset is not None and want_grad and g_u is not None:  # chain rule through M̃
+            w = backend.to_host(u_mu.T @ g_u)
+            g_mu = backend.asarray(meterset.meterset_vjp(backend.to_host(v), w))
+            g_x = g_mu if g_x is None else g_x + g_mu
         return f, g_u, g_x
 
     def grad_x(g_u, g_x):
@@ -261,8 +274,8 @@ def solve_first_order(
                 status = inner_status
                 break
             outer += 1
-            viol = al.update(term_dose(d), x, constraint_tol)
-            f_now = comp.soft_value_grad(term_dose(d), x, want_grad=False)[0]
+            viol = al.update(term_dose(d, x), x, constraint_tol)
+            f_now = comp.soft_value_grad(term_dose(d, x), x, want_grad=False)[0]
             history.append(
                 {
                     "outer": outer,

@@ -146,6 +146,7 @@ def solve_lexicographic(
     slip_abs: float = 0.0,
     matrix_dtype: Any = np.float64,
     dose_offset: Any = None,
+    meterset_dose: Any = None,
     one_formulation: bool = False,
     **options: Any,
 ) -> LexicographicResult:
@@ -185,6 +186,11 @@ def solve_lexicographic(
         A constant dose per voxel added to ``matrix @ x`` in every term of every level
         (see :class:`Problem`), e.g. the correction ``d_final(x0) - matrix @ x0`` that
         makes the optimiser's dose equal an accurate final dose at ``x0``.
+
+        .. versionadded:: 0.1.0
+    meterset_dose : MetersetDose, optional
+        A dose part that follows each beam's sweep meterset (the MLC leaf transmission),
+        added in every term of every level (see :class:`Problem`; first-order solver only).
 
         .. versionadded:: 0.1.0
     one_formulation : bool, optional
@@ -255,6 +261,7 @@ def solve_lexicographic(
         voxel_weights=voxel_weights,
         matrix_dtype=matrix_dtype,
         dose_offset=dose_offset,
+        meterset_dose=meterset_dose,
     )
     hard = list(constraints)
     bounds: list[_LevelBound] = []

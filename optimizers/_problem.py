@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from array_api_compat import array_namespace
 
 from ._compress import CompressedMatrix, Compression, compress_matrix
+from ._meterset import MetersetDose
 from ._surrogates import first_order_surrogate
 from ._terms import CvxpyTerm, Term, _LevelBound
 from .errors import InvalidProblemError
@@ -280,12 +281,20 @@ class Problem:
         dose at ``x0``. Default: none.
 
         .. versionadded:: 0.1.0
+    meterset_dose : MetersetDose, optional
+        A dose part that follows each beam's (smoothed) sweep meterset, ``U κ∘M̃(x)``
+        (the MLC leaf transmission), added to every term's dose; first-order solver only
+        (:func:`solve_cvxpy` and :func:`certify_hard_constraints` refuse it). Default:
+        none.
+
+        .. versionadded:: 0.1.0
 
     Raises
     ------
     InvalidProblemError
         NaN/negative matrix entries, indices out of range, a term on an unknown or empty
-        structure, mismatched weights, a ``dose_offset`` of the wrong shape or not finite.
+        structure, mismatched weights, a ``dose_offset`` of the wrong shape or not finite,
+        a ``meterset_dose`` on other rows or beamlets.
 
     Notes
     -----
@@ -324,6 +333,7 @@ class Problem:
         voxel_weights: Mapping[str, Any] | None = None,
         matrix_dtype: Any = np.float64,
         dose_offset: Any = None,
+        meterset_dose: MetersetDose | None = None,
         _cache: _MatrixCache | None = None,
         _checked: bool = False,
     ) -> None:
@@ -345,6 +355,17 @@ class Problem:
         self.dose_offset: np.ndarray | None = (
             dose_offset if _checked else _check_dose_offset(dose_offset, n_vox)
         )
+        if meterset_dose is not None and (
+            not isinstance(meterset_dose, MetersetDose)
+            or meterset_dose.columns.shape[0] != n_vox
+            or meterset_dose.n_beamlets != n_bl
+        ):
+            raise InvalidProblemError(
+                "`meterset_dose` must be an optimizers.MetersetDose with one column row per "
+                f"row of `matrix` ({n_vox}) and {n_bl} beamlets; got {meterset_dose!r}."
+            )
+        #: the dose part that follows each beam's meterset (None without one)
+        self.meterset_dose: MetersetDose | None = meterset_dose
         names = frozenset(n for t in self._all_dose_terms() for n in structures_read(t))
         self._names = names
         rows, self.a_union = _cache.union(self.structures, names)
@@ -352,6 +373,10 @@ class Problem:
         #: (n_union,) float64, Gy: ``dose_offset`` on the union rows (None without one)
         self.union_offset: np.ndarray | None = (
             None if self.dose_offset is None else self.dose_offset[rows]
+        )
+        #: (n_union, n_beams) float64, Gy per MU: ``meterset_dose.columns`` on the union rows
+        self.union_meterset_columns: np.ndarray | None = (
+            None if meterset_dose is None else meterset_dose.columns[rows]
         )
         self.local_index: dict[str, np.ndarray] = {
             n: np.searchsorted(rows, self.structures[n]) for n in names
@@ -493,6 +518,7 @@ class Problem:
             terms,
             voxel_weights=self.voxel_weights,
             dose_offset=self.dose_offset,
+            meterset_dose=self.meterset_dose,
             _cache=self._cache,
             _checked=True,
         )
@@ -500,15 +526,18 @@ class Problem:
     # -- evaluation --------------------------------------------------------------------
     def union_dose(self, x: Any) -> np.ndarray:
         """Dose in the union of the terms' structures, Gy, ``(n_union,)`` float64 (with
-        ``dose_offset``)."""
-        x = np.asarray(x, dtype=self.a_union.dtype)
-        d = np.asarray(self.a_union @ x, dtype=np.float64)
+        ``meterset_dose`` and ``dose_offset``)."""
+        d = np.asarray(self.a_union @ np.asarray(x, dtype=self.a_union.dtype), dtype=np.float64)
+        if self.meterset_dose is not None:
+            d = d + self.union_meterset_columns @ self.meterset_dose.meterset(x)
         return d if self.union_offset is None else d + self.union_offset
 
     def dose(self, x: Any) -> np.ndarray:
-        """Dose on the whole grid, Gy, ``(n_voxels,)`` float64 (with ``dose_offset``)."""
-        x = np.asarray(x, dtype=self.matrix.dtype)
-        d = np.asarray(self.matrix @ x, dtype=np.float64)
+        """Dose on the whole grid, Gy, ``(n_voxels,)`` float64 (with ``meterset_dose`` and
+        ``dose_offset``)."""
+        d = np.asarray(self.matrix @ np.asarray(x, dtype=self.matrix.dtype), dtype=np.float64)
+        if self.meterset_dose is not None:
+            d = d + self.meterset_dose.dose(x)
         return d if self.dose_offset is None else d + self.dose_offset
 
     def term_dose(self, term: Term, d_union: np.ndarray) -> np.ndarray:

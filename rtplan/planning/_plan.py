@@ -97,6 +97,7 @@ from ._helper_structures import (
 )
 from ._levels import build_levels, hotspot_cap_gy, smoothness_pairs, volume_pct
 from ._options import PlanOptions, options_from_keywords
+from ._transmission import meterset_dose
 from ._vmat import arc_layouts, refine_arc_mu, sequence_arcs
 
 __all__ = ["DERIVED_RTSTRUCT_FILE", "PlanResult", "plan_patient", "PLAN_FILES"]
@@ -699,6 +700,8 @@ class _Context:
     arcs: list = field(default_factory=list)  # VMAT: ArcLayout of each arc (_vmat.py)
     arc_record: dict | None = None  # VMAT: the MU refinement's record
     leaf_refinement: dict | None = None  # static beams: the leaf refinement's record
+    meterset_dose: Any = None  # transmission_model: the last optimisation's MetersetDose
+    optimiser_offset: np.ndarray | None = None  # the offset c the last optimisation saw
     scheduler: str | None = None  # VMAT: Dask scheduler of the per-angle work (PlanOptions)
 
 
@@ -1203,6 +1206,9 @@ def stage_optimise(ctx: _Context) -> None:
         if settings.solver == "first_order":  # warm start (CVXPY's solvers have none)
             options["x0"] = ctx.fluence
             options["tol"] = CORRECTION_TOL
+    if settings.transmission_model and settings.solver == "first_order" and not ctx.arcs:
+        options.update(_transmission_options(ctx, mu_scale, options.get("dose_offset")))
+    ctx.optimiser_offset = options.get("dose_offset")
     ctx.optimization = opt.solve_lexicographic(
         ctx.matrix,
         idx,
@@ -1216,6 +1222,28 @@ def stage_optimise(ctx: _Context) -> None:
     )
     ctx.fluence = np.asarray(ctx.optimization.x, dtype=np.float64)
     _check_hard_constraints(ctx, hard)
+
+
+def _transmission_options(ctx: _Context, mu_scale: float, offset: np.ndarray | None) -> dict:
+    """The solver options of ``[optimization] transmission_model`` in a pass of the
+    correction loop (``offset`` its correction ``c``): the leaf transmission as a dose that
+    follows each beam's meterset, calibrated on the last plan's segments, and ``c``
+    changed so that the model still equals the final dose there
+    (:mod:`rtplan.planning._transmission`). None in the first pass (no segments yet)."""
+    ctx.meterset_dose = None
+    if offset is None or ctx.segment_weights is None:
+        return {}
+    last = (
+        ctx.plan.beams,
+        ctx.beam_indices,
+        ctx.machine,
+        ctx.fluence,
+        ctx.segment_weights.beamlet_fluence_mu,
+    )
+    transmission = resolve_mlc_parameters(ctx.machine, ctx.beam_model).transmission
+    model, change = meterset_dose(ctx.matrix, ctx.beamlets, transmission, mu_scale, last)
+    ctx.meterset_dose = model
+    return {"meterset_dose": model, "dose_offset": offset + change}
 
 
 def _with_custom_terms(levels: list, custom: Mapping[int, Sequence[Any]]) -> list:
@@ -1411,10 +1439,13 @@ def _with_goal_terms(ctx: _Context, fit_objective, weight: float):
 def _segment_fit(ctx: _Context):
     """``(structures, reference, targets)`` of the segment-weight fit: matrix rows of the
     protocol's structures (and of the correction loop's hot spots, :data:`HOTSPOT_HELPER`),
-    the optimal fluence's dose on the matrix rows, the targets."""
+    the optimal fluence's dose on the matrix rows (with ``transmission_model``, its
+    transmission dose as well: the segments' fluence holds theirs), the targets."""
     idx = _matrix_rows(ctx, _problem_structures(ctx)[0])
     fit = {n: i for n, i in idx.items() if n in ctx.occupancy or n == HOTSPOT_HELPER}
     reference = np.asarray(ctx.matrix @ ctx.fluence.astype(np.float32), dtype=np.float64)
+    if ctx.meterset_dose is not None:
+        reference += ctx.meterset_dose.dose(ctx.fluence)
     targets = [t for t in ctx.protocol.targets if t in fit]
     return fit, reference, targets
 

@@ -280,6 +280,12 @@ class OptimizationSettings:
         Weight of the protocol's own optimisation terms (every level's soft dose terms,
         as the first-order solver sees them) beside the dose fit in the refinement's
         objective, each divided by its value at the sequenced segments (0: the fit alone).
+    transmission_model : bool
+        With the first-order solver and static beams: the optimiser's dose holds the MLC
+        leaf transmission as a dose that follows each beam's smoothed sweep meterset
+        (:mod:`rtplan.planning._transmission`; docs/protocols.md, "The MLC transmission
+        in the optimiser"), calibrated on the last plan's segments in the correction
+        loop. Ignored with ``solver = "cvxpy"`` and for arcs.
 
     Notes
     -----
@@ -289,6 +295,8 @@ class OptimizationSettings:
     .. versionadded:: 0.1.0
        ``leaf_refinement``, ``leaf_refinement_iterations`` and
        ``leaf_refinement_goal_weight``.
+    .. versionadded:: 0.1.0
+       ``transmission_model``.
     """
 
     solver: str = "first_order"
@@ -312,6 +320,7 @@ class OptimizationSettings:
     leaf_refinement: bool = False
     leaf_refinement_iterations: int = 40
     leaf_refinement_goal_weight: float = 0.0
+    transmission_model: bool = False
 
 
 #: Largest ``[optimization] cvxpy_compression_rank``: the low-rank factors are dense

@@ -50,6 +50,7 @@ INPUT_CLASSES = {
     "dose_engine.BeamModel",
     "dose_engine.HUTable",
     "optimizers.Problem",
+    "optimizers.MetersetDose",
     "optimizers.CvxpyFormulation",
     "optimizers.CvxpyTerm",
     "optimizers.Compression",
