@@ -19,7 +19,7 @@ from rtplan.errors import ProtocolError
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.report import plan_json
-from rtplan.report._tables import dose_calculation_rows
+from rtplan.report._tables import dose_calculation_rows, final_dose_correction_text
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,5 @@ def test_the_loop_stops_after_a_pass_meeting_every_goal(tmp_path):
     assert last["goals_met_normalized"] == last["n_goals"] == len(result.goal_table)
     assert last["stopped"] == "all goals met within the normalisation cap"
     assert last["kept"] and result.goal_table.all_passed
+    line = final_dose_correction_text(records)
+    assert "pass 1:" in line and "loop stopped: all goals met within the normalisation cap" in line
