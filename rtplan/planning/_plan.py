@@ -1548,9 +1548,10 @@ def stage_correct(ctx: _Context) -> None:
     (``ctx.final_dose``).  Before each re-optimisation, the voxels outside the targets
     whose last final dose exceeds the global hot-spot level join the helper
     :data:`HOTSPOT_HELPER` (:func:`_with_hotspot_rows`): rows with that overdose term and
-    their own ``c``, kept for the later loops.  Stops early when no goal moved by more than
-    ``final_dose_tolerance_pct`` % of its level.  Each loop's record goes to
-    ``ctx.corrections``.
+    their own ``c``, kept for the later loops.  Stops early after a corrected pass
+    that meets every goal once normalised within the cap (no later pass can score higher),
+    or when no goal moved by more than ``final_dose_tolerance_pct`` % of its level; the last
+    record's ``stopped`` says which.  Each loop's record goes to ``ctx.corrections``.
 
     The plan kept is the pass (the uncorrected one or a corrected one) whose final dose
     needs the least normalisation beyond the cap to reach the prescription target's coverage
@@ -1625,7 +1626,11 @@ def stage_correct(ctx: _Context) -> None:
             scores[-1][1],
             ctx.corrections[-1]["target_max_abs_change_gy"],
         )
+        if scores[-1][:2] == (0.0, len(after)):  # nothing left for a later pass to win
+            ctx.corrections[-1]["stopped"] = "all goals met within the normalisation cap"
+            break
         if goals_settled(before, after, tolerance_pct=settings.final_dose_tolerance_pct):
+            ctx.corrections[-1]["stopped"] = "goals settled"
             break
         before = after
     best = max(range(len(passes)), key=lambda k: (-scores[k][0], scores[k][1], -scores[k][2], k))

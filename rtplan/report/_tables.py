@@ -311,7 +311,7 @@ def dose_calculation_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
 def final_dose_correction_text(corrections: Sequence[Mapping[str, Any]]) -> str:
     """One line on plan.json's ``corrections``: goals met per pass (before and after
     normalisation), how far each loop moved the target dose, how many hot-spot voxels
-    it optimised as rows of their own and which pass was kept."""
+    it optimised as rows of their own, why the loop stopped early and which pass was kept."""
     passes = []
     for c in corrections:
         text = (
@@ -326,6 +326,8 @@ def final_dose_correction_text(corrections: Sequence[Mapping[str, Any]]) -> str:
             )
         if c.get("hotspot_voxels"):
             text += f", {c['hotspot_voxels']} hot-spot voxels as rows"
+        if c.get("stopped"):
+            text += f", loop stopped: {c['stopped']}"
         if c.get("kept"):
             text += " [kept]"
         passes.append(text)

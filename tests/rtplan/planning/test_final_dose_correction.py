@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from _tiny_protocol import tiny_cshape_protocol
 
 import rtplan
 from rtplan.errors import ProtocolError
 from rtplan.planning import plan_patient
 from rtplan.protocols import load_protocol
 from rtplan.report import plan_json
-from rtplan.report._tables import dose_calculation_rows
+from rtplan.report._tables import dose_calculation_rows, final_dose_correction_text
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,28 @@ def test_correction_tolerance_reaches_the_tight_solves_objective(monkeypatch):
     assert loose.success and tight.success
     assert tight.objective <= loose.objective <= 1.001 * tight.objective
     assert loose.n_dose_evals < 0.7 * tight.n_dose_evals
+
+
+def test_the_loop_stops_after_a_pass_meeting_every_goal(tmp_path):
+    """Three corrections asked on goals the first corrected pass meets once normalised
+    within the cap (PTV D95 >= 45 Gy, Core D10 <= 60 Gy, the 60 % target floor): no later
+    pass can score higher, so the loop stops after it, keeps it and says why."""
+    text = tiny_cshape_protocol(ring=False).replace("count = 3", "count = 5")
+    text = text.replace("min = 50.0", "min = 45.0").replace("max = 40.0", "max = 60.0")
+    text = text.replace(
+        "sequencing_levels = 4", "sequencing_levels = 4\nfinal_dose_corrections = 3"
+    )
+    text += "[safety]\nimplicit_target_limits = false\nhotspot_pct = 0\ntarget_floor_pct = 60\n"
+    path = tmp_path / "easy.toml"
+    path.write_text(text)
+    patient = rtplan.phantoms.make_phantom("cshape", pixel_spacing_mm=5.0, slice_spacing_mm=5.0)
+    result = plan_patient(patient, load_protocol(path), progress=False)
+    records = result.corrections
+    assert [r["loop"] for r in records] == [0, 1]
+    last = records[-1]
+    assert last["normalization_beyond_cap"] == 0.0
+    assert last["goals_met_normalized"] == last["n_goals"] == len(result.goal_table)
+    assert last["stopped"] == "all goals met within the normalisation cap"
+    assert last["kept"] and result.goal_table.all_passed
+    line = final_dose_correction_text(records)
+    assert "pass 1:" in line and "loop stopped: all goals met within the normalisation cap" in line
