@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-#: main after the session-13 kernel physics (merge of kern2: multiple-scatter kernel, TERMA
-#: split, beam-axis cones), which moved the dose on purpose; the session-12 speed work was
-#: measured against 0c05433 (docs/dose_algorithms.md).
-BASELINE = "09a4ecf"
+#: main before the session-14 dose-side speed work (float32 transport and TERMA fluence);
+#: the session-13 kernel physics was measured against 09a4ecf, the session-12 speed work
+#: against 0c05433 (docs/dose_algorithms.md).
+BASELINE = "3f4ccf8"
 #: Largest |dose difference| between the trees, relative to the maximum dose.
 TOLERANCE = 1e-3
 HERE = Path(__file__).resolve()

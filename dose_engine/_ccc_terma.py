@@ -234,7 +234,11 @@ def beam_terma(
         TERMA of each set of weights the points were traced with (the primary and the
         scatter kernel part).
     """
-    flu = aperture_fluence(points.u_mm, points.v_mm, rectangles_mm, mu, model, xp, map_fn)
+    # the fluence in float32 (the TERMA's precision: within 1e-6 of its maximum of the
+    # float64 fluence, tests/dose_engine/test_ccc_transport_precision.py), from the same
+    # float64 points whether traced afresh or reused: a third less CPU time than float64
+    u32, v32 = (xp.astype(a, xp.float32) for a in (points.u_mm, points.v_mm))
+    flu = aperture_fluence(u32, v32, rectangles_mm, mu, model, xp, map_fn)
     k = points.released.shape[0]
     out = xp.zeros((k, grid.voxel_count), dtype=xp.float32)
     out[:, points.flat_index] = xp.astype(flu * points.released, xp.float32)

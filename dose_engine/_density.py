@@ -127,13 +127,27 @@ def hu_to_density(hu, table: HUTable | None = None):
     """
     xp = array_namespace(hu)
     table = load_hu_table() if table is None else table
+    hu_t = np.asarray(table.hu, dtype=float)
+    rho_t = np.asarray(table.density, dtype=float)
+    n = hu_t.size
+    # clamped to the table's ends (a NaN HU is taken as below it)
     h = xp.astype(hu, xp.float32)
-    out = xp.full(h.shape, float(table.density[0]), dtype=xp.float32)
-    for i in range(1, table.hu.size):
-        h0, h1 = float(table.hu[i - 1]), float(table.hu[i])
-        r0, r1 = float(table.density[i - 1]), float(table.density[i])
-        seg = r0 + (h - h0) * ((r1 - r0) / (h1 - h0))
-        out = xp.where(h >= h0, seg, out)
-    return xp.where(
-        h >= float(table.hu[-1]), xp.asarray(float(table.density[-1]), dtype=xp.float32), out
-    )
+    h = xp.where(xp.isnan(h), xp.asarray(-np.inf, dtype=xp.float32), h)
+    h = xp.clip(h, float(hu_t[0]), float(hu_t[-1]))
+    # each voxel's segment: k starts at or below its HU (0 below the table, n at or above
+    # its end), then the segment's start HU, start density and slope, each rounded to
+    # float32 as the arithmetic ``r0 + (h - h0) * slope`` of a float32 array rounds them
+    # (one lookup instead of a pass over the CT per segment; the same density to the bit)
+    h0 = np.zeros(n + 1, dtype=np.float32)
+    r0 = np.zeros(n + 1, dtype=np.float32)
+    slope = np.zeros(n + 1, dtype=np.float32)
+    h0[1:n] = hu_t[:-1]
+    r0[:n] = np.concatenate([rho_t[:1], rho_t[:-1]])
+    r0[n] = rho_t[-1]
+    slope[1:n] = np.diff(rho_t) / np.diff(hu_t)
+    k = xp.searchsorted(xp.asarray(hu_t.astype(np.float32)), xp.reshape(h, (-1,)), side="right")
+
+    def at(values: np.ndarray):
+        return xp.reshape(xp.take(xp.asarray(values), k), h.shape)
+
+    return at(r0) + (h - at(h0)) * at(slope)

@@ -69,7 +69,11 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_
     xp = array_namespace(density, directions, t_samples_mm)
     kw = _device_kw(density, xp)
     f64 = xp.float64
-    rho_flat = xp.reshape(xp.astype(density, f64), (-1,))
+    # in the density's own floating dtype, cast after the lookup (float32 -> float64 is
+    # exact): no float64 copy of the whole CT per beam (275 MB for 512 x 512 x 131)
+    rho_flat = xp.reshape(
+        density if xp.isdtype(density.dtype, "real floating") else xp.astype(density, f64), (-1,)
+    )
     nz, ny, nx = grid.shape
     origin = grid.origin_mm
     spacing = grid.spacing_mm
@@ -109,7 +113,7 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_
             flat = flat + xp.clip(idx, 0, counts[ax] - 1) * stride[ax]
         rho = xp.where(
             inside,
-            xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))), flat.shape),
+            xp.astype(xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))), flat.shape), f64),
             xp.zeros_like(mid),
         )
         seg = rho * (t1 - t0)

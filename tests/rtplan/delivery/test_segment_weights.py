@@ -306,9 +306,27 @@ def test_status_is_in_the_optimization_result_vocabulary(case, monkeypatch):
     # a solver answer worse than the sequenced meterset: the latter is kept, and said so
     monkeypatch.setattr(
         "rtplan.delivery._segment_weights._nnls_normal_equations",
-        lambda M, w, y: np.zeros(M.shape[1]),
+        lambda M, w, y, **kw: np.zeros(M.shape[1]),
     )
     kept = reoptimize_segment_weights(*args, structure_weights=WEIGHTS)
     assert (kept.status, kept.success) == (Status.OPTIMAL_INACCURATE, True)
     np.testing.assert_array_equal(kept.mu_after, kept.mu_before)
     assert "kept the sequenced meterset" in kept.message
+
+
+def test_cold_voxels_add_their_rows_to_the_normal_equations():
+    """The cold-set solve on normal equations formed once plus the cold rows' terms is the
+    solve with the weights ``w + u`` on the cold voxels (fit_weights' shortcut)."""
+    from rtplan.delivery._segment_weights import _nnls_normal_equations, _normal_equations
+
+    rng = np.random.default_rng(5)
+    M = np.abs(rng.normal(size=(3000, 12))) * (rng.random((3000, 12)) < 0.5)
+    y = M @ np.abs(rng.normal(size=12)) + rng.normal(scale=0.3, size=3000)
+    w, u = rng.random(3000), np.where(rng.random(3000) < 0.2, 4.0, 0.0)
+    cold = (u > 0) & (rng.random(3000) < 0.5)
+    direct = _nnls_normal_equations(M, w + u * cold, y)
+    gram, b = _normal_equations(M, w, y)
+    gc, bc = _normal_equations(M[cold], u[cold], y[cold])
+    shortcut = _nnls_normal_equations(M, w, y, normal=(gram + gc, b + bc))
+    assert direct.max() > 0 and np.count_nonzero(direct) < direct.size  # some at the bound
+    np.testing.assert_allclose(shortcut, direct, rtol=1e-9, atol=1e-12 * direct.max())
