@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -25,6 +24,7 @@ from .._internal.atomic import atomic_directory
 from .._internal.version import __version__
 from ..errors import InputError
 from ..patient._patient import Patient
+from ._raw_ds import raw_ds_element, raw_item
 from ._uids import character_set
 
 __all__ = ["WrittenPatient", "write_patient"]
@@ -77,14 +77,6 @@ def _ds_str(v: float) -> str:
 
 
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
-
-
-def _raw_ds(values: np.ndarray) -> RawDataElement:
-    """A DS element written as is: ~50x faster than letting pydicom validate each DSfloat."""
-    text = "\\".join(_ds_str(float(v)) for v in np.round(values, 4)).encode("ascii")
-    if len(text) % 2:
-        text += b" "
-    return RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
@@ -263,13 +255,15 @@ def _rtstruct(
         rc.ReferencedROINumber = s.number
         seq = []
         for c in s.contours:
-            item = Dataset()
+            item = raw_item()
             k = int(np.argmin(np.abs(z_axis - c[0, 2])))
             if abs(z_axis[k] - c[0, 2]) <= 0.5 * dz:
                 item.ContourImageSequence = Sequence([image_ref(patient.ct_sop_instance_uids[k])])
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(c)
-            item[_CONTOUR_DATA] = _raw_ds(c.ravel())
+            item[_CONTOUR_DATA] = raw_ds_element(
+                _CONTOUR_DATA, (_ds_str(float(v)) for v in np.round(c.ravel(), 4))
+            )
             seq.append(item)
         for p in s.points_mm:
             item = Dataset()

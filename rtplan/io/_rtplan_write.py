@@ -30,7 +30,6 @@ import logging
 import os
 
 import numpy as np
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -41,6 +40,7 @@ from ..delivery._deliverable import DeliverablePlan
 from ..errors import InputError
 from ..patient._patient import Patient
 from ..patient._ssd import ssd_mm
+from ._raw_ds import raw_ds_element, raw_item
 from ._uids import (
     RT_PLAN_STORAGE,
     RT_STRUCTURE_SET_STORAGE,
@@ -84,24 +84,11 @@ def _bld_positions(seg, device_types: list[str]) -> list[Dataset]:
         item.LeafJawPositions = [_ds(lo), _ds(hi)]
         items.append(item)
     leaves = np.asarray(seg.leaf_positions_mm, dtype=float)
-    item = Dataset()
+    item = raw_item()
     item.RTBeamLimitingDeviceType = "MLCX"
-    item[_LEAF_JAW_POSITIONS] = _raw_ds([_ds(v) for v in leaves.reshape(-1)])
+    item[_LEAF_JAW_POSITIONS] = raw_ds_element(_LEAF_JAW_POSITIONS, map(_ds, leaves.reshape(-1)))
     items.append(item)
     return items
-
-
-def _raw_ds(texts: list[str]) -> RawDataElement:
-    """(300A,011C) *LeafJawPositions* as an already-encoded DS element.
-
-    pydicom builds and validates one ``DSfloat`` per value when a list is assigned;
-    for 2 × 80 leaves × hundreds of control points that dominates the writing time.
-    The strings come from :func:`_ds` (≤ 16 characters, valid DS).
-    """
-    raw = "\\".join(texts).encode("ascii")
-    if len(raw) % 2:
-        raw += b" "
-    return RawDataElement(_LEAF_JAW_POSITIONS, "DS", len(raw), raw, 0, False, True, True, False)
 
 
 def _refuse_undeliverable_arcs(plan: DeliverablePlan, fmt: str) -> None:
