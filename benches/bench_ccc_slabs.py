@@ -6,7 +6,8 @@ isocentre, 100 mm deep: SSD 900 mm), gantry 0.  For each engine the central-axis
 heterogeneity correction factor CF = D(slab) / D(water) (same engine, same field, same
 depths) is compared with the Monte Carlo's, computed here by ompMC in its own process
 (:func:`rtplan.monte_carlo._run.run_monte_carlo_job`, the runner of ``rtplan check-mc``;
-EGSnrc physics, ompMC's Varian 6 MV spectrum, no calibration run: CF is a ratio).
+EGSnrc physics, no calibration run: CF is a ratio) with the source spectrum
+``RTPLAN_SLAB_MC_SPECTRUM`` (:data:`MC_SPECTRUM`, below).
 
 - Monte Carlo on a 5 mm grid; depth bins are its voxels, laterally the central 3 × 3
   voxels (15 × 15 mm², fields 3 × 3 and 5 × 5 cm²), 5 × 5 voxels (10 × 10) or 9 × 9
@@ -31,22 +32,27 @@ water agree within about 1 %, and a "type b" engine should meet it): inside the 
 145 mm, the collapsed cone within the issue's 2 % bar (+ 2 σ) and closer to the Monte
 Carlo than the pencil beam.  Everything else is printed with ``ok`` / ``MISSED``.
 
-The Monte Carlo's source is ompMC's Varian 6 MV spectrum (Sheikh-Bagheri and Rogers 2002,
-the collapsed cone's reference spectrum), our collapsed cone's the commissioned one: that
-spectrum tilted by ``exp(t (E - 3 MeV))``, ``t = 0.168/MeV`` fitted to the measured depth
-doses, a harder beam (its water depth dose 3.7-6.2 % above the Monte Carlo's at 200-250 mm
-relative to 100 mm; with the reference spectrum within 2 %).  A slab's CF depends on the
-beam's quality (below a slab through the primary's attenuation, in lung through the
-electrons' ranges), so the table has a second collapsed-cone column, ``ccc=``: the same
-engine and commissioning with the Monte Carlo's own spectrum (:func:`same_beam`), the
-like-with-like test of the collapsed cone's transport; and a row per field comparing each
-engine's water depth dose with the Monte Carlo's (``water PDD``).
+The Monte Carlo's source spectrum is ``RTPLAN_SLAB_MC_SPECTRUM``: ``ompmc`` (the default
+here, the references of sessions 11-14), ompMC's Varian 6 MV spectrum (Sheikh-Bagheri and
+Rogers 2002, the collapsed cone's reference spectrum), or ``commissioned`` (the default of
+``rtplan check-mc`` since session 14), the collapsed cone's commissioned spectrum: the
+reference tilted by ``exp(t (E - 3 MeV))``, ``t = 0.168/MeV`` fitted to the measured depth
+doses, a harder beam (its water depth dose 3.7-6.2 % above ompMC's spectrum's at
+200-250 mm relative to 100 mm).  A slab's CF depends on the beam's quality (below a slab
+through the primary's attenuation, in lung through the electrons' ranges), so the table
+has two collapsed-cone columns: ``ccc``, the commissioned engine (like with like against
+the ``commissioned`` references), and ``ccc=``, the same engine and commissioning with
+ompMC's spectrum (:func:`same_beam`; like with like against the ``ompmc`` references); and
+a row per field comparing each engine's water depth dose with the Monte Carlo's
+(``water PDD``).
 
 The Monte Carlo references are cached in ``benches/data/ccc_slab_monte_carlo_<F>mm.json``
-(one file per field, one entry per run), made by this script: ``python
-benches/bench_ccc_slabs.py [FIELD_MM ...]`` computes the missing runs (:data:`RUNS` per
-field and phantom, each with its own seed; ``RTPLAN_SLAB_HISTORIES``, default 200,000
-histories per run, about 65 CPU s each); the runs of a case are pooled
+(ompMC's spectrum) and ``..._<F>mm_commissioned.json`` (one file per field and spectrum,
+one entry per run), made by this script: ``RTPLAN_SLAB_MC_SPECTRUM=... python
+benches/bench_ccc_slabs.py [FIELD_MM ...] [water lung bone]`` computes the missing runs
+(:data:`RUNS` per spectrum, field and phantom, each with its own seed;
+``RTPLAN_SLAB_HISTORIES``, default 200,000 histories per run, about 65 CPU s each); the runs
+of a case are pooled
 (:func:`pooled`, history-weighted).  The run-to-run fluctuation of a run's dose level
 (1-3 % at 10 × 10: the primary photons through the small scoring region) is common to all
 its depths and not in the per-bin σ; pooling runs is what reduces it.  Delete an entry to
@@ -76,6 +82,7 @@ from dose_engine._ccc_commission import (
 )
 from rtplan.monte_carlo._job import ELECTRONS_PER_MASS, MEDIA, _bounds_cm, _media
 from rtplan.monte_carlo._run import run_monte_carlo_job
+from rtplan.monte_carlo._spectrum import commissioned_spectrum, require_mc_spectrum
 
 FIELDS_MM = (30.0, 50.0, 100.0, 200.0)
 SLABS = {"lung": 0.25, "bone": 1.8}
@@ -84,6 +91,12 @@ SSD_MM = 900.0
 MC_MM, FINE_MM = 5.0, 2.5
 DEPTH_MM = 300.0
 HISTORIES = int(os.environ.get("RTPLAN_SLAB_HISTORIES", "200000"))
+#: The Monte Carlo's source spectrum (``rtplan.monte_carlo._spectrum``): ``"ompmc"``
+#: (ompMC's ``var_6MV.spectrum``, the references of sessions 13-14) or ``"commissioned"``
+#: (the collapsed cone's commissioned spectrum, the default of ``rtplan check-mc``).
+MC_SPECTRUM = require_mc_spectrum(
+    os.environ.get("RTPLAN_SLAB_MC_SPECTRUM", "ompmc"), "RTPLAN_SLAB_MC_SPECTRUM"
+)
 #: Depth ranges of the table, mm: before, in and after the slab, all > 5 mm from an interface.
 RANGES_MM = (
     (20.0, 45.0),
@@ -103,8 +116,11 @@ BAR = 0.02
 MC_DIR = Path(__file__).parent / "data"
 
 
-def _mc_file(side_mm: float) -> Path:
-    return MC_DIR / f"ccc_slab_monte_carlo_{side_mm:g}mm.json"
+def _mc_file(side_mm: float, spectrum: str = MC_SPECTRUM) -> Path:
+    """The field's reference file: ``..._<F>mm.json`` with ompMC's spectrum,
+    ``..._<F>mm_commissioned.json`` with the commissioned one."""
+    tail = "" if spectrum == "ompmc" else f"_{spectrum}"
+    return MC_DIR / f"ccc_slab_monte_carlo_{side_mm:g}mm{tail}.json"
 
 
 #: Half-width, in 5 mm voxels beside the central one, of the averaged region, per field (mm).
@@ -153,7 +169,7 @@ def _axis_profile(dose: np.ndarray, grid: Grid, k: int) -> np.ndarray:
     return lat.reshape(-1, step).mean(axis=1)
 
 
-def _mc_profile(side_mm: float, slab_density: float | None, k: int, seed: int):
+def _mc_profile(side_mm: float, slab_density: float | None, k: int, seed: int, spectrum: str):
     """Monte Carlo depth dose (central (2k+1)² voxels) and its relative 1 σ, per 5 mm bin."""
     grid = _grid(MC_MM, _half_width_mm(side_mm))
     rho = _density(grid, 1.0 if slab_density is None else slab_density)
@@ -175,7 +191,8 @@ def _mc_profile(side_mm: float, slab_density: float | None, k: int, seed: int):
         "side2": (side_mm * beam.bld_y_axis)[None] / 10.0,
         "weight": np.array([(side_mm / 10.0) ** 2]),
     }
-    dose, unc = run_monte_carlo_job(job, histories=HISTORIES, seed=seed)
+    lines = commissioned_spectrum(load_beam_model()) if spectrum == "commissioned" else None
+    dose, unc = run_monte_carlo_job(job, histories=HISTORIES, seed=seed, spectrum=lines)
     c = grid.shape[0] // 2
     sl = (slice(c - k, c + k + 1), slice(None), slice(c - k, c + k + 1))
     d = dose[sl]
@@ -195,8 +212,13 @@ def _mc_key(side_mm: float, slab: str, run: int = 1) -> str:
 #: Monte Carlo runs pooled per field (200,000 histories each unless
 #: ``RTPLAN_SLAB_HISTORIES`` says otherwise): more where the fields' 1 σ and run-to-run
 #: fluctuation came near the 2 % bar (the 10 × 10 water run of seed 120 lies 1-3 % below
-#: two others); 5 × 5 has one run so far.
-RUNS = {30.0: 2, 50.0: 1, 100.0: 3, 200.0: 3}
+#: two others); 5 × 5 has one run so far.  With the commissioned spectrum (session 14,
+#: water and lung only so far, 100,000 histories a run): three runs (the first 10 × 10
+#: lung run's level lay 4.8 % above its water run's at 20-45 mm).
+RUNS = {
+    "ompmc": {30.0: 2, 50.0: 1, 100.0: 3, 200.0: 3},
+    "commissioned": {30.0: 3, 50.0: 1, 100.0: 3, 200.0: 3},
+}
 
 
 def _seed(side_mm: float, j: int, run: int) -> int:
@@ -226,10 +248,16 @@ def pooled(refs: dict, side_mm: float, slab: str) -> tuple[np.ndarray, np.ndarra
     return mean, sigma / np.maximum(mean, 1e-30)
 
 
-def mc_references(fields_mm=FIELDS_MM, *, save: bool = True) -> dict:
-    """The Monte Carlo depth doses of every field and phantom (water, lung, bone), from
-    the field's file (:func:`_mc_file`); missing runs (:data:`RUNS` per case) are computed
-    (ompMC) and, with ``save``, added to it.
+def mc_references(
+    fields_mm=FIELDS_MM,
+    *,
+    spectrum: str = MC_SPECTRUM,
+    phantoms=("water", *SLABS),
+    save: bool = True,
+) -> dict:
+    """The Monte Carlo depth doses of every field and phantom (water, lung, bone) with the
+    source ``spectrum``, from the field's file (:func:`_mc_file`); missing runs
+    (:data:`RUNS` per case) are computed (ompMC) and, with ``save``, added to it.
 
     Each entry (one run, :func:`_mc_key`): ``mean`` and ``sigma`` (relative 1 σ) per 5 mm
     depth bin, ``histories``, ``seed``, ``cpu_s`` (user + system of the Monte Carlo
@@ -237,16 +265,16 @@ def mc_references(fields_mm=FIELDS_MM, *, save: bool = True) -> dict:
     """
     refs = {}
     for side in fields_mm:
-        path = _mc_file(side)
+        path = _mc_file(side, spectrum)
         mine = json.loads(path.read_text()) if path.is_file() else {}
-        for run in range(1, RUNS[side] + 1):
+        for run in range(1, RUNS[spectrum][side] + 1):
             for j, (slab, rho) in enumerate((("water", None), *SLABS.items())):
                 key = _mc_key(side, slab, run)
-                if key in mine:
+                if key in mine or slab not in phantoms:
                     continue
                 c0 = _children_cpu()
                 seed = _seed(side, j, run)
-                mean, sigma = _mc_profile(side, rho, LATERAL_VOXELS[side], seed=seed)
+                mean, sigma = _mc_profile(side, rho, LATERAL_VOXELS[side], seed, spectrum)
                 mine[key] = {
                     "mean": mean.tolist(),
                     "sigma": sigma.tolist(),
@@ -254,6 +282,7 @@ def mc_references(fields_mm=FIELDS_MM, *, save: bool = True) -> dict:
                     "seed": seed,
                     "cpu_s": round(_children_cpu() - c0, 1),
                     "ompmc": version("ompmc"),
+                    "spectrum": spectrum,
                 }
                 print(f"{key}: {mine[key]['cpu_s']} CPU s", flush=True)
                 if save:
@@ -384,8 +413,8 @@ def print_table(slab_results) -> list[str]:
     """Print the table; return the asserted rows that miss the bar (beyond 2 σ)."""
     rows = _cf_table(slab_results)
     print(
-        f"\nCF = D(slab)/D(water) on the central axis, SSD {SSD_MM:g} mm, "
-        f"{HISTORIES:,} histories per MC run"
+        f"\nCF = D(slab)/D(water) on the central axis, SSD {SSD_MM:g} mm, Monte Carlo with "
+        f"the {MC_SPECTRUM} spectrum"
     )
     print(
         f"{'field':<6} {'slab':<5} {'depth mm':<9} {'MC':>6} {'1σ':>5} {'ccc':>6} "
@@ -431,4 +460,7 @@ def test_slab_correction_factors_against_monte_carlo(slab_results):
 
 
 if __name__ == "__main__":  # compute the missing Monte Carlo references (minutes each)
-    mc_references([float(a) for a in sys.argv[1:]] or FIELDS_MM)
+    # python benches/bench_ccc_slabs.py [FIELD_MM ...] [water|lung|bone ...]
+    names = [a for a in sys.argv[1:] if a in ("water", *SLABS)]
+    sides = [float(a) for a in sys.argv[1:] if a not in names]
+    mc_references(sides or FIELDS_MM, phantoms=names or ("water", *SLABS))

@@ -11,7 +11,8 @@ LPS, voxel boundaries along x, y and z.
   density that has this electron density (:func:`mass_density`: the Monte Carlo takes mass
   density, and ICRP bone carries 6 % fewer electrons per gram than water).
 * **Sources.** One point source per beam (per gantry angle for an arc) at the beam's
-  source position.
+  source position; the spectrum is chosen by :func:`rtplan.monte_carlo.monte_carlo_dose`
+  (:mod:`rtplan.monte_carlo._spectrum`: the collapsed cone's commissioned one by default).
 * **Apertures.** Every open leaf pair of every segment, clipped by the jaws, is one
   rectangle in the isocentre plane, weighted by the segment's meterset × (1 − leaf
   transmission); the jaw opening (the leaf bank's reach where the machine has no X jaws)

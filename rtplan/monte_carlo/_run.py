@@ -17,6 +17,13 @@ from ..errors import InputError
 from ..structures import body_grid, body_structure
 from ._job import monte_carlo_job
 from ._runner import NO_OMPMC
+from ._spectrum import (
+    DEFAULT_MC_SPECTRUM,
+    commissioned_spectrum,
+    require_mc_spectrum,
+    spectrum_record,
+    write_spectrum_file,
+)
 
 __all__ = ["MonteCarloDose", "monte_carlo_dose", "run_monte_carlo_job"]
 
@@ -37,17 +44,21 @@ class MonteCarloDose:
         deposited).
     grid : dose_engine.Grid
     histories : int
+    spectrum : dict
+        The source spectrum (:func:`rtplan.monte_carlo._spectrum.spectrum_record`): its
+        ``name`` (``"commissioned"`` or ``"ompmc"``) and what it is.
     """
 
     dose_gy: np.ndarray
     uncertainty: np.ndarray
     grid: Grid
     histories: int
+    spectrum: dict
 
     def __repr__(self) -> str:
         return (
             f"MonteCarloDose(max={float(self.dose_gy.max()):.4g} Gy, grid={self.grid!r}, "
-            f"histories={self.histories})"
+            f"histories={self.histories}, spectrum={self.spectrum['name']!r})"
         )
 
 
@@ -61,6 +72,7 @@ def monte_carlo_dose(
     density_table=None,
     histories: int = DEFAULT_HISTORIES,
     seed: int = 33,
+    spectrum: str = DEFAULT_MC_SPECTRUM,
 ) -> MonteCarloDose:
     """Total dose of ``plan`` on ``patient``'s CT by Monte Carlo (ompMC), for a second check.
 
@@ -84,6 +96,10 @@ def monte_carlo_dose(
         2-core machine with 5 mm voxels).
     seed : int, keyword-only
         Second seed of the random number generator.
+    spectrum : {"commissioned", "ompmc"}, keyword-only
+        Source spectrum (:mod:`rtplan.monte_carlo._spectrum`): the collapsed-cone
+        commissioning's of ``model`` (default: the beam our collapsed cone computes), or
+        ompMC's shipped Varian 6 MV spectrum.
 
     Returns
     -------
@@ -93,26 +109,37 @@ def monte_carlo_dose(
     ------
     rtplan.errors.InputError
         ompMC is not installed (the message says how to install it), the plan has no
-        meterset, ``histories`` is below 10,000, or the run failed (its last output lines).
+        meterset, ``histories`` is below 10,000, ``spectrum`` is not one of the two, the
+        model has no collapsed-cone commissioning for ``"commissioned"``, or the run failed
+        (its last output lines).
     """
     from dose_engine import hu_to_density
     from dose_engine._resample import resample
 
     if isinstance(histories, bool) or not isinstance(histories, int) or histories < 10_000:
         raise InputError(f"`histories` must be an integer ≥ 10000; got {histories!r}.")
+    require_mc_spectrum(spectrum)
     require_ct_volume(patient, "a Monte Carlo dose")
     if dose_grid is None:
         dose_grid = body_grid(patient.ct.grid, body_structure(patient), float(dose_grid_mm))
     model = resolve_beam_model(model)
+    record = spectrum_record(spectrum, model)
+    lines = commissioned_spectrum(model) if spectrum == "commissioned" else None
     table = resolve_density_table(density_table)
     density = hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table)
     on_grid = np.asarray(resample(density, patient.ct.grid, dose_grid, order=1), dtype=np.float64)
     job = monte_carlo_job(plan, np.clip(on_grid, 0.0, None), dose_grid, model)
-    dose, unc = run_monte_carlo_job(job, histories=histories, seed=seed)
-    return MonteCarloDose(dose, unc, dose_grid, histories)
+    dose, unc = run_monte_carlo_job(job, histories=histories, seed=seed, spectrum=lines)
+    return MonteCarloDose(dose, unc, dose_grid, histories, record)
 
 
-def run_monte_carlo_job(job: dict, *, histories: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def run_monte_carlo_job(
+    job: dict,
+    *,
+    histories: int,
+    seed: int,
+    spectrum: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run a Monte Carlo job (:func:`rtplan.monte_carlo._job.monte_carlo_job`'s arrays) in a
     separate process (:mod:`rtplan.monte_carlo._runner`; ompMC is never imported here).
 
@@ -122,6 +149,10 @@ def run_monte_carlo_job(job: dict, *, histories: int, seed: int) -> tuple[np.nda
         Without the ``cal_*`` entries no calibration run is made and the dose is in the
         Monte Carlo code's unit (per unit aperture weight): enough for dose ratios.
     histories, seed : int, keyword-only
+    spectrum : ((n,) ndarray, (n,) ndarray), keyword-only, optional
+        Line energies (MeV) and energy-fluence weights of the source spectrum
+        (:func:`rtplan.monte_carlo._spectrum.commissioned_spectrum`), written to a spectrum
+        file for the process; None: ompMC's shipped ``var_6MV.spectrum``.
 
     Returns
     -------
@@ -131,10 +162,14 @@ def run_monte_carlo_job(job: dict, *, histories: int, seed: int) -> tuple[np.nda
     Raises
     ------
     rtplan.errors.InputError
-        ompMC is not installed, or the run failed (its last output lines).
+        ompMC is not installed, ``spectrum`` is not a valid spectrum, or the run failed (its
+        last output lines).
     """
     with tempfile.TemporaryDirectory(prefix="rtplan-mc-") as tmp:
         job_path, out_path = Path(tmp) / "job.npz", Path(tmp) / "dose.npz"
+        extra = []
+        if spectrum is not None:
+            extra = [str(write_spectrum_file(Path(tmp) / "source.spectrum", *spectrum))]
         np.savez(job_path, **job)
         done = subprocess.run(
             [
@@ -145,6 +180,7 @@ def run_monte_carlo_job(job: dict, *, histories: int, seed: int) -> tuple[np.nda
                 str(out_path),
                 str(int(histories)),
                 str(int(seed)),
+                *extra,
             ],
             capture_output=True,
             text=True,

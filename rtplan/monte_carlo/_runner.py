@@ -1,6 +1,6 @@
 """Run a Monte Carlo job with ompMC, in its own process.
 
-``python -m rtplan.monte_carlo._runner JOB.npz OUT.npz HISTORIES SEED``
+``python -m rtplan.monte_carlo._runner JOB.npz OUT.npz HISTORIES SEED [SPECTRUM_FILE]``
 
 ompMC (EGSnrc physics re-implemented in C; Doerner and Caprile, Med Phys 44:6672, 2017)
 is GPL-3 licensed. rtplan (BSD-3) never imports it: :func:`rtplan.monte_carlo.monte_carlo_dose`
@@ -8,7 +8,10 @@ starts this module as a separate Python process, which reads the job's arrays
 (:func:`rtplan.monte_carlo._job.monte_carlo_job`), runs the calibration and the plan, and
 writes ``dose_gy`` (total, Gy; without the job's ``cal_*`` entries no calibration run is
 made and the dose is per unit aperture weight) and ``uncertainty`` (relative, 1 σ) in the job's
-(x, y, z) voxel order. Exit status 3: ompMC is not installed.
+(x, y, z) voxel order. The source spectrum is ``SPECTRUM_FILE`` (EGSnrc format,
+:func:`rtplan.monte_carlo._spectrum.write_spectrum_file`), without it ompMC's shipped
+``var_6MV.spectrum``; the calibration run uses the same. Exit status 3: ompMC is not
+installed.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ NO_OMPMC = 3
 BATCHES = 10
 
 
-def _spectrum(ompmc):
-    """ompMC's 6 MV Varian spectrum (Sheikh-Bagheri and Rogers 2002, as shipped)."""
-    return ompmc.Spectrum.from_file(
-        str(Path(ompmc.__file__).parent / "spectra" / "var_6MV.spectrum")
-    )
+def _spectrum(ompmc, path: str | None):
+    """The spectrum file ``path``, or ompMC's 6 MV Varian spectrum (Sheikh-Bagheri and
+    Rogers 2002, as shipped) when it is None."""
+    if path is None:
+        path = str(Path(ompmc.__file__).parent / "spectra" / "var_6MV.spectrum")
+    return ompmc.Spectrum.from_file(path)
 
 
-def _calibration_dose_per_mu(ompmc, job, histories: int, physics) -> float:
+def _calibration_dose_per_mu(ompmc, job, histories: int, physics, spectrum) -> float:
     """Monte Carlo dose of 1 MU (weight: the field's area in cm²) about the axis of the
     reference field at the reference depth (4 × 4 cm² laterally, where a 10 × 10 field is
     flat within 1 %; the two 5 mm voxels either side of the depth)."""
@@ -61,7 +65,7 @@ def _calibration_dose_per_mu(ompmc, job, histories: int, physics) -> float:
         geometry,
         source,
         [f * f],
-        _spectrum(ompmc),
+        spectrum,
         physics,
         n_histories=histories,
         n_batches=BATCHES,
@@ -71,7 +75,9 @@ def _calibration_dose_per_mu(ompmc, job, histories: int, physics) -> float:
     return float(dose[c - 2 : c + 2, c - 2 : c + 2, k - 1 : k + 1].mean())
 
 
-def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
+def run(
+    job_path: str, out_path: str, histories: int, seed: int, spectrum_path: str | None = None
+) -> int:
     """Calibration run (when the job has one), plan run, write ``OUT.npz``; the exit status."""
     try:
         import ompmc
@@ -79,9 +85,12 @@ def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
         return NO_OMPMC
     job = np.load(job_path)
     physics = ompmc.Physics(seeds=(97, int(seed)))
+    spectrum = _spectrum(ompmc, spectrum_path)
     scale = 1.0  # without calibration entries: the dose per unit aperture weight
     if "cal_gy_per_mu" in job.files:
-        per_mu = _calibration_dose_per_mu(ompmc, job, max(histories // 2, 100_000), physics)
+        per_mu = _calibration_dose_per_mu(
+            ompmc, job, max(histories // 2, 100_000), physics, spectrum
+        )
         scale = float(job["cal_gy_per_mu"]) / per_mu
     geometry = ompmc.Geometry(
         job["x_bounds"],
@@ -98,7 +107,7 @@ def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
         geometry,
         source,
         job["weight"],
-        _spectrum(ompmc),
+        spectrum,
         physics,
         n_histories=histories,
         n_batches=BATCHES,
@@ -108,4 +117,5 @@ def run(job_path: str, out_path: str, histories: int, seed: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    spectrum_file = sys.argv[5] if len(sys.argv) > 5 else None
+    sys.exit(run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), spectrum_file))

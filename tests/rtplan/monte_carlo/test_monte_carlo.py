@@ -108,6 +108,8 @@ def test_check_mc_cli_reports_gamma_and_writes_json(water_field, tmp_path, capsy
     assert status == (0 if rate >= 0.8 else 1), printed
     assert f"pass rate {100 * rate:.1f} %" in printed
     assert "median 1 sigma" in printed  # the statistics are stated beside the pass rate
+    assert record["mc_spectrum"]["name"] == "commissioned"  # the default, named
+    assert "commissioned spectrum" in printed
     high = record["structures"]["Body"]["D2"]  # the field's high-dose region
     assert high["ours_gy"] == pytest.approx(high["monte_carlo_gy"], rel=0.03)
 
