@@ -80,7 +80,7 @@ from dose_engine._ccc_commission import (
     load_ccc_commissioning,
     reference_spectrum,
 )
-from rtplan.monte_carlo._job import ELECTRONS_PER_MASS, MEDIA, _bounds_cm, _media
+from rtplan.monte_carlo._job import ELECTRONS_PER_MASS, _media, open_field_job
 from rtplan.monte_carlo._run import run_monte_carlo_job
 from rtplan.monte_carlo._spectrum import commissioned_spectrum, require_mc_spectrum
 
@@ -174,23 +174,7 @@ def _mc_profile(side_mm: float, slab_density: float | None, k: int, seed: int, s
     grid = _grid(MC_MM, _half_width_mm(side_mm))
     rho = _density(grid, 1.0 if slab_density is None else slab_density)
     beam = Beam(0.0, isocenter_mm=(0.0, 1000.0 - SSD_MM, 0.0))
-    h = side_mm / 2.0
-    corner = np.asarray(beam.isocenter_mm) - h * beam.bld_x_axis - h * beam.bld_y_axis
-    x_b, y_b, z_b = _bounds_cm(grid)
-    job = {
-        "x_bounds": x_b,
-        "y_bounds": y_b,
-        "z_bounds": z_b,
-        "density": rho.astype(np.float64).T,
-        "material": _media(rho).T,
-        "media": np.array(MEDIA),
-        "i_beam": np.array([0]),
-        "source": np.asarray(beam.source_position_mm, float)[None] / 10.0,
-        "corner": corner[None] / 10.0,
-        "side1": (side_mm * beam.bld_x_axis)[None] / 10.0,
-        "side2": (side_mm * beam.bld_y_axis)[None] / 10.0,
-        "weight": np.array([(side_mm / 10.0) ** 2]),
-    }
+    job = open_field_job(rho, grid, beam, side_mm)
     lines = commissioned_spectrum(load_beam_model()) if spectrum == "commissioned" else None
     dose, unc = run_monte_carlo_job(job, histories=HISTORIES, seed=seed, spectrum=lines)
     c = grid.shape[0] // 2

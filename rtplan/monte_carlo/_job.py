@@ -41,6 +41,7 @@ __all__ = [
     "MEDIUM_UPPER_DENSITY",
     "mass_density",
     "monte_carlo_job",
+    "open_field_job",
     "reference_gy_per_mu",
 ]
 
@@ -134,6 +135,45 @@ def _beam_apertures(part, model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     side1 = (r[:, [1]] - r[:, [0]]) * ex
     side2 = (r[:, [3]] - r[:, [2]]) * ey
     return corner / 10.0, side1 / 10.0, side2 / 10.0, w
+
+
+def open_field_job(mass_density_g_cm3: np.ndarray, grid, beam, side_mm: float) -> dict:
+    """The arrays of a Monte Carlo run of one square open field (slab phantoms, checks).
+
+    Parameters
+    ----------
+    mass_density_g_cm3 : (nz, ny, nx) ndarray
+        Mass density of each voxel of ``grid`` (its medium chosen by :func:`_media`).
+    grid : dose_engine.Grid
+        Axis-aligned grid (LPS, mm).
+    beam : dose_engine.Beam
+        The field's geometry; the square lies in the isocentre plane.
+    side_mm : float
+        Side of the square at the isocentre (mm); its weight is its area in cm².
+
+    Returns
+    -------
+    dict of str to ndarray
+        The geometry and source entries of :func:`monte_carlo_job`, without calibration.
+    """
+    rho = np.asarray(mass_density_g_cm3, dtype=np.float64)
+    h = side_mm / 2.0
+    corner = np.asarray(beam.isocenter_mm, dtype=float) - h * beam.bld_x_axis - h * beam.bld_y_axis
+    x_b, y_b, z_b = _bounds_cm(grid)
+    return {
+        "x_bounds": x_b,
+        "y_bounds": y_b,
+        "z_bounds": z_b,
+        "density": rho.T,  # (nx, ny, nz), Fortran order
+        "material": _media(rho).T,
+        "media": np.array(MEDIA),
+        "i_beam": np.array([0]),
+        "source": np.asarray(beam.source_position_mm, float)[None] / 10.0,
+        "corner": corner[None] / 10.0,
+        "side1": (side_mm * beam.bld_x_axis)[None] / 10.0,
+        "side2": (side_mm * beam.bld_y_axis)[None] / 10.0,
+        "weight": np.array([(side_mm / 10.0) ** 2]),
+    }
 
 
 def monte_carlo_job(plan, density_on_dose_grid: np.ndarray, dose_grid, model) -> dict:

@@ -22,7 +22,7 @@ from dose_engine import Beam, BeamModel, Grid, collapsed_cone_dose, load_beam_mo
 from rtplan.cli import main
 from rtplan.errors import InputError
 from rtplan.monte_carlo import monte_carlo_dose
-from rtplan.monte_carlo._job import MEDIA, _bounds_cm, _media
+from rtplan.monte_carlo._job import open_field_job
 from rtplan.monte_carlo._run import run_monte_carlo_job
 from rtplan.monte_carlo._spectrum import (
     LINE_HALF_WIDTH_MEV,
@@ -134,22 +134,7 @@ def test_commissioned_spectrum_brings_the_monte_carlo_depth_dose_to_the_collapse
     rho = np.ones(grid.shape, np.float32)
     h = FIELD_MM / 2.0
     ccc = collapsed_cone_dose(rho, grid, grid, [beam], [[-h, h, -h, h]], [1.0], model)
-    corner = np.asarray(beam.isocenter_mm) - h * beam.bld_x_axis - h * beam.bld_y_axis
-    x_b, y_b, z_b = _bounds_cm(grid)
-    job = {
-        "x_bounds": x_b,
-        "y_bounds": y_b,
-        "z_bounds": z_b,
-        "density": rho.astype(np.float64).T,
-        "material": _media(rho).T,
-        "media": np.array(MEDIA),
-        "i_beam": np.array([0]),
-        "source": np.asarray(beam.source_position_mm, float)[None] / 10.0,
-        "corner": corner[None] / 10.0,
-        "side1": (FIELD_MM * beam.bld_x_axis)[None] / 10.0,
-        "side2": (FIELD_MM * beam.bld_y_axis)[None] / 10.0,
-        "weight": np.array([(FIELD_MM / 10.0) ** 2]),
-    }
+    job = open_field_job(rho, grid, beam, FIELD_MM)
     ratios = {}
     for name, lines in (("ompmc", None), ("commissioned", commissioned_spectrum(model))):
         dose, _ = run_monte_carlo_job(job, histories=HISTORIES, seed=7, spectrum=lines)
