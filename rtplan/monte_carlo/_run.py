@@ -19,7 +19,6 @@ from ._job import monte_carlo_job
 from ._runner import NO_OMPMC
 from ._spectrum import (
     DEFAULT_MC_SPECTRUM,
-    commissioned_spectrum,
     require_mc_spectrum,
     spectrum_record,
     write_spectrum_file,
@@ -124,7 +123,9 @@ def monte_carlo_dose(
         dose_grid = body_grid(patient.ct.grid, body_structure(patient), float(dose_grid_mm))
     model = resolve_beam_model(model)
     record = spectrum_record(spectrum, model)
-    lines = commissioned_spectrum(model) if spectrum == "commissioned" else None
+    lines = None
+    if spectrum == "commissioned":  # the record's lines: the commissioning is read once
+        lines = (np.asarray(record["energies_mev"]), np.asarray(record["energy_fluence_weights"]))
     table = resolve_density_table(density_table)
     density = hu_to_density(np.asarray(patient.ct.array, dtype=np.float32), table)
     on_grid = np.asarray(resample(density, patient.ct.grid, dose_grid, order=1), dtype=np.float64)

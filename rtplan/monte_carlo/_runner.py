@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._spectrum import OMPMC_SPECTRUM_FILE
+
 #: Exit status when ompMC cannot be imported.
 NO_OMPMC = 3
 #: Statistical batches of each run (ompMC's uncertainty estimate).
@@ -31,7 +33,7 @@ def _spectrum(ompmc, path: str | None):
     """The spectrum file ``path``, or ompMC's 6 MV Varian spectrum (Sheikh-Bagheri and
     Rogers 2002, as shipped) when it is None."""
     if path is None:
-        path = str(Path(ompmc.__file__).parent / "spectra" / "var_6MV.spectrum")
+        path = str(Path(ompmc.__file__).parent / "spectra" / OMPMC_SPECTRUM_FILE)
     return ompmc.Spectrum.from_file(path)
 
 

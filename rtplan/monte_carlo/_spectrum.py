@@ -64,38 +64,43 @@ def commissioned_spectrum(model) -> tuple[np.ndarray, np.ndarray]:
     rtplan.errors.InputError
         The model has no collapsed-cone commissioning (the message names the other choice).
     """
+    comm = _commissioning(model)
+    return np.asarray(comm.energies_mev, float), np.asarray(comm.weights, float)
+
+
+def _commissioning(model):
+    """The collapsed-cone commissioning of ``model``, or InputError naming the other
+    spectrum."""
     from dose_engine._ccc_commission import load_ccc_commissioning
     from dose_engine.errors import BeamModelError
 
     try:
-        comm = load_ccc_commissioning(model)
+        return load_ccc_commissioning(model)
     except BeamModelError as exc:
         raise InputError(
             f"The Monte Carlo's commissioned spectrum: {exc} Or use ompMC's shipped spectrum "
             "(spectrum='ompmc', --mc-spectrum ompmc)."
         ) from exc
-    return np.asarray(comm.energies_mev, float), np.asarray(comm.weights, float)
 
 
 def spectrum_record(spectrum: str, model) -> dict:
-    """JSON-ready description of the source spectrum ``spectrum`` (:data:`MC_SPECTRA`)."""
+    """JSON-ready description of the source spectrum ``spectrum`` (:data:`MC_SPECTRA`);
+    for ``"commissioned"`` its ``energies_mev`` and ``energy_fluence_weights`` are
+    :func:`commissioned_spectrum`'s."""
     if require_mc_spectrum(spectrum) == "ompmc":
         return {
             "name": "ompmc",
             "source": f"ompMC's {OMPMC_SPECTRUM_FILE} (Sheikh-Bagheri and Rogers 2002, "
             "Varian Clinac 2100 6 MV, 0.25 MeV bins)",
         }
-    from dose_engine._ccc_commission import load_ccc_commissioning
-
-    energies, weights = commissioned_spectrum(model)
-    tilt = load_ccc_commissioning(model).provenance.get("tilt_per_mev")
+    comm = _commissioning(model)
     return {
         "name": "commissioned",
         "source": "the collapsed-cone commissioning of the beam model (reference spectrum "
         "tilted by exp(t (E - 3 MeV)))",
-        "tilt_per_mev": tilt,
-        "energies_mev": energies.tolist(),
-        "energy_fluence_weights": weights.tolist(),
+        "tilt_per_mev": comm.provenance.get("tilt_per_mev"),
+        "energies_mev": np.asarray(comm.energies_mev, float).tolist(),
+        "energy_fluence_weights": np.asarray(comm.weights, float).tolist(),
     }
 
 
