@@ -421,8 +421,6 @@ def fit_weights(
                 a + c
                 for a, c in zip(base, _normal_equations(M[rows], u[rows], y[rows]), strict=True)
             )
-        if not bounded:
-            return _nnls_normal_equations(M, w, y, normal=normal)
         return _nnls_normal_equations(M, w, y, lower=lower, upper=upper, normal=normal)
 
     detail = "bounded least squares (BVLS)" if bounded else "Lawson-Hanson NNLS"

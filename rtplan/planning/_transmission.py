@@ -48,14 +48,10 @@ def beam_maps(beamlets: Any) -> list[np.ndarray]:
     -------
     list of (n_rows, n_cols) ndarray of int64
     """
-    out = []
-    index = np.arange(len(beamlets))
-    for b, shape in enumerate(beamlets.map_shapes):
-        m = np.full(shape, -1, dtype=np.int64)
-        sl = beamlets.beam_slice(b)
-        m[beamlets.row[sl], beamlets.col[sl]] = index[sl]
-        out.append(m)
-    return out
+    # each cell's beamlet index + 1 scattered by the beamlet table's own map layout (0 where
+    # there is no beamlet), exact in float64
+    index_maps = beamlets.to_fluence_maps(np.arange(1, len(beamlets) + 1))
+    return [m.astype(np.int64) - 1 for m in index_maps]
 
 
 def transmission_fluence(
