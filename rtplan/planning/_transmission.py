@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..delivery._segment_weights import cell_overlaps
+
 __all__ = ["beam_maps", "meterset_dose", "transmission_fluence"]
 
 #: Smoothing of the sweep-meterset surrogate, as fractions of the plan's MU scale (the
@@ -90,11 +92,11 @@ def transmission_fluence(
             bounds = seg.leaf_boundaries_mm
             jx = seg.jaws_mm.get("X", (rx0, rx1))
             jy = seg.jaws_mm.get("Y", (bounds[0], bounds[-1]))
-            x0, x1 = max(rx0, jx[0]), min(rx1, jx[1])
-            y0, y1 = max(bounds[0], jy[0]), min(bounds[-1], jy[1])
-            ox = np.clip(np.minimum(cells[:, 1], x1) - np.maximum(cells[:, 0], x0), 0.0, None)
-            oy = np.clip(np.minimum(cells[:, 3], y1) - np.maximum(cells[:, 2], y0), 0.0, None)
-            tau[sl] += transmission * seg.total_mu * ox * oy / area
+            jaw_rect = np.array(
+                [[max(rx0, jx[0]), min(rx1, jx[1]), max(bounds[0], jy[0]), min(bounds[-1], jy[1])]]
+            )
+            ox, oy = cell_overlaps(cells, jaw_rect)
+            tau[sl] += transmission * seg.total_mu * ox[:, 0] * oy[:, 0] / area
             beam_mu[b] += seg.total_mu
     return tau, beam_mu
 
