@@ -444,9 +444,7 @@ def _theta(
     if contamination:
         e = shape.get("electron_contamination")
         extra += (
-            list(CONTAMINATION_START)
-            if e is None
-            else [e["weight"], e["depth_mm"], e["sigma_mm"]]
+            list(CONTAMINATION_START) if e is None else [e["weight"], e["depth_mm"], e["sigma_mm"]]
         )
     return np.concatenate([np.asarray(scalars, float), ratio, np.asarray(extra, float)])
 
