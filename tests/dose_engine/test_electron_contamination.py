@@ -75,6 +75,29 @@ def test_contamination_of_beamlets_adds_up_to_the_field():
     np.testing.assert_allclose(parts, whole, rtol=1e-9)
 
 
+def test_influence_columns_carry_the_contamination():
+    # the influence matrix (its own loop over the model's terms) adds up to the field dose
+    # of the model with the term, which differs from the shipped model's near the surface
+    from dose_engine import Beam, beamlets_for_target, compute_influence_matrix, field_dose
+    from dose_engine._validation import water_phantom
+
+    dens, ct = water_phantom(1000.0, spacing_mm=5.0, half_width_mm=60, depth_mm=60)
+    # a narrow contamination, so that it shows in a 3 x 3 cm^2 field at 2.5 mm depth
+    beam, model = Beam(0.0), _with({"weight": 0.3, "depth_mm": 4.0, "sigma_mm": 10.0})
+    pts = np.array([[x, 0, z] for x in np.linspace(-10, 10, 5) for z in np.linspace(-10, 10, 5)])
+    bl = beamlets_for_target([beam], pts, margin_mm=0)
+    rect = [[-15, 15, -15, 15]]
+    open_dose = field_dose(dens, ct, ct, beam, rect, 1.0, model)
+    shipped_dose = field_dose(dens, ct, ct, beam, rect, 1.0, load_beam_model())
+    im = compute_influence_matrix(
+        dens, ct, ct, [beam], bl, model, lateral_cutoff_mm=150.0, relative_threshold=0.0,
+        progress=False,
+    )  # fmt: skip
+    inner = open_dose > 0.2 * open_dose.max()
+    np.testing.assert_allclose(im.dose(np.ones(len(bl)))[inner], open_dose[inner], rtol=1e-4)
+    assert np.max(open_dose - shipped_dose) > 0.05 * shipped_dose.max()
+
+
 @pytest.mark.parametrize(
     "entry, words",
     [
