@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="start the shape fit from this model's parameters (e.g. the last commissioning)",
     )
+    p.add_argument(
+        "--electron-contamination",
+        action="store_true",
+        help="fit the electron-contamination term of the build-up (needs PDDs of several "
+        "field sizes from the surface; docs/commissioning.md)",
+    )
     p.add_argument("--no-gamma", action="store_true", help="skip the pymedphys gamma pass rates")
     p.add_argument(
         "--hold-out",
@@ -138,7 +144,12 @@ def _commission(args) -> int:
     held_out = tuple(parse_field(f, "--hold-out") for f in args.hold_out)
     fit_data = hold_out(measured, held_out)
     start = None if args.start is None else shape_from_model(load_beam_model(args.start).parameters)
-    params = fit_beam_model(fit_data, max_nfev=args.max_nfev, start=start)
+    params = fit_beam_model(
+        fit_data,
+        max_nfev=args.max_nfev,
+        start=start,
+        electron_contamination=args.electron_contamination,
+    )
     gamma = not args.no_gamma and _gamma_available()
     model = BeamModel(params, str(out))
     report = compare_to_measured(model, measured, gamma=gamma)

@@ -19,7 +19,8 @@ compared in step 1, because they are ratios of doses at the same depth):
    (:func:`scipy.optimize.least_squares`) on (a) every profile, normalised to its value
    at position 0, (b) the ratio of every other PDD to the reference field's PDD at the
    same depths, normalised at the output-factor depth, (c) every output factor relative
-   to the reference field.  The fit runs to convergence (relative cost change below
+   to the reference field, and (d) with the electron contamination, the reference PDD
+   itself (see below).  The fit runs to convergence (relative cost change below
    :data:`FIT_TOLERANCE`), not to an evaluation budget, so its result does not depend on
    the path the solver took: from the generic start, from a perturbed one and with the
    scans in another order it lands on the same model (doses within 0.01 % on every scan
@@ -28,6 +29,13 @@ compared in step 1, because they are ratios of doses at the same depth):
    ``G_ref`` (inverse square and lateral integral) comes from step 1; extended to
    :data:`MAX_DEPTH_MM` with an exponential fitted to the deepest 100 mm.
 3. Absolute calibration ``N`` from the calibration geometry (at dmax or a stated depth).
+
+With ``electron_contamination=True`` step 1 also fits the electron-contamination term
+``w_e exp(-d/λ_e) P(σ_e)`` (:mod:`dose_engine._model`).  It is added to the photon dose,
+so ``A(d)`` no longer cancels from the ratios: every evaluation of step 1 takes ``A(d)``
+from the reference PDD less the contamination (step 2, :func:`_depth_function`), and a
+contamination larger than the reference PDD (``A`` floored at 0) shows as a misfit of
+that PDD (residual d).
 """
 
 from __future__ import annotations
@@ -67,6 +75,12 @@ TAIL_NODES_MM = np.array([0.0, 50.0, 100.0, 200.0, 300.0])
 TAIL_START = (60.0, 0.05, 0.05)
 TAIL_LO = (20.0, 0.0, 0.0)
 TAIL_HI = (200.0, 0.5, 2.0)
+#: Start, lower and upper bounds of the electron contamination ``w_e exp(-d/λ_e) P(σ_e)``:
+#: its weight (relative to the primary depth function ``A(d)``, whose maximum is 1),
+#: e-folding depth ``λ_e`` and lateral width ``σ_e`` (mm, isocentre plane).
+CONTAMINATION_START = (0.1, 4.0, 40.0)
+CONTAMINATION_LO = (0.0, 0.5, 5.0)
+CONTAMINATION_HI = (1.0, 30.0, 300.0)
 MAX_DEPTH_MM = 600.0
 #: Residual weights of the PDD ratios and output factors against profile points.
 PDD_RATIO_WEIGHT = 4.0
@@ -123,9 +137,12 @@ def water_point_geometry(ssd_mm, depth_mm, offaxis_x_mm, offaxis_y_mm=0.0, sad_m
     return u, v, z, d * slant
 
 
-def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray, tail: bool = False) -> dict:
+def _shape_params(
+    theta: np.ndarray, nodes_mm: np.ndarray, tail: bool = False, contamination: bool = False
+) -> dict:
     """Shape parameters from the fit vector (11 scalars, then ``r`` at each node, then with
-    ``tail`` the tail's ``t0``, ``t1`` and ``r_t`` at each of :data:`TAIL_NODES_MM`)."""
+    ``tail`` the tail's ``t0``, ``t1`` and ``r_t`` at each of :data:`TAIL_NODES_MM`, then
+    with ``contamination`` the electron contamination's ``w_e``, ``λ_e`` and ``σ_e``)."""
     shape = {
         "source_sigma_mm": [float(theta[0]), float(theta[7])],
         "sigma_primary_mm": [float(theta[1]), float(theta[2])],
@@ -136,12 +153,19 @@ def _shape_params(theta: np.ndarray, nodes_mm: np.ndarray, tail: bool = False) -
         "scatter_ratio_depth_mm": [float(v) for v in nodes_mm],
         "scatter_ratio_nodes": [float(v) for v in theta[11 : 11 + nodes_mm.size]],
     }
+    rest = theta[11 + nodes_mm.size :]
     if tail:
-        rest = theta[11 + nodes_mm.size :]
         shape["scatter_tail"] = {
             "sigma_mm": [float(rest[0]), float(rest[1])],
             "depth_mm": [float(v) for v in TAIL_NODES_MM],
             "ratio": [float(v) for v in rest[2 : 2 + TAIL_NODES_MM.size]],
+        }
+        rest = rest[2 + TAIL_NODES_MM.size :]
+    if contamination:
+        shape["electron_contamination"] = {
+            "weight": float(rest[0]),
+            "depth_mm": float(rest[1]),
+            "sigma_mm": float(rest[2]),
         }
     return shape
 
@@ -163,6 +187,8 @@ def shape_from_model(params: dict, nodes_mm=R_NODES_MM) -> dict:
     }
     if "scatter_tail" in params:
         shape["scatter_tail"] = dict(params["scatter_tail"])
+    if "electron_contamination" in params:
+        shape["electron_contamination"] = dict(params["electron_contamination"])
     return shape
 
 
@@ -193,6 +219,8 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
     }
     if "scatter_tail" in shape:
         params["scatter_tail"] = shape["scatter_tail"]
+    if "electron_contamination" in shape:
+        params["electron_contamination"] = shape["electron_contamination"]
     if meta.get("fluence_mode", "STANDARD") != "STANDARD":  # absent: STANDARD (the
         params["fluence_mode"] = meta["fluence_mode"]  # shipped 6 MV file's fingerprint)
     if "mlc" in meta:
@@ -200,8 +228,16 @@ def _model_from(shape: dict, depth_mm, primary, norm: float, calib: dict, meta: 
     return BeamModel(params)
 
 
-def _unit_model(shape: dict, meta: dict) -> BeamModel:
-    """Steps 1-2 model: ``A(d) = 1``, ``N = 1``, ``r(d)`` tabulated at its own nodes."""
+def _unit_model(shape: dict, meta: dict, measured: MeasuredData | None = None) -> BeamModel:
+    """Steps 1-2 model: ``N = 1``, ``r(d)`` tabulated at its own nodes and ``A(d) = 1`` —
+    or, with an electron contamination (an additive dose, so ``A(d)`` no longer cancels from
+    the ratios step 1 compares), ``A(d)`` from the reference PDD of ``measured``
+    (:func:`_depth_function`)."""
+    if "electron_contamination" in shape:
+        if measured is None:
+            raise BeamModelError("a model with electron contamination needs the reference PDD")
+        depth, prim = _depth_function(shape, measured, meta)
+        return _model_from(shape, depth, prim, 1.0, _NO_CALIB, meta)
     depth = np.append(shape["scatter_ratio_depth_mm"], MAX_DEPTH_MM)
     return _model_from(shape, depth, np.ones(depth.size), 1.0, _NO_CALIB, meta)
 
@@ -270,6 +306,11 @@ def _shape_residuals(m: BeamModel, measured: MeasuredData, targets: dict) -> np.
         prof = _profile_dose(m, s, np.concatenate([[0.0], s.position_mm]))
         res.append(prof[1:] / prof[0] - rel)
     ref = measured.reference_pdd()
+    if "electron_contamination" in m.parameters:
+        # A(d) gives the reference PDD back exactly unless a contamination larger than the
+        # PDD floored it at 0: then the mismatch counts
+        pdd = _dose(m, ref.ssd_mm, ref.field, ref.position_mm, 0.0)
+        res.append(PDD_RATIO_WEIGHT * (pdd / pdd.max() - ref.value / ref.value.max()))
     for s, depths, ratio, dn in targets["pdd_ratios"]:
         dd = np.concatenate([[dn], depths])
         g = _dose(m, s.ssd_mm, s.field, dd, 0.0) / _dose(m, ref.ssd_mm, ref.field, dd, 0.0)
@@ -316,16 +357,24 @@ def has_broad_fields(measured: MeasuredData) -> bool:
     return any(min(s.field) >= BROAD_FIELD_MM for s in measured.pdds())
 
 
-def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict, start, tail: bool):
-    """Step 1 (with the long-range scatter tail if ``tail``).
-    Returns ``(shape, cost, nfev, converged)``."""
+def _fit_shape(
+    measured: MeasuredData,
+    targets: dict,
+    max_nfev: int,
+    meta: dict,
+    start,
+    tail: bool,
+    contamination: bool = False,
+):
+    """Step 1 (with the long-range scatter tail if ``tail``, the electron contamination if
+    ``contamination``).  Returns ``(shape, cost, nfev, converged)``."""
     from scipy.optimize import least_squares
 
     nodes = _scatter_nodes(measured)
 
     def residuals(theta):
-        shape = _shape_params(theta, nodes, tail)
-        return _shape_residuals(_unit_model(shape, meta), measured, targets)
+        shape = _shape_params(theta, nodes, tail, contamination)
+        return _shape_residuals(_unit_model(shape, meta, measured), measured, targets)
 
     n = nodes.size
     start0, theta_lo, theta_hi = _theta_bounds(measured.fluence_mode)
@@ -337,8 +386,12 @@ def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict,
         lo = np.concatenate([lo, TAIL_LO[:2], np.full(k, TAIL_LO[2])])
         hi = np.concatenate([hi, TAIL_HI[:2], np.full(k, TAIL_HI[2])])
         theta0 = np.concatenate([theta0, TAIL_START[:2], np.full(k, TAIL_START[2])])
+    if contamination:
+        lo = np.concatenate([lo, CONTAMINATION_LO])
+        hi = np.concatenate([hi, CONTAMINATION_HI])
+        theta0 = np.concatenate([theta0, CONTAMINATION_START])
     if start is not None:
-        theta0 = _theta(start, nodes, tail)
+        theta0 = _theta(start, nodes, tail, contamination)
     fit = least_squares(
         residuals,
         np.clip(theta0, lo, hi),
@@ -357,12 +410,16 @@ def _fit_shape(measured: MeasuredData, targets: dict, max_nfev: int, meta: dict,
         fit.nfev,
         "converged" if converged else "stopped at the evaluation budget before converging",
     )
-    return _shape_params(fit.x, nodes, tail), float(fit.cost), int(fit.nfev), converged
+    shape = _shape_params(fit.x, nodes, tail, contamination)
+    return shape, float(fit.cost), int(fit.nfev), converged
 
 
-def _theta(shape: dict, nodes_mm: np.ndarray, tail: bool = False) -> np.ndarray:
+def _theta(
+    shape: dict, nodes_mm: np.ndarray, tail: bool = False, contamination: bool = False
+) -> np.ndarray:
     """The fit vector of shape parameters (inverse of :func:`_shape_params`); with ``tail``
-    and a start without one, the tail starts at :data:`TAIL_START`."""
+    (``contamination``) and a start without one, the tail starts at :data:`TAIL_START` (the
+    contamination at :data:`CONTAMINATION_START`)."""
     ratio = np.interp(nodes_mm, shape["scatter_ratio_depth_mm"], shape["scatter_ratio_nodes"])
     scalars = [
         shape["source_sigma_mm"][0],
@@ -377,15 +434,19 @@ def _theta(shape: dict, nodes_mm: np.ndarray, tail: bool = False) -> np.ndarray:
         shape["horn"]["dip"],
         shape["horn"]["sigma_mm"],
     ]
-    theta = np.concatenate([np.asarray(scalars, float), ratio])
-    if not tail:
-        return theta
-    t = shape.get("scatter_tail")
-    if t is None:
-        extra = [*TAIL_START[:2], *np.full(TAIL_NODES_MM.size, TAIL_START[2])]
-    else:
-        extra = [*t["sigma_mm"], *np.interp(TAIL_NODES_MM, t["depth_mm"], t["ratio"])]
-    return np.concatenate([theta, np.asarray(extra, float)])
+    extra: list[float] = []
+    if tail:
+        t = shape.get("scatter_tail")
+        if t is None:
+            extra += [*TAIL_START[:2], *np.full(TAIL_NODES_MM.size, TAIL_START[2])]
+        else:
+            extra += [*t["sigma_mm"], *np.interp(TAIL_NODES_MM, t["depth_mm"], t["ratio"])]
+    if contamination:
+        e = shape.get("electron_contamination")
+        extra += (
+            list(CONTAMINATION_START) if e is None else [e["weight"], e["depth_mm"], e["sigma_mm"]]
+        )
+    return np.concatenate([np.asarray(scalars, float), ratio, np.asarray(extra, float)])
 
 
 def software_versions() -> dict[str, str]:
@@ -403,14 +464,29 @@ def software_versions() -> dict[str, str]:
 
 
 def _depth_function(shape: dict, measured: MeasuredData, meta: dict):
-    """Step 2: ``(depth_mm, A(d))`` tabulated from 0 to :data:`MAX_DEPTH_MM`, max 1."""
+    """Step 2: ``(depth_mm, A(d))`` tabulated from 0 to :data:`MAX_DEPTH_MM`, max 1.
+
+    The reference PDD ``v(d) = k (A G + w_e E)``: ``G`` is the photon dose of ``A = 1`` and
+    ``E`` the electron contamination's dose of unit weight (none without one), both with
+    ``N = 1``.  ``A = 1`` at its maximum fixes ``k = max_d v / (G + w_e E)``, and
+    ``A = v / (k G) - w_e E / G`` (floored at 0).  A PDD that starts below the surface is
+    continued to it on its first two points' slope (the build-up is steep there: continued
+    flat from 0.5 mm, a synthetic clinic's surface dose came out 11 % high).
+    """
     ref = measured.reference_pdd()
-    m = _unit_model(shape, meta)
+    photon = {k: v for k, v in shape.items() if k != "electron_contamination"}
     depth = ref.position_mm
-    prim = ref.value / _dose(m, ref.ssd_mm, ref.field, depth, 0.0)
-    prim = prim / prim.max()
-    if depth[0] > 0.0:
-        depth, prim = np.append(0.0, depth), np.append(prim[0], prim)
+    g = _dose(_unit_model(photon, meta), ref.ssd_mm, ref.field, depth, 0.0)
+    prim = ref.value / g
+    if "electron_contamination" in shape:  # its dose alone: the same shape with A(d) = 0
+        zero = _model_from(shape, [0.0, MAX_DEPTH_MM], [0.0, 0.0], 1.0, _NO_CALIB, meta)
+        e_g = _dose(zero, ref.ssd_mm, ref.field, depth, 0.0) / g
+        prim = np.maximum(prim / np.max(prim / (1.0 + e_g)) - e_g, 0.0)
+    else:
+        prim = prim / prim.max()
+    if depth[0] > 0.0:  # a PDD from below the surface: A(d) continued on its first slope
+        slope0 = (prim[1] - prim[0]) / (depth[1] - depth[0])
+        depth, prim = np.append(0.0, depth), np.append(max(prim[0] - slope0 * depth[0], 0.0), prim)
     tail = (depth >= depth[-1] - 100.0) & (prim > 0)
     slope, icpt = np.polyfit(depth[tail], np.log(prim[tail]), 1)
     ext = np.arange((np.floor(depth[-1] / 50.0) + 1) * 50.0, MAX_DEPTH_MM + 1.0, 50.0)
@@ -511,6 +587,7 @@ def fit_beam_model(
     name: str | None = None,
     fitted_by: str = "dose_engine.fit_beam_model",
     scatter_tail: bool | None = None,
+    electron_contamination: bool = False,
 ) -> dict:
     """Fit the pencil-beam model to a commissioning data set.
 
@@ -536,6 +613,9 @@ def fit_beam_model(
     scatter_tail : bool, optional
         Fit the long-range scatter tail; default: when the data hold broad fields
         (:func:`has_broad_fields`).
+    electron_contamination : bool
+        Fit the electron-contamination term (weight, e-folding depth and lateral width)
+        with the other shape parameters.
 
     Returns
     -------
@@ -567,7 +647,9 @@ def fit_beam_model(
     cost, nfev, converged = float("nan"), 0, True
     if shape is None:
         tail = has_broad_fields(measured) if scatter_tail is None else scatter_tail
-        shape, cost, nfev, converged = _fit_shape(measured, targets, max_nfev, meta, start, tail)
+        shape, cost, nfev, converged = _fit_shape(
+            measured, targets, max_nfev, meta, start, tail, electron_contamination
+        )
     depth_mm, prim = _depth_function(shape, measured, meta)
     norm, calib = _calibrate(shape, depth_mm, prim, measured, meta)
     final = _model_from(shape, depth_mm, prim, norm, calib, meta)
@@ -598,12 +680,14 @@ def fit_6mv_model(
     shape: dict | None = None,
     start: dict | None = None,
     broad_fields: bool = False,
+    electron_contamination: bool = False,
 ) -> dict:
     """:func:`fit_beam_model` on the pymedphys 6 MV data (the shipped model's recipe).
 
     With ``broad_fields`` the 20 × 20 and 40 × 40 cm² PDDs of
     :func:`dose_engine._broad_fields.with_broad_fields` are added, and the long-range
-    scatter tail is fitted (not yet the shipped recipe: docs/commissioning.md).
+    scatter tail is fitted (not yet the shipped recipe: docs/commissioning.md); with
+    ``electron_contamination`` the electron-contamination term (not shipped either).
     The provenance names the data by the pymedphys release and the folder inside its wheel,
     not by the path of the machine where the fit ran.
     """
@@ -620,6 +704,7 @@ def fit_6mv_model(
         start=start,
         name=SIX_MV_NAME,
         fitted_by="dose_engine._fit.fit_6mv_model (python -m dose_engine.fit)",
+        electron_contamination=electron_contamination,
     )
     wheel = f"pymedphys {metadata.version('pymedphys')} wheel: " + "/".join(
         Path(measured.source).parts[-6:]

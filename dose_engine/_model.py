@@ -24,7 +24,19 @@ plus, when the model has a ``scatter_tail``, the long-range phantom scatter
 ``r_t(d)``; it carries the scatter of the whole fluence, focal and extra-focal, whose
 shapes differ only near the field edges on its scale, and leaves the horn out: the
 flattened beam's dip is narrower than the tail, which blurs it below 0.1 % of the dose,
-and an FFF beam's fitted tail absorbs its peak), with ``w_src = 1 - w_h`` (the focal part
+and an FFF beam's fitted tail absorbs its peak), and, when the model has an
+``electron_contamination``, the dose of the charged particles that reach the phantom with
+the beam (from the flattening filter, the collimators and the air)
+
+.. math::
+
+   D_e = N \left(\frac{SAD}{z}\right)^2 w_e\, e^{-d/λ_e}\, P(σ_e)
+
+(an exponential in radiological depth, of e-folding depth ``λ_e``, times the aperture
+blurred by a broad Gaussian ``σ_e``, mm in the isocentre plane, so that it grows with the
+field size and saturates: Sjögren R, Karlsson M 1996, Med Phys 23:1873; the contamination
+pencil kernel of Ahnesjö A, Andreo P 1989, Phys Med Biol 34:1451, exponential in depth and
+Gaussian-like laterally), with ``w_src = 1 - w_h`` (the focal part
 carries the off-axis horn factor
 ``1 - a exp(-(x²+y²)/2s²)``, integrated exactly as a product of Gaussians, see
 :func:`horn_axis_terms`),
@@ -167,6 +179,7 @@ class BeamModel:
                 "1 - dip exp(-r^2/2s^2) must stay positive (dip < 1)."
             )
         tail = _check_tail(p.get("scatter_tail"), self.path)
+        self._check_contamination()
         n = int(math.ceil(depth[-1] / TABLE_STEP_MM)) + 1
         grid = np.arange(n) * TABLE_STEP_MM
         # float64: a float32 table rounds a change of 1e-8 in a scatter-ratio node away, which
@@ -219,6 +232,37 @@ class BeamModel:
             return 0.0, 1.0
         return float(h["dip"]), float(h["sigma_mm"])
 
+    @property
+    def electron_contamination(self) -> tuple[float, float, float]:
+        """``(w_e, λ_e, σ_e)`` of the electron-contamination term ``w_e exp(-d/λ_e) P(σ_e)``
+        (weight relative to the primary depth function's scale, e-folding depth mm, lateral
+        width mm in the isocentre plane); ``w_e = 0`` (or no entry in the file) switches it
+        off."""
+        e = self.parameters.get("electron_contamination")
+        if not e:
+            return 0.0, 1.0, 1.0
+        return float(e["weight"]), float(e["depth_mm"]), float(e["sigma_mm"])
+
+    def _check_contamination(self) -> None:
+        """Refuse an ``electron_contamination`` entry that is not ``{"weight": w >= 0,
+        "depth_mm": λ > 0, "sigma_mm": σ > 0}``."""
+        e = self.parameters.get("electron_contamination")
+        if e is None:
+            return
+        try:
+            w, lam, sig = (float(e[k]) for k in ("weight", "depth_mm", "sigma_mm"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BeamModelError(
+                f"Beam model {self.path}: electron_contamination must be {{'weight': w, "
+                f"'depth_mm': λ, 'sigma_mm': σ}}; got {e!r} ({exc})."
+            ) from None
+        if not (math.isfinite(w) and w >= 0 and lam > 0 and sig > 0 and math.isfinite(lam + sig)):
+            raise BeamModelError(
+                f"Beam model {self.path}: electron_contamination needs weight >= 0 and a "
+                f"positive depth_mm and sigma_mm; got weight {w:g}, depth_mm {lam:g}, "
+                f"sigma_mm {sig:g}."
+            )
+
     def provenance(self) -> dict[str, Any]:
         """Where the parameters come from (data, script, date, residuals)."""
         return dict(self.parameters["provenance"])
@@ -244,10 +288,12 @@ class BeamModel:
 
         Returns
         -------
-        weights : list of 4 (5 with a ``scatter_tail``) (m,) arrays, Gy/MU per unit ``P``
-            Focal primary, focal scatter, extra-focal primary, extra-focal scatter and the
-            long-range scatter tail; the horn applies to the first two.
-        sig_x, sig_y : lists of 4 (5) (m,) arrays, mm in the isocentre plane
+        weights : list of 4 to 6 (m,) arrays, Gy/MU per unit ``P``
+            Focal primary, focal scatter, extra-focal primary, extra-focal scatter, then
+            the long-range scatter tail (with a ``scatter_tail``) and the electron
+            contamination (with a non-zero ``electron_contamination``); the horn applies
+            to the first two.
+        sig_x, sig_y : lists of 4 to 6 (m,) arrays, mm in the isocentre plane
             Widths along BLD x and y (the focal-source blur differs between the MLC and
             jaw directions: ``source_sigma_mm = [σ_x, σ_y]``).
         """
@@ -287,6 +333,12 @@ class BeamModel:
             weights.append(amp * out[2])
             sig_x.append(xp.sqrt(st2 + srcx2))
             sig_y.append(xp.sqrt(st2 + srcy2))
+        w_e, lam_e, sig_e = self.electron_contamination
+        if w_e > 0.0:
+            norm = float(p["normalisation_gy_per_mu"]) * w_e
+            weights.append(norm * scale * scale * xp.exp(d * (-1.0 / lam_e)))
+            sig_x.append(xp.full(d.shape, sig_e, dtype=dt, **_device_kw(depth_mm, xp)))
+            sig_y.append(sig_x[-1])
         return weights, sig_x, sig_y
 
 
