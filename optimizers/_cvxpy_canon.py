@@ -81,10 +81,11 @@ class Formulation(Protocol):
     columns: np.ndarray
     objective_only: set[int]
     aux_constraints: list[Any]
+    term_rows: dict[int, np.ndarray]
 
-    def covers_union(self, structure: str) -> bool: ...
+    def dose(self, structure: str, rows: np.ndarray | None = None) -> Any: ...
 
-    def dose(self, structure: str) -> Any: ...
+    def dose_positions(self, union_rows: np.ndarray) -> np.ndarray: ...
 
 
 def import_cvxpy() -> ModuleType:
@@ -150,16 +151,25 @@ class CvxpyContext:
         self._objective = objective
 
     @property
+    def rows(self) -> np.ndarray | None:
+        """Positions in the term's structure the term reads when the formulation screens
+        its voxels (``term_rows`` of :class:`optimizers.CvxpyFormulation`), else None."""
+        return self._form.term_rows.get(self._index)
+
+    @property
     def p(self) -> np.ndarray:
-        """(n_s,) normalised voxel weights of the term's structure (sum 1)."""
-        return self._form.problem.p[structure_of(self.term)]
+        """(n_s,) voxel weights of the term's structure, normalised over the whole
+        structure (sum 1; of the :attr:`rows` read when screened)."""
+        p = self._form.problem.p[structure_of(self.term)]
+        return p if self.rows is None else p[self.rows]
 
     def dose(self, structure: str | None = None) -> Any:
-        """(n_s,) dose expression in the term's structure (or in ``structure``), Gy."""
+        """(n_s,) dose expression in the term's structure (its :attr:`rows` when
+        screened) or in ``structure``, Gy."""
         name = structure_of(self.term) if structure is None else structure
         if name not in self._form.problem.local_index:  # no dose term in the problem
             raise InvalidProblemError(f"{self.term.label}: the problem has no dose of `{name}`.")
-        return self._form.dose(name)
+        return self._form.dose(name, self.rows if structure is None else None)
 
     def level(self) -> Any:
         """The term's ``dose_gy`` (Gy): a parameter the formulation can update, or a
@@ -228,8 +238,8 @@ class CvxpyContext:
         cp = self.cp
         idx = form.problem.local_index[structure_of(self.term)]
         if form.d is not None:
-            diag = np.zeros(form.problem.union_rows.size)
-            np.add.at(diag, idx, self.p)
+            diag = np.zeros(form.d.size)
+            np.add.at(diag, form.dose_positions(idx), self.p)
             return cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
         offset = form.dose_offset  # a constant here (a parameter needs the dose variable)
         if form.compressed is not None:
