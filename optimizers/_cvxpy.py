@@ -894,7 +894,9 @@ def solve_screened(
     objective on the dose the solver saw and the relaxed optimum (above
     :data:`SCREEN_GAP_REL` of the objective, the left-out rows on the active side of their
     hinge enter); with rows entered (and those then near their hinge) it solves again
-    from the solution; the :data:`SCREEN_MAX_ROUNDS` + 1st round keeps every row.
+    from the solution; the :data:`SCREEN_MAX_ROUNDS` + 1st round keeps every row, and so
+    does the round after one whose solver failed (a relaxation can be degenerate: an
+    underdose left alone when every row against it is screened out).
 
     Returns
     -------
@@ -914,9 +916,9 @@ def solve_screened(
         get_solver(options.get("solver", "CLARABEL")).name not in DOSE_FREE_SOLVERS
     )
     total = {k: int(problem.p[structure_of(problem.terms[k])].size) for k in rows}
-    certified = False
+    certified = final = False
     for r in range(SCREEN_MAX_ROUNDS + 1):
-        final = r == SCREEN_MAX_ROUNDS
+        final = final or r == SCREEN_MAX_ROUNDS
         form = CvxpyFormulation(
             problem,
             compressed=compressed,
@@ -925,7 +927,17 @@ def solve_screened(
             dose_variable=dose_variable,
             term_rows=None if final else rows,
         )
-        res = solve_cvxpy(problem, formulation=form, x0=x, screen=False, **options)
+        try:
+            res = solve_cvxpy(problem, formulation=form, x0=x, screen=False, **options)
+        except SolverError as exc:
+            if final:
+                raise
+            # a relaxation can be degenerate (e.g. nothing left against an underdose but
+            # rows far from their hinge): the next round keeps every row
+            logger.info("screened CVXPY solve failed (%s); solving with every row", exc)
+            rounds.append({"kept_rows": sum(int(v.size) for v in rows.values()), "failed": True})
+            final = True
+            continue
         setup += res.extras["setup_time_s"]
         solver += res.extras["solver_time_s"]
         n_iter += res.n_iter

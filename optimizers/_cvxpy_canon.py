@@ -149,6 +149,9 @@ class CvxpyContext:
         self._index = index
         self._parametrised = parametrised
         self._objective = objective
+        #: the largest value the term's expression can take in its constraint (a level
+        #: bound's share, :meth:`expression`), or None
+        self.budget: float | None = None
 
     @property
     def rows(self) -> np.ndarray | None:
@@ -259,7 +262,7 @@ class CvxpyContext:
         pc = self.p * c
         return quad + (2.0 * (m.T @ pc)) @ form.x_active + float(pc @ c)
 
-    def fluence_square(self, operator: Any) -> Any:
+    def fluence_square(self, operator: Any, scale: float | None = None) -> Any:
         """``||operator @ x||**2`` (``operator`` a sparse matrix with one column per beamlet).
 
         In the objective (parametrised): ``quad_form(x_active, H)`` with ``H`` the sparse
@@ -268,9 +271,14 @@ class CvxpyContext:
         squares of ``operator @ x`` made CVXPY add a copy of it, one variable and one
         equality row per operator row (2,693 of each on PortPy's lung problem). Elsewhere
         the sum of squares (in a constraint its second-order cone takes the rows as they
-        are)."""
+        are), as ``scale * ||operator @ x / sqrt(scale)||**2`` when ``scale`` (MU**2, the
+        size the square can reach there) is given: the cone's entries are then of order
+        one instead of the MU differences' 1e3-1e4 beside doses in Gy, with which
+        Clarabel ended lexicographic levels holding smoothness "InsufficientProgress"."""
         if not self._parametrised or not self._objective:
-            return self.cp.sum_squares(operator @ self.x)
+            if scale is None:
+                return self.cp.sum_squares(operator @ self.x)
+            return scale * self.cp.sum_squares((operator @ self.x) / np.sqrt(scale))
         import scipy.sparse as sp
 
         cols = sp.csc_matrix(operator)[:, self._form.columns]
@@ -320,9 +328,13 @@ class CvxpyContext:
         """Add an auxiliary constraint to the problem."""
         self._form.aux_constraints.append(constraint)
 
-    def expression(self, term: Term) -> Any:
-        """Soft expression of another term with constant levels (composite terms)."""
+    def expression(self, term: Term, budget: float | None = None) -> Any:
+        """Soft expression of another term with constant levels (composite terms).
+        ``budget``: the largest value the expression can take where it is used (a level
+        bound's share, in the term's unweighted units), which :attr:`budget` gives its
+        canonicaliser to scale cones by."""
         sub = CvxpyContext(self._form, term, -1, parametrised=False)
+        sub.budget = budget if budget is not None and 0 < budget < np.inf else None
         return canonicalize(term, sub)
 
 
@@ -375,7 +387,9 @@ def _dvh(t: _DVH, ctx: CvxpyContext) -> Any:
 
 
 def _smoothness(t: Smoothness, ctx: CvxpyContext) -> Any:
-    return (1.0 / t.operator.shape[0]) * ctx.fluence_square(t.operator)
+    m = t.operator.shape[0]
+    scale = None if ctx.budget is None else m * ctx.budget  # ||Q x||**2 within the budget
+    return (1.0 / m) * ctx.fluence_square(t.operator, scale)
 
 
 def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:
@@ -398,7 +412,11 @@ def _level_bound(t: _LevelBound, ctx: CvxpyContext) -> Any:
     """``sum_k c w_k f_k`` with ``c`` = :func:`weight_scale` of the ``w_k`` (the
     formulation scales the bound by the same ``c``)."""
     c = weight_scale(s.weight for s in t.terms)
-    return sum((c * s.weight) * ctx.expression(s) for s in t.terms)
+    # each term's budget: the whole bound (the others at zero)
+    return sum(
+        (c * s.weight) * ctx.expression(s, t.bound / s.weight if s.weight > 0 else None)
+        for s in t.terms
+    )
 
 
 #: Term type -> canonicaliser. A subclass without its own entry uses its nearest

@@ -110,3 +110,76 @@ def test_bad_screening_and_dose_variable_arguments_are_refused():
         op.CvxpyFormulation(problem, term_rows={7: [400]})
     with pytest.raises(op.InvalidProblemError, match="dose_variable=False"):
         op.CvxpyFormulation(problem, columns=[0, 1, 2], dose_variable=False)
+
+
+def test_soft_rows_left_out_that_the_optimum_reaches_enter_by_the_objective_gap():
+    """From a start where the organ gets no dose, none of its overdose rows is kept; at the
+    relaxed optimum the organ is above 10 Gy, so the whole objective exceeds the relaxed
+    optimum by more than SCREEN_GAP_REL: those rows enter and the second round is the
+    whole problem's optimum."""
+    terms = [
+        op.Underdose("PTV", 60.0, weight=10),
+        op.MeanDose("BODY", weight=0.01),
+        op.Overdose("OAR", 10.0, weight=1),
+    ]
+    problem = _problem(terms)
+    x0 = np.full(problem.n_beamlets, 1e-3)
+    assert {k: v.size for k, v in op_screen.screened_rows(problem, x0).items()} == {2: 0}
+    full = op.solve_cvxpy(problem, screen=False)
+    screened = op.solve_cvxpy(problem, x0=x0)
+    rounds = screened.extras["screening"]["rounds"]
+    assert rounds[0]["soft_gap_rel"] > op_screen.SCREEN_GAP_REL and rounds[0]["entered"] > 0
+    assert screened.extras["screening"]["certified"] and len(rounds) >= 2
+    assert abs(rounds[-1]["soft_gap_rel"]) <= op_screen.SCREEN_GAP_REL
+    assert screened.objective == pytest.approx(full.objective, rel=op_screen.SCREEN_GAP_REL)
+    d_oar = problem.union_dose(screened.x)[problem.local_index["OAR"]]
+    assert d_oar.max() > 10.0  # the rows entered were needed
+
+
+def test_active_set_with_screened_rows_reaches_the_whole_optimum():
+    """The planner's path (beamlet active set seeded by the first-order solver, rows
+    screened from the seed) against the whole problem (every beamlet, every row) and the
+    first-order solver's own plan judged on the exact terms."""
+    terms = [
+        op.Underdose("PTV", 60.0, weight=10),
+        op.MinDVH("PTV", 59.0, 95.0, weight=10),
+        op.MaxDVH("PTV", 64.0, 10.0, weight=10),
+        op.MaxDVH("OAR", 20.0, 30.0, weight=1),
+        op.Overdose("BODY", 30.0, weight=1),
+        op.MeanDose("OAR", weight=0.01),
+        op.MaxDose("BODY", 66.0, hard=True),
+    ]
+    problem = _problem(terms)
+    whole = op.solve_cvxpy(problem, screen=False)
+    res = op.solve(problem, method="cvxpy", active_set=True)
+    record = res.extras["screening"]
+    assert record["certified"] and res.extras["active_set"]["certified"]
+    assert record["rounds"][0]["kept_rows"] < record["rows"]
+    # the dose variable holds only the rows some term reads: fewer equality rows
+    assert (
+        res.extras["problem_size"]["equality_rows"] < whole.extras["problem_size"]["equality_rows"]
+    )
+    assert res.objective == pytest.approx(whole.objective, rel=op_screen.SCREEN_GAP_REL)
+    assert res.extras["max_violation"] <= 1e-7
+    first_order = op.solve_first_order(problem)
+    assert res.objective <= problem.objective(first_order.x) * (1 + 1e-6)
+
+
+def test_a_cvar_term_without_rows_is_refused():
+    problem = _problem(_terms())
+    with pytest.raises(op.InvalidProblemError, match="CVaR term needs at least one voxel"):
+        op.CvxpyFormulation(problem, term_rows={3: []})
+
+
+def test_a_degenerate_relaxation_falls_back_to_every_row():
+    """Screened from a start with no dose, the organ's overdose keeps no row and the PTV's
+    underdose alone has a whole set of optima (Clarabel: "InsufficientProgress"); the
+    next round keeps every row and reaches the whole problem's optimum."""
+    terms = [op.Underdose("PTV", 60.0, weight=10), op.Overdose("OAR", 0.5, weight=1)]
+    problem = _problem(terms)
+    full = op.solve_cvxpy(problem, screen=False)
+    screened = op.solve_cvxpy(problem, x0=np.full(problem.n_beamlets, 1e-3))
+    rounds = screened.extras["screening"]["rounds"]
+    assert rounds[0]["failed"] and len(rounds) == 2
+    assert screened.extras["screening"]["certified"]
+    assert screened.objective == pytest.approx(full.objective, rel=1e-6)
