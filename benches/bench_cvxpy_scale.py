@@ -18,26 +18,31 @@ function.
 Targets (issue 18): CVXPY <= 120 s optimisation and <= 4 GB peak on 2 cores, final-dose
 objective within 1 % of the first-order plan's, same TG-119 goals met.
 
-Measured 2026-12-06 on the shared 2-core machine (load average 13-17: wall times are
-3-4x the CPU times), planner compression 1 %, rank 32, no dose corrections, beamlet
-active set:
+Measured 2026-12-07 on the shared 2-core machine (load average 11-12: wall times are
+about 3x the CPU times), planner compression 1 %, rank 32, beamlet active set, rows
+screened from the first-order seed (``optimizers._cvxpy_screen``); the optimise stage is
+the planner's first optimisation (the final-dose correction loop re-optimises once more:
+4.4 and 46.5 CPU s):
 
 =============  ==============  ===============  ============  ====================  =========
 solver         optimise CPU s  optimise wall s  peak RSS GiB  final-dose objective  goals met
 =============  ==============  ===============  ============  ====================  =========
-first_order    6.4             56               1.92          0.0828                1/5
-cvxpy          131.2           508              2.33          0.0820 (-0.88 %)      2/5
+first_order    12.1            36              1.93          0.0828                1/5
+cvxpy          40.2            131             2.33          0.0769 (-7.05 %)      2/5
 =============  ==============  ===============  ============  ====================  =========
 
-CVXPY: 40,934 rows x 5,352 beamlets, 71.5 M non-zeros compressed to 2.68 M plus rank 32;
-the first-order seed left 2,334 beamlets active, pricing let none in (certified in one
-round); Clarabel (its faer factorisation) 38 iterations on 230,630 rows x 138,477
-variables. Where the CPU seconds go (the same problem solved alone, ``optimizers``
-level, load ~12): seed 15.4, compression 11.4 (19.8 before the change of this session),
-formulation, compilation and Clarabel 80. Targets: peak memory, objective and goals met
-(the objective is the CVXPY level's own CVaR terms, which the first-order plan does not
-optimise; the 1 % target is read as "not more than 1 % above"); the 120 s is missed.
-Earlier runs (115.6-131.2 CPU s at loads 6.6-23): CHANGELOG.md.
+CVXPY (the kept, corrected pass): 41,078 rows x 5,352 beamlets, 72.2 M non-zeros
+compressed to 2.69 M plus rank 32; the first-order seed left 2,341 beamlets active,
+pricing let none in; 29,524 of the 92,333 rows of the screened terms kept, certified in
+one round (no left-out hard row, gap -2e-9); Clarabel 33 iterations on 76,778 rows x
+47,254 variables (230,630 x 138,477 before the screening). The same problem solved alone
+(``optimizers`` level, load 8-13): 82.1 CPU s before the screening, 41.2 with it.
+Targets: all met (the objective is the CVXPY level's own CVaR terms, which the
+first-order plan does not optimise; the 1 % target is read as "not more than 1 %
+above"). Until 2026-12-07 the bench recorded the CPU seconds of the last optimisation
+(the correction loop's) as the stage's: the earlier 115.6-131.2 CPU s (CHANGELOG.md)
+were that pass's; before the screening the two passes cost 78.1 and 82.7 CPU s (one
+cProfile run of the plan, load 7-10).
 """
 
 from __future__ import annotations

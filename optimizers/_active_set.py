@@ -129,6 +129,9 @@ def solve_cvxpy_active_set(
         ``seed_columns``, ``columns`` and ``entered`` per round, ``min_reduced_cost_rel``
         (the most negative reduced cost times the mean active fluence, over the CVXPY
         objective) and ``certified`` (no beamlet left that would lower the objective).
+        With a seed and no ``corrections``, each round also screens rows from the round
+        before (:mod:`optimizers._cvxpy_screen`, :func:`optimizers._cvxpy.solve_screened`,
+        first from the seed): ``extras["screening"]`` is the last round's.
     """
     t0 = time.perf_counter()
     n = problem.n_beamlets
