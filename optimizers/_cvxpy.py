@@ -29,6 +29,7 @@ from ._cvxpy_screen import (
     active_left_out,
     screenable,
     screened_rows,
+    screening_gap,
 )
 from ._meterset import refuse_meterset_dose
 from ._problem import Problem, require_problem, structure_of, structures_read
@@ -687,9 +688,9 @@ def solve_cvxpy(
         ``SCREEN_MARGIN`` of their bound, of soft one-sided quadratics and CVaR terms
         those within ``SOFT_SCREEN_MARGIN`` of their level or value at risk; then check
         the left-out hard voxels on the exact dose (any violated beyond ``SCREEN_TOL``
-        enters) and the soft ones by the gap between the whole objective and the relaxed
-        optimum (above ``SCREEN_GAP_REL`` of the objective, those on the active side
-        enter), and solve again from the solution (at most ``SCREEN_MAX_ROUNDS`` times,
+        enters) and the soft ones by the gap between the whole objective and the screened
+        one at the solution (above ``SCREEN_GAP_REL`` of the objective, those on the
+        active side enter), and solve again from the solution (at most ``SCREEN_MAX_ROUNDS`` times,
         the last one on every voxel). The screened problem is a relaxation, so a solution
         that satisfies every left-out constraint, within the gap, solves the whole
         problem (constraint generation). ``extras["screening"]`` records the rows kept
@@ -891,7 +892,8 @@ def solve_screened(
     Each round solves the formulation reading only ``rows`` of the screened terms
     (``term_rows``), then evaluates the left-out rows: hard ones on the exact dose (any
     violated beyond ``SCREEN_TOL`` enters), soft ones through the gap between the whole
-    objective on the dose the solver saw and the relaxed optimum (above
+    objective on the dose the solver saw and the relaxed one there
+    (:func:`optimizers._cvxpy_screen.screening_gap`; above
     :data:`SCREEN_GAP_REL` of the objective, the left-out rows on the active side of their
     hinge enter); with rows entered (and those then near their hinge) it solves again
     from the solution; the :data:`SCREEN_MAX_ROUNDS` + 1st round keeps every row, and so
@@ -953,9 +955,7 @@ def solve_screened(
         record["violated_left_out"] = sum(int(v.size) for v in entering.values())
         model = d_exact if compressed is None else _model_dose(problem, compressed, x)
         whole = problem.objective(x, d_union=model)
-        gap = (whole - float(form.cvx_problem.value) / form.objective_scale) / max(
-            abs(whole), 1e-300
-        )
+        gap = screening_gap(problem, rows, model) / max(abs(whole), 1e-300)
         record["soft_gap_rel"] = gap
         if gap > SCREEN_GAP_REL:
             entering.update(active_left_out(problem, rows, model, hard=False))

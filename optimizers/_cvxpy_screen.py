@@ -11,9 +11,9 @@ constraint increasingly. So
   meets every left-out constraint (on the exact dose) solves the whole problem;
 - soft one-sided quadratics (:class:`Overdose`, :class:`Underdose`) and CVaR dose-volume
   terms (:class:`MaxDVH`, :class:`MinDVH`): the whole objective at the relaxed solution
-  minus the relaxed optimum bounds how far the solution is from the whole optimum (on the
-  dose the solver saw); below :data:`SCREEN_GAP_REL` of the objective the solution is
-  certified.
+  minus the relaxed objective there (:func:`screening_gap`), plus the solver's own
+  optimality gap, bounds how far the solution is from the whole optimum (on the dose the
+  solver saw); below :data:`SCREEN_GAP_REL` of the objective the solution is certified.
 
 Otherwise the violated rows enter, with those then near their hinge, and the problem is
 solved again (:func:`optimizers._cvxpy.solve_screened`).
@@ -39,6 +39,7 @@ __all__ = [
     "hinge",
     "screenable",
     "screened_rows",
+    "screening_gap",
 ]
 
 #: Screening of per-voxel hard constraints: a voxel is constrained when its dose at the
@@ -153,3 +154,19 @@ def active_left_out(
         if bad.any():
             out[k] = np.flatnonzero(bad)
     return out
+
+
+def screening_gap(problem: Problem, rows: dict[int, np.ndarray], d_union: np.ndarray) -> float:
+    """Whole objective minus the screened one at the union dose ``d_union``: the weighted
+    value each screened soft term loses by reading only its ``rows`` (each term's own
+    ``value`` on the kept voxels with their unnormalised weights: the relaxed sum of
+    hinges, and for a CVaR the mean of the hottest or coldest part of the kept weights,
+    which is the relaxed CVaR while they hold that part), objective units, >= 0."""
+    gap = 0.0
+    for k, kept in rows.items():
+        t = problem.terms[k]
+        if t.hard:
+            continue
+        d, p = problem.term_dose(t, d_union), problem.p[structure_of(t)]
+        gap += t.weight * (t.value(d, p) - (t.value(d[kept], p[kept]) if kept.size else 0.0))
+    return float(gap)

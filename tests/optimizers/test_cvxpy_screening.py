@@ -134,6 +134,10 @@ def test_soft_rows_left_out_that_the_optimum_reaches_enter_by_the_objective_gap(
     assert screened.objective == pytest.approx(full.objective, rel=op_screen.SCREEN_GAP_REL)
     d_oar = problem.union_dose(screened.x)[problem.local_index["OAR"]]
     assert d_oar.max() > 10.0  # the rows entered were needed
+    # the gap of a term with every row left out is its whole weighted value
+    d = problem.union_dose(screened.x)
+    oar_value = problem.evaluate(screened.x)[terms[2].label]
+    assert op_screen.screening_gap(problem, {2: np.zeros(0, int)}, d) == pytest.approx(oar_value)
 
 
 def test_active_set_with_screened_rows_reaches_the_whole_optimum():
@@ -161,6 +165,11 @@ def test_active_set_with_screened_rows_reaches_the_whole_optimum():
     )
     assert res.objective == pytest.approx(whole.objective, rel=op_screen.SCREEN_GAP_REL)
     assert res.extras["max_violation"] <= 1e-7
+    # a CVaR term without the voxels below its value at risk loses nothing
+    d = problem.union_dose(res.x)
+    organ = d[problem.local_index["OAR"]]
+    hot = np.flatnonzero(organ >= np.quantile(organ, 0.5))
+    assert op_screen.screening_gap(problem, {3: hot}, d) == pytest.approx(0.0, abs=1e-12)
     first_order = op.solve_first_order(problem)
     assert res.objective <= problem.objective(first_order.x) * (1 + 1e-6)
 
