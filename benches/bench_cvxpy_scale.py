@@ -31,6 +31,9 @@ first_order    12.1            36              1.93          0.0828             
 cvxpy          40.2            131             2.33          0.0769 (-7.05 %)      2/5
 =============  ==============  ===============  ============  ====================  =========
 
+Again at load 10: 11.2 and 40.5 CPU s (24 and 146 s wall), 1.94 and 2.37 GiB, the same
+plans.
+
 CVXPY (the kept, corrected pass): 41,078 rows x 5,352 beamlets, 72.2 M non-zeros
 compressed to 2.69 M plus rank 32; the first-order seed left 2,341 beamlets active,
 pricing let none in; 29,524 of the 92,333 rows of the screened terms kept, certified in
