@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ._cvxpy import CvxpyFormulation, solve_cvxpy
+from ._cvxpy import CvxpyFormulation, solve_cvxpy, solve_screened
+from ._cvxpy_screen import screened_rows
 from ._problem import Problem
 from ._result import OptimizationResult
 from .errors import InfeasibleError, InvalidProblemError
@@ -128,6 +129,9 @@ def solve_cvxpy_active_set(
         ``seed_columns``, ``columns`` and ``entered`` per round, ``min_reduced_cost_rel``
         (the most negative reduced cost times the mean active fluence, over the CVXPY
         objective) and ``certified`` (no beamlet left that would lower the objective).
+        With a seed and no ``corrections``, each round also screens rows from the round
+        before (:mod:`optimizers._cvxpy_screen`, :func:`optimizers._cvxpy.solve_screened`,
+        first from the seed): ``extras["screening"]`` is the last round's.
     """
     t0 = time.perf_counter()
     n = problem.n_beamlets
@@ -139,6 +143,10 @@ def solve_cvxpy_active_set(
     cols = seed_columns(x0, seed_rel)
     x_start = x0
     compressed = None if compression is None else problem.compressed(compression)
+    # rows screened from the seed (constraint generation, optimizers._cvxpy_screen); not
+    # with dose corrections (their formulation holds an offset parameter) or no seed
+    screen = int(options.get("corrections", 0)) == 0 and bool(np.any(x0 > 0))
+    rows = screened_rows(problem, x0) if screen else {}
     rounds: list[dict[str, Any]] = []
     n_seed = int(cols.size)
     setup = solver = 0.0
@@ -147,21 +155,28 @@ def solve_cvxpy_active_set(
     worst = 0.0
     for r in range(max(int(max_rounds), 1)):
         last = r == max(int(max_rounds), 1) - 1
-        form = CvxpyFormulation(
-            problem,
-            compressed=compressed,
-            columns=None if last else cols,
-            offset_parameter=int(options.get("corrections", 0)) > 0,
-        )
+        columns = None if last else cols
+        restricted = columns is not None and columns.size < n
         # a restricted round's infeasibility is not the problem's: no elastic re-solve
-        opts = {**options, "explain_infeasible": False} if form.fixed.size else options
+        opts = {**options, "explain_infeasible": False} if restricted else options
         try:
-            res = solve_cvxpy(problem, formulation=form, x0=x_start, **opts)
+            if rows:
+                res, form, rows = solve_screened(
+                    problem, x_start, rows, compressed=compressed, columns=columns, **opts
+                )
+            else:
+                form = CvxpyFormulation(
+                    problem,
+                    compressed=compressed,
+                    columns=columns,
+                    offset_parameter=int(options.get("corrections", 0)) > 0,
+                )
+                res = solve_cvxpy(problem, formulation=form, x0=x_start, **opts)
         except InfeasibleError:
-            if not form.fixed.size:
+            if not restricted:
                 raise
             # the hard constraints need beamlets outside the set: solve on every beamlet
-            rounds.append({"columns": int(form.columns.size), "entered": n - cols.size})
+            rounds.append({"columns": int(cols.size), "entered": n - cols.size})
             cols = np.arange(n)
             continue
         x_start = res.x  # the next round (a new formulation) starts here (SCS)

@@ -23,27 +23,25 @@ import numpy as np
 
 from ._compress import CompressedMatrix, Compression
 from ._cvxpy_canon import CvxpyContext, canonicalize, import_cvxpy, weight_scale
+from ._cvxpy_screen import (
+    SCREEN_GAP_REL,
+    SCREEN_MAX_ROUNDS,
+    active_left_out,
+    screenable,
+    screened_rows,
+    screening_gap,
+)
 from ._meterset import refuse_meterset_dose
-from ._problem import Problem, constraint_scale, require_problem, structure_of
+from ._problem import Problem, require_problem, structure_of, structures_read
 from ._result import SOLUTION_PRESENT, OptimizationResult, Status
 from ._solvers import SolveData, get_solver
-from ._terms import Term, _LevelBound
+from ._terms import _DVH, Term, _LevelBound
 from .errors import InfeasibleError, InvalidProblemError, OptimizerWarning, SolverError
 
 __all__ = ["CvxpyFormulation", "solve_cvxpy"]
 
 logger = logging.getLogger("rtplan.optimizers")
 
-#: Screening of per-voxel hard constraints (:func:`solve_cvxpy` with ``x0``): a voxel is
-#: constrained when its dose at the start is within this fraction of the constraint's
-#: scale (``max(|bound|, 1 Gy)``) of the bound. PortPy's lung problem: 2,184 of 159,199
-#: maximum-dose rows at the first-order fluence, and none of the others reached its bound.
-SCREEN_MARGIN = 0.2
-#: A left-out voxel whose constraint the solution violates by more than this fraction of
-#: the constraint's scale enters, and the problem is solved again.
-SCREEN_TOL = 1e-6
-#: Screened solves at most; then every voxel is constrained.
-SCREEN_MAX_ROUNDS = 4
 #: Solvers :func:`solve_cvxpy` gives a formulation without a dose variable
 #: (``CvxpyFormulation(dose_variable=False)``). SCS on PortPy's lung problem, cold:
 #: 27.7 -> 21.6 CPU s (SCS's iterations 150 -> 132 s wall at load 12). Clarabel keeps the
@@ -127,11 +125,13 @@ class CvxpyFormulation:
         without.
 
         .. versionadded:: 0.1.0
-    hard_rows : dict of int to array of int, optional
-        For per-voxel hard terms (:class:`MaxDose`, :class:`MinDose`), by term index: the
-        positions in the term's structure that get a constraint; the others are left out
-        (a relaxation; :func:`solve_cvxpy` screens them and checks them after the solve).
-        ``None`` (default): every voxel.
+    term_rows : dict of int to array of int, optional
+        By term index, for :func:`optimizers._cvxpy_screen.screenable` terms (per-voxel
+        hard terms, soft one-sided quadratics and CVaR dose-volume terms): the positions in
+        the term's structure that the term reads; its other voxels are left out (a
+        relaxation; :func:`solve_cvxpy` screens them and checks them after the solve). The
+        dose variable then holds only the union rows some term reads. ``None`` (default):
+        every voxel.
 
         .. versionadded:: 0.1.0
 
@@ -170,14 +170,16 @@ class CvxpyFormulation:
         offset_parameter: bool = True,
         constant_offset: Any = None,
         dose_variable: bool = True,
-        hard_rows: Any = None,
+        term_rows: Any = None,
     ) -> None:
         require_problem(problem)
         refuse_meterset_dose(problem, "The CVXPY formulation")
         cp = import_cvxpy()
         self.problem = problem
-        #: the rows each screened per-voxel hard term constrains, by term index
-        self.hard_rows = _check_hard_rows(problem, hard_rows)
+        #: the positions in its structure each screened term reads, by term index
+        self.term_rows = _check_term_rows(problem, term_rows)
+        #: union positions the dose variable holds (``None``: every union row)
+        self.dose_rows = _dose_rows(problem, self.term_rows)
         self.elastic = elastic
         self.compressed = compressed
         #: (n_union,) Gy: a constant added to the dose (a ``cvxpy.Parameter``): the
@@ -223,20 +225,23 @@ class CvxpyFormulation:
                 "through the dose constraints' multipliers) and no dose offset parameter "
                 "(`offset_parameter=False`, or no compression and no `dose_offset`)."
             )
-        has_dose = bool(problem.union_rows.size)
-        #: the dose variable of the union rows (``dose_variable``), else None
-        self.d = (
-            cp.Variable(problem.union_rows.size, name="dose")
-            if has_dose and self.dose_variable
-            else None
+        n_dose = problem.union_rows.size if self.dose_rows is None else self.dose_rows.size
+        has_dose = bool(n_dose)
+        #: the dose variable of the union rows (``dose_variable``; those of ``dose_rows``),
+        #: else None
+        self.d = cp.Variable(n_dose, name="dose") if has_dose and self.dose_variable else None
+        #: each union row's position in :attr:`d` (-1: not held)
+        self._d_pos = np.full(problem.union_rows.size, -1, dtype=np.int64)
+        self._d_pos[np.arange(n_dose) if self.dose_rows is None else self.dose_rows] = np.arange(
+            n_dose
         )
         #: a compressed matrix's tail ``z == V x`` (``rank`` entries), else None
         self.tail: Any = None
         #: the dose constraints (``d == A x``, or ``z == V x`` and ``d == S x + U z``;
         #: without a dose variable only ``z == V x``)
         self.dose_constraints: list[Any] = []
-        #: each structure's dose expression without a dose variable, by name
-        self._doses: dict[str, Any] = {}
+        #: each structure's dose expression without a dose variable, by name and rows
+        self._doses: dict[tuple, Any] = {}
         if has_dose:
             self.dose_constraints = self._dose_constraints(cp, compressed)
             cons += self.dose_constraints
@@ -258,11 +263,6 @@ class CvxpyFormulation:
         #: CVXPY constraints of each hard term (by term index): their ``dual_value`` holds
         #: the multipliers after a solve (Gy-scaled: objective units per Gy of bound).
         self.constraints: dict[int, list] = {}
-        self._full = {
-            n: problem.local_index[n].size == problem.union_rows.size
-            and bool(np.all(problem.local_index[n] == np.arange(problem.union_rows.size)))
-            for n in problem.local_index
-        }
         objective: Any = 0
         #: auxiliary constraints added by the canonicalisers (:meth:`CvxpyContext.constrain`)
         self.aux_constraints: list[Any] = []
@@ -275,7 +275,12 @@ class CvxpyFormulation:
             elif not elastic:
                 w = cp.Parameter(nonneg=True, value=self.objective_scale * t.weight, name=f"w{k}")
                 self.weight_params[k] = w
-                self.soft_expressions[k] = canonicalize(t, CvxpyContext(self, t, k, objective=True))
+                rows = self.term_rows.get(k)
+                self.soft_expressions[k] = (
+                    cp.Constant(0.0)  # a one-sided quadratic with every voxel left out
+                    if rows is not None and not rows.size
+                    else canonicalize(t, CvxpyContext(self, t, k, objective=True))
+                )
                 objective = objective + w * self.soft_expressions[k]
         if elastic:
             objective = cp.sum(cp.hstack(list(self.slacks.values()))) if self.slacks else 0
@@ -317,7 +322,7 @@ class CvxpyFormulation:
                 self.tail = cp.Variable(compressed.rank, name="tail")
                 out.append(self.tail == right @ self.x_active)
         if self.d is not None:
-            out.append(self.d == self._dose_of_rows(None))
+            out.append(self.d == self._dose_of_rows(self.dose_rows))
         return out
 
     def _dose_of_rows(self, rows: np.ndarray | None) -> Any:
@@ -334,16 +339,29 @@ class CvxpyFormulation:
             dose = dose + (self.dose_offset if rows is None else self.dose_offset[rows])
         return dose
 
-    def dose(self, structure: str) -> Any:
-        """(n_s,) dose expression of ``structure``, Gy: rows of the dose variable, or
-        without one the structure's rows of the matrix times the fluence (built once per
-        structure and shared by its terms)."""
-        rows = None if self.covers_union(structure) else self.problem.local_index[structure]
+    def dose(self, structure: str, rows: np.ndarray | None = None) -> Any:
+        """(n_s,) dose expression of ``structure`` (of its positions ``rows`` when given),
+        Gy: entries of the dose variable, or without one the structure's rows of the
+        matrix times the fluence (built once per structure and rows, shared by its
+        terms)."""
+        union = self.problem.local_index[structure]
+        if rows is not None:
+            union = union[rows]
         if self.d is not None:
-            return self.d if rows is None else self.d[rows]
-        if structure not in self._doses:
-            self._doses[structure] = self._dose_of_rows(rows)
-        return self._doses[structure]
+            pos = self._d_pos[union]
+            whole = pos.size == self.d.size and bool(np.all(pos == np.arange(pos.size)))
+            return self.d if whole else self.d[pos]
+        key = (structure, None if rows is None else rows.tobytes())
+        if key not in self._doses:
+            whole = union.size == self.problem.union_rows.size and bool(
+                np.all(union == np.arange(union.size))
+            )
+            self._doses[key] = self._dose_of_rows(None if whole else union)
+        return self._doses[key]
+
+    def dose_positions(self, union_rows: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`d` of the union rows ``union_rows`` (which it must hold)."""
+        return self._d_pos[union_rows]
 
     def fluence(self) -> np.ndarray | None:
         """(n_beamlets,) float64 MU after a solve: the solver's fluence, exactly zero
@@ -373,10 +391,13 @@ class CvxpyFormulation:
         if not self.dose_constraints:
             return direct
         nu = np.asarray(self.dose_constraints[-1].dual_value, dtype=np.float64)
+        rows = self.dose_rows
         if self.compressed is None:
-            price = np.asarray(self.problem.a_union.T @ nu.astype(self.problem.a_union.dtype))
+            a = self.problem.a_union if rows is None else self.problem.a_union[rows]
+            price = np.asarray(a.T @ nu.astype(a.dtype))
         else:
-            price = np.asarray(self.compressed.sparse.T @ nu)
+            s_rows = self.compressed.sparse if rows is None else self.compressed.sparse[rows]
+            price = np.asarray(s_rows.T @ nu)
             if self.compressed.rank:
                 eta = np.asarray(self.dose_constraints[0].dual_value, dtype=np.float64)
                 price = price + self.compressed.right.T @ eta
@@ -404,7 +425,7 @@ class CvxpyFormulation:
                 d = self.compressed.dose(x0)
             if self.dose_offset is not None:
                 d = d + np.asarray(self.dose_offset.value)
-            values[self.d.id] = d
+            values[self.d.id] = d if self.dose_rows is None else d[self.dose_rows]
         values.update(self._auxiliary_values(values))
         offsets: dict[int, int] = {}
         for inv in inverse_data:
@@ -454,10 +475,6 @@ class CvxpyFormulation:
         off = self.problem.union_offset
         self.dose_offset.value = np.zeros(self.problem.union_rows.size) if off is None else off
 
-    def covers_union(self, structure: str) -> bool:
-        """``structure`` holds every union voxel in order (its dose is ``d`` unindexed)."""
-        return self._full[structure]
-
     @staticmethod
     def _level_bound_scale(t: Term) -> float:
         """Factor on both sides of a level bound (1 for every other hard term)."""
@@ -476,12 +493,10 @@ class CvxpyFormulation:
             self.slacks[k] = s
             scale = max(abs(c * bound), 1.0)
             b_eff = b + scale * s if t.sense == "<=" else b - scale * s
+        rows = self.term_rows.get(k)
+        if rows is not None and not rows.size:
+            return []
         q = canonicalize(t, CvxpyContext(self, t, k))
-        rows = self.hard_rows.get(k)
-        if rows is not None:
-            if not rows.size:
-                return []
-            q = q[rows]
         return [q <= b_eff] if t.sense == "<=" else [q >= b_eff]
 
     def _group_bound(self, cp: Any, j: int, group: list[int]) -> Any:
@@ -667,16 +682,19 @@ def solve_cvxpy(
 
         .. versionadded:: 0.1.0
     screen : bool, optional
-        With ``x0``, no ``formulation`` and no ``corrections`` (default True): constrain
-        only the voxels of per-voxel hard terms (:class:`MaxDose`, :class:`MinDose`) whose
-        dose at ``x0`` is within :data:`SCREEN_MARGIN` of their bound
-        (:func:`screened_rows`), then check the others on the exact dose; any the solution
-        violates (beyond :data:`SCREEN_TOL`) enters with those then near their bound, and
-        the problem is solved again from the solution (at most
-        :data:`SCREEN_MAX_ROUNDS` times, the last one on every voxel). The screened
-        problem is a relaxation, so a solution that satisfies every left-out constraint
-        solves the whole problem (constraint generation). ``extras["screening"]``
-        records the rows kept and the rounds.
+        With ``x0``, no ``formulation`` and no ``corrections`` (default True): read only
+        the voxels near their hinge at ``x0`` (:mod:`optimizers._cvxpy_screen`): of
+        per-voxel hard terms (:class:`MaxDose`, :class:`MinDose`) those within
+        ``SCREEN_MARGIN`` of their bound, of soft one-sided quadratics and CVaR terms
+        those within ``SOFT_SCREEN_MARGIN`` of their level or value at risk; then check
+        the left-out hard voxels on the exact dose (any violated beyond ``SCREEN_TOL``
+        enters) and the soft ones by the gap between the whole objective and the screened
+        one at the solution (above ``SCREEN_GAP_REL`` of the objective, those on the
+        active side enter), and solve again from the solution (at most ``SCREEN_MAX_ROUNDS`` times,
+        the last one on every voxel). The screened problem is a relaxation, so a solution
+        that satisfies every left-out constraint, within the gap, solves the whole
+        problem (constraint generation). ``extras["screening"]`` records the rows kept
+        and the rounds.
 
         .. versionadded:: 0.1.0
 
@@ -713,14 +731,18 @@ def solve_cvxpy(
     if formulation is None and x0 is not None and screen and not corrections:
         rows = screened_rows(problem, x0)
         if rows:
-            options = {
-                "solver": solver,
-                "solver_options": solver_options,
-                "verbose": verbose,
-                "explain_infeasible": explain_infeasible,
-            }
             compressed = None if compression is None else problem.compressed(compression)
-            return _solve_screened(problem, rows, np.asarray(x0), compressed, t0, options)
+            res = solve_screened(
+                problem,
+                np.asarray(x0),
+                rows,
+                compressed=compressed,
+                solver=solver,
+                solver_options=solver_options,
+                verbose=verbose,
+                explain_infeasible=explain_infeasible,
+            )[0]
+            return replace(res, solve_time_s=time.perf_counter() - t0)
     if formulation is None:
         compressed = None if compression is None else problem.compressed(compression)
         formulation = CvxpyFormulation(
@@ -854,51 +876,116 @@ def solve_cvxpy(
     )
 
 
-def _solve_screened(
+def solve_screened(
     problem: Problem,
-    rows: dict[int, np.ndarray],
     x0: np.ndarray,
-    compressed: CompressedMatrix | None,
-    t0: float,
-    options: dict[str, Any],
-) -> OptimizationResult:
-    """:func:`solve_cvxpy` by constraint generation on per-voxel hard terms (``screen``)."""
-    rounds: list[dict[str, int]] = []
+    rows: dict[int, np.ndarray],
+    *,
+    compressed: CompressedMatrix | None = None,
+    columns: np.ndarray | None = None,
+    **options: Any,
+) -> tuple[OptimizationResult, CvxpyFormulation, dict[int, np.ndarray]]:
+    """:func:`solve_cvxpy` by constraint generation on the screened rows ``rows``
+    (:mod:`optimizers._cvxpy_screen`), from ``x0``, on the beamlets ``columns`` (every one
+    when None).
+
+    Each round solves the formulation reading only ``rows`` of the screened terms
+    (``term_rows``), then evaluates the left-out rows: hard ones on the exact dose (any
+    violated beyond ``SCREEN_TOL`` enters), soft ones through the gap between the whole
+    objective on the dose the solver saw and the relaxed one there
+    (:func:`optimizers._cvxpy_screen.screening_gap`; above
+    :data:`SCREEN_GAP_REL` of the objective, the left-out rows on the active side of their
+    hinge enter); with rows entered (and those then near their hinge) it solves again
+    from the solution; the :data:`SCREEN_MAX_ROUNDS` + 1st round keeps every row, and so
+    does the round after one whose solver failed (a relaxation can be degenerate: an
+    underdose left alone when every row against it is screened out).
+
+    Returns
+    -------
+    result : OptimizationResult
+        The last round's, judged on the whole problem; ``extras["screening"]`` records
+        the rows of the screened terms, per round the rows kept, the hard rows violated,
+        the soft gap (relative to the objective) and the rows entered, and ``certified``.
+    formulation : CvxpyFormulation
+        The last round's (its duals price the beamlets outside ``columns``).
+    rows : dict of int to array of int
+        The last round's screened rows (the start of a later solve).
+    """
+    t0 = time.perf_counter()
+    rounds: list[dict[str, Any]] = []
     x, res, setup, solver, n_iter = x0, None, 0.0, 0.0, 0
+    dose_variable = columns is not None or (
+        get_solver(options.get("solver", "CLARABEL")).name not in DOSE_FREE_SOLVERS
+    )
+    total = {k: int(problem.p[structure_of(problem.terms[k])].size) for k in rows}
+    certified = final = False
     for r in range(SCREEN_MAX_ROUNDS + 1):
-        final = r == SCREEN_MAX_ROUNDS
+        final = final or r == SCREEN_MAX_ROUNDS
         form = CvxpyFormulation(
             problem,
             compressed=compressed,
+            columns=columns,
             offset_parameter=False,
-            dose_variable=get_solver(options["solver"]).name not in DOSE_FREE_SOLVERS,
-            hard_rows=None if final else rows,
+            dose_variable=dose_variable,
+            term_rows=None if final else rows,
         )
-        res = solve_cvxpy(problem, formulation=form, x0=x, screen=False, **options)
+        try:
+            res = solve_cvxpy(problem, formulation=form, x0=x, screen=False, **options)
+        except SolverError as exc:
+            if final:
+                raise
+            # a relaxation can be degenerate (e.g. nothing left against an underdose but
+            # rows far from their hinge): the next round keeps every row
+            logger.info("screened CVXPY solve failed (%s); solving with every row", exc)
+            rounds.append({"kept_rows": sum(int(v.size) for v in rows.values()), "failed": True})
+            final = True
+            continue
         setup += res.extras["setup_time_s"]
         solver += res.extras["solver_time_s"]
         n_iter += res.n_iter
         x = res.x
-        kept = sum(int(v.size) for v in rows.values())
-        entered = 0 if final else _left_out_violations(problem, x, rows)
-        rounds.append({"kept_rows": kept, "violated_left_out": entered})
-        if final or not entered:
+        record: dict[str, Any] = {"kept_rows": sum(int(v.size) for v in rows.values())}
+        rounds.append(record)
+        if final:
+            record["kept_rows"] = sum(total.values())
+            certified = True
             break
-        rows = screened_rows(problem, x, keep=rows)
+        d_exact = problem.union_dose(x)
+        entering = active_left_out(problem, rows, d_exact, hard=True)
+        record["violated_left_out"] = sum(int(v.size) for v in entering.values())
+        model = d_exact if compressed is None else _model_dose(problem, compressed, x)
+        whole = problem.objective(x, d_union=model)
+        gap = screening_gap(problem, rows, model) / max(abs(whole), 1e-300)
+        record["soft_gap_rel"] = gap
+        if gap > SCREEN_GAP_REL:
+            entering.update(active_left_out(problem, rows, model, hard=False))
+        record["entered"] = sum(int(v.size) for v in entering.values())
+        if not entering:
+            certified = True
+            break
+        keep = {k: np.union1d(v, entering.get(k, v)) for k, v in rows.items()}
+        new = screened_rows(problem, dose=d_exact, keep=keep)
+        rows = {k: new.get(k, np.arange(total[k])) for k in rows}
     assert res is not None
-    total = {k: int(problem.p[structure_of(problem.terms[k])].size) for k in rows}
     extras = dict(res.extras)
     extras.update(
         setup_time_s=setup,
         solver_time_s=solver,
         screening={
-            "margin": SCREEN_MARGIN,
             "rows": sum(total.values()),
             "rounds": rounds,
-            "certified": not rounds[-1]["violated_left_out"],
+            "certified": certified,
         },
     )
-    return replace(res, n_iter=n_iter, solve_time_s=time.perf_counter() - t0, extras=extras)
+    out = replace(res, n_iter=n_iter, solve_time_s=time.perf_counter() - t0, extras=extras)
+    return out, form, rows
+
+
+def _model_dose(problem: Problem, compressed: CompressedMatrix, x: np.ndarray) -> np.ndarray:
+    """(n_union,) Gy: the dose the solver sees on a compressed matrix, ``S x + U V x``
+    plus the problem's offset."""
+    d = compressed.dose(x)
+    return d if problem.union_offset is None else d + problem.union_offset
 
 
 def problem_data_size(data: dict) -> dict[str, int]:
@@ -977,82 +1064,49 @@ def unpack(cvx_problem, raw, chain, inverse) -> None:
         cvx_problem.unpack_results(raw, chain, inverse)
 
 
-def _check_hard_rows(problem: Problem, hard_rows: Any) -> dict[int, np.ndarray]:
-    """``hard_rows`` of :class:`CvxpyFormulation` checked: per-voxel hard terms only,
-    sorted unique positions inside each term's structure."""
+def _check_term_rows(problem: Problem, term_rows: Any) -> dict[int, np.ndarray]:
+    """``term_rows`` of :class:`CvxpyFormulation` checked: :func:`screenable` terms only,
+    sorted unique positions inside each term's structure, none empty for a CVaR term."""
     out: dict[int, np.ndarray] = {}
-    for k, rows in dict(hard_rows or {}).items():
+    for k, rows in dict(term_rows or {}).items():
         t = (
             problem.terms[k]
             if isinstance(k, int | np.integer) and 0 <= k < len(problem.terms)
             else None
         )
-        if t is None or not (t.hard and t.per_voxel):
+        if t is None or not screenable(t):
             raise InvalidProblemError(
-                f"`hard_rows` key {k!r} is not the index of a per-voxel hard term of the problem."
+                f"`term_rows` key {k!r} is not the index of a per-voxel hard term, a one-sided "
+                "quadratic or a CVaR dose-volume term of the problem."
             )
         r = np.unique(np.asarray(rows, dtype=np.int64))
         n = problem.p[structure_of(t)].size
         if r.size and (r[0] < 0 or r[-1] >= n):
             raise InvalidProblemError(
-                f"`hard_rows` of {t.label}: positions outside [0, {n}): {r[0]}..{r[-1]}."
+                f"`term_rows` of {t.label}: positions outside [0, {n}): {r[0]}..{r[-1]}."
+            )
+        if not r.size and isinstance(t, _DVH):
+            raise InvalidProblemError(
+                f"`term_rows` of {t.label}: a CVaR term needs at least one voxel (its "
+                "hottest or coldest part)."
             )
         out[int(k)] = r
     return out
 
 
-def screened_rows(
-    problem: Problem, x: Any, keep: dict[int, np.ndarray] | None = None, margin: float | None = None
-) -> dict[int, np.ndarray]:
-    """Rows of each per-voxel hard term within ``margin`` of its bound at fluence ``x``.
-
-    Parameters
-    ----------
-    problem : Problem
-    x : (n_beamlets,) array, MU
-        Fluence the doses are computed at (e.g. the first-order solver's).
-    keep : dict of int to array of int, optional
-        Rows to keep whatever their dose (an earlier screening), by term index.
-    margin : float, optional
-        Fraction of the term's :func:`constraint_scale` (``max(|bound|, 1 Gy)``):
-        a voxel is kept when its dose is within it of the bound or beyond
-        (default :data:`SCREEN_MARGIN`).
-
-    Returns
-    -------
-    dict of int to (n_kept,) array of int
-        Positions in each term's structure, for the terms that leave out some rows (a term
-        whose every row is kept is absent).
-    """
-    margin = SCREEN_MARGIN if margin is None else float(margin)
-    d = problem.union_dose(np.asarray(x, dtype=np.float64))
-    out: dict[int, np.ndarray] = {}
+def _dose_rows(problem: Problem, term_rows: dict[int, np.ndarray]) -> np.ndarray | None:
+    """Union positions some term reads when ``term_rows`` screens terms (sorted), or
+    None (every union row) without screening."""
+    if not term_rows:
+        return None
+    parts = [np.zeros(0, dtype=np.int64)]
     for k, t in enumerate(problem.terms):
-        if not (t.hard and t.per_voxel):
+        if k in term_rows:
+            parts.append(problem.local_index[structure_of(t)][term_rows[k]])
             continue
-        q = problem.term_dose(t, d)
-        m = margin * constraint_scale(t)
-        near = q >= t.threshold() - m if t.sense == "<=" else q <= t.threshold() + m
-        if keep is not None and k in keep:
-            near[keep[k]] = True
-        if not near.all():
-            out[k] = np.flatnonzero(near)
-    return out
-
-
-def _left_out_violations(problem: Problem, x: np.ndarray, rows: dict[int, np.ndarray]) -> int:
-    """Voxels left out of a screened formulation whose constraint ``x`` violates by more
-    than :data:`SCREEN_TOL` of its :func:`constraint_scale`."""
-    d = problem.union_dose(x)
-    n = 0
-    for k, kept in rows.items():
-        t = problem.terms[k]
-        q = problem.term_dose(t, d)
-        tol = SCREEN_TOL * constraint_scale(t)
-        bad = q > t.threshold() + tol if t.sense == "<=" else q < t.threshold() - tol
-        bad[kept] = False
-        n += int(bad.sum())
-    return n
+        for sub in problem.flatten([t]):
+            parts += [problem.local_index[n] for n in structures_read(sub)]
+    return np.unique(np.concatenate(parts))
 
 
 def _same_offset(a: np.ndarray | None, b: np.ndarray | None) -> bool:

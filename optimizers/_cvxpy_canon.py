@@ -81,10 +81,11 @@ class Formulation(Protocol):
     columns: np.ndarray
     objective_only: set[int]
     aux_constraints: list[Any]
+    term_rows: dict[int, np.ndarray]
 
-    def covers_union(self, structure: str) -> bool: ...
+    def dose(self, structure: str, rows: np.ndarray | None = None) -> Any: ...
 
-    def dose(self, structure: str) -> Any: ...
+    def dose_positions(self, union_rows: np.ndarray) -> np.ndarray: ...
 
 
 def import_cvxpy() -> ModuleType:
@@ -148,18 +149,30 @@ class CvxpyContext:
         self._index = index
         self._parametrised = parametrised
         self._objective = objective
+        #: the largest value the term's expression can take in its constraint (a level
+        #: bound's share, :meth:`expression`), or None
+        self.budget: float | None = None
+
+    @property
+    def rows(self) -> np.ndarray | None:
+        """Positions in the term's structure the term reads when the formulation screens
+        its voxels (``term_rows`` of :class:`optimizers.CvxpyFormulation`), else None."""
+        return self._form.term_rows.get(self._index)
 
     @property
     def p(self) -> np.ndarray:
-        """(n_s,) normalised voxel weights of the term's structure (sum 1)."""
-        return self._form.problem.p[structure_of(self.term)]
+        """(n_s,) voxel weights of the term's structure, normalised over the whole
+        structure (sum 1; of the :attr:`rows` read when screened)."""
+        p = self._form.problem.p[structure_of(self.term)]
+        return p if self.rows is None else p[self.rows]
 
     def dose(self, structure: str | None = None) -> Any:
-        """(n_s,) dose expression in the term's structure (or in ``structure``), Gy."""
+        """(n_s,) dose expression in the term's structure (its :attr:`rows` when
+        screened) or in ``structure``, Gy."""
         name = structure_of(self.term) if structure is None else structure
         if name not in self._form.problem.local_index:  # no dose term in the problem
             raise InvalidProblemError(f"{self.term.label}: the problem has no dose of `{name}`.")
-        return self._form.dose(name)
+        return self._form.dose(name, self.rows if structure is None else None)
 
     def level(self) -> Any:
         """The term's ``dose_gy`` (Gy): a parameter the formulation can update, or a
@@ -228,8 +241,8 @@ class CvxpyContext:
         cp = self.cp
         idx = form.problem.local_index[structure_of(self.term)]
         if form.d is not None:
-            diag = np.zeros(form.problem.union_rows.size)
-            np.add.at(diag, idx, self.p)
+            diag = np.zeros(form.d.size)
+            np.add.at(diag, form.dose_positions(idx), self.p)
             return cp.quad_form(form.d, sp.diags_array(diag, format="csc"), assume_PSD=True)
         offset = form.dose_offset  # a constant here (a parameter needs the dose variable)
         if form.compressed is not None:
@@ -249,7 +262,7 @@ class CvxpyContext:
         pc = self.p * c
         return quad + (2.0 * (m.T @ pc)) @ form.x_active + float(pc @ c)
 
-    def fluence_square(self, operator: Any) -> Any:
+    def fluence_square(self, operator: Any, scale: float | None = None) -> Any:
         """``||operator @ x||**2`` (``operator`` a sparse matrix with one column per beamlet).
 
         In the objective (parametrised): ``quad_form(x_active, H)`` with ``H`` the sparse
@@ -258,9 +271,14 @@ class CvxpyContext:
         squares of ``operator @ x`` made CVXPY add a copy of it, one variable and one
         equality row per operator row (2,693 of each on PortPy's lung problem). Elsewhere
         the sum of squares (in a constraint its second-order cone takes the rows as they
-        are)."""
+        are), as ``scale * ||operator @ x / sqrt(scale)||**2`` when ``scale`` (MU**2, the
+        size the square can reach there) is given: the cone's entries are then of order
+        one instead of the MU differences' 1e3-1e4 beside doses in Gy, with which
+        Clarabel ended lexicographic levels holding smoothness "InsufficientProgress"."""
         if not self._parametrised or not self._objective:
-            return self.cp.sum_squares(operator @ self.x)
+            if scale is None:
+                return self.cp.sum_squares(operator @ self.x)
+            return scale * self.cp.sum_squares((operator @ self.x) / np.sqrt(scale))
         import scipy.sparse as sp
 
         cols = sp.csc_matrix(operator)[:, self._form.columns]
@@ -310,9 +328,13 @@ class CvxpyContext:
         """Add an auxiliary constraint to the problem."""
         self._form.aux_constraints.append(constraint)
 
-    def expression(self, term: Term) -> Any:
-        """Soft expression of another term with constant levels (composite terms)."""
+    def expression(self, term: Term, budget: float | None = None) -> Any:
+        """Soft expression of another term with constant levels (composite terms).
+        ``budget``: the largest value the expression can take where it is used (a level
+        bound's share, in the term's unweighted units), which :attr:`budget` gives its
+        canonicaliser to scale cones by."""
         sub = CvxpyContext(self._form, term, -1, parametrised=False)
+        sub.budget = budget if budget is not None and 0 < budget < np.inf else None
         return canonicalize(term, sub)
 
 
@@ -365,7 +387,9 @@ def _dvh(t: _DVH, ctx: CvxpyContext) -> Any:
 
 
 def _smoothness(t: Smoothness, ctx: CvxpyContext) -> Any:
-    return (1.0 / t.operator.shape[0]) * ctx.fluence_square(t.operator)
+    m = t.operator.shape[0]
+    scale = None if ctx.budget is None else m * ctx.budget  # ||Q x||**2 within the budget
+    return (1.0 / m) * ctx.fluence_square(t.operator, scale)
 
 
 def _total_mu(t: TotalMU, ctx: CvxpyContext) -> Any:
@@ -388,7 +412,11 @@ def _level_bound(t: _LevelBound, ctx: CvxpyContext) -> Any:
     """``sum_k c w_k f_k`` with ``c`` = :func:`weight_scale` of the ``w_k`` (the
     formulation scales the bound by the same ``c``)."""
     c = weight_scale(s.weight for s in t.terms)
-    return sum((c * s.weight) * ctx.expression(s) for s in t.terms)
+    # each term's budget: the whole bound (the others at zero)
+    return sum(
+        (c * s.weight) * ctx.expression(s, t.bound / s.weight if s.weight > 0 else None)
+        for s in t.terms
+    )
 
 
 #: Term type -> canonicaliser. A subclass without its own entry uses its nearest
