@@ -478,8 +478,10 @@ def test_merged_rectangles_give_the_same_dose_as_segment_by_segment(cshape):
 
 def test_plan_dose_is_the_full_grid_dose_inside_the_body_and_zero_outside(cshape):
     """The final dose is computed on the body's voxels only (work scales with the body,
-    not its box): there it is bit for bit the dose of the whole grid (a point's dose and
-    depth do not depend on the other points), elsewhere exactly 0."""
+    not its box): there it is the dose of the whole grid to float32 rounding (a point's
+    dose and depth do not depend on the other points; the kernel's float32 products over a
+    chunk of points may take another OpenBLAS kernel for another chunk size, which moves
+    last bits: 4.5e-6 of a voxel's dose with numpy 2.4.6), elsewhere exactly 0."""
     patient, plan = cshape.patient, cshape.plan
     grid = patient.ct.grid.with_spacing(10.0)
     body = body_structure(patient).occupancy(grid) > 0
@@ -487,7 +489,7 @@ def test_plan_dose_is_the_full_grid_dose_inside_the_body_and_zero_outside(cshape
     everywhere = np.ones(grid.shape, dtype=bool)
     full = compute_plan_dose(plan, patient, dose_grid=grid, voxel_mask=everywhere).dose_gy
     dose = compute_plan_dose(plan, patient, dose_grid=grid).dose_gy
-    np.testing.assert_array_equal(dose[body], full[body])
+    np.testing.assert_allclose(dose[body], full[body], rtol=1e-5, atol=1e-6 * full.max())
     assert np.all(dose[~body] == 0.0) and full[~body].max() > 0.01 * full.max()
     with pytest.raises(InputError, match="no voxel of the body"):
         compute_plan_dose(plan, patient, dose_grid=grid, voxel_mask=~everywhere)
