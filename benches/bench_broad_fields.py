@@ -74,7 +74,7 @@ def write_data() -> Path:
         os.environ["RTPLAN_SLAB_HISTORIES"] = str(histories)
         slabs.HISTORIES = histories
         c0 = slabs._children_cpu()
-        mean, sigma = slabs._mc_profile(side, None, k, seed=seed)
+        mean, sigma, _ = slabs._mc_profile(side, None, k, seed=seed, spectrum="ompmc")
         entry = {
             "mean": mean.tolist(),
             "sigma": sigma.tolist(),
