@@ -93,13 +93,22 @@ class AugmentedLagrangian:
         total = 0.0
         for k, t in enumerate(self.comp.hard):
             rho, lam = self.rho[k], self.lam[k]
-            c = self.residual(t, d, x)
+            sgn = 1.0 if t.sense == "<=" else -1.0
+            # a level bound's objective, with its gradients when wanted, evaluated once:
+            # the value is the same number the value-only pass gives (and its terms cost
+            # as much as the later level's own: thorax level 1, 7 of 25 ms per evaluation)
+            level = None
+            if want_grad and is_level_bound(t):
+                level = self._level(t, d, x, want_grad=True)
+            if level is None:
+                c = self.residual(t, d, x)
+            else:
+                c = xp.asarray([sgn * (level[0] - t.dose_gy)], dtype=xp.float64)
             s = xp.clip(c + lam / rho, 0.0, None)
             m = self.comp.p[t.structure] if t.per_voxel else 1.0
             total += 0.5 * rho * float(xp.sum(m * (s * s - (lam / rho) ** 2)))
             if not want_grad:
                 continue
-            sgn = 1.0 if t.sense == "<=" else -1.0
             coef = sgn * rho * m * s  # d(penalty)/d(quantity), per voxel or scalar
             if t.per_voxel:
                 g_u = self.comp._scatter(g_u, t, coef)
@@ -107,8 +116,8 @@ class AugmentedLagrangian:
             cf = float(coef[0])
             if cf == 0.0:
                 continue
-            if isinstance(t, _LevelBound):
-                _, gq_u, gq_x = self._level(t, d, x, want_grad=True)
+            if level is not None:
+                _, gq_u, gq_x = level
                 g_u = g_u + cf * gq_u
                 if gq_x is not None:
                     g_x = cf * gq_x if g_x is None else g_x + cf * gq_x

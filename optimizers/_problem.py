@@ -96,6 +96,10 @@ class RowBlocks:
         return cls(dense_pos, a_u[dense_pos].toarray(), sparse_pos, a_u[sparse_pos])
 
 
+#: The key of :class:`_MatrixCache`'s row blocks of the whole matrix (any structures).
+_WHOLE_MATRIX = frozenset({None})
+
+
 class _MatrixCache:
     """Row-sliced influence matrices shared by every problem built on the same data."""
 
@@ -165,13 +169,17 @@ class _MatrixCache:
 
     def row_blocks(self, names: frozenset, a_u: Any) -> RowBlocks:
         """The union matrix ``a_u`` of ``names`` split by row density (built once, then
-        shared while ``names`` is cached)."""
-        if names not in self._blocks:
+        shared while ``names`` is cached).  Every set of names whose union is the whole
+        matrix shares one split: lexicographic levels on other structures but the same
+        rows (a thorax's levels all work on the whole matrix) split it once and hold one
+        dense block, not one per level (thorax: 1.1 CPU s and 291 MB per level)."""
+        key = _WHOLE_MATRIX if a_u is self.matrix else names
+        if key not in self._blocks:
             blocks = RowBlocks.split(a_u)
             if names not in self._by_key:  # dropped for a later level's rows: do not keep it
                 return blocks
-            self._blocks[names] = blocks
-        return self._blocks[names]
+            self._blocks[key] = blocks
+        return self._blocks[key]
 
 
 def structures_read(term: Term) -> tuple[str, ...]:

@@ -59,6 +59,31 @@ def test_levels_keep_one_row_sliced_copy_at_a_time():
     assert again.sparse.shape[0] + again.dense_pos.size == s["PTV"].size
 
 
+def test_levels_on_the_whole_matrix_share_one_split():
+    """Levels on other structures whose rows are all the matrix's (a thorax's levels) split
+    it once: one dense block held, not one per level, and the products of each level are
+    those of the matrix."""
+    a, s = slab_problem(np.random.default_rng(4), n_side=12, n_beamlets=12)
+    structures = dict(s, REST=np.setdiff1d(s["BODY"], s["PTV"]))
+    x = np.linspace(1.0, 2.0, a.shape[1])
+    base = op.Problem(a, structures, [op.Overdose("BODY", 1.0)], matrix_dtype=np.float32)
+    first = base.with_terms([op.Overdose("BODY", 1.0)])
+    second = base.with_terms([op.Overdose("REST", 1.0), op.Underdose("PTV", 1.0)])
+    assert first.a_union is a and second.a_union is a
+    blocks = first.row_blocks()
+    assert blocks.dense is not None  # the slab's rows are dense enough to test the block
+    assert second.row_blocks() is blocks
+    assert len(base._cache._blocks) == 1
+    whole = np.zeros(a.shape[0])
+    whole[blocks.dense_pos] = blocks.dense @ x
+    whole[blocks.sparse_pos] = blocks.sparse @ x
+    np.testing.assert_allclose(whole, a.toarray() @ x, rtol=1e-6)
+    # a level on a row-sliced copy keeps its own split
+    part = base.with_terms([op.Overdose("PTV", 1.0)])
+    assert part.row_blocks() is not blocks
+    assert part.row_blocks().sparse.shape[0] + part.row_blocks().dense_pos.size == s["PTV"].size
+
+
 def test_rows_with_most_entries_use_the_matrix_itself():
     """A level whose rows hold at least FULL_MATRIX_NNZ_FRACTION of the entries works on the
     whole matrix (no copy); its structures' doses are the same rows of the full product."""
