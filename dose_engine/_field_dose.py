@@ -22,10 +22,15 @@ __all__ = ["BeamPoints", "field_dose", "in_collimator_frame", "prepare_beam_poin
 
 logger = logging.getLogger("rtplan.dose_engine")
 
-#: Points per chunk in :func:`field_dose` (fewer when that gives every CPU a chunk).  A
+#: Points per chunk in :func:`field_dose` (fewer when that gives every CPU a chunk, or
+#: when the aperture has more than ``CHUNK_ELEMENTS / CHUNK_POINTS`` distinct edges).  A
 #: chunk's error-function arrays (points × edges, float32) then stay in the CPU caches:
 #: 16,384 points of a 9-field C-shape beam took 2.3× less CPU time than 200,000.
 CHUNK_POINTS = 16_384
+#: Points × distinct edges (x and y) per chunk at most: a VMAT gantry angle's apertures,
+#: sampled every 2 mm of leaf travel, have about 300 edges, and its kernel took 1.8× less
+#: CPU time in chunks of 3,483 points than of 16,384 (C-shape body, 3 mm).
+CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -282,7 +287,8 @@ def field_dose(
     pts = in_collimator_frame(pts, beam)
     out = xp.zeros((dose_grid.voxel_count,), dtype=xp.float32)
     m = int(pts.u_mm.shape[0])
-    chunk = max(1, min(CHUNK_POINTS, -(-m // worker_count())))
+    n_edges = np.unique(rects[:, :2]).size + np.unique(rects[:, 2:]).size
+    chunk = max(1, min(CHUNK_POINTS, CHUNK_ELEMENTS // n_edges, -(-m // worker_count())))
 
     def chunk_dose(sl: slice):
         return rectangle_dose(
