@@ -13,10 +13,12 @@ everything imports and runs on a machine without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -77,7 +79,7 @@ class Backend:
         items = list(items)
         if self.name != "numpy":
             return [fn(item) for item in items]
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with _one_blas_thread():
             if len(items) < 2 or worker_count() < 2:
                 return [fn(item) for item in items]
             return list(_thread_pool(worker_count()).map(fn, items))
@@ -97,14 +99,56 @@ def worker_count() -> int:
 
 @functools.cache
 def _blas_controller() -> Any:
-    """threadpoolctl's view of the BLAS libraries loaded, built once (it scans them).
-
-    The limit it sets is process-wide: two dose computations running in threads of one
-    process (a threaded Dask worker) may restore it under each other; results do not
-    depend on it, only the CPU time does."""
+    """threadpoolctl's view of the BLAS libraries loaded, built once (it scans them)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def _release_blas_control() -> None:
+    """Clear threadpoolctl's claim on OpenBLAS (>= 3.6: only the thread that first changed a
+    pthreads OpenBLAS may change it again; other threads' changes are ignored silently)."""
+    for lib in _blas_controller().lib_controllers:
+        clear = getattr(lib, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+
+_hold_lock = threading.Lock()
+_hold_count = 0
+_hold_limiter: Any = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Hold BLAS to one thread while the block runs, in every thread of the process.
+
+    The BLAS thread count is one setting per process, and the kernel's float32 products
+    give other last bits on more BLAS threads.  A plain limit-and-restore was ignored in a
+    Dask worker thread (not threadpoolctl's controlling thread) and let two doses in
+    threads of one process restore it under each other, so an angle computed as a Dask
+    task could differ from the serial one by a float32 rounding.  The hold is counted: the
+    first to enter sets one thread, the last to leave restores the setting, clearing the
+    controlling-thread claim around each change (as ``optimizers``' hold does; the two
+    packages are independent, so each has its own).
+    """
+    global _hold_count, _hold_limiter
+    with _hold_lock:
+        if _hold_count == 0:
+            _release_blas_control()
+            _hold_limiter = _blas_controller().limit(limits=1, user_api="blas")
+            _release_blas_control()
+        _hold_count += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _hold_count -= 1
+            if _hold_count == 0:
+                _release_blas_control()
+                _hold_limiter.restore_original_limits()
+                _release_blas_control()
+                _hold_limiter = None
 
 
 @functools.cache

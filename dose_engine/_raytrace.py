@@ -69,12 +69,14 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_
     xp = array_namespace(density, directions, t_samples_mm)
     kw = _device_kw(density, xp)
     f64 = xp.float64
-    # in the density's own floating dtype, cast after the lookup (float32 -> float64 is
-    # exact): no float64 copy of the whole CT per beam (275 MB for 512 x 512 x 131)
-    rho_flat = xp.reshape(
-        density if xp.isdtype(density.dtype, "real floating") else xp.astype(density, f64), (-1,)
-    )
     nz, ny, nx = grid.shape
+    # in the density's own floating dtype, cast after the lookup (float32 -> float64 is
+    # exact): no float64 copy of the whole CT per beam (275 MB for 512 x 512 x 131); padded
+    # with one voxel of 0 on every side, where a segment outside the grid looks it up
+    rho = density if xp.isdtype(density.dtype, "real floating") else xp.astype(density, f64)
+    padded = xp.zeros((nz + 2, ny + 2, nx + 2), dtype=rho.dtype, **kw)
+    padded[1:-1, 1:-1, 1:-1] = rho
+    rho_flat = xp.reshape(padded, (-1,))
     origin = grid.origin_mm
     spacing = grid.spacing_mm
     counts = (nx, ny, nz)
@@ -102,20 +104,24 @@ def trace_rays(density, grid: Grid, source_mm, directions, t_samples_mm, *, map_
         parts.append(xp.full((k, 1), t_big, dtype=f64, **kw))
         tt = xp.sort(xp.concat(parts, axis=1), axis=1)  # (k, P)
         t0, t1 = tt[:, :-1], tt[:, 1:]
-        mid = (t0 + t1) * 0.5
-        flat = xp.zeros(mid.shape, dtype=xp.int64, **kw)
-        inside = xp.ones(mid.shape, dtype=xp.bool, **kw)
-        stride = (1, nx, nx * ny)
+        mid = t0 + t1
+        mid *= 0.5
+        # the voxel of each segment's midpoint in the padded grid (-1 and counts[ax]: the
+        # padding), computed in place; int32 indices (the grid is far below 2**31 voxels)
+        flat = xp.zeros(mid.shape, dtype=xp.int32, **kw)
+        stride = (1, nx + 2, (nx + 2) * (ny + 2))
         for ax in range(3):
-            pos = float(source_mm[ax]) + mid * d[:, ax : ax + 1]
-            idx = xp.astype(xp.floor((pos - origin[ax]) / spacing[ax] + 0.5), xp.int64)
-            inside = inside & (idx >= 0) & (idx < counts[ax])
-            flat = flat + xp.clip(idx, 0, counts[ax] - 1) * stride[ax]
-        rho = xp.where(
-            inside,
-            xp.astype(xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))), flat.shape), f64),
-            xp.zeros_like(mid),
-        )
+            pos = mid * d[:, ax : ax + 1]
+            pos += float(source_mm[ax])
+            pos -= origin[ax]
+            pos /= spacing[ax]
+            pos += 0.5
+            idx = xp.astype(xp.clip(xp.floor(pos), -1.0, float(counts[ax])), xp.int32)
+            idx += 1
+            if stride[ax] != 1:
+                idx *= stride[ax]
+            flat += idx
+        rho = xp.astype(xp.reshape(xp.take(rho_flat, xp.reshape(flat, (-1,))), flat.shape), f64)
         seg = rho * (t1 - t0)
         cum = xp.concat(
             [xp.zeros((k, 1), dtype=f64, **kw), xp.cumulative_sum(seg, axis=1)], axis=1

@@ -13,13 +13,14 @@ parameters are the machine's, overridden by a commissioned beam model's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from dose_engine import BeamModel, MLCParameters, field_dose, load_beam_model
+from dose_engine._field_dose import ray_frame
 
 from .._internal.arguments import ARRAY, check_arguments, sequence_of
 from ..delivery._deliverable import DeliverableBeam
@@ -30,7 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "aperture_dose",
+    "beam_doses_by_frame",
+    "FramePart",
     "beam_rectangles_mm",
+    "frame_group_doses",
+    "frame_groups",
     "merge_rectangles",
     "named_aperture_dose",
     "plan_aperture_dose",
@@ -275,6 +280,113 @@ def static_parts(dbeam: DeliverableBeam) -> list[DeliverableBeam]:
         for angle, segs in by_angle.items()
         if sum(s.total_mu for s in segs) > 0
     ]
+
+
+class FramePart(NamedTuple):
+    """One static part of a plan's beam (:func:`static_parts`), as :func:`frame_groups`
+    groups them."""
+
+    #: Index of its beam in the plan.
+    index: int
+    part: DeliverableBeam
+    #: The part in messages: the beam, and for an arc the gantry angle.
+    what: str
+
+
+def frame_groups(dbeams: Sequence[DeliverableBeam]) -> list[list[FramePart]]:
+    """The static parts of ``dbeams`` (:func:`static_parts`) grouped by ray frame.
+
+    Parts whose beams differ only in collimator angle (the two default VMAT arcs at each
+    gantry angle) share a group, so that :func:`frame_group_doses` traces their rays once
+    (``dose_engine.field_dose``'s ``points_cache``).  Groups come in the order of their
+    first part; each holds its parts in the order of ``dbeams``.
+    """
+    groups: dict = {}
+    for index, dbeam in enumerate(dbeams):
+        what = f"beam {dbeam.number} ({dbeam.name!r})"
+        for part in static_parts(dbeam):
+            angle = f" at gantry {part.beam.gantry_angle_deg:g} deg" if dbeam.is_arc else ""
+            groups.setdefault(ray_frame(part.beam), []).append(FramePart(index, part, what + angle))
+    return list(groups.values())
+
+
+def frame_group_doses(
+    group: Sequence[FramePart],
+    models: Sequence[BeamModel],
+    density,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    *,
+    backend: str = "numpy",
+    voxel_mask=None,
+    points_cache: dict | None = None,
+) -> list:
+    """The dose of each part of one group of :func:`frame_groups`, rays traced once.
+
+    Parameters
+    ----------
+    group : sequence of FramePart
+        One group of :func:`frame_groups`.
+    models : sequence of dose_engine.BeamModel
+        The beam model of each beam, by beam index.
+    density, ct_grid, dose_grid, backend, voxel_mask
+        As :func:`aperture_dose`.
+    points_cache : dict, optional, keyword-only
+        As :func:`aperture_dose`; default: one for this group only (freed on return).
+
+    Returns
+    -------
+    list of (nz, ny, nx) arrays of float32, Gy
+        One per part, in the order of ``group``.
+
+    Raises
+    ------
+    rtplan.errors.InputError
+        The dose engine refuses a part; the message names the beam (and an arc's angle).
+    """
+    cache: dict = {} if points_cache is None else points_cache
+    return [
+        named_aperture_dose(
+            part,
+            density,
+            ct_grid,
+            dose_grid,
+            models[index],
+            what=what,
+            backend=backend,
+            voxel_mask=voxel_mask,
+            points_cache=cache,
+        )
+        for index, part, what in group
+    ]
+
+
+def beam_doses_by_frame(
+    groups: Sequence[Sequence[FramePart]], group_doses: Iterable[list]
+) -> Iterator[tuple[int, Any]]:
+    """Each beam's dose, summed from the doses of its parts in ``groups``' order.
+
+    Parameters
+    ----------
+    groups : sequence of groups of :func:`frame_groups`
+    group_doses : iterable of lists of arrays
+        :func:`frame_group_doses` of each group, in order (computed here or as Dask tasks:
+        the same sums, to the last bit).
+
+    Yields
+    ------
+    (int, array)
+        ``(beam index, dose)`` as soon as the beam's last group is done; a beam without
+        meterset does not appear.
+    """
+    last = {item.index: g for g, group in enumerate(groups) for item in group}
+    totals: dict[int, Any] = {}
+    for g, (group, doses) in enumerate(zip(groups, group_doses, strict=True)):
+        for item, dose in zip(group, doses, strict=True):
+            i = item.index
+            totals[i] = dose if i not in totals else totals[i] + dose
+        for i in sorted({item.index for item in group if last[item.index] == g}):
+            yield i, totals.pop(i)
 
 
 @check_arguments(

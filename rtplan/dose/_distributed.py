@@ -1,54 +1,48 @@
 """Pencil-beam doses of a plan's gantry angles as Dask tasks (``rtplan dose --scheduler``).
 
-An arc read from another planning system is computed as one static beam per gantry
-angle of its control points, sub-sampled every 2 degrees (:func:`static_parts`): a
-two-arc VMAT plan is about 360 independent pencil-beam doses.  Here each angle is one
-task on a Dask cluster (``pip install "rtplan[dask]"``); the CT's density and the voxel
-mask are sent to every worker once.  The doses come back in the plan's order and are
-summed in the order :func:`aperture_dose` sums them, so the result equals the serial
-dose to the last bit.
+An arc is computed as one static beam per gantry angle of its control points,
+sub-sampled every 2 degrees (:func:`static_parts`): a two-arc VMAT plan is about 360
+pencil-beam doses at about 180 gantry angles.  Here each ray frame (gantry angle; the
+parts of both arcs at that angle, :func:`frame_groups`) is one task on a Dask cluster
+(``pip install "rtplan[dask]"``); the CT's density and the voxel mask are sent to every
+worker once.  Each task is :func:`frame_group_doses`, the serial computation of its
+group, and the results are taken in the groups' order, so the plan's dose equals the
+serial dose to the last bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from dose_engine import BeamModel, Grid, to_numpy
 
-from ..delivery._deliverable import DeliverableBeam
-from ._aperture import named_aperture_dose, static_parts
+from ._aperture import FramePart, frame_group_doses
 
-__all__ = ["distributed_beam_doses"]
+__all__ = ["distributed_group_doses"]
 
 
-def _angle_dose(
-    part: DeliverableBeam,
-    model: BeamModel,
+def _group_task(
+    group: Sequence[FramePart],
+    models: Sequence[BeamModel],
     density: np.ndarray,
     ct_grid: Grid,
     dose_grid: Grid,
     backend: str,
     voxel_mask: np.ndarray,
-) -> np.ndarray:
-    """One task: the dose of one static part (one gantry angle), float32 Gy on the host."""
-    dose = named_aperture_dose(
-        part,
-        density,
-        ct_grid,
-        dose_grid,
-        model,
-        what=f"beam {part.number} ({part.name!r}) at gantry {part.beam.gantry_angle_deg:g} deg",
-        backend=backend,
-        voxel_mask=voxel_mask,
+) -> list[np.ndarray]:
+    """One task: the doses of one group's parts, float32 Gy on the host."""
+    doses = frame_group_doses(
+        group, models, density, ct_grid, dose_grid, backend=backend, voxel_mask=voxel_mask
     )
-    return np.asarray(to_numpy(dose), dtype=np.float32)
+    return [np.asarray(to_numpy(d), dtype=np.float32) for d in doses]
 
 
-def distributed_beam_doses(
-    dbeams: Sequence[DeliverableBeam],
+def distributed_group_doses(
+    groups: Sequence[Sequence[FramePart]],
     density: np.ndarray,
     ct_grid: Grid,
     dose_grid: Grid,
@@ -57,19 +51,17 @@ def distributed_beam_doses(
     client: Any,
     backend: str = "numpy",
     voxel_mask: np.ndarray,
-) -> list[np.ndarray]:
-    """Each beam's pencil-beam dose, its gantry angles computed as tasks on ``client``.
+) -> Iterator[list[np.ndarray]]:
+    """:func:`frame_group_doses` of every group, each a task on ``client``.
 
     Parameters
     ----------
-    dbeams : sequence of DeliverableBeam
-        Static beams (one task each) and arcs (one task per gantry angle).
+    groups : sequence of groups of :func:`frame_groups`
     density : (nz, ny, nx) ndarray on ``ct_grid``
         Relative electron density.
     ct_grid, dose_grid : dose_engine.Grid
     models : sequence of dose_engine.BeamModel
-        The beam model of each beam, in the order of ``dbeams``
-        (:meth:`rtplan.dose.BeamModels.for_beam`).
+        The beam model of each beam, by beam index (:meth:`rtplan.dose.BeamModels.for_beam`).
     client : distributed.Client, keyword-only
         A client of the cluster that runs the tasks (:func:`rtplan.planning._dask.dask_client`).
     backend : {"numpy", "cupy"}, keyword-only
@@ -77,11 +69,11 @@ def distributed_beam_doses(
     voxel_mask : (nz, ny, nx) bool ndarray on ``dose_grid``, keyword-only
         The voxels to compute.
 
-    Returns
-    -------
+    Yields
+    ------
     list of (nz, ny, nx) ndarray of float32, Gy
-        One per beam, in the order of ``dbeams``: total dose over all fractions, equal to
-        :func:`aperture_dose` of the beam.
+        Each group's part doses, in the order of ``groups`` (sum them with
+        :func:`~rtplan.dose._aperture.beam_doses_by_frame`).
 
     Raises
     ------
@@ -89,12 +81,11 @@ def distributed_beam_doses(
         The dose engine refuses an angle (e.g. an isocentre outside the CT); the message
         names the beam and the gantry angle.
     """
-    parts = [(index, part) for index, dbeam in enumerate(dbeams) for part in static_parts(dbeam)]
     density_future, mask_future = client.scatter([density, voxel_mask], broadcast=True)
     futures = client.map(
-        _angle_dose,
-        [part for _, part in parts],
-        [models[index] for index, _ in parts],  # mapped with the parts (keywords are not)
+        _group_task,
+        list(groups),
+        models=list(models),
         density=density_future,
         ct_grid=ct_grid,
         dose_grid=dose_grid,
@@ -102,8 +93,7 @@ def distributed_beam_doses(
         voxel_mask=mask_future,
         pure=False,
     )
-    doses: list[np.ndarray | None] = [None] * len(dbeams)
-    for (index, _), dose in zip(parts, client.gather(futures), strict=True):
-        total = doses[index]
-        doses[index] = dose if total is None else total + dose
-    return [np.zeros(dose_grid.shape, dtype=np.float32) if d is None else d for d in doses]
+    pending = deque(futures)
+    del futures
+    while pending:  # each result released on the cluster once taken
+        yield pending.popleft().result()

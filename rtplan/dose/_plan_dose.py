@@ -23,12 +23,14 @@ from ..errors import InputError
 from ..patient._patient import Patient
 from ..structures import body_grid, body_structure
 from ._aperture import (
+    beam_doses_by_frame,
     beam_rectangles_mm,
-    named_aperture_dose,
+    frame_group_doses,
+    frame_groups,
     resolve_mlc_parameters,
     static_parts,
 )
-from ._distributed import distributed_beam_doses
+from ._distributed import distributed_group_doses
 from ._models import BeamModels, beam_model_key, key_label, resolve_beam_models
 
 __all__ = [
@@ -210,6 +212,11 @@ def compute_plan_dose(
 ) -> PlanDose:
     """Total dose of ``plan`` on ``patient``'s CT, in the body.
 
+    The pencil beam computes the beams' static parts (a static beam, or an arc's gantry
+    angles, :func:`~rtplan.dose._aperture.static_parts`) one ray frame at a time
+    (:func:`~rtplan.dose._aperture.frame_groups`): parts that differ only in collimator
+    angle, such as two arcs at the same gantry angle, share one ray tracing.
+
     Dose is computed on the voxels of the dose grid that the body touches (any overlap
     with the patient's EXTERNAL ROI, else the body outline found in the CT, as for the
     rows of :func:`rtplan.influence_matrix`); every other voxel holds 0 Gy. The work
@@ -250,9 +257,9 @@ def compute_plan_dose(
         on the same patient, ``dose_grid``, ``voxel_mask`` and ``density_table`` (planning
         keeps one across its final-dose correction loop).
     client : distributed.Client, optional, keyword-only
-        Pencil beam: compute each static beam and each gantry angle of an arc as a task on
-        this Dask cluster (:func:`~rtplan.dose._distributed.distributed_beam_doses`; the
-        same dose to the last bit). The collapsed cone transports all beams at once in this
+        Pencil beam: compute each static beam and each gantry angle of the arcs as a task
+        on this Dask cluster (:func:`~rtplan.dose._distributed.distributed_group_doses`;
+        the same dose to the last bit). The collapsed cone transports all beams at once in this
         process and does not use it.
 
     Returns
@@ -322,35 +329,37 @@ def compute_plan_dose(
             voxel_mask,
             points_cache,
         )
+    models_in_order = [beam_models[dbeam.number] for dbeam in plan.beams]
+    groups = frame_groups(plan.beams)
     if client is not None:
-        doses: Iterable = distributed_beam_doses(
-            plan.beams,
+        group_doses: Iterable = distributed_group_doses(
+            groups,
             density,
             patient.ct.grid,
             dose_grid,
-            [beam_models[dbeam.number] for dbeam in plan.beams],
+            models_in_order,
             client=client,
             backend=backend,
             voxel_mask=voxel_mask,
         )
-    else:  # one beam at a time, so that only the running total is kept
-        doses = (
-            named_aperture_dose(
-                dbeam,
+    else:  # one gantry angle (ray frame) at a time, so that only the beams' sums are kept
+        group_doses = (
+            frame_group_doses(
+                group,
+                models_in_order,
                 density,
                 patient.ct.grid,
                 dose_grid,
-                beam_models[dbeam.number],
-                what=f"beam {dbeam.number} ({dbeam.name!r})",
                 backend=backend,
                 voxel_mask=voxel_mask,
                 points_cache=points_cache,
             )
-            for dbeam in plan.beams
+            for group in groups
         )
     total = np.zeros(dose_grid.shape, dtype=np.float64)
-    beam_max = {}
-    for dbeam, d in zip(plan.beams, doses, strict=True):
+    beam_max = {dbeam.number: 0.0 for dbeam in plan.beams}
+    for index, d in beam_doses_by_frame(groups, group_doses):
+        dbeam = plan.beams[index]
         d = np.asarray(to_numpy(d), dtype=np.float64)
         beam_max[dbeam.number] = float(d.max())
         total += d

@@ -271,9 +271,12 @@ def _interval_column(
     mlc_parameters,
     voxel_mask: np.ndarray,
     flat: np.ndarray,
+    points_cache: dict | None = None,
 ) -> np.ndarray:
     """One interval's column: the dose of its apertures at 1 MU on the voxels ``flat``
-    (float32, Gy per MU over all fractions); a Dask task of :func:`interval_columns`."""
+    (float32, Gy per MU over all fractions); a Dask task of :func:`interval_columns`.
+    ``points_cache``: the ray-traced voxels of each gantry angle, shared by the intervals
+    of every arc (``dose_engine.field_dose``; the same column with or without it)."""
     dose = aperture_dose(
         part,
         density,
@@ -283,6 +286,7 @@ def _interval_column(
         backend=backend,
         voxel_mask=voxel_mask,
         mlc_parameters=mlc_parameters,
+        points_cache=points_cache,
     )
     return np.asarray(to_numpy(dose), dtype=np.float32).ravel()[flat]
 
@@ -336,9 +340,19 @@ def interval_columns(
         )
         return np.stack(client.gather(futures)) if parts else np.zeros((0, flat.size), np.float32)
     out = np.empty((len(parts), flat.size), dtype=np.float32)
+    cache: dict = {}  # each angle traced once for all arcs (the mask's voxels: a few MB)
     for k, part in enumerate(parts):
         out[k] = _interval_column(
-            part, density, ct_grid, dose_grid, model, backend, mlc_parameters, voxel_mask, flat
+            part,
+            density,
+            ct_grid,
+            dose_grid,
+            model,
+            backend,
+            mlc_parameters,
+            voxel_mask,
+            flat,
+            cache,
         )
     return out
 
