@@ -132,7 +132,10 @@ def test_constant_offset_formulation_refuses_another_offset():
         form.update(other)
 
 
-@pytest.mark.parametrize("weight", [1e-4, 1e-2, 1.0, 5.0])
+# weight 5 ends "AlmostSolved" with Clarabel 0.9 / numpy 1.26 (Python 3.10, the oldest
+# floors) and with numpy 2.5.5 (Python 3.13), "Solved" with numpy 2.4.6 (CI rehearsal,
+# 2026-12-07): the edge of what the scaling wins, not a guarantee
+@pytest.mark.parametrize("weight", [1e-4, 1e-2, 1.0])
 def test_smoothness_inside_a_level_bound_solves(weight):
     """Fluence smoothness in the first level puts its square of MU differences in the
     second level's bound; scaled to the bound's budget, Clarabel solves both levels
