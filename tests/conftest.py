@@ -20,3 +20,20 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     return LoadFileScheduling(config, log)
+
+
+@pytest.fixture
+def traced_beams(monkeypatch):
+    """The beams the pencil-beam engine ray-traces while the test runs, in call order
+    (``dose_engine._field_dose.prepare_beam_points`` wrapped to record its ``beam``)."""
+    from dose_engine import _field_dose
+
+    traced = []
+    prepare = _field_dose.prepare_beam_points
+
+    def recording(density, ct_grid, dose_grid, beam, *args, **kwargs):
+        traced.append(beam)
+        return prepare(density, ct_grid, dose_grid, beam, *args, **kwargs)
+
+    monkeypatch.setattr(_field_dose, "prepare_beam_points", recording)
+    return traced

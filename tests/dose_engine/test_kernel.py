@@ -177,23 +177,14 @@ def test_points_beyond_the_edges_skipped(model, monkeypatch):
     assert sum(n_skipping) < 0.8 * sum(n_every)
 
 
-def test_points_cache_reuses_the_ray_trace_bit_for_bit(model, monkeypatch):
+def test_points_cache_reuses_the_ray_trace_bit_for_bit(model, traced_beams):
     # A second dose of the same beam through `points_cache` skips the ray tracing and is
     # bit-identical to a dose computed from scratch; another beam is traced anew.
-    from dose_engine import _field_dose
     from dose_engine._validation import water_phantom
 
     dens, ct = water_phantom(900.0, spacing_mm=4.0, half_width_mm=100, depth_mm=150)
     mask = np.zeros(ct.shape, dtype=bool)
     mask[:, ::2, :] = True
-    traced = []
-    prepare = _field_dose.prepare_beam_points
-
-    def counting(*args, **kwargs):
-        traced.append(args[3])
-        return prepare(*args, **kwargs)
-
-    monkeypatch.setattr(_field_dose, "prepare_beam_points", counting)
     cache: dict = {}
     rects, mus = [[-10, 10, -10, 10], [10, 20, -5, 5]], [1.0, 2.0]
     fresh = field_dose(dens, ct, ct, Beam(0.0), rects, mus, model, voxel_mask=mask)
@@ -214,7 +205,7 @@ def test_points_cache_reuses_the_ray_trace_bit_for_bit(model, monkeypatch):
     other = field_dose(
         dens, ct, ct, Beam(90.0), rects, mus, model, voxel_mask=mask, points_cache=cache
     )
-    assert traced == [Beam(0.0), Beam(0.0), Beam(90.0)]  # `again` was not traced
+    assert traced_beams == [Beam(0.0), Beam(0.0), Beam(90.0)]  # `again` was not traced
     np.testing.assert_array_equal(first, fresh)
     np.testing.assert_array_equal(
         again, field_dose(dens, ct, ct, Beam(0.0), [[-5, 5, -5, 5]], [3.0], model, voxel_mask=mask)
@@ -225,7 +216,7 @@ def test_points_cache_reuses_the_ray_trace_bit_for_bit(model, monkeypatch):
     assert float(again.max()) > 0 and np.all(again[~mask] == 0)
 
 
-def test_beams_differing_in_collimator_share_one_ray_trace(model, monkeypatch):
+def test_beams_differing_in_collimator_share_one_ray_trace(model, traced_beams, monkeypatch):
     # Rays are traced in the beam's frame at collimator 0 and the points turned to the
     # collimator: two beams that differ only in collimator angle (VMAT's two arcs) are
     # traced once through a shared `points_cache`, each dose bit-identical to a fresh one.
@@ -240,21 +231,13 @@ def test_beams_differing_in_collimator_share_one_ray_trace(model, monkeypatch):
     # from 8 mm deep and 12 mm inside the sides: no point next to where rays enter the box
     mask[3:-3, 2::2, 3:-3] = True
     rects, mus = [[-30, 10, -20, 5], [10, 25, -10, 15]], [2.0, 1.0]  # asymmetric
-    traced = []
-    prepare = _field_dose.prepare_beam_points
-
-    def counting(*args, **kwargs):
-        traced.append(args[3])
-        return prepare(*args, **kwargs)
-
-    monkeypatch.setattr(_field_dose, "prepare_beam_points", counting)
     cache: dict = {}
     beams = [Beam(20.0, collimator_angle_deg=c) for c in (30.0, 330.0)]
     shared = [
         field_dose(dens, ct, ct, b, rects, mus, model, voxel_mask=mask, points_cache=cache)
         for b in beams
     ]
-    assert traced == [Beam(20.0)]
+    assert traced_beams == [Beam(20.0)]
     for b, dose in zip(beams, shared, strict=True):
         np.testing.assert_array_equal(
             dose, field_dose(dens, ct, ct, b, rects, mus, model, voxel_mask=mask)

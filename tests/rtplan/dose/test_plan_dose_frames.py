@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dose_engine import _field_dose, hu_to_density
+from dose_engine import hu_to_density
 from dose_engine._beam import Beam
 from rtplan import DeliverablePlan, load_machine
 from rtplan.delivery import ArcBeam, ControlPoint
@@ -69,28 +69,20 @@ def test_both_arcs_share_each_gantry_angle(case):
     assert {item.part.beam.collimator_angle_deg for g in groups for item in g} == {30.0, 330.0}
 
 
-def test_each_angle_is_traced_once_and_the_dose_is_each_arcs_own(case, monkeypatch):
+def test_each_angle_is_traced_once_and_the_dose_is_each_arcs_own(case, traced_beams):
     patient, plan = case
     model = resolve_beam_model(None)
     grid = body_grid(patient.ct.grid, body_structure(patient), 8.0)
     mask = body_structure(patient).occupancy(grid) > 0
-    traced = []
-    prepare = _field_dose.prepare_beam_points
-
-    def counting(*args, **kwargs):
-        traced.append(args[3])
-        return prepare(*args, **kwargs)
-
-    monkeypatch.setattr(_field_dose, "prepare_beam_points", counting)
     dose = compute_plan_dose(plan, patient, dose_grid=grid, model=model, voxel_mask=mask)
-    assert len(traced) == len(set(traced)) == len(frame_groups(plan.beams))
-    assert {b.collimator_angle_deg for b in traced} == {0.0}
+    assert len(traced_beams) == len(set(traced_beams)) == len(frame_groups(plan.beams))
+    assert {b.collimator_angle_deg for b in traced_beams} == {0.0}
     density = hu_to_density(np.asarray(patient.ct.array, np.float32), None)
     own = [
         np.asarray(aperture_dose(a, density, patient.ct.grid, grid, model, voxel_mask=mask))
         for a in plan.beams
     ]
-    assert len(traced) == 3 * len(frame_groups(plan.beams))  # each arc alone: every angle
+    assert len(traced_beams) == 3 * len(frame_groups(plan.beams))  # each arc alone: every angle
     peak = float(dose.dose_gy.max())
     assert peak > 0.05
     np.testing.assert_allclose(dose.dose_gy, own[0] + own[1], rtol=0, atol=1e-6 * peak)
